@@ -1,0 +1,251 @@
+// Package passhash verifies and creates the password hashes iotauth stores: `sha256$<hex>` for generated
+// MQTT passwords (high-entropy machine secrets, where a fast hash is right and a slow KDF would stall the
+// broker's single thread), and the slow formats that legacy imports may carry: argon2id (PHC string),
+// bcrypt and Mosquitto's own `$7$` PBKDF2-SHA512 and `$6$` salted SHA-512. Operator passwords are hashed
+// with argon2id using OWASP's parameters.
+package passhash
+
+import (
+	"crypto/pbkdf2"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/sha512"
+	"crypto/subtle"
+	"encoding/base64"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+
+	"golang.org/x/crypto/argon2"
+	"golang.org/x/crypto/bcrypt"
+)
+
+// ErrMalformed means a stored hash could not be parsed: the row is corrupt or of an unknown format.
+var ErrMalformed = errors.New("stored password hash is malformed or of an unknown format")
+
+// Scheme names a hash format.
+type Scheme uint8
+
+// The schemes Parse understands.
+const (
+	SHA256 Scheme = iota + 1
+	Argon2id
+	Bcrypt
+	PBKDF2SHA512 // mosquitto_passwd's $7$
+	SaltedSHA512 // mosquitto_passwd's older $6$
+)
+
+// Hash is a parsed stored hash, ready to verify candidates. The zero value verifies nothing.
+type Hash struct {
+	scheme Scheme
+	sum    [32]byte // SHA256 only
+	raw    string   // slow schemes keep their encoded form
+}
+
+// Scheme reports the parsed scheme.
+func (h Hash) Scheme() Scheme { return h.scheme }
+
+// Slow reports whether verifying costs a deliberate KDF (milliseconds or more).
+func (h Hash) Slow() bool { return h.scheme != SHA256 && h.scheme != SaltedSHA512 }
+
+// SHA256Hex returns the stored form of a fast SHA-256 hash of password.
+func SHA256Hex(password string) string {
+	sum := sha256.Sum256([]byte(password))
+	return "sha256$" + hex.EncodeToString(sum[:])
+}
+
+// Parse parses a stored hash. It never panics on any input.
+func Parse(stored string) (Hash, error) {
+	switch {
+	case strings.HasPrefix(stored, "sha256$"):
+		hx := stored[len("sha256$"):]
+		if len(hx) != 64 {
+			return Hash{}, ErrMalformed
+		}
+		var h Hash
+		if _, err := hex.Decode(h.sum[:], []byte(hx)); err != nil {
+			return Hash{}, ErrMalformed
+		}
+		h.scheme = SHA256
+		return h, nil
+	case strings.HasPrefix(stored, "$argon2id$"):
+		if _, _, _, err := parseArgon2id(stored); err != nil {
+			return Hash{}, err
+		}
+		return Hash{scheme: Argon2id, raw: stored}, nil
+	case strings.HasPrefix(stored, "$2a$"), strings.HasPrefix(stored, "$2b$"), strings.HasPrefix(stored, "$2y$"):
+		if _, err := bcrypt.Cost([]byte(stored)); err != nil {
+			return Hash{}, ErrMalformed
+		}
+		return Hash{scheme: Bcrypt, raw: stored}, nil
+	case strings.HasPrefix(stored, "$7$"):
+		if _, _, _, err := parsePBKDF2(stored); err != nil {
+			return Hash{}, err
+		}
+		return Hash{scheme: PBKDF2SHA512, raw: stored}, nil
+	case strings.HasPrefix(stored, "$6$"):
+		if _, _, err := parseSalted(stored); err != nil {
+			return Hash{}, err
+		}
+		return Hash{scheme: SaltedSHA512, raw: stored}, nil
+	}
+	return Hash{}, ErrMalformed
+}
+
+// Verify reports whether password matches. Comparisons are constant-time.
+func (h Hash) Verify(password []byte) bool {
+	switch h.scheme {
+	case SHA256:
+		sum := sha256.Sum256(password)
+		return subtle.ConstantTimeCompare(sum[:], h.sum[:]) == 1
+	case Argon2id:
+		p, salt, want, err := parseArgon2id(h.raw)
+		if err != nil {
+			return false
+		}
+		got := argon2.IDKey(password, salt, p.t, p.m, p.p, uint32(len(want)))
+		return subtle.ConstantTimeCompare(got, want) == 1
+	case Bcrypt:
+		if len(password) > 72 {
+			// bcrypt ignores bytes past 72; refuse rather than accept a different password.
+			return false
+		}
+		return bcrypt.CompareHashAndPassword([]byte(h.raw), password) == nil
+	case PBKDF2SHA512:
+		iter, salt, want, err := parsePBKDF2(h.raw)
+		if err != nil {
+			return false
+		}
+		got, err := pbkdf2.Key(sha512.New, string(password), salt, iter, len(want))
+		if err != nil {
+			return false
+		}
+		return subtle.ConstantTimeCompare(got, want) == 1
+	case SaltedSHA512:
+		salt, want, err := parseSalted(h.raw)
+		if err != nil {
+			return false
+		}
+		hh := sha512.New()
+		hh.Write(password)
+		hh.Write(salt)
+		return subtle.ConstantTimeCompare(hh.Sum(nil), want) == 1
+	}
+	return false
+}
+
+type argonParams struct {
+	m, t uint32
+	p    uint8
+}
+
+// OWASP's recommended argon2id parameters (Password Storage Cheat Sheet): 19 MiB, 2 passes, 1 lane.
+var owasp = argonParams{m: 19 * 1024, t: 2, p: 1}
+
+func parseArgon2id(s string) (argonParams, []byte, []byte, error) {
+	// $argon2id$v=19$m=19456,t=2,p=1$<salt>$<hash>
+	parts := strings.Split(s, "$")
+	if len(parts) != 6 || parts[1] != "argon2id" || parts[2] != "v=19" {
+		return argonParams{}, nil, nil, ErrMalformed
+	}
+	var p argonParams
+	for _, kv := range strings.Split(parts[3], ",") {
+		k, v, ok := strings.Cut(kv, "=")
+		if !ok {
+			return argonParams{}, nil, nil, ErrMalformed
+		}
+		n, err := strconv.ParseUint(v, 10, 32)
+		if err != nil || n == 0 {
+			return argonParams{}, nil, nil, ErrMalformed
+		}
+		switch k {
+		case "m":
+			p.m = uint32(n)
+		case "t":
+			p.t = uint32(n)
+		case "p":
+			if n > 255 {
+				return argonParams{}, nil, nil, ErrMalformed
+			}
+			p.p = uint8(n)
+		default:
+			return argonParams{}, nil, nil, ErrMalformed
+		}
+	}
+	// Bound the cost so a hostile row cannot make verification take minutes or gigabytes.
+	if p.m == 0 || p.t == 0 || p.p == 0 || p.m > 1<<20 || p.t > 20 {
+		return argonParams{}, nil, nil, ErrMalformed
+	}
+	salt, err := base64.RawStdEncoding.DecodeString(parts[4])
+	if err != nil || len(salt) < 8 {
+		return argonParams{}, nil, nil, ErrMalformed
+	}
+	sum, err := base64.RawStdEncoding.DecodeString(parts[5])
+	if err != nil || len(sum) < 16 || len(sum) > 64 {
+		return argonParams{}, nil, nil, ErrMalformed
+	}
+	return p, salt, sum, nil
+}
+
+func parsePBKDF2(s string) (int, []byte, []byte, error) {
+	// $7$<iterations>$<base64 salt>$<base64 hash>
+	parts := strings.Split(s, "$")
+	if len(parts) != 5 || parts[1] != "7" {
+		return 0, nil, nil, ErrMalformed
+	}
+	iter, err := strconv.Atoi(parts[2])
+	if err != nil || iter < 1 || iter > 10_000_000 {
+		return 0, nil, nil, ErrMalformed
+	}
+	salt, err := base64.StdEncoding.DecodeString(parts[3])
+	if err != nil || len(salt) == 0 {
+		return 0, nil, nil, ErrMalformed
+	}
+	sum, err := base64.StdEncoding.DecodeString(parts[4])
+	if err != nil || len(sum) != sha512.Size {
+		return 0, nil, nil, ErrMalformed
+	}
+	return iter, salt, sum, nil
+}
+
+func parseSalted(s string) ([]byte, []byte, error) {
+	// $6$<base64 salt>$<base64 sha512(password+salt)>
+	parts := strings.Split(s, "$")
+	if len(parts) != 4 || parts[1] != "6" {
+		return nil, nil, ErrMalformed
+	}
+	salt, err := base64.StdEncoding.DecodeString(parts[2])
+	if err != nil || len(salt) == 0 {
+		return nil, nil, ErrMalformed
+	}
+	sum, err := base64.StdEncoding.DecodeString(parts[3])
+	if err != nil || len(sum) != sha512.Size {
+		return nil, nil, ErrMalformed
+	}
+	return salt, sum, nil
+}
+
+// Operator password length bounds (SECURITY.md L4): accepted whole, never truncated.
+const (
+	MinPasswordLen = 8
+	MaxPasswordLen = 128
+)
+
+// ErrPasswordLength means an operator password is outside 8–128 characters.
+var ErrPasswordLength = fmt.Errorf("password must be %d to %d characters long", MinPasswordLen, MaxPasswordLen)
+
+// HashPassword hashes an operator password with argon2id (OWASP parameters) and returns the PHC string.
+func HashPassword(password string) (string, error) {
+	if n := len([]rune(password)); n < MinPasswordLen || n > MaxPasswordLen {
+		return "", ErrPasswordLength
+	}
+	salt := make([]byte, 16)
+	if _, err := rand.Read(salt); err != nil {
+		return "", fmt.Errorf("read salt: %w", err)
+	}
+	sum := argon2.IDKey([]byte(password), salt, owasp.t, owasp.m, owasp.p, 32)
+	return fmt.Sprintf("$argon2id$v=19$m=%d,t=%d,p=%d$%s$%s", owasp.m, owasp.t, owasp.p,
+		base64.RawStdEncoding.EncodeToString(salt), base64.RawStdEncoding.EncodeToString(sum)), nil
+}

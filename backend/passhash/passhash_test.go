@@ -1,0 +1,111 @@
+package passhash
+
+import (
+	"crypto/pbkdf2"
+	"crypto/rand"
+	"crypto/sha512"
+	"encoding/base64"
+	"fmt"
+	"strings"
+	"testing"
+
+	"golang.org/x/crypto/bcrypt"
+)
+
+func mosquittoPBKDF2(t *testing.T, pw string) string {
+	t.Helper()
+	salt := make([]byte, 12)
+	rand.Read(salt)
+	sum, err := pbkdf2.Key(sha512.New, pw, salt, 1000, 64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fmt.Sprintf("$7$1000$%s$%s", base64.StdEncoding.EncodeToString(salt), base64.StdEncoding.EncodeToString(sum))
+}
+
+func TestVerify(t *testing.T) {
+	argon, err := HashPassword("correct horse battery")
+	if err != nil {
+		t.Fatal(err)
+	}
+	bc, _ := bcrypt.GenerateFromPassword([]byte("correct horse battery"), 4)
+	salt := []byte("saltsalt")
+	h := sha512.New()
+	h.Write([]byte("correct horse battery"))
+	h.Write(salt)
+	six := "$6$" + base64.StdEncoding.EncodeToString(salt) + "$" + base64.StdEncoding.EncodeToString(h.Sum(nil))
+	stored := map[string]string{
+		"sha256":   SHA256Hex("correct horse battery"),
+		"argon2id": argon,
+		"bcrypt":   string(bc),
+		"pbkdf2":   mosquittoPBKDF2(t, "correct horse battery"),
+		"sha512":   six,
+	}
+	for name, s := range stored {
+		t.Run(name, func(t *testing.T) {
+			h, err := Parse(s)
+			if err != nil {
+				t.Fatalf("Parse: %v", err)
+			}
+			if !h.Verify([]byte("correct horse battery")) {
+				t.Fatal("right password refused")
+			}
+			for _, wrong := range []string{"", "correct horse batter", "correct horse battery ", "Correct horse battery"} {
+				if h.Verify([]byte(wrong)) {
+					t.Fatalf("wrong password %q accepted", wrong)
+				}
+			}
+		})
+	}
+}
+
+func TestParseMalformed(t *testing.T) {
+	for _, s := range []string{
+		"", "sha256$", "sha256$zz", "sha256$" + strings.Repeat("g", 64), "md5$abc", "plain",
+		"$argon2id$v=19$m=0,t=1,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA",
+		"$argon2id$v=19$m=4294967295,t=1,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA",
+		"$argon2id$v=19$m=1024$", "$2b$99$xx", "$7$abc$x$y", "$7$1000$!!$x", "$6$x",
+	} {
+		if _, err := Parse(s); err == nil {
+			t.Errorf("Parse(%q) accepted a malformed hash", s)
+		}
+	}
+	var zero Hash
+	if zero.Verify([]byte("")) {
+		t.Fatal("zero Hash verified")
+	}
+}
+
+func TestHashPasswordLength(t *testing.T) {
+	if _, err := HashPassword("short"); err == nil {
+		t.Fatal("7-char password accepted")
+	}
+	if _, err := HashPassword(strings.Repeat("x", 129)); err == nil {
+		t.Fatal("129-char password accepted")
+	}
+	long := strings.Repeat("x", 100) + "A"
+	s, err := HashPassword(long)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, _ := Parse(s)
+	if h.Verify([]byte(strings.Repeat("x", 100) + "B")) {
+		t.Fatal("password differing after byte 72 accepted: truncation")
+	}
+	if !h.Verify([]byte(long)) {
+		t.Fatal("long password refused")
+	}
+}
+
+func FuzzParse(f *testing.F) {
+	f.Add(SHA256Hex("x"))
+	f.Add("$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA")
+	f.Add("$7$1000$c2FsdA==$aGFzaA==")
+	f.Fuzz(func(t *testing.T, s string) {
+		h, err := Parse(s)
+		if err == nil && h.Slow() {
+			return // do not run slow KDFs with fuzzed parameters
+		}
+		h.Verify([]byte("x"))
+	})
+}

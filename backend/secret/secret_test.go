@@ -1,0 +1,135 @@
+package secret
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"regexp"
+	"strings"
+	"testing"
+)
+
+func TestGenerateFormat(t *testing.T) {
+	for _, k := range []Kind{APIKey, TestAPIKey, MQTTPassword, ProvisioningKey} {
+		re := regexp.MustCompile("^" + regexp.QuoteMeta(k.Prefix()) + "[0-9A-Za-z]{38}$")
+		seen := map[string]bool{}
+		for i := 0; i < 200; i++ {
+			s, err := Generate(k)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !re.MatchString(s.Reveal()) {
+				t.Fatalf("%s: %q does not match %s", k.Name(), s.Reveal(), re)
+			}
+			if err := Check(k, s.Reveal()); err != nil {
+				t.Fatalf("%s: fresh secret rejected: %v", k.Name(), err)
+			}
+			if seen[s.Reveal()] {
+				t.Fatalf("%s: duplicate secret generated", k.Name())
+			}
+			seen[s.Reveal()] = true
+		}
+	}
+}
+
+func TestCheckRejects(t *testing.T) {
+	good, err := Generate(APIKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := good.Reveal()
+	flip := func(i int) string {
+		b := []byte(g)
+		if b[i] == 'a' {
+			b[i] = 'b'
+		} else {
+			b[i] = 'a'
+		}
+		return string(b)
+	}
+	prov, _ := Generate(ProvisioningKey)
+	testKey, _ := Generate(TestAPIKey)
+	tests := []struct {
+		name string
+		kind Kind
+		in   string
+		want error
+	}{
+		{"empty", APIKey, "", ErrWrongKind},
+		{"flipped random char", APIKey, flip(len(APIKey.Prefix()) + 3), ErrBadChecksum},
+		{"flipped checksum char", APIKey, flip(len(g) - 1), ErrBadChecksum},
+		{"truncated", APIKey, g[:len(g)-1], ErrMalformed},
+		{"extended", APIKey, g + "A", ErrMalformed},
+		{"bad charset", APIKey, g[:20] + "-" + g[21:], ErrMalformed},
+		{"provisioning key as api key", APIKey, prov.Reveal(), ErrWrongKind},
+		{"api key as provisioning key", ProvisioningKey, g, ErrWrongKind},
+		{"test key on live", APIKey, testKey.Reveal(), ErrWrongKind},
+		{"live key on test", TestAPIKey, g, ErrWrongKind},
+		{"uppercase prefix", APIKey, strings.ToUpper(g[:11]) + g[11:], ErrWrongKind},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if err := Check(tt.kind, tt.in); !errors.Is(err, tt.want) {
+				t.Fatalf("Check = %v, want %v", err, tt.want)
+			}
+		})
+	}
+}
+
+func TestEveryFlipRejected(t *testing.T) {
+	s, _ := Generate(MQTTPassword)
+	g := s.Reveal()
+	for i := len(MQTTPassword.Prefix()); i < len(g); i++ {
+		for _, c := range []byte(alphabet) {
+			if c == g[i] {
+				continue
+			}
+			b := []byte(g)
+			b[i] = c
+			if Check(MQTTPassword, string(b)) == nil {
+				t.Fatalf("single change at %d to %q accepted", i, c)
+			}
+		}
+	}
+}
+
+func TestRedaction(t *testing.T) {
+	s, _ := Generate(APIKey)
+	var sb strings.Builder
+	slog.New(slog.NewTextHandler(&sb, nil)).Info("x", "key", s)
+	out := sb.String() + fmt.Sprint(s) + fmt.Sprintf("%v %s %#v", s, s, s)
+	if strings.Contains(out, s.Reveal()[11:]) {
+		t.Fatalf("secret leaked: %s", out)
+	}
+	if !strings.Contains(out, "iotsk_live_[redacted]") {
+		t.Fatalf("redacted form missing: %s", out)
+	}
+}
+
+func TestDisplayPrefix(t *testing.T) {
+	s, _ := Generate(APIKey)
+	p := DisplayPrefix(APIKey, s.Reveal())
+	if len(p) != len("iotsk_live_")+DisplayLen || !strings.HasPrefix(s.Reveal(), p) {
+		t.Fatalf("bad display prefix %q", p)
+	}
+}
+
+func FuzzCheck(f *testing.F) {
+	s, _ := Generate(APIKey)
+	f.Add(s.Reveal())
+	f.Add("iotsk_live_")
+	f.Add("iotsk_live_0000000000000000000000000000000000000")
+	f.Add("")
+	f.Fuzz(func(t *testing.T, in string) {
+		err := Check(APIKey, in)
+		if err == nil {
+			if len(in) != APIKey.Len() || !strings.HasPrefix(in, APIKey.Prefix()) {
+				t.Fatalf("accepted malformed %q", in)
+			}
+			// Re-deriving the checksum must give the same string.
+			if got := string(appendChecksum([]byte(in[:len(in)-checksumLen]))); got != in {
+				t.Fatalf("accepted %q with checksum for %q", in, got)
+			}
+		}
+	})
+}

@@ -1,0 +1,148 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/iotauth/iotauth/backend/passhash"
+	"github.com/iotauth/iotauth/backend/secret"
+)
+
+// NewAgent is what CreateAgent makes: the agent's uuid, the id of its first key and the two secrets,
+// which exist in plaintext only here and in the one response that shows them.
+type NewAgent struct {
+	AgentUUID    string
+	KeyID        string
+	APIKey       secret.Secret
+	MQTTPassword secret.Secret
+}
+
+// CreateAgentParams describe a new agent.
+type CreateAgentParams struct {
+	Name    string
+	KeyName string      // name of the first API key; defaults to Name
+	KeyKind secret.Kind // secret.APIKey unless the deployment uses test keys
+	Expires time.Time   // zero: the key never expires
+}
+
+// CreateAgent inserts an agent, its first API key and its MQTT credentials in one transaction.
+func (s *Store) CreateAgent(ctx context.Context, p CreateAgentParams) (NewAgent, error) {
+	var out NewAgent
+	err := pgx.BeginFunc(ctx, s.Pool, func(tx pgx.Tx) error {
+		var err error
+		out, err = CreateAgentTx(ctx, tx, p)
+		return err
+	})
+	return out, err
+}
+
+// CreateAgentTx is CreateAgent inside a caller's transaction, for callers that must consume a
+// provisioning key or check a device limit in the same transaction.
+func CreateAgentTx(ctx context.Context, tx pgx.Tx, p CreateAgentParams) (NewAgent, error) {
+	if p.KeyKind.Prefix() == "" {
+		p.KeyKind = secret.APIKey
+	}
+	if p.KeyName == "" {
+		p.KeyName = p.Name
+	}
+	key, err := secret.Generate(p.KeyKind)
+	if err != nil {
+		return NewAgent{}, err
+	}
+	pw, err := secret.Generate(secret.MQTTPassword)
+	if err != nil {
+		return NewAgent{}, err
+	}
+	out := NewAgent{APIKey: key, MQTTPassword: pw}
+	if err := tx.QueryRow(ctx, `INSERT INTO agents (name) VALUES ($1) RETURNING uuid::text`, p.Name).Scan(&out.AgentUUID); err != nil {
+		return NewAgent{}, fmt.Errorf("insert agent: %w", checkViolation(err))
+	}
+	d := secret.DigestOf(key.Reveal())
+	var expires *time.Time
+	if !p.Expires.IsZero() {
+		expires = &p.Expires
+	}
+	if err := tx.QueryRow(ctx, `INSERT INTO api_keys (agent_uuid, name, digest, prefix, expires_at) VALUES ($1, $2, $3, $4, $5) RETURNING id::text`,
+		out.AgentUUID, p.KeyName, d[:], secret.DisplayPrefix(p.KeyKind, key.Reveal()), expires).Scan(&out.KeyID); err != nil {
+		return NewAgent{}, fmt.Errorf("insert api key: %w", checkViolation(err))
+	}
+	if _, err := tx.Exec(ctx, `INSERT INTO mqtt_credentials (agent_uuid, password_hash) VALUES ($1, $2)`,
+		out.AgentUUID, passhash.SHA256Hex(pw.Reveal())); err != nil {
+		return NewAgent{}, fmt.Errorf("insert mqtt credentials: %w", err)
+	}
+	return out, nil
+}
+
+// ErrInvalid wraps a value the database refused by a CHECK constraint (for example an empty name).
+var ErrInvalid = errors.New("invalid value")
+
+func checkViolation(err error) error {
+	var pg *pgconn.PgError
+	if errors.As(err, &pg) && pg.Code == "23514" {
+		return fmt.Errorf("%s: %w", pg.ConstraintName, ErrInvalid)
+	}
+	return err
+}
+
+// RevokeKey marks an API key revoked. The trigger announces it to every broker, which closes the
+// sessions that used it. It returns the agent the key belonged to.
+func (s *Store) RevokeKey(ctx context.Context, keyID string) (agentUUID string, err error) {
+	err = s.Pool.QueryRow(ctx, `UPDATE api_keys SET revoked_at = COALESCE(revoked_at, now()) WHERE id = $1::uuid RETURNING agent_uuid::text`, keyID).Scan(&agentUUID)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return "", ErrNotFound
+	}
+	if isInvalidText(err) {
+		return "", ErrNotFound
+	}
+	return agentUUID, err
+}
+
+// SetAgentStatus sets an agent's status (active, disabled or decommissioned).
+func (s *Store) SetAgentStatus(ctx context.Context, agentUUID, status string) error {
+	tag, err := s.Pool.Exec(ctx, `UPDATE agents SET status = $2, updated_at = now() WHERE uuid = $1::uuid`, agentUUID, status)
+	if isInvalidText(err) {
+		return ErrNotFound
+	}
+	if err != nil {
+		return fmt.Errorf("set agent status: %w", checkViolation(err))
+	}
+	if tag.RowsAffected() == 0 {
+		return ErrNotFound
+	}
+	return nil
+}
+
+// RotateMQTTPassword gives an agent a new MQTT password and returns it; the old one stops working and
+// sessions that used it are closed by the brokers.
+func (s *Store) RotateMQTTPassword(ctx context.Context, agentUUID string) (secret.Secret, error) {
+	pw, err := secret.Generate(secret.MQTTPassword)
+	if err != nil {
+		return "", err
+	}
+	tag, err := s.Pool.Exec(ctx, `
+INSERT INTO mqtt_credentials (agent_uuid, password_hash) SELECT uuid, $2 FROM agents WHERE uuid = $1::uuid
+ON CONFLICT (agent_uuid) DO UPDATE SET password_hash = EXCLUDED.password_hash, updated_at = now()`,
+		agentUUID, passhash.SHA256Hex(pw.Reveal()))
+	if isInvalidText(err) {
+		return "", ErrNotFound
+	}
+	if err != nil {
+		return "", fmt.Errorf("rotate mqtt password: %w", err)
+	}
+	if tag.RowsAffected() == 0 {
+		return "", ErrNotFound
+	}
+	return pw, nil
+}
+
+// isInvalidText reports PostgreSQL's "invalid input syntax" (22P02), which a malformed uuid argument
+// causes; callers treat it as not found.
+func isInvalidText(err error) bool {
+	var pg *pgconn.PgError
+	return errors.As(err, &pg) && pg.Code == "22P02"
+}

@@ -1,0 +1,187 @@
+package store
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/iotauth/iotauth/backend/secret"
+)
+
+// Credential is everything the broker needs to decide a connect by one device API key: the key's state,
+// its agent's state, the agent's MQTT password hash and extra ACL rules.
+type Credential struct {
+	Digest       secret.Digest
+	KeyID        string
+	AgentUUID    string
+	AgentStatus  string
+	KeyRevoked   bool
+	KeyExpiresAt time.Time // zero: never expires
+	Rights       []string
+	PasswordHash string // "" when the agent has no MQTT credentials
+	Rules        []Rule
+	// Corrupt marks a row that could not be trusted (batch lookups only); deny it.
+	Corrupt bool
+}
+
+// Rule is an extra ACL rule for one agent, from acl_rules.
+type Rule struct {
+	Access  string
+	Pattern string
+}
+
+const credentialColumns = `
+SELECT k.digest, k.id::text, k.agent_uuid::text, a.status, k.revoked_at IS NOT NULL, k.expires_at, k.rights,
+       c.password_hash,
+       (SELECT array_agg(r.access || ' ' || r.pattern ORDER BY r.id) FROM acl_rules r WHERE r.agent_uuid = k.agent_uuid)
+  FROM api_keys k
+  JOIN agents a ON a.uuid = k.agent_uuid
+  LEFT JOIN mqtt_credentials c ON c.agent_uuid = k.agent_uuid`
+
+// LookupCredential returns the credential for a key digest, ErrNotFound, or ErrCorrupt (with the
+// digest and whatever identified the agent filled in) for a row that cannot be trusted.
+func (s *Store) LookupCredential(ctx context.Context, d secret.Digest) (Credential, error) {
+	rows, err := s.Pool.Query(ctx, credentialColumns+` WHERE k.digest = $1`, d[:])
+	if err != nil {
+		return Credential{}, fmt.Errorf("look up key: %w", err)
+	}
+	defer rows.Close()
+	if !rows.Next() {
+		if err := rows.Err(); err != nil {
+			return Credential{}, fmt.Errorf("look up key: %w", err)
+		}
+		return Credential{}, ErrNotFound
+	}
+	c, err := scanCredential(rows)
+	rows.Close()
+	if err == nil {
+		err = rows.Err()
+	}
+	return c, err
+}
+
+// LookupCredentials returns the credentials for many digests at once (for re-checking live sessions).
+// Digests without a row are absent from the map; rows that cannot be trusted are present with Corrupt set.
+func (s *Store) LookupCredentials(ctx context.Context, ds []secret.Digest) (map[secret.Digest]Credential, error) {
+	raw := make([][]byte, len(ds))
+	for i := range ds {
+		raw[i] = ds[i][:]
+	}
+	rows, err := s.Pool.Query(ctx, credentialColumns+` WHERE k.digest = ANY($1)`, raw)
+	if err != nil {
+		return nil, fmt.Errorf("look up keys: %w", err)
+	}
+	defer rows.Close()
+	out := make(map[secret.Digest]Credential, len(ds))
+	for rows.Next() {
+		c, err := scanCredential(rows)
+		if err != nil {
+			c.Corrupt = true
+		}
+		out[c.Digest] = c
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("look up keys: %w", err)
+	}
+	return out, nil
+}
+
+// ActiveCredentials streams every usable credential (key not revoked or expired, agent active) to fn,
+// for preloading a broker's cache. Corrupt rows are skipped and counted in the returned error.
+func (s *Store) ActiveCredentials(ctx context.Context, fn func(Credential)) error {
+	rows, err := s.Pool.Query(ctx, credentialColumns+`
+ WHERE k.revoked_at IS NULL AND (k.expires_at IS NULL OR k.expires_at > now()) AND a.status = 'active'`)
+	if err != nil {
+		return fmt.Errorf("load active keys: %w", err)
+	}
+	defer rows.Close()
+	corrupt := 0
+	for rows.Next() {
+		c, err := scanCredential(rows)
+		if err != nil {
+			corrupt++
+			continue
+		}
+		fn(c)
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("load active keys: %w", err)
+	}
+	if corrupt > 0 {
+		return fmt.Errorf("%d credential rows skipped: %w", corrupt, ErrCorrupt)
+	}
+	return nil
+}
+
+// scanCredential reads one row into a Credential, turning NULLs and malformed values into ErrCorrupt
+// instead of scan errors, so that one bad row denies one agent and nothing else.
+func scanCredential(rows pgx.Rows) (Credential, error) {
+	var (
+		digest                      []byte
+		keyID, agentUUID, status, h *string
+		revoked                     *bool
+		expires                     *time.Time
+		rights, rules               []*string
+	)
+	if err := rows.Scan(&digest, &keyID, &agentUUID, &status, &revoked, &expires, &rights, &h, &rules); err != nil {
+		return Credential{}, fmt.Errorf("scan key row: %v: %w", err, ErrCorrupt)
+	}
+	var c Credential
+	if len(digest) != len(c.Digest) {
+		return c, fmt.Errorf("key row has a digest of %d bytes: %w", len(digest), ErrCorrupt)
+	}
+	copy(c.Digest[:], digest)
+	if keyID == nil || agentUUID == nil || status == nil || revoked == nil {
+		return c, fmt.Errorf("key row has NULLs in required columns: %w", ErrCorrupt)
+	}
+	if !validUUID(*agentUUID) || !validUUID(*keyID) {
+		return c, fmt.Errorf("key row has a malformed uuid: %w", ErrCorrupt)
+	}
+	c.KeyID, c.AgentUUID, c.AgentStatus, c.KeyRevoked = *keyID, *agentUUID, *status, *revoked
+	if expires != nil {
+		c.KeyExpiresAt = *expires
+	}
+	if h != nil {
+		c.PasswordHash = *h
+	}
+	for _, r := range rights {
+		if r == nil {
+			return c, fmt.Errorf("key row has a NULL right: %w", ErrCorrupt)
+		}
+		c.Rights = append(c.Rights, *r)
+	}
+	for _, r := range rules {
+		if r == nil {
+			return c, fmt.Errorf("acl rule row has NULLs: %w", ErrCorrupt)
+		}
+		var rule Rule
+		if _, err := fmt.Sscanf(*r, "%s %s", &rule.Access, &rule.Pattern); err != nil {
+			return c, fmt.Errorf("acl rule is malformed: %w", ErrCorrupt)
+		}
+		c.Rules = append(c.Rules, rule)
+	}
+	return c, nil
+}
+
+// validUUID accepts the canonical 36-character lowercase hex form PostgreSQL prints.
+func validUUID(s string) bool {
+	if len(s) != 36 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch i {
+		case 8, 13, 18, 23:
+			if c != '-' {
+				return false
+			}
+		default:
+			if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f') {
+				return false
+			}
+		}
+	}
+	return true
+}

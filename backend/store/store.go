@@ -1,0 +1,69 @@
+// Package store is iotauth's PostgreSQL access: a pgx pool, hand-written queries in one file per
+// aggregate, and the LISTEN/NOTIFY listener that carries credential changes to every broker. Callers
+// branch on its sentinel errors with errors.Is.
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+// Sentinel errors.
+var (
+	// ErrNotFound means no row matched.
+	ErrNotFound = errors.New("not found")
+	// ErrCorrupt means a row exists but cannot be trusted (NULLs where values belong, malformed ids or
+	// hashes). The caller denies and logs; it is never a reason to panic.
+	ErrCorrupt = errors.New("corrupt row")
+)
+
+// Store wraps a pgx pool.
+type Store struct {
+	Pool *pgxpool.Pool
+}
+
+// PoolOptions tune the pool for its user: the plugin wants few connections and short dial timeouts,
+// the REST service more.
+type PoolOptions struct {
+	MaxConns       int32
+	MinConns       int32
+	ConnectTimeout time.Duration
+	AppName        string
+}
+
+// Open builds a pool from a DSN without connecting (pgxpool connects lazily), so a caller can start
+// while PostgreSQL is down. Use Ping to check it under a deadline.
+func Open(dsn string, o PoolOptions) (*Store, error) {
+	cfg, err := pgxpool.ParseConfig(dsn)
+	if err != nil {
+		return nil, fmt.Errorf("parse database DSN (expected postgres://user:pass@host:port/db or key=value form): %w", err)
+	}
+	if o.MaxConns > 0 {
+		cfg.MaxConns = o.MaxConns
+	}
+	if o.MinConns > 0 {
+		cfg.MinConns = o.MinConns
+	}
+	if o.ConnectTimeout > 0 {
+		cfg.ConnConfig.ConnectTimeout = o.ConnectTimeout
+	}
+	if o.AppName != "" {
+		cfg.ConnConfig.RuntimeParams["application_name"] = o.AppName
+	}
+	cfg.HealthCheckPeriod = 5 * time.Second
+	pool, err := pgxpool.NewWithConfig(context.Background(), cfg)
+	if err != nil {
+		return nil, fmt.Errorf("create database pool: %w", err)
+	}
+	return &Store{Pool: pool}, nil
+}
+
+// Ping checks the database answers.
+func (s *Store) Ping(ctx context.Context) error { return s.Pool.Ping(ctx) }
+
+// Close closes the pool.
+func (s *Store) Close() { s.Pool.Close() }

@@ -1,0 +1,235 @@
+// Package cache is a bounded LRU with per-entry expiry built on hashicorp/golang-lru/v2. It keeps
+// positive and negative answers with their own TTLs, lets a positive answer be served stale for a grace
+// period while the source of truth is unreachable, and invalidates by group (all entries of one agent)
+// without scanning: an entry fetched before its group's invalidation time is treated as absent, which
+// also closes the race of a lookup that started before a change and finished after it.
+package cache
+
+import (
+	"errors"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	lru "github.com/hashicorp/golang-lru/v2/simplelru"
+)
+
+// Result says what Get found.
+type Result uint8
+
+// The outcomes of Get.
+const (
+	// Miss: nothing usable; ask the source of truth.
+	Miss Result = iota
+	// Hit: a fresh positive answer.
+	Hit
+	// NegativeHit: a fresh "does not exist".
+	NegativeHit
+	// Stale: a positive answer past its TTL but within the stale grace. Use it only when the source of
+	// truth cannot be reached.
+	Stale
+)
+
+// Options configure a Cache. Size 0 disables caching (every Get misses).
+type Options[V any] struct {
+	Size        int
+	TTL         time.Duration
+	NegativeTTL time.Duration
+	StaleGrace  time.Duration
+	// Group names the invalidation group of a value (the agent a credential belongs to).
+	Group func(V) string
+	// Now is the clock; time.Now when nil.
+	Now func() time.Time
+}
+
+type entry[V any] struct {
+	val V
+	at  int64 // unix nanoseconds when the answer was fetched
+	neg bool
+}
+
+// Stats are cumulative counters.
+type Stats struct {
+	Hits, NegativeHits, StaleHits, Misses, Evictions uint64
+	Len                                              int
+}
+
+// Cache is safe for concurrent use.
+type Cache[K comparable, V any] struct {
+	opt Options[V]
+
+	mu          sync.Mutex
+	lru         *lru.LRU[K, entry[V]]
+	invalid     map[string]int64 // group -> invalidated at (unix ns)
+	invalidAll  int64
+	lastPruneAt int64
+
+	hits, negHits, staleHits, misses, evictions atomic.Uint64
+}
+
+// New builds a cache.
+func New[K comparable, V any](opt Options[V]) (*Cache[K, V], error) {
+	if opt.Size < 0 || opt.TTL < 0 || opt.NegativeTTL < 0 || opt.StaleGrace < 0 {
+		return nil, errors.New("cache size and durations must not be negative")
+	}
+	if opt.Now == nil {
+		opt.Now = time.Now
+	}
+	c := &Cache[K, V]{opt: opt, invalid: map[string]int64{}}
+	if opt.Size > 0 {
+		l, err := lru.NewLRU[K, entry[V]](opt.Size, func(K, entry[V]) { c.evictions.Add(1) })
+		if err != nil {
+			return nil, err
+		}
+		c.lru = l
+	}
+	return c, nil
+}
+
+func (c *Cache[K, V]) now() int64 { return c.opt.Now().UnixNano() }
+
+// Get looks k up. For Hit and Stale the value is returned.
+func (c *Cache[K, V]) Get(k K) (V, Result) {
+	var zero V
+	if c.lru == nil {
+		c.misses.Add(1)
+		return zero, Miss
+	}
+	now := c.now()
+	c.mu.Lock()
+	e, ok := c.lru.Get(k)
+	if !ok {
+		c.mu.Unlock()
+		c.misses.Add(1)
+		return zero, Miss
+	}
+	if c.invalidatedLocked(e) {
+		c.lru.Remove(k)
+		c.mu.Unlock()
+		c.misses.Add(1)
+		return zero, Miss
+	}
+	c.mu.Unlock()
+	age := time.Duration(now - e.at)
+	switch {
+	case e.neg && age < c.opt.NegativeTTL:
+		c.negHits.Add(1)
+		return zero, NegativeHit
+	case e.neg:
+	case age < c.opt.TTL:
+		c.hits.Add(1)
+		return e.val, Hit
+	case age < c.opt.TTL+c.opt.StaleGrace:
+		c.staleHits.Add(1)
+		return e.val, Stale
+	}
+	c.misses.Add(1)
+	return zero, Miss
+}
+
+func (c *Cache[K, V]) invalidatedLocked(e entry[V]) bool {
+	if e.at <= c.invalidAll {
+		return true
+	}
+	if e.neg || len(c.invalid) == 0 || c.opt.Group == nil {
+		return false
+	}
+	at, ok := c.invalid[c.opt.Group(e.val)]
+	return ok && e.at <= at
+}
+
+// Add stores a positive answer fetched at fetchedAt (take the time before the query started, so an
+// invalidation that raced the query wins).
+func (c *Cache[K, V]) Add(k K, v V, fetchedAt time.Time) {
+	if c.lru == nil {
+		return
+	}
+	e := entry[V]{val: v, at: fetchedAt.UnixNano()}
+	c.mu.Lock()
+	if !c.invalidatedLocked(e) {
+		c.lru.Add(k, e)
+	}
+	c.mu.Unlock()
+}
+
+// AddNegative stores "k does not exist", fetched at fetchedAt.
+func (c *Cache[K, V]) AddNegative(k K, fetchedAt time.Time) {
+	if c.lru == nil || c.opt.NegativeTTL == 0 {
+		return
+	}
+	e := entry[V]{at: fetchedAt.UnixNano(), neg: true}
+	c.mu.Lock()
+	if e.at > c.invalidAll {
+		c.lru.Add(k, e)
+	}
+	c.mu.Unlock()
+}
+
+// Remove drops k.
+func (c *Cache[K, V]) Remove(k K) {
+	if c.lru == nil {
+		return
+	}
+	c.mu.Lock()
+	c.lru.Remove(k)
+	c.mu.Unlock()
+}
+
+// InvalidateGroup makes every entry of group fetched at or before at behave as absent.
+func (c *Cache[K, V]) InvalidateGroup(group string, at time.Time) {
+	ns := at.UnixNano()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if ns > c.invalid[group] {
+		c.invalid[group] = ns
+	}
+	// Forget invalidations older than any entry could be: bounded memory without a timer.
+	horizon := max(c.opt.TTL+c.opt.StaleGrace, c.opt.NegativeTTL)
+	now := c.now()
+	if len(c.invalid) > 1024 && now-c.lastPruneAt > int64(time.Second) {
+		c.lastPruneAt = now
+		for g, t := range c.invalid {
+			if time.Duration(now-t) > horizon {
+				delete(c.invalid, g)
+			}
+		}
+	}
+}
+
+// InvalidateAll makes every entry fetched at or before at behave as absent (used after missed
+// notifications). Entries stay in place until looked up or evicted.
+func (c *Cache[K, V]) InvalidateAll(at time.Time) {
+	c.mu.Lock()
+	if ns := at.UnixNano(); ns > c.invalidAll {
+		c.invalidAll = ns
+	}
+	c.mu.Unlock()
+}
+
+// Purge drops everything.
+func (c *Cache[K, V]) Purge() {
+	if c.lru == nil {
+		return
+	}
+	c.mu.Lock()
+	c.lru.Purge()
+	c.mu.Unlock()
+}
+
+// Len is the number of entries held (some may be expired or invalidated).
+func (c *Cache[K, V]) Len() int {
+	if c.lru == nil {
+		return 0
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.lru.Len()
+}
+
+// Stats returns the counters.
+func (c *Cache[K, V]) Stats() Stats {
+	return Stats{
+		Hits: c.hits.Load(), NegativeHits: c.negHits.Load(), StaleHits: c.staleHits.Load(),
+		Misses: c.misses.Load(), Evictions: c.evictions.Load(), Len: c.Len(),
+	}
+}

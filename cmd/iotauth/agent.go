@@ -1,0 +1,157 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/iotauth/iotauth/backend/secret"
+	"github.com/iotauth/iotauth/backend/store"
+)
+
+// agentCreated is what `agent create` prints: the secrets, shown this once.
+type agentCreated struct {
+	AgentUUID string    `json:"agentUuid"`
+	KeyID     string    `json:"keyId"`
+	APIKey    string    `json:"apiKey"`
+	MQTT      mqttCreds `json:"mqtt"`
+}
+
+type mqttCreds struct {
+	Username string `json:"username"`
+	Password string `json:"password"`
+	ClientID string `json:"clientId"`
+}
+
+func init() {
+	register("agent create", "create an agent with a device API key and MQTT password (printed once, as JSON)", agentCreate)
+	register("agent disable", "disable an agent: its sessions are closed and it cannot connect", func(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+		return agentStatus(ctx, "disable", "disabled", args, stdout, stderr)
+	})
+	register("agent enable", "re-enable a disabled agent", func(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+		return agentStatus(ctx, "enable", "active", args, stdout, stderr)
+	})
+	register("agent rotate-password", "give an agent a new MQTT password (printed once); old sessions are closed", agentRotate)
+	register("key revoke", "revoke a device API key by id: sessions using it are closed", keyRevoke)
+}
+
+func agentCreate(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("agent create", stderr)
+	name := fs.String("name", "", "agent name (required)")
+	env := fs.String("key-env", "live", "key environment: live or test")
+	expires := fs.Duration("expires-in", 0, "key lifetime, e.g. 720h (default: never expires)")
+	dbURL := fs.String("database-url", "", "PostgreSQL URL (default $DATABASE_URL)")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if *name == "" {
+		fmt.Fprintln(stderr, "-name is required")
+		fs.Usage()
+		return errUsage
+	}
+	kind, err := secret.APIKeyKind(*env)
+	if err != nil {
+		return err
+	}
+	dsn, err := databaseURL(*dbURL)
+	if err != nil {
+		return err
+	}
+	st, err := openStore(ctx, dsn)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	p := store.CreateAgentParams{Name: *name, KeyKind: kind}
+	if *expires > 0 {
+		p.Expires = time.Now().Add(*expires)
+	}
+	a, err := st.CreateAgent(ctx, p)
+	if errors.Is(err, store.ErrInvalid) {
+		return fmt.Errorf("the name must be 1 to 200 characters: %w", err)
+	}
+	if err != nil {
+		return err
+	}
+	enc := json.NewEncoder(stdout)
+	enc.SetIndent("", "  ")
+	return enc.Encode(agentCreated{
+		AgentUUID: a.AgentUUID, KeyID: a.KeyID, APIKey: a.APIKey.Reveal(),
+		MQTT: mqttCreds{Username: a.APIKey.Reveal(), Password: a.MQTTPassword.Reveal(), ClientID: "agent-" + a.AgentUUID},
+	})
+}
+
+func oneArg(name, what string, args []string, stderr io.Writer) (string, string, error) {
+	fs := newFlags(name, stderr)
+	dbURL := fs.String("database-url", "", "PostgreSQL URL (default $DATABASE_URL)")
+	if err := fs.Parse(args); err != nil {
+		return "", "", errUsage
+	}
+	if fs.NArg() != 1 {
+		fmt.Fprintf(stderr, "usage: iotauth %s [-database-url URL] %s\n", name, what)
+		return "", "", errUsage
+	}
+	dsn, err := databaseURL(*dbURL)
+	return fs.Arg(0), dsn, err
+}
+
+func agentStatus(ctx context.Context, verb, status string, args []string, stdout, stderr io.Writer) error {
+	uuid, dsn, err := oneArg("agent "+verb, "AGENT_UUID", args, stderr)
+	if err != nil {
+		return err
+	}
+	st, err := openStore(ctx, dsn)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	if err := st.SetAgentStatus(ctx, uuid, status); errors.Is(err, store.ErrNotFound) {
+		return fmt.Errorf("no agent %q: check the uuid", uuid)
+	} else if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "agent %s is now %s\n", uuid, status)
+	return nil
+}
+
+func agentRotate(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	uuid, dsn, err := oneArg("agent rotate-password", "AGENT_UUID", args, stderr)
+	if err != nil {
+		return err
+	}
+	st, err := openStore(ctx, dsn)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	pw, err := st.RotateMQTTPassword(ctx, uuid)
+	if errors.Is(err, store.ErrNotFound) {
+		return fmt.Errorf("no agent %q: check the uuid", uuid)
+	} else if err != nil {
+		return err
+	}
+	return json.NewEncoder(stdout).Encode(map[string]string{"agentUuid": uuid, "password": pw.Reveal()})
+}
+
+func keyRevoke(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	id, dsn, err := oneArg("key revoke", "KEY_ID", args, stderr)
+	if err != nil {
+		return err
+	}
+	st, err := openStore(ctx, dsn)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	agent, err := st.RevokeKey(ctx, id)
+	if errors.Is(err, store.ErrNotFound) {
+		return fmt.Errorf("no API key %q: list keys with the REST API (GET /api/v1/auth/api-keys) to find its id", id)
+	} else if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "key %s of agent %s revoked\n", id, agent)
+	return nil
+}

@@ -1,0 +1,98 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/iotauth/iotauth/backend/migrations"
+	"github.com/iotauth/iotauth/backend/store"
+)
+
+var errUsage = errors.New("usage")
+
+// newFlags builds a flag set whose -h prints to stderr and whose errors become errUsage.
+func newFlags(name string, stderr io.Writer) *flag.FlagSet {
+	fs := flag.NewFlagSet("iotauth "+name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	return fs
+}
+
+func parseFlags(fs *flag.FlagSet, args []string) error {
+	if err := fs.Parse(args); err != nil {
+		return errUsage
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(fs.Output(), "unexpected arguments: %v\n", fs.Args())
+		fs.Usage()
+		return errUsage
+	}
+	return nil
+}
+
+func databaseURL(flagValue string) (string, error) {
+	if flagValue != "" {
+		return flagValue, nil
+	}
+	if v := os.Getenv("DATABASE_URL"); v != "" {
+		return v, nil
+	}
+	return "", errors.New("no database given: set DATABASE_URL (e.g. postgres://iotauth:secret@127.0.0.1:5432/iotauth) or pass -database-url")
+}
+
+// openStore opens a pool and checks the database answers within 10 s.
+func openStore(ctx context.Context, dsn string) (*store.Store, error) {
+	st, err := store.Open(dsn, store.PoolOptions{MaxConns: 10, AppName: "iotauth"})
+	if err != nil {
+		return nil, err
+	}
+	pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if err := st.Ping(pctx); err != nil {
+		st.Close()
+		return nil, fmt.Errorf("cannot reach PostgreSQL (is it running, and is DATABASE_URL right?): %w", err)
+	}
+	return st, nil
+}
+
+// migrate applies the embedded migrations.
+func migrate(ctx context.Context, dsn string, stdout io.Writer) error {
+	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	conn, err := pgx.Connect(cctx, dsn)
+	cancel()
+	if err != nil {
+		return fmt.Errorf("cannot reach PostgreSQL (is it running, and is DATABASE_URL right?): %w", err)
+	}
+	defer conn.Close(context.Background())
+	from, to, err := migrations.Apply(ctx, conn)
+	if err != nil {
+		return err
+	}
+	if from == to {
+		fmt.Fprintf(stdout, "schema is up to date (version %d)\n", to)
+	} else {
+		fmt.Fprintf(stdout, "schema migrated from version %d to %d\n", from, to)
+	}
+	return nil
+}
+
+func init() {
+	register("migrate", "apply the database schema migrations", func(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+		fs := newFlags("migrate", stderr)
+		dbURL := fs.String("database-url", "", "PostgreSQL URL (default $DATABASE_URL)")
+		if err := parseFlags(fs, args); err != nil {
+			return err
+		}
+		dsn, err := databaseURL(*dbURL)
+		if err != nil {
+			return err
+		}
+		return migrate(ctx, dsn, stdout)
+	})
+}

@@ -1,0 +1,121 @@
+package acl
+
+import (
+	"strings"
+	"testing"
+)
+
+const me = "6f1c2a9e-0d1b-4c3e-9f00-1a2b3c4d5e6f"
+const other = "0a0b0c0d-1111-2222-3333-444455556666"
+
+func set(t *testing.T, spec string) Set {
+	t.Helper()
+	ts, err := ParseTemplates(spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return Expand(ts, me, "agent-"+me)
+}
+
+func TestDefaultNamespace(t *testing.T) {
+	s := set(t, "readwrite agents/%u/#")
+	tests := []struct {
+		access Access
+		topic  string
+		want   bool
+	}{
+		{Write, "agents/" + me + "/telemetry", true},
+		{Write, "agents/" + me, true},
+		{Write, "agents/" + me + "/a/b/c", true},
+		{Read, "agents/" + me + "/cmd", true},
+		{Write, "agents/" + other + "/telemetry", false},
+		{Read, "agents/" + other + "/cmd", false},
+		{Write, "agents", false},
+		{Write, "other/" + me, false},
+		{Write, "$SYS/broker/version", false},
+		{Write, "", false},
+		{Subscribe, "agents/" + me + "/#", true},
+		{Subscribe, "agents/" + me + "/+/x", true},
+		{Subscribe, "agents/" + me, true},
+		{Subscribe, "#", false},
+		{Subscribe, "+/#", false},
+		{Subscribe, "+", false},
+		{Subscribe, "agents/#", false},
+		{Subscribe, "agents/+", false},
+		{Subscribe, "agents/+/telemetry", false},
+		{Subscribe, "agents/+/#", false},
+		{Subscribe, "agents/" + other + "/#", false},
+		{Subscribe, "$SYS/#", false},
+		{Subscribe, "$CONTROL/#", false},
+		{Subscribe, "agents/" + me + "/a#", false},
+		{Unsubscribe, "#", true},
+	}
+	for _, tt := range tests {
+		if got := s.Allows(tt.access, tt.topic); got != tt.want {
+			t.Errorf("Allows(%d, %q) = %v, want %v", tt.access, tt.topic, got, tt.want)
+		}
+	}
+}
+
+func TestRuleKindsAndDeny(t *testing.T) {
+	s := set(t, "readwrite agents/%u/#; read broadcast/#; write ingest/%c; deny agents/%u/secret/#")
+	tests := []struct {
+		access Access
+		topic  string
+		want   bool
+	}{
+		{Read, "broadcast/fw", true},
+		{Write, "broadcast/fw", false},
+		{Subscribe, "broadcast/#", true},
+		{Write, "ingest/agent-" + me, true},
+		{Read, "ingest/agent-" + me, false},
+		{Subscribe, "ingest/agent-" + me, false},
+		{Write, "agents/" + me + "/secret/x", false},
+		{Read, "agents/" + me + "/secret", false},
+		{Subscribe, "agents/" + me + "/#", false},
+		{Subscribe, "agents/" + me + "/+", false},
+		{Subscribe, "agents/" + me + "/public/#", true},
+	}
+	for _, tt := range tests {
+		if got := s.Allows(tt.access, tt.topic); got != tt.want {
+			t.Errorf("Allows(%d, %q) = %v, want %v", tt.access, tt.topic, got, tt.want)
+		}
+	}
+}
+
+func TestParseErrors(t *testing.T) {
+	for _, spec := range []string{"", "readwrite", "all agents/#", "read $SYS/#", "read a/#/b", "read a+/b", "read a b c"} {
+		if _, err := ParseTemplates(spec); err == nil {
+			t.Errorf("ParseTemplates(%q) accepted", spec)
+		}
+	}
+}
+
+// FuzzSubscribeSubset checks the subset rule against brute force: whenever a subscription is granted,
+// no concrete topic it matches may be refused for reading.
+func FuzzSubscribeSubset(f *testing.F) {
+	f.Add("agents/+/x", "agents/u/x")
+	f.Add("#", "a")
+	f.Add("agents/"+me+"/#", "agents/"+me)
+	s := Expand([]Template{{allow: Read, pattern: "agents/%u/#"}, {deny: true, pattern: "agents/%u/secret"}}, me, "c")
+	f.Fuzz(func(t *testing.T, filter, topic string) {
+		if strings.ContainsAny(topic, "+#") || topic == "" || topic[0] == '$' || validFilter(filter) != nil {
+			return
+		}
+		if s.Allows(Subscribe, filter) && matches(strings.Split(filter, "/"), topic) && !s.Allows(Read, topic) {
+			t.Fatalf("filter %q granted but matching topic %q is not readable", filter, topic)
+		}
+	})
+}
+
+func BenchmarkAllowsWrite(b *testing.B) {
+	ts, _ := ParseTemplates("readwrite agents/%u/#")
+	s := Expand(ts, me, "agent-"+me)
+	topic := "agents/" + me + "/telemetry/temp"
+	b.ReportAllocs()
+	for i := 0; i < b.N; i++ {
+		if !s.Allows(Write, topic) {
+			b.Fatal("denied")
+		}
+	}
+}

@@ -1,0 +1,370 @@
+// Package auth decides MQTT connects: Authorize turns a username (a device API key), a password and a
+// client id into a Session or a reason for refusal. It checks the key's format before any other work,
+// looks credentials up through a bounded cache and then the store under a hard deadline, fails closed
+// when the store is unreachable (serving cached positives only within the stale grace), and computes the
+// session's ACL once. It is plain Go: no cgo, no Mosquitto.
+package auth
+
+import (
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/iotauth/iotauth/backend/passhash"
+	"github.com/iotauth/iotauth/backend/secret"
+	"github.com/iotauth/iotauth/backend/store"
+	"github.com/iotauth/iotauth/cache"
+	"github.com/iotauth/iotauth/plugin/acl"
+)
+
+// Reasons for refusal. Every one of them becomes CONNACK "not authorised" except ErrDeferred, which
+// hands the decision to the next plugin in the chain.
+var (
+	ErrDeferred       = errors.New("username is not an iotauth key; deferred to the next plugin")
+	ErrNoCredentials  = errors.New("no username or password given")
+	ErrMalformed      = errors.New("username is not a well-formed device API key")
+	ErrBadIdentifier  = errors.New("username or client id is too long or contains '+', '#' or '/'")
+	ErrUnknownKey     = errors.New("unknown device API key")
+	ErrBadPassword    = errors.New("wrong MQTT password")
+	ErrRevoked        = errors.New("device API key revoked")
+	ErrExpired        = errors.New("device API key expired")
+	ErrAgentDisabled  = errors.New("agent disabled or decommissioned")
+	ErrNoMQTTRight    = errors.New("device API key has no mqtt right")
+	ErrClientID       = errors.New("client id does not belong to this agent")
+	ErrUnavailable    = errors.New("credential store unreachable and nothing usable cached")
+	ErrCorrupt        = errors.New("credential row is corrupt")
+	ErrCredsChanged   = errors.New("credentials changed since the session started")
+	ErrNoMQTTPassword = errors.New("agent has no MQTT password")
+)
+
+// MaxIdentifierLen bounds usernames and client ids.
+const MaxIdentifierLen = 256
+
+// MaxPasswordLen bounds passwords before any work is done on them.
+const MaxPasswordLen = 1024
+
+// Lookup is what the authorizer needs from the store.
+type Lookup interface {
+	LookupCredential(ctx context.Context, d secret.Digest) (store.Credential, error)
+}
+
+// Config tunes an Authorizer.
+type Config struct {
+	KeyKind      secret.Kind
+	ClientID     string // template with %u, or "any"
+	Rules        []acl.Template
+	DBTimeout    time.Duration
+	DeferUnknown bool
+	// RetryAfter is how long after a store failure connects skip the store and fail fast (or use stale
+	// entries) instead of each waiting out the deadline.
+	RetryAfter time.Duration
+	Now        func() time.Time
+	Log        *slog.Logger
+}
+
+// Credentials are what a client presented.
+type Credentials struct {
+	Username string
+	Password []byte
+	ClientID string
+}
+
+// Session is an authorised connection: who it is, what it may do, and what it was authorised with, so
+// that it can be re-checked when credentials change.
+type Session struct {
+	Agent     string
+	ClientID  string
+	KeyID     string
+	Digest    secret.Digest
+	ExpiresAt time.Time
+	ACL       acl.Set
+	// fingerprint of the stored password hash and rules the session was admitted with.
+	fingerprint [32]byte
+}
+
+// Entry is the cached, compact form of a store.Credential.
+type Entry struct {
+	Agent       string
+	KeyID       string
+	Active      bool
+	Revoked     bool
+	MQTTRight   bool
+	Corrupt     bool
+	ExpiresAt   int64 // unix ns, 0 = never
+	Hash        passhash.Hash
+	Rules       []acl.Template
+	fingerprint [32]byte
+}
+
+// Authorizer decides connects. It is safe for concurrent use.
+type Authorizer struct {
+	cfg      Config
+	store    Lookup
+	cache    *cache.Cache[secret.Digest, *Entry]
+	downTill atomic.Int64
+	dummy    passhash.Hash
+
+	logOnce sync.Map // digest -> struct{}: corrupt rows logged once
+	nLogged atomic.Int64
+}
+
+// New builds an Authorizer.
+func New(cfg Config, st Lookup, c *cache.Cache[secret.Digest, *Entry]) *Authorizer {
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Log == nil {
+		cfg.Log = slog.New(slog.DiscardHandler)
+	}
+	if cfg.RetryAfter == 0 {
+		cfg.RetryAfter = time.Second
+	}
+	dummy, _ := passhash.Parse(passhash.SHA256Hex("iotauth dummy password for timing"))
+	return &Authorizer{cfg: cfg, store: st, cache: c, dummy: dummy}
+}
+
+// Cache exposes the cache for invalidation and stats.
+func (a *Authorizer) Cache() *cache.Cache[secret.Digest, *Entry] { return a.cache }
+
+// GroupOf is the cache group function: entries are invalidated per agent.
+func GroupOf(e *Entry) string { return e.Agent }
+
+// CheckIdentifier refuses usernames and client ids that are empty-safe but too long or contain topic
+// wildcards or separators, which could otherwise widen ACL patterns.
+func CheckIdentifier(s string) error {
+	if len(s) > MaxIdentifierLen || strings.ContainsAny(s, "+#/") {
+		return ErrBadIdentifier
+	}
+	return nil
+}
+
+// Authorize decides a fresh connect.
+func (a *Authorizer) Authorize(ctx context.Context, c Credentials) (Session, error) {
+	if c.Username == "" {
+		if a.cfg.DeferUnknown {
+			return Session{}, ErrDeferred
+		}
+		return Session{}, ErrNoCredentials
+	}
+	if err := CheckIdentifier(c.Username); err != nil {
+		return Session{}, err
+	}
+	if err := CheckIdentifier(c.ClientID); err != nil {
+		return Session{}, err
+	}
+	if err := secret.Check(a.cfg.KeyKind, c.Username); err != nil {
+		if a.cfg.DeferUnknown && errors.Is(err, secret.ErrWrongKind) {
+			return Session{}, ErrDeferred
+		}
+		return Session{}, ErrMalformed
+	}
+	if len(c.Password) == 0 {
+		return Session{}, ErrNoCredentials
+	}
+	if len(c.Password) > MaxPasswordLen {
+		return Session{}, ErrBadPassword
+	}
+	return a.authorizeDigest(ctx, secret.DigestOf(c.Username), c.Password, c.ClientID)
+}
+
+// Reauthorize re-checks a live session with the password its client presented (Mosquitto does this for
+// every client on SIGHUP, with the username the plugin gave the session).
+func (a *Authorizer) Reauthorize(ctx context.Context, s Session, password []byte) (Session, error) {
+	if len(password) == 0 || len(password) > MaxPasswordLen {
+		return Session{}, ErrBadPassword
+	}
+	return a.authorizeDigest(ctx, s.Digest, password, s.ClientID)
+}
+
+func (a *Authorizer) authorizeDigest(ctx context.Context, d secret.Digest, password []byte, clientID string) (Session, error) {
+	e, err := a.entry(ctx, d)
+	if err != nil {
+		// Same work as a wrong password, so unknown keys cannot be told apart by timing.
+		a.dummy.Verify(password)
+		return Session{}, err
+	}
+	if e.Corrupt {
+		a.dummy.Verify(password)
+		return Session{}, ErrCorrupt
+	}
+	if !e.Hash.Verify(password) {
+		if e.Hash.Scheme() == 0 {
+			return Session{}, ErrNoMQTTPassword
+		}
+		return Session{}, ErrBadPassword
+	}
+	if err := a.usable(e); err != nil {
+		return Session{}, err
+	}
+	if !a.clientIDAllowed(e.Agent, clientID) {
+		return Session{}, ErrClientID
+	}
+	s := Session{
+		Agent: e.Agent, ClientID: clientID, KeyID: e.KeyID, Digest: d,
+		ACL: acl.Expand(append(a.cfg.Rules[:len(a.cfg.Rules):len(a.cfg.Rules)], e.Rules...), e.Agent, clientID),
+		fingerprint: e.fingerprint,
+	}
+	if e.ExpiresAt != 0 {
+		s.ExpiresAt = time.Unix(0, e.ExpiresAt)
+	}
+	return s, nil
+}
+
+func (a *Authorizer) usable(e *Entry) error {
+	switch {
+	case e.Revoked:
+		return ErrRevoked
+	case e.ExpiresAt != 0 && a.cfg.Now().UnixNano() >= e.ExpiresAt:
+		return ErrExpired
+	case !e.Active:
+		return ErrAgentDisabled
+	case !e.MQTTRight:
+		return ErrNoMQTTRight
+	}
+	return nil
+}
+
+func (a *Authorizer) clientIDAllowed(agent, clientID string) bool {
+	if a.cfg.ClientID == "any" {
+		return clientID != ""
+	}
+	i := strings.Index(a.cfg.ClientID, "%u")
+	if i < 0 {
+		return false
+	}
+	pre, post := a.cfg.ClientID[:i], a.cfg.ClientID[i+2:]
+	return len(clientID) == len(pre)+len(agent)+len(post) &&
+		strings.HasPrefix(clientID, pre) && strings.HasSuffix(clientID, post) &&
+		clientID[len(pre):len(pre)+len(agent)] == agent
+}
+
+// entry finds the credential for d: cache first, then the store under the deadline. Errors and
+// timeouts are never cached; a stale positive is used only when the store cannot answer.
+func (a *Authorizer) entry(ctx context.Context, d secret.Digest) (*Entry, error) {
+	e, r := a.cache.Get(d)
+	switch r {
+	case cache.Hit:
+		return e, nil
+	case cache.NegativeHit:
+		return nil, ErrUnknownKey
+	}
+	now := a.cfg.Now()
+	if now.UnixNano() < a.downTill.Load() {
+		if r == cache.Stale {
+			return e, nil
+		}
+		return nil, ErrUnavailable
+	}
+	qctx, cancel := context.WithTimeout(ctx, a.cfg.DBTimeout)
+	cred, err := a.store.LookupCredential(qctx, d)
+	cancel()
+	switch {
+	case err == nil:
+		a.downTill.Store(0)
+		fresh := NewEntry(cred)
+		a.cache.Add(d, fresh, now)
+		return fresh, nil
+	case errors.Is(err, store.ErrNotFound):
+		a.downTill.Store(0)
+		a.cache.AddNegative(d, now)
+		return nil, ErrUnknownKey
+	case errors.Is(err, store.ErrCorrupt):
+		a.downTill.Store(0)
+		a.logCorrupt(d, cred.AgentUUID, err)
+		bad := &Entry{Agent: cred.AgentUUID, Corrupt: true}
+		a.cache.Add(d, bad, now)
+		return bad, nil
+	default:
+		a.downTill.Store(a.cfg.Now().Add(a.cfg.RetryAfter).UnixNano())
+		a.cfg.Log.Warn("credential lookup failed; refusing unknown agents until PostgreSQL answers",
+			"error", err, "deadline", a.cfg.DBTimeout, "served_stale", r == cache.Stale)
+		if r == cache.Stale {
+			return e, nil
+		}
+		return nil, ErrUnavailable
+	}
+}
+
+// StoreDown reports whether the authorizer is currently skipping the store after a failure.
+func (a *Authorizer) StoreDown() bool { return a.cfg.Now().UnixNano() < a.downTill.Load() }
+
+// MarkStoreUp lets a background health check end the fail-fast window early.
+func (a *Authorizer) MarkStoreUp() { a.downTill.Store(0) }
+
+func (a *Authorizer) logCorrupt(d secret.Digest, agent string, err error) {
+	if _, seen := a.logOnce.LoadOrStore(d, struct{}{}); seen {
+		return
+	}
+	if a.nLogged.Add(1) > 10000 {
+		return // bound the set; beyond this every corrupt row is still denied, just not logged again
+	}
+	a.cfg.Log.Error("refusing agent: its credential row is corrupt; fix the row in PostgreSQL",
+		"agent", agent, "error", err)
+}
+
+// NewEntry compacts a store credential into a cache entry. Problems with the row (a malformed hash, a
+// bad rule) make a Corrupt entry: that agent is denied, nothing else is affected.
+func NewEntry(c store.Credential) *Entry {
+	e := &Entry{
+		Agent: c.AgentUUID, KeyID: c.KeyID, Active: c.AgentStatus == "active", Revoked: c.KeyRevoked,
+		Corrupt: c.Corrupt,
+	}
+	if !c.KeyExpiresAt.IsZero() {
+		e.ExpiresAt = c.KeyExpiresAt.UnixNano()
+	}
+	for _, r := range c.Rights {
+		if r == "mqtt" {
+			e.MQTTRight = true
+		}
+	}
+	if c.PasswordHash != "" {
+		h, err := passhash.Parse(c.PasswordHash)
+		if err != nil {
+			e.Corrupt = true
+		}
+		e.Hash = h
+	}
+	fp := sha256.New()
+	fp.Write([]byte(c.PasswordHash))
+	for _, r := range c.Rules {
+		t, err := acl.ParseTemplate(r.Access, r.Pattern)
+		if err != nil {
+			e.Corrupt = true
+			continue
+		}
+		e.Rules = append(e.Rules, t)
+		fmt.Fprintf(fp, "\x00%s %s", r.Access, r.Pattern)
+	}
+	copy(e.fingerprint[:], fp.Sum(nil))
+	return e
+}
+
+// Recheck decides whether a live session may stay, given the credential as the store has it now
+// (found=false when the key no longer exists).
+func (a *Authorizer) Recheck(s Session, c store.Credential, found bool) error {
+	if !found {
+		return ErrUnknownKey
+	}
+	e := NewEntry(c)
+	if e.Corrupt {
+		return ErrCorrupt
+	}
+	if err := a.usable(e); err != nil {
+		return err
+	}
+	if e.Agent != s.Agent || e.fingerprint != s.fingerprint {
+		return ErrCredsChanged
+	}
+	return nil
+}
+
+// Expired reports whether the session's key has expired.
+func (a *Authorizer) Expired(s Session) bool {
+	return !s.ExpiresAt.IsZero() && !a.cfg.Now().Before(s.ExpiresAt)
+}

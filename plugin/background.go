@@ -1,0 +1,225 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"golang.org/x/time/rate"
+
+	"github.com/iotauth/iotauth/backend/secret"
+	"github.com/iotauth/iotauth/backend/store"
+	"github.com/iotauth/iotauth/plugin/auth"
+)
+
+// goBackground starts the goroutines that keep the plugin in step with PostgreSQL: the NOTIFY listener,
+// the re-check worker, the periodic resync, key expiry, the store health probe and the preload.
+func (in *instance) goBackground(ctx context.Context) {
+	listenFail := rate.Sometimes{Interval: 30 * time.Second}
+	in.wg.Add(4)
+	go func() {
+		defer in.wg.Done()
+		in.store.Listen(ctx, store.ListenHandler{
+			Changed: in.changed,
+			Connected: func(reconnect bool) {
+				if reconnect {
+					// Changes made while LISTEN was down were missed: trust nothing cached before now.
+					in.auth.Cache().InvalidateAll(time.Now())
+					in.recheckAll()
+					in.log.Info("credential change feed reconnected; cache invalidated and live sessions re-checked")
+				}
+			},
+			Failed: func(err error) {
+				listenFail.Do(func() {
+					in.log.Warn("credential change feed (LISTEN) down; retrying with backoff", "error", err)
+				})
+			},
+		})
+	}()
+	go func() { defer in.wg.Done(); in.recheckWorker(ctx) }()
+	go func() { defer in.wg.Done(); in.periodic(ctx) }()
+	go func() { defer in.wg.Done(); in.preload(ctx) }()
+}
+
+// changed handles one NOTIFY: drop what the cache holds for the key and agent, then re-check the agent's
+// live sessions.
+func (in *instance) changed(c store.Change) {
+	if d, ok := c.Digest(); ok {
+		in.auth.Cache().Remove(d)
+	}
+	in.auth.Cache().InvalidateGroup(c.Agent, time.Now())
+	if !in.cfg.KickOnRevoke {
+		return
+	}
+	in.pendingMu.Lock()
+	in.pending[c.Agent] = struct{}{}
+	in.pendingMu.Unlock()
+	select {
+	case in.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (in *instance) recheckAll() {
+	in.mu.Lock()
+	agents := make([]string, 0, len(in.byAgent))
+	for a := range in.byAgent {
+		agents = append(agents, a)
+	}
+	in.mu.Unlock()
+	in.pendingMu.Lock()
+	for _, a := range agents {
+		in.pending[a] = struct{}{}
+	}
+	in.pendingMu.Unlock()
+	select {
+	case in.wake <- struct{}{}:
+	default:
+	}
+}
+
+// recheckWorker coalesces pending agents and re-checks their live sessions against the store in
+// batches, queueing a kick for every session its credentials no longer allow.
+func (in *instance) recheckWorker(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-in.wake:
+		}
+		in.pendingMu.Lock()
+		agents := in.pending
+		in.pending = map[string]struct{}{}
+		in.pendingMu.Unlock()
+		if err := in.recheck(ctx, agents); err != nil && ctx.Err() == nil {
+			in.log.Warn("re-checking live sessions failed; will retry", "error", err)
+			in.pendingMu.Lock()
+			for a := range agents {
+				in.pending[a] = struct{}{}
+			}
+			in.pendingMu.Unlock()
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(time.Second):
+			}
+			select {
+			case in.wake <- struct{}{}:
+			default:
+			}
+		}
+	}
+}
+
+func (in *instance) recheck(ctx context.Context, agents map[string]struct{}) error {
+	in.mu.Lock()
+	var targets []live
+	for a := range agents {
+		for _, l := range in.byAgent[a] {
+			targets = append(targets, *l)
+		}
+	}
+	in.mu.Unlock()
+	for start := 0; start < len(targets); start += 1000 {
+		batch := targets[start:min(start+1000, len(targets))]
+		ds := make([]secret.Digest, len(batch))
+		for i := range batch {
+			ds[i] = batch[i].Digest
+		}
+		qctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		found, err := in.store.LookupCredentials(qctx, ds)
+		cancel()
+		if err != nil {
+			return err
+		}
+		for i := range batch {
+			c, ok := found[batch[i].Digest]
+			if err := in.auth.Recheck(batch[i].Session, c, ok); err != nil {
+				in.queueKick(batch[i], err)
+			}
+		}
+	}
+	return nil
+}
+
+func (in *instance) queueKick(l live, reason error) {
+	in.mu.Lock()
+	in.kicks = append(in.kicks, kick{client: l.client, gen: l.gen, clientID: l.ClientID, reason: reason})
+	in.mu.Unlock()
+}
+
+// periodic re-checks every live session now and then (a safety net for missed notifications), kicks
+// sessions whose key expired, and probes the store while the authorizer considers it down.
+func (in *instance) periodic(ctx context.Context) {
+	second := time.NewTicker(time.Second)
+	defer second.Stop()
+	lastResync := time.Now()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-second.C:
+		}
+		if in.auth.StoreDown() {
+			pctx, cancel := context.WithTimeout(ctx, in.cfg.DBTimeout+time.Second)
+			if in.store.Ping(pctx) == nil {
+				in.auth.MarkStoreUp()
+				in.log.Info("PostgreSQL answers again")
+			}
+			cancel()
+		}
+		if in.cfg.KickOnRevoke {
+			in.mu.Lock()
+			var expired []live
+			for _, l := range in.sessions {
+				if in.auth.Expired(l.Session) {
+					expired = append(expired, *l)
+				}
+			}
+			in.mu.Unlock()
+			for _, l := range expired {
+				in.queueKick(l, auth.ErrExpired)
+			}
+		}
+		if time.Since(lastResync) >= in.cfg.ResyncInterval {
+			lastResync = time.Now()
+			in.recheckAll()
+		}
+	}
+}
+
+// preload fills the cache with every active credential, retrying until PostgreSQL answers once.
+func (in *instance) preload(ctx context.Context) {
+	if !in.cfg.Preload || in.cfg.CacheSize == 0 {
+		return
+	}
+	backoff := 500 * time.Millisecond
+	for ctx.Err() == nil {
+		start := time.Now()
+		n := 0
+		lctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
+		err := in.store.ActiveCredentials(lctx, func(c store.Credential) {
+			in.auth.Cache().Add(c.Digest, auth.NewEntry(c), start)
+			n++
+		})
+		cancel()
+		if err == nil || errors.Is(err, store.ErrCorrupt) {
+			in.log.Info("preloaded credentials", "count", n, "took", time.Since(start), "skipped", errString(err))
+			return
+		}
+		in.log.Warn("preload failed; retrying", "error", err)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(backoff):
+		}
+		backoff = min(backoff*2, 30*time.Second)
+	}
+}
+
+func errString(err error) string {
+	if err == nil {
+		return "none"
+	}
+	return err.Error()
+}

@@ -1,0 +1,178 @@
+// Command plugin is mosquitto-iotauth.so, built with -buildmode=c-shared. This file is the cgo edge:
+// each exported function converts C values to Go values (copying what it keeps, borrowing the topic only
+// for the call), recovers from panics by denying, and calls one method of the single plugin instance.
+package main
+
+/*
+#cgo CFLAGS: -O2 -Wall
+#include <stdint.h>
+#include <stdlib.h>
+#include <mosquitto.h>
+#include <mosquitto_broker.h>
+#include <mosquitto_plugin.h>
+#include "../c/iotauth_shim.h"
+*/
+import "C"
+
+import (
+	"fmt"
+	"runtime/debug"
+	"sync/atomic"
+	"unsafe"
+
+	"github.com/iotauth/iotauth/plugin/acl"
+)
+
+func main() {}
+
+// current is the one plugin instance the C side reaches: built in init, torn down in cleanup.
+var current atomic.Pointer[instance]
+
+// recoverTo turns a panic into the given return code and a log line; the broker keeps running.
+func recoverTo(rc *C.int, deny C.int, where string) {
+	if r := recover(); r != nil {
+		if rc != nil {
+			*rc = deny
+		}
+		stack := string(debug.Stack())
+		if len(stack) > 2000 {
+			stack = stack[:2000]
+		}
+		msg := fmt.Sprintf("internal error in %s, request denied (please report this): %v\n%s", where, r, stack)
+		if in := current.Load(); in != nil {
+			in.logs.push(levelErr, msg)
+		} else {
+			logNow(C.MOSQ_LOG_ERR, msg)
+		}
+	}
+}
+
+// logNow writes straight to Mosquitto's log; only for the main thread (init and callbacks).
+func logNow(level C.int, msg string) {
+	cs := C.CString(msg)
+	C.iotauth_log(level, cs)
+	C.free(unsafe.Pointer(cs))
+}
+
+//export iotauth_go_init
+func iotauth_go_init(opts *C.struct_mosquitto_opt, n C.int) (rc C.int) {
+	defer recoverTo(&rc, C.MOSQ_ERR_UNKNOWN, "plugin init")
+	kv := make([][2]string, 0, int(n))
+	if n > 0 && opts != nil {
+		for _, o := range unsafe.Slice(opts, int(n)) {
+			kv = append(kv, [2]string{C.GoString(o.key), C.GoString(o.value)})
+		}
+	}
+	in, err := newInstance(kv)
+	if err != nil {
+		logNow(C.MOSQ_LOG_ERR, "iotauth cannot start: "+err.Error())
+		return C.MOSQ_ERR_INVAL
+	}
+	current.Store(in)
+	in.flushLogs()
+	return C.MOSQ_ERR_SUCCESS
+}
+
+//export iotauth_go_cleanup
+func iotauth_go_cleanup() {
+	defer recoverTo(nil, 0, "plugin cleanup")
+	if in := current.Swap(nil); in != nil {
+		in.close()
+		in.flushLogs()
+	}
+}
+
+func goString(p *C.char, n C.int) string {
+	if p == nil || n < 0 {
+		return ""
+	}
+	return C.GoStringN(p, n)
+}
+
+//export iotauth_go_basic_auth
+func iotauth_go_basic_auth(client C.uintptr_t, user *C.char, userLen C.int, pass *C.char, passLen C.int, cid *C.char, cidLen C.int) (rc C.int) {
+	defer recoverTo(&rc, C.MOSQ_ERR_AUTH, "basic auth")
+	in := current.Load()
+	if in == nil {
+		return C.MOSQ_ERR_AUTH
+	}
+	var password []byte
+	if pass != nil && passLen >= 0 {
+		password = C.GoBytes(unsafe.Pointer(pass), passLen)
+	}
+	return C.int(in.basicAuth(uintptr(client), goString(user, userLen), password, goString(cid, cidLen), user == nil))
+}
+
+//export iotauth_go_acl_check
+func iotauth_go_acl_check(client C.uintptr_t, topic *C.char, topicLen C.int, access C.int) (rc C.int) {
+	defer recoverTo(&rc, C.MOSQ_ERR_ACL_DENIED, "acl check")
+	in := current.Load()
+	if in == nil || topic == nil || topicLen < 0 {
+		return C.MOSQ_ERR_ACL_DENIED
+	}
+	// Borrowed for this call only: the ACL check keeps no reference to it.
+	t := unsafe.String((*byte)(unsafe.Pointer(topic)), int(topicLen))
+	if in.allows(uintptr(client), acl.Access(access), t) {
+		return C.MOSQ_ERR_SUCCESS
+	}
+	return C.MOSQ_ERR_ACL_DENIED
+}
+
+//export iotauth_go_tick
+func iotauth_go_tick() {
+	defer recoverTo(nil, 0, "tick")
+	if in := current.Load(); in != nil {
+		in.tick()
+	}
+}
+
+//export iotauth_go_disconnect
+func iotauth_go_disconnect(client C.uintptr_t) {
+	defer recoverTo(nil, 0, "disconnect")
+	if in := current.Load(); in != nil {
+		in.disconnected(uintptr(client))
+	}
+}
+
+//export iotauth_go_reload
+func iotauth_go_reload() (rc C.int) {
+	defer recoverTo(&rc, C.MOSQ_ERR_SUCCESS, "reload")
+	if in := current.Load(); in != nil {
+		in.reload()
+	}
+	return C.MOSQ_ERR_SUCCESS
+}
+
+// The broker calls below are made only from callbacks, which Mosquitto runs on its main thread.
+
+func setUsername(client uintptr, name string) bool {
+	cs := C.CString(name)
+	defer C.free(unsafe.Pointer(cs))
+	return C.iotauth_set_username(C.uintptr_t(client), cs) == C.MOSQ_ERR_SUCCESS
+}
+
+func kickClient(clientID string) {
+	cs := C.CString(clientID)
+	defer C.free(unsafe.Pointer(cs))
+	C.iotauth_kick(cs)
+}
+
+func clientUsernameAndID(client uintptr) (string, string) {
+	return C.GoString(C.iotauth_client_username(C.uintptr_t(client))), C.GoString(C.iotauth_client_id(C.uintptr_t(client)))
+}
+
+// Mosquitto's return codes and log levels, for the plain-Go files of this package.
+const (
+	rcSuccess = int(C.MOSQ_ERR_SUCCESS)
+	rcAuth    = int(C.MOSQ_ERR_AUTH)
+	rcDefer   = int(C.MOSQ_ERR_PLUGIN_DEFER)
+
+	levelDebug   = int(C.MOSQ_LOG_DEBUG)
+	levelInfo    = int(C.MOSQ_LOG_INFO)
+	levelNotice  = int(C.MOSQ_LOG_NOTICE)
+	levelWarning = int(C.MOSQ_LOG_WARNING)
+	levelErr     = int(C.MOSQ_LOG_ERR)
+)
+
+func writeLog(level int, msg string) { logNow(C.int(level), msg) }
+

@@ -1,0 +1,235 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/time/rate"
+
+	"github.com/iotauth/iotauth/backend/secret"
+	"github.com/iotauth/iotauth/backend/store"
+	"github.com/iotauth/iotauth/cache"
+	"github.com/iotauth/iotauth/plugin/acl"
+	"github.com/iotauth/iotauth/plugin/auth"
+	"github.com/iotauth/iotauth/plugin/options"
+)
+
+// renamedPrefix starts the username the plugin gives an authorised client in place of its API key, so
+// that the key never reaches the broker's "New client connected" log line. It is not a well-formed key,
+// so a client presenting such a name itself is refused (it has no session to match).
+const renamedPrefix = "iotauth-agent:"
+
+// instance is the plugin: configuration, store, authorizer, and the live sessions it admitted. The
+// session maps are written by callbacks on the broker's main thread and read by background goroutines
+// that re-check sessions, hence the mutex.
+type instance struct {
+	cfg    options.Config
+	store  *store.Store
+	auth   *auth.Authorizer
+	log    *slog.Logger
+	logs   *logQueue
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	mu       sync.Mutex
+	sessions map[uintptr]*live
+	byAgent  map[string]map[uintptr]*live
+	gen      uint64
+	kicks    []kick
+
+	pendingMu sync.Mutex
+	pending   map[string]struct{} // agents whose sessions need a re-check
+	wake      chan struct{}
+
+	refusals *rate.Limiter
+}
+
+type live struct {
+	auth.Session
+	client   uintptr
+	gen      uint64
+	username string
+	since    time.Time
+}
+
+type kick struct {
+	client   uintptr
+	gen      uint64
+	clientID string
+	reason   error
+}
+
+func newInstance(kv [][2]string) (*instance, error) {
+	cfg, err := options.Parse(kv)
+	if err != nil {
+		return nil, err
+	}
+	logs := newLogQueue()
+	log := slog.New(&queueHandler{q: logs, min: parseLevel(cfg.LogLevel)})
+	st, err := store.Open(cfg.DSN, store.PoolOptions{
+		MaxConns: cfg.MaxConns, MinConns: 1, ConnectTimeout: cfg.DBTimeout + 2*time.Second, AppName: "mosquitto-iotauth",
+	})
+	if err != nil {
+		return nil, fmt.Errorf("plugin_opt_dsn: %w", err)
+	}
+	c, err := cache.New[secret.Digest, *auth.Entry](cache.Options[*auth.Entry]{
+		Size: cfg.CacheSize, TTL: cfg.CacheTTL, NegativeTTL: cfg.NegativeTTL, StaleGrace: cfg.StaleGrace, Group: auth.GroupOf,
+	})
+	if err != nil {
+		st.Close()
+		return nil, err
+	}
+	a := auth.New(auth.Config{
+		KeyKind: cfg.KeyKind, ClientID: cfg.ClientID, Rules: cfg.ACL, DBTimeout: cfg.DBTimeout,
+		DeferUnknown: cfg.DeferUnknown, Log: log,
+	}, st, c)
+	ctx, cancel := context.WithCancel(context.Background())
+	in := &instance{
+		cfg: cfg, store: st, auth: a, log: log, logs: logs, cancel: cancel,
+		sessions: map[uintptr]*live{}, byAgent: map[string]map[uintptr]*live{},
+		pending: map[string]struct{}{}, wake: make(chan struct{}, 1),
+		refusals: rate.NewLimiter(rate.Limit(5), 20),
+	}
+	in.goBackground(ctx)
+	log.Info("started", "cache_size", cfg.CacheSize, "cache_ttl", cfg.CacheTTL, "db_timeout", cfg.DBTimeout,
+		"clientid", cfg.ClientID, "acl", cfg.ACLSpec, "preload", cfg.Preload)
+	return in, nil
+}
+
+func (in *instance) close() {
+	in.cancel()
+	in.wg.Wait()
+	in.store.Close()
+}
+
+// basicAuth decides a CONNECT (or Mosquitto's re-check of a live client on SIGHUP).
+func (in *instance) basicAuth(client uintptr, username string, password []byte, clientID string, noUser bool) int {
+	testHook(username)
+	ctx := context.Background()
+	if strings.HasPrefix(username, renamedPrefix) {
+		return in.reauth(ctx, client, username, password)
+	}
+	s, err := in.auth.Authorize(ctx, auth.Credentials{Username: username, Password: password, ClientID: clientID})
+	if errors.Is(err, auth.ErrDeferred) {
+		return rcDefer
+	}
+	if err != nil {
+		in.refused(clientID, err)
+		return rcAuth
+	}
+	name := renamedPrefix + s.Agent
+	if !setUsername(client, name) {
+		in.log.Error("refusing connect: could not replace the username in the broker (out of memory?)", "agent", s.Agent)
+		return rcAuth
+	}
+	in.mu.Lock()
+	in.gen++
+	l := &live{Session: s, client: client, gen: in.gen, username: name, since: time.Now()}
+	in.removeLocked(client)
+	in.sessions[client] = l
+	m := in.byAgent[s.Agent]
+	if m == nil {
+		m = map[uintptr]*live{}
+		in.byAgent[s.Agent] = m
+	}
+	m[client] = l
+	in.mu.Unlock()
+	in.log.Debug("connect authorised", "agent", s.Agent, "key", s.KeyID)
+	return rcSuccess
+}
+
+func (in *instance) reauth(ctx context.Context, client uintptr, username string, password []byte) int {
+	in.mu.Lock()
+	l := in.sessions[client]
+	in.mu.Unlock()
+	if l == nil || l.username != username {
+		in.refused("", errors.New("username uses the plugin's reserved prefix but matches no live session"))
+		return rcAuth
+	}
+	s, err := in.auth.Reauthorize(ctx, l.Session, password)
+	if err != nil {
+		in.log.Info("live session refused on re-check", "agent", l.Agent, "reason", err.Error())
+		return rcAuth
+	}
+	in.mu.Lock()
+	l.Session = s
+	in.mu.Unlock()
+	return rcSuccess
+}
+
+func (in *instance) refused(clientID string, err error) {
+	if !in.refusals.Allow() {
+		return
+	}
+	if len(clientID) > 64 {
+		clientID = clientID[:64] + "…"
+	}
+	in.log.Info("connect refused", "client", clientID, "reason", err.Error())
+}
+
+// allows decides an ACL check. Live sessions use the ACL computed at connect. A client with no live
+// session but the plugin's username (an offline persistent session receiving queued messages) gets the
+// configured template rules for its agent.
+func (in *instance) allows(client uintptr, access acl.Access, topic string) bool {
+	testHook(topic)
+	in.mu.Lock()
+	l := in.sessions[client]
+	in.mu.Unlock()
+	if l != nil {
+		return l.ACL.Allows(access, topic)
+	}
+	user, cid := clientUsernameAndID(client)
+	agent, ok := strings.CutPrefix(user, renamedPrefix)
+	if !ok || auth.CheckIdentifier(cid) != nil || auth.CheckIdentifier(agent) != nil {
+		return false
+	}
+	return acl.Expand(in.cfg.ACL, agent, cid).Allows(access, topic)
+}
+
+func (in *instance) disconnected(client uintptr) {
+	in.mu.Lock()
+	in.removeLocked(client)
+	in.mu.Unlock()
+}
+
+func (in *instance) removeLocked(client uintptr) {
+	l := in.sessions[client]
+	if l == nil {
+		return
+	}
+	delete(in.sessions, client)
+	if m := in.byAgent[l.Agent]; m != nil {
+		delete(m, client)
+		if len(m) == 0 {
+			delete(in.byAgent, l.Agent)
+		}
+	}
+}
+
+// tick runs on the main thread ten times a second: it carries out queued kicks and writes queued logs.
+func (in *instance) tick() {
+	in.mu.Lock()
+	var ids []string
+	for _, k := range in.kicks {
+		if l := in.sessions[k.client]; l != nil && l.gen == k.gen {
+			ids = append(ids, k.clientID)
+			in.log.Info("disconnecting agent", "agent", l.Agent, "client", k.clientID, "reason", k.reason.Error())
+		}
+	}
+	in.kicks = in.kicks[:0]
+	in.mu.Unlock()
+	for _, id := range ids {
+		kickClient(id) // fires DISCONNECT, which takes in.mu: not held here
+	}
+	in.flushLogs()
+}
+
+func (in *instance) reload() {
+	in.log.Info("reload: re-checking live sessions (plugin options are read at start only)")
+	in.recheckAll()
+}

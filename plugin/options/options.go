@@ -1,0 +1,182 @@
+// Package options turns the plugin_opt_* lines of mosquitto.conf into a validated Config. Every error
+// names the option, what was wrong and what is accepted, because Mosquitto refuses to start on it and the
+// operator reads it in the broker's log.
+package options
+
+import (
+	"fmt"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/iotauth/iotauth/backend/secret"
+	"github.com/iotauth/iotauth/plugin/acl"
+)
+
+// Config is the plugin's configuration with its defaults filled in.
+type Config struct {
+	DSN            string
+	CacheSize      int
+	CacheTTL       time.Duration
+	NegativeTTL    time.Duration
+	StaleGrace     time.Duration
+	DBTimeout      time.Duration
+	ClientID       string
+	ACL            []acl.Template
+	ACLSpec        string
+	Preload        bool
+	KickOnRevoke   bool
+	DeferUnknown   bool
+	KeyKind        secret.Kind
+	ResyncInterval time.Duration
+	LogLevel       string
+	MaxConns       int32
+}
+
+// Defaults returns the documented defaults.
+func Defaults() Config {
+	return Config{
+		CacheSize: 100000, CacheTTL: 5 * time.Minute, NegativeTTL: 10 * time.Second,
+		StaleGrace: 15 * time.Minute, DBTimeout: 250 * time.Millisecond, ClientID: "agent-%u",
+		ACLSpec: "readwrite agents/%u/#", Preload: true, KickOnRevoke: true, KeyKind: secret.APIKey,
+		ResyncInterval: time.Minute, LogLevel: "info", MaxConns: 4,
+	}
+}
+
+type setter func(c *Config, v string) error
+
+var known = map[string]setter{
+	"dsn": func(c *Config, v string) error {
+		if strings.TrimSpace(v) == "" {
+			return fmt.Errorf("is empty: give a PostgreSQL connection string, e.g. postgres://iotauth:secret@127.0.0.1:5432/iotauth")
+		}
+		c.DSN = v
+		return nil
+	},
+	"cache_size":      intOpt(func(c *Config) *int { return &c.CacheSize }, 0, 50_000_000),
+	"cache_ttl":       durOpt(func(c *Config) *time.Duration { return &c.CacheTTL }, 0, 24*time.Hour),
+	"negative_ttl":    durOpt(func(c *Config) *time.Duration { return &c.NegativeTTL }, 0, time.Hour),
+	"stale_grace":     durOpt(func(c *Config) *time.Duration { return &c.StaleGrace }, 0, 7*24*time.Hour),
+	"db_timeout":      durOpt(func(c *Config) *time.Duration { return &c.DBTimeout }, time.Millisecond, 5*time.Second),
+	"resync_interval": durOpt(func(c *Config) *time.Duration { return &c.ResyncInterval }, time.Second, 24*time.Hour),
+	"preload":         boolOpt(func(c *Config) *bool { return &c.Preload }),
+	"kick_on_revoke":  boolOpt(func(c *Config) *bool { return &c.KickOnRevoke }),
+	"defer_unknown":   boolOpt(func(c *Config) *bool { return &c.DeferUnknown }),
+	"clientid": func(c *Config, v string) error {
+		if v != "any" && (strings.Count(v, "%u") != 1 || strings.ContainsAny(v, "+#/")) {
+			return fmt.Errorf("%q: use a template with exactly one %%u (like agent-%%u) and no '+', '#' or '/', or \"any\"", v)
+		}
+		c.ClientID = v
+		return nil
+	},
+	"acl": func(c *Config, v string) error {
+		c.ACLSpec = v
+		return nil
+	},
+	"key_env": func(c *Config, v string) error {
+		k, err := secret.APIKeyKind(v)
+		if err != nil {
+			return err
+		}
+		c.KeyKind = k
+		return nil
+	},
+	"log_level": func(c *Config, v string) error {
+		switch v {
+		case "debug", "info", "warning", "error":
+			c.LogLevel = v
+			return nil
+		}
+		return fmt.Errorf("%q: use debug, info, warning or error", v)
+	},
+	"max_conns": func(c *Config, v string) error {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > 100 {
+			return fmt.Errorf("%q: use a whole number from 1 to 100", v)
+		}
+		c.MaxConns = int32(n)
+		return nil
+	},
+}
+
+func intOpt(f func(*Config) *int, lo, hi int) setter {
+	return func(c *Config, v string) error {
+		n, err := strconv.Atoi(strings.TrimSpace(v))
+		if err != nil || n < lo || n > hi {
+			return fmt.Errorf("%q: use a whole number from %d to %d", v, lo, hi)
+		}
+		*f(c) = n
+		return nil
+	}
+}
+
+func durOpt(f func(*Config) *time.Duration, lo, hi time.Duration) setter {
+	return func(c *Config, v string) error {
+		d, err := time.ParseDuration(strings.TrimSpace(v))
+		if err != nil || d < lo || d > hi {
+			return fmt.Errorf("%q: use a duration like 250ms, 10s or 5m, from %v to %v", v, lo, hi)
+		}
+		*f(c) = d
+		return nil
+	}
+}
+
+func boolOpt(f func(*Config) *bool) setter {
+	return func(c *Config, v string) error {
+		switch strings.ToLower(strings.TrimSpace(v)) {
+		case "true", "yes", "on", "1":
+			*f(c) = true
+		case "false", "no", "off", "0":
+			*f(c) = false
+		default:
+			return fmt.Errorf("%q: use true or false", v)
+		}
+		return nil
+	}
+}
+
+// Names lists the accepted option names, sorted.
+func Names() []string {
+	var out []string
+	for k := range known {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// Parse builds a Config from option key/value pairs, in order. Keys are given without the plugin_opt_
+// prefix, as Mosquitto passes them.
+func Parse(kv [][2]string) (Config, error) {
+	c := Defaults()
+	seen := map[string]bool{}
+	for _, p := range kv {
+		k, v := p[0], p[1]
+		set, ok := known[k]
+		if !ok {
+			return Config{}, fmt.Errorf("unknown option plugin_opt_%s: accepted options are plugin_opt_%s", k, strings.Join(Names(), ", plugin_opt_"))
+		}
+		if seen[k] {
+			return Config{}, fmt.Errorf("plugin_opt_%s is given twice: keep one", k)
+		}
+		seen[k] = true
+		if err := set(&c, v); err != nil {
+			return Config{}, fmt.Errorf("plugin_opt_%s %w", k, err)
+		}
+	}
+	return c, c.Validate()
+}
+
+// Validate checks the combination of values.
+func (c *Config) Validate() error {
+	if c.DSN == "" {
+		return fmt.Errorf("plugin_opt_dsn is required: add a line like \"plugin_opt_dsn postgres://iotauth:secret@127.0.0.1:5432/iotauth\" to mosquitto.conf")
+	}
+	rules, err := acl.ParseTemplates(c.ACLSpec)
+	if err != nil {
+		return fmt.Errorf("plugin_opt_acl %w", err)
+	}
+	c.ACL = rules
+	return nil
+}
