@@ -1,0 +1,96 @@
+package plugin_test
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	mqtt "github.com/eclipse/paho.mqtt.golang"
+
+	"github.com/iotauth/iotauth/test/harness"
+)
+
+// Behaviour 3: subscriptions that could reach outside the agent's namespace are refused in SUBACK, and
+// publishing into another agent's namespace is delivered to no one.
+func TestSubscriptionsOutsideNamespaceRefused(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	a := e.agent("a")
+	b := e.agent("b")
+	c := harness.MustConnect(t, e.b, a)
+
+	tests := []struct {
+		filter string
+		ok     bool
+	}{
+		{a.Namespace() + "/#", true},
+		{a.Namespace() + "/+/status", true},
+		{a.Namespace(), true},
+		{"#", false},
+		{"+/#", false},
+		{"+", false},
+		{"agents/#", false},
+		{"agents/+/telemetry", false},
+		{"agents/+/#", false},
+		{b.Namespace() + "/#", false},
+		{b.Namespace() + "/cmd", false},
+		{"$SYS/#", false},
+		{"$SYS/broker/clients/connected", false},
+		{"$CONTROL/#", false},
+	}
+	for _, tt := range tests {
+		tok := c.Subscribe(tt.filter, 1, nil)
+		if !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
+			t.Fatalf("subscribe %q: %v", tt.filter, tok.Error())
+		}
+		code := tok.(*mqtt.SubscribeToken).Result()[tt.filter]
+		if granted := code < 0x80; granted != tt.ok {
+			t.Errorf("SUBSCRIBE %q: SUBACK %#x, want granted=%v", tt.filter, code, tt.ok)
+		}
+	}
+
+	out, _ := harness.CLI(t, "mosquitto_sub", append(harness.CLIArgs(e.b, b.Key, b.Password, b.ClientID), "-t", "#", "-W", "3")...)
+	if want := "All subscription requests were denied."; !strings.Contains(out, want) {
+		t.Errorf("mosquitto_sub -t '#': output %q, want %q", out, want)
+	}
+}
+
+func TestPublishIntoOtherNamespaceNotDelivered(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	a := e.agent("a")
+	b := e.agent("b")
+	ca := harness.MustConnect(t, e.b, a)
+	cb := harness.MustConnect(t, e.b, b)
+	got := make(chan string, 10)
+	tok := cb.Subscribe(b.Namespace()+"/#", 1, func(_ mqtt.Client, m mqtt.Message) { got <- m.Topic() + " " + string(m.Payload()) })
+	tok.WaitTimeout(5 * time.Second)
+
+	// a writes into b's namespace (denied), then into its own (allowed, and b does not see it either).
+	for _, topic := range []string{b.Namespace() + "/cmd", b.Namespace() + "/telemetry"} {
+		if tok := ca.Publish(topic, 1, false, "intrusion"); !tok.WaitTimeout(5 * time.Second) {
+			t.Fatal("publish timed out")
+		}
+	}
+	// b's own publish arrives, proving the subscription works and that a's messages were not merely slow.
+	cb.Publish(b.Namespace()+"/self", 1, false, "mine").WaitTimeout(5 * time.Second)
+	select {
+	case m := <-got:
+		if m != b.Namespace()+"/self mine" {
+			t.Fatalf("b received %q from another agent", m)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("b's own message did not arrive")
+	}
+	select {
+	case m := <-got:
+		t.Fatalf("b received %q", m)
+	case <-time.After(300 * time.Millisecond):
+	}
+	if !e.b.WaitLog("Denied PUBLISH from "+a.ClientID, 2*time.Second) {
+		t.Fatal("broker did not log the denied publish")
+	}
+}
+
+
+

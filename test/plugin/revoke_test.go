@@ -1,0 +1,105 @@
+package plugin_test
+
+import (
+	"context"
+	"os/exec"
+	"testing"
+	"time"
+
+	"github.com/iotauth/iotauth/test/harness"
+)
+
+// iotauthCLI runs the built iotauth binary against the test's database.
+func (e *env) iotauthCLI(args ...string) string {
+	e.t.Helper()
+	bin, err := harness.BinPath()
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, bin, args...)
+	cmd.Env = append(cmd.Environ(), "DATABASE_URL="+e.dsn)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		e.t.Fatalf("iotauth %v: %v\n%s", args, err, out)
+	}
+	return string(out)
+}
+
+// Behaviour 4: revoking a key, disabling an agent or changing its MQTT password — by the CLI or by plain
+// SQL — closes the live session within 1 s, and the reconnect is refused; on two brokers at once.
+func TestRevocationKicksOnEveryBroker(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	second := harness.PluginBroker(t, e.dsn)
+
+	tests := []struct {
+		name   string
+		revoke func(a harness.Agent)
+	}{
+		{"cli key revoke", func(a harness.Agent) { e.iotauthCLI("key", "revoke", a.KeyID) }},
+		{"cli agent disable", func(a harness.Agent) { e.iotauthCLI("agent", "disable", a.UUID) }},
+		{"cli password rotation", func(a harness.Agent) { e.iotauthCLI("agent", "rotate-password", a.UUID) }},
+		{"sql key revoke", func(a harness.Agent) { e.exec(`UPDATE api_keys SET revoked_at = now() WHERE id = $1`, a.KeyID) }},
+		{"sql key delete", func(a harness.Agent) { e.exec(`DELETE FROM api_keys WHERE id = $1`, a.KeyID) }},
+		{"sql key expiry", func(a harness.Agent) {
+			e.exec(`UPDATE api_keys SET expires_at = now() WHERE id = $1`, a.KeyID)
+		}},
+		{"sql agent disable", func(a harness.Agent) { e.exec(`UPDATE agents SET status = 'disabled' WHERE uuid = $1`, a.UUID) }},
+		{"sql agent delete", func(a harness.Agent) { e.exec(`DELETE FROM agents WHERE uuid = $1`, a.UUID) }},
+		{"sql password change", func(a harness.Agent) {
+			e.exec(`UPDATE mqtt_credentials SET password_hash = 'sha256$' || repeat('0', 64) WHERE agent_uuid = $1`, a.UUID)
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			a := e.agent(tt.name)
+			bystander := e.agent(tt.name + " bystander")
+			_, lost1 := watch(t, e.b, a)
+			_, lost2 := watch(t, second, a)
+			_, lostBy := watch(t, e.b, bystander)
+			time.Sleep(100 * time.Millisecond)
+			start := time.Now()
+			tt.revoke(a)
+			for i, lost := range []<-chan time.Time{lost1, lost2} {
+				select {
+				case at := <-lost:
+					if d := at.Sub(start); d > time.Second {
+						t.Errorf("broker %d closed the session after %v, want ≤ 1s", i+1, d)
+					}
+				case <-time.After(3 * time.Second):
+					t.Fatalf("broker %d did not close the revoked agent's session", i+1)
+				}
+			}
+			for _, b := range []*harness.Broker{e.b, second} {
+				c, err := harness.Connect(b, a.Key, a.Password, a.ClientID)
+				if c != nil {
+					c.Disconnect(10)
+				}
+				refused(t, err, "reconnect after "+tt.name)
+			}
+			select {
+			case <-lostBy:
+				t.Fatal("an unrelated agent was disconnected")
+			default:
+			}
+		})
+	}
+}
+
+// A change that does not revoke anything (a new key for the agent, a name change) leaves sessions alone.
+func TestHarmlessChangesDoNotKick(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	a := e.agent("a")
+	_, lost := watch(t, e.b, a)
+	e.exec(`UPDATE agents SET name = 'renamed', target_state = '{"fw":"2"}' WHERE uuid = $1`, a.UUID)
+	e.exec(`INSERT INTO api_keys (agent_uuid, name, digest, prefix) VALUES ($1, 'second', decode(repeat('ab', 32), 'hex'), 'iotsk_live_x')`, a.UUID)
+	e.exec(`UPDATE api_keys SET last_used_at = now() WHERE id = $1`, a.KeyID)
+	select {
+	case <-lost:
+		t.Fatal("session closed by a change that revoked nothing")
+	case <-time.After(1500 * time.Millisecond):
+	}
+}
