@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/time/rate"
@@ -47,6 +48,7 @@ type instance struct {
 	wake      chan struct{}
 
 	refusals *rate.Limiter
+	unlogged atomic.Int64
 }
 
 type live struct {
@@ -93,7 +95,7 @@ func newInstance(kv [][2]string) (*instance, error) {
 		cfg: cfg, store: st, auth: a, log: log, logs: logs, cancel: cancel,
 		sessions: map[uintptr]*live{}, byAgent: map[string]map[uintptr]*live{},
 		pending: map[string]struct{}{}, wake: make(chan struct{}, 1),
-		refusals: rate.NewLimiter(rate.Limit(5), 20),
+		refusals: rate.NewLimiter(rate.Limit(1), 5),
 	}
 	in.goBackground(ctx)
 	log.Info("started", "cache_size", cfg.CacheSize, "cache_ttl", cfg.CacheTTL, "db_timeout", cfg.DBTimeout,
@@ -162,12 +164,19 @@ func (in *instance) reauth(ctx context.Context, client uintptr, username string,
 	return rcSuccess
 }
 
+// refused logs a refusal, at most one a second after a burst of five, with the count of those not
+// logged in between: a flood of bad connects must not become a flood of log lines on the broker thread.
 func (in *instance) refused(clientID string, err error) {
 	if !in.refusals.Allow() {
+		in.unlogged.Add(1)
 		return
 	}
 	if len(clientID) > 64 {
 		clientID = clientID[:64] + "…"
+	}
+	if n := in.unlogged.Swap(0); n > 0 {
+		in.log.Info("connect refused", "client", clientID, "reason", err.Error(), "refusals_not_logged", n)
+		return
 	}
 	in.log.Info("connect refused", "client", clientID, "reason", err.Error())
 }

@@ -16,6 +16,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"golang.org/x/time/rate"
+
 	"github.com/iotauth/iotauth/backend/passhash"
 	"github.com/iotauth/iotauth/backend/secret"
 	"github.com/iotauth/iotauth/backend/store"
@@ -112,6 +114,10 @@ type Authorizer struct {
 
 	logOnce sync.Map // digest -> struct{}: corrupt rows logged once
 	nLogged atomic.Int64
+
+	// Store failures are logged at most every 10 s, with a count, so an outage is a trickle.
+	failLog  rate.Sometimes
+	failures atomic.Int64
 }
 
 // New builds an Authorizer.
@@ -126,7 +132,7 @@ func New(cfg Config, st Lookup, c *cache.Cache[secret.Digest, *Entry]) *Authoriz
 		cfg.RetryAfter = time.Second
 	}
 	dummy, _ := passhash.Parse(passhash.SHA256Hex("iotauth dummy password for timing"))
-	return &Authorizer{cfg: cfg, store: st, cache: c, dummy: dummy}
+	return &Authorizer{cfg: cfg, store: st, cache: c, dummy: dummy, failLog: rate.Sometimes{Interval: 10 * time.Second}}
 }
 
 // Cache exposes the cache for invalidation and stats.
@@ -282,8 +288,11 @@ func (a *Authorizer) entry(ctx context.Context, d secret.Digest) (*Entry, error)
 		return bad, nil
 	default:
 		a.downTill.Store(a.cfg.Now().Add(a.cfg.RetryAfter).UnixNano())
-		a.cfg.Log.Warn("credential lookup failed; refusing unknown agents until PostgreSQL answers",
-			"error", err, "deadline", a.cfg.DBTimeout, "served_stale", r == cache.Stale)
+		n := a.failures.Add(1)
+		a.failLog.Do(func() {
+			a.cfg.Log.Warn("credential lookup failed; refusing agents that are not cached until PostgreSQL answers",
+				"error", err, "deadline", a.cfg.DBTimeout, "served_stale", r == cache.Stale, "failures", n)
+		})
 		if r == cache.Stale {
 			return e, nil
 		}

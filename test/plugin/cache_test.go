@@ -1,0 +1,138 @@
+package plugin_test
+
+import (
+	"testing"
+	"time"
+
+	"github.com/iotauth/iotauth/backend/secret"
+	"github.com/iotauth/iotauth/test/harness"
+)
+
+func connectOnce(t *testing.T, b *harness.Broker, user, pass, cid string) error {
+	t.Helper()
+	c, err := harness.Connect(b, user, pass, cid)
+	if c != nil {
+		c.Disconnect(10)
+	}
+	return err
+}
+
+// Behaviour 5: repeated connects of a known agent cause no query; a miss causes exactly one.
+func TestCachedConnectsCauseNoQueries(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, [2]string{"preload", "false"})
+	a := e.agent("a")
+	before := e.lookups()
+	for i := 0; i < 10; i++ {
+		if err := connectOnce(t, e.b, a.Key, a.Password, a.ClientID); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Wrong passwords for a cached key are answered from the cache too.
+	for i := 0; i < 5; i++ {
+		refused(t, connectOnce(t, e.b, a.Key, "iotmp_wrong", a.ClientID), "wrong password")
+	}
+	if n := e.lookups() - before; n != 1 {
+		t.Fatalf("15 connects of one agent caused %d queries, want 1", n)
+	}
+}
+
+// Behaviour 5: unknown keys are remembered for negative_ttl, then asked again.
+func TestNegativeEntriesExpire(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, [2]string{"preload", "false"}, [2]string{"negative_ttl", "1s"})
+	unknown, _ := secret.Generate(secret.APIKey)
+	cid := "agent-00000000-0000-4000-8000-000000000000"
+	before := e.lookups()
+	for i := 0; i < 5; i++ {
+		refused(t, connectOnce(t, e.b, unknown.Reveal(), "iotmp_x", cid), "unknown key")
+	}
+	if n := e.lookups() - before; n != 1 {
+		t.Fatalf("5 connects with one unknown key caused %d queries, want 1", n)
+	}
+	time.Sleep(1200 * time.Millisecond)
+	refused(t, connectOnce(t, e.b, unknown.Reveal(), "iotmp_x", cid), "unknown key")
+	if n := e.lookups() - before; n != 2 {
+		t.Fatalf("after negative_ttl: %d queries in all, want 2", n)
+	}
+}
+
+// Behaviour 5: a key created after it was looked up (and cached as unknown) works at once: the insert's
+// notification drops the negative entry.
+func TestNewKeyDropsNegativeEntry(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, [2]string{"preload", "false"}, [2]string{"negative_ttl", "1h"})
+	a := e.agent("a")
+	key, _ := secret.Generate(secret.APIKey)
+	refused(t, connectOnce(t, e.b, key.Reveal(), a.Password, a.ClientID), "not yet created")
+	d := secret.DigestOf(key.Reveal())
+	e.exec(`INSERT INTO api_keys (agent_uuid, name, digest, prefix) VALUES ($1, 'second', $2, 'x')`, a.UUID, d[:])
+	deadline := time.Now().Add(2 * time.Second)
+	for {
+		err := connectOnce(t, e.b, key.Reveal(), a.Password, a.ClientID)
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("new key still refused 2s after creation: %v", err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// Behaviour 5: the cache holds at most cache_size entries: with room for 3, cycling through 6 agents
+// misses every time.
+func TestCacheBounded(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, [2]string{"preload", "false"}, [2]string{"cache_size", "3"})
+	var agents []harness.Agent
+	for i := 0; i < 6; i++ {
+		agents = append(agents, e.agent("a"))
+	}
+	before := e.lookups()
+	for round := 0; round < 2; round++ {
+		for _, a := range agents {
+			if err := connectOnce(t, e.b, a.Key, a.Password, a.ClientID); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if n := e.lookups() - before; n != 12 {
+		t.Fatalf("2 rounds over 6 agents with cache_size 3: %d queries, want 12 (LRU evicts)", n)
+	}
+	// The last three are still cached.
+	mark := e.lookups()
+	for _, a := range agents[3:] {
+		if err := connectOnce(t, e.b, a.Key, a.Password, a.ClientID); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := e.lookups() - mark; n != 0 {
+		t.Fatalf("the 3 most recent agents caused %d queries, want 0", n)
+	}
+}
+
+// Behaviour 5: preload fills the cache at start, so the first connects need no query.
+func TestPreloadFillsCache(t *testing.T) {
+	t.Parallel()
+	dsn := pg.NewDatabase(t)
+	st := harness.OpenStore(t, dsn)
+	var agents []harness.Agent
+	for i := 0; i < 5; i++ {
+		agents = append(agents, harness.CreateAgent(t, st, "a"))
+	}
+	b := harness.PluginBroker(t, dsn)
+	if !b.WaitLog("preloaded credentials count=5", 5*time.Second) {
+		t.Fatal("preload did not report 5 credentials")
+	}
+	e := &env{t: t, dsn: dsn, st: st, b: b}
+	before := e.lookups()
+	for _, a := range agents {
+		if err := connectOnce(t, b, a.Key, a.Password, a.ClientID); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := e.lookups() - before; n != 0 {
+		t.Fatalf("connects after preload caused %d queries, want 0", n)
+	}
+}
