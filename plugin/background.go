@@ -194,6 +194,7 @@ func (in *instance) preload(ctx context.Context) {
 		return
 	}
 	backoff := 500 * time.Millisecond
+	failLog := rate.Sometimes{Interval: 30 * time.Second}
 	for ctx.Err() == nil {
 		start := time.Now()
 		n := 0
@@ -207,7 +208,7 @@ func (in *instance) preload(ctx context.Context) {
 			in.log.Info("preloaded credentials", "count", n, "took", time.Since(start), "skipped", errString(err))
 			return
 		}
-		in.log.Warn("preload failed; retrying", "error", err)
+		failLog.Do(func() { in.log.Warn("preload failed; retrying in the background", "error", err) })
 		select {
 		case <-ctx.Done():
 			return

@@ -133,6 +133,9 @@ func scanCredential(rows pgx.Rows) (Credential, error) {
 		return c, fmt.Errorf("key row has a digest of %d bytes: %w", len(digest), ErrCorrupt)
 	}
 	copy(c.Digest[:], digest)
+	if agentUUID != nil && validUUID(*agentUUID) {
+		c.AgentUUID = *agentUUID // so the caller can say which agent is denied
+	}
 	if keyID == nil || agentUUID == nil || status == nil || revoked == nil {
 		return c, fmt.Errorf("key row has NULLs in required columns: %w", ErrCorrupt)
 	}

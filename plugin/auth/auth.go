@@ -274,6 +274,9 @@ func (a *Authorizer) entry(ctx context.Context, d secret.Digest) (*Entry, error)
 	case err == nil:
 		a.downTill.Store(0)
 		fresh := NewEntry(cred)
+		if fresh.Corrupt {
+			a.logCorrupt(d, cred.AgentUUID, errors.New("malformed password hash or ACL rule"))
+		}
 		a.cache.Add(d, fresh, now)
 		return fresh, nil
 	case errors.Is(err, store.ErrNotFound):
