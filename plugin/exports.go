@@ -175,4 +175,3 @@ const (
 )
 
 func writeLog(level int, msg string) { logNow(C.int(level), msg) }
-

@@ -213,7 +213,7 @@ func (a *Authorizer) authorizeDigest(ctx context.Context, d secret.Digest, passw
 	}
 	s := Session{
 		Agent: e.Agent, ClientID: clientID, KeyID: e.KeyID, Digest: d,
-		ACL: acl.Expand(append(a.cfg.Rules[:len(a.cfg.Rules):len(a.cfg.Rules)], e.Rules...), e.Agent, clientID),
+		ACL:         acl.Expand(append(a.cfg.Rules[:len(a.cfg.Rules):len(a.cfg.Rules)], e.Rules...), e.Agent, clientID),
 		fingerprint: e.fingerprint,
 	}
 	if e.ExpiresAt != 0 {

@@ -91,6 +91,3 @@ func TestPublishIntoOtherNamespaceNotDelivered(t *testing.T) {
 		t.Fatal("broker did not log the denied publish")
 	}
 }
-
-
-
