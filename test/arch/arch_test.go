@@ -1,0 +1,186 @@
+// Package arch_test enforces the architecture: decision packages stay free of PostgreSQL, cgo and HTTP,
+// dependencies point downwards, and every package and exported name is documented.
+package arch_test
+
+import (
+	"encoding/json"
+	"fmt"
+	"go/ast"
+	"go/parser"
+	"go/token"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/iotauth/iotauth/test/harness"
+)
+
+const module = "github.com/iotauth/iotauth"
+
+type pkg struct {
+	ImportPath string
+	Dir        string
+	Name       string
+	Imports    []string
+	Deps       []string
+	CgoFiles   []string
+}
+
+func listPackages(t *testing.T) []pkg {
+	t.Helper()
+	root, err := harness.RepoRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command("go", "list", "-json", "./...")
+	cmd.Dir = root
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("go list: %v", err)
+	}
+	var pkgs []pkg
+	dec := json.NewDecoder(strings.NewReader(string(out)))
+	for dec.More() {
+		var p pkg
+		if err := dec.Decode(&p); err != nil {
+			t.Fatal(err)
+		}
+		pkgs = append(pkgs, p)
+	}
+	return pkgs
+}
+
+// Pure decision packages must not reach PostgreSQL, cgo or HTTP even indirectly: they are tested with
+// `go test` alone and reused on both sides.
+var pure = []string{"plugin/acl", "plugin/options", "backend/secret", "backend/passhash", "cache"}
+
+// Packages below the plugin's main must not import cgo or net/http directly.
+var noCgoNoHTTP = []string{"plugin/auth", "backend/store", "backend/migrations"}
+
+func TestDependencyRules(t *testing.T) {
+	forbidden := []string{"github.com/jackc/pgx", "net/http", "runtime/cgo"}
+	byPath := map[string]pkg{}
+	for _, p := range listPackages(t) {
+		byPath[strings.TrimPrefix(p.ImportPath, module+"/")] = p
+	}
+	for _, name := range pure {
+		p, ok := byPath[name]
+		if !ok {
+			t.Fatalf("package %s not found", name)
+		}
+		for _, d := range p.Deps {
+			for _, f := range forbidden {
+				if strings.HasPrefix(d, f) {
+					t.Errorf("%s depends on %s; decision packages must stay pure", name, d)
+				}
+			}
+		}
+		if len(p.CgoFiles) > 0 {
+			t.Errorf("%s uses cgo", name)
+		}
+	}
+	for _, name := range noCgoNoHTTP {
+		p := byPath[name]
+		for _, imp := range p.Imports {
+			if imp == "C" || imp == "net/http" {
+				t.Errorf("%s imports %s directly", name, imp)
+			}
+		}
+		if len(p.CgoFiles) > 0 {
+			t.Errorf("%s uses cgo", name)
+		}
+	}
+	// Nothing but the plugin's main package uses cgo.
+	for path, p := range byPath {
+		if len(p.CgoFiles) > 0 && path != "plugin" {
+			t.Errorf("%s uses cgo; only plugin/ (the .so) may", path)
+		}
+		// Lower layers never import the top.
+		if strings.HasPrefix(path, "backend/") || path == "cache" {
+			for _, imp := range p.Imports {
+				if strings.HasPrefix(imp, module+"/plugin") || strings.HasPrefix(imp, module+"/cmd") {
+					t.Errorf("%s (a lower layer) imports %s", path, imp)
+				}
+			}
+		}
+	}
+}
+
+func TestEverythingDocumented(t *testing.T) {
+	for _, p := range listPackages(t) {
+		if strings.HasSuffix(p.ImportPath, "_test") {
+			continue
+		}
+		fset := token.NewFileSet()
+		pkgs, err := parser.ParseDir(fset, p.Dir, func(fi os.FileInfo) bool {
+			return !strings.HasSuffix(fi.Name(), "_test.go")
+		}, parser.ParseComments)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, ap := range pkgs {
+			hasDoc := false
+			for _, f := range ap.Files {
+				if f.Doc != nil && len(strings.TrimSpace(f.Doc.Text())) > 0 {
+					hasDoc = true
+				}
+				checkExported(t, fset, f)
+			}
+			if !hasDoc {
+				t.Errorf("package %s has no package doc comment", p.ImportPath)
+			}
+		}
+	}
+}
+
+func checkExported(t *testing.T, fset *token.FileSet, f *ast.File) {
+	t.Helper()
+	where := func(n ast.Node) string {
+		pos := fset.Position(n.Pos())
+		return fmt.Sprintf("%s/%s:%d", filepath.Base(filepath.Dir(pos.Filename)), filepath.Base(pos.Filename), pos.Line)
+	}
+	for _, d := range f.Decls {
+		switch d := d.(type) {
+		case *ast.FuncDecl:
+			if d.Name.IsExported() && d.Doc == nil && (d.Recv == nil || receiverExported(d.Recv)) {
+				t.Errorf("%s: exported %s has no doc comment", where(d), d.Name.Name)
+			}
+		case *ast.GenDecl:
+			for _, s := range d.Specs {
+				switch s := s.(type) {
+				case *ast.TypeSpec:
+					if s.Name.IsExported() && d.Doc == nil && s.Doc == nil {
+						t.Errorf("%s: exported type %s has no doc comment", where(s), s.Name.Name)
+					}
+				case *ast.ValueSpec:
+					for _, n := range s.Names {
+						if n.IsExported() && d.Doc == nil && s.Doc == nil && s.Comment == nil {
+							t.Errorf("%s: exported %s has no doc comment", where(s), n.Name)
+						}
+					}
+				}
+			}
+		}
+	}
+}
+
+func receiverExported(fl *ast.FieldList) bool {
+	if len(fl.List) == 0 {
+		return false
+	}
+	typ := fl.List[0].Type
+	if s, ok := typ.(*ast.StarExpr); ok {
+		typ = s.X
+	}
+	if ix, ok := typ.(*ast.IndexExpr); ok {
+		typ = ix.X
+	}
+	if ix, ok := typ.(*ast.IndexListExpr); ok {
+		typ = ix.X
+	}
+	id, ok := typ.(*ast.Ident)
+	return ok && id.IsExported()
+}
+
