@@ -79,7 +79,9 @@ type Broker struct {
 	mu   sync.Mutex
 	cmd  *exec.Cmd
 	done chan struct{} // closed when the process exits
-	out  strings.Builder
+
+	outMu sync.Mutex
+	out   strings.Builder // what mosquitto printed to stdout/stderr
 }
 
 // Addr is host:port of the listener.
@@ -153,9 +155,11 @@ func LaunchBroker(c BrokerConfig) (*Broker, error) {
 func (b *Broker) Start() error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	b.outMu.Lock()
 	b.out.Reset()
+	b.outMu.Unlock()
 	cmd := exec.Command("mosquitto", "-c", b.conf)
-	cmd.Stdout = &lockedWriter{mu: &b.mu, b: &b.out}
+	cmd.Stdout = &lockedWriter{mu: &b.outMu, b: &b.out}
 	cmd.Stderr = cmd.Stdout
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("start mosquitto (install it with 'make deps'): %w", err)
@@ -238,6 +242,8 @@ func (b *Broker) Log() string {
 
 func (b *Broker) logLocked() string {
 	data, _ := os.ReadFile(b.LogPath)
+	b.outMu.Lock()
+	defer b.outMu.Unlock()
 	return string(data) + b.out.String()
 }
 
@@ -259,12 +265,9 @@ type lockedWriter struct {
 }
 
 func (w *lockedWriter) Write(p []byte) (int, error) {
-	// Start holds the lock while waiting; output arriving then is rare and small, so never block on it.
-	if w.mu.TryLock() {
-		defer w.mu.Unlock()
-		return w.b.Write(p)
-	}
-	return len(p), nil
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.b.Write(p)
 }
 
 func tail(s string, n int) string {

@@ -46,6 +46,10 @@ type Postgres struct {
 // PostgresBinDir finds the server binaries (initdb, pg_ctl, postgres).
 func PostgresBinDir() (string, error) {
 	if p, err := exec.LookPath("initdb"); err == nil {
+		// Resolve links (some images link a few tools into /usr/local/bin) to find pg_dump and friends.
+		if real, err := filepath.EvalSymlinks(p); err == nil {
+			p = real
+		}
 		return filepath.Dir(p), nil
 	}
 	dirs, _ := filepath.Glob("/usr/lib/postgresql/*/bin")

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"strings"
 	"sync"
 	"testing"
@@ -51,6 +52,12 @@ func newEnv(t *testing.T, opts ...[2]string) *env {
 		opts = [][2]string{}
 	}
 	e.b = harness.PluginBroker(t, dsn, opts...)
+	// Registered after the broker's own cleanup, so it runs first, while the log is still there.
+	t.Cleanup(func() {
+		if m := secretPattern.FindString(e.b.Log()); m != "" {
+			t.Errorf("the broker's log holds a plaintext secret (%s…)", m[:8])
+		}
+	})
 	return e
 }
 
@@ -158,4 +165,11 @@ func containsSecret(text string, agents ...harness.Agent) bool {
 		}
 	}
 	return false
+}
+
+func runCmd(name string, args ...string) (string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, name, args...).CombinedOutput()
+	return string(out), err
 }
