@@ -183,4 +183,3 @@ func receiverExported(fl *ast.FieldList) bool {
 	id, ok := typ.(*ast.Ident)
 	return ok && id.IsExported()
 }
-
