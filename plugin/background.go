@@ -153,7 +153,7 @@ func (in *instance) queueKick(l live, reason error) {
 func (in *instance) periodic(ctx context.Context) {
 	second := time.NewTicker(time.Second)
 	defer second.Stop()
-	lastResync := time.Now()
+	lastResync, lastTouch := time.Now(), time.Now()
 	for {
 		select {
 		case <-ctx.Done():
@@ -181,10 +181,34 @@ func (in *instance) periodic(ctx context.Context) {
 				in.queueKick(l, auth.ErrExpired)
 			}
 		}
+		if time.Since(lastTouch) >= 5*time.Second {
+			lastTouch = time.Now()
+			in.touchUsedKeys(ctx)
+		}
 		if time.Since(lastResync) >= in.cfg.ResyncInterval {
 			lastResync = time.Now()
 			in.recheckAll()
 		}
+	}
+}
+
+// touchUsedKeys records last_used_at for the keys that connected recently, in one batched statement.
+func (in *instance) touchUsedKeys(ctx context.Context) {
+	in.usedMu.Lock()
+	if len(in.used) == 0 || in.auth.StoreDown() {
+		in.usedMu.Unlock()
+		return
+	}
+	ds := make([]secret.Digest, 0, len(in.used))
+	for d := range in.used {
+		ds = append(ds, d)
+	}
+	clear(in.used)
+	in.usedMu.Unlock()
+	tctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if err := in.store.TouchKeys(tctx, ds); err != nil {
+		in.log.Debug("could not record key use; it will be recorded on the next connect", "error", err)
 	}
 }
 

@@ -49,6 +49,9 @@ type instance struct {
 
 	refusals *rate.Limiter
 	unlogged atomic.Int64
+
+	usedMu sync.Mutex
+	used   map[secret.Digest]struct{} // keys that connected since the last TouchKeys
 }
 
 type live struct {
@@ -94,7 +97,7 @@ func newInstance(kv [][2]string) (*instance, error) {
 	in := &instance{
 		cfg: cfg, store: st, auth: a, log: log, logs: logs, cancel: cancel,
 		sessions: map[uintptr]*live{}, byAgent: map[string]map[uintptr]*live{},
-		pending: map[string]struct{}{}, wake: make(chan struct{}, 1),
+		pending: map[string]struct{}{}, wake: make(chan struct{}, 1), used: map[secret.Digest]struct{}{},
 		refusals: rate.NewLimiter(rate.Limit(1), 5),
 	}
 	in.goBackground(ctx)
@@ -141,6 +144,11 @@ func (in *instance) basicAuth(client uintptr, username string, password []byte, 
 	}
 	m[client] = l
 	in.mu.Unlock()
+	in.usedMu.Lock()
+	if len(in.used) < 100000 {
+		in.used[s.Digest] = struct{}{}
+	}
+	in.usedMu.Unlock()
 	in.log.Debug("connect authorised", "agent", s.Agent, "key", s.KeyID)
 	return rcSuccess
 }

@@ -188,3 +188,17 @@ func validUUID(s string) bool {
 	}
 	return true
 }
+
+// TouchKeys records that keys were used (api_keys.last_used_at), in one statement for a batch. The
+// brokers call it every few seconds with the keys that connected, never on the connect path.
+func (s *Store) TouchKeys(ctx context.Context, ds []secret.Digest) error {
+	raw := make([][]byte, len(ds))
+	for i := range ds {
+		raw[i] = ds[i][:]
+	}
+	_, err := s.Pool.Exec(ctx, `UPDATE api_keys SET last_used_at = now() WHERE digest = ANY($1)`, raw)
+	if err != nil {
+		return fmt.Errorf("record key use: %w", err)
+	}
+	return nil
+}

@@ -1,6 +1,7 @@
 package plugin_test
 
 import (
+	"context"
 	"testing"
 	"time"
 
@@ -134,5 +135,29 @@ func TestPreloadFillsCache(t *testing.T) {
 	}
 	if n := e.lookups() - before; n != 0 {
 		t.Fatalf("connects after preload caused %d queries, want 0", n)
+	}
+}
+
+// Key use is recorded in api_keys.last_used_at in the background, never on the connect path.
+func TestLastUsedRecorded(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	a := e.agent("a")
+	if err := connectOnce(t, e.b, a.Key, a.Password, a.ClientID); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		var used *time.Time
+		if err := e.st.Pool.QueryRow(context.Background(), `SELECT last_used_at FROM api_keys WHERE id = $1`, a.KeyID).Scan(&used); err != nil {
+			t.Fatal(err)
+		}
+		if used != nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("last_used_at not recorded within 10s of a connect")
+		}
+		time.Sleep(200 * time.Millisecond)
 	}
 }
