@@ -168,7 +168,7 @@ func (in *instance) periodic(ctx context.Context) {
 			}
 			cancel()
 		}
-		if in.cfg.KickOnRevoke {
+		if in.cfg.KickOnRevoke && in.expiring.Load() > 0 {
 			in.mu.Lock()
 			var expired []live
 			for _, l := range in.sessions {

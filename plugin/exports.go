@@ -40,7 +40,7 @@ func recoverTo(rc *C.int, deny C.int, where string) {
 		}
 		msg := fmt.Sprintf("internal error in %s, request denied (please report this): %v\n%s", where, r, stack)
 		if in := current.Load(); in != nil {
-			in.logs.push(levelErr, msg)
+			in.logs.Push(levelErr, msg)
 		} else {
 			logNow(C.MOSQ_LOG_ERR, msg)
 		}
@@ -100,7 +100,7 @@ func iotauth_go_basic_auth(client C.uintptr_t, user *C.char, userLen C.int, pass
 	if pass != nil && passLen >= 0 {
 		password = C.GoBytes(unsafe.Pointer(pass), passLen)
 	}
-	return C.int(in.basicAuth(uintptr(client), goString(user, userLen), password, goString(cid, cidLen), user == nil))
+	return C.int(in.basicAuth(uintptr(client), goString(user, userLen), password, goString(cid, cidLen)))
 }
 
 //export iotauth_go_acl_check

@@ -17,6 +17,7 @@ import (
 	"github.com/iotauth/iotauth/cache"
 	"github.com/iotauth/iotauth/plugin/acl"
 	"github.com/iotauth/iotauth/plugin/auth"
+	"github.com/iotauth/iotauth/plugin/logq"
 	"github.com/iotauth/iotauth/plugin/options"
 )
 
@@ -33,7 +34,7 @@ type instance struct {
 	store  *store.Store
 	auth   *auth.Authorizer
 	log    *slog.Logger
-	logs   *logQueue
+	logs   *logq.Queue
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 
@@ -49,6 +50,8 @@ type instance struct {
 
 	refusals *rate.Limiter
 	unlogged atomic.Int64
+
+	expiring atomic.Int64 // live sessions whose key has an expiry; the expiry scan runs only then
 
 	usedMu sync.Mutex
 	used   map[secret.Digest]struct{} // keys that connected since the last TouchKeys
@@ -74,8 +77,8 @@ func newInstance(kv [][2]string) (*instance, error) {
 	if err != nil {
 		return nil, err
 	}
-	logs := newLogQueue()
-	log := slog.New(&queueHandler{q: logs, min: parseLevel(cfg.LogLevel)})
+	logs := logq.New()
+	log := logq.NewLogger(logs, logq.ParseLevel(cfg.LogLevel), logq.Levels{Debug: levelDebug, Info: levelNotice, Warning: levelWarning, Error: levelErr})
 	st, err := store.Open(cfg.DSN, store.PoolOptions{
 		MaxConns: cfg.MaxConns, MinConns: 1, ConnectTimeout: cfg.DBTimeout + 2*time.Second, AppName: "mosquitto-iotauth",
 	})
@@ -113,7 +116,7 @@ func (in *instance) close() {
 }
 
 // basicAuth decides a CONNECT (or Mosquitto's re-check of a live client on SIGHUP).
-func (in *instance) basicAuth(client uintptr, username string, password []byte, clientID string, noUser bool) int {
+func (in *instance) basicAuth(client uintptr, username string, password []byte, clientID string) int {
 	testHook(username)
 	ctx := context.Background()
 	if strings.HasPrefix(username, renamedPrefix) {
@@ -137,6 +140,9 @@ func (in *instance) basicAuth(client uintptr, username string, password []byte, 
 	l := &live{Session: s, client: client, gen: in.gen, username: name, since: time.Now()}
 	in.removeLocked(client)
 	in.sessions[client] = l
+	if !s.ExpiresAt.IsZero() {
+		in.expiring.Add(1)
+	}
 	m := in.byAgent[s.Agent]
 	if m == nil {
 		m = map[uintptr]*live{}
@@ -220,6 +226,9 @@ func (in *instance) removeLocked(client uintptr) {
 		return
 	}
 	delete(in.sessions, client)
+	if !l.ExpiresAt.IsZero() {
+		in.expiring.Add(-1)
+	}
 	if m := in.byAgent[l.Agent]; m != nil {
 		delete(m, client)
 		if len(m) == 0 {

@@ -91,3 +91,24 @@ func TestPublishIntoOtherNamespaceNotDelivered(t *testing.T) {
 		t.Fatal("broker did not log the denied publish")
 	}
 }
+
+// M2: A's credentials with B's client id are refused, and B's live session is not disturbed (no
+// session takeover).
+func TestClientIDCollisionDoesNotTakeOver(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	a := e.agent("a")
+	b := e.agent("b")
+	_, lost := watch(t, e.b, b)
+	for _, v := range []string{"mqttv311", "mqttv5"} {
+		_, code := harness.CLI(t, "mosquitto_pub", append(harness.CLIArgs(e.b, a.Key, a.Password, b.ClientID), "-V", v, "-t", b.Namespace()+"/x", "-m", "x")...)
+		if code == 0 {
+			t.Fatalf("%s: A connected with B's client id", v)
+		}
+	}
+	select {
+	case <-lost:
+		t.Fatal("B's session was taken over")
+	case <-time.After(500 * time.Millisecond):
+	}
+}

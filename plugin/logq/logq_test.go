@@ -1,0 +1,40 @@
+package logq
+
+import (
+	"log/slog"
+	"strings"
+	"testing"
+)
+
+func TestQueueHandlerFormatsAndRedacts(t *testing.T) {
+	q := New()
+	log := NewLogger(q, slog.LevelInfo, Levels{Debug: 16, Info: 1, Warning: 4, Error: 8}).With("plugin", "iotauth")
+	log.Info("connect refused", "client", "evil\nNew client connected", "reason", "x")
+	log.Info("oops", "value", "iotsk_live_0123456789abcdefghijABCDEFGHIJ012345")
+	log.Debug("hidden")
+	lines, dropped := q.Drain()
+	if dropped != 0 || len(lines) != 2 {
+		t.Fatalf("got %d lines, %d dropped", len(lines), dropped)
+	}
+	if strings.Contains(lines[0].Msg, "\n") || !strings.Contains(lines[0].Msg, `client="evil\nNew client connected"`) {
+		t.Fatalf("client id not quoted onto one line: %q", lines[0].Msg)
+	}
+	if !strings.HasPrefix(lines[0].Msg, "connect refused plugin=iotauth ") {
+		t.Fatalf("unexpected format %q", lines[0].Msg)
+	}
+	if strings.Contains(lines[1].Msg, "0123456789") {
+		t.Fatalf("secret-looking value logged: %q", lines[1].Msg)
+	}
+
+}
+
+func TestLogQueueBounded(t *testing.T) {
+	q := New()
+	for i := 0; i < 5000; i++ {
+		q.Push(1, "line")
+	}
+	lines, dropped := q.Drain()
+	if len(lines) > 200 || dropped+len(lines) != 5000 {
+		t.Fatalf("%d lines kept, %d dropped", len(lines), dropped)
+	}
+}

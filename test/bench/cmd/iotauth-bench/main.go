@@ -1,0 +1,247 @@
+// Command iotauth-bench runs iotauth's benchmark (`make bench`): the plugin broker against a no-auth
+// Mosquitto in the same run, on a throwaway PostgreSQL, printing a table of plugin/no-auth ratios and
+// writing it as Markdown. It exits 1 when a figure misses its target, 2 when the run itself failed.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/iotauth/iotauth/test/bench"
+	"github.com/iotauth/iotauth/test/harness"
+)
+
+func main() {
+	os.Exit(run())
+}
+
+func run() int {
+	def := bench.DefaultConfig()
+	quick := flag.Bool("quick", false, "tiny sizes: every load runs in a few seconds (sizes given by other flags still apply)")
+	out := flag.String("out", "", "write the table as Markdown to this file")
+	rounds := flag.Int("rounds", def.Rounds, "rounds per plugin/no-auth pair (medians are taken over them)")
+	workers := flag.String("connect-workers", ints(def.ConnectWorkers), "connect storm concurrencies, comma-separated")
+	connectDur := flag.Duration("connect-dur", def.ConnectDur, "connect storm interval per broker and round")
+	pool := flag.Int("connect-pool", def.ConnectPool, "distinct agents the connect storm workers share out")
+	pubAgents := flag.Int("publish-agents", def.PublishAgents, "agents publishing (each to its own namespace, subscribed to it)")
+	pubWindow := flag.Int("publish-window", def.PublishWindow, "messages in flight per publishing agent")
+	pubDur := flag.Duration("publish-dur", def.PublishDur, "publish interval per broker, QoS and round")
+	storm := flag.Int("storm-agents", def.StormAgents, "agents reconnecting after a broker restart")
+	stormConc := flag.Int("storm-conc", def.StormConc, "connects in flight during the reconnect storm")
+	floodDur := flag.Duration("flood-dur", def.FloodDur, "flood interval per broker and round")
+	floodWorkers := flag.Int("flood-workers", def.FloodWorkers, "clients sending garbage usernames")
+	probeDur := flag.Duration("probe-dur", def.ProbeDur, "round-trip probe interval (idle and under wrong passwords)")
+	lockDur := flag.Duration("lock-dur", def.LockDur, "how long api_keys is locked in the lock test")
+	revoke := flag.Int("revoke-agents", def.RevokeAgents, "keys revoked per round")
+	mem := flag.String("mem-sizes", ints(def.MemSizes), "credential counts whose broker RSS is measured, ascending, comma-separated (empty: skip)")
+	only := flag.String("only", "", "run only these loads: connect, publish, storm, flood, revoke, memory (comma-separated)")
+	soak := flag.String("soak", "", "instead of the benchmark, run one load (connect, publish0, publish1) for -soak-dur against one broker and print its pid first, to attach perf or pprof")
+	soakDur := flag.Duration("soak-dur", 20*time.Second, "how long -soak runs")
+	soakNoAuth := flag.Bool("soak-noauth", false, "-soak the no-auth broker instead of the plugin")
+	soakOpts := flag.String("soak-opts", "", "extra plugin options for -soak, as key=value,key=value")
+	flag.Parse()
+	if *soak != "" {
+		return runSoak(*soak, *soakDur, *soakNoAuth, *soakOpts)
+	}
+
+	cfg := def
+	if *quick {
+		cfg = bench.QuickConfig()
+	}
+	set := map[string]bool{}
+	flag.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	var err error
+	apply := func(name string, f func()) {
+		if set[name] || !*quick {
+			f()
+		}
+	}
+	apply("rounds", func() { cfg.Rounds = *rounds })
+	apply("connect-workers", func() {
+		if v, e := parseInts(*workers); e != nil {
+			err = e
+		} else {
+			cfg.ConnectWorkers = v
+		}
+	})
+	apply("connect-dur", func() { cfg.ConnectDur = *connectDur })
+	apply("connect-pool", func() { cfg.ConnectPool = *pool })
+	apply("publish-agents", func() { cfg.PublishAgents = *pubAgents })
+	apply("publish-window", func() { cfg.PublishWindow = *pubWindow })
+	apply("publish-dur", func() { cfg.PublishDur = *pubDur })
+	apply("storm-agents", func() { cfg.StormAgents = *storm })
+	apply("storm-conc", func() { cfg.StormConc = *stormConc })
+	apply("flood-dur", func() { cfg.FloodDur = *floodDur })
+	apply("flood-workers", func() { cfg.FloodWorkers = *floodWorkers })
+	apply("probe-dur", func() { cfg.ProbeDur = *probeDur })
+	apply("lock-dur", func() { cfg.LockDur = *lockDur })
+	apply("revoke-agents", func() { cfg.RevokeAgents = *revoke })
+	apply("mem-sizes", func() {
+		if v, e := parseInts(*mem); e != nil {
+			err = e
+		} else {
+			cfg.MemSizes = v
+		}
+	})
+	if *only != "" {
+		cfg.Only = strings.Split(*only, ",")
+	}
+	if err == nil {
+		err = validate(cfg)
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "iotauth-bench:", err)
+		return 2
+	}
+
+	plugin, err := harness.PluginPath(false)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "iotauth-bench:", err)
+		return 2
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	fmt.Fprintln(os.Stderr, "starting a throwaway PostgreSQL...")
+	pg, err := harness.StartPostgres()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "iotauth-bench:", err)
+		return 2
+	}
+	defer pg.Destroy()
+
+	rep, err := bench.Run(ctx, bench.Env{Postgres: pg, Plugin: plugin, Log: os.Stderr}, cfg)
+	if rep != nil {
+		rep.Command = command()
+		if rep.Took == 0 {
+			rep.Took = time.Since(rep.Machine.Date)
+		}
+		fmt.Println()
+		rep.WriteText(os.Stdout)
+		if *out != "" {
+			if werr := writeMarkdown(*out, rep); werr != nil {
+				fmt.Fprintln(os.Stderr, "iotauth-bench:", werr)
+				return 2
+			}
+			fmt.Printf("written to %s\n", *out)
+		}
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "iotauth-bench:", err)
+		return 2
+	}
+	if len(rep.Failed()) > 0 {
+		return 1
+	}
+	return 0
+}
+
+func runSoak(load string, d time.Duration, noAuth bool, opts string) int {
+	var kv [][2]string
+	for _, p := range strings.Split(opts, ",") {
+		if k, v, ok := strings.Cut(p, "="); ok {
+			kv = append(kv, [2]string{k, v})
+		}
+	}
+	plugin, err := harness.PluginPath(false)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "iotauth-bench:", err)
+		return 2
+	}
+	pg, err := harness.StartPostgres()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "iotauth-bench:", err)
+		return 2
+	}
+	defer pg.Destroy()
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	res, err := bench.Soak(ctx, bench.Env{Postgres: pg, Plugin: plugin, Log: os.Stderr}, load, d, noAuth, kv, func(pid int) {
+		fmt.Printf("broker pid %d\n", pid)
+		time.Sleep(time.Second)
+	})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "iotauth-bench:", err)
+		return 2
+	}
+	fmt.Println(res)
+	return 0
+}
+
+func validate(c bench.Config) error {
+	switch {
+	case c.Rounds < 1 || c.Rounds > 50:
+		return fmt.Errorf("-rounds %d: use 1 to 50", c.Rounds)
+	case len(c.ConnectWorkers) == 0:
+		return fmt.Errorf("-connect-workers: give at least one concurrency")
+	case c.ConnectPool < 1 || c.PublishAgents < 1 || c.StormAgents < 1 || c.RevokeAgents < 1:
+		return fmt.Errorf("agent counts must be positive")
+	case c.StormAgents > 15000:
+		return fmt.Errorf("-storm-agents %d: each agent holds a socket in the tool and in the broker; use at most 15000", c.StormAgents)
+	case c.PublishWindow < 1 || c.PublishWindow > 20:
+		return fmt.Errorf("-publish-window %d: use 1 to 20 (Mosquitto's default max_inflight_messages is 20)", c.PublishWindow)
+	}
+	for _, w := range c.ConnectWorkers {
+		if w < 1 || w > c.ConnectPool {
+			return fmt.Errorf("-connect-workers %d: use 1 to -connect-pool (%d), so that workers never share an agent", w, c.ConnectPool)
+		}
+	}
+	for i, n := range c.MemSizes {
+		if n < 1 || (i > 0 && n <= c.MemSizes[i-1]) {
+			return fmt.Errorf("-mem-sizes: give positive, ascending counts")
+		}
+	}
+	return nil
+}
+
+func ints(xs []int) string {
+	s := make([]string, len(xs))
+	for i, x := range xs {
+		s[i] = strconv.Itoa(x)
+	}
+	return strings.Join(s, ",")
+}
+
+func parseInts(s string) ([]int, error) {
+	var out []int
+	for _, f := range strings.Split(s, ",") {
+		if f = strings.TrimSpace(f); f == "" {
+			continue
+		}
+		n, err := strconv.Atoi(strings.ReplaceAll(f, "_", ""))
+		if err != nil {
+			return nil, fmt.Errorf("%q is not a whole number", f)
+		}
+		out = append(out, n)
+	}
+	return out, nil
+}
+
+// command is how this run was invoked, for the report: `make bench` runs it through go run.
+func command() string {
+	args := os.Args[1:]
+	cmd := "go run ./test/bench/cmd/iotauth-bench " + strings.Join(args, " ")
+	if os.Getenv("MAKELEVEL") != "" {
+		cmd = "make bench (" + strings.TrimSpace(cmd) + ")"
+	}
+	return strings.TrimSpace(cmd)
+}
+
+func writeMarkdown(path string, rep *bench.Report) error {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return err
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	rep.WriteMarkdown(f)
+	return f.Close()
+}
