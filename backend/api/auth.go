@@ -1,0 +1,187 @@
+package api
+
+import (
+	"context"
+	"errors"
+	"net"
+	"net/http"
+	"net/url"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/iotauth/iotauth/backend/redact"
+	"github.com/iotauth/iotauth/backend/secret"
+	"github.com/iotauth/iotauth/backend/store"
+)
+
+// Principal is the operator behind a request's access token, as the database has them now.
+type Principal struct {
+	UserID string
+	Email  string
+	Role   string
+}
+
+type principalKey struct{}
+type deviceKey struct{}
+
+// PrincipalFrom returns the authenticated operator of a Bearer route.
+func PrincipalFrom(ctx context.Context) (Principal, bool) {
+	p, ok := ctx.Value(principalKey{}).(Principal)
+	return p, ok
+}
+
+// Device is the agent behind a request's X-Device-API-Key.
+type Device struct {
+	AgentUUID string
+	KeyID     string
+}
+
+// DeviceFrom returns the authenticated agent of a device route.
+func DeviceFrom(ctx context.Context) (Device, bool) {
+	d, ok := ctx.Value(deviceKey{}).(Device)
+	return d, ok
+}
+
+// DeviceKeyHeader carries a device API key on device routes.
+const DeviceKeyHeader = "X-Device-API-Key"
+
+func unauthorized(code, detail string) *Problem {
+	p := problem(http.StatusUnauthorized, code, detail)
+	switch code {
+	case CodeAuthRequired:
+		p.header = http.Header{"Www-Authenticate": {`Bearer realm="iotauth"`}}
+	case CodeInvalidToken:
+		p.header = http.Header{"Www-Authenticate": {`Bearer realm="iotauth", error="invalid_token"`}}
+	}
+	return p
+}
+
+// authBearer checks the access token and the caller's role (SECURITY.md J1–J8, H6). The user must still
+// exist and be enabled, tokens issued before the user's last password change are refused, and the
+// role comes from the database, not the token.
+func (s *Server) authBearer(r *http.Request, roles []string) (*http.Request, error) {
+	h := r.Header.Get("Authorization")
+	scheme, tok, ok := strings.Cut(h, " ")
+	if h == "" || !ok || !strings.EqualFold(scheme, "Bearer") {
+		return r, unauthorized(CodeAuthRequired, "send Authorization: Bearer <access token> (POST /api/v1/auth/login gives one)")
+	}
+	invalid := unauthorized(CodeInvalidToken, "the access token is invalid or expired; log in again or use your refresh token")
+	a, err := s.tokens.ParseAccess(strings.TrimSpace(tok))
+	if err != nil {
+		return r, invalid
+	}
+	u, err := s.st.UserByID(r.Context(), a.UserID)
+	if errors.Is(err, store.ErrNotFound) {
+		return r, invalid
+	}
+	if err != nil {
+		return r, err
+	}
+	if u.Disabled || a.IssuedAt.Before(u.PasswordChangedAt.Truncate(time.Second)) {
+		return r, invalid
+	}
+	if !slices.Contains(roles, u.Role) {
+		return r, problem(http.StatusForbidden, CodeForbidden, "your role ("+u.Role+") may not do this; it needs one of: "+strings.Join(roles, ", "))
+	}
+	return r.WithContext(context.WithValue(r.Context(), principalKey{}, Principal{UserID: u.ID, Email: u.Email, Role: u.Role})), nil
+}
+
+// authDevice checks X-Device-API-Key (SECURITY.md S2, S4, S6, S7): a well-formed key of this
+// deployment's kind, known, not revoked or expired, of an active agent, with the device_state right, and
+// belonging to the agent named in the path. A key of agent A on agent B's path gets the same 404 whether
+// B exists or not.
+func (s *Server) authDevice(r *http.Request) (*http.Request, error) {
+	invalid := unauthorized(CodeInvalidDeviceKey, "send this agent's device API key in the X-Device-API-Key header")
+	key := r.Header.Get(DeviceKeyHeader)
+	if secret.Check(s.cfg.KeyKind, key) != nil {
+		return r, invalid
+	}
+	c, err := s.st.LookupCredential(r.Context(), secret.DigestOf(key))
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		return r, invalid
+	case errors.Is(err, store.ErrCorrupt):
+		s.log.Warn("device key row cannot be trusted; denying", "keyId", c.KeyID, "agent", c.AgentUUID)
+		return r, invalid
+	case err != nil:
+		return r, err
+	}
+	if c.KeyRevoked || (!c.KeyExpiresAt.IsZero() && !s.now().Before(c.KeyExpiresAt)) || c.AgentStatus != store.StatusActive {
+		return r, invalid
+	}
+	if !slices.Contains(c.Rights, store.RightDeviceState) {
+		return r, problem(http.StatusForbidden, CodeInsufficientKeyRights, "this device API key lacks the device_state right")
+	}
+	if r.PathValue("uuid") != c.AgentUUID {
+		return r, notFound()
+	}
+	_ = s.st.TouchAPIKey(r.Context(), c.KeyID)
+	return r.WithContext(context.WithValue(r.Context(), deviceKey{}, Device{AgentUUID: c.AgentUUID, KeyID: c.KeyID})), nil
+}
+
+// credentialParams are query parameter names that only ever carry credentials.
+var credentialParams = []string{"key", "apikey", "api_key", "token", "access_token", "refresh_token", "accesstoken",
+	"refreshtoken", "password", "secret", "x-device-api-key", "authorization", "jwt"}
+
+// secretInURL refuses credentials in the path or query string (SECURITY.md H3): URLs end up in proxy
+// logs, browser history and Referer headers.
+func secretInURL(r *http.Request) *Problem {
+	bad := problem(http.StatusBadRequest, CodeSecretInURL,
+		"credentials are never accepted in a URL; send keys in the X-Device-API-Key header or the JSON body, and tokens in Authorization")
+	if secret.LooksLikeAny(r.URL.Path) || redact.Contains(r.URL.Path) || secret.LooksLikeAny(r.URL.RawPath) {
+		return bad
+	}
+	if r.URL.RawQuery == "" {
+		return nil
+	}
+	raw, _ := url.QueryUnescape(r.URL.RawQuery)
+	if secret.LooksLikeAny(r.URL.RawQuery) || secret.LooksLikeAny(raw) || redact.Contains(raw) {
+		return bad
+	}
+	q, _ := url.ParseQuery(r.URL.RawQuery)
+	for name := range q {
+		if slices.Contains(credentialParams, strings.ToLower(name)) {
+			return bad
+		}
+	}
+	return nil
+}
+
+// scrubPath is the path as it may be logged.
+func scrubPath(p string) string {
+	if len(p) > 256 {
+		p = p[:256] + "…"
+	}
+	return redact.String(p)
+}
+
+// clientAddr is the client's IP address (the connection's peer; proxies' headers are not trusted).
+func clientAddr(r *http.Request) string {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return r.RemoteAddr
+	}
+	return host
+}
+
+// handleCORS adds CORS headers for allowed origins and answers their preflight requests. It reports
+// whether the request has been answered. With no allowed origins it does nothing at all.
+func (s *Server) handleCORS(w http.ResponseWriter, r *http.Request) bool {
+	origin := r.Header.Get("Origin")
+	if len(s.cors) == 0 || origin == "" || !s.cors[origin] {
+		return false
+	}
+	h := w.Header()
+	h.Add("Vary", "Origin")
+	h.Set("Access-Control-Allow-Origin", origin)
+	h.Set("Access-Control-Expose-Headers", "ETag, Retry-After, X-Request-Id, Location")
+	if r.Method == http.MethodOptions && r.Header.Get("Access-Control-Request-Method") != "" {
+		h.Set("Access-Control-Allow-Methods", "GET, POST, PUT, PATCH, DELETE")
+		h.Set("Access-Control-Allow-Headers", "Authorization, Content-Type, If-Match, If-None-Match, "+DeviceKeyHeader)
+		h.Set("Access-Control-Max-Age", "600")
+		w.WriteHeader(http.StatusNoContent)
+		return true
+	}
+	return false
+}

@@ -1,0 +1,232 @@
+package api
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/iotauth/iotauth/backend/store"
+)
+
+type agentJSON struct {
+	UUID          string          `json:"uuid"`
+	Name          string          `json:"name"`
+	Status        string          `json:"status"`
+	TargetVersion int64           `json:"targetVersion"`
+	TargetState   json.RawMessage `json:"targetState,omitempty"`
+	ReportedState json.RawMessage `json:"reportedState,omitempty"`
+	ReportedAt    *time.Time      `json:"reportedAt"`
+	CreatedAt     time.Time       `json:"createdAt"`
+	UpdatedAt     time.Time       `json:"updatedAt"`
+}
+
+func agentView(a store.AgentInfo, withState bool) agentJSON {
+	v := agentJSON{UUID: a.UUID, Name: a.Name, Status: a.Status, TargetVersion: a.TargetVersion, ReportedAt: a.ReportedAt,
+		CreatedAt: a.CreatedAt, UpdatedAt: a.UpdatedAt}
+	if withState {
+		v.TargetState, v.ReportedState = a.TargetState, a.ReportedState
+	}
+	return v
+}
+
+// Pagination bounds for GET /api/v1/agents.
+const (
+	defaultPageSize = 50
+	maxPageSize     = 500
+)
+
+// listAgents: GET /api/v1/agents?limit=&cursor=&status= (any role). Keyset pagination: nextCursor is
+// present while more agents follow. Decommissioned agents are listed only with status=decommissioned.
+func (s *Server) listAgents(w http.ResponseWriter, r *http.Request) error {
+	q := r.URL.Query()
+	p := store.AgentPage{Limit: defaultPageSize}
+	if v := q.Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > maxPageSize {
+			return invalidField("limit", fmt.Sprintf("limit must be 1 to %d", maxPageSize))
+		}
+		p.Limit = n
+	}
+	if v := q.Get("cursor"); v != "" {
+		t, id, ok := parseCursor(v)
+		if !ok {
+			return invalidField("cursor", "cursor must be a nextCursor value from an earlier page")
+		}
+		p.AfterTime, p.AfterUUID = t, id
+	}
+	switch v := q.Get("status"); v {
+	case "", store.StatusActive, store.StatusDisabled, store.StatusDecommissioned:
+		p.Status = v
+	default:
+		return invalidField("status", "status must be active, disabled or decommissioned")
+	}
+	agents, more, err := s.st.ListAgents(r.Context(), p)
+	if err != nil {
+		return err
+	}
+	items := make([]agentJSON, 0, len(agents))
+	for _, a := range agents {
+		items = append(items, agentView(a, false))
+	}
+	out := map[string]any{"items": items}
+	if more && len(agents) > 0 {
+		last := agents[len(agents)-1]
+		out["nextCursor"] = fmt.Sprintf("%d-%s", last.CreatedAt.UnixMicro(), last.UUID)
+	}
+	writeJSON(w, http.StatusOK, out)
+	return nil
+}
+
+// parseCursor reads "<unix microseconds>-<uuid>".
+func parseCursor(s string) (time.Time, string, bool) {
+	us, id, ok := strings.Cut(s, "-")
+	if !ok || !validUUID(id) {
+		return time.Time{}, "", false
+	}
+	n, err := strconv.ParseInt(us, 10, 64)
+	if err != nil || n <= 0 {
+		return time.Time{}, "", false
+	}
+	return time.UnixMicro(n), id, true
+}
+
+// getAgent: GET /api/v1/agents/{uuid} (any role).
+func (s *Server) getAgent(w http.ResponseWriter, r *http.Request) error {
+	a, err := s.st.GetAgent(r.Context(), r.PathValue("uuid"))
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, agentView(a, true))
+	return nil
+}
+
+type targetStateRequest struct {
+	TargetState json.RawMessage `json:"targetState"`
+}
+
+type targetStateJSON struct {
+	AgentUUID     string          `json:"agentUuid"`
+	TargetState   json.RawMessage `json:"targetState"`
+	TargetVersion int64           `json:"targetVersion"`
+}
+
+// etagOf is the entity tag of a target state version.
+func etagOf(version int64) string { return `"` + strconv.FormatInt(version, 10) + `"` }
+
+// putTargetState: PUT /api/v1/agents/{uuid}/target-state (admin, operator). Bumps targetVersion. An
+// If-Match header with the current ETag makes the update conditional (412 when it changed).
+func (s *Server) putTargetState(w http.ResponseWriter, r *http.Request) error {
+	var req targetStateRequest
+	if err := decodeJSON(w, r, maxBodyOf(r), &req); err != nil {
+		return err
+	}
+	if !isJSONObject(req.TargetState) {
+		return invalidField("targetState", "targetState must be a JSON object")
+	}
+	var ifVersion int64
+	if im := strings.TrimSpace(r.Header.Get("If-Match")); im != "" {
+		v, err := strconv.ParseInt(strings.Trim(strings.TrimPrefix(im, "W/"), `"`), 10, 64)
+		if err != nil || v < 1 {
+			return problem(http.StatusPreconditionFailed, CodePreconditionFailed, "If-Match must be an ETag from GET, e.g. \"3\"")
+		}
+		ifVersion = v
+	}
+	a, err := s.st.SetTargetState(r.Context(), r.PathValue("uuid"), req.TargetState, ifVersion, auditOf(r, "target_state_set", nil))
+	switch {
+	case errors.Is(err, store.ErrVersionMismatch):
+		return problem(http.StatusPreconditionFailed, CodePreconditionFailed, "the target state changed since your ETag; GET it again")
+	case errors.Is(err, store.ErrDecommissioned):
+		return problem(http.StatusConflict, CodeAgentDecommissioned, "the agent is decommissioned")
+	case err != nil:
+		return err
+	}
+	w.Header().Set("ETag", etagOf(a.TargetVersion))
+	writeJSON(w, http.StatusOK, targetStateJSON{AgentUUID: a.UUID, TargetState: a.TargetState, TargetVersion: a.TargetVersion})
+	return nil
+}
+
+func isJSONObject(b json.RawMessage) bool {
+	b = bytes.TrimSpace(b)
+	return len(b) >= 2 && b[0] == '{' && json.Valid(b)
+}
+
+// rotateMQTTPassword: POST /api/v1/agents/{uuid}/mqtt-password (admin). The new password is in this
+// answer only; brokers close the sessions that used the old one.
+func (s *Server) rotateMQTTPassword(w http.ResponseWriter, r *http.Request) error {
+	id := r.PathValue("uuid")
+	pw, err := s.st.RotateAgentPassword(r.Context(), id, auditOf(r, "mqtt_password_rotate", nil))
+	if errors.Is(err, store.ErrDecommissioned) {
+		return problem(http.StatusConflict, CodeAgentDecommissioned, "the agent is decommissioned")
+	}
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"agentUuid": id, "password": pw.Reveal(), "clientId": "agent-" + id})
+	return nil
+}
+
+// decommissionAgent: DELETE /api/v1/agents/{uuid} (admin): status decommissioned, keys revoked, MQTT
+// credentials deleted; brokers kick it.
+func (s *Server) decommissionAgent(w http.ResponseWriter, r *http.Request) error {
+	if err := s.st.DecommissionAgent(r.Context(), r.PathValue("uuid"), auditOf(r, "agent_decommission", nil)); err != nil {
+		return err
+	}
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+// deviceGetState: GET /api/v1/device/{uuid}/state with the agent's X-Device-API-Key. Answers 304 when
+// If-None-Match holds the current ETag.
+func (s *Server) deviceGetState(w http.ResponseWriter, r *http.Request) error {
+	d, _ := DeviceFrom(r.Context())
+	a, err := s.st.GetAgent(r.Context(), d.AgentUUID)
+	if err != nil {
+		return err
+	}
+	etag := etagOf(a.TargetVersion)
+	w.Header().Set("ETag", etag)
+	w.Header().Set("Cache-Control", "private, no-cache")
+	if etagMatches(r.Header.Get("If-None-Match"), etag) {
+		w.WriteHeader(http.StatusNotModified)
+		return nil
+	}
+	writeJSON(w, http.StatusOK, targetStateJSON{AgentUUID: a.UUID, TargetState: a.TargetState, TargetVersion: a.TargetVersion})
+	return nil
+}
+
+// etagMatches applies If-None-Match's weak comparison.
+func etagMatches(header, etag string) bool {
+	for _, t := range strings.Split(header, ",") {
+		t = strings.TrimSpace(t)
+		if t == "*" || strings.TrimPrefix(t, "W/") == etag {
+			return true
+		}
+	}
+	return false
+}
+
+type reportStateRequest struct {
+	ReportedState json.RawMessage `json:"reportedState"`
+}
+
+// deviceReportState: PATCH /api/v1/device/{uuid}/state with the agent's X-Device-API-Key.
+func (s *Server) deviceReportState(w http.ResponseWriter, r *http.Request) error {
+	d, _ := DeviceFrom(r.Context())
+	var req reportStateRequest
+	if err := decodeJSON(w, r, maxBodyOf(r), &req); err != nil {
+		return err
+	}
+	if !isJSONObject(req.ReportedState) {
+		return invalidField("reportedState", "reportedState must be a JSON object")
+	}
+	if _, err := s.st.ReportState(r.Context(), d.AgentUUID, req.ReportedState); err != nil {
+		return err
+	}
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}

@@ -1,0 +1,252 @@
+package api
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"time"
+
+	"github.com/iotauth/iotauth/backend/passhash"
+	"github.com/iotauth/iotauth/backend/redact"
+	"github.com/iotauth/iotauth/backend/store"
+	"github.com/iotauth/iotauth/backend/throttle"
+	"github.com/iotauth/iotauth/backend/token"
+)
+
+type loginRequest struct {
+	Email    string `json:"email"`
+	Password string `json:"password"`
+}
+
+type tokenPair struct {
+	AccessToken  string `json:"accessToken"`
+	RefreshToken string `json:"refreshToken"`
+	ExpiresIn    int64  `json:"expiresIn"`
+	TokenType    string `json:"tokenType"`
+}
+
+// maxLoginPassword bounds what a login feeds to argon2id; longer passwords cannot exist (L4).
+const maxLoginPassword = 4 * passhash.MaxPasswordLen
+
+// loginFailed is the one answer for an unknown email, a wrong password and a disabled account (L1).
+func loginFailed() *Problem {
+	return unauthorized(CodeInvalidCredentials, "the email or password is wrong, or the account is disabled")
+}
+
+// login: POST /api/v1/auth/login.
+func (s *Server) login(w http.ResponseWriter, r *http.Request) error {
+	var req loginRequest
+	if err := decodeJSON(w, r, maxBodyOf(r), &req); err != nil {
+		return err
+	}
+	if req.Email == "" || len(req.Email) > 254 {
+		return invalidField("email", "email is required (at most 254 characters)")
+	}
+	if req.Password == "" {
+		return invalidField("password", "password is required")
+	}
+	email := store.NormalizeEmail(req.Email)
+	acctKey, addrKey := "acct:"+email, "addr:"+clientAddr(r)
+	if wait, blocked := s.throttled(acctKey, addrKey); blocked {
+		s.metrics.logins.WithLabelValues("throttled").Inc()
+		p := problem(http.StatusTooManyRequests, CodeLoginThrottled, "too many failed logins; wait for the time in Retry-After and try again")
+		p.retryAfter = throttle.RetryAfterSeconds(wait)
+		return p
+	}
+	u, ok, err := s.checkPassword(r.Context(), email, req.Password)
+	if err != nil {
+		return err
+	}
+	audit := store.AuditEvent{Actor: "anonymous", Action: "login", Target: auditEmail(email), RemoteAddr: clientAddr(r)}
+	if !ok {
+		s.acct.Fail(acctKey)
+		s.addr.Fail(addrKey)
+		s.metrics.logins.WithLabelValues("failure").Inc()
+		audit.Outcome = store.OutcomeFailure
+		s.audit(r.Context(), audit)
+		return loginFailed()
+	}
+	s.acct.Reset(acctKey)
+	pair, err := s.newFamily(r.Context(), u)
+	if err != nil {
+		return err
+	}
+	s.metrics.logins.WithLabelValues("success").Inc()
+	audit.Actor, audit.Target = "user:"+u.ID, "user:"+u.ID
+	s.audit(r.Context(), audit)
+	writeJSON(w, http.StatusOK, pair)
+	return nil
+}
+
+// auditEmail is how a login's email is recorded: as typed when it looks like an email, otherwise a
+// placeholder, so that a secret pasted into the wrong field never lands in the audit trail.
+func auditEmail(email string) string {
+	if !ValidEmail(email) || redact.Contains(email) {
+		return "email:[not an email]"
+	}
+	return "email:" + email
+}
+
+// throttled reports whether either key is locked out, with the longer wait.
+func (s *Server) throttled(acctKey, addrKey string) (time.Duration, bool) {
+	b1, w1 := s.acct.Blocked(acctKey)
+	b2, w2 := s.addr.Blocked(addrKey)
+	return max(w1, w2), b1 || b2
+}
+
+// checkPassword verifies a login under the hash semaphore (L5). Unknown users are verified against a
+// dummy hash so that every outcome costs one argon2id computation (L2). A disabled account fails like a
+// wrong password.
+func (s *Server) checkPassword(ctx context.Context, email, password string) (store.User, bool, error) {
+	u, err := s.st.UserByEmail(ctx, email)
+	if err != nil && !errors.Is(err, store.ErrNotFound) {
+		return store.User{}, false, err
+	}
+	h := s.dummy
+	known := err == nil
+	if known {
+		if parsed, perr := passhash.Parse(u.PasswordHash); perr == nil {
+			h = parsed
+		} else {
+			s.log.Warn("stored password hash of a user is malformed; login refused", "user", u.ID)
+			known = false
+		}
+	}
+	if len(password) > maxLoginPassword {
+		password = password[:maxLoginPassword]
+		known = false
+	}
+	if err := s.hashSem.Acquire(ctx); err != nil {
+		return store.User{}, false, err
+	}
+	ok := h.Verify([]byte(password))
+	s.hashSem.Release()
+	return u, ok && known && !u.Disabled, nil
+}
+
+// newFamily starts a refresh-token family for u and returns the token pair.
+func (s *Server) newFamily(ctx context.Context, u store.User) (tokenPair, error) {
+	now := s.now()
+	famEnd := now.Add(s.cfg.RefreshFamilyTTL).Truncate(time.Second)
+	exp := now.Add(s.tokens.RefreshTTL()).Truncate(time.Second)
+	if famEnd.Before(exp) {
+		exp = famEnd
+	}
+	rt := store.RefreshToken{JTI: token.NewID(), Family: token.NewID(), UserID: u.ID, ExpiresAt: exp, FamilyExpiresAt: famEnd}
+	if err := s.st.CreateRefreshToken(ctx, rt); err != nil {
+		return tokenPair{}, err
+	}
+	return s.pair(u, rt)
+}
+
+func (s *Server) pair(u store.User, rt store.RefreshToken) (tokenPair, error) {
+	access, _, err := s.tokens.IssueAccess(u.ID, u.Role)
+	if err != nil {
+		return tokenPair{}, err
+	}
+	refresh, err := s.tokens.IssueRefresh(u.ID, rt.JTI, rt.Family, rt.ExpiresAt)
+	if err != nil {
+		return tokenPair{}, err
+	}
+	return tokenPair{AccessToken: access, RefreshToken: refresh, ExpiresIn: int64(s.tokens.AccessTTL() / time.Second), TokenType: "Bearer"}, nil
+}
+
+type refreshRequest struct {
+	RefreshToken string `json:"refreshToken"`
+}
+
+func invalidRefresh() *Problem {
+	return unauthorized(CodeInvalidRefreshToken, "the refresh token is invalid, expired, revoked or already used; log in again")
+}
+
+// refresh: POST /api/v1/auth/refresh. The presented token is spent atomically and a new pair issued in
+// the same family; replaying a spent token revokes the family (R1–R3).
+func (s *Server) refresh(w http.ResponseWriter, r *http.Request) error {
+	var req refreshRequest
+	if err := decodeJSON(w, r, maxBodyOf(r), &req); err != nil {
+		return err
+	}
+	if req.RefreshToken == "" {
+		return invalidField("refreshToken", "refreshToken is required")
+	}
+	old, err := s.tokens.ParseRefresh(req.RefreshToken)
+	if err != nil {
+		return invalidRefresh()
+	}
+	rot, err := s.st.RotateRefreshToken(r.Context(), old.UserID, old.ID, token.NewID(), s.now(), s.tokens.RefreshTTL())
+	switch {
+	case errors.Is(err, store.ErrTokenReused):
+		s.audit(r.Context(), store.AuditEvent{Actor: "user:" + old.UserID, Action: "refresh_token_reuse", Target: "refresh-family:" + old.Family,
+			Outcome: store.OutcomeFailure, RemoteAddr: clientAddr(r), Detail: map[string]any{"familyRevoked": true}})
+		s.log.Warn("spent refresh token presented again; family revoked", "user", old.UserID, "family", old.Family, "remote", clientAddr(r))
+		return invalidRefresh()
+	case errors.Is(err, store.ErrNotFound):
+		return invalidRefresh()
+	case err != nil:
+		return err
+	}
+	pair, err := s.pair(rot.User, rot.Token)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, pair)
+	return nil
+}
+
+// logout: POST /api/v1/auth/logout revokes the presented refresh token's whole family (R4).
+func (s *Server) logout(w http.ResponseWriter, r *http.Request) error {
+	var req refreshRequest
+	if err := decodeJSON(w, r, maxBodyOf(r), &req); err != nil {
+		return err
+	}
+	if req.RefreshToken == "" {
+		return invalidField("refreshToken", "refreshToken is required")
+	}
+	t, err := s.tokens.ParseRefresh(req.RefreshToken)
+	if err != nil {
+		return invalidRefresh()
+	}
+	fam, user, err := s.st.RefreshFamilyOf(r.Context(), t.ID)
+	if errors.Is(err, store.ErrNotFound) || (err == nil && (user != t.UserID || fam != t.Family)) {
+		return invalidRefresh()
+	}
+	if err != nil {
+		return err
+	}
+	if err := s.st.RevokeFamily(r.Context(), fam); err != nil {
+		return err
+	}
+	s.audit(r.Context(), store.AuditEvent{Actor: "user:" + user, Action: "logout", Target: "refresh-family:" + fam, RemoteAddr: clientAddr(r)})
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+// me: GET /api/v1/auth/me.
+func (s *Server) me(w http.ResponseWriter, r *http.Request) error {
+	p, _ := PrincipalFrom(r.Context())
+	u, err := s.st.UserByID(r.Context(), p.UserID)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, userView(u))
+	return nil
+}
+
+// audit records an event that stands on its own; a failure to record it is logged, not fatal.
+func (s *Server) audit(ctx context.Context, e store.AuditEvent) {
+	if err := s.st.Audit(ctx, e); err != nil {
+		s.log.Error("could not write audit event", "action", e.Action, "error", err.Error())
+	}
+}
+
+// actor is the audit actor of an operator request.
+func actor(r *http.Request) string {
+	if p, ok := PrincipalFrom(r.Context()); ok {
+		return "user:" + p.UserID
+	}
+	return "anonymous"
+}
+
+func auditOf(r *http.Request, action string, detail map[string]any) store.AuditEvent {
+	return store.AuditEvent{Actor: actor(r), Action: action, RemoteAddr: clientAddr(r), Detail: detail}
+}

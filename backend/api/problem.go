@@ -1,0 +1,132 @@
+package api
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"strconv"
+
+	"github.com/iotauth/iotauth/backend/store"
+)
+
+// Problem codes: the stable `code` member of every error answer. Clients branch on these, never on
+// the human-readable title or detail.
+const (
+	CodeInvalidJSON           = "invalid_json"             // 400: malformed body, unknown or duplicate field, trailing data, wrong type
+	CodeValidation            = "validation_failed"        // 400: well-formed JSON with a value out of range
+	CodeSecretInURL           = "secret_in_url"            // 400: a credential in the path or query string
+	CodeAuthRequired          = "authentication_required"  // 401: no Authorization: Bearer header
+	CodeInvalidToken          = "invalid_token"            // 401: bad, expired or foreign access token, or its user is gone or disabled
+	CodeInvalidCredentials    = "invalid_credentials"      // 401: login failed (one answer for every reason)
+	CodeInvalidRefreshToken   = "invalid_refresh_token"    // 401: bad, spent, revoked or expired refresh token
+	CodeInvalidDeviceKey      = "invalid_device_key"       // 401: X-Device-API-Key missing, malformed, of the wrong kind, unknown, revoked or expired
+	CodeInvalidProvisioning   = "invalid_provisioning_key" // 401: provisioning key malformed, unknown, expired or already used
+	CodeForbidden             = "forbidden"                // 403: the caller's role may not do this
+	CodeInsufficientKeyRights = "insufficient_key_rights"  // 403: the device key lacks the right this route needs
+	CodeDeviceLimit           = "device_limit_reached"     // 403: the license's device limit is reached
+	CodeLicenseRestricted     = "license_restricted"       // 403: the license forbids this (when the licenser gives no code)
+	CodeNotFound              = "not_found"                // 404
+	CodeMethodNotAllowed      = "method_not_allowed"       // 405
+	CodeConflict              = "conflict"                 // 409: generic conflict
+	CodeEmailTaken            = "email_taken"              // 409
+	CodeLastAdmin             = "last_admin"               // 409: the change would leave no enabled admin
+	CodeAgentDecommissioned   = "agent_decommissioned"     // 409
+	CodePreconditionFailed    = "precondition_failed"      // 412: If-Match names an old target version
+	CodeBodyTooLarge          = "body_too_large"           // 413
+	CodeUnsupportedMediaType  = "unsupported_media_type"   // 415: the body is not application/json
+	CodeLoginThrottled        = "login_throttled"          // 429: too many failed logins; see Retry-After
+	CodeInternal              = "internal_error"           // 500: details are in the server log only
+	CodeUnavailable           = "unavailable"              // 503: database unreachable or too busy; retry
+)
+
+// Problem is an RFC 9457 problem details object, and an error a handler can return.
+type Problem struct {
+	Type   string `json:"type"`
+	Title  string `json:"title"`
+	Status int    `json:"status"`
+	Detail string `json:"detail,omitempty"`
+	Code   string `json:"code"`
+	// Field names the request member at fault, for validation errors.
+	Field string `json:"field,omitempty"`
+
+	retryAfter int
+	header     http.Header
+	cause      error // logged, never sent
+}
+
+// Error returns the code and detail; it is what logs see.
+func (p *Problem) Error() string {
+	if p.cause != nil {
+		return p.Code + ": " + p.Detail + ": " + p.cause.Error()
+	}
+	return p.Code + ": " + p.Detail
+}
+
+// Unwrap exposes the cause to errors.Is.
+func (p *Problem) Unwrap() error { return p.cause }
+
+func problem(status int, code, detail string) *Problem {
+	return &Problem{Type: "urn:iotauth:problem:" + code, Title: http.StatusText(status), Status: status, Code: code, Detail: detail}
+}
+
+func badRequest(code, detail string) *Problem { return problem(http.StatusBadRequest, code, detail) }
+
+func invalidField(field, detail string) *Problem {
+	p := problem(http.StatusBadRequest, CodeValidation, detail)
+	p.Field = field
+	return p
+}
+
+var notFound = func() *Problem { return problem(http.StatusNotFound, CodeNotFound, "no such resource") }
+
+// problemCoder is implemented by errors that carry their own problem code, such as the licenser's.
+type problemCoder interface {
+	ProblemCode() string
+}
+
+// toProblem maps any handler error to the problem a client sees. It is the one place where errors become
+// HTTP statuses; unknown errors become an opaque 500 whose cause is logged.
+func toProblem(err error) *Problem {
+	var p *Problem
+	if errors.As(err, &p) {
+		return p
+	}
+	var pc problemCoder
+	if errors.As(err, &pc) && pc.ProblemCode() != "" {
+		q := problem(http.StatusForbidden, pc.ProblemCode(), err.Error())
+		return q
+	}
+	switch {
+	case errors.Is(err, errLicense):
+		q := problem(http.StatusForbidden, CodeLicenseRestricted, "the license does not allow this")
+		q.cause = err
+		return q
+	case errors.Is(err, store.ErrNotFound):
+		return notFound()
+	case errors.Is(err, context.DeadlineExceeded):
+		q := problem(http.StatusServiceUnavailable, CodeUnavailable, "the request took too long; retry later")
+		q.cause = err
+		q.retryAfter = 1
+		return q
+	}
+	q := problem(http.StatusInternalServerError, CodeInternal, "internal error; the server log has details")
+	q.cause = err
+	return q
+}
+
+// writeProblem sends p as application/problem+json.
+func writeProblem(w http.ResponseWriter, p *Problem) {
+	h := w.Header()
+	for k, v := range p.header {
+		h[k] = v
+	}
+	if p.retryAfter > 0 {
+		h.Set("Retry-After", strconv.Itoa(p.retryAfter))
+	}
+	h.Set("Content-Type", "application/problem+json")
+	h.Set("Cache-Control", "no-store")
+	h.Del("ETag")
+	w.WriteHeader(p.Status)
+	_ = json.NewEncoder(w).Encode(p)
+}

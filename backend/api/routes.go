@@ -1,0 +1,77 @@
+package api
+
+import (
+	"context"
+	"net/http"
+	"time"
+)
+
+// builtinRoutes is the route table of DESIGN §6 (the license routes are added by their own package
+// through Config.ExtraRoutes). openapi.json documents exactly these; a test keeps the two in step.
+func (s *Server) builtinRoutes() []Route {
+	return []Route{
+		{Method: "POST", Path: "/api/v1/auth/login", Roles: publicAccess, Handler: s.login},
+		{Method: "POST", Path: "/api/v1/auth/refresh", Roles: publicAccess, Handler: s.refresh},
+		{Method: "POST", Path: "/api/v1/auth/logout", Roles: publicAccess, Handler: s.logout},
+		{Method: "GET", Path: "/api/v1/auth/me", Roles: anyRole, Handler: s.me},
+
+		{Method: "POST", Path: "/api/v1/users", Roles: adminOnly, Handler: s.createUser},
+		{Method: "GET", Path: "/api/v1/users", Roles: adminOnly, Handler: s.listUsers},
+		{Method: "PATCH", Path: "/api/v1/users/{id}", Roles: adminOnly, Handler: s.patchUser},
+
+		{Method: "POST", Path: "/api/v1/auth/api-keys", Roles: adminOnly, Handler: s.createAPIKey},
+		{Method: "GET", Path: "/api/v1/auth/api-keys", Roles: adminOnly, Handler: s.listAPIKeys},
+		{Method: "DELETE", Path: "/api/v1/auth/api-keys/{id}", Roles: adminOnly, Handler: s.revokeAPIKey},
+
+		{Method: "POST", Path: "/api/v1/provision/keys", Roles: adminOrOp, Handler: s.createProvisioningKey},
+		{Method: "GET", Path: "/api/v1/provision/keys", Roles: adminOrOp, Handler: s.listProvisioningKeys},
+		{Method: "DELETE", Path: "/api/v1/provision/keys/{id}", Roles: adminOrOp, Handler: s.deleteProvisioningKey},
+		{Method: "POST", Path: "/api/v1/provision/agent", Roles: publicAccess, Handler: s.provisionAgent},
+
+		{Method: "GET", Path: "/api/v1/agents", Roles: anyRole, Handler: s.listAgents},
+		{Method: "GET", Path: "/api/v1/agents/{uuid}", Roles: anyRole, Handler: s.getAgent},
+		{Method: "PUT", Path: "/api/v1/agents/{uuid}/target-state", Roles: adminOrOp, Handler: s.putTargetState, MaxBody: stateMaxBody},
+		{Method: "POST", Path: "/api/v1/agents/{uuid}/mqtt-password", Roles: adminOnly, Handler: s.rotateMQTTPassword},
+		{Method: "DELETE", Path: "/api/v1/agents/{uuid}", Roles: adminOnly, Handler: s.decommissionAgent},
+
+		{Method: "GET", Path: "/api/v1/device/{uuid}/state", Device: true, Handler: s.deviceGetState},
+		{Method: "PATCH", Path: "/api/v1/device/{uuid}/state", Device: true, Handler: s.deviceReportState, MaxBody: stateMaxBody},
+
+		{Method: "GET", Path: "/healthz", Roles: publicAccess, Handler: s.healthz},
+		{Method: "GET", Path: "/readyz", Roles: publicAccess, Handler: s.readyz},
+		{Method: "GET", Path: "/metrics", Roles: publicAccess, Handler: s.metricsHandler},
+		{Method: "GET", Path: "/api/v1/openapi.json", Roles: publicAccess, Handler: s.openAPIHandler},
+	}
+}
+
+// healthz: the process is alive (it answers); it does not touch the database.
+func (s *Server) healthz(w http.ResponseWriter, _ *http.Request) error {
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	return nil
+}
+
+// readyz: the database answers within 2 s.
+func (s *Server) readyz(w http.ResponseWriter, r *http.Request) error {
+	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+	defer cancel()
+	if err := s.st.Ping(ctx); err != nil {
+		p := problem(http.StatusServiceUnavailable, CodeUnavailable, "the database does not answer")
+		p.retryAfter = 1
+		s.log.Warn("readiness check failed", "error", err.Error())
+		return p
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+	return nil
+}
+
+func (s *Server) metricsHandler(w http.ResponseWriter, r *http.Request) error {
+	s.metrics.handler().ServeHTTP(w, r)
+	return nil
+}
+
+func (s *Server) openAPIHandler(w http.ResponseWriter, _ *http.Request) error {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "public, max-age=300")
+	_, _ = w.Write(s.openapi)
+	return nil
+}

@@ -1,0 +1,215 @@
+package store
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/iotauth/iotauth/backend/passhash"
+	"github.com/iotauth/iotauth/backend/secret"
+)
+
+// ErrVersionMismatch means a conditional update named a target version that is no longer current.
+var ErrVersionMismatch = errors.New("target version changed")
+
+// Agent statuses.
+const (
+	StatusActive         = "active"
+	StatusDisabled       = "disabled"
+	StatusDecommissioned = "decommissioned"
+)
+
+// AgentInfo is an agent as operators and the agent itself see it: never a secret.
+type AgentInfo struct {
+	UUID          string
+	Name          string
+	Status        string
+	TargetState   json.RawMessage
+	TargetVersion int64
+	ReportedState json.RawMessage // nil until the agent reports
+	ReportedAt    *time.Time
+	CreatedAt     time.Time
+	UpdatedAt     time.Time
+}
+
+const agentColumns = `uuid::text, name, status, target_state, target_version, reported_state, reported_at, created_at, updated_at`
+
+func scanAgent(row pgx.Row) (AgentInfo, error) {
+	var a AgentInfo
+	var target, reported []byte
+	err := row.Scan(&a.UUID, &a.Name, &a.Status, &target, &a.TargetVersion, &reported, &a.ReportedAt, &a.CreatedAt, &a.UpdatedAt)
+	if errors.Is(err, pgx.ErrNoRows) || isInvalidText(err) {
+		return AgentInfo{}, ErrNotFound
+	}
+	a.TargetState = target
+	if reported != nil {
+		a.ReportedState = reported
+	}
+	return a, err
+}
+
+// AgentPage selects one page of agents in (created_at, uuid) order, after a cursor.
+type AgentPage struct {
+	Limit       int
+	AfterTime   time.Time // zero: from the start
+	AfterUUID   string
+	Status      string // "" for every status
+	IncludeGone bool   // include decommissioned agents when Status is ""
+}
+
+// ListAgents returns one page of agents; more reports whether another page follows.
+func (s *Store) ListAgents(ctx context.Context, p AgentPage) (agents []AgentInfo, more bool, err error) {
+	if p.Limit <= 0 {
+		p.Limit = 50
+	}
+	var after *time.Time
+	var afterUUID *string
+	if !p.AfterTime.IsZero() {
+		after, afterUUID = &p.AfterTime, &p.AfterUUID
+	}
+	var status *string
+	if p.Status != "" {
+		status = &p.Status
+	}
+	rows, err := s.Pool.Query(ctx, `SELECT `+agentColumns+` FROM agents
+ WHERE ($1::timestamptz IS NULL OR (created_at, uuid) > ($1, $2::uuid))
+   AND ($3::text IS NULL OR status = $3)
+   AND ($3::text IS NOT NULL OR $4 OR status <> 'decommissioned')
+ ORDER BY created_at, uuid LIMIT $5`, after, afterUUID, status, p.IncludeGone, p.Limit+1)
+	if isInvalidText(err) {
+		return nil, false, ErrInvalid
+	}
+	if err != nil {
+		return nil, false, fmt.Errorf("list agents: %w", err)
+	}
+	agents, err = pgx.CollectRows(rows, func(r pgx.CollectableRow) (AgentInfo, error) { return scanAgent(r) })
+	if isInvalidText(err) {
+		return nil, false, ErrInvalid
+	}
+	if err != nil {
+		return nil, false, fmt.Errorf("list agents: %w", err)
+	}
+	if len(agents) > p.Limit {
+		return agents[:p.Limit], true, nil
+	}
+	return agents, false, nil
+}
+
+// GetAgent returns one agent; a malformed uuid is ErrNotFound.
+func (s *Store) GetAgent(ctx context.Context, uuid string) (AgentInfo, error) {
+	return scanAgent(s.Pool.QueryRow(ctx, `SELECT `+agentColumns+` FROM agents WHERE uuid = $1::uuid`, uuid))
+}
+
+// SetTargetState replaces an agent's target state and bumps its version, with its audit event. When
+// ifVersion > 0 the update happens only if the current version is still ifVersion (ErrVersionMismatch
+// otherwise). Decommissioned agents are ErrDecommissioned.
+func (s *Store) SetTargetState(ctx context.Context, uuid string, state json.RawMessage, ifVersion int64, audit AuditEvent) (AgentInfo, error) {
+	var a AgentInfo
+	err := pgx.BeginFunc(ctx, s.Pool, func(tx pgx.Tx) error {
+		cur, err := scanAgent(tx.QueryRow(ctx, `SELECT `+agentColumns+` FROM agents WHERE uuid = $1::uuid FOR UPDATE`, uuid))
+		if err != nil {
+			return err
+		}
+		if cur.Status == StatusDecommissioned {
+			return ErrDecommissioned
+		}
+		if ifVersion > 0 && cur.TargetVersion != ifVersion {
+			return ErrVersionMismatch
+		}
+		a, err = scanAgent(tx.QueryRow(ctx, `UPDATE agents SET target_state = $2, target_version = target_version + 1, updated_at = now()
+ WHERE uuid = $1::uuid RETURNING `+agentColumns, uuid, []byte(state)))
+		if err != nil {
+			return fmt.Errorf("set target state: %w", err)
+		}
+		audit.Target = "agent:" + uuid
+		if audit.Detail == nil {
+			audit.Detail = map[string]any{}
+		}
+		audit.Detail["targetVersion"] = a.TargetVersion
+		return InsertAudit(ctx, tx, audit)
+	})
+	return a, err
+}
+
+// ReportState records the state an agent reports about itself.
+func (s *Store) ReportState(ctx context.Context, uuid string, state json.RawMessage) (time.Time, error) {
+	var at time.Time
+	err := s.Pool.QueryRow(ctx, `UPDATE agents SET reported_state = $2, reported_at = now() WHERE uuid = $1::uuid AND status <> 'decommissioned' RETURNING reported_at`,
+		uuid, []byte(state)).Scan(&at)
+	if errors.Is(err, pgx.ErrNoRows) || isInvalidText(err) {
+		return time.Time{}, ErrNotFound
+	}
+	return at, err
+}
+
+// RotateAgentPassword gives an agent that is not decommissioned a new MQTT password, with its audit
+// event, and returns the password (shown once). The trigger on mqtt_credentials makes every broker drop
+// the sessions that used the old one.
+func (s *Store) RotateAgentPassword(ctx context.Context, uuid string, audit AuditEvent) (secret.Secret, error) {
+	pw, err := secret.Generate(secret.MQTTPassword)
+	if err != nil {
+		return "", err
+	}
+	err = pgx.BeginFunc(ctx, s.Pool, func(tx pgx.Tx) error {
+		var status string
+		err := tx.QueryRow(ctx, `SELECT status FROM agents WHERE uuid = $1::uuid FOR UPDATE`, uuid).Scan(&status)
+		if errors.Is(err, pgx.ErrNoRows) || isInvalidText(err) {
+			return ErrNotFound
+		}
+		if err != nil {
+			return err
+		}
+		if status == StatusDecommissioned {
+			return ErrDecommissioned
+		}
+		if _, err := tx.Exec(ctx, `INSERT INTO mqtt_credentials (agent_uuid, password_hash) VALUES ($1::uuid, $2)
+ON CONFLICT (agent_uuid) DO UPDATE SET password_hash = EXCLUDED.password_hash, updated_at = now()`, uuid, passhash.SHA256Hex(pw.Reveal())); err != nil {
+			return fmt.Errorf("rotate mqtt password: %w", err)
+		}
+		audit.Target = "agent:" + uuid
+		return InsertAudit(ctx, tx, audit)
+	})
+	if err != nil {
+		return "", err
+	}
+	return pw, nil
+}
+
+// DecommissionAgent retires an agent for good in one transaction: status decommissioned, every key
+// revoked, MQTT credentials deleted, audit event written. The triggers make every broker kick it.
+// Decommissioning a decommissioned agent changes nothing and succeeds.
+func (s *Store) DecommissionAgent(ctx context.Context, uuid string, audit AuditEvent) error {
+	return pgx.BeginFunc(ctx, s.Pool, func(tx pgx.Tx) error {
+		var status string
+		err := tx.QueryRow(ctx, `SELECT status FROM agents WHERE uuid = $1::uuid FOR UPDATE`, uuid).Scan(&status)
+		if errors.Is(err, pgx.ErrNoRows) || isInvalidText(err) {
+			return ErrNotFound
+		}
+		if err != nil {
+			return err
+		}
+		if status == StatusDecommissioned {
+			return nil
+		}
+		if _, err := tx.Exec(ctx, `UPDATE agents SET status = 'decommissioned', updated_at = now() WHERE uuid = $1::uuid`, uuid); err != nil {
+			return fmt.Errorf("decommission agent: %w", err)
+		}
+		tag, err := tx.Exec(ctx, `UPDATE api_keys SET revoked_at = now() WHERE agent_uuid = $1::uuid AND revoked_at IS NULL`, uuid)
+		if err != nil {
+			return fmt.Errorf("revoke agent keys: %w", err)
+		}
+		if _, err := tx.Exec(ctx, `DELETE FROM mqtt_credentials WHERE agent_uuid = $1::uuid`, uuid); err != nil {
+			return fmt.Errorf("delete mqtt credentials: %w", err)
+		}
+		audit.Target = "agent:" + uuid
+		if audit.Detail == nil {
+			audit.Detail = map[string]any{}
+		}
+		audit.Detail["keysRevoked"] = tag.RowsAffected()
+		return InsertAudit(ctx, tx, audit)
+	})
+}

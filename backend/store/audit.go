@@ -1,0 +1,62 @@
+package store
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+)
+
+// DBTX is what both the pool and a transaction offer, so that a query helper can run inside or outside
+// a caller's transaction.
+type DBTX interface {
+	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+}
+
+// AuditEvent is one row of the audit trail. Actor names who acted ("user:<id>", "agent:<uuid>",
+// "provisioning-key:<id>", "anonymous"); Target what was acted on. Detail must never hold a secret.
+type AuditEvent struct {
+	Actor      string
+	Action     string
+	Target     string
+	Outcome    string // "success" (default) or "failure"
+	RemoteAddr string
+	Detail     map[string]any
+}
+
+// Audit outcomes.
+const (
+	OutcomeSuccess = "success"
+	OutcomeFailure = "failure"
+)
+
+// InsertAudit writes e through db (the pool or a transaction, so that the event commits with the
+// change it records).
+func InsertAudit(ctx context.Context, db DBTX, e AuditEvent) error {
+	if e.Outcome == "" {
+		e.Outcome = OutcomeSuccess
+	}
+	if e.Actor == "" {
+		e.Actor = "anonymous"
+	}
+	detail := []byte("{}")
+	if len(e.Detail) > 0 {
+		var err error
+		if detail, err = json.Marshal(e.Detail); err != nil {
+			return fmt.Errorf("encode audit detail: %w", err)
+		}
+	}
+	_, err := db.Exec(ctx, `INSERT INTO audit_events (actor, action, target, outcome, remote_addr, detail) VALUES ($1, $2, $3, $4, $5, $6)`,
+		e.Actor, e.Action, e.Target, e.Outcome, e.RemoteAddr, detail)
+	if err != nil {
+		return fmt.Errorf("write audit event %s: %w", e.Action, err)
+	}
+	return nil
+}
+
+// Audit writes e on its own (for events that change nothing else, such as a failed login).
+func (s *Store) Audit(ctx context.Context, e AuditEvent) error { return InsertAudit(ctx, s.Pool, e) }

@@ -1,0 +1,142 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+)
+
+// Sentinel errors of the operator-side aggregates.
+var (
+	// ErrConflict means a unique value (an email) is taken.
+	ErrConflict = errors.New("already exists")
+	// ErrLastAdmin refuses a change that would leave no enabled admin.
+	ErrLastAdmin = errors.New("this is the last enabled admin")
+)
+
+// Operator roles.
+const (
+	RoleAdmin    = "admin"
+	RoleOperator = "operator"
+	RoleViewer   = "viewer"
+)
+
+// User is an operator account. PasswordHash is an argon2id PHC string, never a password.
+type User struct {
+	ID                string
+	Email             string
+	Role              string
+	Disabled          bool
+	PasswordHash      string
+	PasswordChangedAt time.Time
+	CreatedAt         time.Time
+	UpdatedAt         time.Time
+}
+
+const userColumns = `id::text, email, role, disabled, password_hash, password_changed_at, created_at, updated_at`
+
+func scanUser(row pgx.Row) (User, error) {
+	var u User
+	err := row.Scan(&u.ID, &u.Email, &u.Role, &u.Disabled, &u.PasswordHash, &u.PasswordChangedAt, &u.CreatedAt, &u.UpdatedAt)
+	if errors.Is(err, pgx.ErrNoRows) || isInvalidText(err) {
+		return User{}, ErrNotFound
+	}
+	return u, err
+}
+
+// NormalizeEmail is the form emails are stored and looked up in: trimmed and lower-cased.
+func NormalizeEmail(email string) string { return strings.ToLower(strings.TrimSpace(email)) }
+
+// CreateUser inserts an operator and the audit event recording it, in one transaction.
+func (s *Store) CreateUser(ctx context.Context, email, passwordHash, role string, audit AuditEvent) (User, error) {
+	var u User
+	err := pgx.BeginFunc(ctx, s.Pool, func(tx pgx.Tx) error {
+		var err error
+		u, err = scanUser(tx.QueryRow(ctx, `INSERT INTO users (email, password_hash, role) VALUES ($1, $2, $3) RETURNING `+userColumns,
+			NormalizeEmail(email), passwordHash, role))
+		if err != nil {
+			var pg *pgconn.PgError
+			if errors.As(err, &pg) && pg.Code == "23505" {
+				return ErrConflict
+			}
+			return fmt.Errorf("insert user: %w", checkViolation(err))
+		}
+		audit.Target = "user:" + u.ID
+		return InsertAudit(ctx, tx, audit)
+	})
+	return u, err
+}
+
+// UserByEmail finds an operator by email (case-insensitively).
+func (s *Store) UserByEmail(ctx context.Context, email string) (User, error) {
+	return scanUser(s.Pool.QueryRow(ctx, `SELECT `+userColumns+` FROM users WHERE lower(email) = $1`, NormalizeEmail(email)))
+}
+
+// UserByID finds an operator by id; a malformed id is ErrNotFound.
+func (s *Store) UserByID(ctx context.Context, id string) (User, error) {
+	return scanUser(s.Pool.QueryRow(ctx, `SELECT `+userColumns+` FROM users WHERE id = $1::uuid`, id))
+}
+
+// ListUsers returns every operator, oldest first.
+func (s *Store) ListUsers(ctx context.Context) ([]User, error) {
+	rows, err := s.Pool.Query(ctx, `SELECT `+userColumns+` FROM users ORDER BY created_at, id`)
+	if err != nil {
+		return nil, fmt.Errorf("list users: %w", err)
+	}
+	return pgx.CollectRows(rows, func(r pgx.CollectableRow) (User, error) { return scanUser(r) })
+}
+
+// UserChange is a partial update; nil fields are left alone.
+type UserChange struct {
+	Role         *string
+	Disabled     *bool
+	PasswordHash *string
+}
+
+// UpdateUser applies ch in one transaction with its audit event. Disabling a user or changing their
+// password revokes all their refresh-token families (SECURITY.md R4). A change that would leave no
+// enabled admin is refused with ErrLastAdmin.
+func (s *Store) UpdateUser(ctx context.Context, id string, ch UserChange, audit AuditEvent) (User, error) {
+	var u User
+	err := pgx.BeginFunc(ctx, s.Pool, func(tx pgx.Tx) error {
+		// Serialise changes to users so that two admins demoting each other cannot both succeed.
+		if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock(hashtext('iotauth.users'))`); err != nil {
+			return err
+		}
+		cur, err := scanUser(tx.QueryRow(ctx, `SELECT `+userColumns+` FROM users WHERE id = $1::uuid FOR UPDATE`, id))
+		if err != nil {
+			return err
+		}
+		losesAdmin := cur.Role == RoleAdmin && !cur.Disabled &&
+			((ch.Role != nil && *ch.Role != RoleAdmin) || (ch.Disabled != nil && *ch.Disabled))
+		if losesAdmin {
+			var others int
+			if err := tx.QueryRow(ctx, `SELECT count(*) FROM users WHERE role = 'admin' AND NOT disabled AND id <> $1::uuid`, id).Scan(&others); err != nil {
+				return err
+			}
+			if others == 0 {
+				return ErrLastAdmin
+			}
+		}
+		u, err = scanUser(tx.QueryRow(ctx, `
+UPDATE users SET role = COALESCE($2, role), disabled = COALESCE($3, disabled), password_hash = COALESCE($4, password_hash),
+       password_changed_at = CASE WHEN $4::text IS NULL THEN password_changed_at ELSE now() END, updated_at = now()
+ WHERE id = $1::uuid RETURNING `+userColumns, id, ch.Role, ch.Disabled, ch.PasswordHash))
+		if err != nil {
+			return fmt.Errorf("update user: %w", checkViolation(err))
+		}
+		if (ch.Disabled != nil && *ch.Disabled) || ch.PasswordHash != nil {
+			if _, err := revokeUserTokens(ctx, tx, id); err != nil {
+				return err
+			}
+		}
+		audit.Target = "user:" + id
+		return InsertAudit(ctx, tx, audit)
+	})
+	return u, err
+}

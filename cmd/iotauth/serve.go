@@ -1,0 +1,308 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/iotauth/iotauth/backend/api"
+	"github.com/iotauth/iotauth/backend/redact"
+	"github.com/iotauth/iotauth/backend/secret"
+	"github.com/iotauth/iotauth/backend/token"
+)
+
+func init() {
+	register("serve", "run the REST API (configured by environment variables or the matching flags)", func(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+		return serve(ctx, args, os.Getenv, stderr)
+	})
+}
+
+// serveConfig is everything `iotauth serve` is configured with.
+type serveConfig struct {
+	DatabaseURL   string
+	Listen        string
+	Migrate       bool
+	JWT           token.Config
+	RefreshFamily time.Duration
+	MQTTHost      string
+	MQTTPort      int
+	KeyEnv        string
+	CORSOrigins   []string
+	LoginWindow   time.Duration
+	LoginFailures int
+	LogFormat     string
+	LogLevel      slog.Level
+}
+
+// envDefaults reads a flag's default from its environment variable, remembering errors.
+type envDefaults struct {
+	getenv func(string) string
+	errs   []error
+}
+
+func (e *envDefaults) str(name, def string) string {
+	if v := e.getenv(name); v != "" {
+		return v
+	}
+	return def
+}
+
+func (e *envDefaults) seconds(name string, def time.Duration) time.Duration {
+	v := e.getenv(name)
+	if v == "" {
+		return def
+	}
+	d, err := parseSeconds(v)
+	if err != nil {
+		e.errs = append(e.errs, fmt.Errorf("%s=%q: %v", name, v, err))
+	}
+	return d
+}
+
+func (e *envDefaults) integer(name string, def int) int {
+	v := e.getenv(name)
+	if v == "" {
+		return def
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil {
+		e.errs = append(e.errs, fmt.Errorf("%s=%q: want a whole number", name, v))
+	}
+	return n
+}
+
+func (e *envDefaults) boolean(name string) bool {
+	v := e.getenv(name)
+	if v == "" {
+		return false
+	}
+	b, err := strconv.ParseBool(v)
+	if err != nil {
+		e.errs = append(e.errs, fmt.Errorf("%s=%q: want true or false", name, v))
+	}
+	return b
+}
+
+// parseSeconds accepts a number of seconds ("3600") or a Go duration ("1h", "15m").
+func parseSeconds(v string) (time.Duration, error) {
+	if n, err := strconv.ParseInt(v, 10, 64); err == nil {
+		if n <= 0 {
+			return 0, errors.New("must be positive")
+		}
+		return time.Duration(n) * time.Second, nil
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil || d <= 0 {
+		return 0, errors.New("want seconds (3600) or a duration (1h, 15m)")
+	}
+	return d, nil
+}
+
+// secondsFlag is a flag.Value for durations given as seconds or Go durations.
+type secondsFlag struct{ d *time.Duration }
+
+func (f secondsFlag) String() string {
+	if f.d == nil {
+		return ""
+	}
+	return f.d.String()
+}
+
+func (f secondsFlag) Set(v string) error {
+	d, err := parseSeconds(v)
+	if err != nil {
+		return err
+	}
+	*f.d = d
+	return nil
+}
+
+// loadServeConfig reads flags over environment variables over defaults. Secrets (JWT_SECRET and the
+// private key) come from the environment or from files named by flags, never from flag values, which
+// other users of the machine could read in the process list.
+func loadServeConfig(args []string, getenv func(string) string, stderr io.Writer) (serveConfig, error) {
+	env := &envDefaults{getenv: getenv}
+	var c serveConfig
+	fs := newFlags("serve", stderr)
+	fs.StringVar(&c.DatabaseURL, "database-url", env.str("DATABASE_URL", ""), "PostgreSQL URL ($DATABASE_URL)")
+	fs.StringVar(&c.Listen, "listen", env.str("LISTEN_ADDR", "127.0.0.1:8080"), "address to listen on ($LISTEN_ADDR)")
+	fs.BoolVar(&c.Migrate, "migrate", env.boolean("IOTAUTH_MIGRATE"), "apply database migrations at start ($IOTAUTH_MIGRATE)")
+	secretFile := fs.String("jwt-secret-file", env.str("JWT_SECRET_FILE", ""), "file holding the HS256 secret ($JWT_SECRET_FILE; or set $JWT_SECRET)")
+	privFile := fs.String("jwt-private-key-file", env.str("JWT_PRIVATE_KEY_FILE", ""), "PEM file of the RS256/EdDSA private key ($JWT_PRIVATE_KEY_FILE; or set $JWT_PRIVATE_KEY)")
+	pubFile := fs.String("jwt-public-key-file", env.str("JWT_PUBLIC_KEY_FILE", ""), "PEM file of the matching public key ($JWT_PUBLIC_KEY_FILE; or set $JWT_PUBLIC_KEY)")
+	fs.StringVar(&c.JWT.Issuer, "jwt-issuer", env.str("JWT_ISSUER", "iotauth"), "iss of issued and accepted tokens ($JWT_ISSUER)")
+	fs.StringVar(&c.JWT.Audience, "jwt-audience", env.str("JWT_AUDIENCE", "iotauth-api"), "aud of issued and accepted tokens ($JWT_AUDIENCE)")
+	c.JWT.AccessTTL = env.seconds("ACCESS_TOKEN_TTL", time.Hour)
+	fs.Var(secondsFlag{&c.JWT.AccessTTL}, "access-token-ttl", "access token lifetime, seconds or duration ($ACCESS_TOKEN_TTL, default 3600)")
+	c.JWT.RefreshTTL = env.seconds("REFRESH_TOKEN_TTL", 7*24*time.Hour)
+	fs.Var(secondsFlag{&c.JWT.RefreshTTL}, "refresh-token-ttl", "refresh token lifetime ($REFRESH_TOKEN_TTL, default 604800)")
+	c.RefreshFamily = env.seconds("REFRESH_FAMILY_TTL", 30*24*time.Hour)
+	fs.Var(secondsFlag{&c.RefreshFamily}, "refresh-family-ttl", "absolute lifetime of a login's refresh tokens ($REFRESH_FAMILY_TTL, default 30 days)")
+	fs.StringVar(&c.MQTTHost, "mqtt-public-host", env.str("MQTT_PUBLIC_HOST", "localhost"), "broker host told to provisioned agents ($MQTT_PUBLIC_HOST)")
+	fs.IntVar(&c.MQTTPort, "mqtt-public-port", env.integer("MQTT_PUBLIC_PORT", 1883), "broker port told to provisioned agents ($MQTT_PUBLIC_PORT)")
+	fs.StringVar(&c.KeyEnv, "key-env", env.str("IOTAUTH_KEY_ENV", "live"), "device key environment issued and accepted: live or test ($IOTAUTH_KEY_ENV)")
+	cors := fs.String("cors-origins", env.str("CORS_ALLOWED_ORIGINS", ""), "comma-separated exact origins allowed by CORS; empty disables CORS ($CORS_ALLOWED_ORIGINS)")
+	c.LoginWindow = env.seconds("LOGIN_THROTTLE_WINDOW", 15*time.Minute)
+	fs.Var(secondsFlag{&c.LoginWindow}, "login-throttle-window", "how long failed logins count and lockouts last ($LOGIN_THROTTLE_WINDOW, default 15m)")
+	fs.IntVar(&c.LoginFailures, "login-max-failures", env.integer("LOGIN_MAX_FAILURES", 5), "failed logins per account per window ($LOGIN_MAX_FAILURES)")
+	fs.StringVar(&c.LogFormat, "log-format", env.str("LOG_FORMAT", "json"), "json or text ($LOG_FORMAT)")
+	level := fs.String("log-level", env.str("LOG_LEVEL", "info"), "debug, info, warn or error ($LOG_LEVEL)")
+	if len(env.errs) > 0 {
+		return c, errors.Join(env.errs...)
+	}
+	if err := parseFlags(fs, args); err != nil {
+		return c, err
+	}
+	var err error
+	if c.DatabaseURL == "" {
+		return c, errors.New("no database given: set DATABASE_URL (e.g. postgres://iotauth:secret@127.0.0.1:5432/iotauth) or pass -database-url")
+	}
+	if err := c.LogLevel.UnmarshalText([]byte(*level)); err != nil {
+		return c, fmt.Errorf("-log-level %q: use debug, info, warn or error", *level)
+	}
+	if c.LogFormat != "json" && c.LogFormat != "text" {
+		return c, fmt.Errorf("-log-format %q: use json or text", c.LogFormat)
+	}
+	if c.MQTTPort < 1 || c.MQTTPort > 65535 {
+		return c, fmt.Errorf("MQTT_PUBLIC_PORT %d is not a TCP port", c.MQTTPort)
+	}
+	if _, err := secret.APIKeyKind(c.KeyEnv); err != nil {
+		return c, err
+	}
+	if c.LoginFailures < 1 {
+		return c, errors.New("LOGIN_MAX_FAILURES must be at least 1")
+	}
+	if *cors != "" {
+		c.CORSOrigins = strings.Split(*cors, ",")
+	}
+	// Key material: environment values or files, one signing method.
+	if c.JWT.Secret, err = secretSource("JWT_SECRET", getenv, *secretFile, false); err != nil {
+		return c, err
+	}
+	if c.JWT.PrivateKeyPEM, err = secretSource("JWT_PRIVATE_KEY", getenv, *privFile, true); err != nil {
+		return c, err
+	}
+	if c.JWT.PublicKeyPEM, err = secretSource("JWT_PUBLIC_KEY", getenv, *pubFile, true); err != nil {
+		return c, err
+	}
+	return c, nil
+}
+
+// secretSource reads a value from an environment variable or, when a file is named, from that file.
+func secretSource(name string, getenv func(string) string, file string, pem bool) ([]byte, error) {
+	v := getenv(name)
+	if file != "" {
+		if v != "" {
+			return nil, fmt.Errorf("both $%s and a file for it are given: use one", name)
+		}
+		b, err := os.ReadFile(file)
+		if err != nil {
+			return nil, fmt.Errorf("read %s from %s: %w", name, file, err)
+		}
+		v = string(b)
+		if !pem {
+			v = strings.TrimRight(v, "\r\n")
+		}
+	}
+	if v == "" {
+		return nil, nil
+	}
+	if pem {
+		return token.NormalizePEM(v), nil
+	}
+	return []byte(v), nil
+}
+
+// serve runs the REST API until ctx ends (SIGINT/SIGTERM), then shuts down gracefully.
+func serve(ctx context.Context, args []string, getenv func(string) string, stderr io.Writer) error {
+	c, err := loadServeConfig(args, getenv, stderr)
+	if err != nil {
+		return err
+	}
+	tokens, err := token.New(c.JWT)
+	if err != nil {
+		return err
+	}
+	var h slog.Handler
+	opts := redact.Options(&slog.HandlerOptions{Level: c.LogLevel})
+	if c.LogFormat == "text" {
+		h = slog.NewTextHandler(stderr, opts)
+	} else {
+		h = slog.NewJSONHandler(stderr, opts)
+	}
+	logger := slog.New(h)
+	if c.Migrate {
+		if err := migrate(ctx, c.DatabaseURL, io.Discard); err != nil {
+			return err
+		}
+		logger.Info("database schema is up to date")
+	}
+	st, err := openStore(ctx, c.DatabaseURL)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	lic, extra, err := licensing(ctx, logger)
+	if err != nil {
+		return err
+	}
+	kind, _ := secret.APIKeyKind(c.KeyEnv)
+	srv, err := api.New(api.Config{
+		Store: st, Tokens: tokens, Logger: logger, Licenser: lic, ExtraRoutes: extra,
+		MQTTHost: c.MQTTHost, MQTTPort: c.MQTTPort, KeyKind: kind,
+		RefreshFamilyTTL: c.RefreshFamily, LoginWindow: c.LoginWindow, LoginMaxFailures: c.LoginFailures,
+		CORSOrigins: c.CORSOrigins,
+	})
+	if err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", c.Listen)
+	if err != nil {
+		return fmt.Errorf("listen on %s (set LISTEN_ADDR or -listen to a free address): %w", c.Listen, err)
+	}
+	hs := &http.Server{
+		Handler:           srv,
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		WriteTimeout:      30 * time.Second,
+		IdleTimeout:       120 * time.Second,
+		MaxHeaderBytes:    32 << 10,
+		ErrorLog:          log.New(redactWriter{logger}, "", 0),
+	}
+	logger.Info("iotauth REST API listening", "addr", ln.Addr().String(), "jwtAlgorithm", tokens.Algorithm(), "keyEnv", c.KeyEnv)
+	errc := make(chan error, 1)
+	go func() { errc <- hs.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	logger.Info("shutting down: finishing in-flight requests (up to 20 s)")
+	sctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := hs.Shutdown(sctx); err != nil {
+		return fmt.Errorf("graceful shutdown: %w", err)
+	}
+	if err := <-errc; err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	logger.Info("stopped")
+	return nil
+}
+
+// redactWriter sends net/http's own error log lines through the scrubbing logger.
+type redactWriter struct{ log *slog.Logger }
+
+func (w redactWriter) Write(b []byte) (int, error) {
+	w.log.Warn("http server", "message", strings.TrimSpace(string(b)))
+	return len(b), nil
+}
