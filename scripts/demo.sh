@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
-# make demo: a throwaway PostgreSQL and a Mosquitto with mosquitto-iotauth on free loopback ports, an
-# agent created with the CLI, a real mosquitto_rr round trip with its credentials and a refused wrong
-# password. Ctrl-C (or the end of a non-interactive run) stops everything it started.
+# make demo: a throwaway PostgreSQL, Mosquitto with mosquitto-iotauth and `iotauth serve` on free loopback
+# ports, then the product's whole story with real clients: an agent from the CLI, a mosquitto_rr round
+# trip and a refused wrong password; then over REST: admin -> login -> provisioning key -> self-registration
+# -> MQTT round trip with the returned credentials -> state polling with X-Device-API-Key -> revoke -> the
+# live session is closed and the reconnect refused. Each REST step prints the curl command a user would type.
+# Ctrl-C (or the end of a non-interactive run) stops everything it started.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -25,8 +28,12 @@ free_port() {
 }
 
 MOSQ_PID=""
+API_PID=""
+SUB_PID=""
 cleanup() {
   set +e
+  [ -n "$SUB_PID" ] && kill "$SUB_PID" 2>/dev/null
+  [ -n "$API_PID" ] && kill "$API_PID" 2>/dev/null && wait "$API_PID" 2>/dev/null
   [ -n "$MOSQ_PID" ] && kill "$MOSQ_PID" 2>/dev/null && wait "$MOSQ_PID" 2>/dev/null
   [ -f "$WORK/pg/postmaster.pid" ] && as_pg "$PGBIN/pg_ctl" -D "$WORK/pg" -m fast -w stop >/dev/null 2>&1
   rm -rf "$WORK"
@@ -37,6 +44,7 @@ trap 'exit 130' INT TERM
 
 PG_PORT=$(free_port)
 MQTT_PORT=$(free_port)
+API_PORT=$(free_port)
 say "1. A throwaway PostgreSQL on 127.0.0.1:$PG_PORT"
 if [ "$(id -u)" -eq 0 ]; then chown postgres "$WORK"; fi
 as_pg "$PGBIN/initdb" -D "$WORK/pg" -U postgres --auth=trust --no-sync >/dev/null
@@ -88,9 +96,86 @@ set -e
 say "7. The broker's log never shows the key"
 grep -E "New client connected" "$WORK/mosquitto.log" | sed 's/^/    /' | tail -2
 
+say "8. The REST API: iotauth serve on 127.0.0.1:$API_PORT (with a development license)"
+show "iotauth license keygen --alg ed25519 --out-dir \$WORK && iotauth license issue --private-key … --customer demo --max-devices 100 --features data_export --expires …"
+"$BIN" license keygen --alg ed25519 --out-dir "$WORK" >/dev/null
+"$BIN" license issue --private-key "$WORK/license-private.pem" --customer "demo" --max-devices 100 \
+  --features data_export --expires "$(date -u -d '+30 days' +%Y-%m-%d)" > "$WORK/license.jwt"
+export LICENSE_PUBLIC_KEY_FILE="$WORK/license-public.pem" LICENSE_KEY_FILE="$WORK/license.jwt"
+export JWT_SECRET="$(head -c 48 /dev/urandom | base64 | tr -d '\n')"
+export LISTEN_ADDR="127.0.0.1:$API_PORT" MQTT_PUBLIC_HOST=127.0.0.1 MQTT_PUBLIC_PORT="$MQTT_PORT" LOG_FORMAT=text
+"$BIN" serve > "$WORK/serve.log" 2>&1 &
+API_PID=$!
+API="http://127.0.0.1:$API_PORT"
+for _ in $(seq 1 100); do curl -fsS "$API/healthz" >/dev/null 2>&1 && break; sleep 0.1; done
+
+say "9. Create the first admin (there is no default account)"
+show "IOTAUTH_PASSWORD=… iotauth user create --email admin@example.com --role admin"
+ADMIN_PW="demo-$(head -c 12 /dev/urandom | base64 | tr -dc 'A-Za-z0-9')"
+IOTAUTH_PASSWORD="$ADMIN_PW" "$BIN" user create --email admin@example.com --role admin
+
+say "10. Log in"
+show "curl -s -X POST $API/api/v1/auth/login -H 'Content-Type: application/json' -d '{\"email\":\"admin@example.com\",\"password\":\"…\"}'"
+LOGIN=$(curl -fsS -X POST "$API/api/v1/auth/login" -H 'Content-Type: application/json' \
+  -d "{\"email\":\"admin@example.com\",\"password\":\"$ADMIN_PW\"}")
+echo "$LOGIN" | jq '{accessToken: (.accessToken[0:16] + "…"), refreshToken: (.refreshToken[0:16] + "…"), expiresIn, tokenType}'
+TOKEN=$(echo "$LOGIN" | jq -r .accessToken)
+
+say "11. An operator's provisioning key (single use)"
+show "curl -s -X POST $API/api/v1/provision/keys -H \"Authorization: Bearer \$TOKEN\""
+PROV=$(curl -fsS -X POST "$API/api/v1/provision/keys" -H "Authorization: Bearer $TOKEN")
+echo "$PROV" | jq .
+PROV_KEY=$(echo "$PROV" | jq -r .key)
+
+say "12. The device registers itself with it"
+show "curl -s -X POST $API/api/v1/provision/agent -H 'Content-Type: application/json' -d '{\"key\":\"prov_…\",\"agentName\":\"gateway-01\"}'"
+REG=$(curl -fsS -X POST "$API/api/v1/provision/agent" -H 'Content-Type: application/json' \
+  -d "{\"key\":\"$PROV_KEY\",\"agentName\":\"gateway-01\"}")
+echo "$REG" | jq .
+R_UUID=$(echo "$REG" | jq -r .agentUuid); R_KEY=$(echo "$REG" | jq -r .apiKey)
+R_USER=$(echo "$REG" | jq -r .mqtt.username); R_PASS=$(echo "$REG" | jq -r .mqtt.password)
+R_CID=$(echo "$REG" | jq -r .mqtt.clientId); R_PORT=$(echo "$REG" | jq -r .mqtt.port); R_KEYID=$(echo "$REG" | jq -r .keyId)
+echo "(using the same provisioning key again:)"
+curl -sS -X POST "$API/api/v1/provision/agent" -H 'Content-Type: application/json' \
+  -d "{\"key\":\"$PROV_KEY\",\"agentName\":\"gateway-02\"}" | jq -c .
+
+say "13. The registered device talks MQTT with exactly the credentials it was given"
+show "mosquitto_rr -p $R_PORT -u \$apiKey -P \$mqttPassword -i $R_CID -t agents/$R_UUID/req -e agents/$R_UUID/req -m 'hello over REST-provisioned credentials'"
+mosquitto_rr -h 127.0.0.1 -p "$R_PORT" -V mqttv5 -u "$R_USER" -P "$R_PASS" -i "$R_CID" \
+  -t "agents/$R_UUID/req" -e "agents/$R_UUID/req" -m "hello over REST-provisioned credentials" -W 5
+
+say "14. The device polls its target state with X-Device-API-Key"
+curl -fsS -X PUT "$API/api/v1/agents/$R_UUID/target-state" -H "Authorization: Bearer $TOKEN" \
+  -H 'Content-Type: application/json' -d '{"targetState":{"firmware":"2.1.0","sampleRate":30}}' >/dev/null
+show "curl -s $API/api/v1/device/$R_UUID/state -H 'X-Device-API-Key: iotsk_live_…'"
+curl -fsS -D "$WORK/h" "$API/api/v1/device/$R_UUID/state" -H "X-Device-API-Key: $R_KEY" | jq .
+ETAG=$(grep -i '^etag:' "$WORK/h" | cut -d' ' -f2 | tr -d '\r')
+show "curl -s -o /dev/null -w '%{http_code}' $API/api/v1/device/$R_UUID/state -H 'X-Device-API-Key: …' -H 'If-None-Match: $ETAG'"
+curl -sS -o /dev/null -w '%{http_code} (not modified)\n' "$API/api/v1/device/$R_UUID/state" -H "X-Device-API-Key: $R_KEY" -H "If-None-Match: $ETAG"
+
+say "15. Revoke the key while the device is connected"
+mosquitto_sub -h 127.0.0.1 -p "$R_PORT" -u "$R_USER" -P "$R_PASS" -i "$R_CID" -t "agents/$R_UUID/#" > "$WORK/sub.out" 2>&1 &
+SUB_PID=$!
+sleep 0.5
+show "curl -s -X DELETE $API/api/v1/auth/api-keys/$R_KEYID -H \"Authorization: Bearer \$TOKEN\""
+curl -fsS -o /dev/null -w 'HTTP %{http_code}\n' -X DELETE "$API/api/v1/auth/api-keys/$R_KEYID" -H "Authorization: Bearer $TOKEN"
+for _ in $(seq 1 20); do kill -0 "$SUB_PID" 2>/dev/null || break; sleep 0.1; done
+if kill -0 "$SUB_PID" 2>/dev/null; then echo "the live session is still open?"; else echo "the device's live mosquitto_sub session was closed by the broker"; fi
+SUB_PID=""
+grep "disconnecting agent" "$WORK/mosquitto.log" | tail -1 | sed 's/^/    /'
+set +e
+show "mosquitto_pub -p $R_PORT -u \$apiKey -P \$mqttPassword -i $R_CID -t agents/$R_UUID/x -m again"
+mosquitto_pub -h 127.0.0.1 -p "$R_PORT" -u "$R_USER" -P "$R_PASS" -i "$R_CID" -t "agents/$R_UUID/x" -m again
+echo "(exit code $?: refused)"
+show "curl -s $API/api/v1/device/$R_UUID/state -H 'X-Device-API-Key: …'"
+curl -sS "$API/api/v1/device/$R_UUID/state" -H "X-Device-API-Key: $R_KEY" | jq -c .
+set -e
+
 cat <<TXT
 
-Connect your own client:
+REST API at $API (admin@example.com / $ADMIN_PW); OpenAPI at $API/api/v1/openapi.json
+
+Connect your own client (the CLI-created agent):
   host 127.0.0.1  port $MQTT_PORT
   username  $KEY
   password  $PASS

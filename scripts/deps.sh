@@ -4,7 +4,7 @@
 set -euo pipefail
 need=()
 have_pkg() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
-for p in mosquitto mosquitto-dev libmosquitto-dev mosquitto-clients jq; do
+for p in mosquitto mosquitto-dev libmosquitto-dev mosquitto-clients jq curl; do
   have_pkg "$p" || need+=("$p")
 done
 if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && ! command -v initdb >/dev/null 2>&1; then
