@@ -33,7 +33,8 @@ type Config struct {
 	// Logger receives one line per request and the details of every 500. Build it with
 	// redact.Options so that nothing secret-shaped can reach the output. Default: discard.
 	Logger *slog.Logger
-	// Licenser decides registrations and premium features; Unlimited when nil.
+	// Licenser decides registrations and premium features; Unlimited when nil (embedding and tests only:
+	// `iotauth serve` always passes a license.Manager, which is restricted when no license is installed).
 	Licenser Licenser
 
 	// MQTTHost and MQTTPort are what a newly provisioned agent is told to connect to.
@@ -65,7 +66,7 @@ type Config struct {
 	// CORSOrigins lists the exact origins (scheme://host[:port]) allowed to call the API from a browser.
 	// Empty: CORS is off and no CORS header is ever sent.
 	CORSOrigins []string
-	// ExtraRoutes are registered after the built-in ones (for example the license routes). Each must
+	// ExtraRoutes are registered after the built-in ones (a deployment's or a test's own routes). Each must
 	// carry its OpenAPI operation.
 	ExtraRoutes []Route
 	// Now is the clock (default time.Now).

@@ -4,10 +4,13 @@ import (
 	"context"
 	"net/http"
 	"time"
+
+	"github.com/iotauth/iotauth/backend/license"
 )
 
-// builtinRoutes is the route table of DESIGN §6 (the license routes are added by their own package
-// through Config.ExtraRoutes). openapi.json documents exactly these; a test keeps the two in step.
+// builtinRoutes is the route table of DESIGN §6, the license's routes included (GET /api/v1/license and
+// the premium export, gated through the Licenser). openapi.json documents exactly these; a test keeps the
+// two in step.
 func (s *Server) builtinRoutes() []Route {
 	return []Route{
 		{Method: "POST", Path: "/api/v1/auth/login", Roles: publicAccess, Handler: s.login},
@@ -29,6 +32,7 @@ func (s *Server) builtinRoutes() []Route {
 		{Method: "POST", Path: "/api/v1/provision/agent", Roles: publicAccess, Handler: s.provisionAgent},
 
 		{Method: "GET", Path: "/api/v1/agents", Roles: anyRole, Handler: s.listAgents},
+		{Method: "GET", Path: "/api/v1/agents/export", Roles: anyRole, Handler: s.RequireFeature(license.FeatureDataExport, s.exportAgents)},
 		{Method: "GET", Path: "/api/v1/agents/{uuid}", Roles: anyRole, Handler: s.getAgent},
 		{Method: "PUT", Path: "/api/v1/agents/{uuid}/target-state", Roles: adminOrOp, Handler: s.putTargetState, MaxBody: stateMaxBody},
 		{Method: "POST", Path: "/api/v1/agents/{uuid}/mqtt-password", Roles: adminOnly, Handler: s.rotateMQTTPassword},
@@ -36,6 +40,8 @@ func (s *Server) builtinRoutes() []Route {
 
 		{Method: "GET", Path: "/api/v1/device/{uuid}/state", Device: true, Handler: s.deviceGetState},
 		{Method: "PATCH", Path: "/api/v1/device/{uuid}/state", Device: true, Handler: s.deviceReportState, MaxBody: stateMaxBody},
+
+		{Method: "GET", Path: "/api/v1/license", Roles: adminOnly, Handler: s.getLicense},
 
 		{Method: "GET", Path: "/healthz", Roles: publicAccess, Handler: s.healthz},
 		{Method: "GET", Path: "/readyz", Roles: publicAccess, Handler: s.readyz},

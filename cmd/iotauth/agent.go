@@ -27,7 +27,7 @@ type mqttCreds struct {
 }
 
 func init() {
-	register("agent create", "create an agent with a device API key and MQTT password (printed once, as JSON)", agentCreate)
+	register("agent create", "create an agent with a device API key and MQTT password (printed once, as JSON); not license-gated", agentCreate)
 	register("agent disable", "disable an agent: its sessions are closed and it cannot connect", func(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return agentStatus(ctx, "disable", "disabled", args, stdout, stderr)
 	})
@@ -38,12 +38,24 @@ func init() {
 	register("key revoke", "revoke a device API key by id: sessions using it are closed", keyRevoke)
 }
 
+// agentCreateLicenseNote is the CLI's licensing policy, shown in its help: the CLI is the operator's
+// break-glass tool, run by someone who already holds the database credentials, so the license (which
+// gates the REST API's registrations) does not stop it.
+const agentCreateLicenseNote = `Licensing: this command is the operator's break-glass tool and is NOT gated by the license.
+It works in restricted mode and ignores the device limit, because whoever runs it already holds the
+database credentials. Agents it creates count toward the limit: once the count reaches maxDevices,
+REST self-registration (POST /api/v1/provision/agent) answers 403 device_limit_reached.`
+
 func agentCreate(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("agent create", stderr)
 	name := fs.String("name", "", "agent name (required)")
 	env := fs.String("key-env", "live", "key environment: live or test")
 	expires := fs.Duration("expires-in", 0, "key lifetime, e.g. 720h (default: never expires)")
 	dbURL := fs.String("database-url", "", "PostgreSQL URL (default $DATABASE_URL)")
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "usage: iotauth agent create -name NAME [flags]\n\n%s\n\n", agentCreateLicenseNote)
+		fs.PrintDefaults()
+	}
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}

@@ -240,6 +240,11 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stder
 		h = slog.NewJSONHandler(stderr, opts)
 	}
 	logger := slog.New(h)
+	// The license comes first so that SIGHUP is claimed (reload, never kill) before the slow start-up work.
+	lic, err := licensing(ctx, getenv, logger)
+	if err != nil {
+		return err
+	}
 	if c.Migrate {
 		if err := migrate(ctx, c.DatabaseURL, io.Discard); err != nil {
 			return err
@@ -251,13 +256,9 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stder
 		return err
 	}
 	defer st.Close()
-	lic, extra, err := licensing(ctx, logger)
-	if err != nil {
-		return err
-	}
 	kind, _ := secret.APIKeyKind(c.KeyEnv)
 	srv, err := api.New(api.Config{
-		Store: st, Tokens: tokens, Logger: logger, Licenser: lic, ExtraRoutes: extra,
+		Store: st, Tokens: tokens, Logger: logger, Licenser: lic,
 		MQTTHost: c.MQTTHost, MQTTPort: c.MQTTPort, KeyKind: kind,
 		RefreshFamilyTTL: c.RefreshFamily, LoginWindow: c.LoginWindow, LoginMaxFailures: c.LoginFailures,
 		CORSOrigins: c.CORSOrigins,

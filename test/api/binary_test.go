@@ -85,6 +85,7 @@ func TestServeBinary(t *testing.T) {
 	addr := "127.0.0.1:" + strconv.Itoa(port)
 	env := []string{"PATH=" + os.Getenv("PATH"), "DATABASE_URL=" + dsn, "JWT_SECRET=" + string(hsSecret), "LISTEN_ADDR=" + addr,
 		"ACCESS_TOKEN_TTL=600", "MQTT_PUBLIC_HOST=mqtt.example.com", "MQTT_PUBLIC_PORT=8883"}
+	env = append(env, devLicenseEnv(t)...) // without a license serve is restricted and refuses registrations
 	const password = "first admin's passphrase"
 
 	create := exec.Command(bin, "user", "create", "--email", "root@example.com", "--role", "admin")
