@@ -97,7 +97,7 @@ func classify(lic License, p Policy, now time.Time) Status {
 		st.MaxDevices = &n
 	}
 	exp := lic.ExpiresAt.UTC().Format(time.RFC3339)
-	renew := "ask the vendor for a renewal, put it in LICENSE_KEY and send SIGHUP"
+	renew := "ask the vendor for a renewal, write it to the LICENSE_KEY_FILE file and send SIGHUP (or set LICENSE_KEY and restart)"
 	switch left := lic.ExpiresAt.Sub(now); {
 	case left <= 0:
 		graceEnd := lic.ExpiresAt.Add(p.GracePeriod)

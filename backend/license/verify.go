@@ -169,7 +169,7 @@ func Verify(key *PublicKey, token string, p Policy, now time.Time) (License, err
 		return License{}, missing()
 	}
 	if key == nil {
-		return License{}, invalid("LICENSE_KEY is set but LICENSE_PUBLIC_KEY is not; set it to the vendor's license public key (PEM), then send SIGHUP or restart")
+		return License{}, invalid("LICENSE_KEY is set but LICENSE_PUBLIC_KEY is not; set it to the vendor's license public key (PEM), then restart (or use the _FILE variables and send SIGHUP)")
 	}
 	if len(token) > MaxTokenLen {
 		return License{}, invalid(fmt.Sprintf("LICENSE_KEY is %d bytes, longer than any license (max %d); it should hold only the JWT printed by `iotauth license issue`", len(token), MaxTokenLen))
@@ -250,7 +250,7 @@ func Explain(err error) string {
 
 func missing() error {
 	return &verifyError{&Error{CodeMissing, clientDetail(CodeMissing, "licensed operations are blocked")},
-		"no license installed: set LICENSE_KEY (or LICENSE_KEY_FILE) to the license JWT from the vendor and LICENSE_PUBLIC_KEY to the vendor's public key, then send SIGHUP or restart"}
+		"no license installed: set LICENSE_KEY (or LICENSE_KEY_FILE) to the license JWT from the vendor and LICENSE_PUBLIC_KEY to the vendor's public key; with the _FILE variables send SIGHUP, otherwise restart"}
 }
 
 func invalid(explain string) error {
