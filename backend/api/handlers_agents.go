@@ -85,7 +85,7 @@ func (s *Server) listAgents(w http.ResponseWriter, r *http.Request) error {
 // parseCursor reads "<unix microseconds>-<uuid>".
 func parseCursor(s string) (time.Time, string, bool) {
 	us, id, ok := strings.Cut(s, "-")
-	if !ok || !validUUID(id) {
+	if !ok || !store.ValidUUID(id) {
 		return time.Time{}, "", false
 	}
 	n, err := strconv.ParseInt(us, 10, 64)

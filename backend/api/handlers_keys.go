@@ -47,7 +47,7 @@ func (s *Server) createAPIKey(w http.ResponseWriter, r *http.Request) error {
 	if n := len([]rune(req.Name)); n < 1 || n > 200 {
 		return invalidField("name", "name is required (1 to 200 characters)")
 	}
-	if !validUUID(req.AgentUUID) {
+	if !store.ValidUUID(req.AgentUUID) {
 		return invalidField("agentUuid", "agentUuid must be an agent's uuid")
 	}
 	p := store.NewKeyParams{AgentUUID: req.AgentUUID, Name: req.Name, Kind: s.cfg.KeyKind}
@@ -87,7 +87,7 @@ func (s *Server) createAPIKey(w http.ResponseWriter, r *http.Request) error {
 // listAPIKeys: GET /api/v1/auth/api-keys[?agentUuid=] (admin). Never secrets: display prefixes only.
 func (s *Server) listAPIKeys(w http.ResponseWriter, r *http.Request) error {
 	agent := r.URL.Query().Get("agentUuid")
-	if agent != "" && !validUUID(agent) {
+	if agent != "" && !store.ValidUUID(agent) {
 		return invalidField("agentUuid", "agentUuid must be a uuid")
 	}
 	ks, err := s.st.ListAPIKeys(r.Context(), agent)
@@ -110,25 +110,4 @@ func (s *Server) revokeAPIKey(w http.ResponseWriter, r *http.Request) error {
 	}
 	w.WriteHeader(http.StatusNoContent)
 	return nil
-}
-
-// validUUID accepts the canonical lowercase 8-4-4-4-12 form.
-func validUUID(s string) bool {
-	if len(s) != 36 {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		switch i {
-		case 8, 13, 18, 23:
-			if c != '-' {
-				return false
-			}
-		default:
-			if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f') {
-				return false
-			}
-		}
-	}
-	return true
 }

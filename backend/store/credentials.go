@@ -133,13 +133,13 @@ func scanCredential(rows pgx.Rows) (Credential, error) {
 		return c, fmt.Errorf("key row has a digest of %d bytes: %w", len(digest), ErrCorrupt)
 	}
 	copy(c.Digest[:], digest)
-	if agentUUID != nil && validUUID(*agentUUID) {
+	if agentUUID != nil && ValidUUID(*agentUUID) {
 		c.AgentUUID = *agentUUID // so the caller can say which agent is denied
 	}
 	if keyID == nil || agentUUID == nil || status == nil || revoked == nil {
 		return c, fmt.Errorf("key row has NULLs in required columns: %w", ErrCorrupt)
 	}
-	if !validUUID(*agentUUID) || !validUUID(*keyID) {
+	if !ValidUUID(*agentUUID) || !ValidUUID(*keyID) {
 		return c, fmt.Errorf("key row has a malformed uuid: %w", ErrCorrupt)
 	}
 	c.KeyID, c.AgentUUID, c.AgentStatus, c.KeyRevoked = *keyID, *agentUUID, *status, *revoked
@@ -168,8 +168,9 @@ func scanCredential(rows pgx.Rows) (Credential, error) {
 	return c, nil
 }
 
-// validUUID accepts the canonical 36-character lowercase hex form PostgreSQL prints.
-func validUUID(s string) bool {
+// ValidUUID accepts the canonical 36-character lowercase hex form PostgreSQL prints. Callers use it to
+// answer "not found" for a malformed id without a query.
+func ValidUUID(s string) bool {
 	if len(s) != 36 {
 		return false
 	}
