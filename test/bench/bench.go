@@ -272,7 +272,7 @@ func (r *runner) connectAndPublish() error {
 		if err != nil {
 			return err
 		}
-		if err := r.connect(pool, noauth, warm, cold); err != nil {
+		if err := r.connect(dsn, pool, noauth, warm, cold); err != nil {
 			return err
 		}
 		cold.Stop()
@@ -287,15 +287,29 @@ func (r *runner) connectAndPublish() error {
 	return nil
 }
 
-func (r *runner) connect(pool []Agent, noauth, warm, cold *harness.Broker) error {
+func (r *runner) connect(dsn string, pool []Agent, noauth, warm, cold *harness.Broker) error {
 	cfg := r.cfg
 	for _, workers := range cfg.ConnectWorkers {
 		res := map[*harness.Broker][]opResult{}
+		var pgPerLookup []float64
 		for round := range cfg.Rounds {
 			for _, b := range order([]*harness.Broker{noauth, warm, cold}, round) {
+				n0, t0, err := lookupStats(r.ctx, dsn)
+				if err != nil {
+					return err
+				}
 				o, err := connectStorm(b, pool, workers, cfg.ConnectDur)
 				if err != nil {
 					return err
+				}
+				if b == cold {
+					n1, t1, err := lookupStats(r.ctx, dsn)
+					if err != nil {
+						return err
+					}
+					if n1 > n0 {
+						pgPerLookup = append(pgPerLookup, float64(t1-t0)/float64(n1-n0))
+					}
 				}
 				if o.errs > 0 {
 					return fmt.Errorf("connect storm on %s: %d connects failed", b.Addr(), o.errs)
@@ -318,6 +332,7 @@ func (r *runner) connect(pool []Agent, noauth, warm, cold *harness.Broker) error
 			pair(load, "broker CPU per connect", "dur", floats(c, opResult.cpuPerOp), floats(n, opResult.cpuPerOp), nil),
 			pair(load, "connects/s", "/s", floats(c, opResult.rate), floats(n, opResult.rate), ratioAtLeast(0.7)),
 			pair(load, "CONNACK latency p99", "dur", floats(c, func(o opResult) float64 { return o.p(0.99) }), floats(n, func(o opResult) float64 { return o.p(0.99) }), nil),
+			single(load, "PostgreSQL execution time per lookup", "dur", pgPerLookup, nil),
 		)
 	}
 	return nil
@@ -488,6 +503,9 @@ func (r *runner) flood() error {
 	row = pair(load, "same on the no-auth broker (wrong passwords accepted)", "dur", busy[noauth], idle[noauth], nil)
 	row.Baseline = "idle"
 	r.add(row)
+	// On a small machine the hammering clients alone saturate the cores; this row separates what the
+	// plugin adds from what the load itself costs.
+	r.add(pair(load, "publish RTT p99 under the hammer, plugin vs no-auth", "dur", busy[warm], busy[noauth], nil))
 
 	// 4c: api_keys locked: every lookup waits out the DB deadline; connected agents must not.
 	var maxes, p99s []float64
@@ -652,8 +670,10 @@ func count(n int) string {
 
 // Soak runs one load for d against one broker — the plugin broker, or the no-auth broker when noAuth is
 // set — so that a profiler can be attached to it: ready gets the broker's pid before the load starts.
-// load is connect (cached connects, 8 clients), publish0 or publish1.
-func Soak(ctx context.Context, env Env, load string, d time.Duration, noAuth bool, pluginOpts [][2]string, ready func(pid int)) (string, error) {
+// load is connect (cached connects, 8 clients), publish0 or publish1. When logPath is set the broker's
+// log and its stderr (where GODEBUG=gctrace=1 or schedtrace output of the plugin's Go runtime lands) are
+// written there at the end.
+func Soak(ctx context.Context, env Env, load string, d time.Duration, noAuth bool, pluginOpts [][2]string, logPath string, ready func(pid int)) (string, error) {
 	raiseFileLimit()
 	r := &runner{env: env, ctx: ctx, rep: &Report{}}
 	defer func() {
@@ -690,6 +710,11 @@ func Soak(ctx context.Context, env Env, load string, d time.Duration, noAuth boo
 	}
 	if err != nil {
 		return "", err
+	}
+	if logPath != "" {
+		if err := os.WriteFile(logPath, []byte(b.Log()), 0o644); err != nil {
+			return "", err
+		}
 	}
 	return fmt.Sprintf("%s: %d ops in %v, %.0f/s, broker CPU %v (%s per op), p99 %s, load tool %.2f cores",
 		load, o.ops, o.wall.Round(time.Millisecond), o.rate(), o.cpu, formatDur(o.cpuPerOp()), formatDur(o.p(0.99)), o.selfShare()), nil

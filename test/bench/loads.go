@@ -491,18 +491,26 @@ func unknownKeyLoop(addr string, workers int, stop <-chan struct{}) {
 	wg.Wait()
 }
 
-// lookupCalls is how many single-key credential lookups PostgreSQL has executed in the database at dsn
-// (pg_stat_statements; the query text is the store's LookupCredential).
-func lookupCalls(ctx context.Context, dsn string) (int64, error) {
+// lookupStats is how many single-key credential lookups PostgreSQL has executed in the database at dsn
+// and the execution time they took in all (pg_stat_statements; the query text is the store's
+// LookupCredential).
+func lookupStats(ctx context.Context, dsn string) (int64, time.Duration, error) {
 	conn, err := pgx.Connect(ctx, dsn)
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	defer conn.Close(context.Background())
 	var n int64
-	err = conn.QueryRow(ctx, `SELECT COALESCE(sum(calls), 0)::bigint FROM pg_stat_statements
+	var ms float64
+	err = conn.QueryRow(ctx, `SELECT COALESCE(sum(calls), 0)::bigint, COALESCE(sum(total_exec_time), 0)::float8 FROM pg_stat_statements
   WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
-    AND query LIKE '%FROM api_keys k%' AND query LIKE '%k.digest = $1%'`).Scan(&n)
+    AND query LIKE '%FROM api_keys k%' AND query LIKE '%k.digest = $1%'`).Scan(&n, &ms)
+	return n, time.Duration(ms * float64(time.Millisecond)), err
+}
+
+// lookupCalls is the count of lookupStats.
+func lookupCalls(ctx context.Context, dsn string) (int64, error) {
+	n, _, err := lookupStats(ctx, dsn)
 	return n, err
 }
 

@@ -47,9 +47,17 @@ func run() int {
 	soakDur := flag.Duration("soak-dur", 20*time.Second, "how long -soak runs")
 	soakNoAuth := flag.Bool("soak-noauth", false, "-soak the no-auth broker instead of the plugin")
 	soakOpts := flag.String("soak-opts", "", "extra plugin options for -soak, as key=value,key=value")
+	soakLog := flag.String("soak-log", "", "write the soaked broker's log and stderr here (set GODEBUG=gctrace=1,schedtrace=1000 to see the plugin's Go runtime)")
+	brokerEnv := flag.String("broker-env", "", "environment for the brokers only, as KEY=VAL,KEY=VAL (for example GOMAXPROCS=1 or GODEBUG=gctrace=1 for the plugin's Go runtime); the load tool is started before it applies")
 	flag.Parse()
+	for _, kv := range strings.Split(*brokerEnv, ",") {
+		if k, v, ok := strings.Cut(kv, "="); ok {
+			// The Go runtime read its own settings at start: this reaches only the processes started from here on.
+			os.Setenv(k, v)
+		}
+	}
 	if *soak != "" {
-		return runSoak(*soak, *soakDur, *soakNoAuth, *soakOpts)
+		return runSoak(*soak, *soakDur, *soakNoAuth, *soakOpts, *soakLog)
 	}
 
 	cfg := def
@@ -143,7 +151,7 @@ func run() int {
 	return 0
 }
 
-func runSoak(load string, d time.Duration, noAuth bool, opts string) int {
+func runSoak(load string, d time.Duration, noAuth bool, opts, logPath string) int {
 	var kv [][2]string
 	for _, p := range strings.Split(opts, ",") {
 		if k, v, ok := strings.Cut(p, "="); ok {
@@ -163,7 +171,7 @@ func runSoak(load string, d time.Duration, noAuth bool, opts string) int {
 	defer pg.Destroy()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	res, err := bench.Soak(ctx, bench.Env{Postgres: pg, Plugin: plugin, Log: os.Stderr}, load, d, noAuth, kv, func(pid int) {
+	res, err := bench.Soak(ctx, bench.Env{Postgres: pg, Plugin: plugin, Log: os.Stderr}, load, d, noAuth, kv, logPath, func(pid int) {
 		fmt.Printf("broker pid %d\n", pid)
 		time.Sleep(time.Second)
 	})
@@ -187,6 +195,13 @@ func validate(c bench.Config) error {
 		return fmt.Errorf("-storm-agents %d: each agent holds a socket in the tool and in the broker; use at most 15000", c.StormAgents)
 	case c.PublishWindow < 1 || c.PublishWindow > 20:
 		return fmt.Errorf("-publish-window %d: use 1 to 20 (Mosquitto's default max_inflight_messages is 20)", c.PublishWindow)
+	}
+	for _, l := range c.Only {
+		switch l {
+		case "connect", "publish", "storm", "flood", "revoke", "memory":
+		default:
+			return fmt.Errorf("-only %q: use connect, publish, storm, flood, revoke or memory", l)
+		}
 	}
 	for _, w := range c.ConnectWorkers {
 		if w < 1 || w > c.ConnectPool {
