@@ -34,6 +34,7 @@ var ErrRefused = errors.New("connection refused by broker")
 // RefusedError carries the CONNACK return code of a refused connect (5 is "not authorised").
 type RefusedError struct{ Code byte }
 
+// Error names the CONNACK return code.
 func (e *RefusedError) Error() string { return fmt.Sprintf("CONNACK return code %d", e.Code) }
 
 // Unwrap makes errors.Is(err, ErrRefused) true.
