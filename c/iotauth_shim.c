@@ -10,6 +10,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <mosquitto.h>
 #include <mosquitto_broker.h>
@@ -32,6 +33,16 @@ extern int iotauth_go_reload(void);
 #define IOTAUTH_MAX_FIELD 65536
 
 static mosquitto_plugin_id_t *plugin_id = NULL;
+
+/* The fast READ/WRITE path (see iotauth_shim.h). Go decides at init whether the configured rules allow
+ * it and which topic prefix they mean; the shim only compares strings. */
+static char *fast_topic_prefix = NULL;
+static size_t fast_topic_prefix_len = 0;
+
+/* Mosquitto 2.0.11 fires TICK on every pass of its main loop, thousands of times a second under load;
+ * Go needs it only to drain kicks and log lines, so the shim enters Go at most every 50 ms. */
+#define IOTAUTH_TICK_INTERVAL_NS 50000000L
+static struct timespec last_tick;
 
 void iotauth_log(int level, const char *msg)
 {
@@ -58,6 +69,26 @@ const char *iotauth_client_id(uintptr_t client)
 	return mosquitto_client_id((struct mosquitto *)client);
 }
 
+int iotauth_set_fast_acl(const char *topic_prefix)
+{
+	char *p = NULL;
+	if (topic_prefix != NULL) {
+		p = strdup(topic_prefix);
+		if (p == NULL) {
+			return MOSQ_ERR_NOMEM;
+		}
+	}
+	free(fast_topic_prefix);
+	fast_topic_prefix = p;
+	fast_topic_prefix_len = p ? strlen(p) : 0;
+	return MOSQ_ERR_SUCCESS;
+}
+
+const char *iotauth_fast_user_prefix(void)
+{
+	return IOTAUTH_FAST_USER_PREFIX;
+}
+
 static int field_len(const char *s)
 {
 	return s ? (int)strnlen(s, IOTAUTH_MAX_FIELD + 1) : -1;
@@ -73,19 +104,55 @@ static int on_basic_auth(int event, void *event_data, void *userdata)
 	                             field_len(ed->password), clientid, field_len(clientid));
 }
 
+/* fast_acl answers a READ/WRITE check for a session on the fast path: allowed exactly when the topic is
+ * <prefix><agent> or below it. Returns -1 when the session is not on the fast path (Go decides). */
+static int fast_acl(const struct mosquitto_evt_acl_check *ed)
+{
+	static const char user_prefix[] = IOTAUTH_FAST_USER_PREFIX;
+	const size_t user_prefix_len = sizeof(user_prefix) - 1;
+	const char *user, *agent, *t = ed->topic;
+	size_t agent_len;
+
+	if (fast_topic_prefix == NULL || t == NULL || (ed->access != MOSQ_ACL_READ && ed->access != MOSQ_ACL_WRITE)) {
+		return -1;
+	}
+	user = mosquitto_client_username(ed->client);
+	if (user == NULL || strncmp(user, user_prefix, user_prefix_len) != 0) {
+		return -1;
+	}
+	agent = user + user_prefix_len;
+	agent_len = strlen(agent);
+	if (agent_len == 0 || strncmp(t, fast_topic_prefix, fast_topic_prefix_len) != 0 ||
+	    strncmp(t + fast_topic_prefix_len, agent, agent_len) != 0) {
+		return MOSQ_ERR_ACL_DENIED;
+	}
+	t += fast_topic_prefix_len + agent_len;
+	return (*t == '\0' || *t == '/') ? MOSQ_ERR_SUCCESS : MOSQ_ERR_ACL_DENIED;
+}
+
 static int on_acl_check(int event, void *event_data, void *userdata)
 {
 	struct mosquitto_evt_acl_check *ed = event_data;
+	int rc;
 	(void)event;
 	(void)userdata;
+	if ((rc = fast_acl(ed)) >= 0) {
+		return rc;
+	}
 	return iotauth_go_acl_check((uintptr_t)ed->client, (char *)ed->topic, field_len(ed->topic), ed->access);
 }
 
 static int on_tick(int event, void *event_data, void *userdata)
 {
+	struct timespec now;
 	(void)event;
 	(void)event_data;
 	(void)userdata;
+	clock_gettime(CLOCK_MONOTONIC_COARSE, &now);
+	if ((now.tv_sec - last_tick.tv_sec) * 1000000000L + (now.tv_nsec - last_tick.tv_nsec) < IOTAUTH_TICK_INTERVAL_NS) {
+		return MOSQ_ERR_SUCCESS;
+	}
+	last_tick = now;
 	iotauth_go_tick();
 	return MOSQ_ERR_SUCCESS;
 }
@@ -155,5 +222,6 @@ int mosquitto_plugin_cleanup(void *userdata, struct mosquitto_opt *options, int 
 		mosquitto_callback_unregister(plugin_id, MOSQ_EVT_RELOAD, on_reload, NULL);
 	}
 	iotauth_go_cleanup();
+	iotauth_set_fast_acl(NULL);
 	return MOSQ_ERR_SUCCESS;
 }

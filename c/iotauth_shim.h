@@ -15,4 +15,13 @@ int iotauth_set_username(uintptr_t client, const char *username);
 const char *iotauth_client_username(uintptr_t client);
 const char *iotauth_client_id(uintptr_t client);
 
+/* Enable the C fast path for READ/WRITE checks: sessions whose username starts with
+ * IOTAUTH_FAST_USER_PREFIX may use topics "<topic_prefix><agent>" and below, nothing else. NULL disables.
+ * Main thread only (plugin init). */
+int iotauth_set_fast_acl(const char *topic_prefix);
+
+/* The username prefix the plugin gives sessions whose rules are exactly the configured fast template. */
+#define IOTAUTH_FAST_USER_PREFIX "iotauth-agent:"
+const char *iotauth_fast_user_prefix(void);
+
 #endif

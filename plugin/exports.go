@@ -157,6 +157,20 @@ func kickClient(clientID string) {
 	C.iotauth_kick(cs)
 }
 
+// setFastACL hands the C shim the topic prefix of the fast READ/WRITE path, or disables it. The shim
+// uses it only for sessions named with fastUserPrefix(). Main thread only (plugin init).
+func setFastACL(prefix string, enable bool) bool {
+	if !enable {
+		return C.iotauth_set_fast_acl(nil) == C.MOSQ_ERR_SUCCESS
+	}
+	cs := C.CString(prefix)
+	defer C.free(unsafe.Pointer(cs))
+	return C.iotauth_set_fast_acl(cs) == C.MOSQ_ERR_SUCCESS
+}
+
+// fastUserPrefix is the username prefix the shim's fast path recognises.
+func fastUserPrefix() string { return C.GoString(C.iotauth_fast_user_prefix()) }
+
 func clientUsernameAndID(client uintptr) (string, string) {
 	return C.GoString(C.iotauth_client_username(C.uintptr_t(client))), C.GoString(C.iotauth_client_id(C.uintptr_t(client)))
 }

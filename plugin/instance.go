@@ -21,10 +21,33 @@ import (
 	"github.com/iotauth/iotauth/plugin/options"
 )
 
-// renamedPrefix starts the username the plugin gives an authorised client in place of its API key, so
-// that the key never reaches the broker's "New client connected" log line. It is not a well-formed key,
-// so a client presenting such a name itself is refused (it has no session to match).
-const renamedPrefix = "iotauth-agent:"
+// The plugin gives an authorised client the username iotauth-agent:<uuid> in place of its API key, so
+// that the key never reaches the broker's "New client connected" log line. Such names are not
+// well-formed keys, and a client presenting one itself is refused (it has no session to match).
+// Sessions whose agent has extra acl_rules are named iotauth-agent-custom:<uuid> instead: the C shim
+// answers publish and delivery checks itself only for plain iotauth-agent: sessions, when the
+// configured rules are a single `readwrite <prefix>%u/#` (see acl.FastPrefix).
+const (
+	reservedPrefix      = "iotauth-agent"
+	renamedPrefix       = "iotauth-agent:"
+	renamedCustomPrefix = "iotauth-agent-custom:"
+)
+
+// sessionName is the username a session is given.
+func (in *instance) sessionName(s auth.Session) string {
+	if s.ACL.Len() > len(in.cfg.ACL) {
+		return renamedCustomPrefix + s.Agent
+	}
+	return renamedPrefix + s.Agent
+}
+
+// agentOfName returns the agent uuid of a plugin-given username.
+func agentOfName(user string) (string, bool) {
+	if a, ok := strings.CutPrefix(user, renamedPrefix); ok {
+		return a, true
+	}
+	return strings.CutPrefix(user, renamedCustomPrefix)
+}
 
 // instance is the plugin: configuration, store, authorizer, and the live sessions it admitted. The
 // session maps are written by callbacks on the broker's main thread and read by background goroutines
@@ -96,6 +119,14 @@ func newInstance(kv [][2]string) (*instance, error) {
 		KeyKind: cfg.KeyKind, ClientID: cfg.ClientID, Rules: cfg.ACL, DBTimeout: cfg.DBTimeout,
 		DeferUnknown: cfg.DeferUnknown, Log: log,
 	}, st, c)
+	prefix, fast := acl.FastPrefix(cfg.ACL)
+	if fast && fastUserPrefix() != renamedPrefix {
+		fast = false // the shim and this file disagree on the name: never guess
+	}
+	if !setFastACL(prefix, fast) {
+		st.Close()
+		return nil, fmt.Errorf("out of memory setting up the ACL fast path")
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	in := &instance{
 		cfg: cfg, store: st, auth: a, log: log, logs: logs, cancel: cancel,
@@ -119,7 +150,7 @@ func (in *instance) close() {
 func (in *instance) basicAuth(client uintptr, username string, password []byte, clientID string) int {
 	testHook(username)
 	ctx := context.Background()
-	if strings.HasPrefix(username, renamedPrefix) {
+	if strings.HasPrefix(username, reservedPrefix) {
 		return in.reauth(ctx, client, username, password)
 	}
 	s, err := in.auth.Authorize(ctx, auth.Credentials{Username: username, Password: password, ClientID: clientID})
@@ -130,7 +161,7 @@ func (in *instance) basicAuth(client uintptr, username string, password []byte, 
 		in.refused(clientID, err)
 		return rcAuth
 	}
-	name := renamedPrefix + s.Agent
+	name := in.sessionName(s)
 	if !setUsername(client, name) {
 		in.log.Error("refusing connect: could not replace the username in the broker (out of memory?)", "agent", s.Agent)
 		return rcAuth
@@ -172,6 +203,11 @@ func (in *instance) reauth(ctx context.Context, client uintptr, username string,
 		in.log.Info("live session refused on re-check", "agent", l.Agent, "reason", err.Error())
 		return rcAuth
 	}
+	if in.sessionName(s) != username {
+		// The agent gained or lost extra rules: the session must reconnect to get the right name.
+		in.log.Info("live session refused on re-check", "agent", l.Agent, "reason", "its ACL rules changed")
+		return rcAuth
+	}
 	in.mu.Lock()
 	l.Session = s
 	in.mu.Unlock()
@@ -207,7 +243,7 @@ func (in *instance) allows(client uintptr, access acl.Access, topic string) bool
 		return l.ACL.Allows(access, topic)
 	}
 	user, cid := clientUsernameAndID(client)
-	agent, ok := strings.CutPrefix(user, renamedPrefix)
+	agent, ok := agentOfName(user)
 	if !ok || auth.CheckIdentifier(cid) != nil || auth.CheckIdentifier(agent) != nil {
 		return false
 	}

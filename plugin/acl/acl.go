@@ -233,3 +233,21 @@ func intersects(a, b []string) bool {
 	}
 	return len(longer) == n+1 && longer[n] == "#"
 }
+
+// Len is the number of rules in the set.
+func (s Set) Len() int { return len(s.rules) }
+
+// FastPrefix reports whether the templates are exactly one rule `readwrite <prefix>%u/#` with a literal,
+// wildcard-free prefix, and returns the prefix. Then a publish or delivery check is "the topic is
+// <prefix><agent> or below it", simple enough for the C shim to answer without entering Go (measured: a
+// Go call per message costs the broker ~15–25% more CPU per delivered message).
+func FastPrefix(ts []Template) (string, bool) {
+	if len(ts) != 1 || ts[0].deny || ts[0].allow != Read|Write {
+		return "", false
+	}
+	p, ok := strings.CutSuffix(ts[0].pattern, "%u/#")
+	if !ok || p == "" || strings.ContainsAny(p, "+#%$") || !strings.HasSuffix(p, "/") {
+		return "", false
+	}
+	return p, true
+}

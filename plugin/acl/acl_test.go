@@ -119,3 +119,42 @@ func BenchmarkAllowsWrite(b *testing.B) {
 		}
 	}
 }
+
+func TestFastPrefix(t *testing.T) {
+	tests := []struct {
+		spec string
+		want string
+		ok   bool
+	}{
+		{"readwrite agents/%u/#", "agents/", true},
+		{"readwrite fleet/devices/%u/#", "fleet/devices/", true},
+		{"readwrite %u/#", "", false},
+		{"read agents/%u/#", "", false},
+		{"readwrite agents/%u/#; read broadcast/#", "", false},
+		{"readwrite agents/%c/#", "", false},
+		{"readwrite agents/+/%u/#", "", false},
+		{"readwrite agents/%u", "", false},
+		{"readwrite a%u/#", "", false},
+	}
+	for _, tt := range tests {
+		ts, err := ParseTemplates(tt.spec)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, ok := FastPrefix(ts)
+		if got != tt.want || ok != tt.ok {
+			t.Errorf("FastPrefix(%q) = %q, %v; want %q, %v", tt.spec, got, ok, tt.want, tt.ok)
+		}
+		if ok {
+			// The fast rule must agree with the full matcher on the boundary cases.
+			s := Expand(ts, me, "c")
+			for topic, allowed := range map[string]bool{
+				got + me: true, got + me + "/x": true, got + me + "x": false, got + "other/" + me: false, "$SYS/" + got + me: false,
+			} {
+				if s.Allows(Write, topic) != allowed {
+					t.Errorf("full matcher disagrees on %q", topic)
+				}
+			}
+		}
+	}
+}

@@ -66,8 +66,9 @@ func TestPublishIntoOtherNamespaceNotDelivered(t *testing.T) {
 	tok := cb.Subscribe(b.Namespace()+"/#", 1, func(_ mqtt.Client, m mqtt.Message) { got <- m.Topic() + " " + string(m.Payload()) })
 	tok.WaitTimeout(5 * time.Second)
 
-	// a writes into b's namespace (denied), then into its own (allowed, and b does not see it either).
-	for _, topic := range []string{b.Namespace() + "/cmd", b.Namespace() + "/telemetry"} {
+	// a writes into b's namespace (denied), next to it (a prefix of a's own uuid is no namespace), and
+	// into $SYS; b sees none of it.
+	for _, topic := range []string{b.Namespace() + "/cmd", b.Namespace() + "/telemetry", a.Namespace() + "x", "$SYS/x", "agents"} {
 		if tok := ca.Publish(topic, 1, false, "intrusion"); !tok.WaitTimeout(5 * time.Second) {
 			t.Fatal("publish timed out")
 		}
