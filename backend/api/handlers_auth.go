@@ -55,18 +55,20 @@ func (s *Server) login(w http.ResponseWriter, r *http.Request) error {
 	}
 	u, ok, err := s.checkPassword(r.Context(), email, req.Password)
 	if err != nil {
+		// Not the caller's fault (database, cancelled request): give the reserved attempts back.
+		s.acct.Refund(acctKey)
+		s.addr.Refund(addrKey)
 		return err
 	}
 	audit := store.AuditEvent{Actor: "anonymous", Action: "login", Target: auditEmail(email), RemoteAddr: clientAddr(r)}
 	if !ok {
-		s.acct.Fail(acctKey)
-		s.addr.Fail(addrKey)
 		s.metrics.logins.WithLabelValues("failure").Inc()
 		audit.Outcome = store.OutcomeFailure
 		s.audit(r.Context(), audit)
 		return loginFailed()
 	}
 	s.acct.Reset(acctKey)
+	s.addr.Refund(addrKey)
 	pair, err := s.newFamily(r.Context(), u)
 	if err != nil {
 		return err
@@ -87,11 +89,21 @@ func auditEmail(email string) string {
 	return "email:" + email
 }
 
-// throttled reports whether either key is locked out, with the longer wait.
+// throttled reserves an attempt on both keys before the password is checked (so parallel requests cannot
+// outrun the count) and reports whether either is locked out, with the longer wait.
 func (s *Server) throttled(acctKey, addrKey string) (time.Duration, bool) {
-	b1, w1 := s.acct.Blocked(acctKey)
-	b2, w2 := s.addr.Blocked(addrKey)
-	return max(w1, w2), b1 || b2
+	ok1, w1 := s.acct.Attempt(acctKey)
+	ok2, w2 := s.addr.Attempt(addrKey)
+	if !ok1 || !ok2 {
+		if ok1 {
+			s.acct.Refund(acctKey)
+		}
+		if ok2 {
+			s.addr.Refund(addrKey)
+		}
+		return max(w1, w2), true
+	}
+	return 0, false
 }
 
 // checkPassword verifies a login under the hash semaphore (L5). Unknown users are verified against a

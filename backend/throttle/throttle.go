@@ -101,6 +101,41 @@ func (l *Limiter) Fail(key string) {
 	e.failures++
 }
 
+// Attempt reserves one attempt for key before the password is checked, so that requests sent in parallel
+// cannot all pass a check made before any of them failed. It reports false, with the wait, when key has no
+// attempts left. A failed login keeps the reservation; a successful one gives it back (Reset or Refund).
+func (l *Limiter) Attempt(key string) (bool, time.Duration) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	now := l.now()
+	e, ok := l.entries[key]
+	if ok && !now.Before(e.start.Add(l.window)) {
+		ok = false
+	}
+	if !ok {
+		if len(l.entries) >= l.maxKey {
+			l.sweep(now)
+		}
+		e = &entry{start: now}
+		l.entries[key] = e
+	}
+	if e.failures >= l.max {
+		return false, e.start.Add(l.window).Sub(now)
+	}
+	e.failures++
+	return true, 0
+}
+
+// Refund gives back one attempt reserved by Attempt (a successful login from a shared address must not
+// count against the address).
+func (l *Limiter) Refund(key string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if e, ok := l.entries[key]; ok && e.failures > 0 {
+		e.failures--
+	}
+}
+
 // Reset forgets key (after a successful login for that account).
 func (l *Limiter) Reset(key string) {
 	l.mu.Lock()

@@ -4,6 +4,7 @@ import (
 	"net/http"
 	"sort"
 	"strconv"
+	"sync"
 	"testing"
 	"time"
 
@@ -123,5 +124,34 @@ func TestNoDefaultAccount(t *testing.T) {
 	}
 	for _, c := range [][2]string{{"admin@example.com", "admin"}, {"admin", "admin"}, {"admin@localhost", "password"}} {
 		e.expect(loginReq(c[0], c[1]), 401, "invalid_credentials")
+	}
+}
+
+// TestLoginThrottleHoldsUnderConcurrency is L3 against a parallel burst: attempts are reserved before
+// the password is checked, so 40 simultaneous guesses get no more than the allowed number of answers.
+func TestLoginThrottleHoldsUnderConcurrency(t *testing.T) {
+	e := newEnv(t, withConfig(func(c *api.Config) {
+		c.LoginWindow = time.Minute
+		c.LoginMaxFailures = 3
+		c.LoginMaxFailuresPerAddr = 100
+	}))
+	e.createUser("admin@example.com", "correct horse battery", "admin")
+	e.remember("parallel-guess")
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	counts := map[int]int{}
+	for i := 0; i < 40; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r := e.do(loginReq("admin@example.com", "parallel-guess"))
+			mu.Lock()
+			counts[r.Status]++
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	if counts[401] != 3 || counts[429] != 37 {
+		t.Fatalf("40 parallel wrong passwords: %v; want exactly 3 checked (401) and 37 throttled (429)", counts)
 	}
 }
