@@ -1,17 +1,17 @@
-// Package cache is a bounded LRU with per-entry expiry built on hashicorp/golang-lru/v2. It keeps
+// Package cache is a bounded LRU with per-entry expiry. It keeps
 // positive and negative answers with their own TTLs, lets a positive answer be served stale for a grace
 // period while the source of truth is unreachable, and invalidates by group (all entries of one agent)
 // without scanning: an entry fetched before its group's invalidation time is treated as absent, which
-// also closes the race of a lookup that started before a change and finished after it.
+// also closes the race of a lookup that started before a change and finished after it. Values are
+// stored by value in a slab (see lru), so a cached value costs no allocation of its own.
 package cache
 
 import (
 	"errors"
+	"math"
 	"sync"
 	"sync/atomic"
 	"time"
-
-	lru "github.com/hashicorp/golang-lru/v2/simplelru"
 )
 
 // Result says what Get found.
@@ -30,14 +30,15 @@ const (
 	Stale
 )
 
-// Options configure a Cache. Size 0 disables caching (every Get misses).
-type Options[V any] struct {
+// Options configure a Cache. Size 0 disables caching (every Get misses). G is the type of invalidation
+// group keys: any comparable type, so a group can be a fixed-size id rather than a string per entry.
+type Options[V any, G comparable] struct {
 	Size        int
 	TTL         time.Duration
 	NegativeTTL time.Duration
 	StaleGrace  time.Duration
 	// Group names the invalidation group of a value (the agent a credential belongs to).
-	Group func(V) string
+	Group func(V) G
 	// Now is the clock; time.Now when nil.
 	Now func() time.Time
 }
@@ -55,12 +56,12 @@ type Stats struct {
 }
 
 // Cache is safe for concurrent use.
-type Cache[K comparable, V any] struct {
-	opt Options[V]
+type Cache[K comparable, V any, G comparable] struct {
+	opt Options[V, G]
 
 	mu          sync.Mutex
-	lru         *lru.LRU[K, entry[V]]
-	invalid     map[string]int64 // group -> invalidated at (unix ns)
+	lru         *lru[K, entry[V]]
+	invalid     map[G]int64 // group -> invalidated at (unix ns)
 	invalidAll  int64
 	lastPruneAt int64
 
@@ -68,28 +69,27 @@ type Cache[K comparable, V any] struct {
 }
 
 // New builds a cache.
-func New[K comparable, V any](opt Options[V]) (*Cache[K, V], error) {
+func New[K comparable, V any, G comparable](opt Options[V, G]) (*Cache[K, V, G], error) {
 	if opt.Size < 0 || opt.TTL < 0 || opt.NegativeTTL < 0 || opt.StaleGrace < 0 {
 		return nil, errors.New("cache size and durations must not be negative")
+	}
+	if opt.Size > math.MaxInt32 {
+		return nil, errors.New("cache size must not exceed 2^31-1")
 	}
 	if opt.Now == nil {
 		opt.Now = time.Now
 	}
-	c := &Cache[K, V]{opt: opt, invalid: map[string]int64{}}
+	c := &Cache[K, V, G]{opt: opt, invalid: map[G]int64{}}
 	if opt.Size > 0 {
-		l, err := lru.NewLRU[K, entry[V]](opt.Size, func(K, entry[V]) { c.evictions.Add(1) })
-		if err != nil {
-			return nil, err
-		}
-		c.lru = l
+		c.lru = newLRU[K, entry[V]](opt.Size, func() { c.evictions.Add(1) })
 	}
 	return c, nil
 }
 
-func (c *Cache[K, V]) now() int64 { return c.opt.Now().UnixNano() }
+func (c *Cache[K, V, G]) now() int64 { return c.opt.Now().UnixNano() }
 
 // Get looks k up. For Hit and Stale the value is returned.
-func (c *Cache[K, V]) Get(k K) (V, Result) {
+func (c *Cache[K, V, G]) Get(k K) (V, Result) {
 	var zero V
 	if c.lru == nil {
 		c.misses.Add(1)
@@ -127,7 +127,7 @@ func (c *Cache[K, V]) Get(k K) (V, Result) {
 	return zero, Miss
 }
 
-func (c *Cache[K, V]) invalidatedLocked(e entry[V]) bool {
+func (c *Cache[K, V, G]) invalidatedLocked(e entry[V]) bool {
 	if e.at <= c.invalidAll {
 		return true
 	}
@@ -140,7 +140,7 @@ func (c *Cache[K, V]) invalidatedLocked(e entry[V]) bool {
 
 // Add stores a positive answer fetched at fetchedAt (take the time before the query started, so an
 // invalidation that raced the query wins).
-func (c *Cache[K, V]) Add(k K, v V, fetchedAt time.Time) {
+func (c *Cache[K, V, G]) Add(k K, v V, fetchedAt time.Time) {
 	if c.lru == nil {
 		return
 	}
@@ -153,7 +153,7 @@ func (c *Cache[K, V]) Add(k K, v V, fetchedAt time.Time) {
 }
 
 // AddNegative stores "k does not exist", fetched at fetchedAt.
-func (c *Cache[K, V]) AddNegative(k K, fetchedAt time.Time) {
+func (c *Cache[K, V, G]) AddNegative(k K, fetchedAt time.Time) {
 	if c.lru == nil || c.opt.NegativeTTL == 0 {
 		return
 	}
@@ -166,7 +166,7 @@ func (c *Cache[K, V]) AddNegative(k K, fetchedAt time.Time) {
 }
 
 // Remove drops k.
-func (c *Cache[K, V]) Remove(k K) {
+func (c *Cache[K, V, G]) Remove(k K) {
 	if c.lru == nil {
 		return
 	}
@@ -176,7 +176,7 @@ func (c *Cache[K, V]) Remove(k K) {
 }
 
 // InvalidateGroup makes every entry of group fetched at or before at behave as absent.
-func (c *Cache[K, V]) InvalidateGroup(group string, at time.Time) {
+func (c *Cache[K, V, G]) InvalidateGroup(group G, at time.Time) {
 	ns := at.UnixNano()
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -198,7 +198,7 @@ func (c *Cache[K, V]) InvalidateGroup(group string, at time.Time) {
 
 // InvalidateAll makes every entry fetched at or before at behave as absent (used after missed
 // notifications). Entries stay in place until looked up or evicted.
-func (c *Cache[K, V]) InvalidateAll(at time.Time) {
+func (c *Cache[K, V, G]) InvalidateAll(at time.Time) {
 	c.mu.Lock()
 	if ns := at.UnixNano(); ns > c.invalidAll {
 		c.invalidAll = ns
@@ -207,7 +207,7 @@ func (c *Cache[K, V]) InvalidateAll(at time.Time) {
 }
 
 // Purge drops everything.
-func (c *Cache[K, V]) Purge() {
+func (c *Cache[K, V, G]) Purge() {
 	if c.lru == nil {
 		return
 	}
@@ -217,7 +217,7 @@ func (c *Cache[K, V]) Purge() {
 }
 
 // Len is the number of entries held (some may be expired or invalidated).
-func (c *Cache[K, V]) Len() int {
+func (c *Cache[K, V, G]) Len() int {
 	if c.lru == nil {
 		return 0
 	}
@@ -227,7 +227,7 @@ func (c *Cache[K, V]) Len() int {
 }
 
 // Stats returns the counters.
-func (c *Cache[K, V]) Stats() Stats {
+func (c *Cache[K, V, G]) Stats() Stats {
 	return Stats{
 		Hits: c.hits.Load(), NegativeHits: c.negHits.Load(), StaleHits: c.staleHits.Load(),
 		Misses: c.misses.Load(), Evictions: c.evictions.Load(), Len: c.Len(),

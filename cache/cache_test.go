@@ -12,10 +12,10 @@ func (c *clock) advance(d time.Duration) { c.t = c.t.Add(d) }
 
 type cred struct{ agent, v string }
 
-func newTest(t *testing.T, size int) (*Cache[string, cred], *clock) {
+func newTest(t *testing.T, size int) (*Cache[string, cred, string], *clock) {
 	t.Helper()
 	clk := &clock{t: time.Unix(1_700_000_000, 0)}
-	c, err := New[string, cred](Options[cred]{
+	c, err := New[string, cred, string](Options[cred, string]{
 		Size: size, TTL: time.Minute, NegativeTTL: 10 * time.Second, StaleGrace: 5 * time.Minute,
 		Group: func(v cred) string { return v.agent }, Now: clk.now,
 	})
@@ -28,49 +28,49 @@ func newTest(t *testing.T, size int) (*Cache[string, cred], *clock) {
 func TestLifecycle(t *testing.T) {
 	tests := []struct {
 		name    string
-		setup   func(c *Cache[string, cred], clk *clock)
+		setup   func(c *Cache[string, cred, string], clk *clock)
 		want    Result
 		wantVal string
 	}{
-		{"miss", func(c *Cache[string, cred], clk *clock) {}, Miss, ""},
-		{"fresh hit", func(c *Cache[string, cred], clk *clock) { c.Add("k", cred{"a", "v"}, clk.t) }, Hit, "v"},
-		{"stale after ttl", func(c *Cache[string, cred], clk *clock) {
+		{"miss", func(c *Cache[string, cred, string], clk *clock) {}, Miss, ""},
+		{"fresh hit", func(c *Cache[string, cred, string], clk *clock) { c.Add("k", cred{"a", "v"}, clk.t) }, Hit, "v"},
+		{"stale after ttl", func(c *Cache[string, cred, string], clk *clock) {
 			c.Add("k", cred{"a", "v"}, clk.t)
 			clk.advance(2 * time.Minute)
 		}, Stale, "v"},
-		{"gone after ttl+grace", func(c *Cache[string, cred], clk *clock) {
+		{"gone after ttl+grace", func(c *Cache[string, cred, string], clk *clock) {
 			c.Add("k", cred{"a", "v"}, clk.t)
 			clk.advance(7 * time.Minute)
 		}, Miss, ""},
-		{"negative", func(c *Cache[string, cred], clk *clock) { c.AddNegative("k", clk.t) }, NegativeHit, ""},
-		{"negative expires", func(c *Cache[string, cred], clk *clock) {
+		{"negative", func(c *Cache[string, cred, string], clk *clock) { c.AddNegative("k", clk.t) }, NegativeHit, ""},
+		{"negative expires", func(c *Cache[string, cred, string], clk *clock) {
 			c.AddNegative("k", clk.t)
 			clk.advance(11 * time.Second)
 		}, Miss, ""},
-		{"group invalidation", func(c *Cache[string, cred], clk *clock) {
+		{"group invalidation", func(c *Cache[string, cred, string], clk *clock) {
 			c.Add("k", cred{"a", "v"}, clk.t)
 			c.InvalidateGroup("a", clk.t)
 		}, Miss, ""},
-		{"other group untouched", func(c *Cache[string, cred], clk *clock) {
+		{"other group untouched", func(c *Cache[string, cred, string], clk *clock) {
 			c.Add("k", cred{"a", "v"}, clk.t)
 			c.InvalidateGroup("b", clk.t)
 		}, Hit, "v"},
-		{"lookup raced invalidation", func(c *Cache[string, cred], clk *clock) {
+		{"lookup raced invalidation", func(c *Cache[string, cred, string], clk *clock) {
 			started := clk.t
 			clk.advance(time.Millisecond)
 			c.InvalidateGroup("a", clk.t) // change lands while the query runs
 			c.Add("k", cred{"a", "old"}, started)
 		}, Miss, ""},
-		{"refetch after invalidation", func(c *Cache[string, cred], clk *clock) {
+		{"refetch after invalidation", func(c *Cache[string, cred, string], clk *clock) {
 			c.InvalidateGroup("a", clk.t)
 			clk.advance(time.Millisecond)
 			c.Add("k", cred{"a", "new"}, clk.t)
 		}, Hit, "new"},
-		{"invalidate all", func(c *Cache[string, cred], clk *clock) {
+		{"invalidate all", func(c *Cache[string, cred, string], clk *clock) {
 			c.Add("k", cred{"a", "v"}, clk.t)
 			c.InvalidateAll(clk.t)
 		}, Miss, ""},
-		{"remove", func(c *Cache[string, cred], clk *clock) {
+		{"remove", func(c *Cache[string, cred, string], clk *clock) {
 			c.AddNegative("k", clk.t)
 			c.Remove("k")
 		}, Miss, ""},
@@ -120,5 +120,108 @@ func TestInvalidationMapBounded(t *testing.T) {
 	c.mu.Unlock()
 	if n > 1100 {
 		t.Fatalf("invalidation map grew to %d", n)
+	}
+}
+
+func TestPurgeAndStats(t *testing.T) {
+	c, clk := newTest(t, 10)
+	c.Add("a", cred{"a", "v"}, clk.t)
+	c.AddNegative("b", clk.t)
+	c.Get("a") // hit
+	c.Get("b") // negative hit
+	c.Get("z") // miss
+	clk.advance(2 * time.Minute)
+	c.Get("a") // stale
+	c.Purge()
+	if _, r := c.Get("a"); r != Miss {
+		t.Fatalf("Get after Purge = %v", r)
+	}
+	want := Stats{Hits: 1, NegativeHits: 1, StaleHits: 1, Misses: 2, Evictions: 2, Len: 0}
+	if s := c.Stats(); s != want {
+		t.Fatalf("Stats = %+v, want %+v", s, want)
+	}
+	c.Add("a", cred{"a", "v"}, clk.t)
+	if _, r := c.Get("a"); r != Hit {
+		t.Fatalf("Get after Purge and Add = %v", r)
+	}
+}
+
+func TestRecentlyUsedSurvivesEviction(t *testing.T) {
+	c, clk := newTest(t, 2)
+	c.Add("a", cred{"a", "1"}, clk.t)
+	c.Add("b", cred{"b", "2"}, clk.t)
+	c.Get("a")
+	c.Add("c", cred{"c", "3"}, clk.t)
+	for k, want := range map[string]Result{"a": Hit, "b": Miss, "c": Hit} {
+		if _, r := c.Get(k); r != want {
+			t.Errorf("Get(%q) = %v, want %v", k, r, want)
+		}
+	}
+}
+
+func TestNewRejectsBadOptions(t *testing.T) {
+	for _, opt := range []Options[cred, string]{
+		{Size: -1}, {Size: 1, TTL: -1}, {Size: 1, NegativeTTL: -1}, {Size: 1, StaleGrace: -1}, {Size: 1 << 31},
+	} {
+		if _, err := New[string](opt); err == nil {
+			t.Errorf("New(%+v) accepted", opt)
+		}
+	}
+}
+
+// TestComparableGroups uses an array as the group key, as the credential cache does.
+func TestComparableGroups(t *testing.T) {
+	type val struct{ group [16]byte }
+	clk := &clock{t: time.Unix(1_700_000_000, 0)}
+	c, err := New[int](Options[val, [16]byte]{
+		Size: 10, TTL: time.Minute, Group: func(v val) [16]byte { return v.group }, Now: clk.now,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Add(1, val{[16]byte{1}}, clk.t)
+	c.Add(2, val{[16]byte{2}}, clk.t)
+	c.InvalidateGroup([16]byte{1}, clk.t)
+	if _, r := c.Get(1); r != Miss {
+		t.Fatalf("invalidated group: %v", r)
+	}
+	if _, r := c.Get(2); r != Hit {
+		t.Fatalf("other group: %v", r)
+	}
+}
+
+func TestConcurrent(t *testing.T) {
+	c, err := New[int](Options[cred, string]{
+		Size: 64, TTL: time.Minute, NegativeTTL: time.Minute, Group: func(v cred) string { return v.agent },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	for w := range 4 {
+		go func() {
+			defer func() { done <- struct{}{} }()
+			for i := range 5000 {
+				k := (i*7 + w) % 100
+				switch i % 5 {
+				case 0:
+					c.Add(k, cred{agent: string(rune('a' + k%3))}, time.Now())
+				case 1:
+					c.AddNegative(k, time.Now())
+				case 2:
+					c.Remove(k)
+				case 3:
+					c.InvalidateGroup(string(rune('a'+k%3)), time.Now())
+				default:
+					c.Get(k)
+				}
+			}
+		}()
+	}
+	for range 4 {
+		<-done
+	}
+	if n := c.Len(); n > 64 {
+		t.Fatalf("Len = %d beyond the size", n)
 	}
 }

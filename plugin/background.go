@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"errors"
+	"runtime/debug"
 	"time"
 
 	"golang.org/x/time/rate"
@@ -16,16 +17,21 @@ import (
 // the re-check worker, the periodic resync, key expiry, the store health probe and the preload.
 func (in *instance) goBackground(ctx context.Context) {
 	listenFail := rate.Sometimes{Interval: 30 * time.Second}
+	listening := make(chan struct{})
 	in.wg.Add(4)
 	go func() {
 		defer in.wg.Done()
 		in.store.Listen(ctx, store.ListenHandler{
 			Changed: in.changed,
 			Connected: func(reconnect bool) {
+				// Changes made before LISTEN was (re-)established were missed, including those between
+				// a preload or lookup and the first connection: trust nothing cached before now.
+				in.auth.Cache().InvalidateAll(time.Now())
+				in.recheckAll()
+				if !reconnect {
+					close(listening) // preload may start: from now on no change goes unnoticed
+				}
 				if reconnect {
-					// Changes made while LISTEN was down were missed: trust nothing cached before now.
-					in.auth.Cache().InvalidateAll(time.Now())
-					in.recheckAll()
 					in.log.Info("credential change feed reconnected; cache invalidated and live sessions re-checked")
 				}
 			},
@@ -38,12 +44,18 @@ func (in *instance) goBackground(ctx context.Context) {
 	}()
 	go func() { defer in.wg.Done(); in.recheckWorker(ctx) }()
 	go func() { defer in.wg.Done(); in.periodic(ctx) }()
-	go func() { defer in.wg.Done(); in.preload(ctx) }()
+	go func() { defer in.wg.Done(); in.preload(ctx, listening) }()
 }
 
 // changed handles one NOTIFY: drop what the cache holds for the key and agent, then re-check the agent's
 // live sessions.
 func (in *instance) changed(c store.Change) {
+	if c.Agent == store.AllAgents {
+		// A TRUNCATE: everything may have changed.
+		in.auth.Cache().InvalidateAll(time.Now())
+		in.recheckAll()
+		return
+	}
 	if d, ok := c.Digest(); ok {
 		in.auth.Cache().Remove(d)
 	}
@@ -212,10 +224,16 @@ func (in *instance) touchUsedKeys(ctx context.Context) {
 	}
 }
 
-// preload fills the cache with every active credential, retrying until PostgreSQL answers once.
-func (in *instance) preload(ctx context.Context) {
+// preload fills the cache with every active credential, retrying until PostgreSQL answers once. It
+// starts only once LISTEN is established, so no change between the load and the feed can be missed.
+func (in *instance) preload(ctx context.Context, listening <-chan struct{}) {
 	if !in.cfg.Preload || in.cfg.CacheSize == 0 {
 		return
+	}
+	select {
+	case <-ctx.Done():
+		return
+	case <-listening:
 	}
 	backoff := 500 * time.Millisecond
 	failLog := rate.Sometimes{Interval: 30 * time.Second}
@@ -230,6 +248,7 @@ func (in *instance) preload(ctx context.Context) {
 		cancel()
 		if err == nil || errors.Is(err, store.ErrCorrupt) {
 			in.log.Info("preloaded credentials", "count", n, "took", time.Since(start), "skipped", errString(err))
+			debug.FreeOSMemory() // hand the preload's garbage and the GC's headroom back to the OS
 			return
 		}
 		failLog.Do(func() { in.log.Warn("preload failed; retrying in the background", "error", err) })

@@ -56,6 +56,43 @@ func SHA256Hex(password string) string {
 	return "sha256$" + hex.EncodeToString(sum[:])
 }
 
+// SHA256Sum returns the SHA-256 digest a SHA256 hash compares against; ok is false for other schemes.
+// With FromSHA256Sum it lets a cache keep the common hash as 32 bytes instead of a Hash.
+func (h Hash) SHA256Sum() (sum [32]byte, ok bool) {
+	return h.sum, h.scheme == SHA256
+}
+
+// FromSHA256Sum is the SHA256 Hash that verifies passwords whose SHA-256 digest is sum.
+func FromSHA256Sum(sum [32]byte) Hash { return Hash{scheme: SHA256, sum: sum} }
+
+// decodeHex decodes len(dst)*2 hex digits (either case) from src without allocating.
+func decodeHex(dst []byte, src string) bool {
+	if len(src) != 2*len(dst) {
+		return false
+	}
+	for i := range dst {
+		hi, ok1 := fromHex(src[2*i])
+		lo, ok2 := fromHex(src[2*i+1])
+		if !ok1 || !ok2 {
+			return false
+		}
+		dst[i] = hi<<4 | lo
+	}
+	return true
+}
+
+func fromHex(c byte) (byte, bool) {
+	switch {
+	case '0' <= c && c <= '9':
+		return c - '0', true
+	case 'a' <= c && c <= 'f':
+		return c - 'a' + 10, true
+	case 'A' <= c && c <= 'F':
+		return c - 'A' + 10, true
+	}
+	return 0, false
+}
+
 // Parse parses a stored hash. It never panics on any input.
 func Parse(stored string) (Hash, error) {
 	switch {
@@ -65,7 +102,7 @@ func Parse(stored string) (Hash, error) {
 			return Hash{}, ErrMalformed
 		}
 		var h Hash
-		if _, err := hex.Decode(h.sum[:], []byte(hx)); err != nil {
+		if !decodeHex(h.sum[:], hx) {
 			return Hash{}, ErrMalformed
 		}
 		h.scheme = SHA256

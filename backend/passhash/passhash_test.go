@@ -109,3 +109,44 @@ func FuzzParse(f *testing.F) {
 		h.Verify([]byte("x"))
 	})
 }
+
+func TestSHA256Compact(t *testing.T) {
+	lower := SHA256Hex("correct horse battery")
+	tests := []struct {
+		name, stored string
+		wantOK       bool
+	}{
+		{"lowercase hex", lower, true},
+		{"uppercase hex", "sha256$" + strings.ToUpper(lower[len("sha256$"):]), true},
+		{"argon2id", "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA", false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			h, err := Parse(tt.stored)
+			if err != nil {
+				t.Fatal(err)
+			}
+			sum, ok := h.SHA256Sum()
+			if ok != tt.wantOK {
+				t.Fatalf("SHA256Sum ok = %v, want %v", ok, tt.wantOK)
+			}
+			if !ok {
+				return
+			}
+			back := FromSHA256Sum(sum)
+			if back != h || !back.Verify([]byte("correct horse battery")) || back.Verify([]byte("wrong")) {
+				t.Fatal("FromSHA256Sum does not rebuild the parsed hash")
+			}
+		})
+	}
+	if _, ok := (Hash{}).SHA256Sum(); ok {
+		t.Fatal("zero Hash reported a SHA-256 digest")
+	}
+}
+
+func TestParseSHA256DoesNotAllocate(t *testing.T) {
+	stored := SHA256Hex("correct horse battery")
+	if n := testing.AllocsPerRun(100, func() { Parse(stored) }); n != 0 {
+		t.Fatalf("Parse of a sha256 hash made %v allocations, want 0", n)
+	}
+}

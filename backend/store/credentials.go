@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"fmt"
+	"math"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -33,7 +34,7 @@ type Rule struct {
 }
 
 const credentialColumns = `
-SELECT k.digest, k.id::text, k.agent_uuid::text, a.status, k.revoked_at IS NOT NULL, k.expires_at, k.rights,
+SELECT k.digest, k.id::text, k.agent_uuid::text, a.status, k.revoked_at IS NOT NULL, extract(epoch FROM k.expires_at)::float8, k.rights,
        c.password_hash,
        (SELECT array_agg(r.access || ' ' || r.pattern ORDER BY r.id) FROM acl_rules r WHERE r.agent_uuid = k.agent_uuid)
   FROM api_keys k
@@ -122,7 +123,7 @@ func scanCredential(rows pgx.Rows) (Credential, error) {
 		digest                      []byte
 		keyID, agentUUID, status, h *string
 		revoked                     *bool
-		expires                     *time.Time
+		expires                     *float64 // epoch seconds: 'infinity' is a legal timestamptz, not a time.Time
 		rights, rules               []*string
 	)
 	if err := rows.Scan(&digest, &keyID, &agentUUID, &status, &revoked, &expires, &rights, &h, &rules); err != nil {
@@ -144,7 +145,15 @@ func scanCredential(rows pgx.Rows) (Credential, error) {
 	}
 	c.KeyID, c.AgentUUID, c.AgentStatus, c.KeyRevoked = *keyID, *agentUUID, *status, *revoked
 	if expires != nil {
-		c.KeyExpiresAt = *expires
+		switch e := *expires; {
+		case math.IsInf(e, 1) || math.IsNaN(e):
+			// 'infinity': never expires.
+		case math.IsInf(e, -1):
+			c.KeyExpiresAt = time.Unix(0, 1) // '-infinity': expired long ago
+		default:
+			sec, frac := math.Modf(e)
+			c.KeyExpiresAt = time.Unix(int64(sec), int64(frac*1e9))
+		}
 	}
 	if h != nil {
 		c.PasswordHash = *h

@@ -14,6 +14,9 @@ import (
 // Channel is the NOTIFY channel the credential triggers announce changes on.
 const Channel = "iotauth_credentials"
 
+// AllAgents is the agent a change names when a whole table was emptied (TRUNCATE).
+const AllAgents = "*"
+
 // Change is one announced credential change.
 type Change struct {
 	Table string `json:"table"`

@@ -8,6 +8,7 @@ package auth
 import (
 	"context"
 	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -86,29 +87,207 @@ type Session struct {
 	Digest    secret.Digest
 	ExpiresAt time.Time
 	ACL       acl.Set
-	// fingerprint of the stored password hash and rules the session was admitted with.
-	fingerprint [32]byte
+	// src is the cache entry the session was admitted with: its fingerprint (of the stored password hash
+	// and rules) is what Recheck compares against.
+	src Entry
 }
 
-// Entry is the cached, compact form of a store.Credential.
+// Entry is the cached, compact form of a store.Credential, stored by value in the cache. The common
+// credential — canonical uuids, a sha256$ password hash, no extra ACL rules — is 88 bytes and nothing
+// else: the uuids are kept as 16 bytes each and the password hash as its 32-byte digest, the strings are
+// rebuilt only when a Session is made, and the fingerprint is recomputed only by Recheck. Anything else
+// (a slow hash scheme, extra rules, identifiers that are not canonical uuids) lives in a separately
+// allocated extension, x.
 type Entry struct {
-	Agent       string
-	KeyID       string
-	Active      bool
-	Revoked     bool
-	MQTTRight   bool
-	Corrupt     bool
-	ExpiresAt   int64 // unix ns, 0 = never
-	Hash        passhash.Hash
-	Rules       []acl.Template
-	fingerprint [32]byte
+	expiresAt int64 // unix ns, 0 = never
+	agent     [16]byte
+	keyID     [16]byte
+	sum       [32]byte  // the SHA-256 password digest when scheme is passhash.SHA256
+	x         *entryExt // nil for the common credential
+	scheme    passhash.Scheme
+	flags     entryFlags
+}
+
+type entryFlags uint8
+
+const (
+	flagActive entryFlags = 1 << iota
+	flagRevoked
+	flagMQTTRight
+	flagCorrupt
+	flagAgentInExt // the agent is not a canonical uuid: x.agent holds it
+	flagKeyIDInExt // the key id is not a canonical uuid: x.keyID holds it
+)
+
+// entryExt holds the parts of an Entry that the common credential does not have.
+type entryExt struct {
+	hash         passhash.Hash // slow schemes keep their encoded form here
+	rules        []acl.Template
+	fingerprint  [32]byte // set when it cannot be derived from scheme and sum
+	fpSet        bool
+	agent, keyID string
+}
+
+// Agent is the agent's uuid.
+func (e *Entry) Agent() string {
+	if e.flags&flagAgentInExt != 0 {
+		return e.x.agent
+	}
+	return formatUUID(&e.agent)
+}
+
+// KeyID is the API key's id.
+func (e *Entry) KeyID() string {
+	if e.flags&flagKeyIDInExt != 0 {
+		return e.x.keyID
+	}
+	return formatUUID(&e.keyID)
+}
+
+// Corrupt reports whether the credential row could not be trusted; its agent is denied.
+func (e *Entry) Corrupt() bool { return e.flags&flagCorrupt != 0 }
+
+func (e *Entry) hash() passhash.Hash {
+	switch {
+	case e.scheme == passhash.SHA256:
+		return passhash.FromSHA256Sum(e.sum)
+	case e.x != nil:
+		return e.x.hash
+	}
+	return passhash.Hash{}
+}
+
+func (e *Entry) rules() []acl.Template {
+	if e.x == nil {
+		return nil
+	}
+	return e.x.rules
+}
+
+// fingerprint is the SHA-256 of the stored password hash and the extra rules. For the common credential
+// the stored hash is exactly "sha256$" and the lowercase hex of sum (or empty), so it is recomputed
+// rather than kept.
+func (e *Entry) fingerprint() [32]byte {
+	if e.x != nil && e.x.fpSet {
+		return e.x.fingerprint
+	}
+	if e.scheme != passhash.SHA256 {
+		return sha256.Sum256(nil) // no stored hash (any other case has the fingerprint in x)
+	}
+	var buf [len(sha256Prefix) + 2*sha256.Size]byte
+	copy(buf[:], sha256Prefix)
+	hex.Encode(buf[len(sha256Prefix):], e.sum[:])
+	return sha256.Sum256(buf[:])
+}
+
+const sha256Prefix = "sha256$"
+
+// ext returns e's extension, allocating it on first use.
+func (e *Entry) ext() *entryExt {
+	if e.x == nil {
+		e.x = &entryExt{}
+	}
+	return e.x
+}
+
+// Group is a cache invalidation group: one agent, as a 16-byte uuid when it is canonical.
+type Group struct {
+	id    [16]byte
+	name  string // the agent when it is not a canonical uuid
+	named bool
+}
+
+// GroupFor is the invalidation group of agent.
+func GroupFor(agent string) Group {
+	if id, ok := parseUUID(agent); ok {
+		return Group{id: id}
+	}
+	return Group{name: agent, named: true}
+}
+
+// GroupOf is the cache group function: entries are invalidated per agent.
+func GroupOf(e Entry) Group {
+	if e.flags&flagAgentInExt != 0 {
+		return Group{name: e.x.agent, named: true}
+	}
+	return Group{id: e.agent}
+}
+
+// Cache is the credential cache: answers by API key digest, invalidated per agent.
+type Cache struct {
+	*cache.Cache[secret.Digest, Entry, Group]
+}
+
+// NewCache builds the credential cache; a nil opt.Group means GroupOf.
+func NewCache(opt cache.Options[Entry, Group]) (*Cache, error) {
+	if opt.Group == nil {
+		opt.Group = GroupOf
+	}
+	c, err := cache.New[secret.Digest](opt)
+	if err != nil {
+		return nil, err
+	}
+	return &Cache{c}, nil
+}
+
+// InvalidateGroup makes every entry of agent fetched at or before at behave as absent.
+func (c *Cache) InvalidateGroup(agent string, at time.Time) {
+	c.Cache.InvalidateGroup(GroupFor(agent), at)
+}
+
+// parseUUID parses a canonical lowercase uuid (the form PostgreSQL's uuid::text produces). Anything
+// else is refused, so that formatUUID gives back exactly the string that was parsed.
+func parseUUID(s string) (u [16]byte, ok bool) {
+	if len(s) != 36 || s[8] != '-' || s[13] != '-' || s[18] != '-' || s[23] != '-' {
+		return u, false
+	}
+	j := 0
+	for i := 0; i < 36; {
+		if i == 8 || i == 13 || i == 18 || i == 23 {
+			i++
+			continue
+		}
+		hi, ok1 := lowerHex(s[i])
+		lo, ok2 := lowerHex(s[i+1])
+		if !ok1 || !ok2 {
+			return u, false
+		}
+		u[j] = hi<<4 | lo
+		i += 2
+		j++
+	}
+	return u, true
+}
+
+func lowerHex(c byte) (byte, bool) {
+	switch {
+	case '0' <= c && c <= '9':
+		return c - '0', true
+	case 'a' <= c && c <= 'f':
+		return c - 'a' + 10, true
+	}
+	return 0, false
+}
+
+func formatUUID(u *[16]byte) string {
+	var b [36]byte
+	hex.Encode(b[0:8], u[0:4])
+	b[8] = '-'
+	hex.Encode(b[9:13], u[4:6])
+	b[13] = '-'
+	hex.Encode(b[14:18], u[6:8])
+	b[18] = '-'
+	hex.Encode(b[19:23], u[8:10])
+	b[23] = '-'
+	hex.Encode(b[24:], u[10:])
+	return string(b[:])
 }
 
 // Authorizer decides connects. It is safe for concurrent use.
 type Authorizer struct {
 	cfg      Config
 	store    Lookup
-	cache    *cache.Cache[secret.Digest, *Entry]
+	cache    *Cache
 	downTill atomic.Int64
 	dummy    passhash.Hash
 
@@ -121,7 +300,7 @@ type Authorizer struct {
 }
 
 // New builds an Authorizer.
-func New(cfg Config, st Lookup, c *cache.Cache[secret.Digest, *Entry]) *Authorizer {
+func New(cfg Config, st Lookup, c *Cache) *Authorizer {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
@@ -136,10 +315,7 @@ func New(cfg Config, st Lookup, c *cache.Cache[secret.Digest, *Entry]) *Authoriz
 }
 
 // Cache exposes the cache for invalidation and stats.
-func (a *Authorizer) Cache() *cache.Cache[secret.Digest, *Entry] { return a.cache }
-
-// GroupOf is the cache group function: entries are invalidated per agent.
-func GroupOf(e *Entry) string { return e.Agent }
+func (a *Authorizer) Cache() *Cache { return a.cache }
 
 // CheckIdentifier refuses usernames and client ids that are empty-safe but too long or contain topic
 // wildcards or separators, which could otherwise widen ACL patterns.
@@ -195,42 +371,43 @@ func (a *Authorizer) authorizeDigest(ctx context.Context, d secret.Digest, passw
 		a.dummy.Verify(password)
 		return Session{}, err
 	}
-	if e.Corrupt {
+	if e.Corrupt() {
 		a.dummy.Verify(password)
 		return Session{}, ErrCorrupt
 	}
-	if !e.Hash.Verify(password) {
-		if e.Hash.Scheme() == 0 {
+	if h := e.hash(); !h.Verify(password) {
+		if h.Scheme() == 0 {
 			return Session{}, ErrNoMQTTPassword
 		}
 		return Session{}, ErrBadPassword
 	}
-	if err := a.usable(e); err != nil {
+	if err := a.usable(&e); err != nil {
 		return Session{}, err
 	}
-	if !a.clientIDAllowed(e.Agent, clientID) {
+	agent := e.Agent()
+	if !a.clientIDAllowed(agent, clientID) {
 		return Session{}, ErrClientID
 	}
 	s := Session{
-		Agent: e.Agent, ClientID: clientID, KeyID: e.KeyID, Digest: d,
-		ACL:         acl.Expand(append(a.cfg.Rules[:len(a.cfg.Rules):len(a.cfg.Rules)], e.Rules...), e.Agent, clientID),
-		fingerprint: e.fingerprint,
+		Agent: agent, ClientID: clientID, KeyID: e.KeyID(), Digest: d,
+		ACL: acl.Expand(append(a.cfg.Rules[:len(a.cfg.Rules):len(a.cfg.Rules)], e.rules()...), agent, clientID),
+		src: e,
 	}
-	if e.ExpiresAt != 0 {
-		s.ExpiresAt = time.Unix(0, e.ExpiresAt)
+	if e.expiresAt != 0 {
+		s.ExpiresAt = time.Unix(0, e.expiresAt)
 	}
 	return s, nil
 }
 
 func (a *Authorizer) usable(e *Entry) error {
 	switch {
-	case e.Revoked:
+	case e.flags&flagRevoked != 0:
 		return ErrRevoked
-	case e.ExpiresAt != 0 && a.cfg.Now().UnixNano() >= e.ExpiresAt:
+	case e.expiresAt != 0 && a.cfg.Now().UnixNano() >= e.expiresAt:
 		return ErrExpired
-	case !e.Active:
+	case e.flags&flagActive == 0:
 		return ErrAgentDisabled
-	case !e.MQTTRight:
+	case e.flags&flagMQTTRight == 0:
 		return ErrNoMQTTRight
 	}
 	return nil
@@ -252,20 +429,20 @@ func (a *Authorizer) clientIDAllowed(agent, clientID string) bool {
 
 // entry finds the credential for d: cache first, then the store under the deadline. Errors and
 // timeouts are never cached; a stale positive is used only when the store cannot answer.
-func (a *Authorizer) entry(ctx context.Context, d secret.Digest) (*Entry, error) {
+func (a *Authorizer) entry(ctx context.Context, d secret.Digest) (Entry, error) {
 	e, r := a.cache.Get(d)
 	switch r {
 	case cache.Hit:
 		return e, nil
 	case cache.NegativeHit:
-		return nil, ErrUnknownKey
+		return Entry{}, ErrUnknownKey
 	}
 	now := a.cfg.Now()
 	if now.UnixNano() < a.downTill.Load() {
 		if r == cache.Stale {
 			return e, nil
 		}
-		return nil, ErrUnavailable
+		return Entry{}, ErrUnavailable
 	}
 	qctx, cancel := context.WithTimeout(ctx, a.cfg.DBTimeout)
 	cred, err := a.store.LookupCredential(qctx, d)
@@ -274,7 +451,7 @@ func (a *Authorizer) entry(ctx context.Context, d secret.Digest) (*Entry, error)
 	case err == nil:
 		a.downTill.Store(0)
 		fresh := NewEntry(cred)
-		if fresh.Corrupt {
+		if fresh.Corrupt() {
 			a.logCorrupt(d, cred.AgentUUID, errors.New("malformed password hash or ACL rule"))
 		}
 		a.cache.Add(d, fresh, now)
@@ -282,11 +459,12 @@ func (a *Authorizer) entry(ctx context.Context, d secret.Digest) (*Entry, error)
 	case errors.Is(err, store.ErrNotFound):
 		a.downTill.Store(0)
 		a.cache.AddNegative(d, now)
-		return nil, ErrUnknownKey
+		return Entry{}, ErrUnknownKey
 	case errors.Is(err, store.ErrCorrupt):
 		a.downTill.Store(0)
 		a.logCorrupt(d, cred.AgentUUID, err)
-		bad := &Entry{Agent: cred.AgentUUID, Corrupt: true}
+		bad := Entry{flags: flagCorrupt}
+		bad.setAgent(cred.AgentUUID)
 		a.cache.Add(d, bad, now)
 		return bad, nil
 	default:
@@ -299,7 +477,7 @@ func (a *Authorizer) entry(ctx context.Context, d secret.Digest) (*Entry, error)
 		if r == cache.Stale {
 			return e, nil
 		}
-		return nil, ErrUnavailable
+		return Entry{}, ErrUnavailable
 	}
 }
 
@@ -322,39 +500,87 @@ func (a *Authorizer) logCorrupt(d secret.Digest, agent string, err error) {
 
 // NewEntry compacts a store credential into a cache entry. Problems with the row (a malformed hash, a
 // bad rule) make a Corrupt entry: that agent is denied, nothing else is affected.
-func NewEntry(c store.Credential) *Entry {
-	e := &Entry{
-		Agent: c.AgentUUID, KeyID: c.KeyID, Active: c.AgentStatus == "active", Revoked: c.KeyRevoked,
-		Corrupt: c.Corrupt,
+func NewEntry(c store.Credential) Entry {
+	var e Entry
+	e.setAgent(c.AgentUUID)
+	if id, ok := parseUUID(c.KeyID); ok {
+		e.keyID = id
+	} else {
+		e.ext().keyID = c.KeyID
+		e.flags |= flagKeyIDInExt
+	}
+	if c.AgentStatus == "active" {
+		e.flags |= flagActive
+	}
+	if c.KeyRevoked {
+		e.flags |= flagRevoked
+	}
+	if c.Corrupt {
+		e.flags |= flagCorrupt
 	}
 	if !c.KeyExpiresAt.IsZero() {
-		e.ExpiresAt = c.KeyExpiresAt.UnixNano()
+		e.expiresAt = c.KeyExpiresAt.UnixNano()
 	}
 	for _, r := range c.Rights {
 		if r == "mqtt" {
-			e.MQTTRight = true
+			e.flags |= flagMQTTRight
 		}
 	}
+	// The fingerprint can be recomputed from scheme and sum when the stored hash is empty or exactly the
+	// canonical sha256$ form, and there are no rules; otherwise it is kept.
+	derivable := len(c.Rules) == 0
 	if c.PasswordHash != "" {
 		h, err := passhash.Parse(c.PasswordHash)
 		if err != nil {
-			e.Corrupt = true
+			e.flags |= flagCorrupt
 		}
-		e.Hash = h
+		e.scheme = h.Scheme()
+		if sum, ok := h.SHA256Sum(); ok {
+			e.sum = sum
+			derivable = derivable && isLowerHex(c.PasswordHash[len(sha256Prefix):])
+		} else {
+			derivable = false
+			if h.Scheme() != 0 {
+				e.ext().hash = h
+			}
+		}
+	}
+	if derivable {
+		return e
 	}
 	fp := sha256.New()
 	fp.Write([]byte(c.PasswordHash))
+	x := e.ext()
 	for _, r := range c.Rules {
 		t, err := acl.ParseTemplate(r.Access, r.Pattern)
 		if err != nil {
-			e.Corrupt = true
+			e.flags |= flagCorrupt
 			continue
 		}
-		e.Rules = append(e.Rules, t)
+		x.rules = append(x.rules, t)
 		fmt.Fprintf(fp, "\x00%s %s", r.Access, r.Pattern)
 	}
-	copy(e.fingerprint[:], fp.Sum(nil))
+	copy(x.fingerprint[:], fp.Sum(nil))
+	x.fpSet = true
 	return e
+}
+
+func (e *Entry) setAgent(agent string) {
+	if id, ok := parseUUID(agent); ok {
+		e.agent = id
+		return
+	}
+	e.ext().agent = agent
+	e.flags |= flagAgentInExt
+}
+
+func isLowerHex(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if _, ok := lowerHex(s[i]); !ok {
+			return false
+		}
+	}
+	return true
 }
 
 // Recheck decides whether a live session may stay, given the credential as the store has it now
@@ -364,13 +590,13 @@ func (a *Authorizer) Recheck(s Session, c store.Credential, found bool) error {
 		return ErrUnknownKey
 	}
 	e := NewEntry(c)
-	if e.Corrupt {
+	if e.Corrupt() {
 		return ErrCorrupt
 	}
-	if err := a.usable(e); err != nil {
+	if err := a.usable(&e); err != nil {
 		return err
 	}
-	if e.Agent != s.Agent || e.fingerprint != s.fingerprint {
+	if e.Agent() != s.Agent || e.fingerprint() != s.src.fingerprint() {
 		return ErrCredsChanged
 	}
 	return nil

@@ -2,7 +2,10 @@ package auth
 
 import (
 	"context"
+	"crypto/sha256"
 	"errors"
+	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -53,7 +56,7 @@ type fixture struct {
 	other string
 }
 
-func newFixture(t *testing.T, mutate func(*store.Credential)) *fixture {
+func newFixture(t testing.TB, mutate func(*store.Credential)) *fixture {
 	t.Helper()
 	clk := &clock{t: time.Unix(1_800_000_000, 0)}
 	key, _ := secret.Generate(secret.APIKey)
@@ -67,7 +70,7 @@ func newFixture(t *testing.T, mutate func(*store.Credential)) *fixture {
 		mutate(&c)
 	}
 	st := &fakeStore{rows: map[secret.Digest]store.Credential{c.Digest: c}}
-	ch, err := cache.New[secret.Digest, *Entry](cache.Options[*Entry]{
+	ch, err := NewCache(cache.Options[Entry, Group]{
 		Size: 100, TTL: time.Minute, NegativeTTL: 10 * time.Second, StaleGrace: 10 * time.Minute, Group: GroupOf, Now: clk.now,
 	})
 	if err != nil {
@@ -267,6 +270,180 @@ func TestClientIDTemplates(t *testing.T) {
 		f.a.cfg.ClientID = tt.tmpl
 		if got := f.a.clientIDAllowed(agentA, tt.cid); got != tt.ok {
 			t.Errorf("template %q, client id %q: %v, want %v", tt.tmpl, tt.cid, got, tt.ok)
+		}
+	}
+}
+
+// refFingerprint is the fingerprint as defined before entries were compacted: SHA-256 of the stored hash
+// and the well-formed rules.
+func refFingerprint(c store.Credential) [32]byte {
+	h := sha256.New()
+	h.Write([]byte(c.PasswordHash))
+	for _, r := range c.Rules {
+		if _, err := acl.ParseTemplate(r.Access, r.Pattern); err == nil {
+			fmt.Fprintf(h, "\x00%s %s", r.Access, r.Pattern)
+		}
+	}
+	var fp [32]byte
+	copy(fp[:], h.Sum(nil))
+	return fp
+}
+
+func TestNewEntryCompact(t *testing.T) {
+	const pw = "iotmp_correct"
+	argon, err := passhash.HashPassword("operator password")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sha := passhash.SHA256Hex(pw)
+	base := store.Credential{
+		KeyID: agentB, AgentUUID: agentA, AgentStatus: "active", Rights: []string{"mqtt"}, PasswordHash: sha,
+	}
+	tests := []struct {
+		name        string
+		mutate      func(*store.Credential)
+		compact     bool // no extension allocated
+		corrupt     bool
+		verifies    string
+		wantNoMQTTP bool
+	}{
+		{"common", nil, true, false, pw, false},
+		{"no password hash", func(c *store.Credential) { c.PasswordHash = "" }, true, false, "", true},
+		{"uppercase sha256 hex", func(c *store.Credential) { c.PasswordHash = "sha256$" + strings.ToUpper(sha[7:]) }, false, false, pw, false},
+		{"argon2id", func(c *store.Credential) { c.PasswordHash = argon }, false, false, "operator password", false},
+		{"extra rules", func(c *store.Credential) { c.Rules = []store.Rule{{Access: "read", Pattern: "x/%u/#"}} }, false, false, pw, false},
+		{"bad rule", func(c *store.Credential) { c.Rules = []store.Rule{{Access: "read", Pattern: "$SYS/#"}} }, false, true, pw, false},
+		{"malformed hash", func(c *store.Credential) { c.PasswordHash = "sha256$zz" }, false, true, "", true},
+		{"uppercase agent uuid", func(c *store.Credential) { c.AgentUUID = strings.ToUpper(agentA) }, false, false, pw, false},
+		{"key id not a uuid", func(c *store.Credential) { c.KeyID = "k1" }, false, false, pw, false},
+		{"empty agent", func(c *store.Credential) { c.AgentUUID = "" }, false, false, pw, false},
+		{"nil uuid agent", func(c *store.Credential) { c.AgentUUID = "00000000-0000-0000-0000-000000000000" }, true, false, pw, false},
+		{"uuid without dashes", func(c *store.Credential) { c.AgentUUID = strings.ReplaceAll(agentA, "-", "") + "xxxx" }, false, false, pw, false},
+		{"row marked corrupt", func(c *store.Credential) { c.Corrupt = true }, true, true, pw, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := base
+			if tt.mutate != nil {
+				tt.mutate(&c)
+			}
+			e := NewEntry(c)
+			if got := e.Agent(); got != c.AgentUUID {
+				t.Errorf("Agent() = %q, want %q", got, c.AgentUUID)
+			}
+			if got := e.KeyID(); got != c.KeyID {
+				t.Errorf("KeyID() = %q, want %q", got, c.KeyID)
+			}
+			if (e.x == nil) != tt.compact {
+				t.Errorf("extension allocated: %v, want %v", e.x != nil, !tt.compact)
+			}
+			if e.Corrupt() != tt.corrupt {
+				t.Errorf("Corrupt() = %v, want %v", e.Corrupt(), tt.corrupt)
+			}
+			if e.fingerprint() != refFingerprint(c) {
+				t.Error("fingerprint differs from SHA-256 of the stored hash and rules")
+			}
+			h := e.hash()
+			if tt.verifies != "" && !h.Verify([]byte(tt.verifies)) {
+				t.Error("the right password does not verify")
+			}
+			if h.Verify([]byte("iotmp_wrong")) {
+				t.Error("a wrong password verifies")
+			}
+			if (h.Scheme() == 0) != tt.wantNoMQTTP {
+				t.Errorf("scheme %v", h.Scheme())
+			}
+			if g := GroupOf(e); g != GroupFor(c.AgentUUID) {
+				t.Errorf("GroupOf = %+v, GroupFor(agent) = %+v", g, GroupFor(c.AgentUUID))
+			}
+		})
+	}
+}
+
+func TestGroupFor(t *testing.T) {
+	tests := []struct {
+		a, b string
+		same bool
+	}{
+		{agentA, agentA, true},
+		{agentA, agentB, false},
+		{agentA, strings.ToUpper(agentA), false}, // groups are the agent strings, compared exactly
+		{"", "00000000-0000-0000-0000-000000000000", false},
+		{"x", "x", true},
+	}
+	for _, tt := range tests {
+		if got := GroupFor(tt.a) == GroupFor(tt.b); got != tt.same {
+			t.Errorf("GroupFor(%q) == GroupFor(%q): %v, want %v", tt.a, tt.b, got, tt.same)
+		}
+	}
+}
+
+// TestCommonEntryAllocatesNothing: a credential with a sha256$ hash and no rules is cached with no
+// allocation of its own — no uuid strings, no raw hash string, no fingerprint, no list element.
+func TestCommonEntryAllocatesNothing(t *testing.T) {
+	c := store.Credential{
+		KeyID: agentB, AgentUUID: agentA, AgentStatus: "active", Rights: []string{"mqtt"},
+		PasswordHash: passhash.SHA256Hex("iotmp_pw"),
+	}
+	if n := testing.AllocsPerRun(1000, func() { NewEntry(c) }); n != 0 {
+		t.Fatalf("NewEntry made %v allocations, want 0", n)
+	}
+	ch, err := NewCache(cache.Options[Entry, Group]{Size: 100_000, TTL: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	var d secret.Digest
+	i := 0
+	// Every run caches a new key; the slab chunk and map growth are amortised over a thousand entries.
+	if n := testing.AllocsPerRun(5000, func() {
+		i++
+		d[0], d[1], d[2] = byte(i), byte(i>>8), byte(i>>16)
+		ch.Add(d, NewEntry(c), now)
+	}); n != 0 {
+		t.Fatalf("NewEntry+Add made %v allocations per entry, want 0", n)
+	}
+	if got, r := ch.Get(d); r != cache.Hit || got.x != nil || got.Agent() != agentA {
+		t.Fatalf("Get = %v, %v", got.Agent(), r)
+	}
+}
+
+func TestInvalidateAgent(t *testing.T) {
+	for _, agent := range []string{agentA, strings.ToUpper(agentA)} {
+		t.Run(agent, func(t *testing.T) {
+			f := newFixture(t, func(c *store.Credential) { c.AgentUUID = agent })
+			c := f.creds()
+			c.ClientID = "agent-" + agent
+			if _, err := f.a.Authorize(context.Background(), c); err != nil {
+				t.Fatal(err)
+			}
+			f.a.Cache().InvalidateGroup(agentB, f.clk.t)
+			if _, err := f.a.Authorize(context.Background(), c); err != nil || f.st.queries != 1 {
+				t.Fatalf("after invalidating another agent: %v, %d queries, want 1", err, f.st.queries)
+			}
+			f.a.Cache().InvalidateGroup(agent, f.clk.t)
+			f.clk.t = f.clk.t.Add(time.Millisecond)
+			s, err := f.a.Authorize(context.Background(), c)
+			if err != nil || f.st.queries != 2 {
+				t.Fatalf("after invalidating the agent: %v, %d queries, want 2", err, f.st.queries)
+			}
+			if s.Agent != agent || s.KeyID != "k1" {
+				t.Fatalf("session agent %q key %q", s.Agent, s.KeyID)
+			}
+		})
+	}
+}
+
+func BenchmarkAuthorizeCached(b *testing.B) {
+	f := newFixture(b, nil)
+	c := f.creds()
+	if _, err := f.a.Authorize(context.Background(), c); err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := f.a.Authorize(context.Background(), c); err != nil {
+			b.Fatal(err)
 		}
 	}
 }

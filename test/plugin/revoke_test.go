@@ -3,6 +3,7 @@ package plugin_test
 import (
 	"context"
 	"os/exec"
+	"syscall"
 	"testing"
 	"time"
 
@@ -102,4 +103,43 @@ func TestHarmlessChangesDoNotKick(t *testing.T) {
 		t.Fatal("session closed by a change that revoked nothing")
 	case <-time.After(1500 * time.Millisecond):
 	}
+}
+
+// A TRUNCATE fires no row trigger; the statement trigger makes every broker re-check every session.
+func TestTruncateKicks(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	a := e.agent("a")
+	_, lost := watch(t, e.b, a)
+	e.exec(`TRUNCATE api_keys`)
+	select {
+	case <-lost:
+	case <-time.After(3 * time.Second):
+		t.Fatal("TRUNCATE api_keys left a session connected")
+	}
+}
+
+// 'infinity' is a legal expiry written by plain SQL: the key never expires, and the row does not break
+// batch re-checks of other sessions (a revocation in the same batch still kicks).
+func TestInfiniteExpiry(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, [2]string{"preload", "false"})
+	forever := e.agent("forever")
+	victim := e.agent("victim")
+	e.exec(`UPDATE api_keys SET expires_at = 'infinity' WHERE id = $1`, forever.KeyID)
+	_, lostForever := watch(t, e.b, forever)
+	_, lostVictim := watch(t, e.b, victim)
+	e.exec(`UPDATE api_keys SET expires_at = '-infinity' WHERE id = $1`, victim.KeyID)
+	select {
+	case <-lostVictim:
+	case <-time.After(3 * time.Second):
+		t.Fatal("a key expired at '-infinity' kept its session")
+	}
+	e.b.Signal(syscall.SIGHUP) // re-check every session in one batch
+	select {
+	case <-lostForever:
+		t.Fatal("a key expiring at 'infinity' was disconnected")
+	case <-time.After(1500 * time.Millisecond):
+	}
+	refused(t, connectOnce(t, e.b, victim.Key, victim.Password, victim.ClientID), "-infinity key")
 }
