@@ -25,6 +25,16 @@ import (
 // ErrMalformed means a stored hash could not be parsed: the row is corrupt or of an unknown format.
 var ErrMalformed = errors.New("stored password hash is malformed or of an unknown format")
 
+// Cost ceilings for imported slow hashes. MQTT passwords are verified on the broker's only thread, so a
+// hash costlier than these (or a hostile row) is treated as malformed rather than allowed to stall the
+// broker or allocate gigabytes. They sit above what mosquitto_passwd and OWASP's parameters produce.
+const (
+	MaxBcryptCost       = 12
+	MaxArgon2Memory     = 64 * 1024 // KiB
+	MaxArgon2Time       = 5
+	MaxPBKDF2Iterations = 210_000
+)
+
 // Scheme names a hash format.
 type Scheme uint8
 
@@ -113,7 +123,7 @@ func Parse(stored string) (Hash, error) {
 		}
 		return Hash{scheme: Argon2id, raw: stored}, nil
 	case strings.HasPrefix(stored, "$2a$"), strings.HasPrefix(stored, "$2b$"), strings.HasPrefix(stored, "$2y$"):
-		if _, err := bcrypt.Cost([]byte(stored)); err != nil {
+		if cost, err := bcrypt.Cost([]byte(stored)); err != nil || cost > MaxBcryptCost {
 			return Hash{}, ErrMalformed
 		}
 		return Hash{scheme: Bcrypt, raw: stored}, nil
@@ -212,7 +222,7 @@ func parseArgon2id(s string) (argonParams, []byte, []byte, error) {
 		}
 	}
 	// Bound the cost so a hostile row cannot make verification take minutes or gigabytes.
-	if p.m == 0 || p.t == 0 || p.p == 0 || p.m > 1<<20 || p.t > 20 {
+	if p.m == 0 || p.t == 0 || p.p == 0 || p.m > MaxArgon2Memory || p.t > MaxArgon2Time {
 		return argonParams{}, nil, nil, ErrMalformed
 	}
 	salt, err := base64.RawStdEncoding.DecodeString(parts[4])
@@ -233,7 +243,7 @@ func parsePBKDF2(s string) (int, []byte, []byte, error) {
 		return 0, nil, nil, ErrMalformed
 	}
 	iter, err := strconv.Atoi(parts[2])
-	if err != nil || iter < 1 || iter > 10_000_000 {
+	if err != nil || iter < 1 || iter > MaxPBKDF2Iterations {
 		return 0, nil, nil, ErrMalformed
 	}
 	salt, err := base64.StdEncoding.DecodeString(parts[3])

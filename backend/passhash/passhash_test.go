@@ -150,3 +150,17 @@ func TestParseSHA256DoesNotAllocate(t *testing.T) {
 		t.Fatalf("Parse of a sha256 hash made %v allocations, want 0", n)
 	}
 }
+
+func TestCostCeilings(t *testing.T) {
+	hi, _ := bcrypt.GenerateFromPassword([]byte("x"), MaxBcryptCost+1)
+	for _, s := range []string{
+		string(hi),
+		"$argon2id$v=19$m=1048576,t=1,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA",
+		"$argon2id$v=19$m=19456,t=6,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA",
+		"$7$210001$c2FsdA==$" + base64.StdEncoding.EncodeToString(make([]byte, 64)),
+	} {
+		if _, err := Parse(s); err == nil {
+			t.Errorf("Parse accepted a hash above the cost ceiling: %.30s…", s)
+		}
+	}
+}

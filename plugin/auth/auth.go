@@ -44,6 +44,7 @@ var (
 	ErrCorrupt        = errors.New("credential row is corrupt")
 	ErrCredsChanged   = errors.New("credentials changed since the session started")
 	ErrNoMQTTPassword = errors.New("agent has no MQTT password")
+	ErrSecretClientID = errors.New("client id contains an iotauth secret; never use a key as the client id")
 )
 
 // MaxIdentifierLen bounds usernames and client ids.
@@ -339,6 +340,10 @@ func (a *Authorizer) Authorize(ctx context.Context, c Credentials) (Session, err
 	}
 	if err := CheckIdentifier(c.ClientID); err != nil {
 		return Session{}, err
+	}
+	if secret.LooksLikeAny(c.ClientID) {
+		// A key used as the client id would be printed on every broker log line about the client.
+		return Session{}, ErrSecretClientID
 	}
 	if err := secret.Check(a.cfg.KeyKind, c.Username); err != nil {
 		if a.cfg.DeferUnknown && errors.Is(err, secret.ErrWrongKind) {

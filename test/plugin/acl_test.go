@@ -113,3 +113,21 @@ func TestClientIDCollisionDoesNotTakeOver(t *testing.T) {
 	case <-time.After(500 * time.Millisecond):
 	}
 }
+
+// M10 with `clientid any`: a client id carrying the key would be printed by Mosquitto on every line
+// about the client, so it is refused; any other client id works.
+func TestClientIDAnyRefusesKeysAsIDs(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, [2]string{"clientid", "any"})
+	a := e.agent("a")
+	c, err := harness.Connect(e.b, a.Key, a.Password, a.Key)
+	if c != nil {
+		c.Disconnect(10)
+	}
+	refused(t, err, "the API key as client id")
+	c, err = harness.Connect(e.b, a.Key, a.Password, "gateway-01")
+	if err != nil {
+		t.Fatalf("clientid any with a plain id: %v", err)
+	}
+	c.Disconnect(10)
+}
