@@ -12,7 +12,6 @@ import (
 	"crypto/x509"
 	"encoding/json"
 	"encoding/pem"
-	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -33,17 +32,7 @@ import (
 
 var pg *harness.Postgres
 
-func TestMain(m *testing.M) {
-	var err error
-	pg, err = harness.StartPostgres()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "start PostgreSQL:", err)
-		os.Exit(1)
-	}
-	code := m.Run()
-	pg.Destroy()
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { os.Exit(harness.RunWithPostgres(m, &pg)) }
 
 // hsSecret is the test deployment's HS256 secret.
 var hsSecret = []byte("t3stS3cr3t-9fQ2xLm8WvZ4pR7kN1bY6cJ0hD5gA")

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"fmt"
 	"math"
 	"os"
 	"strings"
@@ -16,17 +15,7 @@ import (
 
 var pg *harness.Postgres
 
-func TestMain(m *testing.M) {
-	var err error
-	pg, err = harness.StartPostgres()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "bench tests need PostgreSQL:", err)
-		os.Exit(1)
-	}
-	code := m.Run()
-	pg.Destroy()
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { os.Exit(harness.RunWithPostgres(m, &pg)) }
 
 func pluginPath(t *testing.T) string {
 	t.Helper()

@@ -303,3 +303,16 @@ func randHex(n int) string {
 	_, _ = rand.Read(b)
 	return hex.EncodeToString(b)
 }
+
+// RunWithPostgres is a test package's TestMain body: it starts one cluster for the package, stores it in
+// *pg, runs the tests and destroys the cluster. Use it as os.Exit(harness.RunWithPostgres(m, &pg)).
+func RunWithPostgres(m *testing.M, pg **Postgres) int {
+	p, err := StartPostgres()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "cannot start PostgreSQL for the tests:", err)
+		return 1
+	}
+	*pg = p
+	defer p.Destroy()
+	return m.Run()
+}

@@ -24,17 +24,7 @@ import (
 
 var pg *harness.Postgres
 
-func TestMain(m *testing.M) {
-	var err error
-	pg, err = harness.StartPostgres()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "cannot start PostgreSQL for the tests:", err)
-		os.Exit(1)
-	}
-	code := m.Run()
-	pg.Destroy()
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { os.Exit(harness.RunWithPostgres(m, &pg)) }
 
 // env is one test's world: a fresh database, a store on it and a broker with the plugin.
 type env struct {
