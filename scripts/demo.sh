@@ -21,7 +21,7 @@ as_pg() { if [ "$(id -u)" -eq 0 ]; then runuser -u postgres -- "$@"; else "$@"; 
 free_port() {
   local p
   for _ in $(seq 1 100); do
-    p=$(( 20000 + RANDOM % 40000 ))
+    p=$(( 20000 + RANDOM % 12000 ))  # below Linux's ephemeral range, where outgoing connections take ports
     if ! (exec 3<>/dev/tcp/127.0.0.1/$p) 2>/dev/null; then echo "$p"; return; fi
   done
   echo "no free port found" >&2; exit 1
@@ -45,10 +45,19 @@ trap 'exit 130' INT TERM
 PG_PORT=$(free_port)
 MQTT_PORT=$(free_port)
 API_PORT=$(free_port)
-say "1. A throwaway PostgreSQL on 127.0.0.1:$PG_PORT"
+say "1. A throwaway PostgreSQL"
 if [ "$(id -u)" -eq 0 ]; then chown postgres "$WORK"; fi
 as_pg "$PGBIN/initdb" -D "$WORK/pg" -U postgres --auth=trust --no-sync >/dev/null
-as_pg "$PGBIN/pg_ctl" -D "$WORK/pg" -o "-p $PG_PORT -k $WORK -c listen_addresses=127.0.0.1" -l "$WORK/pg.log" -w start >/dev/null
+for attempt in 1 2 3; do
+  if as_pg "$PGBIN/pg_ctl" -D "$WORK/pg" -o "-p $PG_PORT -k $WORK -c listen_addresses=127.0.0.1" -l "$WORK/pg.log" -w start >/dev/null; then
+    break
+  fi
+  if [ "$attempt" = 3 ]; then
+    echo "PostgreSQL did not start; its log:" >&2; tail -20 "$WORK/pg.log" >&2; exit 1
+  fi
+  PG_PORT=$(free_port)  # most likely the port was taken in the meantime
+done
+echo "listening on 127.0.0.1:$PG_PORT"
 export DATABASE_URL="postgres://postgres@127.0.0.1:$PG_PORT/postgres?sslmode=disable"
 show "iotauth migrate"
 "$BIN" migrate
