@@ -8,6 +8,7 @@ package auth
 import (
 	"context"
 	"crypto/sha256"
+	"crypto/subtle"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -127,6 +128,9 @@ type entryExt struct {
 	fingerprint  [32]byte // set when it cannot be derived from scheme and sum
 	fpSet        bool
 	agent, keyID string
+	// verified is the SHA-256 of the password once a slow hash accepted it: later connects, right or
+	// wrong, are then answered with one SHA-256 instead of a KDF on the broker thread.
+	verified atomic.Pointer[[32]byte]
 }
 
 // Agent is the agent's uuid.
@@ -182,6 +186,24 @@ func (e *Entry) fingerprint() [32]byte {
 }
 
 const sha256Prefix = "sha256$"
+
+// verify checks password against the entry's hash. For slow schemes the first success is remembered as
+// a SHA-256 (the entry is immutable and replaced when the stored hash changes), so a KDF runs on the
+// broker thread at most until the agent's first successful connect.
+func verify(e *Entry, h passhash.Hash, password []byte) bool {
+	if !h.Slow() || e.x == nil {
+		return h.Verify(password)
+	}
+	sum := sha256.Sum256(password)
+	if v := e.x.verified.Load(); v != nil {
+		return subtle.ConstantTimeCompare(sum[:], v[:]) == 1
+	}
+	if !h.Verify(password) {
+		return false
+	}
+	e.x.verified.Store(&sum)
+	return true
+}
 
 // ext returns e's extension, allocating it on first use.
 func (e *Entry) ext() *entryExt {
@@ -380,7 +402,7 @@ func (a *Authorizer) authorizeDigest(ctx context.Context, d secret.Digest, passw
 		a.dummy.Verify(password)
 		return Session{}, ErrCorrupt
 	}
-	if h := e.hash(); !h.Verify(password) {
+	if h := e.hash(); !verify(&e, h, password) {
 		if h.Scheme() == 0 {
 			return Session{}, ErrNoMQTTPassword
 		}

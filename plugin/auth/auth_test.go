@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/crypto/bcrypt"
+
 	"github.com/iotauth/iotauth/backend/passhash"
 	"github.com/iotauth/iotauth/backend/secret"
 	"github.com/iotauth/iotauth/backend/store"
@@ -445,5 +447,46 @@ func BenchmarkAuthorizeCached(b *testing.B) {
 		if _, err := f.a.Authorize(context.Background(), c); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// A slow imported hash runs its KDF only until the first success; afterwards right and wrong passwords
+// are answered by comparing SHA-256 digests.
+func TestSlowHashRememberedAfterSuccess(t *testing.T) {
+	var pw string
+	f := newFixture(t, nil)
+	pw = f.pw
+	bc, err := bcrypt.GenerateFromPassword([]byte(pw), 4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f = newFixture(t, func(c *store.Credential) { c.PasswordHash = string(bc) })
+	f.pw = pw
+	e, err := f.a.entry(context.Background(), secret.DigestOf(f.key))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e.x == nil || e.x.verified.Load() != nil {
+		t.Fatal("slow entry should start without a remembered digest")
+	}
+	wrong := f.creds()
+	wrong.Password = []byte("iotmp_wrong")
+	if _, err := f.a.Authorize(context.Background(), wrong); !errors.Is(err, ErrBadPassword) {
+		t.Fatalf("wrong password before any success: %v", err)
+	}
+	if e.x.verified.Load() != nil {
+		t.Fatal("a failed check must not remember anything")
+	}
+	if _, err := f.a.Authorize(context.Background(), f.creds()); err != nil {
+		t.Fatalf("right password: %v", err)
+	}
+	if e.x.verified.Load() == nil {
+		t.Fatal("success with a slow hash was not remembered")
+	}
+	if _, err := f.a.Authorize(context.Background(), wrong); !errors.Is(err, ErrBadPassword) {
+		t.Fatalf("wrong password after a success: %v", err)
+	}
+	if _, err := f.a.Authorize(context.Background(), f.creds()); err != nil {
+		t.Fatalf("right password again: %v", err)
 	}
 }
