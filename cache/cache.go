@@ -103,7 +103,11 @@ func (c *Cache[K, V, G]) Get(k K) (V, Result) {
 		c.misses.Add(1)
 		return zero, Miss
 	}
-	if c.invalidatedLocked(e) {
+	// InvalidateAll means "changes may have been missed", not "this changed": such positives are no
+	// longer fresh but stay usable as Stale (while the source is down), so stale_grace survives a
+	// reconnect of the change feed. A group invalidation means the entry did change: it is gone.
+	suspect := e.at <= c.invalidAll
+	if c.groupInvalidatedLocked(e) || (suspect && e.neg) {
 		c.lru.Remove(k)
 		c.mu.Unlock()
 		c.misses.Add(1)
@@ -116,7 +120,7 @@ func (c *Cache[K, V, G]) Get(k K) (V, Result) {
 		c.negHits.Add(1)
 		return zero, NegativeHit
 	case e.neg:
-	case age < c.opt.TTL:
+	case age < c.opt.TTL && !suspect:
 		c.hits.Add(1)
 		return e.val, Hit
 	case age < c.opt.TTL+c.opt.StaleGrace:
@@ -128,9 +132,10 @@ func (c *Cache[K, V, G]) Get(k K) (V, Result) {
 }
 
 func (c *Cache[K, V, G]) invalidatedLocked(e entry[V]) bool {
-	if e.at <= c.invalidAll {
-		return true
-	}
+	return e.at <= c.invalidAll || c.groupInvalidatedLocked(e)
+}
+
+func (c *Cache[K, V, G]) groupInvalidatedLocked(e entry[V]) bool {
 	if e.neg || len(c.invalid) == 0 || c.opt.Group == nil {
 		return false
 	}

@@ -66,9 +66,23 @@ func TestLifecycle(t *testing.T) {
 			clk.advance(time.Millisecond)
 			c.Add("k", cred{"a", "new"}, clk.t)
 		}, Hit, "new"},
-		{"invalidate all", func(c *Cache[string, cred, string], clk *clock) {
+		{"invalidate all leaves a stale positive", func(c *Cache[string, cred, string], clk *clock) {
 			c.Add("k", cred{"a", "v"}, clk.t)
 			c.InvalidateAll(clk.t)
+		}, Stale, "v"},
+		{"invalidate all, then past the grace", func(c *Cache[string, cred, string], clk *clock) {
+			c.Add("k", cred{"a", "v"}, clk.t)
+			c.InvalidateAll(clk.t)
+			clk.advance(7 * time.Minute)
+		}, Miss, ""},
+		{"invalidate all drops negatives", func(c *Cache[string, cred, string], clk *clock) {
+			c.AddNegative("k", clk.t)
+			c.InvalidateAll(clk.t)
+		}, Miss, ""},
+		{"group invalidation beats invalidate all", func(c *Cache[string, cred, string], clk *clock) {
+			c.Add("k", cred{"a", "v"}, clk.t)
+			c.InvalidateAll(clk.t)
+			c.InvalidateGroup("a", clk.t)
 		}, Miss, ""},
 		{"remove", func(c *Cache[string, cred, string], clk *clock) {
 			c.AddNegative("k", clk.t)
