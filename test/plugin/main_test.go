@@ -10,7 +10,6 @@ import (
 	"os"
 	"os/exec"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -111,7 +110,6 @@ func watch(t *testing.T, b *harness.Broker, a harness.Agent) (mqtt.Client, <-cha
 // roundTrip publishes on the agent's namespace and waits for its own subscription to deliver it,
 // returning how long that took.
 type echo struct {
-	mu sync.Mutex
 	ch chan string
 }
 
