@@ -148,7 +148,7 @@ func (in *instance) basicAuth(client uintptr, username string, password []byte, 
 	testHook(username)
 	ctx := context.Background()
 	if strings.HasPrefix(username, reservedPrefix) {
-		return in.reauth(ctx, client, username, password)
+		return in.reauth(client, username, password)
 	}
 	s, err := in.auth.Authorize(ctx, auth.Credentials{Username: username, Password: password, ClientID: clientID})
 	if errors.Is(err, auth.ErrDeferred) {
@@ -187,7 +187,7 @@ func (in *instance) basicAuth(client uintptr, username string, password []byte, 
 	return rcSuccess
 }
 
-func (in *instance) reauth(ctx context.Context, client uintptr, username string, password []byte) int {
+func (in *instance) reauth(client uintptr, username string, password []byte) int {
 	in.mu.Lock()
 	l := in.sessions[client]
 	var known bool

@@ -382,15 +382,6 @@ func (a *Authorizer) Authorize(ctx context.Context, c Credentials) (Session, err
 	return a.authorizeDigest(ctx, secret.DigestOf(c.Username), c.Password, c.ClientID)
 }
 
-// Reauthorize re-checks a live session with the password its client presented (Mosquitto does this for
-// every client on SIGHUP, with the username the plugin gave the session).
-func (a *Authorizer) Reauthorize(ctx context.Context, s Session, password []byte) (Session, error) {
-	if len(password) == 0 || len(password) > MaxPasswordLen {
-		return Session{}, ErrBadPassword
-	}
-	return a.authorizeDigest(ctx, s.Digest, password, s.ClientID)
-}
-
 func (a *Authorizer) authorizeDigest(ctx context.Context, d secret.Digest, password []byte, clientID string) (Session, error) {
 	e, err := a.entry(ctx, d)
 	if err != nil {
