@@ -4,6 +4,7 @@
 package redact
 
 import (
+	"fmt"
 	"log/slog"
 	"regexp"
 )
@@ -38,6 +39,9 @@ func ReplaceAttr(_ []string, a slog.Attr) slog.Attr {
 	case slog.KindAny:
 		if err, ok := a.Value.Any().(error); ok {
 			a.Value = slog.StringValue(String(err.Error()))
+		} else if s := fmt.Sprint(a.Value.Any()); Contains(s) {
+			// Stringers, slices, maps and structs print their contents: scrub what they would print.
+			a.Value = slog.StringValue(String(s))
 		}
 	}
 	return a

@@ -40,3 +40,13 @@ func TestHandlerScrubsMessagesAttrsAndErrors(t *testing.T) {
 		t.Fatalf("secret logged: %s", buf.String())
 	}
 }
+
+func TestReplaceAttrScrubsComposites(t *testing.T) {
+	key := "iotsk_live_" + strings.Repeat("A", 38)
+	for _, v := range []any{[]string{"x", key}, map[string]string{"k": key}, struct{ K string }{key}} {
+		a := ReplaceAttr(nil, slog.Any("v", v))
+		if strings.Contains(a.Value.String(), strings.Repeat("A", 38)) {
+			t.Errorf("%T value leaked: %s", v, a.Value.String())
+		}
+	}
+}
