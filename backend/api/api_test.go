@@ -347,3 +347,17 @@ func TestHelpers(t *testing.T) {
 		}
 	}
 }
+
+func TestThrottleNet(t *testing.T) {
+	for in, want := range map[string]string{
+		"192.0.2.7":             "192.0.2.7",
+		"2001:db8:1:2:aaaa::1":  "2001:db8:1:2::/64",
+		"2001:db8:1:2:bbbb::ff": "2001:db8:1:2::/64",
+		"::ffff:192.0.2.7":      "::ffff:192.0.2.7",
+		"not an address":        "not an address",
+	} {
+		if got := throttleNet(in); got != want {
+			t.Errorf("throttleNet(%q) = %q, want %q", in, got, want)
+		}
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"net/netip"
 	"time"
 
 	"github.com/iotauth/iotauth/backend/passhash"
@@ -46,7 +47,7 @@ func (s *Server) login(w http.ResponseWriter, r *http.Request) error {
 		return invalidField("password", "password is required")
 	}
 	email := store.NormalizeEmail(req.Email)
-	acctKey, addrKey := "acct:"+email, "addr:"+clientAddr(r)
+	acctKey, addrKey := "acct:"+email, "addr:"+throttleNet(clientAddr(r))
 	if wait, blocked := s.throttled(acctKey, addrKey); blocked {
 		s.metrics.logins.WithLabelValues("throttled").Inc()
 		p := problem(http.StatusTooManyRequests, CodeLoginThrottled, "too many failed logins; wait for the time in Retry-After and try again")
@@ -261,4 +262,18 @@ func actor(r *http.Request) string {
 
 func auditOf(r *http.Request, action string, detail map[string]any) store.AuditEvent {
 	return store.AuditEvent{Actor: actor(r), Action: action, RemoteAddr: clientAddr(r), Detail: detail}
+}
+
+// throttleNet is the network a login counts against: the address for IPv4, its /64 for IPv6 (one
+// client usually holds a whole /64 and could otherwise rotate addresses freely).
+func throttleNet(addr string) string {
+	ip, err := netip.ParseAddr(addr)
+	if err != nil || ip.Is4() || ip.Is4In6() {
+		return addr
+	}
+	p, err := ip.Prefix(64)
+	if err != nil {
+		return addr
+	}
+	return p.String()
 }
