@@ -9,6 +9,9 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"errors"
+	"fmt"
+	"io"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -132,6 +135,35 @@ func TestServeBinary(t *testing.T) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+	// H2: a client that never finishes its request headers (slowloris) is cut off by ReadHeaderTimeout
+	// (5 s), not held forever. Runs beside the rest of the test.
+	slow := make(chan error, 1)
+	go func() {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			slow <- err
+			return
+		}
+		defer c.Close()
+		start := time.Now()
+		if _, err := c.Write([]byte("GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: ")); err != nil {
+			slow <- err
+			return
+		}
+		_ = c.SetReadDeadline(time.Now().Add(15 * time.Second))
+		_, err = io.Copy(io.Discard, c) // returns when the server closes the connection
+		if d := time.Since(start); err != nil || d > 10*time.Second {
+			slow <- fmt.Errorf("slow client held for %v (read error %v); want it closed after the 5 s header timeout", d, err)
+			return
+		}
+		slow <- nil
+	}()
+	t.Cleanup(func() {
+		if err := <-slow; err != nil {
+			t.Error(err)
+		}
+	})
+
 	body, _ := json.Marshal(map[string]string{"email": "root@example.com", "password": password})
 	res, err := http.Post(base+"/api/v1/auth/login", "application/json", bytes.NewReader(body))
 	if err != nil {
