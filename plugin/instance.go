@@ -183,7 +183,9 @@ func (in *instance) basicAuth(client uintptr, username string, password []byte, 
 		in.used[s.Digest] = struct{}{}
 	}
 	in.usedMu.Unlock()
-	in.log.Debug("connect authorised", "agent", s.Agent, "key", s.KeyID)
+	if in.log.Enabled(ctx, slog.LevelDebug) { // skip boxing the arguments on the hot path
+		in.log.Debug("connect authorised", "agent", s.Agent, "key", s.KeyID)
+	}
 	return rcSuccess
 }
 
