@@ -3,7 +3,9 @@
  *
  * It implements mosquitto_plugin_version/init/cleanup, registers one trampoline per event and hands
  * each event to an exported Go function with plain values: the client pointer as an integer handle,
- * borrowed strings with their lengths. It makes no decisions. Go copies what it keeps.
+ * borrowed strings with their lengths. Go copies what it keeps. It makes one kind of decision only,
+ * and only when Go enabled it at init: the publish/delivery check of a default-ACL session, a prefix
+ * compare (fast_acl below), because entering Go for every message costs the broker measurably.
  *
  * Header order matters on 2.0.11: mosquitto_broker.h before mosquitto_plugin.h.
  */
