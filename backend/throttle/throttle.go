@@ -59,48 +59,6 @@ func New(c Config) *Limiter {
 	return l
 }
 
-// Blocked reports whether key has used up its failures, and if so how long until it may try again.
-func (l *Limiter) Blocked(key string) (bool, time.Duration) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	now := l.now()
-	e, ok := l.entries[key]
-	if !ok {
-		return false, 0
-	}
-	end := e.start.Add(l.window)
-	if !now.Before(end) {
-		delete(l.entries, key)
-		return false, 0
-	}
-	if e.failures >= l.max {
-		return true, end.Sub(now)
-	}
-	return false, 0
-}
-
-// Fail records a failure for key.
-func (l *Limiter) Fail(key string) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	now := l.now()
-	e, ok := l.entries[key]
-	if ok && !now.Before(e.start.Add(l.window)) {
-		ok = false
-	}
-	if !ok {
-		if len(l.entries) >= l.maxKey {
-			l.sweep(now)
-			if len(l.entries) >= l.maxKey {
-				return
-			}
-		}
-		e = &entry{start: now}
-		l.entries[key] = e
-	}
-	e.failures++
-}
-
 // Attempt reserves one attempt for key before the password is checked, so that requests sent in parallel
 // cannot all pass a check made before any of them failed. It reports false, with the wait, when key has no
 // attempts left. A failed login keeps the reservation; a successful one gives it back (Reset or Refund).
@@ -115,6 +73,11 @@ func (l *Limiter) Attempt(key string) (bool, time.Duration) {
 	if !ok {
 		if len(l.entries) >= l.maxKey {
 			l.sweep(now)
+			if len(l.entries) >= l.maxKey {
+				// Memory stays bounded: past MaxKeys live windows a new key is not tracked (the other
+				// limiter and the hash semaphore still apply).
+				return true, 0
+			}
 		}
 		e = &entry{start: now}
 		l.entries[key] = e

@@ -15,46 +15,58 @@ func TestLockoutIsTimeBoxed(t *testing.T) {
 	c := &clock{t: time.Unix(1_700_000_000, 0)}
 	l := New(Config{Window: time.Minute, MaxFailures: 3, Now: c.now})
 	for i := 0; i < 3; i++ {
-		if b, _ := l.Blocked("a"); b {
-			t.Fatalf("blocked after %d failures", i)
+		if ok, _ := l.Attempt("a"); !ok {
+			t.Fatalf("refused after %d attempts", i)
 		}
-		l.Fail("a")
 		c.t = c.t.Add(time.Second)
 	}
-	b, wait := l.Blocked("a")
-	if !b || wait != 57*time.Second {
-		t.Fatalf("blocked=%v wait=%s, want true 57s", b, wait)
+	ok, wait := l.Attempt("a")
+	if ok || wait != 57*time.Second {
+		t.Fatalf("ok=%v wait=%s, want false 57s", ok, wait)
 	}
-	if b, _ := l.Blocked("b"); b {
+	if ok, _ := l.Attempt("b"); !ok {
 		t.Fatal("another key is blocked")
 	}
 	c.t = c.t.Add(wait)
-	if b, _ := l.Blocked("a"); b {
+	if ok, _ := l.Attempt("a"); !ok {
 		t.Fatal("still blocked after the window")
 	}
-	l.Fail("a")
-	if b, _ := l.Blocked("a"); b {
-		t.Fatal("a new window started full")
-	}
-	l.Fail("a")
-	l.Fail("a")
+	l.Attempt("a")
+	l.Attempt("a")
 	l.Reset("a")
-	if b, _ := l.Blocked("a"); b {
+	if ok, _ := l.Attempt("a"); !ok {
 		t.Fatal("blocked after reset")
 	}
+}
+
+func TestRefundGivesBackOneAttempt(t *testing.T) {
+	c := &clock{t: time.Unix(1_700_000_000, 0)}
+	l := New(Config{Window: time.Minute, MaxFailures: 2, Now: c.now})
+	for i := 0; i < 10; i++ { // successful logins from a shared address never use up its attempts
+		if ok, _ := l.Attempt("addr"); !ok {
+			t.Fatalf("refused at %d despite refunds", i)
+		}
+		l.Refund("addr")
+	}
+	l.Attempt("addr")
+	l.Attempt("addr")
+	if ok, _ := l.Attempt("addr"); ok {
+		t.Fatal("third unrefunded attempt allowed with MaxFailures 2")
+	}
+	l.Refund("missing") // harmless
 }
 
 func TestMemoryBounded(t *testing.T) {
 	c := &clock{t: time.Unix(1_700_000_000, 0)}
 	l := New(Config{Window: time.Minute, MaxFailures: 1, MaxKeys: 10, Now: c.now})
 	for i := 0; i < 100; i++ {
-		l.Fail(fmt.Sprint(i))
+		l.Attempt(fmt.Sprint(i))
 	}
 	if len(l.entries) != 10 {
 		t.Fatalf("%d entries, want 10", len(l.entries))
 	}
 	c.t = c.t.Add(time.Minute)
-	l.Fail("new")
+	l.Attempt("new")
 	if len(l.entries) != 1 {
 		t.Fatalf("expired entries not swept: %d", len(l.entries))
 	}
