@@ -89,19 +89,6 @@ func checkViolation(err error) error {
 	return err
 }
 
-// RevokeKey marks an API key revoked. The trigger announces it to every broker, which closes the
-// sessions that used it. It returns the agent the key belonged to.
-func (s *Store) RevokeKey(ctx context.Context, keyID string) (agentUUID string, err error) {
-	err = s.Pool.QueryRow(ctx, `UPDATE api_keys SET revoked_at = COALESCE(revoked_at, now()) WHERE id = $1::uuid RETURNING agent_uuid::text`, keyID).Scan(&agentUUID)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return "", ErrNotFound
-	}
-	if isInvalidText(err) {
-		return "", ErrNotFound
-	}
-	return agentUUID, err
-}
-
 // SetAgentStatus sets an agent's status (active, disabled or decommissioned).
 func (s *Store) SetAgentStatus(ctx context.Context, agentUUID, status string) error {
 	tag, err := s.Pool.Exec(ctx, `UPDATE agents SET status = $2, updated_at = now() WHERE uuid = $1::uuid`, agentUUID, status)
@@ -115,29 +102,6 @@ func (s *Store) SetAgentStatus(ctx context.Context, agentUUID, status string) er
 		return ErrNotFound
 	}
 	return nil
-}
-
-// RotateMQTTPassword gives an agent a new MQTT password and returns it; the old one stops working and
-// sessions that used it are closed by the brokers.
-func (s *Store) RotateMQTTPassword(ctx context.Context, agentUUID string) (secret.Secret, error) {
-	pw, err := secret.Generate(secret.MQTTPassword)
-	if err != nil {
-		return "", err
-	}
-	tag, err := s.Pool.Exec(ctx, `
-INSERT INTO mqtt_credentials (agent_uuid, password_hash) SELECT uuid, $2 FROM agents WHERE uuid = $1::uuid
-ON CONFLICT (agent_uuid) DO UPDATE SET password_hash = EXCLUDED.password_hash, updated_at = now()`,
-		agentUUID, passhash.SHA256Hex(pw.Reveal()))
-	if isInvalidText(err) {
-		return "", ErrNotFound
-	}
-	if err != nil {
-		return "", fmt.Errorf("rotate mqtt password: %w", err)
-	}
-	if tag.RowsAffected() == 0 {
-		return "", ErrNotFound
-	}
-	return pw, nil
 }
 
 // isInvalidText reports PostgreSQL's "invalid input syntax" (22P02), which a malformed uuid argument

@@ -68,11 +68,7 @@ func agentCreate(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	if err != nil {
 		return err
 	}
-	dsn, err := databaseURL(*dbURL)
-	if err != nil {
-		return err
-	}
-	st, err := openStore(ctx, dsn)
+	st, err := storeFor(ctx, *dbURL)
 	if err != nil {
 		return err
 	}
@@ -96,26 +92,23 @@ func agentCreate(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	})
 }
 
-func oneArg(name, what string, args []string, stderr io.Writer) (string, string, error) {
+// argAndStore parses a command that takes one argument and opens the store.
+func argAndStore(ctx context.Context, name, what string, args []string, stderr io.Writer) (string, *store.Store, error) {
 	fs := newFlags(name, stderr)
 	dbURL := fs.String("database-url", "", "PostgreSQL URL (default $DATABASE_URL)")
 	if err := fs.Parse(args); err != nil {
-		return "", "", errUsage
+		return "", nil, errUsage
 	}
 	if fs.NArg() != 1 {
 		fmt.Fprintf(stderr, "usage: iotauth %s [-database-url URL] %s\n", name, what)
-		return "", "", errUsage
+		return "", nil, errUsage
 	}
-	dsn, err := databaseURL(*dbURL)
-	return fs.Arg(0), dsn, err
+	st, err := storeFor(ctx, *dbURL)
+	return fs.Arg(0), st, err
 }
 
 func agentStatus(ctx context.Context, verb, status string, args []string, stdout, stderr io.Writer) error {
-	uuid, dsn, err := oneArg("agent "+verb, "AGENT_UUID", args, stderr)
-	if err != nil {
-		return err
-	}
-	st, err := openStore(ctx, dsn)
+	uuid, st, err := argAndStore(ctx, "agent "+verb, "AGENT_UUID", args, stderr)
 	if err != nil {
 		return err
 	}
@@ -130,40 +123,35 @@ func agentStatus(ctx context.Context, verb, status string, args []string, stdout
 }
 
 func agentRotate(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	uuid, dsn, err := oneArg("agent rotate-password", "AGENT_UUID", args, stderr)
-	if err != nil {
-		return err
-	}
-	st, err := openStore(ctx, dsn)
+	uuid, st, err := argAndStore(ctx, "agent rotate-password", "AGENT_UUID", args, stderr)
 	if err != nil {
 		return err
 	}
 	defer st.Close()
-	pw, err := st.RotateMQTTPassword(ctx, uuid)
-	if errors.Is(err, store.ErrNotFound) {
+	pw, err := st.RotateAgentPassword(ctx, uuid, cliAudit("mqtt_password_rotate"))
+	switch {
+	case errors.Is(err, store.ErrNotFound):
 		return fmt.Errorf("no agent %q: check the uuid", uuid)
-	} else if err != nil {
+	case errors.Is(err, store.ErrDecommissioned):
+		return fmt.Errorf("agent %q is decommissioned; create a new agent instead", uuid)
+	case err != nil:
 		return err
 	}
 	return json.NewEncoder(stdout).Encode(map[string]string{"agentUuid": uuid, "password": pw.Reveal()})
 }
 
 func keyRevoke(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	id, dsn, err := oneArg("key revoke", "KEY_ID", args, stderr)
-	if err != nil {
-		return err
-	}
-	st, err := openStore(ctx, dsn)
+	id, st, err := argAndStore(ctx, "key revoke", "KEY_ID", args, stderr)
 	if err != nil {
 		return err
 	}
 	defer st.Close()
-	agent, err := st.RevokeKey(ctx, id)
+	k, err := st.RevokeAPIKey(ctx, id, cliAudit("api_key_revoke"))
 	if errors.Is(err, store.ErrNotFound) {
 		return fmt.Errorf("no API key %q: list keys with the REST API (GET /api/v1/auth/api-keys) to find its id", id)
 	} else if err != nil {
 		return err
 	}
-	fmt.Fprintf(stdout, "key %s of agent %s revoked\n", id, agent)
+	fmt.Fprintf(stdout, "key %s of agent %s revoked\n", id, k.AgentUUID)
 	return nil
 }

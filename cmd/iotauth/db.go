@@ -61,6 +61,20 @@ func openStore(ctx context.Context, dsn string) (*store.Store, error) {
 	return st, nil
 }
 
+// storeFor opens the store named by a -database-url flag value or $DATABASE_URL.
+func storeFor(ctx context.Context, flagValue string) (*store.Store, error) {
+	dsn, err := databaseURL(flagValue)
+	if err != nil {
+		return nil, err
+	}
+	return openStore(ctx, dsn)
+}
+
+// cliAudit is the audit event of an action taken with the CLI (by whoever holds database access).
+func cliAudit(action string) store.AuditEvent {
+	return store.AuditEvent{Actor: "cli", Action: action}
+}
+
 // migrate applies the embedded migrations.
 func migrate(ctx context.Context, dsn string, stdout io.Writer) error {
 	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)

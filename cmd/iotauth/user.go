@@ -66,11 +66,7 @@ func userCreate(ctx context.Context, args []string, getenv func(string) string, 
 	if err != nil {
 		return err
 	}
-	dsn, err := databaseURL(*dbURL)
-	if err != nil {
-		return err
-	}
-	st, err := openStore(ctx, dsn)
+	st, err := storeFor(ctx, *dbURL)
 	if err != nil {
 		return err
 	}

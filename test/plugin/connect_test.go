@@ -65,7 +65,7 @@ func TestRefusals(t *testing.T) {
 	a := e.agent("good")
 	b := e.agent("other")
 	revoked := e.agent("revoked")
-	if _, err := e.st.RevokeKey(context.Background(), revoked.KeyID); err != nil {
+	if _, err := e.st.RevokeAPIKey(context.Background(), revoked.KeyID, store.AuditEvent{Actor: "test", Action: "api_key_revoke"}); err != nil {
 		t.Fatal(err)
 	}
 	disabled := e.agent("disabled")
