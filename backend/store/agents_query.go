@@ -155,11 +155,7 @@ func (s *Store) RotateAgentPassword(ctx context.Context, uuid string, audit Audi
 		return "", err
 	}
 	err = pgx.BeginFunc(ctx, s.Pool, func(tx pgx.Tx) error {
-		var status string
-		err := tx.QueryRow(ctx, `SELECT status FROM agents WHERE uuid = $1::uuid FOR UPDATE`, uuid).Scan(&status)
-		if errors.Is(err, pgx.ErrNoRows) || isInvalidText(err) {
-			return ErrNotFound
-		}
+		status, err := lockAgentStatus(ctx, tx, uuid)
 		if err != nil {
 			return err
 		}
@@ -184,11 +180,7 @@ ON CONFLICT (agent_uuid) DO UPDATE SET password_hash = EXCLUDED.password_hash, u
 // Decommissioning a decommissioned agent changes nothing and succeeds.
 func (s *Store) DecommissionAgent(ctx context.Context, uuid string, audit AuditEvent) error {
 	return pgx.BeginFunc(ctx, s.Pool, func(tx pgx.Tx) error {
-		var status string
-		err := tx.QueryRow(ctx, `SELECT status FROM agents WHERE uuid = $1::uuid FOR UPDATE`, uuid).Scan(&status)
-		if errors.Is(err, pgx.ErrNoRows) || isInvalidText(err) {
-			return ErrNotFound
-		}
+		status, err := lockAgentStatus(ctx, tx, uuid)
 		if err != nil {
 			return err
 		}
@@ -212,4 +204,15 @@ func (s *Store) DecommissionAgent(ctx context.Context, uuid string, audit AuditE
 		audit.Detail["keysRevoked"] = tag.RowsAffected()
 		return InsertAudit(ctx, tx, audit)
 	})
+}
+
+// lockAgentStatus locks an agent's row for the rest of tx and returns its status; ErrNotFound for an
+// unknown or malformed uuid.
+func lockAgentStatus(ctx context.Context, tx pgx.Tx, uuid string) (string, error) {
+	var status string
+	err := tx.QueryRow(ctx, `SELECT status FROM agents WHERE uuid = $1::uuid FOR UPDATE`, uuid).Scan(&status)
+	if errors.Is(err, pgx.ErrNoRows) || isInvalidText(err) {
+		return "", ErrNotFound
+	}
+	return status, err
 }
