@@ -92,6 +92,7 @@ func goString(p *C.char, n C.int) string {
 //export iotauth_go_basic_auth
 func iotauth_go_basic_auth(client C.uintptr_t, user *C.char, userLen C.int, pass *C.char, passLen C.int, cid *C.char, cidLen C.int) (rc C.int) {
 	defer recoverTo(&rc, C.MOSQ_ERR_AUTH, "basic auth")
+	yieldIfDue()
 	in := current.Load()
 	if in == nil {
 		return C.MOSQ_ERR_AUTH
@@ -106,6 +107,7 @@ func iotauth_go_basic_auth(client C.uintptr_t, user *C.char, userLen C.int, pass
 //export iotauth_go_acl_check
 func iotauth_go_acl_check(client C.uintptr_t, topic *C.char, topicLen C.int, access C.int) (rc C.int) {
 	defer recoverTo(&rc, C.MOSQ_ERR_ACL_DENIED, "acl check")
+	yieldIfDue()
 	in := current.Load()
 	if in == nil || topic == nil || topicLen < 0 {
 		return C.MOSQ_ERR_ACL_DENIED
@@ -121,6 +123,7 @@ func iotauth_go_acl_check(client C.uintptr_t, topic *C.char, topicLen C.int, acc
 //export iotauth_go_tick
 func iotauth_go_tick() {
 	defer recoverTo(nil, 0, "tick")
+	yieldIfDue()
 	if in := current.Load(); in != nil {
 		in.tick()
 	}
@@ -129,6 +132,7 @@ func iotauth_go_tick() {
 //export iotauth_go_disconnect
 func iotauth_go_disconnect(client C.uintptr_t) {
 	defer recoverTo(nil, 0, "disconnect")
+	yieldIfDue()
 	if in := current.Load(); in != nil {
 		in.disconnected(uintptr(client))
 	}
@@ -137,6 +141,7 @@ func iotauth_go_disconnect(client C.uintptr_t) {
 //export iotauth_go_reload
 func iotauth_go_reload() (rc C.int) {
 	defer recoverTo(&rc, C.MOSQ_ERR_SUCCESS, "reload")
+	yieldIfDue()
 	if in := current.Load(); in != nil {
 		in.reload()
 	}
