@@ -56,9 +56,15 @@ int iotauth_kick(const char *clientid)
 	return mosquitto_kick_client_by_clientid(clientid, false);
 }
 
-int iotauth_set_username(uintptr_t client, const char *username)
+int iotauth_set_username(uintptr_t client, const char *username, int len)
 {
-	return mosquitto_set_username((struct mosquitto *)client, username);
+	char buf[IOTAUTH_MAX_USERNAME + 1];
+	if (username == NULL || len < 0 || len > IOTAUTH_MAX_USERNAME) {
+		return MOSQ_ERR_INVAL;
+	}
+	memcpy(buf, username, (size_t)len);
+	buf[len] = '\0';
+	return mosquitto_set_username((struct mosquitto *)client, buf);
 }
 
 const char *iotauth_client_username(uintptr_t client)

@@ -8,8 +8,10 @@
 void iotauth_log(int level, const char *msg);
 /* Disconnect the client with this id, without its will. Main thread only. */
 int iotauth_kick(const char *clientid);
-/* Give a client a new username (so the API key never reaches the broker's log). Main thread only. */
-int iotauth_set_username(uintptr_t client, const char *username);
+/* Give a client a new username (so the API key never reaches the broker's log): len bytes at username,
+ * not NUL-terminated, at most IOTAUTH_MAX_USERNAME. Mosquitto keeps a copy. Main thread only. */
+#define IOTAUTH_MAX_USERNAME 511
+int iotauth_set_username(uintptr_t client, const char *username, int len);
 
 /* The client's current username and id, borrowed for the call. Main thread only. */
 const char *iotauth_client_username(uintptr_t client);

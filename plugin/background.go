@@ -127,7 +127,7 @@ func (in *instance) recheck(ctx context.Context, agents map[string]struct{}) err
 	in.mu.Lock()
 	var targets []live
 	for a := range agents {
-		for _, l := range in.byAgent[a] {
+		for l := in.byAgent[a]; l != nil; l = l.nextOfAgent {
 			targets = append(targets, *l)
 		}
 	}

@@ -89,6 +89,21 @@ func goString(p *C.char, n C.int) string {
 	return C.GoStringN(p, n)
 }
 
+// borrowString and borrowBytes view C memory without copying; the result must not outlive the call.
+func borrowString(p *C.char, n C.int) string {
+	if p == nil || n <= 0 {
+		return ""
+	}
+	return unsafe.String((*byte)(unsafe.Pointer(p)), int(n))
+}
+
+func borrowBytes(p *C.char, n C.int) []byte {
+	if p == nil || n <= 0 {
+		return nil
+	}
+	return unsafe.Slice((*byte)(unsafe.Pointer(p)), int(n))
+}
+
 //export iotauth_go_basic_auth
 func iotauth_go_basic_auth(client C.uintptr_t, user *C.char, userLen C.int, pass *C.char, passLen C.int, cid *C.char, cidLen C.int) (rc C.int) {
 	defer recoverTo(&rc, C.MOSQ_ERR_AUTH, "basic auth")
@@ -97,11 +112,9 @@ func iotauth_go_basic_auth(client C.uintptr_t, user *C.char, userLen C.int, pass
 	if in == nil {
 		return C.MOSQ_ERR_AUTH
 	}
-	var password []byte
-	if pass != nil && passLen >= 0 {
-		password = C.GoBytes(unsafe.Pointer(pass), passLen)
-	}
-	return C.int(in.basicAuth(uintptr(client), goString(user, userLen), password, goString(cid, cidLen)))
+	// The username and password are borrowed for this call: basicAuth hashes and compares them and keeps
+	// neither. The client id is copied, since an admitted session keeps it.
+	return C.int(in.basicAuth(uintptr(client), borrowString(user, userLen), borrowBytes(pass, passLen), goString(cid, cidLen)))
 }
 
 //export iotauth_go_acl_check
@@ -113,7 +126,7 @@ func iotauth_go_acl_check(client C.uintptr_t, topic *C.char, topicLen C.int, acc
 		return C.MOSQ_ERR_ACL_DENIED
 	}
 	// Borrowed for this call only: the ACL check keeps no reference to it.
-	t := unsafe.String((*byte)(unsafe.Pointer(topic)), int(topicLen))
+	t := borrowString(topic, topicLen)
 	if in.allows(uintptr(client), acl.Access(access), t) {
 		return C.MOSQ_ERR_SUCCESS
 	}
@@ -151,9 +164,11 @@ func iotauth_go_reload() (rc C.int) {
 // The broker calls below are made only from callbacks, which Mosquitto runs on its main thread.
 
 func setUsername(client uintptr, name string) bool {
-	cs := C.CString(name)
-	defer C.free(unsafe.Pointer(cs))
-	return C.iotauth_set_username(C.uintptr_t(client), cs) == C.MOSQ_ERR_SUCCESS
+	if len(name) == 0 || len(name) > C.IOTAUTH_MAX_USERNAME {
+		return false
+	}
+	// The shim copies the bytes before the call returns, so a Go pointer may be passed.
+	return C.iotauth_set_username(C.uintptr_t(client), (*C.char)(unsafe.Pointer(unsafe.StringData(name))), C.int(len(name))) == C.MOSQ_ERR_SUCCESS
 }
 
 func kickClient(clientID string) {

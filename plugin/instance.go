@@ -37,7 +37,7 @@ const (
 
 // sessionName is the username a session is given.
 func (in *instance) sessionName(s auth.Session) string {
-	if s.ACL.Len() > len(in.cfg.ACL) {
+	if s.Custom() {
 		return renamedCustomPrefix + s.Agent
 	}
 	return renamedPrefix + s.Agent
@@ -57,7 +57,7 @@ type instance struct {
 
 	mu       sync.Mutex
 	sessions map[uintptr]*live
-	byAgent  map[string]map[uintptr]*live
+	byAgent  map[string]*live // first of the agent's live sessions, linked through live.nextOfAgent
 	gen      uint64
 	kicks    []kick
 
@@ -74,15 +74,19 @@ type instance struct {
 	used   map[secret.Digest]struct{} // keys that connected since the last TouchKeys
 }
 
+// live is an admitted session. Session.PasswordSum lets Mosquitto's re-check of every client on SIGHUP
+// be answered in memory; the store is consulted in the background.
 type live struct {
 	auth.Session
 	client   uintptr
 	gen      uint64
 	username string
 	since    time.Time
-	// pwSum is the SHA-256 of the password the session was admitted with, so that Mosquitto's re-check
-	// of every client on SIGHUP is answered in memory; the store is consulted in the background.
-	pwSum [32]byte
+	// prevOfAgent and nextOfAgent link the sessions of one agent (most have one), without a map each.
+	prevOfAgent, nextOfAgent *live
+	// acl is the expanded ACL, computed under mu on the first check Go answers (the C shim answers most
+	// of them) and never changed after.
+	acl *acl.Set
 }
 
 type kick struct {
@@ -127,7 +131,7 @@ func newInstance(kv [][2]string) (*instance, error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	in := &instance{
 		cfg: cfg, store: st, auth: a, log: log, logs: logs, cancel: cancel,
-		sessions: map[uintptr]*live{}, byAgent: map[string]map[uintptr]*live{},
+		sessions: map[uintptr]*live{}, byAgent: map[string]*live{},
 		pending: map[string]struct{}{}, wake: make(chan struct{}, 1), used: map[secret.Digest]struct{}{},
 		refusals: rate.NewLimiter(rate.Limit(1), 5),
 	}
@@ -144,6 +148,7 @@ func (in *instance) close() {
 }
 
 // basicAuth decides a CONNECT (or Mosquitto's re-check of a live client on SIGHUP).
+// username and password are borrowed from the broker for the call and must not be kept.
 func (in *instance) basicAuth(client uintptr, username string, password []byte, clientID string) int {
 	testHook(username)
 	ctx := context.Background()
@@ -165,18 +170,16 @@ func (in *instance) basicAuth(client uintptr, username string, password []byte, 
 	}
 	in.mu.Lock()
 	in.gen++
-	l := &live{Session: s, client: client, gen: in.gen, username: name, since: time.Now(), pwSum: sha256.Sum256(password)}
+	l := &live{Session: s, client: client, gen: in.gen, username: name, since: time.Now()}
 	in.removeLocked(client)
 	in.sessions[client] = l
 	if !s.ExpiresAt.IsZero() {
 		in.expiring.Add(1)
 	}
-	m := in.byAgent[s.Agent]
-	if m == nil {
-		m = map[uintptr]*live{}
-		in.byAgent[s.Agent] = m
+	if first := in.byAgent[s.Agent]; first != nil {
+		l.nextOfAgent, first.prevOfAgent = first, l
 	}
-	m[client] = l
+	in.byAgent[s.Agent] = l
 	in.mu.Unlock()
 	in.usedMu.Lock()
 	if len(in.used) < 100000 {
@@ -195,7 +198,7 @@ func (in *instance) reauth(client uintptr, username string, password []byte) int
 	var known bool
 	if l != nil {
 		sum := sha256.Sum256(password)
-		known = l.username == username && subtle.ConstantTimeCompare(sum[:], l.pwSum[:]) == 1
+		known = l.username == username && subtle.ConstantTimeCompare(sum[:], l.PasswordSum[:]) == 1
 	}
 	in.mu.Unlock()
 	if !known {
@@ -231,10 +234,17 @@ func (in *instance) refused(clientID string, err error) {
 func (in *instance) allows(client uintptr, access acl.Access, topic string) bool {
 	testHook(topic)
 	in.mu.Lock()
-	l := in.sessions[client]
+	var set *acl.Set
+	if l := in.sessions[client]; l != nil {
+		if l.acl == nil {
+			expanded := l.ACL()
+			l.acl = &expanded
+		}
+		set = l.acl
+	}
 	in.mu.Unlock()
-	if l != nil {
-		return l.ACL.Allows(access, topic)
+	if set != nil {
+		return set.Allows(access, topic)
 	}
 	user, cid := clientUsernameAndID(client)
 	agent, ok := strings.CutPrefix(user, renamedPrefix)
@@ -261,12 +271,18 @@ func (in *instance) removeLocked(client uintptr) {
 	if !l.ExpiresAt.IsZero() {
 		in.expiring.Add(-1)
 	}
-	if m := in.byAgent[l.Agent]; m != nil {
-		delete(m, client)
-		if len(m) == 0 {
-			delete(in.byAgent, l.Agent)
-		}
+	switch {
+	case l.prevOfAgent != nil:
+		l.prevOfAgent.nextOfAgent = l.nextOfAgent
+	case l.nextOfAgent != nil:
+		in.byAgent[l.Agent] = l.nextOfAgent
+	default:
+		delete(in.byAgent, l.Agent)
 	}
+	if l.nextOfAgent != nil {
+		l.nextOfAgent.prevOfAgent = l.prevOfAgent
+	}
+	l.prevOfAgent, l.nextOfAgent = nil, nil
 }
 
 // tick runs on the main thread ten times a second: it carries out queued kicks and writes queued logs.

@@ -88,11 +88,21 @@ type Session struct {
 	KeyID     string
 	Digest    secret.Digest
 	ExpiresAt time.Time
-	ACL       acl.Set
+	// PasswordSum is the SHA-256 of the password the session was admitted with.
+	PasswordSum [32]byte
+	// rules are the configured templates followed by the agent's extra rules; ACL expands them.
+	rules []acl.Template
 	// src is the cache entry the session was admitted with: its fingerprint (of the stored password hash
 	// and rules) is what Recheck compares against.
 	src Entry
 }
+
+// ACL expands the session's rules for its agent and client id. It allocates: callers that check many
+// topics keep the result.
+func (s *Session) ACL() acl.Set { return acl.Expand(s.rules, s.Agent, s.ClientID) }
+
+// Custom reports whether the agent has extra acl_rules beyond the configured templates.
+func (s *Session) Custom() bool { return len(s.src.rules()) > 0 }
 
 // Entry is the cached, compact form of a store.Credential, stored by value in the cache. The common
 // credential — canonical uuids, a sha256$ password hash, no extra ACL rules — is 88 bytes and nothing
@@ -187,21 +197,25 @@ func (e *Entry) fingerprint() [32]byte {
 
 const sha256Prefix = "sha256$"
 
-// verify checks password against the entry's hash. For slow schemes the first success is remembered as
-// a SHA-256 (the entry is immutable and replaced when the stored hash changes), so a KDF runs on the
-// broker thread at most until the agent's first successful connect.
-func verify(e *Entry, h passhash.Hash, password []byte) bool {
+// verify checks password, whose SHA-256 is sum, against the entry's hash. The common sha256$ hash is
+// compared with sum directly. For slow schemes the first success is remembered as sum (the entry is
+// immutable and replaced when the stored hash changes), so a KDF runs on the broker thread at most until
+// the agent's first successful connect.
+func verify(e *Entry, h passhash.Hash, password []byte, sum *[32]byte) bool {
+	if stored, ok := h.SHA256Sum(); ok {
+		return subtle.ConstantTimeCompare(sum[:], stored[:]) == 1
+	}
 	if !h.Slow() || e.x == nil {
 		return h.Verify(password)
 	}
-	sum := sha256.Sum256(password)
 	if v := e.x.verified.Load(); v != nil {
 		return subtle.ConstantTimeCompare(sum[:], v[:]) == 1
 	}
 	if !h.Verify(password) {
 		return false
 	}
-	e.x.verified.Store(&sum)
+	remembered := *sum
+	e.x.verified.Store(&remembered)
 	return true
 }
 
@@ -393,7 +407,8 @@ func (a *Authorizer) authorizeDigest(ctx context.Context, d secret.Digest, passw
 		a.dummy.Verify(password)
 		return Session{}, ErrCorrupt
 	}
-	if h := e.hash(); !verify(&e, h, password) {
+	sum := sha256.Sum256(password)
+	if h := e.hash(); !verify(&e, h, password, &sum) {
 		if h.Scheme() == 0 {
 			return Session{}, ErrNoMQTTPassword
 		}
@@ -407,9 +422,9 @@ func (a *Authorizer) authorizeDigest(ctx context.Context, d secret.Digest, passw
 		return Session{}, ErrClientID
 	}
 	s := Session{
-		Agent: agent, ClientID: clientID, KeyID: e.KeyID(), Digest: d,
-		ACL: acl.Expand(append(a.cfg.Rules[:len(a.cfg.Rules):len(a.cfg.Rules)], e.rules()...), agent, clientID),
-		src: e,
+		Agent: agent, ClientID: clientID, KeyID: e.KeyID(), Digest: d, PasswordSum: sum,
+		rules: append(a.cfg.Rules[:len(a.cfg.Rules):len(a.cfg.Rules)], e.rules()...),
+		src:   e,
 	}
 	if e.expiresAt != 0 {
 		s.ExpiresAt = time.Unix(0, e.expiresAt)
