@@ -48,7 +48,8 @@ func (in *instance) sessionName(s auth.Session) string {
 // that re-check sessions, hence the mutex.
 type instance struct {
 	cfg    options.Config
-	store  *store.Store
+	store  *store.Store // background work: LISTEN, re-checks, preload, key use
+	lookup *store.Store // connects, on the broker thread
 	auth   *auth.Authorizer
 	log    *slog.Logger
 	logs   *logq.Queue
@@ -109,28 +110,39 @@ func newInstance(kv [][2]string) (*instance, error) {
 	if err != nil {
 		return nil, fmt.Errorf("plugin_opt_dsn: %w", err)
 	}
+	// Lookups for connects run on the broker's thread: they get their own small pool of blocking sockets
+	// (see store.PoolOptions.SocketTimeout), kept open by the pool's background health check.
+	lookup, err := store.Open(cfg.DSN, store.PoolOptions{
+		MaxConns: 2, MinConns: 1, ConnectTimeout: cfg.DBTimeout + 2*time.Second, AppName: "mosquitto-iotauth-lookup",
+		SocketTimeout: cfg.DBTimeout,
+	})
+	if err != nil {
+		st.Close()
+		return nil, fmt.Errorf("plugin_opt_dsn: %w", err)
+	}
+	closeStores := func() { lookup.Close(); st.Close() }
 	c, err := auth.NewCache(cache.Options[auth.Entry, auth.Group]{
 		Size: cfg.CacheSize, TTL: cfg.CacheTTL, NegativeTTL: cfg.NegativeTTL, StaleGrace: cfg.StaleGrace, Group: auth.GroupOf,
 	})
 	if err != nil {
-		st.Close()
+		closeStores()
 		return nil, err
 	}
 	a := auth.New(auth.Config{
 		KeyKind: cfg.KeyKind, ClientID: cfg.ClientID, Rules: cfg.ACL, DBTimeout: cfg.DBTimeout,
 		DeferUnknown: cfg.DeferUnknown, Log: log,
-	}, st, c)
+	}, lookup, c)
 	prefix, fast := acl.FastPrefix(cfg.ACL)
 	if fast && fastUserPrefix() != renamedPrefix {
 		fast = false // the shim and this file disagree on the name: never guess
 	}
 	if !setFastACL(prefix, fast) {
-		st.Close()
+		closeStores()
 		return nil, fmt.Errorf("out of memory setting up the ACL fast path")
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	in := &instance{
-		cfg: cfg, store: st, auth: a, log: log, logs: logs, cancel: cancel,
+		cfg: cfg, store: st, lookup: lookup, auth: a, log: log, logs: logs, cancel: cancel,
 		sessions: map[uintptr]*live{}, byAgent: map[string]*live{},
 		pending: map[string]struct{}{}, wake: make(chan struct{}, 1), used: map[secret.Digest]struct{}{},
 		refusals: rate.NewLimiter(rate.Limit(1), 5),
@@ -144,6 +156,7 @@ func newInstance(kv [][2]string) (*instance, error) {
 func (in *instance) close() {
 	in.cancel()
 	in.wg.Wait()
+	in.lookup.Close()
 	in.store.Close()
 }
 

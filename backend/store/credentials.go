@@ -43,8 +43,21 @@ SELECT k.digest, k.id::text, k.agent_uuid::text, a.status, k.revoked_at IS NOT N
 
 // LookupCredential returns the credential for a key digest, ErrNotFound, or ErrCorrupt (with the
 // digest and whatever identified the agent filled in) for a row that cannot be trusted.
+//
+// On a store with SocketTimeout the connection is acquired under ctx, and the query's deadline is the
+// socket's timeout: a query under a cancellable context would start a goroutine to watch it and hand
+// the caller's thread to the scheduler, which is what those stores exist to avoid.
 func (s *Store) LookupCredential(ctx context.Context, d secret.Digest) (Credential, error) {
-	rows, err := s.Pool.Query(ctx, credentialColumns+` WHERE k.digest = $1`, d[:])
+	conn, err := s.Pool.Acquire(ctx)
+	if err != nil {
+		return Credential{}, fmt.Errorf("look up key: %w", err)
+	}
+	defer conn.Release()
+	qctx := ctx
+	if s.blocking {
+		qctx = context.WithoutCancel(ctx)
+	}
+	rows, err := conn.Query(qctx, credentialColumns+` WHERE k.digest = $1`, d[:])
 	if err != nil {
 		return Credential{}, fmt.Errorf("look up key: %w", err)
 	}

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/iotauth/iotauth/backend/blockconn"
 )
 
 // Sentinel errors.
@@ -24,6 +26,8 @@ var (
 // Store wraps a pgx pool.
 type Store struct {
 	Pool *pgxpool.Pool
+	// blocking: the pool's sockets are blockconn sockets, whose timeouts bound each query.
+	blocking bool
 }
 
 // PoolOptions tune the pool for its user: the plugin wants few connections and short dial timeouts,
@@ -33,6 +37,11 @@ type PoolOptions struct {
 	MinConns       int32
 	ConnectTimeout time.Duration
 	AppName        string
+	// SocketTimeout, when set, gives the pool blocking sockets (package blockconn) whose every read and
+	// write the kernel bounds by this timeout, for a pool used from a thread that must not wait through
+	// Go's network poller. Credential lookups then leave their deadline to the socket rather than to a
+	// goroutine watching the context. Connection establishment stays bounded by the caller's context.
+	SocketTimeout time.Duration
 }
 
 // Open builds a pool from a DSN without connecting (pgxpool connects lazily), so a caller can start
@@ -54,12 +63,15 @@ func Open(dsn string, o PoolOptions) (*Store, error) {
 	if o.AppName != "" {
 		cfg.ConnConfig.RuntimeParams["application_name"] = o.AppName
 	}
+	if o.SocketTimeout > 0 {
+		cfg.ConnConfig.DialFunc = blockconn.Dialer{Timeout: cfg.ConnConfig.ConnectTimeout, OpTimeout: o.SocketTimeout}.DialContext
+	}
 	cfg.HealthCheckPeriod = 5 * time.Second
 	pool, err := pgxpool.NewWithConfig(context.Background(), cfg)
 	if err != nil {
 		return nil, fmt.Errorf("create database pool: %w", err)
 	}
-	return &Store{Pool: pool}, nil
+	return &Store{Pool: pool, blocking: o.SocketTimeout > 0}, nil
 }
 
 // Ping checks the database answers.
