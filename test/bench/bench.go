@@ -291,17 +291,24 @@ func (r *runner) connect(dsn string, pool []Agent, noauth, warm, cold *harness.B
 	cfg := r.cfg
 	for _, workers := range cfg.ConnectWorkers {
 		res := map[*harness.Broker][]opResult{}
-		var pgPerLookup []float64
+		var pgPerLookup, pgCPUPerLookup []float64
+		// machine is the CPU per connect of everything on the machine that takes part: broker, load tool
+		// and PostgreSQL's processes. On two cores a storm saturates both, so connects/s follows it.
+		machine := map[*harness.Broker][]float64{}
 		for round := range cfg.Rounds {
 			for _, b := range order([]*harness.Broker{noauth, warm, cold}, round) {
 				n0, t0, err := lookupStats(r.ctx, dsn)
 				if err != nil {
 					return err
 				}
+				pgPIDs := r.env.Postgres.PIDs()
+				pg0 := ProcessesCPU(pgPIDs)
 				o, err := connectStorm(b, pool, workers, cfg.ConnectDur)
 				if err != nil {
 					return err
 				}
+				pgCPU := ProcessesCPU(pgPIDs) - pg0
+				machine[b] = append(machine[b], float64(o.cpu+o.self+pgCPU)/float64(max(o.ops, 1)))
 				if b == cold {
 					n1, t1, err := lookupStats(r.ctx, dsn)
 					if err != nil {
@@ -309,6 +316,7 @@ func (r *runner) connect(dsn string, pool []Agent, noauth, warm, cold *harness.B
 					}
 					if n1 > n0 {
 						pgPerLookup = append(pgPerLookup, float64(t1-t0)/float64(n1-n0))
+						pgCPUPerLookup = append(pgCPUPerLookup, float64(pgCPU)/float64(n1-n0))
 					}
 				}
 				if o.errs > 0 {
@@ -326,6 +334,7 @@ func (r *runner) connect(dsn string, pool []Agent, noauth, warm, cold *harness.B
 			pair(load, "CONNACK latency p50", "dur", floats(w, func(o opResult) float64 { return o.p(0.5) }), floats(n, func(o opResult) float64 { return o.p(0.5) }), nil),
 			pair(load, "CONNACK latency p99", "dur", floats(w, func(o opResult) float64 { return o.p(0.99) }), floats(n, func(o opResult) float64 { return o.p(0.99) }), ratioAtMost(1.1)),
 			pair(load, "load tool CPU (cores)", "", floats(w, opResult.selfShare), floats(n, opResult.selfShare), nil),
+			pair(load, "machine CPU per connect (broker + load tool + PostgreSQL)", "dur", machine[warm], machine[noauth], nil),
 		)
 		load = fmt.Sprintf("1 connect storm, %d clients, cold (cache_size 0)", workers)
 		r.add(
@@ -333,6 +342,8 @@ func (r *runner) connect(dsn string, pool []Agent, noauth, warm, cold *harness.B
 			pair(load, "connects/s", "/s", floats(c, opResult.rate), floats(n, opResult.rate), ratioAtLeast(0.7)),
 			pair(load, "CONNACK latency p99", "dur", floats(c, func(o opResult) float64 { return o.p(0.99) }), floats(n, func(o opResult) float64 { return o.p(0.99) }), nil),
 			single(load, "PostgreSQL execution time per lookup", "dur", pgPerLookup, nil),
+			single(load, "PostgreSQL CPU per lookup (all its processes)", "dur", pgCPUPerLookup, nil),
+			pair(load, "machine CPU per connect (broker + load tool + PostgreSQL)", "dur", machine[cold], machine[noauth], nil),
 		)
 	}
 	return nil

@@ -96,3 +96,14 @@ func (m *meter) stop() (sample, error) {
 	}
 	return sample{wall: time.Since(m.start), cpu: cpu - m.cpu, self: SelfCPU() - m.self}, nil
 }
+
+// ProcessesCPU is the CPU time processes pids have used so far, summed; processes that are gone count 0.
+func ProcessesCPU(pids []int) time.Duration {
+	var sum time.Duration
+	for _, pid := range pids {
+		if d, err := ProcessCPU(pid); err == nil {
+			sum += d
+		}
+	}
+	return sum
+}

@@ -176,6 +176,9 @@ func (p *Postgres) Destroy() {
 	_ = os.RemoveAll(p.dir)
 }
 
+// PIDs are the cluster's processes: the postmaster and its children (backends and helpers).
+func (p *Postgres) PIDs() []int { return p.pids() }
+
 func (p *Postgres) pids() []int {
 	b, err := os.ReadFile(filepath.Join(p.dataDir(), "postmaster.pid"))
 	if err != nil {
