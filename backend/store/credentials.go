@@ -56,6 +56,19 @@ func (s *Store) LookupCredential(ctx context.Context, d secret.Digest) (Credenti
 	qctx := ctx
 	if s.blocking {
 		qctx = context.WithoutCancel(ctx)
+		if dl, ok := ctx.Deadline(); ok {
+			// The socket timeout is the whole budget only when acquiring took no time (the usual case:
+			// an idle connection). After a dial or a ping, what is left of ctx's deadline bounds the query.
+			left := time.Until(dl)
+			if left <= 0 {
+				return Credential{}, fmt.Errorf("look up key: %w", context.DeadlineExceeded)
+			}
+			if left < s.socketTimeout-time.Millisecond {
+				nc := conn.Conn().PgConn().Conn()
+				nc.SetDeadline(dl)
+				defer nc.SetDeadline(time.Time{})
+			}
+		}
 	}
 	rows, err := conn.Query(qctx, credentialColumns+` WHERE k.digest = $1`, d[:])
 	if err != nil {

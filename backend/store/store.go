@@ -27,7 +27,8 @@ var (
 type Store struct {
 	Pool *pgxpool.Pool
 	// blocking: the pool's sockets are blockconn sockets, whose timeouts bound each query.
-	blocking bool
+	blocking      bool
+	socketTimeout time.Duration
 }
 
 // PoolOptions tune the pool for its user: the plugin wants few connections and short dial timeouts,
@@ -71,7 +72,7 @@ func Open(dsn string, o PoolOptions) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("create database pool: %w", err)
 	}
-	return &Store{Pool: pool, blocking: o.SocketTimeout > 0}, nil
+	return &Store{Pool: pool, blocking: o.SocketTimeout > 0, socketTimeout: o.SocketTimeout}, nil
 }
 
 // Ping checks the database answers.

@@ -143,3 +143,31 @@ func TestInfiniteExpiry(t *testing.T) {
 	}
 	refused(t, connectOnce(t, e.b, victim.Key, victim.Password, victim.ClientID), "-infinity key")
 }
+
+// With clientid any one agent may hold several sessions. Revoking its key closes every one still open,
+// also after sessions in the middle of the broker's per-agent list have gone.
+func TestRevocationKicksEverySessionOfAnAgent(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, [2]string{"clientid", "any"})
+	a := e.agent("many sessions")
+	var lost []<-chan time.Time
+	for i, id := range []string{"gw-1", "gw-2", "gw-3", "gw-4"} {
+		b := a
+		b.ClientID = id
+		c, l := watch(t, e.b, b)
+		if i == 1 || i == 2 {
+			c.Disconnect(50)
+			continue
+		}
+		lost = append(lost, l)
+	}
+	time.Sleep(100 * time.Millisecond)
+	e.exec(`UPDATE api_keys SET revoked_at = now() WHERE id = $1`, a.KeyID)
+	for i, l := range lost {
+		select {
+		case <-l:
+		case <-time.After(3 * time.Second):
+			t.Fatalf("session %d of the revoked agent is still open", i+1)
+		}
+	}
+}
