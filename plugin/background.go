@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"runtime/debug"
+	"sync"
 	"time"
 
 	"golang.org/x/time/rate"
@@ -15,9 +16,15 @@ import (
 
 // goBackground starts the goroutines that keep the plugin in step with PostgreSQL: the NOTIFY listener,
 // the re-check worker, the periodic resync, key expiry, the store health probe and the preload.
-func (in *instance) goBackground(ctx context.Context) {
+//
+// It returns a channel that is closed once the first preload has finished, or has no chance to finish
+// soon: preload is off, or the first attempt to reach PostgreSQL failed.
+func (in *instance) goBackground(ctx context.Context) <-chan struct{} {
 	listenFail := rate.Sometimes{Interval: 30 * time.Second}
 	listening := make(chan struct{})
+	settled := make(chan struct{})
+	var settle sync.Once
+	settledNow := func() { settle.Do(func() { close(settled) }) }
 	in.wg.Add(4)
 	go func() {
 		defer in.wg.Done()
@@ -36,6 +43,7 @@ func (in *instance) goBackground(ctx context.Context) {
 				}
 			},
 			Failed: func(err error) {
+				settledNow() // PostgreSQL is unreachable: do not hold up the broker's start
 				listenFail.Do(func() {
 					in.log.Warn("credential change feed (LISTEN) down; retrying with backoff", "error", err)
 				})
@@ -44,7 +52,8 @@ func (in *instance) goBackground(ctx context.Context) {
 	}()
 	go func() { defer in.wg.Done(); in.recheckWorker(ctx) }()
 	go func() { defer in.wg.Done(); in.periodic(ctx) }()
-	go func() { defer in.wg.Done(); in.preload(ctx, listening) }()
+	go func() { defer in.wg.Done(); defer settledNow(); in.preload(ctx, listening, settledNow) }()
+	return settled
 }
 
 // changed handles one NOTIFY: drop what the cache holds for the key and agent, then re-check the agent's
@@ -226,7 +235,7 @@ func (in *instance) touchUsedKeys(ctx context.Context) {
 
 // preload fills the cache with every active credential, retrying until PostgreSQL answers once. It
 // starts only once LISTEN is established, so no change between the load and the feed can be missed.
-func (in *instance) preload(ctx context.Context, listening <-chan struct{}) {
+func (in *instance) preload(ctx context.Context, listening <-chan struct{}, failed func()) {
 	if !in.cfg.Preload || in.cfg.CacheSize == 0 {
 		return
 	}
@@ -251,6 +260,7 @@ func (in *instance) preload(ctx context.Context, listening <-chan struct{}) {
 			debug.FreeOSMemory() // hand the preload's garbage and the GC's headroom back to the OS
 			return
 		}
+		failed()
 		failLog.Do(func() { in.log.Warn("preload failed; retrying in the background", "error", err) })
 		select {
 		case <-ctx.Done():

@@ -147,7 +147,19 @@ func newInstance(kv [][2]string) (*instance, error) {
 		pending: map[string]struct{}{}, wake: make(chan struct{}, 1), used: map[secret.Digest]struct{}{},
 		refusals: rate.NewLimiter(rate.Limit(1), 5),
 	}
-	in.goBackground(ctx)
+	preloaded := in.goBackground(ctx)
+	if cfg.Preload && cfg.CacheSize > 0 && cfg.PreloadWait > 0 {
+		// Mosquitto opens its listeners only after plugin init returns: waiting here (bounded) means that
+		// agents reconnecting after a restart find their credentials cached instead of all missing at once.
+		start := time.Now()
+		select {
+		case <-preloaded:
+			log.Info("start waited for the preload", "took", time.Since(start).Round(time.Millisecond))
+		case <-time.After(cfg.PreloadWait):
+			log.Warn("preload is taking longer than preload_wait; starting now, it continues in the background",
+				"preload_wait", cfg.PreloadWait)
+		}
+	}
 	log.Info("started", "cache_size", cfg.CacheSize, "cache_ttl", cfg.CacheTTL, "db_timeout", cfg.DBTimeout,
 		"clientid", cfg.ClientID, "acl", cfg.ACLSpec, "preload", cfg.Preload)
 	return in, nil

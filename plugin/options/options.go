@@ -26,6 +26,7 @@ type Config struct {
 	ACL            []acl.Template
 	ACLSpec        string
 	Preload        bool
+	PreloadWait    time.Duration
 	KickOnRevoke   bool
 	DeferUnknown   bool
 	KeyKind        secret.Kind
@@ -39,7 +40,7 @@ func Defaults() Config {
 	return Config{
 		CacheSize: 100000, CacheTTL: 5 * time.Minute, NegativeTTL: 10 * time.Second,
 		StaleGrace: 15 * time.Minute, DBTimeout: 250 * time.Millisecond, ClientID: "agent-%u",
-		ACLSpec: "readwrite agents/%u/#", Preload: true, KickOnRevoke: true, KeyKind: secret.APIKey,
+		ACLSpec: "readwrite agents/%u/#", Preload: true, PreloadWait: 5 * time.Second, KickOnRevoke: true, KeyKind: secret.APIKey,
 		ResyncInterval: time.Minute, LogLevel: "info", MaxConns: 4,
 	}
 }
@@ -61,6 +62,7 @@ var known = map[string]setter{
 	"db_timeout":      durOpt(func(c *Config) *time.Duration { return &c.DBTimeout }, time.Millisecond, 5*time.Second),
 	"resync_interval": durOpt(func(c *Config) *time.Duration { return &c.ResyncInterval }, time.Second, 24*time.Hour),
 	"preload":         boolOpt(func(c *Config) *bool { return &c.Preload }),
+	"preload_wait":    durOpt(func(c *Config) *time.Duration { return &c.PreloadWait }, 0, 5*time.Minute),
 	"kick_on_revoke":  boolOpt(func(c *Config) *bool { return &c.KickOnRevoke }),
 	"defer_unknown":   boolOpt(func(c *Config) *bool { return &c.DeferUnknown }),
 	"clientid": func(c *Config, v string) error {

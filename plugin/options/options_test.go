@@ -7,11 +7,11 @@ import (
 )
 
 func TestParse(t *testing.T) {
-	c, err := Parse([][2]string{{"dsn", "postgres://x@127.0.0.1/db"}, {"cache_ttl", "1m"}, {"clientid", "any"}, {"acl", "readwrite agents/%u/#; read fw/#"}, {"preload", "false"}})
+	c, err := Parse([][2]string{{"dsn", "postgres://x@127.0.0.1/db"}, {"cache_ttl", "1m"}, {"clientid", "any"}, {"acl", "readwrite agents/%u/#; read fw/#"}, {"preload", "false"}, {"preload_wait", "2s"}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.CacheTTL != time.Minute || c.ClientID != "any" || c.Preload || len(c.ACL) != 2 || c.DBTimeout != 250*time.Millisecond {
+	if c.CacheTTL != time.Minute || c.ClientID != "any" || c.Preload || len(c.ACL) != 2 || c.DBTimeout != 250*time.Millisecond || c.PreloadWait != 2*time.Second {
 		t.Fatalf("unexpected config %+v", c)
 	}
 }
@@ -29,6 +29,7 @@ func TestParseErrors(t *testing.T) {
 		{"bad duration", [][2]string{dsn, {"db_timeout", "10"}}, "plugin_opt_db_timeout"},
 		{"timeout too long", [][2]string{dsn, {"db_timeout", "1m"}}, "plugin_opt_db_timeout"},
 		{"bad bool", [][2]string{dsn, {"preload", "maybe"}}, "plugin_opt_preload"},
+		{"preload wait too long", [][2]string{dsn, {"preload_wait", "1h"}}, "plugin_opt_preload_wait"},
 		{"bad clientid", [][2]string{dsn, {"clientid", "agent-%u/x"}}, "plugin_opt_clientid"},
 		{"bad acl", [][2]string{dsn, {"acl", "read $SYS/#"}}, "plugin_opt_acl"},
 		{"twice", [][2]string{dsn, dsn}, "given twice"},

@@ -62,7 +62,8 @@ func (e *env) exec(sql string, args ...any) {
 	}
 }
 
-// lookups counts the credential queries this test's database has executed (pg_stat_statements).
+// lookups counts the single-key credential lookups (the connect path's query, not preload or batch
+// re-checks) this test's database has executed (pg_stat_statements).
 func (e *env) lookups() int64 {
 	e.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -74,7 +75,8 @@ func (e *env) lookups() int64 {
 	defer conn.Close(ctx)
 	var n int64
 	err = conn.QueryRow(ctx, `SELECT coalesce(sum(calls), 0)::bigint FROM pg_stat_statements
-		WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database()) AND query LIKE '%FROM api_keys k%'`).Scan(&n)
+		WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database()) AND query LIKE '%FROM api_keys k%'
+		  AND query LIKE '%k.digest = $1%'`).Scan(&n)
 	if err != nil {
 		e.t.Fatalf("count lookups (needs pg_stat_statements): %v", err)
 	}
