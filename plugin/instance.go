@@ -189,6 +189,8 @@ func (in *instance) basicAuth(client uintptr, username string, password []byte, 
 		return rcAuth
 	}
 	name := in.sessionName(s)
+	// Mosquitto frees the client's old username, which username borrows: it must not be used from here.
+	username = ""
 	if !setUsername(client, name) {
 		in.log.Error("refusing connect: could not replace the username in the broker (out of memory?)", "agent", s.Agent)
 		return rcAuth

@@ -7,10 +7,12 @@
 // locked thread, which costs several thread switches per query. A blocking read lets the kernel wake the
 // broker thread directly.
 //
-// Deadlines are enforced by the kernel: each read and write is bounded by a per-operation timeout
-// (SO_RCVTIMEO/SO_SNDTIMEO), or by the remaining time to a deadline set with SetDeadline. A deadline in
-// the past aborts: the socket is shut down, which also ends a read blocked in another goroutine, and the
-// connection is unusable afterwards. That is how pgx interrupts an operation whose context ends.
+// Deadlines are enforced by the kernel (SO_RCVTIMEO/SO_SNDTIMEO): while a deadline is set with
+// SetDeadline, each read and write may block only for the time left to it (to the millisecond, rounded
+// up), retries after a signal or a partial write included; without one, each is bounded by a
+// per-operation timeout. A deadline in the past aborts: the socket is shut down, which also ends a read
+// blocked in another goroutine, and the connection is unusable afterwards. That is how pgx interrupts an
+// operation whose context ends.
 package blockconn
 
 import (
@@ -29,7 +31,9 @@ import (
 
 // Dialer dials blocking connections.
 type Dialer struct {
-	// Timeout bounds connection establishment.
+	// Timeout bounds connection establishment and, as the new connection's initial deadline, the
+	// protocol's own setup after it (TLS, authentication). Clear that deadline with SetDeadline(time.Time{})
+	// once the connection is ready (pgx: in AfterConnect); then OpTimeout applies.
 	Timeout time.Duration
 	// OpTimeout bounds every read and write while no deadline is set. Zero means no bound.
 	OpTimeout time.Duration
@@ -42,7 +46,7 @@ func (d Dialer) DialContext(ctx context.Context, network, addr string) (net.Conn
 	if err != nil {
 		return nil, err
 	}
-	conn, err := fromConn(c, d.OpTimeout)
+	conn, err := fromConn(c, d.OpTimeout, d.Timeout)
 	c.Close() // conn holds its own descriptor
 	if err != nil {
 		return nil, fmt.Errorf("make database socket blocking: %w", err)
@@ -51,7 +55,7 @@ func (d Dialer) DialContext(ctx context.Context, network, addr string) (net.Conn
 }
 
 // fromConn duplicates c's socket into a blocking Conn.
-func fromConn(c net.Conn, opTimeout time.Duration) (*Conn, error) {
+func fromConn(c net.Conn, opTimeout, setup time.Duration) (*Conn, error) {
 	sc, ok := c.(syscall.Conn)
 	if !ok {
 		return nil, fmt.Errorf("%T has no socket", c)
@@ -62,22 +66,20 @@ func fromConn(c net.Conn, opTimeout time.Duration) (*Conn, error) {
 	}
 	fd := -1
 	var dupErr error
-	if err := raw.Control(func(s uintptr) { fd, dupErr = unix.Dup(int(s)) }); err != nil {
+	if err := raw.Control(func(s uintptr) { fd, dupErr = unix.FcntlInt(s, unix.F_DUPFD_CLOEXEC, 0) }); err != nil {
 		return nil, err
 	}
 	if dupErr != nil {
 		return nil, dupErr
 	}
-	unix.CloseOnExec(fd)
 	// O_NONBLOCK belongs to the open file, shared with the poller's descriptor: c must not be used again.
 	if err := unix.SetNonblock(fd, false); err != nil {
 		unix.Close(fd)
 		return nil, err
 	}
 	conn := &Conn{fd: fd, local: c.LocalAddr(), remote: c.RemoteAddr(), opTimeout: opTimeout}
-	if err := conn.applyTimeout(opTimeout); err != nil {
-		unix.Close(fd)
-		return nil, err
+	if setup > 0 {
+		conn.deadline = time.Now().Add(setup)
 	}
 	return conn, nil
 }
@@ -100,29 +102,56 @@ type Conn struct {
 // ErrClosed is returned by operations on a closed Conn.
 var ErrClosed = net.ErrClosed
 
-// begin registers an operation and returns the descriptor to use; it fails once the Conn is closed or
-// aborted. Under a deadline the kernel timeout is the time left, in whole milliseconds rounded up.
-func (c *Conn) begin() (int, error) {
+// begin registers an operation, sets the kernel timeout for it and returns the descriptor to use and
+// the time by which the operation must end (zero: no bound). It fails once the Conn is closed or aborted.
+func (c *Conn) begin() (fd int, end time.Time, err error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	switch {
 	case c.closed:
-		return -1, ErrClosed
+		return -1, end, ErrClosed
 	case c.aborted:
-		return -1, os.ErrDeadlineExceeded
+		return -1, end, os.ErrDeadlineExceeded
 	}
+	now := time.Now()
+	timeout := c.opTimeout
 	if !c.deadline.IsZero() {
-		left := time.Until(c.deadline)
+		left := c.deadline.Sub(now)
 		if left <= 0 {
 			c.abortLocked()
-			return -1, os.ErrDeadlineExceeded
+			return -1, end, os.ErrDeadlineExceeded
 		}
-		if err := c.applyTimeoutLocked((left + time.Millisecond - 1).Truncate(time.Millisecond)); err != nil {
-			return -1, err
-		}
+		timeout = roundUp(left)
+	}
+	if err := c.applyTimeoutLocked(timeout); err != nil {
+		return -1, end, err
+	}
+	if timeout > 0 {
+		end = now.Add(timeout)
 	}
 	c.inflight++
-	return c.fd, nil
+	return c.fd, end, nil
+}
+
+// rearm sets the kernel timeout for retrying an operation (after a signal or a partial write) that must
+// end by end, so that retries do not restart the clock.
+func (c *Conn) rearm(end time.Time) error {
+	if end.IsZero() {
+		return nil
+	}
+	left := time.Until(end)
+	if left <= 0 {
+		return unix.EAGAIN // reported as a timeout by end
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.applyTimeoutLocked(roundUp(left))
+}
+
+// roundUp rounds d up to a whole millisecond, so that the kernel timeout changes (a system call) only
+// when a millisecond has passed.
+func roundUp(d time.Duration) time.Duration {
+	return (d + time.Millisecond - 1).Truncate(time.Millisecond)
 }
 
 // end finishes an operation and closes the descriptor if Close came in meanwhile. It turns the
@@ -149,7 +178,7 @@ func (c *Conn) end(err error) error {
 // Read reads like read(2), retrying on EINTR; 0 bytes for a non-empty b is io.EOF (or the reason the
 // socket was shut down).
 func (c *Conn) Read(b []byte) (int, error) {
-	fd, err := c.begin()
+	fd, end, err := c.begin()
 	if err != nil {
 		return 0, err
 	}
@@ -157,6 +186,9 @@ func (c *Conn) Read(b []byte) (int, error) {
 	for {
 		n, err = unix.Read(fd, b)
 		if err != unix.EINTR {
+			break
+		}
+		if err = c.rearm(end); err != nil {
 			break
 		}
 	}
@@ -178,7 +210,7 @@ func (c *Conn) Read(b []byte) (int, error) {
 
 // Write writes all of b (MSG_NOSIGNAL: a closed peer is an error, never a SIGPIPE in the broker).
 func (c *Conn) Write(b []byte) (int, error) {
-	fd, err := c.begin()
+	fd, end, err := c.begin()
 	if err != nil {
 		return 0, err
 	}
@@ -186,14 +218,17 @@ func (c *Conn) Write(b []byte) (int, error) {
 	for written < len(b) {
 		var n int
 		n, err = unix.SendmsgN(fd, b[written:], nil, nil, unix.MSG_NOSIGNAL)
-		if err == unix.EINTR {
-			err = nil
-			continue
-		}
-		if err != nil {
+		if err != nil && err != unix.EINTR {
 			break
 		}
-		written += n
+		if err == nil {
+			written += n
+		}
+		if written < len(b) {
+			if err = c.rearm(end); err != nil {
+				break
+			}
+		}
 	}
 	return written, c.end(err)
 }
@@ -224,8 +259,9 @@ func (c *Conn) LocalAddr() net.Addr { return c.local }
 // RemoteAddr is the address the connection was dialled to.
 func (c *Conn) RemoteAddr() net.Addr { return c.remote }
 
-// SetDeadline bounds later reads and writes by t. A t that has passed aborts the connection at once,
-// including an operation blocked in another goroutine. The zero t restores the per-operation timeout.
+// SetDeadline bounds later reads and writes by t, in place of the per-operation timeout. A t that has
+// passed aborts the connection at once, including an operation blocked in another goroutine. The zero t
+// restores the per-operation timeout.
 func (c *Conn) SetDeadline(t time.Time) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -233,10 +269,7 @@ func (c *Conn) SetDeadline(t time.Time) error {
 		return ErrClosed
 	}
 	c.deadline = t
-	if t.IsZero() {
-		return c.applyTimeoutLocked(c.opTimeout)
-	}
-	if !time.Now().Before(t) {
+	if !t.IsZero() && !time.Now().Before(t) {
 		c.abortLocked()
 	}
 	return nil
@@ -255,14 +288,8 @@ func (c *Conn) abortLocked() {
 	}
 }
 
-func (c *Conn) applyTimeout(d time.Duration) error {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.applyTimeoutLocked(d)
-}
-
-// applyTimeoutLocked sets SO_RCVTIMEO and SO_SNDTIMEO to d (rounded up to a microsecond), skipping the
-// system calls when they already hold it.
+// applyTimeoutLocked sets SO_RCVTIMEO and SO_SNDTIMEO to d (rounded up to a microsecond; 0 means no
+// timeout), skipping the system calls when they already hold it.
 func (c *Conn) applyTimeoutLocked(d time.Duration) error {
 	if d < 0 {
 		d = 0

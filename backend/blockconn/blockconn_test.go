@@ -7,6 +7,8 @@ import (
 	"io"
 	"net"
 	"os"
+	"os/signal"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -33,6 +35,7 @@ func peer(t *testing.T, opTimeout time.Duration) (*Conn, net.Conn) {
 	}
 	c := nc.(*Conn)
 	t.Cleanup(func() { c.Close() })
+	c.SetDeadline(time.Time{}) // the connection is set up: from now on opTimeout applies
 	var srv net.Conn
 	select {
 	case srv = <-accepted:
@@ -87,18 +90,23 @@ func TestTimeouts(t *testing.T) {
 	cases := []struct {
 		name  string
 		setup func(c *Conn)
-		want  time.Duration // how long the read should block, roughly
+		want  time.Duration // how long the read should block
 	}{
-		{"per-operation timeout", func(c *Conn) {}, 100 * time.Millisecond},
+		{"per-operation timeout", func(c *Conn) {}, 300 * time.Millisecond},
 		{"deadline shorter than the timeout", func(c *Conn) { c.SetDeadline(time.Now().Add(30 * time.Millisecond)) }, 30 * time.Millisecond},
+		{"deadline longer than the timeout", func(c *Conn) { c.SetDeadline(time.Now().Add(600 * time.Millisecond)) }, 600 * time.Millisecond},
 		{"deadline cleared restores the timeout", func(c *Conn) {
 			c.SetDeadline(time.Now().Add(time.Hour))
+			if _, err := c.Write([]byte("x")); err != nil { // applies the hour to the socket
+				t.Fatal(err)
+			}
 			c.SetDeadline(time.Time{})
-		}, 100 * time.Millisecond},
+		}, 300 * time.Millisecond},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			c, _ := peer(t, 100*time.Millisecond)
+			t.Parallel()
+			c, _ := peer(t, 300*time.Millisecond)
 			tc.setup(c)
 			start := time.Now()
 			var err error
@@ -108,8 +116,8 @@ func TestTimeouts(t *testing.T) {
 			if !errors.Is(err, os.ErrDeadlineExceeded) || !errors.As(err, &ne) || !ne.Timeout() {
 				t.Fatalf("read with nothing to read: %v, want a timeout", err)
 			}
-			if took < tc.want*8/10 {
-				t.Fatalf("read gave up after %v, before the %v bound", took, tc.want)
+			if took < tc.want*8/10 || took > tc.want+150*time.Millisecond {
+				t.Fatalf("read gave up after %v, want about %v", took, tc.want)
 			}
 		})
 	}
@@ -136,6 +144,11 @@ func TestPastDeadlineAbortsBlockedRead(t *testing.T) {
 // Close from another goroutine ends a blocked read, and writes to a closed peer fail instead of raising
 // SIGPIPE (which would kill the broker).
 func TestCloseAndClosedPeer(t *testing.T) {
+	// Go ignores SIGPIPE on sockets unless asked: asking makes one observable here.
+	sigpipe := make(chan os.Signal, 1)
+	signal.Notify(sigpipe, syscall.SIGPIPE)
+	defer signal.Stop(sigpipe)
+
 	c, srv := peer(t, time.Minute)
 	go func() {
 		time.Sleep(50 * time.Millisecond)
@@ -163,6 +176,43 @@ func TestCloseAndClosedPeer(t *testing.T) {
 	}
 	if werr == nil {
 		t.Fatal("writes to a closed peer kept succeeding")
+	}
+	select {
+	case <-sigpipe:
+		t.Fatal("a write to a closed peer raised SIGPIPE, which would kill a broker that does not ignore it")
+	case <-time.After(50 * time.Millisecond):
+	}
+}
+
+// A new connection's deadline is Dialer.Timeout, not OpTimeout, until it is cleared: the protocol's setup
+// (TLS, authentication) may take longer than one operation of the ready connection may.
+func TestSetupDeadline(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		if s, err := ln.Accept(); err == nil {
+			time.Sleep(100 * time.Millisecond)
+			s.Write([]byte("hello"))
+			time.Sleep(time.Second)
+			s.Close()
+		}
+	}()
+	nc, err := Dialer{Timeout: 2 * time.Second, OpTimeout: 20 * time.Millisecond}.DialContext(context.Background(), "tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	buf := make([]byte, 5)
+	if _, err := io.ReadFull(nc, buf); err != nil {
+		t.Fatalf("read 100 ms into the setup (op timeout 20 ms, setup 2 s): %v", err)
+	}
+	nc.SetDeadline(time.Time{})
+	start := time.Now()
+	if _, err := nc.Read(buf); !errors.Is(err, os.ErrDeadlineExceeded) || time.Since(start) > 500*time.Millisecond {
+		t.Fatalf("read after setup: %v after %v, want a timeout after about 20 ms", err, time.Since(start))
 	}
 }
 

@@ -44,9 +44,9 @@ SELECT k.digest, k.id::text, k.agent_uuid::text, a.status, k.revoked_at IS NOT N
 // LookupCredential returns the credential for a key digest, ErrNotFound, or ErrCorrupt (with the
 // digest and whatever identified the agent filled in) for a row that cannot be trusted.
 //
-// On a store with SocketTimeout the connection is acquired under ctx, and the query's deadline is the
-// socket's timeout: a query under a cancellable context would start a goroutine to watch it and hand
-// the caller's thread to the scheduler, which is what those stores exist to avoid.
+// On a store with SocketTimeout the connection is acquired under ctx, and ctx's deadline is then set on
+// the socket instead of being watched: a query under a cancellable context would start a goroutine to
+// watch it and hand the caller's thread to the scheduler, which is what those stores exist to avoid.
 func (s *Store) LookupCredential(ctx context.Context, d secret.Digest) (Credential, error) {
 	conn, err := s.Pool.Acquire(ctx)
 	if err != nil {
@@ -57,17 +57,16 @@ func (s *Store) LookupCredential(ctx context.Context, d secret.Digest) (Credenti
 	if s.blocking {
 		qctx = context.WithoutCancel(ctx)
 		if dl, ok := ctx.Deadline(); ok {
-			// The socket timeout is the whole budget only when acquiring took no time (the usual case:
-			// an idle connection). After a dial or a ping, what is left of ctx's deadline bounds the query.
-			left := time.Until(dl)
-			if left <= 0 {
+			// What is left of ctx's deadline bounds the whole query, however many reads and writes it
+			// takes (two round trips on a connection's first query: prepare, then execute).
+			if time.Until(dl) <= 0 {
 				return Credential{}, fmt.Errorf("look up key: %w", context.DeadlineExceeded)
 			}
-			if left < s.socketTimeout-time.Millisecond {
-				nc := conn.Conn().PgConn().Conn()
-				nc.SetDeadline(dl)
-				defer nc.SetDeadline(time.Time{})
+			nc := conn.Conn().PgConn().Conn()
+			if err := nc.SetDeadline(dl); err != nil {
+				return Credential{}, fmt.Errorf("look up key: %w", err)
 			}
+			defer nc.SetDeadline(time.Time{})
 		}
 	}
 	rows, err := conn.Query(qctx, credentialColumns+` WHERE k.digest = $1`, d[:])

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/iotauth/iotauth/backend/blockconn"
@@ -27,8 +28,7 @@ var (
 type Store struct {
 	Pool *pgxpool.Pool
 	// blocking: the pool's sockets are blockconn sockets, whose timeouts bound each query.
-	blocking      bool
-	socketTimeout time.Duration
+	blocking bool
 }
 
 // PoolOptions tune the pool for its user: the plugin wants few connections and short dial timeouts,
@@ -38,10 +38,10 @@ type PoolOptions struct {
 	MinConns       int32
 	ConnectTimeout time.Duration
 	AppName        string
-	// SocketTimeout, when set, gives the pool blocking sockets (package blockconn) whose every read and
-	// write the kernel bounds by this timeout, for a pool used from a thread that must not wait through
-	// Go's network poller. Credential lookups then leave their deadline to the socket rather than to a
-	// goroutine watching the context. Connection establishment stays bounded by the caller's context.
+	// SocketTimeout, when set, gives the pool blocking sockets (package blockconn), for a pool used from
+	// a thread that must not wait through Go's network poller. The kernel bounds each read and write by
+	// this timeout, by ConnectTimeout while a connection is set up, and by the caller's deadline during a
+	// credential lookup, which sets it on the socket rather than having a goroutine watch the context.
 	SocketTimeout time.Duration
 }
 
@@ -66,13 +66,17 @@ func Open(dsn string, o PoolOptions) (*Store, error) {
 	}
 	if o.SocketTimeout > 0 {
 		cfg.ConnConfig.DialFunc = blockconn.Dialer{Timeout: cfg.ConnConfig.ConnectTimeout, OpTimeout: o.SocketTimeout}.DialContext
+		// The dialled socket's deadline covers TLS and authentication; from here on SocketTimeout applies.
+		cfg.AfterConnect = func(_ context.Context, c *pgx.Conn) error {
+			return c.PgConn().Conn().SetDeadline(time.Time{})
+		}
 	}
 	cfg.HealthCheckPeriod = 5 * time.Second
 	pool, err := pgxpool.NewWithConfig(context.Background(), cfg)
 	if err != nil {
 		return nil, fmt.Errorf("create database pool: %w", err)
 	}
-	return &Store{Pool: pool, blocking: o.SocketTimeout > 0, socketTimeout: o.SocketTimeout}, nil
+	return &Store{Pool: pool, blocking: o.SocketTimeout > 0}, nil
 }
 
 // Ping checks the database answers.

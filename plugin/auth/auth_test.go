@@ -132,7 +132,7 @@ func TestAuthorize(t *testing.T) {
 				t.Fatalf("%d store queries, want %d", f.st.queries, tt.wantQueries)
 			}
 			if err == nil && (s.Agent != agentA || !s.ACL().Allows(acl.Write, "agents/"+agentA+"/x") || s.ACL().Allows(acl.Write, "agents/"+agentB+"/x")) {
-				t.Fatalf("session %+v has the wrong identity or ACL", s)
+				t.Fatalf("session of agent %q has the wrong identity or ACL", s.Agent)
 			}
 		})
 	}

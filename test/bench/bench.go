@@ -301,13 +301,12 @@ func (r *runner) connect(dsn string, pool []Agent, noauth, warm, cold *harness.B
 				if err != nil {
 					return err
 				}
-				pgPIDs := r.env.Postgres.PIDs()
-				pg0 := ProcessesCPU(pgPIDs)
+				pg0 := snapshotCPU(r.env.Postgres.PIDs())
 				o, err := connectStorm(b, pool, workers, cfg.ConnectDur)
 				if err != nil {
 					return err
 				}
-				pgCPU := ProcessesCPU(pgPIDs) - pg0
+				pgCPU := snapshotCPU(r.env.Postgres.PIDs()).since(pg0)
 				machine[b] = append(machine[b], float64(o.cpu+o.self+pgCPU)/float64(max(o.ops, 1)))
 				if b == cold {
 					n1, t1, err := lookupStats(r.ctx, dsn)

@@ -97,13 +97,26 @@ func (m *meter) stop() (sample, error) {
 	return sample{wall: time.Since(m.start), cpu: cpu - m.cpu, self: SelfCPU() - m.self}, nil
 }
 
-// ProcessesCPU is the CPU time processes pids have used so far, summed; processes that are gone count 0.
-func ProcessesCPU(pids []int) time.Duration {
-	var sum time.Duration
+// cpuSnapshot is the CPU time used so far by each of a group of processes.
+type cpuSnapshot map[int]time.Duration
+
+// snapshotCPU reads the CPU time of each of pids; processes that are gone are left out.
+func snapshotCPU(pids []int) cpuSnapshot {
+	s := cpuSnapshot{}
 	for _, pid := range pids {
 		if d, err := ProcessCPU(pid); err == nil {
-			sum += d
+			s[pid] = d
 		}
+	}
+	return s
+}
+
+// since is the CPU time the group used between from and s: the difference for processes in both, all of
+// it for processes that appeared. Processes that exited in between are lost (their time is unknown).
+func (s cpuSnapshot) since(from cpuSnapshot) time.Duration {
+	var sum time.Duration
+	for pid, d := range s {
+		sum += d - from[pid]
 	}
 	return sum
 }

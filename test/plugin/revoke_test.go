@@ -157,15 +157,22 @@ func TestRevocationKicksEverySessionOfAnAgent(t *testing.T) {
 		c, l := watch(t, e.b, b)
 		if i == 1 || i == 2 {
 			c.Disconnect(50)
+			if !e.b.WaitLog("Client "+id+" disconnected", 5*time.Second) {
+				t.Fatalf("the broker did not log %s's disconnect", id)
+			}
 			continue
 		}
 		lost = append(lost, l)
 	}
 	time.Sleep(100 * time.Millisecond)
+	start := time.Now()
 	e.exec(`UPDATE api_keys SET revoked_at = now() WHERE id = $1`, a.KeyID)
 	for i, l := range lost {
 		select {
-		case <-l:
+		case at := <-l:
+			if d := at.Sub(start); d > time.Second {
+				t.Errorf("session %d closed after %v, want ≤ 1s", i+1, d)
+			}
 		case <-time.After(3 * time.Second):
 			t.Fatalf("session %d of the revoked agent is still open", i+1)
 		}
