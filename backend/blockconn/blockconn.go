@@ -184,6 +184,11 @@ func (c *Conn) Read(b []byte) (int, error) {
 	}
 	var n int
 	for {
+		// The kernel keeps SO_RCVTIMEO in jiffies on a coarse timer wheel (tens of milliseconds late
+		// at 250 ms); poll's timer is precise, so the wait for data runs there.
+		if err = waitReadable(fd, end); err != nil {
+			break
+		}
 		n, err = unix.Read(fd, b)
 		if err != unix.EINTR {
 			break
@@ -206,6 +211,31 @@ func (c *Conn) Read(b []byte) (int, error) {
 		return 0, io.EOF
 	}
 	return n, err
+}
+
+// waitReadable waits until fd has data (or an end of stream) or end passes (unix.EAGAIN); a zero end
+// waits for the data only. Retries after a signal keep to end.
+func waitReadable(fd int, end time.Time) error {
+	if end.IsZero() {
+		return nil
+	}
+	for {
+		left := time.Until(end)
+		if left <= 0 {
+			return unix.EAGAIN
+		}
+		fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
+		n, err := unix.Poll(fds, int(roundUp(left)/time.Millisecond))
+		switch {
+		case err == unix.EINTR:
+			continue
+		case err != nil:
+			return err
+		case n == 0:
+			return unix.EAGAIN
+		}
+		return nil
+	}
 }
 
 // Write writes all of b (MSG_NOSIGNAL: a closed peer is an error, never a SIGPIPE in the broker).
