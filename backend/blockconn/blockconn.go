@@ -7,7 +7,8 @@
 // locked thread, which costs several thread switches per query. A blocking read lets the kernel wake the
 // broker thread directly.
 //
-// Deadlines are enforced by the kernel (SO_RCVTIMEO/SO_SNDTIMEO): while a deadline is set with
+// Deadlines are enforced by the kernel: poll(2) before each read (its timer is precise, unlike
+// SO_RCVTIMEO's, which stays as a backstop) and SO_SNDTIMEO for writes. While a deadline is set with
 // SetDeadline, each read and write may block only for the time left to it (to the millisecond, rounded
 // up), retries after a signal or a partial write included; without one, each is bounded by a
 // per-operation timeout. A deadline in the past aborts: the socket is shut down, which also ends a read
