@@ -128,7 +128,7 @@ func TestStartsWhilePostgresDown(t *testing.T) {
 	b := harness.PluginBroker(t, dsn, [2]string{"db_timeout", "200ms"})
 	// Init waits for the preload (preload_wait 5s) only while PostgreSQL may answer: refused
 	// connections end the wait at once.
-	if d := time.Since(start); d > 2*time.Second || strings.Contains(b.Log(), "preload is taking longer") {
+	if d := time.Since(start); d > 3*time.Second || strings.Contains(b.Log(), "preload is taking longer") {
 		t.Fatalf("the broker took %v to start with PostgreSQL down: the preload wait did not end early", d)
 	}
 	attempts := 0
