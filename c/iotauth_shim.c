@@ -27,7 +27,8 @@ extern int iotauth_go_basic_auth(uintptr_t client, char *username, int username_
                                  char *clientid, int clientid_len);
 extern int iotauth_go_acl_check(uintptr_t client, char *topic, int topic_len, int access);
 extern void iotauth_go_tick(void);
-extern void iotauth_go_disconnect(uintptr_t client);
+extern void iotauth_go_drain(void);
+extern void iotauth_go_yield(void);
 extern int iotauth_go_reload(void);
 
 /* Mosquitto 2.0.11 hands the password over as a NUL-terminated copy of the CONNECT field and keeps no
@@ -45,6 +46,34 @@ static size_t fast_topic_prefix_len = 0;
  * Go needs it only to drain kicks and log lines, so the shim enters Go at most every 50 ms. */
 #define IOTAUTH_TICK_INTERVAL_NS 50000000L
 static struct timespec last_tick;
+
+/* See iotauth_shim.h. */
+uintptr_t iotauth_pending_disconnects[IOTAUTH_PENDING_DISCONNECTS];
+int iotauth_pending_disconnect_count = 0;
+
+/* Every call from here into Go runs on the goroutine cgo binds to the broker's thread, and the Go
+ * scheduler never runs it otherwise. Unless it yields at least every 10 ms, the runtime's monitor takes its
+ * P away between calls and the next call pays a hand-off between threads (plugin/sched.go has the
+ * measurement). A yield is itself such a hand-off, so it is made as rarely as is safe: every 8 ms. The
+ * coarse clock would be cheaper but ticks in 4 ms steps, which would force yields every 4 ms. */
+#define IOTAUTH_YIELD_INTERVAL_NS 8000000L
+static struct timespec last_yield;
+
+static long elapsed_ns(const struct timespec *from, const struct timespec *to)
+{
+	return (to->tv_sec - from->tv_sec) * 1000000000L + (to->tv_nsec - from->tv_nsec);
+}
+
+/* before_go is called right before each call into Go made from a broker callback. */
+static void before_go(void)
+{
+	struct timespec now;
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	if (elapsed_ns(&last_yield, &now) >= IOTAUTH_YIELD_INTERVAL_NS) {
+		last_yield = now;
+		iotauth_go_yield();
+	}
+}
 
 void iotauth_log(int level, const char *msg)
 {
@@ -108,6 +137,7 @@ static int on_basic_auth(int event, void *event_data, void *userdata)
 	char *clientid = (char *)mosquitto_client_id(ed->client);
 	(void)event;
 	(void)userdata;
+	before_go();
 	return iotauth_go_basic_auth((uintptr_t)ed->client, ed->username, field_len(ed->username), ed->password,
 	                             field_len(ed->password), clientid, field_len(clientid));
 }
@@ -147,6 +177,7 @@ static int on_acl_check(int event, void *event_data, void *userdata)
 	if ((rc = fast_acl(ed)) >= 0) {
 		return rc;
 	}
+	before_go();
 	return iotauth_go_acl_check((uintptr_t)ed->client, (char *)ed->topic, field_len(ed->topic), ed->access);
 }
 
@@ -157,10 +188,11 @@ static int on_tick(int event, void *event_data, void *userdata)
 	(void)event_data;
 	(void)userdata;
 	clock_gettime(CLOCK_MONOTONIC_COARSE, &now);
-	if ((now.tv_sec - last_tick.tv_sec) * 1000000000L + (now.tv_nsec - last_tick.tv_nsec) < IOTAUTH_TICK_INTERVAL_NS) {
+	if (elapsed_ns(&last_tick, &now) < IOTAUTH_TICK_INTERVAL_NS) {
 		return MOSQ_ERR_SUCCESS;
 	}
 	last_tick = now;
+	before_go();
 	iotauth_go_tick();
 	return MOSQ_ERR_SUCCESS;
 }
@@ -170,7 +202,12 @@ static int on_disconnect(int event, void *event_data, void *userdata)
 	struct mosquitto_evt_disconnect *ed = event_data;
 	(void)event;
 	(void)userdata;
-	iotauth_go_disconnect((uintptr_t)ed->client);
+	/* Queued rather than a call into Go each: Go needs to know only before it next looks at sessions. */
+	if (iotauth_pending_disconnect_count == IOTAUTH_PENDING_DISCONNECTS) {
+		before_go();
+		iotauth_go_drain();
+	}
+	iotauth_pending_disconnects[iotauth_pending_disconnect_count++] = (uintptr_t)ed->client;
 	return MOSQ_ERR_SUCCESS;
 }
 
@@ -179,6 +216,7 @@ static int on_reload(int event, void *event_data, void *userdata)
 	(void)event;
 	(void)event_data;
 	(void)userdata;
+	before_go();
 	iotauth_go_reload();
 	/* Let other plugins see the reload too. */
 	return MOSQ_ERR_PLUGIN_DEFER;
@@ -230,6 +268,7 @@ int mosquitto_plugin_cleanup(void *userdata, struct mosquitto_opt *options, int 
 		mosquitto_callback_unregister(plugin_id, MOSQ_EVT_RELOAD, on_reload, NULL);
 	}
 	iotauth_go_cleanup();
+	iotauth_pending_disconnect_count = 0;
 	iotauth_set_fast_acl(NULL);
 	return MOSQ_ERR_SUCCESS;
 }

@@ -1,4 +1,5 @@
-/* The C side of mosquitto-iotauth: what the Go code calls. Kept tiny: every decision is made in Go. */
+/* The C side of mosquitto-iotauth: what the Go code calls. Kept tiny: decisions are made in Go, except the
+ * prefix compare of the fast READ/WRITE path that Go enables at init. */
 #ifndef IOTAUTH_SHIM_H
 #define IOTAUTH_SHIM_H
 
@@ -21,6 +22,15 @@ const char *iotauth_client_id(uintptr_t client);
  * IOTAUTH_FAST_USER_PREFIX may use topics "<topic_prefix><agent>" and below, nothing else. NULL disables.
  * Main thread only (plugin init). */
 int iotauth_set_fast_acl(const char *topic_prefix);
+
+/* Disconnects waiting for Go. The shim queues each DISCONNECT here instead of entering Go for it; every
+ * Go entry point that reads or changes sessions applies and empties the queue first, so Go sees the events
+ * in the broker's order. When the queue is full the shim has Go empty it at once. Main thread only. */
+#ifndef IOTAUTH_PENDING_DISCONNECTS
+#define IOTAUTH_PENDING_DISCONNECTS 1024 /* the test build makes it 4, so that the tests overflow it */
+#endif
+extern uintptr_t iotauth_pending_disconnects[IOTAUTH_PENDING_DISCONNECTS];
+extern int iotauth_pending_disconnect_count;
 
 /* The username prefix the plugin gives sessions whose rules are exactly the configured fast template. */
 #define IOTAUTH_FAST_USER_PREFIX "iotauth-agent:"

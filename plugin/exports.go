@@ -107,8 +107,7 @@ func borrowBytes(p *C.char, n C.int) []byte {
 //export iotauth_go_basic_auth
 func iotauth_go_basic_auth(client C.uintptr_t, user *C.char, userLen C.int, pass *C.char, passLen C.int, cid *C.char, cidLen C.int) (rc C.int) {
 	defer recoverTo(&rc, C.MOSQ_ERR_AUTH, "basic auth")
-	yieldIfDue()
-	in := current.Load()
+	in := enter()
 	if in == nil {
 		return C.MOSQ_ERR_AUTH
 	}
@@ -120,8 +119,7 @@ func iotauth_go_basic_auth(client C.uintptr_t, user *C.char, userLen C.int, pass
 //export iotauth_go_acl_check
 func iotauth_go_acl_check(client C.uintptr_t, topic *C.char, topicLen C.int, access C.int) (rc C.int) {
 	defer recoverTo(&rc, C.MOSQ_ERR_ACL_DENIED, "acl check")
-	yieldIfDue()
-	in := current.Load()
+	in := enter()
 	if in == nil || topic == nil || topicLen < 0 {
 		return C.MOSQ_ERR_ACL_DENIED
 	}
@@ -136,26 +134,45 @@ func iotauth_go_acl_check(client C.uintptr_t, topic *C.char, topicLen C.int, acc
 //export iotauth_go_tick
 func iotauth_go_tick() {
 	defer recoverTo(nil, 0, "tick")
-	yieldIfDue()
-	if in := current.Load(); in != nil {
+	if in := enter(); in != nil {
 		in.tick()
 	}
 }
 
-//export iotauth_go_disconnect
-func iotauth_go_disconnect(client C.uintptr_t) {
-	defer recoverTo(nil, 0, "disconnect")
-	yieldIfDue()
-	if in := current.Load(); in != nil {
-		in.disconnected(uintptr(client))
+// enter is the start of every export that reads or changes sessions: the plugin instance, after the
+// disconnects the shim queued since Go last ran (see iotauth_shim.h) have been applied, so Go sees the
+// broker's events in order. A client's handle may be reused by the broker for a new client right after a
+// disconnect; the queue is always applied before that new client's connect is decided.
+func enter() *instance {
+	in := current.Load()
+	n := int(C.iotauth_pending_disconnect_count)
+	if n == 0 {
+		return in
 	}
+	C.iotauth_pending_disconnect_count = 0
+	if in != nil {
+		in.disconnected(unsafe.Slice((*uintptr)(unsafe.Pointer(&C.iotauth_pending_disconnects[0])), n))
+	}
+	return in
+}
+
+//export iotauth_go_drain
+func iotauth_go_drain() {
+	defer recoverTo(nil, 0, "disconnect")
+	enter()
+}
+
+// iotauth_go_yield is called by the shim every few milliseconds, before a call into Go; sched.go says why.
+//
+//export iotauth_go_yield
+func iotauth_go_yield() {
+	yieldP()
 }
 
 //export iotauth_go_reload
 func iotauth_go_reload() (rc C.int) {
 	defer recoverTo(&rc, C.MOSQ_ERR_SUCCESS, "reload")
-	yieldIfDue()
-	if in := current.Load(); in != nil {
+	if in := enter(); in != nil {
 		in.reload()
 	}
 	return C.MOSQ_ERR_SUCCESS

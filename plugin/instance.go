@@ -35,14 +35,6 @@ const (
 	renamedCustomPrefix = "iotauth-agent-custom:"
 )
 
-// sessionName is the username a session is given.
-func (in *instance) sessionName(s auth.Session) string {
-	if s.Custom() {
-		return renamedCustomPrefix + s.Agent
-	}
-	return renamedPrefix + s.Agent
-}
-
 // instance is the plugin: configuration, store, authorizer, and the live sessions it admitted. The
 // session maps are written by callbacks on the broker's main thread and read by background goroutines
 // that re-check sessions, hence the mutex.
@@ -82,7 +74,6 @@ type live struct {
 	client   uintptr
 	gen      uint64
 	username string
-	since    time.Time
 	// prevOfAgent and nextOfAgent link the sessions of one agent (most have one), without a map each.
 	prevOfAgent, nextOfAgent *live
 	// acl is the expanded ACL, computed under mu on the first check Go answers (the C shim answers most
@@ -130,7 +121,7 @@ func newInstance(kv [][2]string) (*instance, error) {
 	}
 	a := auth.New(auth.Config{
 		KeyKind: cfg.KeyKind, ClientID: cfg.ClientID, Rules: cfg.ACL, DBTimeout: cfg.DBTimeout,
-		DeferUnknown: cfg.DeferUnknown, Log: log,
+		DeferUnknown: cfg.DeferUnknown, NamePrefix: renamedPrefix, CustomNamePrefix: renamedCustomPrefix, Log: log,
 	}, lookup, c)
 	prefix, fast := acl.FastPrefix(cfg.ACL)
 	if fast && fastUserPrefix() != renamedPrefix {
@@ -188,7 +179,7 @@ func (in *instance) basicAuth(client uintptr, username string, password []byte, 
 		in.refused(clientID, err)
 		return rcAuth
 	}
-	name := in.sessionName(s)
+	name := s.Name
 	// Mosquitto frees the client's old username, which username borrows: it must not be used from here.
 	username = ""
 	if !setUsername(client, name) {
@@ -197,7 +188,7 @@ func (in *instance) basicAuth(client uintptr, username string, password []byte, 
 	}
 	in.mu.Lock()
 	in.gen++
-	l := &live{Session: s, client: client, gen: in.gen, username: name, since: time.Now()}
+	l := &live{Session: s, client: client, gen: in.gen, username: name}
 	in.removeLocked(client)
 	in.sessions[client] = l
 	if !s.ExpiresAt.IsZero() {
@@ -214,7 +205,7 @@ func (in *instance) basicAuth(client uintptr, username string, password []byte, 
 	}
 	in.usedMu.Unlock()
 	if in.log.Enabled(ctx, slog.LevelDebug) { // skip boxing the arguments on the hot path
-		in.log.Debug("connect authorised", "agent", s.Agent, "key", s.KeyID)
+		in.log.Debug("connect authorised", "agent", s.Agent, "key", s.KeyID())
 	}
 	return rcSuccess
 }
@@ -283,9 +274,12 @@ func (in *instance) allows(client uintptr, access acl.Access, topic string) bool
 	return acl.Expand(in.cfg.ACL, agent, cid).Allows(access, topic)
 }
 
-func (in *instance) disconnected(client uintptr) {
+// disconnected forgets the sessions of these clients, which the broker has disconnected (in this order).
+func (in *instance) disconnected(clients []uintptr) {
 	in.mu.Lock()
-	in.removeLocked(client)
+	for _, c := range clients {
+		in.removeLocked(c)
+	}
 	in.mu.Unlock()
 }
 

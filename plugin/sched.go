@@ -1,9 +1,6 @@
 package main
 
-import (
-	"runtime"
-	"time"
-)
+import "runtime"
 
 // Mosquitto calls the plugin from its one thread, and each call enters Go on the same goroutine (the
 // one cgo binds to that C thread). Between calls that goroutine holds its P in the "syscall" state. The
@@ -15,26 +12,18 @@ import (
 // is the reason for this file, so repeat it after a Go upgrade.)
 //
 // Measured with two no-op calls per connect (iotauth-bench -only connect, 8 clients): 1.16× the broker
-// CPU of no-auth, with one P hand-off every ~3 calls; yielding as below: 1.05×.
+// CPU of no-auth, with one P hand-off every ~3 calls; yielding every 5 ms: 1.05×.
 //
-// yieldEvery is how often yieldIfDue yields: well inside sysmon's 10 ms.
-const yieldEvery = 5 * time.Millisecond
+// The shim decides when (before_go in c/iotauth_shim.c: at most every 8 ms, on a C clock read instead
+// of the two clock reads of a time.Now in every call) and then calls yieldP through its own export. A
+// yield is itself one hand-off of the P to another thread and back, so it is made as rarely as is safe.
 
-// lastYield is when yieldIfDue last yielded. Main thread only.
-var lastYield time.Time
-
-// yieldIfDue lets the scheduler run this goroutine once (runtime.Gosched) when the last time is
-// yieldEvery ago, which moves the tick before sysmon's limit. It costs one hand-off between two threads
-// at most 200 times a second, instead of thousands. Every callback calls it first (main thread only).
+// yieldP lets the scheduler run this goroutine once, which moves the tick before sysmon's limit. It costs
+// one hand-off between two threads a few hundred times a second at most, instead of thousands.
 //
 // With GOMAXPROCS 1 it does nothing: sysmon then takes the only P from a thread in C regardless of the
 // tick, and a yield would only make the broker wait for whatever goroutine runs next.
-func yieldIfDue() {
-	now := time.Now()
-	if now.Sub(lastYield) < yieldEvery {
-		return
-	}
-	lastYield = now
+func yieldP() {
 	if runtime.GOMAXPROCS(0) > 1 {
 		runtime.Gosched()
 	}

@@ -2,6 +2,12 @@
 
 package main
 
+// A queue of 4 pending disconnects in the shim (1024 in production), so that the integration tests
+// overflow it (TestQueuedDisconnectsAreApplied).
+
+// #cgo CFLAGS: -DIOTAUTH_PENDING_DISCONNECTS=4
+import "C"
+
 // testHook panics on a magic username or topic, so that the integration tests can prove a panic behind
 // an export denies one request and leaves the broker running. Only in builds tagged iotauth_testhooks
 // (build/mosquitto-iotauth-testhooks.so); the production plugin has no such hook.

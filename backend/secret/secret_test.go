@@ -133,3 +133,43 @@ func FuzzCheck(f *testing.F) {
 		}
 	})
 }
+
+// BenchmarkCheck checks distinct keys in turn, as a connect storm does (one key repeated would let the
+// branch predictor learn its characters).
+func BenchmarkCheck(b *testing.B) {
+	keys := make([]string, 4096)
+	for i := range keys {
+		s, err := Generate(APIKey)
+		if err != nil {
+			b.Fatal(err)
+		}
+		keys[i] = s.Reveal()
+	}
+	i := 0
+	for b.Loop() {
+		if err := Check(APIKey, keys[i%len(keys)]); err != nil {
+			b.Fatal(err)
+		}
+		i++
+	}
+}
+
+// Every byte value is tried in every position of the random part: only the base62 alphabet passes the
+// charset check (a wrong character in a well-formed key must fail as malformed, not on its checksum).
+func TestCheckCharsetIsExactlyBase62(t *testing.T) {
+	s, err := Generate(APIKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key := []byte(s.Reveal())
+	for c := 0; c < 256; c++ {
+		for _, pos := range []int{len(APIKey.prefix), len(key) - checksumLen - 1, len(key) - 1} {
+			k := append([]byte(nil), key...)
+			k[pos] = byte(c)
+			err := Check(APIKey, string(k))
+			if base62 := strings.IndexByte(alphabet, byte(c)) >= 0; base62 == errors.Is(err, ErrMalformed) {
+				t.Fatalf("byte %#x at %d: %v", c, pos, err)
+			}
+		}
+	}
+}

@@ -69,8 +69,11 @@ type Config struct {
 	// RetryAfter is how long after a store failure connects skip the store and fail fast (or use stale
 	// entries) instead of each waiting out the deadline.
 	RetryAfter time.Duration
-	Now        func() time.Time
-	Log        *slog.Logger
+	// NamePrefix and CustomNamePrefix start a session's Name: the first for an agent with only the
+	// configured rules, the second for one with extra acl_rules.
+	NamePrefix, CustomNamePrefix string
+	Now                          func() time.Time
+	Log                          *slog.Logger
 }
 
 // Credentials are what a client presented.
@@ -83,9 +86,11 @@ type Credentials struct {
 // Session is an authorised connection: who it is, what it may do, and what it was authorised with, so
 // that it can be re-checked when credentials change.
 type Session struct {
+	// Name is the username the broker gives the session in place of the key: the configured prefix and
+	// Agent. Agent shares its memory (one allocation per connect for both).
+	Name      string
 	Agent     string
 	ClientID  string
-	KeyID     string
 	Digest    secret.Digest
 	ExpiresAt time.Time
 	// PasswordSum is the SHA-256 of the password the session was admitted with.
@@ -103,6 +108,9 @@ func (s *Session) ACL() acl.Set { return acl.Expand(s.rules, s.Agent, s.ClientID
 
 // Custom reports whether the agent has extra acl_rules beyond the configured templates.
 func (s *Session) Custom() bool { return len(s.src.rules()) > 0 }
+
+// KeyID is the id of the API key the session was admitted with, formatted on demand (only logs use it).
+func (s *Session) KeyID() string { return s.src.KeyID() }
 
 // Entry is the cached, compact form of a store.Credential, stored by value in the cache. The common
 // credential — canonical uuids, a sha256$ password hash, no extra ACL rules — is 88 bytes and nothing
@@ -149,6 +157,15 @@ func (e *Entry) Agent() string {
 		return e.x.agent
 	}
 	return formatUUID(&e.agent)
+}
+
+// name returns prefix followed by the agent's id, in one allocation.
+func (e *Entry) name(prefix string) string {
+	if e.flags&flagAgentInExt != 0 {
+		return prefix + e.x.agent
+	}
+	var b [36]byte
+	return prefix + string(appendUUID(b[:0], &e.agent))
 }
 
 // KeyID is the API key's id.
@@ -308,16 +325,20 @@ func lowerHex(c byte) (byte, bool) {
 
 func formatUUID(u *[16]byte) string {
 	var b [36]byte
-	hex.Encode(b[0:8], u[0:4])
-	b[8] = '-'
-	hex.Encode(b[9:13], u[4:6])
-	b[13] = '-'
-	hex.Encode(b[14:18], u[6:8])
-	b[18] = '-'
-	hex.Encode(b[19:23], u[8:10])
-	b[23] = '-'
-	hex.Encode(b[24:], u[10:])
-	return string(b[:])
+	return string(appendUUID(b[:0], u))
+}
+
+// appendUUID appends u in its canonical 36-character form.
+func appendUUID(dst []byte, u *[16]byte) []byte {
+	dst = hex.AppendEncode(dst, u[0:4])
+	dst = append(dst, '-')
+	dst = hex.AppendEncode(dst, u[4:6])
+	dst = append(dst, '-')
+	dst = hex.AppendEncode(dst, u[6:8])
+	dst = append(dst, '-')
+	dst = hex.AppendEncode(dst, u[8:10])
+	dst = append(dst, '-')
+	return hex.AppendEncode(dst, u[10:])
 }
 
 // Authorizer decides connects. It is safe for concurrent use.
@@ -417,12 +438,17 @@ func (a *Authorizer) authorizeDigest(ctx context.Context, d secret.Digest, passw
 	if err := a.usable(&e); err != nil {
 		return Session{}, err
 	}
-	agent := e.Agent()
+	prefix := a.cfg.NamePrefix
+	if len(e.rules()) > 0 {
+		prefix = a.cfg.CustomNamePrefix
+	}
+	name := e.name(prefix)
+	agent := name[len(prefix):]
 	if !a.clientIDAllowed(agent, clientID) {
 		return Session{}, ErrClientID
 	}
 	s := Session{
-		Agent: agent, ClientID: clientID, KeyID: e.KeyID(), Digest: d, PasswordSum: sum,
+		Name: name, Agent: agent, ClientID: clientID, Digest: d, PasswordSum: sum,
 		rules: append(a.cfg.Rules[:len(a.cfg.Rules):len(a.cfg.Rules)], e.rules()...),
 		src:   e,
 	}

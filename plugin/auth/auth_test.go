@@ -429,8 +429,8 @@ func TestInvalidateAgent(t *testing.T) {
 			if err != nil || f.st.queries != 2 {
 				t.Fatalf("after invalidating the agent: %v, %d queries, want 2", err, f.st.queries)
 			}
-			if s.Agent != agent || s.KeyID != "k1" {
-				t.Fatalf("session agent %q key %q", s.Agent, s.KeyID)
+			if s.Agent != agent || s.KeyID() != "k1" {
+				t.Fatalf("session agent %q key %q", s.Agent, s.KeyID())
 			}
 		})
 	}

@@ -2,10 +2,14 @@ package plugin_test
 
 import (
 	"context"
+	"fmt"
 	"os/exec"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	mqtt "github.com/eclipse/paho.mqtt.golang"
 
 	"github.com/iotauth/iotauth/test/harness"
 )
@@ -176,5 +180,65 @@ func TestRevocationKicksEverySessionOfAnAgent(t *testing.T) {
 		case <-time.After(3 * time.Second):
 			t.Fatalf("session %d of the revoked agent is still open", i+1)
 		}
+	}
+}
+
+// The shim queues disconnects for Go instead of calling it for each (in the test build the queue holds
+// 4, so ten disconnects overflow it). Sessions that ended must be forgotten whichever way the queue
+// reached Go: revoking the agent then closes the one session still open and kicks nothing else.
+func TestQueuedDisconnectsAreApplied(t *testing.T) {
+	t.Parallel()
+	dsn := pg.NewDatabase(t)
+	st := harness.OpenStore(t, dsn)
+	plugin, err := harness.PluginPath(true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := harness.StartBroker(t, harness.BrokerConfig{Plugin: plugin, Options: [][2]string{{"dsn", dsn}, {"clientid", "any"}}})
+	a := harness.CreateAgent(t, st, "queued disconnects")
+	var gone []mqtt.Client
+	for i := 1; i <= 10; i++ {
+		g := a
+		g.ClientID = fmt.Sprintf("gone-%d", i)
+		c, _ := watch(t, b, g)
+		gone = append(gone, c)
+	}
+	open := a
+	open.ClientID = "still-open"
+	_, lost := watch(t, b, open)
+	for _, c := range gone {
+		c.Disconnect(0)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for i := 1; i <= 10; i++ {
+		// paho's Disconnect(0) may close the socket before its DISCONNECT packet goes out.
+		for log := b.Log(); !strings.Contains(log, fmt.Sprintf("Client gone-%d disconnected", i)) &&
+			!strings.Contains(log, fmt.Sprintf("Client gone-%d closed its connection", i)); log = b.Log() {
+			if time.Now().After(deadline) {
+				t.Fatalf("the broker did not log gone-%d's disconnect", i)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	if _, err := st.Pool.Exec(context.Background(), `UPDATE api_keys SET revoked_at = now() WHERE id = $1`, a.KeyID); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-lost:
+	case <-time.After(3 * time.Second):
+		t.Fatal("the open session of the revoked agent is still open")
+	}
+	time.Sleep(300 * time.Millisecond) // any further kick would be logged with the first
+	kicks := 0
+	for _, line := range strings.Split(b.Log(), "\n") {
+		if strings.Contains(line, "disconnecting agent") {
+			kicks++
+			if !strings.Contains(line, "still-open") {
+				t.Errorf("kick of a session that had already ended: %s", line)
+			}
+		}
+	}
+	if kicks != 1 {
+		t.Errorf("%d kicks logged, want 1 (the open session)", kicks)
 	}
 }
