@@ -53,6 +53,9 @@ type instance struct {
 	byAgent  map[string]*live // first of the agent's live sessions, linked through live.nextOfAgent
 	gen      uint64
 	kicks    []kick
+	// spare holds the records of ended sessions for reuse, so that a connect storm allocates none. Every
+	// *live is reached only under mu (the background takes copies), so a record is free once removed.
+	spare []*live
 
 	pendingMu sync.Mutex
 	pending   map[string]struct{} // agents whose sessions need a re-check
@@ -188,8 +191,14 @@ func (in *instance) basicAuth(client uintptr, username string, password []byte, 
 	}
 	in.mu.Lock()
 	in.gen++
-	l := &live{Session: s, client: client, gen: in.gen, username: name}
 	in.removeLocked(client)
+	var l *live
+	if n := len(in.spare); n > 0 {
+		l, in.spare = in.spare[n-1], in.spare[:n-1]
+	} else {
+		l = new(live)
+	}
+	*l = live{Session: s, client: client, gen: in.gen, username: name}
 	in.sessions[client] = l
 	if !s.ExpiresAt.IsZero() {
 		in.expiring.Add(1)
@@ -303,8 +312,15 @@ func (in *instance) removeLocked(client uintptr) {
 	if l.nextOfAgent != nil {
 		l.nextOfAgent.prevOfAgent = l.prevOfAgent
 	}
-	l.prevOfAgent, l.nextOfAgent = nil, nil
+	*l = live{}
+	if len(in.spare) < maxSpare {
+		in.spare = append(in.spare, l)
+	}
 }
+
+// maxSpare bounds instance.spare: enough for the churn between two garbage collections at thousands of
+// connects a second, small next to the sessions themselves.
+const maxSpare = 1024
 
 // tick runs on the main thread ten times a second: it carries out queued kicks and writes queued logs.
 func (in *instance) tick() {
