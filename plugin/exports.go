@@ -149,16 +149,19 @@ func enter() *instance {
 	if n == 0 {
 		return in
 	}
-	C.iotauth_pending_disconnect_count = 0
 	if in != nil {
 		in.disconnected(unsafe.Slice((*uintptr)(unsafe.Pointer(&C.iotauth_pending_disconnects[0])), n))
 	}
+	// Emptied only once applied: if applying panicked, the next call tries again (forgetting a session
+	// twice is harmless) rather than keep sessions that ended.
+	C.iotauth_pending_disconnect_count = 0
 	return in
 }
 
 //export iotauth_go_drain
 func iotauth_go_drain() {
 	defer recoverTo(nil, 0, "disconnect")
+	testQueueFull()
 	enter()
 }
 

@@ -182,32 +182,13 @@ func (in *instance) basicAuth(client uintptr, username string, password []byte, 
 		in.refused(clientID, err)
 		return rcAuth
 	}
-	name := s.Name
 	// Mosquitto frees the client's old username, which username borrows: it must not be used from here.
 	username = ""
-	if !setUsername(client, name) {
+	if !setUsername(client, s.Name) {
 		in.log.Error("refusing connect: could not replace the username in the broker (out of memory?)", "agent", s.Agent)
 		return rcAuth
 	}
-	in.mu.Lock()
-	in.gen++
-	in.removeLocked(client)
-	var l *live
-	if n := len(in.spare); n > 0 {
-		l, in.spare = in.spare[n-1], in.spare[:n-1]
-	} else {
-		l = new(live)
-	}
-	*l = live{Session: s, client: client, gen: in.gen, username: name}
-	in.sessions[client] = l
-	if !s.ExpiresAt.IsZero() {
-		in.expiring.Add(1)
-	}
-	if first := in.byAgent[s.Agent]; first != nil {
-		l.nextOfAgent, first.prevOfAgent = first, l
-	}
-	in.byAgent[s.Agent] = l
-	in.mu.Unlock()
+	in.admit(client, s)
 	in.usedMu.Lock()
 	if len(in.used) < 100000 {
 		in.used[s.Digest] = struct{}{}
@@ -219,16 +200,44 @@ func (in *instance) basicAuth(client uintptr, username string, password []byte, 
 	return rcSuccess
 }
 
-func (in *instance) reauth(client uintptr, username string, password []byte) int {
+// admit records an authorised session of client. Every section under mu unlocks by defer: a panic
+// recovered at the export must not leave the broker thread's next call waiting on the lock.
+func (in *instance) admit(client uintptr, s auth.Session) {
 	in.mu.Lock()
-	l := in.sessions[client]
-	var known bool
-	if l != nil {
-		sum := sha256.Sum256(password)
-		known = l.username == username && subtle.ConstantTimeCompare(sum[:], l.PasswordSum[:]) == 1
+	defer in.mu.Unlock()
+	in.gen++
+	in.removeLocked(client)
+	var l *live
+	if n := len(in.spare); n > 0 {
+		l, in.spare = in.spare[n-1], in.spare[:n-1]
+	} else {
+		l = new(live)
 	}
-	in.mu.Unlock()
-	if !known {
+	*l = live{Session: s, client: client, gen: in.gen, username: s.Name}
+	in.sessions[client] = l
+	if !s.ExpiresAt.IsZero() {
+		in.expiring.Add(1)
+	}
+	if first := in.byAgent[s.Agent]; first != nil {
+		l.nextOfAgent, first.prevOfAgent = first, l
+	}
+	in.byAgent[s.Agent] = l
+}
+
+// isLive reports whether client is a live session named username, admitted with this password.
+func (in *instance) isLive(client uintptr, username string, password []byte) bool {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	l := in.sessions[client]
+	if l == nil {
+		return false
+	}
+	sum := sha256.Sum256(password)
+	return l.username == username && subtle.ConstantTimeCompare(sum[:], l.PasswordSum[:]) == 1
+}
+
+func (in *instance) reauth(client uintptr, username string, password []byte) int {
+	if !in.isLive(client, username, password) {
 		in.refused("", errors.New("username uses the plugin's reserved prefix but matches no live session"))
 		return rcAuth
 	}
@@ -260,17 +269,7 @@ func (in *instance) refused(clientID string, err error) {
 // configured template rules for its agent.
 func (in *instance) allows(client uintptr, access acl.Access, topic string) bool {
 	testHook(topic)
-	in.mu.Lock()
-	var set *acl.Set
-	if l := in.sessions[client]; l != nil {
-		if l.acl == nil {
-			expanded := l.ACL()
-			l.acl = &expanded
-		}
-		set = l.acl
-	}
-	in.mu.Unlock()
-	if set != nil {
+	if set := in.sessionACL(client); set != nil {
 		return set.Allows(access, topic)
 	}
 	user, cid := clientUsernameAndID(client)
@@ -283,13 +282,28 @@ func (in *instance) allows(client uintptr, access acl.Access, topic string) bool
 	return acl.Expand(in.cfg.ACL, agent, cid).Allows(access, topic)
 }
 
+// sessionACL is the ACL of client's live session, expanded on first use; nil when it has none.
+func (in *instance) sessionACL(client uintptr) *acl.Set {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	l := in.sessions[client]
+	if l == nil {
+		return nil
+	}
+	if l.acl == nil {
+		expanded := l.ACL()
+		l.acl = &expanded
+	}
+	return l.acl
+}
+
 // disconnected forgets the sessions of these clients, which the broker has disconnected (in this order).
 func (in *instance) disconnected(clients []uintptr) {
 	in.mu.Lock()
+	defer in.mu.Unlock()
 	for _, c := range clients {
 		in.removeLocked(c)
 	}
-	in.mu.Unlock()
 }
 
 func (in *instance) removeLocked(client uintptr) {
@@ -324,7 +338,16 @@ const maxSpare = 1024
 
 // tick runs on the main thread ten times a second: it carries out queued kicks and writes queued logs.
 func (in *instance) tick() {
+	for _, id := range in.takeKicks() {
+		kickClient(id) // fires DISCONNECT, which takes in.mu: not held here
+	}
+	in.flushLogs()
+}
+
+// takeKicks empties the kick queue and returns the client ids of the sessions still live to kick.
+func (in *instance) takeKicks() []string {
 	in.mu.Lock()
+	defer in.mu.Unlock()
 	var ids []string
 	for _, k := range in.kicks {
 		if l := in.sessions[k.client]; l != nil && l.gen == k.gen {
@@ -333,11 +356,7 @@ func (in *instance) tick() {
 		}
 	}
 	in.kicks = in.kicks[:0]
-	in.mu.Unlock()
-	for _, id := range ids {
-		kickClient(id) // fires DISCONNECT, which takes in.mu: not held here
-	}
-	in.flushLogs()
+	return ids
 }
 
 func (in *instance) reload() {

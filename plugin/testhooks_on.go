@@ -16,3 +16,6 @@ func testHook(s string) {
 		panic("test hook: deliberate panic")
 	}
 }
+
+// testQueueFull logs that the shim's disconnect queue filled up, so that a test can tell it overflowed.
+func testQueueFull() { writeLog(levelNotice, "test hook: disconnect queue full") }

@@ -164,8 +164,8 @@ func (e *Entry) name(prefix string) string {
 	if e.flags&flagAgentInExt != 0 {
 		return prefix + e.x.agent
 	}
-	var b [36]byte
-	return prefix + string(appendUUID(b[:0], &e.agent))
+	var buf [64]byte // on the stack: the string below is the one allocation
+	return string(appendUUID(append(buf[:0], prefix...), &e.agent))
 }
 
 // KeyID is the API key's id.

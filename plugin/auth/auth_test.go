@@ -79,7 +79,10 @@ func newFixture(t testing.TB, mutate func(*store.Credential)) *fixture {
 		t.Fatal(err)
 	}
 	rules, _ := acl.ParseTemplates("readwrite agents/%u/#")
-	a := New(Config{KeyKind: secret.APIKey, ClientID: "agent-%u", Rules: rules, DBTimeout: 50 * time.Millisecond, Now: clk.now}, st, ch)
+	a := New(Config{
+		KeyKind: secret.APIKey, ClientID: "agent-%u", Rules: rules, DBTimeout: 50 * time.Millisecond, Now: clk.now,
+		NamePrefix: "plain:", CustomNamePrefix: "custom:",
+	}, st, ch)
 	return &fixture{a: a, st: st, clk: clk, key: key.Reveal(), pw: pw.Reveal(), other: other.Reveal()}
 }
 
@@ -488,5 +491,57 @@ func TestSlowHashRememberedAfterSuccess(t *testing.T) {
 	}
 	if _, err := f.a.Authorize(context.Background(), f.creds()); err != nil {
 		t.Fatalf("right password again: %v", err)
+	}
+}
+
+// A session's Name is the prefix for its kind followed by the agent id, which Agent holds alone; the key
+// id is the key's, whether the ids are canonical uuids (kept as 16 bytes) or not.
+func TestSessionNames(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		mutate   func(*store.Credential)
+		agent    string
+		wantName string
+		wantKey  string
+	}{
+		{"plain", nil, agentA, "plain:" + agentA, "k1"},
+		{"extra rules", func(c *store.Credential) { c.Rules = []store.Rule{{Access: "read", Pattern: "broadcast/#"}} }, agentA, "custom:" + agentA, "k1"},
+		{"non-canonical ids", func(c *store.Credential) { c.AgentUUID, c.KeyID = "Dev-1", "key one" }, "Dev-1", "plain:Dev-1", "key one"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newFixture(t, tc.mutate)
+			c := f.creds()
+			c.ClientID = "agent-" + tc.agent
+			s, err := f.a.Authorize(context.Background(), c)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if s.Name != tc.wantName || s.Agent != tc.agent || s.KeyID() != tc.wantKey || s.Custom() != strings.HasPrefix(tc.wantName, "custom:") {
+				t.Fatalf("name %q agent %q key %q custom %v", s.Name, s.Agent, s.KeyID(), s.Custom())
+			}
+		})
+	}
+}
+
+// A cached connect runs on the broker thread for every client: the only allocation it may make is the
+// session's name (which holds the agent id too).
+func TestAuthorizeCachedAllocatesOnlyTheName(t *testing.T) {
+	f := newFixture(t, nil)
+	c := f.creds()
+	ctx := context.Background()
+	if _, err := f.a.Authorize(ctx, c); err != nil {
+		t.Fatal(err)
+	}
+	var failed error
+	n := testing.AllocsPerRun(200, func() {
+		if _, err := f.a.Authorize(ctx, c); err != nil {
+			failed = err
+		}
+	})
+	if failed != nil {
+		t.Fatal(failed)
+	}
+	if n > 1 {
+		t.Fatalf("%.1f allocations per cached Authorize, want 1", n)
 	}
 }

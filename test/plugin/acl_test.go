@@ -1,6 +1,7 @@
 package plugin_test
 
 import (
+	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -130,4 +131,54 @@ func TestClientIDAnyRefusesKeysAsIDs(t *testing.T) {
 		t.Fatalf("clientid any with a plain id: %v", err)
 	}
 	c.Disconnect(10)
+}
+
+// Mosquitto fires DISCONNECT and then checks the will's topic with an ACL check on the same client. The
+// shim queues the disconnect; the check must still see the session as ended. Agents with extra acl_rules
+// get no template fallback once their session has ended (README, known limits), so their will is refused;
+// a plain agent's will, answered by the template, is the control that wills are sent at all here.
+func TestWillCheckSeesTheEndedSession(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, [2]string{"clientid", "any"})
+	plain := e.agent("plain will")
+	custom := e.agent("custom will")
+	e.exec(`INSERT INTO acl_rules (agent_uuid, access, pattern) VALUES ($1, 'read', 'broadcast/#')`, custom.UUID)
+	for _, tc := range []struct {
+		a         harness.Agent
+		delivered bool
+	}{{plain, true}, {custom, false}} {
+		obs := tc.a
+		obs.ClientID = "observer-" + tc.a.UUID
+		c := harness.MustConnect(t, e.b, obs)
+		wills := make(chan string, 1)
+		if tok := c.Subscribe(tc.a.Namespace()+"/status", 1, func(_ mqtt.Client, m mqtt.Message) { wills <- string(m.Payload()) }); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
+			t.Fatalf("subscribe: %v", tok.Error())
+		}
+		dying := "dying-" + tc.a.UUID
+		sub := exec.Command("mosquitto_sub", append(harness.CLIArgs(e.b, tc.a.Key, tc.a.Password, dying),
+			"-t", tc.a.Namespace()+"/x", "--will-topic", tc.a.Namespace()+"/status", "--will-payload", "gone")...)
+		if err := sub.Start(); err != nil {
+			t.Fatal(err)
+		}
+		if !e.b.WaitLog("as "+dying, 5*time.Second) {
+			_ = sub.Process.Kill()
+			t.Fatalf("mosquitto_sub %s did not connect", dying)
+		}
+		_ = sub.Process.Kill() // no DISCONNECT packet: the broker sends the will
+		_ = sub.Wait()
+		if !e.b.WaitLog("Client "+dying+" closed its connection", 5*time.Second) {
+			t.Fatalf("the broker did not notice %s leave", dying)
+		}
+		select {
+		case w := <-wills:
+			if !tc.delivered {
+				t.Errorf("will %q of an agent with extra rules was delivered: its ACL check used the ended session", w)
+			}
+		case <-time.After(time.Second):
+			if tc.delivered {
+				t.Errorf("the plain agent's will was not delivered")
+			}
+		}
+		c.Disconnect(50)
+	}
 }

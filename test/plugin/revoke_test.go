@@ -184,8 +184,8 @@ func TestRevocationKicksEverySessionOfAnAgent(t *testing.T) {
 }
 
 // The shim queues disconnects for Go instead of calling it for each (in the test build the queue holds
-// 4, so ten disconnects overflow it). Sessions that ended must be forgotten whichever way the queue
-// reached Go: revoking the agent then closes the one session still open and kicks nothing else.
+// 4, so twenty disconnects in a row overflow it). Sessions that ended must be forgotten whichever way the
+// queue reached Go: revoking the agent then closes the one session still open and kicks nothing else.
 func TestQueuedDisconnectsAreApplied(t *testing.T) {
 	t.Parallel()
 	dsn := pg.NewDatabase(t)
@@ -197,7 +197,7 @@ func TestQueuedDisconnectsAreApplied(t *testing.T) {
 	b := harness.StartBroker(t, harness.BrokerConfig{Plugin: plugin, Options: [][2]string{{"dsn", dsn}, {"clientid", "any"}}})
 	a := harness.CreateAgent(t, st, "queued disconnects")
 	var gone []mqtt.Client
-	for i := 1; i <= 10; i++ {
+	for i := 1; i <= 20; i++ {
 		g := a
 		g.ClientID = fmt.Sprintf("gone-%d", i)
 		c, _ := watch(t, b, g)
@@ -210,7 +210,7 @@ func TestQueuedDisconnectsAreApplied(t *testing.T) {
 		c.Disconnect(0)
 	}
 	deadline := time.Now().Add(5 * time.Second)
-	for i := 1; i <= 10; i++ {
+	for i := 1; i <= 20; i++ {
 		// paho's Disconnect(0) may close the socket before its DISCONNECT packet goes out.
 		for log := b.Log(); !strings.Contains(log, fmt.Sprintf("Client gone-%d disconnected", i)) &&
 			!strings.Contains(log, fmt.Sprintf("Client gone-%d closed its connection", i)); log = b.Log() {
@@ -219,6 +219,9 @@ func TestQueuedDisconnectsAreApplied(t *testing.T) {
 			}
 			time.Sleep(20 * time.Millisecond)
 		}
+	}
+	if !strings.Contains(b.Log(), "test hook: disconnect queue full") {
+		t.Fatal("the disconnect queue never filled up: the test did not exercise the overflow")
 	}
 	if _, err := st.Pool.Exec(context.Background(), `UPDATE api_keys SET revoked_at = now() WHERE id = $1`, a.KeyID); err != nil {
 		t.Fatal(err)
