@@ -167,6 +167,7 @@ func (in *instance) queueKick(l live, reason error) {
 	in.mu.Lock()
 	in.kicks = append(in.kicks, kick{client: l.client, gen: l.gen, clientID: l.ClientID, reason: reason})
 	in.mu.Unlock()
+	requestTick()
 }
 
 // periodic re-checks every live session now and then (a safety net for missed notifications), kicks

@@ -191,6 +191,10 @@ func setUsername(client uintptr, name string) bool {
 	return C.iotauth_set_username(C.uintptr_t(client), (*C.char)(unsafe.Pointer(unsafe.StringData(name))), C.int(len(name))) == C.MOSQ_ERR_SUCCESS
 }
 
+// requestTick tells the shim that tick has work (kicks or log lines): it enters Go on TICK only then.
+// Any goroutine; call it after queuing the work.
+func requestTick() { C.iotauth_request_tick() }
+
 func kickClient(clientID string) {
 	cs := C.CString(clientID)
 	defer C.free(unsafe.Pointer(cs))

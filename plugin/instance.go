@@ -97,6 +97,7 @@ func newInstance(kv [][2]string) (*instance, error) {
 		return nil, err
 	}
 	logs := logq.New()
+	logs.OnPush(requestTick)
 	log := logq.NewLogger(logs, logq.ParseLevel(cfg.LogLevel), logq.Levels{Debug: levelDebug, Info: levelNotice, Warning: levelWarning, Error: levelErr})
 	st, err := store.Open(cfg.DSN, store.PoolOptions{
 		MaxConns: cfg.MaxConns, MinConns: 1, ConnectTimeout: cfg.DBTimeout + 2*time.Second, AppName: "mosquitto-iotauth",

@@ -23,6 +23,7 @@ type Queue struct {
 	lines   []Line
 	dropped int
 	limit   *rate.Limiter
+	notify  func()
 }
 
 // Line is one queued line with its Mosquitto log level.
@@ -44,8 +45,19 @@ func New() *Queue {
 	return &Queue{limit: rate.NewLimiter(rate.Limit(20), 100)}
 }
 
+// OnPush sets a function called after each Push (outside the queue's lock), to tell the main thread
+// there is something to write. Set it before the queue is shared.
+func (q *Queue) OnPush(f func()) { q.notify = f }
+
 // Push queues a line, or counts it as dropped when the queue is full or the rate is exceeded.
 func (q *Queue) Push(level int, msg string) {
+	q.push(level, msg)
+	if q.notify != nil {
+		q.notify()
+	}
+}
+
+func (q *Queue) push(level int, msg string) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	if len(q.lines) >= MaxQueued || !q.limit.Allow() {

@@ -38,3 +38,20 @@ func TestLogQueueBounded(t *testing.T) {
 		t.Fatalf("%d lines kept, %d dropped", len(lines), dropped)
 	}
 }
+
+// The shim enters Go on TICK only when asked: every Push asks, also one that is dropped (the count of
+// dropped lines has to be written too).
+func TestPushNotifies(t *testing.T) {
+	q := New()
+	n := 0
+	q.OnPush(func() { n++ })
+	for i := 0; i < MaxQueued+10; i++ {
+		q.Push(1, "line")
+	}
+	if n != MaxQueued+10 {
+		t.Fatalf("notified %d times for %d pushes", n, MaxQueued+10)
+	}
+	if lines, dropped := q.Drain(); len(lines)+dropped != MaxQueued+10 || dropped == 0 {
+		t.Fatalf("%d lines and %d dropped", len(lines), dropped)
+	}
+}
