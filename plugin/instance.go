@@ -337,7 +337,8 @@ func (in *instance) removeLocked(client uintptr) {
 // connects a second, small next to the sessions themselves.
 const maxSpare = 1024
 
-// tick runs on the main thread ten times a second: it carries out queued kicks and writes queued logs.
+// tick runs on the main thread when the shim was asked for it (at most every 50 ms): it carries out
+// queued kicks and writes queued logs.
 func (in *instance) tick() {
 	for _, id := range in.takeKicks() {
 		kickClient(id) // fires DISCONNECT, which takes in.mu: not held here

@@ -45,26 +45,29 @@ func New() *Queue {
 	return &Queue{limit: rate.NewLimiter(rate.Limit(20), 100)}
 }
 
-// OnPush sets a function called after each Push (outside the queue's lock), to tell the main thread
-// there is something to write. Set it before the queue is shared.
+// OnPush sets a function called (outside the queue's lock) when a Push leaves something to write where
+// there was nothing since the last Drain: the first line, or the first dropped line. It tells the main
+// thread to drain; the caller must ask for that before it drains, so that nothing is missed. Set it before
+// the queue is shared.
 func (q *Queue) OnPush(f func()) { q.notify = f }
 
 // Push queues a line, or counts it as dropped when the queue is full or the rate is exceeded.
 func (q *Queue) Push(level int, msg string) {
-	q.push(level, msg)
-	if q.notify != nil {
+	if q.push(level, msg) && q.notify != nil {
 		q.notify()
 	}
 }
 
-func (q *Queue) push(level int, msg string) {
+// push reports whether the queue went from having nothing to write to having something.
+func (q *Queue) push(level int, msg string) bool {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	if len(q.lines) >= MaxQueued || !q.limit.Allow() {
 		q.dropped++
-		return
+		return q.dropped == 1
 	}
 	q.lines = append(q.lines, Line{level, msg})
+	return len(q.lines) == 1
 }
 
 // Drain returns the queued lines and how many were dropped since the last Drain.
