@@ -109,6 +109,29 @@ func watch(t *testing.T, b *harness.Broker, a harness.Agent) (mqtt.Client, <-cha
 	return c, lost
 }
 
+// closedBy waits up to d for a session watched with watch to be closed and returns when it was; the test
+// fails, naming what, if it is still open.
+func closedBy(t *testing.T, lost <-chan time.Time, d time.Duration, what string) time.Time {
+	t.Helper()
+	select {
+	case at := <-lost:
+		return at
+	case <-time.After(d):
+		t.Fatalf("%s: still open after %v", what, d)
+		return time.Time{}
+	}
+}
+
+// stillOpenAfter fails the test, naming what, if a session watched with watch is closed within d.
+func stillOpenAfter(t *testing.T, lost <-chan time.Time, d time.Duration, what string) {
+	t.Helper()
+	select {
+	case <-lost:
+		t.Fatalf("%s: closed", what)
+	case <-time.After(d):
+	}
+}
+
 // roundTrip publishes on the agent's namespace and waits for its own subscription to deliver it,
 // returning how long that took.
 type echo struct {
