@@ -18,6 +18,7 @@
 #include <mosquitto_broker.h>
 #include <mosquitto_plugin.h>
 
+#include "iotauth_memo.h"
 #include "iotauth_shim.h"
 
 /* Exported from Go (plugin/exports.go). Declared by hand: the cgo header is generated after this file. */
@@ -55,10 +56,6 @@ void iotauth_request_tick(void)
 {
 	__atomic_store_n(&tick_wanted, 1, __ATOMIC_RELEASE);
 }
-
-/* See iotauth_shim.h. */
-uintptr_t iotauth_pending_disconnects[IOTAUTH_PENDING_DISCONNECTS];
-int iotauth_pending_disconnect_count = 0;
 
 /* Every call from here into Go runs on the goroutine cgo binds to the broker's thread, and the Go
  * scheduler never runs it otherwise. Unless it yields at least every 10 ms, the runtime's monitor takes its
@@ -144,11 +141,17 @@ static int on_basic_auth(int event, void *event_data, void *userdata)
 {
 	struct mosquitto_evt_basic_auth *ed = event_data;
 	char *clientid = (char *)mosquitto_client_id(ed->client);
+	int username_len = field_len(ed->username), password_len = field_len(ed->password);
+	int clientid_len = field_len(clientid);
 	(void)event;
 	(void)userdata;
+	if (iotauth_memo_admit(ed->client, ed->username, username_len, ed->password, password_len, clientid,
+	                       clientid_len)) {
+		return MOSQ_ERR_SUCCESS;
+	}
 	before_go();
-	return iotauth_go_basic_auth((uintptr_t)ed->client, ed->username, field_len(ed->username), ed->password,
-	                             field_len(ed->password), clientid, field_len(clientid));
+	return iotauth_go_basic_auth((uintptr_t)ed->client, ed->username, username_len, ed->password, password_len,
+	                             clientid, clientid_len);
 }
 
 /* fast_acl answers a READ/WRITE check for a session on the fast path: allowed exactly when the topic is
@@ -217,11 +220,13 @@ static int on_disconnect(int event, void *event_data, void *userdata)
 	(void)event;
 	(void)userdata;
 	/* Queued rather than a call into Go each: Go needs to know only before it next looks at sessions. */
-	if (iotauth_pending_disconnect_count == IOTAUTH_PENDING_DISCONNECTS) {
+	if (iotauth_event_count == IOTAUTH_EVENTS) {
 		before_go();
 		iotauth_go_drain();
 	}
-	iotauth_pending_disconnects[iotauth_pending_disconnect_count++] = (uintptr_t)ed->client;
+	iotauth_events[iotauth_event_count].client = (uintptr_t)ed->client;
+	iotauth_events[iotauth_event_count].slot = -1;
+	iotauth_event_count++;
 	/* ...and applied by the next tick at the latest, so that an ended session is not kept for long. */
 	iotauth_request_tick();
 	return MOSQ_ERR_SUCCESS;
@@ -284,7 +289,8 @@ int mosquitto_plugin_cleanup(void *userdata, struct mosquitto_opt *options, int 
 		mosquitto_callback_unregister(plugin_id, MOSQ_EVT_RELOAD, on_reload, NULL);
 	}
 	iotauth_go_cleanup();
-	iotauth_pending_disconnect_count = 0;
+	iotauth_event_count = 0;
+	iotauth_memo_free();
 	iotauth_set_fast_acl(NULL);
 	return MOSQ_ERR_SUCCESS;
 }

@@ -27,14 +27,7 @@ int iotauth_set_fast_acl(const char *topic_prefix);
  * for the main thread. Any thread. Without a request the shim does not enter Go on TICK at all. */
 void iotauth_request_tick(void);
 
-/* Disconnects waiting for Go. The shim queues each DISCONNECT here instead of entering Go for it; every
- * Go entry point that reads or changes sessions applies and empties the queue first, so Go sees the events
- * in the broker's order. When the queue is full the shim has Go empty it at once. Main thread only. */
-#ifndef IOTAUTH_PENDING_DISCONNECTS
-#define IOTAUTH_PENDING_DISCONNECTS 1024 /* the test build makes it 4, so that the tests overflow it */
-#endif
-extern uintptr_t iotauth_pending_disconnects[IOTAUTH_PENDING_DISCONNECTS];
-extern int iotauth_pending_disconnect_count;
+/* Disconnects (and connects the memo admitted) wait for Go in iotauth_events: see iotauth_memo.h. */
 
 /* The username prefix the plugin gives sessions whose rules are exactly the configured fast template. */
 #define IOTAUTH_FAST_USER_PREFIX "iotauth-agent:"

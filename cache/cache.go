@@ -90,10 +90,16 @@ func (c *Cache[K, V, G]) now() int64 { return c.opt.Now().UnixNano() }
 
 // Get looks k up. For Hit and Stale the value is returned.
 func (c *Cache[K, V, G]) Get(k K) (V, Result) {
+	v, r, _ := c.Lookup(k)
+	return v, r
+}
+
+// Lookup is Get that also says, for a Hit, until when the answer stays fresh (unix ns; 0 otherwise).
+func (c *Cache[K, V, G]) Lookup(k K) (V, Result, int64) {
 	var zero V
 	if c.lru == nil {
 		c.misses.Add(1)
-		return zero, Miss
+		return zero, Miss, 0
 	}
 	now := c.now()
 	c.mu.Lock()
@@ -101,7 +107,7 @@ func (c *Cache[K, V, G]) Get(k K) (V, Result) {
 	if !ok {
 		c.mu.Unlock()
 		c.misses.Add(1)
-		return zero, Miss
+		return zero, Miss, 0
 	}
 	// InvalidateAll means "changes may have been missed", not "this changed": such positives are no
 	// longer fresh but stay usable as Stale (while the source is down), so stale_grace survives a
@@ -111,24 +117,24 @@ func (c *Cache[K, V, G]) Get(k K) (V, Result) {
 		c.lru.Remove(k)
 		c.mu.Unlock()
 		c.misses.Add(1)
-		return zero, Miss
+		return zero, Miss, 0
 	}
 	c.mu.Unlock()
 	age := time.Duration(now - e.at)
 	switch {
 	case e.neg && age < c.opt.NegativeTTL:
 		c.negHits.Add(1)
-		return zero, NegativeHit
+		return zero, NegativeHit, 0
 	case e.neg:
 	case age < c.opt.TTL && !suspect:
 		c.hits.Add(1)
-		return e.val, Hit
+		return e.val, Hit, e.at + int64(c.opt.TTL)
 	case age < c.opt.TTL+c.opt.StaleGrace:
 		c.staleHits.Add(1)
-		return e.val, Stale
+		return e.val, Stale, 0
 	}
 	c.misses.Add(1)
-	return zero, Miss
+	return zero, Miss, 0
 }
 
 func (c *Cache[K, V, G]) invalidatedLocked(e entry[V]) bool {
@@ -155,6 +161,15 @@ func (c *Cache[K, V, G]) Add(k K, v V, fetchedAt time.Time) {
 		c.lru.Add(k, e)
 	}
 	c.mu.Unlock()
+}
+
+// FreshUntil is when an answer fetched at fetchedAt stops being fresh (unix ns), or 0 when the cache is
+// disabled and nothing is held.
+func (c *Cache[K, V, G]) FreshUntil(fetchedAt time.Time) int64 {
+	if c.lru == nil {
+		return 0
+	}
+	return fetchedAt.UnixNano() + int64(c.opt.TTL)
 }
 
 // AddNegative stores "k does not exist", fetched at fetchedAt.

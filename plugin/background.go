@@ -34,6 +34,7 @@ func (in *instance) goBackground(ctx context.Context) <-chan struct{} {
 				// Changes made before LISTEN was (re-)established were missed, including those between
 				// a preload or lookup and the first connection: trust nothing cached before now.
 				in.auth.Cache().InvalidateAll(time.Now())
+				bumpMemoEpoch()
 				in.recheckAll()
 				if !reconnect {
 					close(listening) // preload may start: from now on no change goes unnoticed
@@ -62,6 +63,7 @@ func (in *instance) changed(c store.Change) {
 	if c.Agent == store.AllAgents {
 		// A TRUNCATE: everything may have changed.
 		in.auth.Cache().InvalidateAll(time.Now())
+		bumpMemoEpoch()
 		in.recheckAll()
 		return
 	}
@@ -69,11 +71,18 @@ func (in *instance) changed(c store.Change) {
 		in.auth.Cache().Remove(d)
 	}
 	in.auth.Cache().InvalidateGroup(c.Agent, time.Now())
+	// After the cache, before the re-check: the connect memo forgets everything (see admit for the order).
+	bumpMemoEpoch()
+	in.recheckLater(c.Agent)
+}
+
+// recheckLater has the re-check worker look at agent's live sessions soon.
+func (in *instance) recheckLater(agent string) {
 	if !in.cfg.KickOnRevoke {
 		return
 	}
 	in.pendingMu.Lock()
-	in.pending[c.Agent] = struct{}{}
+	in.pending[agent] = struct{}{}
 	in.pendingMu.Unlock()
 	select {
 	case in.wake <- struct{}{}:

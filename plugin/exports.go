@@ -5,12 +5,14 @@ package main
 
 /*
 #cgo CFLAGS: -O2 -Wall
+#cgo LDFLAGS: -lcrypto
 #include <stdint.h>
 #include <stdlib.h>
 #include <mosquitto.h>
 #include <mosquitto_broker.h>
 #include <mosquitto_plugin.h>
 #include "../c/iotauth_shim.h"
+#include "../c/iotauth_memo.h"
 */
 import "C"
 
@@ -140,23 +142,37 @@ func iotauth_go_tick() {
 }
 
 // enter is the start of every export that reads or changes sessions: the plugin instance, after the
-// disconnects the shim queued since Go last ran (see iotauth_shim.h) have been applied, so Go sees the
-// broker's events in order. A client's handle may be reused by the broker for a new client right after a
-// disconnect; the queue is always applied before that new client's connect is decided.
+// events the shim queued since Go last ran (disconnects, and connects the memo admitted; see
+// c/iotauth_memo.h) have been applied, so Go sees the broker's events in order. A client's handle may be
+// reused by the broker for a new client right after a disconnect; the queue is always applied before
+// that new client's connect is decided, and before Go changes the memo.
 func enter() *instance {
 	in := current.Load()
-	n := int(C.iotauth_pending_disconnect_count)
+	n := int(C.iotauth_event_count)
 	if n == 0 {
 		return in
 	}
 	if in != nil {
-		in.disconnected(unsafe.Slice((*uintptr)(unsafe.Pointer(&C.iotauth_pending_disconnects[0])), n))
+		in.apply(unsafe.Slice((*shimEvent)(unsafe.Pointer(&C.iotauth_events[0])), n))
 	}
 	// Emptied only once applied: if applying panicked, the next call tries again (forgetting a session
 	// twice is harmless) rather than keep sessions that ended.
-	C.iotauth_pending_disconnect_count = 0
+	C.iotauth_event_count = 0
 	return in
 }
+
+// shimEvent is C's struct iotauth_event, which the assertions below keep in step.
+type shimEvent struct {
+	client uintptr
+	slot   int32 // the memo slot of an admitted connect, or -1 for a disconnect
+}
+
+var (
+	_ [unsafe.Sizeof(shimEvent{}) - unsafe.Sizeof(C.struct_iotauth_event{})]byte
+	_ [unsafe.Sizeof(C.struct_iotauth_event{}) - unsafe.Sizeof(shimEvent{})]byte
+	_ [unsafe.Offsetof(shimEvent{}.slot) - unsafe.Offsetof(C.struct_iotauth_event{}.slot)]byte
+	_ [unsafe.Offsetof(C.struct_iotauth_event{}.slot) - unsafe.Offsetof(shimEvent{}.slot)]byte
+)
 
 //export iotauth_go_drain
 func iotauth_go_drain() {
@@ -190,6 +206,29 @@ func setUsername(client uintptr, name string) bool {
 	// The shim copies the bytes before the call returns, so a Go pointer may be passed.
 	return C.iotauth_set_username(C.uintptr_t(client), (*C.char)(unsafe.Pointer(unsafe.StringData(name))), C.int(len(name))) == C.MOSQ_ERR_SUCCESS
 }
+
+// initMemo sizes the shim's connect memo (0 disables it) and returns its number of slots, or -1 when
+// out of memory. Main thread only (plugin init).
+func initMemo(slots int) int { return int(C.iotauth_memo_init(C.int(slots))) }
+
+// memoPut records an admitted connect in the shim's memo and returns its slot, or -1 when not kept.
+// Broker thread only, inside an export (after enter).
+func memoPut(keySum, passwordSum *[32]byte, clientID, name string, epoch uint64, deadline int64) int {
+	if len(clientID) == 0 || len(clientID) > C.IOTAUTH_MEMO_MAX_CLIENTID || len(name) == 0 || len(name) > C.IOTAUTH_MEMO_MAX_NAME {
+		return -1
+	}
+	// Digests and string bytes hold no Go pointers, and the shim copies them before returning.
+	return int(C.iotauth_memo_put((*C.uchar)(unsafe.Pointer(&keySum[0])), (*C.uchar)(unsafe.Pointer(&passwordSum[0])),
+		(*C.char)(unsafe.Pointer(unsafe.StringData(clientID))), C.int(len(clientID)),
+		(*C.char)(unsafe.Pointer(unsafe.StringData(name))), C.int(len(name)), C.uint64_t(epoch), C.int64_t(deadline)))
+}
+
+// memoEpoch is the memo's current epoch; bumpMemoEpoch invalidates every entry. Any goroutine.
+func memoEpoch() uint64 {
+	return atomic.LoadUint64((*uint64)(unsafe.Pointer(&C.iotauth_memo_epoch)))
+}
+
+func bumpMemoEpoch() { atomic.AddUint64((*uint64)(unsafe.Pointer(&C.iotauth_memo_epoch)), 1) }
 
 // requestTick tells the shim that tick has work (kicks or log lines): it enters Go on TICK only then.
 // Any goroutine; call it after queuing the work.

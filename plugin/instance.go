@@ -68,6 +68,16 @@ type instance struct {
 
 	usedMu sync.Mutex
 	used   map[secret.Digest]struct{} // keys that connected since the last TouchKeys
+
+	// memo holds, under the index of each slot of the shim's connect memo, the session Go admitted and
+	// recorded there and the epoch it was decided in. Only the broker thread uses it, inside exports,
+	// after the shim's queued events were applied; so a slot an unapplied event names is never rewritten.
+	memo []memoEntry
+}
+
+type memoEntry struct {
+	session auth.Session
+	epoch   uint64
 }
 
 // live is an admitted session. Session.PasswordSum lets Mosquitto's re-check of every client on SIGHUP
@@ -142,6 +152,17 @@ func newInstance(kv [][2]string) (*instance, error) {
 		pending: map[string]struct{}{}, wake: make(chan struct{}, 1), used: map[secret.Digest]struct{}{},
 		refusals: rate.NewLimiter(rate.Limit(1), 5),
 	}
+	memoSlots := 0
+	if cfg.CacheSize > 0 {
+		memoSlots = cfg.ConnectMemo
+	}
+	if n := initMemo(memoSlots); n < 0 {
+		cancel()
+		closeStores()
+		return nil, fmt.Errorf("out of memory allocating plugin_opt_connect_memo %d: lower it or set 0", memoSlots)
+	} else if n > 0 {
+		in.memo = make([]memoEntry, n)
+	}
 	preloaded := in.goBackground(ctx)
 	if cfg.Preload && cfg.CacheSize > 0 && cfg.PreloadWait > 0 {
 		// Mosquitto opens its listeners only after plugin init returns: waiting here (bounded) means that
@@ -156,7 +177,7 @@ func newInstance(kv [][2]string) (*instance, error) {
 		}
 	}
 	log.Info("started", "cache_size", cfg.CacheSize, "cache_ttl", cfg.CacheTTL, "db_timeout", cfg.DBTimeout,
-		"clientid", cfg.ClientID, "acl", cfg.ACLSpec, "preload", cfg.Preload)
+		"clientid", cfg.ClientID, "acl", cfg.ACLSpec, "preload", cfg.Preload, "connect_memo", len(in.memo))
 	return in, nil
 }
 
@@ -175,6 +196,8 @@ func (in *instance) basicAuth(client uintptr, username string, password []byte, 
 	if strings.HasPrefix(username, reservedPrefix) {
 		return in.reauth(client, username, password)
 	}
+	// Read before the cache is: a change to the credential after this point shows as a new epoch.
+	epoch := memoEpoch()
 	s, err := in.auth.Authorize(ctx, auth.Credentials{Username: username, Password: password, ClientID: clientID})
 	if errors.Is(err, auth.ErrDeferred) {
 		return rcDefer
@@ -189,23 +212,38 @@ func (in *instance) basicAuth(client uintptr, username string, password []byte, 
 		in.log.Error("refusing connect: could not replace the username in the broker (out of memory?)", "agent", s.Agent)
 		return rcAuth
 	}
-	in.admit(client, s)
-	in.usedMu.Lock()
-	if len(in.used) < 100000 {
-		in.used[s.Digest] = struct{}{}
+	if in.admit(client, s, epoch) {
+		in.remember(&s, epoch)
+	} else {
+		in.recheckLater(s.Agent)
 	}
-	in.usedMu.Unlock()
+	in.markUsed(s.Digest)
 	if in.log.Enabled(ctx, slog.LevelDebug) { // skip boxing the arguments on the hot path
 		in.log.Debug("connect authorised", "agent", s.Agent, "key", s.KeyID())
 	}
 	return rcSuccess
 }
 
-// admit records an authorised session of client. Every section under mu unlocks by defer: a panic
-// recovered at the export must not leave the broker thread's next call waiting on the lock.
-func (in *instance) admit(client uintptr, s auth.Session) {
+func (in *instance) markUsed(d secret.Digest) {
+	in.usedMu.Lock()
+	if len(in.used) < 100000 {
+		in.used[d] = struct{}{}
+	}
+	in.usedMu.Unlock()
+}
+
+// admit records an authorised session of client, decided in epoch. It returns false when the epoch has
+// moved on since: a credential changed while the connect was decided, and the re-check that the change
+// started may have looked at the live sessions before this one was added. Every section under mu
+// unlocks by defer: a panic recovered at the export must not leave the broker thread's next call waiting
+// on the lock.
+func (in *instance) admit(client uintptr, s auth.Session, epoch uint64) bool {
 	in.mu.Lock()
 	defer in.mu.Unlock()
+	return in.admitLocked(client, s, epoch)
+}
+
+func (in *instance) admitLocked(client uintptr, s auth.Session, epoch uint64) bool {
 	in.gen++
 	in.removeLocked(client)
 	var l *live
@@ -223,6 +261,62 @@ func (in *instance) admit(client uintptr, s auth.Session) {
 		l.nextOfAgent, first.prevOfAgent = first, l
 	}
 	in.byAgent[s.Agent] = l
+	// Read under mu, after the session is in place: a change whose epoch bump comes later re-checks the
+	// agent's sessions after this (its re-check reads them under mu), and one whose bump came earlier is
+	// seen here.
+	return memoEpoch() == epoch
+}
+
+// remember records an admitted connect in the shim's memo, so that the same key, password and client id
+// are admitted again without entering Go while the credential stays fresh in the cache (and the key
+// unexpired) and no credential changes (the epoch). A credential served stale is not remembered.
+func (in *instance) remember(s *auth.Session, epoch uint64) {
+	if len(in.memo) == 0 || s.FreshUntil == 0 {
+		return
+	}
+	deadline := s.FreshUntil
+	if !s.ExpiresAt.IsZero() {
+		deadline = min(deadline, s.ExpiresAt.UnixNano())
+	}
+	if slot := memoPut((*[32]byte)(&s.Digest), &s.PasswordSum, s.ClientID, s.Name, epoch, deadline); slot >= 0 && slot < len(in.memo) {
+		in.memo[slot] = memoEntry{session: *s, epoch: epoch}
+	}
+}
+
+// apply carries out, in the broker's order, the events the shim queued: a disconnect forgets the
+// client's session; a connect the memo admitted becomes the session Go recorded under that slot.
+func (in *instance) apply(events []shimEvent) {
+	var changed []string
+	func() {
+		in.mu.Lock()
+		defer in.mu.Unlock()
+		for _, ev := range events {
+			switch {
+			case ev.slot < 0:
+				in.removeLocked(ev.client)
+			case int(ev.slot) < len(in.memo):
+				m := &in.memo[ev.slot]
+				if !in.admitLocked(ev.client, m.session, m.epoch) {
+					changed = append(changed, m.session.Agent)
+				}
+			default: // cannot happen: the shim hands out only slots of its table, which memo mirrors
+				in.log.Error("internal error: the connect memo admitted a client under an unknown slot (please report this)", "slot", ev.slot)
+			}
+		}
+	}()
+	for _, agent := range changed {
+		in.recheckLater(agent)
+	}
+	debug := in.log.Enabled(context.Background(), slog.LevelDebug)
+	for _, ev := range events {
+		if ev.slot >= 0 && int(ev.slot) < len(in.memo) {
+			s := &in.memo[ev.slot].session
+			in.markUsed(s.Digest)
+			if debug {
+				in.log.Debug("connect authorised", "agent", s.Agent, "key", s.KeyID(), "memo", true)
+			}
+		}
+	}
 }
 
 // isLive reports whether client is a live session named username, admitted with this password.
@@ -296,15 +390,6 @@ func (in *instance) sessionACL(client uintptr) *acl.Set {
 		l.acl = &expanded
 	}
 	return l.acl
-}
-
-// disconnected forgets the sessions of these clients, which the broker has disconnected (in this order).
-func (in *instance) disconnected(clients []uintptr) {
-	in.mu.Lock()
-	defer in.mu.Unlock()
-	for _, c := range clients {
-		in.removeLocked(c)
-	}
 }
 
 func (in *instance) removeLocked(client uintptr) {

@@ -2,10 +2,10 @@
 
 package main
 
-// A queue of 4 pending disconnects in the shim (1024 in production), so that the integration tests
-// overflow it (TestQueuedDisconnectsAreApplied).
+// A queue of 4 events in the shim (1024 in production), so that the integration tests overflow it
+// (TestQueuedDisconnectsAreApplied).
 
-// #cgo CFLAGS: -DIOTAUTH_PENDING_DISCONNECTS=4
+// #cgo CFLAGS: -DIOTAUTH_EVENTS=4
 import "C"
 
 // testHook panics on a magic username or topic, so that the integration tests can prove a panic behind
@@ -17,5 +17,5 @@ func testHook(s string) {
 	}
 }
 
-// testQueueFull logs that the shim's disconnect queue filled up, so that a test can tell it overflowed.
-func testQueueFull() { writeLog(levelNotice, "test hook: disconnect queue full") }
+// testQueueFull logs that the shim's event queue filled up, so that a test can tell it overflowed.
+func testQueueFull() { writeLog(levelNotice, "test hook: event queue full") }

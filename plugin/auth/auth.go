@@ -95,6 +95,9 @@ type Session struct {
 	ExpiresAt time.Time
 	// PasswordSum is the SHA-256 of the password the session was admitted with.
 	PasswordSum [32]byte
+	// FreshUntil is when the credential the session was admitted with stops being fresh in the cache
+	// (unix ns): 0 when it was served stale or the cache is disabled.
+	FreshUntil int64
 	// rules are the configured templates followed by the agent's extra rules; ACL expands them.
 	rules []acl.Template
 	// src is the cache entry the session was admitted with: its fingerprint (of the stored password hash
@@ -418,7 +421,7 @@ func (a *Authorizer) Authorize(ctx context.Context, c Credentials) (Session, err
 }
 
 func (a *Authorizer) authorizeDigest(ctx context.Context, d secret.Digest, password []byte, clientID string) (Session, error) {
-	e, err := a.entry(ctx, d)
+	e, fresh, err := a.entry(ctx, d)
 	if err != nil {
 		// Same work as a wrong password, so unknown keys cannot be told apart by timing.
 		a.dummy.Verify(password)
@@ -448,7 +451,7 @@ func (a *Authorizer) authorizeDigest(ctx context.Context, d secret.Digest, passw
 		return Session{}, ErrClientID
 	}
 	s := Session{
-		Name: name, Agent: agent, ClientID: clientID, Digest: d, PasswordSum: sum,
+		Name: name, Agent: agent, ClientID: clientID, Digest: d, PasswordSum: sum, FreshUntil: fresh,
 		rules: append(a.cfg.Rules[:len(a.cfg.Rules):len(a.cfg.Rules)], e.rules()...),
 		src:   e,
 	}
@@ -487,45 +490,46 @@ func (a *Authorizer) clientIDAllowed(agent, clientID string) bool {
 }
 
 // entry finds the credential for d: cache first, then the store under the deadline. Errors and
-// timeouts are never cached; a stale positive is used only when the store cannot answer.
-func (a *Authorizer) entry(ctx context.Context, d secret.Digest) (Entry, error) {
-	e, r := a.cache.Get(d)
+// timeouts are never cached; a stale positive is used only when the store cannot answer. fresh is until
+// when the answer stays fresh in the cache (unix ns), 0 for a stale one.
+func (a *Authorizer) entry(ctx context.Context, d secret.Digest) (e Entry, fresh int64, err error) {
+	e, r, fresh := a.cache.Lookup(d)
 	switch r {
 	case cache.Hit:
-		return e, nil
+		return e, fresh, nil
 	case cache.NegativeHit:
-		return Entry{}, ErrUnknownKey
+		return Entry{}, 0, ErrUnknownKey
 	}
 	now := a.cfg.Now()
 	if now.UnixNano() < a.downTill.Load() {
 		if r == cache.Stale {
-			return e, nil
+			return e, 0, nil
 		}
-		return Entry{}, ErrUnavailable
+		return Entry{}, 0, ErrUnavailable
 	}
 	qctx, cancel := context.WithTimeout(ctx, a.cfg.DBTimeout)
-	cred, err := a.store.LookupCredential(qctx, d)
+	cred, lerr := a.store.LookupCredential(qctx, d)
 	cancel()
-	switch {
+	switch err := lerr; {
 	case err == nil:
 		a.downTill.Store(0)
-		fresh := NewEntry(cred)
-		if fresh.Corrupt() {
+		got := NewEntry(cred)
+		if got.Corrupt() {
 			a.logCorrupt(d, cred.AgentUUID, errors.New("malformed password hash or ACL rule"))
 		}
-		a.cache.Add(d, fresh, now)
-		return fresh, nil
+		a.cache.Add(d, got, now)
+		return got, a.cache.FreshUntil(now), nil
 	case errors.Is(err, store.ErrNotFound):
 		a.downTill.Store(0)
 		a.cache.AddNegative(d, now)
-		return Entry{}, ErrUnknownKey
+		return Entry{}, 0, ErrUnknownKey
 	case errors.Is(err, store.ErrCorrupt):
 		a.downTill.Store(0)
 		a.logCorrupt(d, cred.AgentUUID, err)
 		bad := Entry{flags: flagCorrupt}
 		bad.setAgent(cred.AgentUUID)
 		a.cache.Add(d, bad, now)
-		return bad, nil
+		return bad, 0, nil
 	default:
 		a.downTill.Store(a.cfg.Now().Add(a.cfg.RetryAfter).UnixNano())
 		n := a.failures.Add(1)
@@ -534,9 +538,9 @@ func (a *Authorizer) entry(ctx context.Context, d secret.Digest) (Entry, error) 
 				"error", err, "deadline", a.cfg.DBTimeout, "served_stale", r == cache.Stale, "failures", n)
 		})
 		if r == cache.Stale {
-			return e, nil
+			return e, 0, nil
 		}
-		return Entry{}, ErrUnavailable
+		return Entry{}, 0, ErrUnavailable
 	}
 }
 

@@ -33,6 +33,9 @@ type Config struct {
 	ResyncInterval time.Duration
 	LogLevel       string
 	MaxConns       int32
+	// ConnectMemo is the number of admitted connects the C shim remembers and replays without entering
+	// Go (see c/iotauth_memo.h); 0 disables it. It is off whenever the cache is.
+	ConnectMemo int
 }
 
 // Defaults returns the documented defaults.
@@ -41,7 +44,7 @@ func Defaults() Config {
 		CacheSize: 100000, CacheTTL: 5 * time.Minute, NegativeTTL: 10 * time.Second,
 		StaleGrace: 15 * time.Minute, DBTimeout: 250 * time.Millisecond, ClientID: "agent-%u",
 		ACLSpec: "readwrite agents/%u/#", Preload: true, PreloadWait: 5 * time.Second, KickOnRevoke: true, KeyKind: secret.APIKey,
-		ResyncInterval: time.Minute, LogLevel: "info", MaxConns: 4,
+		ResyncInterval: time.Minute, LogLevel: "info", MaxConns: 4, ConnectMemo: 16384,
 	}
 }
 
@@ -56,6 +59,7 @@ var known = map[string]setter{
 		return nil
 	},
 	"cache_size":      intOpt(func(c *Config) *int { return &c.CacheSize }, 0, 50_000_000),
+	"connect_memo":    intOpt(func(c *Config) *int { return &c.ConnectMemo }, 0, 1<<20),
 	"cache_ttl":       durOpt(func(c *Config) *time.Duration { return &c.CacheTTL }, 0, 24*time.Hour),
 	"negative_ttl":    durOpt(func(c *Config) *time.Duration { return &c.NegativeTTL }, 0, time.Hour),
 	"stale_grace":     durOpt(func(c *Config) *time.Duration { return &c.StaleGrace }, 0, 7*24*time.Hour),

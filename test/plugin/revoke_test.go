@@ -196,7 +196,7 @@ func TestQueuedDisconnectsAreApplied(t *testing.T) {
 			time.Sleep(20 * time.Millisecond)
 		}
 	}
-	if !strings.Contains(b.Log(), "test hook: disconnect queue full") {
+	if !strings.Contains(b.Log(), "test hook: event queue full") {
 		t.Fatal("the disconnect queue never filled up: the test did not exercise the overflow")
 	}
 	if _, err := st.Pool.Exec(context.Background(), `UPDATE api_keys SET revoked_at = now() WHERE id = $1`, a.KeyID); err != nil {

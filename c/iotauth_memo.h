@@ -1,0 +1,59 @@
+/* The connect memo: cached connects admitted without entering Go.
+ *
+ * Go decides every connect. When it admits one whose credential came fresh from its cache or PostgreSQL,
+ * it writes down here exactly what it admitted: the SHA-256 of the API key and of the password, the
+ * client id, the username it gave the session, until when the answer holds (the cache entry's TTL, the
+ * key's expiry) and the epoch it was decided in. A later CONNECT that presents the same three values
+ * byte for byte, in the same epoch and before the deadline, is given the same username by the shim and
+ * queued for Go as an admitted session (see iotauth_events below). Anything else goes to Go, and a memo
+ * entry that did not match is dropped first.
+ *
+ * The epoch is the memo's only invalidation: Go bumps it after every cache invalidation (a NOTIFY, the
+ * change feed reconnecting), so a change to any credential empties the whole memo at once.
+ *
+ * Main thread only, except the epoch (atomic). Secrets are never stored: only their SHA-256, as in the
+ * cache. */
+#ifndef IOTAUTH_MEMO_H
+#define IOTAUTH_MEMO_H
+
+#include <stdint.h>
+
+#define IOTAUTH_MEMO_DIGEST 32
+/* The longest client id and session username the memo keeps; longer ones always go to Go. */
+#define IOTAUTH_MEMO_MAX_CLIENTID 127
+#define IOTAUTH_MEMO_MAX_NAME 95
+
+/* Size the memo for at least slots entries (rounded up to a power of two, in sets of 4); 0 disables it.
+ * Returns the number of slots, or -1 when out of memory (the memo is then disabled). Plugin init. */
+int iotauth_memo_init(int slots);
+void iotauth_memo_free(void);
+
+/* Record an admitted connect; returns the slot it was written to (Go keeps the session under that index),
+ * or -1 when it is not kept (memo disabled, a field too long). */
+int iotauth_memo_put(const unsigned char *key_sum, const unsigned char *password_sum, const char *clientid,
+                     int clientid_len, const char *name, int name_len, uint64_t epoch, int64_t deadline_unix_ns);
+
+/* The current epoch; Go bumps it with an atomic add (any thread). Starts at 1. */
+extern uint64_t iotauth_memo_epoch;
+
+/* What the memo admitted and what the broker disconnected, in the broker's order, waiting for Go. slot is
+ * the memo slot of an admitted connect, or -1 for a disconnect. Every Go entry point that reads or changes
+ * sessions applies and empties the queue first; when it is full the shim has Go empty it at once. Main
+ * thread only. */
+#ifndef IOTAUTH_EVENTS
+#define IOTAUTH_EVENTS 1024 /* the test build makes it 4, so that the tests overflow it */
+#endif
+struct iotauth_event {
+	uintptr_t client;
+	int32_t slot;
+};
+extern struct iotauth_event iotauth_events[IOTAUTH_EVENTS];
+extern int iotauth_event_count;
+
+/* iotauth_memo_admit is the shim's BASIC_AUTH fast path: 1 when the memo admitted the connect (the
+ * client has its session username and an event is queued), 0 when Go must decide. */
+struct mosquitto;
+int iotauth_memo_admit(struct mosquitto *client, const char *username, int username_len, const char *password,
+                       int password_len, const char *clientid, int clientid_len);
+
+#endif

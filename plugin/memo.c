@@ -1,0 +1,1 @@
+#include "../c/iotauth_memo.c"
