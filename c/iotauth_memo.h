@@ -20,8 +20,8 @@
 
 #define IOTAUTH_MEMO_DIGEST 32
 /* The longest client id and session username the memo keeps; longer ones always go to Go. */
-#define IOTAUTH_MEMO_MAX_CLIENTID 127
-#define IOTAUTH_MEMO_MAX_NAME 95
+#define IOTAUTH_MEMO_MAX_CLIENTID 95
+#define IOTAUTH_MEMO_MAX_NAME 63
 
 /* Size the memo for at least slots entries (rounded up to a power of two, in sets of 4); 0 disables it.
  * Returns the number of slots, or -1 when out of memory (the memo is then disabled). Plugin init. */
@@ -41,7 +41,7 @@ extern uint64_t iotauth_memo_epoch;
  * sessions applies and empties the queue first; when it is full the shim has Go empty it at once. Main
  * thread only. */
 #ifndef IOTAUTH_EVENTS
-#define IOTAUTH_EVENTS 1024 /* the test build makes it 4, so that the tests overflow it */
+#define IOTAUTH_EVENTS 4096 /* 64 KiB; the test build makes it 4, so that the tests overflow it */
 #endif
 struct iotauth_event {
 	uintptr_t client;

@@ -23,7 +23,7 @@ const char *iotauth_client_id(uintptr_t client);
  * Main thread only (plugin init). */
 int iotauth_set_fast_acl(const char *topic_prefix);
 
-/* Ask for the next TICK to enter Go (at most every 50 ms): there are kicks, log lines or queued disconnects
+/* Ask for the next TICK to enter Go (at most every 50 ms): there are kicks or log lines
  * for the main thread. Any thread. Without a request the shim does not enter Go on TICK at all. */
 void iotauth_request_tick(void);
 

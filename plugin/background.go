@@ -34,7 +34,7 @@ func (in *instance) goBackground(ctx context.Context) <-chan struct{} {
 				// Changes made before LISTEN was (re-)established were missed, including those between
 				// a preload or lookup and the first connection: trust nothing cached before now.
 				in.auth.Cache().InvalidateAll(time.Now())
-				bumpMemoEpoch()
+				in.memoInvalidated()
 				in.recheckAll()
 				if !reconnect {
 					close(listening) // preload may start: from now on no change goes unnoticed
@@ -63,7 +63,7 @@ func (in *instance) changed(c store.Change) {
 	if c.Agent == store.AllAgents {
 		// A TRUNCATE: everything may have changed.
 		in.auth.Cache().InvalidateAll(time.Now())
-		bumpMemoEpoch()
+		in.memoInvalidated()
 		in.recheckAll()
 		return
 	}
@@ -71,9 +71,16 @@ func (in *instance) changed(c store.Change) {
 		in.auth.Cache().Remove(d)
 	}
 	in.auth.Cache().InvalidateGroup(c.Agent, time.Now())
-	// After the cache, before the re-check: the connect memo forgets everything (see admit for the order).
-	bumpMemoEpoch()
+	in.memoInvalidated()
 	in.recheckLater(c.Agent)
+}
+
+// memoInvalidated empties the connect memo after a cache invalidation, before the re-check it starts (see
+// admitLocked for why this order). It also asks for a tick: a connect the memo admitted just before is
+// applied then, and is re-checked if it was decided in the old epoch.
+func (in *instance) memoInvalidated() {
+	bumpMemoEpoch()
+	requestTick()
 }
 
 // recheckLater has the re-check worker look at agent's live sessions soon.
