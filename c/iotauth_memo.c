@@ -181,7 +181,7 @@ int iotauth_memo_admit(struct mosquitto *client, const char *username, int usern
 
 	if (memo == NULL || username == NULL || password == NULL || clientid == NULL || username_len <= 0 ||
 	    username_len > MEMO_MAX_USERNAME || password_len <= 0 || password_len > MEMO_MAX_PASSWORD ||
-	    clientid_len <= 0 || clientid_len > IOTAUTH_MEMO_MAX_CLIENTID || iotauth_event_count == IOTAUTH_EVENTS) {
+	    clientid_len <= 0 || clientid_len > IOTAUTH_MEMO_MAX_CLIENTID || iotauth_event_count >= IOTAUTH_EVENTS) {
 		return 0;
 	}
 	/* Both digests before the lookup, so that an unknown key and a wrong password cost the same here. */

@@ -3,9 +3,10 @@
  *
  * It implements mosquitto_plugin_version/init/cleanup, registers one trampoline per event and hands
  * each event to an exported Go function with plain values: the client pointer as an integer handle,
- * borrowed strings with their lengths. Go copies what it keeps. It makes one kind of decision only,
- * and only when Go enabled it at init: the publish/delivery check of a default-ACL session, a prefix
- * compare (fast_acl below), because entering Go for every message costs the broker measurably.
+ * borrowed strings with their lengths. Go copies what it keeps. Two things it answers itself, each only
+ * as Go set it up, because entering Go for them costs the broker measurably: the publish/delivery check
+ * of a default-ACL session, a prefix compare (fast_acl below), and a CONNECT identical to one Go admitted
+ * (the connect memo, iotauth_memo.c).
  *
  * Header order matters on 2.0.11: mosquitto_broker.h before mosquitto_plugin.h.
  */
@@ -234,14 +235,18 @@ static int on_disconnect(int event, void *event_data, void *userdata)
 	struct mosquitto_evt_disconnect *ed = event_data;
 	(void)event;
 	(void)userdata;
-	/* Queued rather than a call into Go each: Go needs to know only before it next looks at sessions. */
-	if (iotauth_event_count == IOTAUTH_EVENTS) {
+	/* Queued rather than a call into Go each: Go needs to know only before it next looks at sessions. Go
+	 * takes the queue (resets the count) before it applies it, so after a drain there is room. */
+	if (iotauth_event_count >= IOTAUTH_EVENTS) {
 		before_go();
 		iotauth_go_drain();
 	}
+	if (iotauth_event_count >= IOTAUTH_EVENTS) {
+		return MOSQ_ERR_SUCCESS; /* cannot happen (a drain always takes the queue); never write past it */
+	}
 	iotauth_events[iotauth_event_count].client = (uintptr_t)ed->client;
 	iotauth_events[iotauth_event_count].slot = -1;
-	iotauth_event_count++; /* applied by the next Go entry, a TICK within 250 ms at the latest */
+	iotauth_event_count++; /* applied by the next Go entry, a TICK within a second at the latest */
 	return MOSQ_ERR_SUCCESS;
 }
 

@@ -1,5 +1,6 @@
-/* The C side of mosquitto-iotauth: what the Go code calls. Kept tiny: decisions are made in Go, except the
- * prefix compare of the fast READ/WRITE path that Go enables at init. */
+/* The C side of mosquitto-iotauth: what the Go code calls. Kept small: decisions are made in Go, except the
+ * prefix compare of the fast READ/WRITE path that Go enables at init, and the connect memo's replay of
+ * admissions Go recorded (iotauth_memo.h). */
 #ifndef IOTAUTH_SHIM_H
 #define IOTAUTH_SHIM_H
 
@@ -23,7 +24,7 @@ const char *iotauth_client_id(uintptr_t client);
  * Main thread only (plugin init). */
 int iotauth_set_fast_acl(const char *topic_prefix);
 
-/* Ask for the next TICK to enter Go (at most every 50 ms): there are kicks or log lines
+/* Ask for the next TICK to enter Go (at most every 50 ms): there are kicks, log lines or a credential change
  * for the main thread. Any thread. Without a request the shim does not enter Go on TICK at all. */
 void iotauth_request_tick(void);
 

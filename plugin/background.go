@@ -60,6 +60,8 @@ func (in *instance) goBackground(ctx context.Context) <-chan struct{} {
 // changed handles one NOTIFY: drop what the cache holds for the key and agent, then re-check the agent's
 // live sessions.
 func (in *instance) changed(c store.Change) {
+	// Logged once handled (the memo is already invalidated then), which tests wait for.
+	defer in.log.Debug("credential change handled", "agent", c.Agent)
 	if c.Agent == store.AllAgents {
 		// A TRUNCATE: everything may have changed.
 		in.auth.Cache().InvalidateAll(time.Now())

@@ -152,12 +152,12 @@ func enter() *instance {
 	if n == 0 {
 		return in
 	}
+	// Taken before it is applied, so that the queue can never stay full, whatever happens in apply: the
+	// shim writes no event before this call returns, and apply recovers from a failure per event.
+	C.iotauth_event_count = 0
 	if in != nil {
 		in.apply(unsafe.Slice((*shimEvent)(unsafe.Pointer(&C.iotauth_events[0])), n))
 	}
-	// Emptied only once applied: if applying panicked, the next call tries again (forgetting a session
-	// twice is harmless) rather than keep sessions that ended.
-	C.iotauth_event_count = 0
 	return in
 }
 

@@ -152,10 +152,8 @@ func newInstance(kv [][2]string) (*instance, error) {
 		pending: map[string]struct{}{}, wake: make(chan struct{}, 1), used: map[secret.Digest]struct{}{},
 		refusals: rate.NewLimiter(rate.Limit(1), 5),
 	}
-	memoSlots := 0
-	if cfg.CacheSize > 0 {
-		memoSlots = cfg.ConnectMemo
-	}
+	// The memo never remembers more connects than the cache holds credentials (it is off without a cache).
+	memoSlots := min(cfg.ConnectMemo, cfg.CacheSize)
 	if n := initMemo(memoSlots); n < 0 {
 		cancel()
 		closeStores()
@@ -267,6 +265,32 @@ func (in *instance) admitLocked(client uintptr, s auth.Session, epoch uint64) bo
 	return memoEpoch() == epoch
 }
 
+// applyLocked applies one event; for an admission decided in an epoch that has since moved on it returns
+// the agent to re-check. A failure is contained to its event, so that the rest of the queue is applied;
+// a memo admission that could not be recorded also empties the memo, so that no more follow unseen.
+func (in *instance) applyLocked(ev shimEvent) (agent string, stale bool) {
+	defer func() {
+		if r := recover(); r != nil {
+			if ev.slot >= 0 {
+				bumpMemoEpoch()
+			}
+			in.log.Error("internal error applying a queued connect or disconnect (please report this)", "slot", ev.slot, "panic", fmt.Sprint(r))
+		}
+	}()
+	switch {
+	case ev.slot < 0:
+		in.removeLocked(ev.client)
+	case int(ev.slot) < len(in.memo):
+		m := &in.memo[ev.slot]
+		if !in.admitLocked(ev.client, m.session, m.epoch) {
+			return m.session.Agent, true
+		}
+	default: // cannot happen: the shim hands out only slots of its table, which memo mirrors
+		panic(fmt.Sprintf("the connect memo admitted a client under slot %d of %d", ev.slot, len(in.memo)))
+	}
+	return "", false
+}
+
 // remember records an admitted connect in the shim's memo, so that the same key, password and client id
 // are admitted again without entering Go while the credential stays fresh in the cache (and the key
 // unexpired) and no credential changes (the epoch). A credential served stale is not remembered.
@@ -291,16 +315,8 @@ func (in *instance) apply(events []shimEvent) {
 		in.mu.Lock()
 		defer in.mu.Unlock()
 		for _, ev := range events {
-			switch {
-			case ev.slot < 0:
-				in.removeLocked(ev.client)
-			case int(ev.slot) < len(in.memo):
-				m := &in.memo[ev.slot]
-				if !in.admitLocked(ev.client, m.session, m.epoch) {
-					changed = append(changed, m.session.Agent)
-				}
-			default: // cannot happen: the shim hands out only slots of its table, which memo mirrors
-				in.log.Error("internal error: the connect memo admitted a client under an unknown slot (please report this)", "slot", ev.slot)
+			if agent, stale := in.applyLocked(ev); stale {
+				changed = append(changed, agent)
 			}
 		}
 	}()
@@ -308,6 +324,9 @@ func (in *instance) apply(events []shimEvent) {
 		in.recheckLater(agent)
 	}
 	debug := in.log.Enabled(context.Background(), slog.LevelDebug)
+	if debug {
+		in.log.Debug("applied queued events", "count", len(events))
+	}
 	for _, ev := range events {
 		if ev.slot >= 0 && int(ev.slot) < len(in.memo) {
 			s := &in.memo[ev.slot].session

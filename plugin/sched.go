@@ -16,7 +16,13 @@ import "runtime"
 //
 // The shim decides when (before_go in c/iotauth_shim.c: at most every 8 ms, on a C clock read instead
 // of the two clock reads of a time.Now in every call) and then calls yieldP through its own export. A
-// yield is itself one hand-off of the P to another thread and back, so it is made as rarely as is safe.
+// yield is itself one hand-off of the P to another thread and back, so it is made as rarely as is safe,
+// and only while calls come often: after a gap of 10 ms sysmon takes the P anyway.
+//
+// The other side of this: an entry into Go after a quiet spell wakes sysmon, which then polls every
+// 20 µs until it has taken the P back (about 10 ms). Since the connect memo answers cached connects in
+// C, Go is entered a few times a second in a connect storm, and the shim keeps it that way: entering on
+// a 50 ms timer cost 2.7 % of the broker's CPU in sysmon alone (perf; see IOTAUTH_EVENTS_TICK_INTERVAL_NS).
 
 // yieldP lets the scheduler run this goroutine once, which moves the tick before sysmon's limit. It costs
 // one hand-off between two threads a few hundred times a second at most, instead of thousands.

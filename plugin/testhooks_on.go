@@ -2,8 +2,8 @@
 
 package main
 
-// A queue of 4 events in the shim (1024 in production), so that the integration tests overflow it
-// (TestQueuedDisconnectsAreApplied).
+// A queue of 4 events in the shim (4096 in production), so that the integration tests overflow it
+// (TestQueuedDisconnectsAreApplied, TestMemoAdmissionsThroughAFullQueue).
 
 // #cgo CFLAGS: -DIOTAUTH_EVENTS=4
 import "C"

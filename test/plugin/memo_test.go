@@ -1,12 +1,14 @@
 package plugin_test
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 	"time"
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 
+	"github.com/iotauth/iotauth/backend/store"
 	"github.com/iotauth/iotauth/test/harness"
 )
 
@@ -28,6 +30,21 @@ func waitMemoAdmits(t *testing.T, b *harness.Broker, a harness.Agent, want int, 
 	}
 }
 
+// settle waits until the broker's plugin has handled every credential change committed so far (needs
+// log_level debug). Creating agents notifies the plugin, and each notification empties the whole memo: a
+// test that fills the memo first waits for them. Notifications arrive in commit order, so it sends one
+// of its own, for an agent that does not exist, and waits for the plugin to log it.
+func settle(t *testing.T, st *store.Store, b *harness.Broker) {
+	t.Helper()
+	marker := fmt.Sprintf("settle-%d", time.Now().UnixNano())
+	if _, err := st.Pool.Exec(t.Context(), `SELECT pg_notify('iotauth_credentials', json_build_object('table', 'agents', 'op', 'UPDATE', 'agent', $1::text)::text)`, marker); err != nil {
+		t.Fatal(err)
+	}
+	if !b.WaitLog("credential change handled agent="+marker, 3*time.Second) {
+		t.Fatal("the plugin did not handle a credential change within 3 s")
+	}
+}
+
 // The memo replays an admission only for the same key, password and client id: anything else is
 // decided by Go, and a connect that did not match drops the memo entry until Go admits the agent again.
 func TestMemoReplaysOnlyTheSameCredentials(t *testing.T) {
@@ -35,6 +52,7 @@ func TestMemoReplaysOnlyTheSameCredentials(t *testing.T) {
 	e := newEnv(t, [2]string{"log_level", "debug"}, [2]string{"preload", "false"})
 	a := e.agent("a")
 	b := e.agent("b")
+	settle(t, e.st, e.b)
 
 	mustConnect := func(what string) {
 		t.Helper()
@@ -83,6 +101,7 @@ func TestMemoForgetsOnRevoke(t *testing.T) {
 	e := newEnv(t, [2]string{"log_level", "debug"}, [2]string{"preload", "false"})
 	for i := 0; i < 5; i++ {
 		a := e.agent("a")
+		settle(t, e.st, e.b) // the revoke of the round before, and this agent's creation
 		if err := connectOnce(t, e.b, a.Key, a.Password, a.ClientID); err != nil {
 			t.Fatal(err)
 		}
@@ -107,7 +126,7 @@ func TestMemoStopsAtKeyExpiry(t *testing.T) {
 	if err := e.st.Pool.QueryRow(t.Context(), `SELECT expires_at FROM api_keys WHERE id = $1`, a.KeyID).Scan(&expires); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(300 * time.Millisecond) // let the UPDATE's notification arrive before the memo is filled
+	settle(t, e.st, e.b)
 	for i := 0; i < 2; i++ {
 		if err := connectOnce(t, e.b, a.Key, a.Password, a.ClientID); err != nil {
 			t.Fatalf("connect before the expiry: %v", err)
@@ -140,5 +159,55 @@ func TestMemoOff(t *testing.T) {
 	}
 	if n := strings.Count(e.b.Log(), "connect authorised agent="+a.UUID); n != 3 {
 		t.Fatalf("%d connects authorised by Go, want 3", n)
+	}
+}
+
+// With the test build's queue of 4 events, memo admissions and disconnects overflow it: a memo admission
+// that finds it full goes to Go, which applies the queue first. Every session, however it was admitted,
+// is known to Go: revoking the agents closes all of them.
+func TestMemoAdmissionsThroughAFullQueue(t *testing.T) {
+	t.Parallel()
+	dsn := pg.NewDatabase(t)
+	st := harness.OpenStore(t, dsn)
+	plugin, err := harness.PluginPath(true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := harness.StartBroker(t, harness.BrokerConfig{Plugin: plugin, Options: [][2]string{{"dsn", dsn}, {"log_level", "debug"}, {"preload", "false"}}})
+	var agents []harness.Agent
+	for i := 0; i < 10; i++ {
+		agents = append(agents, harness.CreateAgent(t, st, "full queue"))
+	}
+	settle(t, st, b)
+	for _, a := range agents {
+		if err := connectOnce(t, b, a.Key, a.Password, a.ClientID); err != nil { // Go admits and records it
+			t.Fatal(err)
+		}
+	}
+	var losts []<-chan time.Time
+	for _, a := range agents {
+		_, lost := watch(t, b, a)
+		losts = append(losts, lost)
+	}
+	replayed := 0
+	for deadline := time.Now().Add(2 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		replayed = 0
+		for _, a := range agents {
+			replayed += memoAdmits(b, a)
+		}
+		if replayed > 0 && strings.Contains(b.Log(), "applied queued events count=4") {
+			break
+		}
+	}
+	if replayed == 0 || !strings.Contains(b.Log(), "applied queued events count=4") {
+		t.Fatalf("the memo admitted %d of the watched sessions and the queue never filled: the test did not exercise it", replayed)
+	}
+	for _, a := range agents {
+		if _, err := st.Pool.Exec(t.Context(), `UPDATE api_keys SET revoked_at = now() WHERE id = $1`, a.KeyID); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i, lost := range losts {
+		closedBy(t, lost, 2*time.Second, "session "+agents[i].UUID+" of a revoked key")
 	}
 }
