@@ -31,6 +31,7 @@ struct memo_slot {
 	uint64_t epoch;   /* 0: empty */
 	int64_t deadline; /* unix ns */
 	uint8_t clientid_len, name_len;
+	uint32_t replays; /* connects admitted from this slot since Go last looked; reset by Go */
 	unsigned char password_sum[IOTAUTH_MEMO_DIGEST] __attribute__((aligned(64)));
 	char clientid[IOTAUTH_MEMO_MAX_CLIENTID + 1];
 	char name[IOTAUTH_MEMO_MAX_NAME + 1];
@@ -45,9 +46,15 @@ static uint64_t memo_set_mask = 0;
 static EVP_MD *sha256_md = NULL;
 static EVP_MD_CTX *sha256_ctx = NULL;
 
+/* How far back a DISCONNECT looks for its client's queued admission: a connect storm of a few dozen
+ * clients interleaves their connects and disconnects about that closely. */
+#define MEMO_CANCEL_SCAN 128
+
 uint64_t iotauth_memo_epoch = 1;
 struct iotauth_event iotauth_events[IOTAUTH_EVENTS];
 int iotauth_event_count = 0;
+uint64_t *iotauth_memo_used = NULL;
+int iotauth_memo_used_pending = 0;
 
 void iotauth_memo_free(void)
 {
@@ -55,6 +62,9 @@ void iotauth_memo_free(void)
 		munmap(memo, memo_bytes);
 	}
 	free(memo_next_victim);
+	free(iotauth_memo_used);
+	iotauth_memo_used = NULL;
+	iotauth_memo_used_pending = 0;
 	EVP_MD_CTX_free(sha256_ctx);
 	EVP_MD_free(sha256_md);
 	memo = NULL;
@@ -86,9 +96,11 @@ int iotauth_memo_init(int slots)
 		madvise(memo, memo_bytes, MADV_HUGEPAGE);
 	}
 	memo_next_victim = calloc(sets, 1);
+	iotauth_memo_used = calloc((sets * MEMO_WAYS + 63) / 64, sizeof *iotauth_memo_used);
 	sha256_md = EVP_MD_fetch(NULL, "SHA256", NULL);
 	sha256_ctx = EVP_MD_CTX_new();
-	if (memo == NULL || memo_next_victim == NULL || sha256_md == NULL || sha256_ctx == NULL) {
+	if (memo == NULL || memo_next_victim == NULL || iotauth_memo_used == NULL || sha256_md == NULL ||
+	    sha256_ctx == NULL) {
 		iotauth_memo_free();
 		return -1;
 	}
@@ -181,7 +193,7 @@ int iotauth_memo_admit(struct mosquitto *client, const char *username, int usern
 
 	if (memo == NULL || username == NULL || password == NULL || clientid == NULL || username_len <= 0 ||
 	    username_len > MEMO_MAX_USERNAME || password_len <= 0 || password_len > MEMO_MAX_PASSWORD ||
-	    clientid_len <= 0 || clientid_len > IOTAUTH_MEMO_MAX_CLIENTID || iotauth_event_count >= IOTAUTH_EVENTS) {
+	    clientid_len <= 0 || clientid_len > IOTAUTH_MEMO_MAX_CLIENTID || !iotauth_events_room()) {
 		return 0;
 	}
 	/* Both digests before the lookup, so that an unknown key and a wrong password cost the same here. */
@@ -212,5 +224,56 @@ int iotauth_memo_admit(struct mosquitto *client, const char *username, int usern
 	iotauth_events[iotauth_event_count].client = (uintptr_t)client;
 	iotauth_events[iotauth_event_count].slot = i;
 	iotauth_event_count++;
+	iotauth_memo_used[i / 64] |= (uint64_t)1 << (i % 64);
+	iotauth_memo_used_pending = 1;
+	s->replays++;
 	return 1;
+}
+
+uint32_t iotauth_memo_take_replays(int slot)
+{
+	uint32_t n;
+	if (memo == NULL || slot < 0 || (uint64_t)slot >= (memo_set_mask + 1) * MEMO_WAYS) {
+		return 0;
+	}
+	n = memo[slot].replays;
+	memo[slot].replays = 0;
+	iotauth_memo_used[slot / 64] &= ~((uint64_t)1 << (slot % 64));
+	return n;
+}
+
+int iotauth_memo_cancel(uintptr_t client)
+{
+	int i, stop = iotauth_event_count > MEMO_CANCEL_SCAN ? iotauth_event_count - MEMO_CANCEL_SCAN : 0;
+	for (i = iotauth_event_count - 1; i >= stop; i--) {
+		if (iotauth_events[i].client != client || iotauth_events[i].slot == IOTAUTH_EVENT_VOID) {
+			continue;
+		}
+		/* The client's latest event. A handle is reused only after its DISCONNECT, so if this is an
+		 * admission, it is the session now ending, and Go has not seen it. */
+		if (iotauth_events[i].slot < 0) {
+			return 0;
+		}
+		iotauth_events[i].slot = IOTAUTH_EVENT_VOID;
+		while (iotauth_event_count > 0 && iotauth_events[iotauth_event_count - 1].slot == IOTAUTH_EVENT_VOID) {
+			iotauth_event_count--;
+		}
+		return 1;
+	}
+	return 0;
+}
+
+int iotauth_events_room(void)
+{
+	int i, n = 0;
+	if (iotauth_event_count < IOTAUTH_EVENTS) {
+		return 1;
+	}
+	for (i = 0; i < iotauth_event_count; i++) {
+		if (iotauth_events[i].slot != IOTAUTH_EVENT_VOID) {
+			iotauth_events[n++] = iotauth_events[i];
+		}
+	}
+	iotauth_event_count = n;
+	return n < IOTAUTH_EVENTS;
 }

@@ -37,9 +37,12 @@ int iotauth_memo_put(const unsigned char *key_sum, const unsigned char *password
 extern uint64_t iotauth_memo_epoch;
 
 /* What the memo admitted and what the broker disconnected, in the broker's order, waiting for Go. slot is
- * the memo slot of an admitted connect, or -1 for a disconnect. Every Go entry point that reads or changes
- * sessions applies and empties the queue first; when it is full the shim has Go empty it at once. Main
- * thread only. */
+ * the memo slot of an admitted connect, IOTAUTH_EVENT_DISCONNECT, or IOTAUTH_EVENT_VOID for an admission
+ * whose client disconnected before Go saw it (iotauth_memo_cancel: neither needs Go). Every Go entry point
+ * that reads or changes sessions applies and empties the queue first; when it is full the shim has Go
+ * empty it at once. Main thread only. */
+#define IOTAUTH_EVENT_DISCONNECT (-1)
+#define IOTAUTH_EVENT_VOID (-2)
 #ifndef IOTAUTH_EVENTS
 #define IOTAUTH_EVENTS 4096 /* 64 KiB; the test build makes it 4, so that the tests overflow it */
 #endif
@@ -49,6 +52,20 @@ struct iotauth_event {
 };
 extern struct iotauth_event iotauth_events[IOTAUTH_EVENTS];
 extern int iotauth_event_count;
+
+/* A DISCONNECT of a client whose memo admission is still queued (among the last few events) voids that
+ * admission instead of queueing the disconnect: Go never knew the session, and it is over. Returns 1 when
+ * it did. Main thread only. */
+int iotauth_memo_cancel(uintptr_t client);
+/* Drops void events from the queue; returns whether there is room. Main thread only. */
+int iotauth_events_room(void);
+
+/* Which slots the memo admitted a connect from since Go last looked (one bit per slot), for the keys'
+ * last_used_at; iotauth_memo_used_pending is set with any bit. Main thread only. */
+extern uint64_t *iotauth_memo_used;
+extern int iotauth_memo_used_pending;
+/* How many connects the memo admitted from slot since the last call; clears its bit. Main thread only. */
+uint32_t iotauth_memo_take_replays(int slot);
 
 /* iotauth_memo_admit is the shim's BASIC_AUTH fast path: 1 when the memo admitted the connect (the
  * client has its session username and an event is queued), 0 when Go must decide. */

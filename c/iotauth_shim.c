@@ -214,7 +214,7 @@ static int on_tick(int event, void *event_data, void *userdata)
 	(void)event;
 	(void)event_data;
 	(void)userdata;
-	if (!wanted && iotauth_event_count == 0) {
+	if (!wanted && iotauth_event_count == 0 && !iotauth_memo_used_pending) {
 		return MOSQ_ERR_SUCCESS;
 	}
 	clock_gettime(CLOCK_MONOTONIC_COARSE, &now);
@@ -235,9 +235,12 @@ static int on_disconnect(int event, void *event_data, void *userdata)
 	struct mosquitto_evt_disconnect *ed = event_data;
 	(void)event;
 	(void)userdata;
+	if (iotauth_memo_cancel((uintptr_t)ed->client)) {
+		return MOSQ_ERR_SUCCESS;
+	}
 	/* Queued rather than a call into Go each: Go needs to know only before it next looks at sessions. Go
 	 * takes the queue (resets the count) before it applies it, so after a drain there is room. */
-	if (iotauth_event_count >= IOTAUTH_EVENTS) {
+	if (!iotauth_events_room()) {
 		before_go();
 		iotauth_go_drain();
 	}
@@ -245,7 +248,7 @@ static int on_disconnect(int event, void *event_data, void *userdata)
 		return MOSQ_ERR_SUCCESS; /* cannot happen (a drain always takes the queue); never write past it */
 	}
 	iotauth_events[iotauth_event_count].client = (uintptr_t)ed->client;
-	iotauth_events[iotauth_event_count].slot = -1;
+	iotauth_events[iotauth_event_count].slot = IOTAUTH_EVENT_DISCONNECT;
 	iotauth_event_count++; /* applied by the next Go entry, a TICK within a second at the latest */
 	return MOSQ_ERR_SUCCESS;
 }

@@ -164,8 +164,13 @@ func enter() *instance {
 // shimEvent is C's struct iotauth_event, which the assertions below keep in step.
 type shimEvent struct {
 	client uintptr
-	slot   int32 // the memo slot of an admitted connect, or -1 for a disconnect
+	slot   int32 // the memo slot of an admitted connect, eventDisconnect or eventVoid
 }
+
+const (
+	eventDisconnect = C.IOTAUTH_EVENT_DISCONNECT
+	eventVoid       = C.IOTAUTH_EVENT_VOID // an admission whose client left before Go saw it
+)
 
 var (
 	_ [unsafe.Sizeof(shimEvent{}) - unsafe.Sizeof(C.struct_iotauth_event{})]byte
@@ -222,6 +227,20 @@ func memoPut(keySum, passwordSum *[32]byte, clientID, name string, epoch uint64,
 		(*C.char)(unsafe.Pointer(unsafe.StringData(clientID))), C.int(len(clientID)),
 		(*C.char)(unsafe.Pointer(unsafe.StringData(name))), C.int(len(name)), C.uint64_t(epoch), C.int64_t(deadline)))
 }
+
+// memoUsed is the shim's bitmap of memo slots that admitted connects since Go last looked (words for
+// slots slots), or nil; pending reports whether any bit may be set and clears that flag. Broker thread only.
+func memoUsed(slots int) (words []uint64, pending bool) {
+	if C.iotauth_memo_used == nil || C.iotauth_memo_used_pending == 0 {
+		return nil, false
+	}
+	C.iotauth_memo_used_pending = 0
+	return unsafe.Slice((*uint64)(unsafe.Pointer(C.iotauth_memo_used)), (slots+63)/64), true
+}
+
+// memoTakeReplays returns how many connects the memo admitted from slot since the last call, and clears
+// the slot's bit. Broker thread only.
+func memoTakeReplays(slot int) int { return int(C.iotauth_memo_take_replays(C.int(slot))) }
 
 // memoEpoch is the memo's current epoch; bumpMemoEpoch invalidates every entry. Any goroutine.
 func memoEpoch() uint64 {

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	mathbits "math/bits"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -278,9 +279,10 @@ func (in *instance) applyLocked(ev shimEvent) (agent string, stale bool) {
 		}
 	}()
 	switch {
-	case ev.slot < 0:
+	case ev.slot == eventVoid:
+	case ev.slot == eventDisconnect:
 		in.removeLocked(ev.client)
-	case int(ev.slot) < len(in.memo):
+	case ev.slot >= 0 && int(ev.slot) < len(in.memo):
 		m := &in.memo[ev.slot]
 		if !in.admitLocked(ev.client, m.session, m.epoch) {
 			return m.session.Agent, true
@@ -303,7 +305,37 @@ func (in *instance) remember(s *auth.Session, epoch uint64) {
 		deadline = min(deadline, s.ExpiresAt.UnixNano())
 	}
 	if slot := memoPut((*[32]byte)(&s.Digest), &s.PasswordSum, s.ClientID, s.Name, epoch, deadline); slot >= 0 && slot < len(in.memo) {
+		in.collectReplays(slot) // what the slot's previous entry admitted is its own key's use
 		in.memo[slot] = memoEntry{session: *s, epoch: epoch}
+	}
+}
+
+// collectAllReplays records the keys the memo admitted connects with since Go last looked, for their
+// last_used_at (the memo's admissions that Go never saw, because the client left before Go ran, count
+// too). Broker thread, inside an export.
+func (in *instance) collectAllReplays() {
+	words, pending := memoUsed(len(in.memo))
+	if !pending {
+		return
+	}
+	for w := range words {
+		for bits := words[w]; bits != 0; bits &= bits - 1 {
+			in.collectReplays(w*64 + mathbits.TrailingZeros64(bits))
+		}
+	}
+}
+
+// collectReplays records the use of the key of memo slot slot, if the memo admitted connects from it
+// since Go last looked, and logs how many at debug level.
+func (in *instance) collectReplays(slot int) {
+	n := memoTakeReplays(slot)
+	if n == 0 || slot >= len(in.memo) {
+		return
+	}
+	s := &in.memo[slot].session
+	in.markUsed(s.Digest)
+	if in.log.Enabled(context.Background(), slog.LevelDebug) {
+		in.log.Debug("connects admitted by the memo", "agent", s.Agent, "key", s.KeyID(), "count", n)
 	}
 }
 
@@ -323,19 +355,7 @@ func (in *instance) apply(events []shimEvent) {
 	for _, agent := range changed {
 		in.recheckLater(agent)
 	}
-	debug := in.log.Enabled(context.Background(), slog.LevelDebug)
-	if debug {
-		in.log.Debug("applied queued events", "count", len(events))
-	}
-	for _, ev := range events {
-		if ev.slot >= 0 && int(ev.slot) < len(in.memo) {
-			s := &in.memo[ev.slot].session
-			in.markUsed(s.Digest)
-			if debug {
-				in.log.Debug("connect authorised", "agent", s.Agent, "key", s.KeyID(), "memo", true)
-			}
-		}
-	}
+	in.log.Debug("applied queued events", "count", len(events))
 }
 
 // isLive reports whether client is a live session named username, admitted with this password.
@@ -441,12 +461,14 @@ func (in *instance) removeLocked(client uintptr) {
 // connects a second, small next to the sessions themselves.
 const maxSpare = 1024
 
-// tick runs on the main thread when the shim was asked for it (at most every 50 ms): it carries out
-// queued kicks and writes queued logs.
+// tick runs on the main thread when the shim was asked for it (at most every 50 ms), or has queued events
+// or memo admissions to report (at most every second): it carries out queued kicks, records the keys the
+// memo admitted connects with, and writes queued logs. (enter has applied the queued events.)
 func (in *instance) tick() {
 	for _, id := range in.takeKicks() {
 		kickClient(id) // fires DISCONNECT, which takes in.mu: not held here
 	}
+	in.collectAllReplays()
 	in.flushLogs()
 }
 

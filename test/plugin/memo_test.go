@@ -2,6 +2,8 @@ package plugin_test
 
 import (
 	"fmt"
+	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -12,16 +14,22 @@ import (
 	"github.com/iotauth/iotauth/test/harness"
 )
 
-// memoAdmits counts the connects of agent a that the shim's connect memo admitted: Go logs them, at
-// debug level, when it applies the queued admission.
+// memoAdmits counts the connects of agent a that the shim's connect memo admitted: Go logs how many, at
+// debug level, when it collects them (on a tick, within a second).
 func memoAdmits(b *harness.Broker, a harness.Agent) int {
-	return strings.Count(b.Log(), "connect authorised agent="+a.UUID+" key="+a.KeyID+" memo=true")
+	re := regexp.MustCompile(`connects admitted by the memo agent=` + a.UUID + ` key=` + a.KeyID + ` count=(\d+)`)
+	n := 0
+	for _, m := range re.FindAllStringSubmatch(b.Log(), -1) {
+		k, _ := strconv.Atoi(m[1])
+		n += k
+	}
+	return n
 }
 
-// waitMemoAdmits waits up to 2 s for memoAdmits to reach want (the log line is written within a tick).
+// waitMemoAdmits waits up to 3 s for memoAdmits to reach want (Go collects the counts within a second).
 func waitMemoAdmits(t *testing.T, b *harness.Broker, a harness.Agent, want int, what string) {
 	t.Helper()
-	deadline := time.Now().Add(2 * time.Second)
+	deadline := time.Now().Add(3 * time.Second)
 	for memoAdmits(b, a) < want && time.Now().Before(deadline) {
 		time.Sleep(20 * time.Millisecond)
 	}
@@ -210,4 +218,38 @@ func TestMemoAdmissionsThroughAFullQueue(t *testing.T) {
 	for i, lost := range losts {
 		closedBy(t, lost, 2*time.Second, "session "+agents[i].UUID+" of a revoked key")
 	}
+}
+
+// A connect the memo admitted counts as a use of the key (last_used_at), even when the client left
+// before Go ran and so never saw the session.
+func TestMemoRecordsKeyUse(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, [2]string{"log_level", "debug"}, [2]string{"preload", "false"})
+	a := e.agent("a")
+	settle(t, e.st, e.b)
+	lastUsed := func() *time.Time {
+		var used *time.Time
+		if err := e.st.Pool.QueryRow(t.Context(), `SELECT last_used_at FROM api_keys WHERE id = $1`, a.KeyID).Scan(&used); err != nil {
+			t.Fatal(err)
+		}
+		return used
+	}
+	waitUsed := func(what string) {
+		t.Helper()
+		for deadline := time.Now().Add(12 * time.Second); lastUsed() == nil; time.Sleep(200 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("last_used_at not recorded within 12 s of %s", what)
+			}
+		}
+	}
+	if err := connectOnce(t, e.b, a.Key, a.Password, a.ClientID); err != nil {
+		t.Fatal(err)
+	}
+	waitUsed("a connect decided by Go")
+	e.exec(`UPDATE api_keys SET last_used_at = NULL WHERE id = $1`, a.KeyID)
+	if err := connectOnce(t, e.b, a.Key, a.Password, a.ClientID); err != nil {
+		t.Fatal(err)
+	}
+	waitMemoAdmits(t, e.b, a, 1, "the second connect")
+	waitUsed("a connect admitted by the memo")
 }
