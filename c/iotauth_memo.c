@@ -53,6 +53,7 @@ static EVP_MD_CTX *sha256_ctx = NULL;
 uint64_t iotauth_memo_epoch = 1;
 struct iotauth_event iotauth_events[IOTAUTH_EVENTS];
 int iotauth_event_count = 0;
+int iotauth_event_voids = 0; /* void events in the queue (an upper bound once Go took the queue) */
 uint64_t *iotauth_memo_used = NULL;
 int iotauth_memo_used_pending = 0;
 
@@ -255,8 +256,10 @@ int iotauth_memo_cancel(uintptr_t client)
 			return 0;
 		}
 		iotauth_events[i].slot = IOTAUTH_EVENT_VOID;
+		iotauth_event_voids++;
 		while (iotauth_event_count > 0 && iotauth_events[iotauth_event_count - 1].slot == IOTAUTH_EVENT_VOID) {
 			iotauth_event_count--;
+			iotauth_event_voids--;
 		}
 		return 1;
 	}
@@ -269,11 +272,17 @@ int iotauth_events_room(void)
 	if (iotauth_event_count < IOTAUTH_EVENTS) {
 		return 1;
 	}
+	/* Compacting a queue of few void events would free a slot or two for a full scan each time: then Go
+	 * had better take the queue. */
+	if (iotauth_event_voids <= IOTAUTH_EVENTS / 8) {
+		return 0;
+	}
 	for (i = 0; i < iotauth_event_count; i++) {
 		if (iotauth_events[i].slot != IOTAUTH_EVENT_VOID) {
 			iotauth_events[n++] = iotauth_events[i];
 		}
 	}
 	iotauth_event_count = n;
+	iotauth_event_voids = 0;
 	return n < IOTAUTH_EVENTS;
 }

@@ -52,6 +52,7 @@ struct iotauth_event {
 };
 extern struct iotauth_event iotauth_events[IOTAUTH_EVENTS];
 extern int iotauth_event_count;
+extern int iotauth_event_voids;
 
 /* A DISCONNECT of a client whose memo admission is still queued (among the last few events) voids that
  * admission instead of queueing the disconnect: Go never knew the session, and it is over. Returns 1 when

@@ -155,6 +155,7 @@ func enter() *instance {
 	// Taken before it is applied, so that the queue can never stay full, whatever happens in apply: the
 	// shim writes no event before this call returns, and apply recovers from a failure per event.
 	C.iotauth_event_count = 0
+	C.iotauth_event_voids = 0
 	if in != nil {
 		in.apply(unsafe.Slice((*shimEvent)(unsafe.Pointer(&C.iotauth_events[0])), n))
 	}

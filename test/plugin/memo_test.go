@@ -2,6 +2,7 @@ package plugin_test
 
 import (
 	"fmt"
+	"os/exec"
 	"regexp"
 	"strconv"
 	"strings"
@@ -143,6 +144,7 @@ func TestMemoStopsAtKeyExpiry(t *testing.T) {
 	waitMemoAdmits(t, e.b, a, 1, "before the expiry")
 	time.Sleep(time.Until(expires) + 50*time.Millisecond)
 	refused(t, connectOnce(t, e.b, a.Key, a.Password, a.ClientID), "connect after the key expired")
+	time.Sleep(1200 * time.Millisecond) // Go reports the memo's admissions within a second
 	if n := memoAdmits(e.b, a); n != 1 {
 		t.Fatalf("%d connects admitted by the memo, want 1", n)
 	}
@@ -161,7 +163,7 @@ func TestMemoOff(t *testing.T) {
 	if !e.b.WaitLog("connect_memo=0", time.Second) {
 		t.Fatal("the start line does not say the memo is off")
 	}
-	time.Sleep(200 * time.Millisecond)
+	time.Sleep(1200 * time.Millisecond) // Go would report the memo's admissions within a second
 	if n := memoAdmits(e.b, a); n != 0 {
 		t.Fatalf("%d connects admitted by a disabled memo", n)
 	}
@@ -252,4 +254,104 @@ func TestMemoRecordsKeyUse(t *testing.T) {
 	}
 	waitMemoAdmits(t, e.b, a, 1, "the second connect")
 	waitUsed("a connect admitted by the memo")
+}
+
+// A client the memo admitted that dies before Go ever ran (its admission voided by its own DISCONNECT)
+// leaves Go in the same state as one Go admitted: Mosquitto's will check right after the DISCONNECT sees
+// the session ended, so the will of an agent with extra rules is refused while a plain agent's goes out
+// (compare TestWillCheckSeesTheEndedSession, whose clients Go admits).
+func TestWillCheckAfterAMemoAdmission(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, [2]string{"log_level", "debug"}, [2]string{"preload", "false"}, [2]string{"clientid", "any"})
+	plain := e.agent("plain will")
+	custom := e.agent("custom will")
+	e.exec(`INSERT INTO acl_rules (agent_uuid, access, pattern) VALUES ($1, 'read', 'broadcast/#')`, custom.UUID)
+	settle(t, e.st, e.b)
+	for _, tc := range []struct {
+		a         harness.Agent
+		delivered bool
+	}{{plain, true}, {custom, false}} {
+		obs := tc.a
+		obs.ClientID = "observer-" + tc.a.UUID
+		c := harness.MustConnect(t, e.b, obs)
+		wills := make(chan string, 1)
+		if tok := c.Subscribe(tc.a.Namespace()+"/status", 1, func(_ mqtt.Client, m mqtt.Message) { wills <- string(m.Payload()) }); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
+			t.Fatalf("subscribe: %v", tok.Error())
+		}
+		// Go admits the agent once under its own client id, which the memo then admits again: a
+		// mosquitto_pub waiting on stdin sends nothing that would make Go run before it dies.
+		if err := connectOnce(t, e.b, tc.a.Key, tc.a.Password, tc.a.ClientID); err != nil {
+			t.Fatal(err)
+		}
+		before := memoAdmits(e.b, tc.a)
+		connected := strings.Count(e.b.Log(), "as "+tc.a.ClientID+" (")
+		pub := exec.Command("mosquitto_pub", append(harness.CLIArgs(e.b, tc.a.Key, tc.a.Password, tc.a.ClientID),
+			"-l", "-t", tc.a.Namespace()+"/x", "--will-topic", tc.a.Namespace()+"/status", "--will-payload", "gone")...)
+		stdin, err := pub.StdinPipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := pub.Start(); err != nil {
+			t.Fatal(err)
+		}
+		for deadline := time.Now().Add(5 * time.Second); strings.Count(e.b.Log(), "as "+tc.a.ClientID+" (") == connected; time.Sleep(10 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				_ = pub.Process.Kill()
+				t.Fatal("mosquitto_pub did not connect")
+			}
+		}
+		_ = pub.Process.Kill() // no DISCONNECT packet: the broker sends the will
+		_ = pub.Wait()
+		_ = stdin.Close()
+		waitMemoAdmits(t, e.b, tc.a, before+1, "the dying client")
+		select {
+		case w := <-wills:
+			if !tc.delivered {
+				t.Errorf("will %q of an agent with extra rules was delivered: its ACL check used the ended session", w)
+			}
+		case <-time.After(time.Second):
+			if tc.delivered {
+				t.Errorf("the plain agent's will was not delivered")
+			}
+		}
+		c.Disconnect(50)
+	}
+}
+
+// A takeover between two connects the memo admitted under one client id: the DISCONNECT of the old
+// client voids only its own admission, and the new session is known to Go, so a revoke closes it.
+func TestMemoTakeoverThenRevoke(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, [2]string{"log_level", "debug"}, [2]string{"preload", "false"})
+	a := e.agent("a")
+	settle(t, e.st, e.b)
+	if err := connectOnce(t, e.b, a.Key, a.Password, a.ClientID); err != nil {
+		t.Fatal(err)
+	}
+	_, oldLost := watch(t, e.b, a)
+	_, newLost := watch(t, e.b, a) // same client id: Mosquitto closes the first
+	closedBy(t, oldLost, 2*time.Second, "the session taken over")
+	waitMemoAdmits(t, e.b, a, 2, "both sessions")
+	e.exec(`UPDATE api_keys SET revoked_at = now() WHERE id = $1`, a.KeyID)
+	closedBy(t, newLost, time.Second, "the session that took over, after the revoke")
+}
+
+// A DISCONNECT voids only its own client's queued admission: with two memo admissions queued, the first
+// client leaving must leave the second one's session known to Go, so that revoking it closes it.
+func TestMemoDisconnectVoidsOnlyItsOwnAdmission(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, [2]string{"log_level", "debug"}, [2]string{"preload", "false"})
+	a, b := e.agent("a"), e.agent("b")
+	settle(t, e.st, e.b)
+	for _, x := range []harness.Agent{a, b} {
+		if err := connectOnce(t, e.b, x.Key, x.Password, x.ClientID); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ca, _ := watch(t, e.b, a)
+	_, bLost := watch(t, e.b, b)
+	ca.Disconnect(0) // most likely before Go's next tick applies either admission
+	waitMemoAdmits(t, e.b, b, 1, "b's session")
+	e.exec(`UPDATE api_keys SET revoked_at = now() WHERE id = $1`, b.KeyID)
+	closedBy(t, bLost, time.Second, "b's memo-admitted session after a's disconnect and b's revoke")
 }
