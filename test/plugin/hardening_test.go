@@ -61,14 +61,9 @@ func TestSIGHUPRechecksCredentials(t *testing.T) {
 // keeps serving. Uses the test-hook build of the plugin.
 func TestPanicDeniesOneRequest(t *testing.T) {
 	t.Parallel()
-	dsn := pg.NewDatabase(t)
-	st := harness.OpenStore(t, dsn)
-	plugin, err := harness.PluginPath(true)
-	if err != nil {
-		t.Fatal(err)
-	}
 	// Two rules keep publish checks in Go (the C fast path handles the single-namespace default).
-	b := harness.StartBroker(t, harness.BrokerConfig{Plugin: plugin, Options: [][2]string{{"dsn", dsn}, {"acl", "readwrite agents/%u/#; read broadcast/#"}}})
+	e := newHooksEnv(t, [2]string{"acl", "readwrite agents/%u/#; read broadcast/#"})
+	st, b := e.st, e.b
 	a := harness.CreateAgent(t, st, "a")
 
 	refused(t, connectOnce(t, b, "iotauth-test-panic", "x", a.ClientID), "panicking connect")

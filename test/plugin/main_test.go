@@ -50,6 +50,50 @@ func newEnv(t *testing.T, opts ...[2]string) *env {
 	return e
 }
 
+// newHooksEnv is newEnv with the test-hook build of the plugin (see plugin/testhooks_on.go): deliberate
+// panics on magic inputs, and a shim event queue of 4.
+func newHooksEnv(t *testing.T, opts ...[2]string) *env {
+	t.Helper()
+	plugin, err := harness.PluginPath(true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dsn := pg.NewDatabase(t)
+	e := &env{t: t, dsn: dsn, st: harness.OpenStore(t, dsn)}
+	e.b = harness.StartBroker(t, harness.BrokerConfig{Plugin: plugin, Options: append([][2]string{{"dsn", dsn}}, opts...)})
+	return e
+}
+
+// observeWills connects an observer for agent a (client id observer-<uuid>; needs clientid any) and
+// returns it with a channel that receives the wills published on <namespace>/status.
+func observeWills(t *testing.T, b *harness.Broker, a harness.Agent) (mqtt.Client, <-chan string) {
+	t.Helper()
+	obs := a
+	obs.ClientID = "observer-" + a.UUID
+	c := harness.MustConnect(t, b, obs)
+	wills := make(chan string, 1)
+	if tok := c.Subscribe(a.Namespace()+"/status", 1, func(_ mqtt.Client, m mqtt.Message) { wills <- string(m.Payload()) }); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
+		t.Fatalf("subscribe: %v", tok.Error())
+	}
+	return c, wills
+}
+
+// expectWill waits a second for a will on wills and fails the test unless it came exactly when
+// delivered says it should (a plain agent's will goes out; one with extra rules is refused).
+func expectWill(t *testing.T, wills <-chan string, delivered bool) {
+	t.Helper()
+	select {
+	case w := <-wills:
+		if !delivered {
+			t.Errorf("will %q of an agent with extra rules was delivered: its ACL check used the ended session", w)
+		}
+	case <-time.After(time.Second):
+		if delivered {
+			t.Errorf("the plain agent's will was not delivered")
+		}
+	}
+}
+
 func (e *env) agent(name string) harness.Agent {
 	e.t.Helper()
 	return harness.CreateAgent(e.t, e.st, name)

@@ -177,13 +177,8 @@ func TestMemoOff(t *testing.T) {
 // is known to Go: revoking the agents closes all of them.
 func TestMemoAdmissionsThroughAFullQueue(t *testing.T) {
 	t.Parallel()
-	dsn := pg.NewDatabase(t)
-	st := harness.OpenStore(t, dsn)
-	plugin, err := harness.PluginPath(true)
-	if err != nil {
-		t.Fatal(err)
-	}
-	b := harness.StartBroker(t, harness.BrokerConfig{Plugin: plugin, Options: [][2]string{{"dsn", dsn}, {"log_level", "debug"}, {"preload", "false"}}})
+	e := newHooksEnv(t, [2]string{"log_level", "debug"}, [2]string{"preload", "false"})
+	st, b := e.st, e.b
 	var agents []harness.Agent
 	for i := 0; i < 10; i++ {
 		agents = append(agents, harness.CreateAgent(t, st, "full queue"))
@@ -271,13 +266,7 @@ func TestWillCheckAfterAMemoAdmission(t *testing.T) {
 		a         harness.Agent
 		delivered bool
 	}{{plain, true}, {custom, false}} {
-		obs := tc.a
-		obs.ClientID = "observer-" + tc.a.UUID
-		c := harness.MustConnect(t, e.b, obs)
-		wills := make(chan string, 1)
-		if tok := c.Subscribe(tc.a.Namespace()+"/status", 1, func(_ mqtt.Client, m mqtt.Message) { wills <- string(m.Payload()) }); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
-			t.Fatalf("subscribe: %v", tok.Error())
-		}
+		c, wills := observeWills(t, e.b, tc.a)
 		// Go admits the agent once under its own client id, which the memo then admits again: a
 		// mosquitto_pub waiting on stdin sends nothing that would make Go run before it dies.
 		if err := connectOnce(t, e.b, tc.a.Key, tc.a.Password, tc.a.ClientID); err != nil {
@@ -304,16 +293,7 @@ func TestWillCheckAfterAMemoAdmission(t *testing.T) {
 		_ = pub.Wait()
 		_ = stdin.Close()
 		waitMemoAdmits(t, e.b, tc.a, before+1, "the dying client")
-		select {
-		case w := <-wills:
-			if !tc.delivered {
-				t.Errorf("will %q of an agent with extra rules was delivered: its ACL check used the ended session", w)
-			}
-		case <-time.After(time.Second):
-			if tc.delivered {
-				t.Errorf("the plain agent's will was not delivered")
-			}
-		}
+		expectWill(t, wills, tc.delivered)
 		c.Disconnect(50)
 	}
 }

@@ -164,13 +164,8 @@ func TestRevocationKicksEverySessionOfAnAgent(t *testing.T) {
 // queue reached Go: revoking the agent then closes the one session still open and kicks nothing else.
 func TestQueuedDisconnectsAreApplied(t *testing.T) {
 	t.Parallel()
-	dsn := pg.NewDatabase(t)
-	st := harness.OpenStore(t, dsn)
-	plugin, err := harness.PluginPath(true)
-	if err != nil {
-		t.Fatal(err)
-	}
-	b := harness.StartBroker(t, harness.BrokerConfig{Plugin: plugin, Options: [][2]string{{"dsn", dsn}, {"clientid", "any"}}})
+	e := newHooksEnv(t, [2]string{"clientid", "any"})
+	st, b := e.st, e.b
 	a := harness.CreateAgent(t, st, "queued disconnects")
 	var gone []mqtt.Client
 	for i := 1; i <= 20; i++ {
