@@ -355,7 +355,9 @@ func (in *instance) apply(events []shimEvent) {
 	for _, agent := range changed {
 		in.recheckLater(agent)
 	}
-	in.log.Debug("applied queued events", "count", len(events))
+	if in.log.Enabled(context.Background(), slog.LevelDebug) { // no boxing on the broker thread otherwise
+		in.log.Debug("applied queued events", "count", len(events))
+	}
 }
 
 // isLive reports whether client is a live session named username, admitted with this password.
