@@ -12,10 +12,10 @@ export CGO_CFLAGS := -O2 -g -DIOTAUTH_SHIM_HASH=$(SHIM_HASH)
 GO_SOURCES := $(shell find . -name '*.go' -not -path './build/*') go.mod go.sum $(wildcard c/*) $(wildcard backend/migrations/sql/*.sql)
 TEST_TIMEOUT ?= 12m
 
-.PHONY: help deps build test demo bench lint clean
+.PHONY: help deps build test test-c demo bench lint clean
 
 help: ## list the targets
-	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-7s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-7s %s\n", $$1, $$2}'
 
 deps: ## install mosquitto, its headers and clients, PostgreSQL and jq when missing (root or sudo)
 	@scripts/deps.sh
@@ -36,9 +36,15 @@ $(BIN): $(GO_SOURCES)
 	@mkdir -p $(BUILD)
 	$(GO) build -o $@ ./cmd/iotauth
 
-test: deps build ## run every test: unit, integration and end to end (starts its own PostgreSQL and Mosquitto)
+test: deps build test-c ## run every test: unit, integration and end to end (starts its own PostgreSQL and Mosquitto)
 	IOTAUTH_PLUGIN=$(CURDIR)/$(PLUGIN) IOTAUTH_PLUGIN_TESTHOOKS=$(CURDIR)/$(PLUGIN_TESTHOOKS) IOTAUTH_BIN=$(CURDIR)/$(BIN) \
 		$(GO) test -count=1 -timeout $(TEST_TIMEOUT) ./...
+
+test-c: ## the C shim's own unit tests (the mark table), with AddressSanitizer
+	@mkdir -p $(BUILD)
+	$(CC) -O1 -g -Wall -Wextra -Werror -fsanitize=address,undefined -fno-sanitize-recover=all \
+		-o $(BUILD)/iotauth_marks_test c/iotauth_marks.c c/iotauth_marks_test.c
+	$(BUILD)/iotauth_marks_test
 
 demo: deps build ## start PostgreSQL + Mosquitto with the plugin, create an agent and show a round trip
 	@scripts/demo.sh

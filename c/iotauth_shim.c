@@ -3,10 +3,9 @@
  *
  * It implements mosquitto_plugin_version/init/cleanup, registers one trampoline per event and hands
  * each event to an exported Go function with plain values: the client pointer as an integer handle,
- * borrowed strings with their lengths. Go copies what it keeps. Two things it answers itself, each only
- * as Go set it up, because entering Go for them costs the broker measurably: the publish/delivery check
- * of a default-ACL session, a prefix compare (fast_acl below), and a CONNECT identical to one Go admitted
- * (the connect memo, iotauth_memo.c).
+ * borrowed strings with their lengths. Go copies what it keeps and decides. The one check the shim
+ * answers itself is a publish or delivery of a client Go marked (iotauth_marks.h), because entering Go
+ * for every message costs the broker 15-25 % more CPU per message.
  *
  * Header order matters on 2.0.11: mosquitto_broker.h before mosquitto_plugin.h.
  */
@@ -19,7 +18,7 @@
 #include <mosquitto_broker.h>
 #include <mosquitto_plugin.h>
 
-#include "iotauth_memo.h"
+#include "iotauth_marks.h"
 #include "iotauth_shim.h"
 
 /* Exported from Go (plugin/exports.go). Declared by hand: the cgo header is generated after this file. */
@@ -29,7 +28,7 @@ extern int iotauth_go_basic_auth(uintptr_t client, char *username, int username_
                                  char *clientid, int clientid_len);
 extern int iotauth_go_acl_check(uintptr_t client, char *topic, int topic_len, int access);
 extern void iotauth_go_tick(void);
-extern void iotauth_go_drain(void);
+extern void iotauth_go_disconnect(uintptr_t client);
 extern void iotauth_go_yield(void);
 extern int iotauth_go_reload(void);
 
@@ -39,21 +38,13 @@ extern int iotauth_go_reload(void);
 
 static mosquitto_plugin_id_t *plugin_id = NULL;
 
-/* The fast READ/WRITE path (see iotauth_shim.h). Go decides at init whether the configured rules allow
- * it and which topic prefix they mean; the shim only compares strings. */
-static char *fast_topic_prefix = NULL;
-static size_t fast_topic_prefix_len = 0;
+/* The longest topic answered here (iotauth_set_max_topic); 0 until Go sets it, so nothing is. */
+static size_t max_topic = 0;
 
 /* Mosquitto 2.0.11 fires TICK on every pass of its main loop, thousands of times a second under load.
- * The shim enters Go on TICK only when there is work, and then rarely: at most every 50 ms when Go asked
- * for it (iotauth_request_tick: kicks, log lines, a credential change), at most every second for queued
- * events alone (the disconnects and memo admissions of iotauth_events, which every other Go entry applies
- * first anyway; they only wait there). Each entry costs more than its own work: after one that follows a
- * quiet spell, the Go runtime's monitor (sysmon) polls every 20 µs for about 10 ms (plugin/sched.go).
- * Entering Go on a 50 ms timer cost 2.7 % of the broker's CPU during a memo-answered connect storm, and
- * entering on every TICK 1.8 % while it relayed messages. */
+ * The shim enters Go on TICK only when Go asked for it (iotauth_request_tick: kicks, log lines), at most
+ * every 50 ms: entering on every TICK cost 1.8 % of the broker's CPU while it relayed messages. */
 #define IOTAUTH_TICK_INTERVAL_NS 50000000L
-#define IOTAUTH_EVENTS_TICK_INTERVAL_NS 1000000000L
 static struct timespec last_tick;
 static int tick_wanted = 1; /* the first TICK writes what init logged */
 
@@ -115,34 +106,29 @@ int iotauth_set_username(uintptr_t client, const char *username, int len)
 	return mosquitto_set_username((struct mosquitto *)client, buf);
 }
 
-const char *iotauth_client_username(uintptr_t client)
-{
-	return mosquitto_client_username((struct mosquitto *)client);
-}
-
 const char *iotauth_client_id(uintptr_t client)
 {
 	return mosquitto_client_id((struct mosquitto *)client);
 }
 
-int iotauth_set_fast_acl(const char *topic_prefix)
+const char *iotauth_client_username(uintptr_t client)
 {
-	char *p = NULL;
-	if (topic_prefix != NULL) {
-		p = strdup(topic_prefix);
-		if (p == NULL) {
-			return MOSQ_ERR_NOMEM;
-		}
-	}
-	free(fast_topic_prefix);
-	fast_topic_prefix = p;
-	fast_topic_prefix_len = p ? strlen(p) : 0;
-	return MOSQ_ERR_SUCCESS;
+	return mosquitto_client_username((struct mosquitto *)client);
 }
 
-const char *iotauth_fast_user_prefix(void)
+int iotauth_client_clean_start(uintptr_t client)
 {
-	return IOTAUTH_FAST_USER_PREFIX;
+	return mosquitto_client_clean_session((struct mosquitto *)client);
+}
+
+int iotauth_client_protocol_version(uintptr_t client)
+{
+	return mosquitto_client_protocol_version((struct mosquitto *)client);
+}
+
+void iotauth_set_max_topic(size_t n)
+{
+	max_topic = n;
 }
 
 static int field_len(const char *s)
@@ -158,39 +144,9 @@ static int on_basic_auth(int event, void *event_data, void *userdata)
 	int clientid_len = field_len(clientid);
 	(void)event;
 	(void)userdata;
-	if (iotauth_memo_admit(ed->client, ed->username, username_len, ed->password, password_len, clientid,
-	                       clientid_len)) {
-		return MOSQ_ERR_SUCCESS;
-	}
 	before_go();
 	return iotauth_go_basic_auth((uintptr_t)ed->client, ed->username, username_len, ed->password, password_len,
 	                             clientid, clientid_len);
-}
-
-/* fast_acl answers a READ/WRITE check for a session on the fast path: allowed exactly when the topic is
- * <prefix><agent> or below it. Returns -1 when the session is not on the fast path (Go decides). */
-static int fast_acl(const struct mosquitto_evt_acl_check *ed)
-{
-	static const char user_prefix[] = IOTAUTH_FAST_USER_PREFIX;
-	const size_t user_prefix_len = sizeof(user_prefix) - 1;
-	const char *user, *agent, *t = ed->topic;
-	size_t agent_len;
-
-	if (fast_topic_prefix == NULL || t == NULL || (ed->access != MOSQ_ACL_READ && ed->access != MOSQ_ACL_WRITE)) {
-		return -1;
-	}
-	user = mosquitto_client_username(ed->client);
-	if (user == NULL || strncmp(user, user_prefix, user_prefix_len) != 0) {
-		return -1;
-	}
-	agent = user + user_prefix_len;
-	agent_len = strlen(agent);
-	if (agent_len == 0 || strncmp(t, fast_topic_prefix, fast_topic_prefix_len) != 0 ||
-	    strncmp(t + fast_topic_prefix_len, agent, agent_len) != 0) {
-		return MOSQ_ERR_ACL_DENIED;
-	}
-	t += fast_topic_prefix_len + agent_len;
-	return (*t == '\0' || *t == '/') ? MOSQ_ERR_SUCCESS : MOSQ_ERR_ACL_DENIED;
 }
 
 static int on_acl_check(int event, void *event_data, void *userdata)
@@ -199,8 +155,11 @@ static int on_acl_check(int event, void *event_data, void *userdata)
 	int rc;
 	(void)event;
 	(void)userdata;
-	if ((rc = fast_acl(ed)) >= 0) {
-		return rc;
+	if (ed->access == MOSQ_ACL_READ || ed->access == MOSQ_ACL_WRITE) {
+		rc = iotauth_mark_allows((uintptr_t)ed->client, ed->topic, max_topic);
+		if (rc >= 0) {
+			return rc ? MOSQ_ERR_SUCCESS : MOSQ_ERR_ACL_DENIED;
+		}
 	}
 	before_go();
 	return iotauth_go_acl_check((uintptr_t)ed->client, (char *)ed->topic, field_len(ed->topic), ed->access);
@@ -209,17 +168,15 @@ static int on_acl_check(int event, void *event_data, void *userdata)
 static int on_tick(int event, void *event_data, void *userdata)
 {
 	struct timespec now;
-	long since;
 	int wanted = __atomic_load_n(&tick_wanted, __ATOMIC_ACQUIRE);
 	(void)event;
 	(void)event_data;
 	(void)userdata;
-	if (!wanted && iotauth_event_count == 0 && !iotauth_memo_used_pending) {
+	if (!wanted) {
 		return MOSQ_ERR_SUCCESS;
 	}
 	clock_gettime(CLOCK_MONOTONIC_COARSE, &now);
-	since = elapsed_ns(&last_tick, &now);
-	if (since < IOTAUTH_TICK_INTERVAL_NS || (!wanted && since < IOTAUTH_EVENTS_TICK_INTERVAL_NS)) {
+	if (elapsed_ns(&last_tick, &now) < IOTAUTH_TICK_INTERVAL_NS) {
 		return MOSQ_ERR_SUCCESS;
 	}
 	last_tick = now;
@@ -235,21 +192,10 @@ static int on_disconnect(int event, void *event_data, void *userdata)
 	struct mosquitto_evt_disconnect *ed = event_data;
 	(void)event;
 	(void)userdata;
-	if (iotauth_memo_cancel((uintptr_t)ed->client)) {
-		return MOSQ_ERR_SUCCESS;
-	}
-	/* Queued rather than a call into Go each: Go needs to know only before it next looks at sessions. Go
-	 * takes the queue (resets the count) before it applies it, so after a drain there is room. */
-	if (!iotauth_events_room()) {
-		before_go();
-		iotauth_go_drain();
-	}
-	if (iotauth_event_count >= IOTAUTH_EVENTS) {
-		return MOSQ_ERR_SUCCESS; /* cannot happen (a drain always takes the queue); never write past it */
-	}
-	iotauth_events[iotauth_event_count].client = (uintptr_t)ed->client;
-	iotauth_events[iotauth_event_count].slot = IOTAUTH_EVENT_DISCONNECT;
-	iotauth_event_count++; /* applied by the next Go entry, a TICK within a second at the latest */
+	/* The mark goes first: the broker may reuse this handle for the next client. */
+	iotauth_unmark((uintptr_t)ed->client);
+	before_go();
+	iotauth_go_disconnect((uintptr_t)ed->client);
 	return MOSQ_ERR_SUCCESS;
 }
 
@@ -310,8 +256,7 @@ int mosquitto_plugin_cleanup(void *userdata, struct mosquitto_opt *options, int 
 		mosquitto_callback_unregister(plugin_id, MOSQ_EVT_RELOAD, on_reload, NULL);
 	}
 	iotauth_go_cleanup();
-	iotauth_event_count = 0;
-	iotauth_memo_free();
-	iotauth_set_fast_acl(NULL);
+	iotauth_marks_free();
+	max_topic = 0;
 	return MOSQ_ERR_SUCCESS;
 }

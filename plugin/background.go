@@ -34,7 +34,7 @@ func (in *instance) goBackground(ctx context.Context) <-chan struct{} {
 				// Changes made before LISTEN was (re-)established were missed, including those between
 				// a preload or lookup and the first connection: trust nothing cached before now.
 				in.auth.Cache().InvalidateAll(time.Now())
-				in.memoInvalidated()
+				in.sessions.Changed()
 				in.recheckAll()
 				if !reconnect {
 					close(listening) // preload may start: from now on no change goes unnoticed
@@ -60,12 +60,12 @@ func (in *instance) goBackground(ctx context.Context) <-chan struct{} {
 // changed handles one NOTIFY: drop what the cache holds for the key and agent, then re-check the agent's
 // live sessions.
 func (in *instance) changed(c store.Change) {
-	// Logged once handled (the memo is already invalidated then), which tests wait for.
+	// Logged once handled, which tests wait for.
 	defer in.log.Debug("credential change handled", "agent", c.Agent)
 	if c.Agent == store.AllAgents {
 		// A TRUNCATE: everything may have changed.
 		in.auth.Cache().InvalidateAll(time.Now())
-		in.memoInvalidated()
+		in.sessions.Changed()
 		in.recheckAll()
 		return
 	}
@@ -73,16 +73,8 @@ func (in *instance) changed(c store.Change) {
 		in.auth.Cache().Remove(d)
 	}
 	in.auth.Cache().InvalidateGroup(c.Agent, time.Now())
-	in.memoInvalidated()
+	in.sessions.Changed() // before the re-check it starts (see session.Table.Admit)
 	in.recheckLater(c.Agent)
-}
-
-// memoInvalidated empties the connect memo after a cache invalidation, before the re-check it starts (see
-// admitLocked for why this order). It also asks for a tick: a connect the memo admitted just before is
-// applied then, and is re-checked if it was decided in the old epoch.
-func (in *instance) memoInvalidated() {
-	bumpMemoEpoch()
-	requestTick()
 }
 
 // recheckLater has the re-check worker look at agent's live sessions soon.
@@ -100,12 +92,7 @@ func (in *instance) recheckLater(agent string) {
 }
 
 func (in *instance) recheckAll() {
-	in.mu.Lock()
-	agents := make([]string, 0, len(in.byAgent))
-	for a := range in.byAgent {
-		agents = append(agents, a)
-	}
-	in.mu.Unlock()
+	agents := in.sessions.Agents()
 	in.pendingMu.Lock()
 	for _, a := range agents {
 		in.pending[a] = struct{}{}
@@ -117,8 +104,8 @@ func (in *instance) recheckAll() {
 	}
 }
 
-// recheckWorker coalesces pending agents and re-checks their live sessions against the store in
-// batches, queueing a kick for every session its credentials no longer allow.
+// recheckWorker coalesces pending agents and re-checks their live and ended sessions against the store
+// in batches, refusing every session its credentials no longer allow.
 func (in *instance) recheckWorker(ctx context.Context) {
 	for {
 		select {
@@ -151,14 +138,11 @@ func (in *instance) recheckWorker(ctx context.Context) {
 }
 
 func (in *instance) recheck(ctx context.Context, agents map[string]struct{}) error {
-	in.mu.Lock()
-	var targets []live
+	names := make([]string, 0, len(agents))
 	for a := range agents {
-		for l := in.byAgent[a]; l != nil; l = l.nextOfAgent {
-			targets = append(targets, *l)
-		}
+		names = append(names, a)
 	}
-	in.mu.Unlock()
+	targets := in.sessions.Sessions(names)
 	for start := 0; start < len(targets); start += 1000 {
 		batch := targets[start:min(start+1000, len(targets))]
 		ds := make([]secret.Digest, len(batch))
@@ -174,18 +158,11 @@ func (in *instance) recheck(ctx context.Context, agents map[string]struct{}) err
 		for i := range batch {
 			c, ok := found[batch[i].Digest]
 			if err := in.auth.Recheck(batch[i].Session, c, ok); err != nil {
-				in.queueKick(batch[i], err)
+				in.sessions.Refuse(batch[i], err)
 			}
 		}
 	}
 	return nil
-}
-
-func (in *instance) queueKick(l live, reason error) {
-	in.mu.Lock()
-	in.kicks = append(in.kicks, kick{client: l.client, gen: l.gen, clientID: l.ClientID, reason: reason})
-	in.mu.Unlock()
-	requestTick()
 }
 
 // periodic re-checks every live session now and then (a safety net for missed notifications), kicks
@@ -208,17 +185,9 @@ func (in *instance) periodic(ctx context.Context) {
 			}
 			cancel()
 		}
-		if in.cfg.KickOnRevoke && in.expiring.Load() > 0 {
-			in.mu.Lock()
-			var expired []live
-			for _, l := range in.sessions {
-				if in.auth.Expired(l.Session) {
-					expired = append(expired, *l)
-				}
-			}
-			in.mu.Unlock()
-			for _, l := range expired {
-				in.queueKick(l, auth.ErrExpired)
+		if in.cfg.KickOnRevoke {
+			for _, s := range in.sessions.Expired() {
+				in.sessions.Refuse(s, auth.ErrExpired)
 			}
 		}
 		if time.Since(lastTouch) >= 5*time.Second {

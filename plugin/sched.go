@@ -20,9 +20,8 @@ import "runtime"
 // and only while calls come often: after a gap of 10 ms sysmon takes the P anyway.
 //
 // The other side of this: an entry into Go after a quiet spell wakes sysmon, which then polls every
-// 20 µs until it has taken the P back (about 10 ms). Since the connect memo answers cached connects in
-// C, Go is entered a few times a second in a connect storm, and the shim keeps it that way: entering on
-// a 50 ms timer cost 2.7 % of the broker's CPU in sysmon alone (perf; see IOTAUTH_EVENTS_TICK_INTERVAL_NS).
+// 20 µs until it has taken the P back (about 10 ms). So the shim enters Go on TICK only when Go asked
+// for it (kicks, log lines), at most every 50 ms.
 
 // yieldP lets the scheduler run this goroutine once, which moves the tick before sysmon's limit. It costs
 // one hand-off between two threads a few hundred times a second at most, instead of thousands.

@@ -1,1 +1,2 @@
 #include "../c/iotauth_shim.c"
+#include "../c/iotauth_marks.c"

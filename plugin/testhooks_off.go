@@ -4,6 +4,3 @@ package main
 
 // testHook does nothing in production builds; see testhooks_on.go.
 func testHook(string) {}
-
-// testQueueFull does nothing in production builds; see testhooks_on.go.
-func testQueueFull() {}

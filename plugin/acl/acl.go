@@ -78,9 +78,13 @@ func ParseTemplates(spec string) ([]Template, error) {
 	return out, nil
 }
 
+// MaxTopicLen is the longest topic name or filter a session may use, in bytes: one limit for publishes,
+// deliveries and subscriptions (the broker's shim answers marked clients only up to it).
+const MaxTopicLen = 1024
+
 func validFilter(p string) error {
-	if p == "" || len(p) > 1024 {
-		return errors.New("must be 1 to 1024 bytes")
+	if p == "" || len(p) > MaxTopicLen {
+		return fmt.Errorf("must be 1 to %d bytes", MaxTopicLen)
 	}
 	levels := strings.Split(p, "/")
 	for i, l := range levels {
@@ -124,7 +128,7 @@ func (s Set) Allows(access Access, topic string) bool {
 	case Unsubscribe:
 		return true
 	case Read, Write:
-		if topic == "" || topic[0] == '$' {
+		if topic == "" || topic[0] == '$' || len(topic) > MaxTopicLen {
 			return false
 		}
 		allowed := false

@@ -33,9 +33,8 @@ type Config struct {
 	ResyncInterval time.Duration
 	LogLevel       string
 	MaxConns       int32
-	// ConnectMemo is the number of admitted connects the C shim remembers and replays without entering
-	// Go (see c/iotauth_memo.h); 0 disables it. It is off whenever the cache is.
-	ConnectMemo int
+	// Warnings are about options that are accepted but do nothing any more; the plugin logs them.
+	Warnings []string
 }
 
 // Defaults returns the documented defaults.
@@ -44,11 +43,16 @@ func Defaults() Config {
 		CacheSize: 100000, CacheTTL: 5 * time.Minute, NegativeTTL: 10 * time.Second,
 		StaleGrace: 15 * time.Minute, DBTimeout: 250 * time.Millisecond, ClientID: "agent-%u",
 		ACLSpec: "readwrite agents/%u/#", Preload: true, PreloadWait: 5 * time.Second, KickOnRevoke: true, KeyKind: secret.APIKey,
-		ResyncInterval: time.Minute, LogLevel: "info", MaxConns: 4, ConnectMemo: 16384,
+		ResyncInterval: time.Minute, LogLevel: "info", MaxConns: 4,
 	}
 }
 
 type setter func(c *Config, v string) error
+
+// retired options are accepted, so that an upgrade does not stop the broker, and logged as ignored.
+var retired = map[string]string{
+	"connect_memo": "the connect memo was removed (docs/decisions/0013-retire-the-connect-memo.md); delete the line",
+}
 
 var known = map[string]setter{
 	"dsn": func(c *Config, v string) error {
@@ -59,7 +63,6 @@ var known = map[string]setter{
 		return nil
 	},
 	"cache_size":      intOpt(func(c *Config) *int { return &c.CacheSize }, 0, 50_000_000),
-	"connect_memo":    intOpt(func(c *Config) *int { return &c.ConnectMemo }, 0, 1<<20),
 	"cache_ttl":       durOpt(func(c *Config) *time.Duration { return &c.CacheTTL }, 0, 24*time.Hour),
 	"negative_ttl":    durOpt(func(c *Config) *time.Duration { return &c.NegativeTTL }, 0, time.Hour),
 	"stale_grace":     durOpt(func(c *Config) *time.Duration { return &c.StaleGrace }, 0, 7*24*time.Hour),
@@ -159,6 +162,10 @@ func Parse(kv [][2]string) (Config, error) {
 	seen := map[string]bool{}
 	for _, p := range kv {
 		k, v := p[0], p[1]
+		if why, ok := retired[k]; ok {
+			c.Warnings = append(c.Warnings, fmt.Sprintf("plugin_opt_%s is ignored: %s", k, why))
+			continue
+		}
 		set, ok := known[k]
 		if !ok {
 			return Config{}, fmt.Errorf("unknown option plugin_opt_%s: accepted options are plugin_opt_%s", k, strings.Join(Names(), ", plugin_opt_"))

@@ -14,11 +14,12 @@ func TestParse(t *testing.T) {
 	if c.CacheTTL != time.Minute || c.ClientID != "any" || c.Preload || len(c.ACL) != 2 || c.DBTimeout != 250*time.Millisecond || c.PreloadWait != 2*time.Second {
 		t.Fatalf("unexpected config %+v", c)
 	}
-	if c.ConnectMemo != 16384 {
-		t.Fatalf("connect_memo default %d, want 16384", c.ConnectMemo)
+	if len(c.Warnings) != 0 {
+		t.Fatalf("warnings for current options: %q", c.Warnings)
 	}
-	if c, err := Parse([][2]string{{"dsn", "postgres://x@127.0.0.1/db"}, {"connect_memo", "0"}}); err != nil || c.ConnectMemo != 0 {
-		t.Fatalf("connect_memo 0: %v, %d", err, c.ConnectMemo)
+	// A retired option is accepted with a warning, so that an upgrade does not stop the broker.
+	if c, err := Parse([][2]string{{"dsn", "postgres://x@127.0.0.1/db"}, {"connect_memo", "0"}}); err != nil || len(c.Warnings) != 1 || !strings.Contains(c.Warnings[0], "plugin_opt_connect_memo is ignored") {
+		t.Fatalf("connect_memo 0: %v, %q", err, c.Warnings)
 	}
 }
 
@@ -40,8 +41,6 @@ func TestParseErrors(t *testing.T) {
 		{"bad acl", [][2]string{dsn, {"acl", "read $SYS/#"}}, "plugin_opt_acl"},
 		{"twice", [][2]string{dsn, dsn}, "given twice"},
 		{"key env", [][2]string{dsn, {"key_env", "prod"}}, "live"},
-		{"memo too big", [][2]string{dsn, {"connect_memo", "2000000"}}, "plugin_opt_connect_memo \"2000000\": use a whole number from 0 to 1048576"},
-		{"memo negative", [][2]string{dsn, {"connect_memo", "-1"}}, "plugin_opt_connect_memo"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -1,6 +1,7 @@
 package plugin_test
 
 import (
+	"fmt"
 	"os/exec"
 	"strings"
 	"testing"
@@ -130,9 +131,8 @@ func TestClientIDAnyRefusesKeysAsIDs(t *testing.T) {
 }
 
 // Mosquitto fires DISCONNECT and then checks the will's topic with an ACL check on the same client. The
-// shim queues the disconnect; the check must still see the session as ended. Agents with extra acl_rules
-// get no template fallback once their session has ended (README, known limits), so their will is refused;
-// a plain agent's will, answered by the template, is the control that wills are sent at all here.
+// check is answered from the ended session's own rules (not from the client's name), for a plain agent
+// and for one with extra acl_rules alike.
 func TestWillCheckSeesTheEndedSession(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, [2]string{"clientid", "any"})
@@ -142,7 +142,7 @@ func TestWillCheckSeesTheEndedSession(t *testing.T) {
 	for _, tc := range []struct {
 		a         harness.Agent
 		delivered bool
-	}{{plain, true}, {custom, false}} {
+	}{{plain, true}, {custom, true}} {
 		c, wills := observeWills(t, e.b, tc.a)
 		dying := "dying-" + tc.a.UUID
 		sub := exec.Command("mosquitto_sub", append(harness.CLIArgs(e.b, tc.a.Key, tc.a.Password, dying),
@@ -161,5 +161,55 @@ func TestWillCheckSeesTheEndedSession(t *testing.T) {
 		}
 		expectWill(t, wills, tc.delivered)
 		c.Disconnect(50)
+	}
+}
+
+// A revoked agent's delayed will is refused: the agent's key is revoked while its will waits out its
+// delay, and the re-check that the revocation starts refuses the ended session, so the broker's will
+// check (made when the delay is over) is denied. Without revocation the same will is delivered.
+func TestDelayedWillOfARevokedAgentIsRefused(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	for _, revoke := range []bool{false, true} {
+		dying := e.agent(fmt.Sprintf("delayed will, revoke %v", revoke))
+		observer := e.agent(fmt.Sprintf("observer, revoke %v", revoke))
+		e.exec(`INSERT INTO acl_rules (agent_uuid, access, pattern) VALUES ($1, 'read', $2)`, observer.UUID, dying.Namespace()+"/status")
+		obs := harness.MustConnect(t, e.b, observer)
+		wills := make(chan string, 1)
+		if tok := obs.Subscribe(dying.Namespace()+"/status", 1, func(_ mqtt.Client, m mqtt.Message) { wills <- string(m.Payload()) }); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
+			t.Fatalf("subscribe: %v", tok.Error())
+		}
+		sub := exec.Command("mosquitto_sub", append(harness.CLIArgs(e.b, dying.Key, dying.Password, dying.ClientID),
+			"-V", "5", "-x", "3600", "-t", dying.Namespace()+"/x", "--will-topic", dying.Namespace()+"/status",
+			"--will-payload", "ok", "--will-retain", "-D", "will", "will-delay-interval", "2")...)
+		if err := sub.Start(); err != nil {
+			t.Fatal(err)
+		}
+		if !e.b.WaitLog("as "+dying.ClientID, 5*time.Second) {
+			_ = sub.Process.Kill()
+			t.Fatalf("mosquitto_sub %s did not connect", dying.ClientID)
+		}
+		_ = sub.Process.Kill() // no DISCONNECT packet: the will is due in 2 s
+		_ = sub.Wait()
+		if !e.b.WaitLog("Client "+dying.ClientID+" closed its connection", 5*time.Second) {
+			t.Fatalf("the broker did not notice %s leave", dying.ClientID)
+		}
+		if revoke {
+			e.exec(`UPDATE api_keys SET revoked_at = now() WHERE id = $1`, dying.KeyID)
+			if !e.b.WaitLog("refusing the will and queued messages of an ended session", 2*time.Second) {
+				t.Fatal("the revocation did not reach the ended session before its will was due")
+			}
+		}
+		select {
+		case w := <-wills:
+			if revoke {
+				t.Errorf("the delayed will %q of a revoked agent was published", w)
+			}
+		case <-time.After(5 * time.Second):
+			if !revoke {
+				t.Errorf("the delayed will of an agent in good standing was not published")
+			}
+		}
+		obs.Disconnect(50)
 	}
 }

@@ -82,11 +82,10 @@ func TestNewKeyDropsNegativeEntry(t *testing.T) {
 }
 
 // Behaviour 5: the cache holds at most cache_size entries: with room for 3, cycling through 6 agents
-// misses every time. (The connect memo, which would answer the second round, is off: it is tested in
-// memo_test.go.)
+// misses every time.
 func TestCacheBounded(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t, [2]string{"preload", "false"}, [2]string{"cache_size", "3"}, [2]string{"connect_memo", "0"})
+	e := newEnv(t, [2]string{"preload", "false"}, [2]string{"cache_size", "3"})
 	var agents []harness.Agent
 	for i := 0; i < 6; i++ {
 		agents = append(agents, e.agent("a"))

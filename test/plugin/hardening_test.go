@@ -138,7 +138,7 @@ func TestCorruptRowsDenyAndLogOnce(t *testing.T) {
 
 // Behaviour 10: an unknown key and a wrong password for a known key are refused in the same time within
 // noise, both when answered from the cache and when each needs a query. Before each probe the agent
-// connects once, so the wrong password also meets the key in the shim's connect memo.
+// connects once, so that its credential is cached and its session live.
 func TestUnknownKeyAndWrongPasswordTakeTheSameTime(t *testing.T) {
 	e := newEnv(t, [2]string{"preload", "false"}, [2]string{"negative_ttl", "10m"})
 	a := e.agent("a")

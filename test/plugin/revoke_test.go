@@ -159,14 +159,13 @@ func TestRevocationKicksEverySessionOfAnAgent(t *testing.T) {
 	}
 }
 
-// The shim queues disconnects for Go instead of calling it for each (in the test build the queue holds
-// 4, so twenty disconnects in a row overflow it). Sessions that ended must be forgotten whichever way the
-// queue reached Go: revoking the agent then closes the one session still open and kicks nothing else.
-func TestQueuedDisconnectsAreApplied(t *testing.T) {
+// Twenty sessions of one agent end, one stays open. Revoking the agent then closes the one session still
+// open and kicks nothing else: the ended sessions are only refused their wills and queued messages.
+func TestEndedSessionsAreNotKicked(t *testing.T) {
 	t.Parallel()
-	e := newHooksEnv(t, [2]string{"clientid", "any"})
+	e := newEnv(t, [2]string{"clientid", "any"})
 	st, b := e.st, e.b
-	a := harness.CreateAgent(t, st, "queued disconnects")
+	a := harness.CreateAgent(t, st, "ended sessions")
 	var gone []mqtt.Client
 	for i := 1; i <= 20; i++ {
 		g := a
@@ -190,9 +189,6 @@ func TestQueuedDisconnectsAreApplied(t *testing.T) {
 			}
 			time.Sleep(20 * time.Millisecond)
 		}
-	}
-	if !strings.Contains(b.Log(), "test hook: event queue full") {
-		t.Fatal("the disconnect queue never filled up: the test did not exercise the overflow")
 	}
 	if _, err := st.Pool.Exec(context.Background(), `UPDATE api_keys SET revoked_at = now() WHERE id = $1`, a.KeyID); err != nil {
 		t.Fatal(err)

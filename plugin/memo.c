@@ -1,1 +1,0 @@
-#include "../c/iotauth_memo.c"

@@ -1,0 +1,374 @@
+// Package session keeps the MQTT sessions the plugin admitted, in the broker's order of events: a
+// connect Go admitted, a disconnect, a re-check that found a session's credentials changed, a kick
+// carried out on the broker's thread. It is plain Go behind a small Broker interface (the few broker
+// calls a session needs) with an injected clock, so that the protocol between those events is tested
+// without Mosquitto.
+//
+// A session is live from its admission until its client's DISCONNECT, then ended: Mosquitto may still
+// check the client's will and deliver queued messages to its offline persistent session, and those checks
+// are answered from the ended session's own rules, never from the client's name. An ended session is
+// forgotten when its client id is admitted again, when a re-check finds its credentials no longer valid
+// (its offline session is then ended without its will), or when too many ended sessions are kept.
+package session
+
+import (
+	"crypto/sha256"
+	"crypto/subtle"
+	"errors"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/iotauth/iotauth/plugin/acl"
+	"github.com/iotauth/iotauth/plugin/auth"
+)
+
+// Broker is what sessions need from Mosquitto. Every method is called on the broker's main thread,
+// except RequestTick (any goroutine).
+type Broker interface {
+	// SetUsername gives the client the session's name in place of the API key it presented.
+	SetUsername(client uintptr, name string) bool
+	// Mark lets the broker answer the client's publishes and deliveries itself: allowed exactly for
+	// topics that are prefix or below it. An empty prefix removes the mark.
+	Mark(client uintptr, prefix string) bool
+	// Kick disconnects the client with this id, live or offline, without its will.
+	Kick(clientID string)
+	// RequestTick asks for Tick to run on the main thread soon.
+	RequestTick()
+}
+
+// ErrClientIDTaken refuses a connect whose client id belongs to a live or offline session of another
+// agent: admitting it would disconnect that session and take over its queued messages.
+var ErrClientIDTaken = errors.New("client id is in use by another agent's session")
+
+// Config sets up a Table.
+type Config struct {
+	Broker Broker
+	// FastPrefix, when not empty, is the topic prefix of the configured single-namespace rule
+	// (acl.FastPrefix): sessions with exactly the configured rules are marked with FastPrefix+agent.
+	FastPrefix string
+	// MaxEnded bounds the ended sessions kept for wills and offline deliveries (default 65536).
+	MaxEnded int
+	Now      func() time.Time
+	Log      *slog.Logger
+}
+
+// Table holds the sessions. Admit, Disconnect, Allows and Tick run on the broker's thread; Sessions,
+// Expired, QueueKick and Changed on background goroutines: a mutex guards the maps.
+type Table struct {
+	cfg   Config
+	epoch atomic.Uint64
+
+	mu         sync.Mutex
+	live       map[uintptr]*record
+	byAgent    map[string]map[*record]struct{} // live and ended
+	byClientID map[string]*record              // the newest session of each client id, live or ended
+	ended      []*record                       // oldest first, for MaxEnded; forgotten ones are skipped
+	nEnded     int
+	gen        uint64
+	kicks      []kick
+	expiring   int // live sessions whose key has an expiry
+}
+
+type record struct {
+	auth.Session
+	client     uintptr
+	gen        uint64
+	ended      bool
+	persistent bool // ended, and the broker may keep its session (and queued messages) for the client id
+	revoked    bool // a re-check refused it: kicked soon, and not kept once ended
+	acl        *acl.Set
+}
+
+type kick struct {
+	client   uintptr
+	gen      uint64
+	clientID string
+}
+
+// New makes an empty table.
+func New(cfg Config) *Table {
+	if cfg.MaxEnded <= 0 {
+		cfg.MaxEnded = 65536
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Log == nil {
+		cfg.Log = slog.New(slog.DiscardHandler)
+	}
+	return &Table{
+		cfg: cfg, live: map[uintptr]*record{}, byAgent: map[string]map[*record]struct{}{},
+		byClientID: map[string]*record{},
+	}
+}
+
+// Epoch counts credential changes (Changed). Read it before deciding a connect and hand it to Admit.
+func (t *Table) Epoch() uint64 { return t.epoch.Load() }
+
+// Changed records that a credential changed (a NOTIFY, the change feed reconnecting). Call it before
+// starting the re-check of the agents concerned: a connect decided before the change and admitted after
+// the re-check looked at the sessions is then seen by Admit.
+func (t *Table) Changed() { t.epoch.Add(1) }
+
+// Admit records s as client's live session: it gives the client the session's name and, for a session
+// with exactly the configured rules, the broker's fast-path mark. It refuses (ErrClientIDTaken) a client
+// id that another agent's live session or persistent offline session holds. current is false when a
+// credential changed since epoch was read: the caller must then re-check the agent, since the re-check
+// that the change started may have missed this session.
+func (t *Table) Admit(client uintptr, s auth.Session, epoch uint64) (current bool, err error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	old := t.byClientID[s.ClientID]
+	if old != nil && old.Agent != s.Agent && old.client != client && (!old.ended || old.persistent) {
+		return false, ErrClientIDTaken
+	}
+	if !t.cfg.Broker.SetUsername(client, s.Name) {
+		return false, errors.New("the broker could not store the session's username (out of memory?)")
+	}
+	if r := t.live[client]; r != nil {
+		t.dropLocked(r)
+	}
+	if old != nil && old.ended {
+		t.dropLocked(old)
+	}
+	t.gen++
+	r := &record{Session: s, client: client, gen: t.gen}
+	t.live[client] = r
+	t.byClientID[s.ClientID] = r
+	agent := t.byAgent[s.Agent]
+	if agent == nil {
+		agent = map[*record]struct{}{}
+		t.byAgent[s.Agent] = agent
+	}
+	agent[r] = struct{}{}
+	if !s.ExpiresAt.IsZero() {
+		t.expiring++
+	}
+	marked := t.cfg.FastPrefix != "" && !s.Custom() && t.cfg.Broker.Mark(client, t.cfg.FastPrefix+s.Agent)
+	if !marked {
+		t.cfg.Broker.Mark(client, "") // a handle the broker reused must not keep an old mark
+	}
+	// Read under mu, after the session is in place: a change whose Changed comes later re-checks the
+	// agent's sessions after this (its snapshot is taken under mu), and one that came earlier shows here.
+	return t.epoch.Load() == epoch, nil
+}
+
+// Disconnect ends client's live session, if it has one. The session is kept as ended under its client
+// id, for the will and offline deliveries Mosquitto still checks, unless a newer session took the client
+// id over or a re-check refused it. persistent says whether the broker may keep the client's session
+// (and queue messages for it) after the disconnect.
+func (t *Table) Disconnect(client uintptr, persistent bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	r := t.live[client]
+	if r == nil {
+		return
+	}
+	if r.revoked || t.byClientID[r.ClientID] != r {
+		t.dropLocked(r)
+		return
+	}
+	t.removeLiveLocked(r)
+	r.ended, r.persistent = true, persistent
+	t.ended = append(t.ended, r)
+	t.nEnded++
+	for t.nEnded > t.cfg.MaxEnded {
+		oldest := t.ended[0]
+		t.ended[0] = nil
+		t.ended = t.ended[1:]
+		if oldest.ended {
+			t.dropLocked(oldest)
+		}
+	}
+	if len(t.ended) > 2*t.nEnded+1024 { // compact the forgotten ones away
+		kept := t.ended[:0]
+		for _, e := range t.ended {
+			if e.ended {
+				kept = append(kept, e)
+			}
+		}
+		clear(t.ended[len(kept):])
+		t.ended = kept
+	}
+}
+
+func (t *Table) removeLiveLocked(r *record) {
+	if t.live[r.client] == r {
+		delete(t.live, r.client)
+		if !r.ExpiresAt.IsZero() {
+			t.expiring--
+		}
+	}
+}
+
+// dropLocked forgets a live or ended session entirely.
+func (t *Table) dropLocked(r *record) {
+	if !r.ended {
+		t.removeLiveLocked(r)
+	} else {
+		r.ended = false
+		t.nEnded--
+	}
+	if t.byClientID[r.ClientID] == r {
+		delete(t.byClientID, r.ClientID)
+	}
+	if agent := t.byAgent[r.Agent]; agent != nil {
+		delete(agent, r)
+		if len(agent) == 0 {
+			delete(t.byAgent, r.Agent)
+		}
+	}
+}
+
+// IsLive reports whether client has a live session named username, admitted with this password: how
+// Mosquitto's re-check of every client on SIGHUP is answered without the database.
+func (t *Table) IsLive(client uintptr, username string, password []byte) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	r := t.live[client]
+	if r == nil {
+		return false
+	}
+	sum := sha256.Sum256(password)
+	return r.Name == username && subtle.ConstantTimeCompare(sum[:], r.PasswordSum[:]) == 1
+}
+
+// Verdict is the answer to an ACL check.
+type Verdict uint8
+
+const (
+	// Unknown means the client is neither a live session nor an ended one that iotauth vouches for.
+	Unknown Verdict = iota
+	// Allow means the session's rules allow the check.
+	Allow
+	// Deny means the session's rules refuse it.
+	Deny
+)
+
+// Allows decides an ACL check that the broker's fast path did not answer. A live session uses its own
+// rules. A client without one may be an ended session whose will or queued messages Mosquitto checks:
+// clientID (the broker's id for client, asked only then) finds it, and its own rules decide, until its
+// key expires. Anything else is Unknown: a client iotauth did not admit, or a session it no longer
+// vouches for.
+func (t *Table) Allows(client uintptr, clientID func() string, access acl.Access, topic string) Verdict {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	r := t.live[client]
+	if r == nil {
+		if r = t.byClientID[clientID()]; r == nil || !r.ended {
+			return Unknown
+		}
+		if !r.ExpiresAt.IsZero() && !t.cfg.Now().Before(r.ExpiresAt) {
+			return Deny
+		}
+	}
+	if r.acl == nil {
+		expanded := r.ACL()
+		r.acl = &expanded
+	}
+	if r.acl.Allows(access, topic) {
+		return Allow
+	}
+	return Deny
+}
+
+// Snapshot is a copy of a session, for a re-check off the broker's thread.
+type Snapshot struct {
+	auth.Session
+	Ended  bool
+	client uintptr
+	gen    uint64
+}
+
+// Agents lists the agents with live or ended sessions.
+func (t *Table) Agents() []string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	agents := make([]string, 0, len(t.byAgent))
+	for a := range t.byAgent {
+		agents = append(agents, a)
+	}
+	return agents
+}
+
+// Sessions copies the live and ended sessions of these agents.
+func (t *Table) Sessions(agents []string) []Snapshot {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	var out []Snapshot
+	for _, a := range agents {
+		for r := range t.byAgent[a] {
+			out = append(out, Snapshot{Session: r.Session, Ended: r.ended, client: r.client, gen: r.gen})
+		}
+	}
+	return out
+}
+
+// Expired copies the live sessions whose key has expired by now. (An ended one is refused by Allows.)
+func (t *Table) Expired() []Snapshot {
+	now := t.cfg.Now()
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	var out []Snapshot
+	if t.expiring > 0 {
+		for _, r := range t.live {
+			if !r.ExpiresAt.IsZero() && !now.Before(r.ExpiresAt) {
+				out = append(out, Snapshot{Session: r.Session, client: r.client, gen: r.gen})
+			}
+		}
+	}
+	return out
+}
+
+// Refuse ends a session a re-check no longer allows. A live one is disconnected on the next Tick,
+// without its will, and not kept once it has ended. An ended one is forgotten at once: its will and its
+// offline session's deliveries are refused from now on. A session that was replaced since the snapshot
+// is left alone.
+func (t *Table) Refuse(s Snapshot, reason error) {
+	t.mu.Lock()
+	if r := t.live[s.client]; r != nil && r.gen == s.gen {
+		if !r.revoked {
+			r.revoked = true
+			t.kicks = append(t.kicks, kick{client: s.client, gen: s.gen, clientID: s.ClientID})
+			t.cfg.Log.Info("disconnecting agent", "agent", r.Agent, "client", r.ClientID, "reason", reason.Error())
+		}
+	} else if r := t.byClientID[s.ClientID]; r != nil && r.gen == s.gen && r.ended {
+		t.dropLocked(r)
+		t.cfg.Log.Info("refusing the will and queued messages of an ended session", "agent", r.Agent,
+			"client", r.ClientID, "reason", reason.Error())
+	}
+	n := len(t.kicks)
+	t.mu.Unlock()
+	if n > 0 {
+		t.cfg.Broker.RequestTick()
+	}
+}
+
+// Tick disconnects the sessions Refuse queued that are still live. Main thread.
+func (t *Table) Tick() {
+	for _, id := range t.takeKicks() {
+		t.cfg.Broker.Kick(id) // fires DISCONNECT, which takes t.mu: not held here
+	}
+}
+
+func (t *Table) takeKicks() []string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	var ids []string
+	for _, k := range t.kicks {
+		if r := t.live[k.client]; r != nil && r.gen == k.gen {
+			ids = append(ids, k.clientID)
+		}
+	}
+	t.kicks = t.kicks[:0]
+	return ids
+}
+
+// Len reports the live and ended sessions held.
+func (t *Table) Len() (live, ended int) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return len(t.live), t.nEnded
+}

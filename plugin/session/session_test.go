@@ -1,0 +1,410 @@
+package session
+
+import (
+	"context"
+	"errors"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/iotauth/iotauth/backend/passhash"
+	"github.com/iotauth/iotauth/backend/secret"
+	"github.com/iotauth/iotauth/backend/store"
+	"github.com/iotauth/iotauth/cache"
+	"github.com/iotauth/iotauth/plugin/acl"
+	"github.com/iotauth/iotauth/plugin/auth"
+)
+
+const (
+	agentA = "6f1c2a9e-0d1b-4c3e-9f00-1a2b3c4d5e6f"
+	agentB = "0a0b0c0d-1111-2222-3333-444455556666"
+)
+
+// fakeBroker records the broker calls the table makes.
+type fakeBroker struct {
+	names   map[uintptr]string
+	marks   map[uintptr]string
+	kicks   []string
+	ticks   int
+	failSet bool
+}
+
+func newBroker() *fakeBroker {
+	return &fakeBroker{names: map[uintptr]string{}, marks: map[uintptr]string{}}
+}
+
+func (b *fakeBroker) SetUsername(client uintptr, name string) bool {
+	if b.failSet {
+		return false
+	}
+	b.names[client] = name
+	return true
+}
+
+func (b *fakeBroker) Mark(client uintptr, prefix string) bool {
+	if prefix == "" {
+		delete(b.marks, client)
+	} else {
+		b.marks[client] = prefix
+	}
+	return true
+}
+
+func (b *fakeBroker) Kick(clientID string) { b.kicks = append(b.kicks, clientID) }
+func (b *fakeBroker) RequestTick()         { b.ticks++ }
+
+type clock struct{ t time.Time }
+
+func (c *clock) now() time.Time { return c.t }
+
+// lookup is the authorizer's store: one credential per key.
+type lookup map[secret.Digest]store.Credential
+
+func (l lookup) LookupCredential(_ context.Context, d secret.Digest) (store.Credential, error) {
+	if c, ok := l[d]; ok {
+		return c, nil
+	}
+	return store.Credential{}, store.ErrNotFound
+}
+
+type fixture struct {
+	t      *testing.T
+	clk    *clock
+	broker *fakeBroker
+	table  *Table
+	rows   lookup
+	auth   *auth.Authorizer
+}
+
+func newFixture(t *testing.T, maxEnded int) *fixture {
+	t.Helper()
+	clk := &clock{t: time.Unix(1_800_000_000, 0)}
+	c, err := auth.NewCache(cache.Options[auth.Entry, auth.Group]{Size: 100, TTL: time.Minute, Group: auth.GroupOf, Now: clk.now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rules, err := acl.ParseTemplates("readwrite agents/%u/#")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rows := lookup{}
+	a := auth.New(auth.Config{
+		KeyKind: secret.APIKey, ClientID: "any", Rules: rules, DBTimeout: time.Second,
+		NamePrefix: "iotauth-agent:", CustomNamePrefix: "iotauth-agent-custom:", Now: clk.now,
+	}, rows, c)
+	b := newBroker()
+	return &fixture{t: t, clk: clk, broker: b, rows: rows, auth: a,
+		table: New(Config{Broker: b, FastPrefix: "agents/", MaxEnded: maxEnded, Now: clk.now})}
+}
+
+// session authorises a fresh key of agent (with extra rules, if given) for clientID.
+func (f *fixture) session(agent, clientID string, expires time.Time, rules ...store.Rule) auth.Session {
+	f.t.Helper()
+	key, _ := secret.Generate(secret.APIKey)
+	pw, _ := secret.Generate(secret.MQTTPassword)
+	d := secret.DigestOf(key.Reveal())
+	f.rows[d] = store.Credential{
+		Digest: d, KeyID: "8c1d8a57-5f86-4a53-9d36-3c7a54e1f0aa", AgentUUID: agent, AgentStatus: "active",
+		Rights: []string{"mqtt"}, PasswordHash: passhash.SHA256Hex(pw.Reveal()), Rules: rules, KeyExpiresAt: expires,
+	}
+	s, err := f.auth.Authorize(context.Background(), auth.Credentials{Username: key.Reveal(), Password: []byte(pw.Reveal()), ClientID: clientID})
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	return s
+}
+
+func (f *fixture) admit(client uintptr, s auth.Session) {
+	f.t.Helper()
+	if current, err := f.table.Admit(client, s, f.table.Epoch()); err != nil || !current {
+		f.t.Fatalf("admit %x: current %v, %v", client, current, err)
+	}
+}
+
+func (f *fixture) allows(client uintptr, clientID string, access acl.Access, topic string) Verdict {
+	return f.table.Allows(client, func() string { return clientID }, access, topic)
+}
+
+func TestAdmitNamesAndMarks(t *testing.T) {
+	f := newFixture(t, 0)
+	plain := f.session(agentA, "plain", time.Time{})
+	custom := f.session(agentB, "custom", time.Time{}, store.Rule{Access: "read", Pattern: "broadcast/#"})
+	f.broker.marks[2] = "agents/left-over-from-a-reused-handle"
+	f.admit(1, plain)
+	f.admit(2, custom)
+	if f.broker.names[1] != "iotauth-agent:"+agentA || f.broker.names[2] != "iotauth-agent-custom:"+agentB {
+		t.Fatalf("names %v", f.broker.names)
+	}
+	if f.broker.marks[1] != "agents/"+agentA {
+		t.Fatalf("plain session mark %q, want agents/<uuid>", f.broker.marks[1])
+	}
+	if m, ok := f.broker.marks[2]; ok {
+		t.Fatalf("a session with extra rules must not be marked (got %q)", m)
+	}
+	if live, ended := f.table.Len(); live != 2 || ended != 0 {
+		t.Fatalf("len %d/%d", live, ended)
+	}
+}
+
+func TestAdmitWithoutFastPathNeverMarks(t *testing.T) {
+	f := newFixture(t, 0)
+	f.table = New(Config{Broker: f.broker, Now: f.clk.now})
+	f.admit(1, f.session(agentA, "c1", time.Time{}))
+	if len(f.broker.marks) != 0 {
+		t.Fatalf("marks %v without a fast prefix", f.broker.marks)
+	}
+}
+
+func TestAdmitFailsWhenTheBrokerCannotRename(t *testing.T) {
+	f := newFixture(t, 0)
+	f.broker.failSet = true
+	if _, err := f.table.Admit(1, f.session(agentA, "c1", time.Time{}), f.table.Epoch()); err == nil {
+		t.Fatal("admitted a session whose username still is the API key")
+	}
+	if live, _ := f.table.Len(); live != 0 || len(f.broker.marks) != 0 {
+		t.Fatal("a refused admission left state behind")
+	}
+}
+
+func TestAdmitSeesAChangeSinceItsEpoch(t *testing.T) {
+	f := newFixture(t, 0)
+	epoch := f.table.Epoch()
+	f.table.Changed() // a NOTIFY while the connect was being decided
+	current, err := f.table.Admit(1, f.session(agentA, "c1", time.Time{}), epoch)
+	if err != nil || current {
+		t.Fatalf("current %v, %v: the caller must re-check the agent", current, err)
+	}
+}
+
+func TestAllows(t *testing.T) {
+	f := newFixture(t, 0)
+	f.admit(1, f.session(agentA, "a1", time.Time{}))
+	f.admit(2, f.session(agentB, "b1", time.Time{}, store.Rule{Access: "read", Pattern: "broadcast/#"}))
+	f.admit(3, f.session(agentA, "a-ended", time.Time{}))
+	f.table.Disconnect(3, true)
+	tests := []struct {
+		name     string
+		client   uintptr
+		clientID string
+		access   acl.Access
+		topic    string
+		want     Verdict
+	}{
+		{"live, own namespace", 1, "a1", acl.Write, "agents/" + agentA + "/t", Allow},
+		{"live, other namespace", 1, "a1", acl.Write, "agents/" + agentB + "/t", Deny},
+		{"live, extra rule", 2, "b1", acl.Read, "broadcast/x", Allow},
+		{"live, extra rule is read only", 2, "b1", acl.Write, "broadcast/x", Deny},
+		{"ended: its will", 3, "a-ended", acl.Write, "agents/" + agentA + "/status", Allow},
+		{"ended: outside its rules", 3, "a-ended", acl.Write, "agents/" + agentB + "/status", Deny},
+		{"ended, found by client id on another handle", 9, "a-ended", acl.Read, "agents/" + agentA + "/cmd", Allow},
+		{"never admitted", 7, "stranger", acl.Write, "agents/" + agentA + "/t", Unknown},
+		{"a live session's id, from another handle", 8, "a1", acl.Write, "agents/" + agentA + "/t", Unknown},
+		{"over the topic limit", 1, "a1", acl.Write, "agents/" + agentA + "/" + string(make([]byte, acl.MaxTopicLen)), Deny},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := f.allows(tt.client, tt.clientID, tt.access, tt.topic); got != tt.want {
+				t.Fatalf("got %v, want %v", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestRefuseLiveKicksOnTickAndKeepsNothing(t *testing.T) {
+	f := newFixture(t, 0)
+	f.admit(1, f.session(agentA, "a1", time.Time{}))
+	snaps := f.table.Sessions([]string{agentA})
+	if len(snaps) != 1 {
+		t.Fatalf("%d sessions", len(snaps))
+	}
+	f.table.Refuse(snaps[0], auth.ErrRevoked)
+	f.table.Refuse(snaps[0], auth.ErrRevoked) // a second re-check before the tick queues nothing more
+	if f.broker.ticks == 0 {
+		t.Fatal("Refuse did not ask for a tick")
+	}
+	f.table.Tick()
+	if !slices.Equal(f.broker.kicks, []string{"a1"}) {
+		t.Fatalf("kicks %q, want [a1]", f.broker.kicks)
+	}
+	f.table.Disconnect(1, true) // the kick's DISCONNECT
+	if v := f.allows(1, "a1", acl.Write, "agents/"+agentA+"/status"); v != Unknown {
+		t.Fatalf("the will of a refused session: %v, want Unknown (never allowed)", v)
+	}
+	f.table.Tick()
+	if len(f.broker.kicks) != 1 {
+		t.Fatalf("kicked again: %q", f.broker.kicks)
+	}
+}
+
+func TestRefuseEndedForgetsWithoutKick(t *testing.T) {
+	f := newFixture(t, 0)
+	f.admit(1, f.session(agentA, "a1", time.Time{}))
+	f.table.Disconnect(1, true)
+	snaps := f.table.Sessions([]string{agentA})
+	if len(snaps) != 1 || !snaps[0].Ended {
+		t.Fatalf("snapshots %+v", snaps)
+	}
+	f.table.Refuse(snaps[0], auth.ErrRevoked)
+	f.table.Tick()
+	if len(f.broker.kicks) != 0 {
+		t.Fatalf("kicked %q: the broker cannot kick an offline session, and its client id may be someone else's now", f.broker.kicks)
+	}
+	if v := f.allows(5, "a1", acl.Write, "agents/"+agentA+"/status"); v != Unknown {
+		t.Fatalf("a revoked agent's will: %v, want Unknown", v)
+	}
+	if live, ended := f.table.Len(); live != 0 || ended != 0 {
+		t.Fatalf("len %d/%d after refusing the ended session", live, ended)
+	}
+}
+
+func TestRefuseOfAReplacedSessionIsIgnored(t *testing.T) {
+	f := newFixture(t, 0)
+	f.admit(1, f.session(agentA, "a1", time.Time{}))
+	old := f.table.Sessions([]string{agentA})[0]
+	f.table.Disconnect(1, false)
+	f.admit(1, f.session(agentA, "a1", time.Time{})) // the same handle, reconnected with a new key
+	f.table.Refuse(old, auth.ErrRevoked)
+	f.table.Tick()
+	if len(f.broker.kicks) != 0 {
+		t.Fatalf("kicked %q for a session that had already been replaced", f.broker.kicks)
+	}
+	if v := f.allows(1, "a1", acl.Write, "agents/"+agentA+"/t"); v != Allow {
+		t.Fatalf("the new session: %v", v)
+	}
+}
+
+func TestClientIDTakeover(t *testing.T) {
+	tests := []struct {
+		name       string
+		ended      bool
+		persistent bool
+		agent      string
+		wantErr    error
+	}{
+		{"another agent's live session", false, false, agentB, ErrClientIDTaken},
+		{"another agent's persistent offline session", true, true, agentB, ErrClientIDTaken},
+		{"another agent's ended clean session", true, false, agentB, nil},
+		{"the same agent's live session", false, false, agentA, nil},
+		{"the same agent's persistent offline session", true, true, agentA, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			f := newFixture(t, 0)
+			f.admit(1, f.session(agentA, "shared", time.Time{}))
+			if tt.ended {
+				f.table.Disconnect(1, tt.persistent)
+			}
+			_, err := f.table.Admit(2, f.session(tt.agent, "shared", time.Time{}), f.table.Epoch())
+			if !errors.Is(err, tt.wantErr) {
+				t.Fatalf("got %v, want %v", err, tt.wantErr)
+			}
+			if err != nil {
+				if _, ok := f.broker.names[2]; ok {
+					t.Fatal("a refused connect was renamed")
+				}
+				return
+			}
+			// The broker disconnects the session taken over: its handle must not end the new one.
+			if !tt.ended {
+				f.table.Disconnect(1, true)
+			}
+			if v := f.allows(2, "shared", acl.Write, "agents/"+tt.agent+"/t"); v != Allow {
+				t.Fatalf("the new session: %v", v)
+			}
+			if live, ended := f.table.Len(); live != 1 || ended != 0 {
+				t.Fatalf("len %d/%d: the old session must be gone", live, ended)
+			}
+		})
+	}
+}
+
+func TestExpiry(t *testing.T) {
+	f := newFixture(t, 0)
+	expires := f.clk.t.Add(time.Hour)
+	f.admit(1, f.session(agentA, "a1", expires))
+	f.admit(2, f.session(agentA, "a2", time.Time{}))
+	f.admit(3, f.session(agentA, "a3", expires))
+	f.table.Disconnect(3, true)
+	if got := f.table.Expired(); len(got) != 0 {
+		t.Fatalf("expired before the hour: %+v", got)
+	}
+	if v := f.allows(3, "a3", acl.Write, "agents/"+agentA+"/status"); v != Allow {
+		t.Fatalf("ended, unexpired: %v", v)
+	}
+	f.clk.t = expires
+	got := f.table.Expired()
+	if len(got) != 1 || got[0].ClientID != "a1" {
+		t.Fatalf("expired %+v, want a1 alone", got)
+	}
+	if v := f.allows(3, "a3", acl.Write, "agents/"+agentA+"/status"); v != Deny {
+		t.Fatalf("the will of an ended session whose key expired: %v, want Deny", v)
+	}
+	f.table.Refuse(got[0], auth.ErrExpired)
+	f.table.Tick()
+	if !slices.Equal(f.broker.kicks, []string{"a1"}) {
+		t.Fatalf("kicks %q", f.broker.kicks)
+	}
+}
+
+func TestEndedSessionsAreBounded(t *testing.T) {
+	f := newFixture(t, 2)
+	for i, id := range []string{"e1", "e2", "e3"} {
+		f.admit(uintptr(i+1), f.session(agentA, id, time.Time{}))
+		f.table.Disconnect(uintptr(i+1), true)
+	}
+	if _, ended := f.table.Len(); ended != 2 {
+		t.Fatalf("%d ended sessions kept, want 2", ended)
+	}
+	if v := f.allows(1, "e1", acl.Write, "agents/"+agentA+"/t"); v != Unknown {
+		t.Fatalf("the oldest ended session: %v, want Unknown (refused)", v)
+	}
+	if v := f.allows(3, "e3", acl.Write, "agents/"+agentA+"/t"); v != Allow {
+		t.Fatalf("the newest ended session: %v", v)
+	}
+	// Many reconnects of one client id keep one record and never push others out.
+	for i := 0; i < 10; i++ {
+		f.admit(9, f.session(agentA, "e2", time.Time{}))
+		f.table.Disconnect(9, true)
+	}
+	if v := f.allows(3, "e3", acl.Write, "agents/"+agentA+"/t"); v != Allow {
+		t.Fatalf("e3 after e2's reconnects: %v", v)
+	}
+	if _, ended := f.table.Len(); ended != 2 {
+		t.Fatalf("%d ended sessions kept, want 2", ended)
+	}
+}
+
+func TestIsLive(t *testing.T) {
+	f := newFixture(t, 0)
+	key, _ := secret.Generate(secret.APIKey)
+	pw, _ := secret.Generate(secret.MQTTPassword)
+	d := secret.DigestOf(key.Reveal())
+	f.rows[d] = store.Credential{Digest: d, KeyID: "8c1d8a57-5f86-4a53-9d36-3c7a54e1f0aa", AgentUUID: agentA,
+		AgentStatus: "active", Rights: []string{"mqtt"}, PasswordHash: passhash.SHA256Hex(pw.Reveal())}
+	s, err := f.auth.Authorize(context.Background(), auth.Credentials{Username: key.Reveal(), Password: []byte(pw.Reveal()), ClientID: "c"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.admit(1, s)
+	tests := []struct {
+		name   string
+		client uintptr
+		user   string
+		pass   string
+		want   bool
+	}{
+		{"same client, name and password", 1, s.Name, pw.Reveal(), true},
+		{"wrong password", 1, s.Name, "iotmp_wrong", false},
+		{"another name", 1, "iotauth-agent:" + agentB, pw.Reveal(), false},
+		{"another client", 2, s.Name, pw.Reveal(), false},
+	}
+	for _, tt := range tests {
+		if got := f.table.IsLive(tt.client, tt.user, []byte(tt.pass)); got != tt.want {
+			t.Errorf("%s: got %v", tt.name, got)
+		}
+	}
+	f.table.Disconnect(1, false)
+	if f.table.IsLive(1, s.Name, []byte(pw.Reveal())) {
+		t.Error("an ended session answered as live")
+	}
+}
