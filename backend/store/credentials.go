@@ -9,6 +9,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/iotauth/iotauth/backend/secret"
+	"github.com/iotauth/iotauth/backend/uuid"
 )
 
 // Credential is everything the broker needs to decide a connect by one device API key: the key's state,
@@ -159,13 +160,13 @@ func scanCredential(rows pgx.Rows) (Credential, error) {
 		return c, fmt.Errorf("key row has a digest of %d bytes: %w", len(digest), ErrCorrupt)
 	}
 	copy(c.Digest[:], digest)
-	if agentUUID != nil && ValidUUID(*agentUUID) {
+	if agentUUID != nil && uuid.Valid(*agentUUID) {
 		c.AgentUUID = *agentUUID // so the caller can say which agent is denied
 	}
 	if keyID == nil || agentUUID == nil || status == nil || revoked == nil {
 		return c, fmt.Errorf("key row has NULLs in required columns: %w", ErrCorrupt)
 	}
-	if !ValidUUID(*agentUUID) || !ValidUUID(*keyID) {
+	if !uuid.Valid(*agentUUID) || !uuid.Valid(*keyID) {
 		return c, fmt.Errorf("key row has a malformed uuid: %w", ErrCorrupt)
 	}
 	c.KeyID, c.AgentUUID, c.AgentStatus, c.KeyRevoked = *keyID, *agentUUID, *status, *revoked
@@ -200,28 +201,6 @@ func scanCredential(rows pgx.Rows) (Credential, error) {
 		c.Rules = append(c.Rules, rule)
 	}
 	return c, nil
-}
-
-// ValidUUID accepts the canonical 36-character lowercase hex form PostgreSQL prints. Callers use it to
-// answer "not found" for a malformed id without a query.
-func ValidUUID(s string) bool {
-	if len(s) != 36 {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		switch i {
-		case 8, 13, 18, 23:
-			if c != '-' {
-				return false
-			}
-		default:
-			if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f') {
-				return false
-			}
-		}
-	}
-	return true
 }
 
 // TouchKeys records that keys were used (api_keys.last_used_at), in one statement for a batch. The
