@@ -20,9 +20,9 @@ import (
 
 	"golang.org/x/time/rate"
 
+	"github.com/iotauth/iotauth/backend/credential"
 	"github.com/iotauth/iotauth/backend/passhash"
 	"github.com/iotauth/iotauth/backend/secret"
-	"github.com/iotauth/iotauth/backend/store"
 	"github.com/iotauth/iotauth/cache"
 	"github.com/iotauth/iotauth/plugin/acl"
 )
@@ -54,9 +54,11 @@ const MaxIdentifierLen = 256
 // MaxPasswordLen bounds passwords before any work is done on them.
 const MaxPasswordLen = 1024
 
-// Lookup is what the authorizer needs from the store.
+// Lookup is what the authorizer needs from the store. LookupCredential answers credential.ErrNotFound
+// for a digest without a row and credential.ErrCorrupt (with what identified the agent filled in) for a
+// row that cannot be trusted; any other error means the store did not answer.
 type Lookup interface {
-	LookupCredential(ctx context.Context, d secret.Digest) (store.Credential, error)
+	LookupCredential(ctx context.Context, d secret.Digest) (credential.Credential, error)
 }
 
 // Config tunes an Authorizer.
@@ -115,7 +117,7 @@ func (s *Session) Custom() bool { return len(s.src.rules()) > 0 }
 // KeyID is the id of the API key the session was admitted with, formatted on demand (only logs use it).
 func (s *Session) KeyID() string { return s.src.KeyID() }
 
-// Entry is the cached, compact form of a store.Credential, stored by value in the cache. The common
+// Entry is the cached, compact form of a credential.Credential, stored by value in the cache. The common
 // credential — canonical uuids, a sha256$ password hash, no extra ACL rules — is 88 bytes and nothing
 // else: the uuids are kept as 16 bytes each and the password hash as its 32-byte digest, the strings are
 // rebuilt only when a Session is made, and the fingerprint is recomputed only by Recheck. Anything else
@@ -519,11 +521,11 @@ func (a *Authorizer) entry(ctx context.Context, d secret.Digest) (e Entry, fresh
 		}
 		a.cache.Add(d, got, now)
 		return got, a.cache.FreshUntil(now), nil
-	case errors.Is(err, store.ErrNotFound):
+	case errors.Is(err, credential.ErrNotFound):
 		a.downTill.Store(0)
 		a.cache.AddNegative(d, now)
 		return Entry{}, 0, ErrUnknownKey
-	case errors.Is(err, store.ErrCorrupt):
+	case errors.Is(err, credential.ErrCorrupt):
 		a.downTill.Store(0)
 		a.logCorrupt(d, cred.AgentUUID, err)
 		bad := Entry{flags: flagCorrupt}
@@ -563,7 +565,7 @@ func (a *Authorizer) logCorrupt(d secret.Digest, agent string, err error) {
 
 // NewEntry compacts a store credential into a cache entry. Problems with the row (a malformed hash, a
 // bad rule) make a Corrupt entry: that agent is denied, nothing else is affected.
-func NewEntry(c store.Credential) Entry {
+func NewEntry(c credential.Credential) Entry {
 	var e Entry
 	e.setAgent(c.AgentUUID)
 	if id, ok := parseUUID(c.KeyID); ok {
@@ -648,7 +650,7 @@ func isLowerHex(s string) bool {
 
 // Recheck decides whether a live session may stay, given the credential as the store has it now
 // (found=false when the key no longer exists).
-func (a *Authorizer) Recheck(s Session, c store.Credential, found bool) error {
+func (a *Authorizer) Recheck(s Session, c credential.Credential, found bool) error {
 	if !found {
 		return ErrUnknownKey
 	}
