@@ -23,6 +23,7 @@ import (
 	"github.com/iotauth/iotauth/backend/credential"
 	"github.com/iotauth/iotauth/backend/passhash"
 	"github.com/iotauth/iotauth/backend/secret"
+	"github.com/iotauth/iotauth/backend/uuid"
 	"github.com/iotauth/iotauth/cache"
 	"github.com/iotauth/iotauth/plugin/acl"
 )
@@ -125,8 +126,8 @@ func (s *Session) KeyID() string { return s.src.KeyID() }
 // allocated extension, x.
 type Entry struct {
 	expiresAt int64 // unix ns, 0 = never
-	agent     [16]byte
-	keyID     [16]byte
+	agent     uuid.UUID
+	keyID     uuid.UUID
 	sum       [32]byte  // the SHA-256 password digest when scheme is passhash.SHA256
 	x         *entryExt // nil for the common credential
 	scheme    passhash.Scheme
@@ -161,7 +162,7 @@ func (e *Entry) Agent() string {
 	if e.flags&flagAgentInExt != 0 {
 		return e.x.agent
 	}
-	return formatUUID(&e.agent)
+	return uuid.Format(e.agent)
 }
 
 // name returns prefix followed by the agent's id, in one allocation.
@@ -170,7 +171,7 @@ func (e *Entry) name(prefix string) string {
 		return prefix + e.x.agent
 	}
 	var buf [64]byte // on the stack: the string below is the one allocation
-	return string(appendUUID(append(buf[:0], prefix...), &e.agent))
+	return string(uuid.Append(append(buf[:0], prefix...), e.agent))
 }
 
 // KeyID is the API key's id.
@@ -178,7 +179,7 @@ func (e *Entry) KeyID() string {
 	if e.flags&flagKeyIDInExt != 0 {
 		return e.x.keyID
 	}
-	return formatUUID(&e.keyID)
+	return uuid.Format(e.keyID)
 }
 
 // Corrupt reports whether the credential row could not be trusted; its agent is denied.
@@ -211,13 +212,20 @@ func (e *Entry) fingerprint() [32]byte {
 	if e.scheme != passhash.SHA256 {
 		return sha256.Sum256(nil) // no stored hash (any other case has the fingerprint in x)
 	}
-	var buf [len(sha256Prefix) + 2*sha256.Size]byte
-	copy(buf[:], sha256Prefix)
-	hex.Encode(buf[len(sha256Prefix):], e.sum[:])
-	return sha256.Sum256(buf[:])
+	var buf [sha256HashLen]byte
+	return sha256.Sum256(appendSHA256Hash(buf[:0], &e.sum))
 }
 
-const sha256Prefix = "sha256$"
+const (
+	sha256Prefix  = "sha256$"
+	sha256HashLen = len(sha256Prefix) + 2*sha256.Size
+)
+
+// appendSHA256Hash appends the canonical stored form of the sha256$ hash whose digest is sum: the prefix
+// and the digest in lowercase hex, as passhash.SHA256Hex writes it.
+func appendSHA256Hash(dst []byte, sum *[32]byte) []byte {
+	return hex.AppendEncode(append(dst, sha256Prefix...), sum[:])
+}
 
 // verify checks password, whose SHA-256 is sum, against the entry's hash. The common sha256$ hash is
 // compared with sum directly. For slow schemes the first success is remembered as sum (the entry is
@@ -251,14 +259,14 @@ func (e *Entry) ext() *entryExt {
 
 // Group is a cache invalidation group: one agent, as a 16-byte uuid when it is canonical.
 type Group struct {
-	id    [16]byte
+	id    uuid.UUID
 	name  string // the agent when it is not a canonical uuid
 	named bool
 }
 
 // GroupFor is the invalidation group of agent.
 func GroupFor(agent string) Group {
-	if id, ok := parseUUID(agent); ok {
+	if id, ok := uuid.Parse(agent); ok {
 		return Group{id: id}
 	}
 	return Group{name: agent, named: true}
@@ -292,58 +300,6 @@ func NewCache(opt cache.Options[Entry, Group]) (*Cache, error) {
 // InvalidateGroup makes every entry of agent fetched at or before at behave as absent.
 func (c *Cache) InvalidateGroup(agent string, at time.Time) {
 	c.Cache.InvalidateGroup(GroupFor(agent), at)
-}
-
-// parseUUID parses a canonical lowercase uuid (the form PostgreSQL's uuid::text produces). Anything
-// else is refused, so that formatUUID gives back exactly the string that was parsed.
-func parseUUID(s string) (u [16]byte, ok bool) {
-	if len(s) != 36 || s[8] != '-' || s[13] != '-' || s[18] != '-' || s[23] != '-' {
-		return u, false
-	}
-	j := 0
-	for i := 0; i < 36; {
-		if i == 8 || i == 13 || i == 18 || i == 23 {
-			i++
-			continue
-		}
-		hi, ok1 := lowerHex(s[i])
-		lo, ok2 := lowerHex(s[i+1])
-		if !ok1 || !ok2 {
-			return u, false
-		}
-		u[j] = hi<<4 | lo
-		i += 2
-		j++
-	}
-	return u, true
-}
-
-func lowerHex(c byte) (byte, bool) {
-	switch {
-	case '0' <= c && c <= '9':
-		return c - '0', true
-	case 'a' <= c && c <= 'f':
-		return c - 'a' + 10, true
-	}
-	return 0, false
-}
-
-func formatUUID(u *[16]byte) string {
-	var b [36]byte
-	return string(appendUUID(b[:0], u))
-}
-
-// appendUUID appends u in its canonical 36-character form.
-func appendUUID(dst []byte, u *[16]byte) []byte {
-	dst = hex.AppendEncode(dst, u[0:4])
-	dst = append(dst, '-')
-	dst = hex.AppendEncode(dst, u[4:6])
-	dst = append(dst, '-')
-	dst = hex.AppendEncode(dst, u[6:8])
-	dst = append(dst, '-')
-	dst = hex.AppendEncode(dst, u[8:10])
-	dst = append(dst, '-')
-	return hex.AppendEncode(dst, u[10:])
 }
 
 // Authorizer decides connects. It is safe for concurrent use.
@@ -568,7 +524,7 @@ func (a *Authorizer) logCorrupt(d secret.Digest, agent string, err error) {
 func NewEntry(c credential.Credential) Entry {
 	var e Entry
 	e.setAgent(c.AgentUUID)
-	if id, ok := parseUUID(c.KeyID); ok {
+	if id, ok := uuid.Parse(c.KeyID); ok {
 		e.keyID = id
 	} else {
 		e.ext().keyID = c.KeyID
@@ -602,7 +558,9 @@ func NewEntry(c credential.Credential) Entry {
 		e.scheme = h.Scheme()
 		if sum, ok := h.SHA256Sum(); ok {
 			e.sum = sum
-			derivable = derivable && isLowerHex(c.PasswordHash[len(sha256Prefix):])
+			// Parse accepts either case of hex; only the canonical spelling can be rebuilt from sum.
+			var buf [sha256HashLen]byte
+			derivable = derivable && string(appendSHA256Hash(buf[:0], &sum)) == c.PasswordHash
 		} else {
 			derivable = false
 			if h.Scheme() != 0 {
@@ -631,21 +589,12 @@ func NewEntry(c credential.Credential) Entry {
 }
 
 func (e *Entry) setAgent(agent string) {
-	if id, ok := parseUUID(agent); ok {
+	if id, ok := uuid.Parse(agent); ok {
 		e.agent = id
 		return
 	}
 	e.ext().agent = agent
 	e.flags |= flagAgentInExt
-}
-
-func isLowerHex(s string) bool {
-	for i := 0; i < len(s); i++ {
-		if _, ok := lowerHex(s[i]); !ok {
-			return false
-		}
-	}
-	return true
 }
 
 // Recheck decides whether a live session may stay, given the credential as the store has it now
