@@ -9,6 +9,7 @@ import (
 
 	"golang.org/x/time/rate"
 
+	"github.com/iotauth/iotauth/backend/credential"
 	"github.com/iotauth/iotauth/backend/secret"
 	"github.com/iotauth/iotauth/backend/store"
 	"github.com/iotauth/iotauth/plugin/auth"
@@ -238,7 +239,7 @@ func (in *instance) preload(ctx context.Context, listening <-chan struct{}, fail
 		start := time.Now()
 		n := 0
 		lctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
-		err := in.store.ActiveCredentials(lctx, func(c store.Credential) {
+		err := in.store.ActiveCredentials(lctx, func(c credential.Credential) {
 			in.auth.Cache().Add(c.Digest, auth.NewEntry(c), start)
 			n++
 		})

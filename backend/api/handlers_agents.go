@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/iotauth/iotauth/backend/store"
+	"github.com/iotauth/iotauth/backend/uuid"
 )
 
 type agentJSON struct {
@@ -85,7 +86,7 @@ func (s *Server) listAgents(w http.ResponseWriter, r *http.Request) error {
 // parseCursor reads "<unix microseconds>-<uuid>".
 func parseCursor(s string) (time.Time, string, bool) {
 	us, id, ok := strings.Cut(s, "-")
-	if !ok || !store.ValidUUID(id) {
+	if !ok || !uuid.Valid(id) {
 		return time.Time{}, "", false
 	}
 	n, err := strconv.ParseInt(us, 10, 64)

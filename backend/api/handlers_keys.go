@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/iotauth/iotauth/backend/store"
+	"github.com/iotauth/iotauth/backend/uuid"
 )
 
 type apiKeyJSON struct {
@@ -47,7 +48,7 @@ func (s *Server) createAPIKey(w http.ResponseWriter, r *http.Request) error {
 	if n := len([]rune(req.Name)); n < 1 || n > 200 {
 		return invalidField("name", "name is required (1 to 200 characters)")
 	}
-	if !store.ValidUUID(req.AgentUUID) {
+	if !uuid.Valid(req.AgentUUID) {
 		return invalidField("agentUuid", "agentUuid must be an agent's uuid")
 	}
 	p := store.NewKeyParams{AgentUUID: req.AgentUUID, Name: req.Name, Kind: s.cfg.KeyKind}
@@ -87,7 +88,7 @@ func (s *Server) createAPIKey(w http.ResponseWriter, r *http.Request) error {
 // listAPIKeys: GET /api/v1/auth/api-keys[?agentUuid=] (admin). Never secrets: display prefixes only.
 func (s *Server) listAPIKeys(w http.ResponseWriter, r *http.Request) error {
 	agent := r.URL.Query().Get("agentUuid")
-	if agent != "" && !store.ValidUUID(agent) {
+	if agent != "" && !uuid.Valid(agent) {
 		return invalidField("agentUuid", "agentUuid must be a uuid")
 	}
 	ks, err := s.st.ListAPIKeys(r.Context(), agent)

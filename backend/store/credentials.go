@@ -8,30 +8,10 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/iotauth/iotauth/backend/credential"
 	"github.com/iotauth/iotauth/backend/secret"
+	"github.com/iotauth/iotauth/backend/uuid"
 )
-
-// Credential is everything the broker needs to decide a connect by one device API key: the key's state,
-// its agent's state, the agent's MQTT password hash and extra ACL rules.
-type Credential struct {
-	Digest       secret.Digest
-	KeyID        string
-	AgentUUID    string
-	AgentStatus  string
-	KeyRevoked   bool
-	KeyExpiresAt time.Time // zero: never expires
-	Rights       []string
-	PasswordHash string // "" when the agent has no MQTT credentials
-	Rules        []Rule
-	// Corrupt marks a row that could not be trusted (batch lookups only); deny it.
-	Corrupt bool
-}
-
-// Rule is an extra ACL rule for one agent, from acl_rules.
-type Rule struct {
-	Access  string
-	Pattern string
-}
 
 const credentialColumns = `
 SELECT k.digest, k.id::text, k.agent_uuid::text, a.status, k.revoked_at IS NOT NULL, extract(epoch FROM k.expires_at)::float8, k.rights,
@@ -47,10 +27,10 @@ SELECT k.digest, k.id::text, k.agent_uuid::text, a.status, k.revoked_at IS NOT N
 // On a store with SocketTimeout the connection is acquired under ctx, and ctx's deadline is then set on
 // the socket instead of being watched: a query under a cancellable context would start a goroutine to
 // watch it and hand the caller's thread to the scheduler, which is what those stores exist to avoid.
-func (s *Store) LookupCredential(ctx context.Context, d secret.Digest) (Credential, error) {
+func (s *Store) LookupCredential(ctx context.Context, d secret.Digest) (credential.Credential, error) {
 	conn, err := s.Pool.Acquire(ctx)
 	if err != nil {
-		return Credential{}, fmt.Errorf("look up key: %w", err)
+		return credential.Credential{}, fmt.Errorf("look up key: %w", err)
 	}
 	defer conn.Release()
 	qctx := ctx
@@ -60,25 +40,25 @@ func (s *Store) LookupCredential(ctx context.Context, d secret.Digest) (Credenti
 			// What is left of ctx's deadline bounds the whole query, however many reads and writes it
 			// takes (two round trips on a connection's first query: prepare, then execute).
 			if time.Until(dl) <= 0 {
-				return Credential{}, fmt.Errorf("look up key: %w", context.DeadlineExceeded)
+				return credential.Credential{}, fmt.Errorf("look up key: %w", context.DeadlineExceeded)
 			}
 			nc := conn.Conn().PgConn().Conn()
 			if err := nc.SetDeadline(dl); err != nil {
-				return Credential{}, fmt.Errorf("look up key: %w", err)
+				return credential.Credential{}, fmt.Errorf("look up key: %w", err)
 			}
 			defer nc.SetDeadline(time.Time{})
 		}
 	}
 	rows, err := conn.Query(qctx, credentialColumns+` WHERE k.digest = $1`, d[:])
 	if err != nil {
-		return Credential{}, fmt.Errorf("look up key: %w", err)
+		return credential.Credential{}, fmt.Errorf("look up key: %w", err)
 	}
 	defer rows.Close()
 	if !rows.Next() {
 		if err := rows.Err(); err != nil {
-			return Credential{}, fmt.Errorf("look up key: %w", err)
+			return credential.Credential{}, fmt.Errorf("look up key: %w", err)
 		}
-		return Credential{}, ErrNotFound
+		return credential.Credential{}, ErrNotFound
 	}
 	c, err := scanCredential(rows)
 	rows.Close()
@@ -90,7 +70,7 @@ func (s *Store) LookupCredential(ctx context.Context, d secret.Digest) (Credenti
 
 // LookupCredentials returns the credentials for many digests at once (for re-checking live sessions).
 // Digests without a row are absent from the map; rows that cannot be trusted are present with Corrupt set.
-func (s *Store) LookupCredentials(ctx context.Context, ds []secret.Digest) (map[secret.Digest]Credential, error) {
+func (s *Store) LookupCredentials(ctx context.Context, ds []secret.Digest) (map[secret.Digest]credential.Credential, error) {
 	raw := make([][]byte, len(ds))
 	for i := range ds {
 		raw[i] = ds[i][:]
@@ -100,7 +80,7 @@ func (s *Store) LookupCredentials(ctx context.Context, ds []secret.Digest) (map[
 		return nil, fmt.Errorf("look up keys: %w", err)
 	}
 	defer rows.Close()
-	out := make(map[secret.Digest]Credential, len(ds))
+	out := make(map[secret.Digest]credential.Credential, len(ds))
 	for rows.Next() {
 		c, err := scanCredential(rows)
 		if err != nil {
@@ -116,7 +96,7 @@ func (s *Store) LookupCredentials(ctx context.Context, ds []secret.Digest) (map[
 
 // ActiveCredentials streams every usable credential (key not revoked or expired, agent active) to fn,
 // for preloading a broker's cache. Corrupt rows are skipped and counted in the returned error.
-func (s *Store) ActiveCredentials(ctx context.Context, fn func(Credential)) error {
+func (s *Store) ActiveCredentials(ctx context.Context, fn func(credential.Credential)) error {
 	rows, err := s.Pool.Query(ctx, credentialColumns+`
  WHERE k.revoked_at IS NULL AND (k.expires_at IS NULL OR k.expires_at > now()) AND a.status = 'active'`)
 	if err != nil {
@@ -143,7 +123,7 @@ func (s *Store) ActiveCredentials(ctx context.Context, fn func(Credential)) erro
 
 // scanCredential reads one row into a Credential, turning NULLs and malformed values into ErrCorrupt
 // instead of scan errors, so that one bad row denies one agent and nothing else.
-func scanCredential(rows pgx.Rows) (Credential, error) {
+func scanCredential(rows pgx.Rows) (credential.Credential, error) {
 	var (
 		digest                      []byte
 		keyID, agentUUID, status, h *string
@@ -152,20 +132,20 @@ func scanCredential(rows pgx.Rows) (Credential, error) {
 		rights, rules               []*string
 	)
 	if err := rows.Scan(&digest, &keyID, &agentUUID, &status, &revoked, &expires, &rights, &h, &rules); err != nil {
-		return Credential{}, fmt.Errorf("scan key row: %v: %w", err, ErrCorrupt)
+		return credential.Credential{}, fmt.Errorf("scan key row: %v: %w", err, ErrCorrupt)
 	}
-	var c Credential
+	var c credential.Credential
 	if len(digest) != len(c.Digest) {
 		return c, fmt.Errorf("key row has a digest of %d bytes: %w", len(digest), ErrCorrupt)
 	}
 	copy(c.Digest[:], digest)
-	if agentUUID != nil && ValidUUID(*agentUUID) {
+	if agentUUID != nil && uuid.Valid(*agentUUID) {
 		c.AgentUUID = *agentUUID // so the caller can say which agent is denied
 	}
 	if keyID == nil || agentUUID == nil || status == nil || revoked == nil {
 		return c, fmt.Errorf("key row has NULLs in required columns: %w", ErrCorrupt)
 	}
-	if !ValidUUID(*agentUUID) || !ValidUUID(*keyID) {
+	if !uuid.Valid(*agentUUID) || !uuid.Valid(*keyID) {
 		return c, fmt.Errorf("key row has a malformed uuid: %w", ErrCorrupt)
 	}
 	c.KeyID, c.AgentUUID, c.AgentStatus, c.KeyRevoked = *keyID, *agentUUID, *status, *revoked
@@ -193,35 +173,13 @@ func scanCredential(rows pgx.Rows) (Credential, error) {
 		if r == nil {
 			return c, fmt.Errorf("acl rule row has NULLs: %w", ErrCorrupt)
 		}
-		var rule Rule
+		var rule credential.Rule
 		if _, err := fmt.Sscanf(*r, "%s %s", &rule.Access, &rule.Pattern); err != nil {
 			return c, fmt.Errorf("acl rule is malformed: %w", ErrCorrupt)
 		}
 		c.Rules = append(c.Rules, rule)
 	}
 	return c, nil
-}
-
-// ValidUUID accepts the canonical 36-character lowercase hex form PostgreSQL prints. Callers use it to
-// answer "not found" for a malformed id without a query.
-func ValidUUID(s string) bool {
-	if len(s) != 36 {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		switch i {
-		case 8, 13, 18, 23:
-			if c != '-' {
-				return false
-			}
-		default:
-			if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f') {
-				return false
-			}
-		}
-	}
-	return true
 }
 
 // TouchKeys records that keys were used (api_keys.last_used_at), in one statement for a batch. The

@@ -5,7 +5,6 @@ package store
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"time"
 
@@ -13,15 +12,18 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/iotauth/iotauth/backend/blockconn"
+	"github.com/iotauth/iotauth/backend/credential"
 )
 
-// Sentinel errors.
+// Sentinel errors. The two that a credential lookup returns are package credential's values, so that
+// the authorizer, which does not import this package, recognises them; errors.Is(err, store.ErrNotFound)
+// and errors.Is(err, credential.ErrNotFound) are the same test.
 var (
 	// ErrNotFound means no row matched.
-	ErrNotFound = errors.New("not found")
+	ErrNotFound = credential.ErrNotFound
 	// ErrCorrupt means a row exists but cannot be trusted (NULLs where values belong, malformed ids or
 	// hashes). The caller denies and logs; it is never a reason to panic.
-	ErrCorrupt = errors.New("corrupt row")
+	ErrCorrupt = credential.ErrCorrupt
 )
 
 // Store wraps a pgx pool.

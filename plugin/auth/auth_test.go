@@ -11,9 +11,9 @@ import (
 
 	"golang.org/x/crypto/bcrypt"
 
+	"github.com/iotauth/iotauth/backend/credential"
 	"github.com/iotauth/iotauth/backend/passhash"
 	"github.com/iotauth/iotauth/backend/secret"
-	"github.com/iotauth/iotauth/backend/store"
 	"github.com/iotauth/iotauth/cache"
 	"github.com/iotauth/iotauth/plugin/acl"
 )
@@ -23,24 +23,24 @@ const agentB = "0a0b0c0d-1111-2222-3333-444455556666"
 
 // fakeStore is the authorizer's store in unit tests: a map, an error to return, and a query counter.
 type fakeStore struct {
-	rows    map[secret.Digest]store.Credential
+	rows    map[secret.Digest]credential.Credential
 	err     error
 	queries int
 	block   bool
 }
 
-func (f *fakeStore) LookupCredential(ctx context.Context, d secret.Digest) (store.Credential, error) {
+func (f *fakeStore) LookupCredential(ctx context.Context, d secret.Digest) (credential.Credential, error) {
 	f.queries++
 	if f.block {
 		<-ctx.Done()
-		return store.Credential{}, ctx.Err()
+		return credential.Credential{}, ctx.Err()
 	}
 	if f.err != nil {
-		return store.Credential{}, f.err
+		return credential.Credential{}, f.err
 	}
 	c, ok := f.rows[d]
 	if !ok {
-		return store.Credential{}, store.ErrNotFound
+		return credential.Credential{}, credential.ErrNotFound
 	}
 	return c, nil
 }
@@ -58,20 +58,20 @@ type fixture struct {
 	other string
 }
 
-func newFixture(t testing.TB, mutate func(*store.Credential)) *fixture {
+func newFixture(t testing.TB, mutate func(*credential.Credential)) *fixture {
 	t.Helper()
 	clk := &clock{t: time.Unix(1_800_000_000, 0)}
 	key, _ := secret.Generate(secret.APIKey)
 	pw, _ := secret.Generate(secret.MQTTPassword)
 	other, _ := secret.Generate(secret.APIKey)
-	c := store.Credential{
+	c := credential.Credential{
 		Digest: secret.DigestOf(key.Reveal()), KeyID: "k1", AgentUUID: agentA, AgentStatus: "active",
 		Rights: []string{"mqtt", "device_state"}, PasswordHash: passhash.SHA256Hex(pw.Reveal()),
 	}
 	if mutate != nil {
 		mutate(&c)
 	}
-	st := &fakeStore{rows: map[secret.Digest]store.Credential{c.Digest: c}}
+	st := &fakeStore{rows: map[secret.Digest]credential.Credential{c.Digest: c}}
 	ch, err := NewCache(cache.Options[Entry, Group]{
 		Size: 100, TTL: time.Minute, NegativeTTL: 10 * time.Second, StaleGrace: 10 * time.Minute, Group: GroupOf, Now: clk.now,
 	})
@@ -94,7 +94,7 @@ func TestAuthorize(t *testing.T) {
 	past := time.Unix(1_700_000_000, 0)
 	tests := []struct {
 		name        string
-		mutate      func(*store.Credential)
+		mutate      func(*credential.Credential)
 		creds       func(f *fixture) Credentials
 		want        error
 		wantQueries int
@@ -116,13 +116,13 @@ func TestAuthorize(t *testing.T) {
 		{"wildcard in username", nil, func(f *fixture) Credentials { c := f.creds(); c.Username = "a+b"; return c }, ErrBadIdentifier, 0},
 		{"slash in client id", nil, func(f *fixture) Credentials { c := f.creds(); c.ClientID += "/x"; return c }, ErrBadIdentifier, 0},
 		{"other agent's client id", nil, func(f *fixture) Credentials { c := f.creds(); c.ClientID = "agent-" + agentB; return c }, ErrClientID, 1},
-		{"revoked", func(c *store.Credential) { c.KeyRevoked = true }, func(f *fixture) Credentials { return f.creds() }, ErrRevoked, 1},
-		{"expired", func(c *store.Credential) { c.KeyExpiresAt = past }, func(f *fixture) Credentials { return f.creds() }, ErrExpired, 1},
-		{"disabled agent", func(c *store.Credential) { c.AgentStatus = "disabled" }, func(f *fixture) Credentials { return f.creds() }, ErrAgentDisabled, 1},
-		{"no mqtt right", func(c *store.Credential) { c.Rights = []string{"device_state"} }, func(f *fixture) Credentials { return f.creds() }, ErrNoMQTTRight, 1},
-		{"malformed stored hash", func(c *store.Credential) { c.PasswordHash = "sha256$zz" }, func(f *fixture) Credentials { return f.creds() }, ErrCorrupt, 1},
-		{"no mqtt password", func(c *store.Credential) { c.PasswordHash = "" }, func(f *fixture) Credentials { return f.creds() }, ErrNoMQTTPassword, 1},
-		{"bad extra rule", func(c *store.Credential) { c.Rules = []store.Rule{{Access: "read", Pattern: "$SYS/#"}} }, func(f *fixture) Credentials { return f.creds() }, ErrCorrupt, 1},
+		{"revoked", func(c *credential.Credential) { c.KeyRevoked = true }, func(f *fixture) Credentials { return f.creds() }, ErrRevoked, 1},
+		{"expired", func(c *credential.Credential) { c.KeyExpiresAt = past }, func(f *fixture) Credentials { return f.creds() }, ErrExpired, 1},
+		{"disabled agent", func(c *credential.Credential) { c.AgentStatus = "disabled" }, func(f *fixture) Credentials { return f.creds() }, ErrAgentDisabled, 1},
+		{"no mqtt right", func(c *credential.Credential) { c.Rights = []string{"device_state"} }, func(f *fixture) Credentials { return f.creds() }, ErrNoMQTTRight, 1},
+		{"malformed stored hash", func(c *credential.Credential) { c.PasswordHash = "sha256$zz" }, func(f *fixture) Credentials { return f.creds() }, ErrCorrupt, 1},
+		{"no mqtt password", func(c *credential.Credential) { c.PasswordHash = "" }, func(f *fixture) Credentials { return f.creds() }, ErrNoMQTTPassword, 1},
+		{"bad extra rule", func(c *credential.Credential) { c.Rules = []credential.Rule{{Access: "read", Pattern: "$SYS/#"}} }, func(f *fixture) Credentials { return f.creds() }, ErrCorrupt, 1},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -232,18 +232,18 @@ func TestRecheck(t *testing.T) {
 	row := f.st.rows[s.Digest]
 	tests := []struct {
 		name   string
-		mutate func(c *store.Credential)
+		mutate func(c *credential.Credential)
 		found  bool
 		want   error
 	}{
-		{"unchanged", func(*store.Credential) {}, true, nil},
-		{"unrelated change", func(c *store.Credential) { c.Rights = append(c.Rights, "extra") }, true, nil},
-		{"gone", func(*store.Credential) {}, false, ErrUnknownKey},
-		{"revoked", func(c *store.Credential) { c.KeyRevoked = true }, true, ErrRevoked},
-		{"disabled", func(c *store.Credential) { c.AgentStatus = "decommissioned" }, true, ErrAgentDisabled},
-		{"password changed", func(c *store.Credential) { c.PasswordHash = passhash.SHA256Hex("iotmp_new") }, true, ErrCredsChanged},
-		{"rules changed", func(c *store.Credential) { c.Rules = []store.Rule{{Access: "read", Pattern: "x/#"}} }, true, ErrCredsChanged},
-		{"corrupt", func(c *store.Credential) { c.Corrupt = true }, true, ErrCorrupt},
+		{"unchanged", func(*credential.Credential) {}, true, nil},
+		{"unrelated change", func(c *credential.Credential) { c.Rights = append(c.Rights, "extra") }, true, nil},
+		{"gone", func(*credential.Credential) {}, false, ErrUnknownKey},
+		{"revoked", func(c *credential.Credential) { c.KeyRevoked = true }, true, ErrRevoked},
+		{"disabled", func(c *credential.Credential) { c.AgentStatus = "decommissioned" }, true, ErrAgentDisabled},
+		{"password changed", func(c *credential.Credential) { c.PasswordHash = passhash.SHA256Hex("iotmp_new") }, true, ErrCredsChanged},
+		{"rules changed", func(c *credential.Credential) { c.Rules = []credential.Rule{{Access: "read", Pattern: "x/#"}} }, true, ErrCredsChanged},
+		{"corrupt", func(c *credential.Credential) { c.Corrupt = true }, true, ErrCorrupt},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -281,7 +281,7 @@ func TestClientIDTemplates(t *testing.T) {
 
 // refFingerprint is the fingerprint as defined before entries were compacted: SHA-256 of the stored hash
 // and the well-formed rules.
-func refFingerprint(c store.Credential) [32]byte {
+func refFingerprint(c credential.Credential) [32]byte {
 	h := sha256.New()
 	h.Write([]byte(c.PasswordHash))
 	for _, r := range c.Rules {
@@ -301,30 +301,30 @@ func TestNewEntryCompact(t *testing.T) {
 		t.Fatal(err)
 	}
 	sha := passhash.SHA256Hex(pw)
-	base := store.Credential{
+	base := credential.Credential{
 		KeyID: agentB, AgentUUID: agentA, AgentStatus: "active", Rights: []string{"mqtt"}, PasswordHash: sha,
 	}
 	tests := []struct {
 		name        string
-		mutate      func(*store.Credential)
+		mutate      func(*credential.Credential)
 		compact     bool // no extension allocated
 		corrupt     bool
 		verifies    string
 		wantNoMQTTP bool
 	}{
 		{"common", nil, true, false, pw, false},
-		{"no password hash", func(c *store.Credential) { c.PasswordHash = "" }, true, false, "", true},
-		{"uppercase sha256 hex", func(c *store.Credential) { c.PasswordHash = "sha256$" + strings.ToUpper(sha[7:]) }, false, false, pw, false},
-		{"argon2id", func(c *store.Credential) { c.PasswordHash = argon }, false, false, "operator password", false},
-		{"extra rules", func(c *store.Credential) { c.Rules = []store.Rule{{Access: "read", Pattern: "x/%u/#"}} }, false, false, pw, false},
-		{"bad rule", func(c *store.Credential) { c.Rules = []store.Rule{{Access: "read", Pattern: "$SYS/#"}} }, false, true, pw, false},
-		{"malformed hash", func(c *store.Credential) { c.PasswordHash = "sha256$zz" }, false, true, "", true},
-		{"uppercase agent uuid", func(c *store.Credential) { c.AgentUUID = strings.ToUpper(agentA) }, false, false, pw, false},
-		{"key id not a uuid", func(c *store.Credential) { c.KeyID = "k1" }, false, false, pw, false},
-		{"empty agent", func(c *store.Credential) { c.AgentUUID = "" }, false, false, pw, false},
-		{"nil uuid agent", func(c *store.Credential) { c.AgentUUID = "00000000-0000-0000-0000-000000000000" }, true, false, pw, false},
-		{"uuid without dashes", func(c *store.Credential) { c.AgentUUID = strings.ReplaceAll(agentA, "-", "") + "xxxx" }, false, false, pw, false},
-		{"row marked corrupt", func(c *store.Credential) { c.Corrupt = true }, true, true, pw, false},
+		{"no password hash", func(c *credential.Credential) { c.PasswordHash = "" }, true, false, "", true},
+		{"uppercase sha256 hex", func(c *credential.Credential) { c.PasswordHash = "sha256$" + strings.ToUpper(sha[7:]) }, false, false, pw, false},
+		{"argon2id", func(c *credential.Credential) { c.PasswordHash = argon }, false, false, "operator password", false},
+		{"extra rules", func(c *credential.Credential) { c.Rules = []credential.Rule{{Access: "read", Pattern: "x/%u/#"}} }, false, false, pw, false},
+		{"bad rule", func(c *credential.Credential) { c.Rules = []credential.Rule{{Access: "read", Pattern: "$SYS/#"}} }, false, true, pw, false},
+		{"malformed hash", func(c *credential.Credential) { c.PasswordHash = "sha256$zz" }, false, true, "", true},
+		{"uppercase agent uuid", func(c *credential.Credential) { c.AgentUUID = strings.ToUpper(agentA) }, false, false, pw, false},
+		{"key id not a uuid", func(c *credential.Credential) { c.KeyID = "k1" }, false, false, pw, false},
+		{"empty agent", func(c *credential.Credential) { c.AgentUUID = "" }, false, false, pw, false},
+		{"nil uuid agent", func(c *credential.Credential) { c.AgentUUID = "00000000-0000-0000-0000-000000000000" }, true, false, pw, false},
+		{"uuid without dashes", func(c *credential.Credential) { c.AgentUUID = strings.ReplaceAll(agentA, "-", "") + "xxxx" }, false, false, pw, false},
+		{"row marked corrupt", func(c *credential.Credential) { c.Corrupt = true }, true, true, pw, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -386,7 +386,7 @@ func TestGroupFor(t *testing.T) {
 // TestCommonEntryAllocatesNothing: a credential with a sha256$ hash and no rules is cached with no
 // allocation of its own — no uuid strings, no raw hash string, no fingerprint, no list element.
 func TestCommonEntryAllocatesNothing(t *testing.T) {
-	c := store.Credential{
+	c := credential.Credential{
 		KeyID: agentB, AgentUUID: agentA, AgentStatus: "active", Rights: []string{"mqtt"},
 		PasswordHash: passhash.SHA256Hex("iotmp_pw"),
 	}
@@ -416,7 +416,7 @@ func TestCommonEntryAllocatesNothing(t *testing.T) {
 func TestInvalidateAgent(t *testing.T) {
 	for _, agent := range []string{agentA, strings.ToUpper(agentA)} {
 		t.Run(agent, func(t *testing.T) {
-			f := newFixture(t, func(c *store.Credential) { c.AgentUUID = agent })
+			f := newFixture(t, func(c *credential.Credential) { c.AgentUUID = agent })
 			c := f.creds()
 			c.ClientID = "agent-" + agent
 			if _, err := f.a.Authorize(context.Background(), c); err != nil {
@@ -463,7 +463,7 @@ func TestSlowHashRememberedAfterSuccess(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f = newFixture(t, func(c *store.Credential) { c.PasswordHash = string(bc) })
+	f = newFixture(t, func(c *credential.Credential) { c.PasswordHash = string(bc) })
 	f.pw = pw
 	e, _, err := f.a.entry(context.Background(), secret.DigestOf(f.key))
 	if err != nil {
@@ -499,14 +499,14 @@ func TestSlowHashRememberedAfterSuccess(t *testing.T) {
 func TestSessionNames(t *testing.T) {
 	for _, tc := range []struct {
 		name     string
-		mutate   func(*store.Credential)
+		mutate   func(*credential.Credential)
 		agent    string
 		wantName string
 		wantKey  string
 	}{
 		{"plain", nil, agentA, "plain:" + agentA, "k1"},
-		{"extra rules", func(c *store.Credential) { c.Rules = []store.Rule{{Access: "read", Pattern: "broadcast/#"}} }, agentA, "custom:" + agentA, "k1"},
-		{"non-canonical ids", func(c *store.Credential) { c.AgentUUID, c.KeyID = "Dev-1", "key one" }, "Dev-1", "plain:Dev-1", "key one"},
+		{"extra rules", func(c *credential.Credential) { c.Rules = []credential.Rule{{Access: "read", Pattern: "broadcast/#"}} }, agentA, "custom:" + agentA, "k1"},
+		{"non-canonical ids", func(c *credential.Credential) { c.AgentUUID, c.KeyID = "Dev-1", "key one" }, "Dev-1", "plain:Dev-1", "key one"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			f := newFixture(t, tc.mutate)

@@ -1,0 +1,45 @@
+// Package credential is the plain data of a device's credential: what the store reads for one API key
+// and what the broker's authorizer decides a connect on (the key's and its agent's state, the agent's
+// MQTT password hash and extra ACL rules), and the sentinel errors of a lookup. It holds no SQL and
+// imports no database driver, so that the decision packages can use it without reaching PostgreSQL.
+package credential
+
+import (
+	"errors"
+	"time"
+
+	"github.com/iotauth/iotauth/backend/secret"
+)
+
+// Lookup outcomes that callers branch on with errors.Is. The store returns these very values (its
+// ErrNotFound and ErrCorrupt are the same errors), so that a caller that does not import the store can
+// still tell them apart.
+var (
+	// ErrNotFound means no row matched.
+	ErrNotFound = errors.New("not found")
+	// ErrCorrupt means a row exists but cannot be trusted (NULLs where values belong, malformed ids or
+	// hashes). The caller denies and logs; it is never a reason to panic.
+	ErrCorrupt = errors.New("corrupt row")
+)
+
+// Credential is everything the broker needs to decide a connect by one device API key: the key's state,
+// its agent's state, the agent's MQTT password hash and extra ACL rules.
+type Credential struct {
+	Digest       secret.Digest
+	KeyID        string
+	AgentUUID    string
+	AgentStatus  string
+	KeyRevoked   bool
+	KeyExpiresAt time.Time // zero: never expires
+	Rights       []string
+	PasswordHash string // "" when the agent has no MQTT credentials
+	Rules        []Rule
+	// Corrupt marks a row that could not be trusted (batch lookups only); deny it.
+	Corrupt bool
+}
+
+// Rule is an extra ACL rule for one agent, from acl_rules.
+type Rule struct {
+	Access  string
+	Pattern string
+}

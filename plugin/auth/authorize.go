@@ -1,0 +1,324 @@
+// Package auth decides MQTT connects: Authorize turns a username (a device API key), a password and a
+// client id into a Session or a reason for refusal. It checks the key's format before any other work,
+// looks credentials up through a bounded cache and then the store under a hard deadline, fails closed
+// when the store is unreachable (serving cached positives only within the stale grace), and computes the
+// session's ACL once. It is plain Go: no cgo, no Mosquitto.
+package auth
+
+import (
+	"context"
+	"crypto/sha256"
+	"errors"
+	"log/slog"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/time/rate"
+
+	"github.com/iotauth/iotauth/backend/credential"
+	"github.com/iotauth/iotauth/backend/passhash"
+	"github.com/iotauth/iotauth/backend/secret"
+	"github.com/iotauth/iotauth/cache"
+	"github.com/iotauth/iotauth/plugin/acl"
+)
+
+// Reasons for refusal. Every one of them becomes CONNACK "not authorised" except ErrDeferred, which
+// hands the decision to the next plugin in the chain.
+var (
+	ErrDeferred       = errors.New("username is not an iotauth key; deferred to the next plugin")
+	ErrNoCredentials  = errors.New("no username or password given")
+	ErrMalformed      = errors.New("username is not a well-formed device API key")
+	ErrBadIdentifier  = errors.New("username or client id is too long or contains '+', '#' or '/'")
+	ErrUnknownKey     = errors.New("unknown device API key")
+	ErrBadPassword    = errors.New("wrong MQTT password")
+	ErrRevoked        = errors.New("device API key revoked")
+	ErrExpired        = errors.New("device API key expired")
+	ErrAgentDisabled  = errors.New("agent disabled or decommissioned")
+	ErrNoMQTTRight    = errors.New("device API key has no mqtt right")
+	ErrClientID       = errors.New("client id does not belong to this agent")
+	ErrUnavailable    = errors.New("credential store unreachable and nothing usable cached")
+	ErrCorrupt        = errors.New("credential row is corrupt")
+	ErrCredsChanged   = errors.New("credentials changed since the session started")
+	ErrNoMQTTPassword = errors.New("agent has no MQTT password")
+	ErrSecretClientID = errors.New("client id contains an iotauth secret; never use a key as the client id")
+)
+
+// MaxIdentifierLen bounds usernames and client ids.
+const MaxIdentifierLen = 256
+
+// MaxPasswordLen bounds passwords before any work is done on them.
+const MaxPasswordLen = 1024
+
+// Lookup is what the authorizer needs from the store. LookupCredential answers credential.ErrNotFound
+// for a digest without a row and credential.ErrCorrupt (with what identified the agent filled in) for a
+// row that cannot be trusted; any other error means the store did not answer.
+type Lookup interface {
+	LookupCredential(ctx context.Context, d secret.Digest) (credential.Credential, error)
+}
+
+// Config tunes an Authorizer.
+type Config struct {
+	KeyKind      secret.Kind
+	ClientID     string // template with %u, or "any"
+	Rules        []acl.Template
+	DBTimeout    time.Duration
+	DeferUnknown bool
+	// RetryAfter is how long after a store failure connects skip the store and fail fast (or use stale
+	// entries) instead of each waiting out the deadline.
+	RetryAfter time.Duration
+	// NamePrefix and CustomNamePrefix start a session's Name: the first for an agent with only the
+	// configured rules, the second for one with extra acl_rules.
+	NamePrefix, CustomNamePrefix string
+	Now                          func() time.Time
+	Log                          *slog.Logger
+}
+
+// Credentials are what a client presented.
+type Credentials struct {
+	Username string
+	Password []byte
+	ClientID string
+}
+
+// Authorizer decides connects. It is safe for concurrent use.
+type Authorizer struct {
+	cfg      Config
+	store    Lookup
+	cache    *Cache
+	downTill atomic.Int64
+	dummy    passhash.Hash
+
+	logOnce sync.Map // digest -> struct{}: corrupt rows logged once
+	nLogged atomic.Int64
+
+	// Store failures are logged at most every 10 s, with a count, so an outage is a trickle.
+	failLog  rate.Sometimes
+	failures atomic.Int64
+}
+
+// New builds an Authorizer.
+func New(cfg Config, st Lookup, c *Cache) *Authorizer {
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Log == nil {
+		cfg.Log = slog.New(slog.DiscardHandler)
+	}
+	if cfg.RetryAfter == 0 {
+		cfg.RetryAfter = time.Second
+	}
+	dummy, _ := passhash.Parse(passhash.SHA256Hex("iotauth dummy password for timing"))
+	return &Authorizer{cfg: cfg, store: st, cache: c, dummy: dummy, failLog: rate.Sometimes{Interval: 10 * time.Second}}
+}
+
+// Cache exposes the cache for invalidation and stats.
+func (a *Authorizer) Cache() *Cache { return a.cache }
+
+// CheckIdentifier refuses usernames and client ids that are empty-safe but too long or contain topic
+// wildcards or separators, which could otherwise widen ACL patterns.
+func CheckIdentifier(s string) error {
+	if len(s) > MaxIdentifierLen || strings.ContainsAny(s, "+#/") {
+		return ErrBadIdentifier
+	}
+	return nil
+}
+
+// Authorize decides a fresh connect.
+func (a *Authorizer) Authorize(ctx context.Context, c Credentials) (Session, error) {
+	if c.Username == "" {
+		if a.cfg.DeferUnknown {
+			return Session{}, ErrDeferred
+		}
+		return Session{}, ErrNoCredentials
+	}
+	if err := CheckIdentifier(c.Username); err != nil {
+		return Session{}, err
+	}
+	if err := CheckIdentifier(c.ClientID); err != nil {
+		return Session{}, err
+	}
+	if secret.LooksLikeAny(c.ClientID) {
+		// A key used as the client id would be printed on every broker log line about the client.
+		return Session{}, ErrSecretClientID
+	}
+	if err := secret.Check(a.cfg.KeyKind, c.Username); err != nil {
+		if a.cfg.DeferUnknown && errors.Is(err, secret.ErrWrongKind) {
+			return Session{}, ErrDeferred
+		}
+		return Session{}, ErrMalformed
+	}
+	if len(c.Password) == 0 {
+		return Session{}, ErrNoCredentials
+	}
+	if len(c.Password) > MaxPasswordLen {
+		return Session{}, ErrBadPassword
+	}
+	return a.authorizeDigest(ctx, secret.DigestOf(c.Username), c.Password, c.ClientID)
+}
+
+func (a *Authorizer) authorizeDigest(ctx context.Context, d secret.Digest, password []byte, clientID string) (Session, error) {
+	e, fresh, err := a.entry(ctx, d)
+	if err != nil {
+		// Same work as a wrong password, so unknown keys cannot be told apart by timing.
+		a.dummy.Verify(password)
+		return Session{}, err
+	}
+	if e.Corrupt() {
+		a.dummy.Verify(password)
+		return Session{}, ErrCorrupt
+	}
+	sum := sha256.Sum256(password)
+	if h := e.hash(); !verify(&e, h, password, &sum) {
+		if h.Scheme() == 0 {
+			return Session{}, ErrNoMQTTPassword
+		}
+		return Session{}, ErrBadPassword
+	}
+	if err := a.usable(&e); err != nil {
+		return Session{}, err
+	}
+	prefix := a.cfg.NamePrefix
+	if len(e.rules()) > 0 {
+		prefix = a.cfg.CustomNamePrefix
+	}
+	name := e.name(prefix)
+	agent := name[len(prefix):]
+	if !a.clientIDAllowed(agent, clientID) {
+		return Session{}, ErrClientID
+	}
+	s := Session{
+		Name: name, Agent: agent, ClientID: clientID, Digest: d, PasswordSum: sum, FreshUntil: fresh,
+		rules: append(a.cfg.Rules[:len(a.cfg.Rules):len(a.cfg.Rules)], e.rules()...),
+		src:   e,
+	}
+	if e.expiresAt != 0 {
+		s.ExpiresAt = time.Unix(0, e.expiresAt)
+	}
+	return s, nil
+}
+
+func (a *Authorizer) usable(e *Entry) error {
+	switch {
+	case e.flags&flagRevoked != 0:
+		return ErrRevoked
+	case e.expiresAt != 0 && a.cfg.Now().UnixNano() >= e.expiresAt:
+		return ErrExpired
+	case e.flags&flagActive == 0:
+		return ErrAgentDisabled
+	case e.flags&flagMQTTRight == 0:
+		return ErrNoMQTTRight
+	}
+	return nil
+}
+
+func (a *Authorizer) clientIDAllowed(agent, clientID string) bool {
+	if a.cfg.ClientID == "any" {
+		return clientID != ""
+	}
+	i := strings.Index(a.cfg.ClientID, "%u")
+	if i < 0 {
+		return false
+	}
+	pre, post := a.cfg.ClientID[:i], a.cfg.ClientID[i+2:]
+	return len(clientID) == len(pre)+len(agent)+len(post) &&
+		strings.HasPrefix(clientID, pre) && strings.HasSuffix(clientID, post) &&
+		clientID[len(pre):len(pre)+len(agent)] == agent
+}
+
+// entry finds the credential for d: cache first, then the store under the deadline. Errors and
+// timeouts are never cached; a stale positive is used only when the store cannot answer. fresh is until
+// when the answer stays fresh in the cache (unix ns), 0 for a stale one.
+func (a *Authorizer) entry(ctx context.Context, d secret.Digest) (e Entry, fresh int64, err error) {
+	e, r, fresh := a.cache.Lookup(d)
+	switch r {
+	case cache.Hit:
+		return e, fresh, nil
+	case cache.NegativeHit:
+		return Entry{}, 0, ErrUnknownKey
+	}
+	now := a.cfg.Now()
+	if now.UnixNano() < a.downTill.Load() {
+		if r == cache.Stale {
+			return e, 0, nil
+		}
+		return Entry{}, 0, ErrUnavailable
+	}
+	qctx, cancel := context.WithTimeout(ctx, a.cfg.DBTimeout)
+	cred, lerr := a.store.LookupCredential(qctx, d)
+	cancel()
+	switch err := lerr; {
+	case err == nil:
+		a.downTill.Store(0)
+		got := NewEntry(cred)
+		if got.Corrupt() {
+			a.logCorrupt(d, cred.AgentUUID, errors.New("malformed password hash or ACL rule"))
+		}
+		a.cache.Add(d, got, now)
+		return got, a.cache.FreshUntil(now), nil
+	case errors.Is(err, credential.ErrNotFound):
+		a.downTill.Store(0)
+		a.cache.AddNegative(d, now)
+		return Entry{}, 0, ErrUnknownKey
+	case errors.Is(err, credential.ErrCorrupt):
+		a.downTill.Store(0)
+		a.logCorrupt(d, cred.AgentUUID, err)
+		bad := Entry{flags: flagCorrupt}
+		bad.setAgent(cred.AgentUUID)
+		a.cache.Add(d, bad, now)
+		return bad, 0, nil
+	default:
+		a.downTill.Store(a.cfg.Now().Add(a.cfg.RetryAfter).UnixNano())
+		n := a.failures.Add(1)
+		a.failLog.Do(func() {
+			a.cfg.Log.Warn("credential lookup failed; refusing agents that are not cached until PostgreSQL answers",
+				"error", err, "deadline", a.cfg.DBTimeout, "served_stale", r == cache.Stale, "failures", n)
+		})
+		if r == cache.Stale {
+			return e, 0, nil
+		}
+		return Entry{}, 0, ErrUnavailable
+	}
+}
+
+// StoreDown reports whether the authorizer is currently skipping the store after a failure.
+func (a *Authorizer) StoreDown() bool { return a.cfg.Now().UnixNano() < a.downTill.Load() }
+
+// MarkStoreUp lets a background health check end the fail-fast window early.
+func (a *Authorizer) MarkStoreUp() { a.downTill.Store(0) }
+
+func (a *Authorizer) logCorrupt(d secret.Digest, agent string, err error) {
+	if _, seen := a.logOnce.LoadOrStore(d, struct{}{}); seen {
+		return
+	}
+	if a.nLogged.Add(1) > 10000 {
+		return // bound the set; beyond this every corrupt row is still denied, just not logged again
+	}
+	a.cfg.Log.Error("refusing agent: its credential row is corrupt; fix the row in PostgreSQL",
+		"agent", agent, "error", err)
+}
+
+// Recheck decides whether a live session may stay, given the credential as the store has it now
+// (found=false when the key no longer exists).
+func (a *Authorizer) Recheck(s Session, c credential.Credential, found bool) error {
+	if !found {
+		return ErrUnknownKey
+	}
+	e := NewEntry(c)
+	if e.Corrupt() {
+		return ErrCorrupt
+	}
+	if err := a.usable(&e); err != nil {
+		return err
+	}
+	if e.Agent() != s.Agent || e.fingerprint() != s.src.fingerprint() {
+		return ErrCredsChanged
+	}
+	return nil
+}
+
+// Expired reports whether the session's key has expired.
+func (a *Authorizer) Expired(s Session) bool {
+	return !s.ExpiresAt.IsZero() && !a.cfg.Now().Before(s.ExpiresAt)
+}

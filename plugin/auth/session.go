@@ -1,0 +1,40 @@
+package auth
+
+import (
+	"time"
+
+	"github.com/iotauth/iotauth/backend/secret"
+	"github.com/iotauth/iotauth/plugin/acl"
+)
+
+// Session is an authorised connection: who it is, what it may do, and what it was authorised with, so
+// that it can be re-checked when credentials change.
+type Session struct {
+	// Name is the username the broker gives the session in place of the key: the configured prefix and
+	// Agent. Agent shares its memory (one allocation per connect for both).
+	Name      string
+	Agent     string
+	ClientID  string
+	Digest    secret.Digest
+	ExpiresAt time.Time
+	// PasswordSum is the SHA-256 of the password the session was admitted with.
+	PasswordSum [32]byte
+	// FreshUntil is when the credential the session was admitted with stops being fresh in the cache
+	// (unix ns): 0 when it was served stale or the cache is disabled.
+	FreshUntil int64
+	// rules are the configured templates followed by the agent's extra rules; ACL expands them.
+	rules []acl.Template
+	// src is the cache entry the session was admitted with: its fingerprint (of the stored password hash
+	// and rules) is what Recheck compares against.
+	src Entry
+}
+
+// ACL expands the session's rules for its agent and client id. It allocates: callers that check many
+// topics keep the result.
+func (s *Session) ACL() acl.Set { return acl.Expand(s.rules, s.Agent, s.ClientID) }
+
+// Custom reports whether the agent has extra acl_rules beyond the configured templates.
+func (s *Session) Custom() bool { return len(s.src.rules()) > 0 }
+
+// KeyID is the id of the API key the session was admitted with, formatted on demand (only logs use it).
+func (s *Session) KeyID() string { return s.src.KeyID() }
