@@ -90,16 +90,10 @@ func (c *Cache[K, V, G]) now() int64 { return c.opt.Now().UnixNano() }
 
 // Get looks k up. For Hit and Stale the value is returned.
 func (c *Cache[K, V, G]) Get(k K) (V, Result) {
-	v, r, _ := c.Lookup(k)
-	return v, r
-}
-
-// Lookup is Get that also says, for a Hit, until when the answer stays fresh (unix ns; 0 otherwise).
-func (c *Cache[K, V, G]) Lookup(k K) (V, Result, int64) {
 	var zero V
 	if c.lru == nil {
 		c.misses.Add(1)
-		return zero, Miss, 0
+		return zero, Miss
 	}
 	now := c.now()
 	c.mu.Lock()
@@ -107,7 +101,7 @@ func (c *Cache[K, V, G]) Lookup(k K) (V, Result, int64) {
 	if !ok {
 		c.mu.Unlock()
 		c.misses.Add(1)
-		return zero, Miss, 0
+		return zero, Miss
 	}
 	// InvalidateAll means "changes may have been missed", not "this changed": such positives are no
 	// longer fresh but stay usable as Stale (while the source is down), so stale_grace survives a
@@ -117,24 +111,24 @@ func (c *Cache[K, V, G]) Lookup(k K) (V, Result, int64) {
 		c.lru.Remove(k)
 		c.mu.Unlock()
 		c.misses.Add(1)
-		return zero, Miss, 0
+		return zero, Miss
 	}
 	c.mu.Unlock()
 	age := time.Duration(now - e.at)
 	switch {
 	case e.neg && age < c.opt.NegativeTTL:
 		c.negHits.Add(1)
-		return zero, NegativeHit, 0
+		return zero, NegativeHit
 	case e.neg:
 	case age < c.opt.TTL && !suspect:
 		c.hits.Add(1)
-		return e.val, Hit, e.at + int64(c.opt.TTL)
+		return e.val, Hit
 	case age < c.opt.TTL+c.opt.StaleGrace:
 		c.staleHits.Add(1)
-		return e.val, Stale, 0
+		return e.val, Stale
 	}
 	c.misses.Add(1)
-	return zero, Miss, 0
+	return zero, Miss
 }
 
 func (c *Cache[K, V, G]) invalidatedLocked(e entry[V]) bool {
@@ -161,15 +155,6 @@ func (c *Cache[K, V, G]) Add(k K, v V, fetchedAt time.Time) {
 		c.lru.Add(k, e)
 	}
 	c.mu.Unlock()
-}
-
-// FreshUntil is when an answer fetched at fetchedAt stops being fresh (unix ns), or 0 when the cache is
-// disabled and nothing is held.
-func (c *Cache[K, V, G]) FreshUntil(fetchedAt time.Time) int64 {
-	if c.lru == nil {
-		return 0
-	}
-	return fetchedAt.UnixNano() + int64(c.opt.TTL)
 }
 
 // AddNegative stores "k does not exist", fetched at fetchedAt.

@@ -159,7 +159,7 @@ func (a *Authorizer) Authorize(ctx context.Context, c Credentials) (Session, err
 }
 
 func (a *Authorizer) authorizeDigest(ctx context.Context, d secret.Digest, password []byte, clientID string) (Session, error) {
-	e, fresh, err := a.entry(ctx, d)
+	e, err := a.entry(ctx, d)
 	if err != nil {
 		// Same work as a wrong password, so unknown keys cannot be told apart by timing.
 		a.dummy.Verify(password)
@@ -189,7 +189,7 @@ func (a *Authorizer) authorizeDigest(ctx context.Context, d secret.Digest, passw
 		return Session{}, ErrClientID
 	}
 	s := Session{
-		Name: name, Agent: agent, ClientID: clientID, Digest: d, PasswordSum: sum, FreshUntil: fresh,
+		Name: name, Agent: agent, ClientID: clientID, Digest: d, PasswordSum: sum,
 		rules: append(a.cfg.Rules[:len(a.cfg.Rules):len(a.cfg.Rules)], e.rules()...),
 		src:   e,
 	}
@@ -228,22 +228,21 @@ func (a *Authorizer) clientIDAllowed(agent, clientID string) bool {
 }
 
 // entry finds the credential for d: cache first, then the store under the deadline. Errors and
-// timeouts are never cached; a stale positive is used only when the store cannot answer. fresh is until
-// when the answer stays fresh in the cache (unix ns), 0 for a stale one.
-func (a *Authorizer) entry(ctx context.Context, d secret.Digest) (e Entry, fresh int64, err error) {
-	e, r, fresh := a.cache.Lookup(d)
+// timeouts are never cached; a stale positive is used only when the store cannot answer.
+func (a *Authorizer) entry(ctx context.Context, d secret.Digest) (e Entry, err error) {
+	e, r := a.cache.Get(d)
 	switch r {
 	case cache.Hit:
-		return e, fresh, nil
+		return e, nil
 	case cache.NegativeHit:
-		return Entry{}, 0, ErrUnknownKey
+		return Entry{}, ErrUnknownKey
 	}
 	now := a.cfg.Now()
 	if now.UnixNano() < a.downTill.Load() {
 		if r == cache.Stale {
-			return e, 0, nil
+			return e, nil
 		}
-		return Entry{}, 0, ErrUnavailable
+		return Entry{}, ErrUnavailable
 	}
 	qctx, cancel := context.WithTimeout(ctx, a.cfg.DBTimeout)
 	cred, lerr := a.store.LookupCredential(qctx, d)
@@ -256,18 +255,18 @@ func (a *Authorizer) entry(ctx context.Context, d secret.Digest) (e Entry, fresh
 			a.logCorrupt(d, cred.AgentUUID, errors.New("malformed password hash or ACL rule"))
 		}
 		a.cache.Add(d, got, now)
-		return got, a.cache.FreshUntil(now), nil
+		return got, nil
 	case errors.Is(err, credential.ErrNotFound):
 		a.downTill.Store(0)
 		a.cache.AddNegative(d, now)
-		return Entry{}, 0, ErrUnknownKey
+		return Entry{}, ErrUnknownKey
 	case errors.Is(err, credential.ErrCorrupt):
 		a.downTill.Store(0)
 		a.logCorrupt(d, cred.AgentUUID, err)
 		bad := Entry{flags: flagCorrupt}
 		bad.setAgent(cred.AgentUUID)
 		a.cache.Add(d, bad, now)
-		return bad, 0, nil
+		return bad, nil
 	default:
 		a.downTill.Store(a.cfg.Now().Add(a.cfg.RetryAfter).UnixNano())
 		n := a.failures.Add(1)
@@ -276,9 +275,9 @@ func (a *Authorizer) entry(ctx context.Context, d secret.Digest) (e Entry, fresh
 				"error", err, "deadline", a.cfg.DBTimeout, "served_stale", r == cache.Stale, "failures", n)
 		})
 		if r == cache.Stale {
-			return e, 0, nil
+			return e, nil
 		}
-		return Entry{}, 0, ErrUnavailable
+		return Entry{}, ErrUnavailable
 	}
 }
 

@@ -19,9 +19,6 @@ type Session struct {
 	ExpiresAt time.Time
 	// PasswordSum is the SHA-256 of the password the session was admitted with.
 	PasswordSum [32]byte
-	// FreshUntil is when the credential the session was admitted with stops being fresh in the cache
-	// (unix ns): 0 when it was served stale or the cache is disabled.
-	FreshUntil int64
 	// rules are the configured templates followed by the agent's extra rules; ACL expands them.
 	rules []acl.Template
 	// src is the cache entry the session was admitted with: its fingerprint (of the stored password hash

@@ -7,9 +7,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/iotauth/iotauth/backend/credential"
 	"github.com/iotauth/iotauth/backend/passhash"
 	"github.com/iotauth/iotauth/backend/secret"
-	"github.com/iotauth/iotauth/backend/store"
 	"github.com/iotauth/iotauth/cache"
 	"github.com/iotauth/iotauth/plugin/acl"
 	"github.com/iotauth/iotauth/plugin/auth"
@@ -58,13 +58,13 @@ type clock struct{ t time.Time }
 func (c *clock) now() time.Time { return c.t }
 
 // lookup is the authorizer's store: one credential per key.
-type lookup map[secret.Digest]store.Credential
+type lookup map[secret.Digest]credential.Credential
 
-func (l lookup) LookupCredential(_ context.Context, d secret.Digest) (store.Credential, error) {
+func (l lookup) LookupCredential(_ context.Context, d secret.Digest) (credential.Credential, error) {
 	if c, ok := l[d]; ok {
 		return c, nil
 	}
-	return store.Credential{}, store.ErrNotFound
+	return credential.Credential{}, credential.ErrNotFound
 }
 
 type fixture struct {
@@ -98,12 +98,12 @@ func newFixture(t *testing.T, maxEnded int) *fixture {
 }
 
 // session authorises a fresh key of agent (with extra rules, if given) for clientID.
-func (f *fixture) session(agent, clientID string, expires time.Time, rules ...store.Rule) auth.Session {
+func (f *fixture) session(agent, clientID string, expires time.Time, rules ...credential.Rule) auth.Session {
 	f.t.Helper()
 	key, _ := secret.Generate(secret.APIKey)
 	pw, _ := secret.Generate(secret.MQTTPassword)
 	d := secret.DigestOf(key.Reveal())
-	f.rows[d] = store.Credential{
+	f.rows[d] = credential.Credential{
 		Digest: d, KeyID: "8c1d8a57-5f86-4a53-9d36-3c7a54e1f0aa", AgentUUID: agent, AgentStatus: "active",
 		Rights: []string{"mqtt"}, PasswordHash: passhash.SHA256Hex(pw.Reveal()), Rules: rules, KeyExpiresAt: expires,
 	}
@@ -128,7 +128,7 @@ func (f *fixture) allows(client uintptr, clientID string, access acl.Access, top
 func TestAdmitNamesAndMarks(t *testing.T) {
 	f := newFixture(t, 0)
 	plain := f.session(agentA, "plain", time.Time{})
-	custom := f.session(agentB, "custom", time.Time{}, store.Rule{Access: "read", Pattern: "broadcast/#"})
+	custom := f.session(agentB, "custom", time.Time{}, credential.Rule{Access: "read", Pattern: "broadcast/#"})
 	f.broker.marks[2] = "agents/left-over-from-a-reused-handle"
 	f.admit(1, plain)
 	f.admit(2, custom)
@@ -179,7 +179,7 @@ func TestAdmitSeesAChangeSinceItsEpoch(t *testing.T) {
 func TestAllows(t *testing.T) {
 	f := newFixture(t, 0)
 	f.admit(1, f.session(agentA, "a1", time.Time{}))
-	f.admit(2, f.session(agentB, "b1", time.Time{}, store.Rule{Access: "read", Pattern: "broadcast/#"}))
+	f.admit(2, f.session(agentB, "b1", time.Time{}, credential.Rule{Access: "read", Pattern: "broadcast/#"}))
 	f.admit(3, f.session(agentA, "a-ended", time.Time{}))
 	f.table.Disconnect(3, true)
 	tests := []struct {
@@ -379,7 +379,7 @@ func TestIsLive(t *testing.T) {
 	key, _ := secret.Generate(secret.APIKey)
 	pw, _ := secret.Generate(secret.MQTTPassword)
 	d := secret.DigestOf(key.Reveal())
-	f.rows[d] = store.Credential{Digest: d, KeyID: "8c1d8a57-5f86-4a53-9d36-3c7a54e1f0aa", AgentUUID: agentA,
+	f.rows[d] = credential.Credential{Digest: d, KeyID: "8c1d8a57-5f86-4a53-9d36-3c7a54e1f0aa", AgentUUID: agentA,
 		AgentStatus: "active", Rights: []string{"mqtt"}, PasswordHash: passhash.SHA256Hex(pw.Reveal())}
 	s, err := f.auth.Authorize(context.Background(), auth.Credentials{Username: key.Reveal(), Password: []byte(pw.Reveal()), ClientID: "c"})
 	if err != nil {
