@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/jackc/pgerrcode"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 
@@ -83,7 +84,7 @@ var ErrInvalid = errors.New("invalid value")
 
 func checkViolation(err error) error {
 	var pg *pgconn.PgError
-	if errors.As(err, &pg) && pg.Code == "23514" {
+	if errors.As(err, &pg) && pg.Code == pgerrcode.CheckViolation {
 		return fmt.Errorf("%s: %w", pg.ConstraintName, ErrInvalid)
 	}
 	return err
@@ -108,5 +109,5 @@ func (s *Store) SetAgentStatus(ctx context.Context, agentUUID, status string) er
 // causes; callers treat it as not found.
 func isInvalidText(err error) bool {
 	var pg *pgconn.PgError
-	return errors.As(err, &pg) && pg.Code == "22P02"
+	return errors.As(err, &pg) && pg.Code == pgerrcode.InvalidTextRepresentation
 }

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/jackc/pgerrcode"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 )
@@ -61,7 +62,7 @@ func (s *Store) CreateUser(ctx context.Context, email, passwordHash, role string
 			NormalizeEmail(email), passwordHash, role))
 		if err != nil {
 			var pg *pgconn.PgError
-			if errors.As(err, &pg) && pg.Code == "23505" {
+			if errors.As(err, &pg) && pg.Code == pgerrcode.UniqueViolation {
 				return ErrConflict
 			}
 			return fmt.Errorf("insert user: %w", checkViolation(err))
