@@ -109,7 +109,7 @@ func (s *Store) GetAgent(ctx context.Context, uuid string) (AgentInfo, error) {
 // otherwise). Decommissioned agents are ErrDecommissioned.
 func (s *Store) SetTargetState(ctx context.Context, uuid string, state json.RawMessage, ifVersion int64, audit AuditEvent) (AgentInfo, error) {
 	var a AgentInfo
-	err := pgx.BeginFunc(ctx, s.Pool, func(tx pgx.Tx) error {
+	err := s.withAudit(ctx, &audit, func(tx pgx.Tx) error {
 		cur, err := scanAgent(tx.QueryRow(ctx, `SELECT `+agentColumns+` FROM agents WHERE uuid = $1::uuid FOR UPDATE`, uuid))
 		if err != nil {
 			return err
@@ -130,7 +130,7 @@ func (s *Store) SetTargetState(ctx context.Context, uuid string, state json.RawM
 			audit.Detail = map[string]any{}
 		}
 		audit.Detail["targetVersion"] = a.TargetVersion
-		return InsertAudit(ctx, tx, audit)
+		return nil
 	})
 	return a, err
 }
@@ -154,7 +154,7 @@ func (s *Store) RotateAgentPassword(ctx context.Context, uuid string, audit Audi
 	if err != nil {
 		return "", err
 	}
-	err = pgx.BeginFunc(ctx, s.Pool, func(tx pgx.Tx) error {
+	err = s.withAudit(ctx, &audit, func(tx pgx.Tx) error {
 		status, err := lockAgentStatus(ctx, tx, uuid)
 		if err != nil {
 			return err
@@ -167,7 +167,7 @@ ON CONFLICT (agent_uuid) DO UPDATE SET password_hash = EXCLUDED.password_hash, u
 			return fmt.Errorf("rotate mqtt password: %w", err)
 		}
 		audit.Target = "agent:" + uuid
-		return InsertAudit(ctx, tx, audit)
+		return nil
 	})
 	if err != nil {
 		return "", err
@@ -177,15 +177,15 @@ ON CONFLICT (agent_uuid) DO UPDATE SET password_hash = EXCLUDED.password_hash, u
 
 // DecommissionAgent retires an agent for good in one transaction: status decommissioned, every key
 // revoked, MQTT credentials deleted, audit event written. The triggers make every broker kick it.
-// Decommissioning a decommissioned agent changes nothing and succeeds.
+// Decommissioning a decommissioned agent changes nothing, writes no audit event and succeeds.
 func (s *Store) DecommissionAgent(ctx context.Context, uuid string, audit AuditEvent) error {
-	return pgx.BeginFunc(ctx, s.Pool, func(tx pgx.Tx) error {
+	err := s.withAudit(ctx, &audit, func(tx pgx.Tx) error {
 		status, err := lockAgentStatus(ctx, tx, uuid)
 		if err != nil {
 			return err
 		}
 		if status == StatusDecommissioned {
-			return nil
+			return errUnchanged
 		}
 		if _, err := tx.Exec(ctx, `UPDATE agents SET status = 'decommissioned', updated_at = now() WHERE uuid = $1::uuid`, uuid); err != nil {
 			return fmt.Errorf("decommission agent: %w", err)
@@ -202,9 +202,16 @@ func (s *Store) DecommissionAgent(ctx context.Context, uuid string, audit AuditE
 			audit.Detail = map[string]any{}
 		}
 		audit.Detail["keysRevoked"] = tag.RowsAffected()
-		return InsertAudit(ctx, tx, audit)
+		return nil
 	})
+	if errors.Is(err, errUnchanged) {
+		return nil
+	}
+	return err
 }
+
+// errUnchanged ends a withAudit transaction that found nothing to change (and so nothing to audit).
+var errUnchanged = errors.New("nothing to change")
 
 // lockAgentStatus locks an agent's row for the rest of tx and returns its status; ErrNotFound for an
 // unknown or malformed uuid.

@@ -37,14 +37,14 @@ func (s *Store) CreateProvisioningKey(ctx context.Context, name string, expires 
 		by = &createdBy
 	}
 	pk := ProvisioningKey{Name: name, Prefix: secret.DisplayPrefix(secret.ProvisioningKey, key.Reveal()), CreatedBy: createdBy}
-	err = pgx.BeginFunc(ctx, s.Pool, func(tx pgx.Tx) error {
+	err = s.withAudit(ctx, &audit, func(tx pgx.Tx) error {
 		err := tx.QueryRow(ctx, `INSERT INTO provisioning_keys (name, digest, prefix, expires_at, created_by) VALUES ($1, $2, $3, $4, $5::uuid)
 RETURNING id::text, expires_at, created_at`, name, d[:], pk.Prefix, expires, by).Scan(&pk.ID, &pk.ExpiresAt, &pk.CreatedAt)
 		if err != nil {
 			return fmt.Errorf("insert provisioning key: %w", checkViolation(err))
 		}
 		audit.Target = "provisioning-key:" + pk.ID
-		return InsertAudit(ctx, tx, audit)
+		return nil
 	})
 	if err != nil {
 		return ProvisioningKey{}, "", err
@@ -68,7 +68,7 @@ func (s *Store) ListProvisioningKeys(ctx context.Context) ([]ProvisioningKey, er
 
 // DeleteProvisioningKey deletes an unredeemed provisioning key.
 func (s *Store) DeleteProvisioningKey(ctx context.Context, id string, audit AuditEvent) error {
-	return pgx.BeginFunc(ctx, s.Pool, func(tx pgx.Tx) error {
+	return s.withAudit(ctx, &audit, func(tx pgx.Tx) error {
 		tag, err := tx.Exec(ctx, `DELETE FROM provisioning_keys WHERE id = $1::uuid`, id)
 		if isInvalidText(err) {
 			return ErrNotFound
@@ -80,7 +80,7 @@ func (s *Store) DeleteProvisioningKey(ctx context.Context, id string, audit Audi
 			return ErrNotFound
 		}
 		audit.Target = "provisioning-key:" + id
-		return InsertAudit(ctx, tx, audit)
+		return nil
 	})
 }
 
@@ -112,7 +112,7 @@ type Redeemed struct {
 //   - any later failure rolls back the delete, so the key stays usable and no half-made agent remains.
 func (s *Store) RedeemProvisioningKey(ctx context.Context, r Redemption) (Redeemed, error) {
 	var out Redeemed
-	err := pgx.BeginFunc(ctx, s.Pool, func(tx pgx.Tx) error {
+	err := s.withAudit(ctx, &r.Audit, func(tx pgx.Tx) error {
 		err := tx.QueryRow(ctx, `DELETE FROM provisioning_keys WHERE digest = $1 AND expires_at > now() RETURNING id::text`, r.Digest[:]).Scan(&out.ProvisioningKeyID)
 		if errors.Is(err, pgx.ErrNoRows) {
 			return ErrNotFound
@@ -136,7 +136,7 @@ func (s *Store) RedeemProvisioningKey(ctx context.Context, r Redemption) (Redeem
 		}
 		r.Audit.Detail["provisioningKeyId"] = out.ProvisioningKeyID
 		r.Audit.Detail["keyId"] = a.KeyID
-		return InsertAudit(ctx, tx, r.Audit)
+		return nil
 	})
 	if err != nil {
 		return Redeemed{}, err

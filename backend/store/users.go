@@ -56,7 +56,7 @@ func NormalizeEmail(email string) string { return strings.ToLower(strings.TrimSp
 // CreateUser inserts an operator and the audit event recording it, in one transaction.
 func (s *Store) CreateUser(ctx context.Context, email, passwordHash, role string, audit AuditEvent) (User, error) {
 	var u User
-	err := pgx.BeginFunc(ctx, s.Pool, func(tx pgx.Tx) error {
+	err := s.withAudit(ctx, &audit, func(tx pgx.Tx) error {
 		var err error
 		u, err = scanUser(tx.QueryRow(ctx, `INSERT INTO users (email, password_hash, role) VALUES ($1, $2, $3) RETURNING `+userColumns,
 			NormalizeEmail(email), passwordHash, role))
@@ -68,7 +68,7 @@ func (s *Store) CreateUser(ctx context.Context, email, passwordHash, role string
 			return fmt.Errorf("insert user: %w", checkViolation(err))
 		}
 		audit.Target = "user:" + u.ID
-		return InsertAudit(ctx, tx, audit)
+		return nil
 	})
 	return u, err
 }
@@ -104,7 +104,7 @@ type UserChange struct {
 // enabled admin is refused with ErrLastAdmin.
 func (s *Store) UpdateUser(ctx context.Context, id string, ch UserChange, audit AuditEvent) (User, error) {
 	var u User
-	err := pgx.BeginFunc(ctx, s.Pool, func(tx pgx.Tx) error {
+	err := s.withAudit(ctx, &audit, func(tx pgx.Tx) error {
 		// Serialise changes to users so that two admins demoting each other cannot both succeed.
 		if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock(hashtext('iotauth.users'))`); err != nil {
 			return err
@@ -137,7 +137,7 @@ UPDATE users SET role = COALESCE($2, role), disabled = COALESCE($3, disabled), p
 			}
 		}
 		audit.Target = "user:" + id
-		return InsertAudit(ctx, tx, audit)
+		return nil
 	})
 	return u, err
 }
