@@ -75,7 +75,7 @@ func (s *Store) ListAgents(ctx context.Context, p AgentPage) (agents []AgentInfo
 	if p.Status != "" {
 		status = &p.Status
 	}
-	rows, err := s.Pool.Query(ctx, `SELECT `+agentColumns+` FROM agents
+	rows, err := s.pool.Query(ctx, `SELECT `+agentColumns+` FROM agents
  WHERE ($1::timestamptz IS NULL OR (created_at, uuid) > ($1, $2::uuid))
    AND ($3::text IS NULL OR status = $3)
    AND ($3::text IS NOT NULL OR $4 OR status <> 'decommissioned')
@@ -101,7 +101,7 @@ func (s *Store) ListAgents(ctx context.Context, p AgentPage) (agents []AgentInfo
 
 // GetAgent returns one agent; a malformed uuid is ErrNotFound.
 func (s *Store) GetAgent(ctx context.Context, uuid string) (AgentInfo, error) {
-	return scanAgent(s.Pool.QueryRow(ctx, `SELECT `+agentColumns+` FROM agents WHERE uuid = $1::uuid`, uuid))
+	return scanAgent(s.pool.QueryRow(ctx, `SELECT `+agentColumns+` FROM agents WHERE uuid = $1::uuid`, uuid))
 }
 
 // SetTargetState replaces an agent's target state and bumps its version, with its audit event. When
@@ -138,7 +138,7 @@ func (s *Store) SetTargetState(ctx context.Context, uuid string, state json.RawM
 // ReportState records the state an agent reports about itself.
 func (s *Store) ReportState(ctx context.Context, uuid string, state json.RawMessage) (time.Time, error) {
 	var at time.Time
-	err := s.Pool.QueryRow(ctx, `UPDATE agents SET reported_state = $2, reported_at = now() WHERE uuid = $1::uuid AND status <> 'decommissioned' RETURNING reported_at`,
+	err := s.pool.QueryRow(ctx, `UPDATE agents SET reported_state = $2, reported_at = now() WHERE uuid = $1::uuid AND status <> 'decommissioned' RETURNING reported_at`,
 		uuid, []byte(state)).Scan(&at)
 	if errors.Is(err, pgx.ErrNoRows) || isInvalidText(err) {
 		return time.Time{}, ErrNotFound

@@ -107,9 +107,9 @@ func (s *Store) ListAPIKeys(ctx context.Context, agentUUID string) ([]APIKey, er
 	var rows pgx.Rows
 	var err error
 	if agentUUID == "" {
-		rows, err = s.Pool.Query(ctx, `SELECT `+apiKeyColumns+` FROM api_keys ORDER BY created_at DESC, id`)
+		rows, err = s.pool.Query(ctx, `SELECT `+apiKeyColumns+` FROM api_keys ORDER BY created_at DESC, id`)
 	} else {
-		rows, err = s.Pool.Query(ctx, `SELECT `+apiKeyColumns+` FROM api_keys WHERE agent_uuid = $1::uuid ORDER BY created_at DESC, id`, agentUUID)
+		rows, err = s.pool.Query(ctx, `SELECT `+apiKeyColumns+` FROM api_keys WHERE agent_uuid = $1::uuid ORDER BY created_at DESC, id`, agentUUID)
 	}
 	if isInvalidText(err) {
 		return nil, nil
@@ -147,6 +147,6 @@ func (s *Store) RevokeAPIKey(ctx context.Context, id string, audit AuditEvent) (
 // TouchAPIKey records that a key was used, at most once a minute per key so that polling does not turn
 // every read into a write.
 func (s *Store) TouchAPIKey(ctx context.Context, id string) error {
-	_, err := s.Pool.Exec(ctx, `UPDATE api_keys SET last_used_at = now() WHERE id = $1::uuid AND (last_used_at IS NULL OR last_used_at < now() - interval '1 minute')`, id)
+	_, err := s.pool.Exec(ctx, `UPDATE api_keys SET last_used_at = now() WHERE id = $1::uuid AND (last_used_at IS NULL OR last_used_at < now() - interval '1 minute')`, id)
 	return err
 }

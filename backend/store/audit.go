@@ -62,7 +62,7 @@ func InsertAudit(ctx context.Context, db DBTX, e AuditEvent) error {
 // and the event recording it commit together or not at all. fn may fill in *audit (its Target, its
 // Detail) from what it changed; when fn fails, nothing is written and the transaction rolls back.
 func (s *Store) withAudit(ctx context.Context, audit *AuditEvent, fn func(tx pgx.Tx) error) error {
-	return pgx.BeginFunc(ctx, s.Pool, func(tx pgx.Tx) error {
+	return pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		if err := fn(tx); err != nil {
 			return err
 		}
@@ -71,4 +71,4 @@ func (s *Store) withAudit(ctx context.Context, audit *AuditEvent, fn func(tx pgx
 }
 
 // Audit writes e on its own (for events that change nothing else, such as a failed login).
-func (s *Store) Audit(ctx context.Context, e AuditEvent) error { return InsertAudit(ctx, s.Pool, e) }
+func (s *Store) Audit(ctx context.Context, e AuditEvent) error { return InsertAudit(ctx, s.pool, e) }

@@ -55,7 +55,7 @@ RETURNING id::text, expires_at, created_at`, name, d[:], pk.Prefix, expires, by)
 // ListProvisioningKeys returns the unredeemed provisioning keys, newest first (expired ones included,
 // so that an operator sees them and can delete them).
 func (s *Store) ListProvisioningKeys(ctx context.Context) ([]ProvisioningKey, error) {
-	rows, err := s.Pool.Query(ctx, `SELECT id::text, name, prefix, expires_at, COALESCE(created_by::text, ''), created_at FROM provisioning_keys ORDER BY created_at DESC, id`)
+	rows, err := s.pool.Query(ctx, `SELECT id::text, name, prefix, expires_at, COALESCE(created_by::text, ''), created_at FROM provisioning_keys ORDER BY created_at DESC, id`)
 	if err != nil {
 		return nil, fmt.Errorf("list provisioning keys: %w", err)
 	}
@@ -166,6 +166,6 @@ func checkDeviceLimit(ctx context.Context, tx pgx.Tx, max int) error {
 // CountAgents returns how many agents are not decommissioned (the number the device limit counts).
 func (s *Store) CountAgents(ctx context.Context) (int, error) {
 	var n int
-	err := s.Pool.QueryRow(ctx, `SELECT count(*) FROM agents WHERE status <> 'decommissioned'`).Scan(&n)
+	err := s.pool.QueryRow(ctx, `SELECT count(*) FROM agents WHERE status <> 'decommissioned'`).Scan(&n)
 	return n, err
 }

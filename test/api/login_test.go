@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/iotauth/iotauth/backend/api"
+	"github.com/iotauth/iotauth/test/harness"
 )
 
 func loginReq(email, password string) req {
@@ -22,9 +23,7 @@ func TestLoginFailuresAreIdentical(t *testing.T) {
 	e.createUser("alice@example.com", "alice's password", "operator")
 	u := e.createUser("bob@example.com", "bob's password!", "viewer")
 	disabled := true
-	if _, err := e.st.Pool.Exec(t.Context(), `UPDATE users SET disabled = $2 WHERE id = $1`, u.ID, disabled); err != nil {
-		t.Fatal(err)
-	}
+	harness.Exec(t, e.dsn, `UPDATE users SET disabled = $2 WHERE id = $1`, u.ID, disabled)
 	e.remember("wrong password")
 	before := e.fingerprint()
 	var bodies []string

@@ -11,7 +11,6 @@ import (
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 
-	"github.com/iotauth/iotauth/backend/store"
 	"github.com/iotauth/iotauth/test/harness"
 )
 
@@ -43,12 +42,10 @@ func waitMemoAdmits(t *testing.T, b *harness.Broker, a harness.Agent, want int, 
 // log_level debug). Creating agents notifies the plugin, and each notification empties the whole memo: a
 // test that fills the memo first waits for them. Notifications arrive in commit order, so it sends one
 // of its own, for an agent that does not exist, and waits for the plugin to log it.
-func settle(t *testing.T, st *store.Store, b *harness.Broker) {
+func settle(t *testing.T, dsn string, b *harness.Broker) {
 	t.Helper()
 	marker := fmt.Sprintf("settle-%d", time.Now().UnixNano())
-	if _, err := st.Pool.Exec(t.Context(), `SELECT pg_notify('iotauth_credentials', json_build_object('table', 'agents', 'op', 'UPDATE', 'agent', $1::text)::text)`, marker); err != nil {
-		t.Fatal(err)
-	}
+	harness.Exec(t, dsn, `SELECT pg_notify('iotauth_credentials', json_build_object('table', 'agents', 'op', 'UPDATE', 'agent', $1::text)::text)`, marker)
 	if !b.WaitLog("credential change handled agent="+marker, 3*time.Second) {
 		t.Fatal("the plugin did not handle a credential change within 3 s")
 	}
@@ -61,7 +58,7 @@ func TestMemoReplaysOnlyTheSameCredentials(t *testing.T) {
 	e := newEnv(t, [2]string{"log_level", "debug"}, [2]string{"preload", "false"})
 	a := e.agent("a")
 	b := e.agent("b")
-	settle(t, e.st, e.b)
+	settle(t, e.dsn, e.b)
 
 	mustConnect := func(what string) {
 		t.Helper()
@@ -110,7 +107,7 @@ func TestMemoForgetsOnRevoke(t *testing.T) {
 	e := newEnv(t, [2]string{"log_level", "debug"}, [2]string{"preload", "false"})
 	for i := 0; i < 5; i++ {
 		a := e.agent("a")
-		settle(t, e.st, e.b) // the revoke of the round before, and this agent's creation
+		settle(t, e.dsn, e.b) // the revoke of the round before, and this agent's creation
 		if err := connectOnce(t, e.b, a.Key, a.Password, a.ClientID); err != nil {
 			t.Fatal(err)
 		}
@@ -132,10 +129,10 @@ func TestMemoStopsAtKeyExpiry(t *testing.T) {
 	a := e.agent("a")
 	e.exec(`UPDATE api_keys SET expires_at = now() + interval '2 seconds' WHERE id = $1`, a.KeyID)
 	var expires time.Time
-	if err := e.st.Pool.QueryRow(t.Context(), `SELECT expires_at FROM api_keys WHERE id = $1`, a.KeyID).Scan(&expires); err != nil {
+	if err := harness.QueryRow(t, e.dsn, `SELECT expires_at FROM api_keys WHERE id = $1`, a.KeyID).Scan(&expires); err != nil {
 		t.Fatal(err)
 	}
-	settle(t, e.st, e.b)
+	settle(t, e.dsn, e.b)
 	for i := 0; i < 2; i++ {
 		if err := connectOnce(t, e.b, a.Key, a.Password, a.ClientID); err != nil {
 			t.Fatalf("connect before the expiry: %v", err)
@@ -183,7 +180,7 @@ func TestMemoAdmissionsThroughAFullQueue(t *testing.T) {
 	for i := 0; i < 10; i++ {
 		agents = append(agents, harness.CreateAgent(t, st, "full queue"))
 	}
-	settle(t, st, b)
+	settle(t, e.dsn, b)
 	for _, a := range agents {
 		if err := connectOnce(t, b, a.Key, a.Password, a.ClientID); err != nil { // Go admits and records it
 			t.Fatal(err)
@@ -208,9 +205,7 @@ func TestMemoAdmissionsThroughAFullQueue(t *testing.T) {
 		t.Fatalf("the memo admitted %d of the watched sessions and the queue never filled: the test did not exercise it", replayed)
 	}
 	for _, a := range agents {
-		if _, err := st.Pool.Exec(t.Context(), `UPDATE api_keys SET revoked_at = now() WHERE id = $1`, a.KeyID); err != nil {
-			t.Fatal(err)
-		}
+		harness.Exec(t, e.dsn, `UPDATE api_keys SET revoked_at = now() WHERE id = $1`, a.KeyID)
 	}
 	for i, lost := range losts {
 		closedBy(t, lost, 2*time.Second, "session "+agents[i].UUID+" of a revoked key")
@@ -223,10 +218,10 @@ func TestMemoRecordsKeyUse(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, [2]string{"log_level", "debug"}, [2]string{"preload", "false"})
 	a := e.agent("a")
-	settle(t, e.st, e.b)
+	settle(t, e.dsn, e.b)
 	lastUsed := func() *time.Time {
 		var used *time.Time
-		if err := e.st.Pool.QueryRow(t.Context(), `SELECT last_used_at FROM api_keys WHERE id = $1`, a.KeyID).Scan(&used); err != nil {
+		if err := harness.QueryRow(t, e.dsn, `SELECT last_used_at FROM api_keys WHERE id = $1`, a.KeyID).Scan(&used); err != nil {
 			t.Fatal(err)
 		}
 		return used
@@ -261,7 +256,7 @@ func TestWillCheckAfterAMemoAdmission(t *testing.T) {
 	plain := e.agent("plain will")
 	custom := e.agent("custom will")
 	e.exec(`INSERT INTO acl_rules (agent_uuid, access, pattern) VALUES ($1, 'read', 'broadcast/#')`, custom.UUID)
-	settle(t, e.st, e.b)
+	settle(t, e.dsn, e.b)
 	for _, tc := range []struct {
 		a         harness.Agent
 		delivered bool
@@ -304,7 +299,7 @@ func TestMemoTakeoverThenRevoke(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, [2]string{"log_level", "debug"}, [2]string{"preload", "false"})
 	a := e.agent("a")
-	settle(t, e.st, e.b)
+	settle(t, e.dsn, e.b)
 	if err := connectOnce(t, e.b, a.Key, a.Password, a.ClientID); err != nil {
 		t.Fatal(err)
 	}
@@ -322,7 +317,7 @@ func TestMemoDisconnectVoidsOnlyItsOwnAdmission(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, [2]string{"log_level", "debug"}, [2]string{"preload", "false"})
 	a, b := e.agent("a"), e.agent("b")
-	settle(t, e.st, e.b)
+	settle(t, e.dsn, e.b)
 	for _, x := range []harness.Agent{a, b} {
 		if err := connectOnce(t, e.b, x.Key, x.Password, x.ClientID); err != nil {
 			t.Fatal(err)
