@@ -126,7 +126,7 @@ func strictUnmarshal(body []byte, dst any) error {
 	if _, err := dec.Token(); err != nil {
 		return badRequest(CodeInvalidJSON, "the body is not valid JSON")
 	}
-	if _, err := dec.Token(); err != io.EOF {
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
 		return badRequest(CodeInvalidJSON, "unexpected data after the JSON object")
 	}
 	full := json.NewDecoder(bytes.NewReader(body))

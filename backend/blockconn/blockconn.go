@@ -228,7 +228,7 @@ func waitReadable(fd int, end time.Time) error {
 		fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
 		n, err := unix.Poll(fds, int(roundUp(left)/time.Millisecond))
 		switch {
-		case err == unix.EINTR:
+		case errors.Is(err, unix.EINTR):
 			continue
 		case err != nil:
 			return err
@@ -249,7 +249,7 @@ func (c *Conn) Write(b []byte) (int, error) {
 	for written < len(b) {
 		var n int
 		n, err = unix.SendmsgN(fd, b[written:], nil, nil, unix.MSG_NOSIGNAL)
-		if err != nil && err != unix.EINTR {
+		if err != nil && !errors.Is(err, unix.EINTR) {
 			break
 		}
 		if err == nil {

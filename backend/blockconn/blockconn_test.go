@@ -81,7 +81,7 @@ func TestRoundTrip(t *testing.T) {
 		t.Fatalf("read: %q, %v", got, err)
 	}
 	srv.Close()
-	if n, err := c.Read(got); n != 0 || err != io.EOF {
+	if n, err := c.Read(got); n != 0 || !errors.Is(err, io.EOF) {
 		t.Fatalf("read after the peer closed: %d, %v; want 0, EOF", n, err)
 	}
 }

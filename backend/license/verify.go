@@ -197,7 +197,7 @@ func Verify(key *PublicKey, token string, p Policy, now time.Time) (License, err
 	// with broken signature is invalid, not expired" pin this ordering.
 	signed := err == nil || (errors.Is(err, jwt.ErrTokenInvalidClaims) && !errors.Is(err, jwt.ErrTokenSignatureInvalid))
 	if !signed {
-		return License{}, invalid(explainParseError(err, key))
+		return License{}, invalid(explainParseError(err, tok, key))
 	}
 	if _, crit := tok.Header["crit"]; crit {
 		return License{}, invalid("LICENSE_KEY's header has a crit member naming extensions this product does not implement; ask the vendor for a standard license")
@@ -269,11 +269,10 @@ func notJWSChar(r rune) bool {
 func onlyExpired(err error) bool {
 	expired := false
 	for _, e := range leaves(err) {
-		switch e {
-		case jwt.ErrTokenExpired:
+		switch {
+		case errors.Is(e, jwt.ErrTokenExpired):
 			expired = true
-		case jwt.ErrTokenInvalidClaims:
-		default:
+		case !errors.Is(e, jwt.ErrTokenInvalidClaims):
 			return false
 		}
 	}
@@ -299,13 +298,16 @@ func leaves(err error) []error {
 	return []error{err}
 }
 
-func explainParseError(err error, key *PublicKey) string {
+// explainParseError says why a license failed before its claims were looked at. tok is what the parser
+// made of the header, if anything: a token whose alg is not the key's was refused for its algorithm.
+func explainParseError(err error, tok *jwt.Token, key *PublicKey) string {
+	wrongAlg := tok != nil && tok.Method != nil && tok.Method.Alg() != key.method.Alg()
 	switch {
 	case errors.Is(err, jwt.ErrTokenMalformed):
 		return fmt.Sprintf("LICENSE_KEY is not a well-formed JWT (%v); it should hold only the JWT printed by `iotauth license issue`", err)
 	case errors.Is(err, jwt.ErrTokenUnverifiable):
 		return fmt.Sprintf("LICENSE_KEY names a signing algorithm this product does not accept (%v); licenses are signed %s or %s", err, AlgEdDSA, AlgRS256)
-	case errors.Is(err, jwt.ErrTokenSignatureInvalid) && strings.Contains(err.Error(), "signing method"):
+	case errors.Is(err, jwt.ErrTokenSignatureInvalid) && wrongAlg:
 		return fmt.Sprintf("LICENSE_KEY is not signed %s, the only algorithm LICENSE_PUBLIC_KEY (%s) verifies (%v); install the license and public key the vendor issued together", key.Algorithm(), keyKind(key), err)
 	case errors.Is(err, jwt.ErrTokenSignatureInvalid):
 		return "LICENSE_KEY's signature does not verify with LICENSE_PUBLIC_KEY: the license was signed by another key or edited after signing; install the license and public key the vendor issued together"
@@ -349,9 +351,7 @@ func explainClaimsError(err error, c claims, p Policy, now time.Time) string {
 // operator fixes by waiting or by correcting the clock, not by asking for a new license.
 func onlyTiming(err error) bool {
 	for _, e := range leaves(err) {
-		switch e {
-		case jwt.ErrTokenInvalidClaims, jwt.ErrTokenUsedBeforeIssued, jwt.ErrTokenNotValidYet:
-		default:
+		if !isAny(e, jwt.ErrTokenInvalidClaims, jwt.ErrTokenUsedBeforeIssued, jwt.ErrTokenNotValidYet) {
 			return false
 		}
 	}
@@ -359,10 +359,16 @@ func onlyTiming(err error) bool {
 }
 
 func isLibrarySentinel(e error) bool {
-	switch e {
-	case jwt.ErrTokenInvalidClaims, jwt.ErrTokenExpired, jwt.ErrTokenUsedBeforeIssued, jwt.ErrTokenNotValidYet,
-		jwt.ErrTokenInvalidIssuer, jwt.ErrTokenInvalidAudience, jwt.ErrTokenRequiredClaimMissing:
-		return true
+	return isAny(e, jwt.ErrTokenInvalidClaims, jwt.ErrTokenExpired, jwt.ErrTokenUsedBeforeIssued, jwt.ErrTokenNotValidYet,
+		jwt.ErrTokenInvalidIssuer, jwt.ErrTokenInvalidAudience, jwt.ErrTokenRequiredClaimMissing)
+}
+
+// isAny reports whether errors.Is(e, t) for any of targets.
+func isAny(e error, targets ...error) bool {
+	for _, t := range targets {
+		if errors.Is(e, t) {
+			return true
+		}
 	}
 	return false
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/jackc/pgerrcode"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 
@@ -33,7 +34,7 @@ type CreateAgentParams struct {
 // CreateAgent inserts an agent, its first API key and its MQTT credentials in one transaction.
 func (s *Store) CreateAgent(ctx context.Context, p CreateAgentParams) (NewAgent, error) {
 	var out NewAgent
-	err := pgx.BeginFunc(ctx, s.Pool, func(tx pgx.Tx) error {
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		var err error
 		out, err = CreateAgentTx(ctx, tx, p)
 		return err
@@ -83,7 +84,7 @@ var ErrInvalid = errors.New("invalid value")
 
 func checkViolation(err error) error {
 	var pg *pgconn.PgError
-	if errors.As(err, &pg) && pg.Code == "23514" {
+	if errors.As(err, &pg) && pg.Code == pgerrcode.CheckViolation {
 		return fmt.Errorf("%s: %w", pg.ConstraintName, ErrInvalid)
 	}
 	return err
@@ -91,7 +92,7 @@ func checkViolation(err error) error {
 
 // SetAgentStatus sets an agent's status (active, disabled or decommissioned).
 func (s *Store) SetAgentStatus(ctx context.Context, agentUUID, status string) error {
-	tag, err := s.Pool.Exec(ctx, `UPDATE agents SET status = $2, updated_at = now() WHERE uuid = $1::uuid`, agentUUID, status)
+	tag, err := s.pool.Exec(ctx, `UPDATE agents SET status = $2, updated_at = now() WHERE uuid = $1::uuid`, agentUUID, status)
 	if isInvalidText(err) {
 		return ErrNotFound
 	}
@@ -108,5 +109,5 @@ func (s *Store) SetAgentStatus(ctx context.Context, agentUUID, status string) er
 // causes; callers treat it as not found.
 func isInvalidText(err error) bool {
 	var pg *pgconn.PgError
-	return errors.As(err, &pg) && pg.Code == "22P02"
+	return errors.As(err, &pg) && pg.Code == pgerrcode.InvalidTextRepresentation
 }

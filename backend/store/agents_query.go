@@ -75,7 +75,7 @@ func (s *Store) ListAgents(ctx context.Context, p AgentPage) (agents []AgentInfo
 	if p.Status != "" {
 		status = &p.Status
 	}
-	rows, err := s.Pool.Query(ctx, `SELECT `+agentColumns+` FROM agents
+	rows, err := s.pool.Query(ctx, `SELECT `+agentColumns+` FROM agents
  WHERE ($1::timestamptz IS NULL OR (created_at, uuid) > ($1, $2::uuid))
    AND ($3::text IS NULL OR status = $3)
    AND ($3::text IS NOT NULL OR $4 OR status <> 'decommissioned')
@@ -101,7 +101,7 @@ func (s *Store) ListAgents(ctx context.Context, p AgentPage) (agents []AgentInfo
 
 // GetAgent returns one agent; a malformed uuid is ErrNotFound.
 func (s *Store) GetAgent(ctx context.Context, uuid string) (AgentInfo, error) {
-	return scanAgent(s.Pool.QueryRow(ctx, `SELECT `+agentColumns+` FROM agents WHERE uuid = $1::uuid`, uuid))
+	return scanAgent(s.pool.QueryRow(ctx, `SELECT `+agentColumns+` FROM agents WHERE uuid = $1::uuid`, uuid))
 }
 
 // SetTargetState replaces an agent's target state and bumps its version, with its audit event. When
@@ -109,7 +109,7 @@ func (s *Store) GetAgent(ctx context.Context, uuid string) (AgentInfo, error) {
 // otherwise). Decommissioned agents are ErrDecommissioned.
 func (s *Store) SetTargetState(ctx context.Context, uuid string, state json.RawMessage, ifVersion int64, audit AuditEvent) (AgentInfo, error) {
 	var a AgentInfo
-	err := pgx.BeginFunc(ctx, s.Pool, func(tx pgx.Tx) error {
+	err := s.withAudit(ctx, &audit, func(tx pgx.Tx) error {
 		cur, err := scanAgent(tx.QueryRow(ctx, `SELECT `+agentColumns+` FROM agents WHERE uuid = $1::uuid FOR UPDATE`, uuid))
 		if err != nil {
 			return err
@@ -130,7 +130,7 @@ func (s *Store) SetTargetState(ctx context.Context, uuid string, state json.RawM
 			audit.Detail = map[string]any{}
 		}
 		audit.Detail["targetVersion"] = a.TargetVersion
-		return InsertAudit(ctx, tx, audit)
+		return nil
 	})
 	return a, err
 }
@@ -138,7 +138,7 @@ func (s *Store) SetTargetState(ctx context.Context, uuid string, state json.RawM
 // ReportState records the state an agent reports about itself.
 func (s *Store) ReportState(ctx context.Context, uuid string, state json.RawMessage) (time.Time, error) {
 	var at time.Time
-	err := s.Pool.QueryRow(ctx, `UPDATE agents SET reported_state = $2, reported_at = now() WHERE uuid = $1::uuid AND status <> 'decommissioned' RETURNING reported_at`,
+	err := s.pool.QueryRow(ctx, `UPDATE agents SET reported_state = $2, reported_at = now() WHERE uuid = $1::uuid AND status <> 'decommissioned' RETURNING reported_at`,
 		uuid, []byte(state)).Scan(&at)
 	if errors.Is(err, pgx.ErrNoRows) || isInvalidText(err) {
 		return time.Time{}, ErrNotFound
@@ -154,7 +154,7 @@ func (s *Store) RotateAgentPassword(ctx context.Context, uuid string, audit Audi
 	if err != nil {
 		return "", err
 	}
-	err = pgx.BeginFunc(ctx, s.Pool, func(tx pgx.Tx) error {
+	err = s.withAudit(ctx, &audit, func(tx pgx.Tx) error {
 		status, err := lockAgentStatus(ctx, tx, uuid)
 		if err != nil {
 			return err
@@ -167,7 +167,7 @@ ON CONFLICT (agent_uuid) DO UPDATE SET password_hash = EXCLUDED.password_hash, u
 			return fmt.Errorf("rotate mqtt password: %w", err)
 		}
 		audit.Target = "agent:" + uuid
-		return InsertAudit(ctx, tx, audit)
+		return nil
 	})
 	if err != nil {
 		return "", err
@@ -177,15 +177,15 @@ ON CONFLICT (agent_uuid) DO UPDATE SET password_hash = EXCLUDED.password_hash, u
 
 // DecommissionAgent retires an agent for good in one transaction: status decommissioned, every key
 // revoked, MQTT credentials deleted, audit event written. The triggers make every broker kick it.
-// Decommissioning a decommissioned agent changes nothing and succeeds.
+// Decommissioning a decommissioned agent changes nothing, writes no audit event and succeeds.
 func (s *Store) DecommissionAgent(ctx context.Context, uuid string, audit AuditEvent) error {
-	return pgx.BeginFunc(ctx, s.Pool, func(tx pgx.Tx) error {
+	err := s.withAudit(ctx, &audit, func(tx pgx.Tx) error {
 		status, err := lockAgentStatus(ctx, tx, uuid)
 		if err != nil {
 			return err
 		}
 		if status == StatusDecommissioned {
-			return nil
+			return errUnchanged
 		}
 		if _, err := tx.Exec(ctx, `UPDATE agents SET status = 'decommissioned', updated_at = now() WHERE uuid = $1::uuid`, uuid); err != nil {
 			return fmt.Errorf("decommission agent: %w", err)
@@ -202,9 +202,16 @@ func (s *Store) DecommissionAgent(ctx context.Context, uuid string, audit AuditE
 			audit.Detail = map[string]any{}
 		}
 		audit.Detail["keysRevoked"] = tag.RowsAffected()
-		return InsertAudit(ctx, tx, audit)
+		return nil
 	})
+	if errors.Is(err, errUnchanged) {
+		return nil
+	}
+	return err
 }
+
+// errUnchanged ends a withAudit transaction that found nothing to change (and so nothing to audit).
+var errUnchanged = errors.New("nothing to change")
 
 // lockAgentStatus locks an agent's row for the rest of tx and returns its status; ErrNotFound for an
 // unknown or malformed uuid.

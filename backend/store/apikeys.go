@@ -72,7 +72,7 @@ func (s *Store) CreateAPIKey(ctx context.Context, p NewKeyParams, audit AuditEve
 		expires = &p.Expires
 	}
 	var k APIKey
-	err = pgx.BeginFunc(ctx, s.Pool, func(tx pgx.Tx) error {
+	err = s.withAudit(ctx, &audit, func(tx pgx.Tx) error {
 		var status string
 		err := tx.QueryRow(ctx, `SELECT status FROM agents WHERE uuid = $1::uuid FOR SHARE`, p.AgentUUID).Scan(&status)
 		if errors.Is(err, pgx.ErrNoRows) || isInvalidText(err) {
@@ -94,7 +94,7 @@ RETURNING `+apiKeyColumns, p.AgentUUID, p.Name, d[:], secret.DisplayPrefix(p.Kin
 			audit.Detail = map[string]any{}
 		}
 		audit.Detail["agentUuid"] = p.AgentUUID
-		return InsertAudit(ctx, tx, audit)
+		return nil
 	})
 	if err != nil {
 		return APIKey{}, "", err
@@ -107,9 +107,9 @@ func (s *Store) ListAPIKeys(ctx context.Context, agentUUID string) ([]APIKey, er
 	var rows pgx.Rows
 	var err error
 	if agentUUID == "" {
-		rows, err = s.Pool.Query(ctx, `SELECT `+apiKeyColumns+` FROM api_keys ORDER BY created_at DESC, id`)
+		rows, err = s.pool.Query(ctx, `SELECT `+apiKeyColumns+` FROM api_keys ORDER BY created_at DESC, id`)
 	} else {
-		rows, err = s.Pool.Query(ctx, `SELECT `+apiKeyColumns+` FROM api_keys WHERE agent_uuid = $1::uuid ORDER BY created_at DESC, id`, agentUUID)
+		rows, err = s.pool.Query(ctx, `SELECT `+apiKeyColumns+` FROM api_keys WHERE agent_uuid = $1::uuid ORDER BY created_at DESC, id`, agentUUID)
 	}
 	if isInvalidText(err) {
 		return nil, nil
@@ -128,7 +128,7 @@ func (s *Store) ListAPIKeys(ctx context.Context, agentUUID string) ([]APIKey, er
 // which closes the sessions that used it. Revoking a revoked key changes nothing and succeeds.
 func (s *Store) RevokeAPIKey(ctx context.Context, id string, audit AuditEvent) (APIKey, error) {
 	var k APIKey
-	err := pgx.BeginFunc(ctx, s.Pool, func(tx pgx.Tx) error {
+	err := s.withAudit(ctx, &audit, func(tx pgx.Tx) error {
 		var err error
 		k, err = scanAPIKey(tx.QueryRow(ctx, `UPDATE api_keys SET revoked_at = COALESCE(revoked_at, now()) WHERE id = $1::uuid RETURNING `+apiKeyColumns, id))
 		if err != nil {
@@ -139,7 +139,7 @@ func (s *Store) RevokeAPIKey(ctx context.Context, id string, audit AuditEvent) (
 			audit.Detail = map[string]any{}
 		}
 		audit.Detail["agentUuid"] = k.AgentUUID
-		return InsertAudit(ctx, tx, audit)
+		return nil
 	})
 	return k, err
 }
@@ -147,6 +147,6 @@ func (s *Store) RevokeAPIKey(ctx context.Context, id string, audit AuditEvent) (
 // TouchAPIKey records that a key was used, at most once a minute per key so that polling does not turn
 // every read into a write.
 func (s *Store) TouchAPIKey(ctx context.Context, id string) error {
-	_, err := s.Pool.Exec(ctx, `UPDATE api_keys SET last_used_at = now() WHERE id = $1::uuid AND (last_used_at IS NULL OR last_used_at < now() - interval '1 minute')`, id)
+	_, err := s.pool.Exec(ctx, `UPDATE api_keys SET last_used_at = now() WHERE id = $1::uuid AND (last_used_at IS NULL OR last_used_at < now() - interval '1 minute')`, id)
 	return err
 }

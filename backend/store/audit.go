@@ -58,5 +58,17 @@ func InsertAudit(ctx context.Context, db DBTX, e AuditEvent) error {
 	return nil
 }
 
+// withAudit runs fn in a transaction and then writes *audit in the same transaction, so that a change
+// and the event recording it commit together or not at all. fn may fill in *audit (its Target, its
+// Detail) from what it changed; when fn fails, nothing is written and the transaction rolls back.
+func (s *Store) withAudit(ctx context.Context, audit *AuditEvent, fn func(tx pgx.Tx) error) error {
+	return pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		if err := fn(tx); err != nil {
+			return err
+		}
+		return InsertAudit(ctx, tx, *audit)
+	})
+}
+
 // Audit writes e on its own (for events that change nothing else, such as a failed login).
-func (s *Store) Audit(ctx context.Context, e AuditEvent) error { return InsertAudit(ctx, s.Pool, e) }
+func (s *Store) Audit(ctx context.Context, e AuditEvent) error { return InsertAudit(ctx, s.pool, e) }

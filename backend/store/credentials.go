@@ -28,7 +28,7 @@ SELECT k.digest, k.id::text, k.agent_uuid::text, a.status, k.revoked_at IS NOT N
 // the socket instead of being watched: a query under a cancellable context would start a goroutine to
 // watch it and hand the caller's thread to the scheduler, which is what those stores exist to avoid.
 func (s *Store) LookupCredential(ctx context.Context, d secret.Digest) (credential.Credential, error) {
-	conn, err := s.Pool.Acquire(ctx)
+	conn, err := s.pool.Acquire(ctx)
 	if err != nil {
 		return credential.Credential{}, fmt.Errorf("look up key: %w", err)
 	}
@@ -75,7 +75,7 @@ func (s *Store) LookupCredentials(ctx context.Context, ds []secret.Digest) (map[
 	for i := range ds {
 		raw[i] = ds[i][:]
 	}
-	rows, err := s.Pool.Query(ctx, credentialColumns+` WHERE k.digest = ANY($1)`, raw)
+	rows, err := s.pool.Query(ctx, credentialColumns+` WHERE k.digest = ANY($1)`, raw)
 	if err != nil {
 		return nil, fmt.Errorf("look up keys: %w", err)
 	}
@@ -97,7 +97,7 @@ func (s *Store) LookupCredentials(ctx context.Context, ds []secret.Digest) (map[
 // ActiveCredentials streams every usable credential (key not revoked or expired, agent active) to fn,
 // for preloading a broker's cache. Corrupt rows are skipped and counted in the returned error.
 func (s *Store) ActiveCredentials(ctx context.Context, fn func(credential.Credential)) error {
-	rows, err := s.Pool.Query(ctx, credentialColumns+`
+	rows, err := s.pool.Query(ctx, credentialColumns+`
  WHERE k.revoked_at IS NULL AND (k.expires_at IS NULL OR k.expires_at > now()) AND a.status = 'active'`)
 	if err != nil {
 		return fmt.Errorf("load active keys: %w", err)
@@ -189,7 +189,7 @@ func (s *Store) TouchKeys(ctx context.Context, ds []secret.Digest) error {
 	for i := range ds {
 		raw[i] = ds[i][:]
 	}
-	_, err := s.Pool.Exec(ctx, `UPDATE api_keys SET last_used_at = now() WHERE digest = ANY($1)`, raw)
+	_, err := s.pool.Exec(ctx, `UPDATE api_keys SET last_used_at = now() WHERE digest = ANY($1)`, raw)
 	if err != nil {
 		return fmt.Errorf("record key use: %w", err)
 	}

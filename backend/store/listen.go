@@ -49,7 +49,7 @@ type ListenHandler struct {
 // Listen holds a dedicated connection that LISTENs on Channel and calls h for each change, reconnecting
 // with capped exponential backoff until ctx ends.
 func (s *Store) Listen(ctx context.Context, h ListenHandler) {
-	cfg := s.Pool.Config().ConnConfig.Copy()
+	cfg := s.pool.Config().ConnConfig.Copy()
 	backoff := 100 * time.Millisecond
 	connectedBefore := false
 	for ctx.Err() == nil {

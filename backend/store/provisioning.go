@@ -37,14 +37,14 @@ func (s *Store) CreateProvisioningKey(ctx context.Context, name string, expires 
 		by = &createdBy
 	}
 	pk := ProvisioningKey{Name: name, Prefix: secret.DisplayPrefix(secret.ProvisioningKey, key.Reveal()), CreatedBy: createdBy}
-	err = pgx.BeginFunc(ctx, s.Pool, func(tx pgx.Tx) error {
+	err = s.withAudit(ctx, &audit, func(tx pgx.Tx) error {
 		err := tx.QueryRow(ctx, `INSERT INTO provisioning_keys (name, digest, prefix, expires_at, created_by) VALUES ($1, $2, $3, $4, $5::uuid)
 RETURNING id::text, expires_at, created_at`, name, d[:], pk.Prefix, expires, by).Scan(&pk.ID, &pk.ExpiresAt, &pk.CreatedAt)
 		if err != nil {
 			return fmt.Errorf("insert provisioning key: %w", checkViolation(err))
 		}
 		audit.Target = "provisioning-key:" + pk.ID
-		return InsertAudit(ctx, tx, audit)
+		return nil
 	})
 	if err != nil {
 		return ProvisioningKey{}, "", err
@@ -55,7 +55,7 @@ RETURNING id::text, expires_at, created_at`, name, d[:], pk.Prefix, expires, by)
 // ListProvisioningKeys returns the unredeemed provisioning keys, newest first (expired ones included,
 // so that an operator sees them and can delete them).
 func (s *Store) ListProvisioningKeys(ctx context.Context) ([]ProvisioningKey, error) {
-	rows, err := s.Pool.Query(ctx, `SELECT id::text, name, prefix, expires_at, COALESCE(created_by::text, ''), created_at FROM provisioning_keys ORDER BY created_at DESC, id`)
+	rows, err := s.pool.Query(ctx, `SELECT id::text, name, prefix, expires_at, COALESCE(created_by::text, ''), created_at FROM provisioning_keys ORDER BY created_at DESC, id`)
 	if err != nil {
 		return nil, fmt.Errorf("list provisioning keys: %w", err)
 	}
@@ -68,7 +68,7 @@ func (s *Store) ListProvisioningKeys(ctx context.Context) ([]ProvisioningKey, er
 
 // DeleteProvisioningKey deletes an unredeemed provisioning key.
 func (s *Store) DeleteProvisioningKey(ctx context.Context, id string, audit AuditEvent) error {
-	return pgx.BeginFunc(ctx, s.Pool, func(tx pgx.Tx) error {
+	return s.withAudit(ctx, &audit, func(tx pgx.Tx) error {
 		tag, err := tx.Exec(ctx, `DELETE FROM provisioning_keys WHERE id = $1::uuid`, id)
 		if isInvalidText(err) {
 			return ErrNotFound
@@ -80,7 +80,7 @@ func (s *Store) DeleteProvisioningKey(ctx context.Context, id string, audit Audi
 			return ErrNotFound
 		}
 		audit.Target = "provisioning-key:" + id
-		return InsertAudit(ctx, tx, audit)
+		return nil
 	})
 }
 
@@ -112,7 +112,7 @@ type Redeemed struct {
 //   - any later failure rolls back the delete, so the key stays usable and no half-made agent remains.
 func (s *Store) RedeemProvisioningKey(ctx context.Context, r Redemption) (Redeemed, error) {
 	var out Redeemed
-	err := pgx.BeginFunc(ctx, s.Pool, func(tx pgx.Tx) error {
+	err := s.withAudit(ctx, &r.Audit, func(tx pgx.Tx) error {
 		err := tx.QueryRow(ctx, `DELETE FROM provisioning_keys WHERE digest = $1 AND expires_at > now() RETURNING id::text`, r.Digest[:]).Scan(&out.ProvisioningKeyID)
 		if errors.Is(err, pgx.ErrNoRows) {
 			return ErrNotFound
@@ -136,7 +136,7 @@ func (s *Store) RedeemProvisioningKey(ctx context.Context, r Redemption) (Redeem
 		}
 		r.Audit.Detail["provisioningKeyId"] = out.ProvisioningKeyID
 		r.Audit.Detail["keyId"] = a.KeyID
-		return InsertAudit(ctx, tx, r.Audit)
+		return nil
 	})
 	if err != nil {
 		return Redeemed{}, err
@@ -166,6 +166,6 @@ func checkDeviceLimit(ctx context.Context, tx pgx.Tx, max int) error {
 // CountAgents returns how many agents are not decommissioned (the number the device limit counts).
 func (s *Store) CountAgents(ctx context.Context) (int, error) {
 	var n int
-	err := s.Pool.QueryRow(ctx, `SELECT count(*) FROM agents WHERE status <> 'decommissioned'`).Scan(&n)
+	err := s.pool.QueryRow(ctx, `SELECT count(*) FROM agents WHERE status <> 'decommissioned'`).Scan(&n)
 	return n, err
 }

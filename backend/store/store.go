@@ -28,7 +28,7 @@ var (
 
 // Store wraps a pgx pool.
 type Store struct {
-	Pool *pgxpool.Pool
+	pool *pgxpool.Pool
 	// blocking: the pool's sockets are blockconn sockets, whose timeouts bound each query.
 	blocking bool
 }
@@ -78,11 +78,11 @@ func Open(dsn string, o PoolOptions) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("create database pool: %w", err)
 	}
-	return &Store{Pool: pool, blocking: o.SocketTimeout > 0}, nil
+	return &Store{pool: pool, blocking: o.SocketTimeout > 0}, nil
 }
 
 // Ping checks the database answers.
-func (s *Store) Ping(ctx context.Context) error { return s.Pool.Ping(ctx) }
+func (s *Store) Ping(ctx context.Context) error { return s.pool.Ping(ctx) }
 
 // Close closes the pool.
-func (s *Store) Close() { s.Pool.Close() }
+func (s *Store) Close() { s.pool.Close() }

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/jackc/pgerrcode"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 )
@@ -55,36 +56,36 @@ func NormalizeEmail(email string) string { return strings.ToLower(strings.TrimSp
 // CreateUser inserts an operator and the audit event recording it, in one transaction.
 func (s *Store) CreateUser(ctx context.Context, email, passwordHash, role string, audit AuditEvent) (User, error) {
 	var u User
-	err := pgx.BeginFunc(ctx, s.Pool, func(tx pgx.Tx) error {
+	err := s.withAudit(ctx, &audit, func(tx pgx.Tx) error {
 		var err error
 		u, err = scanUser(tx.QueryRow(ctx, `INSERT INTO users (email, password_hash, role) VALUES ($1, $2, $3) RETURNING `+userColumns,
 			NormalizeEmail(email), passwordHash, role))
 		if err != nil {
 			var pg *pgconn.PgError
-			if errors.As(err, &pg) && pg.Code == "23505" {
+			if errors.As(err, &pg) && pg.Code == pgerrcode.UniqueViolation {
 				return ErrConflict
 			}
 			return fmt.Errorf("insert user: %w", checkViolation(err))
 		}
 		audit.Target = "user:" + u.ID
-		return InsertAudit(ctx, tx, audit)
+		return nil
 	})
 	return u, err
 }
 
 // UserByEmail finds an operator by email (case-insensitively).
 func (s *Store) UserByEmail(ctx context.Context, email string) (User, error) {
-	return scanUser(s.Pool.QueryRow(ctx, `SELECT `+userColumns+` FROM users WHERE lower(email) = $1`, NormalizeEmail(email)))
+	return scanUser(s.pool.QueryRow(ctx, `SELECT `+userColumns+` FROM users WHERE lower(email) = $1`, NormalizeEmail(email)))
 }
 
 // UserByID finds an operator by id; a malformed id is ErrNotFound.
 func (s *Store) UserByID(ctx context.Context, id string) (User, error) {
-	return scanUser(s.Pool.QueryRow(ctx, `SELECT `+userColumns+` FROM users WHERE id = $1::uuid`, id))
+	return scanUser(s.pool.QueryRow(ctx, `SELECT `+userColumns+` FROM users WHERE id = $1::uuid`, id))
 }
 
 // ListUsers returns every operator, oldest first.
 func (s *Store) ListUsers(ctx context.Context) ([]User, error) {
-	rows, err := s.Pool.Query(ctx, `SELECT `+userColumns+` FROM users ORDER BY created_at, id`)
+	rows, err := s.pool.Query(ctx, `SELECT `+userColumns+` FROM users ORDER BY created_at, id`)
 	if err != nil {
 		return nil, fmt.Errorf("list users: %w", err)
 	}
@@ -103,7 +104,7 @@ type UserChange struct {
 // enabled admin is refused with ErrLastAdmin.
 func (s *Store) UpdateUser(ctx context.Context, id string, ch UserChange, audit AuditEvent) (User, error) {
 	var u User
-	err := pgx.BeginFunc(ctx, s.Pool, func(tx pgx.Tx) error {
+	err := s.withAudit(ctx, &audit, func(tx pgx.Tx) error {
 		// Serialise changes to users so that two admins demoting each other cannot both succeed.
 		if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock(hashtext('iotauth.users'))`); err != nil {
 			return err
@@ -136,7 +137,7 @@ UPDATE users SET role = COALESCE($2, role), disabled = COALESCE($3, disabled), p
 			}
 		}
 		audit.Target = "user:" + id
-		return InsertAudit(ctx, tx, audit)
+		return nil
 	})
 	return u, err
 }

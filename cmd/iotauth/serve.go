@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"log"
@@ -15,6 +16,7 @@ import (
 	"time"
 
 	"github.com/iotauth/iotauth/backend/api"
+	"github.com/iotauth/iotauth/backend/license"
 	"github.com/iotauth/iotauth/backend/redact"
 	"github.com/iotauth/iotauth/backend/secret"
 	"github.com/iotauth/iotauth/backend/token"
@@ -41,9 +43,13 @@ type serveConfig struct {
 	LoginFailures int
 	LogFormat     string
 	LogLevel      slog.Level
+	// jwtUnread is set when a JWT key source could not be read: the key's strength is then not judged,
+	// so that one mistake is not reported twice.
+	jwtUnread bool
 }
 
-// envDefaults reads a flag's default from its environment variable, remembering errors.
+// envDefaults reads a flag's default from its environment variable, remembering errors; a bad value
+// leaves the default in place, so that it is reported once and not again by the checks that follow.
 type envDefaults struct {
 	getenv func(string) string
 	errs   []error
@@ -64,6 +70,7 @@ func (e *envDefaults) seconds(name string, def time.Duration) time.Duration {
 	d, err := parseSeconds(v)
 	if err != nil {
 		e.errs = append(e.errs, fmt.Errorf("%s=%q: %v", name, v, err))
+		return def
 	}
 	return d
 }
@@ -76,6 +83,7 @@ func (e *envDefaults) integer(name string, def int) int {
 	n, err := strconv.Atoi(v)
 	if err != nil {
 		e.errs = append(e.errs, fmt.Errorf("%s=%q: want a whole number", name, v))
+		return def
 	}
 	return n
 }
@@ -126,75 +134,177 @@ func (f secondsFlag) Set(v string) error {
 	return nil
 }
 
-// loadServeConfig reads flags over environment variables over defaults. Secrets (JWT_SECRET and the
-// private key) come from the environment or from files named by flags, never from flag values, which
-// other users of the machine could read in the process list.
+// intFlag is a flag.Value for whole numbers whose error says what is accepted.
+type intFlag struct{ n *int }
+
+func (f intFlag) String() string {
+	if f.n == nil {
+		return ""
+	}
+	return strconv.Itoa(*f.n)
+}
+
+func (f intFlag) Set(v string) error {
+	n, err := strconv.Atoi(v)
+	if err != nil {
+		return errors.New("want a whole number")
+	}
+	*f.n = n
+	return nil
+}
+
+// boolFlag is a flag.Value for booleans (-migrate, -migrate=false) whose error says what is accepted.
+type boolFlag struct{ b *bool }
+
+func (f boolFlag) IsBoolFlag() bool { return true }
+
+func (f boolFlag) String() string {
+	if f.b == nil {
+		return "false"
+	}
+	return strconv.FormatBool(*f.b)
+}
+
+func (f boolFlag) Set(v string) error {
+	b, err := strconv.ParseBool(v)
+	if err != nil {
+		return errors.New("want true or false")
+	}
+	*f.b = b
+	return nil
+}
+
+// lenientFlag records a bad value of the flag.Value it wraps, naming the flag, and lets parsing go on,
+// so that every bad flag is reported together with the bad environment variables.
+type lenientFlag struct {
+	flag.Value
+	name string
+	errs *[]error
+}
+
+func (f lenientFlag) String() string {
+	if f.Value == nil {
+		return ""
+	}
+	return f.Value.String()
+}
+
+func (f lenientFlag) Set(v string) error {
+	if err := f.Value.Set(v); err != nil {
+		*f.errs = append(*f.errs, fmt.Errorf("-%s %q: %v", f.name, v, err))
+	}
+	return nil
+}
+
+func (f lenientFlag) IsBoolFlag() bool {
+	b, ok := f.Value.(interface{ IsBoolFlag() bool })
+	return ok && b.IsBoolFlag()
+}
+
+// loadServeConfig reads flags over environment variables over defaults and reports every bad setting
+// at once (errors.Join); only a malformed command line (an unknown flag) stops it early, as errUsage.
+// Secrets (JWT_SECRET and the private key) come from the environment or from files named by flags,
+// never from flag values, which other users of the machine could read in the process list.
 func loadServeConfig(args []string, getenv func(string) string, stderr io.Writer) (serveConfig, error) {
 	env := &envDefaults{getenv: getenv}
 	var c serveConfig
 	fs := newFlags("serve", stderr)
+	lenient := func(v flag.Value, name, usage string) { fs.Var(lenientFlag{v, name, &env.errs}, name, usage) }
 	fs.StringVar(&c.DatabaseURL, "database-url", env.str("DATABASE_URL", ""), "PostgreSQL URL ($DATABASE_URL)")
 	fs.StringVar(&c.Listen, "listen", env.str("LISTEN_ADDR", "127.0.0.1:8080"), "address to listen on ($LISTEN_ADDR)")
-	fs.BoolVar(&c.Migrate, "migrate", env.boolean("IOTAUTH_MIGRATE"), "apply database migrations at start ($IOTAUTH_MIGRATE)")
+	c.Migrate = env.boolean("IOTAUTH_MIGRATE")
+	lenient(boolFlag{&c.Migrate}, "migrate", "apply database migrations at start ($IOTAUTH_MIGRATE)")
 	secretFile := fs.String("jwt-secret-file", env.str("JWT_SECRET_FILE", ""), "file holding the HS256 secret ($JWT_SECRET_FILE; or set $JWT_SECRET)")
 	privFile := fs.String("jwt-private-key-file", env.str("JWT_PRIVATE_KEY_FILE", ""), "PEM file of the RS256/EdDSA private key ($JWT_PRIVATE_KEY_FILE; or set $JWT_PRIVATE_KEY)")
 	pubFile := fs.String("jwt-public-key-file", env.str("JWT_PUBLIC_KEY_FILE", ""), "PEM file of the matching public key ($JWT_PUBLIC_KEY_FILE; or set $JWT_PUBLIC_KEY)")
 	fs.StringVar(&c.JWT.Issuer, "jwt-issuer", env.str("JWT_ISSUER", "iotauth"), "iss of issued and accepted tokens ($JWT_ISSUER)")
 	fs.StringVar(&c.JWT.Audience, "jwt-audience", env.str("JWT_AUDIENCE", "iotauth-api"), "aud of issued and accepted tokens ($JWT_AUDIENCE)")
 	c.JWT.AccessTTL = env.seconds("ACCESS_TOKEN_TTL", time.Hour)
-	fs.Var(secondsFlag{&c.JWT.AccessTTL}, "access-token-ttl", "access token lifetime, seconds or duration ($ACCESS_TOKEN_TTL, default 3600)")
+	lenient(secondsFlag{&c.JWT.AccessTTL}, "access-token-ttl", "access token lifetime, seconds or duration ($ACCESS_TOKEN_TTL, default 3600)")
 	c.JWT.RefreshTTL = env.seconds("REFRESH_TOKEN_TTL", 7*24*time.Hour)
-	fs.Var(secondsFlag{&c.JWT.RefreshTTL}, "refresh-token-ttl", "refresh token lifetime ($REFRESH_TOKEN_TTL, default 604800)")
+	lenient(secondsFlag{&c.JWT.RefreshTTL}, "refresh-token-ttl", "refresh token lifetime ($REFRESH_TOKEN_TTL, default 604800)")
 	c.RefreshFamily = env.seconds("REFRESH_FAMILY_TTL", 30*24*time.Hour)
-	fs.Var(secondsFlag{&c.RefreshFamily}, "refresh-family-ttl", "absolute lifetime of a login's refresh tokens ($REFRESH_FAMILY_TTL, default 30 days)")
+	lenient(secondsFlag{&c.RefreshFamily}, "refresh-family-ttl", "absolute lifetime of a login's refresh tokens ($REFRESH_FAMILY_TTL, default 30 days)")
 	fs.StringVar(&c.MQTTHost, "mqtt-public-host", env.str("MQTT_PUBLIC_HOST", "localhost"), "broker host told to provisioned agents ($MQTT_PUBLIC_HOST)")
-	fs.IntVar(&c.MQTTPort, "mqtt-public-port", env.integer("MQTT_PUBLIC_PORT", 1883), "broker port told to provisioned agents ($MQTT_PUBLIC_PORT)")
+	c.MQTTPort = env.integer("MQTT_PUBLIC_PORT", 1883)
+	lenient(intFlag{&c.MQTTPort}, "mqtt-public-port", "broker `port` told to provisioned agents ($MQTT_PUBLIC_PORT)")
 	fs.StringVar(&c.KeyEnv, "key-env", env.str("IOTAUTH_KEY_ENV", "live"), "device key environment issued and accepted: live or test ($IOTAUTH_KEY_ENV)")
 	cors := fs.String("cors-origins", env.str("CORS_ALLOWED_ORIGINS", ""), "comma-separated exact origins allowed by CORS; empty disables CORS ($CORS_ALLOWED_ORIGINS)")
 	c.LoginWindow = env.seconds("LOGIN_THROTTLE_WINDOW", 15*time.Minute)
-	fs.Var(secondsFlag{&c.LoginWindow}, "login-throttle-window", "how long failed logins count and lockouts last ($LOGIN_THROTTLE_WINDOW, default 15m)")
-	fs.IntVar(&c.LoginFailures, "login-max-failures", env.integer("LOGIN_MAX_FAILURES", 5), "failed logins per account per window ($LOGIN_MAX_FAILURES)")
+	lenient(secondsFlag{&c.LoginWindow}, "login-throttle-window", "how long failed logins count and lockouts last ($LOGIN_THROTTLE_WINDOW, default 15m)")
+	c.LoginFailures = env.integer("LOGIN_MAX_FAILURES", 5)
+	lenient(intFlag{&c.LoginFailures}, "login-max-failures", "`number` of failed logins per account per window ($LOGIN_MAX_FAILURES)")
 	fs.StringVar(&c.LogFormat, "log-format", env.str("LOG_FORMAT", "json"), "json or text ($LOG_FORMAT)")
 	level := fs.String("log-level", env.str("LOG_LEVEL", "info"), "debug, info, warn or error ($LOG_LEVEL)")
-	if len(env.errs) > 0 {
-		return c, errors.Join(env.errs...)
-	}
 	if err := parseFlags(fs, args); err != nil {
 		return c, err
 	}
-	var err error
+	errs := env.errs
 	if c.DatabaseURL == "" {
-		return c, errors.New("no database given: set DATABASE_URL (e.g. postgres://iotauth:secret@127.0.0.1:5432/iotauth) or pass -database-url")
+		errs = append(errs, errors.New("no database given: set DATABASE_URL (e.g. postgres://iotauth:secret@127.0.0.1:5432/iotauth) or pass -database-url"))
 	}
 	if err := c.LogLevel.UnmarshalText([]byte(*level)); err != nil {
-		return c, fmt.Errorf("-log-level %q: use debug, info, warn or error", *level)
+		errs = append(errs, fmt.Errorf("-log-level %q: use debug, info, warn or error", *level))
 	}
 	if c.LogFormat != "json" && c.LogFormat != "text" {
-		return c, fmt.Errorf("-log-format %q: use json or text", c.LogFormat)
+		errs = append(errs, fmt.Errorf("-log-format %q: use json or text", c.LogFormat))
 	}
 	if c.MQTTPort < 1 || c.MQTTPort > 65535 {
-		return c, fmt.Errorf("MQTT_PUBLIC_PORT %d is not a TCP port", c.MQTTPort)
+		errs = append(errs, fmt.Errorf("MQTT_PUBLIC_PORT %d is not a TCP port: use 1 to 65535", c.MQTTPort))
 	}
 	if _, err := secret.APIKeyKind(c.KeyEnv); err != nil {
-		return c, err
+		errs = append(errs, err)
 	}
 	if c.LoginFailures < 1 {
-		return c, errors.New("LOGIN_MAX_FAILURES must be at least 1")
+		errs = append(errs, errors.New("LOGIN_MAX_FAILURES must be at least 1"))
 	}
 	if *cors != "" {
 		c.CORSOrigins = strings.Split(*cors, ",")
 	}
 	// Key material: environment values or files, one signing method.
-	if c.JWT.Secret, err = secretSource("JWT_SECRET", getenv, *secretFile, false); err != nil {
-		return c, err
+	for _, k := range []struct {
+		name string
+		file string
+		pem  bool
+		dst  *[]byte
+	}{
+		{"JWT_SECRET", *secretFile, false, &c.JWT.Secret},
+		{"JWT_PRIVATE_KEY", *privFile, true, &c.JWT.PrivateKeyPEM},
+		{"JWT_PUBLIC_KEY", *pubFile, true, &c.JWT.PublicKeyPEM},
+	} {
+		v, err := secretSource(k.name, getenv, k.file, k.pem)
+		if err != nil {
+			errs = append(errs, err)
+			c.jwtUnread = true
+			continue
+		}
+		*k.dst = v
 	}
-	if c.JWT.PrivateKeyPEM, err = secretSource("JWT_PRIVATE_KEY", getenv, *privFile, true); err != nil {
-		return c, err
+	return c, errors.Join(errs...)
+}
+
+// serveSettings is loadServeConfig followed by the checks of the signing key (token.New) and of the
+// license policy (LICENSE_WARNING_WINDOW, LICENSE_GRACE_PERIOD), all of whose problems it reports
+// together.
+func serveSettings(args []string, getenv func(string) string, stderr io.Writer) (serveConfig, *token.Manager, error) {
+	c, err := loadServeConfig(args, getenv, stderr)
+	if errors.Is(err, errUsage) {
+		return c, nil, err
 	}
-	if c.JWT.PublicKeyPEM, err = secretSource("JWT_PUBLIC_KEY", getenv, *pubFile, true); err != nil {
-		return c, err
+	errs := []error{err}
+	var tokens *token.Manager
+	if !c.jwtUnread {
+		var terr error
+		tokens, terr = token.New(c.JWT)
+		errs = append(errs, terr)
 	}
-	return c, nil
+	if _, err := license.PolicyFromEnv(getenv); err != nil {
+		errs = append(errs, err)
+	}
+	if err := errors.Join(errs...); err != nil {
+		return c, nil, err
+	}
+	return c, tokens, nil
 }
 
 // secretSource reads a value from an environment variable or, when a file is named, from that file.
@@ -224,11 +334,7 @@ func secretSource(name string, getenv func(string) string, file string, pem bool
 
 // serve runs the REST API until ctx ends (SIGINT/SIGTERM), then shuts down gracefully.
 func serve(ctx context.Context, args []string, getenv func(string) string, stderr io.Writer) error {
-	c, err := loadServeConfig(args, getenv, stderr)
-	if err != nil {
-		return err
-	}
-	tokens, err := token.New(c.JWT)
+	c, tokens, err := serveSettings(args, getenv, stderr)
 	if err != nil {
 		return err
 	}

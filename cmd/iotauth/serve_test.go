@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"io"
 	"strings"
 	"testing"
@@ -49,3 +50,95 @@ func TestServeConfigErrorsNameTheSetting(t *testing.T) {
 		}
 	}
 }
+
+// TestServeSettingsReportEveryProblem: bad environment variables, bad flag values, a weak signing key
+// and a bad license policy are reported together, each once and naming its setting, rather than one
+// per start.
+func TestServeSettingsReportEveryProblem(t *testing.T) {
+	tests := []struct {
+		name    string
+		env     map[string]string
+		args    []string
+		want    []string
+		notWant []string
+	}{
+		{
+			name: "environment and flags",
+			env:  map[string]string{"ACCESS_TOKEN_TTL": "soon", "MQTT_PUBLIC_PORT": "x", "IOTAUTH_MIGRATE": "maybe", "LOG_FORMAT": "xml", "JWT_SECRET": goodSecret},
+			args: []string{"-refresh-token-ttl", "never", "-log-level", "loud", "-login-max-failures", "0", "-login-throttle-window", "-5"},
+			want: []string{
+				`ACCESS_TOKEN_TTL="soon": want seconds (3600) or a duration (1h, 15m)`,
+				`MQTT_PUBLIC_PORT="x": want a whole number`,
+				`IOTAUTH_MIGRATE="maybe": want true or false`,
+				`-refresh-token-ttl "never": want seconds (3600) or a duration (1h, 15m)`,
+				`-login-throttle-window "-5": must be positive`,
+				"no database given: set DATABASE_URL",
+				`-log-level "loud": use debug, info, warn or error`,
+				`-log-format "xml": use json or text`,
+				"LOGIN_MAX_FAILURES must be at least 1",
+			},
+			// A refused value keeps its default: no second complaint about the lifetime or the port.
+			notWant: []string{"lifetimes must be positive", "is not a TCP port"},
+		},
+		{
+			name: "bad flag values",
+			env:  map[string]string{"DATABASE_URL": "x", "IOTAUTH_KEY_ENV": "prod", "JWT_SECRET": goodSecret},
+			args: []string{"-migrate=maybe", "-login-max-failures", "many", "-mqtt-public-port", "70000"},
+			want: []string{
+				`-migrate "maybe": want true or false`,
+				`-login-max-failures "many": want a whole number`,
+				"MQTT_PUBLIC_PORT 70000 is not a TCP port: use 1 to 65535",
+				`unknown key environment "prod"`,
+			},
+		},
+		{
+			name: "weak key and license policy",
+			env:  map[string]string{"DATABASE_URL": "x", "JWT_SECRET": "secret", "LICENSE_GRACE_PERIOD": "soon", "LOG_FORMAT": "xml"},
+			want: []string{`-log-format "xml"`, "JWT_SECRET is 6 bytes", `LICENSE_GRACE_PERIOD="soon" is not a duration`},
+		},
+		{
+			name:    "unreadable key is not also missing",
+			env:     map[string]string{"DATABASE_URL": "x", "JWT_SECRET": "a", "LOG_LEVEL": "loud"},
+			args:    []string{"-jwt-secret-file", "/dev/null"},
+			want:    []string{"both $JWT_SECRET and a file for it are given", `-log-level "loud"`},
+			notWant: []string{"no signing key", "JWT_SECRET is 1 bytes"},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, _, err := serveSettings(tt.args, envMap(tt.env), io.Discard)
+			if err == nil {
+				t.Fatal("no error")
+			}
+			for _, w := range tt.want {
+				if n := strings.Count(err.Error(), w); n != 1 {
+					t.Errorf("%q reported %d times, want once, in:\n%v", w, n, err)
+				}
+			}
+			for _, w := range tt.notWant {
+				if strings.Contains(err.Error(), w) {
+					t.Errorf("%q reported, want not, in:\n%v", w, err)
+				}
+			}
+		})
+	}
+}
+
+// TestServeSettingsUnknownFlag: a malformed command line is still a usage error, not a setting.
+func TestServeSettingsUnknownFlag(t *testing.T) {
+	_, _, err := serveSettings([]string{"-no-such-flag"}, envMap(map[string]string{"ACCESS_TOKEN_TTL": "soon"}), io.Discard)
+	if !errors.Is(err, errUsage) {
+		t.Fatalf("err = %v, want errUsage", err)
+	}
+}
+
+// TestServeSettingsGood: good settings give a token manager and no error.
+func TestServeSettingsGood(t *testing.T) {
+	c, tokens, err := serveSettings([]string{"-migrate"}, envMap(map[string]string{"DATABASE_URL": "x", "JWT_SECRET": goodSecret}), io.Discard)
+	if err != nil || tokens == nil || !c.Migrate {
+		t.Fatalf("settings %+v, tokens %v, err %v", c, tokens, err)
+	}
+}
+
+// goodSecret is an HS256 secret that token.New accepts.
+const goodSecret = "Zq3vN8xR2mK7pW4tY9bC6hJ1sL5dF0gA8eU3iO7nX2wQ"

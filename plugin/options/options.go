@@ -4,6 +4,7 @@
 package options
 
 import (
+	"errors"
 	"fmt"
 	"sort"
 	"strconv"
@@ -156,10 +157,13 @@ func Names() []string {
 }
 
 // Parse builds a Config from option key/value pairs, in order. Keys are given without the plugin_opt_
-// prefix, as Mosquitto passes them.
+// prefix, as Mosquitto passes them. It reports every problem at once, joined with errors.Join, so that an
+// operator fixes mosquitto.conf in one pass rather than one restart per bad line.
 func Parse(kv [][2]string) (Config, error) {
 	c := Defaults()
+	var errs []error
 	seen := map[string]bool{}
+	bad := map[string]bool{}
 	for _, p := range kv {
 		k, v := p[0], p[1]
 		if why, ok := retired[k]; ok {
@@ -168,28 +172,45 @@ func Parse(kv [][2]string) (Config, error) {
 		}
 		set, ok := known[k]
 		if !ok {
-			return Config{}, fmt.Errorf("unknown option plugin_opt_%s: accepted options are plugin_opt_%s", k, strings.Join(Names(), ", plugin_opt_"))
+			errs = append(errs, fmt.Errorf("unknown option plugin_opt_%s: accepted options are plugin_opt_%s", k, strings.Join(Names(), ", plugin_opt_")))
+			continue
 		}
 		if seen[k] {
-			return Config{}, fmt.Errorf("plugin_opt_%s is given twice: keep one", k)
+			errs = append(errs, fmt.Errorf("plugin_opt_%s is given twice: keep one", k))
+			continue
 		}
 		seen[k] = true
 		if err := set(&c, v); err != nil {
-			return Config{}, fmt.Errorf("plugin_opt_%s %w", k, err)
+			errs = append(errs, fmt.Errorf("plugin_opt_%s %w", k, err))
+			bad[k] = true
 		}
 	}
-	return c, c.Validate()
+	errs = append(errs, c.validate(bad)...)
+	if len(errs) > 0 {
+		return Config{}, errors.Join(errs...)
+	}
+	return c, nil
 }
 
-// Validate checks the combination of values.
+// Validate checks the combination of values and reports every problem at once.
 func (c *Config) Validate() error {
-	if c.DSN == "" {
-		return fmt.Errorf("plugin_opt_dsn is required: add a line like \"plugin_opt_dsn postgres://iotauth:secret@127.0.0.1:5432/iotauth\" to mosquitto.conf")
+	return errors.Join(c.validate(nil)...)
+}
+
+// validate is Validate without the options in reported, whose values were already refused (an empty
+// plugin_opt_dsn is not also "required").
+func (c *Config) validate(reported map[string]bool) []error {
+	var errs []error
+	if c.DSN == "" && !reported["dsn"] {
+		errs = append(errs, fmt.Errorf("plugin_opt_dsn is required: add a line like \"plugin_opt_dsn postgres://iotauth:secret@127.0.0.1:5432/iotauth\" to mosquitto.conf"))
 	}
-	rules, err := acl.ParseTemplates(c.ACLSpec)
-	if err != nil {
-		return fmt.Errorf("plugin_opt_acl %w", err)
+	if !reported["acl"] {
+		rules, err := acl.ParseTemplates(c.ACLSpec)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("plugin_opt_acl %w", err))
+		} else {
+			c.ACL = rules
+		}
 	}
-	c.ACL = rules
-	return nil
+	return errs
 }

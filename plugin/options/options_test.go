@@ -51,3 +51,69 @@ func TestParseErrors(t *testing.T) {
 		})
 	}
 }
+
+// TestParseReportsEveryProblem: several bad lines in mosquitto.conf are reported together, each naming
+// its option and what it accepts, and nothing is reported twice.
+func TestParseReportsEveryProblem(t *testing.T) {
+	dsn := [2]string{"dsn", "postgres://x@127.0.0.1/db"}
+	tests := []struct {
+		name string
+		kv   [][2]string
+		want []string
+	}{
+		{"three bad values", [][2]string{dsn, {"cache_size", "lots"}, {"db_timeout", "10"}, {"preload", "maybe"}}, []string{
+			"plugin_opt_cache_size \"lots\": use a whole number from 0 to 50000000",
+			"plugin_opt_db_timeout \"10\": use a duration like 250ms, 10s or 5m, from 1ms to 5s",
+			"plugin_opt_preload \"maybe\": use true or false",
+		}},
+		{"unknown, twice and no dsn", [][2]string{{"cache_sise", "1"}, {"preload", "true"}, {"preload", "false"}}, []string{
+			"unknown option plugin_opt_cache_sise: accepted options are plugin_opt_",
+			"plugin_opt_preload is given twice: keep one",
+			"plugin_opt_dsn is required",
+		}},
+		{"bad values and a bad acl", [][2]string{dsn, {"clientid", "agent-%u/x"}, {"acl", "read $SYS/#"}, {"log_level", "loud"}, {"max_conns", "0"}, {"key_env", "prod"}}, []string{
+			"plugin_opt_clientid \"agent-%u/x\": use a template with exactly one %u",
+			"plugin_opt_log_level \"loud\": use debug, info, warning or error",
+			"plugin_opt_max_conns \"0\": use a whole number from 1 to 100",
+			"plugin_opt_key_env unknown key environment \"prod\": use \"live\" or \"test\"",
+			"plugin_opt_acl acl pattern \"$SYS/#\": $ topics are reserved",
+		}},
+		{"an empty dsn is not also missing", [][2]string{{"dsn", " "}, {"cache_ttl", "forever"}}, []string{
+			"plugin_opt_dsn is empty: give a PostgreSQL connection string",
+			"plugin_opt_cache_ttl \"forever\"",
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := Parse(tt.kv)
+			checkAll(t, err, tt.want)
+		})
+	}
+}
+
+// TestValidateReportsEveryProblem: Validate on its own reports a missing DSN and a bad ACL together.
+func TestValidateReportsEveryProblem(t *testing.T) {
+	c := Config{ACLSpec: "read $SYS/#"}
+	checkAll(t, c.Validate(), []string{"plugin_opt_dsn is required", "plugin_opt_acl"})
+}
+
+// checkAll fails unless err joins exactly len(want) errors, the i-th mentioning want[i].
+func checkAll(t *testing.T, err error, want []string) {
+	t.Helper()
+	if err == nil {
+		t.Fatalf("no error, want %d", len(want))
+	}
+	j, ok := err.(interface{ Unwrap() []error })
+	if !ok {
+		t.Fatalf("err = %v, not a joined error", err)
+	}
+	got := j.Unwrap()
+	if len(got) != len(want) {
+		t.Fatalf("%d errors reported, want %d:\n%v", len(got), len(want), err)
+	}
+	for i, w := range want {
+		if !strings.Contains(got[i].Error(), w) {
+			t.Errorf("error %d = %q, want it to mention %q", i, got[i], w)
+		}
+	}
+}

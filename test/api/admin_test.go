@@ -1,11 +1,11 @@
 package api_test
 
 import (
-	"context"
 	"strings"
 	"testing"
 
 	"github.com/iotauth/iotauth/backend/secret"
+	"github.com/iotauth/iotauth/test/harness"
 )
 
 // TestUsersAdministration: create (201, Location), duplicate email (409 email_taken, any case), list,
@@ -96,10 +96,10 @@ func TestAPIKeysAndAgents(t *testing.T) {
 	}
 	// Rotation: new password in the answer only; the stored hash changes.
 	var oldHash, newHash string
-	_ = e.st.Pool.QueryRow(context.Background(), `SELECT password_hash FROM mqtt_credentials WHERE agent_uuid = $1`, a.AgentUUID).Scan(&oldHash)
+	_ = harness.QueryRow(t, e.dsn, `SELECT password_hash FROM mqtt_credentials WHERE agent_uuid = $1`, a.AgentUUID).Scan(&oldHash)
 	res = e.expect(req{Method: "POST", Path: "/api/v1/agents/" + a.AgentUUID + "/mqtt-password", Token: adm.Access}, 200, "")
 	pw := res.JSON(t)["password"].(string)
-	_ = e.st.Pool.QueryRow(context.Background(), `SELECT password_hash FROM mqtt_credentials WHERE agent_uuid = $1`, a.AgentUUID).Scan(&newHash)
+	_ = harness.QueryRow(t, e.dsn, `SELECT password_hash FROM mqtt_credentials WHERE agent_uuid = $1`, a.AgentUUID).Scan(&newHash)
 	if !strings.HasPrefix(pw, "iotmp_") || pw == a.MQTT.Password || oldHash == newHash || res.Header.Get("Cache-Control") != "no-store" {
 		t.Fatal("rotation did not produce a new password")
 	}

@@ -1,12 +1,14 @@
 package api_test
 
 import (
+	"errors"
 	"fmt"
 	"strings"
 	"testing"
 	"time"
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
+	"github.com/eclipse/paho.mqtt.golang/packets"
 
 	"github.com/iotauth/iotauth/test/harness"
 )
@@ -89,7 +91,7 @@ func refused(t *testing.T, err error, what string) {
 	if err == nil {
 		t.Fatalf("%s: reconnect accepted", what)
 	}
-	if !strings.Contains(strings.ToLower(err.Error()), "not authorized") {
+	if !errors.Is(err, packets.ErrorRefusedNotAuthorised) {
 		t.Fatalf("%s: reconnect failed for another reason: %v", what, err)
 	}
 }

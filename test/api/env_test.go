@@ -160,12 +160,10 @@ func (e *env) checkNoSecretsLeaked() {
 			t.Errorf("H3: the server logged a secret the test used (%d chars, starting %.6q)", len(s), s)
 		}
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
 	var dump strings.Builder
 	for _, table := range []string{"agents", "api_keys", "mqtt_credentials", "acl_rules", "users", "refresh_tokens", "provisioning_keys", "audit_events"} {
 		var s *string
-		if err := e.st.Pool.QueryRow(ctx, `SELECT string_agg(t::text, E'\n') FROM `+table+` t`).Scan(&s); err != nil {
+		if err := harness.QueryRow(t, e.dsn, `SELECT string_agg(t::text, E'\n') FROM `+table+` t`).Scan(&s); err != nil {
 			t.Errorf("dump %s: %v", table, err)
 			continue
 		}
@@ -406,7 +404,7 @@ func (e *env) fingerprint() string {
 	var b strings.Builder
 	for _, table := range []string{"agents", "api_keys", "mqtt_credentials", "acl_rules", "users", "refresh_tokens", "provisioning_keys"} {
 		var s string
-		if err := e.st.Pool.QueryRow(context.Background(), `SELECT md5(COALESCE(string_agg(t::text, ',' ORDER BY t::text), '')) FROM `+table+` t`).Scan(&s); err != nil {
+		if err := harness.QueryRow(e.t, e.dsn, `SELECT md5(COALESCE(string_agg(t::text, ',' ORDER BY t::text), '')) FROM `+table+` t`).Scan(&s); err != nil {
 			e.t.Fatal(err)
 		}
 		b.WriteString(table + ":" + s + " ")
@@ -422,7 +420,7 @@ func (e *env) count(table, where string, args ...any) int {
 		q += ` WHERE ` + where
 	}
 	var n int
-	if err := e.st.Pool.QueryRow(context.Background(), q, args...).Scan(&n); err != nil {
+	if err := harness.QueryRow(e.t, e.dsn, q, args...).Scan(&n); err != nil {
 		e.t.Fatal(err)
 	}
 	return n
@@ -430,7 +428,5 @@ func (e *env) count(table, where string, args ...any) int {
 
 func (e *env) exec(sql string, args ...any) {
 	e.t.Helper()
-	if _, err := e.st.Pool.Exec(context.Background(), sql, args...); err != nil {
-		e.t.Fatal(err)
-	}
+	harness.Exec(e.t, e.dsn, sql, args...)
 }

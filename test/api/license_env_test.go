@@ -55,24 +55,6 @@ func (v vendor) issue(t *testing.T, terms license.Terms) string {
 	return tok
 }
 
-// testClock is the license clock a test controls.
-type testClock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func (c *testClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *testClock) set(t time.Time) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = t
-}
-
 // licensed is a test server's license, wired exactly as `iotauth serve` wires it (a license.Manager as
 // the api.Licenser) but with the clock, the ticks and the material in the test's hands. Changing the
 // material and calling reload is what writing LICENSE_KEY_FILE and sending SIGHUP does in production.

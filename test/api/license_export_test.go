@@ -3,6 +3,7 @@ package api_test
 import (
 	"bytes"
 	"encoding/csv"
+	"errors"
 	"io"
 	"mime"
 	"net/http"
@@ -150,7 +151,7 @@ func TestCSVExportStreams(t *testing.T) {
 	rows := 0
 	for {
 		rec, err := r.Read()
-		if err == io.EOF {
+		if errors.Is(err, io.EOF) {
 			break
 		}
 		if err != nil {

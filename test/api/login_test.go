@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/iotauth/iotauth/backend/api"
+	"github.com/iotauth/iotauth/test/harness"
 )
 
 func loginReq(email, password string) req {
@@ -22,9 +23,7 @@ func TestLoginFailuresAreIdentical(t *testing.T) {
 	e.createUser("alice@example.com", "alice's password", "operator")
 	u := e.createUser("bob@example.com", "bob's password!", "viewer")
 	disabled := true
-	if _, err := e.st.Pool.Exec(t.Context(), `UPDATE users SET disabled = $2 WHERE id = $1`, u.ID, disabled); err != nil {
-		t.Fatal(err)
-	}
+	harness.Exec(t, e.dsn, `UPDATE users SET disabled = $2 WHERE id = $1`, u.ID, disabled)
 	e.remember("wrong password")
 	before := e.fingerprint()
 	var bodies []string
@@ -79,9 +78,11 @@ func TestLoginTimingEqualised(t *testing.T) {
 
 // TestLoginThrottle is L3: after the allowed failures an account gets 429 with Retry-After, even with
 // the right password; after the window the real admin gets in. A client address hammering many
-// accounts is throttled too.
+// accounts is throttled too. The windows pass on the API's clock, which the test moves.
 func TestLoginThrottle(t *testing.T) {
+	clock := &testClock{now: time.Now()}
 	e := newEnv(t, withConfig(func(c *api.Config) {
+		c.Now = clock.Now
 		c.LoginWindow = 2 * time.Second
 		c.LoginMaxFailures = 3
 		c.LoginMaxFailuresPerAddr = 8
@@ -102,11 +103,11 @@ func TestLoginThrottle(t *testing.T) {
 	e.createUser("ops@example.com", "operator password", "operator")
 	e.login("ops@example.com", "operator password")
 	// After the window, the admin gets in.
-	time.Sleep(time.Duration(ra)*time.Second + 100*time.Millisecond)
+	clock.advance(time.Duration(ra)*time.Second + 100*time.Millisecond)
 	e.login("admin@example.com", "correct horse battery")
 
 	// Per address: failures spread over many accounts still hit the address limit.
-	time.Sleep(2100 * time.Millisecond)
+	clock.advance(2100 * time.Millisecond)
 	for i := 0; i < 8; i++ {
 		e.expect(loginReq("user"+strconv.Itoa(i)+"@example.com", "guess-1"), 401, "invalid_credentials")
 	}

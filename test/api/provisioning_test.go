@@ -10,6 +10,7 @@ import (
 
 	"github.com/iotauth/iotauth/backend/api"
 	"github.com/iotauth/iotauth/backend/secret"
+	"github.com/iotauth/iotauth/test/harness"
 )
 
 // TestProvisioningKeySingleUse is P1: 50 concurrent redemptions of one key give exactly one 201; the
@@ -176,7 +177,7 @@ func TestDeviceLimitUnderConcurrency(t *testing.T) {
 	}
 	// Decommissioning one frees a slot.
 	var victim string
-	if err := e.st.Pool.QueryRow(context.Background(), `SELECT uuid::text FROM agents LIMIT 1`).Scan(&victim); err != nil {
+	if err := harness.QueryRow(t, e.dsn, `SELECT uuid::text FROM agents LIMIT 1`).Scan(&victim); err != nil {
 		t.Fatal(err)
 	}
 	e.expect(req{Method: "DELETE", Path: "/api/v1/agents/" + victim, Token: adm.Access}, 204, "")

@@ -66,8 +66,8 @@ func ClientOptions(b *Broker, user, pass, clientID string) *mqtt.ClientOptions {
 	return o
 }
 
-// Connect connects a paho client and returns it, or the connect error (for a refused CONNACK, an error
-// mentioning "not Authorized").
+// Connect connects a paho client and returns it, or the connect error (for a refused CONNACK,
+// packets.ErrorRefusedNotAuthorised, to be compared with errors.Is).
 func Connect(b *Broker, user, pass, clientID string) (mqtt.Client, error) {
 	return ConnectWith(ClientOptions(b, user, pass, clientID))
 }

@@ -1,7 +1,6 @@
 package plugin_test
 
 import (
-	"context"
 	"testing"
 	"time"
 
@@ -152,7 +151,7 @@ func TestLastUsedRecorded(t *testing.T) {
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		var used *time.Time
-		if err := e.st.Pool.QueryRow(context.Background(), `SELECT last_used_at FROM api_keys WHERE id = $1`, a.KeyID).Scan(&used); err != nil {
+		if err := harness.QueryRow(t, e.dsn, `SELECT last_used_at FROM api_keys WHERE id = $1`, a.KeyID).Scan(&used); err != nil {
 			t.Fatal(err)
 		}
 		if used != nil {

@@ -101,9 +101,7 @@ func (e *env) agent(name string) harness.Agent {
 
 func (e *env) exec(sql string, args ...any) {
 	e.t.Helper()
-	if _, err := e.st.Pool.Exec(context.Background(), sql, args...); err != nil {
-		e.t.Fatalf("%s: %v", sql, err)
-	}
+	harness.Exec(e.t, e.dsn, sql, args...)
 }
 
 // lookups counts the single-key credential lookups (the connect path's query, not preload or batch

@@ -1,7 +1,6 @@
 package plugin_test
 
 import (
-	"context"
 	"strings"
 	"testing"
 	"time"
@@ -96,9 +95,7 @@ func TestPostgresOutage(t *testing.T) {
 				t.Fatal("LISTEN connection was not re-established")
 			}
 			start := time.Now()
-			if _, err := st.Pool.Exec(context.Background(), `UPDATE api_keys SET revoked_at = now() WHERE id = $1`, live.KeyID); err != nil {
-				t.Fatal(err)
-			}
+			harness.Exec(t, dsn, `UPDATE api_keys SET revoked_at = now() WHERE id = $1`, live.KeyID)
 			at := closedBy(t, lost, 5*time.Second, "session revoked after recovery")
 			if d := at.Sub(start); d > time.Second {
 				t.Errorf("revocation after recovery took %v, want ≤ 1s", d)

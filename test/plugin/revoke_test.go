@@ -190,9 +190,7 @@ func TestEndedSessionsAreNotKicked(t *testing.T) {
 			time.Sleep(20 * time.Millisecond)
 		}
 	}
-	if _, err := st.Pool.Exec(context.Background(), `UPDATE api_keys SET revoked_at = now() WHERE id = $1`, a.KeyID); err != nil {
-		t.Fatal(err)
-	}
+	harness.Exec(t, e.dsn, `UPDATE api_keys SET revoked_at = now() WHERE id = $1`, a.KeyID)
 	closedBy(t, lost, 3*time.Second, "the open session of the revoked agent")
 	time.Sleep(300 * time.Millisecond) // any further kick would be logged with the first
 	for _, line := range strings.Split(b.Log(), "\n") {
