@@ -1,5 +1,6 @@
 // Package cache is a bounded LRU with per-entry expiry. It keeps
-// positive and negative answers with their own TTLs, lets a positive answer be served stale for a grace
+// positive and negative answers with their own TTLs, in two separate LRUs, so that a flood of lookups
+// for keys that do not exist can never push a real credential out, lets a positive answer be served stale for a grace
 // period while the source of truth is unreachable, and invalidates by group (all entries of one agent)
 // without scanning: an entry fetched before its group's invalidation time is treated as absent, which
 // also closes the race of a lookup that started before a change and finished after it. Values are
@@ -33,10 +34,13 @@ const (
 // Options configure a Cache. Size 0 disables caching (every Get misses). G is the type of invalidation
 // group keys: any comparable type, so a group can be a fixed-size id rather than a string per entry.
 type Options[V any, G comparable] struct {
-	Size        int
-	TTL         time.Duration
-	NegativeTTL time.Duration
-	StaleGrace  time.Duration
+	Size int
+	// NegativeSize bounds the "does not exist" answers, kept apart from the positive ones so that they
+	// never evict them. 0 means min(Size, 16384).
+	NegativeSize int
+	TTL          time.Duration
+	NegativeTTL  time.Duration
+	StaleGrace   time.Duration
 	// Group names the invalidation group of a value (the agent a credential belongs to).
 	Group func(V) G
 	// Now is the clock; time.Now when nil.
@@ -46,7 +50,6 @@ type Options[V any, G comparable] struct {
 type entry[V any] struct {
 	val V
 	at  int64 // unix nanoseconds when the answer was fetched
-	neg bool
 }
 
 // Stats are cumulative counters.
@@ -61,7 +64,8 @@ type Cache[K comparable, V any, G comparable] struct {
 
 	mu          sync.Mutex
 	lru         *lru[K, entry[V]]
-	invalid     map[G]int64 // group -> invalidated at (unix ns)
+	negs        *lru[K, int64] // "does not exist", fetched at (unix ns)
+	invalid     map[G]int64    // group -> invalidated at (unix ns)
 	invalidAll  int64
 	lastPruneAt int64
 
@@ -70,7 +74,7 @@ type Cache[K comparable, V any, G comparable] struct {
 
 // New builds a cache.
 func New[K comparable, V any, G comparable](opt Options[V, G]) (*Cache[K, V, G], error) {
-	if opt.Size < 0 || opt.TTL < 0 || opt.NegativeTTL < 0 || opt.StaleGrace < 0 {
+	if opt.Size < 0 || opt.NegativeSize < 0 || opt.TTL < 0 || opt.NegativeTTL < 0 || opt.StaleGrace < 0 {
 		return nil, errors.New("cache size and durations must not be negative")
 	}
 	if opt.Size > math.MaxInt32 {
@@ -82,6 +86,11 @@ func New[K comparable, V any, G comparable](opt Options[V, G]) (*Cache[K, V, G],
 	c := &Cache[K, V, G]{opt: opt, invalid: map[G]int64{}}
 	if opt.Size > 0 {
 		c.lru = newLRU[K, entry[V]](opt.Size, func() { c.evictions.Add(1) })
+		if opt.NegativeSize == 0 {
+			opt.NegativeSize = min(opt.Size, 16384)
+			c.opt.NegativeSize = opt.NegativeSize
+		}
+		c.negs = newLRU[K, int64](opt.NegativeSize, func() { c.evictions.Add(1) })
 	}
 	return c, nil
 }
@@ -99,7 +108,13 @@ func (c *Cache[K, V, G]) Get(k K) (V, Result) {
 	c.mu.Lock()
 	e, ok := c.lru.Get(k)
 	if !ok {
+		at, neg := c.negs.Get(k)
 		c.mu.Unlock()
+		// A negative answer from before InvalidateAll ("changes may have been missed") is not trusted.
+		if neg && at > c.invalidAll && time.Duration(now-at) < c.opt.NegativeTTL {
+			c.negHits.Add(1)
+			return zero, NegativeHit
+		}
 		c.misses.Add(1)
 		return zero, Miss
 	}
@@ -107,7 +122,7 @@ func (c *Cache[K, V, G]) Get(k K) (V, Result) {
 	// longer fresh but stay usable as Stale (while the source is down), so stale_grace survives a
 	// reconnect of the change feed. A group invalidation means the entry did change: it is gone.
 	suspect := e.at <= c.invalidAll
-	if c.groupInvalidatedLocked(e) || (suspect && e.neg) {
+	if c.groupInvalidatedLocked(e) {
 		c.lru.Remove(k)
 		c.mu.Unlock()
 		c.misses.Add(1)
@@ -116,10 +131,6 @@ func (c *Cache[K, V, G]) Get(k K) (V, Result) {
 	c.mu.Unlock()
 	age := time.Duration(now - e.at)
 	switch {
-	case e.neg && age < c.opt.NegativeTTL:
-		c.negHits.Add(1)
-		return zero, NegativeHit
-	case e.neg:
 	case age < c.opt.TTL && !suspect:
 		c.hits.Add(1)
 		return e.val, Hit
@@ -131,12 +142,23 @@ func (c *Cache[K, V, G]) Get(k K) (V, Result) {
 	return zero, Miss
 }
 
+// Touch marks k as recently used without reading it, so that the credentials of live sessions, which
+// are looked up only at connect, are the last to be evicted.
+func (c *Cache[K, V, G]) Touch(k K) {
+	if c.lru == nil {
+		return
+	}
+	c.mu.Lock()
+	c.lru.Get(k)
+	c.mu.Unlock()
+}
+
 func (c *Cache[K, V, G]) invalidatedLocked(e entry[V]) bool {
 	return e.at <= c.invalidAll || c.groupInvalidatedLocked(e)
 }
 
 func (c *Cache[K, V, G]) groupInvalidatedLocked(e entry[V]) bool {
-	if e.neg || len(c.invalid) == 0 || c.opt.Group == nil {
+	if len(c.invalid) == 0 || c.opt.Group == nil {
 		return false
 	}
 	at, ok := c.invalid[c.opt.Group(e.val)]
@@ -152,6 +174,7 @@ func (c *Cache[K, V, G]) Add(k K, v V, fetchedAt time.Time) {
 	e := entry[V]{val: v, at: fetchedAt.UnixNano()}
 	c.mu.Lock()
 	if !c.invalidatedLocked(e) {
+		c.negs.Remove(k)
 		c.lru.Add(k, e)
 	}
 	c.mu.Unlock()
@@ -162,10 +185,11 @@ func (c *Cache[K, V, G]) AddNegative(k K, fetchedAt time.Time) {
 	if c.lru == nil || c.opt.NegativeTTL == 0 {
 		return
 	}
-	e := entry[V]{at: fetchedAt.UnixNano(), neg: true}
+	at := fetchedAt.UnixNano()
 	c.mu.Lock()
-	if e.at > c.invalidAll {
-		c.lru.Add(k, e)
+	if at > c.invalidAll {
+		c.lru.Remove(k)
+		c.negs.Add(k, at)
 	}
 	c.mu.Unlock()
 }
@@ -177,6 +201,7 @@ func (c *Cache[K, V, G]) Remove(k K) {
 	}
 	c.mu.Lock()
 	c.lru.Remove(k)
+	c.negs.Remove(k)
 	c.mu.Unlock()
 }
 
@@ -218,10 +243,11 @@ func (c *Cache[K, V, G]) Purge() {
 	}
 	c.mu.Lock()
 	c.lru.Purge()
+	c.negs.Purge()
 	c.mu.Unlock()
 }
 
-// Len is the number of entries held (some may be expired or invalidated).
+// Len is the number of positive entries held (some may be expired or invalidated).
 func (c *Cache[K, V, G]) Len() int {
 	if c.lru == nil {
 		return 0

@@ -1,6 +1,7 @@
 package cache
 
 import (
+	"fmt"
 	"testing"
 	"time"
 )
@@ -110,8 +111,50 @@ func TestBounded(t *testing.T) {
 	if n := c.Len(); n != 100 {
 		t.Fatalf("Len = %d, want 100", n)
 	}
-	if s := c.Stats(); s.Evictions != 1900 {
-		t.Fatalf("evictions = %d, want 1900", s.Evictions)
+	// Positives and negatives are bounded apart (100 each here): 900 evictions from each.
+	if s := c.Stats(); s.Evictions != 1800 {
+		t.Fatalf("evictions = %d, want 1800", s.Evictions)
+	}
+}
+
+// A flood of "does not exist" answers never pushes a positive answer out, and the positives of live
+// sessions, touched now and then, outlast other positives.
+func TestNegativesNeverEvictPositives(t *testing.T) {
+	c, clk := newTest(t, 3)
+	for _, k := range []string{"a", "b", "c"} {
+		c.Add(k, cred{k, "v"}, clk.t)
+	}
+	for i := 0; i < 10000; i++ {
+		c.AddNegative(fmt.Sprintf("forged-%d", i), clk.t)
+	}
+	for _, k := range []string{"a", "b", "c"} {
+		if _, r := c.Get(k); r != Hit {
+			t.Fatalf("%s after the flood: %v, want Hit", k, r)
+		}
+	}
+	if _, r := c.Get("forged-9999"); r != NegativeHit {
+		t.Fatalf("the newest negative: %v", r)
+	}
+	c.Touch("a") // a live session's credential
+	c.Get("b")
+	c.Get("c")
+	c.Touch("a")
+	c.Add("d", cred{"d", "v"}, clk.t) // evicts the least recently used: b
+	if _, r := c.Get("a"); r != Hit {
+		t.Fatalf("the touched entry was evicted: %v", r)
+	}
+	if _, r := c.Get("b"); r != Miss {
+		t.Fatalf("b: %v, want Miss (evicted)", r)
+	}
+	// A key that turns out to exist replaces its negative answer, and the reverse.
+	c.AddNegative("e", clk.t)
+	c.Add("e", cred{"e", "v"}, clk.t)
+	if _, r := c.Get("e"); r != Hit {
+		t.Fatalf("e after Add: %v", r)
+	}
+	c.AddNegative("e", clk.t)
+	if _, r := c.Get("e"); r != NegativeHit {
+		t.Fatalf("e after AddNegative: %v", r)
 	}
 }
 

@@ -171,7 +171,7 @@ func (in *instance) recheck(ctx context.Context, agents map[string]struct{}) err
 func (in *instance) periodic(ctx context.Context) {
 	second := time.NewTicker(time.Second)
 	defer second.Stop()
-	lastResync, lastTouch := time.Now(), time.Now()
+	lastResync, lastTouch, lastResident := time.Now(), time.Now(), time.Now()
 	for {
 		select {
 		case <-ctx.Done():
@@ -194,6 +194,14 @@ func (in *instance) periodic(ctx context.Context) {
 		if time.Since(lastTouch) >= 5*time.Second {
 			lastTouch = time.Now()
 			in.touchUsedKeys(ctx)
+		}
+		if time.Since(lastResident) >= 30*time.Second {
+			// Connected agents look their credentials up only at connect: keep them the most recently
+			// used, so that other credentials are evicted first (they are what an outage falls back on).
+			lastResident = time.Now()
+			for _, d := range in.sessions.Digests() {
+				in.auth.Cache().Touch(d)
+			}
 		}
 		if time.Since(lastResync) >= in.cfg.ResyncInterval {
 			lastResync = time.Now()

@@ -18,6 +18,7 @@ import "C"
 import (
 	"fmt"
 	"runtime/debug"
+	"strings"
 	"sync/atomic"
 	"unsafe"
 
@@ -66,7 +67,10 @@ func iotauth_go_init(opts *C.struct_mosquitto_opt, n C.int) (rc C.int) {
 	}
 	in, err := newInstance(kv)
 	if err != nil {
-		logNow(C.MOSQ_LOG_ERR, "iotauth cannot start: "+err.Error())
+		// One line per problem (the options report all of them at once).
+		for _, line := range strings.Split(err.Error(), "\n") {
+			logNow(C.MOSQ_LOG_ERR, "iotauth cannot start: "+line)
+		}
 		return C.MOSQ_ERR_INVAL
 	}
 	current.Store(in)

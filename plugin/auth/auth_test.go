@@ -545,4 +545,3 @@ func TestAuthorizeCachedAllocatesOnlyTheName(t *testing.T) {
 		t.Fatalf("%.1f allocations per cached Authorize, want 1", n)
 	}
 }
-

@@ -20,6 +20,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/iotauth/iotauth/backend/secret"
 	"github.com/iotauth/iotauth/plugin/acl"
 	"github.com/iotauth/iotauth/plugin/auth"
 )
@@ -121,7 +122,8 @@ func (t *Table) Admit(client uintptr, s auth.Session, epoch uint64) (current boo
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	old := t.byClientID[s.ClientID]
-	if old != nil && old.Agent != s.Agent && old.client != client && (!old.ended || old.persistent) {
+	sameClient := old != nil && !old.ended && old.client == client // Mosquitto re-checking a live client
+	if old != nil && old.Agent != s.Agent && !sameClient && (!old.ended || old.persistent) {
 		return false, ErrClientIDTaken
 	}
 	if !t.cfg.Broker.SetUsername(client, s.Name) {
@@ -302,6 +304,18 @@ func (t *Table) Sessions(agents []string) []Snapshot {
 		for r := range t.byAgent[a] {
 			out = append(out, Snapshot{Session: r.Session, Ended: r.ended, client: r.client, gen: r.gen})
 		}
+	}
+	return out
+}
+
+// Digests lists the keys of the live sessions (with repeats), so that their credentials can be kept
+// resident in the cache.
+func (t *Table) Digests() []secret.Digest {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	out := make([]secret.Digest, 0, len(t.live))
+	for _, r := range t.live {
+		out = append(out, r.Digest)
 	}
 	return out
 }

@@ -51,7 +51,7 @@ func newEnv(t *testing.T, opts ...[2]string) *env {
 }
 
 // newHooksEnv is newEnv with the test-hook build of the plugin (see plugin/testhooks_on.go): deliberate
-// panics on magic inputs, and a shim event queue of 4.
+// panics on magic inputs.
 func newHooksEnv(t *testing.T, opts ...[2]string) *env {
 	t.Helper()
 	plugin, err := harness.PluginPath(true)
