@@ -211,7 +211,7 @@ func (in *instance) refused(clientID string, err error) {
 // elsewhere).
 func (in *instance) aclCheck(client uintptr, access acl.Access, topic string) int {
 	testHook(topic)
-	switch in.sessions.Allows(client, func() string { return clientID(client) }, access, topic) {
+	switch in.sessions.Allows(client, func() (string, string) { return clientID(client), clientUsername(client) }, access, topic) {
 	case session.Allow:
 		return rcSuccess
 	case session.Unknown:

@@ -63,13 +63,45 @@ type Table struct {
 
 	mu         sync.Mutex
 	live       map[uintptr]*record
-	byAgent    map[string]map[*record]struct{} // live and ended
-	byClientID map[string]*record              // the newest session of each client id, live or ended
-	ended      []*record                       // oldest first, for MaxEnded; forgotten ones are skipped
-	nEnded     int
+	byAgent    map[string]*record // the first of each agent's sessions, live and ended (linked by agent)
+	byClientID map[string]*record // the newest session of each client id, live or ended
+	ended      list               // ended sessions, oldest first, for MaxEnded
 	gen        uint64
 	kicks      []kick
-	expiring   int // live sessions whose key has an expiry
+	expiring   int       // live sessions whose key has an expiry
+	spare      []*record // records of forgotten sessions, reused so that a connect storm allocates none
+}
+
+// list is an intrusive doubly linked list of records through their endedPrev/endedNext.
+type list struct {
+	head, tail *record
+	n          int
+}
+
+func (l *list) pushBack(r *record) {
+	r.endedPrev, r.endedNext = l.tail, nil
+	if l.tail != nil {
+		l.tail.endedNext = r
+	} else {
+		l.head = r
+	}
+	l.tail = r
+	l.n++
+}
+
+func (l *list) remove(r *record) {
+	if r.endedPrev != nil {
+		r.endedPrev.endedNext = r.endedNext
+	} else {
+		l.head = r.endedNext
+	}
+	if r.endedNext != nil {
+		r.endedNext.endedPrev = r.endedPrev
+	} else {
+		l.tail = r.endedPrev
+	}
+	r.endedPrev, r.endedNext = nil, nil
+	l.n--
 }
 
 type record struct {
@@ -80,7 +112,15 @@ type record struct {
 	persistent bool // ended, and the broker may keep its session (and queued messages) for the client id
 	revoked    bool // a re-check refused it: kicked soon, and not kept once ended
 	acl        *acl.Set
+	// agentPrev/agentNext link the sessions of one agent (most have one); endedPrev/endedNext the ended
+	// ones in the order they ended.
+	agentPrev, agentNext *record
+	endedPrev, endedNext *record
 }
+
+// maxSpare bounds Table.spare: enough for the churn between two garbage collections at thousands of
+// connects a second, small next to the sessions themselves.
+const maxSpare = 1024
 
 type kick struct {
 	client   uintptr
@@ -100,7 +140,7 @@ func New(cfg Config) *Table {
 		cfg.Log = slog.New(slog.DiscardHandler)
 	}
 	return &Table{
-		cfg: cfg, live: map[uintptr]*record{}, byAgent: map[string]map[*record]struct{}{},
+		cfg: cfg, live: map[uintptr]*record{}, byAgent: map[string]*record{},
 		byClientID: map[string]*record{},
 	}
 }
@@ -136,15 +176,19 @@ func (t *Table) Admit(client uintptr, s auth.Session, epoch uint64) (current boo
 		t.dropLocked(old)
 	}
 	t.gen++
-	r := &record{Session: s, client: client, gen: t.gen}
+	var r *record
+	if n := len(t.spare); n > 0 {
+		r, t.spare = t.spare[n-1], t.spare[:n-1]
+	} else {
+		r = new(record)
+	}
+	*r = record{Session: s, client: client, gen: t.gen}
 	t.live[client] = r
 	t.byClientID[s.ClientID] = r
-	agent := t.byAgent[s.Agent]
-	if agent == nil {
-		agent = map[*record]struct{}{}
-		t.byAgent[s.Agent] = agent
+	if first := t.byAgent[s.Agent]; first != nil {
+		r.agentNext, first.agentPrev = first, r
 	}
-	agent[r] = struct{}{}
+	t.byAgent[s.Agent] = r
 	if !s.ExpiresAt.IsZero() {
 		t.expiring++
 	}
@@ -174,25 +218,9 @@ func (t *Table) Disconnect(client uintptr, persistent bool) {
 	}
 	t.removeLiveLocked(r)
 	r.ended, r.persistent = true, persistent
-	t.ended = append(t.ended, r)
-	t.nEnded++
-	for t.nEnded > t.cfg.MaxEnded {
-		oldest := t.ended[0]
-		t.ended[0] = nil
-		t.ended = t.ended[1:]
-		if oldest.ended {
-			t.dropLocked(oldest)
-		}
-	}
-	if len(t.ended) > 2*t.nEnded+1024 { // compact the forgotten ones away
-		kept := t.ended[:0]
-		for _, e := range t.ended {
-			if e.ended {
-				kept = append(kept, e)
-			}
-		}
-		clear(t.ended[len(kept):])
-		t.ended = kept
+	t.ended.pushBack(r)
+	for t.ended.n > t.cfg.MaxEnded {
+		t.dropLocked(t.ended.head)
 	}
 }
 
@@ -205,22 +233,31 @@ func (t *Table) removeLiveLocked(r *record) {
 	}
 }
 
-// dropLocked forgets a live or ended session entirely.
+// dropLocked forgets a live or ended session entirely; its record is reused. Every *record is reached
+// only under mu (the re-checks take copies), so a record is free once it is out of every index.
 func (t *Table) dropLocked(r *record) {
-	if !r.ended {
-		t.removeLiveLocked(r)
+	if r.ended {
+		t.ended.remove(r)
 	} else {
-		r.ended = false
-		t.nEnded--
+		t.removeLiveLocked(r)
 	}
 	if t.byClientID[r.ClientID] == r {
 		delete(t.byClientID, r.ClientID)
 	}
-	if agent := t.byAgent[r.Agent]; agent != nil {
-		delete(agent, r)
-		if len(agent) == 0 {
-			delete(t.byAgent, r.Agent)
-		}
+	switch {
+	case r.agentPrev != nil:
+		r.agentPrev.agentNext = r.agentNext
+	case r.agentNext != nil:
+		t.byAgent[r.Agent] = r.agentNext
+	default:
+		delete(t.byAgent, r.Agent)
+	}
+	if r.agentNext != nil {
+		r.agentNext.agentPrev = r.agentPrev
+	}
+	*r = record{}
+	if len(t.spare) < maxSpare {
+		t.spare = append(t.spare, r)
 	}
 }
 
@@ -251,15 +288,17 @@ const (
 
 // Allows decides an ACL check that the broker's fast path did not answer. A live session uses its own
 // rules. A client without one may be an ended session whose will or queued messages Mosquitto checks:
-// clientID (the broker's id for client, asked only then) finds it, and its own rules decide, until its
-// key expires. Anything else is Unknown: a client iotauth did not admit, or a session it no longer
-// vouches for.
-func (t *Table) Allows(client uintptr, clientID func() string, access acl.Access, topic string) Verdict {
+// the broker keeps such a client's context (the same handle) with the same client id and the name the
+// session was given, and all three must match the ended session, whose own rules then decide until its
+// key expires. who returns the broker's client id and username for client; it is asked only then.
+// Anything else is Unknown: a client iotauth did not admit, or a session it no longer vouches for.
+func (t *Table) Allows(client uintptr, who func() (clientID, username string), access acl.Access, topic string) Verdict {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	r := t.live[client]
 	if r == nil {
-		if r = t.byClientID[clientID()]; r == nil || !r.ended {
+		id, name := who()
+		if r = t.byClientID[id]; r == nil || !r.ended || r.client != client || r.Name != name {
 			return Unknown
 		}
 		if !r.ExpiresAt.IsZero() && !t.cfg.Now().Before(r.ExpiresAt) {
@@ -301,7 +340,7 @@ func (t *Table) Sessions(agents []string) []Snapshot {
 	defer t.mu.Unlock()
 	var out []Snapshot
 	for _, a := range agents {
-		for r := range t.byAgent[a] {
+		for r := t.byAgent[a]; r != nil; r = r.agentNext {
 			out = append(out, Snapshot{Session: r.Session, Ended: r.ended, client: r.client, gen: r.gen})
 		}
 	}
@@ -349,9 +388,9 @@ func (t *Table) Refuse(s Snapshot, reason error) {
 			t.cfg.Log.Info("disconnecting agent", "agent", r.Agent, "client", r.ClientID, "reason", reason.Error())
 		}
 	} else if r := t.byClientID[s.ClientID]; r != nil && r.gen == s.gen && r.ended {
-		t.dropLocked(r)
 		t.cfg.Log.Info("refusing the will and queued messages of an ended session", "agent", r.Agent,
 			"client", r.ClientID, "reason", reason.Error())
+		t.dropLocked(r)
 	}
 	n := len(t.kicks)
 	t.mu.Unlock()
@@ -384,5 +423,5 @@ func (t *Table) takeKicks() []string {
 func (t *Table) Len() (live, ended int) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	return len(t.live), t.nEnded
+	return len(t.live), t.ended.n
 }

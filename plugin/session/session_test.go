@@ -3,6 +3,7 @@ package session
 import (
 	"context"
 	"errors"
+	"fmt"
 	"slices"
 	"testing"
 	"time"
@@ -121,8 +122,15 @@ func (f *fixture) admit(client uintptr, s auth.Session) {
 	}
 }
 
+// allows asks the table as the broker would, with the client id given and the name the fake broker
+// gave the client (or a stranger's).
 func (f *fixture) allows(client uintptr, clientID string, access acl.Access, topic string) Verdict {
-	return f.table.Allows(client, func() string { return clientID }, access, topic)
+	return f.table.Allows(client, func() (string, string) {
+		if name, ok := f.broker.names[client]; ok {
+			return clientID, name
+		}
+		return clientID, "stranger"
+	}, access, topic)
 }
 
 func TestAdmitNamesAndMarks(t *testing.T) {
@@ -196,7 +204,9 @@ func TestAllows(t *testing.T) {
 		{"live, extra rule is read only", 2, "b1", acl.Write, "broadcast/x", Deny},
 		{"ended: its will", 3, "a-ended", acl.Write, "agents/" + agentA + "/status", Allow},
 		{"ended: outside its rules", 3, "a-ended", acl.Write, "agents/" + agentB + "/status", Deny},
-		{"ended, found by client id on another handle", 9, "a-ended", acl.Read, "agents/" + agentA + "/cmd", Allow},
+		{"ended: its offline session's delivery", 3, "a-ended", acl.Read, "agents/" + agentA + "/cmd", Allow},
+		{"ended session's client id on another handle", 9, "a-ended", acl.Read, "agents/" + agentA + "/cmd", Unknown},
+		{"ended session's handle, another client id", 3, "other-id", acl.Read, "agents/" + agentA + "/cmd", Unknown},
 		{"never admitted", 7, "stranger", acl.Write, "agents/" + agentA + "/t", Unknown},
 		{"a live session's id, from another handle", 8, "a1", acl.Write, "agents/" + agentA + "/t", Unknown},
 		{"over the topic limit", 1, "a1", acl.Write, "agents/" + agentA + "/" + string(make([]byte, acl.MaxTopicLen)), Deny},
@@ -207,6 +217,10 @@ func TestAllows(t *testing.T) {
 				t.Fatalf("got %v, want %v", got, tt.want)
 			}
 		})
+	}
+	// The ended session's handle and client id, but a name iotauth did not give it.
+	if v := f.table.Allows(3, func() (string, string) { return "a-ended", "backend" }, acl.Write, "agents/"+agentA+"/status"); v != Unknown {
+		t.Fatalf("another name on the ended session's handle and id: %v, want Unknown", v)
 	}
 }
 
@@ -406,5 +420,49 @@ func TestIsLive(t *testing.T) {
 	f.table.Disconnect(1, false)
 	if f.table.IsLive(1, s.Name, []byte(pw.Reveal())) {
 		t.Error("an ended session answered as live")
+	}
+}
+
+// An agent's sessions stay listed through admissions, ends and replacements in any order.
+func TestSessionsOfAnAgent(t *testing.T) {
+	f := newFixture(t, 0)
+	count := func() (live, ended int) {
+		for _, s := range f.table.Sessions([]string{agentA}) {
+			if s.Ended {
+				ended++
+			} else {
+				live++
+			}
+		}
+		return
+	}
+	for i := uintptr(1); i <= 4; i++ {
+		f.admit(i, f.session(agentA, fmt.Sprintf("c%d", i), time.Time{}))
+	}
+	f.admit(9, f.session(agentB, "other", time.Time{}))
+	steps := []struct {
+		name        string
+		do          func()
+		live, ended int
+	}{
+		{"four live", func() {}, 4, 0},
+		{"the second ends", func() { f.table.Disconnect(2, true) }, 3, 1},
+		{"the third ends", func() { f.table.Disconnect(3, false) }, 2, 2},
+		{"the second's id comes back on a new handle", func() { f.admit(5, f.session(agentA, "c2", time.Time{})) }, 3, 1},
+		{"the first is replaced on its handle", func() { f.admit(1, f.session(agentA, "c1b", time.Time{})) }, 3, 1},
+		{"all end", func() {
+			for _, c := range []uintptr{1, 4, 5} {
+				f.table.Disconnect(c, true)
+			}
+		}, 0, 4},
+	}
+	for _, st := range steps {
+		st.do()
+		if live, ended := count(); live != st.live || ended != st.ended {
+			t.Fatalf("%s: %d live and %d ended, want %d and %d", st.name, live, ended, st.live, st.ended)
+		}
+	}
+	if agents := f.table.Agents(); len(agents) != 2 {
+		t.Fatalf("agents %v", agents)
 	}
 }
