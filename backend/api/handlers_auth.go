@@ -149,10 +149,13 @@ func (s *Server) newFamily(ctx context.Context, u store.User) (tokenPair, error)
 	if err := s.st.CreateRefreshToken(ctx, rt); err != nil {
 		return tokenPair{}, err
 	}
-	return s.pair(u, rt)
+	return s.pair(ctx, u, rt)
 }
 
-func (s *Server) pair(u store.User, rt store.RefreshToken) (tokenPair, error) {
+func (s *Server) pair(ctx context.Context, u store.User, rt store.RefreshToken) (tokenPair, error) {
+	if err := s.waitPastValidAfter(ctx, u); err != nil {
+		return tokenPair{}, err
+	}
 	access, _, err := s.tokens.IssueAccess(u.ID, u.Role)
 	if err != nil {
 		return tokenPair{}, err
@@ -198,7 +201,7 @@ func (s *Server) refresh(w http.ResponseWriter, r *http.Request) error {
 	case err != nil:
 		return err
 	}
-	pair, err := s.pair(rot.User, rot.Token)
+	pair, err := s.pair(r.Context(), rot.User, rot.Token)
 	if err != nil {
 		return err
 	}

@@ -34,15 +34,16 @@ type User struct {
 	Disabled          bool
 	PasswordHash      string
 	PasswordChangedAt time.Time
+	TokensValidAfter  time.Time // access tokens issued (whole-second iat) at or before it are refused; see migration 003
 	CreatedAt         time.Time
 	UpdatedAt         time.Time
 }
 
-const userColumns = `id::text, email, role, disabled, password_hash, password_changed_at, created_at, updated_at`
+const userColumns = `id::text, email, role, disabled, password_hash, password_changed_at, tokens_valid_after, created_at, updated_at`
 
 func scanUser(row pgx.Row) (User, error) {
 	var u User
-	err := row.Scan(&u.ID, &u.Email, &u.Role, &u.Disabled, &u.PasswordHash, &u.PasswordChangedAt, &u.CreatedAt, &u.UpdatedAt)
+	err := row.Scan(&u.ID, &u.Email, &u.Role, &u.Disabled, &u.PasswordHash, &u.PasswordChangedAt, &u.TokensValidAfter, &u.CreatedAt, &u.UpdatedAt)
 	if errors.Is(err, pgx.ErrNoRows) || isInvalidText(err) {
 		return User{}, ErrNotFound
 	}
