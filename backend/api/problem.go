@@ -7,6 +7,8 @@ import (
 	"net/http"
 	"strconv"
 
+	"github.com/jackc/pgerrcode"
+
 	"github.com/iotauth/iotauth/backend/store"
 )
 
@@ -15,6 +17,8 @@ import (
 const (
 	CodeInvalidJSON           = "invalid_json"             // 400: malformed body, unknown or duplicate field, trailing data, wrong type
 	CodeValidation            = "validation_failed"        // 400: well-formed JSON with a value out of range
+	CodeInvalidCharacter      = "invalid_character"        // 400: text that is not UTF-8, or holds NUL, a lone surrogate or a control character where none belongs
+	CodeNumberOutOfRange      = "number_out_of_range"      // 400: a JSON number beyond what PostgreSQL's numeric can hold
 	CodeSecretInURL           = "secret_in_url"            // 400: a credential in the path or query string
 	CodeAuthRequired          = "authentication_required"  // 401: no Authorization: Bearer header
 	CodeInvalidToken          = "invalid_token"            // 401: bad, expired or foreign access token, or its user is gone or disabled
@@ -104,6 +108,11 @@ func toProblem(err error) *Problem {
 		return q
 	case errors.Is(err, store.ErrNotFound):
 		return notFound()
+	}
+	if sqlstate, ok := store.DataException(err); ok {
+		return refusedValue(sqlstate, err)
+	}
+	switch {
 	case errors.Is(err, context.DeadlineExceeded):
 		q := problem(http.StatusServiceUnavailable, CodeUnavailable, "the request took too long; retry later")
 		q.cause = err
@@ -111,6 +120,23 @@ func toProblem(err error) *Problem {
 		return q
 	}
 	q := problem(http.StatusInternalServerError, CodeInternal, "internal error; the server log has details")
+	q.cause = err
+	return q
+}
+
+// refusedValue is the backstop for a value PostgreSQL refused (store.DataException): the request's
+// fault, so a 400 with the code the API's own validation would have given, never a 500. The database's
+// message is logged, never sent.
+func refusedValue(sqlstate string, err error) *Problem {
+	var q *Problem
+	switch sqlstate {
+	case pgerrcode.UntranslatableCharacter, pgerrcode.CharacterNotInRepertoire:
+		q = badRequest(CodeInvalidCharacter, "a text value holds a character that cannot be stored (such as NUL, \\u0000); remove it")
+	case pgerrcode.NumericValueOutOfRange:
+		q = badRequest(CodeNumberOutOfRange, "a number is out of the range that can be stored")
+	default:
+		q = badRequest(CodeValidation, "a value does not have the form its field needs (for JSON text: a lone UTF-16 surrogate such as \\ud800 cannot be stored)")
+	}
 	q.cause = err
 	return q
 }
