@@ -4,11 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/iotauth/iotauth/backend/email"
 )
 
 // Sentinel errors of the operator-side aggregates.
@@ -50,8 +51,9 @@ func scanUser(row pgx.Row) (User, error) {
 	return u, err
 }
 
-// NormalizeEmail is the form emails are stored and looked up in: trimmed and lower-cased.
-func NormalizeEmail(email string) string { return strings.ToLower(strings.TrimSpace(email)) }
+// NormalizeEmail is the form emails are stored and looked up in: trimmed, NFKC and lower-cased
+// (email.Canonical). Callers vet addresses with email.Normalize first.
+func NormalizeEmail(addr string) string { return email.Canonical(addr) }
 
 // CreateUser inserts an operator and the audit event recording it, in one transaction.
 func (s *Store) CreateUser(ctx context.Context, email, passwordHash, role string, audit AuditEvent) (User, error) {
