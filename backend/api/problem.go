@@ -41,7 +41,8 @@ const (
 	CodeUnsupportedMediaType  = "unsupported_media_type"   // 415: the body is not application/json
 	CodeLoginThrottled        = "login_throttled"          // 429: too many failed logins; see Retry-After
 	CodeInternal              = "internal_error"           // 500: details are in the server log only
-	CodeUnavailable           = "unavailable"              // 503: database unreachable or too busy; retry
+	CodeUnavailable           = "unavailable"              // 503: the request took too long (database or server too busy); retry
+	CodeDatabaseUnavailable   = "database_unavailable"     // 503: PostgreSQL cannot be reached or takes no work now; see Retry-After
 )
 
 // Problem is an RFC 9457 problem details object, and an error a handler can return.
@@ -112,6 +113,9 @@ func toProblem(err error) *Problem {
 	if sqlstate, ok := store.DataException(err); ok {
 		return refusedValue(sqlstate, err)
 	}
+	if store.Unavailable(err) {
+		return databaseUnavailable(err)
+	}
 	switch {
 	case errors.Is(err, context.DeadlineExceeded):
 		q := problem(http.StatusServiceUnavailable, CodeUnavailable, "the request took too long; retry later")
@@ -138,6 +142,19 @@ func refusedValue(sqlstate string, err error) *Problem {
 		q = badRequest(CodeValidation, "a value does not have the form its field needs (for JSON text: a lone UTF-16 surrogate such as \\ud800 cannot be stored)")
 	}
 	q.cause = err
+	return q
+}
+
+// databaseRetryAfter is the Retry-After of database_unavailable: about how long a restart or fail-over
+// of PostgreSQL takes to be noticed (the pool dials afresh on the next request).
+const databaseRetryAfter = 5
+
+// databaseUnavailable is the answer while PostgreSQL is down (issue 17): 503 with Retry-After, the
+// cause kept for the log only.
+func databaseUnavailable(cause error) *Problem {
+	q := problem(http.StatusServiceUnavailable, CodeDatabaseUnavailable, "the database is unavailable; retry after the time in Retry-After")
+	q.retryAfter = databaseRetryAfter
+	q.cause = cause
 	return q
 }
 

@@ -1,9 +1,12 @@
 package api
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
+	"syscall"
 	"testing"
 
 	"github.com/jackc/pgx/v5/pgconn"
@@ -87,4 +90,30 @@ func FuzzCheckJSONDocument(f *testing.F) {
 	f.Fuzz(func(t *testing.T, b []byte) {
 		_ = checkJSONDocument(b) // must not panic on any input
 	})
+}
+
+// TestDatabaseOutageIsUnavailable: connection failures and a server that is shutting down, starting up
+// or full are 503 database_unavailable with Retry-After (issue 17 item 6); the request's own deadline
+// keeps its code.
+func TestDatabaseOutageIsUnavailable(t *testing.T) {
+	for _, err := range []error{
+		&pgconn.ConnectError{},
+		fmt.Errorf("list agents: %w", &pgconn.PgError{Code: "57P01"}),
+		&pgconn.PgError{Code: "57P03"},
+		&pgconn.PgError{Code: "53300"},
+		&pgconn.PgError{Code: "08006"},
+		fmt.Errorf("failed to receive message: %w", io.ErrUnexpectedEOF),
+		fmt.Errorf("write: %w", syscall.ECONNRESET),
+	} {
+		p := toProblem(err)
+		if p.Status != http.StatusServiceUnavailable || p.Code != CodeDatabaseUnavailable || p.retryAfter < 1 {
+			t.Errorf("%v: %d %s retry %d", err, p.Status, p.Code, p.retryAfter)
+		}
+	}
+	if p := toProblem(fmt.Errorf("query: %w", context.DeadlineExceeded)); p.Code != CodeUnavailable {
+		t.Errorf("deadline: %s", p.Code)
+	}
+	if p := toProblem(&pgconn.PgError{Code: "42P01"}); p.Status != http.StatusInternalServerError {
+		t.Errorf("undefined table: %d", p.Status)
+	}
 }

@@ -251,6 +251,9 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stder
 		}
 		logger.Info("database schema is up to date")
 	}
+	if err := checkSchema(ctx, c.DatabaseURL, logger); err != nil {
+		return err
+	}
 	st, err := openStore(ctx, c.DatabaseURL)
 	if err != nil {
 		return err
