@@ -133,7 +133,7 @@ func loadServeConfig(args []string, getenv func(string) string, stderr io.Writer
 	env := &envDefaults{getenv: getenv}
 	var c serveConfig
 	fs := newFlags("serve", stderr)
-	fs.StringVar(&c.DatabaseURL, "database-url", env.str("DATABASE_URL", ""), "PostgreSQL URL ($DATABASE_URL)")
+	db := addDBFlags(fs)
 	fs.StringVar(&c.Listen, "listen", env.str("LISTEN_ADDR", "127.0.0.1:8080"), "address to listen on ($LISTEN_ADDR)")
 	fs.BoolVar(&c.Migrate, "migrate", env.boolean("IOTAUTH_MIGRATE"), "apply database migrations at start ($IOTAUTH_MIGRATE)")
 	secretFile := fs.String("jwt-secret-file", env.str("JWT_SECRET_FILE", ""), "file holding the HS256 secret ($JWT_SECRET_FILE; or set $JWT_SECRET)")
@@ -163,8 +163,8 @@ func loadServeConfig(args []string, getenv func(string) string, stderr io.Writer
 		return c, err
 	}
 	var err error
-	if c.DatabaseURL == "" {
-		return c, errors.New("no database given: set DATABASE_URL (e.g. postgres://iotauth:secret@127.0.0.1:5432/iotauth) or pass -database-url")
+	if c.DatabaseURL, err = db.resolve(getenv, stderr); err != nil {
+		return c, err
 	}
 	if err := c.LogLevel.UnmarshalText([]byte(*level)); err != nil {
 		return c, fmt.Errorf("-log-level %q: use debug, info, warn or error", *level)

@@ -28,9 +28,9 @@ func userCreate(ctx context.Context, args []string, getenv func(string) string, 
 	fs := newFlags("user create", stderr)
 	emailFlag := fs.String("email", "", "the operator's email (required)")
 	role := fs.String("role", "", "admin, operator or viewer (required)")
-	dbURL := fs.String("database-url", "", "PostgreSQL URL (default $DATABASE_URL)")
+	db := addDBFlags(fs)
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: iotauth user create --email E --role admin|operator|viewer [--database-url URL]")
+		fmt.Fprintln(stderr, "usage: iotauth user create --email E --role admin|operator|viewer [--database-url-file FILE]")
 		fmt.Fprintln(stderr, "The password is read from $IOTAUTH_PASSWORD, or else from the first line of standard input.")
 		fs.PrintDefaults()
 	}
@@ -68,7 +68,7 @@ func userCreate(ctx context.Context, args []string, getenv func(string) string, 
 	if err != nil {
 		return err
 	}
-	st, err := storeFor(ctx, *dbURL)
+	st, err := storeFor(ctx, db, stderr)
 	if err != nil {
 		return err
 	}
