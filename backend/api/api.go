@@ -313,6 +313,12 @@ func (s *Server) finish(w *statusWriter, r *http.Request, pattern, rid string, s
 		attrs = append(attrs, "code", w.problem.Code)
 	}
 	switch {
+	case status == http.StatusServiceUnavailable:
+		// An outage or overload, not a bug: one warning per request, with the cause.
+		if w.problem != nil && w.problem.cause != nil {
+			attrs = append(attrs, "error", w.problem.cause.Error())
+		}
+		s.log.Warn("request not served", attrs...)
 	case status >= 500:
 		if w.problem != nil && w.problem.cause != nil {
 			attrs = append(attrs, "error", w.problem.cause.Error())

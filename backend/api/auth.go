@@ -8,7 +8,6 @@ import (
 	"net/url"
 	"slices"
 	"strings"
-	"time"
 
 	"github.com/iotauth/iotauth/backend/redact"
 	"github.com/iotauth/iotauth/backend/secret"
@@ -58,8 +57,8 @@ func unauthorized(code, detail string) *Problem {
 }
 
 // authBearer checks the access token and the caller's role (SECURITY.md J1–J8, H6). The user must still
-// exist and be enabled, tokens issued before the user's last password change are refused, and the
-// role comes from the database, not the token.
+// exist and be enabled, tokens issued before the user's last password change, disable or re-enable
+// are refused, and the role comes from the database, not the token.
 func (s *Server) authBearer(r *http.Request, roles []string) (*http.Request, error) {
 	h := r.Header.Get("Authorization")
 	scheme, tok, ok := strings.Cut(h, " ")
@@ -78,7 +77,7 @@ func (s *Server) authBearer(r *http.Request, roles []string) (*http.Request, err
 	if err != nil {
 		return r, err
 	}
-	if u.Disabled || a.IssuedAt.Before(u.PasswordChangedAt.Truncate(time.Second)) {
+	if u.Disabled || !issuedAfter(a.IssuedAt, u) {
 		return r, invalid
 	}
 	if !slices.Contains(roles, u.Role) {

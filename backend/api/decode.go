@@ -129,6 +129,9 @@ func strictUnmarshal(body []byte, dst any) error {
 	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
 		return badRequest(CodeInvalidJSON, "unexpected data after the JSON object")
 	}
+	if p := checkJSONDocument(body); p != nil {
+		return p
+	}
 	full := json.NewDecoder(bytes.NewReader(body))
 	full.DisallowUnknownFields()
 	if err := full.Decode(dst); err != nil {

@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"time"
 
+	emailpkg "github.com/iotauth/iotauth/backend/email"
 	"github.com/iotauth/iotauth/backend/passhash"
 	"github.com/iotauth/iotauth/backend/redact"
 	"github.com/iotauth/iotauth/backend/store"
@@ -40,13 +41,20 @@ func (s *Server) login(w http.ResponseWriter, r *http.Request) error {
 	if err := decodeJSON(w, r, maxBodyOf(r), &req); err != nil {
 		return err
 	}
-	if req.Email == "" || len(req.Email) > 254 {
+	if req.Email == "" || len(req.Email) > 4*254 {
 		return invalidField("email", "email is required (at most 254 characters)")
 	}
 	if req.Password == "" {
 		return invalidField("password", "password is required")
 	}
-	email := store.NormalizeEmail(req.Email)
+	// The same vetting and canonical form as at user creation (package email): compatibility forms of
+	// an address count against its own throttle, and an address that could not be created (a look-alike
+	// with an invisible character or mixed scripts) is never looked up. It fails like an unknown email,
+	// with the one answer and the dummy verify (SECURITY.md L1, L2).
+	email, verr := emailpkg.Normalize(req.Email)
+	if verr != nil {
+		email = emailpkg.Canonical(req.Email)
+	}
 	acctKey, addrKey := "acct:"+email, "addr:"+throttleNet(clientAddr(r))
 	if wait, blocked := s.throttled(acctKey, addrKey); blocked {
 		s.metrics.logins.WithLabelValues("throttled").Inc()
@@ -54,7 +62,7 @@ func (s *Server) login(w http.ResponseWriter, r *http.Request) error {
 		p.retryAfter = throttle.RetryAfterSeconds(wait)
 		return p
 	}
-	u, ok, err := s.checkPassword(r.Context(), email, req.Password)
+	u, ok, err := s.checkPassword(r.Context(), email, verr == nil, req.Password)
 	if err != nil {
 		// Not the caller's fault (database, cancelled request): give the reserved attempts back.
 		s.acct.Refund(acctKey)
@@ -107,11 +115,14 @@ func (s *Server) throttled(acctKey, addrKey string) (time.Duration, bool) {
 	return 0, false
 }
 
-// checkPassword verifies a login under the hash semaphore (L5). Unknown users are verified against a
-// dummy hash so that every outcome costs one argon2id computation (L2). A disabled account fails like a
-// wrong password.
-func (s *Server) checkPassword(ctx context.Context, email, password string) (store.User, bool, error) {
-	u, err := s.st.UserByEmail(ctx, email)
+// checkPassword verifies a login under the hash semaphore (L5). Unknown users, and addresses no user
+// can have (lookup false), are verified against a dummy hash so that every outcome costs one argon2id
+// computation (L2). A disabled account fails like a wrong password.
+func (s *Server) checkPassword(ctx context.Context, email string, lookup bool, password string) (store.User, bool, error) {
+	u, err := store.User{}, store.ErrNotFound
+	if lookup {
+		u, err = s.st.UserByEmail(ctx, email)
+	}
 	if err != nil && !errors.Is(err, store.ErrNotFound) {
 		return store.User{}, false, err
 	}
@@ -149,10 +160,13 @@ func (s *Server) newFamily(ctx context.Context, u store.User) (tokenPair, error)
 	if err := s.st.CreateRefreshToken(ctx, rt); err != nil {
 		return tokenPair{}, err
 	}
-	return s.pair(u, rt)
+	return s.pair(ctx, u, rt)
 }
 
-func (s *Server) pair(u store.User, rt store.RefreshToken) (tokenPair, error) {
+func (s *Server) pair(ctx context.Context, u store.User, rt store.RefreshToken) (tokenPair, error) {
+	if err := s.waitPastValidAfter(ctx, u); err != nil {
+		return tokenPair{}, err
+	}
 	access, _, err := s.tokens.IssueAccess(u.ID, u.Role)
 	if err != nil {
 		return tokenPair{}, err
@@ -198,7 +212,7 @@ func (s *Server) refresh(w http.ResponseWriter, r *http.Request) error {
 	case err != nil:
 		return err
 	}
-	pair, err := s.pair(rot.User, rot.Token)
+	pair, err := s.pair(r.Context(), rot.User, rot.Token)
 	if err != nil {
 		return err
 	}

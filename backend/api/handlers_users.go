@@ -4,10 +4,9 @@ import (
 	"errors"
 	"net/http"
 	"slices"
-	"strings"
 	"time"
-	"unicode"
 
+	"github.com/iotauth/iotauth/backend/email"
 	"github.com/iotauth/iotauth/backend/passhash"
 	"github.com/iotauth/iotauth/backend/store"
 )
@@ -25,17 +24,21 @@ func userView(u store.User) userJSON {
 	return userJSON{ID: u.ID, Email: u.Email, Role: u.Role, Disabled: u.Disabled, CreatedAt: u.CreatedAt, UpdatedAt: u.UpdatedAt}
 }
 
-// ValidEmail reports whether s is acceptable as an operator's email: 3–254 characters, one @ with
-// something on both sides, no spaces or control characters.
+// ValidEmail reports whether s is acceptable as an operator's email (package email: 3–254 bytes, one @
+// with something on both sides, no invisible or control characters, no mixed scripts).
 func ValidEmail(s string) bool {
-	if len(s) < 3 || len(s) > 254 {
-		return false
+	_, err := email.Normalize(s)
+	return err == nil
+}
+
+// normalizeEmail vets an address from a request and returns its canonical form, or the 400 that says
+// what is wrong with it.
+func normalizeEmail(field, s string) (string, error) {
+	addr, err := email.Normalize(s)
+	if err != nil {
+		return "", invalidField(field, err.Error())
 	}
-	local, domain, ok := strings.Cut(s, "@")
-	if !ok || local == "" || domain == "" || strings.Contains(domain, "@") {
-		return false
-	}
-	return !strings.ContainsFunc(s, func(r rune) bool { return unicode.IsSpace(r) || unicode.IsControl(r) })
+	return addr, nil
 }
 
 // ValidRole reports whether role is one of admin, operator, viewer.
@@ -66,8 +69,9 @@ func (s *Server) createUser(w http.ResponseWriter, r *http.Request) error {
 	if err := decodeJSON(w, r, maxBodyOf(r), &req); err != nil {
 		return err
 	}
-	if !ValidEmail(req.Email) {
-		return invalidField("email", "email must look like name@example.com (3 to 254 characters, no spaces)")
+	addr, err := normalizeEmail("email", req.Email)
+	if err != nil {
+		return err
 	}
 	if !ValidRole(req.Role) {
 		return invalidField("role", "role must be admin, operator or viewer")
@@ -76,7 +80,7 @@ func (s *Server) createUser(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	u, err := s.st.CreateUser(r.Context(), req.Email, h, req.Role, auditOf(r, "user_create", map[string]any{"role": req.Role}))
+	u, err := s.st.CreateUser(r.Context(), addr, h, req.Role, auditOf(r, "user_create", map[string]any{"role": req.Role}))
 	if errors.Is(err, store.ErrConflict) {
 		return problem(http.StatusConflict, CodeEmailTaken, "a user with this email exists")
 	}

@@ -7,6 +7,8 @@ import (
 	"net/http"
 	"strconv"
 
+	"github.com/jackc/pgerrcode"
+
 	"github.com/iotauth/iotauth/backend/store"
 )
 
@@ -15,6 +17,8 @@ import (
 const (
 	CodeInvalidJSON           = "invalid_json"             // 400: malformed body, unknown or duplicate field, trailing data, wrong type
 	CodeValidation            = "validation_failed"        // 400: well-formed JSON with a value out of range
+	CodeInvalidCharacter      = "invalid_character"        // 400: text that is not UTF-8, or holds NUL, a lone surrogate or a control character where none belongs
+	CodeNumberOutOfRange      = "number_out_of_range"      // 400: a JSON number beyond what PostgreSQL's numeric can hold
 	CodeSecretInURL           = "secret_in_url"            // 400: a credential in the path or query string
 	CodeAuthRequired          = "authentication_required"  // 401: no Authorization: Bearer header
 	CodeInvalidToken          = "invalid_token"            // 401: bad, expired or foreign access token, or its user is gone or disabled
@@ -37,7 +41,8 @@ const (
 	CodeUnsupportedMediaType  = "unsupported_media_type"   // 415: the body is not application/json
 	CodeLoginThrottled        = "login_throttled"          // 429: too many failed logins; see Retry-After
 	CodeInternal              = "internal_error"           // 500: details are in the server log only
-	CodeUnavailable           = "unavailable"              // 503: database unreachable or too busy; retry
+	CodeUnavailable           = "unavailable"              // 503: the request took too long (database or server too busy); retry
+	CodeDatabaseUnavailable   = "database_unavailable"     // 503: PostgreSQL cannot be reached or takes no work now; see Retry-After
 )
 
 // Problem is an RFC 9457 problem details object, and an error a handler can return.
@@ -104,6 +109,14 @@ func toProblem(err error) *Problem {
 		return q
 	case errors.Is(err, store.ErrNotFound):
 		return notFound()
+	}
+	if sqlstate, ok := store.DataException(err); ok {
+		return refusedValue(sqlstate, err)
+	}
+	if store.Unavailable(err) {
+		return databaseUnavailable(err)
+	}
+	switch {
 	case errors.Is(err, context.DeadlineExceeded):
 		q := problem(http.StatusServiceUnavailable, CodeUnavailable, "the request took too long; retry later")
 		q.cause = err
@@ -112,6 +125,36 @@ func toProblem(err error) *Problem {
 	}
 	q := problem(http.StatusInternalServerError, CodeInternal, "internal error; the server log has details")
 	q.cause = err
+	return q
+}
+
+// refusedValue is the backstop for a value PostgreSQL refused (store.DataException): the request's
+// fault, so a 400 with the code the API's own validation would have given, never a 500. The database's
+// message is logged, never sent.
+func refusedValue(sqlstate string, err error) *Problem {
+	var q *Problem
+	switch sqlstate {
+	case pgerrcode.UntranslatableCharacter, pgerrcode.CharacterNotInRepertoire:
+		q = badRequest(CodeInvalidCharacter, "a text value holds a character that cannot be stored (such as NUL, \\u0000); remove it")
+	case pgerrcode.NumericValueOutOfRange:
+		q = badRequest(CodeNumberOutOfRange, "a number is out of the range that can be stored")
+	default:
+		q = badRequest(CodeValidation, "a value does not have the form its field needs (for JSON text: a lone UTF-16 surrogate such as \\ud800 cannot be stored)")
+	}
+	q.cause = err
+	return q
+}
+
+// databaseRetryAfter is the Retry-After of database_unavailable: about how long a restart or fail-over
+// of PostgreSQL takes to be noticed (the pool dials afresh on the next request).
+const databaseRetryAfter = 5
+
+// databaseUnavailable is the answer while PostgreSQL is down (issue 17): 503 with Retry-After, the
+// cause kept for the log only.
+func databaseUnavailable(cause error) *Problem {
+	q := problem(http.StatusServiceUnavailable, CodeDatabaseUnavailable, "the database is unavailable; retry after the time in Retry-After")
+	q.retryAfter = databaseRetryAfter
+	q.cause = cause
 	return q
 }
 

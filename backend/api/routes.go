@@ -61,9 +61,9 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) error {
 	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
 	defer cancel()
 	if err := s.st.Ping(ctx); err != nil {
-		p := problem(http.StatusServiceUnavailable, CodeUnavailable, "the database does not answer")
+		p := databaseUnavailable(err)
+		p.Detail = "not ready: the database does not answer"
 		p.retryAfter = 1
-		s.log.Warn("readiness check failed", "error", err.Error())
 		return p
 	}
 	writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})

@@ -6,6 +6,7 @@ package migrations
 import (
 	"context"
 	"embed"
+	"errors"
 	"fmt"
 	"io/fs"
 
@@ -58,4 +59,25 @@ func Latest() (int32, error) {
 		return 0, err
 	}
 	return int32(len(names)), nil
+}
+
+// Current reads the schema version applied to the database behind conn without changing anything (a
+// migrator would create its version table): 0 when no migration was ever applied.
+func Current(ctx context.Context, conn *pgx.Conn) (int32, error) {
+	var exists bool
+	if err := conn.QueryRow(ctx, `SELECT to_regclass($1) IS NOT NULL`, VersionTable).Scan(&exists); err != nil {
+		return 0, fmt.Errorf("read schema version: %w", err)
+	}
+	if !exists {
+		return 0, nil
+	}
+	var v int32
+	err := conn.QueryRow(ctx, `SELECT version FROM `+VersionTable).Scan(&v)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("read schema version: %w", err)
+	}
+	return v, nil
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/iotauth/iotauth/backend/uuid"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -39,11 +40,20 @@ type AgentInfo struct {
 const agentColumns = `uuid::text, name, status, target_state, target_version, reported_state, reported_at, created_at, updated_at`
 
 func scanAgent(row pgx.Row) (AgentInfo, error) {
+	a, err := scanAgentRow(row)
+	if errors.Is(err, pgx.ErrNoRows) || isInvalidText(err) {
+		return AgentInfo{}, ErrNotFound
+	}
+	return a, err
+}
+
+// scanAgentRow is scanAgent without mapping errors to ErrNotFound.
+func scanAgentRow(row pgx.Row) (AgentInfo, error) {
 	var a AgentInfo
 	var target, reported []byte
 	err := row.Scan(&a.UUID, &a.Name, &a.Status, &target, &a.TargetVersion, &reported, &a.ReportedAt, &a.CreatedAt, &a.UpdatedAt)
-	if errors.Is(err, pgx.ErrNoRows) || isInvalidText(err) {
-		return AgentInfo{}, ErrNotFound
+	if err != nil {
+		return AgentInfo{}, err
 	}
 	a.TargetState = target
 	if reported != nil {
@@ -120,7 +130,8 @@ func (s *Store) SetTargetState(ctx context.Context, uuid string, state json.RawM
 		if ifVersion > 0 && cur.TargetVersion != ifVersion {
 			return ErrVersionMismatch
 		}
-		a, err = scanAgent(tx.QueryRow(ctx, `UPDATE agents SET target_state = $2, target_version = target_version + 1, updated_at = now()
+		// The uuid is known good here: an error is the state's (see DataException), never "not found".
+		a, err = scanAgentRow(tx.QueryRow(ctx, `UPDATE agents SET target_state = $2, target_version = target_version + 1, updated_at = now()
  WHERE uuid = $1::uuid RETURNING `+agentColumns, uuid, []byte(state)))
 		if err != nil {
 			return fmt.Errorf("set target state: %w", err)
@@ -135,12 +146,16 @@ func (s *Store) SetTargetState(ctx context.Context, uuid string, state json.RawM
 	return a, err
 }
 
-// ReportState records the state an agent reports about itself.
-func (s *Store) ReportState(ctx context.Context, uuid string, state json.RawMessage) (time.Time, error) {
+// ReportState records the state an agent reports about itself. A malformed uuid is ErrNotFound; an
+// invalid-text error is the state's (see DataException).
+func (s *Store) ReportState(ctx context.Context, agentUUID string, state json.RawMessage) (time.Time, error) {
+	if !uuid.Valid(agentUUID) {
+		return time.Time{}, ErrNotFound
+	}
 	var at time.Time
 	err := s.pool.QueryRow(ctx, `UPDATE agents SET reported_state = $2, reported_at = now() WHERE uuid = $1::uuid AND status <> 'decommissioned' RETURNING reported_at`,
-		uuid, []byte(state)).Scan(&at)
-	if errors.Is(err, pgx.ErrNoRows) || isInvalidText(err) {
+		agentUUID, []byte(state)).Scan(&at)
+	if errors.Is(err, pgx.ErrNoRows) {
 		return time.Time{}, ErrNotFound
 	}
 	return at, err

@@ -4,12 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strings"
 	"time"
 
 	"github.com/jackc/pgerrcode"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/iotauth/iotauth/backend/email"
 )
 
 // Sentinel errors of the operator-side aggregates.
@@ -35,23 +36,25 @@ type User struct {
 	Disabled          bool
 	PasswordHash      string
 	PasswordChangedAt time.Time
+	TokensValidAfter  time.Time // access tokens issued (whole-second iat) at or before it are refused; see migration 003
 	CreatedAt         time.Time
 	UpdatedAt         time.Time
 }
 
-const userColumns = `id::text, email, role, disabled, password_hash, password_changed_at, created_at, updated_at`
+const userColumns = `id::text, email, role, disabled, password_hash, password_changed_at, tokens_valid_after, created_at, updated_at`
 
 func scanUser(row pgx.Row) (User, error) {
 	var u User
-	err := row.Scan(&u.ID, &u.Email, &u.Role, &u.Disabled, &u.PasswordHash, &u.PasswordChangedAt, &u.CreatedAt, &u.UpdatedAt)
+	err := row.Scan(&u.ID, &u.Email, &u.Role, &u.Disabled, &u.PasswordHash, &u.PasswordChangedAt, &u.TokensValidAfter, &u.CreatedAt, &u.UpdatedAt)
 	if errors.Is(err, pgx.ErrNoRows) || isInvalidText(err) {
 		return User{}, ErrNotFound
 	}
 	return u, err
 }
 
-// NormalizeEmail is the form emails are stored and looked up in: trimmed and lower-cased.
-func NormalizeEmail(email string) string { return strings.ToLower(strings.TrimSpace(email)) }
+// NormalizeEmail is the form emails are stored and looked up in: trimmed, NFKC and lower-cased
+// (email.Canonical). Callers vet addresses with email.Normalize first.
+func NormalizeEmail(addr string) string { return email.Canonical(addr) }
 
 // CreateUser inserts an operator and the audit event recording it, in one transaction.
 func (s *Store) CreateUser(ctx context.Context, email, passwordHash, role string, audit AuditEvent) (User, error) {

@@ -51,7 +51,7 @@ func agentCreate(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	name := fs.String("name", "", "agent name (required)")
 	env := fs.String("key-env", "live", "key environment: live or test")
 	expires := fs.Duration("expires-in", 0, "key lifetime, e.g. 720h (default: never expires)")
-	dbURL := fs.String("database-url", "", "PostgreSQL URL (default $DATABASE_URL)")
+	db := addDBFlags(fs)
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "usage: iotauth agent create -name NAME [flags]\n\n%s\n\n", agentCreateLicenseNote)
 		fs.PrintDefaults()
@@ -68,7 +68,7 @@ func agentCreate(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	if err != nil {
 		return err
 	}
-	st, err := storeFor(ctx, *dbURL)
+	st, err := storeFor(ctx, db, stderr)
 	if err != nil {
 		return err
 	}
@@ -95,15 +95,15 @@ func agentCreate(ctx context.Context, args []string, stdout, stderr io.Writer) e
 // argAndStore parses a command that takes one argument and opens the store.
 func argAndStore(ctx context.Context, name, what string, args []string, stderr io.Writer) (string, *store.Store, error) {
 	fs := newFlags(name, stderr)
-	dbURL := fs.String("database-url", "", "PostgreSQL URL (default $DATABASE_URL)")
+	db := addDBFlags(fs)
 	if err := fs.Parse(args); err != nil {
 		return "", nil, errUsage
 	}
 	if fs.NArg() != 1 {
-		fmt.Fprintf(stderr, "usage: iotauth %s [-database-url URL] %s\n", name, what)
+		fmt.Fprintf(stderr, "usage: iotauth %s [-database-url-file FILE] %s\n", name, what)
 		return "", nil, errUsage
 	}
-	st, err := storeFor(ctx, *dbURL)
+	st, err := storeFor(ctx, db, stderr)
 	return fs.Arg(0), st, err
 }
 

@@ -36,16 +36,6 @@ func parseFlags(fs *flag.FlagSet, args []string) error {
 	return nil
 }
 
-func databaseURL(flagValue string) (string, error) {
-	if flagValue != "" {
-		return flagValue, nil
-	}
-	if v := os.Getenv("DATABASE_URL"); v != "" {
-		return v, nil
-	}
-	return "", errors.New("no database given: set DATABASE_URL (e.g. postgres://iotauth:secret@127.0.0.1:5432/iotauth) or pass -database-url")
-}
-
 // openStore opens a pool and checks the database answers within 10 s.
 func openStore(ctx context.Context, dsn string) (*store.Store, error) {
 	st, err := store.Open(dsn, store.PoolOptions{MaxConns: 10, AppName: "iotauth"})
@@ -61,9 +51,9 @@ func openStore(ctx context.Context, dsn string) (*store.Store, error) {
 	return st, nil
 }
 
-// storeFor opens the store named by a -database-url flag value or $DATABASE_URL.
-func storeFor(ctx context.Context, flagValue string) (*store.Store, error) {
-	dsn, err := databaseURL(flagValue)
+// storeFor opens the store named by the database flags or the environment (dbFlags.resolve).
+func storeFor(ctx context.Context, db *dbFlags, stderr io.Writer) (*store.Store, error) {
+	dsn, err := db.resolve(os.Getenv, stderr)
 	if err != nil {
 		return nil, err
 	}
@@ -99,11 +89,11 @@ func migrate(ctx context.Context, dsn string, stdout io.Writer) error {
 func init() {
 	register("migrate", "apply the database schema migrations", func(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		fs := newFlags("migrate", stderr)
-		dbURL := fs.String("database-url", "", "PostgreSQL URL (default $DATABASE_URL)")
+		db := addDBFlags(fs)
 		if err := parseFlags(fs, args); err != nil {
 			return err
 		}
-		dsn, err := databaseURL(*dbURL)
+		dsn, err := db.resolve(os.Getenv, stderr)
 		if err != nil {
 			return err
 		}

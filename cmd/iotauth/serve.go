@@ -210,7 +210,7 @@ func loadServeConfig(args []string, getenv func(string) string, stderr io.Writer
 	var c serveConfig
 	fs := newFlags("serve", stderr)
 	lenient := func(v flag.Value, name, usage string) { fs.Var(lenientFlag{v, name, &env.errs}, name, usage) }
-	fs.StringVar(&c.DatabaseURL, "database-url", env.str("DATABASE_URL", ""), "PostgreSQL URL ($DATABASE_URL)")
+	db := addDBFlags(fs)
 	fs.StringVar(&c.Listen, "listen", env.str("LISTEN_ADDR", "127.0.0.1:8080"), "address to listen on ($LISTEN_ADDR)")
 	c.Migrate = env.boolean("IOTAUTH_MIGRATE")
 	lenient(boolFlag{&c.Migrate}, "migrate", "apply database migrations at start ($IOTAUTH_MIGRATE)")
@@ -240,8 +240,9 @@ func loadServeConfig(args []string, getenv func(string) string, stderr io.Writer
 		return c, err
 	}
 	errs := env.errs
-	if c.DatabaseURL == "" {
-		errs = append(errs, errors.New("no database given: set DATABASE_URL (e.g. postgres://iotauth:secret@127.0.0.1:5432/iotauth) or pass -database-url"))
+	var err error
+	if c.DatabaseURL, err = db.resolve(getenv, stderr); err != nil {
+		errs = append(errs, err)
 	}
 	if err := c.LogLevel.UnmarshalText([]byte(*level)); err != nil {
 		errs = append(errs, fmt.Errorf("-log-level %q: use debug, info, warn or error", *level))
@@ -356,6 +357,9 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stder
 			return err
 		}
 		logger.Info("database schema is up to date")
+	}
+	if err := checkSchema(ctx, c.DatabaseURL, logger); err != nil {
+		return err
 	}
 	st, err := openStore(ctx, c.DatabaseURL)
 	if err != nil {

@@ -11,6 +11,7 @@ import (
 	"strings"
 
 	"github.com/iotauth/iotauth/backend/api"
+	"github.com/iotauth/iotauth/backend/email"
 	"github.com/iotauth/iotauth/backend/passhash"
 	"github.com/iotauth/iotauth/backend/store"
 )
@@ -25,19 +26,20 @@ func init() {
 // made here. The password never comes from a flag, which would show in ps and shell history.
 func userCreate(ctx context.Context, args []string, getenv func(string) string, stdin io.Reader, stdout, stderr io.Writer) error {
 	fs := newFlags("user create", stderr)
-	email := fs.String("email", "", "the operator's email (required)")
+	emailFlag := fs.String("email", "", "the operator's email (required)")
 	role := fs.String("role", "", "admin, operator or viewer (required)")
-	dbURL := fs.String("database-url", "", "PostgreSQL URL (default $DATABASE_URL)")
+	db := addDBFlags(fs)
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: iotauth user create --email E --role admin|operator|viewer [--database-url URL]")
+		fmt.Fprintln(stderr, "usage: iotauth user create --email E --role admin|operator|viewer [--database-url-file FILE]")
 		fmt.Fprintln(stderr, "The password is read from $IOTAUTH_PASSWORD, or else from the first line of standard input.")
 		fs.PrintDefaults()
 	}
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
-	if !api.ValidEmail(*email) {
-		fmt.Fprintln(stderr, "--email is required and must look like name@example.com")
+	addr, err := email.Normalize(*emailFlag)
+	if err != nil {
+		fmt.Fprintf(stderr, "--email is required and must look like name@example.com: %v\n", err)
 		fs.Usage()
 		return errUsage
 	}
@@ -66,14 +68,14 @@ func userCreate(ctx context.Context, args []string, getenv func(string) string, 
 	if err != nil {
 		return err
 	}
-	st, err := storeFor(ctx, *dbURL)
+	st, err := storeFor(ctx, db, stderr)
 	if err != nil {
 		return err
 	}
 	defer st.Close()
-	u, err := st.CreateUser(ctx, *email, h, *role, store.AuditEvent{Actor: "cli", Action: "user_create", Detail: map[string]any{"role": *role}})
+	u, err := st.CreateUser(ctx, addr, h, *role, store.AuditEvent{Actor: "cli", Action: "user_create", Detail: map[string]any{"role": *role}})
 	if errors.Is(err, store.ErrConflict) {
-		return fmt.Errorf("a user with email %s exists already", store.NormalizeEmail(*email))
+		return fmt.Errorf("a user with email %s exists already", addr)
 	}
 	if err != nil {
 		return err
