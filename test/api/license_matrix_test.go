@@ -178,8 +178,8 @@ func (m *routeMatrix) check(t *testing.T, code string) {
 		t.Fatalf("the refusal shows configuration or key material to an anonymous client: %s", res.Body)
 	}
 	e.expect(export, 403, code)
-	if e.fingerprint() != before {
-		t.Fatal("a refused registration changed the database (was the provisioning key consumed?)")
+	if after := e.fingerprint(); after != before {
+		t.Fatalf("a refused registration changed the database (was the provisioning key consumed?)\nbefore: %s\nafter:  %s", before, after)
 	}
 	m.refusedKeys = append(m.refusedKeys, key)
 }
