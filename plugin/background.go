@@ -72,6 +72,7 @@ func (in *instance) changed(c store.Change) {
 	}
 	if d, ok := c.Digest(); ok {
 		in.auth.Cache().Remove(d)
+		in.lookups.Expect(d) // a new key is looked up even while forged keys spend the budget
 	}
 	in.auth.Cache().InvalidateGroup(c.Agent, time.Now())
 	in.sessions.Changed() // before the re-check it starts (see session.Table.Admit)

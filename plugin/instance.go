@@ -17,6 +17,7 @@ import (
 	"github.com/iotauth/iotauth/cache"
 	"github.com/iotauth/iotauth/plugin/acl"
 	"github.com/iotauth/iotauth/plugin/auth"
+	"github.com/iotauth/iotauth/plugin/budget"
 	"github.com/iotauth/iotauth/plugin/logq"
 	"github.com/iotauth/iotauth/plugin/options"
 	"github.com/iotauth/iotauth/plugin/session"
@@ -40,6 +41,7 @@ type instance struct {
 	lookup   *store.Store // connects, on the broker thread
 	auth     *auth.Authorizer
 	sessions *session.Table
+	lookups  *budget.Budget // nil without a bound
 	log      *slog.Logger
 	logs     *logq.Queue
 	cancel   context.CancelFunc
@@ -91,8 +93,9 @@ func newInstance(kv [][2]string) (*instance, error) {
 		closeStores()
 		return nil, err
 	}
+	lookups := budget.New(cfg.UnknownKeyLookups, nil)
 	a := auth.New(auth.Config{
-		KeyKind: cfg.KeyKind, ClientID: cfg.ClientID, Rules: cfg.ACL, DBTimeout: cfg.DBTimeout,
+		Budget: authBudget(lookups), KeyKind: cfg.KeyKind, ClientID: cfg.ClientID, Rules: cfg.ACL, DBTimeout: cfg.DBTimeout,
 		DeferUnknown: cfg.DeferUnknown, NamePrefix: renamedPrefix, CustomNamePrefix: renamedCustomPrefix, Log: log,
 	}, lookup, c)
 	// The broker answers a marked client's publishes and deliveries itself (c/iotauth_marks.h) when the
@@ -105,8 +108,8 @@ func newInstance(kv [][2]string) (*instance, error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	in := &instance{
 		cfg: cfg, store: st, lookup: lookup, auth: a, log: log, logs: logs, cancel: cancel,
-		sessions: session.New(session.Config{Broker: broker{}, FastPrefix: prefix, Log: log}),
-		pending:  map[string]struct{}{}, wake: make(chan struct{}, 1), used: map[secret.Digest]struct{}{},
+		sessions: session.New(session.Config{Broker: broker{}, FastPrefix: prefix, Log: log}), lookups: lookups,
+		pending: map[string]struct{}{}, wake: make(chan struct{}, 1), used: map[secret.Digest]struct{}{},
 		refusals: rate.NewLimiter(rate.Limit(1), 5),
 	}
 	preloaded := in.goBackground(ctx)
@@ -232,4 +235,13 @@ func (in *instance) tick() {
 func (in *instance) reload() {
 	in.log.Info("reload: re-checking live sessions (plugin options are read at start only)")
 	in.recheckAll()
+}
+
+// authBudget hands the authorizer the lookup budget, or no budget at all (a nil *budget.Budget in the
+// interface would not compare equal to nil).
+func authBudget(b *budget.Budget) interface{ Allow(secret.Digest) bool } {
+	if b == nil {
+		return nil
+	}
+	return b
 }

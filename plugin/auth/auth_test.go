@@ -545,3 +545,48 @@ func TestAuthorizeCachedAllocatesOnlyTheName(t *testing.T) {
 		t.Fatalf("%.1f allocations per cached Authorize, want 1", n)
 	}
 }
+
+// fixedBudget allows a fixed number of lookups and counts what it was asked.
+type fixedBudget struct{ left, asked int }
+
+func (b *fixedBudget) Allow(secret.Digest) bool {
+	b.asked++
+	if b.left > 0 {
+		b.left--
+		return true
+	}
+	return false
+}
+
+// The lookup budget is asked only for keys the cache has no entry for; a refusal costs no query and is
+// not remembered as "no such key".
+func TestLookupBudget(t *testing.T) {
+	f := newFixture(t, nil)
+	b := &fixedBudget{left: 1}
+	f.a.cfg.Budget = b
+	if _, err := f.a.Authorize(context.Background(), f.creds()); err != nil {
+		t.Fatalf("the first lookup is within the budget: %v", err)
+	}
+	if _, err := f.a.Authorize(context.Background(), f.creds()); err != nil || b.asked != 1 {
+		t.Fatalf("a cached key: %v, budget asked %d times, want once", err, b.asked)
+	}
+	unknown := f.creds()
+	unknown.Username = f.other
+	queries := f.st.queries
+	if _, err := f.a.Authorize(context.Background(), unknown); !errors.Is(err, ErrLookupBudget) {
+		t.Fatalf("an unknown key over budget: %v, want ErrLookupBudget", err)
+	}
+	if f.st.queries != queries {
+		t.Fatal("a lookup over budget reached the store")
+	}
+	b.left = 1
+	if _, err := f.a.Authorize(context.Background(), unknown); !errors.Is(err, ErrUnknownKey) {
+		t.Fatalf("the same key with budget left: %v, want ErrUnknownKey from the store", err)
+	}
+	// A stale entry is refreshed without spending the budget (its key is known to exist).
+	f.clk.t = f.clk.t.Add(2 * time.Minute)
+	asked := b.asked
+	if _, err := f.a.Authorize(context.Background(), f.creds()); err != nil || b.asked != asked {
+		t.Fatalf("a stale entry: %v, budget asked %d more times", err, b.asked-asked)
+	}
+}

@@ -43,6 +43,7 @@ var (
 	ErrCredsChanged   = errors.New("credentials changed since the session started")
 	ErrNoMQTTPassword = errors.New("agent has no MQTT password")
 	ErrSecretClientID = errors.New("client id contains an iotauth secret; never use a key as the client id")
+	ErrLookupBudget   = errors.New("unknown device API key: too many lookups of unknown keys this second (plugin_opt_unknown_key_lookups), refused without asking PostgreSQL")
 )
 
 // MaxIdentifierLen bounds usernames and client ids.
@@ -65,6 +66,9 @@ type Config struct {
 	Rules        []acl.Template
 	DBTimeout    time.Duration
 	DeferUnknown bool
+	// Budget, when set, is asked before a key the cache has no entry for is looked up in the store; a
+	// refusal answers ErrLookupBudget without a query (forged keys must not reach the database at will).
+	Budget interface{ Allow(secret.Digest) bool }
 	// RetryAfter is how long after a store failure connects skip the store and fail fast (or use stale
 	// entries) instead of each waiting out the deadline.
 	RetryAfter time.Duration
@@ -243,6 +247,9 @@ func (a *Authorizer) entry(ctx context.Context, d secret.Digest) (e Entry, err e
 			return e, nil
 		}
 		return Entry{}, ErrUnavailable
+	}
+	if r == cache.Miss && a.cfg.Budget != nil && !a.cfg.Budget.Allow(d) {
+		return Entry{}, ErrLookupBudget
 	}
 	qctx, cancel := context.WithTimeout(ctx, a.cfg.DBTimeout)
 	cred, lerr := a.store.LookupCredential(qctx, d)

@@ -34,6 +34,9 @@ type Config struct {
 	ResyncInterval time.Duration
 	LogLevel       string
 	MaxConns       int32
+	// UnknownKeyLookups bounds the store lookups a second of keys the cache has no entry for (forged
+	// keys among them); 0 means no bound.
+	UnknownKeyLookups int
 	// Warnings are about options that are accepted but do nothing any more; the plugin logs them.
 	Warnings []string
 }
@@ -44,7 +47,7 @@ func Defaults() Config {
 		CacheSize: 100000, CacheTTL: 5 * time.Minute, NegativeTTL: 10 * time.Second,
 		StaleGrace: 15 * time.Minute, DBTimeout: 250 * time.Millisecond, ClientID: "agent-%u",
 		ACLSpec: "readwrite agents/%u/#", Preload: true, PreloadWait: 5 * time.Second, KickOnRevoke: true, KeyKind: secret.APIKey,
-		ResyncInterval: time.Minute, LogLevel: "info", MaxConns: 4,
+		ResyncInterval: time.Minute, LogLevel: "info", MaxConns: 4, UnknownKeyLookups: 200,
 	}
 }
 
@@ -63,16 +66,17 @@ var known = map[string]setter{
 		c.DSN = v
 		return nil
 	},
-	"cache_size":      intOpt(func(c *Config) *int { return &c.CacheSize }, 0, 50_000_000),
-	"cache_ttl":       durOpt(func(c *Config) *time.Duration { return &c.CacheTTL }, 0, 24*time.Hour),
-	"negative_ttl":    durOpt(func(c *Config) *time.Duration { return &c.NegativeTTL }, 0, time.Hour),
-	"stale_grace":     durOpt(func(c *Config) *time.Duration { return &c.StaleGrace }, 0, 7*24*time.Hour),
-	"db_timeout":      durOpt(func(c *Config) *time.Duration { return &c.DBTimeout }, time.Millisecond, 5*time.Second),
-	"resync_interval": durOpt(func(c *Config) *time.Duration { return &c.ResyncInterval }, time.Second, 24*time.Hour),
-	"preload":         boolOpt(func(c *Config) *bool { return &c.Preload }),
-	"preload_wait":    durOpt(func(c *Config) *time.Duration { return &c.PreloadWait }, 0, 5*time.Minute),
-	"kick_on_revoke":  boolOpt(func(c *Config) *bool { return &c.KickOnRevoke }),
-	"defer_unknown":   boolOpt(func(c *Config) *bool { return &c.DeferUnknown }),
+	"cache_size":          intOpt(func(c *Config) *int { return &c.CacheSize }, 0, 50_000_000),
+	"unknown_key_lookups": intOpt(func(c *Config) *int { return &c.UnknownKeyLookups }, 0, 1_000_000),
+	"cache_ttl":           durOpt(func(c *Config) *time.Duration { return &c.CacheTTL }, 0, 24*time.Hour),
+	"negative_ttl":        durOpt(func(c *Config) *time.Duration { return &c.NegativeTTL }, 0, time.Hour),
+	"stale_grace":         durOpt(func(c *Config) *time.Duration { return &c.StaleGrace }, 0, 7*24*time.Hour),
+	"db_timeout":          durOpt(func(c *Config) *time.Duration { return &c.DBTimeout }, time.Millisecond, 5*time.Second),
+	"resync_interval":     durOpt(func(c *Config) *time.Duration { return &c.ResyncInterval }, time.Second, 24*time.Hour),
+	"preload":             boolOpt(func(c *Config) *bool { return &c.Preload }),
+	"preload_wait":        durOpt(func(c *Config) *time.Duration { return &c.PreloadWait }, 0, 5*time.Minute),
+	"kick_on_revoke":      boolOpt(func(c *Config) *bool { return &c.KickOnRevoke }),
+	"defer_unknown":       boolOpt(func(c *Config) *bool { return &c.DeferUnknown }),
 	"clientid": func(c *Config, v string) error {
 		if v != "any" && (strings.Count(v, "%u") != 1 || strings.ContainsAny(v, "+#/")) {
 			return fmt.Errorf("%q: use a template with exactly one %%u (like agent-%%u) and no '+', '#' or '/', or \"any\"", v)

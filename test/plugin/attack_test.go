@@ -204,3 +204,52 @@ func TestOneTopicLengthLimit(t *testing.T) {
 		t.Fatal("the 1024-byte publish was not delivered")
 	}
 }
+
+// Forged keys (well-formed, checksum and all, in no database) cost at most unknown_key_lookups queries a
+// second; beyond that they are refused without PostgreSQL. A key created during the flood is announced by
+// NOTIFY and gets in at once, whatever the flood has spent.
+func TestForgedKeysSpendABoundedLookupBudget(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, [2]string{"unknown_key_lookups", "2"}, [2]string{"log_level", "debug"})
+	before := e.lookups()
+	start := time.Now()
+	for i := 0; i < 60; i++ {
+		forged, _ := secret.Generate(secret.APIKey)
+		refused(t, connectOnce(t, e.b, forged.Reveal(), "iotmp_whatever", "forged"), "forged key")
+	}
+	elapsed := time.Since(start)
+	spent := e.lookups() - before
+	if limit := 2 + 2*int64(elapsed/time.Second+1); spent > limit || spent < 1 {
+		t.Fatalf("60 forged keys in %v caused %d lookups, want 1 to %d (burst 2, then 2 a second)", elapsed, spent, limit)
+	}
+	if !e.b.WaitLog("too many lookups of unknown keys", time.Second) {
+		t.Fatal("the budget's refusals were not logged with their reason")
+	}
+
+	// A flood keeps spending the budget while an agent is provisioned and connects.
+	stop := make(chan struct{})
+	flooded := make(chan struct{})
+	go func() {
+		defer close(flooded)
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			forged, _ := secret.Generate(secret.APIKey)
+			c, _ := harness.Connect(e.b, forged.Reveal(), "iotmp_whatever", "forged")
+			if c != nil {
+				c.Disconnect(0)
+			}
+		}
+	}()
+	defer func() { close(stop); <-flooded }()
+	a := e.agent("provisioned during a flood")
+	if !e.b.WaitLog("credential change handled agent="+a.UUID, 5*time.Second) {
+		t.Fatal("the new key's notification was not handled")
+	}
+	if err := connectOnce(t, e.b, a.Key, a.Password, a.ClientID); err != nil {
+		t.Fatalf("an agent provisioned during a forged-key flood was refused: %v", err)
+	}
+}
