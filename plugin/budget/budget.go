@@ -3,11 +3,14 @@
 // forge, and each would otherwise cost a query on the broker's thread. Lookups of keys the plugin has no
 // entry for spend a per-second budget; beyond it such connects are refused without the database. A key
 // the plugin was told about (a NOTIFY for a new or changed key) does not spend it, so a newly provisioned
-// agent gets in at once even during a flood.
+// agent gets in at once even during a flood. The budget applies only once the plugin holds every active
+// credential (a complete preload into a cache with room to spare): before that, or when the cache is
+// smaller than the fleet or off, a miss may well be a real agent, and each is looked up.
 package budget
 
 import (
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/time/rate"
@@ -25,8 +28,9 @@ const maxExpected = 100000
 
 // Budget is safe for concurrent use. A nil *Budget allows everything.
 type Budget struct {
-	limiter *rate.Limiter
-	now     func() time.Time
+	limiter  *rate.Limiter
+	now      func() time.Time
+	complete atomic.Bool
 
 	mu       sync.Mutex
 	expected map[secret.Digest]int64 // until (unix ns)
@@ -44,6 +48,14 @@ func New(perSecond int, now func() time.Time) *Budget {
 	return &Budget{
 		limiter: rate.NewLimiter(rate.Limit(perSecond), perSecond), now: now,
 		expected: map[secret.Digest]int64{},
+	}
+}
+
+// Complete tells the budget whether every active credential is cached, so that a miss is most likely a
+// key that no database holds. Until then every lookup is allowed.
+func (b *Budget) Complete(complete bool) {
+	if b != nil {
+		b.complete.Store(complete)
 	}
 }
 
@@ -71,7 +83,7 @@ func (b *Budget) Expect(d secret.Digest) {
 
 // Allow reports whether a lookup of d, a key the cache has no entry for, may go to the database.
 func (b *Budget) Allow(d secret.Digest) bool {
-	if b == nil {
+	if b == nil || !b.complete.Load() {
 		return true
 	}
 	now := b.now()

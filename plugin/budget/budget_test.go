@@ -16,6 +16,12 @@ func digest(s string) secret.Digest { return secret.DigestOf(s) }
 func TestBudget(t *testing.T) {
 	clk := &clock{t: time.Unix(1_800_000_000, 0)}
 	b := New(3, clk.now)
+	for i := 0; i < 10; i++ {
+		if !b.Allow(digest("before the preload")) {
+			t.Fatal("a lookup was refused before the cache held every credential")
+		}
+	}
+	b.Complete(true)
 	allowed := 0
 	for i := 0; i < 10; i++ {
 		if b.Allow(digest(string(rune('a' + i)))) {
@@ -69,6 +75,7 @@ func TestNoBound(t *testing.T) {
 func TestExpectedIsBounded(t *testing.T) {
 	clk := &clock{t: time.Unix(1_800_000_000, 0)}
 	b := New(1, clk.now)
+	b.Complete(true)
 	for i := 0; i < maxExpected+10; i++ {
 		var d secret.Digest
 		d[0], d[1], d[2] = byte(i), byte(i>>8), byte(i>>16)

@@ -486,6 +486,60 @@ func (r *runner) flood() error {
 		pair(load, "broker CPU per answered connect (real + flood)", "dur", floats(res[warm], perAnswered), floats(res[noauth], perAnswered), nil),
 	)
 
+	// 4d: well-formed keys that no database holds (CRC32 is public), at full speed, while real agents
+	// connect: the plugin may look up at most unknown_key_lookups of them a second.
+	const budget = 200
+	forgedBroker, err := r.pluginBroker(dsn, [2]string{"unknown_key_lookups", fmt.Sprint(budget)})
+	if err != nil {
+		return err
+	}
+	for _, b := range []*harness.Broker{forgedBroker} {
+		if _, errs := connectLoop(b.Addr(), partition(legit, 4), nil, len(legit)/4); errs > 0 {
+			return fmt.Errorf("warm-up on %s: %d connects failed", b.Addr(), errs)
+		}
+	}
+	type forgedRound struct {
+		legit   opResult
+		forged  int
+		queries int64
+	}
+	forged := map[*harness.Broker][]forgedRound{}
+	for round := range cfg.Rounds {
+		for _, b := range order([]*harness.Broker{noauth, forgedBroker}, round) {
+			before, err := lookupCalls(r.ctx, dsn)
+			if err != nil {
+				return err
+			}
+			stop := make(chan struct{})
+			floods := make(chan int, 1)
+			go func() { floods <- connectLoopOf(b.Addr(), cfg.FloodWorkers, forgedOptions, stop) }()
+			o, err := connectStorm(b, legit, cfg.LegitWorkers, cfg.FloodDur)
+			close(stop)
+			f := <-floods
+			if err != nil {
+				return err
+			}
+			time.Sleep(100 * time.Millisecond)
+			after, err := lookupCalls(r.ctx, dsn)
+			if err != nil {
+				return err
+			}
+			forged[b] = append(forged[b], forgedRound{legit: o, forged: f, queries: after - before})
+			time.Sleep(200 * time.Millisecond)
+		}
+	}
+	load = fmt.Sprintf("4d forged keys: %d clients + %d real", cfg.FloodWorkers, cfg.LegitWorkers)
+	fp99 := func(f forgedRound) float64 { return f.legit.p(0.99) }
+	perSecond := func(f forgedRound) float64 { return float64(f.queries) / f.legit.wall.Seconds() }
+	answered := func(f forgedRound) float64 { return float64(f.forged) / f.legit.wall.Seconds() }
+	r.add(
+		// The budget's burst (as many as a second's worth) comes on top of its rate once per round.
+		single(load, "DB lookups/s caused by forged keys", "/s", floats(forged[forgedBroker], perSecond),
+			valueAtMost(float64(budget)+float64(budget)/cfg.FloodDur.Seconds(), fmt.Sprintf("bound %d/s + burst", budget))),
+		pair(load, "real agents' CONNACK p99", "dur", floats(forged[forgedBroker], fp99), floats(forged[noauth], fp99), ratioAtMost(1.1)),
+		pair(load, "forged connects answered/s", "/s", floats(forged[forgedBroker], answered), floats(forged[noauth], answered), nil),
+	)
+
 	// 4b: a connected agent's publish round trip, idle and while clients hammer wrong passwords.
 	pace := 2 * time.Millisecond
 	idle := map[*harness.Broker][]float64{}

@@ -54,6 +54,8 @@ func TestSmoke(t *testing.T) {
 		{"3 reconnect storm, 200 agents", "time until all connected, preload off", true, true},
 		{"4 flood: 4 garbage clients + 2 real", "real agents' CONNACK p99", true, true},
 		{"4 flood: 4 garbage clients + 2 real", "flood connects answered/s", true, true},
+		{"4d forged keys: 4 clients + 2 real", "real agents' CONNACK p99", true, true},
+		{"4d forged keys: 4 clients + 2 real", "DB lookups/s caused by forged keys", false, false},
 		{"4b 4 clients send wrong passwords", "connected agent's publish RTT p99", true, true},
 		{"4c api_keys locked 600ms, 2 clients with unknown keys", "connected agent's publish RTT max", true, false},
 		{"5 revocation, 10 keys, 2 brokers", "revoke → session closed p99, broker A", true, false},

@@ -400,8 +400,22 @@ func floodOptions(i int) ConnectOptions {
 		CleanSession: true, Timeout: 5 * time.Second}
 }
 
-// floodLoop has workers send flood CONNECTs until stop; it returns how many were answered.
+// forgedOptions is a CONNECT with a well-formed device API key (checksum and all) that no database holds.
+func forgedOptions(i int) ConnectOptions {
+	key, _ := secret.Generate(secret.APIKey)
+	pw, _ := secret.Generate(secret.MQTTPassword)
+	return ConnectOptions{ClientID: fmt.Sprintf("forged-%d", i), Username: key.Reveal(), Password: pw.Reveal(), KeepAlive: 60,
+		CleanSession: true, Timeout: 5 * time.Second}
+}
+
+// floodLoop has workers send flood CONNECTs (floodOptions) until stop; it returns how many were answered.
 func floodLoop(addr string, workers int, stop <-chan struct{}) int {
+	return connectLoopOf(addr, workers, floodOptions, stop)
+}
+
+// connectLoopOf has workers send the CONNECTs options makes until stop, each expected to be refused; it
+// returns how many were answered.
+func connectLoopOf(addr string, workers int, options func(int) ConnectOptions, stop <-chan struct{}) int {
 	var n atomic.Int64
 	var wg sync.WaitGroup
 	for w := range workers {
@@ -414,7 +428,7 @@ func floodLoop(addr string, workers int, stop <-chan struct{}) int {
 					return
 				default:
 				}
-				c, err := Dial(addr, floodOptions(i))
+				c, err := Dial(addr, options(i))
 				if err == nil {
 					c.Disconnect()
 				} else if !errors.Is(err, ErrRefused) {
