@@ -27,11 +27,20 @@ import (
 // for an agent with extra acl_rules, so that the log tells them apart). Such names are not well-formed
 // keys, and a client presenting one itself is refused (it has no session to match). The names grant
 // nothing: every decision rests on the session table, keyed by the broker's client handle.
+//
+// An application key's session is named iotauth-app:<key id> the same way.
 const (
 	reservedPrefix      = "iotauth-agent"
+	reservedAppPrefix   = "iotauth-app"
 	renamedPrefix       = "iotauth-agent:"
 	renamedCustomPrefix = "iotauth-agent-custom:"
+	renamedAppPrefix    = "iotauth-app:"
 )
+
+// reservedName reports whether a username is one of the names the plugin gives its sessions.
+func reservedName(username string) bool {
+	return strings.HasPrefix(username, reservedPrefix) || strings.HasPrefix(username, reservedAppPrefix)
+}
 
 // instance is the plugin: configuration, store, authorizer, and the sessions it admitted.
 type instance struct {
@@ -93,7 +102,8 @@ func newInstance(kv [][2]string) (*instance, error) {
 	}
 	a := auth.New(auth.Config{
 		KeyKind: cfg.KeyKind, ClientID: cfg.ClientID, Rules: cfg.ACL, DBTimeout: cfg.DBTimeout,
-		DeferUnknown: cfg.DeferUnknown, NamePrefix: renamedPrefix, CustomNamePrefix: renamedCustomPrefix, Log: log,
+		DeferUnknown: cfg.DeferUnknown, NamePrefix: renamedPrefix, CustomNamePrefix: renamedCustomPrefix,
+		AppNamePrefix: renamedAppPrefix, Log: log,
 	}, lookup, c)
 	// The broker answers a marked client's publishes and deliveries itself (c/iotauth_marks.h) when the
 	// configured rules are one namespace per agent and the longest mark fits.
@@ -139,7 +149,7 @@ func (in *instance) close() {
 func (in *instance) basicAuth(client uintptr, username string, password []byte, clientID string) int {
 	testHook(username)
 	ctx := context.Background()
-	if strings.HasPrefix(username, reservedPrefix) {
+	if reservedName(username) {
 		return in.reauth(client, username, password)
 	}
 	// Read before the cache is: a change to the credential after this point shows as a new epoch.
@@ -215,7 +225,7 @@ func (in *instance) aclCheck(client uintptr, access acl.Access, topic string) in
 	case session.Allow:
 		return rcSuccess
 	case session.Unknown:
-		if in.cfg.DeferUnknown && !strings.HasPrefix(clientUsername(client), reservedPrefix) {
+		if in.cfg.DeferUnknown && !reservedName(clientUsername(client)) {
 			return rcDefer
 		}
 	}
