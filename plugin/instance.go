@@ -63,7 +63,15 @@ type instance struct {
 
 	usedMu sync.Mutex
 	used   map[secret.Digest]struct{} // keys that connected since the last TouchKeys
+
+	auditMu      sync.Mutex
+	audits       []store.AuditEvent // refused application-key connects, written by the background loop
+	auditDropped int
 }
+
+// maxQueuedAudits bounds the refused connects queued for the audit trail between two writes (one a
+// second): a flood of refusals must not grow memory; beyond it they are counted and the count audited.
+const maxQueuedAudits = 1000
 
 func newInstance(kv [][2]string) (*instance, error) {
 	cfg, err := options.Parse(kv)
@@ -160,6 +168,10 @@ func (in *instance) basicAuth(client uintptr, username string, password []byte, 
 	}
 	if err != nil {
 		in.refused(clientID, err)
+		var app *auth.AppKeyRefused
+		if errors.As(err, &app) {
+			in.auditRefusal(app.KeyID, clientID, app.Err)
+		}
 		return rcAuth
 	}
 	// Admit replaces the client's username, which username borrows: it must not be used from here.
@@ -167,6 +179,9 @@ func (in *instance) basicAuth(client uintptr, username string, password []byte, 
 	current, err := in.sessions.Admit(client, s, epoch)
 	if err != nil {
 		in.refused(clientID, err)
+		if s.App() {
+			in.auditRefusal(s.KeyID(), clientID, err)
+		}
 		return rcAuth
 	}
 	if !current {
@@ -177,6 +192,24 @@ func (in *instance) basicAuth(client uintptr, username string, password []byte, 
 		in.log.Debug("connect authorised", "agent", s.Agent, "key", s.KeyID())
 	}
 	return rcSuccess
+}
+
+// auditRefusal queues an audit event for a refused connect by an existing application key (issue 11:
+// every refused use is audited). The background loop writes the queue once a second.
+func (in *instance) auditRefusal(keyID, clientID string, reason error) {
+	if len(clientID) > 64 {
+		clientID = clientID[:64] + "…"
+	}
+	in.auditMu.Lock()
+	defer in.auditMu.Unlock()
+	if len(in.audits) >= maxQueuedAudits {
+		in.auditDropped++
+		return
+	}
+	in.audits = append(in.audits, store.AuditEvent{
+		Actor: "app-key:" + keyID, Action: "app_key_refused", Target: "app-key:" + keyID, Outcome: store.OutcomeFailure,
+		Detail: map[string]any{"via": "mqtt", "clientId": clientID, "reason": reason.Error()},
+	})
 }
 
 func (in *instance) markUsed(d secret.Digest) {

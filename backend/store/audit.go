@@ -72,3 +72,16 @@ func (s *Store) withAudit(ctx context.Context, audit *AuditEvent, fn func(tx pgx
 
 // Audit writes e on its own (for events that change nothing else, such as a failed login).
 func (s *Store) Audit(ctx context.Context, e AuditEvent) error { return InsertAudit(ctx, s.pool, e) }
+
+// AuditMany writes several events in one transaction (the plugin's refused application-key connects,
+// batched off the broker thread).
+func (s *Store) AuditMany(ctx context.Context, es []AuditEvent) error {
+	return pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		for _, e := range es {
+			if err := InsertAudit(ctx, tx, e); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}

@@ -617,6 +617,13 @@ func TestAuthorizeAppKey(t *testing.T) {
 			if !errors.Is(err, tt.want) {
 				t.Fatalf("Authorize = %v, want %v", err, tt.want)
 			}
+			var refused *AppKeyRefused
+			if err != nil && errors.As(err, &refused) != (tt.want != ErrMalformed && tt.want != ErrUnknownKey) {
+				t.Errorf("refusal %v names the key: %v; want it named exactly when the key exists", err, refused != nil)
+			}
+			if refused != nil && refused.KeyID != appID {
+				t.Errorf("refusal names key %q, want %q", refused.KeyID, appID)
+			}
 			if err != nil {
 				return
 			}

@@ -46,6 +46,18 @@ var (
 	ErrAgentClientID  = errors.New("application keys may not use an agent's client id (agent-…); choose another client id")
 )
 
+// AppKeyRefused is the error of a refused connect by an application key that exists: it names the key
+// (for the audit trail) and unwraps to the reason (ErrRevoked, ErrBadPassword, ErrAgentClientID, …).
+type AppKeyRefused struct {
+	KeyID string
+	Err   error
+}
+
+func (e *AppKeyRefused) Error() string { return e.Err.Error() }
+
+// Unwrap returns the reason.
+func (e *AppKeyRefused) Unwrap() error { return e.Err }
+
 // AgentClientIDPrefix starts every agent's client id; an application key may never use it (SECURITY.md
 // A3: no takeover of a device's session).
 const AgentClientIDPrefix = "agent-"
@@ -191,12 +203,20 @@ func (a *Authorizer) Authorize(ctx context.Context, c Credentials) (Session, err
 	return a.authorizeDigest(ctx, secret.DigestOf(c.Username), c.Password, c.ClientID, app)
 }
 
-func (a *Authorizer) authorizeDigest(ctx context.Context, d secret.Digest, password []byte, clientID string, app bool) (Session, error) {
+func (a *Authorizer) authorizeDigest(ctx context.Context, d secret.Digest, password []byte, clientID string, app bool) (_ Session, err error) {
 	e, err := a.entry(ctx, d, app)
 	if err != nil {
 		// Same work as a wrong password, so unknown keys cannot be told apart by timing.
 		a.dummy.Verify(password)
 		return Session{}, err
+	}
+	if app {
+		// A refusal of a known application key names the key, for the audit trail.
+		defer func() {
+			if err != nil {
+				err = &AppKeyRefused{KeyID: e.KeyID(), Err: err}
+			}
+		}()
 	}
 	if e.Corrupt() {
 		a.dummy.Verify(password)

@@ -190,6 +190,22 @@ func TestAppKeyReadsTelemetry(t *testing.T) {
 		}
 		refused(t, err, "application key with a wrong password")
 	}
+	// Every refused use is audited (written by the plugin's background loop once a second).
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		var n int
+		if err := harness.QueryRow(t, e.dsn, `SELECT count(*) FROM audit_events WHERE action = 'app_key_refused'
+			AND target = $1 AND outcome = 'failure' AND detail ->> 'via' = 'mqtt'`, "app-key:"+k.ID).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		if n == 5 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d refused connects audited, want 5", n)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 	if log := e.b.Log(); strings.Contains(log, k.Key) || !strings.Contains(log, "iotauth-app:"+k.ID) {
 		t.Error("M10: the broker log shows the application key, or not the session's iotauth-app name")
 	}
