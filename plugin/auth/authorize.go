@@ -53,6 +53,7 @@ type AppKeyRefused struct {
 	Err   error
 }
 
+// Error is the reason's text (the key id is not part of it: logs name the client instead).
 func (e *AppKeyRefused) Error() string { return e.Err.Error() }
 
 // Unwrap returns the reason.
