@@ -49,6 +49,7 @@ func (s *Server) builtinRoutes() []Route {
 		{Method: "PATCH", Path: "/api/v1/device/{uuid}/state", Device: true, Handler: s.deviceReportState, MaxBody: stateMaxBody},
 
 		{Method: "GET", Path: "/api/v1/license", Roles: adminOnly, Right: store.RightLicenseRead, Handler: s.getLicense},
+		{Method: "GET", Path: "/api/v1/audit", Roles: adminOnly, Right: store.RightAuditRead, Handler: s.listAudit},
 
 		{Method: "GET", Path: "/healthz", Roles: publicAccess, Handler: s.healthz},
 		{Method: "GET", Path: "/readyz", Roles: publicAccess, Handler: s.readyz},

@@ -178,7 +178,7 @@ func TestAppKeyRightsMatrix(t *testing.T) {
 			}
 		}
 	}
-	if checked["allowed"] < 13 || checked["missing right"] < 80 || checked["operator only"] < 40 {
+	if checked["allowed"] < 14 || checked["missing right"] < 80 || checked["operator only"] < 40 {
 		t.Fatalf("too few cases checked: %v", checked)
 	}
 	if n := e.count("audit_events", "action = 'app_key_refused' AND outcome = 'failure'"); n < 120 {
@@ -268,4 +268,40 @@ func TestAppKeyRevokedOrExpiredFailsAtOnce(t *testing.T) {
 	a := e.provision(adm.Access, "gw")
 	live := e.createAppKey(adm.Access, map[string]any{"name": "reader2", "rights": []string{"agents:read"}})
 	e.expect(req{Method: "GET", Path: "/api/v1/device/" + a.AgentUUID + "/state", Header: map[string]string{"X-Device-API-Key": live.Key}}, 401, "invalid_device_key")
+}
+
+// TestAuditTrailByRight: GET /api/v1/audit serves the trail newest first, paginated, to an admin and to an
+// application key holding audit:read; the refusals of other keys are there, with no secret.
+func TestAuditTrailByRight(t *testing.T) {
+	e := newEnv(t)
+	adm := e.admin()
+	auditor := e.createAppKey(adm.Access, map[string]any{"name": "auditor", "rights": []string{"audit:read"}})
+	reader := e.createAppKey(adm.Access, map[string]any{"name": "reader", "rights": []string{"agents:read"}})
+	e.expect(req{Method: "GET", Path: "/api/v1/license", Token: reader.Key}, 403, "missing_right")
+	e.expect(req{Method: "GET", Path: "/api/v1/audit", Token: reader.Key}, 403, "missing_right")
+
+	res := e.expect(req{Method: "GET", Path: "/api/v1/audit?action=app_key_refused&limit=1", Token: auditor.Key}, 200, "")
+	m := res.JSON(t)
+	items := m["items"].([]any)
+	if len(items) != 1 || m["nextCursor"] == nil {
+		t.Fatalf("first page: %s", res.Body)
+	}
+	first := items[0].(map[string]any)
+	if first["actor"] != "app-key:"+reader.ID || first["outcome"] != "failure" ||
+		!strings.Contains(fmt.Sprint(first["detail"]), "missing right audit:read") {
+		t.Fatalf("newest refusal: %v", first)
+	}
+	res = e.expect(req{Method: "GET", Path: "/api/v1/audit?action=app_key_refused&cursor=" + m["nextCursor"].(string), Token: auditor.Key}, 200, "")
+	items = res.JSON(t)["items"].([]any)
+	if len(items) != 1 || !strings.Contains(fmt.Sprint(items[0]), "missing right license:read") {
+		t.Fatalf("second page: %s", res.Body)
+	}
+	res = e.expect(req{Method: "GET", Path: "/api/v1/audit?action=app_key_create", Token: adm.Access}, 200, "")
+	if n := len(res.JSON(t)["items"].([]any)); n != 2 {
+		t.Fatalf("%d app_key_create events, want 2", n)
+	}
+	if secretPattern.Match(res.Body) {
+		t.Fatal("the audit trail shows a secret")
+	}
+	e.expect(req{Method: "GET", Path: "/api/v1/audit?cursor=x", Token: adm.Access}, 400, "validation_failed")
 }
