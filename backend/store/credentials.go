@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -198,10 +199,13 @@ func scanCredential(rows pgx.Rows) (credential.Credential, error) {
 		if r == nil {
 			return c, fmt.Errorf("acl rule row has NULLs: %w", ErrCorrupt)
 		}
-		var rule credential.Rule
-		if _, err := fmt.Sscanf(*r, "%s %s", &rule.Access, &rule.Pattern); err != nil {
+		// "access pattern": the pattern is everything after the first space (MQTT topics may hold spaces;
+		// cutting at the next one would grant a different topic).
+		access, pattern, ok := strings.Cut(*r, " ")
+		if !ok || access == "" || pattern == "" {
 			return c, fmt.Errorf("acl rule is malformed: %w", ErrCorrupt)
 		}
+		rule := credential.Rule{Access: access, Pattern: pattern}
 		c.Rules = append(c.Rules, rule)
 	}
 	return c, nil

@@ -43,7 +43,7 @@ var (
 	ErrCredsChanged   = errors.New("credentials changed since the session started")
 	ErrNoMQTTPassword = errors.New("agent has no MQTT password")
 	ErrSecretClientID = errors.New("client id contains an iotauth secret; never use a key as the client id")
-	ErrAgentClientID  = errors.New("application keys may not use an agent's client id (agent-…); choose another client id")
+	ErrAgentClientID  = errors.New("application keys need a client id of their own, never an agent's (agent-…); choose another client id")
 )
 
 // AppKeyRefused is the error of a refused connect by an application key that exists: it names the key

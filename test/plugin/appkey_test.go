@@ -320,3 +320,33 @@ func TestCLIAppKey(t *testing.T) {
 		t.Fatalf("a $ topic was accepted (exit %d): %s", code, out)
 	}
 }
+
+// TestAppKeyCorruptRows is SECURITY.md M14 for application keys: a row that plain SQL made untrustworthy
+// (a $ topic, a topic without a pattern, an unknown access, a malformed password hash) refuses that key,
+// logs it, and does not disturb the broker or other keys.
+func TestAppKeyCorruptRows(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	good := e.appKey("good", time.Time{}, "read agents/+/telemetry")
+	for _, tt := range []struct{ name, sql string }{
+		{"$ topic", `UPDATE app_keys SET topics = '[{"access":"read","pattern":"$SYS/#"}]' WHERE id = $1`},
+		{"no pattern", `UPDATE app_keys SET topics = '[{"access":"read"}]' WHERE id = $1`},
+		{"unknown access", `UPDATE app_keys SET topics = '[{"access":"all","pattern":"#"}]' WHERE id = $1`},
+		{"malformed hash", `UPDATE app_keys SET mqtt_password_hash = 'sha256$nothex' WHERE id = $1`},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			k := e.appKey(tt.name, time.Time{}, "read agents/+/telemetry")
+			e.exec(tt.sql, k.ID)
+			c, err := harness.Connect(e.b, k.Key, k.Password, "corrupt-"+strings.ReplaceAll(tt.name, " ", "-"))
+			if c != nil {
+				c.Disconnect(10)
+			}
+			refused(t, err, tt.name)
+		})
+	}
+	c, err := harness.Connect(e.b, good.Key, good.Password, "good-1")
+	if err != nil {
+		t.Fatalf("a sound key was refused after corrupt ones: %v", err)
+	}
+	c.Disconnect(10)
+}
