@@ -208,3 +208,38 @@ func TestApplicationTopics(t *testing.T) {
 		t.Error("a set from Expand granted a $share subscription")
 	}
 }
+
+// FuzzSharedSubscribeSubset is FuzzSubscribeSubset for an application key's set: a granted filter,
+// shared or not, matches only readable topics, and a granted shared filter's inner filter is granted too.
+func FuzzSharedSubscribeSubset(f *testing.F) {
+	f.Add("$share/g/agents/+/telemetry", "agents/u/telemetry")
+	f.Add("$share/g/#", "a")
+	f.Add("$share//agents/+/telemetry", "agents/u/telemetry")
+	f.Add("agents/+/+", "agents/u/cmd")
+	ts, _ := ParseTemplates("read agents/+/telemetry; readwrite svc/#; deny svc/secret")
+	s := ExpandShared(ts, "app", "c")
+	f.Fuzz(func(t *testing.T, filter, topic string) {
+		if !s.Allows(Subscribe, filter) {
+			return
+		}
+		inner := filter
+		if g, rest, ok := strings.Cut(strings.TrimPrefix(filter, sharedPrefix), "/"); ok && strings.HasPrefix(filter, sharedPrefix) {
+			if g == "" {
+				t.Fatalf("shared filter %q with an empty group granted", filter)
+			}
+			inner = rest
+			if !s.Allows(Subscribe, inner) {
+				t.Fatalf("shared filter %q granted but its inner filter %q is not", filter, inner)
+			}
+		}
+		if inner == "" || inner[0] == '$' {
+			t.Fatalf("filter %q granted", filter)
+		}
+		if strings.ContainsAny(topic, "+#") || topic == "" || topic[0] == '$' {
+			return
+		}
+		if matches(strings.Split(inner, "/"), topic) && !s.Allows(Read, topic) {
+			t.Fatalf("filter %q granted but matching topic %q is not readable", filter, topic)
+		}
+	})
+}
