@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -349,4 +350,64 @@ func TestAppKeyCorruptRows(t *testing.T) {
 		t.Fatalf("a sound key was refused after corrupt ones: %v", err)
 	}
 	c.Disconnect(10)
+}
+
+// appLookups counts the single-key application-key lookups (the app connect path's query) this test's
+// database has executed (pg_stat_statements).
+func (e *env) appLookups() int64 {
+	e.t.Helper()
+	var n int64
+	if err := harness.QueryRow(e.t, e.dsn, `SELECT coalesce(sum(calls), 0)::bigint FROM pg_stat_statements
+		WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database()) AND query LIKE '%FROM app_keys k%'
+		  AND query LIKE '%k.digest = $1%'`).Scan(&n); err != nil {
+		e.t.Fatalf("count lookups (needs pg_stat_statements): %v", err)
+	}
+	return n
+}
+
+// TestAppKeyPreloadSIGHUPAndLastUsed: application keys are preloaded like device keys (the first
+// connects after a start need no query), a SIGHUP keeps their sessions (the plugin recognises its own
+// iotauth-app names, and a client presenting one itself is refused), and their use is recorded.
+func TestAppKeyPreloadSIGHUPAndLastUsed(t *testing.T) {
+	t.Parallel()
+	dsn := pg.NewDatabase(t)
+	e := &env{t: t, dsn: dsn, st: harness.OpenStore(t, dsn)}
+	k := e.appKey("preloaded", time.Time{}, "read agents/+/telemetry")
+	before := e.appLookups()
+	e.b = harness.PluginBroker(t, dsn)
+	c, lost := watchApp(t, e.b, k, "svc-1")
+	if n := e.appLookups() - before; n != 0 {
+		t.Fatalf("the first connect after a start caused %d application-key lookups, want 0 (preloaded)", n)
+	}
+	if err := e.b.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	if !e.b.WaitLog("Reloading config", 3*time.Second) {
+		t.Fatal("broker did not reload on SIGHUP")
+	}
+	stillOpenAfter(t, lost, 1500*time.Millisecond, "application session after SIGHUP")
+	if !c.IsConnectionOpen() {
+		t.Fatal("application session closed by SIGHUP")
+	}
+	imp, err := harness.Connect(e.b, "iotauth-app:"+k.ID, k.Password, "impostor")
+	if imp != nil {
+		imp.Disconnect(10)
+	}
+	refused(t, err, "a client presenting the plugin's own iotauth-app name")
+	deadline := time.Now().Add(10 * time.Second)
+	for e.countRows(`SELECT count(*) FROM app_keys WHERE id = $1 AND last_used_at IS NOT NULL`, k.ID) != 1 {
+		if time.Now().After(deadline) {
+			t.Fatal("the application key's use was not recorded in last_used_at")
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+func (e *env) countRows(sql string, args ...any) int {
+	e.t.Helper()
+	var n int
+	if err := harness.QueryRow(e.t, e.dsn, sql, args...).Scan(&n); err != nil {
+		e.t.Fatal(err)
+	}
+	return n
 }
