@@ -70,7 +70,7 @@ func (s *Server) authAppKey(r *http.Request, rt Route) (*http.Request, error) {
 	if rt.Right == "" {
 		refuse("", "route takes an operator's access token only")
 		return r, problem(http.StatusForbidden, CodeForbidden,
-			"this route takes an operator's access token only; application keys can never manage users or keys")
+			"this route takes an operator's access token only: application keys never reach users, roles, application keys or an operator's session")
 	}
 	if secret.Check(s.cfg.appKeyKind, tok) != nil {
 		refuse("", "malformed or wrong kind of key")
