@@ -196,6 +196,7 @@ func (in *instance) periodic(ctx context.Context) {
 			lastTouch = time.Now()
 			in.touchUsedKeys(ctx)
 		}
+		in.writeAudits(ctx)
 		if time.Since(lastResident) >= 30*time.Second {
 			// Connected agents look their credentials up only at connect: keep them the most recently
 			// used, so that other credentials are evicted first (they are what an outage falls back on).
@@ -208,6 +209,29 @@ func (in *instance) periodic(ctx context.Context) {
 			lastResync = time.Now()
 			in.recheckAll()
 		}
+	}
+}
+
+// writeAudits writes the queued refusals of application keys to the audit trail, in one transaction.
+// While the store is down they wait in the bounded queue.
+func (in *instance) writeAudits(ctx context.Context) {
+	in.auditMu.Lock()
+	if (len(in.audits) == 0 && in.auditDropped == 0) || in.auth.StoreDown() {
+		in.auditMu.Unlock()
+		return
+	}
+	es, dropped := in.audits, in.auditDropped
+	in.audits, in.auditDropped = nil, 0
+	in.auditMu.Unlock()
+	if dropped > 0 {
+		es = append(es, store.AuditEvent{Actor: "mosquitto-iotauth", Action: "app_key_refused", Outcome: store.OutcomeFailure,
+			Detail: map[string]any{"via": "mqtt", "notRecorded": dropped}})
+	}
+	actx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if err := in.store.AuditMany(actx, es); err != nil {
+		in.log.Warn("could not write refused application-key connects to the audit trail; they are lost",
+			"count", len(es), "error", err)
 	}
 }
 

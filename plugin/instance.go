@@ -28,11 +28,20 @@ import (
 // for an agent with extra acl_rules, so that the log tells them apart). Such names are not well-formed
 // keys, and a client presenting one itself is refused (it has no session to match). The names grant
 // nothing: every decision rests on the session table, keyed by the broker's client handle.
+//
+// An application key's session is named iotauth-app:<key id> the same way.
 const (
 	reservedPrefix      = "iotauth-agent"
+	reservedAppPrefix   = "iotauth-app"
 	renamedPrefix       = "iotauth-agent:"
 	renamedCustomPrefix = "iotauth-agent-custom:"
+	renamedAppPrefix    = "iotauth-app:"
 )
+
+// reservedName reports whether a username is one of the names the plugin gives its sessions.
+func reservedName(username string) bool {
+	return strings.HasPrefix(username, reservedPrefix) || strings.HasPrefix(username, reservedAppPrefix)
+}
 
 // instance is the plugin: configuration, store, authorizer, and the sessions it admitted.
 type instance struct {
@@ -56,7 +65,15 @@ type instance struct {
 
 	usedMu sync.Mutex
 	used   map[secret.Digest]struct{} // keys that connected since the last TouchKeys
+
+	auditMu      sync.Mutex
+	audits       []store.AuditEvent // refused application-key connects, written by the background loop
+	auditDropped int
 }
+
+// maxQueuedAudits bounds the refused connects queued for the audit trail between two writes (one a
+// second): a flood of refusals must not grow memory; beyond it they are counted and the count audited.
+const maxQueuedAudits = 1000
 
 func newInstance(kv [][2]string) (*instance, error) {
 	cfg, err := options.Parse(kv)
@@ -96,7 +113,8 @@ func newInstance(kv [][2]string) (*instance, error) {
 	lookups := budget.New(cfg.UnknownKeyLookups, nil)
 	a := auth.New(auth.Config{
 		Budget: authBudget(lookups), KeyKind: cfg.KeyKind, ClientID: cfg.ClientID, Rules: cfg.ACL, DBTimeout: cfg.DBTimeout,
-		DeferUnknown: cfg.DeferUnknown, NamePrefix: renamedPrefix, CustomNamePrefix: renamedCustomPrefix, Log: log,
+		DeferUnknown: cfg.DeferUnknown, NamePrefix: renamedPrefix, CustomNamePrefix: renamedCustomPrefix,
+		AppNamePrefix: renamedAppPrefix, Log: log,
 	}, lookup, c)
 	// The broker answers a marked client's publishes and deliveries itself (c/iotauth_marks.h) when the
 	// configured rules are one namespace per agent and the longest mark fits.
@@ -142,7 +160,7 @@ func (in *instance) close() {
 func (in *instance) basicAuth(client uintptr, username string, password []byte, clientID string) int {
 	testHook(username)
 	ctx := context.Background()
-	if strings.HasPrefix(username, reservedPrefix) {
+	if reservedName(username) {
 		return in.reauth(client, username, password)
 	}
 	// Read before the cache is: a change to the credential after this point shows as a new epoch.
@@ -153,6 +171,10 @@ func (in *instance) basicAuth(client uintptr, username string, password []byte, 
 	}
 	if err != nil {
 		in.refused(clientID, err)
+		var app *auth.AppKeyRefused
+		if errors.As(err, &app) {
+			in.auditRefusal(app.KeyID, clientID, app.Err)
+		}
 		return rcAuth
 	}
 	// Admit replaces the client's username, which username borrows: it must not be used from here.
@@ -160,6 +182,9 @@ func (in *instance) basicAuth(client uintptr, username string, password []byte, 
 	current, err := in.sessions.Admit(client, s, epoch)
 	if err != nil {
 		in.refused(clientID, err)
+		if s.App() {
+			in.auditRefusal(s.KeyID(), clientID, err)
+		}
 		return rcAuth
 	}
 	if !current {
@@ -170,6 +195,24 @@ func (in *instance) basicAuth(client uintptr, username string, password []byte, 
 		in.log.Debug("connect authorised", "agent", s.Agent, "key", s.KeyID())
 	}
 	return rcSuccess
+}
+
+// auditRefusal queues an audit event for a refused connect by an existing application key (issue 11:
+// every refused use is audited). The background loop writes the queue once a second.
+func (in *instance) auditRefusal(keyID, clientID string, reason error) {
+	if len(clientID) > 64 {
+		clientID = clientID[:64] + "…"
+	}
+	in.auditMu.Lock()
+	defer in.auditMu.Unlock()
+	if len(in.audits) >= maxQueuedAudits {
+		in.auditDropped++
+		return
+	}
+	in.audits = append(in.audits, store.AuditEvent{
+		Actor: "app-key:" + keyID, Action: "app_key_refused", Target: "app-key:" + keyID, Outcome: store.OutcomeFailure,
+		Detail: map[string]any{"via": "mqtt", "clientId": clientID, "reason": reason.Error()},
+	})
 }
 
 func (in *instance) markUsed(d secret.Digest) {
@@ -218,7 +261,7 @@ func (in *instance) aclCheck(client uintptr, access acl.Access, topic string) in
 	case session.Allow:
 		return rcSuccess
 	case session.Unknown:
-		if in.cfg.DeferUnknown && !strings.HasPrefix(clientUsername(client), reservedPrefix) {
+		if in.cfg.DeferUnknown && !reservedName(clientUsername(client)) {
 			return rcDefer
 		}
 	}

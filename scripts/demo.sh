@@ -3,7 +3,8 @@
 # ports, then the product's whole story with real clients: an agent from the CLI, a mosquitto_rr round
 # trip and a refused wrong password; then over REST: admin -> login -> provisioning key -> self-registration
 # -> MQTT round trip with the returned credentials -> state polling with X-Device-API-Key -> revoke -> the
-# live session is closed and the reconnect refused. Each REST step prints the curl command a user would type.
+# live session is closed and the reconnect refused; finally a consumer service with an application key reads
+# every agent's telemetry (and nothing more). Each REST step prints the curl command a user would type.
 # Ctrl-C (or the end of a non-interactive run) stops everything it started.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -178,6 +179,43 @@ mosquitto_pub -h 127.0.0.1 -p "$R_PORT" -u "$R_USER" -P "$R_PASS" -i "$R_CID" -t
 echo "(exit code $?: refused)"
 show "curl -s $API/api/v1/device/$R_UUID/state -H 'X-Device-API-Key: …'"
 curl -sS "$API/api/v1/device/$R_UUID/state" -H "X-Device-API-Key: $R_KEY" | jq -c .
+set -e
+
+say "16. A consumer service reads every agent's telemetry with an application key"
+show "curl -s -X POST $API/api/v1/auth/app-keys -H \"Authorization: Bearer \$TOKEN\" -H 'Content-Type: application/json' -d '{\"name\":\"telemetry-consumer\",\"rights\":[\"agents:read\"],\"topics\":[{\"access\":\"read\",\"pattern\":\"agents/+/telemetry\"}]}'"
+APP=$(curl -fsS -X POST "$API/api/v1/auth/app-keys" -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/json' \
+  -d '{"name":"telemetry-consumer","rights":["agents:read"],"topics":[{"access":"read","pattern":"agents/+/telemetry"}]}')
+echo "$APP" | jq '.key |= .[0:19] + "…" | .mqtt.username |= .[0:19] + "…" | .mqtt.password |= .[0:10] + "…"'
+APP_KEY=$(echo "$APP" | jq -r .key); APP_PASS=$(echo "$APP" | jq -r .mqtt.password); APP_ID=$(echo "$APP" | jq -r .id)
+show "mosquitto_sub -p $MQTT_PORT -u \$APP_KEY -P \$APP_MQTT_PASSWORD -i telemetry-consumer-1 -t 'agents/+/telemetry' -v"
+mosquitto_sub -h 127.0.0.1 -p "$MQTT_PORT" -u "$APP_KEY" -P "$APP_PASS" -i telemetry-consumer-1 \
+  -t 'agents/+/telemetry' -v -C 2 -W 10 > "$WORK/consumer.out" 2>&1 &
+CONSUMER_PID=$!
+sleep 0.5
+show "mosquitto_pub -p $MQTT_PORT -u \$API_KEY -P \$MQTT_PASSWORD -i $CID -t agents/$UUID/telemetry -m '{\"temp\":21.5}'   (the agent, twice)"
+mosquitto_pub -h 127.0.0.1 -p "$MQTT_PORT" -u "$KEY" -P "$PASS" -i "$CID" -t "agents/$UUID/telemetry" -m '{"temp":21.5}'
+mosquitto_pub -h 127.0.0.1 -p "$MQTT_PORT" -u "$KEY" -P "$PASS" -i "$CID" -t "agents/$UUID/state" -m '{"private":true}'
+mosquitto_pub -h 127.0.0.1 -p "$MQTT_PORT" -u "$KEY" -P "$PASS" -i "$CID" -t "agents/$UUID/telemetry" -m '{"temp":21.7}'
+wait "$CONSUMER_PID" || true
+echo "the consumer received (its state message was not the consumer's to read):"
+sed 's/^/    /' "$WORK/consumer.out"
+grep "New client connected.*telemetry-consumer-1" "$WORK/mosquitto.log" | tail -1 | sed 's/^/    /'
+set +e
+show "mosquitto_sub -p $MQTT_PORT -u \$APP_KEY -P … -i telemetry-consumer-2 -t 'agents/#' -W 2   (wider than its grant)"
+mosquitto_sub -h 127.0.0.1 -p "$MQTT_PORT" -u "$APP_KEY" -P "$APP_PASS" -i telemetry-consumer-2 -t 'agents/#' -W 2
+show "mosquitto_pub -p $MQTT_PORT -u \$APP_KEY -P … -i $CID -t agents/$UUID/x -m takeover   (an agent's client id)"
+mosquitto_pub -h 127.0.0.1 -p "$MQTT_PORT" -u "$APP_KEY" -P "$APP_PASS" -i "$CID" -t "agents/$UUID/x" -m takeover
+echo "(exit code $?: refused, the agent's session is never taken over)"
+show "curl -s $API/api/v1/agents -H 'Authorization: Bearer iotak_live_…'   (its REST right: agents:read)"
+curl -sS "$API/api/v1/agents" -H "Authorization: Bearer $APP_KEY" | jq -c '[.items[] | {uuid, name, status}]'
+show "curl -s -X DELETE $API/api/v1/agents/$UUID -H 'Authorization: Bearer iotak_live_…'   (agents:write: not held)"
+curl -sS -X DELETE "$API/api/v1/agents/$UUID" -H "Authorization: Bearer $APP_KEY" | jq -c '{status, code, detail}'
+show "curl -s -X POST $API/api/v1/auth/app-keys -H 'Authorization: Bearer iotak_live_…' …   (no key can make keys)"
+curl -sS -X POST "$API/api/v1/auth/app-keys" -H "Authorization: Bearer $APP_KEY" -H 'Content-Type: application/json' \
+  -d '{"name":"wider","rights":["agents:write"]}' | jq -c '{status, code, detail}'
+show "curl -s -X DELETE $API/api/v1/auth/app-keys/$APP_ID -H \"Authorization: Bearer \$TOKEN\"; curl -s $API/api/v1/agents -H 'Authorization: Bearer iotak_live_…'"
+curl -fsS -o /dev/null -w 'HTTP %{http_code}\n' -X DELETE "$API/api/v1/auth/app-keys/$APP_ID" -H "Authorization: Bearer $TOKEN"
+curl -sS "$API/api/v1/agents" -H "Authorization: Bearer $APP_KEY" | jq -c '{status, code}'
 set -e
 
 cat <<TXT

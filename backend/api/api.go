@@ -71,6 +71,8 @@ type Config struct {
 	ExtraRoutes []Route
 	// Now is the clock (default time.Now).
 	Now func() time.Time
+
+	appKeyKind secret.Kind // follows KeyKind: iotak_live_ or iotak_test_
 }
 
 // HandlerFunc is an API handler: it writes a success answer itself and returns an error for anything
@@ -86,6 +88,10 @@ type Route struct {
 	// Roles that may call the route with a Bearer access token. Nil (and Device false) makes the route
 	// public.
 	Roles []string
+	// Right, when set, also admits an application key (Authorization: Bearer iotak_…) that holds it
+	// (issue 11). Without it only an operator's access token is accepted: users, roles and application
+	// keys themselves are never reachable with an application key.
+	Right string
 	// Device routes authenticate with X-Device-API-Key; the key's agent must match the {uuid} path value.
 	Device bool
 	// Handler serves the route.
@@ -153,6 +159,7 @@ func New(c Config) (*Server, error) {
 	if c.KeyKind != secret.APIKey && c.KeyKind != secret.TestAPIKey {
 		return nil, errors.New("api: KeyKind must be secret.APIKey or secret.TestAPIKey")
 	}
+	c.appKeyKind = secret.AppKindFor(c.KeyKind)
 	if c.RefreshFamilyTTL <= 0 {
 		c.RefreshFamilyTTL = 30 * 24 * time.Hour
 	}
@@ -342,6 +349,8 @@ func (s *Server) wrap(rt Route) http.Handler {
 		switch {
 		case rt.Device:
 			r, err = s.authDevice(r)
+		case rt.Roles != nil && isAppKeyBearer(r):
+			r, err = s.authAppKey(r, rt)
 		case rt.Roles != nil:
 			r, err = s.authBearer(r, rt.Roles)
 		}

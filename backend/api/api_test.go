@@ -91,6 +91,7 @@ func TestOpenAPIMatchesRoutes(t *testing.T) {
 				OperationID string                `json:"operationId"`
 				Security    []map[string][]string `json:"security"`
 				Roles       []string              `json:"x-roles"`
+				Right       string                `json:"x-right"`
 				Responses   map[string]any        `json:"responses"`
 			}
 			if err := json.Unmarshal(raw, &op); err != nil {
@@ -134,6 +135,9 @@ func TestOpenAPIMatchesRoutes(t *testing.T) {
 			sort.Strings(wantRoles)
 			if !slices.Equal(gotRoles, wantRoles) {
 				t.Errorf("%s: x-roles %v documented, route allows %v", key, gotRoles, wantRoles)
+			}
+			if op.Right != rt.Right {
+				t.Errorf("%s: x-right %q documented, route needs %q from an application key", key, op.Right, rt.Right)
 			}
 			if rt.Roles != nil && op.Responses["403"] == nil {
 				t.Errorf("%s: role-checked route does not document 403", key)

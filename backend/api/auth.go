@@ -23,6 +23,82 @@ type Principal struct {
 
 type principalKey struct{}
 type deviceKey struct{}
+type appKeyKey struct{}
+
+// AppCaller is the application key behind a request's Authorization: Bearer iotak_…, as the database
+// has it at this request (never cached beyond it).
+type AppCaller struct {
+	KeyID  string
+	Name   string
+	Rights []string
+}
+
+// AppCallerFrom returns the authenticated application key of a route that admits one.
+func AppCallerFrom(ctx context.Context) (AppCaller, bool) {
+	a, ok := ctx.Value(appKeyKey{}).(AppCaller)
+	return a, ok
+}
+
+// appKeyScheme is the prefix shared by live and test application keys.
+const appKeyScheme = "iotak_"
+
+// isAppKeyBearer reports whether the request presents an application key as its Bearer credential.
+func isAppKeyBearer(r *http.Request) bool {
+	scheme, tok, ok := strings.Cut(r.Header.Get("Authorization"), " ")
+	return ok && strings.EqualFold(scheme, "Bearer") && strings.HasPrefix(strings.TrimSpace(tok), appKeyScheme)
+}
+
+// authAppKey checks an application key presented as a Bearer token (issue 11, SECURITY.md A1, S2, S6):
+// a well-formed key of this deployment's kind, known, not revoked or expired (read from the database on
+// every request, so a revoke bites at once), holding the route's right. A route without a right (users,
+// application keys, the caller's own session) never admits a key. Every refusal is audited.
+func (s *Server) authAppKey(r *http.Request, rt Route) (*http.Request, error) {
+	_, tok, _ := strings.Cut(r.Header.Get("Authorization"), " ")
+	tok = strings.TrimSpace(tok)
+	invalid := unauthorized(CodeInvalidToken, "the application key is invalid, revoked or expired; ask an admin for a new one")
+	refuse := func(keyID, reason string) {
+		e := auditOf(r, "app_key_refused", map[string]any{"reason": reason, "route": rt.Pattern()})
+		e.Outcome = store.OutcomeFailure
+		if keyID != "" {
+			e.Actor, e.Target = "app-key:"+keyID, "app-key:"+keyID
+		}
+		if err := s.st.Audit(r.Context(), e); err != nil {
+			s.log.Warn("could not audit a refused application key", "error", err.Error())
+		}
+	}
+	if rt.Right == "" {
+		refuse("", "route takes an operator's access token only")
+		return r, problem(http.StatusForbidden, CodeForbidden,
+			"this route takes an operator's access token only: application keys never reach users, roles, application keys or an operator's session")
+	}
+	if secret.Check(s.cfg.appKeyKind, tok) != nil {
+		refuse("", "malformed or wrong kind of key")
+		return r, invalid
+	}
+	k, err := s.st.AppKeyByDigest(r.Context(), secret.DigestOf(tok))
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		refuse("", "unknown key")
+		return r, invalid
+	case err != nil:
+		return r, err
+	}
+	if k.RevokedAt != nil {
+		refuse(k.ID, "revoked")
+		return r, invalid
+	}
+	if k.ExpiresAt != nil && !s.now().Before(*k.ExpiresAt) {
+		refuse(k.ID, "expired")
+		return r, invalid
+	}
+	if !slices.Contains(k.Rights, rt.Right) {
+		refuse(k.ID, "missing right "+rt.Right)
+		return r, problem(http.StatusForbidden, CodeMissingRight, "this application key lacks the right "+rt.Right+
+			"; an admin must create a key that holds it (rights are fixed at creation)")
+	}
+	_ = s.st.TouchAppKey(r.Context(), k.ID)
+	return r.WithContext(context.WithValue(r.Context(), appKeyKey{}, AppCaller{KeyID: k.ID, Name: k.Name, Rights: k.Rights})), nil
+}
 
 // PrincipalFrom returns the authenticated operator of a Bearer route.
 func PrincipalFrom(ctx context.Context) (Principal, bool) {

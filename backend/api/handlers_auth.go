@@ -271,6 +271,9 @@ func actor(r *http.Request) string {
 	if p, ok := PrincipalFrom(r.Context()); ok {
 		return "user:" + p.UserID
 	}
+	if a, ok := AppCallerFrom(r.Context()); ok {
+		return "app-key:" + a.KeyID
+	}
 	return "anonymous"
 }
 

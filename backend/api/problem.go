@@ -28,6 +28,7 @@ const (
 	CodeInvalidProvisioning   = "invalid_provisioning_key" // 401: provisioning key malformed, unknown, expired or already used
 	CodeForbidden             = "forbidden"                // 403: the caller's role may not do this
 	CodeInsufficientKeyRights = "insufficient_key_rights"  // 403: the device key lacks the right this route needs
+	CodeMissingRight          = "missing_right"            // 403: the application key lacks the route's right (named in detail)
 	CodeDeviceLimit           = "device_limit_reached"     // 403: the license's device limit is reached
 	CodeLicenseRestricted     = "license_restricted"       // 403: the license forbids this (when the licenser gives no code)
 	CodeNotFound              = "not_found"                // 404

@@ -6,9 +6,11 @@ import (
 	"time"
 
 	"github.com/iotauth/iotauth/backend/license"
+	"github.com/iotauth/iotauth/backend/store"
 )
 
-// builtinRoutes is the route table of DESIGN §6, the license's routes included (GET /api/v1/license and
+// builtinRoutes is the route table of DESIGN §6 and §10 (each route's role set, and the right an
+// application key needs for it), the license's routes included (GET /api/v1/license and
 // the premium export, gated through the Licenser). openapi.json documents exactly these; a test keeps the
 // two in step.
 func (s *Server) builtinRoutes() []Route {
@@ -22,26 +24,32 @@ func (s *Server) builtinRoutes() []Route {
 		{Method: "GET", Path: "/api/v1/users", Roles: adminOnly, Handler: s.listUsers},
 		{Method: "PATCH", Path: "/api/v1/users/{id}", Roles: adminOnly, Handler: s.patchUser},
 
-		{Method: "POST", Path: "/api/v1/auth/api-keys", Roles: adminOnly, Handler: s.createAPIKey},
-		{Method: "GET", Path: "/api/v1/auth/api-keys", Roles: adminOnly, Handler: s.listAPIKeys},
-		{Method: "DELETE", Path: "/api/v1/auth/api-keys/{id}", Roles: adminOnly, Handler: s.revokeAPIKey},
+		{Method: "POST", Path: "/api/v1/auth/api-keys", Roles: adminOnly, Right: store.RightKeysWrite, Handler: s.createAPIKey},
+		{Method: "GET", Path: "/api/v1/auth/api-keys", Roles: adminOnly, Right: store.RightKeysWrite, Handler: s.listAPIKeys},
+		{Method: "DELETE", Path: "/api/v1/auth/api-keys/{id}", Roles: adminOnly, Right: store.RightKeysWrite, Handler: s.revokeAPIKey},
 
-		{Method: "POST", Path: "/api/v1/provision/keys", Roles: adminOrOp, Handler: s.createProvisioningKey},
-		{Method: "GET", Path: "/api/v1/provision/keys", Roles: adminOrOp, Handler: s.listProvisioningKeys},
-		{Method: "DELETE", Path: "/api/v1/provision/keys/{id}", Roles: adminOrOp, Handler: s.deleteProvisioningKey},
+		// Application keys: an admin's access token only (no Right), so no key can create or widen keys.
+		{Method: "POST", Path: "/api/v1/auth/app-keys", Roles: adminOnly, Handler: s.createAppKey},
+		{Method: "GET", Path: "/api/v1/auth/app-keys", Roles: adminOnly, Handler: s.listAppKeys},
+		{Method: "DELETE", Path: "/api/v1/auth/app-keys/{id}", Roles: adminOnly, Handler: s.revokeAppKey},
+
+		{Method: "POST", Path: "/api/v1/provision/keys", Roles: adminOrOp, Right: store.RightProvisionWrite, Handler: s.createProvisioningKey},
+		{Method: "GET", Path: "/api/v1/provision/keys", Roles: adminOrOp, Right: store.RightProvisionWrite, Handler: s.listProvisioningKeys},
+		{Method: "DELETE", Path: "/api/v1/provision/keys/{id}", Roles: adminOrOp, Right: store.RightProvisionWrite, Handler: s.deleteProvisioningKey},
 		{Method: "POST", Path: "/api/v1/provision/agent", Roles: publicAccess, Handler: s.provisionAgent},
 
-		{Method: "GET", Path: "/api/v1/agents", Roles: anyRole, Handler: s.listAgents},
-		{Method: "GET", Path: "/api/v1/agents/export", Roles: anyRole, Handler: s.RequireFeature(license.FeatureDataExport, s.exportAgents)},
-		{Method: "GET", Path: "/api/v1/agents/{uuid}", Roles: anyRole, Handler: s.getAgent},
-		{Method: "PUT", Path: "/api/v1/agents/{uuid}/target-state", Roles: adminOrOp, Handler: s.putTargetState, MaxBody: stateMaxBody},
-		{Method: "POST", Path: "/api/v1/agents/{uuid}/mqtt-password", Roles: adminOnly, Handler: s.rotateMQTTPassword},
-		{Method: "DELETE", Path: "/api/v1/agents/{uuid}", Roles: adminOnly, Handler: s.decommissionAgent},
+		{Method: "GET", Path: "/api/v1/agents", Roles: anyRole, Right: store.RightAgentsRead, Handler: s.listAgents},
+		{Method: "GET", Path: "/api/v1/agents/export", Roles: anyRole, Right: store.RightAgentsRead, Handler: s.RequireFeature(license.FeatureDataExport, s.exportAgents)},
+		{Method: "GET", Path: "/api/v1/agents/{uuid}", Roles: anyRole, Right: store.RightAgentsRead, Handler: s.getAgent},
+		{Method: "PUT", Path: "/api/v1/agents/{uuid}/target-state", Roles: adminOrOp, Right: store.RightAgentsWrite, Handler: s.putTargetState, MaxBody: stateMaxBody},
+		{Method: "POST", Path: "/api/v1/agents/{uuid}/mqtt-password", Roles: adminOnly, Right: store.RightAgentsWrite, Handler: s.rotateMQTTPassword},
+		{Method: "DELETE", Path: "/api/v1/agents/{uuid}", Roles: adminOnly, Right: store.RightAgentsWrite, Handler: s.decommissionAgent},
 
 		{Method: "GET", Path: "/api/v1/device/{uuid}/state", Device: true, Handler: s.deviceGetState},
 		{Method: "PATCH", Path: "/api/v1/device/{uuid}/state", Device: true, Handler: s.deviceReportState, MaxBody: stateMaxBody},
 
-		{Method: "GET", Path: "/api/v1/license", Roles: adminOnly, Handler: s.getLicense},
+		{Method: "GET", Path: "/api/v1/license", Roles: adminOnly, Right: store.RightLicenseRead, Handler: s.getLicense},
+		{Method: "GET", Path: "/api/v1/audit", Roles: adminOnly, Right: store.RightAuditRead, Handler: s.listAudit},
 
 		{Method: "GET", Path: "/healthz", Roles: publicAccess, Handler: s.healthz},
 		{Method: "GET", Path: "/readyz", Roles: publicAccess, Handler: s.readyz},

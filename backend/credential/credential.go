@@ -22,7 +22,8 @@ var (
 	ErrCorrupt = errors.New("corrupt row")
 )
 
-// Credential is everything the broker needs to decide a connect by one device API key: the key's state,
+// Credential is everything the broker needs to decide a connect by one device API key (or one
+// application key, see App): the key's state,
 // its agent's state, the agent's MQTT password hash and extra ACL rules.
 type Credential struct {
 	Digest       secret.Digest
@@ -36,6 +37,10 @@ type Credential struct {
 	Rules        []Rule
 	// Corrupt marks a row that could not be trusted (batch lookups only); deny it.
 	Corrupt bool
+	// App marks an application key (issue 11). AgentUUID then holds the key's own id, which groups its
+	// sessions the way an agent's uuid groups a device's; AgentStatus is always "active"; Rules are the
+	// key's topics, and the only ones its sessions get.
+	App bool
 }
 
 // Rule is an extra ACL rule for one agent, from acl_rules.

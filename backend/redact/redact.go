@@ -1,4 +1,4 @@
-// Package redact scrubs iotauth's secrets out of text bound for logs: device API keys, MQTT passwords,
+// Package redact scrubs iotauth's secrets out of text bound for logs: device API keys, application keys, MQTT passwords,
 // provisioning keys and JWTs are recognised by their shape and replaced by their kind. It is the last line
 // of defence (SECURITY.md H3); the first is never handing a secret to a logger at all.
 package redact
@@ -13,7 +13,7 @@ import (
 const Placeholder = "[redacted]"
 
 var (
-	keyPattern = regexp.MustCompile(`(iotsk_live_|iotsk_test_|iotmp_|prov_)[0-9A-Za-z]{4,}`)
+	keyPattern = regexp.MustCompile(`(iotsk_live_|iotsk_test_|iotak_live_|iotak_test_|iotmp_|prov_)[0-9A-Za-z]{4,}`)
 	jwtPattern = regexp.MustCompile(`eyJ[0-9A-Za-z_-]{4,}(\.[0-9A-Za-z_-]*){1,2}`)
 )
 

@@ -12,7 +12,8 @@ import (
 
 func TestStringScrubsEverySecretKind(t *testing.T) {
 	var in []string
-	for _, k := range []secret.Kind{secret.APIKey, secret.TestAPIKey, secret.MQTTPassword, secret.ProvisioningKey} {
+	for _, k := range []secret.Kind{secret.APIKey, secret.TestAPIKey, secret.MQTTPassword, secret.ProvisioningKey,
+		secret.AppKey, secret.TestAppKey} {
 		s, _ := secret.Generate(k)
 		in = append(in, s.Reveal())
 	}

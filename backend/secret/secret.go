@@ -37,7 +37,14 @@ var (
 	TestAPIKey      = Kind{name: "test device API key", prefix: "iotsk_test_"}
 	MQTTPassword    = Kind{name: "MQTT password", prefix: "iotmp_"}
 	ProvisioningKey = Kind{name: "provisioning key", prefix: "prov_"}
+	// AppKey is an application key: a service's credential for the REST API (by rights) and the broker
+	// (by topics), never tied to an agent. TestAppKey is its test-deployment twin.
+	AppKey     = Kind{name: "application key", prefix: "iotak_live_"}
+	TestAppKey = Kind{name: "test application key", prefix: "iotak_test_"}
 )
+
+// kinds lists every kind, for redaction and for spotting secrets where none belong.
+var kinds = []Kind{APIKey, TestAPIKey, MQTTPassword, ProvisioningKey, AppKey, TestAppKey}
 
 // Name is the human name of the kind, for error messages.
 func (k Kind) Name() string { return k.name }
@@ -57,6 +64,26 @@ func APIKeyKind(env string) (Kind, error) {
 		return TestAPIKey, nil
 	}
 	return Kind{}, fmt.Errorf("unknown key environment %q: use \"live\" or \"test\"", env)
+}
+
+// AppKeyKind returns the application key kind for an environment label ("live" or "test"), the same
+// label that selects the device key kind.
+func AppKeyKind(env string) (Kind, error) {
+	switch env {
+	case "live", "":
+		return AppKey, nil
+	case "test":
+		return TestAppKey, nil
+	}
+	return Kind{}, fmt.Errorf("unknown key environment %q: use \"live\" or \"test\"", env)
+}
+
+// AppKindFor returns the application key kind of the deployment whose device keys are of kind k.
+func AppKindFor(k Kind) Kind {
+	if k == TestAPIKey {
+		return TestAppKey
+	}
+	return AppKey
 }
 
 // Errors returned by Check. Callers branch on them with errors.Is.
@@ -86,7 +113,7 @@ func (s Secret) Reveal() string { return string(s) }
 func redact(s string) string {
 	if i := strings.IndexByte(s, '_'); i >= 0 && i < 12 {
 		// Keep the kind prefix (up to the last underscore of a known prefix) so logs stay useful.
-		for _, k := range []Kind{APIKey, TestAPIKey, MQTTPassword, ProvisioningKey} {
+		for _, k := range kinds {
 			if strings.HasPrefix(s, k.prefix) {
 				return k.prefix + "[redacted]"
 			}
@@ -196,7 +223,7 @@ func DisplayPrefix(k Kind, s string) string {
 // LooksLikeAny reports whether s starts with the prefix of any iotauth secret kind. The REST layer uses
 // it to reject secrets placed in URLs.
 func LooksLikeAny(s string) bool {
-	for _, k := range []Kind{APIKey, TestAPIKey, MQTTPassword, ProvisioningKey} {
+	for _, k := range kinds {
 		if strings.Contains(s, k.prefix) {
 			return true
 		}

@@ -10,7 +10,7 @@ import (
 )
 
 func TestGenerateFormat(t *testing.T) {
-	for _, k := range []Kind{APIKey, TestAPIKey, MQTTPassword, ProvisioningKey} {
+	for _, k := range []Kind{APIKey, TestAPIKey, MQTTPassword, ProvisioningKey, AppKey, TestAppKey} {
 		re := regexp.MustCompile("^" + regexp.QuoteMeta(k.Prefix()) + "[0-9A-Za-z]{38}$")
 		seen := map[string]bool{}
 		for i := 0; i < 200; i++ {
@@ -49,6 +49,8 @@ func TestCheckRejects(t *testing.T) {
 	}
 	prov, _ := Generate(ProvisioningKey)
 	testKey, _ := Generate(TestAPIKey)
+	app, _ := Generate(AppKey)
+	testApp, _ := Generate(TestAppKey)
 	tests := []struct {
 		name string
 		kind Kind
@@ -65,6 +67,10 @@ func TestCheckRejects(t *testing.T) {
 		{"api key as provisioning key", ProvisioningKey, g, ErrWrongKind},
 		{"test key on live", APIKey, testKey.Reveal(), ErrWrongKind},
 		{"live key on test", TestAPIKey, g, ErrWrongKind},
+		{"app key as api key", APIKey, app.Reveal(), ErrWrongKind},
+		{"api key as app key", AppKey, g, ErrWrongKind},
+		{"test app key on live", AppKey, testApp.Reveal(), ErrWrongKind},
+		{"live app key on test", TestAppKey, app.Reveal(), ErrWrongKind},
 		{"uppercase prefix", APIKey, strings.ToUpper(g[:11]) + g[11:], ErrWrongKind},
 	}
 	for _, tt := range tests {
@@ -171,5 +177,26 @@ func TestCheckCharsetIsExactlyBase62(t *testing.T) {
 				t.Fatalf("byte %#x at %d: %v", c, pos, err)
 			}
 		}
+	}
+}
+
+func TestAppKeyKind(t *testing.T) {
+	for _, tt := range []struct {
+		env  string
+		want Kind
+	}{{"", AppKey}, {"live", AppKey}, {"test", TestAppKey}} {
+		if got, err := AppKeyKind(tt.env); err != nil || got != tt.want {
+			t.Errorf("AppKeyKind(%q) = %v, %v; want %v", tt.env, got.Name(), err, tt.want.Name())
+		}
+	}
+	if _, err := AppKeyKind("prod"); err == nil {
+		t.Error("AppKeyKind(prod) accepted an unknown environment")
+	}
+	if AppKindFor(APIKey) != AppKey || AppKindFor(TestAPIKey) != TestAppKey {
+		t.Error("AppKindFor does not follow the device key's environment")
+	}
+	s, _ := Generate(AppKey)
+	if got := s.String(); got != "iotak_live_[redacted]" || !LooksLikeAny("x"+s.Reveal()) {
+		t.Errorf("application key not redacted or not recognised: %q", got)
 	}
 }

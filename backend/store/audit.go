@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -72,3 +73,61 @@ func (s *Store) withAudit(ctx context.Context, audit *AuditEvent, fn func(tx pgx
 
 // Audit writes e on its own (for events that change nothing else, such as a failed login).
 func (s *Store) Audit(ctx context.Context, e AuditEvent) error { return InsertAudit(ctx, s.pool, e) }
+
+// AuditMany writes several events in one transaction (the plugin's refused application-key connects,
+// batched off the broker thread).
+func (s *Store) AuditMany(ctx context.Context, es []AuditEvent) error {
+	return pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		for _, e := range es {
+			if err := InsertAudit(ctx, tx, e); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// AuditRecord is a stored audit event.
+type AuditRecord struct {
+	ID         int64
+	At         time.Time
+	Actor      string
+	Action     string
+	Target     string
+	Outcome    string
+	RemoteAddr string
+	Detail     map[string]any
+}
+
+// AuditPage selects one page of the audit trail, newest first: events with an id below BeforeID (0:
+// from the newest), optionally of one action.
+type AuditPage struct {
+	Limit    int
+	BeforeID int64
+	Action   string
+}
+
+// ListAudit returns one page of audit events, newest first; more reports whether another page follows.
+func (s *Store) ListAudit(ctx context.Context, p AuditPage) (events []AuditRecord, more bool, err error) {
+	if p.Limit <= 0 {
+		p.Limit = 50
+	}
+	rows, err := s.pool.Query(ctx, `SELECT id, at, actor, action, target, outcome, remote_addr, detail FROM audit_events
+ WHERE ($1 = 0 OR id < $1) AND ($2 = '' OR action = $2)
+ ORDER BY id DESC LIMIT $3`, p.BeforeID, p.Action, p.Limit+1)
+	if err != nil {
+		return nil, false, fmt.Errorf("list audit events: %w", err)
+	}
+	events, err = pgx.CollectRows(rows, func(r pgx.CollectableRow) (AuditRecord, error) {
+		var e AuditRecord
+		err := r.Scan(&e.ID, &e.At, &e.Actor, &e.Action, &e.Target, &e.Outcome, &e.RemoteAddr, &e.Detail)
+		return e, err
+	})
+	if err != nil {
+		return nil, false, fmt.Errorf("list audit events: %w", err)
+	}
+	if len(events) > p.Limit {
+		return events[:p.Limit], true, nil
+	}
+	return events, false, nil
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -16,10 +17,21 @@ import (
 const credentialColumns = `
 SELECT k.digest, k.id::text, k.agent_uuid::text, a.status, k.revoked_at IS NOT NULL, extract(epoch FROM k.expires_at)::float8, k.rights,
        c.password_hash,
-       (SELECT array_agg(r.access || ' ' || r.pattern ORDER BY r.id) FROM acl_rules r WHERE r.agent_uuid = k.agent_uuid)
+       (SELECT array_agg(r.access || ' ' || r.pattern ORDER BY r.id) FROM acl_rules r WHERE r.agent_uuid = k.agent_uuid),
+       false
   FROM api_keys k
   JOIN agents a ON a.uuid = k.agent_uuid
   LEFT JOIN mqtt_credentials c ON c.agent_uuid = k.agent_uuid`
+
+// appCredentialColumns reads an application key in the shape of a device credential: the key's own id
+// stands in for the agent (it is the group its sessions are invalidated, re-checked and kicked by), it
+// is always "active" (an application key has no agent to disable), and its topics are its rules.
+const appCredentialColumns = `
+SELECT k.digest, k.id::text, k.id::text, 'active', k.revoked_at IS NOT NULL, extract(epoch FROM k.expires_at)::float8, k.rights,
+       k.mqtt_password_hash,
+       (SELECT array_agg((t ->> 'access') || ' ' || (t ->> 'pattern') ORDER BY o) FROM jsonb_array_elements(k.topics) WITH ORDINALITY AS x (t, o)),
+       true
+  FROM app_keys k`
 
 // LookupCredential returns the credential for a key digest, ErrNotFound, or ErrCorrupt (with the
 // digest and whatever identified the agent filled in) for a row that cannot be trusted.
@@ -28,6 +40,16 @@ SELECT k.digest, k.id::text, k.agent_uuid::text, a.status, k.revoked_at IS NOT N
 // the socket instead of being watched: a query under a cancellable context would start a goroutine to
 // watch it and hand the caller's thread to the scheduler, which is what those stores exist to avoid.
 func (s *Store) LookupCredential(ctx context.Context, d secret.Digest) (credential.Credential, error) {
+	return s.lookupOne(ctx, credentialColumns+` WHERE k.digest = $1`, d)
+}
+
+// LookupAppCredential is LookupCredential for an application key (its digest is looked up in app_keys
+// only, so a device key's connect costs what it did before application keys existed).
+func (s *Store) LookupAppCredential(ctx context.Context, d secret.Digest) (credential.Credential, error) {
+	return s.lookupOne(ctx, appCredentialColumns+` WHERE k.digest = $1`, d)
+}
+
+func (s *Store) lookupOne(ctx context.Context, query string, d secret.Digest) (credential.Credential, error) {
 	conn, err := s.pool.Acquire(ctx)
 	if err != nil {
 		return credential.Credential{}, fmt.Errorf("look up key: %w", err)
@@ -49,7 +71,7 @@ func (s *Store) LookupCredential(ctx context.Context, d secret.Digest) (credenti
 			defer nc.SetDeadline(time.Time{})
 		}
 	}
-	rows, err := conn.Query(qctx, credentialColumns+` WHERE k.digest = $1`, d[:])
+	rows, err := conn.Query(qctx, query, d[:])
 	if err != nil {
 		return credential.Credential{}, fmt.Errorf("look up key: %w", err)
 	}
@@ -75,7 +97,8 @@ func (s *Store) LookupCredentials(ctx context.Context, ds []secret.Digest) (map[
 	for i := range ds {
 		raw[i] = ds[i][:]
 	}
-	rows, err := s.pool.Query(ctx, credentialColumns+` WHERE k.digest = ANY($1)`, raw)
+	rows, err := s.pool.Query(ctx, credentialColumns+` WHERE k.digest = ANY($1)
+UNION ALL`+appCredentialColumns+` WHERE k.digest = ANY($1)`, raw)
 	if err != nil {
 		return nil, fmt.Errorf("look up keys: %w", err)
 	}
@@ -98,7 +121,9 @@ func (s *Store) LookupCredentials(ctx context.Context, ds []secret.Digest) (map[
 // for preloading a broker's cache. Corrupt rows are skipped and counted in the returned error.
 func (s *Store) ActiveCredentials(ctx context.Context, fn func(credential.Credential)) error {
 	rows, err := s.pool.Query(ctx, credentialColumns+`
- WHERE k.revoked_at IS NULL AND (k.expires_at IS NULL OR k.expires_at > now()) AND a.status = 'active'`)
+ WHERE k.revoked_at IS NULL AND (k.expires_at IS NULL OR k.expires_at > now()) AND a.status = 'active'
+UNION ALL`+appCredentialColumns+`
+ WHERE k.revoked_at IS NULL AND (k.expires_at IS NULL OR k.expires_at > now())`)
 	if err != nil {
 		return fmt.Errorf("load active keys: %w", err)
 	}
@@ -130,11 +155,12 @@ func scanCredential(rows pgx.Rows) (credential.Credential, error) {
 		revoked                     *bool
 		expires                     *float64 // epoch seconds: 'infinity' is a legal timestamptz, not a time.Time
 		rights, rules               []*string
+		app                         bool
 	)
-	if err := rows.Scan(&digest, &keyID, &agentUUID, &status, &revoked, &expires, &rights, &h, &rules); err != nil {
+	if err := rows.Scan(&digest, &keyID, &agentUUID, &status, &revoked, &expires, &rights, &h, &rules, &app); err != nil {
 		return credential.Credential{}, fmt.Errorf("scan key row: %v: %w", err, ErrCorrupt)
 	}
-	var c credential.Credential
+	c := credential.Credential{App: app}
 	if len(digest) != len(c.Digest) {
 		return c, fmt.Errorf("key row has a digest of %d bytes: %w", len(digest), ErrCorrupt)
 	}
@@ -173,23 +199,28 @@ func scanCredential(rows pgx.Rows) (credential.Credential, error) {
 		if r == nil {
 			return c, fmt.Errorf("acl rule row has NULLs: %w", ErrCorrupt)
 		}
-		var rule credential.Rule
-		if _, err := fmt.Sscanf(*r, "%s %s", &rule.Access, &rule.Pattern); err != nil {
+		// "access pattern": the pattern is everything after the first space (MQTT topics may hold spaces;
+		// cutting at the next one would grant a different topic).
+		access, pattern, ok := strings.Cut(*r, " ")
+		if !ok || access == "" || pattern == "" {
 			return c, fmt.Errorf("acl rule is malformed: %w", ErrCorrupt)
 		}
+		rule := credential.Rule{Access: access, Pattern: pattern}
 		c.Rules = append(c.Rules, rule)
 	}
 	return c, nil
 }
 
-// TouchKeys records that keys were used (api_keys.last_used_at), in one statement for a batch. The
+// TouchKeys records that keys were used (api_keys.last_used_at, app_keys.last_used_at), in one statement
+// for a batch. The
 // brokers call it every few seconds with the keys that connected, never on the connect path.
 func (s *Store) TouchKeys(ctx context.Context, ds []secret.Digest) error {
 	raw := make([][]byte, len(ds))
 	for i := range ds {
 		raw[i] = ds[i][:]
 	}
-	_, err := s.pool.Exec(ctx, `UPDATE api_keys SET last_used_at = now() WHERE digest = ANY($1)`, raw)
+	_, err := s.pool.Exec(ctx, `WITH a AS (UPDATE api_keys SET last_used_at = now() WHERE digest = ANY($1))
+UPDATE app_keys SET last_used_at = now() WHERE digest = ANY($1)`, raw)
 	if err != nil {
 		return fmt.Errorf("record key use: %w", err)
 	}

@@ -108,6 +108,9 @@ type rule struct {
 // Set is the expanded rules of one session.
 type Set struct {
 	rules []rule
+	// shared lets the session subscribe through $share/<group>/<filter>, checked on its inner filter
+	// (application keys: several replicas of one service share the load).
+	shared bool
 }
 
 // Expand substitutes the agent uuid and client id into the templates. Both must already be free of
@@ -122,13 +125,25 @@ func Expand(ts []Template, agent, clientID string) Set {
 	return s
 }
 
+// ExpandShared is Expand for a session that may also subscribe through shared subscriptions
+// ($share/<group>/<filter>), which are granted exactly when <filter> alone would be.
+func ExpandShared(ts []Template, agent, clientID string) Set {
+	s := Expand(ts, agent, clientID)
+	s.shared = true
+	return s
+}
+
+// sharedPrefix starts an MQTT 5 shared subscription filter.
+const sharedPrefix = "$share/"
+
 // Allows decides one check. topic is a topic name for Read and Write and a filter for Subscribe.
+// A topic name with a wildcard is never allowed (publishes never contain wildcards).
 func (s Set) Allows(access Access, topic string) bool {
 	switch access {
 	case Unsubscribe:
 		return true
 	case Read, Write:
-		if topic == "" || topic[0] == '$' || len(topic) > MaxTopicLen {
+		if topic == "" || topic[0] == '$' || len(topic) > MaxTopicLen || strings.ContainsAny(topic, "+#") {
 			return false
 		}
 		allowed := false
@@ -146,6 +161,13 @@ func (s Set) Allows(access Access, topic string) bool {
 		}
 		return allowed
 	case Subscribe:
+		if s.shared && strings.HasPrefix(topic, sharedPrefix) {
+			group, inner, ok := strings.Cut(topic[len(sharedPrefix):], "/")
+			if !ok || group == "" || strings.ContainsAny(group, "+#") {
+				return false
+			}
+			topic = inner
+		}
 		if topic == "" || topic[0] == '$' || validFilter(topic) != nil {
 			return false
 		}

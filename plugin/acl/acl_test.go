@@ -158,3 +158,88 @@ func TestFastPrefix(t *testing.T) {
 		}
 	}
 }
+
+// TestApplicationTopics covers an application key's grants (issue 11, SECURITY.md A2): wildcard
+// patterns, subscriptions only as subsets of read grants, $share unwrapped, $ topics and wildcard
+// publishes refused.
+func TestApplicationTopics(t *testing.T) {
+	ts, err := ParseTemplates("read agents/+/telemetry; write agents/+/cmd; readwrite svc/#")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := ExpandShared(ts, "app-id", "consumer-1")
+	tests := []struct {
+		name   string
+		access Access
+		topic  string
+		want   bool
+	}{
+		{"exact read grant", Subscribe, "agents/+/telemetry", true},
+		{"one agent's telemetry", Subscribe, "agents/" + me + "/telemetry", true},
+		{"wider: agents/#", Subscribe, "agents/#", false},
+		{"wider: agents/+/+", Subscribe, "agents/+/+", false},
+		{"wider: #", Subscribe, "#", false},
+		{"deeper than the grant", Subscribe, "agents/+/telemetry/#", false},
+		{"write-only grant is not readable", Subscribe, "agents/+/cmd", false},
+		{"readwrite subtree", Subscribe, "svc/a/+/#", true},
+		{"shared subscription", Subscribe, "$share/workers/agents/+/telemetry", true},
+		{"shared, one agent", Subscribe, "$share/workers/agents/" + me + "/telemetry", true},
+		{"shared, wider inner filter", Subscribe, "$share/workers/agents/#", false},
+		{"shared, empty group", Subscribe, "$share//agents/+/telemetry", false},
+		{"shared, wildcard group", Subscribe, "$share/+/agents/+/telemetry", false},
+		{"shared, no filter", Subscribe, "$share/workers", false},
+		{"shared, inner $SYS", Subscribe, "$share/workers/$SYS/#", false},
+		{"$SYS", Subscribe, "$SYS/#", false},
+		{"delivery of telemetry", Read, "agents/" + me + "/telemetry", true},
+		{"delivery of other topic", Read, "agents/" + me + "/state", false},
+		{"publish a command", Write, "agents/" + me + "/cmd", true},
+		{"publish telemetry (read only)", Write, "agents/" + me + "/telemetry", false},
+		{"publish with +", Write, "agents/+/cmd", false},
+		{"publish with #", Write, "svc/#", false},
+		{"publish $SYS", Write, "$SYS/x", false},
+	}
+	for _, tt := range tests {
+		if got := s.Allows(tt.access, tt.topic); got != tt.want {
+			t.Errorf("%s: Allows(%d, %q) = %v, want %v", tt.name, tt.access, tt.topic, got, tt.want)
+		}
+	}
+	// Agents' sets never unwrap $share.
+	if Expand(ts, "a", "c").Allows(Subscribe, "$share/g/agents/+/telemetry") {
+		t.Error("a set from Expand granted a $share subscription")
+	}
+}
+
+// FuzzSharedSubscribeSubset is FuzzSubscribeSubset for an application key's set: a granted filter,
+// shared or not, matches only readable topics, and a granted shared filter's inner filter is granted too.
+func FuzzSharedSubscribeSubset(f *testing.F) {
+	f.Add("$share/g/agents/+/telemetry", "agents/u/telemetry")
+	f.Add("$share/g/#", "a")
+	f.Add("$share//agents/+/telemetry", "agents/u/telemetry")
+	f.Add("agents/+/+", "agents/u/cmd")
+	ts, _ := ParseTemplates("read agents/+/telemetry; readwrite svc/#; deny svc/secret")
+	s := ExpandShared(ts, "app", "c")
+	f.Fuzz(func(t *testing.T, filter, topic string) {
+		if !s.Allows(Subscribe, filter) {
+			return
+		}
+		inner := filter
+		if g, rest, ok := strings.Cut(strings.TrimPrefix(filter, sharedPrefix), "/"); ok && strings.HasPrefix(filter, sharedPrefix) {
+			if g == "" {
+				t.Fatalf("shared filter %q with an empty group granted", filter)
+			}
+			inner = rest
+			if !s.Allows(Subscribe, inner) {
+				t.Fatalf("shared filter %q granted but its inner filter %q is not", filter, inner)
+			}
+		}
+		if inner == "" || inner[0] == '$' {
+			t.Fatalf("filter %q granted", filter)
+		}
+		if strings.ContainsAny(topic, "+#") || topic == "" || topic[0] == '$' {
+			return
+		}
+		if matches(strings.Split(inner, "/"), topic) && !s.Allows(Read, topic) {
+			t.Fatalf("filter %q granted but matching topic %q is not readable", filter, topic)
+		}
+	})
+}

@@ -45,6 +45,15 @@ func (f *fakeStore) LookupCredential(ctx context.Context, d secret.Digest) (cred
 	return c, nil
 }
 
+// LookupAppCredential answers application keys from the same map, as rows flagged App.
+func (f *fakeStore) LookupAppCredential(ctx context.Context, d secret.Digest) (credential.Credential, error) {
+	c, err := f.LookupCredential(ctx, d)
+	if err == nil && !c.App {
+		return credential.Credential{}, credential.ErrNotFound
+	}
+	return c, err
+}
+
 type clock struct{ t time.Time }
 
 func (c *clock) now() time.Time { return c.t }
@@ -465,7 +474,7 @@ func TestSlowHashRememberedAfterSuccess(t *testing.T) {
 	}
 	f = newFixture(t, func(c *credential.Credential) { c.PasswordHash = string(bc) })
 	f.pw = pw
-	e, err := f.a.entry(context.Background(), secret.DigestOf(f.key))
+	e, err := f.a.entry(context.Background(), secret.DigestOf(f.key), false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -588,5 +597,125 @@ func TestLookupBudget(t *testing.T) {
 	asked := b.asked
 	if _, err := f.a.Authorize(context.Background(), f.creds()); err != nil || b.asked != asked {
 		t.Fatalf("a stale entry: %v, budget asked %d more times", err, b.asked-asked)
+	}
+}
+
+const appID = "9e9e9e9e-0d1b-4c3e-9f00-1a2b3c4d5e6f"
+
+// appFixture adds an application key with two topics to a device fixture's store.
+func appFixture(t *testing.T, mutate func(*credential.Credential)) (f *fixture, key, pw string) {
+	t.Helper()
+	f = newFixture(t, nil)
+	k, _ := secret.Generate(secret.AppKey)
+	p, _ := secret.Generate(secret.MQTTPassword)
+	c := credential.Credential{
+		Digest: secret.DigestOf(k.Reveal()), KeyID: appID, AgentUUID: appID, AgentStatus: "active", App: true,
+		PasswordHash: passhash.SHA256Hex(p.Reveal()),
+		Rules:        []credential.Rule{{Access: "read", Pattern: "agents/+/telemetry"}, {Access: "write", Pattern: "agents/+/cmd"}},
+	}
+	if mutate != nil {
+		mutate(&c)
+	}
+	f.st.rows[c.Digest] = c
+	return f, k.Reveal(), p.Reveal()
+}
+
+// TestAuthorizeAppKey covers application keys on the connect path (issue 11, SECURITY.md A2, A3).
+func TestAuthorizeAppKey(t *testing.T) {
+	past := time.Unix(1_700_000_000, 0)
+	tests := []struct {
+		name     string
+		mutate   func(*credential.Credential)
+		clientID string
+		password func(pw string) string
+		key      func(key string) string
+		want     error
+	}{
+		{name: "ok", clientID: "consumer-1"},
+		{name: "any client id", clientID: "svc.telemetry-reader_42"},
+		{name: "agent- client id", clientID: "agent-" + agentA, want: ErrAgentClientID},
+		{name: "agent- prefix alone", clientID: "agent-x", want: ErrAgentClientID},
+		{name: "empty client id", clientID: "", want: ErrAgentClientID},
+		{name: "wrong password", clientID: "c", password: func(string) string { return "iotmp_wrong" }, want: ErrBadPassword},
+		{name: "revoked", clientID: "c", mutate: func(c *credential.Credential) { c.KeyRevoked = true }, want: ErrRevoked},
+		{name: "expired", clientID: "c", mutate: func(c *credential.Credential) { c.KeyExpiresAt = past }, want: ErrExpired},
+		{name: "test key on a live deployment", clientID: "c", key: func(k string) string {
+			return secret.TestAppKey.Prefix() + k[len(secret.AppKey.Prefix()):]
+		}, want: ErrMalformed},
+		{name: "bad checksum", clientID: "c", key: func(k string) string {
+			b := []byte(k)
+			b[15] ^= 1
+			return string(b)
+		}, want: ErrMalformed},
+		{name: "device row under an app key digest", clientID: "c", mutate: func(c *credential.Credential) { c.App = false }, want: ErrUnknownKey},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			f, key, pw := appFixture(t, tt.mutate)
+			if tt.password != nil {
+				pw = tt.password(pw)
+			}
+			if tt.key != nil {
+				key = tt.key(key)
+			}
+			s, err := f.a.Authorize(context.Background(), Credentials{Username: key, Password: []byte(pw), ClientID: tt.clientID})
+			if !errors.Is(err, tt.want) {
+				t.Fatalf("Authorize = %v, want %v", err, tt.want)
+			}
+			var refused *AppKeyRefused
+			if err != nil && errors.As(err, &refused) != (tt.want != ErrMalformed && tt.want != ErrUnknownKey) {
+				t.Errorf("refusal %v names the key: %v; want it named exactly when the key exists", err, refused != nil)
+			}
+			if refused != nil && refused.KeyID != appID {
+				t.Errorf("refusal names key %q, want %q", refused.KeyID, appID)
+			}
+			if err != nil {
+				return
+			}
+			if !s.App() || s.Agent != appID || s.Name != "app:"+appID || s.Custom() == false {
+				t.Fatalf("session = %+v (app %v), want an app session named app:%s", s, s.App(), appID)
+			}
+			set := s.ACL()
+			for _, c := range []struct {
+				access acl.Access
+				topic  string
+				want   bool
+			}{
+				{acl.Subscribe, "agents/+/telemetry", true},
+				{acl.Subscribe, "$share/g/agents/+/telemetry", true},
+				{acl.Subscribe, "agents/#", false},
+				{acl.Write, "agents/" + agentA + "/cmd", true},
+				{acl.Write, "agents/" + agentA + "/telemetry", false},
+				// The configured agent template (readwrite agents/%u/#) is not an app key's.
+				{acl.Write, "agents/" + appID + "/x", false},
+			} {
+				if got := set.Allows(c.access, c.topic); got != c.want {
+					t.Errorf("Allows(%d, %q) = %v, want %v", c.access, c.topic, got, c.want)
+				}
+			}
+		})
+	}
+}
+
+// TestAppKeyRecheck: a re-check refuses an application session once its key is revoked, and an
+// unchanged key keeps it.
+func TestAppKeyRecheck(t *testing.T) {
+	f, key, pw := appFixture(t, nil)
+	s, err := f.a.Authorize(context.Background(), Credentials{Username: key, Password: []byte(pw), ClientID: "c1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := f.st.rows[s.Digest]
+	if err := f.a.Recheck(s, c, true); err != nil {
+		t.Fatalf("unchanged key: %v", err)
+	}
+	c.KeyRevoked = true
+	if err := f.a.Recheck(s, c, true); !errors.Is(err, ErrRevoked) {
+		t.Fatalf("revoked key: %v, want ErrRevoked", err)
+	}
+	c.KeyRevoked = false
+	c.Rules = c.Rules[:1]
+	if err := f.a.Recheck(s, c, true); !errors.Is(err, ErrCredsChanged) {
+		t.Fatalf("changed topics: %v, want ErrCredsChanged", err)
 	}
 }

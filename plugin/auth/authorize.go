@@ -44,7 +44,25 @@ var (
 	ErrNoMQTTPassword = errors.New("agent has no MQTT password")
 	ErrSecretClientID = errors.New("client id contains an iotauth secret; never use a key as the client id")
 	ErrLookupBudget   = errors.New("unknown device API key: too many lookups of unknown keys this second (plugin_opt_unknown_key_lookups), refused without asking PostgreSQL")
+	ErrAgentClientID  = errors.New("application keys need a client id of their own, never an agent's (agent-…); choose another client id")
 )
+
+// AppKeyRefused is the error of a refused connect by an application key that exists: it names the key
+// (for the audit trail) and unwraps to the reason (ErrRevoked, ErrBadPassword, ErrAgentClientID, …).
+type AppKeyRefused struct {
+	KeyID string
+	Err   error
+}
+
+// Error is the reason's text (the key id is not part of it: logs name the client instead).
+func (e *AppKeyRefused) Error() string { return e.Err.Error() }
+
+// Unwrap returns the reason.
+func (e *AppKeyRefused) Unwrap() error { return e.Err }
+
+// AgentClientIDPrefix starts every agent's client id; an application key may never use it (SECURITY.md
+// A3: no takeover of a device's session).
+const AgentClientIDPrefix = "agent-"
 
 // MaxIdentifierLen bounds usernames and client ids.
 const MaxIdentifierLen = 256
@@ -59,9 +77,18 @@ type Lookup interface {
 	LookupCredential(ctx context.Context, d secret.Digest) (credential.Credential, error)
 }
 
+// AppLookup is what the authorizer needs from the store for application keys, looked up apart from
+// device keys so that a device's connect costs what it always did. A store without it refuses
+// application keys as malformed.
+type AppLookup interface {
+	LookupAppCredential(ctx context.Context, d secret.Digest) (credential.Credential, error)
+}
+
 // Config tunes an Authorizer.
 type Config struct {
-	KeyKind      secret.Kind
+	KeyKind secret.Kind
+	// AppKeyKind is the application key kind of the deployment (secret.AppKindFor(KeyKind) when unset).
+	AppKeyKind   secret.Kind
 	ClientID     string // template with %u, or "any"
 	Rules        []acl.Template
 	DBTimeout    time.Duration
@@ -75,8 +102,10 @@ type Config struct {
 	// NamePrefix and CustomNamePrefix start a session's Name: the first for an agent with only the
 	// configured rules, the second for one with extra acl_rules.
 	NamePrefix, CustomNamePrefix string
-	Now                          func() time.Time
-	Log                          *slog.Logger
+	// AppNamePrefix starts the Name of an application key's session, followed by the key's id.
+	AppNamePrefix string
+	Now           func() time.Time
+	Log           *slog.Logger
 }
 
 // Credentials are what a client presented.
@@ -90,6 +119,7 @@ type Credentials struct {
 type Authorizer struct {
 	cfg      Config
 	store    Lookup
+	apps     AppLookup // nil: application keys are refused
 	cache    *Cache
 	downTill atomic.Int64
 	dummy    passhash.Hash
@@ -113,8 +143,15 @@ func New(cfg Config, st Lookup, c *Cache) *Authorizer {
 	if cfg.RetryAfter == 0 {
 		cfg.RetryAfter = time.Second
 	}
+	if cfg.AppKeyKind.Prefix() == "" {
+		cfg.AppKeyKind = secret.AppKindFor(cfg.KeyKind)
+	}
+	if cfg.AppNamePrefix == "" {
+		cfg.AppNamePrefix = "app:"
+	}
 	dummy, _ := passhash.Parse(passhash.SHA256Hex("iotauth dummy password for timing"))
-	return &Authorizer{cfg: cfg, store: st, cache: c, dummy: dummy, failLog: rate.Sometimes{Interval: 10 * time.Second}}
+	apps, _ := st.(AppLookup)
+	return &Authorizer{cfg: cfg, store: st, apps: apps, cache: c, dummy: dummy, failLog: rate.Sometimes{Interval: 10 * time.Second}}
 }
 
 // Cache exposes the cache for invalidation and stats.
@@ -147,11 +184,20 @@ func (a *Authorizer) Authorize(ctx context.Context, c Credentials) (Session, err
 		// A key used as the client id would be printed on every broker log line about the client.
 		return Session{}, ErrSecretClientID
 	}
+	app := false
 	if err := secret.Check(a.cfg.KeyKind, c.Username); err != nil {
-		if a.cfg.DeferUnknown && errors.Is(err, secret.ErrWrongKind) {
-			return Session{}, ErrDeferred
+		// Only a username that is not a device key pays for the second check.
+		if errors.Is(err, secret.ErrWrongKind) && a.apps != nil && strings.HasPrefix(c.Username, a.cfg.AppKeyKind.Prefix()) {
+			if secret.Check(a.cfg.AppKeyKind, c.Username) != nil {
+				return Session{}, ErrMalformed
+			}
+			app = true
+		} else {
+			if a.cfg.DeferUnknown && errors.Is(err, secret.ErrWrongKind) {
+				return Session{}, ErrDeferred
+			}
+			return Session{}, ErrMalformed
 		}
-		return Session{}, ErrMalformed
 	}
 	if len(c.Password) == 0 {
 		return Session{}, ErrNoCredentials
@@ -159,15 +205,23 @@ func (a *Authorizer) Authorize(ctx context.Context, c Credentials) (Session, err
 	if len(c.Password) > MaxPasswordLen {
 		return Session{}, ErrBadPassword
 	}
-	return a.authorizeDigest(ctx, secret.DigestOf(c.Username), c.Password, c.ClientID)
+	return a.authorizeDigest(ctx, secret.DigestOf(c.Username), c.Password, c.ClientID, app)
 }
 
-func (a *Authorizer) authorizeDigest(ctx context.Context, d secret.Digest, password []byte, clientID string) (Session, error) {
-	e, err := a.entry(ctx, d)
+func (a *Authorizer) authorizeDigest(ctx context.Context, d secret.Digest, password []byte, clientID string, app bool) (_ Session, err error) {
+	e, err := a.entry(ctx, d, app)
 	if err != nil {
 		// Same work as a wrong password, so unknown keys cannot be told apart by timing.
 		a.dummy.Verify(password)
 		return Session{}, err
+	}
+	if app {
+		// A refusal of a known application key names the key, for the audit trail.
+		defer func() {
+			if err != nil {
+				err = &AppKeyRefused{KeyID: e.KeyID(), Err: err}
+			}
+		}()
 	}
 	if e.Corrupt() {
 		a.dummy.Verify(password)
@@ -182,6 +236,12 @@ func (a *Authorizer) authorizeDigest(ctx context.Context, d secret.Digest, passw
 	}
 	if err := a.usable(&e); err != nil {
 		return Session{}, err
+	}
+	if e.App() != app {
+		return Session{}, ErrCorrupt // a row of the other kind under this digest: never trust it
+	}
+	if app {
+		return a.appSession(&e, d, sum, clientID)
 	}
 	prefix := a.cfg.NamePrefix
 	if len(e.rules()) > 0 {
@@ -201,6 +261,36 @@ func (a *Authorizer) authorizeDigest(ctx context.Context, d secret.Digest, passw
 		s.ExpiresAt = time.Unix(0, e.expiresAt)
 	}
 	return s, nil
+}
+
+// appSession admits an application key's connection: any client id but an agent's, its topics and
+// nothing else as rules, named AppNamePrefix and the key's id.
+func (a *Authorizer) appSession(e *Entry, d secret.Digest, sum [32]byte, clientID string) (Session, error) {
+	if clientID == "" || strings.HasPrefix(clientID, AgentClientIDPrefix) || a.agentClientID(clientID) {
+		return Session{}, ErrAgentClientID
+	}
+	name := e.name(a.cfg.AppNamePrefix)
+	s := Session{
+		Name: name, Agent: name[len(a.cfg.AppNamePrefix):], ClientID: clientID, Digest: d, PasswordSum: sum,
+		rules: e.rules(), src: *e,
+	}
+	if e.expiresAt != 0 {
+		s.ExpiresAt = time.Unix(0, e.expiresAt)
+	}
+	return s, nil
+}
+
+// agentClientID reports whether clientID has the shape of the configured agent client id template's
+// literal prefix (when the template is not "any"), so that a custom template is protected too.
+func (a *Authorizer) agentClientID(clientID string) bool {
+	if a.cfg.ClientID == "any" {
+		return false
+	}
+	i := strings.Index(a.cfg.ClientID, "%u")
+	if i <= 0 {
+		return false
+	}
+	return strings.HasPrefix(clientID, a.cfg.ClientID[:i])
 }
 
 func (a *Authorizer) usable(e *Entry) error {
@@ -233,7 +323,7 @@ func (a *Authorizer) clientIDAllowed(agent, clientID string) bool {
 
 // entry finds the credential for d: cache first, then the store under the deadline. Errors and
 // timeouts are never cached; a stale positive is used only when the store cannot answer.
-func (a *Authorizer) entry(ctx context.Context, d secret.Digest) (e Entry, err error) {
+func (a *Authorizer) entry(ctx context.Context, d secret.Digest, app bool) (e Entry, err error) {
 	e, r := a.cache.Get(d)
 	switch r {
 	case cache.Hit:
@@ -252,7 +342,13 @@ func (a *Authorizer) entry(ctx context.Context, d secret.Digest) (e Entry, err e
 		return Entry{}, ErrLookupBudget
 	}
 	qctx, cancel := context.WithTimeout(ctx, a.cfg.DBTimeout)
-	cred, lerr := a.store.LookupCredential(qctx, d)
+	var cred credential.Credential
+	var lerr error
+	if app {
+		cred, lerr = a.apps.LookupAppCredential(qctx, d)
+	} else {
+		cred, lerr = a.store.LookupCredential(qctx, d)
+	}
 	cancel()
 	switch err := lerr; {
 	case err == nil:
@@ -318,7 +414,7 @@ func (a *Authorizer) Recheck(s Session, c credential.Credential, found bool) err
 	if err := a.usable(&e); err != nil {
 		return err
 	}
-	if e.Agent() != s.Agent || e.fingerprint() != s.src.fingerprint() {
+	if e.Agent() != s.Agent || e.App() != s.App() || e.fingerprint() != s.src.fingerprint() {
 		return ErrCredsChanged
 	}
 	return nil

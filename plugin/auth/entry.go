@@ -38,6 +38,7 @@ const (
 	flagCorrupt
 	flagAgentInExt // the agent is not a canonical uuid: x.agent holds it
 	flagKeyIDInExt // the key id is not a canonical uuid: x.keyID holds it
+	flagApp        // an application key: agent is the key's own id, rules its topics
 )
 
 // entryExt holds the parts of an Entry that the common credential does not have.
@@ -72,6 +73,10 @@ func NewEntry(c credential.Credential) Entry {
 	if c.Corrupt {
 		e.flags |= flagCorrupt
 	}
+	if c.App {
+		// An application key's MQTT access is its topics; its rights are REST rights.
+		e.flags |= flagApp | flagMQTTRight
+	}
 	if !c.KeyExpiresAt.IsZero() {
 		e.expiresAt = c.KeyExpiresAt.UnixNano()
 	}
@@ -82,7 +87,7 @@ func NewEntry(c credential.Credential) Entry {
 	}
 	// The fingerprint can be recomputed from scheme and sum when the stored hash is empty or exactly the
 	// canonical sha256$ form, and there are no rules; otherwise it is kept.
-	derivable := len(c.Rules) == 0
+	derivable := len(c.Rules) == 0 && !c.App
 	if c.PasswordHash != "" {
 		h, err := passhash.Parse(c.PasswordHash)
 		if err != nil {
@@ -105,6 +110,9 @@ func NewEntry(c credential.Credential) Entry {
 		return e
 	}
 	fp := sha256.New()
+	if c.App {
+		fp.Write([]byte("app\x00"))
+	}
 	fp.Write([]byte(c.PasswordHash))
 	x := e.ext()
 	for _, r := range c.Rules {
@@ -154,6 +162,9 @@ func (e *Entry) KeyID() string {
 	}
 	return uuid.Format(e.keyID)
 }
+
+// App reports whether the entry is an application key's.
+func (e *Entry) App() bool { return e.flags&flagApp != 0 }
 
 // Corrupt reports whether the credential row could not be trusted; its agent is denied.
 func (e *Entry) Corrupt() bool { return e.flags&flagCorrupt != 0 }

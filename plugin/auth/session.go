@@ -26,9 +26,19 @@ type Session struct {
 	src Entry
 }
 
-// ACL expands the session's rules for its agent and client id. It allocates: callers that check many
+// ACL expands the session's rules for its agent and client id (an application key's session may also
+// use shared subscriptions). It allocates: callers that check many
 // topics keep the result.
-func (s *Session) ACL() acl.Set { return acl.Expand(s.rules, s.Agent, s.ClientID) }
+func (s *Session) ACL() acl.Set {
+	if s.src.App() {
+		return acl.ExpandShared(s.rules, s.Agent, s.ClientID)
+	}
+	return acl.Expand(s.rules, s.Agent, s.ClientID)
+}
+
+// App reports whether the session is an application key's: Agent is then the key's id, and its rules
+// are the key's topics only. Such a session is never answered by the broker's fast path.
+func (s *Session) App() bool { return s.src.App() }
 
 // Custom reports whether the agent has extra acl_rules beyond the configured templates.
 func (s *Session) Custom() bool { return len(s.src.rules()) > 0 }

@@ -192,7 +192,8 @@ func (t *Table) Admit(client uintptr, s auth.Session, epoch uint64) (current boo
 	if !s.ExpiresAt.IsZero() {
 		t.expiring++
 	}
-	marked := t.cfg.FastPrefix != "" && !s.Custom() && t.cfg.Broker.Mark(client, t.cfg.FastPrefix+s.Agent)
+	// An application key's session is never marked: its checks always go to Go.
+	marked := t.cfg.FastPrefix != "" && !s.Custom() && !s.App() && t.cfg.Broker.Mark(client, t.cfg.FastPrefix+s.Agent)
 	if !marked {
 		t.cfg.Broker.Mark(client, "") // a handle the broker reused must not keep an old mark
 	}

@@ -68,6 +68,15 @@ func (l lookup) LookupCredential(_ context.Context, d secret.Digest) (credential
 	return credential.Credential{}, credential.ErrNotFound
 }
 
+// LookupAppCredential answers application keys from the same map.
+func (l lookup) LookupAppCredential(ctx context.Context, d secret.Digest) (credential.Credential, error) {
+	c, err := l.LookupCredential(ctx, d)
+	if err == nil && !c.App {
+		return credential.Credential{}, credential.ErrNotFound
+	}
+	return c, err
+}
+
 type fixture struct {
 	t      *testing.T
 	clk    *clock
@@ -91,7 +100,7 @@ func newFixture(t *testing.T, maxEnded int) *fixture {
 	rows := lookup{}
 	a := auth.New(auth.Config{
 		KeyKind: secret.APIKey, ClientID: "any", Rules: rules, DBTimeout: time.Second,
-		NamePrefix: "iotauth-agent:", CustomNamePrefix: "iotauth-agent-custom:", Now: clk.now,
+		NamePrefix: "iotauth-agent:", CustomNamePrefix: "iotauth-agent-custom:", AppNamePrefix: "iotauth-app:", Now: clk.now,
 	}, rows, c)
 	b := newBroker()
 	return &fixture{t: t, clk: clk, broker: b, rows: rows, auth: a,
@@ -464,5 +473,72 @@ func TestSessionsOfAnAgent(t *testing.T) {
 	}
 	if agents := f.table.Agents(); len(agents) != 2 {
 		t.Fatalf("agents %v", agents)
+	}
+}
+
+const appKeyID = "9e9e9e9e-0d1b-4c3e-9f00-1a2b3c4d5e6f"
+
+// appSession authorises a fresh application key (id appKeyID) with these topics for clientID.
+func (f *fixture) appSession(clientID string, topics ...credential.Rule) auth.Session {
+	f.t.Helper()
+	key, _ := secret.Generate(secret.AppKey)
+	pw, _ := secret.Generate(secret.MQTTPassword)
+	d := secret.DigestOf(key.Reveal())
+	f.rows[d] = credential.Credential{
+		Digest: d, KeyID: appKeyID, AgentUUID: appKeyID, AgentStatus: "active", App: true,
+		PasswordHash: passhash.SHA256Hex(pw.Reveal()), Rules: topics,
+	}
+	s, err := f.auth.Authorize(context.Background(), auth.Credentials{Username: key.Reveal(), Password: []byte(pw.Reveal()), ClientID: clientID})
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	return s
+}
+
+// TestAppSessions: an application key's sessions are named iotauth-app:<id>, never marked for the
+// broker's fast path (even with no topics, which would otherwise look like the default rules), decided
+// in Go by their topics, grouped (re-checked, kicked) by the key id, and cannot take a client id that
+// an agent's session holds.
+func TestAppSessions(t *testing.T) {
+	f := newFixture(t, 0)
+	agent := f.session(agentA, "shared-id", time.Time{})
+	f.admit(1, agent)
+	bare := f.appSession("svc-1")
+	f.admit(2, bare)
+	withTopics := f.appSession("svc-2", credential.Rule{Access: "read", Pattern: "agents/+/telemetry"})
+	f.admit(3, withTopics)
+	for _, c := range []uintptr{2, 3} {
+		if f.broker.names[c] != "iotauth-app:"+appKeyID {
+			t.Errorf("client %d named %q, want iotauth-app:%s", c, f.broker.names[c], appKeyID)
+		}
+		if m, ok := f.broker.marks[c]; ok {
+			t.Errorf("application session %d marked for the fast path (%q)", c, m)
+		}
+	}
+	for _, tt := range []struct {
+		client uintptr
+		access acl.Access
+		topic  string
+		want   Verdict
+	}{
+		{2, acl.Write, "agents/" + appKeyID + "/x", Deny}, // the configured agent template is not its
+		{3, acl.Subscribe, "agents/+/telemetry", Allow},
+		{3, acl.Subscribe, "$share/g/agents/+/telemetry", Allow},
+		{3, acl.Subscribe, "agents/#", Deny},
+		{3, acl.Read, "agents/" + agentA + "/telemetry", Allow},
+		{1, acl.Subscribe, "$share/g/agents/" + agentA + "/#", Deny}, // agents never unwrap $share
+	} {
+		if got := f.allows(tt.client, "", tt.access, tt.topic); got != tt.want {
+			t.Errorf("client %d: %d %q = %v, want %v", tt.client, tt.access, tt.topic, got, tt.want)
+		}
+	}
+	if snaps := f.table.Sessions([]string{appKeyID}); len(snaps) != 2 {
+		t.Fatalf("%d sessions grouped under the key id, want 2", len(snaps))
+	}
+	if _, err := f.table.Admit(4, f.appSession("shared-id"), f.table.Epoch()); !errors.Is(err, ErrClientIDTaken) {
+		t.Fatalf("an application key took an agent's live client id: %v", err)
+	}
+	if f.broker.names[1] != "iotauth-agent:"+agentA {
+		t.Fatal("the agent's session was disturbed")
 	}
 }

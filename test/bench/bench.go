@@ -33,7 +33,8 @@ type Config struct {
 	ConnectDur     time.Duration
 	ConnectPool    int
 	// PublishAgents connections publish to their own namespace for PublishDur, with PublishWindow
-	// messages in flight each.
+	// messages in flight each; then they publish telemetry for PublishDur to one application subscriber
+	// on agents/+/telemetry (the fan-in load, part of "publish").
 	PublishAgents int
 	PublishWindow int
 	PublishDur    time.Duration
@@ -279,6 +280,9 @@ func (r *runner) connectAndPublish() error {
 	}
 	if cfg.runs("publish") {
 		if err := r.publish(agents[:cfg.PublishAgents], noauth, warm); err != nil {
+			return err
+		}
+		if err := r.fanIn(dsn, agents[:cfg.PublishAgents], noauth, warm); err != nil {
 			return err
 		}
 	}

@@ -50,6 +50,8 @@ func TestSmoke(t *testing.T) {
 		{"2 publish QoS 0, 4 agents echo", "broker CPU per delivered msg", false, true},
 		{"2 publish QoS 1, 4 agents echo", "delivered msgs/s", true, true},
 		{"2 publish QoS 1, 4 agents echo", "end-to-end latency p99", true, true},
+		{"2c fan-in QoS 0, 4 agents → 1 application subscriber (agents/+/telemetry)", "delivered msgs/s", true, true},
+		{"2c fan-in QoS 0, 4 agents → 1 application subscriber (agents/+/telemetry)", "broker CPU per delivered msg", false, true},
 		{"3 reconnect storm, 200 agents", "time until all connected, preload on", true, true},
 		{"3 reconnect storm, 200 agents", "time until all connected, preload off", true, true},
 		{"4 flood: 4 garbage clients + 2 real", "real agents' CONNACK p99", true, true},

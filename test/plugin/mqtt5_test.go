@@ -115,7 +115,7 @@ func TestDatabaseHoldsNoSecrets(t *testing.T) {
 }
 
 // secretPattern matches any whole iotauth secret.
-var secretPattern = regexp.MustCompile(`(iotsk_(live|test)_|iotmp_|prov_)[0-9A-Za-z]{38}`)
+var secretPattern = regexp.MustCompile(`(iot[sa]k_(live|test)_|iotmp_|prov_)[0-9A-Za-z]{38}`)
 
 // M1: production brokers listen with TLS (8883 in the docs); the plugin works the same behind it and
 // anonymous clients are still refused.

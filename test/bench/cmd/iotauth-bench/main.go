@@ -42,7 +42,7 @@ func run() int {
 	lockDur := flag.Duration("lock-dur", def.LockDur, "how long api_keys is locked in the lock test")
 	revoke := flag.Int("revoke-agents", def.RevokeAgents, "keys revoked per round")
 	mem := flag.String("mem-sizes", ints(def.MemSizes), "credential counts whose broker RSS is measured, ascending, comma-separated (empty: skip)")
-	only := flag.String("only", "", "run only these loads: connect, publish, storm, flood, revoke, memory (comma-separated)")
+	only := flag.String("only", "", "run only these loads: connect, publish (with the application fan-in), storm, flood, revoke, memory (comma-separated)")
 	soak := flag.String("soak", "", "instead of the benchmark, run one load (connect, publish0, publish1) for -soak-dur against one broker and print its pid first, to attach perf or pprof")
 	soakDur := flag.Duration("soak-dur", 20*time.Second, "how long -soak runs")
 	soakNoAuth := flag.Bool("soak-noauth", false, "-soak the no-auth broker instead of the plugin")

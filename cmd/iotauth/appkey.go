@@ -1,0 +1,154 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/iotauth/iotauth/backend/api"
+	"github.com/iotauth/iotauth/backend/secret"
+	"github.com/iotauth/iotauth/backend/store"
+)
+
+func init() {
+	register("app-key create", "create an application key with REST rights and MQTT topics (key and MQTT password printed once, as JSON)", appKeyCreate)
+	register("app-key list", "list application keys (display prefixes only)", appKeyList)
+	register("app-key revoke", "revoke an application key by id: its REST calls fail and its MQTT sessions close", appKeyRevoke)
+}
+
+// repeated is a flag that may be given several times.
+type repeated []string
+
+func (r *repeated) String() string     { return strings.Join(*r, ",") }
+func (r *repeated) Set(v string) error { *r = append(*r, v); return nil }
+
+// parseTopic reads ACCESS:PATTERN, e.g. read:agents/+/telemetry.
+func parseTopic(s string) (store.AppTopic, error) {
+	access, pattern, ok := strings.Cut(s, ":")
+	if !ok {
+		return store.AppTopic{}, fmt.Errorf("--topic %q: write ACCESS:PATTERN, e.g. read:agents/+/telemetry (access: read, write or readwrite)", s)
+	}
+	return store.AppTopic{Access: access, Pattern: pattern}, nil
+}
+
+func appKeyCreate(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("app-key create", stderr)
+	name := fs.String("name", "", "key name (required)")
+	var rights, topics repeated
+	fs.Var(&rights, "right", "a REST right, repeatable: "+strings.Join(store.AppRights(), ", "))
+	fs.Var(&topics, "topic", "an MQTT topic grant ACCESS:PATTERN, repeatable, e.g. read:agents/+/telemetry")
+	expiresAt := fs.String("expires-at", "", "expiry, RFC 3339 (default: never expires)")
+	env := fs.String("key-env", "live", "key environment: live or test (as the deployment's device keys)")
+	db := addDBFlags(fs)
+	fs.Usage = func() {
+		fmt.Fprintln(fs.Output(), "usage: iotauth app-key create --name NAME [--right R]... [--topic ACCESS:PATTERN]... [--expires-at TIME]")
+		fs.PrintDefaults()
+	}
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	p := store.NewAppKeyParams{Name: *name, Rights: []string(rights)}
+	for _, s := range topics {
+		t, err := parseTopic(s)
+		if err != nil {
+			return err
+		}
+		p.Topics = append(p.Topics, t)
+	}
+	var exp *time.Time
+	if *expiresAt != "" {
+		t, err := time.Parse(time.RFC3339, *expiresAt)
+		if err != nil {
+			return fmt.Errorf("--expires-at %q: write an RFC 3339 time such as 2030-01-02T15:04:05Z", *expiresAt)
+		}
+		exp, p.Expires = &t, t
+	}
+	if field, msg := api.ValidateAppKey(p.Name, p.Rights, p.Topics, exp, time.Now()); field != "" {
+		flagName := map[string]string{"name": "--name", "rights": "--right", "topics": "--topic", "expiresAt": "--expires-at"}[field]
+		return fmt.Errorf("%s: %s", flagName, msg)
+	}
+	var err error
+	if p.Kind, err = secret.AppKeyKind(*env); err != nil {
+		return err
+	}
+	st, err := storeFor(ctx, db, stderr)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	k, key, pw, err := st.CreateAppKey(ctx, p, cliAudit("app_key_create"))
+	if err != nil {
+		return err
+	}
+	enc := json.NewEncoder(stdout)
+	enc.SetIndent("", "  ")
+	return enc.Encode(api.CreatedAppKey{
+		ID: k.ID, Key: key.Reveal(), Prefix: k.Prefix, Name: k.Name, Rights: k.Rights, Topics: k.Topics,
+		ExpiresAt: k.ExpiresAt, MQTT: api.AppKeyMQTT{Username: key.Reveal(), Password: pw.Reveal()},
+	})
+}
+
+func appKeyList(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("app-key list", stderr)
+	db := addDBFlags(fs)
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	st, err := storeFor(ctx, db, stderr)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "ID\tPREFIX\tNAME\tRIGHTS\tTOPICS\tEXPIRES\tSTATE")
+	p := store.AppKeyPage{Limit: 500}
+	for {
+		keys, more, err := st.ListAppKeys(ctx, p)
+		if err != nil {
+			return err
+		}
+		for _, k := range keys {
+			var ts []string
+			for _, t := range k.Topics {
+				ts = append(ts, t.Access+":"+t.Pattern)
+			}
+			exp, state := "never", "active"
+			if k.ExpiresAt != nil {
+				exp = k.ExpiresAt.UTC().Format(time.RFC3339)
+				if !k.ExpiresAt.After(time.Now()) {
+					state = "expired"
+				}
+			}
+			if k.RevokedAt != nil {
+				state = "revoked"
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", k.ID, k.Prefix, k.Name, strings.Join(k.Rights, ","), strings.Join(ts, ","), exp, state)
+		}
+		if !more || len(keys) == 0 {
+			break
+		}
+		last := keys[len(keys)-1]
+		p.AfterTime, p.AfterID = last.CreatedAt, last.ID
+	}
+	return tw.Flush()
+}
+
+func appKeyRevoke(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	id, st, err := argAndStore(ctx, "app-key revoke", "KEY_ID", args, stderr)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	if _, err := st.RevokeAppKey(ctx, id, cliAudit("app_key_revoke")); errors.Is(err, store.ErrNotFound) {
+		return fmt.Errorf("no application key %q: find its id with 'iotauth app-key list'", id)
+	} else if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "application key %s revoked\n", id)
+	return nil
+}
