@@ -98,3 +98,26 @@ func TestPerListenerSettings(t *testing.T) {
 		t.Errorf("the plugin complains about missing TICKs on Mosquitto %s", harness.MosquittoVersion())
 	}
 }
+
+// A panic in a background goroutine (here the NOTIFY handler, by a test hook) is recovered and logged,
+// the loop restarts, the broker keeps running and later revocations still kick (SECURITY M17).
+func TestBackgroundPanicRestartsTheLoop(t *testing.T) {
+	t.Parallel()
+	e := newHooksEnv(t)
+	a := e.agent("a")
+	_, lost := watch(t, e.b, a)
+	e.exec(`SELECT pg_notify('iotauth_credentials', '{"table":"agents","op":"UPDATE","agent":"iotauth-test-panic"}')`)
+	if !e.b.WaitLog("internal error in the credential change feed; restarting it", 5*time.Second) {
+		t.Fatal("the panic in the NOTIFY handler was not logged")
+	}
+	if !e.b.Alive() {
+		t.Fatal("broker died")
+	}
+	start := time.Now()
+	e.exec(`UPDATE api_keys SET revoked_at = now() WHERE id = $1`, a.KeyID)
+	at := closedBy(t, lost, 5*time.Second, "a session revoked after the panic")
+	if d := at.Sub(start); d > 2*time.Second {
+		t.Errorf("session closed after %v, want ≤ 2s", d)
+	}
+	refused(t, connectOnce(t, e.b, a.Key, a.Password, a.ClientID), "the revoked key")
+}
