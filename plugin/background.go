@@ -43,6 +43,8 @@ func (in *instance) goBackground(ctx context.Context) <-chan struct{} {
 				listened.Do(func() { close(listening) })
 				if reconnect {
 					in.log.Info("credential change feed reconnected; cache invalidated and live sessions re-checked")
+				} else {
+					in.log.Info("credential change feed listening") // tests wait for it
 				}
 			},
 			Failed: func(err error) {
