@@ -37,6 +37,8 @@ extern int iotauth_go_reload(void);
 #define IOTAUTH_MAX_FIELD 65536
 
 static mosquitto_plugin_id_t *plugin_id = NULL;
+#define IOTAUTH_EVT_CLIENT_OFFLINE 28 /* MOSQ_EVT_CLIENT_OFFLINE in 2.1; its data starts as DISCONNECT's */
+static int offline_registered = 0;
 
 /* The longest topic answered here (iotauth_set_max_topic); 0 until Go sets it, so nothing is. */
 static size_t max_topic = 0;
@@ -49,9 +51,8 @@ static struct timespec last_tick;
 static int tick_wanted = 1; /* the first TICK writes what init logged */
 static unsigned long ticks_seen = 0;
 
-/* Mosquitto 2.1's main loop sleeps until the time a TICK callback asks for in next_ms; 2.0 names the
- * same field (same offset) next_ns and ignores it. Asking for 50 ms while Go waits for a TICK and 100 ms
- * otherwise keeps kicks and log lines timely on 2.1. */
+/* 2.1's main loop sleeps until the next_ms a TICK callback asks for (50 ms while Go waits for a TICK,
+ * else 100 ms); 2.0 calls the same field next_ns and ignores it. */
 #if defined(LIBMOSQUITTO_MAJOR) && (LIBMOSQUITTO_MAJOR > 2 || LIBMOSQUITTO_MINOR >= 1)
 #define IOTAUTH_TICK_NEXT next_ms
 #else
@@ -116,16 +117,13 @@ extern int mosquitto_set_clientid(struct mosquitto *client, const char *clientid
 int iotauth_replace_client_id(uintptr_t client, const char *id)
 {
 	char *current;
-	if (id == NULL) {
-		return MOSQ_ERR_INVAL;
-	}
 	if (mosquitto_set_clientid) {
 		return mosquitto_set_clientid((struct mosquitto *)client, id);
 	}
 	/* 2.0: overwrite the broker's own copy, which mosquitto_client_id returns and which was allocated to
 	 * its length. Safe only while the client is not in the broker's index by id, i.e. during BASIC_AUTH. */
 	current = (char *)mosquitto_client_id((struct mosquitto *)client);
-	if (current == NULL || strlen(id) > strlen(current)) {
+	if (current == NULL || id == NULL || strlen(id) > strlen(current)) {
 		return MOSQ_ERR_INVAL;
 	}
 	memcpy(current, id, strlen(id) + 1);
@@ -282,6 +280,9 @@ int mosquitto_plugin_init(mosquitto_plugin_id_t *identifier, void **userdata, st
 		*userdata = NULL;
 		return rc;
 	}
+	/* 2.1 sends CLIENT_OFFLINE, not DISCONNECT, when a persistent session goes offline (2.0: DISCONNECT). */
+	offline_registered = mosquitto_callback_register(plugin_id, IOTAUTH_EVT_CLIENT_OFFLINE, on_disconnect, NULL,
+	                                                 NULL) == MOSQ_ERR_SUCCESS;
 	return MOSQ_ERR_SUCCESS;
 }
 
@@ -298,10 +299,14 @@ int mosquitto_plugin_cleanup(void *userdata, struct mosquitto_opt *options, int 
 		mosquitto_callback_unregister(plugin_id, MOSQ_EVT_TICK, on_tick, NULL);
 		mosquitto_callback_unregister(plugin_id, MOSQ_EVT_DISCONNECT, on_disconnect, NULL);
 		mosquitto_callback_unregister(plugin_id, MOSQ_EVT_RELOAD, on_reload, NULL);
+		if (offline_registered) {
+			mosquitto_callback_unregister(plugin_id, IOTAUTH_EVT_CLIENT_OFFLINE, on_disconnect, NULL);
+		}
 	}
 	iotauth_go_cleanup();
 	iotauth_marks_free();
 	max_topic = 0;
 	plugin_id = NULL;
+	offline_registered = 0;
 	return MOSQ_ERR_SUCCESS;
 }
