@@ -149,6 +149,7 @@ func StartBroker(t testing.TB, c BrokerConfig) *Broker {
 	t.Cleanup(func() {
 		b.Stop()
 		if t.Failed() {
+			_ = os.Remove(filepath.Join(b.Dir, ownerFile)) // kept on purpose: later runs must not reap it
 			t.Logf("mosquitto log (kept in %s):\n%s", b.LogPath, tail(b.Log(), 60))
 			return
 		}
