@@ -114,6 +114,9 @@ type BrokerConfig struct {
 	Quiet bool
 	// PerListener sets per_listener_settings true; the plugin line then belongs to the listener.
 	PerListener bool
+	// LoadAs loads the plugin once under this name (plugin_load, Mosquitto 2.1) and attaches it to the
+	// listener with plugin_use; Extra may attach it to more listeners.
+	LoadAs string
 }
 
 // Broker is a running mosquitto process.
@@ -199,9 +202,16 @@ func LaunchBroker(c BrokerConfig) (b *Broker, err error) {
 	if c.Plugin == "" {
 		conf.WriteString("allow_anonymous true\n")
 	} else {
-		fmt.Fprintf(&conf, "allow_anonymous false\nplugin %s\n", c.Plugin)
+		if c.LoadAs != "" {
+			fmt.Fprintf(&conf, "allow_anonymous false\nplugin_load %s %s\n", c.LoadAs, c.Plugin)
+		} else {
+			fmt.Fprintf(&conf, "allow_anonymous false\nplugin %s\n", c.Plugin)
+		}
 		for _, kv := range c.Options {
 			fmt.Fprintf(&conf, "plugin_opt_%s %s\n", kv[0], kv[1])
+		}
+		if c.LoadAs != "" {
+			fmt.Fprintf(&conf, "plugin_use %s\n", c.LoadAs)
 		}
 	}
 	for _, l := range c.Extra {
