@@ -55,7 +55,8 @@ type instance struct {
 	usedMu sync.Mutex
 	used   map[secret.Digest]struct{} // keys that connected since the last TouchKeys
 
-	ticks tickWatch // main thread only
+	ticks     tickWatch // main thread only
+	reloading bool      // main thread only: from RELOAD to the next TICK, Mosquitto re-checks every client
 }
 
 // tickWatch notices a broker that delivers no TICK event: Mosquitto 2.0.11 to 2.0.14 with
@@ -150,10 +151,11 @@ func (in *instance) close() {
 func (in *instance) basicAuth(client uintptr, username string, password []byte, clientID string) int {
 	in.checkTicks()
 	rc := in.decide(client, username, password, clientID)
-	if rc != rcSuccess && secret.LooksLikeAny(clientID) {
+	if rc != rcSuccess && !in.reloading && secret.LooksLikeAny(clientID) {
 		// Mosquitto 2.0.13 and later log a refused client's id ("Client <id> disconnected, not
 		// authorised."): replace one that carries a secret first. Such a client is never deferred to
-		// another plugin, which could admit it under that id.
+		// another plugin, which could admit it under that id. Not during a reload's re-check of
+		// connected clients: 2.0 indexes those by id, and replacing it in place would break the index.
 		if !replaceClientID(client, hiddenClientID(len(clientID))) {
 			in.log.Warn("could not replace a refused client id that looks like a secret; the broker may log it")
 		}
@@ -283,11 +285,13 @@ func (in *instance) aclCheck(client uintptr, access acl.Access, topic string) in
 // tick runs on the main thread when the shim was asked for it (at most every 50 ms): it carries out
 // queued kicks and writes queued logs.
 func (in *instance) tick() {
+	in.reloading = false
 	in.sessions.Tick()
 	in.flushLogs()
 }
 
 func (in *instance) reload() {
+	in.reloading = true // its log line below asks for the TICK that ends it
 	in.log.Info("reload: re-checking live sessions (plugin options are read at start only)")
 	in.recheckAll()
 }
