@@ -398,14 +398,13 @@ func (e *env) provision(tok, name string) provisioned {
 }
 
 // fingerprint summarises every table whose change would matter, to prove a refused request changed
-// nothing. The audit trail is left out on purpose: refusals are recorded there; so is last_used_at, which
-// a broker's plugin records in the background every few seconds for the keys that connected.
+// nothing. The audit trail is left out on purpose: refusals are recorded there.
 func (e *env) fingerprint() string {
 	e.t.Helper()
 	var b strings.Builder
 	for _, table := range []string{"agents", "api_keys", "mqtt_credentials", "acl_rules", "users", "refresh_tokens", "provisioning_keys"} {
 		var s string
-		if err := harness.QueryRow(e.t, e.dsn, `SELECT md5(COALESCE(string_agg(r::text, ',' ORDER BY r::text), '')) FROM (SELECT to_jsonb(t) - 'last_used_at' AS r FROM `+table+` t) s`).Scan(&s); err != nil {
+		if err := harness.QueryRow(e.t, e.dsn, `SELECT md5(COALESCE(string_agg(t::text, ',' ORDER BY t::text), '')) FROM `+table+` t`).Scan(&s); err != nil {
 			e.t.Fatal(err)
 		}
 		b.WriteString(table + ":" + s + " ")
