@@ -11,11 +11,21 @@ SHIM_HASH := $(shell cat c/* 2>/dev/null | sha256sum | cut -c1-16)
 export CGO_CFLAGS := -O2 -g -DIOTAUTH_SHIM_HASH=$(SHIM_HASH)
 GO_SOURCES := $(shell find . -name '*.go' -not -path './build/*') go.mod go.sum $(wildcard c/*) $(wildcard backend/migrations/sql/*.sql)
 TEST_TIMEOUT ?= 12m
+TEST_ENV = IOTAUTH_PLUGIN=$(CURDIR)/$(PLUGIN) IOTAUTH_PLUGIN_TESTHOOKS=$(CURDIR)/$(PLUGIN_TESTHOOKS) IOTAUTH_BIN=$(CURDIR)/$(BIN)
+# make test-compat: the brokers built from ../shared/mosquitto (beside the repo, in CI too) into
+# build/mosquitto-VERSION/. 2.1 is the build whose main loop sleeps until the next event, as 2.1 does
+# without libwebsockets: it is the one that needs the plugin to ask for TICKs. One plugin build serves
+# every version (plugin API v5; the headers of Debian's 2.0.11 suffice).
+MOSQUITTO_SRC ?= $(CURDIR)/../shared/mosquitto
+COMPAT_VERSIONS ?= 2.0.20 2.1-dev-dd2c25c-nextevent
+COMPAT_BROKERS := $(foreach v,$(COMPAT_VERSIONS),$(BUILD)/mosquitto-$(v)/sbin/mosquitto)
+# The API tests that start a broker (newEnv(..., withBroker)); the others do not depend on its version.
+COMPAT_API_TESTS := TestEndToEndRevocationKicks|TestRestrictedModeMatrix|TestDeviceLimitWithSignedLicense
 
-.PHONY: help deps build test test-c demo bench lint clean
+.PHONY: help deps build test test-compat test-c demo bench lint clean
 
 help: ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-7s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
 
 deps: ## install mosquitto, its headers and clients, PostgreSQL and jq when missing (root or sudo)
 	@scripts/deps.sh
@@ -37,8 +47,19 @@ $(BIN): $(GO_SOURCES)
 	$(GO) build -o $@ ./cmd/iotauth
 
 test: deps build test-c ## run every test: unit, integration and end to end (starts its own PostgreSQL and Mosquitto)
-	IOTAUTH_PLUGIN=$(CURDIR)/$(PLUGIN) IOTAUTH_PLUGIN_TESTHOOKS=$(CURDIR)/$(PLUGIN_TESTHOOKS) IOTAUTH_BIN=$(CURDIR)/$(BIN) \
-		$(GO) test -count=1 -timeout $(TEST_TIMEOUT) ./...
+	$(TEST_ENV) $(GO) test -count=1 -timeout $(TEST_TIMEOUT) ./...
+
+test-compat: build $(COMPAT_BROKERS) ## the plugin, demo and broker-using API tests against Mosquitto 2.0.20 and 2.1
+	@set -e; for v in $(COMPAT_VERSIONS); do \
+		echo "== Mosquitto $$v"; \
+		export IOTAUTH_MOSQUITTO=$(CURDIR)/$(BUILD)/mosquitto-$$v/sbin/mosquitto; \
+		$(TEST_ENV) $(GO) test -count=1 -timeout $(TEST_TIMEOUT) ./test/plugin ./test/demo; \
+		$(TEST_ENV) $(GO) test -count=1 -timeout $(TEST_TIMEOUT) -run '^($(COMPAT_API_TESTS))$$' ./test/api; \
+	done
+
+# Built once and reused (build.sh installs its build dependencies with apt when run as root).
+$(BUILD)/mosquitto-%/sbin/mosquitto:
+	$(MOSQUITTO_SRC)/build.sh $* $(CURDIR)/$(BUILD)/mosquitto-$*
 
 test-c: ## the C shim's own unit tests (the mark table), with AddressSanitizer
 	@mkdir -p $(BUILD)

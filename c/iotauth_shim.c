@@ -37,6 +37,8 @@ extern int iotauth_go_reload(void);
 #define IOTAUTH_MAX_FIELD 65536
 
 static mosquitto_plugin_id_t *plugin_id = NULL;
+#define IOTAUTH_EVT_CLIENT_OFFLINE 28 /* MOSQ_EVT_CLIENT_OFFLINE in 2.1; its data starts as DISCONNECT's */
+static int offline_registered = 0;
 
 /* The longest topic answered here (iotauth_set_max_topic); 0 until Go sets it, so nothing is. */
 static size_t max_topic = 0;
@@ -47,6 +49,20 @@ static size_t max_topic = 0;
 #define IOTAUTH_TICK_INTERVAL_NS 50000000L
 static struct timespec last_tick;
 static int tick_wanted = 1; /* the first TICK writes what init logged */
+static unsigned long ticks_seen = 0;
+
+/* 2.1's main loop sleeps until the next_ms a TICK callback asks for (50 ms while Go waits for a TICK,
+ * else 100 ms); 2.0 calls the same field next_ns and ignores it. */
+#if defined(LIBMOSQUITTO_MAJOR) && (LIBMOSQUITTO_MAJOR > 2 || LIBMOSQUITTO_MINOR >= 1)
+#define IOTAUTH_TICK_NEXT next_ms
+#else
+#define IOTAUTH_TICK_NEXT next_ns
+#endif
+
+unsigned long iotauth_ticks_seen(void)
+{
+	return __atomic_load_n(&ticks_seen, __ATOMIC_RELAXED);
+}
 
 void iotauth_request_tick(void)
 {
@@ -93,6 +109,25 @@ void iotauth_log(int level, const char *msg)
 int iotauth_kick(const char *clientid)
 {
 	return mosquitto_kick_client_by_clientid(clientid, false);
+}
+
+/* Since 2.1; weak, so that the plugin still loads into a 2.0 broker, which lacks it. */
+extern int mosquitto_set_clientid(struct mosquitto *client, const char *clientid) __attribute__((weak));
+
+int iotauth_replace_client_id(uintptr_t client, const char *id)
+{
+	char *current;
+	if (mosquitto_set_clientid) {
+		return mosquitto_set_clientid((struct mosquitto *)client, id);
+	}
+	/* 2.0: overwrite the broker's own copy, which mosquitto_client_id returns and which was allocated to
+	 * its length. Safe only while the client is not in the broker's index by id, i.e. during BASIC_AUTH. */
+	current = (char *)mosquitto_client_id((struct mosquitto *)client);
+	if (current == NULL || id == NULL || strlen(id) > strlen(current)) {
+		return MOSQ_ERR_INVAL;
+	}
+	memcpy(current, id, strlen(id) + 1);
+	return MOSQ_ERR_SUCCESS;
 }
 
 int iotauth_set_username(uintptr_t client, const char *username, int len)
@@ -167,11 +202,13 @@ static int on_acl_check(int event, void *event_data, void *userdata)
 
 static int on_tick(int event, void *event_data, void *userdata)
 {
+	struct mosquitto_evt_tick *ed = event_data;
 	struct timespec now;
 	int wanted = __atomic_load_n(&tick_wanted, __ATOMIC_ACQUIRE);
 	(void)event;
-	(void)event_data;
 	(void)userdata;
+	__atomic_store_n(&ticks_seen, ticks_seen + 1, __ATOMIC_RELAXED); /* only this thread writes it */
+	ed->IOTAUTH_TICK_NEXT = wanted ? 50 : 100;
 	if (!wanted) {
 		return MOSQ_ERR_SUCCESS;
 	}
@@ -225,12 +262,13 @@ int mosquitto_plugin_init(mosquitto_plugin_id_t *identifier, void **userdata, st
                           int option_count)
 {
 	int rc;
-	(void)userdata;
-	plugin_id = identifier;
+	/* Go refuses a second init (a plugin line per listener): plugin_id stays the first one's. */
 	rc = iotauth_go_init(options, option_count);
 	if (rc != MOSQ_ERR_SUCCESS) {
 		return rc;
 	}
+	plugin_id = identifier;
+	*userdata = identifier; /* tells cleanup which init succeeded */
 	if ((rc = mosquitto_callback_register(plugin_id, MOSQ_EVT_BASIC_AUTH, on_basic_auth, NULL, NULL)) ||
 	    (rc = mosquitto_callback_register(plugin_id, MOSQ_EVT_ACL_CHECK, on_acl_check, NULL, NULL)) ||
 	    (rc = mosquitto_callback_register(plugin_id, MOSQ_EVT_TICK, on_tick, NULL, NULL)) ||
@@ -238,25 +276,37 @@ int mosquitto_plugin_init(mosquitto_plugin_id_t *identifier, void **userdata, st
 	    (rc = mosquitto_callback_register(plugin_id, MOSQ_EVT_RELOAD, on_reload, NULL, NULL))) {
 		mosquitto_log_printf(MOSQ_LOG_ERR, "iotauth: registering callbacks failed (%d)", rc);
 		iotauth_go_cleanup();
+		plugin_id = NULL;
+		*userdata = NULL;
 		return rc;
 	}
+	/* 2.1 sends CLIENT_OFFLINE, not DISCONNECT, when a persistent session goes offline (2.0: DISCONNECT). */
+	offline_registered = mosquitto_callback_register(plugin_id, IOTAUTH_EVT_CLIENT_OFFLINE, on_disconnect, NULL,
+	                                                 NULL) == MOSQ_ERR_SUCCESS;
 	return MOSQ_ERR_SUCCESS;
 }
 
 int mosquitto_plugin_cleanup(void *userdata, struct mosquitto_opt *options, int option_count)
 {
-	(void)userdata;
 	(void)options;
 	(void)option_count;
+	if (userdata == NULL || userdata != (void *)plugin_id) {
+		return MOSQ_ERR_SUCCESS; /* the cleanup of an init that was refused */
+	}
 	if (plugin_id) {
 		mosquitto_callback_unregister(plugin_id, MOSQ_EVT_BASIC_AUTH, on_basic_auth, NULL);
 		mosquitto_callback_unregister(plugin_id, MOSQ_EVT_ACL_CHECK, on_acl_check, NULL);
 		mosquitto_callback_unregister(plugin_id, MOSQ_EVT_TICK, on_tick, NULL);
 		mosquitto_callback_unregister(plugin_id, MOSQ_EVT_DISCONNECT, on_disconnect, NULL);
 		mosquitto_callback_unregister(plugin_id, MOSQ_EVT_RELOAD, on_reload, NULL);
+		if (offline_registered) {
+			mosquitto_callback_unregister(plugin_id, IOTAUTH_EVT_CLIENT_OFFLINE, on_disconnect, NULL);
+		}
 	}
 	iotauth_go_cleanup();
 	iotauth_marks_free();
 	max_topic = 0;
+	plugin_id = NULL;
+	offline_registered = 0;
 	return MOSQ_ERR_SUCCESS;
 }

@@ -23,6 +23,14 @@ const char *iotauth_client_username(uintptr_t client);
 int iotauth_client_clean_start(uintptr_t client);
 int iotauth_client_protocol_version(uintptr_t client);
 
+/* Replace the id of a client whose connect is being refused, before the broker logs it: with
+ * mosquitto_set_clientid on 2.1, by overwriting the broker's copy in place on 2.0 (then id must not be
+ * longer than the current one). Main thread, BASIC_AUTH only. */
+int iotauth_replace_client_id(uintptr_t client, const char *id);
+
+/* How many TICK events the broker delivered (none with per_listener_settings true on 2.0.11-2.0.14). */
+unsigned long iotauth_ticks_seen(void);
+
 /* The longest topic the shim answers for a marked client; longer ones go to Go, which owns the limit.
  * Set at plugin init, main thread only. */
 void iotauth_set_max_topic(size_t max_topic);

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"errors"
+	"fmt"
 	"runtime/debug"
 	"sync"
 	"time"
@@ -23,12 +24,12 @@ import (
 func (in *instance) goBackground(ctx context.Context) <-chan struct{} {
 	listenFail := rate.Sometimes{Interval: 30 * time.Second}
 	listening := make(chan struct{})
+	var listened sync.Once
 	settled := make(chan struct{})
 	var settle sync.Once
 	settledNow := func() { settle.Do(func() { close(settled) }) }
 	in.wg.Add(4)
-	go func() {
-		defer in.wg.Done()
+	go in.supervise(ctx, "credential change feed", func(ctx context.Context) {
 		in.store.Listen(ctx, store.ListenHandler{
 			Changed: in.changed,
 			Connected: func(reconnect bool) {
@@ -37,11 +38,13 @@ func (in *instance) goBackground(ctx context.Context) <-chan struct{} {
 				in.auth.Cache().InvalidateAll(time.Now())
 				in.sessions.Changed()
 				in.recheckAll()
-				if !reconnect {
-					close(listening) // preload may start: from now on no change goes unnoticed
-				}
+				// preload may start: from now on no change goes unnoticed (once: the feed restarts
+				// after a panic)
+				listened.Do(func() { close(listening) })
 				if reconnect {
 					in.log.Info("credential change feed reconnected; cache invalidated and live sessions re-checked")
+				} else {
+					in.log.Info("credential change feed listening") // tests wait for it
 				}
 			},
 			Failed: func(err error) {
@@ -51,11 +54,51 @@ func (in *instance) goBackground(ctx context.Context) <-chan struct{} {
 				})
 			},
 		})
-	}()
-	go func() { defer in.wg.Done(); in.recheckWorker(ctx) }()
-	go func() { defer in.wg.Done(); in.periodic(ctx) }()
-	go func() { defer in.wg.Done(); defer settledNow(); in.preload(ctx, listening, settledNow) }()
+	})
+	go in.supervise(ctx, "re-check worker", in.recheckWorker)
+	go in.supervise(ctx, "periodic resync", in.periodic)
+	go in.supervise(ctx, "preload", func(ctx context.Context) { defer settledNow(); in.preload(ctx, listening, settledNow) })
 	return settled
+}
+
+// supervise runs one background loop until ctx ends (SECURITY M17). A panic in it is recovered and
+// logged, and the loop starts again after a backoff (100 ms, doubling to 30 s; reset after a minute
+// without a panic): an unrecovered panic in any goroutine would take the broker down. A loop that
+// returns normally is not restarted.
+func (in *instance) supervise(ctx context.Context, name string, loop func(context.Context)) {
+	defer in.wg.Done()
+	backoff := 100 * time.Millisecond
+	for ctx.Err() == nil {
+		start := time.Now()
+		if !in.runRecovered(ctx, name, loop) {
+			return
+		}
+		if time.Since(start) > time.Minute {
+			backoff = 100 * time.Millisecond
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(backoff):
+		}
+		backoff = min(backoff*2, 30*time.Second)
+	}
+}
+
+// runRecovered runs loop and reports whether it panicked.
+func (in *instance) runRecovered(ctx context.Context, name string, loop func(context.Context)) (panicked bool) {
+	defer func() {
+		if r := recover(); r != nil {
+			panicked = true
+			stack := string(debug.Stack())
+			if len(stack) > 2000 {
+				stack = stack[:2000]
+			}
+			in.log.Error("internal error in the "+name+"; restarting it (please report this)", "panic", fmt.Sprint(r), "stack", stack)
+		}
+	}()
+	loop(ctx)
+	return false
 }
 
 // changed handles one NOTIFY: drop what the cache holds for the key and agent, then re-check the agent's
@@ -63,6 +106,7 @@ func (in *instance) goBackground(ctx context.Context) <-chan struct{} {
 func (in *instance) changed(c store.Change) {
 	// Logged once handled, which tests wait for.
 	defer in.log.Debug("credential change handled", "agent", c.Agent)
+	testHook(c.Agent)
 	if c.Agent == store.AllAgents {
 		// A TRUNCATE: everything may have changed.
 		in.auth.Cache().InvalidateAll(time.Now())

@@ -59,6 +59,14 @@ func logNow(level C.int, msg string) {
 //export iotauth_go_init
 func iotauth_go_init(opts *C.struct_mosquitto_opt, n C.int) (rc C.int) {
 	defer recoverTo(&rc, C.MOSQ_ERR_UNKNOWN, "plugin init")
+	if current.Load() != nil {
+		// A plugin line per listener (per_listener_settings true) loads the .so once per line, with
+		// options of its own; one Go runtime cannot hold two instances apart in the callbacks it shares.
+		logNow(C.MOSQ_LOG_ERR, "iotauth cannot start: the plugin is loaded a second time (a plugin line per listener "+
+			"with per_listener_settings true?). Load it once: one plugin line with per_listener_settings false, "+
+			"or global_plugin on Mosquitto 2.1")
+		return C.MOSQ_ERR_INVAL
+	}
 	kv := make([][2]string, 0, int(n))
 	if n > 0 && opts != nil {
 		for _, o := range unsafe.Slice(opts, int(n)) {
@@ -205,6 +213,17 @@ const maxMark = C.IOTAUTH_MARK_MAX
 
 // setMaxTopic tells the shim the longest topic it may answer for a marked client. Plugin init.
 func setMaxTopic(n int) { C.iotauth_set_max_topic(C.size_t(n)) }
+
+// replaceClientID gives a client being refused another id, before the broker logs the one it sent.
+// BASIC_AUTH only; id must be no longer than the current id (Mosquitto 2.0 overwrites it in place).
+func replaceClientID(client uintptr, id string) bool {
+	cs := C.CString(id)
+	defer C.free(unsafe.Pointer(cs))
+	return C.iotauth_replace_client_id(C.uintptr_t(client), cs) == C.MOSQ_ERR_SUCCESS
+}
+
+// ticksSeen counts the TICK events the broker delivered.
+func ticksSeen() uint64 { return uint64(C.iotauth_ticks_seen()) }
 
 func clientID(client uintptr) string {
 	return C.GoString(C.iotauth_client_id(C.uintptr_t(client)))

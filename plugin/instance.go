@@ -69,6 +69,18 @@ type instance struct {
 	auditMu      sync.Mutex
 	audits       []store.AuditEvent // refused application-key connects, written by the background loop
 	auditDropped int
+
+	ticks     tickWatch // main thread only
+	reloading bool      // main thread only: from RELOAD to the next TICK, Mosquitto re-checks every client
+}
+
+// tickWatch notices a broker that delivers no TICK event: Mosquitto 2.0.11 to 2.0.14 with
+// per_listener_settings true. Mosquitto offers plugins no way to learn its version, so the plugin cannot
+// refuse to start there; it logs an error at connects instead, at most once a minute.
+type tickWatch struct {
+	ok        bool      // a TICK arrived
+	firstAuth time.Time // the first connect seen without any TICK
+	warned    time.Time
 }
 
 // maxQueuedAudits bounds the refused connects queued for the audit trail between two writes (one a
@@ -158,6 +170,54 @@ func (in *instance) close() {
 // basicAuth decides a CONNECT (or Mosquitto's re-check of a live client on SIGHUP).
 // username and password are borrowed from the broker for the call and must not be kept.
 func (in *instance) basicAuth(client uintptr, username string, password []byte, clientID string) int {
+	in.checkTicks()
+	rc := in.decide(client, username, password, clientID)
+	if rc != rcSuccess && !in.reloading && secret.LooksLikeAny(clientID) {
+		// Mosquitto 2.0.13 and later log a refused client's id ("Client <id> disconnected, not
+		// authorised."): replace one that carries a secret first. Such a client is never deferred to
+		// another plugin, which could admit it under that id. Not during a reload's re-check of
+		// connected clients: 2.0 indexes those by id, and replacing it in place would break the index.
+		if !replaceClientID(client, hiddenClientID(len(clientID))) {
+			in.log.Warn("could not replace a refused client id that looks like a secret; the broker may log it")
+		}
+		return rcAuth
+	}
+	return rc
+}
+
+// hiddenClientID is what a refused client id carrying a secret becomes: no longer than the original n.
+func hiddenClientID(n int) string {
+	const id = "iotauth-hidden-secret"
+	if n >= len(id) {
+		return id
+	}
+	return strings.Repeat("x", n)
+}
+
+// checkTicks logs an error when connects arrive but the broker never delivered a TICK: kicks and
+// queued log lines wait for TICK, so revocation would fail silently.
+func (in *instance) checkTicks() {
+	w := &in.ticks
+	if w.ok {
+		return
+	}
+	if ticksSeen() > 0 {
+		w.ok = true
+		return
+	}
+	now := time.Now()
+	if w.firstAuth.IsZero() {
+		w.firstAuth = now
+	}
+	if now.Sub(w.firstAuth) >= 2*time.Second && (w.warned.IsZero() || now.Sub(w.warned) >= time.Minute) {
+		w.warned = now
+		in.log.Error("Mosquitto delivers no TICK event to the plugin (per_listener_settings true on Mosquitto 2.0.11 " +
+			"to 2.0.14?): revoked agents are NOT kicked. Use per_listener_settings false or Mosquitto 2.0.15 or newer")
+	}
+	in.flushLogs() // no TICK will write them
+}
+
+func (in *instance) decide(client uintptr, username string, password []byte, clientID string) int {
 	testHook(username)
 	ctx := context.Background()
 	if reservedName(username) {
@@ -271,11 +331,13 @@ func (in *instance) aclCheck(client uintptr, access acl.Access, topic string) in
 // tick runs on the main thread when the shim was asked for it (at most every 50 ms): it carries out
 // queued kicks and writes queued logs.
 func (in *instance) tick() {
+	in.reloading = false
 	in.sessions.Tick()
 	in.flushLogs()
 }
 
 func (in *instance) reload() {
+	in.reloading = true // its log line below asks for the TICK that ends it
 	in.log.Info("reload: re-checking live sessions (plugin options are read at start only)")
 	in.recheckAll()
 }

@@ -10,7 +10,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 BIN=$ROOT/build/iotauth
-PLUGIN=$ROOT/build/mosquitto-iotauth.so
+PLUGIN=${IOTAUTH_PLUGIN:-$ROOT/build/mosquitto-iotauth.so}
+MOSQUITTO=${IOTAUTH_MOSQUITTO:-mosquitto}  # make test-compat runs the demo against other brokers
 WORK=$(mktemp -d /tmp/iotauth-demo-XXXXXX)
 chmod 777 "$WORK"
 PGBIN=$(dirname "$(ls /usr/lib/postgresql/*/bin/initdb 2>/dev/null | sort -V | tail -1)")
@@ -76,7 +77,7 @@ log_type notice
 log_type information
 CONF
 sed 's/^/    /' "$WORK/mosquitto.conf"
-mosquitto -c "$WORK/mosquitto.conf" &
+"$MOSQUITTO" -c "$WORK/mosquitto.conf" &
 MOSQ_PID=$!
 for _ in $(seq 1 100); do (exec 3<>/dev/tcp/127.0.0.1/$MQTT_PORT) 2>/dev/null && break; sleep 0.1; done
 

@@ -54,6 +54,51 @@ func PluginPath(testhooks bool) (string, error) {
 	return p, nil
 }
 
+// MosquittoPath is the broker binary the tests run: $IOTAUTH_MOSQUITTO (make test-compat points it at
+// the brokers it builds into build/mosquitto-VERSION/), or mosquitto from PATH.
+func MosquittoPath() string {
+	if p := os.Getenv("IOTAUTH_MOSQUITTO"); p != "" {
+		return p
+	}
+	return "mosquitto"
+}
+
+// MosquittoVersion is the version the broker binary reports ("2.0.11"), or "" when it cannot tell.
+func MosquittoVersion() string {
+	mosquittoVersionOnce.Do(func() {
+		out, _ := exec.Command(MosquittoPath(), "-h").CombinedOutput()
+		if _, rest, ok := strings.Cut(string(out), "mosquitto version "); ok {
+			mosquittoVersion = strings.Fields(rest + " ")[0]
+		}
+	})
+	return mosquittoVersion
+}
+
+var (
+	mosquittoVersionOnce sync.Once
+	mosquittoVersion     string
+)
+
+// MosquittoAtLeast reports whether the broker's version is at least major.minor.patch (false when
+// unknown).
+func MosquittoAtLeast(major, minor, patch int) bool {
+	var v [3]int
+	for i, f := range strings.SplitN(MosquittoVersion(), ".", 3) {
+		n, err := strconv.Atoi(strings.TrimRightFunc(f, func(r rune) bool { return r < '0' || r > '9' }))
+		if err != nil {
+			return false
+		}
+		v[i] = n
+	}
+	want := [3]int{major, minor, patch}
+	for i := range v {
+		if v[i] != want[i] {
+			return v[i] > want[i]
+		}
+	}
+	return true
+}
+
 // BrokerConfig describes a Mosquitto to start.
 type BrokerConfig struct {
 	// Plugin is the .so to load; empty starts a broker with allow_anonymous true and no auth (the
@@ -67,6 +112,11 @@ type BrokerConfig struct {
 	Port int
 	// Quiet logs only errors, warnings and notices (for benchmarks).
 	Quiet bool
+	// PerListener sets per_listener_settings true; the plugin line then belongs to the listener.
+	PerListener bool
+	// LoadAs loads the plugin once under this name (plugin_load, Mosquitto 2.1) and attaches it to the
+	// listener with plugin_use; Extra may attach it to more listeners.
+	LoadAs string
 }
 
 // Broker is a running mosquitto process.
@@ -91,7 +141,8 @@ func (b *Broker) Addr() string { return "127.0.0.1:" + strconv.Itoa(b.Port) }
 func (b *Broker) URL() string { return "tcp://" + b.Addr() }
 
 // StartBroker writes a config, starts mosquitto and waits until it listens. It is stopped when the test
-// ends and its log is printed if the test failed.
+// ends and its folder removed; when the test failed, the log's tail is printed and the folder (config and
+// full log) is kept, its path printed.
 func StartBroker(t testing.TB, c BrokerConfig) *Broker {
 	t.Helper()
 	b, err := LaunchBroker(c)
@@ -101,17 +152,34 @@ func StartBroker(t testing.TB, c BrokerConfig) *Broker {
 	t.Cleanup(func() {
 		b.Stop()
 		if t.Failed() {
-			t.Logf("mosquitto log (%s):\n%s", b.LogPath, tail(b.Log(), 60))
+			_ = os.Remove(filepath.Join(b.Dir, ownerFile)) // kept on purpose: later runs must not reap it
+			t.Logf("mosquitto log (kept in %s):\n%s", b.LogPath, tail(b.Log(), 60))
+			return
 		}
 		os.RemoveAll(b.Dir)
 	})
 	return b
 }
 
+// Close stops the broker and removes its folder (for LaunchBroker's callers).
+func (b *Broker) Close() {
+	b.Stop()
+	os.RemoveAll(b.Dir)
+}
+
 // LaunchBroker is StartBroker without a testing.TB (for the benchmark tool). Call Stop.
-func LaunchBroker(c BrokerConfig) (*Broker, error) {
+func LaunchBroker(c BrokerConfig) (b *Broker, err error) {
+	reapStale("iotauth-mosq-", nil)
 	dir, err := os.MkdirTemp("", "iotauth-mosq-")
 	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		if err != nil {
+			os.RemoveAll(dir) // the error carries the log's tail
+		}
+	}()
+	if err := writeOwner(dir); err != nil {
 		return nil, err
 	}
 	// Mosquitto started as root drops to the mosquitto user; let it write its log here.
@@ -122,9 +190,9 @@ func LaunchBroker(c BrokerConfig) (*Broker, error) {
 			return nil, err
 		}
 	}
-	b := &Broker{Port: port, Dir: dir, LogPath: filepath.Join(dir, "mosquitto.log"), conf: filepath.Join(dir, "mosquitto.conf")}
+	b = &Broker{Port: port, Dir: dir, LogPath: filepath.Join(dir, "mosquitto.log"), conf: filepath.Join(dir, "mosquitto.conf")}
 	var conf strings.Builder
-	fmt.Fprintf(&conf, "per_listener_settings false\nlistener %d 127.0.0.1\nmax_keepalive 600\n", port)
+	fmt.Fprintf(&conf, "per_listener_settings %t\nlistener %d 127.0.0.1\nmax_keepalive 600\n", c.PerListener, port)
 	fmt.Fprintf(&conf, "log_dest file %s\nlog_timestamp_format %%Y-%%m-%%dT%%H:%%M:%%S\n", b.LogPath)
 	if c.Quiet {
 		conf.WriteString("log_type error\nlog_type warning\nlog_type notice\n")
@@ -134,9 +202,16 @@ func LaunchBroker(c BrokerConfig) (*Broker, error) {
 	if c.Plugin == "" {
 		conf.WriteString("allow_anonymous true\n")
 	} else {
-		fmt.Fprintf(&conf, "allow_anonymous false\nplugin %s\n", c.Plugin)
+		if c.LoadAs != "" {
+			fmt.Fprintf(&conf, "allow_anonymous false\nplugin_load %s %s\n", c.LoadAs, c.Plugin)
+		} else {
+			fmt.Fprintf(&conf, "allow_anonymous false\nplugin %s\n", c.Plugin)
+		}
 		for _, kv := range c.Options {
 			fmt.Fprintf(&conf, "plugin_opt_%s %s\n", kv[0], kv[1])
+		}
+		if c.LoadAs != "" {
+			fmt.Fprintf(&conf, "plugin_use %s\n", c.LoadAs)
 		}
 	}
 	for _, l := range c.Extra {
@@ -158,7 +233,9 @@ func (b *Broker) Start() error {
 	b.outMu.Lock()
 	b.out.Reset()
 	b.outMu.Unlock()
-	cmd := exec.Command("mosquitto", "-c", b.conf)
+	cmd := exec.Command(MosquittoPath(), "-c", b.conf)
+	// A test binary killed by its timeout runs no cleanup: take the broker down with it.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	cmd.Stdout = &lockedWriter{mu: &b.outMu, b: &b.out}
 	cmd.Stderr = cmd.Stdout
 	if err := cmd.Start(); err != nil {

@@ -74,7 +74,7 @@ func FreePort() (int, error) {
 
 // StartPostgres starts a throwaway cluster, or adopts DATABASE_URL when set. Call Stop when done (a
 // TestMain does it for the whole package).
-func StartPostgres() (*Postgres, error) {
+func StartPostgres() (_ *Postgres, err error) {
 	if dsn := os.Getenv("DATABASE_URL"); dsn != "" {
 		return &Postgres{AdminDSN: dsn}, nil
 	}
@@ -82,13 +82,30 @@ func StartPostgres() (*Postgres, error) {
 	if err != nil {
 		return nil, err
 	}
+	asUser := ""
+	if os.Geteuid() == 0 {
+		asUser = "postgres"
+	}
+	// Clusters of test processes that were killed (a test timeout runs no cleanup) still run: stop them.
+	reapStale("iotauth-pg-", func(dir string) {
+		old := &Postgres{dir: dir, bin: bin, asUser: asUser, owned: true}
+		_, _ = old.run("pg_ctl", "-D", old.dataDir(), "-m", "immediate", "-w", "stop")
+	})
 	dir, err := os.MkdirTemp("", "iotauth-pg-")
 	if err != nil {
 		return nil, err
 	}
-	p := &Postgres{dir: dir, bin: bin, owned: true}
+	if err := writeOwner(dir); err != nil {
+		os.RemoveAll(dir)
+		return nil, err
+	}
+	p := &Postgres{dir: dir, bin: bin, owned: true, asUser: asUser}
+	defer func() {
+		if err != nil {
+			p.Destroy()
+		}
+	}()
 	if os.Geteuid() == 0 {
-		p.asUser = "postgres"
 		u, err := user.Lookup("postgres")
 		if err != nil {
 			return nil, fmt.Errorf("running as root needs the postgres system user (installed with postgresql): %w", err)

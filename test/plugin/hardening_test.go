@@ -116,7 +116,12 @@ func TestCorruptRowsDenyAndLogOnce(t *testing.T) {
 			for i := 0; i < 3; i++ {
 				refused(t, connectOnce(t, e.b, a.Key, a.Password, a.ClientID), tt.name)
 			}
-			time.Sleep(300 * time.Millisecond) // logs are written on the next tick
+			// The plugin writes its queued log lines on the next tick (every 50 ms while it has some): a
+			// duplicate, queued before the last CONNACK, would be written by the tick after the first line.
+			if !e.b.WaitLog("agent="+a.UUID, 3*time.Second) {
+				t.Fatal("the refusal of a corrupt row was not logged")
+			}
+			time.Sleep(150 * time.Millisecond)
 			n := 0
 			for _, l := range strings.Split(e.b.Log(), "\n") {
 				if strings.Contains(l, "fix the row in PostgreSQL") && strings.Contains(l, a.UUID) {
