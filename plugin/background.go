@@ -30,7 +30,7 @@ func (in *instance) goBackground(ctx context.Context) <-chan struct{} {
 	settledNow := func() { settle.Do(func() { close(settled) }) }
 	in.wg.Add(4)
 	go in.supervise(ctx, "credential change feed", func(ctx context.Context) {
-		in.store.Listen(ctx, store.ListenHandler{
+		in.feed.Listen(ctx, store.ListenHandler{
 			Changed: in.changed,
 			Connected: func(reconnect bool) {
 				// Changes made before LISTEN was (re-)established were missed, including those between

@@ -48,6 +48,7 @@ type instance struct {
 	cfg      options.Config
 	store    *store.Store // background work: LISTEN, re-checks, preload, key use
 	lookup   *store.Store // connects, on the broker thread
+	feed     *store.Store // the change feed's LISTEN: store, or plugin_opt_listen_dsn's
 	auth     *auth.Authorizer
 	sessions *session.Table
 	lookups  *budget.Budget // nil without a bound
@@ -114,7 +115,24 @@ func newInstance(kv [][2]string) (*instance, error) {
 		st.Close()
 		return nil, fmt.Errorf("plugin_opt_dsn: %w", err)
 	}
-	closeStores := func() { lookup.Close(); st.Close() }
+	// The change feed needs a session of its own (LISTEN), which a transaction-pooling PgBouncer cannot
+	// give: plugin_opt_listen_dsn points it at PostgreSQL directly. Its pool is never used for queries.
+	feed := st
+	if cfg.ListenDSN != "" {
+		if feed, err = store.Open(cfg.ListenDSN, store.PoolOptions{MaxConns: 1, ConnectTimeout: cfg.DBTimeout + 2*time.Second,
+			AppName: "mosquitto-iotauth-listen"}); err != nil {
+			lookup.Close()
+			st.Close()
+			return nil, fmt.Errorf("plugin_opt_listen_dsn: %w", err)
+		}
+	}
+	closeStores := func() {
+		lookup.Close()
+		st.Close()
+		if feed != st {
+			feed.Close()
+		}
+	}
 	c, err := auth.NewCache(cache.Options[auth.Entry, auth.Group]{
 		Size: cfg.CacheSize, TTL: cfg.CacheTTL, NegativeTTL: cfg.NegativeTTL, StaleGrace: cfg.StaleGrace, Group: auth.GroupOf,
 	})
@@ -137,7 +155,7 @@ func newInstance(kv [][2]string) (*instance, error) {
 	setMaxTopic(acl.MaxTopicLen)
 	ctx, cancel := context.WithCancel(context.Background())
 	in := &instance{
-		cfg: cfg, store: st, lookup: lookup, auth: a, log: log, logs: logs, cancel: cancel,
+		cfg: cfg, store: st, lookup: lookup, feed: feed, auth: a, log: log, logs: logs, cancel: cancel,
 		sessions: session.New(session.Config{Broker: broker{}, FastPrefix: prefix, Log: log}), lookups: lookups,
 		pending: map[string]struct{}{}, wake: make(chan struct{}, 1), used: map[secret.Digest]struct{}{},
 		refusals: rate.NewLimiter(rate.Limit(1), 5),
@@ -165,6 +183,9 @@ func (in *instance) close() {
 	in.wg.Wait()
 	in.lookup.Close()
 	in.store.Close()
+	if in.feed != in.store {
+		in.feed.Close()
+	}
 }
 
 // basicAuth decides a CONNECT (or Mosquitto's re-check of a live client on SIGHUP).

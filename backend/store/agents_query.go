@@ -132,7 +132,7 @@ func (s *Store) SetTargetState(ctx context.Context, uuid string, state json.RawM
 		}
 		// The uuid is known good here: an error is the state's (see DataException), never "not found".
 		a, err = scanAgentRow(tx.QueryRow(ctx, `UPDATE agents SET target_state = $2, target_version = target_version + 1, updated_at = now()
- WHERE uuid = $1::uuid RETURNING `+agentColumns, uuid, []byte(state)))
+ WHERE uuid = $1::uuid RETURNING `+agentColumns, uuid, string(state)))
 		if err != nil {
 			return fmt.Errorf("set target state: %w", err)
 		}
@@ -154,7 +154,7 @@ func (s *Store) ReportState(ctx context.Context, agentUUID string, state json.Ra
 	}
 	var at time.Time
 	err := s.pool.QueryRow(ctx, `UPDATE agents SET reported_state = $2, reported_at = now() WHERE uuid = $1::uuid AND status <> 'decommissioned' RETURNING reported_at`,
-		agentUUID, []byte(state)).Scan(&at)
+		agentUUID, string(state)).Scan(&at)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return time.Time{}, ErrNotFound
 	}

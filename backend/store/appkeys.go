@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
@@ -105,6 +106,12 @@ func (s *Store) CreateAppKey(ctx context.Context, p NewAppKeyParams, audit Audit
 	if password, err = secret.Generate(secret.MQTTPassword); err != nil {
 		return AppKey{}, "", "", err
 	}
+	// Sent as JSON text, which both of pgx's protocols pass to jsonb as is (the simple protocol, needed
+	// behind a transaction-pooling PgBouncer, cannot encode a Go struct for jsonb).
+	topics, err := json.Marshal(p.Topics)
+	if err != nil {
+		return AppKey{}, "", "", fmt.Errorf("encode topics: %w", err)
+	}
 	d := secret.DigestOf(key.Reveal())
 	var expires *time.Time
 	if !p.Expires.IsZero() {
@@ -118,7 +125,7 @@ func (s *Store) CreateAppKey(ctx context.Context, p NewAppKeyParams, audit Audit
 		var err error
 		k, err = scanAppKey(tx.QueryRow(ctx, `INSERT INTO app_keys (name, digest, prefix, rights, topics, mqtt_password_hash, expires_at, created_by)
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING `+appKeyColumns,
-			p.Name, d[:], secret.DisplayPrefix(p.Kind, key.Reveal()), p.Rights, p.Topics,
+			p.Name, d[:], secret.DisplayPrefix(p.Kind, key.Reveal()), p.Rights, string(topics),
 			passhash.SHA256Hex(password.Reveal()), expires, createdBy))
 		if err != nil {
 			return fmt.Errorf("insert application key: %w", checkViolation(err))

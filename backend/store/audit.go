@@ -52,7 +52,7 @@ func InsertAudit(ctx context.Context, db DBTX, e AuditEvent) error {
 		}
 	}
 	_, err := db.Exec(ctx, `INSERT INTO audit_events (actor, action, target, outcome, remote_addr, detail) VALUES ($1, $2, $3, $4, $5, $6)`,
-		e.Actor, e.Action, e.Target, e.Outcome, e.RemoteAddr, detail)
+		e.Actor, e.Action, e.Target, e.Outcome, e.RemoteAddr, string(detail))
 	if err != nil {
 		return fmt.Errorf("write audit event %s: %w", e.Action, err)
 	}

@@ -17,7 +17,10 @@ import (
 
 // Config is the plugin's configuration with its defaults filled in.
 type Config struct {
-	DSN            string
+	DSN string
+	// ListenDSN, when set, is where the change feed (LISTEN) connects: a direct connection to PostgreSQL
+	// when DSN goes through a transaction-pooling PgBouncer, which cannot hold a LISTEN.
+	ListenDSN      string
 	CacheSize      int
 	CacheTTL       time.Duration
 	NegativeTTL    time.Duration
@@ -64,6 +67,13 @@ var known = map[string]setter{
 			return fmt.Errorf("is empty: give a PostgreSQL connection string, e.g. postgres://iotauth:secret@127.0.0.1:5432/iotauth")
 		}
 		c.DSN = v
+		return nil
+	},
+	"listen_dsn": func(c *Config, v string) error {
+		if strings.TrimSpace(v) == "" {
+			return fmt.Errorf("is empty: give a direct PostgreSQL connection string for LISTEN, or leave the line out to use plugin_opt_dsn")
+		}
+		c.ListenDSN = v
 		return nil
 	},
 	"cache_size":          intOpt(func(c *Config) *int { return &c.CacheSize }, 0, 50_000_000),

@@ -68,15 +68,17 @@ type env struct {
 	http   *httptest.Server
 	logs   *syncBuffer
 	broker *harness.Broker // with withBroker: Mosquitto with the plugin on this test's database
+	pooled string          // with withPgBouncer: the database through PgBouncer (the API's store uses it)
 
 	mu      sync.Mutex
 	secrets []string // every secret the test saw, checked against logs and the database dump
 }
 
 type envOptions struct {
-	rsa    bool
-	broker bool
-	cfg    func(*api.Config)
+	rsa       bool
+	broker    bool
+	pgbouncer bool
+	cfg       func(*api.Config)
 }
 
 func newEnv(t *testing.T, opts ...func(*envOptions)) *env {
@@ -86,7 +88,13 @@ func newEnv(t *testing.T, opts ...func(*envOptions)) *env {
 		f(&o)
 	}
 	e := &env{t: t, dsn: pg.NewDatabase(t), logs: &syncBuffer{}}
-	e.st = harness.OpenStore(t, e.dsn)
+	if o.pgbouncer {
+		// The API reaches the database through a transaction-pooling PgBouncer; e.dsn stays direct.
+		e.pooled = harness.StartPgBouncer(t, e.dsn)
+		e.st = harness.OpenStore(t, e.pooled)
+	} else {
+		e.st = harness.OpenStore(t, e.dsn)
+	}
 	tc := token.Config{Secret: hsSecret}
 	if o.rsa {
 		priv, pub := rsaKeyPEM(t)
@@ -125,6 +133,8 @@ func newEnv(t *testing.T, opts ...func(*envOptions)) *env {
 func withRSA(o *envOptions) { o.rsa = true }
 
 func withBroker(o *envOptions) { o.broker = true }
+
+func withPgBouncer(o *envOptions) { o.pgbouncer = true }
 
 func withConfig(f func(*api.Config)) func(*envOptions) {
 	return func(o *envOptions) { o.cfg = f }
