@@ -29,6 +29,9 @@ const (
 	// Stale: a positive answer past its TTL but within the stale grace. Use it only when the source of
 	// truth cannot be reached.
 	Stale
+	// Known: nothing usable, like Miss, but the key had a positive answer (too old now, or its group was
+	// invalidated): it existed, so asking the source of truth is not a stranger's guess.
+	Known
 )
 
 // Options configure a Cache. Size 0 disables caching (every Get misses). G is the type of invalidation
@@ -126,7 +129,7 @@ func (c *Cache[K, V, G]) Get(k K) (V, Result) {
 		c.lru.Remove(k)
 		c.mu.Unlock()
 		c.misses.Add(1)
-		return zero, Miss
+		return zero, Known
 	}
 	c.mu.Unlock()
 	age := time.Duration(now - e.at)
@@ -139,7 +142,18 @@ func (c *Cache[K, V, G]) Get(k K) (V, Result) {
 		return e.val, Stale
 	}
 	c.misses.Add(1)
-	return zero, Miss
+	return zero, Known
+}
+
+// Full reports whether the cache holds as many positive answers as it may, so that adding one evicts
+// another (always true for a disabled cache).
+func (c *Cache[K, V, G]) Full() bool {
+	if c.lru == nil {
+		return true
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.lru.Len() >= c.opt.Size
 }
 
 // Touch marks k as recently used without reading it, so that the credentials of live sessions, which

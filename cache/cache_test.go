@@ -42,7 +42,7 @@ func TestLifecycle(t *testing.T) {
 		{"gone after ttl+grace", func(c *Cache[string, cred, string], clk *clock) {
 			c.Add("k", cred{"a", "v"}, clk.t)
 			clk.advance(7 * time.Minute)
-		}, Miss, ""},
+		}, Known, ""},
 		{"negative", func(c *Cache[string, cred, string], clk *clock) { c.AddNegative("k", clk.t) }, NegativeHit, ""},
 		{"negative expires", func(c *Cache[string, cred, string], clk *clock) {
 			c.AddNegative("k", clk.t)
@@ -51,7 +51,7 @@ func TestLifecycle(t *testing.T) {
 		{"group invalidation", func(c *Cache[string, cred, string], clk *clock) {
 			c.Add("k", cred{"a", "v"}, clk.t)
 			c.InvalidateGroup("a", clk.t)
-		}, Miss, ""},
+		}, Known, ""},
 		{"other group untouched", func(c *Cache[string, cred, string], clk *clock) {
 			c.Add("k", cred{"a", "v"}, clk.t)
 			c.InvalidateGroup("b", clk.t)
@@ -75,7 +75,7 @@ func TestLifecycle(t *testing.T) {
 			c.Add("k", cred{"a", "v"}, clk.t)
 			c.InvalidateAll(clk.t)
 			clk.advance(7 * time.Minute)
-		}, Miss, ""},
+		}, Known, ""},
 		{"invalidate all drops negatives", func(c *Cache[string, cred, string], clk *clock) {
 			c.AddNegative("k", clk.t)
 			c.InvalidateAll(clk.t)
@@ -84,7 +84,7 @@ func TestLifecycle(t *testing.T) {
 			c.Add("k", cred{"a", "v"}, clk.t)
 			c.InvalidateAll(clk.t)
 			c.InvalidateGroup("a", clk.t)
-		}, Miss, ""},
+		}, Known, ""},
 		{"remove", func(c *Cache[string, cred, string], clk *clock) {
 			c.AddNegative("k", clk.t)
 			c.Remove("k")
@@ -239,8 +239,8 @@ func TestComparableGroups(t *testing.T) {
 	c.Add(1, val{[16]byte{1}}, clk.t)
 	c.Add(2, val{[16]byte{2}}, clk.t)
 	c.InvalidateGroup([16]byte{1}, clk.t)
-	if _, r := c.Get(1); r != Miss {
-		t.Fatalf("invalidated group: %v", r)
+	if _, r := c.Get(1); r != Known {
+		t.Fatalf("invalidated group: %v, want Known (unusable, but the key existed)", r)
 	}
 	if _, r := c.Get(2); r != Hit {
 		t.Fatalf("other group: %v", r)

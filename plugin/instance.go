@@ -141,6 +141,7 @@ func newInstance(kv [][2]string) (*instance, error) {
 		return nil, err
 	}
 	lookups := budget.New(cfg.UnknownKeyLookups, nil)
+	lookups.WhenFull(c.Full)
 	a := auth.New(auth.Config{
 		Budget: authBudget(lookups), KeyKind: cfg.KeyKind, ClientID: cfg.ClientID, Rules: cfg.ACL, DBTimeout: cfg.DBTimeout,
 		DeferUnknown: cfg.DeferUnknown, NamePrefix: renamedPrefix, CustomNamePrefix: renamedCustomPrefix,

@@ -598,6 +598,16 @@ func TestLookupBudget(t *testing.T) {
 	if _, err := f.a.Authorize(context.Background(), f.creds()); err != nil || b.asked != asked {
 		t.Fatalf("a stale entry: %v, budget asked %d more times", err, b.asked-asked)
 	}
+	// Nor is an entry aged out of the stale grace, or dropped by its agent's invalidation: the key existed.
+	f.clk.t = f.clk.t.Add(time.Hour)
+	if _, err := f.a.Authorize(context.Background(), f.creds()); err != nil || b.asked != asked {
+		t.Fatalf("an entry past the stale grace: %v, budget asked %d more times", err, b.asked-asked)
+	}
+	f.a.Cache().InvalidateGroup(agentA, f.clk.t.Add(time.Millisecond))
+	f.clk.t = f.clk.t.Add(time.Second)
+	if _, err := f.a.Authorize(context.Background(), f.creds()); err != nil || b.asked != asked {
+		t.Fatalf("an invalidated entry: %v, budget asked %d more times", err, b.asked-asked)
+	}
 }
 
 const appID = "9e9e9e9e-0d1b-4c3e-9f00-1a2b3c4d5e6f"

@@ -4,8 +4,9 @@
 // entry for spend a per-second budget; beyond it such connects are refused without the database. A key
 // the plugin was told about (a NOTIFY for a new or changed key) does not spend it, so a newly provisioned
 // agent gets in at once even during a flood. The budget applies only once the plugin holds every active
-// credential (a complete preload into a cache with room to spare): before that, or when the cache is
-// smaller than the fleet or off, a miss may well be a real agent, and each is looked up.
+// credential (a complete preload into a cache with room to spare) and only to keys the cache never held:
+// before that, or while the cache is full (it evicts), a miss may well be a real agent, and each is
+// looked up.
 package budget
 
 import (
@@ -31,6 +32,7 @@ type Budget struct {
 	limiter  *rate.Limiter
 	now      func() time.Time
 	complete atomic.Bool
+	full     func() bool // reports a cache that evicts (nil: never)
 
 	mu       sync.Mutex
 	expected map[secret.Digest]int64 // until (unix ns)
@@ -59,6 +61,14 @@ func (b *Budget) Complete(complete bool) {
 	}
 }
 
+// WhenFull gives the budget a check of whether the cache is full: while it is, credentials are evicted
+// and a miss may be a real agent, so every lookup is allowed. Call it before the budget is used.
+func (b *Budget) WhenFull(full func() bool) {
+	if b != nil {
+		b.full = full
+	}
+}
+
 // Expect records that the key with digest d was just created or changed, so that its next lookups do not
 // spend the budget.
 func (b *Budget) Expect(d secret.Digest) {
@@ -83,7 +93,7 @@ func (b *Budget) Expect(d secret.Digest) {
 
 // Allow reports whether a lookup of d, a key the cache has no entry for, may go to the database.
 func (b *Budget) Allow(d secret.Digest) bool {
-	if b == nil || !b.complete.Load() {
+	if b == nil || !b.complete.Load() || (b.full != nil && b.full()) {
 		return true
 	}
 	now := b.now()

@@ -85,3 +85,22 @@ func TestExpectedIsBounded(t *testing.T) {
 		t.Fatalf("%d announcements kept, want at most %d", n, maxExpected)
 	}
 }
+
+// While the cache is full it evicts real credentials, so a miss may be a real agent: no bound then.
+func TestNoBoundWhileTheCacheIsFull(t *testing.T) {
+	clk := &clock{t: time.Unix(1_800_000_000, 0)}
+	b := New(1, clk.now)
+	b.Complete(true)
+	full := true
+	b.WhenFull(func() bool { return full })
+	for i := 0; i < 10; i++ {
+		if !b.Allow(digest("evicted real key")) {
+			t.Fatal("a lookup was refused while the cache was full")
+		}
+	}
+	full = false
+	b.Allow(digest("x"))
+	if b.Allow(digest("y")) {
+		t.Fatal("the bound did not apply once the cache had room")
+	}
+}

@@ -49,8 +49,10 @@ type Config struct {
 	// FastPrefix, when not empty, is the topic prefix of the configured single-namespace rule
 	// (acl.FastPrefix): sessions with exactly the configured rules are marked with FastPrefix+agent.
 	FastPrefix string
-	// MaxEnded bounds the ended sessions kept for wills and offline deliveries (default 65536).
-	MaxEnded int
+	// MaxEnded bounds the ended sessions kept for wills and offline deliveries (default 65536), and
+	// MaxEndedPerAgent those of one agent or application key (default 256), so that no principal can
+	// push out the others' (which would also free their client ids for a takeover).
+	MaxEnded, MaxEndedPerAgent int
 	Now      func() time.Time
 	Log      *slog.Logger
 }
@@ -66,6 +68,7 @@ type Table struct {
 	byAgent    map[string]*record // the first of each agent's sessions, live and ended (linked by agent)
 	byClientID map[string]*record // the newest session of each client id, live or ended
 	ended      list               // ended sessions, oldest first, for MaxEnded
+	endedOf    map[string]int     // ended sessions per agent, for MaxEndedPerAgent
 	gen        uint64
 	kicks      []kick
 	expiring   int       // live sessions whose key has an expiry
@@ -133,6 +136,9 @@ func New(cfg Config) *Table {
 	if cfg.MaxEnded <= 0 {
 		cfg.MaxEnded = 65536
 	}
+	if cfg.MaxEndedPerAgent <= 0 {
+		cfg.MaxEndedPerAgent = 256
+	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
@@ -141,7 +147,7 @@ func New(cfg Config) *Table {
 	}
 	return &Table{
 		cfg: cfg, live: map[uintptr]*record{}, byAgent: map[string]*record{},
-		byClientID: map[string]*record{},
+		byClientID: map[string]*record{}, endedOf: map[string]int{},
 	}
 }
 
@@ -172,8 +178,13 @@ func (t *Table) Admit(client uintptr, s auth.Session, epoch uint64) (current boo
 	if r := t.live[client]; r != nil {
 		t.dropLocked(r)
 	}
-	if old != nil && old.ended {
+	switch {
+	case old != nil && old.ended:
 		t.dropLocked(old)
+	case old != nil && !sameClient:
+		// The broker disconnects the session taken over after this; its will is checked before that, and
+		// must be answered by Go from its record (refused if a re-check refused it), not by its mark.
+		t.cfg.Broker.Mark(old.client, "")
 	}
 	t.gen++
 	var r *record
@@ -220,6 +231,17 @@ func (t *Table) Disconnect(client uintptr, persistent bool) {
 	t.removeLiveLocked(r)
 	r.ended, r.persistent = true, persistent
 	t.ended.pushBack(r)
+	t.endedOf[r.Agent]++
+	if t.endedOf[r.Agent] > t.cfg.MaxEndedPerAgent {
+		// The agent's oldest ended session is the last of its list (sessions are added at its head).
+		var oldest *record
+		for e := t.byAgent[r.Agent]; e != nil; e = e.agentNext {
+			if e.ended {
+				oldest = e
+			}
+		}
+		t.dropLocked(oldest)
+	}
 	for t.ended.n > t.cfg.MaxEnded {
 		t.dropLocked(t.ended.head)
 	}
@@ -239,6 +261,9 @@ func (t *Table) removeLiveLocked(r *record) {
 func (t *Table) dropLocked(r *record) {
 	if r.ended {
 		t.ended.remove(r)
+		if t.endedOf[r.Agent]--; t.endedOf[r.Agent] <= 0 {
+			delete(t.endedOf, r.Agent)
+		}
 	} else {
 		t.removeLiveLocked(r)
 	}
@@ -305,6 +330,9 @@ func (t *Table) Allows(client uintptr, who func() (clientID, username string), a
 		if !r.ExpiresAt.IsZero() && !t.cfg.Now().Before(r.ExpiresAt) {
 			return Deny
 		}
+	}
+	if r.revoked {
+		return Deny // a re-check refused it; the kick follows on the next Tick
 	}
 	if r.acl == nil {
 		expanded := r.ACL()

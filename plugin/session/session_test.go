@@ -542,3 +542,45 @@ func TestAppSessions(t *testing.T) {
 		t.Fatal("the agent's session was disturbed")
 	}
 }
+
+// One principal cannot push another's persistent session out of the table (and so free its client id for
+// a takeover) by ending many sessions of its own: each principal keeps at most MaxEndedPerAgent.
+func TestEndedSessionsPerAgentProtectOthers(t *testing.T) {
+	f := newFixture(t, 0)
+	f.table = New(Config{Broker: f.broker, FastPrefix: "agents/", MaxEnded: 4, MaxEndedPerAgent: 2, Now: f.clk.now})
+	f.admit(1, f.session(agentA, "victim", time.Time{}))
+	f.table.Disconnect(1, true)
+	for i := 0; i < 10; i++ {
+		h := uintptr(10 + i)
+		f.admit(h, f.session(agentB, fmt.Sprintf("flood-%d", i), time.Time{}))
+		f.table.Disconnect(h, true)
+	}
+	if _, err := f.table.Admit(99, f.session(agentB, "victim", time.Time{}), f.table.Epoch()); !errors.Is(err, ErrClientIDTaken) {
+		t.Fatalf("after another agent ended 10 sessions: %v, want ErrClientIDTaken", err)
+	}
+	if _, ended := f.table.Len(); ended != 3 {
+		t.Fatalf("%d ended sessions kept, want the victim's and the flood's newest 2", ended)
+	}
+}
+
+// A session a re-check refused answers nothing from the moment of the refusal (its kick follows on the
+// next Tick), and a takeover of a live session removes its mark, so that its will goes to Go.
+func TestRefusedAndTakenOverSessions(t *testing.T) {
+	f := newFixture(t, 0)
+	f.admit(1, f.session(agentA, "a", time.Time{}))
+	f.table.Refuse(f.table.Sessions([]string{agentA})[0], auth.ErrRevoked)
+	if v := f.allows(1, "a", acl.Write, "agents/"+agentA+"/status"); v != Deny {
+		t.Fatalf("a refused session before its kick: %v, want Deny", v)
+	}
+	f.admit(2, f.session(agentB, "b", time.Time{}))
+	if f.broker.marks[2] == "" {
+		t.Fatal("precondition: b is marked")
+	}
+	f.admit(3, f.session(agentB, "b", time.Time{})) // the same agent reconnects: the broker takes b over
+	if m, ok := f.broker.marks[2]; ok {
+		t.Fatalf("the session taken over keeps its mark %q", m)
+	}
+	if f.broker.marks[3] != "agents/"+agentB {
+		t.Fatalf("the new session's mark: %q", f.broker.marks[3])
+	}
+}
