@@ -53,8 +53,8 @@ type Config struct {
 	// MaxEndedPerAgent those of one agent or application key (default 256), so that no principal can
 	// push out the others' (which would also free their client ids for a takeover).
 	MaxEnded, MaxEndedPerAgent int
-	Now      func() time.Time
-	Log      *slog.Logger
+	Now                        func() time.Time
+	Log                        *slog.Logger
 }
 
 // Table holds the sessions. Admit, Disconnect, Allows and Tick run on the broker's thread; Sessions,
