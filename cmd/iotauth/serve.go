@@ -2,6 +2,9 @@ package main
 
 import (
 	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/pem"
 	"errors"
 	"flag"
 	"fmt"
@@ -10,6 +13,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"strconv"
 	"strings"
@@ -41,8 +45,10 @@ type serveConfig struct {
 	CORSOrigins   []string
 	LoginWindow   time.Duration
 	LoginFailures int
-	LogFormat     string
-	LogLevel      slog.Level
+	// TrustedProxies are the reverse proxies whose X-Forwarded-For is believed (TRUSTED_PROXIES).
+	TrustedProxies []netip.Prefix
+	LogFormat      string
+	LogLevel       slog.Level
 	// jwtUnread is set when a JWT key source could not be read: the key's strength is then not judged,
 	// so that one mistake is not reported twice.
 	jwtUnread bool
@@ -234,6 +240,7 @@ func loadServeConfig(args []string, getenv func(string) string, stderr io.Writer
 	lenient(secondsFlag{&c.LoginWindow}, "login-throttle-window", "how long failed logins count and lockouts last ($LOGIN_THROTTLE_WINDOW, default 15m)")
 	c.LoginFailures = env.integer("LOGIN_MAX_FAILURES", 5)
 	lenient(intFlag{&c.LoginFailures}, "login-max-failures", "`number` of failed logins per account per window ($LOGIN_MAX_FAILURES)")
+	proxies := fs.String("trusted-proxies", env.str("TRUSTED_PROXIES", ""), "comma-separated CIDRs or addresses of reverse proxies whose X-Forwarded-For is believed; empty trusts none ($TRUSTED_PROXIES)")
 	fs.StringVar(&c.LogFormat, "log-format", env.str("LOG_FORMAT", "json"), "json or text ($LOG_FORMAT)")
 	level := fs.String("log-level", env.str("LOG_LEVEL", "info"), "debug, info, warn or error ($LOG_LEVEL)")
 	if err := parseFlags(fs, args); err != nil {
@@ -262,6 +269,9 @@ func loadServeConfig(args []string, getenv func(string) string, stderr io.Writer
 	if *cors != "" {
 		c.CORSOrigins = strings.Split(*cors, ",")
 	}
+	if c.TrustedProxies, err = api.ParseTrustedProxies(*proxies); err != nil {
+		errs = append(errs, err)
+	}
 	// Key material: environment values or files, one signing method.
 	for _, k := range []struct {
 		name string
@@ -282,6 +292,23 @@ func loadServeConfig(args []string, getenv func(string) string, stderr io.Writer
 		*k.dst = v
 	}
 	return c, errors.Join(errs...)
+}
+
+// loginKey derives the key that signs device cookies and keys the login throttle from the JWT signing
+// key, which every replica already shares; rotating the JWT key therefore forgets known devices (they
+// fall back to the account's budget until their next login) and restarts the budgets.
+func loginKey(c token.Config) []byte {
+	material := c.Secret
+	if len(c.PrivateKeyPEM) > 0 {
+		if b, _ := pem.Decode(c.PrivateKeyPEM); b != nil {
+			material = b.Bytes
+		} else {
+			material = c.PrivateKeyPEM
+		}
+	}
+	m := hmac.New(sha256.New, material)
+	m.Write([]byte("iotauth login key v1"))
+	return m.Sum(nil)
 }
 
 // serveSettings is loadServeConfig followed by the checks of the signing key (token.New) and of the
@@ -371,7 +398,7 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stder
 		Store: st, Tokens: tokens, Logger: logger, Licenser: lic,
 		MQTTHost: c.MQTTHost, MQTTPort: c.MQTTPort, KeyKind: kind,
 		RefreshFamilyTTL: c.RefreshFamily, LoginWindow: c.LoginWindow, LoginMaxFailures: c.LoginFailures,
-		CORSOrigins: c.CORSOrigins,
+		CORSOrigins: c.CORSOrigins, TrustedProxies: c.TrustedProxies, LoginKey: loginKey(c.JWT),
 	})
 	if err != nil {
 		return err
@@ -389,7 +416,8 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stder
 		MaxHeaderBytes:    32 << 10,
 		ErrorLog:          log.New(redactWriter{logger}, "", 0),
 	}
-	logger.Info("iotauth REST API listening", "addr", ln.Addr().String(), "jwtAlgorithm", tokens.Algorithm(), "keyEnv", c.KeyEnv)
+	logger.Info("iotauth REST API listening", "addr", ln.Addr().String(), "jwtAlgorithm", tokens.Algorithm(), "keyEnv", c.KeyEnv,
+		"trustedProxies", len(c.TrustedProxies))
 	errc := make(chan error, 1)
 	go func() { errc <- hs.Serve(ln) }()
 	select {
