@@ -47,6 +47,10 @@ type serveConfig struct {
 	LoginFailures int
 	// TrustedProxies are the reverse proxies whose X-Forwarded-For is believed (TRUSTED_PROXIES).
 	TrustedProxies []netip.Prefix
+	// MetricsAddr is where /metrics is served, apart from the API ("" disables it); metricsDefault is
+	// set when it is the default, whose address being taken is a warning, not a reason to stop.
+	MetricsAddr    string
+	metricsDefault bool
 	LogFormat      string
 	LogLevel       slog.Level
 	// jwtUnread is set when a JWT key source could not be read: the key's strength is then not judged,
@@ -241,6 +245,7 @@ func loadServeConfig(args []string, getenv func(string) string, stderr io.Writer
 	c.LoginFailures = env.integer("LOGIN_MAX_FAILURES", 5)
 	lenient(intFlag{&c.LoginFailures}, "login-max-failures", "`number` of failed logins per account per window ($LOGIN_MAX_FAILURES)")
 	proxies := fs.String("trusted-proxies", env.str("TRUSTED_PROXIES", ""), "comma-separated CIDRs or addresses of reverse proxies whose X-Forwarded-For is believed; empty trusts none ($TRUSTED_PROXIES)")
+	fs.StringVar(&c.MetricsAddr, "metrics-addr", env.str("METRICS_ADDR", defaultMetricsAddr), "address serving Prometheus /metrics, apart from the API; off disables it ($METRICS_ADDR)")
 	fs.StringVar(&c.LogFormat, "log-format", env.str("LOG_FORMAT", "json"), "json or text ($LOG_FORMAT)")
 	level := fs.String("log-level", env.str("LOG_LEVEL", "info"), "debug, info, warn or error ($LOG_LEVEL)")
 	if err := parseFlags(fs, args); err != nil {
@@ -272,6 +277,15 @@ func loadServeConfig(args []string, getenv func(string) string, stderr io.Writer
 	if c.TrustedProxies, err = api.ParseTrustedProxies(*proxies); err != nil {
 		errs = append(errs, err)
 	}
+	c.metricsDefault = c.MetricsAddr == defaultMetricsAddr
+	switch strings.ToLower(strings.TrimSpace(c.MetricsAddr)) {
+	case "", "off", "none":
+		c.MetricsAddr = ""
+	default:
+		if _, _, err := net.SplitHostPort(c.MetricsAddr); err != nil {
+			errs = append(errs, fmt.Errorf("METRICS_ADDR %q is not host:port: use something like 127.0.0.1:9180, or off to disable metrics", c.MetricsAddr))
+		}
+	}
 	// Key material: environment values or files, one signing method.
 	for _, k := range []struct {
 		name string
@@ -293,6 +307,10 @@ func loadServeConfig(args []string, getenv func(string) string, stderr io.Writer
 	}
 	return c, errors.Join(errs...)
 }
+
+// defaultMetricsAddr is loopback: only the host's own scraper (or a sidecar) reaches the metrics. Not
+// 9100, which node_exporter holds on many hosts.
+const defaultMetricsAddr = "127.0.0.1:9180"
 
 // loginKey derives the key that signs device cookies and keys the login throttle from the JWT signing
 // key, which every replica already shares; rotating the JWT key therefore forgets known devices (they
@@ -416,10 +434,22 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stder
 		MaxHeaderBytes:    32 << 10,
 		ErrorLog:          log.New(redactWriter{logger}, "", 0),
 	}
+	ms, err := metricsServer(c, srv, logger)
+	if err != nil {
+		ln.Close()
+		return err
+	}
 	logger.Info("iotauth REST API listening", "addr", ln.Addr().String(), "jwtAlgorithm", tokens.Algorithm(), "keyEnv", c.KeyEnv,
 		"trustedProxies", len(c.TrustedProxies))
 	errc := make(chan error, 1)
 	go func() { errc <- hs.Serve(ln) }()
+	if ms != nil {
+		go func() {
+			if err := ms.srv.Serve(ms.ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				logger.Error("the metrics listener stopped; /metrics is no longer served (the API goes on)", "error", err.Error())
+			}
+		}()
+	}
 	select {
 	case err := <-errc:
 		return err
@@ -428,6 +458,9 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stder
 	logger.Info("shutting down: finishing in-flight requests (up to 20 s)")
 	sctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
+	if ms != nil {
+		_ = ms.srv.Shutdown(sctx)
+	}
 	if err := hs.Shutdown(sctx); err != nil {
 		return fmt.Errorf("graceful shutdown: %w", err)
 	}
@@ -444,4 +477,42 @@ type redactWriter struct{ log *slog.Logger }
 func (w redactWriter) Write(b []byte) (int, error) {
 	w.log.Warn("http server", "message", strings.TrimSpace(string(b)))
 	return len(b), nil
+}
+
+// metricsListener is the separate listener that serves /metrics.
+type metricsListener struct {
+	ln  net.Listener
+	srv *http.Server
+}
+
+// metricsServer listens on METRICS_ADDR for /metrics only (issue 13 item 5): the API's own listener
+// does not serve it. A taken default address is a warning (another iotauth on the host, or a
+// coincidence), a taken address the operator chose is an error.
+func metricsServer(c serveConfig, srv *api.Server, logger *slog.Logger) (*metricsListener, error) {
+	if c.MetricsAddr == "" {
+		logger.Info("metrics disabled (METRICS_ADDR=off)")
+		return nil, nil
+	}
+	ln, err := net.Listen("tcp", c.MetricsAddr)
+	if err != nil {
+		if c.metricsDefault {
+			logger.Warn("metrics not served: the default metrics address is taken; set METRICS_ADDR to a free address, or to off",
+				"addr", c.MetricsAddr, "error", err.Error())
+			return nil, nil
+		}
+		return nil, fmt.Errorf("listen for metrics on %s (set METRICS_ADDR or -metrics-addr to a free address, or off): %w", c.MetricsAddr, err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", srv.MetricsHandler())
+	ms := &metricsListener{ln: ln, srv: &http.Server{
+		Handler:           mux,
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       10 * time.Second,
+		WriteTimeout:      30 * time.Second,
+		IdleTimeout:       120 * time.Second,
+		MaxHeaderBytes:    16 << 10,
+		ErrorLog:          log.New(redactWriter{logger}, "", 0),
+	}}
+	logger.Info("metrics listening", "addr", ln.Addr().String(), "path", "/metrics")
+	return ms, nil
 }
