@@ -71,17 +71,29 @@ func (s *Server) forwardedFor(headers []string) (string, bool) {
 	}
 	last := ""
 	for i := len(hops) - 1; i >= 0; i-- {
-		a, err := netip.ParseAddr(strings.TrimSpace(hops[i]))
-		if err != nil {
+		a, ok := parseHop(hops[i])
+		if !ok {
 			break
 		}
-		a = a.Unmap()
 		last = a.String()
 		if !s.trusted(a) {
 			return last, true
 		}
 	}
 	return last, last != ""
+}
+
+// parseHop reads one X-Forwarded-For entry: an address, or an address with a port as some proxies
+// write it (192.0.2.1:4711, [2001:db8::1]:4711).
+func parseHop(h string) (netip.Addr, bool) {
+	h = strings.TrimSpace(h)
+	if a, err := netip.ParseAddr(h); err == nil {
+		return a.Unmap(), true
+	}
+	if ap, err := netip.ParseAddrPort(h); err == nil {
+		return ap.Addr().Unmap(), true
+	}
+	return netip.Addr{}, false
 }
 
 func (s *Server) trusted(a netip.Addr) bool {

@@ -84,7 +84,9 @@ func (s *Server) login(w http.ResponseWriter, r *http.Request) error {
 	ok, err := s.checkPassword(ctx, u, found, req.Password)
 	if err != nil {
 		// Not the caller's fault (database, cancelled request): give the reserved attempt back.
-		if rerr := budget.Refund(context.WithoutCancel(ctx), key); rerr != nil {
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+		defer cancel()
+		if rerr := budget.Refund(rctx, key); rerr != nil {
 			s.log.Warn("could not give back a login attempt; the budget stays one lower until its window ends", "error", rerr.Error())
 		}
 		return err

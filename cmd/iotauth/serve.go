@@ -45,6 +45,8 @@ type serveConfig struct {
 	CORSOrigins   []string
 	LoginWindow   time.Duration
 	LoginFailures int
+	// LoginAddrFailures is the per-address budget (LOGIN_MAX_FAILURES_PER_ADDR).
+	LoginAddrFailures int
 	// TrustedProxies are the reverse proxies whose X-Forwarded-For is believed (TRUSTED_PROXIES).
 	TrustedProxies []netip.Prefix
 	// MetricsAddr is where /metrics is served, apart from the API ("" disables it); metricsDefault is
@@ -244,6 +246,8 @@ func loadServeConfig(args []string, getenv func(string) string, stderr io.Writer
 	lenient(secondsFlag{&c.LoginWindow}, "login-throttle-window", "how long failed logins count and lockouts last ($LOGIN_THROTTLE_WINDOW, default 15m)")
 	c.LoginFailures = env.integer("LOGIN_MAX_FAILURES", 5)
 	lenient(intFlag{&c.LoginFailures}, "login-max-failures", "`number` of failed logins per account per window ($LOGIN_MAX_FAILURES)")
+	c.LoginAddrFailures = env.integer("LOGIN_MAX_FAILURES_PER_ADDR", 20)
+	lenient(intFlag{&c.LoginAddrFailures}, "login-max-failures-per-addr", "`number` of failed logins per client address per window before failures answer 429 ($LOGIN_MAX_FAILURES_PER_ADDR)")
 	proxies := fs.String("trusted-proxies", env.str("TRUSTED_PROXIES", ""), "comma-separated CIDRs or addresses of reverse proxies whose X-Forwarded-For is believed; empty trusts none ($TRUSTED_PROXIES)")
 	fs.StringVar(&c.MetricsAddr, "metrics-addr", env.str("METRICS_ADDR", defaultMetricsAddr), "address serving Prometheus /metrics, apart from the API; off disables it ($METRICS_ADDR)")
 	fs.StringVar(&c.LogFormat, "log-format", env.str("LOG_FORMAT", "json"), "json or text ($LOG_FORMAT)")
@@ -270,6 +274,9 @@ func loadServeConfig(args []string, getenv func(string) string, stderr io.Writer
 	}
 	if c.LoginFailures < 1 {
 		errs = append(errs, errors.New("LOGIN_MAX_FAILURES must be at least 1"))
+	}
+	if c.LoginAddrFailures < 1 {
+		errs = append(errs, errors.New("LOGIN_MAX_FAILURES_PER_ADDR must be at least 1"))
 	}
 	if *cors != "" {
 		c.CORSOrigins = strings.Split(*cors, ",")
@@ -416,7 +423,8 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stder
 		Store: st, Tokens: tokens, Logger: logger, Licenser: lic,
 		MQTTHost: c.MQTTHost, MQTTPort: c.MQTTPort, KeyKind: kind,
 		RefreshFamilyTTL: c.RefreshFamily, LoginWindow: c.LoginWindow, LoginMaxFailures: c.LoginFailures,
-		CORSOrigins: c.CORSOrigins, TrustedProxies: c.TrustedProxies, LoginKey: loginKey(c.JWT),
+		LoginMaxFailuresPerAddr: c.LoginAddrFailures,
+		CORSOrigins:             c.CORSOrigins, TrustedProxies: c.TrustedProxies, LoginKey: loginKey(c.JWT),
 	})
 	if err != nil {
 		return err

@@ -44,6 +44,7 @@ func TestServeConfigErrorsNameTheSetting(t *testing.T) {
 		"key env":      {map[string]string{"DATABASE_URL": "x", "IOTAUTH_KEY_ENV": "prod"}, nil, "live"},
 		"secret twice": {map[string]string{"DATABASE_URL": "x", "JWT_SECRET": "a"}, []string{"-jwt-secret-file", "/dev/null"}, "JWT_SECRET"},
 		"proxies":      {map[string]string{"DATABASE_URL": "x", "TRUSTED_PROXIES": "10.0.0.0/8,proxy.local"}, nil, "TRUSTED_PROXIES"},
+		"addr budget":  {map[string]string{"DATABASE_URL": "x", "LOGIN_MAX_FAILURES_PER_ADDR": "0"}, nil, "LOGIN_MAX_FAILURES_PER_ADDR"},
 		"metrics addr": {map[string]string{"DATABASE_URL": "x", "METRICS_ADDR": "9180"}, nil, "METRICS_ADDR"},
 	} {
 		_, err := loadServeConfig(tc.args, envMap(tc.env), io.Discard)

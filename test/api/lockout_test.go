@@ -251,13 +251,18 @@ func TestTrustedProxies(t *testing.T) {
 		}))
 		e.remember("guess")
 		// Two failures from client A, through two proxies, with a forged entry on the left.
-		for _, xff := range []string{"203.0.113.1, 198.51.100.7, 10.1.2.3", "198.51.100.250, 198.51.100.7"} {
+		for _, xff := range []string{"203.0.113.1, 198.51.100.7, 10.1.2.3", "198.51.100.250, 198.51.100.7:4711"} {
 			e.expect(loginWith("x@example.com", "guess", map[string]string{"X-Forwarded-For": xff}), 401, "invalid_credentials")
 		}
 		e.expect(loginWith("x@example.com", "guess", map[string]string{"X-Forwarded-For": "198.51.100.7"}), 429, "login_throttled")
 		// Client B behind the same proxy has a budget of its own; so does the proxy itself.
 		e.expect(loginWith("y@example.com", "guess", map[string]string{"X-Forwarded-For": "198.51.100.8"}), 401, "invalid_credentials")
 		e.expect(loginReq("z@example.com", "guess"), 401, "invalid_credentials")
+		// A malformed hop ends the walk at the last trusted hop: the proxy 10.9.9.9, not the forgery.
+		e.expect(loginWith("z@example.com", "guess", map[string]string{"X-Forwarded-For": "203.0.113.5, not-an-ip, 10.9.9.9"}), 401, "invalid_credentials")
+		if n := e.count("audit_events", "action = 'login' AND remote_addr = '10.9.9.9'"); n != 1 {
+			t.Fatalf("%d logins audited from 10.9.9.9 after a malformed hop, want 1", n)
+		}
 		if n := e.count("audit_events", "action = 'login' AND remote_addr = '198.51.100.7'"); n != 3 {
 			t.Fatalf("%d logins audited from 198.51.100.7, want 3", n)
 		}
