@@ -8,12 +8,14 @@ package api
 
 import (
 	"context"
+	"crypto/rand"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
+	"net/netip"
 	"runtime"
 	"strings"
 	"time"
@@ -47,12 +49,29 @@ type Config struct {
 	// RefreshFamilyTTL is the absolute lifetime of a refresh-token family from login; rotation never
 	// extends it (default 30 days).
 	RefreshFamilyTTL time.Duration
-	// LoginWindow, LoginMaxFailures and LoginMaxFailuresPerAddr configure the login throttle: after
-	// that many failures within the window for one account (default 5) or one client address (default
-	// 20), further attempts get 429 until the window ends (default 15 minutes).
+	// LoginWindow, LoginMaxFailures and LoginMaxFailuresPerAddr configure the login throttle (SECURITY.md
+	// L3, U2). Each email has a budget of LoginMaxFailures failures per window (default 5; an unknown
+	// email's failures spend only its own), and so has each known-good device of an account (a login
+	// with a valid device cookie is judged by its device's budget, not the account's). A client address
+	// has LoginMaxFailuresPerAddr (default 20) for failures without a device cookie: past it, failed
+	// logins from there answer 429 instead of 401, while a right password still gets in. Windows last
+	// LoginWindow (default 15 minutes).
 	LoginWindow             time.Duration
 	LoginMaxFailures        int
 	LoginMaxFailuresPerAddr int
+	// LoginCounter holds the throttle's counts. Default: the Store's login_attempts table, which every
+	// replica on the database shares.
+	LoginCounter throttle.Counter
+	// LoginKey signs device cookies and keys the throttle's budgets; replicas must share it (`iotauth
+	// serve` derives it from the JWT signing key). Default: random, which suits a single replica only.
+	LoginKey []byte
+	// DeviceCookieTTL is how long a device cookie is honoured after the login that set it (default 180
+	// days; every successful login renews it).
+	DeviceCookieTTL time.Duration
+	// TrustedProxies are the reverse proxies whose X-Forwarded-For and X-Forwarded-Proto are believed:
+	// when the connection's peer is one, the client is the right-most X-Forwarded-For address that is
+	// not. Empty (the default): the peer is the client and those headers are ignored.
+	TrustedProxies []netip.Prefix
 	// MaxConcurrentHashes caps concurrent argon2id computations (default: the number of CPUs).
 	MaxConcurrentHashes int
 	// RequestTimeout bounds every request's database work (default 15 s).
@@ -119,21 +138,23 @@ func AnyRole() []string { return append([]string(nil), anyRole...) }
 
 // Server is the REST API as an http.Handler.
 type Server struct {
-	cfg     Config
-	st      *store.Store
-	tokens  *token.Manager
-	log     *slog.Logger
-	lic     Licenser
-	now     func() time.Time
-	acct    *throttle.Limiter
-	addr    *throttle.Limiter
-	hashSem throttle.Semaphore
-	dummy   passhash.Hash
-	metrics *metrics
-	mux     *http.ServeMux
-	routes  []Route
-	openapi []byte
-	cors    map[string]bool
+	cfg      Config
+	st       *store.Store
+	tokens   *token.Manager
+	log      *slog.Logger
+	lic      Licenser
+	now      func() time.Time
+	acct     *throttle.Limiter
+	addr     *throttle.Limiter
+	dev      *throttle.Limiter
+	loginKey []byte
+	hashSem  throttle.Semaphore
+	dummy    passhash.Hash
+	metrics  *metrics
+	mux      *http.ServeMux
+	routes   []Route
+	openapi  []byte
+	cors     map[string]bool
 }
 
 // New builds a Server.
@@ -166,6 +187,20 @@ func New(c Config) (*Server, error) {
 	if c.LoginMaxFailuresPerAddr <= 0 {
 		c.LoginMaxFailuresPerAddr = 20
 	}
+	if c.LoginCounter == nil {
+		c.LoginCounter = c.Store.LoginAttempts()
+	}
+	if len(c.LoginKey) == 0 {
+		c.LoginKey = make([]byte, 32)
+		if _, err := rand.Read(c.LoginKey); err != nil {
+			return nil, fmt.Errorf("api: make a login key: %w", err)
+		}
+	} else if len(c.LoginKey) < 32 {
+		return nil, errors.New("api: LoginKey must be at least 32 bytes (or leave it empty for a random one)")
+	}
+	if c.DeviceCookieTTL <= 0 {
+		c.DeviceCookieTTL = 180 * 24 * time.Hour
+	}
 	if c.MaxConcurrentHashes <= 0 {
 		c.MaxConcurrentHashes = runtime.NumCPU()
 	}
@@ -189,12 +224,14 @@ func New(c Config) (*Server, error) {
 	}
 	s := &Server{
 		cfg: c, st: c.Store, tokens: c.Tokens, log: c.Logger, lic: c.Licenser, now: c.Now,
-		acct:    throttle.New(throttle.Config{Window: c.LoginWindow, MaxFailures: c.LoginMaxFailures, Now: c.Now}),
-		addr:    throttle.New(throttle.Config{Window: c.LoginWindow, MaxFailures: c.LoginMaxFailuresPerAddr, Now: c.Now}),
-		hashSem: throttle.NewSemaphore(c.MaxConcurrentHashes),
-		metrics: newMetrics(),
-		mux:     http.NewServeMux(),
-		cors:    map[string]bool{},
+		acct:     throttle.New(c.LoginCounter, throttle.Config{Window: c.LoginWindow, MaxFailures: c.LoginMaxFailures, Now: c.Now}),
+		addr:     throttle.New(c.LoginCounter, throttle.Config{Window: c.LoginWindow, MaxFailures: c.LoginMaxFailuresPerAddr, Now: c.Now}),
+		dev:      throttle.New(c.LoginCounter, throttle.Config{Window: c.LoginWindow, MaxFailures: c.LoginMaxFailures, Now: c.Now}),
+		loginKey: c.LoginKey,
+		hashSem:  throttle.NewSemaphore(c.MaxConcurrentHashes),
+		metrics:  newMetrics(),
+		mux:      http.NewServeMux(),
+		cors:     map[string]bool{},
 	}
 	for _, o := range c.CORSOrigins {
 		o = strings.TrimSpace(o)
@@ -235,6 +272,7 @@ func (s *Server) Routes() []Route { return append([]Route(nil), s.routes...) }
 // secrets-in-URL refusal, CORS, 404/405 as problem details, the request deadline, logging and metrics.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
+	r = s.withClient(r)
 	rid := newRequestID()
 	sw := &statusWriter{ResponseWriter: w}
 	h := sw.Header()

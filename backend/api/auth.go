@@ -3,7 +3,6 @@ package api
 import (
 	"context"
 	"errors"
-	"net"
 	"net/http"
 	"net/url"
 	"slices"
@@ -229,15 +228,6 @@ func scrubPath(p string) string {
 		p = p[:256] + "…"
 	}
 	return redact.String(p)
-}
-
-// clientAddr is the client's IP address (the connection's peer; proxies' headers are not trusted).
-func clientAddr(r *http.Request) string {
-	host, _, err := net.SplitHostPort(r.RemoteAddr)
-	if err != nil {
-		return r.RemoteAddr
-	}
-	return host
 }
 
 // handleCORS adds CORS headers for allowed origins and answers their preflight requests. It reports

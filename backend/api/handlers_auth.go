@@ -36,6 +36,14 @@ func loginFailed() *Problem {
 }
 
 // login: POST /api/v1/auth/login.
+//
+// Budgets (SECURITY.md L3, U2): a login presenting a valid device cookie for its account spends that
+// device's budget only; any other login spends its email's budget, known and unknown emails alike (so
+// the 429 tells nothing about which accounts exist, and made-up emails never spend a real one's). Each
+// such failure also counts against the client address; past its budget, failures answer 429 instead
+// of 401, while a right password still gets in, so that strangers behind the same proxy cannot lock
+// the real user out. The attempt is reserved before the password is checked, so parallel guesses on
+// any replica cannot outrun the limit.
 func (s *Server) login(w http.ResponseWriter, r *http.Request) error {
 	var req loginRequest
 	if err := decodeJSON(w, r, maxBodyOf(r), &req); err != nil {
@@ -55,38 +63,81 @@ func (s *Server) login(w http.ResponseWriter, r *http.Request) error {
 	if verr != nil {
 		email = emailpkg.Canonical(req.Email)
 	}
-	acctKey, addrKey := "acct:"+email, "addr:"+throttleNet(clientAddr(r))
-	if wait, blocked := s.throttled(acctKey, addrKey); blocked {
-		s.metrics.logins.WithLabelValues("throttled").Inc()
-		p := problem(http.StatusTooManyRequests, CodeLoginThrottled, "too many failed logins; wait for the time in Retry-After and try again")
-		p.retryAfter = throttle.RetryAfterSeconds(wait)
-		return p
-	}
-	u, ok, err := s.checkPassword(r.Context(), email, verr == nil, req.Password)
+	ctx := r.Context()
+	u, found, err := s.lookupUser(ctx, email, verr == nil)
 	if err != nil {
-		// Not the caller's fault (database, cancelled request): give the reserved attempts back.
-		s.acct.Refund(acctKey)
-		s.addr.Refund(addrKey)
+		return err
+	}
+	budget, key := s.acct, s.budgetKey("acct", email)
+	dev, onDevice := device{}, false
+	if found {
+		if dev, onDevice = s.deviceOf(r, u.ID); onDevice {
+			budget, key = s.dev, s.budgetKey("dev", u.ID, string(dev.id[:]))
+		}
+	}
+	if ok, wait, err := budget.Attempt(ctx, key); err != nil {
+		return err
+	} else if !ok {
+		return s.loginThrottled(wait)
+	}
+	s.pruneLoginBudgets(ctx)
+	ok, err := s.checkPassword(ctx, u, found, req.Password)
+	if err != nil {
+		// Not the caller's fault (database, cancelled request): give the reserved attempt back.
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+		defer cancel()
+		if rerr := budget.Refund(rctx, key); rerr != nil {
+			s.log.Warn("could not give back a login attempt; the budget stays one lower until its window ends", "error", rerr.Error())
+		}
 		return err
 	}
 	audit := store.AuditEvent{Actor: "anonymous", Action: "login", Target: auditEmail(email), RemoteAddr: clientAddr(r)}
 	if !ok {
 		s.metrics.logins.WithLabelValues("failure").Inc()
 		audit.Outcome = store.OutcomeFailure
-		s.audit(r.Context(), audit)
+		s.audit(ctx, audit)
+		if !onDevice {
+			if ok, wait, err := s.addr.Attempt(ctx, "addr:"+throttleNet(clientAddr(r))); err != nil {
+				return err
+			} else if !ok {
+				return s.loginThrottled(wait)
+			}
+		}
 		return loginFailed()
 	}
-	s.acct.Reset(acctKey)
-	s.addr.Refund(addrKey)
-	pair, err := s.newFamily(r.Context(), u)
+	if err := budget.Reset(ctx, key); err != nil {
+		return err
+	}
+	pair, err := s.newFamily(ctx, u)
 	if err != nil {
 		return err
 	}
+	s.setDeviceCookie(w, r, u.ID, dev, onDevice)
 	s.metrics.logins.WithLabelValues("success").Inc()
 	audit.Actor, audit.Target = "user:"+u.ID, "user:"+u.ID
-	s.audit(r.Context(), audit)
+	if onDevice {
+		audit.Detail = map[string]any{"knownDevice": true}
+	}
+	s.audit(ctx, audit)
 	writeJSON(w, http.StatusOK, pair)
 	return nil
+}
+
+// loginThrottled is the 429 of a spent budget; it says nothing about which budget, nor whether the
+// account exists.
+func (s *Server) loginThrottled(wait time.Duration) *Problem {
+	s.metrics.logins.WithLabelValues("throttled").Inc()
+	p := problem(http.StatusTooManyRequests, CodeLoginThrottled, "too many failed logins; wait for the time in Retry-After and try again")
+	p.retryAfter = throttle.RetryAfterSeconds(wait)
+	return p
+}
+
+// pruneLoginBudgets deletes ended windows now and then (throttle.PruneInterval), so that a flood of
+// made-up emails leaves no lasting rows. A failure only delays the cleanup.
+func (s *Server) pruneLoginBudgets(ctx context.Context) {
+	if _, err := s.acct.Prune(ctx); err != nil {
+		s.log.Warn("could not prune ended login-throttle windows; will try again in a minute", "error", err.Error())
+	}
 }
 
 // auditEmail is how a login's email is recorded: as typed when it looks like an email, otherwise a
@@ -98,36 +149,28 @@ func auditEmail(email string) string {
 	return "email:" + email
 }
 
-// throttled reserves an attempt on both keys before the password is checked (so parallel requests cannot
-// outrun the count) and reports whether either is locked out, with the longer wait.
-func (s *Server) throttled(acctKey, addrKey string) (time.Duration, bool) {
-	ok1, w1 := s.acct.Attempt(acctKey)
-	ok2, w2 := s.addr.Attempt(addrKey)
-	if !ok1 || !ok2 {
-		if ok1 {
-			s.acct.Refund(acctKey)
-		}
-		if ok2 {
-			s.addr.Refund(addrKey)
-		}
-		return max(w1, w2), true
+// lookupUser finds the account of a login. An address no user can have (lookup false) is not looked
+// up. found is false for an unknown email.
+func (s *Server) lookupUser(ctx context.Context, email string, lookup bool) (store.User, bool, error) {
+	if !lookup {
+		return store.User{}, false, nil
 	}
-	return 0, false
-}
-
-// checkPassword verifies a login under the hash semaphore (L5). Unknown users, and addresses no user
-// can have (lookup false), are verified against a dummy hash so that every outcome costs one argon2id
-// computation (L2). A disabled account fails like a wrong password.
-func (s *Server) checkPassword(ctx context.Context, email string, lookup bool, password string) (store.User, bool, error) {
-	u, err := store.User{}, store.ErrNotFound
-	if lookup {
-		u, err = s.st.UserByEmail(ctx, email)
+	u, err := s.st.UserByEmail(ctx, email)
+	if errors.Is(err, store.ErrNotFound) {
+		return store.User{}, false, nil
 	}
-	if err != nil && !errors.Is(err, store.ErrNotFound) {
+	if err != nil {
 		return store.User{}, false, err
 	}
+	return u, true, nil
+}
+
+// checkPassword verifies a login under the hash semaphore (L5). Unknown users are verified against a
+// dummy hash so that every outcome costs one argon2id computation (L2). A disabled account fails like
+// a wrong password.
+func (s *Server) checkPassword(ctx context.Context, u store.User, found bool, password string) (bool, error) {
 	h := s.dummy
-	known := err == nil
+	known := found
 	if known {
 		if parsed, perr := passhash.Parse(u.PasswordHash); perr == nil {
 			h = parsed
@@ -141,11 +184,11 @@ func (s *Server) checkPassword(ctx context.Context, email string, lookup bool, p
 		known = false
 	}
 	if err := s.hashSem.Acquire(ctx); err != nil {
-		return store.User{}, false, err
+		return false, err
 	}
 	ok := h.Verify([]byte(password))
 	s.hashSem.Release()
-	return u, ok && known && !u.Disabled, nil
+	return ok && known && !u.Disabled, nil
 }
 
 // newFamily starts a refresh-token family for u and returns the token pair.

@@ -53,7 +53,6 @@ func (s *Server) builtinRoutes() []Route {
 
 		{Method: "GET", Path: "/healthz", Roles: publicAccess, Handler: s.healthz},
 		{Method: "GET", Path: "/readyz", Roles: publicAccess, Handler: s.readyz},
-		{Method: "GET", Path: "/metrics", Roles: publicAccess, Handler: s.metricsHandler},
 		{Method: "GET", Path: "/api/v1/openapi.json", Roles: publicAccess, Handler: s.openAPIHandler},
 	}
 }
@@ -75,11 +74,6 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) error {
 		return p
 	}
 	writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
-	return nil
-}
-
-func (s *Server) metricsHandler(w http.ResponseWriter, r *http.Request) error {
-	s.metrics.handler().ServeHTTP(w, r)
 	return nil
 }
 

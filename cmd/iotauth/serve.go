@@ -2,6 +2,9 @@ package main
 
 import (
 	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/pem"
 	"errors"
 	"flag"
 	"fmt"
@@ -10,6 +13,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"strconv"
 	"strings"
@@ -41,8 +45,16 @@ type serveConfig struct {
 	CORSOrigins   []string
 	LoginWindow   time.Duration
 	LoginFailures int
-	LogFormat     string
-	LogLevel      slog.Level
+	// LoginAddrFailures is the per-address budget (LOGIN_MAX_FAILURES_PER_ADDR).
+	LoginAddrFailures int
+	// TrustedProxies are the reverse proxies whose X-Forwarded-For is believed (TRUSTED_PROXIES).
+	TrustedProxies []netip.Prefix
+	// MetricsAddr is where /metrics is served, apart from the API ("" disables it); metricsDefault is
+	// set when it is the default, whose address being taken is a warning, not a reason to stop.
+	MetricsAddr    string
+	metricsDefault bool
+	LogFormat      string
+	LogLevel       slog.Level
 	// jwtUnread is set when a JWT key source could not be read: the key's strength is then not judged,
 	// so that one mistake is not reported twice.
 	jwtUnread bool
@@ -234,6 +246,10 @@ func loadServeConfig(args []string, getenv func(string) string, stderr io.Writer
 	lenient(secondsFlag{&c.LoginWindow}, "login-throttle-window", "how long failed logins count and lockouts last ($LOGIN_THROTTLE_WINDOW, default 15m)")
 	c.LoginFailures = env.integer("LOGIN_MAX_FAILURES", 5)
 	lenient(intFlag{&c.LoginFailures}, "login-max-failures", "`number` of failed logins per account per window ($LOGIN_MAX_FAILURES)")
+	c.LoginAddrFailures = env.integer("LOGIN_MAX_FAILURES_PER_ADDR", 20)
+	lenient(intFlag{&c.LoginAddrFailures}, "login-max-failures-per-addr", "`number` of failed logins per client address per window before failures answer 429 ($LOGIN_MAX_FAILURES_PER_ADDR)")
+	proxies := fs.String("trusted-proxies", env.str("TRUSTED_PROXIES", ""), "comma-separated CIDRs or addresses of reverse proxies whose X-Forwarded-For is believed; empty trusts none ($TRUSTED_PROXIES)")
+	fs.StringVar(&c.MetricsAddr, "metrics-addr", env.str("METRICS_ADDR", defaultMetricsAddr), "address serving Prometheus /metrics, apart from the API; off disables it ($METRICS_ADDR)")
 	fs.StringVar(&c.LogFormat, "log-format", env.str("LOG_FORMAT", "json"), "json or text ($LOG_FORMAT)")
 	level := fs.String("log-level", env.str("LOG_LEVEL", "info"), "debug, info, warn or error ($LOG_LEVEL)")
 	if err := parseFlags(fs, args); err != nil {
@@ -259,8 +275,23 @@ func loadServeConfig(args []string, getenv func(string) string, stderr io.Writer
 	if c.LoginFailures < 1 {
 		errs = append(errs, errors.New("LOGIN_MAX_FAILURES must be at least 1"))
 	}
+	if c.LoginAddrFailures < 1 {
+		errs = append(errs, errors.New("LOGIN_MAX_FAILURES_PER_ADDR must be at least 1"))
+	}
 	if *cors != "" {
 		c.CORSOrigins = strings.Split(*cors, ",")
+	}
+	if c.TrustedProxies, err = api.ParseTrustedProxies(*proxies); err != nil {
+		errs = append(errs, err)
+	}
+	c.metricsDefault = c.MetricsAddr == defaultMetricsAddr
+	switch strings.ToLower(strings.TrimSpace(c.MetricsAddr)) {
+	case "", "off", "none":
+		c.MetricsAddr = ""
+	default:
+		if _, _, err := net.SplitHostPort(c.MetricsAddr); err != nil {
+			errs = append(errs, fmt.Errorf("METRICS_ADDR %q is not host:port: use something like 127.0.0.1:9180, or off to disable metrics", c.MetricsAddr))
+		}
 	}
 	// Key material: environment values or files, one signing method.
 	for _, k := range []struct {
@@ -282,6 +313,27 @@ func loadServeConfig(args []string, getenv func(string) string, stderr io.Writer
 		*k.dst = v
 	}
 	return c, errors.Join(errs...)
+}
+
+// defaultMetricsAddr is loopback: only the host's own scraper (or a sidecar) reaches the metrics. Not
+// 9100, which node_exporter holds on many hosts.
+const defaultMetricsAddr = "127.0.0.1:9180"
+
+// loginKey derives the key that signs device cookies and keys the login throttle from the JWT signing
+// key, which every replica already shares; rotating the JWT key therefore forgets known devices (they
+// fall back to the account's budget until their next login) and restarts the budgets.
+func loginKey(c token.Config) []byte {
+	material := c.Secret
+	if len(c.PrivateKeyPEM) > 0 {
+		if b, _ := pem.Decode(c.PrivateKeyPEM); b != nil {
+			material = b.Bytes
+		} else {
+			material = c.PrivateKeyPEM
+		}
+	}
+	m := hmac.New(sha256.New, material)
+	m.Write([]byte("iotauth login key v1"))
+	return m.Sum(nil)
 }
 
 // serveSettings is loadServeConfig followed by the checks of the signing key (token.New) and of the
@@ -371,7 +423,8 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stder
 		Store: st, Tokens: tokens, Logger: logger, Licenser: lic,
 		MQTTHost: c.MQTTHost, MQTTPort: c.MQTTPort, KeyKind: kind,
 		RefreshFamilyTTL: c.RefreshFamily, LoginWindow: c.LoginWindow, LoginMaxFailures: c.LoginFailures,
-		CORSOrigins: c.CORSOrigins,
+		LoginMaxFailuresPerAddr: c.LoginAddrFailures,
+		CORSOrigins:             c.CORSOrigins, TrustedProxies: c.TrustedProxies, LoginKey: loginKey(c.JWT),
 	})
 	if err != nil {
 		return err
@@ -389,9 +442,22 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stder
 		MaxHeaderBytes:    32 << 10,
 		ErrorLog:          log.New(redactWriter{logger}, "", 0),
 	}
-	logger.Info("iotauth REST API listening", "addr", ln.Addr().String(), "jwtAlgorithm", tokens.Algorithm(), "keyEnv", c.KeyEnv)
+	ms, err := metricsServer(c, srv, logger)
+	if err != nil {
+		ln.Close()
+		return err
+	}
+	logger.Info("iotauth REST API listening", "addr", ln.Addr().String(), "jwtAlgorithm", tokens.Algorithm(), "keyEnv", c.KeyEnv,
+		"trustedProxies", len(c.TrustedProxies))
 	errc := make(chan error, 1)
 	go func() { errc <- hs.Serve(ln) }()
+	if ms != nil {
+		go func() {
+			if err := ms.srv.Serve(ms.ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				logger.Error("the metrics listener stopped; /metrics is no longer served (the API goes on)", "error", err.Error())
+			}
+		}()
+	}
 	select {
 	case err := <-errc:
 		return err
@@ -400,6 +466,9 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stder
 	logger.Info("shutting down: finishing in-flight requests (up to 20 s)")
 	sctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
+	if ms != nil {
+		_ = ms.srv.Shutdown(sctx)
+	}
 	if err := hs.Shutdown(sctx); err != nil {
 		return fmt.Errorf("graceful shutdown: %w", err)
 	}
@@ -416,4 +485,42 @@ type redactWriter struct{ log *slog.Logger }
 func (w redactWriter) Write(b []byte) (int, error) {
 	w.log.Warn("http server", "message", strings.TrimSpace(string(b)))
 	return len(b), nil
+}
+
+// metricsListener is the separate listener that serves /metrics.
+type metricsListener struct {
+	ln  net.Listener
+	srv *http.Server
+}
+
+// metricsServer listens on METRICS_ADDR for /metrics only (issue 13 item 5): the API's own listener
+// does not serve it. A taken default address is a warning (another iotauth on the host, or a
+// coincidence), a taken address the operator chose is an error.
+func metricsServer(c serveConfig, srv *api.Server, logger *slog.Logger) (*metricsListener, error) {
+	if c.MetricsAddr == "" {
+		logger.Info("metrics disabled (METRICS_ADDR=off)")
+		return nil, nil
+	}
+	ln, err := net.Listen("tcp", c.MetricsAddr)
+	if err != nil {
+		if c.metricsDefault {
+			logger.Warn("metrics not served: the default metrics address is taken; set METRICS_ADDR to a free address, or to off",
+				"addr", c.MetricsAddr, "error", err.Error())
+			return nil, nil
+		}
+		return nil, fmt.Errorf("listen for metrics on %s (set METRICS_ADDR or -metrics-addr to a free address, or off): %w", c.MetricsAddr, err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", srv.MetricsHandler())
+	ms := &metricsListener{ln: ln, srv: &http.Server{
+		Handler:           mux,
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       10 * time.Second,
+		WriteTimeout:      30 * time.Second,
+		IdleTimeout:       120 * time.Second,
+		MaxHeaderBytes:    16 << 10,
+		ErrorLog:          log.New(redactWriter{logger}, "", 0),
+	}}
+	logger.Info("metrics listening", "addr", ln.Addr().String(), "path", "/metrics")
+	return ms, nil
 }

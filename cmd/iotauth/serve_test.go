@@ -43,6 +43,9 @@ func TestServeConfigErrorsNameTheSetting(t *testing.T) {
 		"no database":  {map[string]string{}, nil, "DATABASE_URL"},
 		"key env":      {map[string]string{"DATABASE_URL": "x", "IOTAUTH_KEY_ENV": "prod"}, nil, "live"},
 		"secret twice": {map[string]string{"DATABASE_URL": "x", "JWT_SECRET": "a"}, []string{"-jwt-secret-file", "/dev/null"}, "JWT_SECRET"},
+		"proxies":      {map[string]string{"DATABASE_URL": "x", "TRUSTED_PROXIES": "10.0.0.0/8,proxy.local"}, nil, "TRUSTED_PROXIES"},
+		"addr budget":  {map[string]string{"DATABASE_URL": "x", "LOGIN_MAX_FAILURES_PER_ADDR": "0"}, nil, "LOGIN_MAX_FAILURES_PER_ADDR"},
+		"metrics addr": {map[string]string{"DATABASE_URL": "x", "METRICS_ADDR": "9180"}, nil, "METRICS_ADDR"},
 	} {
 		_, err := loadServeConfig(tc.args, envMap(tc.env), io.Discard)
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
@@ -142,3 +145,33 @@ func TestServeSettingsGood(t *testing.T) {
 
 // goodSecret is an HS256 secret that token.New accepts.
 const goodSecret = "Zq3vN8xR2mK7pW4tY9bC6hJ1sL5dF0gA8eU3iO7nX2wQ"
+
+// TestServeMetricsAndProxySettings: metrics default to a loopback address of their own, off (or an empty
+// -metrics-addr) disables them, and TRUSTED_PROXIES takes CIDRs and addresses.
+func TestServeMetricsAndProxySettings(t *testing.T) {
+	d, err := loadServeConfig(nil, envMap(map[string]string{"DATABASE_URL": "x"}), io.Discard)
+	if err != nil || d.MetricsAddr != defaultMetricsAddr || !d.metricsDefault || len(d.TrustedProxies) != 0 {
+		t.Fatalf("defaults: %q %v %v %v", d.MetricsAddr, d.metricsDefault, d.TrustedProxies, err)
+	}
+	for _, tc := range []struct {
+		env  map[string]string
+		args []string
+	}{
+		{map[string]string{"DATABASE_URL": "x", "METRICS_ADDR": "off"}, nil},
+		{map[string]string{"DATABASE_URL": "x", "METRICS_ADDR": "127.0.0.1:1"}, []string{"-metrics-addr="}},
+	} {
+		c, err := loadServeConfig(tc.args, envMap(tc.env), io.Discard)
+		if err != nil || c.MetricsAddr != "" {
+			t.Errorf("%v %v: metrics %q, err %v; want disabled", tc.env, tc.args, c.MetricsAddr, err)
+		}
+	}
+	c, err := loadServeConfig(nil, envMap(map[string]string{"DATABASE_URL": "x", "TRUSTED_PROXIES": "10.0.0.0/8, 192.0.2.1", "METRICS_ADDR": "0.0.0.0:9999"}), io.Discard)
+	if err != nil || len(c.TrustedProxies) != 2 || c.MetricsAddr != "0.0.0.0:9999" || c.metricsDefault {
+		t.Fatalf("%+v %v", c, err)
+	}
+	// The login key follows the JWT key, so that every replica derives the same one.
+	a, b := loginKey(c.JWT), loginKey(c.JWT)
+	if len(a) != 32 || string(a) != string(b) {
+		t.Fatal("login key not derived deterministically")
+	}
+}

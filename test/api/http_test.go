@@ -1,7 +1,9 @@
 package api_test
 
 import (
+	"io"
 	"net/http"
+	"net/http/httptest"
 	"slices"
 	"strings"
 	"testing"
@@ -118,8 +120,9 @@ func (e *env) provisioningKeyNoRemember() string {
 	return "prov_" + strings.Repeat("A", 38)
 }
 
-// TestHealthAndMetrics: liveness, readiness against the database, Prometheus metrics without secrets
-// or raw paths, and the OpenAPI document.
+// TestHealthAndMetrics: liveness and readiness against the database on the public listener, Prometheus
+// metrics without secrets or raw paths on a handler of their own (not on the API: 404 there, issue 13
+// item 5), and the OpenAPI document.
 func TestHealthAndMetrics(t *testing.T) {
 	e := newEnv(t)
 	adm := e.admin()
@@ -127,8 +130,16 @@ func TestHealthAndMetrics(t *testing.T) {
 	e.expect(stateReq(a.AgentUUID, a.APIKey), 200, "")
 	e.expect(req{Method: "GET", Path: "/healthz"}, 200, "")
 	e.expect(req{Method: "GET", Path: "/readyz"}, 200, "")
-	res := e.expect(req{Method: "GET", Path: "/metrics"}, 200, "")
-	body := string(res.Body)
+	e.expect(req{Method: "GET", Path: "/metrics"}, 404, "not_found")
+	ms := httptest.NewServer(e.srv.MetricsHandler())
+	defer ms.Close()
+	mres, err := http.Get(ms.URL + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, _ := io.ReadAll(mres.Body)
+	mres.Body.Close()
+	body := string(raw)
 	if !strings.Contains(body, `iotauth_http_requests_total{code="200",method="GET",route="GET /api/v1/device/{uuid}/state"}`) ||
 		!strings.Contains(body, `iotauth_login_attempts_total{outcome="success"}`) {
 		t.Fatalf("metrics lack expected series:\n%.2000s", body)
@@ -136,7 +147,7 @@ func TestHealthAndMetrics(t *testing.T) {
 	if strings.Contains(body, a.AgentUUID) || secretPattern.MatchString(body) {
 		t.Fatal("metrics carry ids or secrets")
 	}
-	res = e.expect(req{Method: "GET", Path: "/api/v1/openapi.json"}, 200, "")
+	res := e.expect(req{Method: "GET", Path: "/api/v1/openapi.json"}, 200, "")
 	if !strings.Contains(string(res.Body), `"openapi":"3.`) {
 		t.Fatalf("openapi: %.200s", res.Body)
 	}
