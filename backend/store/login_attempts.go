@@ -9,7 +9,7 @@ import (
 	"github.com/jackc/pgx/v5"
 )
 
-// LoginAttempts is the login throttle's counter in PostgreSQL (table login_attempts, migration 004): every
+// LoginAttempts is the login throttle's counter in PostgreSQL (table login_attempts, migration 005): every
 // API replica on the database shares it (SECURITY.md U2). It implements throttle.Counter; times come
 // from the caller's clock, not the database's, so that tests can move them.
 type LoginAttempts struct{ s *Store }
