@@ -448,39 +448,12 @@ func (r *runner) flood() error {
 	}
 
 	// 4a: garbage usernames at full speed while real agents connect.
-	type floodRound struct {
-		legit   opResult
-		flood   int
-		queries int64
-	}
-	res := map[*harness.Broker][]floodRound{}
-	for round := range cfg.Rounds {
-		for _, b := range order([]*harness.Broker{noauth, warm}, round) {
-			before, err := lookupCalls(r.ctx, dsn)
-			if err != nil {
-				return err
-			}
-			stop := make(chan struct{})
-			floods := make(chan int, 1)
-			go func() { floods <- floodLoop(b.Addr(), cfg.FloodWorkers, stop) }()
-			o, err := connectStorm(b, legit, cfg.LegitWorkers, cfg.FloodDur)
-			close(stop)
-			f := <-floods
-			if err != nil {
-				return err
-			}
-			time.Sleep(100 * time.Millisecond)
-			after, err := lookupCalls(r.ctx, dsn)
-			if err != nil {
-				return err
-			}
-			res[b] = append(res[b], floodRound{legit: o, flood: f, queries: after - before})
-			time.Sleep(200 * time.Millisecond)
-		}
+	res, err := r.floodRounds(dsn, []*harness.Broker{noauth, warm}, legit, floodOptions)
+	if err != nil {
+		return err
 	}
 	load := fmt.Sprintf("4 flood: %d garbage clients + %d real", cfg.FloodWorkers, cfg.LegitWorkers)
-	p99 := func(f floodRound) float64 { return f.legit.p(0.99) }
-	rate := func(f floodRound) float64 { return float64(f.flood) / f.legit.wall.Seconds() }
+	p99, rate := floodRound.p99, floodRound.rate
 	perAnswered := func(f floodRound) float64 { return float64(f.legit.cpu) / float64(f.legit.ops+f.flood) }
 	r.add(
 		single(load, "DB lookups caused by the flood", "", floats(res[warm], func(f floodRound) float64 { return float64(f.queries) }),
@@ -497,51 +470,21 @@ func (r *runner) flood() error {
 	if err != nil {
 		return err
 	}
-	for _, b := range []*harness.Broker{forgedBroker} {
-		if _, errs := connectLoop(b.Addr(), partition(legit, 4), nil, len(legit)/4); errs > 0 {
-			return fmt.Errorf("warm-up on %s: %d connects failed", b.Addr(), errs)
-		}
+	if _, errs := connectLoop(forgedBroker.Addr(), partition(legit, 4), nil, len(legit)/4); errs > 0 {
+		return fmt.Errorf("warm-up on %s: %d connects failed", forgedBroker.Addr(), errs)
 	}
-	type forgedRound struct {
-		legit   opResult
-		forged  int
-		queries int64
-	}
-	forged := map[*harness.Broker][]forgedRound{}
-	for round := range cfg.Rounds {
-		for _, b := range order([]*harness.Broker{noauth, forgedBroker}, round) {
-			before, err := lookupCalls(r.ctx, dsn)
-			if err != nil {
-				return err
-			}
-			stop := make(chan struct{})
-			floods := make(chan int, 1)
-			go func() { floods <- connectLoopOf(b.Addr(), cfg.FloodWorkers, forgedOptions, stop) }()
-			o, err := connectStorm(b, legit, cfg.LegitWorkers, cfg.FloodDur)
-			close(stop)
-			f := <-floods
-			if err != nil {
-				return err
-			}
-			time.Sleep(100 * time.Millisecond)
-			after, err := lookupCalls(r.ctx, dsn)
-			if err != nil {
-				return err
-			}
-			forged[b] = append(forged[b], forgedRound{legit: o, forged: f, queries: after - before})
-			time.Sleep(200 * time.Millisecond)
-		}
+	forged, err := r.floodRounds(dsn, []*harness.Broker{noauth, forgedBroker}, legit, forgedOptions)
+	if err != nil {
+		return err
 	}
 	load = fmt.Sprintf("4d forged keys: %d clients + %d real", cfg.FloodWorkers, cfg.LegitWorkers)
-	fp99 := func(f forgedRound) float64 { return f.legit.p(0.99) }
-	perSecond := func(f forgedRound) float64 { return float64(f.queries) / f.legit.wall.Seconds() }
-	answered := func(f forgedRound) float64 { return float64(f.forged) / f.legit.wall.Seconds() }
+	perSecond := func(f floodRound) float64 { return float64(f.queries) / f.legit.wall.Seconds() }
 	r.add(
 		// The budget's burst (as many as a second's worth) comes on top of its rate once per round.
 		single(load, "DB lookups/s caused by forged keys", "/s", floats(forged[forgedBroker], perSecond),
 			valueAtMost(float64(budget)+float64(budget)/cfg.FloodDur.Seconds(), fmt.Sprintf("bound %d/s + burst", budget))),
-		pair(load, "real agents' CONNACK p99", "dur", floats(forged[forgedBroker], fp99), floats(forged[noauth], fp99), ratioAtMost(1.1)),
-		pair(load, "forged connects answered/s", "/s", floats(forged[forgedBroker], answered), floats(forged[noauth], answered), nil),
+		pair(load, "real agents' CONNACK p99", "dur", floats(forged[forgedBroker], p99), floats(forged[noauth], p99), ratioAtMost(1.1)),
+		pair(load, "forged connects answered/s", "/s", floats(forged[forgedBroker], rate), floats(forged[noauth], rate), nil),
 	)
 
 	// 4b: a connected agent's publish round trip, idle and while clients hammer wrong passwords.
@@ -786,4 +729,47 @@ func Soak(ctx context.Context, env Env, load string, d time.Duration, noAuth boo
 	}
 	return fmt.Sprintf("%s: %d ops in %v, %.0f/s, broker CPU %v (%s per op), p99 %s, load tool %.2f cores",
 		load, o.ops, o.wall.Round(time.Millisecond), o.rate(), o.cpu, formatDur(o.cpuPerOp()), formatDur(o.p(0.99)), o.selfShare()), nil
+}
+
+// floodRound is one round of a flood load on one broker: the real agents' connects, the flood connects
+// answered, and the credential lookups PostgreSQL ran meanwhile.
+type floodRound struct {
+	legit   opResult
+	flood   int
+	queries int64
+}
+
+func (f floodRound) p99() float64  { return f.legit.p(0.99) }
+func (f floodRound) rate() float64 { return float64(f.flood) / f.legit.wall.Seconds() }
+
+// floodRounds runs cfg.Rounds rounds on each broker, alternating: workers send the CONNECTs options
+// makes at full speed while the real agents connect for FloodDur.
+func (r *runner) floodRounds(dsn string, brokers []*harness.Broker, legit []Agent, options func(int) ConnectOptions) (map[*harness.Broker][]floodRound, error) {
+	cfg := r.cfg
+	res := map[*harness.Broker][]floodRound{}
+	for round := range cfg.Rounds {
+		for _, b := range order(brokers, round) {
+			before, err := lookupCalls(r.ctx, dsn)
+			if err != nil {
+				return nil, err
+			}
+			stop := make(chan struct{})
+			floods := make(chan int, 1)
+			go func() { floods <- connectLoopOf(b.Addr(), cfg.FloodWorkers, options, stop) }()
+			o, err := connectStorm(b, legit, cfg.LegitWorkers, cfg.FloodDur)
+			close(stop)
+			f := <-floods
+			if err != nil {
+				return nil, err
+			}
+			time.Sleep(100 * time.Millisecond)
+			after, err := lookupCalls(r.ctx, dsn)
+			if err != nil {
+				return nil, err
+			}
+			res[b] = append(res[b], floodRound{legit: o, flood: f, queries: after - before})
+			time.Sleep(200 * time.Millisecond)
+		}
+	}
+	return res, nil
 }

@@ -408,11 +408,6 @@ func forgedOptions(i int) ConnectOptions {
 		CleanSession: true, Timeout: 5 * time.Second}
 }
 
-// floodLoop has workers send flood CONNECTs (floodOptions) until stop; it returns how many were answered.
-func floodLoop(addr string, workers int, stop <-chan struct{}) int {
-	return connectLoopOf(addr, workers, floodOptions, stop)
-}
-
 // connectLoopOf has workers send the CONNECTs options makes until stop, each expected to be refused; it
 // returns how many were answered.
 func connectLoopOf(addr string, workers int, options func(int) ConnectOptions, stop <-chan struct{}) int {
