@@ -65,19 +65,14 @@ func (s *Server) authAppKey(r *http.Request, rt Route) (*http.Request, error) {
 			s.log.Warn("could not audit a refused application key", "error", err.Error())
 		}
 	}
-	if rt.Right == "" {
-		refuse("", "route takes an operator's access token only")
-		return r, problem(http.StatusForbidden, CodeForbidden,
-			"this route takes an operator's access token only: application keys never reach users, roles, application keys or an operator's session")
-	}
+	// Only refusals that name a known key are audited: a malformed or unknown key is anyone's guess, and
+	// auditing it would let anyone fill the audit trail without authenticating (SECURITY.md S1).
 	if secret.Check(s.cfg.appKeyKind, tok) != nil {
-		refuse("", "malformed or wrong kind of key")
 		return r, invalid
 	}
 	k, err := s.st.AppKeyByDigest(r.Context(), secret.DigestOf(tok))
 	switch {
 	case errors.Is(err, store.ErrNotFound):
-		refuse("", "unknown key")
 		return r, invalid
 	case err != nil:
 		return r, err
@@ -89,6 +84,11 @@ func (s *Server) authAppKey(r *http.Request, rt Route) (*http.Request, error) {
 	if k.ExpiresAt != nil && !s.now().Before(*k.ExpiresAt) {
 		refuse(k.ID, "expired")
 		return r, invalid
+	}
+	if rt.Right == "" {
+		refuse(k.ID, "route takes an operator's access token only")
+		return r, problem(http.StatusForbidden, CodeForbidden,
+			"this route takes an operator's access token only: application keys never reach users, roles, application keys or an operator's session")
 	}
 	if !slices.Contains(k.Rights, rt.Right) {
 		refuse(k.ID, "missing right "+rt.Right)

@@ -69,10 +69,23 @@ func (s *Server) login(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	budget, key := s.acct, s.budgetKey("acct", email)
-	dev, onDevice := device{}, false
+	// The cookie is checked the same way whether the account exists or not (against a user id that
+	// matches no cookie when it does not), so that its cost tells nothing about which accounts exist.
+	cookieUser := unknownUserID
 	if found {
-		if dev, onDevice = s.deviceOf(r, u.ID); onDevice {
-			budget, key = s.dev, s.budgetKey("dev", u.ID, string(dev.id[:]))
+		cookieUser = u.ID
+	}
+	dev, onDevice := s.deviceOf(r, cookieUser)
+	onDevice = onDevice && found
+	if onDevice {
+		budget, key = s.dev, s.budgetKey("dev", u.ID, string(dev.id[:]))
+	} else {
+		// Without a known device, an address that spent its budget is refused before any password is
+		// checked: otherwise one address could try a password against every account (spraying).
+		if blocked, wait, err := s.addr.Blocked(ctx, "addr:"+throttleNet(clientAddr(r))); err != nil {
+			return err
+		} else if blocked {
+			return s.loginThrottled(wait)
 		}
 	}
 	if ok, wait, err := budget.Attempt(ctx, key); err != nil {

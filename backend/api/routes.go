@@ -24,7 +24,9 @@ func (s *Server) builtinRoutes() []Route {
 		{Method: "GET", Path: "/api/v1/users", Roles: adminOnly, Handler: s.listUsers},
 		{Method: "PATCH", Path: "/api/v1/users/{id}", Roles: adminOnly, Handler: s.patchUser},
 
-		{Method: "POST", Path: "/api/v1/auth/api-keys", Roles: adminOnly, Right: store.RightKeysWrite, Handler: s.createAPIKey},
+		// Minting a device key, or a device's MQTT password, hands out that agent's MQTT identity, which
+		// may be wider than an application key's own topics (SECURITY.md A1): an admin's token only.
+		{Method: "POST", Path: "/api/v1/auth/api-keys", Roles: adminOnly, Handler: s.createAPIKey},
 		{Method: "GET", Path: "/api/v1/auth/api-keys", Roles: adminOnly, Right: store.RightKeysWrite, Handler: s.listAPIKeys},
 		{Method: "DELETE", Path: "/api/v1/auth/api-keys/{id}", Roles: adminOnly, Right: store.RightKeysWrite, Handler: s.revokeAPIKey},
 
@@ -42,7 +44,7 @@ func (s *Server) builtinRoutes() []Route {
 		{Method: "GET", Path: "/api/v1/agents/export", Roles: anyRole, Right: store.RightAgentsRead, Handler: s.RequireFeature(license.FeatureDataExport, s.exportAgents)},
 		{Method: "GET", Path: "/api/v1/agents/{uuid}", Roles: anyRole, Right: store.RightAgentsRead, Handler: s.getAgent},
 		{Method: "PUT", Path: "/api/v1/agents/{uuid}/target-state", Roles: adminOrOp, Right: store.RightAgentsWrite, Handler: s.putTargetState, MaxBody: stateMaxBody},
-		{Method: "POST", Path: "/api/v1/agents/{uuid}/mqtt-password", Roles: adminOnly, Right: store.RightAgentsWrite, Handler: s.rotateMQTTPassword},
+		{Method: "POST", Path: "/api/v1/agents/{uuid}/mqtt-password", Roles: adminOnly, Handler: s.rotateMQTTPassword},
 		{Method: "DELETE", Path: "/api/v1/agents/{uuid}", Roles: adminOnly, Right: store.RightAgentsWrite, Handler: s.decommissionAgent},
 
 		{Method: "GET", Path: "/api/v1/device/{uuid}/state", Device: true, Handler: s.deviceGetState},

@@ -53,7 +53,7 @@ func (s *Store) RotateRefreshToken(ctx context.Context, userID, oldJTI, newJTI s
 		err := tx.QueryRow(ctx, `
 UPDATE refresh_tokens t SET used_at = now()
   FROM users u
- WHERE t.jti = $1::uuid AND t.user_id = $2::uuid AND u.id = t.user_id AND NOT u.disabled
+ WHERE t.jti = $1::uuid AND t.user_id = $2::uuid AND u.id = t.user_id AND NOT u.disabled AND t.created_at > u.tokens_valid_after
    AND t.used_at IS NULL AND t.revoked_at IS NULL AND t.expires_at > now() AND t.family_expires_at > now()
 RETURNING t.family::text, t.family_expires_at`, oldJTI, userID).Scan(&fam, &famEnd)
 		if errors.Is(err, pgx.ErrNoRows) || isInvalidText(err) {

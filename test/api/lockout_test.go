@@ -133,29 +133,38 @@ func TestLoginBudgetSharedByReplicas(t *testing.T) {
 }
 
 // TestMadeUpEmailsDoNotLockOutTheAdmin is issue 13 item 3's report: twenty failed logins with made-up
-// emails from one address used to lock the real admin out for 15 minutes. Now they spend only the
-// address's budget: past it failures answer 429 (an unknown email and a wrong password alike, so the
-// answer tells nothing about which accounts exist), and the real admin, without any cookie, still gets in.
+// emails from one address used to lock the real admin out for 15 minutes, everywhere. Now they spend only
+// that address's budget: past it, logins from there without a known device are refused before any
+// password is checked (an unknown email and the admin's alike, so the answer tells nothing about which
+// accounts exist, and the address cannot go on spraying passwords). The admin gets in from that address
+// with the device cookie of an earlier login, and from any other address; the made-up emails spent none of
+// the admin's own budget.
 func TestMadeUpEmailsDoNotLockOutTheAdmin(t *testing.T) {
-	e := newEnv(t) // default limits: 5 per email, 20 per address, 15 minutes
+	e := newEnv(t, withConfig(func(c *api.Config) {
+		c.TrustedProxies = []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")}
+	})) // default limits: 5 per email, 20 per address, 15 minutes
 	e.createUser("admin@example.com", "correct horse battery", "admin")
 	e.remember("guess")
+	attacker := map[string]string{"X-Forwarded-For": "203.0.113.66"}
+	dev := e.deviceCookie(e.do(loginWith("admin@example.com", "correct horse battery", attacker)), false)
 	for i := 0; i < 20; i++ {
-		e.expect(loginReq("made-up-"+strconv.Itoa(i)+"@example.com", "guess"), 401, "invalid_credentials")
+		e.expect(loginWith("made-up-"+strconv.Itoa(i)+"@example.com", "guess", attacker), 401, "invalid_credentials")
 	}
-	unknown := e.expect(loginReq("made-up-x@example.com", "guess"), 429, "login_throttled")
-	known := e.expect(loginReq("admin@example.com", "guess"), 429, "login_throttled")
+	unknown := e.expect(loginWith("made-up-x@example.com", "guess", attacker), 429, "login_throttled")
+	known := e.expect(loginWith("admin@example.com", "correct horse battery", attacker), 429, "login_throttled")
 	if !bytes.Equal(unknown.Body, known.Body) || unknown.Header.Get("Retry-After") != known.Header.Get("Retry-After") {
-		t.Fatalf("an unknown email and a wrong password differ past the address budget:\n%s %s\n%s %s",
+		t.Fatalf("an unknown email and a known one differ past the address budget:\n%s %s\n%s %s",
 			unknown.Body, unknown.Header.Get("Retry-After"), known.Body, known.Header.Get("Retry-After"))
 	}
-	e.login("admin@example.com", "correct horse battery")
-	// The made-up emails spent none of the admin's own budget (5): four wrong passwords are checked
-	// (answered 429 from this address), and the fifth attempt, the right password, gets in.
+	withCookie := cookieHeader(dev)
+	withCookie["X-Forwarded-For"] = "203.0.113.66"
+	e.expect(loginWith("admin@example.com", "correct horse battery", withCookie), 200, "")
+	// From another address, without a cookie: the made-up emails spent none of the admin's budget (5).
+	elsewhere := map[string]string{"X-Forwarded-For": "198.51.100.1"}
 	for i := 0; i < 4; i++ {
-		e.expect(loginReq("admin@example.com", "guess"), 429, "login_throttled")
+		e.expect(loginWith("admin@example.com", "guess", elsewhere), 401, "invalid_credentials")
 	}
-	e.login("admin@example.com", "correct horse battery")
+	e.expect(loginWith("admin@example.com", "correct horse battery", elsewhere), 200, "")
 }
 
 // TestDeviceCookieSurvivesAccountLockout is U2's known-good device: after a login the API sets a signed
@@ -233,16 +242,19 @@ func TestTrustedProxies(t *testing.T) {
 	t.Run("untrusted peer", func(t *testing.T) {
 		e := newEnv(t, withConfig(limits))
 		e.remember("guess")
+		// X-Forwarded-Proto from an untrusted peer does not make the cookie Secure.
+		e.createUser("admin@example.com", "correct horse battery", "admin")
+		res := e.expect(loginWith("admin@example.com", "correct horse battery", map[string]string{"X-Forwarded-Proto": "https"}), 200, "")
+		e.deviceCookie(res, false)
 		for i := 0; i < 2; i++ {
 			e.expect(loginWith("x@example.com", "guess", map[string]string{"X-Forwarded-For": "198.51.100." + strconv.Itoa(i)}), 401, "invalid_credentials")
 		}
 		e.expect(loginWith("x@example.com", "guess", map[string]string{"X-Forwarded-For": "198.51.100.99"}), 429, "login_throttled")
+		// The admin's login and two failures; the third failure was refused before its password was
+		// checked (and so not audited as a login).
 		if n := e.count("audit_events", "action = 'login' AND remote_addr = '127.0.0.1'"); n != 3 {
 			t.Fatalf("%d logins audited from the peer 127.0.0.1, want 3 (the header must be ignored)", n)
 		}
-		e.createUser("admin@example.com", "correct horse battery", "admin")
-		res := e.expect(loginWith("admin@example.com", "correct horse battery", map[string]string{"X-Forwarded-Proto": "https"}), 200, "")
-		e.deviceCookie(res, false)
 	})
 	t.Run("trusted proxy", func(t *testing.T) {
 		e := newEnv(t, withConfig(func(c *api.Config) {
@@ -263,8 +275,8 @@ func TestTrustedProxies(t *testing.T) {
 		if n := e.count("audit_events", "action = 'login' AND remote_addr = '10.9.9.9'"); n != 1 {
 			t.Fatalf("%d logins audited from 10.9.9.9 after a malformed hop, want 1", n)
 		}
-		if n := e.count("audit_events", "action = 'login' AND remote_addr = '198.51.100.7'"); n != 3 {
-			t.Fatalf("%d logins audited from 198.51.100.7, want 3", n)
+		if n := e.count("audit_events", "action = 'login' AND remote_addr = '198.51.100.7'"); n != 2 {
+			t.Fatalf("%d logins audited from 198.51.100.7, want 2 (the third was refused unchecked)", n)
 		}
 		if n := e.count("audit_events", "remote_addr IN ('203.0.113.1', '198.51.100.250')"); n != 0 {
 			t.Fatal("a client-written X-Forwarded-For entry was believed")
