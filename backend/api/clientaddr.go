@@ -23,6 +23,12 @@ func ParseTrustedProxies(s string) ([]netip.Prefix, error) {
 			if err != nil {
 				return nil, fmt.Errorf("TRUSTED_PROXIES entry %q is not a CIDR: write it like 10.0.0.0/8 or fd00::/8", f)
 			}
+			if p.Bits() == 0 {
+				return nil, fmt.Errorf("TRUSTED_PROXIES entry %q trusts every address, so any client could write its own X-Forwarded-For: list your proxies' addresses or networks", f)
+			}
+			if p.Addr().Is4In6() {
+				return nil, fmt.Errorf("TRUSTED_PROXIES entry %q is an IPv4-mapped IPv6 network, which never matches (peers are compared as IPv4): write it as IPv4", f)
+			}
 			out = append(out, p.Masked())
 			continue
 		}

@@ -7,7 +7,9 @@ import (
 	"encoding/base64"
 	"encoding/binary"
 	"encoding/hex"
+	"github.com/iotauth/iotauth/backend/store"
 	"net/http"
+	"strconv"
 	"time"
 )
 
@@ -113,3 +115,10 @@ func (s *Server) budgetKey(kind string, parts ...string) string {
 // unknownUserID is what a device cookie is checked against when the login names no account: no cookie
 // is ever issued for it, so the check costs the same and never passes.
 const unknownUserID = "00000000-0000-0000-0000-000000000000"
+
+// deviceSubject is what a device cookie is bound to: the user, and the time their tokens were last
+// invalidated (a password change, a disable or re-enable), so that such a change also forgets every
+// known device, a stolen cookie included.
+func deviceSubject(u store.User) string {
+	return u.ID + "/" + strconv.FormatInt(u.TokensValidAfter.UnixNano(), 10)
+}

@@ -73,7 +73,7 @@ func (s *Server) login(w http.ResponseWriter, r *http.Request) error {
 	// matches no cookie when it does not), so that its cost tells nothing about which accounts exist.
 	cookieUser := unknownUserID
 	if found {
-		cookieUser = u.ID
+		cookieUser = deviceSubject(u)
 	}
 	dev, onDevice := s.deviceOf(r, cookieUser)
 	onDevice = onDevice && found
@@ -125,7 +125,7 @@ func (s *Server) login(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	s.setDeviceCookie(w, r, u.ID, dev, onDevice)
+	s.setDeviceCookie(w, r, deviceSubject(u), dev, onDevice)
 	s.metrics.logins.WithLabelValues("success").Inc()
 	audit.Actor, audit.Target = "user:"+u.ID, "user:"+u.ID
 	if onDevice {

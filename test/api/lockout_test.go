@@ -300,4 +300,10 @@ func TestParseTrustedProxies(t *testing.T) {
 			t.Errorf("%q: %v", bad, err)
 		}
 	}
+	// Trusting everyone would let any client write its own X-Forwarded-For; a mapped prefix never matches.
+	for _, bad := range []string{"0.0.0.0/0", "::/0", "::ffff:10.0.0.0/104"} {
+		if _, err := api.ParseTrustedProxies(bad); err == nil || !strings.Contains(err.Error(), "TRUSTED_PROXIES") {
+			t.Errorf("%q accepted: %v", bad, err)
+		}
+	}
 }

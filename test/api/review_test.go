@@ -56,3 +56,19 @@ func TestGarbageAppKeysAreNotAudited(t *testing.T) {
 		t.Fatalf("%d audit rows from 40 unauthenticated requests with made-up keys", n)
 	}
 }
+
+// An account change that ends its tokens (a password change, a disable and re-enable) also forgets every
+// known device: a stolen device cookie no longer gets a budget of its own.
+func TestAccountChangesForgetDevices(t *testing.T) {
+	e := newEnv(t, withConfig(func(c *api.Config) { c.LoginMaxFailures = 2 }))
+	u := e.createUser("dev@example.com", "correct horse battery", "operator")
+	e.remember("guess", "another long password")
+	dev := e.deviceCookie(e.do(loginReq("dev@example.com", "correct horse battery")), false)
+	e.exec(`UPDATE users SET disabled = true WHERE id = $1`, u.ID)
+	e.exec(`UPDATE users SET disabled = false WHERE id = $1`, u.ID)
+	// Spend the account's budget: a valid device cookie would not care, an outdated one must.
+	for i := 0; i < 2; i++ {
+		e.expect(loginReq("dev@example.com", "guess"), 401, "invalid_credentials")
+	}
+	e.expect(loginWith("dev@example.com", "correct horse battery", cookieHeader(dev)), 429, "login_throttled")
+}
