@@ -53,7 +53,8 @@ test-compat: build $(COMPAT_BROKERS) ## the plugin, demo and broker-using API te
 	@set -e; for v in $(COMPAT_VERSIONS); do \
 		echo "== Mosquitto $$v"; \
 		export IOTAUTH_MOSQUITTO=$(CURDIR)/$(BUILD)/mosquitto-$$v/sbin/mosquitto; \
-		$(TEST_ENV) $(GO) test -count=1 -timeout $(TEST_TIMEOUT) ./test/plugin ./test/demo; \
+		tags=""; case $$v in 2.1*) tags="-tags mosquitto21";; esac; \
+		$(TEST_ENV) $(GO) test -count=1 -timeout $(TEST_TIMEOUT) $$tags ./test/plugin ./test/demo; \
 		$(TEST_ENV) $(GO) test -count=1 -timeout $(TEST_TIMEOUT) -run '^($(COMPAT_API_TESTS))$$' ./test/api; \
 	done
 

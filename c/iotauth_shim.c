@@ -28,7 +28,7 @@ extern int iotauth_go_basic_auth(uintptr_t client, char *username, int username_
                                  char *clientid, int clientid_len);
 extern int iotauth_go_acl_check(uintptr_t client, char *topic, int topic_len, int access);
 extern void iotauth_go_tick(void);
-extern void iotauth_go_disconnect(uintptr_t client);
+extern void iotauth_go_disconnect(uintptr_t client, int clean_start, int protocol_version);
 extern void iotauth_go_yield(void);
 extern int iotauth_go_reload(void);
 
@@ -151,15 +151,6 @@ const char *iotauth_client_username(uintptr_t client)
 	return mosquitto_client_username((struct mosquitto *)client);
 }
 
-int iotauth_client_clean_start(uintptr_t client)
-{
-	return mosquitto_client_clean_session((struct mosquitto *)client);
-}
-
-int iotauth_client_protocol_version(uintptr_t client)
-{
-	return mosquitto_client_protocol_version((struct mosquitto *)client);
-}
 
 void iotauth_set_max_topic(size_t n)
 {
@@ -232,7 +223,8 @@ static int on_disconnect(int event, void *event_data, void *userdata)
 	/* The mark goes first: the broker may reuse this handle for the next client. */
 	iotauth_unmark((uintptr_t)ed->client);
 	before_go();
-	iotauth_go_disconnect((uintptr_t)ed->client);
+	iotauth_go_disconnect((uintptr_t)ed->client, mosquitto_client_clean_session(ed->client),
+	                      mosquitto_client_protocol_version(ed->client));
 	return MOSQ_ERR_SUCCESS;
 }
 

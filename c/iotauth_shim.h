@@ -16,12 +16,9 @@ int iotauth_kick(const char *clientid);
  * not NUL-terminated, at most IOTAUTH_MAX_USERNAME. Mosquitto keeps a copy. Main thread only. */
 #define IOTAUTH_MAX_USERNAME 511
 int iotauth_set_username(uintptr_t client, const char *username, int len);
-/* The client's current id and username, borrowed for the call; whether it asked for a clean start; its
- * MQTT protocol version (3, 4 or 5). Main thread only. */
+/* The client's current id and username, borrowed for the call. Main thread only. */
 const char *iotauth_client_id(uintptr_t client);
 const char *iotauth_client_username(uintptr_t client);
-int iotauth_client_clean_start(uintptr_t client);
-int iotauth_client_protocol_version(uintptr_t client);
 
 /* Replace the id of a client whose connect is being refused, before the broker logs it: with
  * mosquitto_set_clientid on 2.1, by overwriting the broker's copy in place on 2.0 (then id must not be

@@ -141,12 +141,12 @@ func iotauth_go_acl_check(client C.uintptr_t, topic *C.char, topicLen C.int, acc
 }
 
 //export iotauth_go_disconnect
-func iotauth_go_disconnect(client C.uintptr_t) {
+func iotauth_go_disconnect(client C.uintptr_t, cleanStart, protocolVersion C.int) {
 	defer recoverTo(nil, 0, "disconnect")
 	if in := current.Load(); in != nil {
-		c := C.uintptr_t(client)
-		persistent := C.iotauth_client_clean_start(c) == 0 || C.iotauth_client_protocol_version(c) == 5
-		in.sessions.Disconnect(uintptr(client), persistent)
+		// MQTT 5 keeps a session past a clean start when its expiry interval says so, which plugins of
+		// 2.0 cannot read: count every MQTT 5 session as one that may persist.
+		in.sessions.Disconnect(uintptr(client), cleanStart == 0 || protocolVersion == 5)
 	}
 }
 

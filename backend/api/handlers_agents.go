@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -41,24 +42,43 @@ const (
 	maxPageSize     = 500
 )
 
+// pageLimit reads a list route's limit (defaultPageSize when absent).
+func pageLimit(q url.Values) (int, error) {
+	v := q.Get("limit")
+	if v == "" {
+		return defaultPageSize, nil
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 1 || n > maxPageSize {
+		return 0, invalidField("limit", fmt.Sprintf("limit must be 1 to %d", maxPageSize))
+	}
+	return n, nil
+}
+
+// pageCursor reads a keyset cursor (creation time and id of the last row seen); zero values when absent.
+func pageCursor(q url.Values) (time.Time, string, error) {
+	v := q.Get("cursor")
+	if v == "" {
+		return time.Time{}, "", nil
+	}
+	t, id, ok := parseCursor(v)
+	if !ok {
+		return time.Time{}, "", invalidField("cursor", "cursor must be a nextCursor value from an earlier page")
+	}
+	return t, id, nil
+}
+
 // listAgents: GET /api/v1/agents?limit=&cursor=&status= (any role). Keyset pagination: nextCursor is
 // present while more agents follow. Decommissioned agents are listed only with status=decommissioned.
 func (s *Server) listAgents(w http.ResponseWriter, r *http.Request) error {
 	q := r.URL.Query()
 	p := store.AgentPage{Limit: defaultPageSize}
-	if v := q.Get("limit"); v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil || n < 1 || n > maxPageSize {
-			return invalidField("limit", fmt.Sprintf("limit must be 1 to %d", maxPageSize))
-		}
-		p.Limit = n
+	var err error
+	if p.Limit, err = pageLimit(q); err != nil {
+		return err
 	}
-	if v := q.Get("cursor"); v != "" {
-		t, id, ok := parseCursor(v)
-		if !ok {
-			return invalidField("cursor", "cursor must be a nextCursor value from an earlier page")
-		}
-		p.AfterTime, p.AfterUUID = t, id
+	if p.AfterTime, p.AfterUUID, err = pageCursor(q); err != nil {
+		return err
 	}
 	switch v := q.Get("status"); v {
 	case "", store.StatusActive, store.StatusDisabled, store.StatusDecommissioned:

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"net/http"
 	"slices"
-	"strconv"
 	"strings"
 	"time"
 	"unicode"
@@ -163,19 +162,12 @@ func (s *Server) createAppKey(w http.ResponseWriter, r *http.Request) error {
 func (s *Server) listAppKeys(w http.ResponseWriter, r *http.Request) error {
 	q := r.URL.Query()
 	p := store.AppKeyPage{Limit: defaultPageSize}
-	if v := q.Get("limit"); v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil || n < 1 || n > maxPageSize {
-			return invalidField("limit", fmt.Sprintf("limit must be 1 to %d", maxPageSize))
-		}
-		p.Limit = n
+	var err error
+	if p.Limit, err = pageLimit(q); err != nil {
+		return err
 	}
-	if v := q.Get("cursor"); v != "" {
-		t, id, ok := parseCursor(v)
-		if !ok {
-			return invalidField("cursor", "cursor must be a nextCursor value from an earlier page")
-		}
-		p.AfterTime, p.AfterID = t, id
+	if p.AfterTime, p.AfterID, err = pageCursor(q); err != nil {
+		return err
 	}
 	keys, more, err := s.st.ListAppKeys(r.Context(), p)
 	if err != nil {

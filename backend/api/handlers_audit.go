@@ -1,7 +1,6 @@
 package api
 
 import (
-	"fmt"
 	"net/http"
 	"strconv"
 	"time"
@@ -25,12 +24,9 @@ type auditJSON struct {
 func (s *Server) listAudit(w http.ResponseWriter, r *http.Request) error {
 	q := r.URL.Query()
 	p := store.AuditPage{Limit: defaultPageSize, Action: q.Get("action")}
-	if v := q.Get("limit"); v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil || n < 1 || n > maxPageSize {
-			return invalidField("limit", fmt.Sprintf("limit must be 1 to %d", maxPageSize))
-		}
-		p.Limit = n
+	var err error
+	if p.Limit, err = pageLimit(q); err != nil {
+		return err
 	}
 	if v := q.Get("cursor"); v != "" {
 		id, err := strconv.ParseInt(v, 10, 64)
