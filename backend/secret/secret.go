@@ -41,10 +41,14 @@ var (
 	// (by topics), never tied to an agent. TestAppKey is its test-deployment twin.
 	AppKey     = Kind{name: "application key", prefix: "iotak_live_"}
 	TestAppKey = Kind{name: "test application key", prefix: "iotak_test_"}
+	// PublishableKey is a browser's key: public by design, it can only start a token exchange from the
+	// origins it lists (SECURITY.md T4). It is still stored as a digest and redacted from logs.
+	PublishableKey     = Kind{name: "publishable key", prefix: "iotpk_live_"}
+	TestPublishableKey = Kind{name: "test publishable key", prefix: "iotpk_test_"}
 )
 
 // kinds lists every kind, for redaction and for spotting secrets where none belong.
-var kinds = []Kind{APIKey, TestAPIKey, MQTTPassword, ProvisioningKey, AppKey, TestAppKey}
+var kinds = []Kind{APIKey, TestAPIKey, MQTTPassword, ProvisioningKey, AppKey, TestAppKey, PublishableKey, TestPublishableKey}
 
 // Name is the human name of the kind, for error messages.
 func (k Kind) Name() string { return k.name }
@@ -84,6 +88,14 @@ func AppKindFor(k Kind) Kind {
 		return TestAppKey
 	}
 	return AppKey
+}
+
+// PublishableKindFor returns the publishable key kind of the deployment whose device keys are of kind k.
+func PublishableKindFor(k Kind) Kind {
+	if k == TestAPIKey {
+		return TestPublishableKey
+	}
+	return PublishableKey
 }
 
 // Errors returned by Check. Callers branch on them with errors.Is.

@@ -10,7 +10,7 @@ import (
 )
 
 func TestGenerateFormat(t *testing.T) {
-	for _, k := range []Kind{APIKey, TestAPIKey, MQTTPassword, ProvisioningKey, AppKey, TestAppKey} {
+	for _, k := range []Kind{APIKey, TestAPIKey, MQTTPassword, ProvisioningKey, AppKey, TestAppKey, PublishableKey, TestPublishableKey} {
 		re := regexp.MustCompile("^" + regexp.QuoteMeta(k.Prefix()) + "[0-9A-Za-z]{38}$")
 		seen := map[string]bool{}
 		for i := 0; i < 200; i++ {

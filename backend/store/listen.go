@@ -24,6 +24,10 @@ type Change struct {
 	Agent string `json:"agent"`
 	// DigestHex is the hex SHA-256 digest of the API key, for api_keys changes.
 	DigestHex string `json:"digest"`
+	// Subject and DeniedAt are set for subject_denials changes (schema 006): a subject whose short-lived
+	// MQTT credentials issued at or before DeniedAt are dead.
+	Subject  string    `json:"subject"`
+	DeniedAt time.Time `json:"deniedAt"`
 }
 
 // Digest decodes DigestHex; ok is false when the change names no key.
