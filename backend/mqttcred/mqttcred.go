@@ -22,6 +22,8 @@ import (
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
+
+	"github.com/iotauth/iotauth/backend/topicfilter"
 )
 
 // UsernamePrefix starts the MQTT username of every short-lived credential; the rest is the token id.
@@ -46,7 +48,6 @@ const (
 // Bounds that keep a credential small enough for an MQTT password and cheap to check.
 const (
 	MaxTopics        = 32
-	MaxPatternLen    = 256
 	MaxClientIDLen   = 64
 	MaxSubjects      = 4
 	MaxSubjectLen    = 200
@@ -270,15 +271,8 @@ func CheckTopic(t Topic) error {
 	default:
 		return fmt.Errorf("topic access %q: use read, write or readwrite", t.Access)
 	}
-	p := t.Pattern
-	if p == "" || len(p) > MaxPatternLen || strings.HasPrefix(p, "$") || strings.ContainsRune(p, 0) {
-		return fmt.Errorf("topic %q: 1 to %d bytes, never a $ topic", p, MaxPatternLen)
-	}
-	levels := strings.Split(p, "/")
-	for i, l := range levels {
-		if l == "#" && i != len(levels)-1 || l != "#" && l != "+" && strings.ContainsAny(l, "+#") {
-			return fmt.Errorf("topic %q: + and # must fill a whole level, # only the last", p)
-		}
+	if err := topicfilter.Check(t.Pattern); err != nil {
+		return fmt.Errorf("topic %q: %w", t.Pattern, err)
 	}
 	return nil
 }
