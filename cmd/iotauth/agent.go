@@ -77,7 +77,7 @@ func agentCreate(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	if *expires > 0 {
 		p.Expires = time.Now().Add(*expires)
 	}
-	a, err := st.CreateAgent(ctx, p)
+	a, err := st.CreateAgentAudited(ctx, p, cliAudit("agent_create"))
 	if errors.Is(err, store.ErrInvalid) {
 		return fmt.Errorf("the name must be 1 to 200 characters: %w", err)
 	}
@@ -96,15 +96,12 @@ func agentCreate(ctx context.Context, args []string, stdout, stderr io.Writer) e
 func argAndStore(ctx context.Context, name, what string, args []string, stderr io.Writer) (string, *store.Store, error) {
 	fs := newFlags(name, stderr)
 	db := addDBFlags(fs)
-	if err := fs.Parse(args); err != nil {
-		return "", nil, errUsage
-	}
-	if fs.NArg() != 1 {
-		fmt.Fprintf(stderr, "usage: iotauth %s [-database-url-file FILE] %s\n", name, what)
-		return "", nil, errUsage
+	pos, err := parseArgs(fs, args, 1, "[-database-url-file FILE] "+what)
+	if err != nil {
+		return "", nil, err
 	}
 	st, err := storeFor(ctx, db, stderr)
-	return fs.Arg(0), st, err
+	return pos[0], st, err
 }
 
 func agentStatus(ctx context.Context, verb, status string, args []string, stdout, stderr io.Writer) error {
@@ -113,8 +110,8 @@ func agentStatus(ctx context.Context, verb, status string, args []string, stdout
 		return err
 	}
 	defer st.Close()
-	if err := st.SetAgentStatus(ctx, uuid, status); errors.Is(err, store.ErrNotFound) {
-		return fmt.Errorf("no agent %q: check the uuid", uuid)
+	if err := st.UpdateAgentStatus(ctx, uuid, status, cliAudit("agent_"+verb)); errors.Is(err, store.ErrNotFound) {
+		return notFound("no agent %q: check the uuid (iotauth agent list)", uuid)
 	} else if err != nil {
 		return err
 	}
@@ -131,9 +128,9 @@ func agentRotate(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	pw, err := st.RotateAgentPassword(ctx, uuid, cliAudit("mqtt_password_rotate"))
 	switch {
 	case errors.Is(err, store.ErrNotFound):
-		return fmt.Errorf("no agent %q: check the uuid", uuid)
+		return notFound("no agent %q: check the uuid (iotauth agent list)", uuid)
 	case errors.Is(err, store.ErrDecommissioned):
-		return fmt.Errorf("agent %q is decommissioned; create a new agent instead", uuid)
+		return refused("agent %q is decommissioned; create a new agent instead", uuid)
 	case err != nil:
 		return err
 	}
@@ -148,7 +145,7 @@ func keyRevoke(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	defer st.Close()
 	k, err := st.RevokeAPIKey(ctx, id, cliAudit("api_key_revoke"))
 	if errors.Is(err, store.ErrNotFound) {
-		return fmt.Errorf("no API key %q: list keys with the REST API (GET /api/v1/auth/api-keys) to find its id", id)
+		return notFound("no API key %q: find its id with 'iotauth key list'", id)
 	} else if err != nil {
 		return err
 	}
