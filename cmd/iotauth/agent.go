@@ -41,23 +41,41 @@ func init() {
 // agentCreateLicenseNote is the CLI's licensing policy, shown in its help: the CLI is the operator's
 // break-glass tool, run by someone who already holds the database credentials, so the license (which
 // gates the REST API's registrations) does not stop it.
-const agentCreateLicenseNote = `Licensing: this command is the operator's break-glass tool and is NOT gated by the license.
+const agentCreateLicenseNote = `Licensing: one agent (-name) is the operator's break-glass tool and is NOT gated by the license.
 It works in restricted mode and ignores the device limit, because whoever runs it already holds the
 database credentials. Agents it creates count toward the limit: once the count reaches maxDevices,
-REST self-registration (POST /api/v1/provision/agent) answers 403 device_limit_reached.`
+REST self-registration (POST /api/v1/provision/agent) answers 403 device_limit_reached.
+
+Bulk creation (--count N) is factory provisioning and respects the license, as REST registrations do:
+it reads LICENSE_PUBLIC_KEY[_FILE] and LICENSE_KEY[_FILE] as 'iotauth serve' does, refuses in
+restricted mode, and creates nothing when N more agents would pass maxDevices (exit 4). Secrets go to
+standard output or --out FILE (created 0600, never overwritten) only, once.`
 
 func agentCreate(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("agent create", stderr)
-	name := fs.String("name", "", "agent name (required)")
+	name := fs.String("name", "", "agent name (required without --count)")
 	env := fs.String("key-env", "live", "key environment: live or test")
 	expires := fs.Duration("expires-in", 0, "key lifetime, e.g. 720h (default: never expires)")
+	var bulk bulkFlags
+	fs.IntVar(&bulk.count, "count", 0, "create this many agents at once (bulk; see Licensing)")
+	fs.StringVar(&bulk.prefix, "name-prefix", "agent-", "with --count: names are this prefix and a zero-padded number from 1")
+	fs.StringVar(&bulk.format, "format", "jsonl", "with --count: jsonl or csv")
+	fs.StringVar(&bulk.out, "out", "", "with --count: write the credentials to this new file (mode 0600) instead of standard output")
+	fs.IntVar(&bulk.batch, "batch-size", 1000, "with --count: agents per transaction (1 to 10000)")
 	db := addDBFlags(fs)
 	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "usage: iotauth agent create -name NAME [flags]\n\n%s\n\n", agentCreateLicenseNote)
+		fmt.Fprintf(fs.Output(), "usage: iotauth agent create -name NAME [flags]\n       iotauth agent create --count N [--name-prefix P] [--format jsonl|csv] [--out FILE]\n\n%s\n\n", agentCreateLicenseNote)
 		fs.PrintDefaults()
 	}
 	if err := parseFlags(fs, args); err != nil {
 		return err
+	}
+	if bulk.count != 0 || bulk.set(fs) {
+		if *name != "" {
+			fmt.Fprintln(stderr, "-name makes one agent, --count many (named by --name-prefix): give one of them")
+			return errUsage
+		}
+		return agentCreateBulk(ctx, bulk, *env, *expires, db, stdout, stderr)
 	}
 	if *name == "" {
 		fmt.Fprintln(stderr, "-name is required")
