@@ -27,7 +27,7 @@ type mqttCreds struct {
 }
 
 func init() {
-	register("agent create", "create an agent with a device API key and MQTT password (printed once, as JSON); not license-gated", agentCreate)
+	register("agent create", "create an agent with a device API key and MQTT password (printed once, as JSON; not license-gated), or --count N at once (license-gated)", agentCreate)
 	register("agent disable", "disable an agent: its sessions are closed and it cannot connect", func(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return agentStatus(ctx, "disable", "disabled", args, stdout, stderr)
 	})

@@ -58,13 +58,14 @@ func versionCmd(_ context.Context, args []string, stdout, stderr io.Writer) erro
 	if *jsonOut {
 		return jsonLine(stdout, v)
 	}
-	commit := v.Commit
-	if commit == "" {
-		commit = "unknown"
+	fmt.Fprintf(stdout, "iotauth %s\n", v.Version)
+	if v.Commit != "" {
+		modified := ""
+		if v.Modified {
+			modified = " (modified)"
+		}
+		fmt.Fprintf(stdout, "commit %s%s\n", v.Commit, modified)
 	}
-	if v.Modified {
-		commit += " (modified)"
-	}
-	_, err = fmt.Fprintf(stdout, "iotauth %s\ncommit %s\n%s\nschema version %d\n", v.Version, commit, v.Go, v.SchemaVersion)
+	_, err = fmt.Fprintf(stdout, "%s\nschema version %d\n", v.Go, v.SchemaVersion)
 	return err
 }

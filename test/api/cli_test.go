@@ -78,6 +78,7 @@ func TestCLIGroupHelp(t *testing.T) {
 		"user":    {"user create", "user list", "user disable", "user enable"},
 		"app-key": {"app-key create", "app-key list", "app-key revoke"},
 		"license": {"license keygen", "license issue", "license verify"},
+		"audit":   {"audit tail"},
 	} {
 		for _, h := range []string{"-h", "--help", "help"} {
 			out, errOut, code := cli(t, "", nil, group, h)
@@ -100,7 +101,7 @@ func TestCLIGroupHelp(t *testing.T) {
 			t.Errorf("a command word alone: exit %d:\n%s", code, errOut)
 		}
 	}
-	for _, c := range [][]string{{"agent", "list", "-h"}, {"agent", "show", "-h"}, {"key", "list", "-h"}, {"user", "list", "-h"}, {"version", "-h"}} {
+	for _, c := range [][]string{{"agent", "list", "-h"}, {"agent", "show", "-h"}, {"key", "list", "-h"}, {"user", "list", "-h"}, {"app-key", "list", "-h"}, {"audit", "tail", "-h"}, {"version", "-h"}} {
 		if _, errOut, code := cli(t, "", nil, c...); code != 0 || !strings.Contains(errOut, "-json") {
 			t.Errorf("iotauth %v: exit %d, want 0 and the flags (with -json):\n%s", c, code, errOut)
 		}
