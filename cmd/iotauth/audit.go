@@ -60,7 +60,7 @@ func auditTail(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return err
 	}
 	defer st.Close()
-	print := auditPrinter(stdout, *jsonOut)
+	emit := auditPrinter(stdout, *jsonOut)
 
 	// The newest event now, whatever the filters: the starting point of both the first print and --follow.
 	var last int64
@@ -80,7 +80,7 @@ func auditTail(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		}
 		slices.Reverse(events)
 		for _, e := range events {
-			if err := print(e); err != nil {
+			if err := emit(e); err != nil {
 				return err
 			}
 		}
@@ -123,7 +123,7 @@ func auditTail(ctx context.Context, args []string, stdout, stderr io.Writer) err
 				if seen[e.ID] {
 					continue
 				}
-				if err := print(e); err != nil {
+				if err := emit(e); err != nil {
 					return err
 				}
 				seen[e.ID] = true
