@@ -12,8 +12,7 @@ import (
 // TestKicksAreAudited is issue 16 item 2: when the plugin disconnects a live session because its
 // credentials were revoked (by the CLI or by plain SQL), it writes the audit event session_kick (actor
 // mosquitto-iotauth, target the agent or the application key, with the client id, key id and reason),
-// never a secret; the
-// CLI's own change is audited with the actor cli:<os user>.
+// never a secret; the CLI's own change is audited with the actor cli:<os user>.
 func TestKicksAreAudited(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
