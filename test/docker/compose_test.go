@@ -470,7 +470,17 @@ func TestComposeServicesRunOutsideContainers(t *testing.T) {
 	}
 	hc := r.c.Services["postgres"].Healthcheck.Test[1:]
 	isready := append([]string{filepath.Join(pgBin, hc[0])}, hc[1:]...)
-	isready = append(isready, "-h", u.Hostname(), "-p", u.Port())
+	for i := 1; i+1 < len(isready); i++ {
+		switch isready[i] {
+		case "-h":
+			isready[i+1] = u.Hostname()
+		case "-p":
+			isready[i+1] = u.Port()
+		}
+	}
+	if !contains(isready, u.Port()) {
+		t.Fatalf("postgres healthcheck %v: want -h and -p (TCP, not the socket of the image's init server)", hc)
+	}
 	if out, err := exec.Command(isready[0], isready[1:]...).CombinedOutput(); err != nil {
 		t.Fatalf("postgres healthcheck %v: %v\n%s", isready, err, out)
 	}
