@@ -11,6 +11,8 @@ SHIM_HASH := $(shell cat c/* 2>/dev/null | sha256sum | cut -c1-16)
 export CGO_CFLAGS := -O2 -g -DIOTAUTH_SHIM_HASH=$(SHIM_HASH)
 GO_SOURCES := $(shell find . -name '*.go' -not -path './build/*') go.mod go.sum $(wildcard c/*) $(wildcard backend/migrations/sql/*.sql)
 TEST_TIMEOUT ?= 12m
+# `iotauth version` prints it (the Go toolchain does not stamp VCS data in every checkout, e.g. worktrees).
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 TEST_ENV = IOTAUTH_PLUGIN=$(CURDIR)/$(PLUGIN) IOTAUTH_PLUGIN_TESTHOOKS=$(CURDIR)/$(PLUGIN_TESTHOOKS) IOTAUTH_BIN=$(CURDIR)/$(BIN)
 # make test-compat: the brokers built from ../shared/mosquitto (beside the repo, in CI too) into
 # build/mosquitto-VERSION/. 2.1 is the build whose main loop sleeps until the next event, as 2.1 does
@@ -44,7 +46,7 @@ $(PLUGIN_TESTHOOKS): $(GO_SOURCES)
 
 $(BIN): $(GO_SOURCES)
 	@mkdir -p $(BUILD)
-	$(GO) build -o $@ ./cmd/iotauth
+	$(GO) build -ldflags "-X main.version=$(VERSION)" -o $@ ./cmd/iotauth
 
 test: deps build test-c ## run every test: unit, integration and end to end (starts its own PostgreSQL and Mosquitto)
 	$(TEST_ENV) $(GO) test -count=1 -timeout $(TEST_TIMEOUT) ./...

@@ -204,7 +204,7 @@ func (in *instance) recheck(ctx context.Context, agents map[string]struct{}) err
 		for i := range batch {
 			c, ok := found[batch[i].Digest]
 			if err := in.auth.Recheck(batch[i].Session, c, ok); err != nil {
-				in.sessions.Refuse(batch[i], err)
+				in.kick(batch[i], err)
 			}
 		}
 	}
@@ -233,7 +233,7 @@ func (in *instance) periodic(ctx context.Context) {
 		}
 		if in.cfg.KickOnRevoke {
 			for _, s := range in.sessions.Expired() {
-				in.sessions.Refuse(s, auth.ErrExpired)
+				in.kick(s, auth.ErrExpired)
 			}
 		}
 		if time.Since(lastTouch) >= 5*time.Second {
@@ -256,25 +256,29 @@ func (in *instance) periodic(ctx context.Context) {
 	}
 }
 
-// writeAudits writes the queued refusals of application keys to the audit trail, in one transaction.
-// While the store is down they wait in the bounded queue.
+// writeAudits writes the queued audit events (refusals of application keys, kicks) to the audit trail,
+// in one transaction. While the store is down they wait in the bounded queue.
 func (in *instance) writeAudits(ctx context.Context) {
 	in.auditMu.Lock()
-	if (len(in.audits) == 0 && in.auditDropped == 0) || in.auth.StoreDown() {
+	if (len(in.audits) == 0 && len(in.auditDropped) == 0) || in.auth.StoreDown() {
 		in.auditMu.Unlock()
 		return
 	}
 	es, dropped := in.audits, in.auditDropped
-	in.audits, in.auditDropped = nil, 0
+	in.audits, in.auditDropped = nil, nil
 	in.auditMu.Unlock()
-	if dropped > 0 {
-		es = append(es, store.AuditEvent{Actor: "mosquitto-iotauth", Action: "app_key_refused", Outcome: store.OutcomeFailure,
-			Detail: map[string]any{"via": "mqtt", "notRecorded": dropped}})
+	for action, n := range dropped {
+		outcome := store.OutcomeSuccess
+		if action == "app_key_refused" {
+			outcome = store.OutcomeFailure
+		}
+		es = append(es, store.AuditEvent{Actor: auditActor, Action: action, Outcome: outcome,
+			Detail: map[string]any{"via": "mqtt", "notRecorded": n}})
 	}
 	actx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	if err := in.store.AuditMany(actx, es); err != nil {
-		in.log.Warn("could not write refused application-key connects to the audit trail; they are lost",
+		in.log.Warn("could not write refused application-key connects and kicks to the audit trail; they are lost",
 			"count", len(es), "error", err)
 	}
 }

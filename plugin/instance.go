@@ -68,8 +68,8 @@ type instance struct {
 	used   map[secret.Digest]struct{} // keys that connected since the last TouchKeys
 
 	auditMu      sync.Mutex
-	audits       []store.AuditEvent // refused application-key connects, written by the background loop
-	auditDropped int
+	audits       []store.AuditEvent // refused application-key connects and kicks, written by the background loop
+	auditDropped map[string]int     // events not queued (the queue was full), by action
 
 	ticks     tickWatch // main thread only
 	reloading bool      // main thread only: from RELOAD to the next TICK, Mosquitto re-checks every client
@@ -84,8 +84,8 @@ type tickWatch struct {
 	warned    time.Time
 }
 
-// maxQueuedAudits bounds the refused connects queued for the audit trail between two writes (one a
-// second): a flood of refusals must not grow memory; beyond it they are counted and the count audited.
+// maxQueuedAudits bounds the refused connects and kicks queued for the audit trail between two writes
+// (one a second): a flood must not grow memory; beyond it they are counted and the count audited.
 const maxQueuedAudits = 1000
 
 func newInstance(kv [][2]string) (*instance, error) {
@@ -282,19 +282,51 @@ func (in *instance) decide(client uintptr, username string, password []byte, cli
 // auditRefusal queues an audit event for a refused connect by an existing application key (issue 11:
 // every refused use is audited). The background loop writes the queue once a second.
 func (in *instance) auditRefusal(keyID, clientID string, reason error) {
-	if len(clientID) > 64 {
-		clientID = clientID[:64] + "…"
+	in.queueAudit(store.AuditEvent{
+		Actor: "app-key:" + keyID, Action: "app_key_refused", Target: "app-key:" + keyID, Outcome: store.OutcomeFailure,
+		Detail: map[string]any{"via": "mqtt", "clientId": shortClientID(clientID), "reason": reason.Error()},
+	})
+}
+
+// kick refuses a session a re-check no longer allows (session.Table.Refuse) and, when that disconnects a
+// live session, queues the audit event "session_kick" (issue 16): target the agent or application key,
+// with the client id, key id and reason. Never a secret: the reason is one of the authorizer's errors.
+func (in *instance) kick(s session.Snapshot, reason error) {
+	if !in.sessions.Refuse(s, reason) {
+		return
 	}
+	target := "agent:" + s.Agent
+	if s.App() {
+		target = "app-key:" + s.KeyID()
+	}
+	in.queueAudit(store.AuditEvent{
+		Actor: auditActor, Action: "session_kick", Target: target,
+		Detail: map[string]any{"via": "mqtt", "clientId": shortClientID(s.ClientID), "keyId": s.KeyID(), "reason": reason.Error()},
+	})
+}
+
+// auditActor is the plugin's name as an actor in the audit trail.
+const auditActor = "mosquitto-iotauth"
+
+func shortClientID(clientID string) string {
+	if len(clientID) > 64 {
+		return clientID[:64] + "…"
+	}
+	return clientID
+}
+
+// queueAudit queues e for the background loop, or counts it when the queue is full.
+func (in *instance) queueAudit(e store.AuditEvent) {
 	in.auditMu.Lock()
 	defer in.auditMu.Unlock()
 	if len(in.audits) >= maxQueuedAudits {
-		in.auditDropped++
+		if in.auditDropped == nil {
+			in.auditDropped = map[string]int{}
+		}
+		in.auditDropped[e.Action]++
 		return
 	}
-	in.audits = append(in.audits, store.AuditEvent{
-		Actor: "app-key:" + keyID, Action: "app_key_refused", Target: "app-key:" + keyID, Outcome: store.OutcomeFailure,
-		Detail: map[string]any{"via": "mqtt", "clientId": clientID, "reason": reason.Error()},
-	})
+	in.audits = append(in.audits, e)
 }
 
 func (in *instance) markUsed(d secret.Digest) {

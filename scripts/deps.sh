@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Installs what iotauth's build, tests and demo need, when it is missing: Mosquitto (broker, headers,
-# client tools), PostgreSQL server binaries, PgBouncer (its tests), jq, curl and Chromium (the browser tests). Uses apt-get as root, or through sudo.
+# client tools), PostgreSQL server binaries, PgBouncer (its tests), jq, curl, openssl (docker/init-secrets.sh, test/docker) and Chromium (the browser tests). Uses apt-get as root, or through sudo.
 set -euo pipefail
 need=()
 have_pkg() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
-for p in mosquitto mosquitto-dev libmosquitto-dev mosquitto-clients pgbouncer jq curl chromium; do
+for p in mosquitto mosquitto-dev libmosquitto-dev mosquitto-clients pgbouncer jq curl openssl chromium; do
   have_pkg "$p" || need+=("$p")
 done
 if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && ! command -v initdb >/dev/null 2>&1; then

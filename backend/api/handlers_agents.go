@@ -72,14 +72,11 @@ func pageCursor(q url.Values) (time.Time, string, error) {
 // present while more agents follow. Decommissioned agents are listed only with status=decommissioned.
 func (s *Server) listAgents(w http.ResponseWriter, r *http.Request) error {
 	q := r.URL.Query()
-	p := store.AgentPage{Limit: defaultPageSize}
-	var err error
-	if p.Limit, err = pageLimit(q); err != nil {
+	kp, err := keysetPage(q)
+	if err != nil {
 		return err
 	}
-	if p.AfterTime, p.AfterUUID, err = pageCursor(q); err != nil {
-		return err
-	}
+	p := store.AgentPage{Limit: kp.Limit, AfterTime: kp.AfterTime, AfterUUID: kp.AfterID}
 	switch v := q.Get("status"); v {
 	case "", store.StatusActive, store.StatusDisabled, store.StatusDecommissioned:
 		p.Status = v
@@ -94,12 +91,7 @@ func (s *Server) listAgents(w http.ResponseWriter, r *http.Request) error {
 	for _, a := range agents {
 		items = append(items, agentView(a, false))
 	}
-	out := map[string]any{"items": items}
-	if more && len(agents) > 0 {
-		last := agents[len(agents)-1]
-		out["nextCursor"] = fmt.Sprintf("%d-%s", last.CreatedAt.UnixMicro(), last.UUID)
-	}
-	writeJSON(w, http.StatusOK, out)
+	writeJSON(w, http.StatusOK, listBody(items, more, func(a agentJSON) string { return FormatCursor(a.CreatedAt, a.UUID) }))
 	return nil
 }
 

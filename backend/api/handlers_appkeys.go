@@ -160,16 +160,11 @@ func (s *Server) createAppKey(w http.ResponseWriter, r *http.Request) error {
 
 // listAppKeys: GET /api/v1/auth/app-keys[?limit=&cursor=] (admin). Display prefixes only, never secrets.
 func (s *Server) listAppKeys(w http.ResponseWriter, r *http.Request) error {
-	q := r.URL.Query()
-	p := store.AppKeyPage{Limit: defaultPageSize}
-	var err error
-	if p.Limit, err = pageLimit(q); err != nil {
+	kp, err := keysetPage(r.URL.Query())
+	if err != nil {
 		return err
 	}
-	if p.AfterTime, p.AfterID, err = pageCursor(q); err != nil {
-		return err
-	}
-	keys, more, err := s.st.ListAppKeys(r.Context(), p)
+	keys, more, err := s.st.ListAppKeys(r.Context(), store.AppKeyPage{Limit: kp.Limit, AfterTime: kp.AfterTime, AfterID: kp.AfterID})
 	if err != nil {
 		return err
 	}
@@ -177,12 +172,7 @@ func (s *Server) listAppKeys(w http.ResponseWriter, r *http.Request) error {
 	for _, k := range keys {
 		items = append(items, appKeyView(k))
 	}
-	out := map[string]any{"items": items}
-	if more && len(keys) > 0 {
-		last := keys[len(keys)-1]
-		out["nextCursor"] = fmt.Sprintf("%d-%s", last.CreatedAt.UnixMicro(), last.ID)
-	}
-	writeJSON(w, http.StatusOK, out)
+	writeJSON(w, http.StatusOK, listBody(items, more, func(k appKeyJSON) string { return FormatCursor(k.CreatedAt, k.ID) }))
 	return nil
 }
 

@@ -85,13 +85,19 @@ func (s *Server) createAPIKey(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
-// listAPIKeys: GET /api/v1/auth/api-keys[?agentUuid=] (admin). Never secrets: display prefixes only.
+// listAPIKeys: GET /api/v1/auth/api-keys[?agentUuid=&limit=&cursor=] (admin). Never secrets: display
+// prefixes only. Newest first, keyset pagination.
 func (s *Server) listAPIKeys(w http.ResponseWriter, r *http.Request) error {
-	agent := r.URL.Query().Get("agentUuid")
+	q := r.URL.Query()
+	agent := q.Get("agentUuid")
 	if agent != "" && !uuid.Valid(agent) {
 		return invalidField("agentUuid", "agentUuid must be a uuid")
 	}
-	ks, err := s.st.ListAPIKeys(r.Context(), agent)
+	p, err := keysetPage(q)
+	if err != nil {
+		return err
+	}
+	ks, more, err := s.st.ListAPIKeys(r.Context(), agent, p)
 	if err != nil {
 		return err
 	}
@@ -99,7 +105,7 @@ func (s *Server) listAPIKeys(w http.ResponseWriter, r *http.Request) error {
 	for _, k := range ks {
 		items = append(items, apiKeyView(k))
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"items": items})
+	writeJSON(w, http.StatusOK, listBody(items, more, func(k apiKeyJSON) string { return FormatCursor(k.CreatedAt, k.ID) }))
 	return nil
 }
 

@@ -60,9 +60,14 @@ func (s *Server) createProvisioningKey(w http.ResponseWriter, r *http.Request) e
 	return nil
 }
 
-// listProvisioningKeys: GET /api/v1/provision/keys (admin, operator). Never the keys.
+// listProvisioningKeys: GET /api/v1/provision/keys[?limit=&cursor=] (admin, operator). Never the keys.
+// Newest first, keyset pagination.
 func (s *Server) listProvisioningKeys(w http.ResponseWriter, r *http.Request) error {
-	ks, err := s.st.ListProvisioningKeys(r.Context())
+	p, err := keysetPage(r.URL.Query())
+	if err != nil {
+		return err
+	}
+	ks, more, err := s.st.ListProvisioningKeys(r.Context(), p)
 	if err != nil {
 		return err
 	}
@@ -72,7 +77,7 @@ func (s *Server) listProvisioningKeys(w http.ResponseWriter, r *http.Request) er
 		items = append(items, provKeyJSON{ID: k.ID, Name: k.Name, Prefix: k.Prefix, ExpiresAt: k.ExpiresAt, Expired: !now.Before(k.ExpiresAt),
 			CreatedBy: k.CreatedBy, CreatedAt: k.CreatedAt})
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"items": items})
+	writeJSON(w, http.StatusOK, listBody(items, more, func(k provKeyJSON) string { return FormatCursor(k.CreatedAt, k.ID) }))
 	return nil
 }
 

@@ -92,9 +92,13 @@ func (s *Server) createUser(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
-// listUsers: GET /api/v1/users (admin).
+// listUsers: GET /api/v1/users[?limit=&cursor=] (admin). Oldest first, keyset pagination.
 func (s *Server) listUsers(w http.ResponseWriter, r *http.Request) error {
-	us, err := s.st.ListUsers(r.Context())
+	p, err := keysetPage(r.URL.Query())
+	if err != nil {
+		return err
+	}
+	us, more, err := s.st.ListUsers(r.Context(), p)
 	if err != nil {
 		return err
 	}
@@ -102,7 +106,7 @@ func (s *Server) listUsers(w http.ResponseWriter, r *http.Request) error {
 	for _, u := range us {
 		items = append(items, userView(u))
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"items": items})
+	writeJSON(w, http.StatusOK, listBody(items, more, func(u userJSON) string { return FormatCursor(u.CreatedAt, u.ID) }))
 	return nil
 }
 

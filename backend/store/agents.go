@@ -111,3 +111,45 @@ func isInvalidText(err error) bool {
 	var pg *pgconn.PgError
 	return errors.As(err, &pg) && pg.Code == pgerrcode.InvalidTextRepresentation
 }
+
+// CreateAgentAudited is CreateAgent with its audit event in the same transaction; the event's Target
+// and Detail (key id, name) are filled in from what was made. Never a secret.
+func (s *Store) CreateAgentAudited(ctx context.Context, p CreateAgentParams, audit AuditEvent) (NewAgent, error) {
+	var out NewAgent
+	err := s.withAudit(ctx, &audit, func(tx pgx.Tx) error {
+		var err error
+		if out, err = CreateAgentTx(ctx, tx, p); err != nil {
+			return err
+		}
+		audit.Target = "agent:" + out.AgentUUID
+		if audit.Detail == nil {
+			audit.Detail = map[string]any{}
+		}
+		audit.Detail["keyId"], audit.Detail["name"] = out.KeyID, p.Name
+		return nil
+	})
+	return out, err
+}
+
+// UpdateAgentStatus is SetAgentStatus with its audit event (Target set to the agent) in the same
+// transaction.
+func (s *Store) UpdateAgentStatus(ctx context.Context, agentUUID, status string, audit AuditEvent) error {
+	return s.withAudit(ctx, &audit, func(tx pgx.Tx) error {
+		tag, err := tx.Exec(ctx, `UPDATE agents SET status = $2, updated_at = now() WHERE uuid = $1::uuid`, agentUUID, status)
+		if isInvalidText(err) {
+			return ErrNotFound
+		}
+		if err != nil {
+			return fmt.Errorf("set agent status: %w", checkViolation(err))
+		}
+		if tag.RowsAffected() == 0 {
+			return ErrNotFound
+		}
+		audit.Target = "agent:" + agentUUID
+		if audit.Detail == nil {
+			audit.Detail = map[string]any{}
+		}
+		audit.Detail["status"] = status
+		return nil
+	})
+}

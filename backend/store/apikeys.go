@@ -102,26 +102,18 @@ RETURNING `+apiKeyColumns, p.AgentUUID, p.Name, d[:], secret.DisplayPrefix(p.Kin
 	return k, key, nil
 }
 
-// ListAPIKeys lists keys, newest first, optionally of one agent ("" for all).
-func (s *Store) ListAPIKeys(ctx context.Context, agentUUID string) ([]APIKey, error) {
-	var rows pgx.Rows
-	var err error
-	if agentUUID == "" {
-		rows, err = s.pool.Query(ctx, `SELECT `+apiKeyColumns+` FROM api_keys ORDER BY created_at DESC, id`)
-	} else {
-		rows, err = s.pool.Query(ctx, `SELECT `+apiKeyColumns+` FROM api_keys WHERE agent_uuid = $1::uuid ORDER BY created_at DESC, id`, agentUUID)
+// ListAPIKeys returns one page of device API keys, newest first, optionally of one agent ("" for all);
+// more reports whether another page follows.
+func (s *Store) ListAPIKeys(ctx context.Context, agentUUID string, p Page) (keys []APIKey, more bool, err error) {
+	after, afterID := p.cursor()
+	var agent *string
+	if agentUUID != "" {
+		agent = &agentUUID
 	}
-	if isInvalidText(err) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, fmt.Errorf("list api keys: %w", err)
-	}
-	keys, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (APIKey, error) { return scanAPIKey(r) })
-	if isInvalidText(err) {
-		return nil, nil
-	}
-	return keys, err
+	return listPage(ctx, s.pool, "api keys", p, scanAPIKey, `SELECT `+apiKeyColumns+` FROM api_keys
+ WHERE ($1::timestamptz IS NULL OR (created_at, id) < ($1, $2::uuid))
+   AND ($3::uuid IS NULL OR agent_uuid = $3::uuid)
+ ORDER BY created_at DESC, id DESC LIMIT $4`, after, afterID, agent)
 }
 
 // RevokeAPIKey revokes a key with its audit event. The trigger on api_keys announces it to every broker,

@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -99,22 +101,66 @@ type AuditRecord struct {
 	Detail     map[string]any
 }
 
-// AuditPage selects one page of the audit trail, newest first: events with an id below BeforeID (0:
-// from the newest), optionally of one action.
+// AuditPage selects one page of the audit trail: newest first, events with an id below BeforeID (0:
+// from the newest); or, with Ascending, oldest first from the event after AfterID (0: from the first),
+// for following the trail. The filters narrow it: an exact Actor, an exact Action, Agent (events whose target or actor
+// is that agent, "agent:<uuid>"), and Since/Until on the event time (since inclusive, until exclusive).
 type AuditPage struct {
-	Limit    int
-	BeforeID int64
-	Action   string
+	Limit     int
+	BeforeID  int64
+	AfterID   int64
+	Ascending bool
+	Action    string
+	Actor     string
+	Agent     string
+	Since     time.Time
+	Until     time.Time
 }
 
-// ListAudit returns one page of audit events, newest first; more reports whether another page follows.
+// ListAudit returns one page of audit events; more reports whether another page follows.
 func (s *Store) ListAudit(ctx context.Context, p AuditPage) (events []AuditRecord, more bool, err error) {
 	if p.Limit <= 0 {
 		p.Limit = 50
 	}
-	rows, err := s.pool.Query(ctx, `SELECT id, at, actor, action, target, outcome, remote_addr, detail FROM audit_events
- WHERE ($1 = 0 OR id < $1) AND ($2 = '' OR action = $2)
- ORDER BY id DESC LIMIT $3`, p.BeforeID, p.Action, p.Limit+1)
+	// The WHERE clause holds only the filters given, so that each can use its index (migration 009)
+	// whatever plan PostgreSQL caches for the statement.
+	var where []string
+	var args []any
+	add := func(cond string, v any) {
+		args = append(args, v)
+		where = append(where, strings.ReplaceAll(cond, "$?", "$"+strconv.Itoa(len(args))))
+	}
+	if p.BeforeID > 0 {
+		add("id < $?", p.BeforeID)
+	}
+	if p.AfterID > 0 {
+		add("id > $?", p.AfterID)
+	}
+	if p.Action != "" {
+		add("action = $?", p.Action)
+	}
+	if p.Actor != "" {
+		add("actor = $?", p.Actor)
+	}
+	if p.Agent != "" {
+		add("(target = $? OR actor = $?)", "agent:"+p.Agent)
+	}
+	if !p.Since.IsZero() {
+		add("at >= $?", p.Since)
+	}
+	if !p.Until.IsZero() {
+		add("at < $?", p.Until)
+	}
+	sql := `SELECT id, at, actor, action, target, outcome, remote_addr, detail FROM audit_events`
+	if len(where) > 0 {
+		sql += " WHERE " + strings.Join(where, " AND ")
+	}
+	order := " ORDER BY id DESC"
+	if p.Ascending {
+		order = " ORDER BY id ASC"
+	}
+	args = append(args, p.Limit+1)
+	rows, err := s.pool.Query(ctx, sql+order+" LIMIT $"+strconv.Itoa(len(args)), args...)
 	if err != nil {
 		return nil, false, fmt.Errorf("list audit events: %w", err)
 	}

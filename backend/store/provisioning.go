@@ -52,18 +52,17 @@ RETURNING id::text, expires_at, created_at`, name, d[:], pk.Prefix, expires, by)
 	return pk, key, nil
 }
 
-// ListProvisioningKeys returns the unredeemed provisioning keys, newest first (expired ones included,
-// so that an operator sees them and can delete them).
-func (s *Store) ListProvisioningKeys(ctx context.Context) ([]ProvisioningKey, error) {
-	rows, err := s.pool.Query(ctx, `SELECT id::text, name, prefix, expires_at, COALESCE(created_by::text, ''), created_at FROM provisioning_keys ORDER BY created_at DESC, id`)
-	if err != nil {
-		return nil, fmt.Errorf("list provisioning keys: %w", err)
-	}
-	return pgx.CollectRows(rows, func(r pgx.CollectableRow) (ProvisioningKey, error) {
+// ListProvisioningKeys returns one page of the unredeemed provisioning keys, newest first (expired ones
+// included, so that an operator sees them and can delete them); more reports whether another page follows.
+func (s *Store) ListProvisioningKeys(ctx context.Context, p Page) (keys []ProvisioningKey, more bool, err error) {
+	after, afterID := p.cursor()
+	return listPage(ctx, s.pool, "provisioning keys", p, func(r pgx.Row) (ProvisioningKey, error) {
 		var k ProvisioningKey
 		err := r.Scan(&k.ID, &k.Name, &k.Prefix, &k.ExpiresAt, &k.CreatedBy, &k.CreatedAt)
 		return k, err
-	})
+	}, `SELECT id::text, name, prefix, expires_at, COALESCE(created_by::text, ''), created_at FROM provisioning_keys
+ WHERE ($1::timestamptz IS NULL OR (created_at, id) < ($1, $2::uuid))
+ ORDER BY created_at DESC, id DESC LIMIT $3`, after, afterID)
 }
 
 // DeleteProvisioningKey deletes an unredeemed provisioning key.

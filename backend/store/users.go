@@ -86,13 +86,12 @@ func (s *Store) UserByID(ctx context.Context, id string) (User, error) {
 	return scanUser(s.pool.QueryRow(ctx, `SELECT `+userColumns+` FROM users WHERE id = $1::uuid`, id))
 }
 
-// ListUsers returns every operator, oldest first.
-func (s *Store) ListUsers(ctx context.Context) ([]User, error) {
-	rows, err := s.pool.Query(ctx, `SELECT `+userColumns+` FROM users ORDER BY created_at, id`)
-	if err != nil {
-		return nil, fmt.Errorf("list users: %w", err)
-	}
-	return pgx.CollectRows(rows, func(r pgx.CollectableRow) (User, error) { return scanUser(r) })
+// ListUsers returns one page of operators, oldest first; more reports whether another page follows.
+func (s *Store) ListUsers(ctx context.Context, p Page) (users []User, more bool, err error) {
+	after, afterID := p.cursor()
+	return listPage(ctx, s.pool, "users", p, scanUser, `SELECT `+userColumns+` FROM users
+ WHERE ($1::timestamptz IS NULL OR (created_at, id) > ($1, $2::uuid))
+ ORDER BY created_at, id LIMIT $3`, after, afterID)
 }
 
 // UserChange is a partial update; nil fields are left alone.

@@ -27,7 +27,7 @@ type mqttCreds struct {
 }
 
 func init() {
-	register("agent create", "create an agent with a device API key and MQTT password (printed once, as JSON); not license-gated", agentCreate)
+	register("agent create", "create an agent with a device API key and MQTT password (printed once, as JSON; not license-gated), or --count N at once (license-gated)", agentCreate)
 	register("agent disable", "disable an agent: its sessions are closed and it cannot connect", func(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return agentStatus(ctx, "disable", "disabled", args, stdout, stderr)
 	})
@@ -41,23 +41,41 @@ func init() {
 // agentCreateLicenseNote is the CLI's licensing policy, shown in its help: the CLI is the operator's
 // break-glass tool, run by someone who already holds the database credentials, so the license (which
 // gates the REST API's registrations) does not stop it.
-const agentCreateLicenseNote = `Licensing: this command is the operator's break-glass tool and is NOT gated by the license.
+const agentCreateLicenseNote = `Licensing: one agent (-name) is the operator's break-glass tool and is NOT gated by the license.
 It works in restricted mode and ignores the device limit, because whoever runs it already holds the
 database credentials. Agents it creates count toward the limit: once the count reaches maxDevices,
-REST self-registration (POST /api/v1/provision/agent) answers 403 device_limit_reached.`
+REST self-registration (POST /api/v1/provision/agent) answers 403 device_limit_reached.
+
+Bulk creation (--count N) is factory provisioning and respects the license, as REST registrations do:
+it reads LICENSE_PUBLIC_KEY[_FILE] and LICENSE_KEY[_FILE] as 'iotauth serve' does, refuses in
+restricted mode, and creates nothing when N more agents would pass maxDevices (exit 4). Secrets go to
+standard output or --out FILE (created 0600, never overwritten) only, once.`
 
 func agentCreate(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("agent create", stderr)
-	name := fs.String("name", "", "agent name (required)")
+	name := fs.String("name", "", "agent name (required without --count)")
 	env := fs.String("key-env", "live", "key environment: live or test")
 	expires := fs.Duration("expires-in", 0, "key lifetime, e.g. 720h (default: never expires)")
+	var bulk bulkFlags
+	fs.IntVar(&bulk.count, "count", 0, "create this many agents at once (bulk; see Licensing)")
+	fs.StringVar(&bulk.prefix, "name-prefix", "agent-", "with --count: names are this prefix and a zero-padded number from 1")
+	fs.StringVar(&bulk.format, "format", "jsonl", "with --count: jsonl or csv")
+	fs.StringVar(&bulk.out, "out", "", "with --count: write the credentials to this new file (mode 0600) instead of standard output")
+	fs.IntVar(&bulk.batch, "batch-size", 1000, "with --count: agents per transaction (1 to 10000)")
 	db := addDBFlags(fs)
 	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "usage: iotauth agent create -name NAME [flags]\n\n%s\n\n", agentCreateLicenseNote)
+		fmt.Fprintf(fs.Output(), "usage: iotauth agent create -name NAME [flags]\n       iotauth agent create --count N [--name-prefix P] [--format jsonl|csv] [--out FILE]\n\n%s\n\n", agentCreateLicenseNote)
 		fs.PrintDefaults()
 	}
 	if err := parseFlags(fs, args); err != nil {
 		return err
+	}
+	if bulk.count != 0 || bulk.set(fs) {
+		if *name != "" {
+			fmt.Fprintln(stderr, "-name makes one agent, --count many (named by --name-prefix): give one of them")
+			return errUsage
+		}
+		return agentCreateBulk(ctx, bulk, *env, *expires, db, stdout, stderr)
 	}
 	if *name == "" {
 		fmt.Fprintln(stderr, "-name is required")
@@ -77,7 +95,7 @@ func agentCreate(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	if *expires > 0 {
 		p.Expires = time.Now().Add(*expires)
 	}
-	a, err := st.CreateAgent(ctx, p)
+	a, err := st.CreateAgentAudited(ctx, p, cliAudit("agent_create"))
 	if errors.Is(err, store.ErrInvalid) {
 		return fmt.Errorf("the name must be 1 to 200 characters: %w", err)
 	}
@@ -96,15 +114,12 @@ func agentCreate(ctx context.Context, args []string, stdout, stderr io.Writer) e
 func argAndStore(ctx context.Context, name, what string, args []string, stderr io.Writer) (string, *store.Store, error) {
 	fs := newFlags(name, stderr)
 	db := addDBFlags(fs)
-	if err := fs.Parse(args); err != nil {
-		return "", nil, errUsage
-	}
-	if fs.NArg() != 1 {
-		fmt.Fprintf(stderr, "usage: iotauth %s [-database-url-file FILE] %s\n", name, what)
-		return "", nil, errUsage
+	pos, err := parseArgs(fs, args, 1, "[-database-url-file FILE] "+what)
+	if err != nil {
+		return "", nil, err
 	}
 	st, err := storeFor(ctx, db, stderr)
-	return fs.Arg(0), st, err
+	return pos[0], st, err
 }
 
 func agentStatus(ctx context.Context, verb, status string, args []string, stdout, stderr io.Writer) error {
@@ -113,8 +128,8 @@ func agentStatus(ctx context.Context, verb, status string, args []string, stdout
 		return err
 	}
 	defer st.Close()
-	if err := st.SetAgentStatus(ctx, uuid, status); errors.Is(err, store.ErrNotFound) {
-		return fmt.Errorf("no agent %q: check the uuid", uuid)
+	if err := st.UpdateAgentStatus(ctx, uuid, status, cliAudit("agent_"+verb)); errors.Is(err, store.ErrNotFound) {
+		return notFound("no agent %q: check the uuid (iotauth agent list)", uuid)
 	} else if err != nil {
 		return err
 	}
@@ -131,9 +146,9 @@ func agentRotate(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	pw, err := st.RotateAgentPassword(ctx, uuid, cliAudit("mqtt_password_rotate"))
 	switch {
 	case errors.Is(err, store.ErrNotFound):
-		return fmt.Errorf("no agent %q: check the uuid", uuid)
+		return notFound("no agent %q: check the uuid (iotauth agent list)", uuid)
 	case errors.Is(err, store.ErrDecommissioned):
-		return fmt.Errorf("agent %q is decommissioned; create a new agent instead", uuid)
+		return refused("agent %q is decommissioned; create a new agent instead", uuid)
 	case err != nil:
 		return err
 	}
@@ -148,7 +163,7 @@ func keyRevoke(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	defer st.Close()
 	k, err := st.RevokeAPIKey(ctx, id, cliAudit("api_key_revoke"))
 	if errors.Is(err, store.ErrNotFound) {
-		return fmt.Errorf("no API key %q: list keys with the REST API (GET /api/v1/auth/api-keys) to find its id", id)
+		return notFound("no API key %q: find its id with 'iotauth key list'", id)
 	} else if err != nil {
 		return err
 	}

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"strings"
-	"text/tabwriter"
 	"time"
 
 	"github.com/iotauth/iotauth/backend/api"
@@ -95,6 +94,7 @@ func appKeyCreate(ctx context.Context, args []string, stdout, stderr io.Writer) 
 
 func appKeyList(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("app-key list", stderr)
+	lf := addListFlags(fs)
 	db := addDBFlags(fs)
 	if err := parseFlags(fs, args); err != nil {
 		return err
@@ -104,38 +104,25 @@ func appKeyList(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		return err
 	}
 	defer st.Close()
-	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "ID\tPREFIX\tNAME\tRIGHTS\tTOPICS\tEXPIRES\tSTATE")
-	p := store.AppKeyPage{Limit: 500}
-	for {
-		keys, more, err := st.ListAppKeys(ctx, p)
-		if err != nil {
-			return err
+	tw := table(stdout, *lf.json, "ID\tPREFIX\tNAME\tRIGHTS\tTOPICS\tEXPIRES\tSTATE")
+	err = walkPages(*lf.limit, func(p store.Page) ([]store.AppKey, bool, error) {
+		return st.ListAppKeys(ctx, store.AppKeyPage{Limit: p.Limit, AfterTime: p.AfterTime, AfterID: p.AfterID})
+	}, func(k store.AppKey) (time.Time, string) { return k.CreatedAt, k.ID }, func(k store.AppKey) error {
+		if tw == nil {
+			return jsonLine(stdout, api.AppKeyView(k))
 		}
-		for _, k := range keys {
-			var ts []string
-			for _, t := range k.Topics {
-				ts = append(ts, t.Access+":"+t.Pattern)
-			}
-			exp, state := "never", "active"
-			if k.ExpiresAt != nil {
-				exp = k.ExpiresAt.UTC().Format(time.RFC3339)
-				if !k.ExpiresAt.After(time.Now()) {
-					state = "expired"
-				}
-			}
-			if k.RevokedAt != nil {
-				state = "revoked"
-			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", k.ID, k.Prefix, k.Name, strings.Join(k.Rights, ","), strings.Join(ts, ","), exp, state)
+		var ts []string
+		for _, t := range k.Topics {
+			ts = append(ts, t.Access+":"+t.Pattern)
 		}
-		if !more || len(keys) == 0 {
-			break
-		}
-		last := keys[len(keys)-1]
-		p.AfterTime, p.AfterID = last.CreatedAt, last.ID
+		_, err := fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", k.ID, k.Prefix, k.Name, strings.Join(k.Rights, ","), strings.Join(ts, ","),
+			timeOr(k.ExpiresAt, "never"), keyState(k.ExpiresAt, k.RevokedAt))
+		return err
+	})
+	if err != nil {
+		return err
 	}
-	return tw.Flush()
+	return flush(tw)
 }
 
 func appKeyRevoke(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -145,7 +132,7 @@ func appKeyRevoke(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	}
 	defer st.Close()
 	if _, err := st.RevokeAppKey(ctx, id, cliAudit("app_key_revoke")); errors.Is(err, store.ErrNotFound) {
-		return fmt.Errorf("no application key %q: find its id with 'iotauth app-key list'", id)
+		return notFound("no application key %q: find its id with 'iotauth app-key list'", id)
 	} else if err != nil {
 		return err
 	}

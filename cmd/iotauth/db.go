@@ -26,6 +26,9 @@ func newFlags(name string, stderr io.Writer) *flag.FlagSet {
 
 func parseFlags(fs *flag.FlagSet, args []string) error {
 	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return errHelp
+		}
 		return errUsage
 	}
 	if fs.NArg() > 0 {
@@ -60,9 +63,10 @@ func storeFor(ctx context.Context, db *dbFlags, stderr io.Writer) (*store.Store,
 	return openStore(ctx, dsn)
 }
 
-// cliAudit is the audit event of an action taken with the CLI (by whoever holds database access).
+// cliAudit is the audit event of an action taken with the CLI (by whoever holds database access), its
+// actor "cli:<os user>".
 func cliAudit(action string) store.AuditEvent {
-	return store.AuditEvent{Actor: "cli", Action: action}
+	return store.AuditEvent{Actor: cliActor(), Action: action, Detail: map[string]any{"via": "cli"}}
 }
 
 // migrate applies the embedded migrations.
@@ -99,4 +103,13 @@ func init() {
 		}
 		return migrate(ctx, dsn, stdout)
 	})
+}
+
+// cliAuditWith is cliAudit with more detail.
+func cliAuditWith(action string, detail map[string]any) store.AuditEvent {
+	e := cliAudit(action)
+	for k, v := range detail {
+		e.Detail[k] = v
+	}
+	return e
 }

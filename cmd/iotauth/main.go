@@ -4,7 +4,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -37,7 +36,9 @@ func usage(w io.Writer) {
 	for _, n := range names {
 		fmt.Fprintf(w, "  %-22s %s\n", n, commands[n].summary)
 	}
-	fmt.Fprintln(w, "\nRun 'iotauth <command> -h' for a command's flags. DATABASE_URL names the database.")
+	fmt.Fprintln(w, "\nRun 'iotauth <group> -h' for a group's commands and 'iotauth <command> -h' for a command's flags.")
+	fmt.Fprintln(w, "DATABASE_URL (or DATABASE_URL_FILE) names the database. Lists and shows take --json (JSON Lines).")
+	fmt.Fprintln(w, "Exit codes: 0 ok, 1 failure, 2 usage, 3 not found, 4 refused (device limit, conflict, last admin).")
 }
 
 func main() {
@@ -57,19 +58,29 @@ func run(args []string, stdout, stderr io.Writer) int {
 		name, rest = args[0]+" "+args[1], args[2:]
 	}
 	cmd, ok := commands[name]
+	if _, group := groups()[args[0]]; !ok && group {
+		// `iotauth agent`, `iotauth agent -h`, `iotauth agent nosuch`: the group's commands.
+		switch {
+		case len(args) > 1 && isHelpArg(args[1]):
+			groupUsage(stdout, args[0])
+			return exitOK
+		case len(args) > 1:
+			fmt.Fprintf(stderr, "iotauth: unknown command %q\n\n", name)
+		}
+		groupUsage(stderr, args[0])
+		return exitUsage
+	}
 	if !ok {
 		fmt.Fprintf(stderr, "iotauth: unknown command %q\n\n", strings.Join(args[:min(2, len(args))], " "))
 		usage(stderr)
-		return 2
+		return exitUsage
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := cmd.run(ctx, rest, stdout, stderr); err != nil {
-		if errors.Is(err, errUsage) {
-			return 2
-		}
+	err := cmd.run(ctx, rest, stdout, stderr)
+	code := exitCodeOf(err)
+	if code != exitOK && code != exitUsage {
 		fmt.Fprintf(stderr, "iotauth %s: %v\n", name, err)
-		return 1
 	}
-	return 0
+	return code
 }

@@ -73,9 +73,9 @@ func userCreate(ctx context.Context, args []string, getenv func(string) string, 
 		return err
 	}
 	defer st.Close()
-	u, err := st.CreateUser(ctx, addr, h, *role, store.AuditEvent{Actor: "cli", Action: "user_create", Detail: map[string]any{"role": *role}})
+	u, err := st.CreateUser(ctx, addr, h, *role, cliAuditWith("user_create", map[string]any{"role": *role}))
 	if errors.Is(err, store.ErrConflict) {
-		return fmt.Errorf("a user with email %s exists already", addr)
+		return refused("a user with email %s exists already", addr)
 	}
 	if err != nil {
 		return err

@@ -6,6 +6,8 @@ package options
 import (
 	"errors"
 	"fmt"
+	"io"
+	"os"
 	"sort"
 	"strconv"
 	"strings"
@@ -56,6 +58,9 @@ func Defaults() Config {
 
 type setter func(c *Config, v string) error
 
+// alternatives pairs the options that set the same value: only one of each pair may be given.
+var alternatives = map[string]string{"dsn": "dsn_file", "dsn_file": "dsn", "listen_dsn": "listen_dsn_file", "listen_dsn_file": "listen_dsn"}
+
 // retired options are accepted, so that an upgrade does not stop the broker, and logged as ignored.
 var retired = map[string]string{
 	"connect_memo": "the connect memo was removed (docs/decisions/0013-retire-the-connect-memo.md); delete the line",
@@ -69,6 +74,11 @@ var known = map[string]setter{
 		c.DSN = v
 		return nil
 	},
+	// dsn_file and listen_dsn_file keep the connection string (and its password) out of mosquitto.conf:
+	// a file such as a container secret (/run/secrets/database_url), read once at start, trailing
+	// newline ignored. Errors name the file, never its content.
+	"dsn_file":        fileOpt(func(c *Config) *string { return &c.DSN }),
+	"listen_dsn_file": fileOpt(func(c *Config) *string { return &c.ListenDSN }),
 	"listen_dsn": func(c *Config, v string) error {
 		if strings.TrimSpace(v) == "" {
 			return fmt.Errorf("is empty: give a direct PostgreSQL connection string for LISTEN, or leave the line out to use plugin_opt_dsn")
@@ -122,6 +132,36 @@ var known = map[string]setter{
 		c.MaxConns = int32(n)
 		return nil
 	},
+}
+
+// maxDSNFile bounds what a dsn file may hold: a connection string, not a stray large file.
+const maxDSNFile = 4096
+
+func fileOpt(f func(*Config) *string) setter {
+	return func(c *Config, v string) error {
+		path := strings.TrimSpace(v)
+		if path == "" {
+			return fmt.Errorf("is empty: give the path of a file holding the PostgreSQL connection string")
+		}
+		fh, err := os.Open(path)
+		if err != nil {
+			return fmt.Errorf("%q: cannot read it (%v): the broker's user must be able to read the file", path, errors.Unwrap(err))
+		}
+		defer fh.Close()
+		b, err := io.ReadAll(io.LimitReader(fh, maxDSNFile+1))
+		if err != nil {
+			return fmt.Errorf("%q: cannot read it (%v)", path, err)
+		}
+		if len(b) > maxDSNFile {
+			return fmt.Errorf("%q is larger than %d bytes: it must hold one PostgreSQL connection string", path, maxDSNFile)
+		}
+		dsn := strings.TrimRight(string(b), "\r\n")
+		if strings.TrimSpace(dsn) == "" || strings.ContainsAny(dsn, "\r\n") {
+			return fmt.Errorf("%q must hold one PostgreSQL connection string on one line", path)
+		}
+		*f(c) = dsn
+		return nil
+	}
 }
 
 func intOpt(f func(*Config) *int, lo, hi int) setter {
@@ -193,6 +233,11 @@ func Parse(kv [][2]string) (Config, error) {
 			errs = append(errs, fmt.Errorf("plugin_opt_%s is given twice: keep one", k))
 			continue
 		}
+		if other, ok := alternatives[k]; ok && seen[other] {
+			errs = append(errs, fmt.Errorf("plugin_opt_%s and plugin_opt_%s are both given: keep one", other, k))
+			bad[strings.TrimSuffix(k, "_file")] = true
+			continue
+		}
 		seen[k] = true
 		if err := set(&c, v); err != nil {
 			errs = append(errs, fmt.Errorf("plugin_opt_%s %w", k, err))
@@ -215,8 +260,8 @@ func (c *Config) Validate() error {
 // plugin_opt_dsn is not also "required").
 func (c *Config) validate(reported map[string]bool) []error {
 	var errs []error
-	if c.DSN == "" && !reported["dsn"] {
-		errs = append(errs, fmt.Errorf("plugin_opt_dsn is required: add a line like \"plugin_opt_dsn postgres://iotauth:secret@127.0.0.1:5432/iotauth\" to mosquitto.conf"))
+	if c.DSN == "" && !reported["dsn"] && !reported["dsn_file"] {
+		errs = append(errs, fmt.Errorf("plugin_opt_dsn is required: add a line like \"plugin_opt_dsn postgres://iotauth:secret@127.0.0.1:5432/iotauth\" to mosquitto.conf, or keep the password out of it with \"plugin_opt_dsn_file /run/secrets/database_url\" (a file holding that string)"))
 	}
 	if !reported["acl"] {
 		rules, err := acl.ParseTemplates(c.ACLSpec)

@@ -407,12 +407,13 @@ func (t *Table) Expired() []Snapshot {
 // Refuse ends a session a re-check no longer allows. A live one is disconnected on the next Tick,
 // without its will, and not kept once it has ended. An ended one is forgotten at once: its will and its
 // offline session's deliveries are refused from now on. A session that was replaced since the snapshot
-// is left alone.
-func (t *Table) Refuse(s Snapshot, reason error) {
+// is left alone. It reports whether it queued a disconnect (a live session not refused before), which
+// the caller records in the audit trail.
+func (t *Table) Refuse(s Snapshot, reason error) (kicked bool) {
 	t.mu.Lock()
 	if r := t.live[s.client]; r != nil && r.gen == s.gen {
 		if !r.revoked {
-			r.revoked = true
+			r.revoked, kicked = true, true
 			t.kicks = append(t.kicks, kick{client: s.client, gen: s.gen, clientID: s.ClientID})
 			t.cfg.Log.Info("disconnecting agent", "agent", r.Agent, "client", r.ClientID, "reason", reason.Error())
 		}
@@ -426,6 +427,7 @@ func (t *Table) Refuse(s Snapshot, reason error) {
 	if n > 0 {
 		t.cfg.Broker.RequestTick()
 	}
+	return kicked
 }
 
 // Tick disconnects the sessions Refuse queued that are still live. Main thread.
