@@ -6,6 +6,7 @@ package options
 import (
 	"errors"
 	"fmt"
+	"net"
 	"sort"
 	"strconv"
 	"strings"
@@ -40,6 +41,9 @@ type Config struct {
 	// UnknownKeyLookups bounds the store lookups a second of keys the cache has no entry for (forged
 	// keys among them); 0 means no bound.
 	UnknownKeyLookups int
+	// MetricsListen, when set, is the host:port where the plugin serves Prometheus metrics at /metrics
+	// (plugin_opt_metrics_listen); empty serves none.
+	MetricsListen string
 	// Warnings are about options that are accepted but do nothing any more; the plugin logs them.
 	Warnings []string
 }
@@ -106,6 +110,14 @@ var known = map[string]setter{
 		c.KeyKind = k
 		return nil
 	},
+	"metrics_listen": func(c *Config, v string) error {
+		addr, err := metricsAddr(v)
+		if err != nil {
+			return err
+		}
+		c.MetricsListen = addr
+		return nil
+	},
 	"log_level": func(c *Config, v string) error {
 		switch v {
 		case "debug", "info", "warning", "error":
@@ -122,6 +134,21 @@ var known = map[string]setter{
 		c.MaxConns = int32(n)
 		return nil
 	},
+}
+
+// metricsAddr checks a plugin_opt_metrics_listen value: host:port with a port from 1 to 65535 (the host
+// may be empty for every interface), or off/empty for none.
+func metricsAddr(v string) (string, error) {
+	v = strings.TrimSpace(v)
+	if v == "" || v == "off" {
+		return "", nil
+	}
+	host, port, err := net.SplitHostPort(v)
+	n, perr := strconv.Atoi(port)
+	if err != nil || perr != nil || n < 1 || n > 65535 || strings.ContainsAny(host, "/ ") {
+		return "", fmt.Errorf("%q: use host:port with a port from 1 to 65535, like 127.0.0.1:9234 (loopback: only local scrapers), or off", v)
+	}
+	return v, nil
 }
 
 func intOpt(f func(*Config) *int, lo, hi int) setter {
