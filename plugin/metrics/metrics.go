@@ -123,6 +123,15 @@ var ErrReservedName = errors.New("username uses the plugin's reserved prefix but
 
 // ReasonOf classifies err (wrapped errors included). It does not allocate.
 func ReasonOf(err error) Reason {
+	// The common case, a sentinel or a chain of single wraps, is compared directly (errors.Is costs
+	// about 20 ns per sentinel); anything else (errors.Join, custom Is methods) goes to errors.Is.
+	for e := err; e != nil; e = errors.Unwrap(e) {
+		for _, r := range reasonOf {
+			if e == r.err {
+				return r.reason
+			}
+		}
+	}
 	for _, r := range reasonOf {
 		if errors.Is(err, r.err) {
 			return r.reason

@@ -6,7 +6,6 @@ package options
 import (
 	"errors"
 	"fmt"
-	"net"
 	"sort"
 	"strconv"
 	"strings"
@@ -143,9 +142,18 @@ func metricsAddr(v string) (string, error) {
 	if v == "" || v == "off" {
 		return "", nil
 	}
-	host, port, err := net.SplitHostPort(v)
-	n, perr := strconv.Atoi(port)
-	if err != nil || perr != nil || n < 1 || n > 65535 || strings.ContainsAny(host, "/ ") {
+	// Split by hand: package net would make this decision package depend on cgo (its resolver).
+	host, port, ok := "", "", false
+	if i := strings.LastIndexByte(v, ':'); i >= 0 {
+		host, port, ok = v[:i], v[i+1:], true
+	}
+	if strings.HasPrefix(host, "[") && strings.HasSuffix(host, "]") {
+		host = host[1 : len(host)-1] // an IPv6 address
+	} else if strings.ContainsAny(host, ":[]") {
+		ok = false // an IPv6 address needs brackets
+	}
+	n, err := strconv.Atoi(port)
+	if !ok || err != nil || n < 1 || n > 65535 || strings.ContainsAny(host, "/ ") {
 		return "", fmt.Errorf("%q: use host:port with a port from 1 to 65535, like 127.0.0.1:9234 (loopback: only local scrapers), or off", v)
 	}
 	return v, nil

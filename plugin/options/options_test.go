@@ -60,6 +60,7 @@ func TestParseErrors(t *testing.T) {
 		{"metrics port 0", [][2]string{dsn, {"metrics_listen", "127.0.0.1:0"}}, "plugin_opt_metrics_listen"},
 		{"metrics port too big", [][2]string{dsn, {"metrics_listen", "127.0.0.1:70000"}}, "port from 1 to 65535"},
 		{"metrics port name", [][2]string{dsn, {"metrics_listen", "localhost:http"}}, "plugin_opt_metrics_listen"},
+		{"metrics ipv6 without brackets", [][2]string{dsn, {"metrics_listen", "::1:9234"}}, "plugin_opt_metrics_listen"},
 		{"metrics url", [][2]string{dsn, {"metrics_listen", "http://127.0.0.1:9234/metrics"}}, "plugin_opt_metrics_listen"},
 	}
 	for _, tt := range tests {
