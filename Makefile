@@ -11,6 +11,8 @@ SHIM_HASH := $(shell cat c/* 2>/dev/null | sha256sum | cut -c1-16)
 export CGO_CFLAGS := -O2 -g -DIOTAUTH_SHIM_HASH=$(SHIM_HASH)
 GO_SOURCES := $(shell find . -name '*.go' -not -path './build/*') go.mod go.sum $(wildcard c/*) $(wildcard backend/migrations/sql/*.sql)
 TEST_TIMEOUT ?= 12m
+# Extra flags for the benchmark tool, e.g. make bench BENCH_FLAGS='-metrics -only connect,storm'.
+BENCH_FLAGS ?=
 TEST_ENV = IOTAUTH_PLUGIN=$(CURDIR)/$(PLUGIN) IOTAUTH_PLUGIN_TESTHOOKS=$(CURDIR)/$(PLUGIN_TESTHOOKS) IOTAUTH_BIN=$(CURDIR)/$(BIN)
 # make test-compat: the brokers built from ../shared/mosquitto (beside the repo, in CI too) into
 # build/mosquitto-VERSION/. 2.1 is the build whose main loop sleeps until the next event, as 2.1 does
@@ -72,7 +74,7 @@ demo: deps build ## start PostgreSQL + Mosquitto with the plugin, create an agen
 	@scripts/demo.sh
 
 bench: deps build ## benchmark the plugin against Mosquitto without auth; prints ratios, writes build/bench.md
-	IOTAUTH_PLUGIN=$(CURDIR)/$(PLUGIN) $(GO) run ./test/bench/cmd/iotauth-bench -out $(BUILD)/bench.md
+	IOTAUTH_PLUGIN=$(CURDIR)/$(PLUGIN) $(GO) run ./test/bench/cmd/iotauth-bench -out $(BUILD)/bench.md $(BENCH_FLAGS)
 
 lint: ## gofmt, go vet, and staticcheck when installed
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
