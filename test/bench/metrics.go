@@ -101,9 +101,9 @@ func (r *runner) stopScrapers(load string) {
 		return
 	}
 	note := fmt.Sprintf("%s, metrics on (plugin_opt_metrics_listen): the broker was scraped over HTTP every %v throughout "+
-		"(%d scrapes answered, %d failed: those fall while the reconnect storm restarts the broker)", load, scrapeEvery, ok, failed)
+		"(%d scrapes answered, %d failed)", load, scrapeEvery, ok, failed)
 	if last != "" {
-		note += "; last failure: " + last
+		note += "; a scrape fails while the reconnect storm restarts the broker; last failure: " + last
 	}
 	r.rep.Notes = append(r.rep.Notes, note)
 	r.scrapers = nil
