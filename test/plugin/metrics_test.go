@@ -209,6 +209,8 @@ func TestMetricsCountConnectStorm(t *testing.T) {
 	// Disconnects reach the broker after the clients return: wait for the live count to settle on the
 	// one held session (generous deadline for a loaded machine).
 	waitSeries(t, addr, `iotauth_plugin_sessions{state="live"}`, 1, 5*time.Second)
+	// The apply time is recorded once the re-check finished, which races the kick it queued by microseconds.
+	waitSeries(t, addr, `iotauth_plugin_notify_apply_seconds_count`, 1, 5*time.Second)
 	text := scrape(t, addr)
 	got := series(text)
 	want := map[string]float64{
