@@ -423,3 +423,68 @@ func TestMetricsListenStopsTheBrokerWhenBad(t *testing.T) {
 		}
 	})
 }
+
+// With PostgreSQL paused, the metrics count the failed lookup, the fail-fast window it opens, the
+// refusal (unavailable) and the stale entry served; every failure opens a window of its own (no lookup is
+// made inside one), so the two counters agree. After PostgreSQL resumes, db_down returns to 0.
+func TestMetricsCountPostgresOutage(t *testing.T) {
+	t.Parallel()
+	p := privatePostgres(t)
+	dsn := p.NewDatabase(t)
+	st := harness.OpenStore(t, dsn)
+	cached := harness.CreateAgent(t, st, "cached")
+	unseen := harness.CreateAgent(t, st, "unseen")
+	b, addr := metricsBroker(t, dsn, [2]string{"preload", "false"}, [2]string{"db_timeout", "200ms"},
+		[2]string{"cache_ttl", "1s"}, [2]string{"stale_grace", "10m"})
+	// Until the change feed listens, the plugin caches nothing it looks up (a change could be missed).
+	if !b.WaitLog("credential change feed listening", 10*time.Second) {
+		t.Fatal("the change feed did not start")
+	}
+	if err := connectOnce(t, b, cached.Key, cached.Password, cached.ClientID); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(1100 * time.Millisecond) // past cache_ttl: the entry is stale, usable only while PostgreSQL is down
+
+	p.Pause()
+	resumed := false
+	defer func() {
+		if !resumed {
+			p.Resume()
+		}
+	}()
+	refused(t, connectOnce(t, b, unseen.Key, unseen.Password, unseen.ClientID), "unseen agent during the outage")
+	if err := connectOnce(t, b, cached.Key, cached.Password, cached.ClientID); err != nil {
+		t.Fatalf("cached agent during the outage (stale_grace 10m): %v", err)
+	}
+	got := series(scrape(t, addr))
+	for s, w := range map[string]float64{
+		`iotauth_plugin_connects_refused_total{principal="agent",reason="unavailable"}`: 1,
+		`iotauth_plugin_connects_allowed_total{principal="agent"}`:                      2,
+		`iotauth_plugin_stale_served_total`:                                             1,
+		`iotauth_plugin_cache_lookups_total{result="stale"}`:                            1,
+		`iotauth_plugin_db_lookup_duration_seconds_count{result="found"}`:               1, // the first connect
+	} {
+		if g := got[s]; g != w {
+			t.Errorf("%s = %v, want %v", s, g, w)
+		}
+	}
+	errs, windows := got["iotauth_plugin_db_errors_total"], got["iotauth_plugin_db_fail_fast_windows_total"]
+	// One failure, or two when the machine was slow enough for the first window (1 s) to end before the
+	// cached agent's connect.
+	if errs < 1 || errs > 2 || windows != errs || got[`iotauth_plugin_db_lookup_duration_seconds_count{result="error"}`] != errs {
+		t.Errorf("db errors %v, fail-fast windows %v, lookups with result error %v: want 1 or 2, all equal",
+			errs, windows, got[`iotauth_plugin_db_lookup_duration_seconds_count{result="error"}`])
+	}
+
+	p.Resume()
+	resumed = true
+	// The background probe ends the window once PostgreSQL answers (it probes every second).
+	waitSeries(t, addr, "iotauth_plugin_db_down", 0, 10*time.Second)
+	deadline := time.Now().Add(10 * time.Second)
+	for connectOnce(t, b, unseen.Key, unseen.Password, unseen.ClientID) != nil {
+		if time.Now().After(deadline) {
+			t.Fatal("the unseen agent is still refused 10 s after PostgreSQL resumed")
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
