@@ -488,3 +488,23 @@ func TestMetricsCountPostgresOutage(t *testing.T) {
 		time.Sleep(200 * time.Millisecond)
 	}
 }
+
+// With defer_unknown, a username that is not an iotauth key is handed to the next plugin (none here:
+// Mosquitto refuses it) and counted as deferred, not as a refusal of the plugin's.
+func TestMetricsCountDeferred(t *testing.T) {
+	t.Parallel()
+	dsn := pg.NewDatabase(t)
+	b, addr := metricsBroker(t, dsn, [2]string{"defer_unknown", "true"})
+	for i := range 3 {
+		refused(t, connectOnce(t, b, "someone-else", "their-password", fmt.Sprintf("other-%d", i)), "deferred username")
+	}
+	got := series(scrape(t, addr))
+	if g := got["iotauth_plugin_connects_deferred_total"]; g != 3 {
+		t.Errorf("deferred %v, want 3", g)
+	}
+	for s, v := range got {
+		if strings.HasPrefix(s, "iotauth_plugin_connects_refused_total{") && v != 0 {
+			t.Errorf("%s = %v, want 0 (deferred, not refused by the plugin)", s, v)
+		}
+	}
+}
