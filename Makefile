@@ -13,6 +13,8 @@ GO_SOURCES := $(shell find . -name '*.go' -not -path './build/*') go.mod go.sum 
 TEST_TIMEOUT ?= 12m
 # `iotauth version` prints it (the Go toolchain does not stamp VCS data in every checkout, e.g. worktrees).
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+# Extra flags for the benchmark tool, e.g. make bench BENCH_FLAGS='-metrics -only connect,storm'.
+BENCH_FLAGS ?=
 TEST_ENV = IOTAUTH_PLUGIN=$(CURDIR)/$(PLUGIN) IOTAUTH_PLUGIN_TESTHOOKS=$(CURDIR)/$(PLUGIN_TESTHOOKS) IOTAUTH_BIN=$(CURDIR)/$(BIN)
 # make test-compat: the brokers built from ../shared/mosquitto (beside the repo, in CI too) into
 # build/mosquitto-VERSION/. 2.1 is the build whose main loop sleeps until the next event, as 2.1 does
@@ -74,7 +76,7 @@ demo: deps build ## start PostgreSQL + Mosquitto with the plugin, create an agen
 	@scripts/demo.sh
 
 bench: deps build ## benchmark the plugin against Mosquitto without auth; prints ratios, writes build/bench.md
-	IOTAUTH_PLUGIN=$(CURDIR)/$(PLUGIN) $(GO) run ./test/bench/cmd/iotauth-bench -out $(BUILD)/bench.md
+	IOTAUTH_PLUGIN=$(CURDIR)/$(PLUGIN) $(GO) run ./test/bench/cmd/iotauth-bench -out $(BUILD)/bench.md $(BENCH_FLAGS)
 
 lint: ## gofmt, go vet, and staticcheck when installed
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi

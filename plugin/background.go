@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
 	"runtime/debug"
 	"sync"
 	"time"
@@ -58,6 +59,15 @@ func (in *instance) goBackground(ctx context.Context) <-chan struct{} {
 	go in.supervise(ctx, "re-check worker", in.recheckWorker)
 	go in.supervise(ctx, "periodic resync", in.periodic)
 	go in.supervise(ctx, "preload", func(ctx context.Context) { defer settledNow(); in.preload(ctx, listening, settledNow) })
+	if in.metricsSrv != nil {
+		in.wg.Add(1)
+		go in.supervise(ctx, "metrics server", func(context.Context) {
+			// Serve returns when close shuts the server down (ErrServerClosed), and is not restarted then.
+			if err := in.metricsSrv.Serve(in.metricsLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				in.log.Error("the metrics server stopped; /metrics is no longer served", "error", err)
+			}
+		})
+	}
 	return settled
 }
 
@@ -104,6 +114,7 @@ func (in *instance) runRecovered(ctx context.Context, name string, loop func(con
 // changed handles one NOTIFY: drop what the cache holds for the key and agent, then re-check the agent's
 // live sessions.
 func (in *instance) changed(c store.Change) {
+	arrived := in.metrics.Notified()
 	// Logged once handled, which tests wait for.
 	defer in.log.Debug("credential change handled", "agent", c.Agent)
 	testHook(c.Agent)
@@ -112,6 +123,7 @@ func (in *instance) changed(c store.Change) {
 		in.auth.Cache().InvalidateAll(time.Now())
 		in.sessions.Changed()
 		in.recheckAll()
+		in.metrics.Applied(arrived) // the re-check of every session is not timed
 		return
 	}
 	if d, ok := c.Digest(); ok {
@@ -120,28 +132,40 @@ func (in *instance) changed(c store.Change) {
 	}
 	in.auth.Cache().InvalidateGroup(c.Agent, time.Now())
 	in.sessions.Changed() // before the re-check it starts (see session.Table.Admit)
-	in.recheckLater(c.Agent)
+	if !in.recheckSince(c.Agent, arrived) {
+		in.metrics.Applied(arrived)
+	}
 }
 
 // recheckLater has the re-check worker look at agent's live sessions soon.
-func (in *instance) recheckLater(agent string) {
+func (in *instance) recheckLater(agent string) { in.recheckSince(agent, time.Time{}) }
+
+// recheckSince is recheckLater for a change that arrived at arrived (zero: unknown): once the re-check
+// is done, the time since then is recorded as the change's apply time. It reports whether a re-check was
+// queued (not with kick_on_revoke false).
+func (in *instance) recheckSince(agent string, arrived time.Time) bool {
 	if !in.cfg.KickOnRevoke {
-		return
+		return false
 	}
 	in.pendingMu.Lock()
-	in.pending[agent] = struct{}{}
+	if t, ok := in.pending[agent]; !ok || t.IsZero() || (!arrived.IsZero() && arrived.Before(t)) {
+		in.pending[agent] = arrived // the earliest change waiting for this agent
+	}
 	in.pendingMu.Unlock()
 	select {
 	case in.wake <- struct{}{}:
 	default:
 	}
+	return true
 }
 
 func (in *instance) recheckAll() {
 	agents := in.sessions.Agents()
 	in.pendingMu.Lock()
 	for _, a := range agents {
-		in.pending[a] = struct{}{}
+		if _, ok := in.pending[a]; !ok {
+			in.pending[a] = time.Time{}
+		}
 	}
 	in.pendingMu.Unlock()
 	select {
@@ -161,13 +185,21 @@ func (in *instance) recheckWorker(ctx context.Context) {
 		}
 		in.pendingMu.Lock()
 		agents := in.pending
-		in.pending = map[string]struct{}{}
+		in.pending = map[string]time.Time{}
 		in.pendingMu.Unlock()
-		if err := in.recheck(ctx, agents); err != nil && ctx.Err() == nil {
+		err := in.recheck(ctx, agents)
+		if err == nil {
+			for _, arrived := range agents {
+				in.metrics.Applied(arrived)
+			}
+		}
+		if err != nil && ctx.Err() == nil {
 			in.log.Warn("re-checking live sessions failed; will retry", "error", err)
 			in.pendingMu.Lock()
-			for a := range agents {
-				in.pending[a] = struct{}{}
+			for a, arrived := range agents {
+				if t, ok := in.pending[a]; !ok || t.IsZero() || (!arrived.IsZero() && arrived.Before(t)) {
+					in.pending[a] = arrived
+				}
 			}
 			in.pendingMu.Unlock()
 			select {
@@ -183,7 +215,7 @@ func (in *instance) recheckWorker(ctx context.Context) {
 	}
 }
 
-func (in *instance) recheck(ctx context.Context, agents map[string]struct{}) error {
+func (in *instance) recheck(ctx context.Context, agents map[string]time.Time) error {
 	names := make([]string, 0, len(agents))
 	for a := range agents {
 		names = append(names, a)
@@ -329,6 +361,7 @@ func (in *instance) preload(ctx context.Context, listening <-chan struct{}, fail
 			// With every active credential cached (and room to spare), a miss is most likely a forged
 			// key: only then do such lookups spend the budget.
 			in.lookups.Complete(n < in.cfg.CacheSize)
+			in.metrics.Preloaded(n, time.Since(start))
 			in.log.Info("preloaded credentials", "count", n, "took", time.Since(start), "skipped", errString(err))
 			debug.FreeOSMemory() // hand the preload's garbage and the GC's headroom back to the OS
 			return

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
+	"net/http"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -19,6 +21,7 @@ import (
 	"github.com/iotauth/iotauth/plugin/auth"
 	"github.com/iotauth/iotauth/plugin/budget"
 	"github.com/iotauth/iotauth/plugin/logq"
+	"github.com/iotauth/iotauth/plugin/metrics"
 	"github.com/iotauth/iotauth/plugin/options"
 	"github.com/iotauth/iotauth/plugin/session"
 )
@@ -57,8 +60,15 @@ type instance struct {
 	cancel   context.CancelFunc
 	wg       sync.WaitGroup
 
+	// metrics is nil unless plugin_opt_metrics_listen is set (its methods then do nothing); metricsSrv
+	// serves it on metricsLn.
+	metrics    *metrics.Metrics
+	metricsSrv *http.Server
+	metricsLn  net.Listener
+	appPrefix  string // an application key's prefix: connects with it count as principal "app"
+
 	pendingMu sync.Mutex
-	pending   map[string]struct{} // agents whose sessions need a re-check
+	pending   map[string]time.Time // agents whose sessions need a re-check: when the change arrived (zero: not a NOTIFY)
 	wake      chan struct{}
 
 	refusals *rate.Limiter
@@ -142,11 +152,22 @@ func newInstance(kv [][2]string) (*instance, error) {
 	}
 	lookups := budget.New(cfg.UnknownKeyLookups, nil)
 	lookups.WhenFull(c.Full)
-	a := auth.New(auth.Config{
+	// Metrics read the authorizer's and the session table's own counters when scraped (after both exist).
+	var (
+		m        *metrics.Metrics
+		a        *auth.Authorizer
+		sessions *session.Table
+	)
+	if cfg.MetricsListen != "" {
+		m = metrics.New(metrics.Sources{
+			Cache: c.Stats, Auth: func() auth.Stats { return a.Stats() }, Sessions: func() (int, int) { return sessions.Len() },
+		})
+	}
+	a = auth.New(auth.Config{
 		Budget: authBudget(lookups), KeyKind: cfg.KeyKind, ClientID: cfg.ClientID, Rules: cfg.ACL, DBTimeout: cfg.DBTimeout,
 		DeferUnknown: cfg.DeferUnknown, NamePrefix: renamedPrefix, CustomNamePrefix: renamedCustomPrefix,
 		AppNamePrefix: renamedAppPrefix, Log: log,
-	}, lookup, c)
+	}, m.Timed(lookup), c)
 	// The broker answers a marked client's publishes and deliveries itself (c/iotauth_marks.h) when the
 	// configured rules are one namespace per agent and the longest mark fits.
 	prefix, fast := acl.FastPrefix(cfg.ACL)
@@ -154,13 +175,27 @@ func newInstance(kv [][2]string) (*instance, error) {
 		prefix = ""
 	}
 	setMaxTopic(acl.MaxTopicLen)
-	ctx, cancel := context.WithCancel(context.Background())
+	scfg := session.Config{Broker: broker{}, FastPrefix: prefix, Log: log}
+	if m != nil {
+		scfg.Kicked = m.Kicked
+	}
+	sessions = session.New(scfg)
 	in := &instance{
-		cfg: cfg, store: st, lookup: lookup, feed: feed, auth: a, log: log, logs: logs, cancel: cancel,
-		sessions: session.New(session.Config{Broker: broker{}, FastPrefix: prefix, Log: log}), lookups: lookups,
-		pending: map[string]struct{}{}, wake: make(chan struct{}, 1), used: map[secret.Digest]struct{}{},
+		cfg: cfg, store: st, lookup: lookup, feed: feed, auth: a, log: log, logs: logs,
+		sessions: sessions, lookups: lookups, metrics: m, appPrefix: secret.AppKindFor(cfg.KeyKind).Prefix(),
+		pending: map[string]time.Time{}, wake: make(chan struct{}, 1), used: map[secret.Digest]struct{}{},
 		refusals: rate.NewLimiter(rate.Limit(1), 5),
 	}
+	if m != nil {
+		// Bound during init, so that an address in use stops the broker's start with a clear message.
+		if in.metricsLn, err = metrics.Listen(cfg.MetricsListen); err != nil {
+			closeStores()
+			return nil, err
+		}
+		in.metricsSrv = m.Server(slog.NewLogLogger(log.Handler(), slog.LevelWarn))
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	in.cancel = cancel
 	preloaded := in.goBackground(ctx)
 	if cfg.Preload && cfg.CacheSize > 0 && cfg.PreloadWait > 0 {
 		// Mosquitto opens its listeners only after plugin init returns: waiting here (bounded) means that
@@ -176,10 +211,20 @@ func newInstance(kv [][2]string) (*instance, error) {
 	}
 	log.Info("started", "cache_size", cfg.CacheSize, "cache_ttl", cfg.CacheTTL, "db_timeout", cfg.DBTimeout,
 		"clientid", cfg.ClientID, "acl", cfg.ACLSpec, "preload", cfg.Preload, "fast_acl", prefix != "")
+	if in.metricsLn != nil {
+		log.Info("serving Prometheus metrics", "url", "http://"+in.metricsLn.Addr().String()+"/metrics") // tests wait for it
+	}
 	return in, nil
 }
 
 func (in *instance) close() {
+	if in.metricsSrv != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		if err := in.metricsSrv.Shutdown(ctx); err != nil {
+			in.metricsSrv.Close()
+		}
+		cancel()
+	}
 	in.cancel()
 	in.wg.Wait()
 	in.lookup.Close()
@@ -205,6 +250,22 @@ func (in *instance) basicAuth(client uintptr, username string, password []byte, 
 		return rcAuth
 	}
 	return rc
+}
+
+// principal is who a refused connect claimed to be, from its username: an application key or not.
+func (in *instance) principal(username string) metrics.Principal {
+	if strings.HasPrefix(username, in.appPrefix) {
+		return metrics.App
+	}
+	return metrics.Agent
+}
+
+// principalOf is who an authorised session is.
+func principalOf(s *auth.Session) metrics.Principal {
+	if s.App() {
+		return metrics.App
+	}
+	return metrics.Agent
 }
 
 // hiddenClientID is what a refused client id carrying a secret becomes: no longer than the original n.
@@ -249,9 +310,13 @@ func (in *instance) decide(client uintptr, username string, password []byte, cli
 	epoch := in.sessions.Epoch()
 	s, err := in.auth.Authorize(ctx, auth.Credentials{Username: username, Password: password, ClientID: clientID})
 	if errors.Is(err, auth.ErrDeferred) {
+		in.metrics.Deferred()
 		return rcDefer
 	}
 	if err != nil {
+		if in.metrics != nil {
+			in.metrics.Refused(in.principal(username), err)
+		}
 		in.refused(clientID, err)
 		var app *auth.AppKeyRefused
 		if errors.As(err, &app) {
@@ -263,6 +328,7 @@ func (in *instance) decide(client uintptr, username string, password []byte, cli
 	username = ""
 	current, err := in.sessions.Admit(client, s, epoch)
 	if err != nil {
+		in.metrics.Refused(principalOf(&s), err)
 		in.refused(clientID, err)
 		if s.App() {
 			in.auditRefusal(s.KeyID(), clientID, err)
@@ -273,6 +339,7 @@ func (in *instance) decide(client uintptr, username string, password []byte, cli
 		in.recheckLater(s.Agent)
 	}
 	in.markUsed(s.Digest)
+	in.metrics.Allowed(principalOf(&s))
 	if in.log.Enabled(ctx, slog.LevelDebug) { // skip boxing the arguments on the hot path
 		in.log.Debug("connect authorised", "agent", s.Agent, "key", s.KeyID())
 	}
@@ -339,7 +406,14 @@ func (in *instance) markUsed(d secret.Digest) {
 
 func (in *instance) reauth(client uintptr, username string, password []byte) int {
 	if !in.sessions.IsLive(client, username, password) {
-		in.refused("", errors.New("username uses the plugin's reserved prefix but matches no live session"))
+		if in.metrics != nil {
+			p := metrics.Agent
+			if strings.HasPrefix(username, reservedAppPrefix) {
+				p = metrics.App
+			}
+			in.metrics.Refused(p, metrics.ErrReservedName)
+		}
+		in.refused("", metrics.ErrReservedName)
 		return rcAuth
 	}
 	// Mosquitto re-checks every client on SIGHUP, one after another on its only thread: answer from

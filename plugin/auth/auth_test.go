@@ -729,3 +729,32 @@ func TestAppKeyRecheck(t *testing.T) {
 		t.Fatalf("changed topics: %v, want ErrCredsChanged", err)
 	}
 }
+
+// Stats count lookup failures, the fail-fast windows they open and the stale entries served meanwhile.
+func TestStats(t *testing.T) {
+	f := newFixture(t, nil)
+	if _, err := f.a.Authorize(context.Background(), f.creds()); err != nil {
+		t.Fatal(err)
+	}
+	f.clk.t = f.clk.t.Add(2 * time.Minute) // past TTL, within stale grace
+	f.st.err = errors.New("down")
+	for range 3 { // one lookup fails and opens a window; the others are served stale without a lookup
+		if _, err := f.a.Authorize(context.Background(), f.creds()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got, want := f.a.Stats(), (Stats{StoreFailures: 1, FailFastWindows: 1, StaleServed: 3, StoreDown: true}); got != want {
+		t.Fatalf("stats %+v, want %+v", got, want)
+	}
+	f.clk.t = f.clk.t.Add(2 * time.Second) // the window ended; the next lookup fails again: a second window
+	if _, err := f.a.Authorize(context.Background(), f.creds()); err != nil {
+		t.Fatal(err)
+	}
+	if got := f.a.Stats(); got.StoreFailures != 2 || got.FailFastWindows != 2 || got.StaleServed != 4 {
+		t.Fatalf("stats %+v after a second failure", got)
+	}
+	f.a.MarkStoreUp()
+	if f.a.Stats().StoreDown {
+		t.Fatal("still down after MarkStoreUp")
+	}
+}

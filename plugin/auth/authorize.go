@@ -130,6 +130,29 @@ type Authorizer struct {
 	// Store failures are logged at most every 10 s, with a count, so an outage is a trickle.
 	failLog  rate.Sometimes
 	failures atomic.Int64
+
+	windows atomic.Uint64 // fail-fast windows entered
+	stale   atomic.Uint64 // connects answered from a stale entry
+}
+
+// Stats are the authorizer's cumulative counters, for metrics.
+type Stats struct {
+	// StoreFailures counts lookups on the connect path that failed or timed out.
+	StoreFailures uint64
+	// FailFastWindows counts the times a failure made connects skip the store for RetryAfter.
+	FailFastWindows uint64
+	// StaleServed counts connects answered from a stale cache entry because the store could not answer.
+	StaleServed uint64
+	// StoreDown is StoreDown() now.
+	StoreDown bool
+}
+
+// Stats returns the counters.
+func (a *Authorizer) Stats() Stats {
+	return Stats{
+		StoreFailures: uint64(a.failures.Load()), FailFastWindows: a.windows.Load(), StaleServed: a.stale.Load(),
+		StoreDown: a.StoreDown(),
+	}
 }
 
 // New builds an Authorizer.
@@ -334,6 +357,7 @@ func (a *Authorizer) entry(ctx context.Context, d secret.Digest, app bool) (e En
 	now := a.cfg.Now()
 	if now.UnixNano() < a.downTill.Load() {
 		if r == cache.Stale {
+			a.stale.Add(1)
 			return e, nil
 		}
 		return Entry{}, ErrUnavailable
@@ -371,13 +395,17 @@ func (a *Authorizer) entry(ctx context.Context, d secret.Digest, app bool) (e En
 		a.cache.Add(d, bad, now)
 		return bad, nil
 	default:
-		a.downTill.Store(a.cfg.Now().Add(a.cfg.RetryAfter).UnixNano())
+		t := a.cfg.Now()
+		if a.downTill.Swap(t.Add(a.cfg.RetryAfter).UnixNano()) <= t.UnixNano() {
+			a.windows.Add(1)
+		}
 		n := a.failures.Add(1)
 		a.failLog.Do(func() {
 			a.cfg.Log.Warn("credential lookup failed; refusing agents that are not cached until PostgreSQL answers",
 				"error", err, "deadline", a.cfg.DBTimeout, "served_stale", r == cache.Stale, "failures", n)
 		})
 		if r == cache.Stale {
+			a.stale.Add(1)
 			return e, nil
 		}
 		return Entry{}, ErrUnavailable

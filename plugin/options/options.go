@@ -42,6 +42,9 @@ type Config struct {
 	// UnknownKeyLookups bounds the store lookups a second of keys the cache has no entry for (forged
 	// keys among them); 0 means no bound.
 	UnknownKeyLookups int
+	// MetricsListen, when set, is the host:port where the plugin serves Prometheus metrics at /metrics
+	// (plugin_opt_metrics_listen); empty serves none.
+	MetricsListen string
 	// Warnings are about options that are accepted but do nothing any more; the plugin logs them.
 	Warnings []string
 }
@@ -116,6 +119,14 @@ var known = map[string]setter{
 		c.KeyKind = k
 		return nil
 	},
+	"metrics_listen": func(c *Config, v string) error {
+		addr, err := metricsAddr(v)
+		if err != nil {
+			return err
+		}
+		c.MetricsListen = addr
+		return nil
+	},
 	"log_level": func(c *Config, v string) error {
 		switch v {
 		case "debug", "info", "warning", "error":
@@ -162,6 +173,30 @@ func fileOpt(f func(*Config) *string) setter {
 		*f(c) = dsn
 		return nil
 	}
+}
+
+// metricsAddr checks a plugin_opt_metrics_listen value: host:port with a port from 1 to 65535 (the host
+// may be empty for every interface), or off/empty for none.
+func metricsAddr(v string) (string, error) {
+	v = strings.TrimSpace(v)
+	if v == "" || v == "off" {
+		return "", nil
+	}
+	// Split by hand: package net would make this decision package depend on cgo (its resolver).
+	host, port, ok := "", "", false
+	if i := strings.LastIndexByte(v, ':'); i >= 0 {
+		host, port, ok = v[:i], v[i+1:], true
+	}
+	if strings.HasPrefix(host, "[") && strings.HasSuffix(host, "]") {
+		host = host[1 : len(host)-1] // an IPv6 address
+	} else if strings.ContainsAny(host, ":[]") {
+		ok = false // an IPv6 address needs brackets
+	}
+	n, err := strconv.Atoi(port)
+	if !ok || err != nil || n < 1 || n > 65535 || strings.ContainsAny(host, "/ ") {
+		return "", fmt.Errorf("%q: use host:port with a port from 1 to 65535, like 127.0.0.1:9234 (loopback: only local scrapers), or off", v)
+	}
+	return v, nil
 }
 
 func intOpt(f func(*Config) *int, lo, hi int) setter {

@@ -23,6 +23,21 @@ func TestParse(t *testing.T) {
 	}
 }
 
+func TestMetricsListen(t *testing.T) {
+	dsn := [2]string{"dsn", "postgres://x@127.0.0.1/db"}
+	for v, want := range map[string]string{
+		"127.0.0.1:9234": "127.0.0.1:9234", " [::1]:9234 ": "[::1]:9234", ":9234": ":9234", "off": "", "": "",
+	} {
+		c, err := Parse([][2]string{dsn, {"metrics_listen", v}})
+		if err != nil || c.MetricsListen != want {
+			t.Errorf("metrics_listen %q: %q, %v; want %q", v, c.MetricsListen, err, want)
+		}
+	}
+	if c, _ := Parse([][2]string{dsn}); c.MetricsListen != "" {
+		t.Errorf("metrics are on by default: %q", c.MetricsListen)
+	}
+}
+
 func TestParseErrors(t *testing.T) {
 	dsn := [2]string{"dsn", "postgres://x@127.0.0.1/db"}
 	tests := []struct {
@@ -41,6 +56,12 @@ func TestParseErrors(t *testing.T) {
 		{"bad acl", [][2]string{dsn, {"acl", "read $SYS/#"}}, "plugin_opt_acl"},
 		{"twice", [][2]string{dsn, dsn}, "given twice"},
 		{"key env", [][2]string{dsn, {"key_env", "prod"}}, "live"},
+		{"metrics no port", [][2]string{dsn, {"metrics_listen", "127.0.0.1"}}, "plugin_opt_metrics_listen \"127.0.0.1\": use host:port"},
+		{"metrics port 0", [][2]string{dsn, {"metrics_listen", "127.0.0.1:0"}}, "plugin_opt_metrics_listen"},
+		{"metrics port too big", [][2]string{dsn, {"metrics_listen", "127.0.0.1:70000"}}, "port from 1 to 65535"},
+		{"metrics port name", [][2]string{dsn, {"metrics_listen", "localhost:http"}}, "plugin_opt_metrics_listen"},
+		{"metrics ipv6 without brackets", [][2]string{dsn, {"metrics_listen", "::1:9234"}}, "plugin_opt_metrics_listen"},
+		{"metrics url", [][2]string{dsn, {"metrics_listen", "http://127.0.0.1:9234/metrics"}}, "plugin_opt_metrics_listen"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

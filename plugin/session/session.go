@@ -53,8 +53,11 @@ type Config struct {
 	// MaxEndedPerAgent those of one agent or application key (default 256), so that no principal can
 	// push out the others' (which would also free their client ids for a takeover).
 	MaxEnded, MaxEndedPerAgent int
-	Now                        func() time.Time
-	Log                        *slog.Logger
+	// Kicked, when set, is told the reason of each kick Tick carries out (for metrics). It runs on the
+	// broker's thread with the table locked: it must only count.
+	Kicked func(reason error)
+	Now    func() time.Time
+	Log    *slog.Logger
 }
 
 // Table holds the sessions. Admit, Disconnect, Allows and Tick run on the broker's thread; Sessions,
@@ -129,6 +132,7 @@ type kick struct {
 	client   uintptr
 	gen      uint64
 	clientID string
+	reason   error
 }
 
 // New makes an empty table.
@@ -414,7 +418,7 @@ func (t *Table) Refuse(s Snapshot, reason error) (kicked bool) {
 	if r := t.live[s.client]; r != nil && r.gen == s.gen {
 		if !r.revoked {
 			r.revoked, kicked = true, true
-			t.kicks = append(t.kicks, kick{client: s.client, gen: s.gen, clientID: s.ClientID})
+			t.kicks = append(t.kicks, kick{client: s.client, gen: s.gen, clientID: s.ClientID, reason: reason})
 			t.cfg.Log.Info("disconnecting agent", "agent", r.Agent, "client", r.ClientID, "reason", reason.Error())
 		}
 	} else if r := t.byClientID[s.ClientID]; r != nil && r.gen == s.gen && r.ended {
@@ -444,8 +448,12 @@ func (t *Table) takeKicks() []string {
 	for _, k := range t.kicks {
 		if r := t.live[k.client]; r != nil && r.gen == k.gen {
 			ids = append(ids, k.clientID)
+			if t.cfg.Kicked != nil {
+				t.cfg.Kicked(k.reason)
+			}
 		}
 	}
+	clear(t.kicks) // drop the reasons and client ids the slice's array still references
 	t.kicks = t.kicks[:0]
 	return ids
 }

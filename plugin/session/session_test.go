@@ -584,3 +584,24 @@ func TestRefusedAndTakenOverSessions(t *testing.T) {
 		t.Fatalf("the new session's mark: %q", f.broker.marks[3])
 	}
 }
+
+// Config.Kicked hears of each kick Tick carries out, with the re-check's reason; a queued kick whose
+// client disconnected first is not a kick.
+func TestKickedHook(t *testing.T) {
+	f := newFixture(t, 0)
+	var reasons []error
+	f.table.cfg.Kicked = func(reason error) { reasons = append(reasons, reason) }
+	f.admit(1, f.session(agentA, "a1", time.Time{}))
+	f.admit(2, f.session(agentB, "b1", time.Time{}))
+	f.table.Refuse(f.table.Sessions([]string{agentA})[0], auth.ErrRevoked)
+	f.table.Refuse(f.table.Sessions([]string{agentB})[0], auth.ErrExpired)
+	f.table.Disconnect(2, false) // gone before the tick
+	f.table.Tick()
+	if len(reasons) != 1 || reasons[0] != auth.ErrRevoked {
+		t.Fatalf("kick reasons %v, want [revoked]", reasons)
+	}
+	f.table.Tick()
+	if len(reasons) != 1 {
+		t.Fatalf("counted again: %v", reasons)
+	}
+}

@@ -58,6 +58,10 @@ type Config struct {
 	// Only restricts the run to these loads (connect, publish, storm, flood, revoke, memory); empty
 	// runs all.
 	Only []string
+	// Metrics adds, to the cached connect storm and the reconnect storm, a plugin broker that serves
+	// Prometheus metrics (plugin_opt_metrics_listen, scraped every second) beside the one without, in
+	// the same rotation against the same no-auth broker.
+	Metrics bool
 }
 
 // DefaultConfig is the full benchmark (about 8 minutes on 2 cores).
@@ -80,7 +84,7 @@ func QuickConfig() Config {
 		StormAgents: 200, StormConc: 32, StormTimeout: 20 * time.Second,
 		FloodWorkers: 4, LegitWorkers: 2, FloodDur: 400 * time.Millisecond,
 		HammerWorkers: 4, ProbeDur: 400 * time.Millisecond, LockDur: 600 * time.Millisecond,
-		RevokeAgents: 10, MemSizes: []int{2000},
+		RevokeAgents: 10, MemSizes: []int{2000}, Metrics: true,
 	}
 }
 
@@ -111,6 +115,8 @@ type runner struct {
 	rep *Report
 	// brokers to stop when the run ends
 	brokers []*harness.Broker
+	// scrapers of the brokers that serve metrics
+	scrapers []*scraper
 }
 
 func (r *runner) logf(format string, args ...any) {
@@ -152,6 +158,7 @@ func Run(ctx context.Context, env Env, cfg Config) (*Report, error) {
 	raiseFileLimit()
 	r := &runner{env: env, cfg: cfg, ctx: ctx, rep: &Report{}}
 	defer func() {
+		r.stopScrapers("interrupted run")
 		for _, b := range r.brokers {
 			b.Stop()
 			os.RemoveAll(b.Dir)
@@ -273,10 +280,23 @@ func (r *runner) connectAndPublish() error {
 		if err != nil {
 			return err
 		}
-		if err := r.connect(dsn, pool, noauth, warm, cold); err != nil {
+		var metered *harness.Broker
+		if cfg.Metrics {
+			if metered, err = r.metricsBroker(dsn); err != nil {
+				return err
+			}
+			if _, errs := connectLoop(metered.Addr(), partition(pool, 8), nil, cfg.ConnectPool/8); errs > 0 {
+				return fmt.Errorf("warm-up on %s: %d connects failed", metered.Addr(), errs)
+			}
+		}
+		if err := r.connect(dsn, pool, noauth, warm, cold, metered); err != nil {
 			return err
 		}
 		cold.Stop()
+		if metered != nil {
+			r.stopScrapers("connect storm")
+			metered.Stop()
+		}
 	}
 	if cfg.runs("publish") {
 		if err := r.publish(agents[:cfg.PublishAgents], noauth, warm); err != nil {
@@ -291,7 +311,8 @@ func (r *runner) connectAndPublish() error {
 	return nil
 }
 
-func (r *runner) connect(dsn string, pool []Agent, noauth, warm, cold *harness.Broker) error {
+// connect runs the connect storms; metered, when not nil, is warm's twin serving metrics.
+func (r *runner) connect(dsn string, pool []Agent, noauth, warm, cold, metered *harness.Broker) error {
 	cfg := r.cfg
 	for _, workers := range cfg.ConnectWorkers {
 		res := map[*harness.Broker][]opResult{}
@@ -299,8 +320,12 @@ func (r *runner) connect(dsn string, pool []Agent, noauth, warm, cold *harness.B
 		// machine is the CPU per connect of everything on the machine that takes part: broker, load tool
 		// and PostgreSQL's processes. On two cores a storm saturates both, so connects/s follows it.
 		machine := map[*harness.Broker][]float64{}
+		brokers := []*harness.Broker{noauth, warm, cold}
+		if metered != nil {
+			brokers = append(brokers, metered)
+		}
 		for round := range cfg.Rounds {
-			for _, b := range order([]*harness.Broker{noauth, warm, cold}, round) {
+			for _, b := range order(brokers, round) {
 				n0, t0, err := lookupStats(r.ctx, dsn)
 				if err != nil {
 					return err
@@ -339,6 +364,17 @@ func (r *runner) connect(dsn string, pool []Agent, noauth, warm, cold *harness.B
 			pair(load, "load tool CPU (cores)", "", floats(w, opResult.selfShare), floats(n, opResult.selfShare), nil),
 			pair(load, "machine CPU per connect (broker + load tool + PostgreSQL)", "dur", machine[warm], machine[noauth], nil),
 		)
+		if metered != nil {
+			m := res[metered]
+			load := fmt.Sprintf("1m connect storm, %d clients, cached, metrics on", workers)
+			r.add(
+				pair(load, "broker CPU per connect", "dur", floats(m, opResult.cpuPerOp), floats(n, opResult.cpuPerOp), nil),
+				pair(load, "connects/s", "/s", floats(m, opResult.rate), floats(n, opResult.rate), nil),
+				pair(load, "CONNACK latency p99", "dur", floats(m, func(o opResult) float64 { return o.p(0.99) }), floats(n, func(o opResult) float64 { return o.p(0.99) }), nil),
+				vsMetricsOff(pair(load, "broker CPU per connect, metrics on vs off", "dur", floats(m, opResult.cpuPerOp), floats(w, opResult.cpuPerOp), nil)),
+				vsMetricsOff(pair(load, "connects/s, metrics on vs off", "/s", floats(m, opResult.rate), floats(w, opResult.rate), nil)),
+			)
+		}
 		load = fmt.Sprintf("1 connect storm, %d clients, cold (cache_size 0)", workers)
 		r.add(
 			pair(load, "broker CPU per connect", "dur", floats(c, opResult.cpuPerOp), floats(n, opResult.cpuPerOp), nil),
@@ -396,9 +432,17 @@ func (r *runner) storm() error {
 	if err != nil {
 		return err
 	}
+	brokers := []*harness.Broker{noauth, on, off}
+	var metered *harness.Broker
+	if cfg.Metrics {
+		if metered, err = r.metricsBroker(dsn); err != nil {
+			return err
+		}
+		brokers = append(brokers, metered)
+	}
 	res := map[*harness.Broker][]stormResult{}
 	for round := range cfg.Rounds {
-		for _, b := range order([]*harness.Broker{noauth, on, off}, round) {
+		for _, b := range order(brokers, round) {
 			s, err := reconnectStorm(b, agents, cfg.StormConc, cfg.StormTimeout)
 			if err != nil {
 				return fmt.Errorf("reconnect storm on %s: %w", b.Addr(), err)
@@ -419,7 +463,17 @@ func (r *runner) storm() error {
 		single(load, "connects refused and retried, preload on", "", floats(res[on], retries), nil),
 		single(load, "connects refused and retried, preload off", "", floats(res[off], retries), nil),
 	)
-	for _, b := range []*harness.Broker{noauth, on, off} {
+	if metered != nil {
+		m := res[metered]
+		r.add(
+			pair(load, "time until all connected, preload on, metrics on", "dur", floats(m, took), floats(res[noauth], took), nil),
+			pair(load, "broker CPU for the storm, preload on, metrics on", "dur", floats(m, cpu), floats(res[noauth], cpu), nil),
+			vsMetricsOff(pair(load, "time until all connected, metrics on vs off", "dur", floats(m, took), floats(res[on], took), nil)),
+			vsMetricsOff(pair(load, "broker CPU for the storm, metrics on vs off", "dur", floats(m, cpu), floats(res[on], cpu), nil)),
+		)
+	}
+	r.stopScrapers("reconnect storm")
+	for _, b := range brokers {
 		b.Stop()
 	}
 	return nil
@@ -667,6 +721,12 @@ func (r *runner) memory() error {
 		)
 	}
 	return nil
+}
+
+// vsMetricsOff marks a row whose baseline is the same plugin broker without metrics.
+func vsMetricsOff(r Row) Row {
+	r.Baseline = "metrics off"
+	return r
 }
 
 func count(n int) string {

@@ -43,6 +43,7 @@ func run() int {
 	revoke := flag.Int("revoke-agents", def.RevokeAgents, "keys revoked per round")
 	mem := flag.String("mem-sizes", ints(def.MemSizes), "credential counts whose broker RSS is measured, ascending, comma-separated (empty: skip)")
 	only := flag.String("only", "", "run only these loads: connect, publish (with the application fan-in), storm, flood, revoke, memory (comma-separated)")
+	withMetrics := flag.Bool("metrics", def.Metrics, "also run the cached connect storm and the reconnect storm against a plugin broker serving metrics (plugin_opt_metrics_listen, scraped every second), beside the one without")
 	soak := flag.String("soak", "", "instead of the benchmark, run one load (connect, publish0, publish1) for -soak-dur against one broker and print its pid first, to attach perf or pprof")
 	soakDur := flag.Duration("soak-dur", 20*time.Second, "how long -soak runs")
 	soakNoAuth := flag.Bool("soak-noauth", false, "-soak the no-auth broker instead of the plugin")
@@ -99,6 +100,7 @@ func run() int {
 			cfg.MemSizes = v
 		}
 	})
+	apply("metrics", func() { cfg.Metrics = *withMetrics })
 	if *only != "" {
 		cfg.Only = strings.Split(*only, ",")
 	}
