@@ -24,7 +24,12 @@ type Change struct {
 	Agent string `json:"agent"`
 	// DigestHex is the hex SHA-256 digest of the API key, for api_keys changes.
 	DigestHex string `json:"digest"`
+	// Live is set for changes of Table LegacyTable: whether the legacy username now admits.
+	Live bool `json:"live"`
 }
+
+// LegacyTable is the Table of a change to the set of live legacy usernames (imported devices).
+const LegacyTable = "legacy_usernames"
 
 // Digest decodes DigestHex; ok is false when the change names no key.
 func (c Change) Digest() (d secret.Digest, ok bool) {
