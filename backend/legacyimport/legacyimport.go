@@ -271,21 +271,11 @@ func csvRows(r io.Reader, f Format) ([]row, error) {
 		}
 		if first {
 			first = false
-			if strings.EqualFold(strings.TrimSpace(strings.TrimPrefix(rec[0], "\ufeff")), "username") {
-				if f == GoAuth {
-					userCol, hashCol = -1, -1
-					for i, h := range rec {
-						switch strings.ToLower(strings.TrimSpace(strings.TrimPrefix(h, "\ufeff"))) {
-						case "username":
-							userCol = i
-						case "password_hash", "password":
-							hashCol = i
-						}
-					}
-					if userCol < 0 || hashCol < 0 {
-						return nil, errors.New("the CSV header names no username and password_hash (or password) columns")
-					}
+			if u, h, header := csvHeader(rec, f); header {
+				if u < 0 || h < 0 {
+					return nil, errors.New("the CSV header names no username and password_hash (or password) columns")
 				}
+				userCol, hashCol = u, h
 				continue
 			}
 		}
@@ -303,6 +293,25 @@ func csvRows(r io.Reader, f Format) ([]row, error) {
 		rows = append(rows, rw)
 	}
 	return rows, nil
+}
+
+// csvHeader recognises a header row: for CSV a first field "username"; for go-auth's table export any
+// field "username" (its columns are then found by name: username, and password_hash or password).
+func csvHeader(rec []string, f Format) (userCol, hashCol int, header bool) {
+	name := func(i int) string { return strings.ToLower(strings.TrimSpace(strings.TrimPrefix(rec[i], "\ufeff"))) }
+	if f == CSV {
+		return 0, 1, name(0) == "username"
+	}
+	userCol, hashCol = -1, -1
+	for i := range rec {
+		switch name(i) {
+		case "username":
+			userCol, header = i, true
+		case "password_hash", "password":
+			hashCol = i
+		}
+	}
+	return userCol, hashCol, header
 }
 
 // account turns a syntactically good row into an Account, applying the format's hash rules and the
