@@ -16,12 +16,14 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 	"golang.org/x/crypto/bcrypt"
 
+	"github.com/iotauth/iotauth/backend/secret"
 	"github.com/iotauth/iotauth/test/harness"
 )
 
@@ -181,6 +183,15 @@ func TestImportPasswordFileConnectsUnchanged(t *testing.T) {
 	if n := e.lookups() - before; n != 0 {
 		t.Fatalf("20 unknown legacy-looking names cost %d credential lookups, want 0", n)
 	}
+	forged, err := secret.Generate(secret.APIKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = harness.Connect(e.b, forged.Reveal(), "iotmp_x", "agent-x")
+	refused(t, err, "a forged well-formed key")
+	if n := e.lookups() - before; n != 1 {
+		t.Fatalf("a forged key cost %d lookups, want 1: is the lookup counter looking at the connect path?", n)
+	}
 
 	// dev-c ($7$, sha512-pbkdf2 option) and dev-b ($6$) connect with paho too; their topics are their own.
 	agentA, _ := e.legacyAgent("dev-a")
@@ -336,6 +347,16 @@ func TestImportRotateMovesAndRevokeKicks(t *testing.T) {
 	}
 	lostMove := watchLegacy("dev-move", "pw-move")
 	lostRevoke := watchLegacy("dev-revoke", "pw-revoke")
+
+	// On SIGHUP Mosquitto re-checks every client with its stored (renamed) username: imported devices'
+	// sessions stay.
+	if err := e.b.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	if !e.b.WaitLog("Reloading config", 3*time.Second) {
+		t.Fatal("no reload")
+	}
+	stillOpenAfter(t, lostMove, 1500*time.Millisecond, "an imported device's session after SIGHUP")
 
 	agent, _ := e.legacyAgent("dev-move")
 	out, stderr, code := e.runImportCLI("agent", "rotate-password", agent)
