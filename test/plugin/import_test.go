@@ -332,7 +332,7 @@ func TestImportGoAuthCSVConnects(t *testing.T) {
 func TestImportRotateMovesAndRevokeKicks(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
-	passwd := writePasswd(t, [][3]string{{"dev-move", "pw-move", ""}, {"dev-revoke", "pw-revoke", ""}})
+	passwd := writePasswd(t, [][3]string{{"dev-move", "pw-move", ""}, {"dev-revoke", "pw-revoke", ""}, {"dev-disable", "pw-disable", "sha512"}})
 	if out, stderr, code := e.runImportCLI("import", "-clientid", "%u", passwd); code != 0 {
 		t.Fatalf("import: exit %d\n%s\n%s", code, out, stderr)
 	}
@@ -347,6 +347,7 @@ func TestImportRotateMovesAndRevokeKicks(t *testing.T) {
 	}
 	lostMove := watchLegacy("dev-move", "pw-move")
 	lostRevoke := watchLegacy("dev-revoke", "pw-revoke")
+	lostDisable := watchLegacy("dev-disable", "pw-disable")
 
 	// On SIGHUP Mosquitto re-checks every client with its stored (renamed) username: imported devices'
 	// sessions stay.
@@ -395,6 +396,14 @@ func TestImportRotateMovesAndRevokeKicks(t *testing.T) {
 	closedBy(t, lostRevoke, 3*time.Second, "dev-revoke's session after its legacy username was revoked")
 	_, err = harness.Connect(e.b, "dev-revoke", "pw-revoke", "dev-revoke")
 	refused(t, err, "a revoked legacy username")
+
+	disabled, _ := e.legacyAgent("dev-disable")
+	if out, stderr, code := e.runImportCLI("agent", "disable", disabled); code != 0 {
+		t.Fatalf("agent disable: exit %d\n%s\n%s", code, out, stderr)
+	}
+	closedBy(t, lostDisable, 3*time.Second, "dev-disable's session after its agent was disabled")
+	_, err = harness.Connect(e.b, "dev-disable", "pw-disable", "dev-disable")
+	refused(t, err, "a disabled imported agent")
 }
 
 // A file with bad lines imports nothing and names every bad line; -skip-invalid imports the good ones.
