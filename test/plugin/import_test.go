@@ -459,3 +459,47 @@ FROM audit_events`).Scan(&events, &batches); err != nil || events != 2 || batche
 		t.Fatalf("audit: %d agent_import events and %d batch events (%v), want 2 and 1", events, batches, err)
 	}
 }
+
+// Re-importing a username with a new client id rule, topics or password updates it in place: the live
+// session, which no longer qualifies, is closed; the name stays known throughout.
+func TestReimportUpdatesInPlace(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	first := writePasswd(t, [][3]string{{"dev-u", "pw-1", ""}})
+	if out, stderr, code := e.runImportCLI("import", "-clientid", "%u", "-topic", "old/%u/#", first); code != 0 {
+		t.Fatalf("import: exit %d\n%s\n%s", code, out, stderr)
+	}
+	lost := make(chan time.Time, 1)
+	o := harness.ClientOptions(e.b, "dev-u", "pw-1", "dev-u")
+	o.SetConnectionLostHandler(func(mqtt.Client, error) { lost <- time.Now() })
+	var c mqtt.Client
+	eventually(t, 5*time.Second, "dev-u connects", func() (err error) { c, err = harness.ConnectWith(o); return err })
+	t.Cleanup(func() { c.Disconnect(50) })
+
+	out, stderr, code := e.runImportCLI("import", "-clientid", "any", "-topic", "new/%u/#", first)
+	if code != 0 || !strings.Contains(out, "1 updated") {
+		t.Fatalf("re-import: exit %d\n%s\n%s", code, out, stderr)
+	}
+	closedBy(t, lost, 3*time.Second, "dev-u's session after its client id rule and topics changed")
+	c2 := connectEventually(t, e.b, "dev-u", "pw-1", "any-id-now")
+	if code := subscribeResult(t, c2, "new/dev-u/#"); code >= 0x80 {
+		t.Errorf("the re-imported topic is refused (%#x)", code)
+	}
+	if code := subscribeResult(t, c2, "old/dev-u/#"); code < 0x80 {
+		t.Errorf("the old topic is still granted (%#x)", code)
+	}
+
+	second := writePasswd(t, [][3]string{{"dev-u", "pw-2", ""}})
+	if out, stderr, code := e.runImportCLI("import", "-clientid", "any", "-topic", "new/%u/#", second); code != 0 || !strings.Contains(out, "1 updated") {
+		t.Fatalf("re-import with a new password: exit %d\n%s\n%s", code, out, stderr)
+	}
+	eventually(t, 5*time.Second, "the old password is refused", func() error {
+		c, err := harness.Connect(e.b, "dev-u", "pw-1", "x1")
+		if err == nil {
+			c.Disconnect(10)
+			return errors.New("old password still accepted")
+		}
+		return nil
+	})
+	connectEventually(t, e.b, "dev-u", "pw-2", "x2")
+}

@@ -18,7 +18,9 @@ ALTER TABLE api_keys
 CREATE FUNCTION iotauth_notify_legacy() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN
-    IF TG_OP IN ('UPDATE', 'DELETE') AND OLD.legacy_username IS NOT NULL THEN
+    -- The old name is announced gone only when it is (a delete, a new digest, no longer legacy), so that
+    -- an update of a live name never leaves a moment where a broker does not know it.
+    IF OLD.legacy_username IS NOT NULL AND (TG_OP = 'DELETE' OR NEW.legacy_username IS NULL OR OLD.digest IS DISTINCT FROM NEW.digest) THEN
         PERFORM pg_notify('iotauth_credentials', jsonb_build_object('table', 'legacy_usernames', 'op', TG_OP,
             'agent', OLD.agent_uuid::text, 'digest', encode(OLD.digest, 'hex'), 'live', false)::text);
     END IF;
