@@ -232,3 +232,37 @@ func TestRecheckToleratesRecordedFastHash(t *testing.T) {
 		})
 	}
 }
+
+// BenchmarkLegacyCached is an imported device's connect once its slow hash was verified: one SHA-256.
+func BenchmarkLegacyCached(b *testing.B) {
+	f := newLegacyFixture(&testing.T{}, "", false)
+	c := Credentials{Username: legacyUser, Password: []byte("old-pw"), ClientID: "c1"}
+	if _, err := f.a.Authorize(context.Background(), c); err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := f.a.Authorize(context.Background(), c); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkUnknownName is the refusal of a name that is neither a key nor a known legacy username, with
+// 10,000 legacy names known: from memory, no query.
+func BenchmarkUnknownName(b *testing.B) {
+	f := newLegacyFixture(&testing.T{}, "", false)
+	for i := range 10000 {
+		f.set[secret.DigestOf(fmt.Sprintf("sensor-%d", i))] = true
+	}
+	c := Credentials{Username: "not-imported-device", Password: []byte("pw"), ClientID: "c1"}
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := f.a.Authorize(context.Background(), c); !errors.Is(err, ErrMalformed) {
+			b.Fatal(err)
+		}
+	}
+	if f.st.queries != 0 {
+		b.Fatalf("%d queries", f.st.queries)
+	}
+}
