@@ -318,6 +318,7 @@ func (in *instance) legacyLoader(ctx context.Context) {
 			in.legacy.FinishLoad(names, err == nil)
 			if err == nil {
 				in.log.Info("loaded legacy usernames", "count", len(names)) // tests wait for it
+				in.legacyOnce.Do(func() { close(in.legacyLoaded) })
 				break
 			}
 			failLog.Do(func() { in.log.Warn("loading legacy usernames failed; retrying", "error", err) })
@@ -388,6 +389,15 @@ func (in *instance) preload(ctx context.Context, listening <-chan struct{}, fail
 	case <-ctx.Done():
 		return
 	case <-listening:
+	}
+	// Plugin init waits for the preload: let it also cover the first load of the legacy usernames, so
+	// that imported devices reconnecting after a restart are known when the listeners open (bounded:
+	// the loader retries on its own).
+	select {
+	case <-ctx.Done():
+		return
+	case <-in.legacyLoaded:
+	case <-time.After(in.cfg.PreloadWait):
 	}
 	backoff := 500 * time.Millisecond
 	failLog := rate.Sometimes{Interval: 30 * time.Second}

@@ -75,8 +75,10 @@ type instance struct {
 
 	// legacy is the set of live legacy usernames (imported devices), loaded by the background and kept
 	// current by notifications; legacyLoad asks for a full load.
-	legacy     *legacy.Set
-	legacyLoad chan struct{}
+	legacy       *legacy.Set
+	legacyLoad   chan struct{}
+	legacyLoaded chan struct{} // closed by the first successful load
+	legacyOnce   sync.Once
 
 	fastMu sync.Mutex
 	fast   map[string]store.FastHash // by agent: fast hashes to record, written by the background loop
@@ -153,7 +155,7 @@ func newInstance(kv [][2]string) (*instance, error) {
 	lookups := budget.New(cfg.UnknownKeyLookups, nil)
 	lookups.WhenFull(c.Full)
 	names := legacy.New()
-	in := &instance{legacy: names, legacyLoad: make(chan struct{}, 1), fast: map[string]store.FastHash{}}
+	in := &instance{legacy: names, legacyLoad: make(chan struct{}, 1), legacyLoaded: make(chan struct{}), fast: map[string]store.FastHash{}}
 	a := auth.New(auth.Config{
 		Budget: authBudget(lookups), KeyKind: cfg.KeyKind, ClientID: cfg.ClientID, Rules: cfg.ACL, DBTimeout: cfg.DBTimeout,
 		DeferUnknown: cfg.DeferUnknown, NamePrefix: renamedPrefix, CustomNamePrefix: renamedCustomPrefix,
