@@ -211,3 +211,16 @@ func TestGoAuthPBKDF2(t *testing.T) {
 		t.Error("SHA256HexOfSum differs from SHA256Hex")
 	}
 }
+
+// go-auth's hasher_algorithm sha256 and a non-default key length verify too.
+func TestGoAuthPBKDF2SHA256(t *testing.T) {
+	salt := []byte("sixteen byte slt")
+	key, err := pbkdf2.Key(sha256.New, "pw", salt, 1000, 32)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, err := Parse("PBKDF2$sha256$1000$" + base64.StdEncoding.EncodeToString(salt) + "$" + base64.StdEncoding.EncodeToString(key))
+	if err != nil || !h.Verify([]byte("pw")) || h.Verify([]byte("px")) {
+		t.Fatalf("sha256 go-auth hash: %v", err)
+	}
+}
