@@ -29,7 +29,7 @@ func (in *instance) goBackground(ctx context.Context) <-chan struct{} {
 	settled := make(chan struct{})
 	var settle sync.Once
 	settledNow := func() { settle.Do(func() { close(settled) }) }
-	in.wg.Add(4)
+	in.wg.Add(5)
 	go in.supervise(ctx, "credential change feed", func(ctx context.Context) {
 		in.feed.Listen(ctx, store.ListenHandler{
 			Changed: in.changed,
@@ -39,6 +39,7 @@ func (in *instance) goBackground(ctx context.Context) <-chan struct{} {
 				in.auth.Cache().InvalidateAll(time.Now())
 				in.sessions.Changed()
 				in.recheckAll()
+				in.reloadLegacy()
 				// preload may start: from now on no change goes unnoticed (once: the feed restarts
 				// after a panic)
 				listened.Do(func() { close(listening) })
@@ -57,6 +58,7 @@ func (in *instance) goBackground(ctx context.Context) <-chan struct{} {
 		})
 	})
 	go in.supervise(ctx, "re-check worker", in.recheckWorker)
+	go in.supervise(ctx, "legacy usernames", in.legacyLoader)
 	go in.supervise(ctx, "periodic resync", in.periodic)
 	go in.supervise(ctx, "preload", func(ctx context.Context) { defer settledNow(); in.preload(ctx, listening, settledNow) })
 	if in.metricsSrv != nil {
@@ -118,8 +120,16 @@ func (in *instance) changed(c store.Change) {
 	// Logged once handled, which tests wait for.
 	defer in.log.Debug("credential change handled", "agent", c.Agent)
 	testHook(c.Agent)
+	if c.Table == store.LegacyTable {
+		// The set of live legacy usernames changed (an import, a retirement): keep the in-memory set
+		// current, then handle it as any change of the agent.
+		if d, ok := c.Digest(); ok {
+			in.legacy.Apply(d, c.Live)
+		}
+	}
 	if c.Agent == store.AllAgents {
 		// A TRUNCATE: everything may have changed.
+		in.reloadLegacy()
 		in.auth.Cache().InvalidateAll(time.Now())
 		in.sessions.Changed()
 		in.recheckAll()
@@ -273,6 +283,7 @@ func (in *instance) periodic(ctx context.Context) {
 			in.touchUsedKeys(ctx)
 		}
 		in.writeAudits(ctx)
+		in.writeFastHashes(ctx)
 		if time.Since(lastResident) >= 30*time.Second {
 			// Connected agents look their credentials up only at connect: keep them the most recently
 			// used, so that other credentials are evicted first (they are what an outage falls back on).
@@ -315,6 +326,75 @@ func (in *instance) writeAudits(ctx context.Context) {
 	}
 }
 
+// reloadLegacy asks the legacy loader for a full load of the legacy usernames.
+func (in *instance) reloadLegacy() {
+	select {
+	case in.legacyLoad <- struct{}{}:
+	default:
+	}
+}
+
+// legacyLoader loads the set of live legacy usernames whenever asked (the change feed was established,
+// a TRUNCATE), retrying with backoff while PostgreSQL does not answer. Notifications keep it current in
+// between (changed).
+func (in *instance) legacyLoader(ctx context.Context) {
+	failLog := rate.Sometimes{Interval: 30 * time.Second}
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-in.legacyLoad:
+		}
+		backoff := 500 * time.Millisecond
+		for ctx.Err() == nil {
+			in.legacy.BeginLoad()
+			lctx, cancel := context.WithTimeout(ctx, time.Minute)
+			names, err := in.store.LegacyDigests(lctx)
+			cancel()
+			in.legacy.FinishLoad(names, err == nil)
+			if err == nil {
+				in.log.Info("loaded legacy usernames", "count", len(names)) // tests wait for it
+				in.legacyOnce.Do(func() { close(in.legacyLoaded) })
+				break
+			}
+			failLog.Do(func() { in.log.Warn("loading legacy usernames failed; retrying", "error", err) })
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(backoff):
+			}
+			backoff = min(backoff*2, 30*time.Second)
+		}
+	}
+}
+
+// writeFastHashes records the fast hashes queued by connects of imported devices (queueFastHash), in one
+// statement. While the store is down they wait. A failed write is not retried: the cache entry's
+// remembered password keeps the agent's connects fast, and the next slow verification after the entry
+// is refreshed queues it again.
+func (in *instance) writeFastHashes(ctx context.Context) {
+	in.fastMu.Lock()
+	if len(in.fast) == 0 || in.auth.StoreDown() {
+		in.fastMu.Unlock()
+		return
+	}
+	hs := make([]store.FastHash, 0, len(in.fast))
+	for _, h := range in.fast {
+		hs = append(hs, h)
+	}
+	clear(in.fast)
+	in.fastMu.Unlock()
+	wctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	n, err := in.store.RecordFastHashes(wctx, hs, store.AuditEvent{Actor: "mosquitto-iotauth", Action: "legacy_fast_hash_recorded"})
+	if err != nil {
+		in.log.Warn("could not record fast password hashes of imported devices; they are queued again after their cache entries refresh",
+			"count", len(hs), "error", err)
+		return
+	}
+	in.log.Info("recorded fast password hashes of imported devices", "count", n) // tests wait for it
+}
+
 // touchUsedKeys records last_used_at for the keys that connected recently, in one batched statement.
 func (in *instance) touchUsedKeys(ctx context.Context) {
 	in.usedMu.Lock()
@@ -345,6 +425,15 @@ func (in *instance) preload(ctx context.Context, listening <-chan struct{}, fail
 	case <-ctx.Done():
 		return
 	case <-listening:
+	}
+	// Plugin init waits for the preload: let it also cover the first load of the legacy usernames, so
+	// that imported devices reconnecting after a restart are known when the listeners open (bounded:
+	// the loader retries on its own).
+	select {
+	case <-ctx.Done():
+		return
+	case <-in.legacyLoaded:
+	case <-time.After(in.cfg.PreloadWait):
 	}
 	backoff := 500 * time.Millisecond
 	failLog := rate.Sometimes{Interval: 30 * time.Second}

@@ -14,12 +14,14 @@ import (
 
 	"golang.org/x/time/rate"
 
+	"github.com/iotauth/iotauth/backend/passhash"
 	"github.com/iotauth/iotauth/backend/secret"
 	"github.com/iotauth/iotauth/backend/store"
 	"github.com/iotauth/iotauth/cache"
 	"github.com/iotauth/iotauth/plugin/acl"
 	"github.com/iotauth/iotauth/plugin/auth"
 	"github.com/iotauth/iotauth/plugin/budget"
+	"github.com/iotauth/iotauth/plugin/legacy"
 	"github.com/iotauth/iotauth/plugin/logq"
 	"github.com/iotauth/iotauth/plugin/metrics"
 	"github.com/iotauth/iotauth/plugin/options"
@@ -80,6 +82,16 @@ type instance struct {
 	auditMu      sync.Mutex
 	audits       []store.AuditEvent // refused application-key connects and kicks, written by the background loop
 	auditDropped map[string]int     // events not queued (the queue was full), by action
+
+	// legacy is the set of live legacy usernames (imported devices), loaded by the background and kept
+	// current by notifications; legacyLoad asks for a full load.
+	legacy       *legacy.Set
+	legacyLoad   chan struct{}
+	legacyLoaded chan struct{} // closed by the first successful load
+	legacyOnce   sync.Once
+
+	fastMu sync.Mutex
+	fast   map[string]store.FastHash // by agent: fast hashes to record, written by the background loop
 
 	ticks     tickWatch // main thread only
 	reloading bool      // main thread only: from RELOAD to the next TICK, Mosquitto re-checks every client
@@ -163,10 +175,13 @@ func newInstance(kv [][2]string) (*instance, error) {
 			Cache: c.Stats, Auth: func() auth.Stats { return a.Stats() }, Sessions: func() (int, int) { return sessions.Len() },
 		})
 	}
+	names := legacy.New()
+	in := &instance{legacy: names, legacyLoad: make(chan struct{}, 1), legacyLoaded: make(chan struct{}), fast: map[string]store.FastHash{}}
 	a = auth.New(auth.Config{
 		Budget: authBudget(lookups), KeyKind: cfg.KeyKind, ClientID: cfg.ClientID, Rules: cfg.ACL, DBTimeout: cfg.DBTimeout,
 		DeferUnknown: cfg.DeferUnknown, NamePrefix: renamedPrefix, CustomNamePrefix: renamedCustomPrefix,
 		AppNamePrefix: renamedAppPrefix, Log: log,
+		Legacy: names, SlowBudget: auth.NewTimeBudget(cfg.SlowHashBudget, time.Second, nil), RecordFastHash: in.queueFastHash,
 	}, m.Timed(lookup), c)
 	// The broker answers a marked client's publishes and deliveries itself (c/iotauth_marks.h) when the
 	// configured rules are one namespace per agent and the longest mark fits.
@@ -180,12 +195,10 @@ func newInstance(kv [][2]string) (*instance, error) {
 		scfg.Kicked = m.Kicked
 	}
 	sessions = session.New(scfg)
-	in := &instance{
-		cfg: cfg, store: st, lookup: lookup, feed: feed, auth: a, log: log, logs: logs,
-		sessions: sessions, lookups: lookups, metrics: m, appPrefix: secret.AppKindFor(cfg.KeyKind).Prefix(),
-		pending: map[string]time.Time{}, wake: make(chan struct{}, 1), used: map[secret.Digest]struct{}{},
-		refusals: rate.NewLimiter(rate.Limit(1), 5),
-	}
+	in.cfg, in.store, in.lookup, in.feed, in.auth, in.log, in.logs = cfg, st, lookup, feed, a, log, logs
+	in.sessions, in.lookups, in.metrics, in.appPrefix = sessions, lookups, m, secret.AppKindFor(cfg.KeyKind).Prefix()
+	in.pending, in.wake, in.used = map[string]time.Time{}, make(chan struct{}, 1), map[secret.Digest]struct{}{}
+	in.refusals = rate.NewLimiter(rate.Limit(1), 5)
 	if m != nil {
 		// Bound during init, so that an address in use stops the broker's start with a clear message.
 		if in.metricsLn, err = metrics.Listen(cfg.MetricsListen); err != nil {
@@ -344,6 +357,20 @@ func (in *instance) decide(client uintptr, username string, password []byte, cli
 		in.log.Debug("connect authorised", "agent", s.Agent, "key", s.KeyID())
 	}
 	return rcSuccess
+}
+
+// maxQueuedFastHashes bounds the fast hashes waiting to be written (one write a second).
+const maxQueuedFastHashes = 10000
+
+// queueFastHash is the authorizer's FastHashRecorder: on the broker thread, it only queues; the
+// background loop writes the queue once a second (store.RecordFastHashes). Only the SHA-256 of the
+// password is kept, never the password.
+func (in *instance) queueFastHash(agent, stored string, sum [32]byte) {
+	in.fastMu.Lock()
+	defer in.fastMu.Unlock()
+	if len(in.fast) < maxQueuedFastHashes {
+		in.fast[agent] = store.FastHash{Agent: agent, Old: stored, New: passhash.SHA256HexOfSum(sum)}
+	}
 }
 
 // auditRefusal queues an audit event for a refused connect by an existing application key (issue 11:

@@ -41,6 +41,11 @@ type Credential struct {
 	// sessions the way an agent's uuid groups a device's; AgentStatus is always "active"; Rules are the
 	// key's topics, and the only ones its sessions get.
 	App bool
+	// Legacy marks an imported device's legacy username (issue 16): the "key" is the device's existing
+	// MQTT username, looked up by its SHA-256 digest. LegacyClientID is the exact client id it must use;
+	// "" lets it use any client id but an agent's.
+	Legacy         bool
+	LegacyClientID string
 }
 
 // Rule is an extra ACL rule for one agent, from acl_rules.

@@ -1,8 +1,9 @@
 // Package passhash verifies and creates the password hashes iotauth stores: `sha256$<hex>` for generated
 // MQTT passwords (high-entropy machine secrets, where a fast hash is right and a slow KDF would stall the
 // broker's single thread), and the slow formats that legacy imports may carry: argon2id (PHC string),
-// bcrypt and Mosquitto's own `$7$` PBKDF2-SHA512 and `$6$` salted SHA-512. Operator passwords are hashed
-// with argon2id using OWASP's parameters.
+// bcrypt, Mosquitto's own `$7$` PBKDF2-SHA512 and `$6$` salted SHA-512, and mosquitto-go-auth's
+// `PBKDF2$sha512$<iterations>$<base64 salt>$<base64 hash>`. Operator passwords are hashed with argon2id
+// using OWASP's parameters.
 package passhash
 
 import (
@@ -15,6 +16,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"hash"
 	"strconv"
 	"strings"
 
@@ -45,6 +47,7 @@ const (
 	Bcrypt
 	PBKDF2SHA512 // mosquitto_passwd's $7$
 	SaltedSHA512 // mosquitto_passwd's older $6$
+	GoAuthPBKDF2 // mosquitto-go-auth's PBKDF2$sha512$… or PBKDF2$sha256$… (base64 salt encoding)
 )
 
 // Hash is a parsed stored hash, ready to verify candidates. The zero value verifies nothing.
@@ -58,13 +61,23 @@ type Hash struct {
 func (h Hash) Scheme() Scheme { return h.scheme }
 
 // Slow reports whether verifying costs a deliberate KDF (milliseconds or more).
-func (h Hash) Slow() bool { return h.scheme != SHA256 && h.scheme != SaltedSHA512 }
+func (h Hash) Slow() bool {
+	return h.scheme != 0 && h.scheme != SHA256 && h.scheme != SaltedSHA512
+}
+
+// Encoded returns the stored form a slow scheme was parsed from ("" for SHA256: see SHA256Sum).
+func (h Hash) Encoded() string { return h.raw }
 
 // SHA256Hex returns the stored form of a fast SHA-256 hash of password.
 func SHA256Hex(password string) string {
 	sum := sha256.Sum256([]byte(password))
 	return "sha256$" + hex.EncodeToString(sum[:])
 }
+
+// SHA256HexOfSum is SHA256Hex for a password whose SHA-256 digest is sum: the stored form, from the
+// digest alone (the plugin records it after an imported hash's first success without keeping the
+// password).
+func SHA256HexOfSum(sum [32]byte) string { return "sha256$" + hex.EncodeToString(sum[:]) }
 
 // SHA256Sum returns the SHA-256 digest a SHA256 hash compares against; ok is false for other schemes.
 // With FromSHA256Sum it lets a cache keep the common hash as 32 bytes instead of a Hash.
@@ -132,6 +145,11 @@ func Parse(stored string) (Hash, error) {
 			return Hash{}, err
 		}
 		return Hash{scheme: PBKDF2SHA512, raw: stored}, nil
+	case strings.HasPrefix(stored, GoAuthPrefix):
+		if _, _, _, _, err := parseGoAuth(stored); err != nil {
+			return Hash{}, err
+		}
+		return Hash{scheme: GoAuthPBKDF2, raw: stored}, nil
 	case strings.HasPrefix(stored, "$6$"):
 		if _, _, err := parseSalted(stored); err != nil {
 			return Hash{}, err
@@ -166,6 +184,16 @@ func (h Hash) Verify(password []byte) bool {
 			return false
 		}
 		got, err := pbkdf2.Key(sha512.New, string(password), salt, iter, len(want))
+		if err != nil {
+			return false
+		}
+		return subtle.ConstantTimeCompare(got, want) == 1
+	case GoAuthPBKDF2:
+		newHash, iter, salt, want, err := parseGoAuth(h.raw)
+		if err != nil {
+			return false
+		}
+		got, err := pbkdf2.Key(newHash, string(password), salt, iter, len(want))
 		if err != nil {
 			return false
 		}
@@ -255,6 +283,59 @@ func parsePBKDF2(s string) (int, []byte, []byte, error) {
 		return 0, nil, nil, ErrMalformed
 	}
 	return iter, salt, sum, nil
+}
+
+// GoAuthPrefix starts mosquitto-go-auth's PBKDF2 hashes.
+const GoAuthPrefix = "PBKDF2$"
+
+// parseGoAuth reads PBKDF2$<sha512|sha256>$<iterations>$<salt>$<hash> as mosquitto-go-auth writes it with
+// its default salt encoding (base64): the salt field is the standard base64 of the salt bytes and the
+// hash field the standard base64 of the derived key, whose length is the key length. (go-auth's other
+// salt encoding, utf-8, uses the salt field's text itself as the salt; the importer rewrites such hashes
+// into this form, see GoAuthFromUTF8Salt.)
+func parseGoAuth(s string) (func() hash.Hash, int, []byte, []byte, error) {
+	parts := strings.Split(s, "$")
+	if len(parts) != 5 || parts[0] != "PBKDF2" {
+		return nil, 0, nil, nil, ErrMalformed
+	}
+	var newHash func() hash.Hash
+	switch parts[1] {
+	case "sha512":
+		newHash = sha512.New
+	case "sha256":
+		newHash = sha256.New
+	default:
+		return nil, 0, nil, nil, ErrMalformed
+	}
+	iter, err := strconv.Atoi(parts[2])
+	if err != nil || iter < 1 || iter > MaxPBKDF2Iterations {
+		return nil, 0, nil, nil, ErrMalformed
+	}
+	salt, err := base64.StdEncoding.DecodeString(parts[3])
+	if err != nil || len(salt) == 0 {
+		return nil, 0, nil, nil, ErrMalformed
+	}
+	sum, err := base64.StdEncoding.DecodeString(parts[4])
+	if err != nil || len(sum) < 16 || len(sum) > 128 {
+		return nil, 0, nil, nil, ErrMalformed
+	}
+	return newHash, iter, salt, sum, nil
+}
+
+// GoAuthFromUTF8Salt rewrites a mosquitto-go-auth PBKDF2 hash made with auth_opt_hasher_salt_encoding
+// utf-8 (the salt field's text is the salt) into the base64 form Parse reads: the same salt bytes,
+// base64-encoded. The derived key is unchanged, so the same password verifies.
+func GoAuthFromUTF8Salt(stored string) (string, error) {
+	parts := strings.Split(stored, "$")
+	if len(parts) != 5 || parts[0] != "PBKDF2" || parts[3] == "" {
+		return "", ErrMalformed
+	}
+	parts[3] = base64.StdEncoding.EncodeToString([]byte(parts[3]))
+	out := strings.Join(parts, "$")
+	if _, err := Parse(out); err != nil {
+		return "", err
+	}
+	return out, nil
 }
 
 func parseSalted(s string) ([]byte, []byte, error) {

@@ -3,8 +3,10 @@ package passhash
 import (
 	"crypto/pbkdf2"
 	"crypto/rand"
+	"crypto/sha256"
 	"crypto/sha512"
 	"encoding/base64"
+	"errors"
 	"fmt"
 	"strings"
 	"testing"
@@ -162,5 +164,63 @@ func TestCostCeilings(t *testing.T) {
 		if _, err := Parse(s); err == nil {
 			t.Errorf("Parse accepted a hash above the cost ceiling: %.30s…", s)
 		}
+	}
+}
+
+// mosquitto-go-auth's PBKDF2 format: known-answer vectors published in go-auth's own tests (password
+// "testpw", salt field "os24lcPr9cJt2QDVWssblQ==", sha512, 100000 iterations), once with its default
+// base64 salt encoding and once with utf-8 (the salt field's text is the salt), which the importer
+// rewrites with GoAuthFromUTF8Salt.
+func TestGoAuthPBKDF2(t *testing.T) {
+	const (
+		base64Salt = "PBKDF2$sha512$100000$os24lcPr9cJt2QDVWssblQ==$BK1BQ2wbwU1zNxv3Ml3wLuu5//hPop3/LvaPYjjCwdBvnpwusnukJPpcXQzyyjOlZdieXTx6sXAcX4WnZRZZnw=="
+		utf8Salt   = "PBKDF2$sha512$100000$os24lcPr9cJt2QDVWssblQ==$dEOwgFUoMNt+Q8FHWXl03pZTg/RY47JdSTAx/KjhYKpbugOYg1WWG0tW0V2aqBnSCDLYJdRrkNf3p/PUoKLvkA=="
+	)
+	h, err := Parse(base64Salt)
+	if err != nil || h.Scheme() != GoAuthPBKDF2 || !h.Slow() || h.Encoded() != base64Salt {
+		t.Fatalf("Parse: %v %+v", err, h)
+	}
+	if !h.Verify([]byte("testpw")) || h.Verify([]byte("testpx")) {
+		t.Fatal("base64-salt vector does not verify exactly testpw")
+	}
+	// Read as base64, the utf-8 vector is a different salt: it must not verify until rewritten.
+	if u, err := Parse(utf8Salt); err != nil || u.Verify([]byte("testpw")) {
+		t.Fatalf("utf-8-salt vector verified without the rewrite (%v)", err)
+	}
+	rewritten, err := GoAuthFromUTF8Salt(utf8Salt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u, err := Parse(rewritten)
+	if err != nil || !u.Verify([]byte("testpw")) || u.Verify([]byte("testpw ")) {
+		t.Fatalf("rewritten utf-8 vector %q: %v", rewritten, err)
+	}
+	for _, bad := range []string{
+		"PBKDF2$md5$100000$os24lcPr9cJt2QDVWssblQ==$BK1BQ2wbwU1zNxv3Ml3wLuu5//hPop3/LvaPYjjCwdBvnpwusnukJPpcXQzyyjOlZdieXTx6sXAcX4WnZRZZnw==",
+		"PBKDF2$sha512$999999999$os24lcPr9cJt2QDVWssblQ==$BK1BQ2wbwU1zNxv3Ml3wLuu5//hPop3/LvaPYjjCwdBvnpwusnukJPpcXQzyyjOlZdieXTx6sXAcX4WnZRZZnw==",
+		"PBKDF2$sha512$0$os24lcPr9cJt2QDVWssblQ==$BK1BQ2wbwU1zNxv3Ml3wLuu5//hPop3/LvaPYjjCwdBvnpwusnukJPpcXQzyyjOlZdieXTx6sXAcX4WnZRZZnw==",
+		"PBKDF2$sha512$100000$$BK1BQ2wbwU1zNxv3Ml3wLuu5//hPop3/LvaPYjjCwdBvnpwusnukJPpcXQzyyjOlZdieXTx6sXAcX4WnZRZZnw==",
+		"PBKDF2$sha512$100000$os24lcPr9cJt2QDVWssblQ==$c2hvcnQ=",
+		"PBKDF2$sha512$100000$os24lcPr9cJt2QDVWssblQ==",
+	} {
+		if _, err := Parse(bad); !errors.Is(err, ErrMalformed) {
+			t.Errorf("Parse(%.40s…) = %v, want ErrMalformed", bad, err)
+		}
+	}
+	if SHA256HexOfSum(sha256.Sum256([]byte("x"))) != SHA256Hex("x") {
+		t.Error("SHA256HexOfSum differs from SHA256Hex")
+	}
+}
+
+// go-auth's hasher_algorithm sha256 and a non-default key length verify too.
+func TestGoAuthPBKDF2SHA256(t *testing.T) {
+	salt := []byte("sixteen byte slt")
+	key, err := pbkdf2.Key(sha256.New, "pw", salt, 1000, 32)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, err := Parse("PBKDF2$sha256$1000$" + base64.StdEncoding.EncodeToString(salt) + "$" + base64.StdEncoding.EncodeToString(key))
+	if err != nil || !h.Verify([]byte("pw")) || h.Verify([]byte("px")) {
+		t.Fatalf("sha256 go-auth hash: %v", err)
 	}
 }

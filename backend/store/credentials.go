@@ -18,7 +18,7 @@ const credentialColumns = `
 SELECT k.digest, k.id::text, k.agent_uuid::text, a.status, k.revoked_at IS NOT NULL, extract(epoch FROM k.expires_at)::float8, k.rights,
        c.password_hash,
        (SELECT array_agg(r.access || ' ' || r.pattern ORDER BY r.id) FROM acl_rules r WHERE r.agent_uuid = k.agent_uuid),
-       false
+       false, k.legacy_username IS NOT NULL, k.legacy_client_id
   FROM api_keys k
   JOIN agents a ON a.uuid = k.agent_uuid
   LEFT JOIN mqtt_credentials c ON c.agent_uuid = k.agent_uuid`
@@ -30,7 +30,7 @@ const appCredentialColumns = `
 SELECT k.digest, k.id::text, k.id::text, 'active', k.revoked_at IS NOT NULL, extract(epoch FROM k.expires_at)::float8, k.rights,
        k.mqtt_password_hash,
        (SELECT array_agg((t ->> 'access') || ' ' || (t ->> 'pattern') ORDER BY o) FROM jsonb_array_elements(k.topics) WITH ORDINALITY AS x (t, o)),
-       true
+       true, false, NULL::text
   FROM app_keys k`
 
 // LookupCredential returns the credential for a key digest, ErrNotFound, or ErrCorrupt (with the
@@ -155,12 +155,16 @@ func scanCredential(rows pgx.Rows) (credential.Credential, error) {
 		revoked                     *bool
 		expires                     *float64 // epoch seconds: 'infinity' is a legal timestamptz, not a time.Time
 		rights, rules               []*string
-		app                         bool
+		app, legacy                 bool
+		legacyClientID              *string
 	)
-	if err := rows.Scan(&digest, &keyID, &agentUUID, &status, &revoked, &expires, &rights, &h, &rules, &app); err != nil {
+	if err := rows.Scan(&digest, &keyID, &agentUUID, &status, &revoked, &expires, &rights, &h, &rules, &app, &legacy, &legacyClientID); err != nil {
 		return credential.Credential{}, fmt.Errorf("scan key row: %v: %w", err, ErrCorrupt)
 	}
-	c := credential.Credential{App: app}
+	c := credential.Credential{App: app, Legacy: legacy}
+	if legacyClientID != nil {
+		c.LegacyClientID = *legacyClientID
+	}
 	if len(digest) != len(c.Digest) {
 		return c, fmt.Errorf("key row has a digest of %d bytes: %w", len(digest), ErrCorrupt)
 	}

@@ -28,7 +28,12 @@ type Change struct {
 	// MQTT credentials issued at or before DeniedAt are dead.
 	Subject  string    `json:"subject"`
 	DeniedAt time.Time `json:"deniedAt"`
+	// Live is set for changes of Table LegacyTable: whether the legacy username now admits.
+	Live bool `json:"live"`
 }
+
+// LegacyTable is the Table of a change to the set of live legacy usernames (imported devices).
+const LegacyTable = "legacy_usernames"
 
 // Digest decodes DigestHex; ok is false when the change names no key.
 func (c Change) Digest() (d secret.Digest, ok bool) {

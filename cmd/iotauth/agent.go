@@ -34,7 +34,7 @@ func init() {
 	register("agent enable", "re-enable a disabled agent", func(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return agentStatus(ctx, "enable", "active", args, stdout, stderr)
 	})
-	register("agent rotate-password", "give an agent a new MQTT password (printed once); old sessions are closed", agentRotate)
+	register("agent rotate-password", "give an agent a new MQTT password (printed once); an imported agent moves to iotauth keys; old sessions are closed", agentRotate)
 	register("key revoke", "revoke a device API key by id: sessions using it are closed", keyRevoke)
 }
 
@@ -138,21 +138,68 @@ func agentStatus(ctx context.Context, verb, status string, args []string, stdout
 }
 
 func agentRotate(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	uuid, st, err := argAndStore(ctx, "agent rotate-password", "AGENT_UUID", args, stderr)
+	fs := newFlags("agent rotate-password", stderr)
+	env := fs.String("key-env", "live", "key environment of the device API key made for an imported agent: live or test")
+	db := addDBFlags(fs)
+	fs.Usage = func() {
+		fmt.Fprint(fs.Output(), `usage: iotauth agent rotate-password [flags] AGENT_UUID
+
+Gives the agent a new MQTT password (printed once); sessions using the old one are closed.
+For an imported agent (iotauth import) it moves the device to iotauth keys: a new device API key and
+MQTT password are printed once, and the legacy username is retired, so that the old username stops
+working and its live sessions are closed. The device then connects with the key as its username and
+the client id agent-<uuid> (or whatever plugin_opt_clientid says).
+
+`)
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return errUsage
+	}
+	if fs.NArg() != 1 {
+		fs.Usage()
+		return errUsage
+	}
+	uuid := fs.Arg(0)
+	kind, err := secret.APIKeyKind(*env)
+	if err != nil {
+		return err
+	}
+	st, err := storeFor(ctx, db, stderr)
 	if err != nil {
 		return err
 	}
 	defer st.Close()
+	moved, err := st.MoveLegacyToKeys(ctx, uuid, kind, cliAudit("legacy_agent_moved"))
+	if err == nil {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(struct {
+			agentCreated
+			RetiredLegacyUsername string `json:"retiredLegacyUsername"`
+		}{agentCreated{
+			AgentUUID: uuid, KeyID: moved.KeyID, APIKey: moved.APIKey.Reveal(),
+			MQTT: mqttCreds{Username: moved.APIKey.Reveal(), Password: moved.MQTTPassword.Reveal(), ClientID: "agent-" + uuid},
+		}, moved.LegacyUsername})
+	}
+	if !errors.Is(err, store.ErrNoLegacyUsername) {
+		return rotateError(uuid, err)
+	}
 	pw, err := st.RotateAgentPassword(ctx, uuid, cliAudit("mqtt_password_rotate"))
+	if err != nil {
+		return rotateError(uuid, err)
+	}
+	return json.NewEncoder(stdout).Encode(map[string]string{"agentUuid": uuid, "password": pw.Reveal()})
+}
+
+func rotateError(uuid string, err error) error {
 	switch {
 	case errors.Is(err, store.ErrNotFound):
 		return notFound("no agent %q: check the uuid (iotauth agent list)", uuid)
 	case errors.Is(err, store.ErrDecommissioned):
 		return refused("agent %q is decommissioned; create a new agent instead", uuid)
-	case err != nil:
-		return err
 	}
-	return json.NewEncoder(stdout).Encode(map[string]string{"agentUuid": uuid, "password": pw.Reveal()})
+	return err
 }
 
 func keyRevoke(ctx context.Context, args []string, stdout, stderr io.Writer) error {

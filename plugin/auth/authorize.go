@@ -8,6 +8,7 @@ package auth
 import (
 	"context"
 	"crypto/sha256"
+	"crypto/subtle"
 	"errors"
 	"log/slog"
 	"strings"
@@ -45,7 +46,21 @@ var (
 	ErrSecretClientID = errors.New("client id contains an iotauth secret; never use a key as the client id")
 	ErrLookupBudget   = errors.New("unknown device API key: too many lookups of unknown keys this second (plugin_opt_unknown_key_lookups), refused without asking PostgreSQL")
 	ErrAgentClientID  = errors.New("application keys need a client id of their own, never an agent's (agent-…); choose another client id")
+	ErrSlowHashBudget = errors.New("imported password hash not checked: too much time spent in slow password hashes this second; the device may retry")
 )
+
+// LegacyNames is the in-memory set of live legacy usernames (imported devices, issue 16), by digest.
+// A username that is not a well-formed key is looked up only when the set holds it, so an unknown name
+// still costs no query.
+type LegacyNames interface {
+	Len() int
+	Has(secret.Digest) bool
+}
+
+// FastHashRecorder is told, on the broker thread, that a slow stored hash (stored, of agent) just
+// accepted a password whose SHA-256 is sum for the first time: it has the store record the fast hash
+// off the broker thread.
+type FastHashRecorder func(agent, stored string, sum [32]byte)
 
 // AppKeyRefused is the error of a refused connect by an application key that exists: it names the key
 // (for the audit trail) and unwraps to the reason (ErrRevoked, ErrBadPassword, ErrAgentClientID, …).
@@ -104,8 +119,14 @@ type Config struct {
 	NamePrefix, CustomNamePrefix string
 	// AppNamePrefix starts the Name of an application key's session, followed by the key's id.
 	AppNamePrefix string
-	Now           func() time.Time
-	Log           *slog.Logger
+	// Legacy, when set, admits imported devices by their legacy usernames (see LegacyNames).
+	Legacy LegacyNames
+	// SlowBudget, when set, bounds the time spent in slow KDFs (see SlowBudget).
+	SlowBudget SlowBudget
+	// RecordFastHash, when set, is called after a slow hash's first success (see FastHashRecorder).
+	RecordFastHash FastHashRecorder
+	Now            func() time.Time
+	Log            *slog.Logger
 }
 
 // Credentials are what a client presented.
@@ -207,7 +228,7 @@ func (a *Authorizer) Authorize(ctx context.Context, c Credentials) (Session, err
 		// A key used as the client id would be printed on every broker log line about the client.
 		return Session{}, ErrSecretClientID
 	}
-	app := false
+	app, legacy := false, false
 	if err := secret.Check(a.cfg.KeyKind, c.Username); err != nil {
 		// Only a username that is not a device key pays for the second check.
 		if errors.Is(err, secret.ErrWrongKind) && a.apps != nil && strings.HasPrefix(c.Username, a.cfg.AppKeyKind.Prefix()) {
@@ -215,6 +236,9 @@ func (a *Authorizer) Authorize(ctx context.Context, c Credentials) (Session, err
 				return Session{}, ErrMalformed
 			}
 			app = true
+		} else if a.cfg.Legacy != nil && a.cfg.Legacy.Len() > 0 && !secret.LooksLikeAny(c.Username) && a.cfg.Legacy.Has(secret.DigestOf(c.Username)) {
+			// An imported device's existing username, known from memory: only these reach the store.
+			legacy = true
 		} else {
 			if a.cfg.DeferUnknown && errors.Is(err, secret.ErrWrongKind) {
 				return Session{}, ErrDeferred
@@ -228,10 +252,10 @@ func (a *Authorizer) Authorize(ctx context.Context, c Credentials) (Session, err
 	if len(c.Password) > MaxPasswordLen {
 		return Session{}, ErrBadPassword
 	}
-	return a.authorizeDigest(ctx, secret.DigestOf(c.Username), c.Password, c.ClientID, app)
+	return a.authorizeDigest(ctx, secret.DigestOf(c.Username), c.Password, c.ClientID, app, legacy)
 }
 
-func (a *Authorizer) authorizeDigest(ctx context.Context, d secret.Digest, password []byte, clientID string, app bool) (_ Session, err error) {
+func (a *Authorizer) authorizeDigest(ctx context.Context, d secret.Digest, password []byte, clientID string, app, legacy bool) (_ Session, err error) {
 	e, err := a.entry(ctx, d, app)
 	if err != nil {
 		// Same work as a wrong password, so unknown keys cannot be told apart by timing.
@@ -251,7 +275,12 @@ func (a *Authorizer) authorizeDigest(ctx context.Context, d secret.Digest, passw
 		return Session{}, ErrCorrupt
 	}
 	sum := sha256.Sum256(password)
-	if h := e.hash(); !verify(&e, h, password, &sum) {
+	h := e.hash()
+	ok, fresh, verr := verify(&e, h, password, &sum, a.cfg.SlowBudget)
+	if verr != nil {
+		return Session{}, verr
+	}
+	if !ok {
 		if h.Scheme() == 0 {
 			return Session{}, ErrNoMQTTPassword
 		}
@@ -260,8 +289,11 @@ func (a *Authorizer) authorizeDigest(ctx context.Context, d secret.Digest, passw
 	if err := a.usable(&e); err != nil {
 		return Session{}, err
 	}
-	if e.App() != app {
+	if e.App() != app || e.Legacy() != legacy {
 		return Session{}, ErrCorrupt // a row of the other kind under this digest: never trust it
+	}
+	if fresh && a.cfg.RecordFastHash != nil {
+		a.cfg.RecordFastHash(e.Agent(), h.Encoded(), sum)
 	}
 	if app {
 		return a.appSession(&e, d, sum, clientID)
@@ -272,7 +304,11 @@ func (a *Authorizer) authorizeDigest(ctx context.Context, d secret.Digest, passw
 	}
 	name := e.name(prefix)
 	agent := name[len(prefix):]
-	if !a.clientIDAllowed(agent, clientID) {
+	if legacy {
+		if !a.legacyClientIDAllowed(&e, clientID) {
+			return Session{}, ErrClientID
+		}
+	} else if !a.clientIDAllowed(agent, clientID) {
 		return Session{}, ErrClientID
 	}
 	s := Session{
@@ -314,6 +350,15 @@ func (a *Authorizer) agentClientID(clientID string) bool {
 		return false
 	}
 	return strings.HasPrefix(clientID, a.cfg.ClientID[:i])
+}
+
+// legacyClientIDAllowed applies an imported device's client id rule: the exact id fixed at import, or
+// (rule "any") any id but one of an agent's, so that a legacy device can never take an agent's session.
+func (a *Authorizer) legacyClientIDAllowed(e *Entry, clientID string) bool {
+	if want := e.x.legacyClientID; want != "" {
+		return clientID == want
+	}
+	return clientID != "" && !strings.HasPrefix(clientID, AgentClientIDPrefix) && !a.agentClientID(clientID)
 }
 
 func (a *Authorizer) usable(e *Entry) error {
@@ -442,10 +487,34 @@ func (a *Authorizer) Recheck(s Session, c credential.Credential, found bool) err
 	if err := a.usable(&e); err != nil {
 		return err
 	}
-	if e.Agent() != s.Agent || e.App() != s.App() || e.fingerprint() != s.src.fingerprint() {
+	if e.Agent() != s.Agent || e.App() != s.App() || e.Legacy() != s.src.Legacy() {
+		return ErrCredsChanged
+	}
+	if e.fingerprint() != s.src.fingerprint() && !fastHashRecorded(s, c) {
 		return ErrCredsChanged
 	}
 	return nil
+}
+
+// fastHashRecorded reports whether the only change since s was admitted is its slow stored hash
+// replaced by the fast hash of the very password s was admitted with (what the plugin records at an
+// imported device's first connect): that changes nothing for the session, which is not kicked.
+func fastHashRecorded(s Session, c credential.Credential) bool {
+	old := s.src.hash()
+	if !old.Slow() || old.Encoded() == "" {
+		return false
+	}
+	now, err := passhash.Parse(c.PasswordHash)
+	if err != nil {
+		return false
+	}
+	if sum, ok := now.SHA256Sum(); !ok || subtle.ConstantTimeCompare(sum[:], s.PasswordSum[:]) != 1 {
+		return false
+	}
+	before := c
+	before.PasswordHash = old.Encoded()
+	was := NewEntry(before)
+	return was.fingerprint() == s.src.fingerprint()
 }
 
 // Expired reports whether the session's key has expired.

@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"sync/atomic"
+	"time"
 
 	"github.com/iotauth/iotauth/backend/credential"
 	"github.com/iotauth/iotauth/backend/passhash"
@@ -39,6 +40,7 @@ const (
 	flagAgentInExt // the agent is not a canonical uuid: x.agent holds it
 	flagKeyIDInExt // the key id is not a canonical uuid: x.keyID holds it
 	flagApp        // an application key: agent is the key's own id, rules its topics
+	flagLegacy     // an imported device's legacy username (issue 16): x.legacyClientID is its client id rule
 )
 
 // entryExt holds the parts of an Entry that the common credential does not have.
@@ -48,6 +50,8 @@ type entryExt struct {
 	fingerprint  [32]byte // set when it cannot be derived from scheme and sum
 	fpSet        bool
 	agent, keyID string
+	// legacyClientID is the exact client id of a legacy username ("": any but an agent's).
+	legacyClientID string
 	// verified is the SHA-256 of the password once a slow hash accepted it: later connects, right or
 	// wrong, are then answered with one SHA-256 instead of a KDF on the broker thread.
 	verified atomic.Pointer[[32]byte]
@@ -77,6 +81,10 @@ func NewEntry(c credential.Credential) Entry {
 		// An application key's MQTT access is its topics; its rights are REST rights.
 		e.flags |= flagApp | flagMQTTRight
 	}
+	if c.Legacy {
+		e.flags |= flagLegacy
+		e.ext().legacyClientID = c.LegacyClientID
+	}
 	if !c.KeyExpiresAt.IsZero() {
 		e.expiresAt = c.KeyExpiresAt.UnixNano()
 	}
@@ -87,7 +95,7 @@ func NewEntry(c credential.Credential) Entry {
 	}
 	// The fingerprint can be recomputed from scheme and sum when the stored hash is empty or exactly the
 	// canonical sha256$ form, and there are no rules; otherwise it is kept.
-	derivable := len(c.Rules) == 0 && !c.App
+	derivable := len(c.Rules) == 0 && !c.App && !c.Legacy
 	if c.PasswordHash != "" {
 		h, err := passhash.Parse(c.PasswordHash)
 		if err != nil {
@@ -112,6 +120,9 @@ func NewEntry(c credential.Credential) Entry {
 	fp := sha256.New()
 	if c.App {
 		fp.Write([]byte("app\x00"))
+	}
+	if c.Legacy {
+		fmt.Fprintf(fp, "legacy %q\x00", c.LegacyClientID)
 	}
 	fp.Write([]byte(c.PasswordHash))
 	x := e.ext()
@@ -166,6 +177,9 @@ func (e *Entry) KeyID() string {
 // App reports whether the entry is an application key's.
 func (e *Entry) App() bool { return e.flags&flagApp != 0 }
 
+// Legacy reports whether the entry is an imported device's legacy username.
+func (e *Entry) Legacy() bool { return e.flags&flagLegacy != 0 }
+
 // Corrupt reports whether the credential row could not be trusted; its agent is denied.
 func (e *Entry) Corrupt() bool { return e.flags&flagCorrupt != 0 }
 
@@ -214,23 +228,32 @@ func appendSHA256Hash(dst []byte, sum *[32]byte) []byte {
 // verify checks password, whose SHA-256 is sum, against the entry's hash. The common sha256$ hash is
 // compared with sum directly. For slow schemes the first success is remembered as sum (the entry is
 // immutable and replaced when the stored hash changes), so a KDF runs on the broker thread at most until
-// the agent's first successful connect.
-func verify(e *Entry, h passhash.Hash, password []byte, sum *[32]byte) bool {
+// the agent's first successful connect; fresh reports that this call was that first success (the caller
+// has the fast hash recorded in the store). A KDF runs only while budget allows one (ErrSlowHashBudget
+// otherwise), and its duration is charged to the budget.
+func verify(e *Entry, h passhash.Hash, password []byte, sum *[32]byte, budget SlowBudget) (ok, fresh bool, err error) {
 	if stored, ok := h.SHA256Sum(); ok {
-		return subtle.ConstantTimeCompare(sum[:], stored[:]) == 1
+		return subtle.ConstantTimeCompare(sum[:], stored[:]) == 1, false, nil
 	}
 	if !h.Slow() || e.x == nil {
-		return h.Verify(password)
+		return h.Verify(password), false, nil
 	}
 	if v := e.x.verified.Load(); v != nil {
-		return subtle.ConstantTimeCompare(sum[:], v[:]) == 1
+		return subtle.ConstantTimeCompare(sum[:], v[:]) == 1, false, nil
+	}
+	if budget != nil {
+		if !budget.Allow() {
+			return false, false, ErrSlowHashBudget
+		}
+		start := time.Now()
+		defer func() { budget.Spend(time.Since(start)) }()
 	}
 	if !h.Verify(password) {
-		return false
+		return false, false, nil
 	}
 	remembered := *sum
-	e.x.verified.Store(&remembered)
-	return true
+	// Only the first of concurrent successes reports fresh.
+	return true, e.x.verified.CompareAndSwap(nil, &remembered), nil
 }
 
 // ext returns e's extension, allocating it on first use.

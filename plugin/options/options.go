@@ -45,6 +45,9 @@ type Config struct {
 	// MetricsListen, when set, is the host:port where the plugin serves Prometheus metrics at /metrics
 	// (plugin_opt_metrics_listen); empty serves none.
 	MetricsListen string
+	// SlowHashBudget bounds the broker-thread time spent a second in slow KDFs of imported password
+	// hashes (issue 16) before their fast hash is recorded; beyond it such connects are refused.
+	SlowHashBudget time.Duration
 	// Warnings are about options that are accepted but do nothing any more; the plugin logs them.
 	Warnings []string
 }
@@ -56,6 +59,7 @@ func Defaults() Config {
 		StaleGrace: 15 * time.Minute, DBTimeout: 250 * time.Millisecond, ClientID: "agent-%u",
 		ACLSpec: "readwrite agents/%u/#", Preload: true, PreloadWait: 5 * time.Second, KickOnRevoke: true, KeyKind: secret.APIKey,
 		ResyncInterval: time.Minute, LogLevel: "info", MaxConns: 4, UnknownKeyLookups: 200,
+		SlowHashBudget: 250 * time.Millisecond,
 	}
 }
 
@@ -96,6 +100,7 @@ var known = map[string]setter{
 	"stale_grace":         durOpt(func(c *Config) *time.Duration { return &c.StaleGrace }, 0, 7*24*time.Hour),
 	"db_timeout":          durOpt(func(c *Config) *time.Duration { return &c.DBTimeout }, time.Millisecond, 5*time.Second),
 	"resync_interval":     durOpt(func(c *Config) *time.Duration { return &c.ResyncInterval }, time.Second, 24*time.Hour),
+	"slow_hash_budget":    durOpt(func(c *Config) *time.Duration { return &c.SlowHashBudget }, time.Millisecond, time.Second),
 	"preload":             boolOpt(func(c *Config) *bool { return &c.Preload }),
 	"preload_wait":        durOpt(func(c *Config) *time.Duration { return &c.PreloadWait }, 0, 5*time.Minute),
 	"kick_on_revoke":      boolOpt(func(c *Config) *bool { return &c.KickOnRevoke }),
