@@ -12,13 +12,16 @@ import (
 
 	"golang.org/x/time/rate"
 
+	"github.com/iotauth/iotauth/backend/mqttcred"
 	"github.com/iotauth/iotauth/backend/secret"
 	"github.com/iotauth/iotauth/backend/store"
 	"github.com/iotauth/iotauth/cache"
 	"github.com/iotauth/iotauth/plugin/acl"
 	"github.com/iotauth/iotauth/plugin/auth"
 	"github.com/iotauth/iotauth/plugin/budget"
+	"github.com/iotauth/iotauth/plugin/denylist"
 	"github.com/iotauth/iotauth/plugin/logq"
+	"github.com/iotauth/iotauth/plugin/mqtttoken"
 	"github.com/iotauth/iotauth/plugin/options"
 	"github.com/iotauth/iotauth/plugin/session"
 )
@@ -29,19 +32,27 @@ import (
 // keys, and a client presenting one itself is refused (it has no session to match). The names grant
 // nothing: every decision rests on the session table, keyed by the broker's client handle.
 //
-// An application key's session is named iotauth-app:<key id> the same way.
+// An application key's session is named iotauth-app:<key id> the same way, and a short-lived
+// credential's iotauth-token:<token id> (its password, the signed token, is the secret; the id is not).
 const (
 	reservedPrefix      = "iotauth-agent"
 	reservedAppPrefix   = "iotauth-app"
+	reservedTokenPrefix = "iotauth-token"
 	renamedPrefix       = "iotauth-agent:"
 	renamedCustomPrefix = "iotauth-agent-custom:"
 	renamedAppPrefix    = "iotauth-app:"
+	renamedTokenPrefix  = "iotauth-token:"
 )
 
 // reservedName reports whether a username is one of the names the plugin gives its sessions.
 func reservedName(username string) bool {
-	return strings.HasPrefix(username, reservedPrefix) || strings.HasPrefix(username, reservedAppPrefix)
+	return strings.HasPrefix(username, reservedPrefix) || strings.HasPrefix(username, reservedAppPrefix) ||
+		strings.HasPrefix(username, reservedTokenPrefix)
 }
+
+// denialKeep is how long a subject denial can matter: the longest credential lifetime and the clock
+// skew the verifier allows, with a margin. Older denials are neither loaded nor kept.
+const denialKeep = mqttcred.MaxTTL + 2*time.Minute
 
 // instance is the plugin: configuration, store, authorizer, and the sessions it admitted.
 type instance struct {
@@ -51,11 +62,17 @@ type instance struct {
 	feed     *store.Store // the change feed's LISTEN: store, or plugin_opt_listen_dsn's
 	auth     *auth.Authorizer
 	sessions *session.Table
-	lookups  *budget.Budget // nil without a bound
-	log      *slog.Logger
-	logs     *logq.Queue
-	cancel   context.CancelFunc
-	wg       sync.WaitGroup
+	lookups  *budget.Budget      // nil without a bound
+	tokens   *mqtttoken.Verifier // nil: short-lived credentials are refused
+	denials  *denylist.List
+	// denialsStale is set while the deny list needs a full load from the store (at start, after LISTEN
+	// reconnected): the periodic loop retries until one succeeds.
+	denialsStale atomic.Bool
+	denialFail   rate.Sometimes
+	log          *slog.Logger
+	logs         *logq.Queue
+	cancel       context.CancelFunc
+	wg           sync.WaitGroup
 
 	pendingMu sync.Mutex
 	pending   map[string]struct{} // agents whose sessions need a re-check
@@ -142,10 +159,21 @@ func newInstance(kv [][2]string) (*instance, error) {
 	}
 	lookups := budget.New(cfg.UnknownKeyLookups, nil)
 	lookups.WhenFull(c.Full)
+	var tokens *mqtttoken.Verifier
+	var verifier auth.TokenVerifier // stays a nil interface without a key file
+	if cfg.MQTTTokenPublicKey != "" {
+		if tokens, err = mqtttoken.Open(cfg.MQTTTokenPublicKey, nil); err != nil {
+			closeStores()
+			return nil, err
+		}
+		verifier = tokens
+		log.Info("short-lived MQTT credentials accepted", "public_keys", tokens.Keys(), "file", cfg.MQTTTokenPublicKey)
+	}
+	denials := denylist.New(denialKeep)
 	a := auth.New(auth.Config{
 		Budget: authBudget(lookups), KeyKind: cfg.KeyKind, ClientID: cfg.ClientID, Rules: cfg.ACL, DBTimeout: cfg.DBTimeout,
 		DeferUnknown: cfg.DeferUnknown, NamePrefix: renamedPrefix, CustomNamePrefix: renamedCustomPrefix,
-		AppNamePrefix: renamedAppPrefix, Log: log,
+		AppNamePrefix: renamedAppPrefix, Tokens: verifier, Denials: denials, TokenNamePrefix: renamedTokenPrefix, Log: log,
 	}, lookup, c)
 	// The broker answers a marked client's publishes and deliveries itself (c/iotauth_marks.h) when the
 	// configured rules are one namespace per agent and the longest mark fits.
@@ -159,8 +187,10 @@ func newInstance(kv [][2]string) (*instance, error) {
 		cfg: cfg, store: st, lookup: lookup, feed: feed, auth: a, log: log, logs: logs, cancel: cancel,
 		sessions: session.New(session.Config{Broker: broker{}, FastPrefix: prefix, Log: log}), lookups: lookups,
 		pending: map[string]struct{}{}, wake: make(chan struct{}, 1), used: map[secret.Digest]struct{}{},
-		refusals: rate.NewLimiter(rate.Limit(1), 5),
+		refusals: rate.NewLimiter(rate.Limit(1), 5), tokens: tokens, denials: denials,
+		denialFail: rate.Sometimes{Interval: 30 * time.Second},
 	}
+	in.denialsStale.Store(true)
 	preloaded := in.goBackground(ctx)
 	if cfg.Preload && cfg.CacheSize > 0 && cfg.PreloadWait > 0 {
 		// Mosquitto opens its listeners only after plugin init returns: waiting here (bounded) means that
@@ -254,8 +284,12 @@ func (in *instance) decide(client uintptr, username string, password []byte, cli
 	if err != nil {
 		in.refused(clientID, err)
 		var app *auth.AppKeyRefused
-		if errors.As(err, &app) {
+		var tok *auth.TokenRefused
+		switch {
+		case errors.As(err, &app):
 			in.auditRefusal(app.KeyID, clientID, app.Err)
+		case errors.As(err, &tok):
+			in.auditTokenRefusal(tok.Subject, tok.ID, clientID, tok.Err)
 		}
 		return rcAuth
 	}
@@ -264,13 +298,22 @@ func (in *instance) decide(client uintptr, username string, password []byte, cli
 	current, err := in.sessions.Admit(client, s, epoch)
 	if err != nil {
 		in.refused(clientID, err)
-		if s.App() {
+		switch {
+		case s.Token != nil:
+			in.auditTokenRefusal(s.Token.Subject, s.Token.ID, clientID, err)
+		case s.App():
 			in.auditRefusal(s.KeyID(), clientID, err)
 		}
 		return rcAuth
 	}
 	if !current {
 		in.recheckLater(s.Agent)
+	}
+	if s.Token != nil {
+		if in.log.Enabled(ctx, slog.LevelDebug) {
+			in.log.Debug("connect authorised", "subject", s.Token.Subject, "token", s.Token.ID)
+		}
+		return rcSuccess
 	}
 	in.markUsed(s.Digest)
 	if in.log.Enabled(ctx, slog.LevelDebug) { // skip boxing the arguments on the hot path
@@ -285,16 +328,33 @@ func (in *instance) auditRefusal(keyID, clientID string, reason error) {
 	if len(clientID) > 64 {
 		clientID = clientID[:64] + "…"
 	}
+	in.queueAudit(store.AuditEvent{
+		Actor: "app-key:" + keyID, Action: "app_key_refused", Target: "app-key:" + keyID, Outcome: store.OutcomeFailure,
+		Detail: map[string]any{"via": "mqtt", "clientId": clientID, "reason": reason.Error()},
+	})
+}
+
+// auditTokenRefusal queues an audit event for a refused connect by a well-signed short-lived credential
+// (a denied subject, a client id it does not allow): the actor is the token's subject; never the
+// password.
+func (in *instance) auditTokenRefusal(subject, id, clientID string, reason error) {
+	if len(clientID) > 64 {
+		clientID = clientID[:64] + "…"
+	}
+	in.queueAudit(store.AuditEvent{
+		Actor: subject, Action: "mqtt_token_refused", Target: "mqtt-token:" + id, Outcome: store.OutcomeFailure,
+		Detail: map[string]any{"via": "mqtt", "clientId": clientID, "reason": reason.Error()},
+	})
+}
+
+func (in *instance) queueAudit(e store.AuditEvent) {
 	in.auditMu.Lock()
 	defer in.auditMu.Unlock()
 	if len(in.audits) >= maxQueuedAudits {
 		in.auditDropped++
 		return
 	}
-	in.audits = append(in.audits, store.AuditEvent{
-		Actor: "app-key:" + keyID, Action: "app_key_refused", Target: "app-key:" + keyID, Outcome: store.OutcomeFailure,
-		Detail: map[string]any{"via": "mqtt", "clientId": clientID, "reason": reason.Error()},
-	})
+	in.audits = append(in.audits, e)
 }
 
 func (in *instance) markUsed(d secret.Digest) {
@@ -361,6 +421,14 @@ func (in *instance) tick() {
 func (in *instance) reload() {
 	in.reloading = true // its log line below asks for the TICK that ends it
 	in.log.Info("reload: re-checking live sessions (plugin options are read at start only)")
+	if in.tokens != nil {
+		// The key file is re-read, so that a signing key can be rotated without a restart.
+		if err := in.tokens.Reload(); err != nil {
+			in.log.Error("reload: keeping the MQTT credential public keys in use", "error", err)
+		} else {
+			in.log.Info("reload: MQTT credential public keys read", "public_keys", in.tokens.Keys())
+		}
+	}
 	in.recheckAll()
 }
 

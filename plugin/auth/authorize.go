@@ -104,8 +104,14 @@ type Config struct {
 	NamePrefix, CustomNamePrefix string
 	// AppNamePrefix starts the Name of an application key's session, followed by the key's id.
 	AppNamePrefix string
-	Now           func() time.Time
-	Log           *slog.Logger
+	// Tokens verifies short-lived credentials (usernames starting with TokenUsernamePrefix); nil refuses
+	// them. Denials is the subject deny list they are checked against; TokenNamePrefix starts the Name of
+	// their sessions, followed by the token id.
+	Tokens          TokenVerifier
+	Denials         DenyList
+	TokenNamePrefix string
+	Now             func() time.Time
+	Log             *slog.Logger
 }
 
 // Credentials are what a client presented.
@@ -124,8 +130,9 @@ type Authorizer struct {
 	downTill atomic.Int64
 	dummy    passhash.Hash
 
-	logOnce sync.Map // digest -> struct{}: corrupt rows logged once
-	nLogged atomic.Int64
+	logOnce   sync.Map // digest -> struct{}: corrupt rows logged once
+	tokensOff sync.Once
+	nLogged   atomic.Int64
 
 	// Store failures are logged at most every 10 s, with a count, so an outage is a trickle.
 	failLog  rate.Sometimes
@@ -148,6 +155,9 @@ func New(cfg Config, st Lookup, c *Cache) *Authorizer {
 	}
 	if cfg.AppNamePrefix == "" {
 		cfg.AppNamePrefix = "app:"
+	}
+	if cfg.TokenNamePrefix == "" {
+		cfg.TokenNamePrefix = "token-id:"
 	}
 	dummy, _ := passhash.Parse(passhash.SHA256Hex("iotauth dummy password for timing"))
 	apps, _ := st.(AppLookup)
@@ -183,6 +193,9 @@ func (a *Authorizer) Authorize(ctx context.Context, c Credentials) (Session, err
 	if secret.LooksLikeAny(c.ClientID) {
 		// A key used as the client id would be printed on every broker log line about the client.
 		return Session{}, ErrSecretClientID
+	}
+	if strings.HasPrefix(c.Username, TokenUsernamePrefix) {
+		return a.authorizeToken(c)
 	}
 	app := false
 	if err := secret.Check(a.cfg.KeyKind, c.Username); err != nil {

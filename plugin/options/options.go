@@ -40,6 +40,9 @@ type Config struct {
 	// UnknownKeyLookups bounds the store lookups a second of keys the cache has no entry for (forged
 	// keys among them); 0 means no bound.
 	UnknownKeyLookups int
+	// MQTTTokenPublicKey is the path of a PEM file with the Ed25519 public keys that verify short-lived
+	// MQTT credentials (iotmq_ usernames); empty refuses them.
+	MQTTTokenPublicKey string
 	// Warnings are about options that are accepted but do nothing any more; the plugin logs them.
 	Warnings []string
 }
@@ -74,6 +77,13 @@ var known = map[string]setter{
 			return fmt.Errorf("is empty: give a direct PostgreSQL connection string for LISTEN, or leave the line out to use plugin_opt_dsn")
 		}
 		c.ListenDSN = v
+		return nil
+	},
+	"mqtt_token_public_key": func(c *Config, v string) error {
+		if strings.TrimSpace(v) == "" {
+			return fmt.Errorf("is empty: give the path of the PEM file with iotauth's MQTT credential public key(s), or leave the line out to refuse short-lived credentials")
+		}
+		c.MQTTTokenPublicKey = v
 		return nil
 	},
 	"cache_size":          intOpt(func(c *Config) *int { return &c.CacheSize }, 0, 50_000_000),
