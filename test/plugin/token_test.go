@@ -331,7 +331,9 @@ func TestTokenExpiryCloses(t *testing.T) {
 	watcher := keys.issue(t, g)
 	wc, _ := watchToken(t, e.b, watcher.Username, watcher.Password, "web-watcher")
 	wills := make(chan string, 4)
-	subscribeCodes(t, wc, []string{"web/status"}, wills)
+	if code := subscribeCodes(t, wc, []string{"web/status"}, wills)["web/status"]; code >= 0x80 {
+		t.Fatalf("the will watcher's subscription was refused (%#x)", code)
+	}
 
 	lost := make(chan time.Time, 1)
 	o := harness.ClientOptions(e.b, mqttcred.UsernamePrefix+id, pass, "web-short")
@@ -379,11 +381,24 @@ func TestTokenDenials(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			src := tt.source()
-			cred := keys.issue(t, grant("web-", []string{src, "user:someone"}, "read agents/+/telemetry"))
-			bystander := keys.issue(t, grant("web-", []string{"app:" + tokenID(t), "user:someone"}, "read agents/+/telemetry"))
-			_, lost1 := watchToken(t, e.b, cred.Username, cred.Password, "web-a")
+			cred := keys.issue(t, grant("web-", []string{src, "user:someone"}, "read agents/+/telemetry", "readwrite web/status"))
+			bystander := keys.issue(t, grant("web-", []string{"app:" + tokenID(t), "user:someone"}, "read agents/+/telemetry", "readwrite web/status"))
+			// The derived session on broker 1 has a will: a kicked session's will is not published.
+			lost1 := make(chan time.Time, 1)
+			o := harness.ClientOptions(e.b, cred.Username, cred.Password, "web-a")
+			o.SetWill("web/status", "web-a gone", 1, false)
+			o.SetConnectionLostHandler(func(mqtt.Client, error) { lost1 <- time.Now() })
+			c1, err := harness.ConnectWith(o)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c1.Disconnect(10)
 			_, lost2 := watchToken(t, second, cred.Username, cred.Password, "web-b")
-			_, lostBy := watchToken(t, e.b, bystander.Username, bystander.Password, "web-bystander")
+			bc, lostBy := watchToken(t, e.b, bystander.Username, bystander.Password, "web-bystander")
+			wills := make(chan string, 2)
+			if code := subscribeCodes(t, bc, []string{"web/status"}, wills)["web/status"]; code >= 0x80 {
+				t.Fatalf("the will watcher's subscription was refused (%#x)", code)
+			}
 			time.Sleep(100 * time.Millisecond)
 			start := time.Now()
 			tt.deny(src)
@@ -394,6 +409,7 @@ func TestTokenDenials(t *testing.T) {
 				}
 				t.Logf("broker %d closed the derived session %v after the denial", i+1, at.Sub(start))
 			}
+			expectNone(t, wills, 300*time.Millisecond, "the will of a session closed by a denial")
 			for _, b := range []*harness.Broker{e.b, second} {
 				refused(t, connectOnce(t, b, cred.Username, cred.Password, "web-again"), "reconnect after "+tt.name)
 			}
