@@ -15,6 +15,7 @@ import (
 	"github.com/iotauth/iotauth/backend/secret"
 	"github.com/iotauth/iotauth/backend/store"
 	"github.com/iotauth/iotauth/plugin/auth"
+	"github.com/iotauth/iotauth/plugin/denylist"
 )
 
 // goBackground starts the goroutines that keep the plugin in step with PostgreSQL: the NOTIFY listener,
@@ -35,7 +36,10 @@ func (in *instance) goBackground(ctx context.Context) <-chan struct{} {
 			Changed: in.changed,
 			Connected: func(reconnect bool) {
 				// Changes made before LISTEN was (re-)established were missed, including those between
-				// a preload or lookup and the first connection: trust nothing cached before now.
+				// a preload or lookup and the first connection: trust nothing cached before now. The
+				// deny list is loaded again too (before the line tests wait for).
+				in.denialsStale.Store(true)
+				in.loadDenials(ctx)
 				in.auth.Cache().InvalidateAll(time.Now())
 				in.sessions.Changed()
 				in.recheckAll()
@@ -117,6 +121,10 @@ func (in *instance) runRecovered(ctx context.Context, name string, loop func(con
 // live sessions.
 func (in *instance) changed(c store.Change) {
 	arrived := in.metrics.Notified()
+	if c.Table == "subject_denials" {
+		in.denied(c.Subject, c.DeniedAt)
+		return
+	}
 	// Logged once handled, which tests wait for.
 	defer in.log.Debug("credential change handled", "agent", c.Agent)
 	testHook(c.Agent)
@@ -145,6 +153,58 @@ func (in *instance) changed(c store.Change) {
 	if !in.recheckSince(c.Agent, arrived) {
 		in.metrics.Applied(arrived)
 	}
+}
+
+// denied handles a subject denial: the deny list learns it first, then every session of a short-lived
+// credential derived from the subject and issued at or before the denial is refused (live ones kicked on
+// the next TICK, ended ones lose their will and queued messages). No query.
+func (in *instance) denied(subject string, at time.Time) {
+	defer in.log.Debug("subject denial handled", "subject", subject)
+	if subject == "" || at.IsZero() {
+		return
+	}
+	in.denials.Deny(subject, at)
+	// A connect that read the deny list before Deny and is admitted after the scan below sees the epoch
+	// change and has its session re-checked (session.Table.Admit).
+	in.sessions.Changed()
+	in.recheckTokens()
+}
+
+// recheckTokens refuses every session of a short-lived credential that expired or that the deny list
+// now denies; memory only.
+func (in *instance) recheckTokens() {
+	for _, s := range in.sessions.Tokens() {
+		if err := in.auth.RecheckToken(s.Session); err != nil {
+			in.sessions.Refuse(s, err)
+		}
+	}
+}
+
+// loadDenials loads the deny list from the store (the denials younger than any live credential can be)
+// when it is stale, then re-checks the short-lived credentials' sessions against it.
+func (in *instance) loadDenials(ctx context.Context) {
+	if !in.denialsStale.Load() {
+		return
+	}
+	lctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	ds, err := in.store.Denials(lctx, time.Now().Add(-denialKeep))
+	cancel()
+	if err != nil {
+		in.denialFail.Do(func() {
+			in.log.Warn("could not load the subject deny list; retrying every second", "error", err,
+				"tokens_admitted", in.denials.Loaded())
+		})
+		return
+	}
+	list := make([]denylist.Denial, len(ds))
+	for i, d := range ds {
+		list[i] = denylist.Denial{Subject: d.Subject, DeniedAt: d.DeniedAt}
+	}
+	in.denialsStale.Store(false)
+	in.denials.Load(list)
+	in.sessions.Changed()
+	in.recheckTokens()
+	in.log.Info("subject deny list loaded", "denials", len(list))
 }
 
 // recheckLater has the re-check worker look at agent's live sessions soon.
@@ -230,7 +290,16 @@ func (in *instance) recheck(ctx context.Context, agents map[string]time.Time) er
 	for a := range agents {
 		names = append(names, a)
 	}
-	targets := in.sessions.Sessions(names)
+	all := in.sessions.Sessions(names)
+	// Short-lived credentials are re-checked in memory (expiry, deny list), never against the store.
+	targets := all[:0]
+	for _, s := range all {
+		if s.Token == nil {
+			targets = append(targets, s)
+		} else if err := in.auth.RecheckToken(s.Session); err != nil {
+			in.sessions.Refuse(s, err)
+		}
+	}
 	for start := 0; start < len(targets); start += 1000 {
 		batch := targets[start:min(start+1000, len(targets))]
 		ds := make([]secret.Digest, len(batch))
@@ -258,12 +327,24 @@ func (in *instance) recheck(ctx context.Context, agents map[string]time.Time) er
 func (in *instance) periodic(ctx context.Context) {
 	second := time.NewTicker(time.Second)
 	defer second.Stop()
-	lastResync, lastTouch, lastResident := time.Now(), time.Now(), time.Now()
+	// Expiries are looked at every 100 ms (cheap: the sessions are scanned only once one is due), so that
+	// a session closes within about 150 ms of its expiry, the next TICK included.
+	expiry := time.NewTicker(100 * time.Millisecond)
+	defer expiry.Stop()
+	lastResync, lastTouch, lastResident, lastPrune := time.Now(), time.Now(), time.Now(), time.Now()
 	for {
 		select {
 		case <-ctx.Done():
 			return
+		case <-expiry.C:
+			in.kickExpired()
+			continue
 		case <-second.C:
+		}
+		in.loadDenials(ctx)
+		if time.Since(lastPrune) >= time.Minute {
+			lastPrune = time.Now()
+			in.denials.Prune(lastPrune)
 		}
 		if in.auth.StoreDown() {
 			pctx, cancel := context.WithTimeout(ctx, in.cfg.DBTimeout+time.Second)
@@ -273,11 +354,7 @@ func (in *instance) periodic(ctx context.Context) {
 			}
 			cancel()
 		}
-		if in.cfg.KickOnRevoke {
-			for _, s := range in.sessions.Expired() {
-				in.kick(s, auth.ErrExpired)
-			}
-		}
+		in.kickExpired()
 		if time.Since(lastTouch) >= 5*time.Second {
 			lastTouch = time.Now()
 			in.touchUsedKeys(ctx)
@@ -296,6 +373,20 @@ func (in *instance) periodic(ctx context.Context) {
 			lastResync = time.Now()
 			in.recheckAll()
 		}
+	}
+}
+
+// kickExpired refuses the live sessions whose key or short-lived credential has expired.
+func (in *instance) kickExpired() {
+	if !in.cfg.KickOnRevoke {
+		return
+	}
+	for _, s := range in.sessions.Expired() {
+		reason := auth.ErrExpired
+		if s.Token != nil {
+			reason = auth.ErrTokenExpired
+		}
+		in.kick(s, reason)
 	}
 }
 

@@ -14,6 +14,7 @@ import (
 
 	"golang.org/x/time/rate"
 
+	"github.com/iotauth/iotauth/backend/mqttcred"
 	"github.com/iotauth/iotauth/backend/passhash"
 	"github.com/iotauth/iotauth/backend/secret"
 	"github.com/iotauth/iotauth/backend/store"
@@ -21,9 +22,11 @@ import (
 	"github.com/iotauth/iotauth/plugin/acl"
 	"github.com/iotauth/iotauth/plugin/auth"
 	"github.com/iotauth/iotauth/plugin/budget"
+	"github.com/iotauth/iotauth/plugin/denylist"
 	"github.com/iotauth/iotauth/plugin/legacy"
 	"github.com/iotauth/iotauth/plugin/logq"
 	"github.com/iotauth/iotauth/plugin/metrics"
+	"github.com/iotauth/iotauth/plugin/mqtttoken"
 	"github.com/iotauth/iotauth/plugin/options"
 	"github.com/iotauth/iotauth/plugin/session"
 )
@@ -34,19 +37,27 @@ import (
 // keys, and a client presenting one itself is refused (it has no session to match). The names grant
 // nothing: every decision rests on the session table, keyed by the broker's client handle.
 //
-// An application key's session is named iotauth-app:<key id> the same way.
+// An application key's session is named iotauth-app:<key id> the same way, and a short-lived
+// credential's iotauth-token:<token id> (its password, the signed token, is the secret; the id is not).
 const (
 	reservedPrefix      = "iotauth-agent"
 	reservedAppPrefix   = "iotauth-app"
+	reservedTokenPrefix = "iotauth-token"
 	renamedPrefix       = "iotauth-agent:"
 	renamedCustomPrefix = "iotauth-agent-custom:"
 	renamedAppPrefix    = "iotauth-app:"
+	renamedTokenPrefix  = "iotauth-token:"
 )
 
 // reservedName reports whether a username is one of the names the plugin gives its sessions.
 func reservedName(username string) bool {
-	return strings.HasPrefix(username, reservedPrefix) || strings.HasPrefix(username, reservedAppPrefix)
+	return strings.HasPrefix(username, reservedPrefix) || strings.HasPrefix(username, reservedAppPrefix) ||
+		strings.HasPrefix(username, reservedTokenPrefix)
 }
+
+// denialKeep is how long a subject denial can matter: the longest credential lifetime and the clock
+// skew the verifier allows, with a margin. Older denials are neither loaded nor kept.
+const denialKeep = mqttcred.MaxTTL + 2*time.Minute
 
 // instance is the plugin: configuration, store, authorizer, and the sessions it admitted.
 type instance struct {
@@ -56,11 +67,17 @@ type instance struct {
 	feed     *store.Store // the change feed's LISTEN: store, or plugin_opt_listen_dsn's
 	auth     *auth.Authorizer
 	sessions *session.Table
-	lookups  *budget.Budget // nil without a bound
-	log      *slog.Logger
-	logs     *logq.Queue
-	cancel   context.CancelFunc
-	wg       sync.WaitGroup
+	lookups  *budget.Budget      // nil without a bound
+	tokens   *mqtttoken.Verifier // nil: short-lived credentials are refused
+	denials  *denylist.List
+	// denialsStale is set while the deny list needs a full load from the store (at start, after LISTEN
+	// reconnected): the periodic loop retries until one succeeds.
+	denialsStale atomic.Bool
+	denialFail   rate.Sometimes
+	log          *slog.Logger
+	logs         *logq.Queue
+	cancel       context.CancelFunc
+	wg           sync.WaitGroup
 
 	// metrics is nil unless plugin_opt_metrics_listen is set (its methods then do nothing); metricsSrv
 	// serves it on metricsLn.
@@ -164,6 +181,17 @@ func newInstance(kv [][2]string) (*instance, error) {
 	}
 	lookups := budget.New(cfg.UnknownKeyLookups, nil)
 	lookups.WhenFull(c.Full)
+	var tokens *mqtttoken.Verifier
+	var verifier auth.TokenVerifier // stays a nil interface without a key file
+	if cfg.MQTTTokenPublicKey != "" {
+		if tokens, err = mqtttoken.Open(cfg.MQTTTokenPublicKey, nil); err != nil {
+			closeStores()
+			return nil, err
+		}
+		verifier = tokens
+		log.Info("short-lived MQTT credentials accepted", "public_keys", tokens.Keys(), "file", cfg.MQTTTokenPublicKey)
+	}
+	denials := denylist.New(denialKeep)
 	// Metrics read the authorizer's and the session table's own counters when scraped (after both exist).
 	var (
 		m        *metrics.Metrics
@@ -182,6 +210,7 @@ func newInstance(kv [][2]string) (*instance, error) {
 		DeferUnknown: cfg.DeferUnknown, NamePrefix: renamedPrefix, CustomNamePrefix: renamedCustomPrefix,
 		AppNamePrefix: renamedAppPrefix, Log: log,
 		Legacy: names, SlowBudget: auth.NewTimeBudget(cfg.SlowHashBudget, time.Second, nil), RecordFastHash: in.queueFastHash,
+		Tokens: verifier, Denials: denials, TokenNamePrefix: renamedTokenPrefix,
 	}, m.Timed(lookup), c)
 	// The broker answers a marked client's publishes and deliveries itself (c/iotauth_marks.h) when the
 	// configured rules are one namespace per agent and the longest mark fits.
@@ -199,6 +228,8 @@ func newInstance(kv [][2]string) (*instance, error) {
 	in.sessions, in.lookups, in.metrics, in.appPrefix = sessions, lookups, m, secret.AppKindFor(cfg.KeyKind).Prefix()
 	in.pending, in.wake, in.used = map[string]time.Time{}, make(chan struct{}, 1), map[secret.Digest]struct{}{}
 	in.refusals = rate.NewLimiter(rate.Limit(1), 5)
+	in.tokens, in.denials, in.denialFail = tokens, denials, rate.Sometimes{Interval: 30 * time.Second}
+	in.denialsStale.Store(true)
 	if m != nil {
 		// Bound during init, so that an address in use stops the broker's start with a clear message.
 		if in.metricsLn, err = metrics.Listen(cfg.MetricsListen); err != nil {
@@ -332,8 +363,12 @@ func (in *instance) decide(client uintptr, username string, password []byte, cli
 		}
 		in.refused(clientID, err)
 		var app *auth.AppKeyRefused
-		if errors.As(err, &app) {
+		var tok *auth.TokenRefused
+		switch {
+		case errors.As(err, &app):
 			in.auditRefusal(app.KeyID, clientID, app.Err)
+		case errors.As(err, &tok):
+			in.auditTokenRefusal(tok.Subject, tok.ID, clientID, tok.Err)
 		}
 		return rcAuth
 	}
@@ -343,13 +378,22 @@ func (in *instance) decide(client uintptr, username string, password []byte, cli
 	if err != nil {
 		in.metrics.Refused(principalOf(&s), err)
 		in.refused(clientID, err)
-		if s.App() {
+		switch {
+		case s.Token != nil:
+			in.auditTokenRefusal(s.Token.Subject, s.Token.ID, clientID, err)
+		case s.App():
 			in.auditRefusal(s.KeyID(), clientID, err)
 		}
 		return rcAuth
 	}
 	if !current {
 		in.recheckLater(s.Agent)
+	}
+	if s.Token != nil {
+		if in.log.Enabled(ctx, slog.LevelDebug) {
+			in.log.Debug("connect authorised", "subject", s.Token.Subject, "token", s.Token.ID)
+		}
+		return rcSuccess
 	}
 	in.markUsed(s.Digest)
 	in.metrics.Allowed(principalOf(&s))
@@ -390,7 +434,10 @@ func (in *instance) kick(s session.Snapshot, reason error) {
 		return
 	}
 	target := "agent:" + s.Agent
-	if s.App() {
+	switch {
+	case s.Token != nil:
+		target = "mqtt-token:" + s.Token.ID
+	case s.App():
 		target = "app-key:" + s.KeyID()
 	}
 	in.queueAudit(store.AuditEvent{
@@ -407,6 +454,16 @@ func shortClientID(clientID string) string {
 		return clientID[:64] + "…"
 	}
 	return clientID
+}
+
+// auditTokenRefusal queues an audit event for a refused connect by a well-signed short-lived credential
+// (a denied subject, a client id it does not allow): the actor is the token's subject; never the
+// password.
+func (in *instance) auditTokenRefusal(subject, id, clientID string, reason error) {
+	in.queueAudit(store.AuditEvent{
+		Actor: subject, Action: "mqtt_token_refused", Target: "mqtt-token:" + id, Outcome: store.OutcomeFailure,
+		Detail: map[string]any{"via": "mqtt", "clientId": shortClientID(clientID), "reason": reason.Error()},
+	})
 }
 
 // queueAudit queues e for the background loop, or counts it when the queue is full.
@@ -494,6 +551,14 @@ func (in *instance) tick() {
 func (in *instance) reload() {
 	in.reloading = true // its log line below asks for the TICK that ends it
 	in.log.Info("reload: re-checking live sessions (plugin options are read at start only)")
+	if in.tokens != nil {
+		// The key file is re-read, so that a signing key can be rotated without a restart.
+		if err := in.tokens.Reload(); err != nil {
+			in.log.Error("reload: keeping the MQTT credential public keys in use", "error", err)
+		} else {
+			in.log.Info("reload: MQTT credential public keys read", "public_keys", in.tokens.Keys())
+		}
+	}
 	in.recheckAll()
 }
 

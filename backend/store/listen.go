@@ -115,7 +115,7 @@ func (s *Store) listenOnce(ctx context.Context, cfg *pgx.ConnConfig, h ListenHan
 			return err
 		}
 		var c Change
-		if json.Unmarshal([]byte(n.Payload), &c) != nil || c.Agent == "" {
+		if json.Unmarshal([]byte(n.Payload), &c) != nil || (c.Agent == "" && c.Subject == "") {
 			continue
 		}
 		if h.Changed != nil {

@@ -26,6 +26,7 @@ const (
 type Template struct {
 	allow   Access // Read, Write or both; 0 for deny
 	deny    bool
+	literal bool // %u and %c are not substituted (a short-lived credential's topics are exact)
 	pattern string
 }
 
@@ -52,6 +53,17 @@ func ParseTemplate(access, pattern string) (Template, error) {
 	}
 	t.pattern = pattern
 	return t, nil
+}
+
+// ParseLiteral parses one grant of a short-lived MQTT credential: read, write or readwrite and a
+// pattern taken exactly as written (no %u or %c substitution: the issuer granted that very filter).
+func ParseLiteral(access, pattern string) (Template, error) {
+	if access == "deny" {
+		return Template{}, fmt.Errorf("acl access %q: use read, write or readwrite", access)
+	}
+	t, err := ParseTemplate(access, pattern)
+	t.literal = true
+	return t, err
 }
 
 // ParseTemplates parses a rule list: rules separated by ';', each "access pattern".
@@ -118,8 +130,11 @@ type Set struct {
 func Expand(ts []Template, agent, clientID string) Set {
 	s := Set{rules: make([]rule, 0, len(ts))}
 	for _, t := range ts {
-		p := strings.ReplaceAll(t.pattern, "%u", agent)
-		p = strings.ReplaceAll(p, "%c", clientID)
+		p := t.pattern
+		if !t.literal {
+			p = strings.ReplaceAll(p, "%u", agent)
+			p = strings.ReplaceAll(p, "%c", clientID)
+		}
 		s.rules = append(s.rules, rule{allow: t.allow, deny: t.deny, levels: strings.Split(p, "/")})
 	}
 	return s

@@ -243,3 +243,33 @@ func FuzzSharedSubscribeSubset(f *testing.F) {
 		}
 	})
 }
+
+// A short-lived credential's topics are exact: %u and %c in them are not substituted.
+func TestParseLiteral(t *testing.T) {
+	lit, err := ParseLiteral("readwrite", "rooms/%c/#")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tpl, err := ParseTemplate("readwrite", "rooms/%c/#")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		ts    []Template
+		topic string
+		want  bool
+	}{
+		{[]Template{lit}, "rooms/%c/x", true},
+		{[]Template{lit}, "rooms/web-1/x", false},
+		{[]Template{tpl}, "rooms/web-1/x", true},
+	} {
+		if got := ExpandShared(c.ts, "agent", "web-1").Allows(Write, c.topic); got != c.want {
+			t.Errorf("%q: %v, want %v", c.topic, got, c.want)
+		}
+	}
+	for _, bad := range [][2]string{{"deny", "a/b"}, {"read", "$SYS/#"}, {"read", "a/#/b"}} {
+		if _, err := ParseLiteral(bad[0], bad[1]); err == nil {
+			t.Errorf("ParseLiteral%q accepted", bad)
+		}
+	}
+}

@@ -2,7 +2,9 @@
 // client id into a Session or a reason for refusal. It checks the key's format before any other work,
 // looks credentials up through a bounded cache and then the store under a hard deadline, fails closed
 // when the store is unreachable (serving cached positives only within the stale grace), and computes the
-// session's ACL once. It is plain Go: no cgo, no Mosquitto.
+// session's ACL once. A short-lived MQTT credential (an iotmq_ username, token.go) takes another path:
+// its signature is checked by a TokenVerifier and its subjects against an in-memory DenyList, with no
+// cache and no store. It is plain Go: no cgo, no Mosquitto.
 package auth
 
 import (
@@ -119,6 +121,12 @@ type Config struct {
 	NamePrefix, CustomNamePrefix string
 	// AppNamePrefix starts the Name of an application key's session, followed by the key's id.
 	AppNamePrefix string
+	// Tokens verifies short-lived credentials (usernames starting with TokenUsernamePrefix); nil refuses
+	// them. Denials is the subject deny list they are checked against; TokenNamePrefix starts the Name of
+	// their sessions, followed by the token id.
+	Tokens          TokenVerifier
+	Denials         DenyList
+	TokenNamePrefix string
 	// Legacy, when set, admits imported devices by their legacy usernames (see LegacyNames).
 	Legacy LegacyNames
 	// SlowBudget, when set, bounds the time spent in slow KDFs (see SlowBudget).
@@ -145,8 +153,9 @@ type Authorizer struct {
 	downTill atomic.Int64
 	dummy    passhash.Hash
 
-	logOnce sync.Map // digest -> struct{}: corrupt rows logged once
-	nLogged atomic.Int64
+	logOnce   sync.Map // digest -> struct{}: corrupt rows logged once
+	tokensOff sync.Once
+	nLogged   atomic.Int64
 
 	// Store failures are logged at most every 10 s, with a count, so an outage is a trickle.
 	failLog  rate.Sometimes
@@ -193,6 +202,9 @@ func New(cfg Config, st Lookup, c *Cache) *Authorizer {
 	if cfg.AppNamePrefix == "" {
 		cfg.AppNamePrefix = "app:"
 	}
+	if cfg.TokenNamePrefix == "" {
+		cfg.TokenNamePrefix = "token-id:"
+	}
 	dummy, _ := passhash.Parse(passhash.SHA256Hex("iotauth dummy password for timing"))
 	apps, _ := st.(AppLookup)
 	return &Authorizer{cfg: cfg, store: st, apps: apps, cache: c, dummy: dummy, failLog: rate.Sometimes{Interval: 10 * time.Second}}
@@ -227,6 +239,9 @@ func (a *Authorizer) Authorize(ctx context.Context, c Credentials) (Session, err
 	if secret.LooksLikeAny(c.ClientID) {
 		// A key used as the client id would be printed on every broker log line about the client.
 		return Session{}, ErrSecretClientID
+	}
+	if strings.HasPrefix(c.Username, TokenUsernamePrefix) {
+		return a.authorizeToken(c)
 	}
 	app, legacy := false, false
 	if err := secret.Check(a.cfg.KeyKind, c.Username); err != nil {

@@ -21,6 +21,9 @@ type Session struct {
 	PasswordSum [32]byte
 	// rules are the configured templates followed by the agent's extra rules; ACL expands them.
 	rules []acl.Template
+	// Token is set for a short-lived credential's session: Agent is then TokenAgentPrefix and its
+	// subject, its rules the token's topics, and it is re-checked against the deny list, never the store.
+	Token *TokenInfo
 	// src is the cache entry the session was admitted with: its fingerprint (of the stored password hash
 	// and rules) is what Recheck compares against.
 	src Entry
@@ -36,8 +39,9 @@ func (s *Session) ACL() acl.Set {
 	return acl.Expand(s.rules, s.Agent, s.ClientID)
 }
 
-// App reports whether the session is an application key's: Agent is then the key's id, and its rules
-// are the key's topics only. Such a session is never answered by the broker's fast path.
+// App reports whether the session is an application key's or a short-lived credential's (Token): Agent
+// is then the key's id (or the token's subject), and its rules are the key's (token's) topics only. Such
+// a session is never answered by the broker's fast path.
 func (s *Session) App() bool { return s.src.App() }
 
 // Custom reports whether the agent has extra acl_rules beyond the configured templates.

@@ -48,6 +48,9 @@ type Config struct {
 	// SlowHashBudget bounds the broker-thread time spent a second in slow KDFs of imported password
 	// hashes (issue 16) before their fast hash is recorded; beyond it such connects are refused.
 	SlowHashBudget time.Duration
+	// MQTTTokenPublicKey is the path of a PEM file with the Ed25519 public keys that verify short-lived
+	// MQTT credentials (iotmq_ usernames); empty refuses them.
+	MQTTTokenPublicKey string
 	// Warnings are about options that are accepted but do nothing any more; the plugin logs them.
 	Warnings []string
 }
@@ -91,6 +94,13 @@ var known = map[string]setter{
 			return fmt.Errorf("is empty: give a direct PostgreSQL connection string for LISTEN, or leave the line out to use plugin_opt_dsn")
 		}
 		c.ListenDSN = v
+		return nil
+	},
+	"mqtt_token_public_key": func(c *Config, v string) error {
+		if strings.TrimSpace(v) == "" {
+			return fmt.Errorf("is empty: give the path of the PEM file with iotauth's MQTT credential public key(s), or leave the line out to refuse short-lived credentials")
+		}
+		c.MQTTTokenPublicKey = v
 		return nil
 	},
 	"cache_size":          intOpt(func(c *Config) *int { return &c.CacheSize }, 0, 50_000_000),

@@ -16,6 +16,8 @@ import (
 	"crypto/subtle"
 	"errors"
 	"log/slog"
+	"math"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -75,6 +77,7 @@ type Table struct {
 	gen        uint64
 	kicks      []kick
 	expiring   int       // live sessions whose key has an expiry
+	nextExpiry int64     // unix ns no later than the earliest expiry of a live session not yet refused
 	spare      []*record // records of forgotten sessions, reused so that a connect storm allocates none
 }
 
@@ -151,7 +154,7 @@ func New(cfg Config) *Table {
 	}
 	return &Table{
 		cfg: cfg, live: map[uintptr]*record{}, byAgent: map[string]*record{},
-		byClientID: map[string]*record{}, endedOf: map[string]int{},
+		byClientID: map[string]*record{}, endedOf: map[string]int{}, nextExpiry: math.MaxInt64,
 	}
 }
 
@@ -206,6 +209,7 @@ func (t *Table) Admit(client uintptr, s auth.Session, epoch uint64) (current boo
 	t.byAgent[s.Agent] = r
 	if !s.ExpiresAt.IsZero() {
 		t.expiring++
+		t.nextExpiry = min(t.nextExpiry, s.ExpiresAt.UnixNano())
 	}
 	// An application key's session is never marked: its checks always go to Go.
 	marked := t.cfg.FastPrefix != "" && !s.Custom() && !s.App() && t.cfg.Broker.Mark(client, t.cfg.FastPrefix+s.Agent)
@@ -387,21 +391,52 @@ func (t *Table) Digests() []secret.Digest {
 	defer t.mu.Unlock()
 	out := make([]secret.Digest, 0, len(t.live))
 	for _, r := range t.live {
-		out = append(out, r.Digest)
+		if r.Token == nil { // a short-lived credential has no key in the cache
+			out = append(out, r.Digest)
+		}
 	}
 	return out
 }
 
-// Expired copies the live sessions whose key has expired by now. (An ended one is refused by Allows.)
+// Expired copies the live sessions whose key (or short-lived credential) has expired by now. (An ended
+// one is refused by Allows.) It is cheap to call often: the sessions are scanned only once the earliest
+// expiry has come.
 func (t *Table) Expired() []Snapshot {
-	now := t.cfg.Now()
+	now := t.cfg.Now().UnixNano()
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.expiring == 0 || now < t.nextExpiry {
+		return nil
+	}
+	var out []Snapshot
+	next := int64(math.MaxInt64)
+	for _, r := range t.live {
+		if r.ExpiresAt.IsZero() || r.revoked {
+			continue
+		}
+		if e := r.ExpiresAt.UnixNano(); now < e {
+			next = min(next, e)
+			continue
+		}
+		out = append(out, Snapshot{Session: r.Session, client: r.client, gen: r.gen})
+	}
+	t.nextExpiry = next
+	return out
+}
+
+// Tokens copies the live and ended sessions of short-lived credentials, for a re-check against the
+// deny list.
+func (t *Table) Tokens() []Snapshot {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	var out []Snapshot
-	if t.expiring > 0 {
-		for _, r := range t.live {
-			if !r.ExpiresAt.IsZero() && !now.Before(r.ExpiresAt) {
-				out = append(out, Snapshot{Session: r.Session, client: r.client, gen: r.gen})
+	for a, first := range t.byAgent {
+		if !strings.HasPrefix(a, auth.TokenAgentPrefix) {
+			continue
+		}
+		for r := first; r != nil; r = r.agentNext {
+			if r.Token != nil {
+				out = append(out, Snapshot{Session: r.Session, Ended: r.ended, client: r.client, gen: r.gen})
 			}
 		}
 	}

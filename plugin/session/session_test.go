@@ -605,3 +605,37 @@ func TestKickedHook(t *testing.T) {
 		t.Fatalf("counted again: %v", reasons)
 	}
 }
+
+func TestTokensAndExpiryScan(t *testing.T) {
+	now := time.Unix(1_800_000_000, 0)
+	b := newBroker()
+	tb := New(Config{Broker: b, Now: func() time.Time { return now }})
+	tok := auth.Session{Name: "iotauth-token:t1", Agent: auth.TokenAgentPrefix + "user:1", ClientID: "web-1",
+		ExpiresAt: now.Add(2 * time.Second), Token: &auth.TokenInfo{ID: "t1", Subject: "user:1"}}
+	app := auth.Session{Name: "app:k", Agent: "k", ClientID: "svc-1", ExpiresAt: now.Add(time.Second)}
+	if _, err := tb.Admit(1, tok, tb.Epoch()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tb.Admit(2, app, tb.Epoch()); err != nil {
+		t.Fatal(err)
+	}
+	if got := tb.Tokens(); len(got) != 1 || got[0].Token.ID != "t1" {
+		t.Fatalf("token sessions %+v", got)
+	}
+	if got := tb.Expired(); len(got) != 0 {
+		t.Fatalf("expired before any expiry: %d", len(got))
+	}
+	now = now.Add(time.Second)
+	got := tb.Expired()
+	if len(got) != 1 || got[0].ClientID != "svc-1" {
+		t.Fatalf("expired at 1s: %+v", got)
+	}
+	tb.Refuse(got[0], auth.ErrExpired)
+	if got := tb.Expired(); len(got) != 0 {
+		t.Fatalf("a refused session is reported again: %d", len(got))
+	}
+	now = now.Add(time.Second)
+	if got := tb.Expired(); len(got) != 1 || got[0].ClientID != "web-1" {
+		t.Fatalf("expired at 2s: %+v", got)
+	}
+}

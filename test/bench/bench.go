@@ -55,7 +55,9 @@ type Config struct {
 	RevokeAgents int
 	// MemSizes are the credential counts whose RSS is measured (ascending).
 	MemSizes []int
-	// Only restricts the run to these loads (connect, publish, storm, flood, revoke, memory); empty
+	// TokenConnects connects with short-lived credentials, one credential each, by TokenWorkers clients.
+	TokenConnects, TokenWorkers int
+	// Only restricts the run to these loads (connect, publish, storm, flood, revoke, memory, token); empty
 	// runs all.
 	Only []string
 	// Metrics adds, to the cached connect storm and the reconnect storm, a plugin broker that serves
@@ -72,7 +74,7 @@ func DefaultConfig() Config {
 		StormAgents: 10000, StormConc: 64, StormTimeout: 60 * time.Second,
 		FloodWorkers: 8, LegitWorkers: 4, FloodDur: 4 * time.Second,
 		HammerWorkers: 8, ProbeDur: 4 * time.Second, LockDur: 5 * time.Second,
-		RevokeAgents: 200, MemSizes: []int{100_000, 1_000_000},
+		RevokeAgents: 200, MemSizes: []int{100_000, 1_000_000}, TokenConnects: 1000, TokenWorkers: 8,
 	}
 }
 
@@ -84,7 +86,7 @@ func QuickConfig() Config {
 		StormAgents: 200, StormConc: 32, StormTimeout: 20 * time.Second,
 		FloodWorkers: 4, LegitWorkers: 2, FloodDur: 400 * time.Millisecond,
 		HammerWorkers: 4, ProbeDur: 400 * time.Millisecond, LockDur: 600 * time.Millisecond,
-		RevokeAgents: 10, MemSizes: []int{2000}, Metrics: true,
+		RevokeAgents: 10, MemSizes: []int{2000}, Metrics: true, TokenConnects: 80, TokenWorkers: 4,
 	}
 }
 
@@ -171,7 +173,7 @@ func Run(ctx context.Context, env Env, cfg Config) (*Report, error) {
 		fn   func() error
 	}{
 		{"connect", r.connectAndPublish}, {"storm", r.storm}, {"flood", r.flood},
-		{"revoke", r.revoke}, {"memory", r.memory},
+		{"revoke", r.revoke}, {"memory", r.memory}, {"token", r.tokens},
 	}
 	for _, s := range steps {
 		if s.name != "connect" && !cfg.runs(s.name) {

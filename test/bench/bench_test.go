@@ -68,6 +68,8 @@ func TestSmoke(t *testing.T) {
 		{"5 revocation, 10 keys, 2 brokers", "revoke → session closed p99, broker B", true, false},
 		{"6 memory (preload on)", "RSS with 2k cached credentials", true, true},
 		{"6 memory (preload on)", "bytes per cached credential (2k)", true, false},
+		{"7 short-lived credentials: 80 connects by 4 clients, one credential each", "broker CPU per connect", true, true},
+		{"7 short-lived credentials: 80 connects by 4 clients, one credential each", "connects/s", true, true},
 	}
 	for _, w := range want {
 		row, ok := rep.Row(w.load, w.figure)
@@ -86,6 +88,7 @@ func TestSmoke(t *testing.T) {
 		{"4 flood: 4 garbage clients + 2 real", "DB lookups caused by the flood"},
 		{"5 revocation, 10 keys, 2 brokers", "sessions not closed within 10 s, broker A"},
 		{"5 revocation, 10 keys, 2 brokers", "sessions not closed within 10 s, broker B"},
+		{"7 short-lived credentials: 80 connects by 4 clients, one credential each", "database statements during the connects"},
 	} {
 		row, ok := rep.Row(c.load, c.figure)
 		if !ok || row.Plugin != 0 || row.Verdict != Pass {

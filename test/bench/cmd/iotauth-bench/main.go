@@ -42,7 +42,9 @@ func run() int {
 	lockDur := flag.Duration("lock-dur", def.LockDur, "how long api_keys is locked in the lock test")
 	revoke := flag.Int("revoke-agents", def.RevokeAgents, "keys revoked per round")
 	mem := flag.String("mem-sizes", ints(def.MemSizes), "credential counts whose broker RSS is measured, ascending, comma-separated (empty: skip)")
-	only := flag.String("only", "", "run only these loads: connect, publish (with the application fan-in), storm, flood, revoke, memory (comma-separated)")
+	tokConnects := flag.Int("token-connects", def.TokenConnects, "connects with short-lived credentials (one credential each) per broker and round")
+	tokWorkers := flag.Int("token-workers", def.TokenWorkers, "clients making the short-lived credential connects")
+	only := flag.String("only", "", "run only these loads: connect, publish (with the application fan-in), storm, flood, revoke, memory, token (comma-separated)")
 	withMetrics := flag.Bool("metrics", def.Metrics, "also run the cached connect storm and the reconnect storm against a plugin broker serving metrics (plugin_opt_metrics_listen, scraped every second), beside the one without")
 	soak := flag.String("soak", "", "instead of the benchmark, run one load (connect, publish0, publish1) for -soak-dur against one broker and print its pid first, to attach perf or pprof")
 	soakDur := flag.Duration("soak-dur", 20*time.Second, "how long -soak runs")
@@ -101,6 +103,8 @@ func run() int {
 		}
 	})
 	apply("metrics", func() { cfg.Metrics = *withMetrics })
+	apply("token-connects", func() { cfg.TokenConnects = *tokConnects })
+	apply("token-workers", func() { cfg.TokenWorkers = *tokWorkers })
 	if *only != "" {
 		cfg.Only = strings.Split(*only, ",")
 	}
@@ -193,6 +197,8 @@ func validate(c bench.Config) error {
 		return fmt.Errorf("-connect-workers: give at least one concurrency")
 	case c.ConnectPool < 1 || c.PublishAgents < 1 || c.StormAgents < 1 || c.RevokeAgents < 1:
 		return fmt.Errorf("agent counts must be positive")
+	case c.TokenWorkers < 1 || c.TokenConnects < c.TokenWorkers:
+		return fmt.Errorf("-token-workers %d, -token-connects %d: use at least one worker and one connect per worker", c.TokenWorkers, c.TokenConnects)
 	case c.StormAgents > 15000:
 		return fmt.Errorf("-storm-agents %d: each agent holds a socket in the tool and in the broker; use at most 15000", c.StormAgents)
 	case c.PublishWindow < 1 || c.PublishWindow > 20:
@@ -200,9 +206,9 @@ func validate(c bench.Config) error {
 	}
 	for _, l := range c.Only {
 		switch l {
-		case "connect", "publish", "storm", "flood", "revoke", "memory":
+		case "connect", "publish", "storm", "flood", "revoke", "memory", "token":
 		default:
-			return fmt.Errorf("-only %q: use connect, publish, storm, flood, revoke or memory", l)
+			return fmt.Errorf("-only %q: use connect, publish, storm, flood, revoke, memory or token", l)
 		}
 	}
 	for _, w := range c.ConnectWorkers {
