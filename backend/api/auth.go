@@ -30,6 +30,8 @@ type AppCaller struct {
 	KeyID  string
 	Name   string
 	Rights []string
+	// Topics are the key's MQTT topics: the most a token exchange through it may grant.
+	Topics []store.AppTopic
 }
 
 // AppCallerFrom returns the authenticated application key of a route that admits one.
@@ -96,7 +98,7 @@ func (s *Server) authAppKey(r *http.Request, rt Route) (*http.Request, error) {
 			"; an admin must create a key that holds it (rights are fixed at creation)")
 	}
 	_ = s.st.TouchAppKey(r.Context(), k.ID)
-	return r.WithContext(context.WithValue(r.Context(), appKeyKey{}, AppCaller{KeyID: k.ID, Name: k.Name, Rights: k.Rights})), nil
+	return r.WithContext(context.WithValue(r.Context(), appKeyKey{}, AppCaller{KeyID: k.ID, Name: k.Name, Rights: k.Rights, Topics: k.Topics})), nil
 }
 
 // PrincipalFrom returns the authenticated operator of a Bearer route.
