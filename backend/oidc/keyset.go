@@ -71,7 +71,7 @@ func (k *keySet) key(ctx context.Context, kid, alg string) (any, error) {
 func (k *keySet) lookup(kid, alg string) (any, bool) {
 	var found []jose.JSONWebKey
 	for _, j := range k.keys {
-		if j.KeyID != kid || (j.Algorithm != "" && j.Algorithm != alg) || !keyFits(j.Key, alg) {
+		if (kid != "" && j.KeyID != kid) || (j.Algorithm != "" && j.Algorithm != alg) || !keyFits(j.Key, alg) {
 			continue
 		}
 		found = append(found, j)

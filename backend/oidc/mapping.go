@@ -36,10 +36,11 @@ func (p Provider) Grants(id Identity) ([]topicfilter.Grant, error) {
 			continue
 		}
 		for _, v := range vals {
+			v = strings.ToLower(v)
 			if !uuid.Valid(v) {
 				return nil, fmt.Errorf("%w: claim %q holds a value that is not a UUID", ErrMapping, r.Claim)
 			}
-			out = append(out, expand(r.Topics, id.Subject, strings.ToLower(v))...)
+			out = append(out, expand(r.Topics, id.Subject, v)...)
 		}
 	}
 	return out, nil
