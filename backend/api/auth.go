@@ -7,6 +7,7 @@ import (
 	"net/url"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/iotauth/iotauth/backend/redact"
 	"github.com/iotauth/iotauth/backend/secret"
@@ -32,6 +33,8 @@ type AppCaller struct {
 	Rights []string
 	// Topics are the key's MQTT topics: the most a token exchange through it may grant.
 	Topics []store.AppTopic
+	// ExpiresAt is the key's expiry (nil: never); no credential exchanged through it outlives it.
+	ExpiresAt *time.Time
 }
 
 // AppCallerFrom returns the authenticated application key of a route that admits one.
@@ -98,7 +101,7 @@ func (s *Server) authAppKey(r *http.Request, rt Route) (*http.Request, error) {
 			"; an admin must create a key that holds it (rights are fixed at creation)")
 	}
 	_ = s.st.TouchAppKey(r.Context(), k.ID)
-	return r.WithContext(context.WithValue(r.Context(), appKeyKey{}, AppCaller{KeyID: k.ID, Name: k.Name, Rights: k.Rights, Topics: k.Topics})), nil
+	return r.WithContext(context.WithValue(r.Context(), appKeyKey{}, AppCaller{KeyID: k.ID, Name: k.Name, Rights: k.Rights, Topics: k.Topics, ExpiresAt: k.ExpiresAt})), nil
 }
 
 // PrincipalFrom returns the authenticated operator of a Bearer route.

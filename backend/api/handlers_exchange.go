@@ -45,6 +45,10 @@ type exchange struct {
 	cfg ExchangeConfig
 	mu  sync.Mutex
 	lim map[string]*rate.Limiter
+	// audits bounds the audit events of refused publishable keys: the key is public, so anyone could
+	// otherwise fill the audit trail with refusals (one a second per key, bursts of 10, beyond that
+	// only logged).
+	audits map[string]*rate.Limiter
 }
 
 func newExchange(c ExchangeConfig) (*exchange, error) {
@@ -57,24 +61,37 @@ func newExchange(c ExchangeConfig) (*exchange, error) {
 	if c.Rate < 0 || c.Burst < 0 {
 		return nil, errors.New("api: the exchange rate and burst must be positive")
 	}
-	return &exchange{cfg: c, lim: map[string]*rate.Limiter{}}, nil
+	return &exchange{cfg: c, lim: map[string]*rate.Limiter{}, audits: map[string]*rate.Limiter{}}, nil
+}
+
+// limiter returns caller's limiter in m, making it (and forgetting another when m is full).
+func limiter(m map[string]*rate.Limiter, caller string, r rate.Limit, burst int) *rate.Limiter {
+	l := m[caller]
+	if l == nil {
+		if len(m) >= maxLimiters {
+			for k := range m {
+				delete(m, k)
+				break
+			}
+		}
+		l = rate.NewLimiter(r, burst)
+		m[caller] = l
+	}
+	return l
+}
+
+// auditAllowed reports whether another refusal of caller may be audited now.
+func (x *exchange) auditAllowed(caller string, now time.Time) bool {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	return limiter(x.audits, caller, 1, 10).AllowN(now, 1)
 }
 
 // wait reserves one exchange for caller and returns how long it would have to wait (0: go ahead).
 func (x *exchange) wait(caller string, now time.Time) time.Duration {
 	x.mu.Lock()
 	defer x.mu.Unlock()
-	l := x.lim[caller]
-	if l == nil {
-		if len(x.lim) >= maxLimiters {
-			for k := range x.lim {
-				delete(x.lim, k)
-				break
-			}
-		}
-		l = rate.NewLimiter(x.cfg.Rate, x.cfg.Burst)
-		x.lim[caller] = l
-	}
+	l := limiter(x.lim, caller, x.cfg.Rate, x.cfg.Burst)
 	r := l.ReserveN(now, 1)
 	if !r.OK() {
 		return time.Minute
@@ -116,6 +133,10 @@ type exchangeCaller struct {
 	allowed []topicfilter.Grant
 	pk      *store.PublishableKey
 	user    *Principal
+	// expires is the calling key's expiry: no credential outlives it.
+	expires *time.Time
+	// limitKey names the caller's rate budget (name unless set).
+	limitKey string
 }
 
 func grantsOf(ts []store.AppTopic) []topicfilter.Grant {
@@ -133,9 +154,12 @@ func grantsOf(ts []store.AppTopic) []topicfilter.Grant {
 func (s *Server) tokenExchange(w http.ResponseWriter, r *http.Request) error {
 	var c exchangeCaller
 	if k, ok := publishableFrom(r.Context()); ok {
-		c = exchangeCaller{name: "pk:" + k.ID, from: []string{"pk:" + k.ID}, allowed: grantsOf(k.Topics), pk: &k}
+		c = exchangeCaller{name: "pk:" + k.ID, from: []string{"pk:" + k.ID}, allowed: grantsOf(k.Topics), pk: &k, expires: k.ExpiresAt,
+			// The key is public: its budget is per client address, so that one abuser cannot spend
+			// every visitor's exchanges.
+			limitKey: "pk:" + k.ID + "@" + throttleNet(clientAddr(r))}
 	} else if a, ok := AppCallerFrom(r.Context()); ok {
-		c = exchangeCaller{name: "app:" + a.KeyID, from: []string{"app:" + a.KeyID}, allowed: grantsOf(a.Topics)}
+		c = exchangeCaller{name: "app:" + a.KeyID, from: []string{"app:" + a.KeyID}, allowed: grantsOf(a.Topics), expires: a.ExpiresAt}
 	} else if p, ok := PrincipalFrom(r.Context()); ok {
 		c = exchangeCaller{name: "user:" + p.UserID, from: []string{"user:" + p.UserID}, user: &p}
 	} else {
@@ -166,7 +190,18 @@ func (s *Server) tokenExchange(w http.ResponseWriter, r *http.Request) error {
 		}
 		return p
 	}
-	if d := s.exchange.wait(c.name, s.now()); d > 0 {
+	if c.limitKey == "" {
+		c.limitKey = c.name
+	}
+	if c.expires != nil {
+		left := c.expires.Sub(s.now()).Truncate(time.Second)
+		if left < mqttcred.MinTTL {
+			return refuse("key expires within a minute", problem(http.StatusForbidden, CodeForbidden,
+				"the calling key expires within a minute; no credential can be issued through it"))
+		}
+		ttl = min(ttl, left)
+	}
+	if d := s.exchange.wait(c.limitKey, s.now()); d > 0 {
 		p := problem(http.StatusTooManyRequests, CodeExchangeThrottled, "too many token exchanges by this caller; retry after the time in Retry-After")
 		p.retryAfter = int(math.Ceil(d.Seconds()))
 		return refuse("rate limited", p)
@@ -301,6 +336,10 @@ func (s *Server) authPublishable(w http.ResponseWriter, r *http.Request, rt Rout
 		return r, err
 	}
 	refuse := func(reason string, p *Problem) (*http.Request, error) {
+		if !s.exchange.auditAllowed("pk:"+k.ID, s.now()) {
+			s.log.Info("publishable key refused (audit budget spent)", "pk", k.ID, "reason", reason)
+			return r, p
+		}
 		e := auditOf(r, "publishable_key_refused", map[string]any{"reason": reason, "route": rt.Pattern()})
 		e.Outcome, e.Actor, e.Target = store.OutcomeFailure, "pk:"+k.ID, "pk:"+k.ID
 		if err := s.st.Audit(r.Context(), e); err != nil {

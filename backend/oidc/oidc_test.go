@@ -37,19 +37,27 @@ func TestParseRefuses(t *testing.T) {
 		mod  func(p map[string]any)
 		want string
 	}{
-		"HS256":           {func(p map[string]any) { p["algs"] = []string{"HS256"} }, "HS256"},
-		"none":            {func(p map[string]any) { p["algs"] = []string{"none"} }, "none"},
-		"skew":            {func(p map[string]any) { p["clock_skew_seconds"] = 301 }, "clock_skew_seconds"},
-		"http jwks":       {func(p map[string]any) { p["jwks_url"] = "http://idp.example/jwks" }, "https"},
-		"two jwks":        {func(p map[string]any) { p["jwks_file"] = "/x" }, "exactly one"},
-		"no audience":     {func(p map[string]any) { delete(p, "audience") }, "audience"},
-		"reserved":        {func(p map[string]any) { p["name"] = "iotauth" }, "name"},
-		"unknown field":   {func(p map[string]any) { p["jwks"] = "x" }, "unknown field"},
-		"value w/ equals": {func(p map[string]any) { p["rules"].([]map[string]any)[0]["topics"] = []map[string]string{{"access": "read", "pattern": "a/{value}"}} }, "{value}"},
-		"no value":        {func(p map[string]any) { delete(p["rules"].([]map[string]any)[0], "equals") }, "{value}"},
-		"bad pattern":     {func(p map[string]any) { p["rules"].([]map[string]any)[0]["topics"] = []map[string]string{{"access": "read", "pattern": "a/#/b"}} }, "pattern"},
-		"dollar":          {func(p map[string]any) { p["rules"].([]map[string]any)[0]["topics"] = []map[string]string{{"access": "read", "pattern": "$SYS/#"}} }, "pattern"},
-		"other template":  {func(p map[string]any) { p["rules"].([]map[string]any)[0]["topics"] = []map[string]string{{"access": "read", "pattern": "a/{email}"}} }, "only {sub}"},
+		"HS256":         {func(p map[string]any) { p["algs"] = []string{"HS256"} }, "HS256"},
+		"none":          {func(p map[string]any) { p["algs"] = []string{"none"} }, "none"},
+		"skew":          {func(p map[string]any) { p["clock_skew_seconds"] = 301 }, "clock_skew_seconds"},
+		"http jwks":     {func(p map[string]any) { p["jwks_url"] = "http://idp.example/jwks" }, "https"},
+		"two jwks":      {func(p map[string]any) { p["jwks_file"] = "/x" }, "exactly one"},
+		"no audience":   {func(p map[string]any) { delete(p, "audience") }, "audience"},
+		"reserved":      {func(p map[string]any) { p["name"] = "iotauth" }, "name"},
+		"unknown field": {func(p map[string]any) { p["jwks"] = "x" }, "unknown field"},
+		"value w/ equals": {func(p map[string]any) {
+			p["rules"].([]map[string]any)[0]["topics"] = []map[string]string{{"access": "read", "pattern": "a/{value}"}}
+		}, "{value}"},
+		"no value": {func(p map[string]any) { delete(p["rules"].([]map[string]any)[0], "equals") }, "{value}"},
+		"bad pattern": {func(p map[string]any) {
+			p["rules"].([]map[string]any)[0]["topics"] = []map[string]string{{"access": "read", "pattern": "a/#/b"}}
+		}, "pattern"},
+		"dollar": {func(p map[string]any) {
+			p["rules"].([]map[string]any)[0]["topics"] = []map[string]string{{"access": "read", "pattern": "$SYS/#"}}
+		}, "pattern"},
+		"other template": {func(p map[string]any) {
+			p["rules"].([]map[string]any)[0]["topics"] = []map[string]string{{"access": "read", "pattern": "a/{email}"}}
+		}, "only {sub}"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			_, err := Parse(provider(tc.mod))
@@ -209,4 +217,33 @@ func TestKeySetLimits(t *testing.T) {
 	if _, err := s.Verify(ctx, "p", sign("k")); !errors.Is(err, ErrUnknownProvider) {
 		t.Fatalf("removed provider still verifies: %v", err)
 	}
+}
+
+// FuzzGrants: whatever the claims hold, every grant is a valid filter, and a substituted value never
+// adds a level or a wildcard to its template.
+func FuzzGrants(f *testing.F) {
+	f.Add("alice", "3f2b8c1e-9a4d-4e6f-8b7a-1c2d3e4f5a6b", "ops")
+	f.Add("a/b", "+", "#")
+	f.Add("$SYS", "3F2B8C1E-9A4D-4E6F-8B7A-1C2D3E4F5A6B", "")
+	p := Provider{Rules: []Rule{
+		{Claim: "agents", Topics: []Template{{Access: "read", Pattern: "agents/{value}/+/x"}}},
+		{Claim: "groups", Equals: "ops", Topics: []Template{{Access: "readwrite", Pattern: "ops/{sub}/y"}}},
+	}}
+	f.Fuzz(func(t *testing.T, sub, agent, group string) {
+		gs, err := p.Grants(Identity{Subject: sub, Claims: map[string]any{"agents": []any{agent}, "groups": group}})
+		if err != nil {
+			return
+		}
+		for _, g := range gs {
+			if topicfilter.Check(g.Filter) != nil {
+				t.Fatalf("grant %q is not a valid filter", g.Filter)
+			}
+			if n := strings.Count(g.Filter, "/"); n != 3 && n != 2 {
+				t.Fatalf("grant %q changed the template's levels", g.Filter)
+			}
+			if strings.Count(g.Filter, "+") > 1 || strings.Contains(g.Filter, "#") || strings.HasPrefix(g.Filter, "ops/") && strings.Contains(g.Filter, "+") {
+				t.Fatalf("grant %q gained a wildcard", g.Filter)
+			}
+		}
+	})
 }

@@ -209,6 +209,12 @@ func TestExchangeAppKey(t *testing.T) {
 		t.Errorf("%d JWKS fetches for the first token, want 1", idp.fetches.Load())
 	}
 	x.exchange(noRight.Key, map[string]any{"provider": "test", "token": good}, nil, 403, "missing_right")
+	// A1 in time: no credential outlives the key it was exchanged through.
+	shortLived := x.createAppKey(adm.Access, map[string]any{"name": "short", "rights": []string{"token:exchange"},
+		"topics": []map[string]string{{"access": "readwrite", "pattern": "users/#"}}, "expiresAt": time.Now().Add(10 * time.Minute)})
+	if c := x.credential(x.exchange(shortLived.Key, map[string]any{"provider": "test", "token": good, "ttl": 3600}, nil, 200, "")); ttlOf(c) > 10*time.Minute || ttlOf(c) < 9*time.Minute {
+		t.Errorf("a key expiring in 10 minutes exchanged a credential for %v", ttlOf(c))
+	}
 	x.exchange(key.Key, map[string]any{"provider": "iotauth"}, nil, 400, "unknown_provider")
 	x.exchange(key.Key, map[string]any{"provider": "other", "token": good}, nil, 400, "unknown_provider")
 	x.exchange(key.Key, map[string]any{"provider": "test"}, nil, 400, "validation_failed")
