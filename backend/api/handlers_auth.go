@@ -330,7 +330,7 @@ func actor(r *http.Request) string {
 	if a, ok := AppCallerFrom(r.Context()); ok {
 		return "app-key:" + a.KeyID
 	}
-	if k, ok := publishableFrom(r.Context()); ok {
+	if k, ok := PublishableFrom(r.Context()); ok {
 		return "pk:" + k.ID
 	}
 	return "anonymous"
