@@ -91,6 +91,9 @@ type Config struct {
 	// Now is the clock (default time.Now).
 	Now func() time.Time
 
+	// Exchange configures POST /api/v1/tokens/exchange and publishable keys (issue 12).
+	Exchange ExchangeConfig
+
 	appKeyKind secret.Kind // follows KeyKind: iotak_live_ or iotak_test_
 }
 
@@ -113,6 +116,9 @@ type Route struct {
 	Right string
 	// Device routes authenticate with X-Device-API-Key; the key's agent must match the {uuid} path value.
 	Device bool
+	// Publishable routes also admit a publishable key (Authorization: Bearer iotpk_…) from one of its
+	// origins. Every other route refuses one (SECURITY.md T4).
+	Publishable bool
 	// Handler serves the route.
 	Handler HandlerFunc
 	// MaxBody overrides Config.MaxBodyBytes for this route.
@@ -155,6 +161,7 @@ type Server struct {
 	routes   []Route
 	openapi  []byte
 	cors     map[string]bool
+	exchange *exchange
 }
 
 // New builds a Server.
@@ -259,6 +266,9 @@ func New(c Config) (*Server, error) {
 		}
 		s.mux.Handle(rt.Pattern(), s.wrap(rt))
 	}
+	if s.exchange, err = newExchange(c.Exchange); err != nil {
+		return nil, err
+	}
 	if s.openapi, err = buildOpenAPI(c.ExtraRoutes); err != nil {
 		return nil, err
 	}
@@ -302,6 +312,9 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if s.handleCORS(sw, r) {
+		return
+	}
+	if s.exchangePreflight(sw, r) {
 		return
 	}
 	if pattern == "" {
@@ -385,6 +398,8 @@ func (s *Server) wrap(rt Route) http.Handler {
 		r = r.WithContext(context.WithValue(r.Context(), maxBodyKey{}, maxBody))
 		var err error
 		switch {
+		case isPublishableBearer(r):
+			r, err = s.authPublishable(w, r, rt)
 		case rt.Device:
 			r, err = s.authDevice(r)
 		case rt.Roles != nil && isAppKeyBearer(r):

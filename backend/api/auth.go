@@ -7,6 +7,7 @@ import (
 	"net/url"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/iotauth/iotauth/backend/redact"
 	"github.com/iotauth/iotauth/backend/secret"
@@ -30,6 +31,10 @@ type AppCaller struct {
 	KeyID  string
 	Name   string
 	Rights []string
+	// Topics are the key's MQTT topics: the most a token exchange through it may grant.
+	Topics []store.AppTopic
+	// ExpiresAt is the key's expiry (nil: never); no credential exchanged through it outlives it.
+	ExpiresAt *time.Time
 }
 
 // AppCallerFrom returns the authenticated application key of a route that admits one.
@@ -96,7 +101,7 @@ func (s *Server) authAppKey(r *http.Request, rt Route) (*http.Request, error) {
 			"; an admin must create a key that holds it (rights are fixed at creation)")
 	}
 	_ = s.st.TouchAppKey(r.Context(), k.ID)
-	return r.WithContext(context.WithValue(r.Context(), appKeyKey{}, AppCaller{KeyID: k.ID, Name: k.Name, Rights: k.Rights})), nil
+	return r.WithContext(context.WithValue(r.Context(), appKeyKey{}, AppCaller{KeyID: k.ID, Name: k.Name, Rights: k.Rights, Topics: k.Topics, ExpiresAt: k.ExpiresAt})), nil
 }
 
 // PrincipalFrom returns the authenticated operator of a Bearer route.
@@ -249,4 +254,71 @@ func (s *Server) handleCORS(w http.ResponseWriter, r *http.Request) bool {
 		return true
 	}
 	return false
+}
+
+// publishableScheme is the prefix shared by live and test publishable keys.
+const publishableScheme = "iotpk_"
+
+type publishableKey struct{}
+
+// PublishableFrom returns the publishable key of a request on a Publishable route.
+func PublishableFrom(ctx context.Context) (store.PublishableKey, bool) {
+	k, ok := ctx.Value(publishableKey{}).(store.PublishableKey)
+	return k, ok
+}
+
+// isPublishableBearer reports whether the request presents a publishable key as its Bearer credential.
+func isPublishableBearer(r *http.Request) bool {
+	scheme, tok, ok := strings.Cut(r.Header.Get("Authorization"), " ")
+	return ok && strings.EqualFold(scheme, "Bearer") && strings.HasPrefix(strings.TrimSpace(tok), publishableScheme)
+}
+
+// authPublishable checks a publishable key (SECURITY.md T4): only on a Publishable route (every other
+// route refuses one, whatever else the request carries), well formed, of this deployment's kind, known,
+// active, and presented from one of its origins exactly. The answer then carries CORS headers for that
+// origin. Refusals naming a known key are audited.
+func (s *Server) authPublishable(w http.ResponseWriter, r *http.Request, rt Route) (*http.Request, error) {
+	if !rt.Publishable {
+		return r, problem(http.StatusForbidden, CodePublishableOnly,
+			"a publishable key only starts a token exchange (POST "+ExchangePath+"); use an access token or an application key here")
+	}
+	_, tok, _ := strings.Cut(r.Header.Get("Authorization"), " ")
+	tok = strings.TrimSpace(tok)
+	invalid := unauthorized(CodeInvalidPublishable, "the publishable key is invalid, revoked or expired; ask an admin for a new one")
+	if secret.Check(secret.PublishableKindFor(s.cfg.KeyKind), tok) != nil {
+		return r, invalid
+	}
+	k, err := s.st.PublishableKeyByDigest(r.Context(), secret.DigestOf(tok))
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		return r, invalid
+	case err != nil:
+		return r, err
+	}
+	refuse := func(reason string, p *Problem) (*http.Request, error) {
+		if !s.exchange.auditAllowed("pk:"+k.ID, s.now()) {
+			s.log.Info("publishable key refused (audit budget spent)", "pk", k.ID, "reason", reason)
+			return r, p
+		}
+		e := auditOf(r, "publishable_key_refused", map[string]any{"reason": reason, "route": rt.Pattern()})
+		e.Outcome, e.Actor, e.Target = store.OutcomeFailure, "pk:"+k.ID, "pk:"+k.ID
+		if err := s.st.Audit(r.Context(), e); err != nil {
+			s.log.Warn("could not audit a refused publishable key", "error", err.Error())
+		}
+		return r, p
+	}
+	if !k.Active(s.now()) {
+		return refuse("revoked or expired", invalid)
+	}
+	origin := r.Header.Get("Origin")
+	if origin == "" || !slices.Contains(k.Origins, origin) {
+		return refuse("origin not listed", problem(http.StatusForbidden, CodeOriginNotAllowed,
+			"a publishable key works only from the origins listed for it; this request's Origin is not one of them"))
+	}
+	h := w.Header()
+	h.Add("Vary", "Origin")
+	h.Set("Access-Control-Allow-Origin", origin)
+	h.Set("Access-Control-Expose-Headers", "Retry-After, X-Request-Id")
+	_ = s.st.TouchPublishableKey(r.Context(), k.ID)
+	return r.WithContext(context.WithValue(r.Context(), publishableKey{}, k)), nil
 }

@@ -330,6 +330,9 @@ func actor(r *http.Request) string {
 	if a, ok := AppCallerFrom(r.Context()); ok {
 		return "app-key:" + a.KeyID
 	}
+	if k, ok := PublishableFrom(r.Context()); ok {
+		return "pk:" + k.ID
+	}
 	return "anonymous"
 }
 

@@ -44,6 +44,18 @@ const (
 	CodeInternal              = "internal_error"           // 500: details are in the server log only
 	CodeUnavailable           = "unavailable"              // 503: the request took too long (database or server too busy); retry
 	CodeDatabaseUnavailable   = "database_unavailable"     // 503: PostgreSQL cannot be reached or takes no work now; see Retry-After
+
+	// Token exchange and publishable keys (issue 12).
+	CodeExchangeUnavailable = "token_exchange_unavailable"    // 503: no MQTT credential signing key is configured
+	CodePublishableOnly     = "publishable_key_exchange_only" // 403: a publishable key on any route but the token exchange
+	CodeInvalidPublishable  = "invalid_publishable_key"       // 401: publishable key malformed, unknown, revoked or expired
+	CodeOriginNotAllowed    = "origin_not_allowed"            // 403: the Origin is not one the publishable key lists
+	CodeUnknownProvider     = "unknown_provider"              // 400: no such identity provider for this caller
+	CodeProviderNotAllowed  = "provider_not_allowed"          // 403: the publishable key may not use this provider
+	CodeInvalidIdPToken     = "invalid_idp_token"             // 401: the identity provider's token failed verification
+	CodeNoTopics            = "no_topics"                     // 403: the mapping grants nothing within the caller's topics
+	CodeTooManyTopics       = "too_many_topics"               // 403: the mapping grants more topics than one credential holds
+	CodeExchangeThrottled   = "exchange_throttled"            // 429: too many exchanges by this caller; see Retry-After
 )
 
 // Problem is an RFC 9457 problem details object, and an error a handler can return.

@@ -35,6 +35,13 @@ func (s *Server) builtinRoutes() []Route {
 		{Method: "GET", Path: "/api/v1/auth/app-keys", Roles: adminOnly, Handler: s.listAppKeys},
 		{Method: "DELETE", Path: "/api/v1/auth/app-keys/{id}", Roles: adminOnly, Handler: s.revokeAppKey},
 
+		// Token exchange (issue 12): an application key with token:exchange, a publishable key from one of
+		// its origins, or any operator for their own credential. Publishable keys: an admin's token only.
+		{Method: "POST", Path: ExchangePath, Roles: anyRole, Right: store.RightTokenExchange, Publishable: true, Handler: s.tokenExchange},
+		{Method: "POST", Path: "/api/v1/auth/publishable-keys", Roles: adminOnly, Handler: s.createPublishableKey},
+		{Method: "GET", Path: "/api/v1/auth/publishable-keys", Roles: adminOnly, Handler: s.listPublishableKeys},
+		{Method: "DELETE", Path: "/api/v1/auth/publishable-keys/{id}", Roles: adminOnly, Handler: s.revokePublishableKey},
+
 		{Method: "POST", Path: "/api/v1/provision/keys", Roles: adminOrOp, Right: store.RightProvisionWrite, Handler: s.createProvisioningKey},
 		{Method: "GET", Path: "/api/v1/provision/keys", Roles: adminOrOp, Right: store.RightProvisionWrite, Handler: s.listProvisioningKeys},
 		{Method: "DELETE", Path: "/api/v1/provision/keys/{id}", Roles: adminOrOp, Right: store.RightProvisionWrite, Handler: s.deleteProvisioningKey},

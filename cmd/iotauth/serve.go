@@ -55,6 +55,10 @@ type serveConfig struct {
 	metricsDefault bool
 	LogFormat      string
 	LogLevel       slog.Level
+	// MQTTTokenKey signs short-lived MQTT credentials (MQTT_TOKEN_PRIVATE_KEY[_FILE], Ed25519 PEM);
+	// OIDCProvidersFile names the identity providers of the token exchange (OIDC_PROVIDERS_FILE).
+	MQTTTokenKey      []byte
+	OIDCProvidersFile string
 	// jwtUnread is set when a JWT key source could not be read: the key's strength is then not judged,
 	// so that one mistake is not reported twice.
 	jwtUnread bool
@@ -252,6 +256,8 @@ func loadServeConfig(args []string, getenv func(string) string, stderr io.Writer
 	fs.StringVar(&c.MetricsAddr, "metrics-addr", env.str("METRICS_ADDR", defaultMetricsAddr), "address serving Prometheus /metrics, apart from the API; off disables it ($METRICS_ADDR)")
 	fs.StringVar(&c.LogFormat, "log-format", env.str("LOG_FORMAT", "json"), "json or text ($LOG_FORMAT)")
 	level := fs.String("log-level", env.str("LOG_LEVEL", "info"), "debug, info, warn or error ($LOG_LEVEL)")
+	mqttKeyFile := fs.String("mqtt-token-private-key-file", env.str("MQTT_TOKEN_PRIVATE_KEY_FILE", ""), "Ed25519 PEM signing short-lived MQTT credentials, from `iotauth mqtt-token keygen` ($MQTT_TOKEN_PRIVATE_KEY_FILE; or set $MQTT_TOKEN_PRIVATE_KEY); without it the token exchange answers 503")
+	fs.StringVar(&c.OIDCProvidersFile, "oidc-providers-file", env.str("OIDC_PROVIDERS_FILE", ""), "JSON file of the token exchange's identity providers, re-read on SIGHUP ($OIDC_PROVIDERS_FILE)")
 	if err := parseFlags(fs, args); err != nil {
 		return c, err
 	}
@@ -303,11 +309,12 @@ func loadServeConfig(args []string, getenv func(string) string, stderr io.Writer
 		{"JWT_SECRET", *secretFile, false, &c.JWT.Secret},
 		{"JWT_PRIVATE_KEY", *privFile, true, &c.JWT.PrivateKeyPEM},
 		{"JWT_PUBLIC_KEY", *pubFile, true, &c.JWT.PublicKeyPEM},
+		{"MQTT_TOKEN_PRIVATE_KEY", *mqttKeyFile, true, &c.MQTTTokenKey},
 	} {
 		v, err := secretSource(k.name, getenv, k.file, k.pem)
 		if err != nil {
 			errs = append(errs, err)
-			c.jwtUnread = true
+			c.jwtUnread = c.jwtUnread || strings.HasPrefix(k.name, "JWT_")
 			continue
 		}
 		*k.dst = v
@@ -352,6 +359,9 @@ func serveSettings(args []string, getenv func(string) string, stderr io.Writer) 
 		errs = append(errs, terr)
 	}
 	if _, err := license.PolicyFromEnv(getenv); err != nil {
+		errs = append(errs, err)
+	}
+	if _, err := loadExchange(c); err != nil {
 		errs = append(errs, err)
 	}
 	if err := errors.Join(errs...); err != nil {
@@ -419,8 +429,14 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stder
 	}
 	defer st.Close()
 	kind, _ := secret.APIKeyKind(c.KeyEnv)
+	xs, err := loadExchange(c)
+	if err != nil {
+		return err
+	}
+	reloadProviders(ctx, xs, st, logger)
 	srv, err := api.New(api.Config{
-		Store: st, Tokens: tokens, Logger: logger, Licenser: lic,
+		Exchange: api.ExchangeConfig{Signer: xs.signer, Providers: xs.providers},
+		Store:    st, Tokens: tokens, Logger: logger, Licenser: lic,
 		MQTTHost: c.MQTTHost, MQTTPort: c.MQTTPort, KeyKind: kind,
 		RefreshFamilyTTL: c.RefreshFamily, LoginWindow: c.LoginWindow, LoginMaxFailures: c.LoginFailures,
 		LoginMaxFailuresPerAddr: c.LoginAddrFailures,
@@ -448,7 +464,7 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stder
 		return err
 	}
 	logger.Info("iotauth REST API listening", "addr", ln.Addr().String(), "jwtAlgorithm", tokens.Algorithm(), "keyEnv", c.KeyEnv,
-		"trustedProxies", len(c.TrustedProxies))
+		"trustedProxies", len(c.TrustedProxies), "tokenExchange", xs.signer != nil, "oidcProviders", xs.providerCount())
 	errc := make(chan error, 1)
 	go func() { errc <- hs.Serve(ln) }()
 	if ms != nil {

@@ -152,7 +152,7 @@ func (e *env) remember(secrets ...string) {
 
 // secretPattern matches every kind of iotauth secret and any JWT (a display prefix, 8 characters after
 // the kind prefix, is allowed: it is what listings show).
-var secretPattern = regexp.MustCompile(`iot[sa]k_(live|test)_[0-9A-Za-z]{20,}|iotmp_[0-9A-Za-z]{20,}|prov_[0-9A-Za-z]{20,}|eyJ[0-9A-Za-z_-]{8,}\.`)
+var secretPattern = regexp.MustCompile(`iot[sap]k_(live|test)_[0-9A-Za-z]{20,}|iotmp_[0-9A-Za-z]{20,}|prov_[0-9A-Za-z]{20,}|eyJ[0-9A-Za-z_-]{8,}\.`)
 
 // checkNoSecretsLeaked is H3 and S3 for every test: the server's log holds no secret-shaped string and
 // none of the secrets the test saw, and neither does a dump of every table.
@@ -171,7 +171,7 @@ func (e *env) checkNoSecretsLeaked() {
 		}
 	}
 	var dump strings.Builder
-	for _, table := range []string{"agents", "api_keys", "mqtt_credentials", "acl_rules", "users", "refresh_tokens", "provisioning_keys", "audit_events", "app_keys"} {
+	for _, table := range []string{"agents", "api_keys", "mqtt_credentials", "acl_rules", "users", "refresh_tokens", "provisioning_keys", "audit_events", "app_keys", "publishable_keys"} {
 		var s *string
 		if err := harness.QueryRow(t, e.dsn, `SELECT string_agg(t::text, E'\n') FROM `+table+` t`).Scan(&s); err != nil {
 			t.Errorf("dump %s: %v", table, err)

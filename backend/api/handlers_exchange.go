@@ -1,0 +1,333 @@
+package api
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"math"
+	"net/http"
+	"slices"
+	"sync"
+	"time"
+
+	"golang.org/x/time/rate"
+
+	"github.com/iotauth/iotauth/backend/mqttcred"
+	"github.com/iotauth/iotauth/backend/oidc"
+	"github.com/iotauth/iotauth/backend/store"
+	"github.com/iotauth/iotauth/backend/topicfilter"
+)
+
+// ExchangePath is the token exchange's route (issue 12).
+const ExchangePath = "/api/v1/tokens/exchange"
+
+// ExchangeConfig configures the token exchange.
+type ExchangeConfig struct {
+	// Signer signs the short-lived MQTT credentials. Nil: the exchange answers 503
+	// token_exchange_unavailable (set MQTT_TOKEN_PRIVATE_KEY_FILE).
+	Signer *mqttcred.Issuing
+	// Providers verifies identity providers' tokens. Nil: only operators' own exchange ("iotauth") works.
+	Providers *oidc.Set
+	// Rate and Burst bound exchanges per caller (an application key, a publishable key or a user):
+	// default 1 a second with a burst of 20.
+	Rate  rate.Limit
+	Burst int
+}
+
+// maxLimiters bounds the per-caller limiter map; past it an arbitrary caller's limiter is forgotten (it
+// starts afresh with a full burst, which only matters under a flood of distinct authenticated callers).
+const maxLimiters = 10000
+
+type exchange struct {
+	cfg ExchangeConfig
+	mu  sync.Mutex
+	lim map[string]*rate.Limiter
+	// audits bounds the audit events of refused publishable keys: the key is public, so anyone could
+	// otherwise fill the audit trail with refusals (one a second per key, bursts of 10, beyond that
+	// only logged).
+	audits map[string]*rate.Limiter
+}
+
+func newExchange(c ExchangeConfig) (*exchange, error) {
+	if c.Rate == 0 {
+		c.Rate = 1
+	}
+	if c.Burst == 0 {
+		c.Burst = 20
+	}
+	if c.Rate < 0 || c.Burst < 0 {
+		return nil, errors.New("api: the exchange rate and burst must be positive")
+	}
+	return &exchange{cfg: c, lim: map[string]*rate.Limiter{}, audits: map[string]*rate.Limiter{}}, nil
+}
+
+// limiter returns caller's limiter in m, making it (and forgetting another when m is full).
+func limiter(m map[string]*rate.Limiter, caller string, r rate.Limit, burst int) *rate.Limiter {
+	l := m[caller]
+	if l == nil {
+		if len(m) >= maxLimiters {
+			for k := range m {
+				delete(m, k)
+				break
+			}
+		}
+		l = rate.NewLimiter(r, burst)
+		m[caller] = l
+	}
+	return l
+}
+
+// auditAllowed reports whether another refusal of caller may be audited now.
+func (x *exchange) auditAllowed(caller string, now time.Time) bool {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	return limiter(x.audits, caller, 1, 10).AllowN(now, 1)
+}
+
+// wait reserves one exchange for caller and returns how long it would have to wait (0: go ahead).
+func (x *exchange) wait(caller string, now time.Time) time.Duration {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	l := limiter(x.lim, caller, x.cfg.Rate, x.cfg.Burst)
+	r := l.ReserveN(now, 1)
+	if !r.OK() {
+		return time.Minute
+	}
+	if d := r.DelayFrom(now); d > 0 {
+		r.CancelAt(now)
+		return d
+	}
+	return 0
+}
+
+// Operators' own exchange ("provider": "iotauth"): what the dashboard's user gets. Viewers only read.
+var (
+	operatorTopics = []topicfilter.Grant{{Access: topicfilter.ReadWrite, Filter: "agents/#"}}
+	viewerTopics   = []topicfilter.Grant{{Access: topicfilter.Read, Filter: "agents/#"}}
+)
+
+type exchangeRequest struct {
+	Provider string `json:"provider"`
+	Token    string `json:"token"`
+	// TTL is the credential's lifetime in seconds (default 900, 60 to 86400).
+	TTL *int64 `json:"ttl"`
+}
+
+// ExchangedMQTT is the MQTT login a token exchange hands out.
+type ExchangedMQTT struct {
+	Username       string           `json:"username"`
+	Password       string           `json:"password"`
+	ClientIDPrefix string           `json:"clientIdPrefix"`
+	ExpiresAt      time.Time        `json:"expiresAt"`
+	Topics         []store.AppTopic `json:"topics"`
+}
+
+// exchangeCaller is who asks: its audit/rate-limit name, the subjects the credential derives from, and
+// the topics it may not exceed (nil for an operator, whose topics are fixed by role).
+type exchangeCaller struct {
+	name    string
+	from    []string
+	allowed []topicfilter.Grant
+	pk      *store.PublishableKey
+	user    *Principal
+	// expires is the calling key's expiry: no credential outlives it.
+	expires *time.Time
+	// limitKey names the caller's rate budget (name unless set).
+	limitKey string
+}
+
+func grantsOf(ts []store.AppTopic) []topicfilter.Grant {
+	out := make([]topicfilter.Grant, 0, len(ts))
+	for _, t := range ts {
+		out = append(out, topicfilter.Grant{Access: topicfilter.Access(t.Access), Filter: t.Pattern})
+	}
+	return out
+}
+
+// tokenExchange: POST /api/v1/tokens/exchange (issue 12, SECURITY.md A1, T1, T4). An application key
+// with token:exchange or a publishable key exchanges an identity provider's token for a short-lived
+// MQTT credential whose topics are the provider's mapping narrowed to the key's own topics; an
+// operator's access token with "provider": "iotauth" gets one for the operator (viewers read only).
+func (s *Server) tokenExchange(w http.ResponseWriter, r *http.Request) error {
+	var c exchangeCaller
+	if k, ok := PublishableFrom(r.Context()); ok {
+		c = exchangeCaller{name: "pk:" + k.ID, from: []string{"pk:" + k.ID}, allowed: grantsOf(k.Topics), pk: &k, expires: k.ExpiresAt,
+			// The key is public: its budget is per client address, so that one abuser cannot spend
+			// every visitor's exchanges.
+			limitKey: "pk:" + k.ID + "@" + throttleNet(clientAddr(r))}
+	} else if a, ok := AppCallerFrom(r.Context()); ok {
+		c = exchangeCaller{name: "app:" + a.KeyID, from: []string{"app:" + a.KeyID}, allowed: grantsOf(a.Topics), expires: a.ExpiresAt}
+	} else if p, ok := PrincipalFrom(r.Context()); ok {
+		c = exchangeCaller{name: "user:" + p.UserID, from: []string{"user:" + p.UserID}, user: &p}
+	} else {
+		return unauthorized(CodeAuthRequired, "send Authorization: Bearer with an application key, a publishable key or an access token")
+	}
+	signer := s.cfg.Exchange.Signer
+	if signer == nil {
+		return problem(http.StatusServiceUnavailable, CodeExchangeUnavailable,
+			"the token exchange is not configured: create a signing key with `iotauth mqtt-token keygen -out DIR` and start serve with MQTT_TOKEN_PRIVATE_KEY_FILE=DIR/mqtt-token.key (give the broker's plugin DIR/mqtt-token.pub)")
+	}
+	var req exchangeRequest
+	if err := decodeJSON(w, r, maxBodyOf(r), &req); err != nil {
+		return err
+	}
+	ttl := mqttcred.DefaultTTL
+	if req.TTL != nil {
+		if *req.TTL < int64(mqttcred.MinTTL/time.Second) || *req.TTL > int64(mqttcred.MaxTTL/time.Second) {
+			return invalidField("ttl", fmt.Sprintf("ttl is a number of seconds from %d to %d (default %d)",
+				int64(mqttcred.MinTTL/time.Second), int64(mqttcred.MaxTTL/time.Second), int64(mqttcred.DefaultTTL/time.Second)))
+		}
+		ttl = time.Duration(*req.TTL) * time.Second
+	}
+	refuse := func(reason string, p *Problem) error {
+		e := auditOf(r, "token_exchange_refused", map[string]any{"reason": reason, "provider": truncate(req.Provider, 64)})
+		e.Outcome, e.Target = store.OutcomeFailure, c.name
+		if err := s.st.Audit(r.Context(), e); err != nil {
+			s.log.Warn("could not audit a refused token exchange", "error", err.Error())
+		}
+		return p
+	}
+	if c.limitKey == "" {
+		c.limitKey = c.name
+	}
+	if c.expires != nil {
+		left := c.expires.Sub(s.now()).Truncate(time.Second)
+		if left < mqttcred.MinTTL {
+			return refuse("key expires within a minute", problem(http.StatusForbidden, CodeForbidden,
+				"the calling key expires within a minute; no credential can be issued through it"))
+		}
+		ttl = min(ttl, left)
+	}
+	if d := s.exchange.wait(c.limitKey, s.now()); d > 0 {
+		p := problem(http.StatusTooManyRequests, CodeExchangeThrottled, "too many token exchanges by this caller; retry after the time in Retry-After")
+		p.retryAfter = int(math.Ceil(d.Seconds()))
+		return refuse("rate limited", p)
+	}
+
+	var subject string
+	var topics []topicfilter.Grant
+	from := c.from
+	if c.user != nil {
+		if req.Provider != oidc.ReservedName || req.Token != "" {
+			return invalidField("provider", `with an operator's access token send {"provider": "iotauth"} and no token`)
+		}
+		subject, topics = "user:"+c.user.UserID, operatorTopics
+		if c.user.Role == store.RoleViewer {
+			topics = viewerTopics
+		}
+	} else {
+		set := s.cfg.Exchange.Providers
+		var prov oidc.Provider
+		ok := set != nil && req.Provider != oidc.ReservedName
+		if ok {
+			prov, ok = set.Provider(req.Provider)
+		}
+		if !ok {
+			return refuse("unknown provider", problem(http.StatusBadRequest, CodeUnknownProvider,
+				"no identity provider of that name is configured (OIDC_PROVIDERS_FILE); \"iotauth\" takes an operator's access token"))
+		}
+		if c.pk != nil && !slices.Contains(c.pk.Providers, prov.Name) {
+			return refuse("provider not allowed", problem(http.StatusForbidden, CodeProviderNotAllowed,
+				"this publishable key may not use that identity provider; an admin lists its providers at creation"))
+		}
+		if req.Token == "" {
+			return invalidField("token", "token is required: the identity provider's token (a JWT) of the end user")
+		}
+		id, err := set.Verify(r.Context(), prov.Name, req.Token)
+		if err != nil {
+			s.log.Info("identity provider token refused", "provider", prov.Name, "caller", c.name, "error", err.Error())
+			return refuse("token refused: "+truncate(err.Error(), 160), unauthorized(CodeInvalidIdPToken,
+				"the identity provider's token is invalid, expired, not yet valid, or not for this issuer and audience"))
+		}
+		wanted, err := prov.Grants(id)
+		if err != nil {
+			return refuse("mapping refused: "+truncate(err.Error(), 160), problem(http.StatusForbidden, CodeNoTopics,
+				"the token's claims cannot be mapped to topics (a value with + # / or not a UUID where one is needed)"))
+		}
+		topics = topicfilter.Narrow(wanted, c.allowed)
+		subject = "oidc:" + prov.Name + ":" + id.Subject
+		from = append(slices.Clone(from), "provider:"+prov.Name)
+	}
+	if len(topics) == 0 {
+		return refuse("no topics", problem(http.StatusForbidden, CodeNoTopics,
+			"the provider's mapping grants no topic within this key's own topics; nothing to issue"))
+	}
+	if len(topics) > mqttcred.MaxTopics {
+		return refuse("too many topics", problem(http.StatusForbidden, CodeTooManyTopics,
+			fmt.Sprintf("the mapping grants %d topics; one credential holds at most %d (use wildcards in the mapping)", len(topics), mqttcred.MaxTopics)))
+	}
+	grant := mqttcred.Grant{Subject: subject, ClientIDPrefix: clientIDPrefix(), From: from, TTL: ttl}
+	for _, t := range topics {
+		grant.Topics = append(grant.Topics, mqttcred.Topic{Access: string(t.Access), Pattern: t.Filter})
+	}
+	cred, err := signer.Issue(grant)
+	if errors.Is(err, mqttcred.ErrBadGrant) {
+		return refuse("grant refused", invalidField("token", "the credential cannot be issued: "+err.Error()))
+	}
+	if err != nil {
+		return err
+	}
+	e := auditOf(r, "token_exchange", map[string]any{"provider": req.Provider, "subject": truncate(subject, 200),
+		"topics": len(cred.Topics), "ttlSeconds": int64(ttl / time.Second)})
+	e.Target = subject
+	if err := s.st.Audit(r.Context(), e); err != nil {
+		return err
+	}
+	out := ExchangedMQTT{Username: cred.Username, Password: cred.Password, ClientIDPrefix: cred.ClientIDPrefix, ExpiresAt: cred.ExpiresAt.UTC()}
+	for _, t := range cred.Topics {
+		out.Topics = append(out.Topics, store.AppTopic{Access: t.Access, Pattern: t.Pattern})
+	}
+	w.Header().Set("Cache-Control", "no-store")
+	writeJSON(w, http.StatusOK, map[string]any{"mqtt": out})
+	return nil
+}
+
+// clientIDPrefix is unique per credential and can never reach an agent's client ids ("agent-…"):
+// "x" and 12 random base32 characters, then "-".
+func clientIDPrefix() string {
+	const alphabet = "abcdefghijklmnopqrstuvwxyz234567"
+	b := make([]byte, 12)
+	_, _ = rand.Read(b)
+	for i := range b {
+		b[i] = alphabet[b[i]&31]
+	}
+	return "x" + string(b) + "-"
+}
+
+// exchangePreflight answers the CORS preflight of the token exchange (SECURITY.md H4, T4): a preflight
+// carries no key, so it is admitted for an origin that some active publishable key lists and refused
+// (403, no CORS header) for any other. It reports whether it answered. Origins of CORS_ALLOWED_ORIGINS
+// were answered before, by handleCORS.
+func (s *Server) exchangePreflight(w *statusWriter, r *http.Request) bool {
+	if r.Method != http.MethodOptions || r.URL.Path != ExchangePath || r.Header.Get("Access-Control-Request-Method") == "" {
+		return false
+	}
+	origin := r.Header.Get("Origin")
+	ok := false
+	if origin != "" && len(origin) <= 300 && r.Header.Get("Access-Control-Request-Method") == http.MethodPost {
+		ctx, cancel := context.WithTimeout(r.Context(), s.cfg.RequestTimeout)
+		defer cancel()
+		var err error
+		if ok, err = s.st.OriginListed(ctx, origin); err != nil {
+			p := toProblem(err)
+			w.problem = p
+			writeProblem(w, p)
+			return true
+		}
+	}
+	if !ok {
+		p := problem(http.StatusForbidden, CodeOriginNotAllowed, "no publishable key lists this origin for the token exchange")
+		w.problem = p
+		writeProblem(w, p)
+		return true
+	}
+	h := w.Header()
+	h.Add("Vary", "Origin")
+	h.Set("Access-Control-Allow-Origin", origin)
+	h.Set("Access-Control-Allow-Methods", "POST")
+	h.Set("Access-Control-Allow-Headers", "Authorization, Content-Type")
+	h.Set("Access-Control-Max-Age", "600")
+	w.WriteHeader(http.StatusNoContent)
+	return true
+}

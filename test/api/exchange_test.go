@@ -1,0 +1,358 @@
+package api_test
+
+import (
+	"crypto/ed25519"
+	"encoding/json"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/go-jose/go-jose/v4"
+
+	"github.com/iotauth/iotauth/backend/api"
+	"github.com/iotauth/iotauth/backend/mqttcred"
+	"github.com/iotauth/iotauth/backend/oidc"
+)
+
+// exchangeEnv is an env with the token exchange configured: a signing key, and the providers of a
+// providers document over test IdPs, whose key sets run on a clock the test moves (so that the JWKS
+// refresh interval passes without sleeping).
+type exchangeEnv struct {
+	*env
+	signer *mqttcred.Issuing
+	clock  *offsetClock
+	set    *oidc.Set
+}
+
+// offsetClock is real time plus an offset the test moves forward.
+type offsetClock struct {
+	mu     sync.Mutex
+	offset time.Duration
+}
+
+func (c *offsetClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return time.Now().Add(c.offset)
+}
+
+func (c *offsetClock) advance(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.offset += d
+}
+
+const testAudience = "iotauth-test-app"
+
+// providerJSON is one provider over idp with the test's mapping rules: each agent uuid in "agents"
+// gives readwrite agents/<uuid>/#; group "ops" gives read fleet/#; group "users" gives readwrite
+// users/{sub}/#.
+func providerJSON(name string, idp *testIdP, algs ...string) map[string]any {
+	if len(algs) == 0 {
+		algs = []string{string(idp.alg)}
+	}
+	return map[string]any{
+		"name": name, "issuer": idp.issuer, "audience": testAudience, "jwks_url": idp.jwksURL(), "algs": algs,
+		"clock_skew_seconds": 30,
+		"rules": []map[string]any{
+			{"claim": "agents", "topics": []map[string]string{{"access": "readwrite", "pattern": "agents/{value}/#"}}},
+			{"claim": "groups", "equals": "ops", "topics": []map[string]string{{"access": "read", "pattern": "fleet/#"}}},
+			{"claim": "groups", "equals": "users", "topics": []map[string]string{{"access": "readwrite", "pattern": "users/{sub}/#"}}},
+		},
+	}
+}
+
+func newExchangeEnv(t *testing.T, providers []map[string]any, tune func(*api.Config)) *exchangeEnv {
+	t.Helper()
+	priv, _, err := mqttcred.GenerateKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	k, err := mqttcred.ParsePrivateKey(priv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	x := &exchangeEnv{signer: mqttcred.NewIssuing(k, nil), clock: &offsetClock{}}
+	doc, _ := json.Marshal(map[string]any{"providers": providers})
+	cfg, err := oidc.Parse(doc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if x.set, err = oidc.NewSet(cfg, oidc.Options{Now: x.clock.Now}); err != nil {
+		t.Fatal(err)
+	}
+	x.env = newEnv(t, withConfig(func(c *api.Config) {
+		c.Exchange = api.ExchangeConfig{Signer: x.signer, Providers: x.set}
+		if tune != nil {
+			tune(c)
+		}
+	}))
+	return x
+}
+
+// exchange posts to the token exchange.
+func (x *exchangeEnv) exchange(bearer string, body map[string]any, header map[string]string, status int, code string) resp {
+	x.t.Helper()
+	if tok, ok := body["token"].(string); ok {
+		x.remember(tok)
+	}
+	return x.expect(req{Method: "POST", Path: api.ExchangePath, Token: bearer, Body: body, Header: header}, status, code)
+}
+
+// credential checks a 200 answer with the broker's verifier (the public key only) and returns the
+// verified claims.
+func (x *exchangeEnv) credential(res resp) mqttcred.Claims {
+	x.t.Helper()
+	if cc := res.Header.Get("Cache-Control"); cc != "no-store" {
+		x.t.Errorf("Cache-Control %q, want no-store", cc)
+	}
+	var out struct {
+		MQTT api.ExchangedMQTT `json:"mqtt"`
+	}
+	if err := json.Unmarshal(res.Body, &out); err != nil {
+		x.t.Fatal(err)
+	}
+	c, err := mqttcred.NewVerifying([]ed25519.PublicKey{x.signer.PublicKey()}, nil).Verify(out.MQTT.Username, []byte(out.MQTT.Password))
+	if err != nil {
+		x.t.Fatalf("the issued credential does not verify with the public key: %v", err)
+	}
+	if c.ClientIDPrefix != out.MQTT.ClientIDPrefix || !strings.HasPrefix(c.ClientIDPrefix, "x") || c.ClientIDAllowed("agent-1") {
+		x.t.Errorf("client id prefix %q (answer %q)", c.ClientIDPrefix, out.MQTT.ClientIDPrefix)
+	}
+	if !c.ExpiresAt.Time.Equal(out.MQTT.ExpiresAt) {
+		x.t.Errorf("expiresAt %v, claims %v", out.MQTT.ExpiresAt, c.ExpiresAt.Time)
+	}
+	if fmt.Sprint(out.MQTT.Topics) != fmt.Sprint(c.Topics) {
+		x.t.Errorf("answer topics %v, credential %v", out.MQTT.Topics, c.Topics)
+	}
+	return c
+}
+
+func topicsOf(c mqttcred.Claims) string {
+	var s []string
+	for _, t := range c.Topics {
+		s = append(s, t.Access+":"+t.Pattern)
+	}
+	slices.Sort(s)
+	return strings.Join(s, " ")
+}
+
+func ttlOf(c mqttcred.Claims) time.Duration { return c.ExpiresAt.Sub(c.IssuedAt.Time) }
+
+// TestExchangeOperator is the dashboard's exchange ({"provider": "iotauth"} with an operator's access
+// token): admins and operators get readwrite agents/#, a viewer read only; ttl in seconds, default 15
+// minutes, above 24 h refused; every exchange audited; without a signing key the route answers 503.
+func TestExchangeOperator(t *testing.T) {
+	x := newExchangeEnv(t, nil, nil)
+	adm := x.admin()
+	op := x.userWithRole("operator")
+	viewer := x.userWithRole("viewer")
+	vid := x.userID(adm.Access, "viewer@example.com")
+
+	c := x.credential(x.exchange(op.Access, map[string]any{"provider": "iotauth"}, nil, 200, ""))
+	if topicsOf(c) != "readwrite:agents/#" || ttlOf(c) != 15*time.Minute || !strings.HasPrefix(c.Subject, "user:") || len(c.From) != 1 || c.From[0] != c.Subject {
+		t.Errorf("operator: topics %q ttl %v subject %q from %v", topicsOf(c), ttlOf(c), c.Subject, c.From)
+	}
+	c = x.credential(x.exchange(viewer.Access, map[string]any{"provider": "iotauth", "ttl": 3600}, nil, 200, ""))
+	if topicsOf(c) != "read:agents/#" || ttlOf(c) != time.Hour || c.Subject != "user:"+vid || fmt.Sprint(c.From) != "[user:"+vid+"]" {
+		t.Errorf("viewer: topics %q ttl %v subject %q from %v", topicsOf(c), ttlOf(c), c.Subject, c.From)
+	}
+	c = x.credential(x.exchange(adm.Access, map[string]any{"provider": "iotauth", "ttl": 86400}, nil, 200, ""))
+	if ttlOf(c) != 24*time.Hour {
+		t.Errorf("ttl 86400 gave %v", ttlOf(c))
+	}
+	x.exchange(adm.Access, map[string]any{"provider": "iotauth", "ttl": 86401}, nil, 400, "validation_failed")
+	x.exchange(adm.Access, map[string]any{"provider": "iotauth", "ttl": 59}, nil, 400, "validation_failed")
+	x.exchange(adm.Access, map[string]any{"provider": "iotauth", "ttl": "1h"}, nil, 400, "invalid_json")
+	x.exchange(adm.Access, map[string]any{"provider": "test"}, nil, 400, "validation_failed")
+	x.exchange(adm.Access, map[string]any{"provider": "iotauth", "extra": 1}, nil, 400, "invalid_json")
+	x.exchange("", map[string]any{"provider": "iotauth"}, nil, 401, "authentication_required")
+	if n := x.count("audit_events", "action = 'token_exchange' AND detail->>'provider' = 'iotauth'"); n != 3 {
+		t.Errorf("%d exchanges audited, want 3", n)
+	}
+
+	off := newEnv(t)
+	tok := off.admin()
+	off.expect(req{Method: "POST", Path: api.ExchangePath, Token: tok.Access, Body: map[string]any{"provider": "iotauth"}}, 503, "token_exchange_unavailable")
+}
+
+// TestExchangeAppKey is server code exchanging an end user's IdP token with an application key
+// (SECURITY.md A1, T1): the mapping's topics narrowed to the key's own, from = the key and the
+// provider; a key without token:exchange gets 403; every way a token can be wrong is refused.
+func TestExchangeAppKey(t *testing.T) {
+	idp := newTestIdP(t, jose.RS256)
+	x := newExchangeEnv(t, []map[string]any{providerJSON("test", idp)}, nil)
+	adm := x.admin()
+	key := x.createAppKey(adm.Access, map[string]any{"name": "backend", "rights": []string{"token:exchange"},
+		"topics": []map[string]string{{"access": "read", "pattern": "agents/+/telemetry"}, {"access": "readwrite", "pattern": "users/#"}}})
+	noRight := x.createAppKey(adm.Access, map[string]any{"name": "reader", "rights": []string{"agents:read"},
+		"topics": []map[string]string{{"access": "read", "pattern": "#"}}})
+	agent := "3f2b8c1e-9a4d-4e6f-8b7a-1c2d3e4f5a6b"
+
+	claims := idp.claims("alice", testAudience)
+	claims["agents"] = []string{agent}
+	claims["groups"] = []string{"ops", "users"}
+	good := idp.token(claims)
+	c := x.credential(x.exchange(key.Key, map[string]any{"provider": "test", "token": good, "ttl": 600}, nil, 200, ""))
+	// The mapping asks for readwrite agents/<uuid>/#, read fleet/# and readwrite users/alice/#; the key
+	// has read agents/+/telemetry and readwrite users/#: fleet/# goes, agents/<uuid>/# shrinks.
+	if want := "read:agents/" + agent + "/telemetry readwrite:users/alice/#"; topicsOf(c) != want {
+		t.Errorf("A1: topics %q, want %q", topicsOf(c), want)
+	}
+	if c.Subject != "oidc:test:alice" || fmt.Sprint(c.From) != "[app:"+key.ID+" provider:test]" || ttlOf(c) != 10*time.Minute {
+		t.Errorf("subject %q from %v ttl %v", c.Subject, c.From, ttlOf(c))
+	}
+	if idp.fetches.Load() != 1 {
+		t.Errorf("%d JWKS fetches for the first token, want 1", idp.fetches.Load())
+	}
+	x.exchange(noRight.Key, map[string]any{"provider": "test", "token": good}, nil, 403, "missing_right")
+	// A1 in time: no credential outlives the key it was exchanged through.
+	shortLived := x.createAppKey(adm.Access, map[string]any{"name": "short", "rights": []string{"token:exchange"},
+		"topics": []map[string]string{{"access": "readwrite", "pattern": "users/#"}}, "expiresAt": time.Now().Add(10 * time.Minute)})
+	if c := x.credential(x.exchange(shortLived.Key, map[string]any{"provider": "test", "token": good, "ttl": 3600}, nil, 200, "")); ttlOf(c) > 10*time.Minute || ttlOf(c) < 9*time.Minute {
+		t.Errorf("a key expiring in 10 minutes exchanged a credential for %v", ttlOf(c))
+	}
+	x.exchange(key.Key, map[string]any{"provider": "iotauth"}, nil, 400, "unknown_provider")
+	x.exchange(key.Key, map[string]any{"provider": "other", "token": good}, nil, 400, "unknown_provider")
+	x.exchange(key.Key, map[string]any{"provider": "test"}, nil, 400, "validation_failed")
+
+	// Nothing within the key's topics: refused, not an empty credential.
+	fleet := idp.claims("bob", testAudience)
+	fleet["groups"] = "ops"
+	x.exchange(key.Key, map[string]any{"provider": "test", "token": idp.token(fleet)}, nil, 403, "no_topics")
+
+	mutate := func(f func(m map[string]any)) map[string]any {
+		m := idp.claims("alice", testAudience)
+		m["groups"] = []string{"users"}
+		f(m)
+		return m
+	}
+	now := time.Now()
+	esKey := newSigningKey(t, jose.ES256)
+	for name, tok := range map[string]string{
+		"wrong issuer":          idp.token(mutate(func(m map[string]any) { m["iss"] = "https://evil.example/" })),
+		"wrong audience":        idp.token(mutate(func(m map[string]any) { m["aud"] = "another-app" })),
+		"no exp":                idp.token(mutate(func(m map[string]any) { delete(m, "exp") })),
+		"expired":               idp.token(mutate(func(m map[string]any) { m["exp"] = now.Add(-2 * time.Minute).Unix() })),
+		"future iat":            idp.token(mutate(func(m map[string]any) { m["iat"] = now.Add(time.Hour).Unix() })),
+		"not yet valid":         idp.token(mutate(func(m map[string]any) { m["nbf"] = now.Add(time.Hour).Unix() })),
+		"alg none":              unsignedToken("key-1", mutate(func(map[string]any) {})),
+		"HS256 with public key": idp.hsWithPublicKey(mutate(func(map[string]any) {})),
+		"alg not allowed":       signToken(t, jose.ES256, esKey, "key-1", mutate(func(map[string]any) {})),
+		"garbage":               "not.a.token",
+	} {
+		t.Run(name, func(t *testing.T) {
+			x.exchange(key.Key, map[string]any{"provider": "test", "token": tok}, nil, 401, "invalid_idp_token")
+		})
+	}
+	// Values that would reshape a topic refuse the token.
+	x.exchange(key.Key, map[string]any{"provider": "test", "token": idp.token(mutate(func(m map[string]any) { m["sub"] = "a/#" }))}, nil, 403, "no_topics")
+	x.exchange(key.Key, map[string]any{"provider": "test", "token": idp.token(mutate(func(m map[string]any) { m["agents"] = []string{"+"} }))}, nil, 403, "no_topics")
+	if n := idp.fetches.Load(); n != 1 {
+		t.Errorf("T2: refused tokens made %d JWKS fetches in all, want the first one only", n)
+	}
+	if n := x.count("audit_events", "action = 'token_exchange_refused' AND actor = $1", "app-key:"+key.ID); n < 13 {
+		t.Errorf("%d refused exchanges audited, want at least 13", n)
+	}
+	if n := x.count("audit_events", "action = 'token_exchange' AND actor = $1 AND (detail->>'topics')::int = 2 AND (detail->>'ttlSeconds')::int = 600", "app-key:"+key.ID); n != 1 {
+		t.Errorf("%d successful exchanges audited with topics and ttl, want 1", n)
+	}
+}
+
+// TestExchangeJWKSRefresh is SECURITY.md T2: an unknown kid costs at most one JWKS fetch per interval
+// (30 s, on the key set's test clock), then is refused; after the provider rotates its key, the new
+// kid is accepted after one refresh.
+func TestExchangeJWKSRefresh(t *testing.T) {
+	idp := newTestIdP(t, jose.RS256)
+	x := newExchangeEnv(t, []map[string]any{providerJSON("test", idp)}, nil)
+	adm := x.admin()
+	key := x.createAppKey(adm.Access, map[string]any{"name": "backend", "rights": []string{"token:exchange"},
+		"topics": []map[string]string{{"access": "readwrite", "pattern": "users/#"}}})
+	tok := func(kidKey *testIdP) string {
+		m := idp.claims("carol", testAudience)
+		m["groups"] = "users"
+		return kidKey.token(m)
+	}
+	body := func(t string) map[string]any { return map[string]any{"provider": "test", "token": t} }
+	x.credential(x.exchange(key.Key, body(tok(idp)), nil, 200, ""))
+	if n := idp.fetches.Load(); n != 1 {
+		t.Fatalf("%d fetches after the first token", n)
+	}
+
+	// A token signed by a key the provider never published, with an unknown kid.
+	stranger := signToken(t, jose.RS256, newSigningKey(t, jose.RS256), "forged-kid", func() map[string]any {
+		m := idp.claims("carol", testAudience)
+		m["groups"] = "users"
+		return m
+	}())
+	x.exchange(key.Key, body(stranger), nil, 401, "invalid_idp_token")
+	if n := idp.fetches.Load(); n != 1 {
+		t.Fatalf("an unknown kid within the interval fetched the JWKS (%d fetches)", n)
+	}
+	x.clock.advance(31 * time.Second)
+	for range 5 {
+		x.exchange(key.Key, body(stranger), nil, 401, "invalid_idp_token")
+	}
+	if n := idp.fetches.Load(); n != 2 {
+		t.Fatalf("five unknown-kid tokens after the interval made %d fetches in all, want exactly one more (2)", n)
+	}
+
+	idp.rotate()
+	rotated := tok(idp)
+	x.exchange(key.Key, body(rotated), nil, 401, "invalid_idp_token") // within the interval: not yet
+	if n := idp.fetches.Load(); n != 2 {
+		t.Fatalf("a new kid within the interval fetched (%d)", n)
+	}
+	x.clock.advance(31 * time.Second)
+	x.credential(x.exchange(key.Key, body(rotated), nil, 200, ""))
+	x.credential(x.exchange(key.Key, body(tok(idp)), nil, 200, ""))
+	if n := idp.fetches.Load(); n != 3 {
+		t.Fatalf("rotation took %d fetches in all, want one more (3)", n)
+	}
+}
+
+// TestExchangeAlgorithms: ES256 and EdDSA providers work; a provider configured with HS256 or none is
+// refused at start.
+func TestExchangeAlgorithms(t *testing.T) {
+	es, ed := newTestIdP(t, jose.ES256), newTestIdP(t, jose.EdDSA)
+	x := newExchangeEnv(t, []map[string]any{providerJSON("es", es), providerJSON("ed", ed)}, nil)
+	adm := x.admin()
+	key := x.createAppKey(adm.Access, map[string]any{"name": "backend", "rights": []string{"token:exchange"},
+		"topics": []map[string]string{{"access": "read", "pattern": "users/#"}}})
+	for name, idp := range map[string]*testIdP{"es": es, "ed": ed} {
+		m := idp.claims("dave", testAudience)
+		m["groups"] = []string{"users"}
+		c := x.credential(x.exchange(key.Key, map[string]any{"provider": name, "token": idp.token(m)}, nil, 200, ""))
+		if topicsOf(c) != "read:users/dave/#" || c.Subject != "oidc:"+name+":dave" {
+			t.Errorf("%s: topics %q subject %q", name, topicsOf(c), c.Subject)
+		}
+	}
+	for _, alg := range []string{"HS256", "none", "RS512"} {
+		doc, _ := json.Marshal(map[string]any{"providers": []map[string]any{providerJSON("p", es, alg)}})
+		if _, err := oidc.Parse(doc); err == nil || !strings.Contains(err.Error(), alg) {
+			t.Errorf("a provider allowing %s was accepted: %v", alg, err)
+		}
+	}
+}
+
+// TestExchangeRateLimit: exchanges are rate-limited per caller: 429 with Retry-After, audited; another
+// caller is not affected.
+func TestExchangeRateLimit(t *testing.T) {
+	x := newExchangeEnv(t, nil, func(c *api.Config) { c.Exchange.Rate, c.Exchange.Burst = 0.01, 2 })
+	adm := x.admin()
+	op := x.userWithRole("operator")
+	for range 2 {
+		x.exchange(adm.Access, map[string]any{"provider": "iotauth"}, nil, 200, "")
+	}
+	res := x.exchange(adm.Access, map[string]any{"provider": "iotauth"}, nil, 429, "exchange_throttled")
+	if ra := res.Header.Get("Retry-After"); ra == "" || ra == "0" {
+		t.Errorf("Retry-After %q", ra)
+	}
+	x.exchange(op.Access, map[string]any{"provider": "iotauth"}, nil, 200, "")
+	if n := x.count("audit_events", "action = 'token_exchange_refused' AND detail->>'reason' = 'rate limited'"); n != 1 {
+		t.Errorf("%d rate-limited exchanges audited, want 1", n)
+	}
+}
