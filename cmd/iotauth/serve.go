@@ -55,6 +55,8 @@ type serveConfig struct {
 	metricsDefault bool
 	LogFormat      string
 	LogLevel       slog.Level
+	// Publish configures the REST publish bridge (PUBLISH_*).
+	Publish *publishConfig
 	// jwtUnread is set when a JWT key source could not be read: the key's strength is then not judged,
 	// so that one mistake is not reported twice.
 	jwtUnread bool
@@ -252,10 +254,12 @@ func loadServeConfig(args []string, getenv func(string) string, stderr io.Writer
 	fs.StringVar(&c.MetricsAddr, "metrics-addr", env.str("METRICS_ADDR", defaultMetricsAddr), "address serving Prometheus /metrics, apart from the API; off disables it ($METRICS_ADDR)")
 	fs.StringVar(&c.LogFormat, "log-format", env.str("LOG_FORMAT", "json"), "json or text ($LOG_FORMAT)")
 	level := fs.String("log-level", env.str("LOG_LEVEL", "info"), "debug, info, warn or error ($LOG_LEVEL)")
+	var checkPublish func() []error
+	c.Publish, checkPublish = addPublishFlags(fs, env, lenient)
 	if err := parseFlags(fs, args); err != nil {
 		return c, err
 	}
-	errs := env.errs
+	errs := append(env.errs, checkPublish()...)
 	var err error
 	if c.DatabaseURL, err = db.resolve(getenv, stderr); err != nil {
 		errs = append(errs, err)
@@ -419,13 +423,24 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stder
 	}
 	defer st.Close()
 	kind, _ := secret.APIKeyKind(c.KeyEnv)
-	srv, err := api.New(api.Config{
+	acfg := api.Config{
 		Store: st, Tokens: tokens, Logger: logger, Licenser: lic,
 		MQTTHost: c.MQTTHost, MQTTPort: c.MQTTPort, KeyKind: kind,
 		RefreshFamilyTTL: c.RefreshFamily, LoginWindow: c.LoginWindow, LoginMaxFailures: c.LoginFailures,
 		LoginMaxFailuresPerAddr: c.LoginAddrFailures,
 		CORSOrigins:             c.CORSOrigins, TrustedProxies: c.TrustedProxies, LoginKey: loginKey(c.JWT),
-	})
+	}
+	c.Publish.apiConfig(&acfg)
+	pub, err := startBridge(ctx, c.Publish, st, kind, logger)
+	if err != nil {
+		return err
+	}
+	if pub != nil {
+		// Closed after the HTTP server has drained (defers run last first): its key is revoked then.
+		defer pub.Close()
+		acfg.Publisher = pub
+	}
+	srv, err := api.New(acfg)
 	if err != nil {
 		return err
 	}
