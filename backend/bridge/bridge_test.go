@@ -19,7 +19,7 @@ func TestParseBrokerURL(t *testing.T) {
 		{"wss://broker.example.com:443/mqtt", true},
 		{"tcp://127.0.0.1", false},                // no port
 		{"http://127.0.0.1:1883", false},          // not MQTT
-		{"tcp://user:pass@127.0.0.1:1883", false}, // credentials are the bridge's own
+		{"tcp://user:s3cr3tpw@127.0.0.1:1883", false}, // credentials are the bridge's own
 		{"127.0.0.1:1883", false},
 		{"", false},
 	} {
@@ -27,7 +27,7 @@ func TestParseBrokerURL(t *testing.T) {
 		if (err == nil) != tt.ok {
 			t.Errorf("%q: error %v, want ok=%t", tt.in, err, tt.ok)
 		}
-		if err != nil && strings.Contains(err.Error(), "pass") && strings.Contains(tt.in, "pass@") {
+		if err != nil && strings.Contains(err.Error(), "s3cr3tpw") {
 			t.Errorf("%q: the error repeats the password: %v", tt.in, err)
 		}
 	}
