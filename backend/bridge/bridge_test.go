@@ -17,8 +17,8 @@ func TestParseBrokerURL(t *testing.T) {
 		{"mqtt://broker:1883", true},
 		{"mqtts://broker.example.com:8883", true},
 		{"wss://broker.example.com:443/mqtt", true},
-		{"tcp://127.0.0.1", false},                // no port
-		{"http://127.0.0.1:1883", false},          // not MQTT
+		{"tcp://127.0.0.1", false},                    // no port
+		{"http://127.0.0.1:1883", false},              // not MQTT
 		{"tcp://user:s3cr3tpw@127.0.0.1:1883", false}, // credentials are the bridge's own
 		{"127.0.0.1:1883", false},
 		{"", false},
