@@ -28,7 +28,7 @@ import (
 func withBridge(t *testing.T, out **bridge.Bridge, mod func(*api.Config)) func(*envOptions) {
 	return withConfig(func(c *api.Config) {
 		b, err := bridge.New(bridge.Config{BrokerURL: "tcp://127.0.0.1:" + strconv.Itoa(c.MQTTPort),
-			Issuer: bridge.StoreIssuer{Store: c.Store, Kind: secret.AppKey}})
+			Issuer: bridge.StoreIssuer{Store: c.Store, Kind: secret.AppKey}, Logger: c.Logger})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -203,12 +203,14 @@ func TestPublishBridge(t *testing.T) {
 	}
 }
 
-// TestPublishBridgeBrokerOutage: with the broker stopped the route answers 503 broker_unavailable with
-// Retry-After (nothing published); after the broker restarts the bridge reconnects by itself and
-// publishing works again (bounded wait).
+// TestPublishBridgeBrokerOutage: while the broker is frozen (SIGSTOP: the TCP connection stays up but
+// no PUBACK comes) QoS 1 answers 504 publish_timeout after PUBLISH_TIMEOUT, never 200, while QoS 0 is
+// sent (202). With the broker stopped the route answers 503 broker_unavailable with Retry-After
+// (nothing published); after the broker restarts the bridge reconnects by itself and publishing works
+// again (bounded wait).
 func TestPublishBridgeBrokerOutage(t *testing.T) {
 	var br *bridge.Bridge
-	e := newEnv(t, withBroker, withBridge(t, &br, nil))
+	e := newEnv(t, withBroker, withBridge(t, &br, func(c *api.Config) { c.PublishTimeout = time.Second }))
 	adm := e.admin()
 	a := harness.CreateAgent(t, e.st, "gw")
 	e.remember(a.Key, a.Password)
@@ -216,6 +218,22 @@ func TestPublishBridgeBrokerOutage(t *testing.T) {
 		"topics": []map[string]string{{"access": "write", "pattern": "agents/+/cmd/#"}}})
 	body := pubBody(a.Namespace()+"/cmd", "x", 1)
 	e.expect(req{Method: "POST", Path: "/api/v1/publish", Token: k.Key, Body: body}, 200, "")
+
+	if err := e.broker.Signal(syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	e.expect(req{Method: "POST", Path: "/api/v1/publish", Token: k.Key, Body: body}, 504, api.CodePublishTimeout)
+	if d := time.Since(start); d < 900*time.Millisecond {
+		t.Errorf("504 after %v, before the 1 s PUBLISH_TIMEOUT: the answer did not wait for the PUBACK", d)
+	}
+	e.expect(req{Method: "POST", Path: "/api/v1/publish", Token: k.Key, Body: pubBody(a.Namespace()+"/cmd", "x", 0)}, 202, "")
+	if err := e.broker.Signal(syscall.SIGCONT); err != nil {
+		t.Fatal(err)
+	}
+	if n := e.count("audit_events", "action = 'mqtt_publish' AND outcome = 'failure' AND detail->>'reason' = 'publish_timeout'"); n != 1 {
+		t.Errorf("%d timed-out publishes audited, want 1", n)
+	}
 
 	e.broker.Stop()
 	// The bridge notices the closed connection at once; allow 10 s on a loaded machine.
