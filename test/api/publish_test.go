@@ -405,3 +405,35 @@ func TestPublishBridgeServe(t *testing.T) {
 	}
 	checkLogs(logs.String())
 }
+
+// TestPublishBridgeRenewsARefusedKey: when the broker refuses the bridge's key (here an admin revoked
+// it: the broker closes the session within a second and refuses the reconnect), the bridge issues
+// itself a new key, moves to a new session and revokes the old key; publishing works again within a
+// bounded time. This is the same path as the scheduled renewal before the key expires.
+func TestPublishBridgeRenewsARefusedKey(t *testing.T) {
+	var br *bridge.Bridge
+	e := newEnv(t, withBroker, withBridge(t, &br, nil))
+	adm := e.admin()
+	a := harness.CreateAgent(t, e.st, "gw")
+	e.remember(a.Key, a.Password)
+	k := e.createAppKey(adm.Access, map[string]any{"name": "ops", "rights": []string{"publish"},
+		"topics": []map[string]string{{"access": "write", "pattern": "agents/+/cmd/#"}}})
+	got := subscriber(t, e.broker, a, a.Namespace()+"/cmd")
+	first := br.AppKeyID()
+	e.expect(req{Method: "DELETE", Path: "/api/v1/auth/app-keys/" + first, Token: adm.Access}, 204, "")
+	// Kick within 1 s, a refused reconnect, a new key and session: allow 30 s on a loaded machine.
+	deadline := time.Now().Add(30 * time.Second)
+	for br.AppKeyID() == first || !br.Connected() {
+		if time.Now().After(deadline) {
+			t.Fatalf("the bridge still uses its revoked key after 30 s:\n%s", e.logs.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	e.expect(req{Method: "POST", Path: "/api/v1/publish", Token: k.Key, Body: pubBody(a.Namespace()+"/cmd", "renewed", 1)}, 200, "")
+	if m := receive(t, got); string(m.Payload()) != "renewed" {
+		t.Fatalf("received %q", m.Payload())
+	}
+	if n := e.count("app_keys", "name LIKE 'iotauth-publish-bridge %' AND revoked_at IS NULL"); n != 1 {
+		t.Fatalf("%d live bridge keys, want exactly the new one", n)
+	}
+}
