@@ -85,7 +85,7 @@ type Config struct {
 func ParseBrokerURL(raw string) (*url.URL, error) {
 	u, err := url.Parse(strings.TrimSpace(raw))
 	if err != nil || u.Host == "" {
-		return nil, fmt.Errorf("publish broker URL %q is not a URL like tcp://127.0.0.1:1883 or mqtts://broker.example.com:8883", raw)
+		return nil, errors.New("the publish broker URL is not a URL like tcp://127.0.0.1:1883 or mqtts://broker.example.com:8883")
 	}
 	switch strings.ToLower(u.Scheme) {
 	case "tcp", "mqtt", "mqtts", "ssl", "tls", "ws", "wss":
