@@ -68,7 +68,7 @@ func addPublishFlags(fs *flag.FlagSet, env *envDefaults, lenient func(flag.Value
 	pc.Burst = env.integer("PUBLISH_BURST", api.DefaultPublishBurst)
 	lenient(intFlag{&pc.Burst}, "publish-burst", "publishes an application key may send at once ($PUBLISH_BURST, default 20)")
 	pc.Timeout = env.seconds("PUBLISH_TIMEOUT", api.DefaultPublishTimeout)
-	lenient(secondsFlag{&pc.Timeout}, "publish-timeout", "how long one publish may wait for a slot and its PUBACK ($PUBLISH_TIMEOUT, default 5s)")
+	lenient(secondsFlag{&pc.Timeout}, "publish-timeout", "how long one publish may wait for a slot and its PUBACK, at most 10s ($PUBLISH_TIMEOUT, default 5s)")
 	pc.MaxInFlight = env.integer("PUBLISH_MAX_INFLIGHT", 100)
 	lenient(intFlag{&pc.MaxInFlight}, "publish-max-inflight", "publishes in flight at once on the bridge ($PUBLISH_MAX_INFLIGHT, default 100)")
 	pc.KeyTTL = env.seconds("PUBLISH_KEY_TTL", 24*time.Hour)
@@ -88,6 +88,9 @@ func addPublishFlags(fs *flag.FlagSet, env *envDefaults, lenient func(flag.Value
 		}
 		if pc.Burst < 1 {
 			errs = append(errs, errors.New("PUBLISH_BURST must be at least 1"))
+		}
+		if pc.Timeout > 10*time.Second {
+			errs = append(errs, errors.New("PUBLISH_TIMEOUT must be at most 10s: a publish must end well within the request's own deadline"))
 		}
 		if pc.MaxInFlight < 1 {
 			errs = append(errs, errors.New("PUBLISH_MAX_INFLIGHT must be at least 1"))

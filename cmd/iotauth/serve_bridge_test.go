@@ -36,6 +36,7 @@ func TestPublishSettings(t *testing.T) {
 		"zero rate":   {map[string]string{"PUBLISH_RATE": "0"}, "PUBLISH_RATE"},
 		"burst":       {map[string]string{"PUBLISH_BURST": "0"}, "PUBLISH_BURST"},
 		"key ttl":     {map[string]string{"PUBLISH_KEY_TTL": "10s"}, "PUBLISH_KEY_TTL"},
+		"timeout":     {map[string]string{"PUBLISH_TIMEOUT": "1m"}, "PUBLISH_TIMEOUT"},
 	} {
 		tc.env["DATABASE_URL"] = "x"
 		_, err := loadServeConfig(nil, envMap(tc.env), io.Discard)
