@@ -315,6 +315,10 @@ func (b *Bridge) Publish(ctx context.Context, topic string, payload []byte, qos 
 	return fmt.Errorf("%w: %s", ErrUnavailable, sanitizeErr(err))
 }
 
+// renewAt is when a credential is replaced: when two thirds of its lifetime ttl have passed, so that a
+// renewal that fails (the database is down) is retried for a third of ttl before the key expires.
+func renewAt(c Credential, ttl time.Duration) time.Time { return c.ExpiresAt.Add(-ttl / 3) }
+
 // rotateLoop replaces the credential when two thirds of its life have passed, or at once when the
 // broker refuses it (at most once every 30 s).
 func (b *Bridge) rotateLoop() {
@@ -322,11 +326,7 @@ func (b *Bridge) rotateLoop() {
 	var lastEarly time.Time
 	for {
 		s := b.cur.Load()
-		wait := time.Until(s.cred.ExpiresAt.Add(-b.cfg.KeyTTL / 3))
-		if wait < 0 {
-			wait = 0
-		}
-		t := time.NewTimer(wait)
+		t := time.NewTimer(renewAt(s.cred, b.cfg.KeyTTL).Sub(b.cfg.Now()))
 		select {
 		case <-b.stop:
 			t.Stop()

@@ -74,3 +74,10 @@ func TestHostnameIsAClientIDPart(t *testing.T) {
 		t.Fatalf("hostname %q", h)
 	}
 }
+
+func TestRenewAt(t *testing.T) {
+	exp := time.Date(2026, 1, 2, 0, 0, 0, 0, time.UTC)
+	if got := renewAt(Credential{ExpiresAt: exp}, 24*time.Hour); !got.Equal(exp.Add(-8 * time.Hour)) {
+		t.Fatalf("renew at %v, want 16 h into a 24 h key", got)
+	}
+}
