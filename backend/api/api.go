@@ -283,6 +283,7 @@ func New(c Config) (*Server, error) {
 	if s.dummy, err = passhash.Parse(dh); err != nil {
 		return nil, err
 	}
+	s.registerPublishMetrics()
 	s.routes = append(s.builtinRoutes(), c.ExtraRoutes...)
 	for _, rt := range s.routes {
 		if rt.Handler == nil {

@@ -11,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/time/rate"
 
 	"github.com/iotauth/iotauth/backend/bridge"
@@ -46,6 +47,24 @@ const (
 // or an error wrapping bridge.ErrUnavailable, ErrTimeout, ErrBusy or ErrRefused.
 type Publisher interface {
 	Publish(ctx context.Context, topic string, payload []byte, qos byte, retain bool) error
+}
+
+// registerPublishMetrics adds iotauth_publish_bridge_connected (1 while the bridge has a broker
+// connection) when the Publisher can tell. Publishes by outcome are iotauth_http_requests_total of the
+// route "POST /api/v1/publish" by status code.
+func (s *Server) registerPublishMetrics() {
+	c, ok := s.cfg.Publisher.(interface{ Connected() bool })
+	if !ok {
+		return
+	}
+	s.metrics.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "iotauth_publish_bridge_connected", Help: "1 while the REST publish bridge has a connection to the broker, else 0.",
+	}, func() float64 {
+		if c.Connected() {
+			return 1
+		}
+		return 0
+	}))
 }
 
 // publishRequest is the body of POST /api/v1/publish.

@@ -213,3 +213,29 @@ func TestPublishableKeyRefused(t *testing.T) {
 		t.Fatalf("no credentials: %d %s", w.Code, w.Body)
 	}
 }
+
+// connectedPublisher is a fakePublisher that reports a connection state.
+type connectedPublisher struct {
+	fakePublisher
+	up bool
+}
+
+func (c *connectedPublisher) Connected() bool { return c.up }
+
+// TestPublishBridgeMetric: the bridge's connection state is a gauge on /metrics.
+func TestPublishBridgeMetric(t *testing.T) {
+	cp := &connectedPublisher{up: true}
+	s := offlineServer(t, func(c *Config) { c.Publisher = cp })
+	scrape := func() string {
+		w := httptest.NewRecorder()
+		s.MetricsHandler().ServeHTTP(w, httptest.NewRequest("GET", "/metrics", nil))
+		return w.Body.String()
+	}
+	if !strings.Contains(scrape(), "iotauth_publish_bridge_connected 1") {
+		t.Fatal("connected bridge not reported")
+	}
+	cp.up = false
+	if !strings.Contains(scrape(), "iotauth_publish_bridge_connected 0") {
+		t.Fatal("disconnected bridge not reported")
+	}
+}
