@@ -93,6 +93,19 @@ type Config struct {
 
 	// Exchange configures POST /api/v1/tokens/exchange and publishable keys (issue 12).
 	Exchange ExchangeConfig
+	// Publisher sends what POST /api/v1/publish accepts to the broker (backend/bridge). Nil: the route
+	// answers 503 broker_unavailable with how to configure the bridge.
+	Publisher Publisher
+	// PublishMaxPayload caps a publish's payload in bytes once decoded (default 256 KiB); the body limit
+	// follows from it (its base64 size plus 8 KiB) and is enforced before the body is read.
+	PublishMaxPayload int
+	// PublishRate and PublishBurst are each application key's token bucket for publishes (default 10 a
+	// second, burst 20).
+	PublishRate  float64
+	PublishBurst int
+	// PublishTimeout bounds one publish, its wait for an in-flight slot and for the PUBACK included
+	// (default 5 s; past it: 504 publish_timeout, or 503 publish_busy when no slot came free).
+	PublishTimeout time.Duration
 
 	appKeyKind secret.Kind // follows KeyKind: iotak_live_ or iotak_test_
 }
@@ -133,9 +146,12 @@ func (r Route) Pattern() string { return r.Method + " " + r.Path }
 
 // Role sets.
 var (
-	anyRole      = []string{store.RoleAdmin, store.RoleOperator, store.RoleViewer}
-	adminOnly    = []string{store.RoleAdmin}
-	adminOrOp    = []string{store.RoleAdmin, store.RoleOperator}
+	anyRole   = []string{store.RoleAdmin, store.RoleOperator, store.RoleViewer}
+	adminOnly = []string{store.RoleAdmin}
+	adminOrOp = []string{store.RoleAdmin, store.RoleOperator}
+	// appKeyOnly authenticates but admits no operator role: only an application key holding the route's
+	// Right gets in (an operator's access token gets 403).
+	appKeyOnly   = []string{}
 	publicAccess []string
 )
 
@@ -162,6 +178,7 @@ type Server struct {
 	openapi  []byte
 	cors     map[string]bool
 	exchange *exchange
+	pubLimit *keyLimiter
 }
 
 // New builds a Server.
@@ -229,6 +246,18 @@ func New(c Config) (*Server, error) {
 	if c.Now == nil {
 		c.Now = time.Now
 	}
+	if c.PublishMaxPayload <= 0 {
+		c.PublishMaxPayload = DefaultPublishMaxPayload
+	}
+	if c.PublishRate <= 0 {
+		c.PublishRate = DefaultPublishRate
+	}
+	if c.PublishBurst <= 0 {
+		c.PublishBurst = DefaultPublishBurst
+	}
+	if c.PublishTimeout <= 0 {
+		c.PublishTimeout = DefaultPublishTimeout
+	}
 	s := &Server{
 		cfg: c, st: c.Store, tokens: c.Tokens, log: c.Logger, lic: c.Licenser, now: c.Now,
 		acct:     throttle.New(c.LoginCounter, throttle.Config{Window: c.LoginWindow, MaxFailures: c.LoginMaxFailures, Now: c.Now}),
@@ -239,6 +268,7 @@ func New(c Config) (*Server, error) {
 		metrics:  newMetrics(),
 		mux:      http.NewServeMux(),
 		cors:     map[string]bool{},
+		pubLimit: newKeyLimiter(c.PublishRate, c.PublishBurst, maxPublishLimiters, c.Now),
 	}
 	for _, o := range c.CORSOrigins {
 		o = strings.TrimSpace(o)
@@ -259,6 +289,7 @@ func New(c Config) (*Server, error) {
 	if s.dummy, err = passhash.Parse(dh); err != nil {
 		return nil, err
 	}
+	s.registerPublishMetrics()
 	s.routes = append(s.builtinRoutes(), c.ExtraRoutes...)
 	for _, rt := range s.routes {
 		if rt.Handler == nil {

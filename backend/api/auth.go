@@ -46,6 +46,9 @@ func AppCallerFrom(ctx context.Context) (AppCaller, bool) {
 // appKeyScheme is the prefix shared by live and test application keys.
 const appKeyScheme = "iotak_"
 
+// publishableKeyScheme is the prefix shared by live and test publishable keys.
+const publishableKeyScheme = "iotpk_"
+
 // isAppKeyBearer reports whether the request presents an application key as its Bearer credential.
 func isAppKeyBearer(r *http.Request) bool {
 	scheme, tok, ok := strings.Cut(r.Header.Get("Authorization"), " ")
@@ -145,6 +148,10 @@ func (s *Server) authBearer(r *http.Request, roles []string) (*http.Request, err
 	if h == "" || !ok || !strings.EqualFold(scheme, "Bearer") {
 		return r, unauthorized(CodeAuthRequired, "send Authorization: Bearer <access token> (POST /api/v1/auth/login gives one)")
 	}
+	if strings.HasPrefix(strings.TrimSpace(tok), publishableKeyScheme) {
+		// SECURITY.md T4: a publishable key is public by design and only starts a token exchange.
+		return r, problem(http.StatusForbidden, CodeForbidden, "a publishable key (iotpk_…) only starts a token exchange; it reaches no other route")
+	}
 	invalid := unauthorized(CodeInvalidToken, "the access token is invalid or expired; log in again or use your refresh token")
 	a, err := s.tokens.ParseAccess(strings.TrimSpace(tok))
 	if err != nil {
@@ -159,6 +166,9 @@ func (s *Server) authBearer(r *http.Request, roles []string) (*http.Request, err
 	}
 	if u.Disabled || !issuedAfter(a.IssuedAt, u) {
 		return r, invalid
+	}
+	if len(roles) == 0 {
+		return r, problem(http.StatusForbidden, CodeForbidden, "this route takes an application key (Authorization: Bearer iotak_…) holding its right, not an operator's access token")
 	}
 	if !slices.Contains(roles, u.Role) {
 		return r, problem(http.StatusForbidden, CodeForbidden, "your role ("+u.Role+") may not do this; it needs one of: "+strings.Join(roles, ", "))

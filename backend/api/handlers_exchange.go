@@ -137,14 +137,6 @@ type exchangeCaller struct {
 	limitKey string
 }
 
-func grantsOf(ts []store.AppTopic) []topicfilter.Grant {
-	out := make([]topicfilter.Grant, 0, len(ts))
-	for _, t := range ts {
-		out = append(out, topicfilter.Grant{Access: topicfilter.Access(t.Access), Filter: t.Pattern})
-	}
-	return out
-}
-
 // tokenExchange: POST /api/v1/tokens/exchange (issue 12, SECURITY.md A1, T1, T4). An application key
 // with token:exchange or a publishable key exchanges an identity provider's token for a short-lived
 // MQTT credential whose topics are the provider's mapping narrowed to the key's own topics; an

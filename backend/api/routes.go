@@ -60,6 +60,9 @@ func (s *Server) builtinRoutes() []Route {
 		{Method: "GET", Path: "/api/v1/license", Roles: adminOnly, Right: store.RightLicenseRead, Handler: s.getLicense},
 		{Method: "GET", Path: "/api/v1/audit", Roles: adminOnly, Right: store.RightAuditRead, Handler: s.listAudit},
 
+		// The publish bridge (issue 12, SECURITY.md B1): application keys with the publish right only.
+		{Method: "POST", Path: "/api/v1/publish", Roles: appKeyOnly, Right: store.RightPublish, Handler: s.publish, MaxBody: publishMaxBody(s.cfg.PublishMaxPayload)},
+
 		{Method: "GET", Path: "/healthz", Roles: publicAccess, Handler: s.healthz},
 		{Method: "GET", Path: "/readyz", Roles: publicAccess, Handler: s.readyz},
 		{Method: "GET", Path: "/api/v1/openapi.json", Roles: publicAccess, Handler: s.openAPIHandler},

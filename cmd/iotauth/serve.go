@@ -59,6 +59,8 @@ type serveConfig struct {
 	// OIDCProvidersFile names the identity providers of the token exchange (OIDC_PROVIDERS_FILE).
 	MQTTTokenKey      []byte
 	OIDCProvidersFile string
+	// Publish configures the REST publish bridge (PUBLISH_*).
+	Publish *publishConfig
 	// jwtUnread is set when a JWT key source could not be read: the key's strength is then not judged,
 	// so that one mistake is not reported twice.
 	jwtUnread bool
@@ -258,10 +260,12 @@ func loadServeConfig(args []string, getenv func(string) string, stderr io.Writer
 	level := fs.String("log-level", env.str("LOG_LEVEL", "info"), "debug, info, warn or error ($LOG_LEVEL)")
 	mqttKeyFile := fs.String("mqtt-token-private-key-file", env.str("MQTT_TOKEN_PRIVATE_KEY_FILE", ""), "Ed25519 PEM signing short-lived MQTT credentials, from `iotauth mqtt-token keygen` ($MQTT_TOKEN_PRIVATE_KEY_FILE; or set $MQTT_TOKEN_PRIVATE_KEY); without it the token exchange answers 503")
 	fs.StringVar(&c.OIDCProvidersFile, "oidc-providers-file", env.str("OIDC_PROVIDERS_FILE", ""), "JSON file of the token exchange's identity providers, re-read on SIGHUP ($OIDC_PROVIDERS_FILE)")
+	var checkPublish func() []error
+	c.Publish, checkPublish = addPublishFlags(fs, env, lenient)
 	if err := parseFlags(fs, args); err != nil {
 		return c, err
 	}
-	errs := env.errs
+	errs := append(env.errs, checkPublish()...)
 	var err error
 	if c.DatabaseURL, err = db.resolve(getenv, stderr); err != nil {
 		errs = append(errs, err)
@@ -434,14 +438,25 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stder
 		return err
 	}
 	reloadProviders(ctx, xs, st, logger)
-	srv, err := api.New(api.Config{
+	acfg := api.Config{
 		Exchange: api.ExchangeConfig{Signer: xs.signer, Providers: xs.providers},
 		Store:    st, Tokens: tokens, Logger: logger, Licenser: lic,
 		MQTTHost: c.MQTTHost, MQTTPort: c.MQTTPort, KeyKind: kind,
 		RefreshFamilyTTL: c.RefreshFamily, LoginWindow: c.LoginWindow, LoginMaxFailures: c.LoginFailures,
 		LoginMaxFailuresPerAddr: c.LoginAddrFailures,
 		CORSOrigins:             c.CORSOrigins, TrustedProxies: c.TrustedProxies, LoginKey: loginKey(c.JWT),
-	})
+	}
+	c.Publish.apiConfig(&acfg)
+	pub, err := startBridge(ctx, c.Publish, st, kind, logger)
+	if err != nil {
+		return err
+	}
+	if pub != nil {
+		// Closed after the HTTP server has drained (defers run last first): its key is revoked then.
+		defer pub.Close()
+		acfg.Publisher = pub
+	}
+	srv, err := api.New(acfg)
 	if err != nil {
 		return err
 	}
