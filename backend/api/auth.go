@@ -46,9 +46,6 @@ func AppCallerFrom(ctx context.Context) (AppCaller, bool) {
 // appKeyScheme is the prefix shared by live and test application keys.
 const appKeyScheme = "iotak_"
 
-// publishableKeyScheme is the prefix shared by live and test publishable keys.
-const publishableKeyScheme = "iotpk_"
-
 // isAppKeyBearer reports whether the request presents an application key as its Bearer credential.
 func isAppKeyBearer(r *http.Request) bool {
 	scheme, tok, ok := strings.Cut(r.Header.Get("Authorization"), " ")
@@ -147,10 +144,6 @@ func (s *Server) authBearer(r *http.Request, roles []string) (*http.Request, err
 	scheme, tok, ok := strings.Cut(h, " ")
 	if h == "" || !ok || !strings.EqualFold(scheme, "Bearer") {
 		return r, unauthorized(CodeAuthRequired, "send Authorization: Bearer <access token> (POST /api/v1/auth/login gives one)")
-	}
-	if strings.HasPrefix(strings.TrimSpace(tok), publishableKeyScheme) {
-		// SECURITY.md T4: a publishable key is public by design and only starts a token exchange.
-		return r, problem(http.StatusForbidden, CodeForbidden, "a publishable key (iotpk_…) only starts a token exchange; it reaches no other route")
 	}
 	invalid := unauthorized(CodeInvalidToken, "the access token is invalid or expired; log in again or use your refresh token")
 	a, err := s.tokens.ParseAccess(strings.TrimSpace(tok))

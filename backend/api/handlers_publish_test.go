@@ -200,12 +200,13 @@ func TestKeyLimiterBounded(t *testing.T) {
 	}
 }
 
-// TestPublishableKeyRefused: a publishable key gets 403 before any database work (T4).
+// TestPublishableKeyRefused: a publishable key gets 403 before any database work (T4; the check in wrap
+// that answers it for every route but the exchange).
 func TestPublishableKeyRefused(t *testing.T) {
 	s := offlineServer(t, func(c *Config) { c.Publisher = &fakePublisher{} })
 	w := call(s, "POST", "/api/v1/publish", "application/json", `{"topic":"apps/x","payload":"x","qos":0}`,
 		"Authorization", "Bearer iotpk_live_0123456789abcdefghijklmnopqrstuvwxyzABCD")
-	if p := problemOf(t, w); w.Code != http.StatusForbidden || p.Code != CodeForbidden {
+	if p := problemOf(t, w); w.Code != http.StatusForbidden || p.Code != "publishable_key_exchange_only" {
 		t.Fatalf("publishable key: %d %s", w.Code, w.Body)
 	}
 	w = call(s, "POST", "/api/v1/publish", "application/json", `{}`)
