@@ -68,8 +68,9 @@ func pageCursor(q url.Values) (time.Time, string, error) {
 	return t, id, nil
 }
 
-// listAgents: GET /api/v1/agents?limit=&cursor=&status= (any role). Keyset pagination: nextCursor is
+// listAgents: GET /api/v1/agents?limit=&cursor=&status=&q= (any role). Keyset pagination: nextCursor is
 // present while more agents follow. Decommissioned agents are listed only with status=decommissioned.
+// q keeps the agent whose uuid it is, or those whose name contains it (case insensitive).
 func (s *Server) listAgents(w http.ResponseWriter, r *http.Request) error {
 	q := r.URL.Query()
 	p := store.AgentPage{Limit: defaultPageSize}
@@ -79,6 +80,9 @@ func (s *Server) listAgents(w http.ResponseWriter, r *http.Request) error {
 	}
 	if p.AfterTime, p.AfterUUID, err = pageCursor(q); err != nil {
 		return err
+	}
+	if p.Search = strings.TrimSpace(q.Get("q")); len(p.Search) > 200 {
+		return invalidField("q", "q is an agent's uuid or part of its name (at most 200 characters)")
 	}
 	switch v := q.Get("status"); v {
 	case "", store.StatusActive, store.StatusDisabled, store.StatusDecommissioned:

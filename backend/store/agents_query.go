@@ -69,6 +69,9 @@ type AgentPage struct {
 	AfterUUID   string
 	Status      string // "" for every status
 	IncludeGone bool   // include decommissioned agents when Status is ""
+	// Search, when set, keeps the agents whose uuid is exactly it or whose name contains it (case
+	// insensitive; LIKE wildcards in it match literally).
+	Search string
 }
 
 // ListAgents returns one page of agents; more reports whether another page follows.
@@ -85,11 +88,17 @@ func (s *Store) ListAgents(ctx context.Context, p AgentPage) (agents []AgentInfo
 	if p.Status != "" {
 		status = &p.Status
 	}
+	var search *string
+	if p.Search != "" {
+		search = &p.Search
+	}
 	rows, err := s.pool.Query(ctx, `SELECT `+agentColumns+` FROM agents
  WHERE ($1::timestamptz IS NULL OR (created_at, uuid) > ($1, $2::uuid))
    AND ($3::text IS NULL OR status = $3)
    AND ($3::text IS NOT NULL OR $4 OR status <> 'decommissioned')
- ORDER BY created_at, uuid LIMIT $5`, after, afterUUID, status, p.IncludeGone, p.Limit+1)
+   AND ($6::text IS NULL OR uuid::text = lower($6)
+        OR strpos(lower(name), lower($6)) > 0)
+ ORDER BY created_at, uuid LIMIT $5`, after, afterUUID, status, p.IncludeGone, p.Limit+1, search)
 	if isInvalidText(err) {
 		return nil, false, ErrInvalid
 	}
