@@ -146,7 +146,7 @@ func (b *browser) shot(name string) {
 	}
 	ctx, cancel := context.WithTimeout(b.ctx, 30*time.Second)
 	defer cancel()
-	img, err := chromedp.Run(ctx, chromedp.FullScreenshot(90))
+	img, err := chromedp.Run(ctx, chromedp.FullScreenshot(100)) // 100: PNG (any other quality is JPEG)
 	if err != nil {
 		b.t.Fatalf("screenshot %s: %v", name, err)
 	}
@@ -648,4 +648,123 @@ func (ce *consoleEnv) rememberPage(b []byte) {
 	for _, m := range secretPattern.FindAll(b, -1) {
 		ce.remember(string(m))
 	}
+}
+
+var versionField = regexp.MustCompile(`name="version" value="(\d+)"`)
+
+// TestConsoleAgentActionsAndLogin: the agent page's actions (target state with the version check,
+// MQTT password rotation shown once, decommission), application keys and provisioning-key deletion
+// through the console's forms, GET /api/v1/agents?q=, and sign-in failures that spend the very budget
+// the API's own login spends.
+func TestConsoleAgentActionsAndLogin(t *testing.T) {
+	e := newEnv(t, withConfig(func(c *api.Config) { c.LoginMaxFailures = 3 }))
+	ce := newConsoleEnv(t, e, false)
+	e.createUser("admin@example.com", "correct horse battery", "admin")
+	adm := e.login("admin@example.com", "correct horse battery")
+	a := e.provision(adm.Access, "GW-North")
+	e.provision(adm.Access, "gw-south")
+
+	// The search the agent list uses.
+	for q, want := range map[string]int{"north": 1, "GW-": 2, a.AgentUUID: 1, strings.ToUpper(a.AgentUUID): 1, "nothing": 0, "100%": 0} {
+		res := e.expect(req{Method: "GET", Path: "/api/v1/agents?q=" + url.QueryEscape(q), Token: adm.Access}, 200, "")
+		if n := len(res.JSON(t)["items"].([]any)); n != want {
+			t.Errorf("q=%q: %d agents, want %d", q, n, want)
+		}
+	}
+	e.expect(req{Method: "GET", Path: "/api/v1/agents?q=" + strings.Repeat("x", 201), Token: adm.Access}, 400, "validation_failed")
+
+	c := ce.client(t)
+	c.signIn(t, "admin@example.com", "correct horse battery")
+	page := c.get(t, "/console/agents/"+a.AgentUUID)
+	m := versionField.FindSubmatch(page.body)
+	if page.StatusCode != 200 || m == nil || string(m[1]) != "1" {
+		t.Fatalf("agent page: %d, version field %q", page.StatusCode, m)
+	}
+	res := c.post(t, "/console/agents/"+a.AgentUUID+"/target-state", url.Values{"csrf": {c.csrf}, "version": {"1"}, "targetState": {`{"fw":"2.1"}`}}, c.base)
+	if res.StatusCode != 200 || !bytes.Contains(res.body, []byte("target state is saved")) || !bytes.Contains(res.body, []byte(`name="version" value="2"`)) {
+		t.Fatalf("save target state: %d %s", res.StatusCode, res.body)
+	}
+	// A second save from the page loaded at version 1 is refused (someone saved meanwhile).
+	res = c.post(t, "/console/agents/"+a.AgentUUID+"/target-state", url.Values{"csrf": {c.csrf}, "version": {"1"}, "targetState": {`{"fw":"0.9"}`}}, c.base)
+	if res.StatusCode != http.StatusPreconditionFailed || !bytes.Contains(res.body, []byte("changed the target state since you loaded")) {
+		t.Fatalf("stale save: %d", res.StatusCode)
+	}
+	res = c.post(t, "/console/agents/"+a.AgentUUID+"/target-state", url.Values{"csrf": {c.csrf}, "version": {"2"}, "targetState": {`{"fw":`}}, c.base)
+	if res.StatusCode != http.StatusBadRequest {
+		t.Fatalf("invalid JSON: %d", res.StatusCode)
+	}
+	got := e.expect(req{Method: "GET", Path: "/api/v1/agents/" + a.AgentUUID, Token: adm.Access}, 200, "").JSON(t)
+	if got["targetVersion"].(float64) != 2 || got["targetState"].(map[string]any)["fw"] != "2.1" {
+		t.Fatalf("target state after the edits: %v", got)
+	}
+
+	// Rotation: the new password is on that page only.
+	res = c.post(t, "/console/agents/"+a.AgentUUID+"/mqtt-password", url.Values{"csrf": {c.csrf}}, c.base)
+	if res.StatusCode != 200 || !regexp.MustCompile(`<code id="secret">iotmp_[0-9A-Za-z]{38}</code>`).Match(res.body) || res.Header.Get("Cache-Control") != "no-store" {
+		t.Fatalf("rotate: %d", res.StatusCode)
+	}
+
+	// Application keys: create with rights and topics, listed by prefix, revoked.
+	res = c.post(t, "/console/app-keys", url.Values{"csrf": {c.csrf}, "name": {"dashboard"}, "rights": {"agents:read", "bogus"},
+		"topics": {"read sensors/#\nreadwrite cmd/+"}}, c.base)
+	if res.StatusCode != http.StatusCreated || !regexp.MustCompile(`iotak_live_[0-9A-Za-z]{38}`).Match(res.body) {
+		t.Fatalf("create app key: %d %s", res.StatusCode, res.body)
+	}
+	res = c.get(t, "/console/keys")
+	if !bytes.Contains(res.body, []byte("agents:read")) || !bytes.Contains(res.body, []byte("read sensors/#")) {
+		t.Fatal("the keys page does not list the application key's rights and topics")
+	}
+	var appID string
+	if err := harness.QueryRow(t, e.dsn, `SELECT id::text FROM app_keys WHERE name = 'dashboard'`).Scan(&appID); err != nil {
+		t.Fatal(err)
+	}
+	if res = c.post(t, "/console/app-keys/"+appID+"/revoke", url.Values{"csrf": {c.csrf}}, c.base); res.StatusCode != 200 || e.count("app_keys", "revoked_at IS NOT NULL") != 1 {
+		t.Fatalf("revoke app key: %d", res.StatusCode)
+	}
+
+	// Provisioning keys: create, then delete unused.
+	c.post(t, "/console/provisioning", url.Values{"csrf": {c.csrf}, "name": {"spare"}}, c.base)
+	var provID string
+	if err := harness.QueryRow(t, e.dsn, `SELECT id::text FROM provisioning_keys WHERE name = 'spare'`).Scan(&provID); err != nil {
+		t.Fatal(err)
+	}
+	if res = c.post(t, "/console/provisioning/"+provID+"/delete", url.Values{"csrf": {c.csrf}}, c.base); res.StatusCode != 200 || e.count("provisioning_keys", "") != 0 {
+		t.Fatalf("delete provisioning key: %d", res.StatusCode)
+	}
+
+	// Decommission.
+	res = c.post(t, "/console/agents/"+a.AgentUUID+"/decommission", url.Values{"csrf": {c.csrf}}, c.base)
+	if res.StatusCode != 200 || e.count("agents", "uuid = $1 AND status = 'decommissioned'", a.AgentUUID) != 1 || bytes.Contains(res.body, []byte(`id="rotate"`)) {
+		t.Fatalf("decommission: %d", res.StatusCode)
+	}
+	for _, action := range []string{"target_state_set", "mqtt_password_rotate", "app_key_create", "app_key_revoke", "provisioning_key_delete", "agent_decommission"} {
+		if n := e.count("audit_events", "action = $1 AND actor LIKE 'user:%'", action); n < 1 {
+			t.Errorf("no %s audit event by the admin", action)
+		}
+	}
+
+	// Sign-in failures through the console spend the API's own budget for the account: after three,
+	// the console answers 429 with Retry-After, and so does the API for the same email.
+	bad := ce.client(t)
+	bad.get(t, "/console/login")
+	for i := 1; i <= 4; i++ {
+		res = bad.post(t, "/console/login", url.Values{"csrf": {bad.csrf}, "email": {"admin@example.com"}, "password": {"wrong password " + string(rune('a'+i))}}, bad.base)
+		want := http.StatusUnauthorized
+		if i == 4 {
+			want = http.StatusTooManyRequests
+		}
+		if res.StatusCode != want {
+			t.Fatalf("console sign-in failure %d: status %d, want %d", i, res.StatusCode, want)
+		}
+	}
+	if res.Header.Get("Retry-After") == "" {
+		t.Fatal("the console's 429 has no Retry-After")
+	}
+	e.expect(req{Method: "POST", Path: "/api/v1/auth/login", Body: map[string]string{"email": "admin@example.com", "password": "another wrong one"}}, 429, "login_throttled")
+	// The admin's own browser holds a known-device cookie from its sign-in: its budget is its own.
+	c.get(t, "/console/login")
+	if res := c.post(t, "/console/logout", url.Values{"csrf": {c.csrf}}, c.base); res.Path != "/console/login" {
+		t.Fatalf("logout ended at %s", res.Path)
+	}
+	c.signIn(t, "admin@example.com", "correct horse battery")
 }
