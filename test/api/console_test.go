@@ -28,6 +28,7 @@ import (
 
 	"github.com/iotauth/iotauth/backend/api"
 	"github.com/iotauth/iotauth/backend/console"
+	"github.com/iotauth/iotauth/backend/token"
 	"github.com/iotauth/iotauth/test/harness"
 )
 
@@ -767,4 +768,48 @@ func TestConsoleAgentActionsAndLogin(t *testing.T) {
 		t.Fatalf("logout ended at %s", res.Path)
 	}
 	c.signIn(t, "admin@example.com", "correct horse battery")
+}
+
+// TestConsoleRefreshesExpiredAccessToken: when the access token in the session has expired, the next
+// page is still served: the console spends the refresh token, writes the new pair into the cookie, and
+// the old refresh token is spent (presenting it again is refused).
+func TestConsoleRefreshesExpiredAccessToken(t *testing.T) {
+	e := newEnv(t)
+	clk := &testClock{now: time.Now()}
+	tokens, err := token.New(token.Config{Secret: hsSecret, Now: clk.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The console in front of an API whose token clock the test moves.
+	if e.srv, err = api.New(api.Config{Store: e.st, Tokens: tokens, MaxConcurrentHashes: 2,
+		Logger: slog.New(slog.NewJSONHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))}); err != nil {
+		t.Fatal(err)
+	}
+	ce := newConsoleEnv(t, e, false)
+	e.createUser("admin@example.com", "correct horse battery", "admin")
+	c := ce.client(t)
+	c.signIn(t, "admin@example.com", "correct horse battery")
+	oldCookie := c.setCookies[console.SessionCookie].Value
+	oldRefresh := c.refreshToken(t)
+	e.remember(oldRefresh)
+
+	clk.advance(2 * time.Hour) // past the access token's hour, well within the refresh token's life
+	res := c.get(t, "/console/agents")
+	if res.StatusCode != 200 || res.Path != "/console/agents" {
+		t.Fatalf("page after the access token expired: %d at %s", res.StatusCode, res.Path)
+	}
+	if c.setCookies[console.SessionCookie].Value == oldCookie {
+		t.Fatal("the console did not write a refreshed session cookie")
+	}
+	e.remember(c.refreshToken(t))
+	if res = c.get(t, "/console/keys"); res.StatusCode != 200 {
+		t.Fatalf("the next page with the refreshed cookie: %d", res.StatusCode)
+	}
+	res2 := httptest.NewRecorder()
+	hr := httptest.NewRequest("POST", "/api/v1/auth/refresh", strings.NewReader(`{"refreshToken":"`+oldRefresh+`"}`))
+	hr.Header.Set("Content-Type", "application/json")
+	e.srv.ServeHTTP(res2, hr)
+	if res2.Code != http.StatusUnauthorized {
+		t.Fatalf("the spent refresh token was accepted again: %d", res2.Code)
+	}
 }
