@@ -9,6 +9,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/http/cookiejar"
 	"net/http/httptest"
 	"net/netip"
 	"net/url"
@@ -811,5 +812,32 @@ func TestConsoleRefreshesExpiredAccessToken(t *testing.T) {
 	e.srv.ServeHTTP(res2, hr)
 	if res2.Code != http.StatusUnauthorized {
 		t.Fatalf("the spent refresh token was accepted again: %d", res2.Code)
+	}
+}
+
+// consoleSignInThrough signs in to the console of a running `iotauth serve` at base with a plain HTTP
+// client and checks that the agent list comes up for that operator, with the console's CSP.
+func consoleSignInThrough(t *testing.T, base, email, password string) {
+	t.Helper()
+	jar, _ := cookiejar.New(nil)
+	hc := &http.Client{Jar: jar, Timeout: 30 * time.Second}
+	res, err := hc.Get(base + "/console")
+	if err != nil {
+		t.Fatal(err)
+	}
+	page, _ := io.ReadAll(res.Body)
+	res.Body.Close()
+	m := csrfField.FindSubmatch(page)
+	if res.StatusCode != 200 || res.Request.URL.Path != "/console/login" || m == nil || res.Header.Get("Content-Security-Policy") != console.ContentSecurityPolicy {
+		t.Fatalf("console sign-in page through the binary: %d at %s", res.StatusCode, res.Request.URL.Path)
+	}
+	res, err = hc.PostForm(base+"/console/login", url.Values{"csrf": {string(m[1])}, "email": {email}, "password": {password}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	page, _ = io.ReadAll(res.Body)
+	res.Body.Close()
+	if res.StatusCode != 200 || res.Request.URL.Path != "/console/agents" || !bytes.Contains(page, []byte(email+" (admin)")) {
+		t.Fatalf("console sign-in through the binary: %d at %s", res.StatusCode, res.Request.URL.Path)
 	}
 }
