@@ -7,6 +7,8 @@ import (
 	"slices"
 	"sort"
 	"strings"
+
+	"github.com/iotauth/iotauth/backend/redact"
 )
 
 // routes registers the console's pages and actions. Every POST is an action that checks the CSRF
@@ -112,7 +114,7 @@ func (c *Console) action(h handler) http.HandlerFunc {
 		r.Body = http.MaxBytesReader(w, r.Body, 1<<20)
 		s := c.sessionOf(r)
 		if !c.checkCSRF(r, s) {
-			c.log.Warn("console form refused: missing or wrong CSRF token, or a foreign Origin", "path", r.URL.Path)
+			c.log.Warn("console form refused: missing or wrong CSRF token, or a foreign Origin", "path", redact.String(r.URL.Path))
 			c.errorPage(w, r, s, nil, &problem{Status: http.StatusForbidden, Code: "csrf_failed",
 				Detail: "this form expired or was not sent from the console; reload the page and try again"})
 			return
@@ -150,7 +152,7 @@ func (c *Console) run(w http.ResponseWriter, r *http.Request, s *session, h hand
 	}
 	var p *problem
 	if !errors.As(err, &p) {
-		c.log.Error("console page failed", "path", r.URL.Path, "error", err.Error())
+		c.log.Error("console page failed", "path", redact.String(r.URL.Path), "error", redact.String(err.Error()))
 		p = &problem{Status: http.StatusInternalServerError, Detail: "the console could not show this page; the server log has details"}
 	}
 	c.errorPage(w, r, s, v, p)
