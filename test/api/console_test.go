@@ -29,6 +29,7 @@ import (
 
 	"github.com/iotauth/iotauth/backend/api"
 	"github.com/iotauth/iotauth/backend/console"
+	"github.com/iotauth/iotauth/backend/license"
 	"github.com/iotauth/iotauth/backend/token"
 	"github.com/iotauth/iotauth/test/harness"
 )
@@ -247,7 +248,12 @@ func decodeQR(t *testing.T, src string) string {
 // the key in the console and watch mosquitto_sub end. Every screen is photographed into build/console,
 // and no URL the browser requested nor any log line holds a secret.
 func TestConsoleProvisionQRAndRevoke(t *testing.T) {
-	e := newEnv(t, withBroker)
+	// A signed license for 100 devices that ends in 10 days: the license screen warns.
+	l := newLicensed(t, edVendor().pubPEM, "")
+	l.material.Token = edVendor().issue(t, license.Terms{IssuedAt: l.t0.Add(-time.Hour), ExpiresAt: l.t0.Add(10 * 24 * time.Hour),
+		MaxDevices: 100, Features: []string{"data_export"}})
+	e := newEnv(t, withBroker, l.option())
+	l.attach(e)
 	ce := newConsoleEnv(t, e, false)
 	e.createUser("admin@example.com", "correct horse battery", "admin")
 	b := newBrowser(t, ce.url)
@@ -370,8 +376,17 @@ func TestConsoleProvisionQRAndRevoke(t *testing.T) {
 	b.open("/console/keys", "#device-keys")
 	b.shot("keys")
 	b.open("/console/license", "#license")
-	if got := b.text("#license-devices"); !strings.HasPrefix(got, "2 /") {
-		t.Fatalf("license device count %q, want 2 agents", got)
+	if got := b.text("#license-devices"); got != "2 / 100" {
+		t.Fatalf("license devices %q, want 2 / 100", got)
+	}
+	if got := b.text("#license-customer"); got != "ACME Test Corp" {
+		t.Fatalf("license customer %q", got)
+	}
+	if got := b.text("#license-features"); got != "data_export" {
+		t.Fatalf("license features %q", got)
+	}
+	if b.count("#license-warning") != 1 {
+		t.Fatal("no warning for a license that ends in 10 days")
 	}
 	b.shot("license")
 	b.open("/console/audit?action=api_key_revoke", "#audit")
