@@ -2,11 +2,13 @@ package console
 
 import (
 	"bytes"
+	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"io"
 	"net/http"
 	"strings"
+	"time"
 )
 
 // result is an API answer read from an in-process request.
@@ -130,21 +132,48 @@ func (c *Console) call(r *http.Request, s *session, method, path string, body an
 	return res, nil
 }
 
-// refresh rotates the session's token pair through POST /api/v1/auth/refresh.
+// refresh rotates the session's token pair through POST /api/v1/auth/refresh. Two requests of one
+// browser that find the access token expired at the same moment (two tabs, a reload during a page load)
+// would otherwise both spend the same refresh token, and the second spend revokes the whole family
+// (SECURITY.md R2), signing the operator out. So refreshes are serialised, and for refreshGrace the
+// pair a refresh token was swapped for is handed to another request of the same session holding that
+// same spent token. The pairs are kept in memory only and are never logged.
 func (c *Console) refresh(r *http.Request, s *session) bool {
+	key := sha256.Sum256([]byte(s.Refresh))
+	c.refreshMu.Lock()
+	defer c.refreshMu.Unlock()
+	now := c.now()
+	for k, p := range c.recent {
+		if !now.Before(p.until) {
+			delete(c.recent, k)
+		}
+	}
+	if p, ok := c.recent[key]; ok && p.session == s.ID {
+		s.Access, s.Refresh, s.dirty = p.access, p.refresh, true
+		return true
+	}
 	res := c.serve(r, http.MethodPost, "/api/v1/auth/refresh", map[string]string{"refreshToken": s.Refresh}, nil)
 	if !res.ok() {
 		return false
 	}
-	var pair struct {
-		AccessToken  string `json:"accessToken"`
-		RefreshToken string `json:"refreshToken"`
-	}
+	var pair tokenPair
 	if res.decode(&pair) != nil || pair.AccessToken == "" || pair.RefreshToken == "" {
 		return false
 	}
+	c.recent[key] = refreshed{session: s.ID, access: pair.AccessToken, refresh: pair.RefreshToken, until: now.Add(refreshGrace)}
 	s.Access, s.Refresh, s.dirty = pair.AccessToken, pair.RefreshToken, true
 	return true
+}
+
+// refreshGrace is how long a spent refresh token's successor pair is handed to the same session's
+// other requests.
+const refreshGrace = 30 * time.Second
+
+// refreshed is the pair a refresh token was swapped for, for refreshGrace.
+type refreshed struct {
+	session         string
+	access, refresh string
+	until           time.Time
 }
 
 // apiPath joins an API path and a query string.

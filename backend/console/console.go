@@ -20,6 +20,7 @@ import (
 	"log/slog"
 	"net/http"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/iotauth/iotauth/backend/api"
@@ -68,6 +69,9 @@ type Console struct {
 	mux   *http.ServeMux
 	pages map[string]*template.Template
 	roles map[string][]string // "METHOD /api/path" → roles, from the API's route table
+
+	refreshMu sync.Mutex
+	recent    map[[32]byte]refreshed // by the digest of the spent refresh token
 }
 
 // New builds a Console.
@@ -91,7 +95,8 @@ func New(c Config) (*Console, error) {
 	}
 	k := hmac.New(sha256.New, c.Key)
 	k.Write([]byte("iotauth console v1"))
-	con := &Console{api: c.API, key: k.Sum(nil), log: c.Logger, now: c.Now, mux: http.NewServeMux(), roles: map[string][]string{}}
+	con := &Console{api: c.API, key: k.Sum(nil), log: c.Logger, now: c.Now, mux: http.NewServeMux(), roles: map[string][]string{},
+		recent: map[[32]byte]refreshed{}}
 	for _, rt := range c.API.Routes() {
 		con.roles[rt.Pattern()] = rt.Roles
 	}

@@ -166,6 +166,17 @@ func TestCallRefreshesOnce(t *testing.T) {
 			t.Fatalf("the API saw the client as %q, want the browser's %q", seen.RemoteAddr, r.RemoteAddr)
 		}
 	}
+	// A second request of the same session that still holds the spent token (another tab) gets the same
+	// new pair without spending the token again (which would revoke the family).
+	again := &session{ID: "sid", Access: "stale", Refresh: "r1"}
+	if res, err := c.call(r, again, "GET", "/api/v1/agents", nil, nil); err != nil || !res.ok() || f.refreshes != 1 || again.Refresh != "r2" {
+		t.Fatalf("concurrent refresh: %v, %d refreshes, session %+v", err, f.refreshes, again)
+	}
+	// Another session presenting that token gets nothing from the grace.
+	thief := &session{ID: "other", Access: "stale", Refresh: "r1"}
+	if _, err := c.call(r, thief, "GET", "/api/v1/agents", nil, nil); err != nil || f.refreshes != 2 {
+		t.Fatalf("another session's refresh went to the API? %v, %d refreshes", err, f.refreshes)
+	}
 	s = &session{ID: "sid", Access: "stale", Refresh: "spent"}
 	if _, err := c.call(r, s, "GET", "/api/v1/agents", nil, nil); err != errSignedOut {
 		t.Fatalf("refused refresh: %v, want errSignedOut", err)
