@@ -821,6 +821,16 @@ func TestConsoleRefreshesExpiredAccessToken(t *testing.T) {
 	if res = c.get(t, "/console/keys"); res.StatusCode != 200 {
 		t.Fatalf("the next page with the refreshed cookie: %d", res.StatusCode)
 	}
+	// A second tab that sent the old cookie at the same moment is served too (not signed out, and the
+	// family is not revoked by a second spend of the old refresh token).
+	tab2 := ce.client(t)
+	tab2.setCookies[console.SessionCookie] = &http.Cookie{Name: console.SessionCookie, Value: oldCookie, Path: "/console/"}
+	if res = tab2.get(t, "/console/agents"); res.StatusCode != 200 || res.Path != "/console/agents" {
+		t.Fatalf("the second tab with the old cookie: %d at %s", res.StatusCode, res.Path)
+	}
+	if res = c.get(t, "/console/agents"); res.StatusCode != 200 || res.Path != "/console/agents" {
+		t.Fatalf("the first tab after the second refreshed: %d at %s", res.StatusCode, res.Path)
+	}
 	res2 := httptest.NewRecorder()
 	hr := httptest.NewRequest("POST", "/api/v1/auth/refresh", strings.NewReader(`{"refreshToken":"`+oldRefresh+`"}`))
 	hr.Header.Set("Content-Type", "application/json")
