@@ -23,13 +23,14 @@ type agentJSON struct {
 	TargetState   json.RawMessage `json:"targetState,omitempty"`
 	ReportedState json.RawMessage `json:"reportedState,omitempty"`
 	ReportedAt    *time.Time      `json:"reportedAt"`
+	LastSeenAt    *time.Time      `json:"lastSeenAt"`
 	CreatedAt     time.Time       `json:"createdAt"`
 	UpdatedAt     time.Time       `json:"updatedAt"`
 }
 
 func agentView(a store.AgentInfo, withState bool) agentJSON {
 	v := agentJSON{UUID: a.UUID, Name: a.Name, Status: a.Status, TargetVersion: a.TargetVersion, ReportedAt: a.ReportedAt,
-		CreatedAt: a.CreatedAt, UpdatedAt: a.UpdatedAt}
+		LastSeenAt: a.LastSeenAt, CreatedAt: a.CreatedAt, UpdatedAt: a.UpdatedAt}
 	if withState {
 		v.TargetState, v.ReportedState = a.TargetState, a.ReportedState
 	}

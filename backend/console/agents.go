@@ -17,6 +17,7 @@ type agent struct {
 	TargetState   json.RawMessage `json:"targetState"`
 	ReportedState json.RawMessage `json:"reportedState"`
 	ReportedAt    *time.Time      `json:"reportedAt"`
+	LastSeenAt    *time.Time      `json:"lastSeenAt"`
 	CreatedAt     time.Time       `json:"createdAt"`
 	UpdatedAt     time.Time       `json:"updatedAt"`
 }

@@ -33,11 +33,15 @@ type AgentInfo struct {
 	TargetVersion int64
 	ReportedState json.RawMessage // nil until the agent reports
 	ReportedAt    *time.Time
-	CreatedAt     time.Time
-	UpdatedAt     time.Time
+	// LastSeenAt is the last use of any of the agent's device keys (an MQTT connect, a device REST
+	// call; brokers record uses every few seconds), nil if none was ever used.
+	LastSeenAt *time.Time
+	CreatedAt  time.Time
+	UpdatedAt  time.Time
 }
 
-const agentColumns = `uuid::text, name, status, target_state, target_version, reported_state, reported_at, created_at, updated_at`
+const agentColumns = `uuid::text, name, status, target_state, target_version, reported_state, reported_at,
+ (SELECT max(k.last_used_at) FROM api_keys k WHERE k.agent_uuid = agents.uuid), created_at, updated_at`
 
 func scanAgent(row pgx.Row) (AgentInfo, error) {
 	a, err := scanAgentRow(row)
@@ -51,7 +55,7 @@ func scanAgent(row pgx.Row) (AgentInfo, error) {
 func scanAgentRow(row pgx.Row) (AgentInfo, error) {
 	var a AgentInfo
 	var target, reported []byte
-	err := row.Scan(&a.UUID, &a.Name, &a.Status, &target, &a.TargetVersion, &reported, &a.ReportedAt, &a.CreatedAt, &a.UpdatedAt)
+	err := row.Scan(&a.UUID, &a.Name, &a.Status, &target, &a.TargetVersion, &reported, &a.ReportedAt, &a.LastSeenAt, &a.CreatedAt, &a.UpdatedAt)
 	if err != nil {
 		return AgentInfo{}, err
 	}

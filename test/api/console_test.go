@@ -372,6 +372,20 @@ func TestConsoleProvisionQRAndRevoke(t *testing.T) {
 		t.Fatalf("%d revoked console-key rows", n)
 	}
 
+	// The agent list shows when it was last seen (brokers record key use every few seconds: polled, with
+	// a generous bound).
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		b.open("/console/agents", `tr.agent[data-uuid="`+p.AgentUUID+`"]`)
+		if b.text(`tr.agent[data-uuid="`+p.AgentUUID+`"] td.last-seen`) != "never" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the agent list still says the agent was never seen, 30 s after its MQTT session")
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+
 	// The other screens.
 	b.open("/console/keys", "#device-keys")
 	b.shot("keys")
