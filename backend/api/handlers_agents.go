@@ -196,6 +196,37 @@ func (s *Server) rotateMQTTPassword(w http.ResponseWriter, r *http.Request) erro
 	return nil
 }
 
+type agentPatchRequest struct {
+	Status string `json:"status"`
+}
+
+// patchAgent: PATCH /api/v1/agents/{uuid} (admin) with {"status":"disabled"} or {"status":"active"}.
+// Disabling closes the agent's sessions on every broker and refuses its MQTT logins and device REST
+// calls until it is enabled again; its keys and password are kept. A decommissioned agent is final
+// (409).
+func (s *Server) patchAgent(w http.ResponseWriter, r *http.Request) error {
+	var req agentPatchRequest
+	if err := decodeJSON(w, r, maxBodyOf(r), &req); err != nil {
+		return err
+	}
+	if req.Status != store.StatusActive && req.Status != store.StatusDisabled {
+		return invalidField("status", "status must be active or disabled (DELETE decommissions)")
+	}
+	action := "agent_enable"
+	if req.Status == store.StatusDisabled {
+		action = "agent_disable"
+	}
+	a, err := s.st.SetAgentActive(r.Context(), r.PathValue("uuid"), req.Status == store.StatusActive, auditOf(r, action, nil))
+	if errors.Is(err, store.ErrDecommissioned) {
+		return problem(http.StatusConflict, CodeAgentDecommissioned, "the agent is decommissioned; that is final")
+	}
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, agentView(a, false))
+	return nil
+}
+
 // decommissionAgent: DELETE /api/v1/agents/{uuid} (admin): status decommissioned, keys revoked, MQTT
 // credentials deleted; brokers kick it.
 func (s *Server) decommissionAgent(w http.ResponseWriter, r *http.Request) error {

@@ -155,6 +155,24 @@ func (c *Console) decommission(w http.ResponseWriter, r *http.Request, s *sessio
 	return c.redirect(w, r, s, Prefix+"agents/"+url.PathEscape(id), "decommission")
 }
 
+// setAgentStatus: PATCH /api/v1/agents/{uuid} with status disabled or active.
+func (c *Console) setAgentStatus(w http.ResponseWriter, r *http.Request, s *session, v *view) error {
+	id := r.PathValue("uuid")
+	status := r.PostFormValue("status")
+	res, err := c.call(r, s, http.MethodPatch, "/api/v1/agents/"+url.PathEscape(id), map[string]string{"status": status}, nil)
+	if err != nil {
+		return err
+	}
+	if !res.ok() {
+		return apiErr(res)
+	}
+	done := "enabled"
+	if status == "disabled" {
+		done = "disabled"
+	}
+	return c.redirect(w, r, s, Prefix+"agents/"+url.PathEscape(id), done)
+}
+
 // secretShown is the page that shows a new secret once.
 type secretShown struct {
 	What     string

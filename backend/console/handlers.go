@@ -28,6 +28,7 @@ func (c *Console) routes() {
 	m.HandleFunc("POST "+Prefix+"agents/{uuid}/target-state", c.action(c.setTargetState))
 	m.HandleFunc("POST "+Prefix+"agents/{uuid}/mqtt-password", c.action(c.rotatePassword))
 	m.HandleFunc("POST "+Prefix+"agents/{uuid}/decommission", c.action(c.decommission))
+	m.HandleFunc("POST "+Prefix+"agents/{uuid}/status", c.action(c.setAgentStatus))
 	m.HandleFunc("POST "+Prefix+"agents/{uuid}/keys", c.action(c.createDeviceKey))
 
 	m.HandleFunc("GET "+Prefix+"keys", c.page(c.keysPage))
@@ -79,6 +80,7 @@ var capabilities = map[string]string{
 	"targetState":     "PUT /api/v1/agents/{uuid}/target-state",
 	"rotate":          "POST /api/v1/agents/{uuid}/mqtt-password",
 	"decommission":    "DELETE /api/v1/agents/{uuid}",
+	"agentStatus":     "PATCH /api/v1/agents/{uuid}",
 	"license":         "GET /api/v1/license",
 	"audit":           "GET /api/v1/audit",
 }
@@ -190,6 +192,8 @@ var notices = map[string]string{
 	"saved":        "The target state is saved.",
 	"decommission": "The agent is decommissioned: its keys are revoked and its sessions closed.",
 	"app-revoked":  "The application key is revoked.",
+	"disabled":     "The agent is disabled: its sessions are closed and its logins refused until it is enabled.",
+	"enabled":      "The agent is enabled again.",
 }
 
 func notice(r *http.Request) string { return notices[r.URL.Query().Get("done")] }

@@ -251,3 +251,35 @@ func lockAgentStatus(ctx context.Context, tx pgx.Tx, uuid string) (string, error
 	}
 	return status, err
 }
+
+// SetAgentActive disables (active false) or re-enables an agent, with its audit event (Target and
+// the new status filled in) in the same transaction. A decommissioned agent stays decommissioned:
+// ErrDecommissioned. The status change NOTIFYs every broker (trigger agents_notify_status), which
+// closes a disabled agent's sessions and refuses its reconnects; device REST calls are refused too.
+func (s *Store) SetAgentActive(ctx context.Context, agentUUID string, active bool, audit AuditEvent) (AgentInfo, error) {
+	status := StatusDisabled
+	if active {
+		status = StatusActive
+	}
+	var a AgentInfo
+	err := s.withAudit(ctx, &audit, func(tx pgx.Tx) error {
+		cur, err := scanAgent(tx.QueryRow(ctx, `SELECT `+agentColumns+` FROM agents WHERE uuid = $1::uuid FOR UPDATE`, agentUUID))
+		if err != nil {
+			return err
+		}
+		if cur.Status == StatusDecommissioned {
+			return ErrDecommissioned
+		}
+		if a, err = scanAgentRow(tx.QueryRow(ctx, `UPDATE agents SET status = $2, updated_at = now() WHERE uuid = $1::uuid
+ RETURNING `+agentColumns, agentUUID, status)); err != nil {
+			return fmt.Errorf("set agent status: %w", err)
+		}
+		audit.Target = "agent:" + agentUUID
+		if audit.Detail == nil {
+			audit.Detail = map[string]any{}
+		}
+		audit.Detail["status"], audit.Detail["was"] = status, cur.Status
+		return nil
+	})
+	return a, err
+}

@@ -462,7 +462,7 @@ func TestConsoleViewerAndCSRF(t *testing.T) {
 		}
 	}
 	b.open("/console/agents/"+a.AgentUUID, "#agent-uuid")
-	for _, sel := range []string{"button.revoke", "#create-key", "#rotate", "#decommission", "#save-target", "#agent-keys"} {
+	for _, sel := range []string{"button.revoke", "#create-key", "#rotate", "#decommission", "#save-target", "#agent-keys", "#disable", "#enable"} {
 		if n := b.count(sel); n != 0 {
 			t.Errorf("the viewer sees %s", sel)
 		}
@@ -763,12 +763,29 @@ func TestConsoleAgentActionsAndLogin(t *testing.T) {
 		t.Fatalf("delete provisioning key: %d", res.StatusCode)
 	}
 
+	// Disable and enable: a disabled agent's device calls are refused, and work again once enabled.
+	deviceCall := func() int {
+		return e.do(req{Method: "GET", Path: "/api/v1/device/" + a.AgentUUID + "/state", Header: map[string]string{"X-Device-API-Key": a.APIKey}}).Status
+	}
+	if res = c.post(t, "/console/agents/"+a.AgentUUID+"/status", url.Values{"csrf": {c.csrf}, "status": {"disabled"}}, c.base); res.StatusCode != 200 ||
+		!bytes.Contains(res.body, []byte(`id="enable"`)) || deviceCall() != http.StatusUnauthorized {
+		t.Fatalf("disable: %d", res.StatusCode)
+	}
+	if res = c.post(t, "/console/agents/"+a.AgentUUID+"/status", url.Values{"csrf": {c.csrf}, "status": {"active"}}, c.base); res.StatusCode != 200 ||
+		!bytes.Contains(res.body, []byte(`id="disable"`)) || deviceCall() != http.StatusOK {
+		t.Fatalf("enable: %d", res.StatusCode)
+	}
+	if res = c.post(t, "/console/agents/"+a.AgentUUID+"/status", url.Values{"csrf": {c.csrf}, "status": {"decommissioned"}}, c.base); res.StatusCode != http.StatusBadRequest {
+		t.Fatalf("status decommissioned through PATCH: %d, want 400", res.StatusCode)
+	}
+
 	// Decommission.
 	res = c.post(t, "/console/agents/"+a.AgentUUID+"/decommission", url.Values{"csrf": {c.csrf}}, c.base)
 	if res.StatusCode != 200 || e.count("agents", "uuid = $1 AND status = 'decommissioned'", a.AgentUUID) != 1 || bytes.Contains(res.body, []byte(`id="rotate"`)) {
 		t.Fatalf("decommission: %d", res.StatusCode)
 	}
-	for _, action := range []string{"target_state_set", "mqtt_password_rotate", "app_key_create", "app_key_revoke", "provisioning_key_delete", "agent_decommission"} {
+	e.expect(req{Method: "PATCH", Path: "/api/v1/agents/" + a.AgentUUID, Token: adm.Access, Body: `{"status":"active"}`}, 409, "agent_decommissioned")
+	for _, action := range []string{"target_state_set", "mqtt_password_rotate", "app_key_create", "app_key_revoke", "provisioning_key_delete", "agent_disable", "agent_enable", "agent_decommission"} {
 		if n := e.count("audit_events", "action = $1 AND actor LIKE 'user:%'", action); n < 1 {
 			t.Errorf("no %s audit event by the admin", action)
 		}
