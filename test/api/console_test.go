@@ -372,6 +372,36 @@ func TestConsoleProvisionQRAndRevoke(t *testing.T) {
 		t.Fatalf("%d revoked console-key rows", n)
 	}
 
+	// Disabling the agent in the console closes the session of its other key too.
+	sub2 := exec.Command("mosquitto_sub", append(harness.CLIArgs(e.broker, p.APIKey, p.MQTT.Password, p.MQTT.ClientID),
+		"-t", "agents/"+p.AgentUUID+"/#")...)
+	var sub2Out bytes.Buffer
+	sub2.Stdout, sub2.Stderr = &sub2Out, &sub2Out
+	connects := strings.Count(e.broker.Log(), "as "+p.MQTT.ClientID)
+	if err := sub2.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited2 := make(chan error, 1)
+	go func() { exited2 <- sub2.Wait() }()
+	t.Cleanup(func() { _ = sub2.Process.Kill() })
+	for deadline := time.Now().Add(10 * time.Second); strings.Count(e.broker.Log(), "as "+p.MQTT.ClientID) == connects; time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("mosquitto_sub with the agent's provisioned key did not connect: %s", sub2Out.String())
+		}
+	}
+	b.open("/console/agents/"+p.AgentUUID, "#disable")
+	b.do(chromedp.Click(chromedp.ID("disable")), chromedp.WaitVisible(chromedp.ID("enable")))
+	select {
+	case <-exited2:
+	case <-time.After(10 * time.Second):
+		t.Fatalf("mosquitto_sub still runs 10 s after the agent was disabled in the console: %s", sub2Out.String())
+	}
+	if got := b.text("#agent-status"); got != "disabled" {
+		t.Fatalf("agent status %q after Disable", got)
+	}
+	b.shot("agent-disabled")
+	b.do(chromedp.Click(chromedp.ID("enable")), chromedp.WaitVisible(chromedp.ID("disable")))
+
 	// The agent list shows when it was last seen (brokers record key use every few seconds: polled, with
 	// a generous bound).
 	deadline := time.Now().Add(30 * time.Second)
