@@ -415,6 +415,7 @@ func TestConsoleProvisionQRAndRevoke(t *testing.T) {
 		}
 		time.Sleep(500 * time.Millisecond)
 	}
+	b.shot("agents")
 
 	// The other screens.
 	b.open("/console/keys", "#device-keys")
