@@ -218,10 +218,12 @@ show "curl -s -X DELETE $API/api/v1/auth/app-keys/$APP_ID -H \"Authorization: Be
 curl -fsS -o /dev/null -w 'HTTP %{http_code}\n' -X DELETE "$API/api/v1/auth/app-keys/$APP_ID" -H "Authorization: Bearer $TOKEN"
 curl -sS "$API/api/v1/agents" -H "Authorization: Bearer $APP_KEY" | jq -c '{status, code}'
 set -e
+curl -fsS -o /dev/null -w "the operator console answers at $API/console/ (HTTP %{http_code})\n" "$API/console/login"
 
 cat <<TXT
 
 REST API at $API (admin@example.com / $ADMIN_PW); OpenAPI at $API/api/v1/openapi.json
+Operator console: $API/console/  (sign in as admin@example.com / $ADMIN_PW)
 
 Connect your own client (the CLI-created agent):
   host 127.0.0.1  port $MQTT_PORT

@@ -138,3 +138,8 @@ func clientHTTPS(r *http.Request) bool {
 	}
 	return r.TLS != nil
 }
+
+// ClientHTTPS reports whether the client of r reached this server over TLS, directly or through a
+// trusted proxy's X-Forwarded-Proto (TRUSTED_PROXIES), as the API itself judges it for its cookies.
+// The console uses it to mark its own cookies Secure.
+func (s *Server) ClientHTTPS(r *http.Request) bool { return clientHTTPS(s.withClient(r)) }

@@ -23,13 +23,14 @@ type agentJSON struct {
 	TargetState   json.RawMessage `json:"targetState,omitempty"`
 	ReportedState json.RawMessage `json:"reportedState,omitempty"`
 	ReportedAt    *time.Time      `json:"reportedAt"`
+	LastSeenAt    *time.Time      `json:"lastSeenAt"`
 	CreatedAt     time.Time       `json:"createdAt"`
 	UpdatedAt     time.Time       `json:"updatedAt"`
 }
 
 func agentView(a store.AgentInfo, withState bool) agentJSON {
 	v := agentJSON{UUID: a.UUID, Name: a.Name, Status: a.Status, TargetVersion: a.TargetVersion, ReportedAt: a.ReportedAt,
-		CreatedAt: a.CreatedAt, UpdatedAt: a.UpdatedAt}
+		LastSeenAt: a.LastSeenAt, CreatedAt: a.CreatedAt, UpdatedAt: a.UpdatedAt}
 	if withState {
 		v.TargetState, v.ReportedState = a.TargetState, a.ReportedState
 	}
@@ -68,8 +69,9 @@ func pageCursor(q url.Values) (time.Time, string, error) {
 	return t, id, nil
 }
 
-// listAgents: GET /api/v1/agents?limit=&cursor=&status= (any role). Keyset pagination: nextCursor is
+// listAgents: GET /api/v1/agents?limit=&cursor=&status=&q= (any role). Keyset pagination: nextCursor is
 // present while more agents follow. Decommissioned agents are listed only with status=decommissioned.
+// q keeps the agent whose uuid it is, or those whose name contains it (case insensitive).
 func (s *Server) listAgents(w http.ResponseWriter, r *http.Request) error {
 	q := r.URL.Query()
 	kp, err := keysetPage(q)
@@ -77,6 +79,9 @@ func (s *Server) listAgents(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	p := store.AgentPage{Limit: kp.Limit, AfterTime: kp.AfterTime, AfterUUID: kp.AfterID}
+	if p.Search = strings.TrimSpace(q.Get("q")); len(p.Search) > 200 {
+		return invalidField("q", "q is an agent's uuid or part of its name (at most 200 characters)")
+	}
 	switch v := q.Get("status"); v {
 	case "", store.StatusActive, store.StatusDisabled, store.StatusDecommissioned:
 		p.Status = v
@@ -180,6 +185,37 @@ func (s *Server) rotateMQTTPassword(w http.ResponseWriter, r *http.Request) erro
 		return err
 	}
 	writeJSON(w, http.StatusOK, map[string]string{"agentUuid": id, "password": pw.Reveal(), "clientId": "agent-" + id})
+	return nil
+}
+
+type agentPatchRequest struct {
+	Status string `json:"status"`
+}
+
+// patchAgent: PATCH /api/v1/agents/{uuid} (admin) with {"status":"disabled"} or {"status":"active"}.
+// Disabling closes the agent's sessions on every broker and refuses its MQTT logins and device REST
+// calls until it is enabled again; its keys and password are kept. A decommissioned agent is final
+// (409).
+func (s *Server) patchAgent(w http.ResponseWriter, r *http.Request) error {
+	var req agentPatchRequest
+	if err := decodeJSON(w, r, maxBodyOf(r), &req); err != nil {
+		return err
+	}
+	if req.Status != store.StatusActive && req.Status != store.StatusDisabled {
+		return invalidField("status", "status must be active or disabled (DELETE decommissions)")
+	}
+	action := "agent_enable"
+	if req.Status == store.StatusDisabled {
+		action = "agent_disable"
+	}
+	a, err := s.st.SetAgentActive(r.Context(), r.PathValue("uuid"), req.Status == store.StatusActive, auditOf(r, action, nil))
+	if errors.Is(err, store.ErrDecommissioned) {
+		return problem(http.StatusConflict, CodeAgentDecommissioned, "the agent is decommissioned; that is final")
+	}
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, agentView(a, false))
 	return nil
 }
 

@@ -52,6 +52,7 @@ func (s *Server) builtinRoutes() []Route {
 		{Method: "GET", Path: "/api/v1/agents/{uuid}", Roles: anyRole, Right: store.RightAgentsRead, Handler: s.getAgent},
 		{Method: "PUT", Path: "/api/v1/agents/{uuid}/target-state", Roles: adminOrOp, Right: store.RightAgentsWrite, Handler: s.putTargetState, MaxBody: stateMaxBody},
 		{Method: "POST", Path: "/api/v1/agents/{uuid}/mqtt-password", Roles: adminOnly, Handler: s.rotateMQTTPassword},
+		{Method: "PATCH", Path: "/api/v1/agents/{uuid}", Roles: adminOnly, Right: store.RightAgentsWrite, Handler: s.patchAgent},
 		{Method: "DELETE", Path: "/api/v1/agents/{uuid}", Roles: adminOnly, Right: store.RightAgentsWrite, Handler: s.decommissionAgent},
 
 		{Method: "GET", Path: "/api/v1/device/{uuid}/state", Device: true, Handler: s.deviceGetState},

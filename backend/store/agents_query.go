@@ -33,11 +33,15 @@ type AgentInfo struct {
 	TargetVersion int64
 	ReportedState json.RawMessage // nil until the agent reports
 	ReportedAt    *time.Time
-	CreatedAt     time.Time
-	UpdatedAt     time.Time
+	// LastSeenAt is the last use of any of the agent's device keys (an MQTT connect, a device REST
+	// call; brokers record uses every few seconds), nil if none was ever used.
+	LastSeenAt *time.Time
+	CreatedAt  time.Time
+	UpdatedAt  time.Time
 }
 
-const agentColumns = `uuid::text, name, status, target_state, target_version, reported_state, reported_at, created_at, updated_at`
+const agentColumns = `uuid::text, name, status, target_state, target_version, reported_state, reported_at,
+ (SELECT max(k.last_used_at) FROM api_keys k WHERE k.agent_uuid = agents.uuid), created_at, updated_at`
 
 func scanAgent(row pgx.Row) (AgentInfo, error) {
 	a, err := scanAgentRow(row)
@@ -51,7 +55,7 @@ func scanAgent(row pgx.Row) (AgentInfo, error) {
 func scanAgentRow(row pgx.Row) (AgentInfo, error) {
 	var a AgentInfo
 	var target, reported []byte
-	err := row.Scan(&a.UUID, &a.Name, &a.Status, &target, &a.TargetVersion, &reported, &a.ReportedAt, &a.CreatedAt, &a.UpdatedAt)
+	err := row.Scan(&a.UUID, &a.Name, &a.Status, &target, &a.TargetVersion, &reported, &a.ReportedAt, &a.LastSeenAt, &a.CreatedAt, &a.UpdatedAt)
 	if err != nil {
 		return AgentInfo{}, err
 	}
@@ -69,6 +73,9 @@ type AgentPage struct {
 	AfterUUID   string
 	Status      string // "" for every status
 	IncludeGone bool   // include decommissioned agents when Status is ""
+	// Search, when set, keeps the agents whose uuid is exactly it or whose name contains it (case
+	// insensitive; LIKE wildcards in it match literally).
+	Search string
 }
 
 // ListAgents returns one page of agents; more reports whether another page follows.
@@ -85,11 +92,17 @@ func (s *Store) ListAgents(ctx context.Context, p AgentPage) (agents []AgentInfo
 	if p.Status != "" {
 		status = &p.Status
 	}
+	var search *string
+	if p.Search != "" {
+		search = &p.Search
+	}
 	rows, err := s.pool.Query(ctx, `SELECT `+agentColumns+` FROM agents
  WHERE ($1::timestamptz IS NULL OR (created_at, uuid) > ($1, $2::uuid))
    AND ($3::text IS NULL OR status = $3)
    AND ($3::text IS NOT NULL OR $4 OR status <> 'decommissioned')
- ORDER BY created_at, uuid LIMIT $5`, after, afterUUID, status, p.IncludeGone, p.Limit+1)
+   AND ($6::text IS NULL OR uuid::text = lower($6)
+        OR strpos(lower(name), lower($6)) > 0)
+ ORDER BY created_at, uuid LIMIT $5`, after, afterUUID, status, p.IncludeGone, p.Limit+1, search)
 	if isInvalidText(err) {
 		return nil, false, ErrInvalid
 	}
@@ -237,4 +250,36 @@ func lockAgentStatus(ctx context.Context, tx pgx.Tx, uuid string) (string, error
 		return "", ErrNotFound
 	}
 	return status, err
+}
+
+// SetAgentActive disables (active false) or re-enables an agent, with its audit event (Target and
+// the new status filled in) in the same transaction. A decommissioned agent stays decommissioned:
+// ErrDecommissioned. The status change NOTIFYs every broker (trigger agents_notify_status), which
+// closes a disabled agent's sessions and refuses its reconnects; device REST calls are refused too.
+func (s *Store) SetAgentActive(ctx context.Context, agentUUID string, active bool, audit AuditEvent) (AgentInfo, error) {
+	status := StatusDisabled
+	if active {
+		status = StatusActive
+	}
+	var a AgentInfo
+	err := s.withAudit(ctx, &audit, func(tx pgx.Tx) error {
+		cur, err := scanAgent(tx.QueryRow(ctx, `SELECT `+agentColumns+` FROM agents WHERE uuid = $1::uuid FOR UPDATE`, agentUUID))
+		if err != nil {
+			return err
+		}
+		if cur.Status == StatusDecommissioned {
+			return ErrDecommissioned
+		}
+		if a, err = scanAgentRow(tx.QueryRow(ctx, `UPDATE agents SET status = $2, updated_at = now() WHERE uuid = $1::uuid
+ RETURNING `+agentColumns, agentUUID, status)); err != nil {
+			return fmt.Errorf("set agent status: %w", err)
+		}
+		audit.Target = "agent:" + agentUUID
+		if audit.Detail == nil {
+			audit.Detail = map[string]any{}
+		}
+		audit.Detail["status"], audit.Detail["was"] = status, cur.Status
+		return nil
+	})
+	return a, err
 }

@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/iotauth/iotauth/backend/api"
+	"github.com/iotauth/iotauth/backend/console"
 	"github.com/iotauth/iotauth/backend/license"
 	"github.com/iotauth/iotauth/backend/redact"
 	"github.com/iotauth/iotauth/backend/secret"
@@ -460,12 +461,18 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stder
 	if err != nil {
 		return err
 	}
+	// The operator console (issue 15) at /console/, on the API's own listener; its session key is
+	// derived from the signing key, like the login key, so that replicas share sessions.
+	con, err := console.New(console.Config{API: srv, Key: loginKey(c.JWT), Logger: logger})
+	if err != nil {
+		return err
+	}
 	ln, err := net.Listen("tcp", c.Listen)
 	if err != nil {
 		return fmt.Errorf("listen on %s (set LISTEN_ADDR or -listen to a free address): %w", c.Listen, err)
 	}
 	hs := &http.Server{
-		Handler:           srv,
+		Handler:           console.Mount(con, srv),
 		ReadHeaderTimeout: 5 * time.Second,
 		ReadTimeout:       30 * time.Second,
 		WriteTimeout:      30 * time.Second,
@@ -478,7 +485,7 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stder
 		ln.Close()
 		return err
 	}
-	logger.Info("iotauth REST API listening", "addr", ln.Addr().String(), "jwtAlgorithm", tokens.Algorithm(), "keyEnv", c.KeyEnv,
+	logger.Info("iotauth REST API listening", "addr", ln.Addr().String(), "console", "/console/", "jwtAlgorithm", tokens.Algorithm(), "keyEnv", c.KeyEnv,
 		"trustedProxies", len(c.TrustedProxies), "tokenExchange", xs.signer != nil, "oidcProviders", xs.providerCount())
 	errc := make(chan error, 1)
 	go func() { errc <- hs.Serve(ln) }()

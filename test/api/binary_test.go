@@ -201,6 +201,8 @@ func TestServeBinary(t *testing.T) {
 	if res.StatusCode != 201 || reg.MQTT.Host != "mqtt.example.com" || reg.MQTT.Port != 8883 {
 		t.Fatalf("registration through the binary: %d %+v", res.StatusCode, reg.MQTT)
 	}
+	// The operator console is served by the binary on the same listener (issue 15).
+	consoleSignInThrough(t, base, "root@example.com", password)
 
 	if err := serve.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)

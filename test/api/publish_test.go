@@ -149,7 +149,7 @@ func TestPublishBridge(t *testing.T) {
 	e.expect(req{Method: "POST", Path: "/api/v1/publish", Token: adm.Access, Body: pubBody(other.Namespace()+"/cmd", "x", 1)}, 403, "forbidden")
 	pk, _ := secret.Generate(secret.PublishableKey)
 	e.remember(pk.Reveal())
-	e.expect(req{Method: "POST", Path: "/api/v1/publish", Token: pk.Reveal(), Body: pubBody(other.Namespace()+"/cmd", "x", 1)}, 403, "forbidden")
+	e.expect(req{Method: "POST", Path: "/api/v1/publish", Token: pk.Reveal(), Body: pubBody(other.Namespace()+"/cmd", "x", 1)}, 403, "publishable_key_exchange_only")
 	select {
 	case m := <-got:
 		t.Fatalf("a refused publish was delivered: %s", m.Topic())

@@ -1,0 +1,183 @@
+package console
+
+import (
+	"encoding/json"
+	"net/http"
+	"net/url"
+	"strconv"
+	"time"
+)
+
+// agent is an agent as GET /api/v1/agents[/{uuid}] shows it.
+type agent struct {
+	UUID          string          `json:"uuid"`
+	Name          string          `json:"name"`
+	Status        string          `json:"status"`
+	TargetVersion int64           `json:"targetVersion"`
+	TargetState   json.RawMessage `json:"targetState"`
+	ReportedState json.RawMessage `json:"reportedState"`
+	ReportedAt    *time.Time      `json:"reportedAt"`
+	LastSeenAt    *time.Time      `json:"lastSeenAt"`
+	CreatedAt     time.Time       `json:"createdAt"`
+	UpdatedAt     time.Time       `json:"updatedAt"`
+}
+
+// deviceKey is a device API key as GET /api/v1/auth/api-keys lists it (a display prefix, never the key).
+type deviceKey struct {
+	ID         string     `json:"id"`
+	Name       string     `json:"name"`
+	AgentUUID  string     `json:"agentUuid"`
+	Prefix     string     `json:"prefix"`
+	Rights     []string   `json:"rights"`
+	ExpiresAt  *time.Time `json:"expiresAt"`
+	RevokedAt  *time.Time `json:"revokedAt"`
+	LastUsedAt *time.Time `json:"lastUsedAt"`
+	CreatedAt  time.Time  `json:"createdAt"`
+}
+
+const agentsPageSize = 25
+
+// agentsPage: the agent list, searched by name or uuid, filtered by status, paged with the API's
+// cursor.
+func (c *Console) agentsPage(w http.ResponseWriter, r *http.Request, s *session, v *view) error {
+	q := r.URL.Query()
+	var list struct {
+		Items      []agent `json:"items"`
+		NextCursor string  `json:"nextCursor"`
+	}
+	filter := map[string]string{"q": q.Get("q"), "status": q.Get("status")}
+	args := map[string]string{"limit": strconv.Itoa(agentsPageSize), "cursor": q.Get("cursor")}
+	for k, val := range filter {
+		args[k] = val
+	}
+	if err := c.get(r, s, apiPath("/api/v1/agents", args), &list); err != nil {
+		return err
+	}
+	next := ""
+	if list.NextCursor != "" {
+		filter["cursor"] = list.NextCursor
+		next = apiPath(Prefix+"agents", filter)
+	}
+	v.Title, v.Nav, v.Notice = "Agents", "agents", notice(r)
+	v.Data = map[string]any{"Agents": list.Items, "Q": q.Get("q"), "Status": q.Get("status"), "Next": next,
+		"Paged": q.Get("cursor") != "", "Statuses": []string{"active", "disabled", "decommissioned"}}
+	c.render(w, r, s, http.StatusOK, "agents", v)
+	return nil
+}
+
+// agentPage: one agent, its target and reported state, its keys, and what the role may do to it.
+func (c *Console) agentPage(w http.ResponseWriter, r *http.Request, s *session, v *view) error {
+	id := r.PathValue("uuid")
+	var a agent
+	if err := c.get(r, s, "/api/v1/agents/"+url.PathEscape(id), &a); err != nil {
+		return err
+	}
+	var keys struct {
+		Items []deviceKey `json:"items"`
+	}
+	if v.Can["keyList"] {
+		if err := c.get(r, s, apiPath("/api/v1/auth/api-keys", map[string]string{"agentUuid": a.UUID}), &keys); err != nil {
+			return err
+		}
+	}
+	v.Title, v.Nav, v.Notice = "Agent "+a.Name, "agents", notice(r)
+	v.Data = map[string]any{"Agent": a, "Keys": keys.Items, "TargetState": string(a.TargetState)}
+	c.render(w, r, s, http.StatusOK, "agent", v)
+	return nil
+}
+
+// setTargetState: PUT /api/v1/agents/{uuid}/target-state with If-Match: the version the form was
+// loaded with, so that an edit made meanwhile by anyone is not overwritten (412 shown).
+func (c *Console) setTargetState(w http.ResponseWriter, r *http.Request, s *session, v *view) error {
+	id := r.PathValue("uuid")
+	state := r.PostFormValue("targetState")
+	if !json.Valid([]byte(state)) {
+		return &problem{Status: http.StatusBadRequest, Detail: "the target state is not valid JSON; fix it and save again"}
+	}
+	h := http.Header{}
+	if ver := r.PostFormValue("version"); ver != "" {
+		if _, err := strconv.ParseInt(ver, 10, 64); err != nil {
+			return &problem{Status: http.StatusBadRequest, Detail: "the form's version is not a number; reload the page"}
+		}
+		h.Set("If-Match", `"`+ver+`"`)
+	}
+	res, err := c.call(r, s, http.MethodPut, "/api/v1/agents/"+url.PathEscape(id)+"/target-state",
+		map[string]json.RawMessage{"targetState": json.RawMessage(state)}, h)
+	if err != nil {
+		return err
+	}
+	if res.Status == http.StatusPreconditionFailed {
+		p := res.problem()
+		p.Detail = "someone changed the target state since you loaded this page; reload it, then apply your edit again"
+		return p
+	}
+	if !res.ok() {
+		return apiErr(res)
+	}
+	return c.redirect(w, r, s, Prefix+"agents/"+url.PathEscape(id), "saved")
+}
+
+// rotatePassword: POST /api/v1/agents/{uuid}/mqtt-password; the new password is shown on this answer
+// only.
+func (c *Console) rotatePassword(w http.ResponseWriter, r *http.Request, s *session, v *view) error {
+	id := r.PathValue("uuid")
+	res, err := c.call(r, s, http.MethodPost, "/api/v1/agents/"+url.PathEscape(id)+"/mqtt-password", nil, nil)
+	if err != nil {
+		return err
+	}
+	if !res.ok() {
+		return apiErr(res)
+	}
+	var out struct {
+		Password string `json:"password"`
+		ClientID string `json:"clientId"`
+	}
+	if err := res.decode(&out); err != nil {
+		return err
+	}
+	v.Title, v.Nav = "New MQTT password", "agents"
+	v.Data = secretShown{What: "MQTT password", Secret: out.Password, Back: Prefix + "agents/" + id,
+		Note: "Sessions that used the old password are closed. Client id: " + out.ClientID}
+	c.render(w, r, s, http.StatusOK, "secret", v)
+	return nil
+}
+
+// decommission: DELETE /api/v1/agents/{uuid}.
+func (c *Console) decommission(w http.ResponseWriter, r *http.Request, s *session, v *view) error {
+	id := r.PathValue("uuid")
+	res, err := c.call(r, s, http.MethodDelete, "/api/v1/agents/"+url.PathEscape(id), nil, nil)
+	if err != nil {
+		return err
+	}
+	if !res.ok() {
+		return apiErr(res)
+	}
+	return c.redirect(w, r, s, Prefix+"agents/"+url.PathEscape(id), "decommission")
+}
+
+// setAgentStatus: PATCH /api/v1/agents/{uuid} with status disabled or active.
+func (c *Console) setAgentStatus(w http.ResponseWriter, r *http.Request, s *session, v *view) error {
+	id := r.PathValue("uuid")
+	status := r.PostFormValue("status")
+	res, err := c.call(r, s, http.MethodPatch, "/api/v1/agents/"+url.PathEscape(id), map[string]string{"status": status}, nil)
+	if err != nil {
+		return err
+	}
+	if !res.ok() {
+		return apiErr(res)
+	}
+	done := "enabled"
+	if status == "disabled" {
+		done = "disabled"
+	}
+	return c.redirect(w, r, s, Prefix+"agents/"+url.PathEscape(id), done)
+}
+
+// secretShown is the page that shows a new secret once.
+type secretShown struct {
+	What     string
+	Secret   string
+	Password string // an MQTT password that comes with the secret, if any
+	Note     string
+	Back     string
+}

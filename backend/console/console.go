@@ -1,0 +1,164 @@
+// Package console owns the operator console (issue 15): server-rendered HTML pages at /console/, built
+// from templates and static files embedded in the binary, that drive the REST API in-process. Every
+// action is an ordinary API request (the same handlers, role checks, rights, throttles and audit events
+// as over HTTP) carrying the operator's access token from the console's session cookie; the console
+// itself decides nothing about who may do what. It adds only what a browser needs: a signed session
+// cookie (HttpOnly, SameSite=Strict, Secure under TLS) holding the token pair, server-side refresh, a
+// CSRF token bound to the session on every form, and strict security headers (SECURITY.md U1, H3, H4).
+package console
+
+import (
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
+	"embed"
+	"errors"
+	"fmt"
+	"html/template"
+	"io"
+	"io/fs"
+	"log/slog"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/iotauth/iotauth/backend/api"
+)
+
+//go:embed templates/*.html static/*
+var assets embed.FS
+
+// Prefix is where the console is mounted.
+const Prefix = "/console/"
+
+// ContentSecurityPolicy is sent with every console answer: no inline script or style, nothing from
+// another origin, no framing, forms post only here. QR codes are data: images.
+const ContentSecurityPolicy = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; " +
+	"frame-ancestors 'none'; form-action 'self'; base-uri 'none'; object-src 'none'"
+
+// API is what the console needs of the REST API: its handler (requests are served through it
+// in-process), its route table (to show only the buttons the operator's role may use), and its
+// judgement of whether a client came over TLS (for the cookies' Secure flag). *api.Server is one.
+type API interface {
+	http.Handler
+	Routes() []api.Route
+	ClientHTTPS(r *http.Request) bool
+}
+
+// Config configures a Console.
+type Config struct {
+	// API serves every request the console makes; required.
+	API API
+	// Key signs the session cookie and derives CSRF tokens; at least 32 bytes. Replicas behind one
+	// load balancer must share it (`iotauth serve` derives it from the JWT signing key). Default:
+	// random, which suits a single replica only (a restart then signs everyone out).
+	Key []byte
+	// Logger receives console errors (never a cookie, token or key). Default: discard.
+	Logger *slog.Logger
+	// Now is the clock (default time.Now).
+	Now func() time.Time
+}
+
+// Console is the operator console as an http.Handler for the paths under Prefix.
+type Console struct {
+	api   API
+	key   []byte
+	log   *slog.Logger
+	now   func() time.Time
+	mux   *http.ServeMux
+	pages map[string]*template.Template
+	roles map[string][]string // "METHOD /api/path" → roles, from the API's route table
+
+	refreshMu sync.Mutex
+	recent    map[[32]byte]refreshed // by the digest of the spent refresh token
+}
+
+// New builds a Console.
+func New(c Config) (*Console, error) {
+	if c.API == nil {
+		return nil, errors.New("console: API is required")
+	}
+	if len(c.Key) == 0 {
+		c.Key = make([]byte, 32)
+		if _, err := rand.Read(c.Key); err != nil {
+			return nil, fmt.Errorf("console: make a session key: %w", err)
+		}
+	} else if len(c.Key) < 32 {
+		return nil, errors.New("console: Key must be at least 32 bytes (or leave it empty for a random one)")
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	k := hmac.New(sha256.New, c.Key)
+	k.Write([]byte("iotauth console v1"))
+	con := &Console{api: c.API, key: k.Sum(nil), log: c.Logger, now: c.Now, mux: http.NewServeMux(), roles: map[string][]string{},
+		recent: map[[32]byte]refreshed{}}
+	for _, rt := range c.API.Routes() {
+		con.roles[rt.Pattern()] = rt.Roles
+	}
+	var err error
+	if con.pages, err = parsePages(); err != nil {
+		return nil, err
+	}
+	con.routes()
+	return con, nil
+}
+
+// Mount returns a handler that serves the console under Prefix and everything else with next (the
+// REST API): what `iotauth serve` listens with.
+func Mount(con *Console, next http.Handler) http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle(Prefix, con)
+	mux.Handle("GET /console", http.RedirectHandler(Prefix, http.StatusFound))
+	mux.Handle("/", next)
+	return mux
+}
+
+// ServeHTTP sets the security headers and serves the console's routes.
+func (c *Console) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	h := w.Header()
+	h.Set("Content-Security-Policy", ContentSecurityPolicy)
+	h.Set("X-Frame-Options", "DENY")
+	h.Set("X-Content-Type-Options", "nosniff")
+	// same-origin, not no-referrer: with no-referrer browsers send "Origin: null" on the console's own
+	// form posts, and the Origin check needs the real one. Console URLs never carry secrets.
+	h.Set("Referrer-Policy", "same-origin")
+	h.Set("Cross-Origin-Opener-Policy", "same-origin")
+	if !strings.HasPrefix(r.URL.Path, Prefix+"static/") {
+		// Pages may show a secret once; none is ever kept by the browser or a proxy.
+		h.Set("Cache-Control", "no-store")
+	}
+	c.mux.ServeHTTP(w, r)
+}
+
+// static serves the embedded CSS and JS.
+func (c *Console) static() http.Handler {
+	sub, err := fs.Sub(assets, "static")
+	if err != nil {
+		panic(err) // the embedded tree is fixed at build time
+	}
+	fsrv := http.StripPrefix(Prefix+"static/", http.FileServerFS(sub))
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Cache-Control", "public, max-age=300")
+		fsrv.ServeHTTP(w, r)
+	})
+}
+
+// may reports whether role may call the API route pattern ("DELETE /api/v1/auth/api-keys/{id}"), as
+// the API's own route table says.
+func (c *Console) may(role, pattern string) bool {
+	roles, ok := c.roles[pattern]
+	if !ok {
+		return false
+	}
+	for _, r := range roles {
+		if r == role {
+			return true
+		}
+	}
+	return false
+}
