@@ -2,6 +2,7 @@ package console
 
 import (
 	"net/http"
+	"strings"
 	"time"
 )
 
@@ -54,18 +55,34 @@ type auditEvent struct {
 	Detail     map[string]any `json:"detail"`
 }
 
-// auditFilters are the query parameters the audit screen passes on to GET /api/v1/audit.
-var auditFilters = []string{"action"}
+// auditFilters are the query parameters the audit screen passes on to GET /api/v1/audit: actor and
+// action (exact), agent (a uuid: events whose target or actor is that agent), since and until (the
+// form's datetime-local values are UTC; RFC 3339 is passed on as is).
+var auditFilters = []string{"actor", "action", "agent", "since", "until"}
+
+// auditTime turns a datetime-local value (2026-01-02T15:04, read as UTC) into RFC 3339; anything else
+// is passed on for the API to judge.
+func auditTime(v string) string {
+	for _, layout := range []string{"2006-01-02T15:04", "2006-01-02T15:04:05"} {
+		if t, err := time.Parse(layout, v); err == nil {
+			return t.UTC().Format(time.RFC3339)
+		}
+	}
+	return v
+}
 
 // auditPage: the audit trail, newest first, filtered, paged with the API's cursor.
 func (c *Console) auditPage(w http.ResponseWriter, r *http.Request, s *session, v *view) error {
 	q := r.URL.Query()
 	filter := map[string]string{}
 	for _, f := range auditFilters {
-		filter[f] = q.Get(f)
+		filter[f] = strings.TrimSpace(q.Get(f))
 	}
 	args := map[string]string{"limit": "50", "cursor": q.Get("cursor")}
 	for k, val := range filter {
+		if k == "since" || k == "until" {
+			val = auditTime(val)
+		}
 		args[k] = val
 	}
 	var list struct {

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"html"
 	"image/png"
 	"io"
 	"log/slog"
@@ -819,6 +820,38 @@ func TestConsoleAgentActionsAndLogin(t *testing.T) {
 	for _, action := range []string{"target_state_set", "mqtt_password_rotate", "app_key_create", "app_key_revoke", "provisioning_key_delete", "agent_disable", "agent_enable", "agent_decommission"} {
 		if n := e.count("audit_events", "action = $1 AND actor LIKE 'user:%'", action); n < 1 {
 			t.Errorf("no %s audit event by the admin", action)
+		}
+	}
+
+	// The audit screen's filters: by agent (target or actor), by actor, by time.
+	var adminID string
+	if err := harness.QueryRow(t, e.dsn, `SELECT id::text FROM users WHERE email = 'admin@example.com'`).Scan(&adminID); err != nil {
+		t.Fatal(err)
+	}
+	rowAttrs := regexp.MustCompile(`<tr class="event" data-action="([^"]*)" data-actor="([^"]*)" data-target="([^"]*)">`)
+	for _, tc := range []struct {
+		query string
+		ok    func(action, actor, target string) bool
+		min   int
+	}{
+		{"agent=" + a.AgentUUID, func(_, actor, target string) bool {
+			return strings.Contains(actor, a.AgentUUID) || strings.Contains(target, a.AgentUUID)
+		}, 4},
+		{"actor=" + url.QueryEscape("user:"+adminID), func(_, actor, _ string) bool { return actor == "user:"+adminID }, 8},
+		{"action=agent_disable&agent=" + a.AgentUUID, func(action, _, _ string) bool { return action == "agent_disable" }, 1},
+		{"since=" + time.Now().UTC().Add(time.Hour).Format("2006-01-02T15:04"), func(string, string, string) bool { return false }, 0},
+		{"until=" + time.Now().UTC().Add(-time.Hour).Format("2006-01-02T15:04"), func(string, string, string) bool { return false }, 0},
+	} {
+		res := c.get(t, "/console/audit?"+tc.query)
+		rows := rowAttrs.FindAllSubmatch(res.body, -1)
+		if res.StatusCode != 200 || len(rows) < tc.min {
+			t.Fatalf("audit?%s: status %d, %d events, want at least %d", tc.query, res.StatusCode, len(rows), tc.min)
+		}
+		for _, m := range rows {
+			action, actor, target := string(m[1]), html.UnescapeString(string(m[2])), html.UnescapeString(string(m[3]))
+			if !tc.ok(action, actor, target) {
+				t.Fatalf("audit?%s lists %s by %s on %s", tc.query, action, actor, target)
+			}
 		}
 	}
 
