@@ -248,7 +248,7 @@
     const until = live.creds.expiresAt ? new Date(live.creds.expiresAt).toLocaleTimeString() : "?";
     setStatus("Live: " + live.topic, "live");
     $("topic").textContent = live.topic;
-    $("session").textContent = "MQTT client id " + live.clientId + " · credentials renewed before " + until;
+    $("session").textContent = "MQTT client id " + live.clientId + " · credentials valid until " + until + ", renewed before then";
   }
 
   // watch starts watching an agent: fresh credentials, a new session, renewals.
