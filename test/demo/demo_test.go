@@ -37,6 +37,7 @@ func TestDemoScript(t *testing.T) {
 		"304 (not modified)",                                  // state polling with ETag
 		"live mosquitto_sub session was closed by the broker", // revocation kicks
 		"(exit code 5: refused)",                              // reconnect refused
+		"Live page: http://127.0.0.1:",                        // MQTT_WS_URL set, the page's URL printed
 		"demo stopped; everything it started is gone.",
 	} {
 		if !strings.Contains(text, want) {
