@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -415,4 +416,26 @@ func TestLivePageConnectWithGivenCredentials(t *testing.T) {
 	publish(t, b, "", "", "agent-pub-bin", topic, "\xff\xfe\x00")
 	p.waitMessage(topic, "3 bytes: ff fe 00")
 	p.checkClean()
+}
+
+// TestServeBinaryServesLivePage: the binary `make build` makes embeds the page and MQTT.js's bundle
+// (npm ci at build time, no CDN), serves them when MQTT_WS_URL is set, and says so in its log.
+func TestServeBinaryServesLivePage(t *testing.T) {
+	p := startServe(t, pg.NewDatabase(t), "MQTT_WS_URL=ws://127.0.0.1:9001/")
+	res, err := http.Get(p.base + live.BundleURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, err := io.ReadAll(res.Body)
+	res.Body.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.StatusCode != 200 || !strings.HasPrefix(res.Header.Get("Content-Type"), "text/javascript") || len(body) < 100_000 || !strings.Contains(string(body[:200]), "mqtt") {
+		t.Fatalf("GET %s: %d %q, %d bytes: the binary lacks MQTT.js (build it with make build)", live.BundleURL, res.StatusCode, res.Header.Get("Content-Type"), len(body))
+	}
+	checkPageHeaders(t, p.base, "ws://127.0.0.1:9001/")
+	if !strings.Contains(p.logs.String(), "live page at /live") {
+		t.Errorf("serve did not log the live page:\n%s", p.logs.String())
+	}
 }
