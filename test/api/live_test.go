@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -267,10 +268,13 @@ func checkPageHeaders(t *testing.T, base, wsURL string) {
 	}
 }
 
-// exchangeRecorder stands in for POST /api/v1/tokens/exchange (built on another branch) so that the
-// page's sign-in, exchange, connect and renewal run against the real API and a real broker now: it
-// records what the page sent and answers credentials for an anonymous broker, each valid for ttl.
+// exchangeRecorder stands in front of the API and answers POST /api/v1/tokens/exchange itself, passing
+// every other request to the real API: the page's sign-in, exchange, connect and renewal then run
+// against a real broker with credentials whose lifetime (ttl) is shorter than the real exchange issues
+// (a minute at least), and the test sees exactly what the page sent. It accepts only a valid access
+// token (it asks the API's GET /api/v1/auth/me) and answers credentials for an anonymous broker.
 type exchangeRecorder struct {
+	api http.Handler
 	ttl time.Duration
 
 	mu    sync.Mutex
@@ -278,32 +282,40 @@ type exchangeRecorder struct {
 }
 
 type exchangeCall struct {
-	Auth string
-	Body map[string]any
+	Auth  string
+	CType string
+	Body  map[string]any
 }
 
-func (x *exchangeRecorder) route() api.Route {
-	return api.Route{
-		Method: "POST", Path: "/api/v1/tokens/exchange", Roles: api.AnyRole(),
-		OpenAPI: json.RawMessage(`{"operationId":"testExchange","responses":{"200":{"description":"credentials"}}}`),
-		Handler: func(w http.ResponseWriter, r *http.Request) error {
-			var body map[string]any
-			if err := json.NewDecoder(r.Body).Decode(&body); err != nil {
-				return err
-			}
-			x.mu.Lock()
-			x.calls = append(x.calls, exchangeCall{Auth: r.Header.Get("Authorization"), Body: body})
-			n := len(x.calls)
-			x.mu.Unlock()
-			w.Header().Set("Content-Type", "application/json")
-			w.Header().Set("Cache-Control", "no-store")
-			return json.NewEncoder(w).Encode(map[string]any{"mqtt": map[string]any{
-				"username": fmt.Sprintf("iotmq_live%d", n), "password": "not-checked-by-an-anonymous-broker",
-				"clientIdPrefix": "live-test-", "expiresAt": time.Now().Add(x.ttl).UTC().Format(time.RFC3339Nano),
-				"topics": []map[string]string{{"access": "read", "pattern": "agents/#"}},
-			}})
-		},
+func (x *exchangeRecorder) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodPost || r.URL.Path != "/api/v1/tokens/exchange" {
+		x.api.ServeHTTP(w, r)
+		return
 	}
+	me := httptest.NewRequest("GET", "/api/v1/auth/me", nil)
+	me.Header.Set("Authorization", r.Header.Get("Authorization"))
+	check := httptest.NewRecorder()
+	x.api.ServeHTTP(check, me)
+	if check.Code != http.StatusOK {
+		http.Error(w, "not a valid access token", http.StatusUnauthorized)
+		return
+	}
+	var body map[string]any
+	if err := json.NewDecoder(r.Body).Decode(&body); err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	x.mu.Lock()
+	x.calls = append(x.calls, exchangeCall{Auth: r.Header.Get("Authorization"), CType: r.Header.Get("Content-Type"), Body: body})
+	n := len(x.calls)
+	x.mu.Unlock()
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	_ = json.NewEncoder(w).Encode(map[string]any{"mqtt": map[string]any{
+		"username": fmt.Sprintf("iotmq_live%d", n), "password": "not-checked-by-an-anonymous-broker",
+		"clientIdPrefix": "live-test-", "expiresAt": time.Now().Add(x.ttl).UTC().Format(time.RFC3339Nano),
+		"topics": []map[string]string{{"access": "read", "pattern": "agents/#"}},
+	}})
 }
 
 func (x *exchangeRecorder) snapshot() []exchangeCall {
@@ -313,7 +325,8 @@ func (x *exchangeRecorder) snapshot() []exchangeCall {
 }
 
 // TestLivePageSignInExchangeAndWatch drives the /live page in headless Chromium against the real API
-// and a real Mosquitto's websockets listener (anonymous; the exchange answered by exchangeRecorder): an
+// and a real Mosquitto's websockets listener (anonymous; the exchange answered by exchangeRecorder in
+// front of the API): an
 // operator signs in through the form, enters an agent's uuid, and the page shows what the agent
 // publishes. The page's exchange request carries the access token as a Bearer and exactly
 // {"provider":"iotauth"}; it exchanges again before the credentials end and carries on with the new
@@ -322,15 +335,14 @@ func (x *exchangeRecorder) snapshot() []exchangeCall {
 func TestLivePageSignInExchangeAndWatch(t *testing.T) {
 	b, wsURL := webSocketBroker(t, harness.BrokerConfig{})
 	// Credentials that end 6 s after issue: the page renews them halfway (3 s).
-	x := &exchangeRecorder{ttl: 6 * time.Second}
-	e := newEnv(t, withConfig(func(c *api.Config) {
-		c.Pages = livePages(t, wsURL)
-		c.ExtraRoutes = []api.Route{x.route()}
-	}))
+	e := newEnv(t, withConfig(func(c *api.Config) { c.Pages = livePages(t, wsURL) }))
+	x := &exchangeRecorder{api: e.srv, ttl: 6 * time.Second}
+	front := httptest.NewServer(x)
+	t.Cleanup(front.Close)
 	e.createUser("watcher@example.com", "watching-password-1", "viewer")
-	checkPageHeaders(t, e.http.URL, wsURL)
+	checkPageHeaders(t, front.URL, wsURL)
 
-	p := openLivePage(t, e.http.URL)
+	p := openLivePage(t, front.URL)
 	p.login("watcher@example.com", "watching-password-1")
 	agent := randomUUID(t)
 	p.watch(agent)
@@ -342,7 +354,7 @@ func TestLivePageSignInExchangeAndWatch(t *testing.T) {
 	if !strings.HasPrefix(calls[0].Auth, "Bearer eyJ") {
 		t.Errorf("the exchange's Authorization is %.12q…, want the access token as a Bearer", calls[0].Auth)
 	}
-	if len(calls[0].Body) != 1 || calls[0].Body["provider"] != "iotauth" {
+	if len(calls[0].Body) != 1 || calls[0].Body["provider"] != "iotauth" || calls[0].CType != "application/json" {
 		t.Errorf("the exchange's body is %v, want exactly {\"provider\":\"iotauth\"}", calls[0].Body)
 	}
 	firstID := evalIn[string](p, `document.getElementById("session").textContent`)
