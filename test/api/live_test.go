@@ -326,9 +326,8 @@ func (x *exchangeRecorder) snapshot() []exchangeCall {
 
 // TestLivePageSignInExchangeAndWatch drives the /live page in headless Chromium against the real API
 // and a real Mosquitto's websockets listener (anonymous; the exchange answered by exchangeRecorder in
-// front of the API): an
-// operator signs in through the form, enters an agent's uuid, and the page shows what the agent
-// publishes. The page's exchange request carries the access token as a Bearer and exactly
+// front of the API): an operator signs in through the form, enters an agent's uuid, and the page shows
+// what the agent publishes. The page's exchange request carries the access token as a Bearer and exactly
 // {"provider":"iotauth"}; it exchanges again before the credentials end and carries on with the new
 // ones (a new client id), showing each message once; payloads are shown as text, never as markup; no
 // token reaches the browser's storage; the CSP has no 'unsafe-inline' and is never violated.
