@@ -9,7 +9,12 @@ BIN := $(BUILD)/iotauth
 # CGO_CFLAGS so that any change to the shim rebuilds the plugin.
 SHIM_HASH := $(shell cat c/* 2>/dev/null | sha256sum | cut -c1-16)
 export CGO_CFLAGS := -O2 -g -DIOTAUTH_SHIM_HASH=$(SHIM_HASH)
-GO_SOURCES := $(shell find . -name '*.go' -not -path './build/*') go.mod go.sum $(wildcard c/*) $(wildcard backend/migrations/sql/*.sql)
+GO_SOURCES := $(shell find . -name '*.go' -not -path './build/*' -not -path '*/node_modules/*') go.mod go.sum $(wildcard c/*) $(wildcard backend/migrations/sql/*.sql)
+# The /live page (web/live): its files are embedded in iotauth, MQTT.js's browser bundle among them,
+# which npm installs from the pinned package-lock.json (no CDN) and which is git-ignored.
+LIVE := web/live
+LIVE_BUNDLE := $(LIVE)/static/vendor/mqtt.min.js
+LIVE_ASSETS := $(wildcard $(LIVE)/static/*.*)
 TEST_TIMEOUT ?= 12m
 # `iotauth version` prints it (the Go toolchain does not stamp VCS data in every checkout, e.g. worktrees).
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
@@ -46,9 +51,13 @@ $(PLUGIN_TESTHOOKS): $(GO_SOURCES)
 	$(GO) build -tags iotauth_testhooks -buildmode=c-shared -o $@ ./plugin
 	@rm -f $(BUILD)/mosquitto-iotauth-testhooks.h
 
-$(BIN): $(GO_SOURCES)
+$(BIN): $(GO_SOURCES) $(LIVE_ASSETS) $(LIVE_BUNDLE)
 	@mkdir -p $(BUILD)
 	$(GO) build -ldflags "-X main.version=$(VERSION)" -o $@ ./cmd/iotauth
+
+$(LIVE_BUNDLE): $(LIVE)/package.json $(LIVE)/package-lock.json
+	cd $(LIVE) && npm ci --no-audit --no-fund --loglevel=error
+	cp $(LIVE)/node_modules/mqtt/dist/mqtt.min.js $@
 
 test: deps build test-c ## run every test: unit, integration and end to end (starts its own PostgreSQL and Mosquitto)
 	$(TEST_ENV) $(GO) test -count=1 -timeout $(TEST_TIMEOUT) ./...
@@ -84,4 +93,4 @@ lint: ## gofmt, go vet, and staticcheck when installed
 	@if command -v staticcheck >/dev/null; then staticcheck ./...; else echo "staticcheck not installed; skipped"; fi
 
 clean: ## remove build outputs
-	rm -rf $(BUILD)
+	rm -rf $(BUILD) $(LIVE_BUNDLE) $(LIVE)/node_modules

@@ -47,6 +47,13 @@ trap 'exit 130' INT TERM
 PG_PORT=$(free_port)
 MQTT_PORT=$(free_port)
 API_PORT=$(free_port)
+# A websockets listener for the /live page, unless the broker was built without them (make test-compat's 2.0.20).
+printf 'listener %s 127.0.0.1\nprotocol websockets\n' "$(free_port)" > "$WORK/ws-probe.conf"
+WS_PORT=""; WS_CONF=""
+case "$(timeout 1 "$MOSQUITTO" -c "$WORK/ws-probe.conf" 2>&1 || true)" in
+  *"Websockets support not available"*) ;;
+  *) WS_PORT=$(free_port); WS_CONF=$'\n'"listener $WS_PORT 127.0.0.1"$'\n'"protocol websockets" ;;
+esac
 say "1. A throwaway PostgreSQL"
 if [ "$(id -u)" -eq 0 ]; then chown postgres "$WORK"; fi
 as_pg "$PGBIN/initdb" -D "$WORK/pg" -U postgres --auth=trust --no-sync >/dev/null
@@ -64,12 +71,15 @@ export DATABASE_URL="postgres://postgres@127.0.0.1:$PG_PORT/postgres?sslmode=dis
 show "iotauth migrate"
 "$BIN" migrate
 
-say "2. Mosquitto with the plugin on 127.0.0.1:$MQTT_PORT"
+say "2. Mosquitto with the plugin on 127.0.0.1:$MQTT_PORT${WS_PORT:+ (MQTT/WebSockets on $WS_PORT, for the /live page)}"
+show "iotauth mqtt-token keygen -out \$WORK   # signs short-lived MQTT credentials; the broker gets the public half"
+"$BIN" mqtt-token keygen -out "$WORK" >/dev/null
 cat > "$WORK/mosquitto.conf" <<CONF
-listener $MQTT_PORT 127.0.0.1
+listener $MQTT_PORT 127.0.0.1$WS_CONF
 allow_anonymous false
 plugin $PLUGIN
 plugin_opt_dsn $DATABASE_URL
+plugin_opt_mqtt_token_public_key $WORK/mqtt-token.pub
 log_dest file $WORK/mosquitto.log
 log_type error
 log_type warning
@@ -114,6 +124,8 @@ show "iotauth license keygen --alg ed25519 --out-dir \$WORK && iotauth license i
   --features data_export --expires "$(date -u -d '+30 days' +%Y-%m-%d)" > "$WORK/license.jwt"
 export LICENSE_PUBLIC_KEY_FILE="$WORK/license-public.pem" LICENSE_KEY_FILE="$WORK/license.jwt"
 export JWT_SECRET="$(head -c 48 /dev/urandom | base64 | tr -d '\n')"
+export MQTT_TOKEN_PRIVATE_KEY_FILE="$WORK/mqtt-token.key"
+if [ -n "$WS_PORT" ]; then export MQTT_WS_URL="ws://127.0.0.1:$WS_PORT/"; fi
 export LISTEN_ADDR="127.0.0.1:$API_PORT" MQTT_PUBLIC_HOST=127.0.0.1 MQTT_PUBLIC_PORT="$MQTT_PORT" LOG_FORMAT=text
 "$BIN" serve > "$WORK/serve.log" 2>&1 &
 API_PID=$!
@@ -224,6 +236,7 @@ cat <<TXT
 
 REST API at $API (admin@example.com / $ADMIN_PW); OpenAPI at $API/api/v1/openapi.json
 Operator console: $API/console/  (sign in as admin@example.com / $ADMIN_PW)
+$(if [ -n "$WS_PORT" ]; then echo "Live page: $API/live (sign in as admin@example.com, watch agent $UUID; publish with the agent's credentials below)"; else echo "(this Mosquitto has no websockets support, so no live page)"; fi)
 
 Connect your own client (the CLI-created agent):
   host 127.0.0.1  port $MQTT_PORT

@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # Installs what iotauth's build, tests and demo need, when it is missing: Mosquitto (broker, headers,
-# client tools), PostgreSQL server binaries, PgBouncer (its tests), jq, curl, openssl (docker/init-secrets.sh, test/docker) and Chromium (the browser tests). Uses apt-get as root, or through sudo.
+# client tools), PostgreSQL server binaries, PgBouncer (its tests), jq, curl, openssl (docker/init-secrets.sh,
+# test/docker), Chromium (the browser tests) and npm (make build bundles the /live page's MQTT.js from the npm
+# registry). Uses apt-get as root, or through sudo.
 set -euo pipefail
 need=()
 have_pkg() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
 for p in mosquitto mosquitto-dev libmosquitto-dev mosquitto-clients pgbouncer jq curl openssl chromium; do
   have_pkg "$p" || need+=("$p")
 done
+command -v npm >/dev/null || need+=(npm)
 if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && ! command -v initdb >/dev/null 2>&1; then
   need+=(postgresql)
 fi

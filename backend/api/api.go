@@ -88,6 +88,11 @@ type Config struct {
 	// ExtraRoutes are registered after the built-in ones (a deployment's or a test's own routes). Each must
 	// carry its OpenAPI operation.
 	ExtraRoutes []Route
+	// Pages are handlers that are not part of the REST API (the /live page), by ServeMux pattern. They
+	// are registered on the same mux and pass through the same middleware (security headers, logging,
+	// 404/405 as problem details), but they are not authenticated here and not in the OpenAPI document:
+	// they must serve only what anyone may read.
+	Pages []Page
 	// Now is the clock (default time.Now).
 	Now func() time.Time
 
@@ -139,6 +144,12 @@ type Route struct {
 	// OpenAPI is the route's OpenAPI 3 operation object; required for ExtraRoutes (the built-in routes'
 	// operations live in openapi.json).
 	OpenAPI json.RawMessage
+}
+
+// Page is a non-API handler mounted beside the route table (see Config.Pages).
+type Page struct {
+	Pattern string
+	Handler http.Handler
 }
 
 // Pattern is the ServeMux pattern of the route.
@@ -297,6 +308,11 @@ func New(c Config) (*Server, error) {
 		}
 		s.mux.Handle(rt.Pattern(), s.wrap(rt))
 	}
+	for _, p := range c.Pages {
+		if err := s.handlePage(p); err != nil {
+			return nil, err
+		}
+	}
 	if s.exchange, err = newExchange(c.Exchange); err != nil {
 		return nil, err
 	}
@@ -304,6 +320,20 @@ func New(c Config) (*Server, error) {
 		return nil, err
 	}
 	return s, nil
+}
+
+// handlePage registers a page, turning the mux's panic on a bad or clashing pattern into an error.
+func (s *Server) handlePage(p Page) (err error) {
+	if p.Handler == nil || !strings.HasPrefix(p.Pattern, "GET /") {
+		return fmt.Errorf("api: page %q must be a GET pattern with a handler", p.Pattern)
+	}
+	defer func() {
+		if v := recover(); v != nil {
+			err = fmt.Errorf("api: page %q: %v", p.Pattern, v)
+		}
+	}()
+	s.mux.Handle(p.Pattern, p.Handler)
+	return nil
 }
 
 // Routes returns the registered route table (for documentation and tests).

@@ -25,6 +25,7 @@ import (
 	"github.com/iotauth/iotauth/backend/redact"
 	"github.com/iotauth/iotauth/backend/secret"
 	"github.com/iotauth/iotauth/backend/token"
+	"github.com/iotauth/iotauth/web/live"
 )
 
 func init() {
@@ -42,6 +43,9 @@ type serveConfig struct {
 	RefreshFamily time.Duration
 	MQTTHost      string
 	MQTTPort      int
+	// MQTTWSURL is the broker's MQTT-over-WebSockets URL as browsers reach it (MQTT_WS_URL); set, it
+	// turns on the /live page.
+	MQTTWSURL     string
 	KeyEnv        string
 	CORSOrigins   []string
 	LoginWindow   time.Duration
@@ -247,6 +251,7 @@ func loadServeConfig(args []string, getenv func(string) string, stderr io.Writer
 	fs.StringVar(&c.MQTTHost, "mqtt-public-host", env.str("MQTT_PUBLIC_HOST", "localhost"), "broker host told to provisioned agents ($MQTT_PUBLIC_HOST)")
 	c.MQTTPort = env.integer("MQTT_PUBLIC_PORT", 1883)
 	lenient(intFlag{&c.MQTTPort}, "mqtt-public-port", "broker `port` told to provisioned agents ($MQTT_PUBLIC_PORT)")
+	fs.StringVar(&c.MQTTWSURL, "mqtt-ws-url", env.str("MQTT_WS_URL", ""), "the broker's MQTT/WebSockets URL as browsers reach it (ws://127.0.0.1:9001/); set, /live serves the live page ($MQTT_WS_URL)")
 	fs.StringVar(&c.KeyEnv, "key-env", env.str("IOTAUTH_KEY_ENV", "live"), "device key environment issued and accepted: live or test ($IOTAUTH_KEY_ENV)")
 	cors := fs.String("cors-origins", env.str("CORS_ALLOWED_ORIGINS", ""), "comma-separated exact origins allowed by CORS; empty disables CORS ($CORS_ALLOWED_ORIGINS)")
 	c.LoginWindow = env.seconds("LOGIN_THROTTLE_WINDOW", 15*time.Minute)
@@ -282,6 +287,11 @@ func loadServeConfig(args []string, getenv func(string) string, stderr io.Writer
 	}
 	if _, err := secret.APIKeyKind(c.KeyEnv); err != nil {
 		errs = append(errs, err)
+	}
+	if c.MQTTWSURL != "" {
+		if _, err := live.ParseWebSocketURL(c.MQTTWSURL); err != nil {
+			errs = append(errs, err)
+		}
 	}
 	if c.LoginFailures < 1 {
 		errs = append(errs, errors.New("LOGIN_MAX_FAILURES must be at least 1"))
@@ -434,12 +444,17 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stder
 	}
 	defer st.Close()
 	kind, _ := secret.APIKeyKind(c.KeyEnv)
+	pages, err := livePages(c, logger)
+	if err != nil {
+		return err
+	}
 	xs, err := loadExchange(c)
 	if err != nil {
 		return err
 	}
 	reloadProviders(ctx, xs, st, logger)
 	acfg := api.Config{
+		Pages:    pages,
 		Exchange: api.ExchangeConfig{Signer: xs.signer, Providers: xs.providers},
 		Store:    st, Tokens: tokens, Logger: logger, Licenser: lic,
 		MQTTHost: c.MQTTHost, MQTTPort: c.MQTTPort, KeyKind: kind,
@@ -515,6 +530,27 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stder
 	}
 	logger.Info("stopped")
 	return nil
+}
+
+// livePages is the /live page when MQTT_WS_URL is set (issue 12), nothing otherwise.
+func livePages(c serveConfig, logger *slog.Logger) ([]api.Page, error) {
+	if c.MQTTWSURL == "" {
+		return nil, nil
+	}
+	lp, err := live.Pages(live.Config{MQTTWebSocketURL: c.MQTTWSURL})
+	if err != nil {
+		return nil, err
+	}
+	pages := make([]api.Page, 0, len(lp))
+	for _, p := range lp {
+		pages = append(pages, api.Page{Pattern: p.Pattern, Handler: p.Handler})
+	}
+	if live.BundleBuilt() {
+		logger.Info("live page at /live", "mqttWsUrl", c.MQTTWSURL)
+	} else {
+		logger.Warn("live page at /live, but this binary was built without MQTT.js (go build instead of make build): the page cannot connect; build with make build, which runs npm ci")
+	}
+	return pages, nil
 }
 
 // redactWriter sends net/http's own error log lines through the scrubbing logger.

@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"io"
+	"log/slog"
 	"strings"
 	"testing"
 	"time"
@@ -173,5 +174,27 @@ func TestServeMetricsAndProxySettings(t *testing.T) {
 	a, b := loginKey(c.JWT), loginKey(c.JWT)
 	if len(a) != 32 || string(a) != string(b) {
 		t.Fatal("login key not derived deterministically")
+	}
+}
+
+// TestServeLivePageSetting: MQTT_WS_URL (or -mqtt-ws-url) turns the /live page on; a URL the page
+// cannot use stops the start with an error naming the setting, and without it there is no page.
+func TestServeLivePageSetting(t *testing.T) {
+	c, err := loadServeConfig([]string{"-mqtt-ws-url", "wss://mqtt.example.com/mqtt"}, envMap(map[string]string{"DATABASE_URL": "x", "MQTT_WS_URL": "ws://127.0.0.1:9001/"}), io.Discard)
+	if err != nil || c.MQTTWSURL != "wss://mqtt.example.com/mqtt" {
+		t.Fatalf("flag over env: %q, %v", c.MQTTWSURL, err)
+	}
+	pages, err := livePages(c, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil || len(pages) < 5 {
+		t.Fatalf("pages %v, %v", pages, err)
+	}
+	if pages, err := livePages(serveConfig{}, nil); err != nil || pages != nil {
+		t.Fatalf("without MQTT_WS_URL: pages %v, %v", pages, err)
+	}
+	for _, bad := range []string{"http://127.0.0.1:9001/", "ws://user:secret@host/", "127.0.0.1:9001"} {
+		_, err := loadServeConfig(nil, envMap(map[string]string{"DATABASE_URL": "x", "MQTT_WS_URL": bad}), io.Discard)
+		if err == nil || !strings.Contains(err.Error(), "MQTT_WS_URL") || strings.Contains(err.Error(), "secret") {
+			t.Errorf("MQTT_WS_URL=%q: error %v", bad, err)
+		}
 	}
 }

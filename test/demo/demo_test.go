@@ -44,6 +44,15 @@ func TestDemoScript(t *testing.T) {
 			t.Errorf("demo output lacks %q", want)
 		}
 	}
+	// make demo gives the broker a websockets listener and serve MQTT_WS_URL, and prints the /live page's
+	// URL; a broker built without websockets (make test-compat's 2.0.20) runs the demo without them.
+	live := "Live page: http://127.0.0.1:"
+	if !harness.MosquittoHasWebSockets() {
+		live = "(this Mosquitto has no websockets support, so no live page)"
+	}
+	if !strings.Contains(text, live) {
+		t.Errorf("demo output lacks %q", live)
+	}
 	if t.Failed() {
 		t.Logf("demo output:\n%s", text)
 	}
