@@ -301,6 +301,9 @@ func (in *instance) principal(username string) metrics.Principal {
 	if strings.HasPrefix(username, in.appPrefix) {
 		return metrics.App
 	}
+	if strings.HasPrefix(username, auth.TokenUsernamePrefix) {
+		return metrics.Token
+	}
 	return metrics.Agent
 }
 
@@ -308,6 +311,9 @@ func (in *instance) principal(username string) metrics.Principal {
 func principalOf(s *auth.Session) metrics.Principal {
 	if s.App() {
 		return metrics.App
+	}
+	if s.Token != nil {
+		return metrics.Token
 	}
 	return metrics.Agent
 }
@@ -494,6 +500,8 @@ func (in *instance) reauth(client uintptr, username string, password []byte) int
 			p := metrics.Agent
 			if strings.HasPrefix(username, reservedAppPrefix) {
 				p = metrics.App
+			} else if strings.HasPrefix(username, renamedTokenPrefix) {
+				p = metrics.Token
 			}
 			in.metrics.Refused(p, metrics.ErrReservedName)
 		}

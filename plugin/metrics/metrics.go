@@ -29,18 +29,19 @@ import (
 // Prefix starts the name of every series of the plugin's own.
 const Prefix = "iotauth_plugin_"
 
-// Principal is who a connect claimed to be: an agent (a device API key, or anything that is not an
-// application key) or an application key.
+// Principal is who a connect claimed to be: an agent (a device API key, an imported device's name, or
+// anything that is none of the others), an application key, or a short-lived credential.
 type Principal uint8
 
 // The principals, the values of the principal label.
 const (
 	Agent Principal = iota
 	App
+	Token
 	nPrincipals
 )
 
-var principalNames = [nPrincipals]string{"agent", "app"}
+var principalNames = [nPrincipals]string{"agent", "app", "token"}
 
 // String is the label value.
 func (p Principal) String() string { return principalNames[p] }
@@ -70,13 +71,15 @@ const (
 	Corrupt                      // the credential row cannot be trusted
 	CredsChanged                 // a live session's password hash or rules changed (kicks only)
 	ReservedName                 // a username with the plugin's own session prefix that matches no session
+	TokenInvalid                 // a short-lived credential that does not verify (or tokens are not configured)
+	TokenDenied                  // a short-lived credential whose key, user or provider was revoked
 	nReasons
 )
 
 var reasonNames = [nReasons]string{
 	"other", "no_credentials", "malformed", "bad_identifier", "secret_client_id", "unknown_key", "lookup_budget",
 	"bad_password", "no_mqtt_password", "revoked", "expired", "agent_disabled", "no_mqtt_right", "client_id",
-	"client_id_taken", "unavailable", "corrupt", "creds_changed", "reserved_name",
+	"client_id_taken", "unavailable", "corrupt", "creds_changed", "reserved_name", "token_invalid", "token_denied",
 }
 
 // String is the label value.
@@ -115,6 +118,12 @@ var reasonOf = []struct {
 	{auth.ErrCorrupt, Corrupt},
 	{auth.ErrCredsChanged, CredsChanged},
 	{ErrReservedName, ReservedName},
+	{auth.ErrTokenExpired, Expired},
+	{auth.ErrTokenClientID, ClientID},
+	{auth.ErrTokenDenied, TokenDenied},
+	{auth.ErrTokenInvalid, TokenInvalid},
+	{auth.ErrTokensOff, TokenInvalid},
+	{auth.ErrDenyListNotLoaded, Unavailable},
 }
 
 // ErrReservedName is the refusal of a username that starts with the plugin's own session prefix but

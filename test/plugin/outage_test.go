@@ -32,11 +32,14 @@ func TestPostgresOutage(t *testing.T) {
 			p := privatePostgres(t)
 			dsn := p.NewDatabase(t)
 			st := harness.OpenStore(t, dsn)
-			b := harness.PluginBroker(t, dsn, [2]string{"preload", "false"}, [2]string{"db_timeout", "200ms"},
-				[2]string{"cache_ttl", "1s"}, [2]string{"stale_grace", "10m"}, [2]string{"negative_ttl", "1s"})
 			live := harness.CreateAgent(t, st, "live")
 			cached := harness.CreateAgent(t, st, "cached")
 			unseen := harness.CreateAgent(t, st, "unseen")
+			// The broker starts after the agents exist: a creation's NOTIFY arriving late (a loaded machine)
+			// would otherwise drop the cached agent's entry after its connect, and the test would read that
+			// as the stale grace failing.
+			b := harness.PluginBroker(t, dsn, [2]string{"preload", "false"}, [2]string{"db_timeout", "200ms"},
+				[2]string{"cache_ttl", "1s"}, [2]string{"stale_grace", "10m"}, [2]string{"negative_ttl", "1s"})
 
 			c, lost := watch(t, b, live)
 			ec := subscribeEcho(t, c, live)
