@@ -65,11 +65,7 @@ type NewAppKeyParams struct {
 }
 
 // AppKeyPage selects one page of application keys in (created_at, id) order, after a cursor.
-type AppKeyPage struct {
-	Limit     int
-	AfterTime time.Time // zero: from the start
-	AfterID   string
-}
+type AppKeyPage = Page
 
 const appKeyColumns = `id::text, name, prefix, rights, topics, expires_at, revoked_at, last_used_at, created_by::text, created_at`
 
@@ -147,34 +143,10 @@ VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING `+appKeyColumns,
 // ListAppKeys returns one page of application keys, oldest first; more reports whether another page
 // follows.
 func (s *Store) ListAppKeys(ctx context.Context, p AppKeyPage) (keys []AppKey, more bool, err error) {
-	if p.Limit <= 0 {
-		p.Limit = 50
-	}
-	var after *time.Time
-	var afterID *string
-	if !p.AfterTime.IsZero() {
-		after, afterID = &p.AfterTime, &p.AfterID
-	}
-	rows, err := s.pool.Query(ctx, `SELECT `+appKeyColumns+` FROM app_keys
+	after, afterID := p.cursor()
+	return listPage(ctx, s.pool, "application keys", p, scanAppKey, `SELECT `+appKeyColumns+` FROM app_keys
  WHERE ($1::timestamptz IS NULL OR (created_at, id) > ($1, $2::uuid))
- ORDER BY created_at, id LIMIT $3`, after, afterID, p.Limit+1)
-	if isInvalidText(err) {
-		return nil, false, ErrInvalid
-	}
-	if err != nil {
-		return nil, false, fmt.Errorf("list application keys: %w", err)
-	}
-	keys, err = pgx.CollectRows(rows, func(r pgx.CollectableRow) (AppKey, error) { return scanAppKey(r) })
-	if isInvalidText(err) {
-		return nil, false, ErrInvalid
-	}
-	if err != nil {
-		return nil, false, fmt.Errorf("list application keys: %w", err)
-	}
-	if len(keys) > p.Limit {
-		return keys[:p.Limit], true, nil
-	}
-	return keys, false, nil
+ ORDER BY created_at, id LIMIT $3`, after, afterID)
 }
 
 // RevokeAppKey revokes an application key with its audit event. The trigger on app_keys announces it to

@@ -103,34 +103,10 @@ VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING `+pkColumns,
 // ListPublishableKeys returns one page of publishable keys, oldest first; more reports whether another
 // page follows. It pages as ListAppKeys does.
 func (s *Store) ListPublishableKeys(ctx context.Context, p AppKeyPage) (keys []PublishableKey, more bool, err error) {
-	if p.Limit <= 0 {
-		p.Limit = 50
-	}
-	var after *time.Time
-	var afterID *string
-	if !p.AfterTime.IsZero() {
-		after, afterID = &p.AfterTime, &p.AfterID
-	}
-	rows, err := s.pool.Query(ctx, `SELECT `+pkColumns+` FROM publishable_keys
+	after, afterID := p.cursor()
+	return listPage(ctx, s.pool, "publishable keys", p, scanPublishableKey, `SELECT `+pkColumns+` FROM publishable_keys
  WHERE ($1::timestamptz IS NULL OR (created_at, id) > ($1, $2::uuid))
- ORDER BY created_at, id LIMIT $3`, after, afterID, p.Limit+1)
-	if isInvalidText(err) {
-		return nil, false, ErrInvalid
-	}
-	if err != nil {
-		return nil, false, fmt.Errorf("list publishable keys: %w", err)
-	}
-	keys, err = pgx.CollectRows(rows, func(r pgx.CollectableRow) (PublishableKey, error) { return scanPublishableKey(r) })
-	if isInvalidText(err) {
-		return nil, false, ErrInvalid
-	}
-	if err != nil {
-		return nil, false, fmt.Errorf("list publishable keys: %w", err)
-	}
-	if len(keys) > p.Limit {
-		return keys[:p.Limit], true, nil
-	}
-	return keys, false, nil
+ ORDER BY created_at, id LIMIT $3`, after, afterID)
 }
 
 // RevokePublishableKey revokes a publishable key with its audit event, and denies "pk:<id>" in the same

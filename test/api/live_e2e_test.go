@@ -1,8 +1,6 @@
 package api_test
 
 import (
-	"os"
-	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
@@ -24,27 +22,7 @@ import (
 // session (the subject deny list) and the page signs out. A screenshot is written to
 // build/live/live.png.
 func TestLivePageEndToEnd(t *testing.T) {
-	privPEM, pubPEM, err := mqttcred.GenerateKey()
-	if err != nil {
-		t.Fatal(err)
-	}
-	priv, err := mqttcred.ParsePrivateKey(privPEM)
-	if err != nil {
-		t.Fatal(err)
-	}
-	// World-readable: Mosquitto started as root reads it as the mosquitto user.
-	keyDir, err := os.MkdirTemp("", "iotauth-live-keys-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(keyDir) })
-	if err := os.Chmod(keyDir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	pubPath := filepath.Join(keyDir, "mqtt-token.pub")
-	if err := os.WriteFile(pubPath, pubPEM, 0o644); err != nil {
-		t.Fatal(err)
-	}
+	priv, pubPath := harness.TokenKeys(t)
 	wsPort, err := harness.FreePort()
 	if err != nil {
 		t.Fatal(err)

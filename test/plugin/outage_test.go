@@ -35,11 +35,14 @@ func TestPostgresOutage(t *testing.T) {
 			live := harness.CreateAgent(t, st, "live")
 			cached := harness.CreateAgent(t, st, "cached")
 			unseen := harness.CreateAgent(t, st, "unseen")
-			// The broker starts after the agents exist: a creation's NOTIFY arriving late (a loaded machine)
-			// would otherwise drop the cached agent's entry after its connect, and the test would read that
-			// as the stale grace failing.
 			b := harness.PluginBroker(t, dsn, [2]string{"preload", "false"}, [2]string{"db_timeout", "200ms"},
 				[2]string{"cache_ttl", "1s"}, [2]string{"stale_grace", "10m"}, [2]string{"negative_ttl", "1s"})
+			// The first LISTEN invalidates everything cached before it (changes until then went unseen):
+			// wait for it, or the cached agent's entry may be dropped after its connect and the test would
+			// read that as the stale grace failing.
+			if !b.WaitLog("credential change feed listening", 10*time.Second) {
+				t.Fatal("the plugin never listened for credential changes")
+			}
 
 			c, lost := watch(t, b, live)
 			ec := subscribeEcho(t, c, live)

@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"math/big"
 	"os"
-	"path/filepath"
 	"regexp"
 	"strings"
 	"syscall"
@@ -32,26 +31,7 @@ type tokenKeys struct {
 
 func newTokenKeys(t *testing.T) tokenKeys {
 	t.Helper()
-	privPEM, pubPEM, err := mqttcred.GenerateKey()
-	if err != nil {
-		t.Fatal(err)
-	}
-	priv, err := mqttcred.ParsePrivateKey(privPEM)
-	if err != nil {
-		t.Fatal(err)
-	}
-	dir, err := os.MkdirTemp("", "iotauth-tokkeys-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	if err := os.Chmod(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	path := filepath.Join(dir, "mqtt-token.pub.pem")
-	if err := os.WriteFile(path, pubPEM, 0o644); err != nil {
-		t.Fatal(err)
-	}
+	priv, path := harness.TokenKeys(t)
 	return tokenKeys{iss: mqttcred.NewIssuing(priv, nil), priv: priv, path: path}
 }
 
