@@ -13,8 +13,8 @@ import (
 )
 
 // MosquittoHasWebSockets reports whether the broker binary (MosquittoPath) accepts websockets
-// listeners. Debian's does; a broker built from source without libwebsockets (make test-compat's 2.0.20)
-// refuses the config ("Websockets support not available"). It starts the broker once with a websockets
+// listeners. Debian's does, and so does 2.1 (its own implementation); a 2.0 broker built from source
+// without libwebsockets (make test-compat's 2.0.20) refuses the config ("Websockets support not available"). It starts the broker once with a websockets
 // listener on a free loopback port and reads its output until it either opens the listener or refuses.
 func MosquittoHasWebSockets() bool {
 	webSocketsOnce.Do(func() { webSockets = probeWebSockets() })
@@ -63,7 +63,8 @@ func probeWebSockets() bool {
 			case strings.Contains(line, "Websockets support not available"):
 				found <- false
 				return
-			case strings.Contains(line, "Opening websockets listen socket"):
+			case strings.Contains(line, "Opening websockets listen socket"), // 2.0 with libwebsockets
+				strings.Contains(line, "Websockets support available"): // 2.1's built-in websockets
 				found <- true
 				return
 			}
