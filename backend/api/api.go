@@ -384,6 +384,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), s.cfg.RequestTimeout)
 	defer cancel()
+	ctx = context.WithValue(ctx, requestStartKey{}, start)
 	s.mux.ServeHTTP(sw, r.WithContext(context.WithValue(ctx, requestIDKey{}, rid)))
 }
 
@@ -555,4 +556,12 @@ func (h *headerRecorder) Write(b []byte) (int, error) {
 		h.status = http.StatusOK
 	}
 	return len(b), nil
+}
+
+type requestStartKey struct{}
+
+// requestStart is when the request arrived, before any credential was checked (zero outside ServeHTTP).
+func requestStart(ctx context.Context) time.Time {
+	t, _ := ctx.Value(requestStartKey{}).(time.Time)
+	return t
 }

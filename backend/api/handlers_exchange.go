@@ -249,7 +249,9 @@ func (s *Server) tokenExchange(w http.ResponseWriter, r *http.Request) error {
 		return refuse("too many topics", problem(http.StatusForbidden, CodeTooManyTopics,
 			fmt.Sprintf("the mapping grants %d topics; one credential holds at most %d (use wildcards in the mapping)", len(topics), mqttcred.MaxTopics)))
 	}
-	grant := mqttcred.Grant{Subject: subject, ClientIDPrefix: clientIDPrefix(), From: from, TTL: ttl}
+	// iat is the request's arrival, before the caller was checked: a revocation committed while the
+	// identity provider's token was being verified still covers this credential (SECURITY.md A4).
+	grant := mqttcred.Grant{Subject: subject, ClientIDPrefix: clientIDPrefix(), From: from, TTL: ttl, IssuedAt: requestStart(r.Context())}
 	for _, t := range topics {
 		grant.Topics = append(grant.Topics, mqttcred.Topic{Access: string(t.Access), Pattern: t.Filter})
 	}

@@ -75,7 +75,14 @@ type Grant struct {
 	// denying any of them ends the credential (SECURITY.md A4).
 	From []string
 	TTL  time.Duration // 0: DefaultTTL
+	// IssuedAt, when set, is the iat: the moment the caller was found valid (the request's arrival), so
+	// that a denial committed while the request was in flight still covers the credential. It may not
+	// lie in the future nor more than MaxIssueDelay in the past; zero means now.
+	IssuedAt time.Time
 }
+
+// MaxIssueDelay bounds how far before the signing a Grant's IssuedAt may lie.
+const MaxIssueDelay = time.Minute
 
 // Credential is an issued credential: the MQTT username and password (the password is the secret).
 type Credential struct {
@@ -134,7 +141,14 @@ func (i *Issuing) Issue(g Grant) (Credential, error) {
 	if err != nil {
 		return Credential{}, err
 	}
-	now := i.now().Truncate(time.Second)
+	now := i.now()
+	if !g.IssuedAt.IsZero() {
+		if g.IssuedAt.After(now) || now.Sub(g.IssuedAt) > MaxIssueDelay {
+			return Credential{}, fmt.Errorf("%w: issued-at must lie within %s before now", ErrBadGrant, MaxIssueDelay)
+		}
+		now = g.IssuedAt
+	}
+	now = now.Truncate(time.Second)
 	exp := now.Add(ttl)
 	c := Claims{
 		RegisteredClaims: jwt.RegisteredClaims{

@@ -151,3 +151,24 @@ func TestKeyPEMRoundTrip(t *testing.T) {
 		t.Fatal("garbage accepted as a public key")
 	}
 }
+
+func TestIssuedAtIsTheCallersMoment(t *testing.T) {
+	now := time.Date(2026, 12, 3, 10, 0, 30, 0, time.UTC)
+	iss := NewIssuing(testKey(t), func() time.Time { return now })
+	g := grant
+	g.IssuedAt = now.Add(-1500 * time.Millisecond)
+	c, err := iss.Issue(g)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := NewVerifying([]ed25519.PublicKey{iss.PublicKey()}, func() time.Time { return now }).Verify(c.Username, []byte(c.Password))
+	if err != nil || !got.IssuedAt.Time.Equal(now.Add(-2*time.Second)) {
+		t.Fatalf("iat %v, %v: want the request's second", got.IssuedAt, err)
+	}
+	for _, at := range []time.Time{now.Add(time.Second), now.Add(-2 * MaxIssueDelay)} {
+		g.IssuedAt = at
+		if _, err := iss.Issue(g); !errors.Is(err, ErrBadGrant) {
+			t.Errorf("IssuedAt %v accepted: %v", at, err)
+		}
+	}
+}

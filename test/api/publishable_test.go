@@ -42,7 +42,7 @@ func TestPublishableKeys(t *testing.T) {
 	pkBody := map[string]any{"name": "web", "origins": []string{appOrigin, "http://localhost:5173"},
 		"topics": []map[string]string{{"access": "read", "pattern": "users/#"}}, "providers": []string{"test"}}
 	id, key := x.createPK(adm.Access, pkBody)
-	x.createPK(adm.Access, map[string]any{"name": "second", "origins": []string{"https://b.example.com"},
+	secondID, _ := x.createPK(adm.Access, map[string]any{"name": "second", "origins": []string{"https://b.example.com"},
 		"topics": []map[string]string{{"access": "read", "pattern": "x/#"}}, "providers": []string{"other"}})
 
 	// Validation and admin-only.
@@ -153,5 +153,10 @@ func TestPublishableKeys(t *testing.T) {
 	}
 	if n := x.count("audit_events", "action = 'token_exchange' AND actor = $1", "pk:"+id); n != 2 {
 		t.Errorf("%d exchanges by the publishable key audited, want 2", n)
+	}
+	// A revoke in plain SQL denies as well (the trigger, as for application keys).
+	x.exec(`UPDATE publishable_keys SET revoked_at = now() WHERE id = $1::uuid`, secondID)
+	if x.count("subject_denials", "subject = $1", "pk:"+secondID) != 1 {
+		t.Fatal("A4: a publishable key revoked in SQL did not deny pk:<id>")
 	}
 }

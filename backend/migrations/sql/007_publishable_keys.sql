@@ -26,13 +26,25 @@ CREATE INDEX publishable_keys_created_idx ON publishable_keys (created_at DESC, 
 -- The CORS preflight asks "does any active key list this origin?" without a key in hand.
 CREATE INDEX publishable_keys_origins_idx ON publishable_keys USING gin (origins) WHERE revoked_at IS NULL;
 
--- Deleting a key in SQL ends what it led to, as the API's revoke does.
+-- Revoking, re-scoping or deleting a key ends what it led to, whoever writes the change (the API's revoke
+-- also denies in its own transaction; a second denial only renews the time).
 CREATE FUNCTION iotauth_deny_publishable_key() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN
-    PERFORM iotauth_deny('pk:' || OLD.id, 'publishable key deleted');
+    IF TG_OP = 'DELETE' THEN
+        PERFORM iotauth_deny('pk:' || OLD.id, 'publishable key deleted');
+    ELSE
+        PERFORM iotauth_deny('pk:' || NEW.id, 'publishable key revoked or changed');
+    END IF;
     RETURN NULL;
 END;
 $$;
 CREATE TRIGGER publishable_keys_deny_del AFTER DELETE ON publishable_keys
     FOR EACH ROW EXECUTE FUNCTION iotauth_deny_publishable_key();
+CREATE TRIGGER publishable_keys_deny_upd AFTER UPDATE ON publishable_keys
+    FOR EACH ROW WHEN (OLD.revoked_at IS DISTINCT FROM NEW.revoked_at
+                    OR OLD.expires_at IS DISTINCT FROM NEW.expires_at
+                    OR OLD.topics IS DISTINCT FROM NEW.topics
+                    OR OLD.providers IS DISTINCT FROM NEW.providers
+                    OR OLD.origins IS DISTINCT FROM NEW.origins)
+    EXECUTE FUNCTION iotauth_deny_publishable_key();
