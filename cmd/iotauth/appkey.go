@@ -52,26 +52,18 @@ func appKeyCreate(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		return err
 	}
 	p := store.NewAppKeyParams{Name: *name, Rights: []string(rights)}
-	for _, s := range topics {
-		t, err := parseTopic(s)
-		if err != nil {
-			return err
-		}
-		p.Topics = append(p.Topics, t)
-	}
 	var exp *time.Time
-	if *expiresAt != "" {
-		t, err := time.Parse(time.RFC3339, *expiresAt)
-		if err != nil {
-			return fmt.Errorf("--expires-at %q: write an RFC 3339 time such as 2030-01-02T15:04:05Z", *expiresAt)
-		}
-		exp, p.Expires = &t, t
+	var err error
+	if p.Topics, exp, err = topicsAndExpiry(topics, *expiresAt); err != nil {
+		return err
+	}
+	if exp != nil {
+		p.Expires = *exp
 	}
 	if field, msg := api.ValidateAppKey(p.Name, p.Rights, p.Topics, exp, time.Now()); field != "" {
 		flagName := map[string]string{"name": "--name", "rights": "--right", "topics": "--topic", "expiresAt": "--expires-at"}[field]
 		return fmt.Errorf("%s: %s", flagName, msg)
 	}
-	var err error
 	if p.Kind, err = secret.AppKeyKind(*env); err != nil {
 		return err
 	}
@@ -138,4 +130,24 @@ func appKeyRevoke(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	}
 	fmt.Fprintf(stdout, "application key %s revoked\n", id)
 	return nil
+}
+
+// topicsAndExpiry parses the --topic and --expires-at flags that application and publishable keys share.
+func topicsAndExpiry(specs []string, expiresAt string) ([]store.AppTopic, *time.Time, error) {
+	var topics []store.AppTopic
+	for _, s := range specs {
+		t, err := parseTopic(s)
+		if err != nil {
+			return nil, nil, err
+		}
+		topics = append(topics, t)
+	}
+	if expiresAt == "" {
+		return topics, nil, nil
+	}
+	t, err := time.Parse(time.RFC3339, expiresAt)
+	if err != nil {
+		return nil, nil, fmt.Errorf("--expires-at %q: write an RFC 3339 time such as 2030-01-02T15:04:05Z", expiresAt)
+	}
+	return topics, &t, nil
 }

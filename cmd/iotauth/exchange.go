@@ -151,20 +151,13 @@ func pkCreate(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 	p := store.NewPublishableKeyParams{Name: *name, Origins: []string(origins), Providers: []string(providers)}
-	for _, s := range topics {
-		t, err := parseTopic(s)
-		if err != nil {
-			return err
-		}
-		p.Topics = append(p.Topics, t)
-	}
 	var exp *time.Time
-	if *expiresAt != "" {
-		t, err := time.Parse(time.RFC3339, *expiresAt)
-		if err != nil {
-			return fmt.Errorf("--expires-at %q: write an RFC 3339 time such as 2030-01-02T15:04:05Z", *expiresAt)
-		}
-		exp, p.Expires = &t, t
+	var err error
+	if p.Topics, exp, err = topicsAndExpiry(topics, *expiresAt); err != nil {
+		return err
+	}
+	if exp != nil {
+		p.Expires = *exp
 	}
 	if field, msg := api.ValidatePublishableKey(p.Name, p.Origins, p.Topics, p.Providers, exp, time.Now()); field != "" {
 		flagName := map[string]string{"name": "--name", "origins": "--origin", "topics": "--topic", "providers": "--provider", "expiresAt": "--expires-at"}[field]
