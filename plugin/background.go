@@ -77,7 +77,7 @@ func (in *instance) goBackground(ctx context.Context) <-chan struct{} {
 	return settled
 }
 
-// supervise runs one background loop until ctx ends (SECURITY M17). A panic in it is recovered and
+// supervise runs one background loop until ctx ends (docs/security.md, M17). A panic in it is recovered and
 // logged, and the loop starts again after a backoff (100 ms, doubling to 30 s; reset after a minute
 // without a panic): an unrecovered panic in any goroutine would take the broker down. A loop that
 // returns normally is not restarted.

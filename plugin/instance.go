@@ -423,8 +423,8 @@ func (in *instance) queueFastHash(agent, stored string, sum [32]byte) {
 	}
 }
 
-// auditRefusal queues an audit event for a refused connect by an existing application key (issue 11:
-// every refused use is audited). The background loop writes the queue once a second.
+// auditRefusal queues an audit event for a refused connect by an existing application key
+// (docs/security.md, O1: every refused use is audited). The background loop writes the queue once a second.
 func (in *instance) auditRefusal(keyID, clientID string, reason error) {
 	in.queueAudit(store.AuditEvent{
 		Actor: "app-key:" + keyID, Action: "app_key_refused", Target: "app-key:" + keyID, Outcome: store.OutcomeFailure,
@@ -433,7 +433,7 @@ func (in *instance) auditRefusal(keyID, clientID string, reason error) {
 }
 
 // kick refuses a session a re-check no longer allows (session.Table.Refuse) and, when that disconnects a
-// live session, queues the audit event "session_kick" (issue 16): target the agent or application key,
+// live session, queues the audit event "session_kick" (docs/cli.md): target the agent or application key,
 // with the client id, key id and reason. Never a secret: the reason is one of the authorizer's errors.
 func (in *instance) kick(s session.Snapshot, reason error) {
 	if !in.sessions.Refuse(s, reason) {

@@ -1,4 +1,4 @@
-// Package api owns iotauth's REST API (DESIGN §6): the route table on a Go 1.22 method-and-path
+// Package api owns iotauth's REST API: the route table on a Go 1.22 method-and-path
 // http.ServeMux, operator authentication with JWTs and roles, device authentication with
 // X-Device-API-Key, strict JSON decoding, RFC 9457 problem details with a stable `code`, the request
 // middleware (panics, logging with secrets scrubbed, security headers, CORS, deadlines, metrics), the
@@ -49,8 +49,8 @@ type Config struct {
 	// RefreshFamilyTTL is the absolute lifetime of a refresh-token family from login; rotation never
 	// extends it (default 30 days).
 	RefreshFamilyTTL time.Duration
-	// LoginWindow, LoginMaxFailures and LoginMaxFailuresPerAddr configure the login throttle (SECURITY.md
-	// L3, U2). Each email has a budget of LoginMaxFailures failures per window (default 5; an unknown
+	// LoginWindow, LoginMaxFailures and LoginMaxFailuresPerAddr configure the login throttle
+	// (docs/security.md, L3, U2). Each email has a budget of LoginMaxFailures failures per window (default 5; an unknown
 	// email's failures spend only its own), and so has each known-good device of an account (a login
 	// with a valid device cookie is judged by its device's budget, not the account's). A client address
 	// has LoginMaxFailuresPerAddr (default 20) for failures without a device cookie: past it, failed
@@ -96,7 +96,7 @@ type Config struct {
 	// Now is the clock (default time.Now).
 	Now func() time.Time
 
-	// Exchange configures POST /api/v1/tokens/exchange and publishable keys (issue 12).
+	// Exchange configures POST /api/v1/tokens/exchange and publishable keys (docs/token-exchange.md).
 	Exchange ExchangeConfig
 	// Publisher sends what POST /api/v1/publish accepts to the broker (backend/bridge). Nil: the route
 	// answers 503 broker_unavailable with how to configure the bridge.
@@ -129,13 +129,13 @@ type Route struct {
 	// public.
 	Roles []string
 	// Right, when set, also admits an application key (Authorization: Bearer iotak_…) that holds it
-	// (issue 11). Without it only an operator's access token is accepted: users, roles and application
+	// (docs/app-keys.md). Without it only an operator's access token is accepted: users, roles and application
 	// keys themselves are never reachable with an application key.
 	Right string
 	// Device routes authenticate with X-Device-API-Key; the key's agent must match the {uuid} path value.
 	Device bool
 	// Publishable routes also admit a publishable key (Authorization: Bearer iotpk_…) from one of its
-	// origins. Every other route refuses one (SECURITY.md T4).
+	// origins. Every other route refuses one (docs/security.md, T4).
 	Publishable bool
 	// Handler serves the route.
 	Handler HandlerFunc
@@ -292,7 +292,7 @@ func New(c Config) (*Server, error) {
 		s.cors[o] = true
 	}
 	// The dummy hash makes a login for an unknown email cost the same argon2id verify as a real one
-	// (SECURITY.md L2).
+	// (docs/security.md, L2).
 	dh, err := passhash.HashPassword(token.NewID())
 	if err != nil {
 		return nil, err

@@ -52,7 +52,7 @@ func isAppKeyBearer(r *http.Request) bool {
 	return ok && strings.EqualFold(scheme, "Bearer") && strings.HasPrefix(strings.TrimSpace(tok), appKeyScheme)
 }
 
-// authAppKey checks an application key presented as a Bearer token (issue 11, SECURITY.md A1, S2, S6):
+// authAppKey checks an application key presented as a Bearer token (docs/app-keys.md; docs/security.md, A1, S2, S6):
 // a well-formed key of this deployment's kind, known, not revoked or expired (read from the database on
 // every request, so a revoke bites at once), holding the route's right. A route without a right (users,
 // application keys, the caller's own session) never admits a key. Every refusal is audited.
@@ -71,7 +71,7 @@ func (s *Server) authAppKey(r *http.Request, rt Route) (*http.Request, error) {
 		}
 	}
 	// Only refusals that name a known key are audited: a malformed or unknown key is anyone's guess, and
-	// auditing it would let anyone fill the audit trail without authenticating (SECURITY.md S1).
+	// auditing it would let anyone fill the audit trail without authenticating (docs/security.md, O1).
 	if secret.Check(s.cfg.appKeyKind, tok) != nil {
 		return r, invalid
 	}
@@ -136,7 +136,7 @@ func unauthorized(code, detail string) *Problem {
 	return p
 }
 
-// authBearer checks the access token and the caller's role (SECURITY.md J1–J8, H6). The user must still
+// authBearer checks the access token and the caller's role (docs/security.md, J1–J8, H6). The user must still
 // exist and be enabled, tokens issued before the user's last password change, disable or re-enable
 // are refused, and the role comes from the database, not the token.
 func (s *Server) authBearer(r *http.Request, roles []string) (*http.Request, error) {
@@ -169,7 +169,7 @@ func (s *Server) authBearer(r *http.Request, roles []string) (*http.Request, err
 	return r.WithContext(context.WithValue(r.Context(), principalKey{}, Principal{UserID: u.ID, Email: u.Email, Role: u.Role})), nil
 }
 
-// authDevice checks X-Device-API-Key (SECURITY.md S2, S4, S6, S7): a well-formed key of this
+// authDevice checks X-Device-API-Key (docs/security.md, S2, S4, S6, S7): a well-formed key of this
 // deployment's kind, known, not revoked or expired, of an active agent, with the device_state right, and
 // belonging to the agent named in the path. A key of agent A on agent B's path gets the same 404 whether
 // B exists or not.
@@ -206,7 +206,7 @@ func (s *Server) authDevice(r *http.Request) (*http.Request, error) {
 var credentialParams = []string{"key", "apikey", "api_key", "token", "access_token", "refresh_token", "accesstoken",
 	"refreshtoken", "password", "secret", "x-device-api-key", "authorization", "jwt"}
 
-// secretInURL refuses credentials in the path or query string (SECURITY.md H3): URLs end up in proxy
+// secretInURL refuses credentials in the path or query string (docs/security.md, H3): URLs end up in proxy
 // logs, browser history and Referer headers.
 func secretInURL(r *http.Request) *Problem {
 	bad := problem(http.StatusBadRequest, CodeSecretInURL,
@@ -276,7 +276,7 @@ func isPublishableBearer(r *http.Request) bool {
 	return ok && strings.EqualFold(scheme, "Bearer") && strings.HasPrefix(strings.TrimSpace(tok), publishableScheme)
 }
 
-// authPublishable checks a publishable key (SECURITY.md T4): only on a Publishable route (every other
+// authPublishable checks a publishable key (docs/security.md, T4): only on a Publishable route (every other
 // route refuses one, whatever else the request carries), well formed, of this deployment's kind, known,
 // active, and presented from one of its origins exactly. The answer then carries CORS headers for that
 // origin. Refusals naming a known key are audited.

@@ -20,7 +20,7 @@ const (
 	stateMaxBody   = 1 << 20
 )
 
-// decodeJSON reads a request body strictly (SECURITY.md H1): the Content-Type must be application/json
+// decodeJSON reads a request body strictly (docs/security.md, H1): the Content-Type must be application/json
 // (415 otherwise), the body at most maxBytes (413), a single JSON object whose member names match dst's
 // json tags exactly, each at most once (400 for unknown, duplicate or differently-cased names), with
 // nothing after it (400). dst must be a pointer to a struct.

@@ -16,7 +16,7 @@ import (
 // DeviceCookieName is the cookie that marks a browser or client as a known-good device of one account:
 // a login that presents a valid one for the account it logs in to is judged by that device's own
 // budget, not by the account's lock-out, so that strangers' failures cannot lock out the real user
-// (SECURITY.md U2). It is a secret: never logged, HttpOnly, sent only to the login route.
+// (docs/security.md, U2). It is a secret: never logged, HttpOnly, sent only to the login route.
 const DeviceCookieName = "iotauth_device"
 
 const (

@@ -37,7 +37,7 @@ func loginFailed() *Problem {
 
 // login: POST /api/v1/auth/login.
 //
-// Budgets (SECURITY.md L3, U2): a login presenting a valid device cookie for its account spends that
+// Budgets (docs/security.md, L3, U2): a login presenting a valid device cookie for its account spends that
 // device's budget only; any other login spends its email's budget, known and unknown emails alike (so
 // the 429 tells nothing about which accounts exist, and made-up emails never spend a real one's). Each
 // such failure also counts against the client address; past its budget, failures answer 429 instead
@@ -58,7 +58,7 @@ func (s *Server) login(w http.ResponseWriter, r *http.Request) error {
 	// The same vetting and canonical form as at user creation (package email): compatibility forms of
 	// an address count against its own throttle, and an address that could not be created (a look-alike
 	// with an invisible character or mixed scripts) is never looked up. It fails like an unknown email,
-	// with the one answer and the dummy verify (SECURITY.md L1, L2).
+	// with the one answer and the dummy verify (docs/security.md, L1, L2).
 	email, verr := emailpkg.Normalize(req.Email)
 	if verr != nil {
 		email = emailpkg.Canonical(req.Email)

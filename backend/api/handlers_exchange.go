@@ -19,7 +19,7 @@ import (
 	"github.com/iotauth/iotauth/backend/topicfilter"
 )
 
-// ExchangePath is the token exchange's route (issue 12).
+// ExchangePath is the token exchange's route (docs/token-exchange.md).
 const ExchangePath = "/api/v1/tokens/exchange"
 
 // ExchangeConfig configures the token exchange.
@@ -137,7 +137,7 @@ type exchangeCaller struct {
 	limitKey string
 }
 
-// tokenExchange: POST /api/v1/tokens/exchange (issue 12, SECURITY.md A1, T1, T4). An application key
+// tokenExchange: POST /api/v1/tokens/exchange (docs/token-exchange.md; docs/security.md, A1, T1, T4). An application key
 // with token:exchange or a publishable key exchanges an identity provider's token for a short-lived
 // MQTT credential whose topics are the provider's mapping narrowed to the key's own topics; an
 // operator's access token with "provider": "iotauth" gets one for the operator (viewers read only).
@@ -250,7 +250,7 @@ func (s *Server) tokenExchange(w http.ResponseWriter, r *http.Request) error {
 			fmt.Sprintf("the mapping grants %d topics; one credential holds at most %d (use wildcards in the mapping)", len(topics), mqttcred.MaxTopics)))
 	}
 	// iat is the request's arrival, before the caller was checked: a revocation committed while the
-	// identity provider's token was being verified still covers this credential (SECURITY.md A4).
+	// identity provider's token was being verified still covers this credential (docs/security.md, A4).
 	grant := mqttcred.Grant{Subject: subject, ClientIDPrefix: clientIDPrefix(), From: from, TTL: ttl, IssuedAt: requestStart(r.Context())}
 	for _, t := range topics {
 		grant.Topics = append(grant.Topics, mqttcred.Topic{Access: string(t.Access), Pattern: t.Filter})
@@ -289,7 +289,7 @@ func clientIDPrefix() string {
 	return "x" + string(b) + "-"
 }
 
-// exchangePreflight answers the CORS preflight of the token exchange (SECURITY.md H4, T4): a preflight
+// exchangePreflight answers the CORS preflight of the token exchange (docs/security.md, H4, T4): a preflight
 // carries no key, so it is admitted for an origin that some active publishable key lists and refused
 // (403, no CORS header) for any other. It reports whether it answered. Origins of CORS_ALLOWED_ORIGINS
 // were answered before, by handleCORS.

@@ -100,7 +100,7 @@ func publishMaxBody(maxPayload int) int64 {
 	return int64(4*((maxPayload+2)/3)) + 8<<10
 }
 
-// checkPublish validates a publish request (SECURITY.md A2, B1, H1): a concrete topic (no wildcard, no
+// checkPublish validates a publish request (docs/security.md, A2, B1, H1): a concrete topic (no wildcard, no
 // $ topic, no NUL, 1 to 256 bytes), qos 0 or 1, the payload in utf8 or base64 and at most maxPayload
 // bytes once decoded. Problems name the member at fault.
 func checkPublish(req publishRequest, maxPayload int) (publishMessage, *Problem) {
@@ -197,7 +197,7 @@ func bridgeNotConfigured() *Problem {
 	return p
 }
 
-// publish: POST /api/v1/publish (an application key with the publish right; SECURITY.md B1). The order
+// publish: POST /api/v1/publish (an application key with the publish right; docs/security.md, B1). The order
 // is: rate limit per key, strict body (size capped before reading), topic and payload checks, the key's
 // write grants for the exact topic, the publish (QoS 1 waits for the PUBACK), the audit event.
 func (s *Server) publish(w http.ResponseWriter, r *http.Request) error {

@@ -7,14 +7,14 @@ import (
 	"net/http"
 )
 
-// Licenser is what the REST API asks of the license (DESIGN §7). The API does not verify licenses
+// Licenser is what the REST API asks of the license (docs/license.md). The API does not verify licenses
 // itself; the license package implements this interface and cmd/iotauth plugs it into Config.Licenser.
 // When none is configured, Unlimited is used.
 //
 // Contract:
 //   - CheckRegistration is called before anything is consumed or created on a registration path
 //     (POST /api/v1/provision/agent): before the provisioning key is redeemed, so a restricted
-//     deployment never burns a key (SECURITY.md P5). A non-nil error refuses the request with 403.
+//     deployment never burns a key (docs/security.md, P5). A non-nil error refuses the request with 403.
 //   - CheckFeature guards premium routes (for example "data_export"); a non-nil error refuses with 403.
 //   - MaxDevices is read on each registration. When limited is true the API enforces n atomically in
 //     the registration transaction (an advisory lock, a count of agents that are not decommissioned,

@@ -56,5 +56,5 @@ func (m *metrics) handler() http.Handler { return m.serve }
 
 // MetricsHandler serves the server's Prometheus metrics. It is not on the API's own route table:
 // serve it on a listener of its own that only the monitoring system reaches (`iotauth serve` uses
-// METRICS_ADDR, loopback by default), as the series describe traffic and load (issue 13 item 5).
+// METRICS_ADDR, loopback by default), as the series describe traffic and load (docs/security.md, O2).
 func (s *Server) MetricsHandler() http.Handler { return s.metrics.handler() }

@@ -45,7 +45,7 @@ const (
 	CodeUnavailable           = "unavailable"              // 503: the request took too long (database or server too busy); retry
 	CodeDatabaseUnavailable   = "database_unavailable"     // 503: PostgreSQL cannot be reached or takes no work now; see Retry-After
 
-	// Token exchange and publishable keys (issue 12).
+	// Token exchange and publishable keys (docs/token-exchange.md).
 	CodeExchangeUnavailable = "token_exchange_unavailable"    // 503: no MQTT credential signing key is configured
 	CodePublishableOnly     = "publishable_key_exchange_only" // 403: a publishable key on any route but the token exchange
 	CodeInvalidPublishable  = "invalid_publishable_key"       // 401: publishable key malformed, unknown, revoked or expired
@@ -162,8 +162,8 @@ func refusedValue(sqlstate string, err error) *Problem {
 // of PostgreSQL takes to be noticed (the pool dials afresh on the next request).
 const databaseRetryAfter = 5
 
-// databaseUnavailable is the answer while PostgreSQL is down (issue 17): 503 with Retry-After, the
-// cause kept for the log only.
+// databaseUnavailable is the answer while PostgreSQL is down: 503 with Retry-After, the
+// cause kept for the log only, never a 500 that hides an outage (docs/security.md, H5).
 func databaseUnavailable(cause error) *Problem {
 	q := problem(http.StatusServiceUnavailable, CodeDatabaseUnavailable, "the database is unavailable; retry after the time in Retry-After")
 	q.retryAfter = databaseRetryAfter

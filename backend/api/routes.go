@@ -9,7 +9,7 @@ import (
 	"github.com/iotauth/iotauth/backend/store"
 )
 
-// builtinRoutes is the route table of DESIGN §6 and §10 (each route's role set, and the right an
+// builtinRoutes is the route table (each route's role set, and the right an
 // application key needs for it), the license's routes included (GET /api/v1/license and
 // the premium export, gated through the Licenser). openapi.json documents exactly these; a test keeps the
 // two in step.
@@ -25,7 +25,7 @@ func (s *Server) builtinRoutes() []Route {
 		{Method: "PATCH", Path: "/api/v1/users/{id}", Roles: adminOnly, Handler: s.patchUser},
 
 		// Minting a device key, or a device's MQTT password, hands out that agent's MQTT identity, which
-		// may be wider than an application key's own topics (SECURITY.md A1): an admin's token only.
+		// may be wider than an application key's own topics (docs/security.md, A1): an admin's token only.
 		{Method: "POST", Path: "/api/v1/auth/api-keys", Roles: adminOnly, Handler: s.createAPIKey},
 		{Method: "GET", Path: "/api/v1/auth/api-keys", Roles: adminOnly, Right: store.RightKeysWrite, Handler: s.listAPIKeys},
 		{Method: "DELETE", Path: "/api/v1/auth/api-keys/{id}", Roles: adminOnly, Right: store.RightKeysWrite, Handler: s.revokeAPIKey},
@@ -35,7 +35,7 @@ func (s *Server) builtinRoutes() []Route {
 		{Method: "GET", Path: "/api/v1/auth/app-keys", Roles: adminOnly, Handler: s.listAppKeys},
 		{Method: "DELETE", Path: "/api/v1/auth/app-keys/{id}", Roles: adminOnly, Handler: s.revokeAppKey},
 
-		// Token exchange (issue 12): an application key with token:exchange, a publishable key from one of
+		// Token exchange (docs/token-exchange.md): an application key with token:exchange, a publishable key from one of
 		// its origins, or any operator for their own credential. Publishable keys: an admin's token only.
 		{Method: "POST", Path: ExchangePath, Roles: anyRole, Right: store.RightTokenExchange, Publishable: true, Handler: s.tokenExchange},
 		{Method: "POST", Path: "/api/v1/auth/publishable-keys", Roles: adminOnly, Handler: s.createPublishableKey},
@@ -61,7 +61,7 @@ func (s *Server) builtinRoutes() []Route {
 		{Method: "GET", Path: "/api/v1/license", Roles: adminOnly, Right: store.RightLicenseRead, Handler: s.getLicense},
 		{Method: "GET", Path: "/api/v1/audit", Roles: adminOnly, Right: store.RightAuditRead, Handler: s.listAudit},
 
-		// The publish bridge (issue 12, SECURITY.md B1): application keys with the publish right only.
+		// The publish bridge (docs/publish-bridge.md; docs/security.md, B1): application keys with the publish right only.
 		{Method: "POST", Path: "/api/v1/publish", Roles: appKeyOnly, Right: store.RightPublish, Handler: s.publish, MaxBody: publishMaxBody(s.cfg.PublishMaxPayload)},
 
 		{Method: "GET", Path: "/healthz", Roles: publicAccess, Handler: s.healthz},

@@ -13,7 +13,7 @@ const maxValidAfterWait = 2 * time.Second
 
 // issuedAfter reports whether an access token with this iat was certainly issued after the user's
 // tokens_valid_after. The iat has whole seconds only, so a token from the same second as the change
-// cannot be told from one issued just before it: it is refused (issue 17: a token issued before a
+// cannot be told from one issued just before it: it is refused (docs/security.md, J8: a token issued before a
 // disable must stay dead when the user is enabled again, however quickly that happens).
 func issuedAfter(iat time.Time, u store.User) bool {
 	return iat.After(u.TokensValidAfter.Truncate(time.Second))

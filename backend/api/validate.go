@@ -21,7 +21,7 @@ const (
 )
 
 // checkJSONDocument refuses, anywhere in a syntactically valid JSON body, what PostgreSQL cannot store
-// or what no client of this API means to send (issue 17): text that is not UTF-8, the escape \u0000, a
+// or what no client of this API means to send (docs/security.md, H1): text that is not UTF-8, the escape \u0000, a
 // lone UTF-16 surrogate (\ud800 without its pair; encoding/json would silently turn it into U+FFFD), a
 // number outside PostgreSQL's numeric range, and an object with the same member name twice at any depth
 // (jsonb would silently keep the last one). It runs before any database work so that these are client

@@ -63,7 +63,7 @@ func TestCheckJSONDocument(t *testing.T) {
 	}
 }
 
-// TestDataExceptionsAreClientErrors is the backstop of issue 17 item 7: a value PostgreSQL refuses is a
+// TestDataExceptionsAreClientErrors is the backstop of H1 (docs/security.md): a value PostgreSQL refuses is a
 // 400 with the code the API's own checks give, never an opaque 500.
 func TestDataExceptionsAreClientErrors(t *testing.T) {
 	for _, tc := range []struct {
@@ -93,7 +93,7 @@ func FuzzCheckJSONDocument(f *testing.F) {
 }
 
 // TestDatabaseOutageIsUnavailable: connection failures and a server that is shutting down, starting up
-// or full are 503 database_unavailable with Retry-After (issue 17 item 6); the request's own deadline
+// or full are 503 database_unavailable with Retry-After (docs/security.md, H5); the request's own deadline
 // keeps its code.
 func TestDatabaseOutageIsUnavailable(t *testing.T) {
 	for _, err := range []error{

@@ -1,5 +1,5 @@
-// Package bridge holds iotauth's own MQTT session to the broker for the REST publish bridge (issue 12,
-// SECURITY.md B1): an Eclipse paho (MQTT 5, autopaho) connection that reconnects by itself, logs in with
+// Package bridge holds iotauth's own MQTT session to the broker for the REST publish bridge (docs/publish-bridge.md;
+// docs/security.md, B1): an Eclipse paho (MQTT 5, autopaho) connection that reconnects by itself, logs in with
 // a service credential the bridge issues for itself (an application key with no REST rights and a write
 // grant on "#"), renews that credential by rotation before it expires, bounds concurrent publishes, and
 // revokes its credential on a clean shutdown. Plaintext credentials live only in this process's memory.

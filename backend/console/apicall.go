@@ -135,7 +135,7 @@ func (c *Console) call(r *http.Request, s *session, method, path string, body an
 // refresh rotates the session's token pair through POST /api/v1/auth/refresh. Two requests of one
 // browser that find the access token expired at the same moment (two tabs, a reload during a page load)
 // would otherwise both spend the same refresh token, and the second spend revokes the whole family
-// (SECURITY.md R2), signing the operator out. So refreshes are serialised, and for refreshGrace the
+// (docs/security.md, R2), signing the operator out. So refreshes are serialised, and for refreshGrace the
 // pair a refresh token was swapped for is handed to another request of the same session holding that
 // same spent token. The pairs are kept in memory only and are never logged.
 func (c *Console) refresh(r *http.Request, s *session) bool {

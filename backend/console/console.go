@@ -1,10 +1,10 @@
-// Package console owns the operator console (issue 15): server-rendered HTML pages at /console/, built
+// Package console owns the operator console (docs/console.md): server-rendered HTML pages at /console/, built
 // from templates and static files embedded in the binary, that drive the REST API in-process. Every
 // action is an ordinary API request (the same handlers, role checks, rights, throttles and audit events
 // as over HTTP) carrying the operator's access token from the console's session cookie; the console
 // itself decides nothing about who may do what. It adds only what a browser needs: a signed session
 // cookie (HttpOnly, SameSite=Strict, Secure under TLS) holding the token pair, server-side refresh, a
-// CSRF token bound to the session on every form, and strict security headers (SECURITY.md U1, H3, H4).
+// CSRF token bound to the session on every form, and strict security headers (docs/security.md, U1, H3, H4).
 package console
 
 import (

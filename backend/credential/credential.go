@@ -37,11 +37,11 @@ type Credential struct {
 	Rules        []Rule
 	// Corrupt marks a row that could not be trusted (batch lookups only); deny it.
 	Corrupt bool
-	// App marks an application key (issue 11). AgentUUID then holds the key's own id, which groups its
+	// App marks an application key (docs/app-keys.md). AgentUUID then holds the key's own id, which groups its
 	// sessions the way an agent's uuid groups a device's; AgentStatus is always "active"; Rules are the
 	// key's topics, and the only ones its sessions get.
 	App bool
-	// Legacy marks an imported device's legacy username (issue 16): the "key" is the device's existing
+	// Legacy marks an imported device's legacy username (docs/import.md): the "key" is the device's existing
 	// MQTT username, looked up by its SHA-256 digest. LegacyClientID is the exact client id it must use;
 	// "" lets it use any client id but an agent's.
 	Legacy         bool

@@ -1,5 +1,5 @@
 // Package email owns the canonical form of an operator's email address and the rules that keep
-// look-alike addresses out (issue 17): an address is trimmed, NFKC-normalised and lower-cased, and it
+// look-alike addresses out (docs/security.md, L1): an address is trimmed, NFKC-normalised and lower-cased, and it
 // is refused when it holds an invisible character (a format character such as a zero-width space or a
 // right-to-left override, a control character, a space, a default-ignorable filler) or mixes scripts
 // that are known to be confusable (Latin with Cyrillic or Greek, for example), following the "Highly

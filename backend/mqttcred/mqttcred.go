@@ -1,5 +1,5 @@
-// Package mqttcred issues and verifies iotauth's short-lived MQTT credentials (DESIGN.md §10, SECURITY.md
-// T3): what a token exchange hands out so that an end user's browser, a dashboard or a mobile app can use
+// Package mqttcred issues and verifies iotauth's short-lived MQTT credentials (docs/short-lived-credentials.md;
+// docs/security.md, T3): what a token exchange hands out so that an end user's browser, a dashboard or a mobile app can use
 // MQTT for minutes to hours without holding a long-lived secret.
 //
 // A credential is an MQTT username and password. The username is UsernamePrefix followed by the token's
@@ -30,7 +30,7 @@ import (
 const UsernamePrefix = "iotmq_"
 
 // Issuer and Audience are the fixed iss and aud claims of a credential: no other token of iotauth's
-// (access, refresh, license) carries this audience, so none can stand in for another (SECURITY.md J6).
+// (access, refresh, license) carries this audience, so none can stand in for another (docs/security.md, J6).
 const (
 	Issuer   = "iotauth"
 	Audience = "iotauth-mqtt"
@@ -38,7 +38,7 @@ const (
 	TokenType = "iotauth-mqtt+jwt"
 )
 
-// Lifetimes (issue 12): 15 minutes unless asked, never more than a day.
+// Lifetimes (docs/token-exchange.md): 15 minutes unless asked, never more than a day.
 const (
 	DefaultTTL = 15 * time.Minute
 	MaxTTL     = 24 * time.Hour
@@ -72,7 +72,7 @@ type Grant struct {
 	ClientIDPrefix string
 	Topics         []Topic
 	// From lists the subjects it derives from ("app:<id>", "pk:<id>", "user:<uuid>", "provider:<name>"):
-	// denying any of them ends the credential (SECURITY.md A4).
+	// denying any of them ends the credential (docs/security.md, A4).
 	From []string
 	TTL  time.Duration // 0: DefaultTTL
 	// IssuedAt, when set, is the iat: the moment the caller was found valid (the request's arrival), so
@@ -249,7 +249,7 @@ func (c Claims) ClientIDAllowed(clientID string) bool {
 		!strings.HasPrefix(clientID, agentClientIDPrefix)
 }
 
-// agentClientIDPrefix starts every agent's client id: never granted to another principal (SECURITY A3).
+// agentClientIDPrefix starts every agent's client id: never granted to another principal (docs/security.md, A3).
 const agentClientIDPrefix = "agent-"
 
 func checkGrant(subject, clientIDPrefix string, topics []Topic, from []string) error {

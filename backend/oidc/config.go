@@ -1,5 +1,5 @@
-// Package oidc verifies identity providers' tokens for the token exchange (issue 12, SECURITY.md T1,
-// T2) and maps their claims to MQTT topic grants. Providers come from a JSON file (OIDC_PROVIDERS_FILE):
+// Package oidc verifies identity providers' tokens for the token exchange (docs/token-exchange.md;
+// docs/security.md, T1, T2) and maps their claims to MQTT topic grants. Providers come from a JSON file (OIDC_PROVIDERS_FILE):
 // issuer and audience are matched exactly, the signature algorithm comes from an allow-list (RS256,
 // ES256, EdDSA; never none or HS*), exp, nbf and iat are checked with a bounded skew, and the signing
 // keys come from a JWKS that only the configuration names (a URL or a file). Verification is go-jose's;
@@ -35,7 +35,7 @@ const (
 	maxTemplates = 32
 )
 
-// Algorithms a provider may allow (SECURITY.md T1): asymmetric only.
+// Algorithms a provider may allow (docs/security.md, T1): asymmetric only.
 var allowedAlgs = []string{"RS256", "ES256", "EdDSA"}
 
 // Provider is one identity provider's configuration.

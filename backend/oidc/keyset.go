@@ -14,7 +14,7 @@ import (
 	"github.com/go-jose/go-jose/v4"
 )
 
-// Key set limits (SECURITY.md T2).
+// Key set limits (docs/security.md, T2).
 const (
 	// DefaultRefreshInterval is the least time between two fetches of one provider's JWKS: an unknown
 	// kid triggers at most one refresh per interval, so forged kids cannot make us hammer the provider.

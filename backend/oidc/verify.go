@@ -75,7 +75,7 @@ func NewSet(c Config, o Options) (*Set, error) {
 }
 
 // Replace installs a new configuration and returns the names of the providers it no longer has (their
-// credentials must be denied, SECURITY.md A4). A provider whose JWKS source is unchanged keeps its
+// credentials must be denied, docs/security.md, A4). A provider whose JWKS source is unchanged keeps its
 // cached keys.
 func (s *Set) Replace(c Config) (removed []string) {
 	by := make(map[string]*verifier, len(c.Providers))
@@ -120,7 +120,7 @@ func (s *Set) Provider(name string) (Provider, bool) {
 	return v.p, true
 }
 
-// Verify checks raw as a token of the named provider (SECURITY.md T1): compact JWS, an algorithm from
+// Verify checks raw as a token of the named provider (docs/security.md, T1): compact JWS, an algorithm from
 // the provider's allow-list, a signature by a key of its JWKS with the token's kid, iss and aud exact,
 // exp present, and exp, nbf and iat (never in the future) within the provider's skew, and a sub.
 func (s *Set) Verify(ctx context.Context, name, raw string) (Identity, error) {

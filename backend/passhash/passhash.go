@@ -355,7 +355,7 @@ func parseSalted(s string) ([]byte, []byte, error) {
 	return salt, sum, nil
 }
 
-// Operator password length bounds (SECURITY.md L4): accepted whole, never truncated.
+// Operator password length bounds (docs/security.md, L4): accepted whole, never truncated.
 const (
 	MinPasswordLen = 8
 	MaxPasswordLen = 128

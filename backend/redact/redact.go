@@ -1,6 +1,6 @@
 // Package redact scrubs iotauth's secrets out of text bound for logs: device API keys, application keys, MQTT passwords,
 // provisioning keys and JWTs are recognised by their shape and replaced by their kind. It is the last line
-// of defence (SECURITY.md H3); the first is never handing a secret to a logger at all.
+// of defence (docs/security.md, H3); the first is never handing a secret to a logger at all.
 package redact
 
 import (

@@ -42,7 +42,7 @@ var (
 	AppKey     = Kind{name: "application key", prefix: "iotak_live_"}
 	TestAppKey = Kind{name: "test application key", prefix: "iotak_test_"}
 	// PublishableKey is a browser's key: public by design, it can only start a token exchange from the
-	// origins it lists (SECURITY.md T4). It is still stored as a digest and redacted from logs.
+	// origins it lists (docs/security.md, T4). It is still stored as a digest and redacted from logs.
 	PublishableKey     = Kind{name: "publishable key", prefix: "iotpk_live_"}
 	TestPublishableKey = Kind{name: "test publishable key", prefix: "iotpk_test_"}
 )

@@ -13,7 +13,7 @@ import (
 	"github.com/iotauth/iotauth/backend/secret"
 )
 
-// Rights an application key may hold on the REST API (issue 11). Users, roles and application keys
+// Rights an application key may hold on the REST API (docs/app-keys.md). Users, roles and application keys
 // themselves need an admin's access token: no right reaches them.
 const (
 	RightAgentsRead     = "agents:read"

@@ -12,7 +12,7 @@ import (
 	"github.com/iotauth/iotauth/backend/secret"
 )
 
-// Imported fleets (issue 16). An imported device becomes an agent whose "legacy username" is an api_keys
+// Imported fleets (docs/import.md). An imported device becomes an agent whose "legacy username" is an api_keys
 // row: digest = SHA-256 of the device's existing MQTT username, rights {mqtt}, legacy_username set. Its
 // existing password hash is the agent's mqtt_credentials row, and its topics are acl_rules rows.
 

@@ -10,7 +10,7 @@ import (
 )
 
 // LoginAttempts is the login throttle's counter in PostgreSQL (table login_attempts, migration 005): every
-// API replica on the database shares it (SECURITY.md U2). It implements throttle.Counter; times come
+// API replica on the database shares it (docs/security.md, U2). It implements throttle.Counter; times come
 // from the caller's clock, not the database's, so that tests can move them.
 type LoginAttempts struct{ s *Store }
 

@@ -103,7 +103,7 @@ type Redeemed struct {
 }
 
 // RedeemProvisioningKey consumes a provisioning key and creates an agent with it, all or nothing, in one
-// transaction (SECURITY.md P1, P2, P4):
+// transaction (docs/security.md, P1, P2, P4):
 //   - the key is consumed with DELETE … RETURNING, so of many concurrent redemptions exactly one finds it;
 //     an unknown, expired or already redeemed key is ErrNotFound;
 //   - when a device limit applies, an advisory lock serialises registrations and the count of agents

@@ -110,7 +110,7 @@ func (s *Store) ListPublishableKeys(ctx context.Context, p AppKeyPage) (keys []P
 }
 
 // RevokePublishableKey revokes a publishable key with its audit event, and denies "pk:<id>" in the same
-// transaction so that every broker closes the sessions of the credentials it led to (SECURITY.md A4).
+// transaction so that every broker closes the sessions of the credentials it led to (docs/security.md, A4).
 // Revoking a revoked key renews the denial and succeeds.
 func (s *Store) RevokePublishableKey(ctx context.Context, id string, audit AuditEvent) (PublishableKey, error) {
 	var k PublishableKey

@@ -10,7 +10,7 @@ import (
 )
 
 // ErrTokenReused means a refresh token that was already spent was presented again; its whole family has
-// been revoked (SECURITY.md R2).
+// been revoked (docs/security.md, R2).
 var ErrTokenReused = errors.New("refresh token reused; family revoked")
 
 // RefreshToken is the stored state of one refresh token (the JWT itself is never stored).
@@ -33,7 +33,7 @@ func (s *Store) CreateRefreshToken(ctx context.Context, t RefreshToken) error {
 }
 
 // Rotated is the outcome of a successful rotation: the new token's row and the user, as the database
-// has them now (role included, SECURITY.md J8).
+// has them now (role included, docs/security.md, J8).
 type Rotated struct {
 	Token RefreshToken
 	User  User

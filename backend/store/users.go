@@ -102,7 +102,7 @@ type UserChange struct {
 }
 
 // UpdateUser applies ch in one transaction with its audit event. Disabling a user or changing their
-// password revokes all their refresh-token families (SECURITY.md R4). A change that would leave no
+// password revokes all their refresh-token families (docs/security.md, R4). A change that would leave no
 // enabled admin is refused with ErrLastAdmin.
 func (s *Store) UpdateUser(ctx context.Context, id string, ch UserChange, audit AuditEvent) (User, error) {
 	var u User

@@ -1,6 +1,6 @@
 // Package throttle owns the login throttle: failure budgets per key (an account, a client address, a
 // known-good device) over fixed windows. A key that used up its budget is refused until its window ends,
-// so an attacker cannot guess quickly and the real owner is never locked out for good (SECURITY.md L3).
+// so an attacker cannot guess quickly and the real owner is never locked out for good (docs/security.md, L3).
 // The counts live behind Counter so that every API replica shares them (PostgreSQL in production, see
 // store.Store; Memory for unit tests).
 //

@@ -3,7 +3,7 @@
 // exactly one algorithm, a required expiry, issuer, audience and issue time, and a `typ` claim that keeps
 // access and refresh tokens (and anyone else's JWTs, such as license tokens) out of each other's place.
 //
-// golang-jwt's defaults are not safe on their own (SECURITY.md J1–J7): the parser here always pins the
+// golang-jwt's defaults are not safe on their own (docs/security.md, J1–J7): the parser here always pins the
 // configured algorithm, never lets a token header choose or fetch a key, and requires exp and iat.
 package token
 
@@ -29,7 +29,7 @@ const (
 	TypeRefresh = "refresh"
 )
 
-// Limits on the signing keys (SECURITY.md J5).
+// Limits on the signing keys (docs/security.md, J5).
 const (
 	MinSecretBytes = 32
 	MinRSABits     = 2048

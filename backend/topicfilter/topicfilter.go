@@ -1,6 +1,6 @@
 // Package topicfilter reasons about MQTT topic filters on the REST side: whether a filter is well
 // formed, whether it matches a topic, whether one filter covers another, and what two filters have in
-// common. The token exchange uses it to grant nothing wider than the caller's own topics (SECURITY.md A1)
+// common. The token exchange uses it to grant nothing wider than the caller's own topics (docs/security.md, A1)
 // and the publish bridge to check a caller's write rights for an exact topic (B1). The broker's plugin has
 // its own allocation-free matcher (plugin/acl) for the publish path; the rules are the same.
 package topicfilter

@@ -31,7 +31,7 @@ var errNoDatabase = errors.New("no database given: set DATABASE_URL (e.g. postgr
 
 // resolve returns the database URL: from the flags (-database-url or -database-url-file, one of them),
 // else from the environment ($DATABASE_URL or $DATABASE_URL_FILE, one of them). A password in the
-// -database-url value draws a warning on stderr (issue 17): every user of the machine can read a
+// -database-url value draws a warning on stderr (docs/security.md, O3): every user of the machine can read a
 // process's arguments.
 func (d *dbFlags) resolve(getenv func(string) string, stderr io.Writer) (string, error) {
 	switch {

@@ -99,7 +99,7 @@ func loadExchange(c serveConfig) (exchangeSetup, error) {
 
 // reloadProviders re-reads OIDC_PROVIDERS_FILE on every SIGHUP until ctx ends. A file that does not
 // validate keeps the running configuration (and says why); a provider the new file drops is denied
-// ("provider:<name>"), which closes every MQTT session exchanged through it (SECURITY.md A4).
+// ("provider:<name>"), which closes every MQTT session exchanged through it (docs/security.md, A4).
 func reloadProviders(ctx context.Context, x exchangeSetup, st *store.Store, log *slog.Logger) {
 	if x.providers == nil {
 		return

@@ -11,8 +11,8 @@ import (
 	"github.com/iotauth/iotauth/backend/migrations"
 )
 
-// checkSchema refuses to serve a database whose schema is missing or older than this binary's (issue 17:
-// serve on an empty database used to report ready and answer every route with 500). A newer schema is
+// checkSchema refuses to serve a database whose schema is missing or older than this binary's: without
+// this check, serve on an empty database would report ready and answer every route with 500. A newer schema is
 // logged and accepted: migrations only add, so an older binary keeps working during a rolling upgrade.
 func checkSchema(ctx context.Context, dsn string, log *slog.Logger) error {
 	latest, err := migrations.Latest()

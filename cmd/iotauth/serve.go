@@ -476,7 +476,7 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stder
 	if err != nil {
 		return err
 	}
-	// The operator console (issue 15) at /console/, on the API's own listener; its session key is
+	// The operator console (docs/console.md) at /console/, on the API's own listener; its session key is
 	// derived from the signing key, like the login key, so that replicas share sessions.
 	con, err := console.New(console.Config{API: srv, Key: loginKey(c.JWT), Logger: logger})
 	if err != nil {
@@ -532,7 +532,7 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stder
 	return nil
 }
 
-// livePages is the /live page when MQTT_WS_URL is set (issue 12), nothing otherwise.
+// livePages is the /live page when MQTT_WS_URL is set (docs/live.md), nothing otherwise.
 func livePages(c serveConfig, logger *slog.Logger) ([]api.Page, error) {
 	if c.MQTTWSURL == "" {
 		return nil, nil
@@ -567,7 +567,7 @@ type metricsListener struct {
 	srv *http.Server
 }
 
-// metricsServer listens on METRICS_ADDR for /metrics only (issue 13 item 5): the API's own listener
+// metricsServer listens on METRICS_ADDR for /metrics only (docs/security.md, O2): the API's own listener
 // does not serve it. A taken default address is a warning (another iotauth on the host, or a
 // coincidence), a taken address the operator chose is an error.
 func metricsServer(c serveConfig, srv *api.Server, logger *slog.Logger) (*metricsListener, error) {

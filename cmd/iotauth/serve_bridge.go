@@ -18,7 +18,7 @@ import (
 	"github.com/iotauth/iotauth/backend/store"
 )
 
-// publishConfig configures the REST publish bridge (issue 12): PUBLISH_* variables and the matching
+// publishConfig configures the REST publish bridge (docs/publish-bridge.md): PUBLISH_* variables and the matching
 // flags.
 type publishConfig struct {
 	BrokerURL   string

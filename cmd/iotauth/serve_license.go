@@ -33,7 +33,7 @@ type licenseWiring struct {
 	Reload <-chan os.Signal
 }
 
-// licensing builds the license.Manager that serve hands the API as its Licenser (DESIGN §7), evaluated
+// licensing builds the license.Manager that serve hands the API as its Licenser (docs/license.md), evaluated
 // now, re-evaluated every minute and re-read on SIGHUP until ctx ends. SIGHUP is claimed before this
 // returns, so from then on it reloads the license and never kills the process (its default action).
 //

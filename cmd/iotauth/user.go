@@ -22,7 +22,7 @@ func init() {
 	})
 }
 
-// userCreate makes an operator account. There is no default account (SECURITY.md L6): the first admin is
+// userCreate makes an operator account. There is no default account (docs/security.md, L6): the first admin is
 // made here. The password never comes from a flag, which would show in ps and shell history.
 func userCreate(ctx context.Context, args []string, getenv func(string) string, stdin io.Reader, stdout, stderr io.Writer) error {
 	fs := newFlags("user create", stderr)

@@ -159,7 +159,7 @@ func TestFastPrefix(t *testing.T) {
 	}
 }
 
-// TestApplicationTopics covers an application key's grants (issue 11, SECURITY.md A2): wildcard
+// TestApplicationTopics covers an application key's grants (docs/security.md, A2): wildcard
 // patterns, subscriptions only as subsets of read grants, $share unwrapped, $ topics and wildcard
 // publishes refused.
 func TestApplicationTopics(t *testing.T) {

@@ -630,7 +630,7 @@ func appFixture(t *testing.T, mutate func(*credential.Credential)) (f *fixture, 
 	return f, k.Reveal(), p.Reveal()
 }
 
-// TestAuthorizeAppKey covers application keys on the connect path (issue 11, SECURITY.md A2, A3).
+// TestAuthorizeAppKey covers application keys on the connect path (docs/security.md, A2, A3).
 func TestAuthorizeAppKey(t *testing.T) {
 	past := time.Unix(1_700_000_000, 0)
 	tests := []struct {

@@ -51,7 +51,7 @@ var (
 	ErrSlowHashBudget = errors.New("imported password hash not checked: too much time spent in slow password hashes this second; the device may retry")
 )
 
-// LegacyNames is the in-memory set of live legacy usernames (imported devices, issue 16), by digest.
+// LegacyNames is the in-memory set of live legacy usernames (imported devices, docs/import.md), by digest.
 // A username that is not a well-formed key is looked up only when the set holds it, so an unknown name
 // still costs no query.
 type LegacyNames interface {
@@ -77,7 +77,7 @@ func (e *AppKeyRefused) Error() string { return e.Err.Error() }
 // Unwrap returns the reason.
 func (e *AppKeyRefused) Unwrap() error { return e.Err }
 
-// AgentClientIDPrefix starts every agent's client id; an application key may never use it (SECURITY.md
+// AgentClientIDPrefix starts every agent's client id; an application key may never use it (docs/security.md,
 // A3: no takeover of a device's session).
 const AgentClientIDPrefix = "agent-"
 

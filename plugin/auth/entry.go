@@ -40,7 +40,7 @@ const (
 	flagAgentInExt // the agent is not a canonical uuid: x.agent holds it
 	flagKeyIDInExt // the key id is not a canonical uuid: x.keyID holds it
 	flagApp        // an application key: agent is the key's own id, rules its topics
-	flagLegacy     // an imported device's legacy username (issue 16): x.legacyClientID is its client id rule
+	flagLegacy     // an imported device's legacy username (docs/import.md): x.legacyClientID is its client id rule
 )
 
 // entryExt holds the parts of an Entry that the common credential does not have.

@@ -1,5 +1,5 @@
-// Package denylist holds the subject deny list of short-lived MQTT credentials in memory (SECURITY.md
-// A4): which source subjects ("app:<id>", "user:<uuid>", …) were denied when. A credential is dead when
+// Package denylist holds the subject deny list of short-lived MQTT credentials in memory
+// (docs/security.md, A4): which source subjects ("app:<id>", "user:<uuid>", …) were denied when. A credential is dead when
 // any subject it derives from was denied at or after the second it was issued. The plugin fills the list
 // from PostgreSQL at start and on every LISTEN reconnect, and from each NOTIFY in between, so that a
 // connect is decided without a query. It is plain Go with an injected clock.

@@ -1,5 +1,5 @@
 // Package legacy holds the broker's in-memory set of live legacy usernames: the digests of the existing
-// MQTT usernames of imported devices (issue 16). The plugin asks it, on the broker thread, before it
+// MQTT usernames of imported devices (docs/import.md). The plugin asks it, on the broker thread, before it
 // lets a username that is not a well-formed key reach the database, so that an unknown name still
 // costs no query. The set is loaded whole when the change feed is (re-)established and kept current by
 // the credential notifications; a change that arrives while a load is under way is applied to the

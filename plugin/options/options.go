@@ -46,7 +46,7 @@ type Config struct {
 	// (plugin_opt_metrics_listen); empty serves none.
 	MetricsListen string
 	// SlowHashBudget bounds the broker-thread time spent a second in slow KDFs of imported password
-	// hashes (issue 16) before their fast hash is recorded; beyond it such connects are refused.
+	// hashes (docs/import.md) before their fast hash is recorded; beyond it such connects are refused.
 	SlowHashBudget time.Duration
 	// MQTTTokenPublicKey is the path of a PEM file with the Ed25519 public keys that verify short-lived
 	// MQTT credentials (iotmq_ usernames); empty refuses them.

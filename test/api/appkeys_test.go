@@ -28,7 +28,7 @@ func (e *env) createAppKey(adminTok string, body map[string]any) appKey {
 	return appKey{ID: m["id"].(string), Key: m["key"].(string), Prefix: m["prefix"].(string), Password: mq["password"].(string)}
 }
 
-// TestAppKeyCreateListRevoke is the application keys' lifecycle over REST (issue 11, SECURITY.md S1,
+// TestAppKeyCreateListRevoke is the application keys' lifecycle over REST (docs/security.md, S1,
 // S5): shown once with no-store, listed with prefixes only and paginated, revoked with 204, audited.
 func TestAppKeyCreateListRevoke(t *testing.T) {
 	e := newEnv(t)
@@ -137,7 +137,7 @@ func routePath(rt string, a provisioned) string {
 }
 
 // TestAppKeyRightsMatrix: for each right alone, every operator route answers as the route table says
-// (issue 11): allowed where the route names that right, 403 missing_right (naming the right) where it
+// (docs/app-keys.md): allowed where the route names that right, 403 missing_right (naming the right) where it
 // names another, 403 forbidden where it takes an operator's token only.
 func TestAppKeyRightsMatrix(t *testing.T) {
 	e := newEnv(t)
@@ -186,7 +186,7 @@ func TestAppKeyRightsMatrix(t *testing.T) {
 	}
 }
 
-// TestAppKeyEscalation is SECURITY.md A1: an application key holding every right can neither create,
+// TestAppKeyEscalation is A1 (docs/security.md): an application key holding every right can neither create,
 // list nor revoke application keys, nor touch users, nor read an operator's session; nothing changes.
 func TestAppKeyEscalation(t *testing.T) {
 	e := newEnv(t)
@@ -223,7 +223,7 @@ func TestAppKeyEscalation(t *testing.T) {
 	}
 }
 
-// TestAppKeyRevokedOrExpiredFailsAtOnce is SECURITY.md S6 and A4 on the REST side: right after the
+// TestAppKeyRevokedOrExpiredFailsAtOnce is S6 and A4 (docs/security.md) on the REST side: right after the
 // revoke, 50 parallel calls with the key all fail; an expired key, a test key on a live deployment and
 // an unknown well-formed key fail the same way.
 func TestAppKeyRevokedOrExpiredFailsAtOnce(t *testing.T) {

@@ -14,7 +14,7 @@ import (
 	"time"
 )
 
-// TestAuditFilters is issue 16 item 2: GET /api/v1/audit filters by actor, action, agent (target or
+// TestAuditFilters: GET /api/v1/audit filters by actor, action, agent (target or
 // actor), since and until, keeps limit/cursor/nextCursor, and answers a bad filter value with a 400
 // naming the field.
 func TestAuditFilters(t *testing.T) {

@@ -33,8 +33,8 @@ func binary(t *testing.T) string {
 	return bin
 }
 
-// TestServeRefusesWeakKeys is J5 at start: `iotauth serve` refuses a short HS256 secret (the seed's
-// own example among them), an RSA key under 2048 bits and a missing key, exits non-zero and says how
+// TestServeRefusesWeakKeys is J5 at start: `iotauth serve` refuses a short HS256 secret (a documentation
+// placeholder among them), an RSA key under 2048 bits and a missing key, exits non-zero and says how
 // to make a good key.
 func TestServeRefusesWeakKeys(t *testing.T) {
 	bin := binary(t)
@@ -201,7 +201,7 @@ func TestServeBinary(t *testing.T) {
 	if res.StatusCode != 201 || reg.MQTT.Host != "mqtt.example.com" || reg.MQTT.Port != 8883 {
 		t.Fatalf("registration through the binary: %d %+v", res.StatusCode, reg.MQTT)
 	}
-	// The operator console is served by the binary on the same listener (issue 15).
+	// The operator console is served by the binary on the same listener (docs/console.md).
 	consoleSignInThrough(t, base, "root@example.com", password)
 
 	if err := serve.Process.Signal(syscall.SIGTERM); err != nil {

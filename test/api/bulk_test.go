@@ -13,7 +13,7 @@ import (
 	"github.com/iotauth/iotauth/test/harness"
 )
 
-// TestBulkAgentCreate is issue 16 item 4 with the real binary, PostgreSQL and Mosquitto: `agent create
+// TestBulkAgentCreate is bulk provisioning (docs/cli.md) with the real binary, PostgreSQL and Mosquitto: `agent create
 // --count 10000 --format csv --out FILE` makes 10,000 agents whose printed credentials connect, writes
 // the file 0600 and never overwrites one, audits each agent, and prints no secret to stderr; jsonl to
 // stdout works too.

@@ -111,7 +111,7 @@ func TestCLIGroupHelp(t *testing.T) {
 	}
 }
 
-// TestCLIListShowAndExitCodes is issue 16 item 5 with the real binary and PostgreSQL: agent list|show,
+// TestCLIListShowAndExitCodes runs docs/cli.md's list commands with the real binary and PostgreSQL: agent list|show,
 // key list, user list|disable|enable, app-key list and version, each with --json (JSON Lines, the REST
 // API's fields, no secret), exit codes 3 (not found) and 4 (refused), and every change audited with
 // the actor cli:<os user>.

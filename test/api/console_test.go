@@ -359,7 +359,7 @@ func TestConsoleProvisionQRAndRevoke(t *testing.T) {
 	b.shot("agent")
 	revokedAt := time.Now()
 	b.do(chromedp.Click(chromedp.CSS(`tr.key[data-name="console-key"] button.revoke`)), chromedp.WaitVisible(chromedp.ID("notice")))
-	// SECURITY.md M8 asks for 1 s; 10 s bounds the wait on a loaded machine (the exit itself is the proof).
+	// docs/security.md, M8 promises 1 s; 10 s bounds the wait on a loaded machine (the exit itself is the proof).
 	select {
 	case <-exited:
 		t.Logf("mosquitto_sub ended %v after the click: %s", time.Since(revokedAt).Round(time.Millisecond), strings.TrimSpace(subOut.String()))

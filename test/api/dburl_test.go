@@ -28,7 +28,7 @@ func runBin(t *testing.T, env []string, args ...string) (string, int) {
 	return "", 0
 }
 
-// TestDatabaseURLFlagPasswordWarns is issue 17 item 9 with the real binary: every command that takes
+// TestDatabaseURLFlagPasswordWarns is O3 (docs/security.md) with the real binary: every command that takes
 // the database URL warns on stderr when -database-url carries a password (it shows in ps) and says to
 // use DATABASE_URL or -database-url-file / DATABASE_URL_FILE instead, without echoing the password;
 // the file variants work (trailing newline ignored) and an unreadable file is a clear error naming it.

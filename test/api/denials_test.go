@@ -6,7 +6,7 @@ import (
 	"time"
 )
 
-// TestSubjectDenials is schema 006 (SECURITY.md A4): revoking an application key and disabling,
+// TestSubjectDenials is schema 006 (docs/security.md, A4): revoking an application key and disabling,
 // re-roling or re-passwording a user deny their subjects for short-lived MQTT credentials, whoever
 // writes the change (the API or plain SQL); a denial renews its time; the list prunes.
 func TestSubjectDenials(t *testing.T) {

@@ -96,7 +96,7 @@ func refused(t *testing.T, err error, what string) {
 	}
 }
 
-// TestEndToEndRevocationKicks is the end-to-end line (M8 through REST): an agent provisioned
+// TestEndToEndRevocationKicks is M8 end to end (docs/security.md, through REST): an agent provisioned
 // over REST connects to Mosquitto with the plugin using exactly its mqtt block, and is disconnected
 // within 1 s when an admin revokes its key over REST; reconnecting is refused. Password rotation and
 // decommission take effect the same way.

@@ -7,7 +7,7 @@ import (
 	"testing"
 )
 
-// TestLookAlikeEmailsAreRefused is issue 17 item 8: an address that only looks like an existing one
+// TestLookAlikeEmailsAreRefused: an address that only looks like an existing one
 // (a zero-width space, a Cyrillic а, a right-to-left override, a Greek ο in the domain) is refused
 // with a 400 that says why, by the API and by `iotauth user create`, and logging in with one fails
 // like an unknown email; compatibility forms fold to the address they stand for (NFKC), at creation
@@ -40,7 +40,7 @@ func TestLookAlikeEmailsAreRefused(t *testing.T) {
 		if p := res.Problem(t); p.Code != "validation_failed" || p.Field != "email" || p.Detail == "" {
 			t.Errorf("%+q: %+v", addr, p)
 		}
-		// At login a look-alike is an unknown account (one answer, SECURITY.md L1), even with the real
+		// At login a look-alike is an unknown account (one answer, docs/security.md, L1), even with the real
 		// account's password.
 		e.expect(req{Method: "POST", Path: "/api/v1/auth/login", Body: map[string]string{"email": addr, "password": "correct horse battery"}}, 401, "invalid_credentials")
 	}

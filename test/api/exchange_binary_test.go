@@ -24,7 +24,7 @@ import (
 // (private key 0600, never overwritten), `iotauth publishable-key create|list|revoke`, `iotauth serve`
 // with MQTT_TOKEN_PRIVATE_KEY_FILE and OIDC_PROVIDERS_FILE (a provider allowing HS256 stops the start),
 // an operator's exchange whose credential verifies with mqtt-token.pub, and a SIGHUP that drops a
-// provider denies "provider:<name>" (SECURITY.md A4).
+// provider denies "provider:<name>" (docs/security.md, A4).
 func TestExchangeBinary(t *testing.T) {
 	bin := binary(t)
 	dsn := pg.NewDatabase(t)

@@ -180,7 +180,7 @@ func TestExchangeOperator(t *testing.T) {
 }
 
 // TestExchangeAppKey is server code exchanging an end user's IdP token with an application key
-// (SECURITY.md A1, T1): the mapping's topics narrowed to the key's own, from = the key and the
+// (docs/security.md, A1, T1): the mapping's topics narrowed to the key's own, from = the key and the
 // provider; a key without token:exchange gets 403; every way a token can be wrong is refused.
 func TestExchangeAppKey(t *testing.T) {
 	idp := newTestIdP(t, jose.RS256)
@@ -262,7 +262,7 @@ func TestExchangeAppKey(t *testing.T) {
 	}
 }
 
-// TestExchangeJWKSRefresh is SECURITY.md T2: an unknown kid costs at most one JWKS fetch per interval
+// TestExchangeJWKSRefresh is T2 (docs/security.md): an unknown kid costs at most one JWKS fetch per interval
 // (30 s, on the key set's test clock), then is refused; after the provider rotates its key, the new
 // kid is accepted after one refresh.
 func TestExchangeJWKSRefresh(t *testing.T) {

@@ -121,8 +121,8 @@ func (e *env) provisioningKeyNoRemember() string {
 }
 
 // TestHealthAndMetrics: liveness and readiness against the database on the public listener, Prometheus
-// metrics without secrets or raw paths on a handler of their own (not on the API: 404 there, issue 13
-// item 5), and the OpenAPI document.
+// metrics without secrets or raw paths on a handler of their own (not on the API: 404 there,
+// docs/security.md, O2), and the OpenAPI document.
 func TestHealthAndMetrics(t *testing.T) {
 	e := newEnv(t)
 	adm := e.admin()

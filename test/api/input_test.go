@@ -8,7 +8,7 @@ import (
 	"github.com/iotauth/iotauth/backend/store"
 )
 
-// TestBadInputIsRefusedBeforePostgres is issue 17 item 7: values PostgreSQL cannot store (NUL, a lone
+// TestBadInputIsRefusedBeforePostgres is H1 (docs/security.md): values PostgreSQL cannot store (NUL, a lone
 // UTF-16 surrogate, a number beyond numeric's range) and duplicate members at any depth are refused
 // with 400 problem details and a clear code before the database sees them, never a 500 or a wrong 404,
 // and no such request leaves an ERROR line in the log (an unauthenticated caller could flood it). A

@@ -12,7 +12,7 @@ import (
 	"github.com/iotauth/iotauth/test/harness"
 )
 
-// TestLivePageEndToEnd is issue 12's browser client for real: PostgreSQL, Mosquitto with the built
+// TestLivePageEndToEnd is the /live page (docs/live.md) for real: PostgreSQL, Mosquitto with the built
 // plugin verifying short-lived credentials with the public key (plugin_opt_mqtt_token_public_key) on a
 // websockets listener, the API's real token exchange signing with the private key, and headless
 // Chromium on /live. An operator (a viewer) signs in through the form and enters an agent's uuid; the

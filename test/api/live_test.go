@@ -153,7 +153,7 @@ func (p *livePage) waitMessage(topic, payload string) {
 		"the message on "+topic+" to show")
 }
 
-// checkClean: nothing in the browser's storage (SECURITY.md U1: tokens live in JS variables only), no
+// checkClean: nothing in the browser's storage (docs/security.md, U1: tokens live in JS variables only), no
 // cookie visible to script, no CSP violation and no uncaught error.
 func (p *livePage) checkClean() {
 	p.t.Helper()

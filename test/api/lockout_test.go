@@ -83,7 +83,7 @@ func TestLoginAttemptsConformance(t *testing.T) {
 }
 
 // TestLoginBudgetSharedByReplicas is U2's "shared by every replica": two API servers on one database
-// (issue 13 item 3: replica B used to accept 5 more tries). Failures alternate between them and the
+// (replica B used to accept 5 more tries). Failures alternate between them and the
 // account locks after the limit on both; the window passes on the API clock; the table is pruned.
 func TestLoginBudgetSharedByReplicas(t *testing.T) {
 	clock := &testClock{now: time.Now()}
@@ -132,7 +132,7 @@ func TestLoginBudgetSharedByReplicas(t *testing.T) {
 	}
 }
 
-// TestMadeUpEmailsDoNotLockOutTheAdmin is issue 13 item 3's report: twenty failed logins with made-up
+// TestMadeUpEmailsDoNotLockOutTheAdmin is U2 against a reported attack: twenty failed logins with made-up
 // emails from one address used to lock the real admin out for 15 minutes, everywhere. Now they spend only
 // that address's budget: past it, logins from there without a known device are refused before any
 // password is checked (an unknown email and the admin's alike, so the answer tells nothing about which

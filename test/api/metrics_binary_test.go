@@ -26,7 +26,7 @@ func get(t *testing.T, url string) (int, string) {
 	return res.StatusCode, string(b)
 }
 
-// TestServeMetricsOnTheirOwnListener is issue 13 item 5 through the real binary: /metrics is served on
+// TestServeMetricsOnTheirOwnListener is O2 (docs/security.md) through the real binary: /metrics is served on
 // METRICS_ADDR and answers 404 on the public API listener, while /healthz and /readyz stay public;
 // METRICS_ADDR=off serves no metrics; an address the operator chose that is taken stops the start with
 // a message that names the setting.

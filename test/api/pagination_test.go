@@ -50,7 +50,7 @@ func walkList(t *testing.T, e *env, tok, path, idField string) []string {
 	}
 }
 
-// TestPaginationOnEveryListRoute is issue 16 item 5: every REST list route takes limit and cursor and
+// TestPaginationOnEveryListRoute (docs/cli.md): every REST list route takes limit and cursor and
 // answers nextCursor while more follow; walking the pages visits every row once; a bad limit or cursor
 // is a 400 naming the field.
 func TestPaginationOnEveryListRoute(t *testing.T) {

@@ -81,7 +81,7 @@ func pubBody(topic, payload string, qos int) map[string]any {
 	return map[string]any{"topic": topic, "payload": payload, "qos": qos}
 }
 
-// TestPublishBridge is SECURITY.md B1 against the real broker: an application key with the publish
+// TestPublishBridge is B1 (docs/security.md) against the real broker: an application key with the publish
 // right and a write grant on agents/+/cmd/# publishes to an agent's topic and the agent itself (a real
 // paho client with its own credentials) receives it: QoS 1 answers 200 after the PUBACK, QoS 0 202;
 // base64 arrives byte-exact. Topics outside the grants, keys without the right, operators' tokens,

@@ -30,7 +30,7 @@ func (x *exchangeEnv) createPK(adminTok string, body map[string]any) (id, key st
 	return m["id"].(string), key
 }
 
-// TestPublishableKeys is SECURITY.md T4 and H4: an admin creates, lists (paginated, prefixes only) and
+// TestPublishableKeys is T4 and H4 (docs/security.md): an admin creates, lists (paginated, prefixes only) and
 // revokes publishable keys; a browser exchanges an IdP token with one from a listed origin only, with
 // CORS for that origin only; its topics cap the credential; its providers bound which IdPs it may use;
 // revoking it denies "pk:<id>" and its exchanges fail at once.

@@ -69,7 +69,7 @@ func serveOnce(t *testing.T, dsn string, args ...string) string {
 	return string(out)
 }
 
-// TestServeRefusesADatabaseWithoutTheSchema is issue 17 item 6: `iotauth serve` on a database without
+// TestServeRefusesADatabaseWithoutTheSchema: `iotauth serve` on a database without
 // the schema, or with an older one, refuses to start and says what to run, instead of reporting ready
 // and answering every route with 500. Asked to migrate at start, it serves.
 func TestServeRefusesADatabaseWithoutTheSchema(t *testing.T) {
@@ -134,7 +134,7 @@ func rawCall(t *testing.T, method, u, bearer string, body string) (int, http.Hea
 	return res.StatusCode, res.Header, b
 }
 
-// TestDatabaseOutageAnswers503 is issue 17 item 6: while PostgreSQL is down, routes answer 503
+// TestDatabaseOutageAnswers503 is H5 (docs/security.md): while PostgreSQL is down, routes answer 503
 // problem details with the stable code database_unavailable and a Retry-After, never 500; /readyz
 // reports not ready and /healthz stays up; no request logs an ERROR; when PostgreSQL is back, so is
 // the API, without a restart. It runs against a cluster of its own, which it stops.

@@ -5,7 +5,7 @@ import (
 	"testing"
 )
 
-// TestSeedFlows walks the seed page's flows exactly as written: login → Bearer on GET /api/v1/agents;
+// TestSeedFlows walks the first flows an integrator follows, in order: login → Bearer on GET /api/v1/agents;
 // refresh; operator creates a provisioning key (no body), the agent self-registers with it and the key is
 // gone afterwards; admin creates an API key for the agent; the agent polls its state with
 // X-Device-API-Key.
@@ -39,7 +39,7 @@ func TestSeedFlows(t *testing.T) {
 	}
 	access = m["accessToken"].(string)
 
-	// Provisioning flow: 1. operator creates a provisioning key (the seed sends no body).
+	// Provisioning flow: 1. operator creates a provisioning key (with no body).
 	ops := e.login("ops@example.com", "operator-password")
 	res = e.expect(req{Method: "POST", Path: "/api/v1/provision/keys", Token: ops.Access}, 201, "")
 	m = res.JSON(t)

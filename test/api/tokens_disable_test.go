@@ -17,7 +17,7 @@ func (e *env) userID(adminToken, email string) string {
 	return ""
 }
 
-// TestDisableEndsAccessTokens is issue 17 item 3 (J8, R4): disabling a user ends the access tokens they
+// TestDisableEndsAccessTokens is J8 and R4 (docs/security.md): disabling a user ends the access tokens they
 // hold for good; enabling them again does not bring those tokens back, even when disable and re-enable
 // happen within the token's own second. A fresh login right after the re-enable works, and the rule
 // holds for plain SQL writers too (the database keeps it).

@@ -38,7 +38,7 @@ func (r *runner) appKeyFor(dsn string) (ConnectOptions, error) {
 		CleanSession: true, Timeout: 5 * time.Second}, nil
 }
 
-// fanIn is issue 11's load: 32 agents publish telemetry at QoS 0 and one application subscriber reads
+// fanIn is the application keys' load: 32 agents publish telemetry at QoS 0 and one application subscriber reads
 // agents/+/telemetry, on the plugin broker (an application key, its checks in Go) and on the no-auth broker
 // (an anonymous subscriber).
 func (r *runner) fanIn(dsn string, agents []Agent, noauth, warm *harness.Broker) error {

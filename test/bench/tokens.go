@@ -37,7 +37,7 @@ func tokenKeyFile() (*mqttcred.Issuing, string, string, error) {
 	return mqttcred.NewIssuing(priv, nil), path, dir, nil
 }
 
-// tokens is issue 12's load: TokenConnects connects, each with a credential of its own (so every one
+// tokens is the load of short-lived credentials: TokenConnects connects, each with a credential of its own (so every one
 // verifies a signature: the worst case, as after a broker restart), by TokenWorkers clients, against
 // Mosquitto without auth making the same connects anonymously. Besides the broker's CPU per connect it
 // counts every statement the database ran while the plugin broker took the connects (pg_stat_statements,

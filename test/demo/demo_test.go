@@ -37,7 +37,7 @@ func TestDemoScript(t *testing.T) {
 		"304 (not modified)",                                  // state polling with ETag
 		"live mosquitto_sub session was closed by the broker", // revocation kicks
 		"(exit code 5: refused)",                              // reconnect refused
-		"the operator console answers at http://127.0.0.1:",   // issue 15: the console is served
+		"the operator console answers at http://127.0.0.1:",   // docs/console.md: the console is served
 		"demo stopped; everything it started is gone.",
 	} {
 		if !strings.Contains(text, want) {

@@ -14,7 +14,7 @@ const sqlTimeout = 10 * time.Second
 
 // Exec runs one SQL statement on the database at dsn, on a connection of its own, and fails the test
 // if it errs. Tests use it to change rows behind the API's back, as any other writer of the database
-// may (DESIGN.md §4), and to send their own notifications.
+// may (docs/architecture.md), and to send their own notifications.
 func Exec(t testing.TB, dsn, sql string, args ...any) pgconn.CommandTag {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), sqlTimeout)

@@ -12,7 +12,7 @@ import (
 	"github.com/iotauth/iotauth/test/harness"
 )
 
-// Behaviour 3: subscriptions that could reach outside the agent's namespace are refused in SUBACK, and
+// Subscriptions that could reach outside the agent's namespace are refused in SUBACK, and
 // publishing into another agent's namespace is delivered to no one.
 func TestSubscriptionsOutsideNamespaceRefused(t *testing.T) {
 	t.Parallel()

@@ -113,8 +113,8 @@ func expectNone(t *testing.T, ch <-chan string, d time.Duration, what string) {
 	}
 }
 
-// TestAppKeyReadsTelemetry is issue 11 on the broker: an application key connects like an agent (key as
-// username, its own password, any client id but agent-…), gets exactly its topics (SECURITY.md A2:
+// TestAppKeyReadsTelemetry is application keys (docs/app-keys.md) on the broker: an application key connects like an agent (key as
+// username, its own password, any client id but agent-…), gets exactly its topics (docs/security.md, A2:
 // subscriptions only as subsets of read grants, $share checked on its inner filter, $ topics denied,
 // no wildcard publish), may hold several connections, and never shows its key in the broker's log.
 func TestAppKeyReadsTelemetry(t *testing.T) {
@@ -169,7 +169,7 @@ func TestAppKeyReadsTelemetry(t *testing.T) {
 	c2.Publish("agents/+/cmd", 1, false, "wildcard").WaitTimeout(time.Second)
 	expectNone(t, agentMsgs, 500*time.Millisecond, "a wildcard publish")
 
-	// SECURITY.md A3: never an agent's client id; the agent's session is not disturbed.
+	// docs/security.md, A3: never an agent's client id; the agent's session is not disturbed.
 	for _, id := range []string{a.ClientID, "agent-" + k.ID, "agent-x"} {
 		c, err := harness.Connect(e.b, k.Key, k.Password, id)
 		if c != nil {
@@ -212,7 +212,7 @@ func TestAppKeyReadsTelemetry(t *testing.T) {
 	}
 }
 
-// TestAppKeyRevokedOrExpiredKicked is SECURITY.md A4 for application keys: a revoke (REST's store call,
+// TestAppKeyRevokedOrExpiredKicked is A4 (docs/security.md) for application keys: a revoke (REST's store call,
 // the CLI, plain SQL) or an expiry closes every session of the key on both brokers sharing the database
 // within 1 s, reconnects are refused, and other keys' sessions stay.
 func TestAppKeyRevokedOrExpiredKicked(t *testing.T) {
@@ -322,7 +322,7 @@ func TestCLIAppKey(t *testing.T) {
 	}
 }
 
-// TestAppKeyCorruptRows is SECURITY.md M14 for application keys: a row that plain SQL made untrustworthy
+// TestAppKeyCorruptRows is M14 (docs/security.md) for application keys: a row that plain SQL made untrustworthy
 // (a $ topic, a topic without a pattern, an unknown access, a malformed password hash) refuses that key,
 // logs it, and does not disturb the broker or other keys.
 func TestAppKeyCorruptRows(t *testing.T) {

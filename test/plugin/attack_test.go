@@ -1,6 +1,6 @@
 package plugin_test
 
-// Defects found by an outside attack run (issue 17), each reproduced against the real broker.
+// Defects found by an outside attack run, each reproduced against the real broker.
 
 import (
 	"os"

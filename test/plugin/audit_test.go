@@ -9,7 +9,7 @@ import (
 	"github.com/iotauth/iotauth/test/harness"
 )
 
-// TestKicksAreAudited is issue 16 item 2: when the plugin disconnects a live session because its
+// TestKicksAreAudited is O1 (docs/security.md): when the plugin disconnects a live session because its
 // credentials were revoked (by the CLI or by plain SQL), it writes the audit event session_kick (actor
 // mosquitto-iotauth, target the agent or the application key, with the client id, key id and reason),
 // never a secret; the CLI's own change is audited with the actor cli:<os user>.

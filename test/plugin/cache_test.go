@@ -17,7 +17,7 @@ func connectOnce(t *testing.T, b *harness.Broker, user, pass, cid string) error 
 	return err
 }
 
-// Behaviour 5: repeated connects of a known agent cause no query; a miss causes exactly one.
+// Repeated connects of a known agent cause no query; a miss causes exactly one.
 func TestCachedConnectsCauseNoQueries(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, [2]string{"preload", "false"})
@@ -37,7 +37,7 @@ func TestCachedConnectsCauseNoQueries(t *testing.T) {
 	}
 }
 
-// Behaviour 5: unknown keys are remembered for negative_ttl, then asked again.
+// Unknown keys are remembered for negative_ttl, then asked again.
 func TestNegativeEntriesExpire(t *testing.T) {
 	t.Parallel()
 	const ttl = 2 * time.Second
@@ -70,7 +70,7 @@ func TestNegativeEntriesExpire(t *testing.T) {
 	}
 }
 
-// Behaviour 5: a key created after it was looked up (and cached as unknown) works at once: the insert's
+// A key created after it was looked up (and cached as unknown) works at once: the insert's
 // notification drops the negative entry.
 func TestNewKeyDropsNegativeEntry(t *testing.T) {
 	t.Parallel()
@@ -93,7 +93,7 @@ func TestNewKeyDropsNegativeEntry(t *testing.T) {
 	}
 }
 
-// Behaviour 5: the cache holds at most cache_size entries: with room for 3, cycling through 6 agents
+// The cache holds at most cache_size entries: with room for 3, cycling through 6 agents
 // misses every time.
 func TestCacheBounded(t *testing.T) {
 	t.Parallel()
@@ -125,7 +125,7 @@ func TestCacheBounded(t *testing.T) {
 	}
 }
 
-// Behaviour 5: preload fills the cache at start, so the first connects need no query.
+// Preload fills the cache at start, so the first connects need no query.
 func TestPreloadFillsCache(t *testing.T) {
 	t.Parallel()
 	dsn := pg.NewDatabase(t)

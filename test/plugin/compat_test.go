@@ -100,7 +100,7 @@ func TestPerListenerSettings(t *testing.T) {
 }
 
 // A panic in a background goroutine (here the NOTIFY handler, by a test hook) is recovered and logged,
-// the loop restarts, the broker keeps running and later revocations still kick (SECURITY M17).
+// the loop restarts, the broker keeps running and later revocations still kick (docs/security.md, M17).
 func TestBackgroundPanicRestartsTheLoop(t *testing.T) {
 	t.Parallel()
 	e := newHooksEnv(t)

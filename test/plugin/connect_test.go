@@ -13,7 +13,7 @@ import (
 	"github.com/iotauth/iotauth/test/harness"
 )
 
-// Behaviour 1: a provisioned agent connects with key, password and agent-<uuid>, and publishes and
+// A provisioned agent connects with key, password and agent-<uuid>, and publishes and
 // subscribes in its namespace, over MQTT 3.1.1 (paho, mosquitto_pub/sub) and MQTT 5 (mosquitto_rr).
 func TestAgentRoundTrip(t *testing.T) {
 	t.Parallel()
@@ -58,7 +58,7 @@ func TestAgentRoundTrip(t *testing.T) {
 	}
 }
 
-// Behaviour 2: every kind of bad credential gets CONNACK "not authorised", never a dropped socket.
+// Every kind of bad credential gets CONNACK "not authorised", never a dropped socket.
 func TestRefusals(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
@@ -128,7 +128,7 @@ func TestRefusals(t *testing.T) {
 	harness.MustConnect(t, e.b, a)
 }
 
-// Behaviour 2: malformed and checksum-failing keys are refused without a single database query.
+// Malformed and checksum-failing keys are refused without a single database query.
 func TestMalformedKeysCauseNoQueries(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, [2]string{"preload", "false"})

@@ -14,7 +14,7 @@ import (
 	"github.com/iotauth/iotauth/test/harness"
 )
 
-// Behaviour 7: the API key never reaches Mosquitto's log (the plugin renames the client), nor the MQTT
+// The API key never reaches Mosquitto's log (the plugin renames the client), nor the MQTT
 // password; a SIGHUP keeps valid sessions connected.
 func TestKeyNeverInBrokerLogAndSIGHUPKeepsSessions(t *testing.T) {
 	t.Parallel()
@@ -44,7 +44,7 @@ func TestKeyNeverInBrokerLogAndSIGHUPKeepsSessions(t *testing.T) {
 	}
 }
 
-// Behaviour 7: a SIGHUP re-check refuses a session whose credentials changed while the plugin could not
+// A SIGHUP re-check refuses a session whose credentials changed while the plugin could not
 // be told (kick_on_revoke off), proving re-checks consult the credentials, not a blind allow.
 func TestSIGHUPRechecksCredentials(t *testing.T) {
 	t.Parallel()
@@ -57,7 +57,7 @@ func TestSIGHUPRechecksCredentials(t *testing.T) {
 	closedBy(t, lost, 3*time.Second, "session of a revoked key after the SIGHUP re-check")
 }
 
-// Behaviour 8: a panic in Go code behind an export denies that one request, is logged, and the broker
+// A panic in Go code behind an export denies that one request, is logged, and the broker
 // keeps serving. Uses the test-hook build of the plugin.
 func TestPanicDeniesOneRequest(t *testing.T) {
 	t.Parallel()
@@ -84,7 +84,7 @@ func TestPanicDeniesOneRequest(t *testing.T) {
 	}
 }
 
-// Behaviour 8: a corrupt row denies that agent, is logged once, and never panics or affects others.
+// A corrupt row denies that agent, is logged once, and never panics or affects others.
 func TestCorruptRowsDenyAndLogOnce(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, [2]string{"preload", "false"})
@@ -141,7 +141,7 @@ func TestCorruptRowsDenyAndLogOnce(t *testing.T) {
 	}
 }
 
-// Behaviour 10: an unknown key and a wrong password for a known key are refused in the same time within
+// An unknown key and a wrong password for a known key are refused in the same time within
 // noise, both when answered from the cache and when each needs a query. Before each probe the agent
 // connects once, so that its credential is cached and its session live.
 func TestUnknownKeyAndWrongPasswordTakeTheSameTime(t *testing.T) {
@@ -177,7 +177,7 @@ func median(ds []time.Duration) time.Duration {
 	return s[len(s)/2]
 }
 
-// Behaviour 10: a flood of random well-formed keys keeps the broker's memory bounded by cache_size and
+// A flood of random well-formed keys keeps the broker's memory bounded by cache_size and
 // does not stall connected agents.
 func TestRandomKeyFloodBounded(t *testing.T) {
 	t.Parallel()

@@ -128,7 +128,7 @@ func subscribeResult(t *testing.T, c mqtt.Client, filter string) byte {
 	return tok.(*mqtt.SubscribeToken).Result()[filter]
 }
 
-// Issue 16 item 3: a real mosquitto_passwd file ($7$ default and sha512-pbkdf2, $6$ sha512) imported
+// Importing (docs/import.md): a real mosquitto_passwd file ($7$ default and sha512-pbkdf2, $6$ sha512) imported
 // into a running broker's database: the devices connect UNCHANGED with mosquitto_pub and their old
 // client ids, wrong passwords and other client ids are refused, their topics are the imported ones,
 // unknown names cost no lookup, and the first connect records a fast hash without closing the session.
@@ -286,7 +286,7 @@ func goAuthPBKDF2(t *testing.T, password string) string {
 	return fmt.Sprintf("PBKDF2$sha512$100000$%s$%s", base64.StdEncoding.EncodeToString(salt), base64.StdEncoding.EncodeToString(key))
 }
 
-// Issue 16 item 3 (b): a CSV export of mosquitto-go-auth's user table with PBKDF2 and bcrypt hashes;
+// Importing (docs/import.md): a CSV export of mosquitto-go-auth's user table with PBKDF2 and bcrypt hashes;
 // the client id rule "any" admits any client id but an agent's.
 func TestImportGoAuthCSVConnects(t *testing.T) {
 	t.Parallel()
@@ -328,7 +328,7 @@ func TestImportGoAuthCSVConnects(t *testing.T) {
 	}
 }
 
-// Issue 16 item 3: `agent rotate-password` moves an imported device to iotauth keys (its old username
+// Importing (docs/import.md): `agent rotate-password` moves an imported device to iotauth keys (its old username
 // stops working and its live session closes), and revoking an imported agent's legacy username kicks it.
 func TestImportRotateMovesAndRevokeKicks(t *testing.T) {
 	t.Parallel()
@@ -375,7 +375,7 @@ func TestImportRotateMovesAndRevokeKicks(t *testing.T) {
 	if err := json.Unmarshal([]byte(out), &moved); err != nil || moved.Retired != "dev-move" || !strings.HasPrefix(moved.MQTT.Username, "iotsk_live_") {
 		t.Fatalf("rotate-password output %v: %s", err, out)
 	}
-	// Revocation reaches live sessions within 1 s (SECURITY M8); 3 s leaves margin on a loaded machine.
+	// Revocation reaches live sessions within 1 s (docs/security.md, M8); 3 s leaves margin on a loaded machine.
 	closedBy(t, lostMove, 3*time.Second, "dev-move's legacy session after rotate-password")
 	_, err := harness.Connect(e.b, "dev-move", "pw-move", "dev-move")
 	refused(t, err, "the retired legacy username")

@@ -48,7 +48,8 @@ func paho5(t *testing.T, b *harness.Broker, user, pass, cid string, got chan<- s
 	return c, ack, nil
 }
 
-// Behaviours 1–3 with Eclipse paho's MQTT 5 client: connect, SUBACK reason codes, refusal reason 0x87.
+// Connects, subscriptions and refusals with Eclipse paho's MQTT 5 client: SUBACK reason codes, refusal
+// reason 0x87.
 func TestPahoMQTT5(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)

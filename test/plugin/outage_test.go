@@ -22,7 +22,7 @@ func privatePostgres(t *testing.T) *harness.Postgres {
 	return p
 }
 
-// Behaviour 6: with PostgreSQL paused (SIGSTOP) or stopped, connected agents keep publishing, a cached
+// With PostgreSQL paused (SIGSTOP) or stopped, connected agents keep publishing, a cached
 // agent reconnects within stale_grace, an unknown one is refused within the DB deadline, and everything
 // — including LISTEN/NOTIFY revocation — recovers without a restart.
 func TestPostgresOutage(t *testing.T) {
@@ -110,7 +110,7 @@ func TestPostgresOutage(t *testing.T) {
 	}
 }
 
-// Behaviour 9: Mosquitto starts and listens while PostgreSQL is down, refuses agents it cannot check,
+// Mosquitto starts and listens while PostgreSQL is down, refuses agents it cannot check,
 // logs a bounded trickle, and catches up by itself when PostgreSQL comes.
 func TestStartsWhilePostgresDown(t *testing.T) {
 	t.Parallel()

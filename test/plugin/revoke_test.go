@@ -32,7 +32,7 @@ func (e *env) iotauthCLI(args ...string) string {
 	return string(out)
 }
 
-// Behaviour 4: revoking a key, disabling an agent or changing its MQTT password — by the CLI or by plain
+// Revoking a key, disabling an agent or changing its MQTT password — by the CLI or by plain
 // SQL — closes the live session within 1 s, and the reconnect is refused; on two brokers at once.
 func TestRevocationKicksOnEveryBroker(t *testing.T) {
 	t.Parallel()

@@ -112,7 +112,7 @@ func waitDenyList(t *testing.T, b *harness.Broker) {
 	}
 }
 
-// noJWSInLog is SECURITY.md T3: a credential's password (its signed token) never reaches the log.
+// noJWSInLog is T3 (docs/security.md): a credential's password (its signed token) never reaches the log.
 func noJWSInLog(t *testing.T, b *harness.Broker) {
 	t.Helper()
 	if m := jwsPattern.FindString(b.Log()); m != "" {
@@ -135,7 +135,7 @@ func watchToken(t *testing.T, b *harness.Broker, user, pass, clientID string) (m
 	return c, lost
 }
 
-// TestTokenTopics is issue 12 on the broker (SECURITY.md T3, A2): a short-lived credential connects with
+// TestTokenTopics is short-lived credentials on the broker (docs/security.md, T3, A2): a short-lived credential connects with
 // its iotmq_ username and signed password, gets exactly its topics (subscriptions only as subsets of
 // read grants, no # or $SYS, no publish outside write grants), and its session carries the name
 // iotauth-token:<id> in the broker's log, never the token.
@@ -333,7 +333,7 @@ func TestTokenExpiryCloses(t *testing.T) {
 	refused(t, connectOnce(t, e.b, mqttcred.UsernamePrefix+id, pass, "web-short"), "reconnect with an expired credential")
 }
 
-// TestTokenDenials is SECURITY.md A4 for short-lived credentials: iotauth_deny() in SQL and revoking the
+// TestTokenDenials is A4 (docs/security.md) for short-lived credentials: iotauth_deny() in SQL and revoking the
 // application key a credential derives from close every derived live session on both brokers sharing the
 // database (within 1 s; asserted within 3 s), reconnects are refused, other subjects' sessions stay, and
 // a credential issued after the denial's second works.

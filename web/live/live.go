@@ -1,4 +1,4 @@
-// Package live serves iotauth's browser client (issue 12): the /live page, where an operator signs in,
+// Package live serves iotauth's browser client (docs/live.md): the /live page, where an operator signs in,
 // exchanges the access token for short-lived MQTT credentials (POST /api/v1/tokens/exchange with
 // {"provider":"iotauth"}) and watches one agent's messages over MQTT/WebSockets.
 //

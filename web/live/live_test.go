@@ -99,7 +99,7 @@ func TestPagesHeaders(t *testing.T) {
 }
 
 // TestNoInlineCodeNoStorage checks the page's own files: no inline script, style or event handler
-// (the CSP would block them), and no browser storage in our script (SECURITY.md U1: tokens live in
+// (the CSP would block them), and no browser storage in our script (docs/security.md, U1: tokens live in
 // memory only; the browser test checks the storage too).
 func TestNoInlineCodeNoStorage(t *testing.T) {
 	html, err := static.ReadFile("static/index.html")

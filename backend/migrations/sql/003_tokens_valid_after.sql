@@ -1,7 +1,7 @@
 -- Access tokens are not stored, so a user's tokens_valid_after is what ends them: the API refuses every
 -- access token issued (by its whole-second iat) at or before it. Disabling or re-enabling a user and
 -- changing their password move it to the moment of the change, so that a token issued before a disable
--- stays dead when the user is enabled again (issue 17). The trigger holds the rule for every writer:
+-- stays dead when the user is enabled again (docs/security.md, J8). The trigger holds the rule for every writer:
 -- the API, the CLI and plain SQL.
 ALTER TABLE users ADD COLUMN tokens_valid_after timestamptz;
 UPDATE users SET tokens_valid_after = password_changed_at;

@@ -1,4 +1,4 @@
--- iotauth schema, version 4: application keys, the second kind of principal (issue 11). An application
+-- iotauth schema, version 4: application keys, the second kind of principal (docs/app-keys.md). An application
 -- key belongs to a service, never to an agent: REST rights fixed at creation, MQTT topics fixed at
 -- creation, its own MQTT password. Only digests are stored, as for device keys.
 

@@ -1,4 +1,4 @@
--- The login throttle's failure counters, shared by every API replica (issue 13 item 3, SECURITY.md L3,
+-- The login throttle's failure counters, shared by every API replica (docs/security.md, L3,
 -- U2). One row per budget: an account (keyed by a digest of its canonical email), a client address, or
 -- a known-good device of one account. A window starts at a budget's first failure and lasts the
 -- configured window; the API counts an attempt with one atomic upsert, so that parallel requests on any

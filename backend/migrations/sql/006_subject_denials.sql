@@ -1,4 +1,4 @@
--- iotauth schema, version 6: the subject deny list of short-lived MQTT credentials (issue 12, SECURITY.md
+-- iotauth schema, version 6: the subject deny list of short-lived MQTT credentials (docs/security.md,
 -- A4). A credential names the subjects it derives from ("app:<id>", "pk:<id>", "user:<uuid>",
 -- "provider:<name>"); the broker's plugin checks them against this list, which it holds in memory
 -- (loaded at start, kept current by NOTIFY), so a connect costs no query. A credential is dead when one of

@@ -1,4 +1,4 @@
--- iotauth schema, version 7: publishable keys (issue 12, SECURITY.md T4). A publishable key is public by
+-- iotauth schema, version 7: publishable keys (docs/security.md, T4). A publishable key is public by
 -- design (it sits in a browser's page): it only starts a token exchange, only from its listed origins,
 -- only with its listed identity providers, and never grants more than its own topics. Only digests are
 -- stored, as for every other key. Revoking one denies the subject "pk:<id>" in the same transaction, so

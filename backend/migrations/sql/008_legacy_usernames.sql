@@ -1,4 +1,4 @@
--- iotauth schema, version 8: imported fleets (issue 16). A device imported from a Mosquitto password_file
+-- iotauth schema, version 8: imported fleets (docs/import.md). A device imported from a Mosquitto password_file
 -- or mosquitto-go-auth keeps connecting with its existing username and password: its agent gets a
 -- "legacy username" row in api_keys (digest = SHA-256 of the username, right mqtt only), so that the
 -- plugin's lookup, cache, re-check, revocation and kick paths serve it exactly like a device key.

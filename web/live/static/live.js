@@ -1,5 +1,5 @@
 // iotauth live: sign in as an operator, exchange the access token for short-lived MQTT credentials and
-// watch one agent's messages over MQTT/WebSockets (issue 12).
+// watch one agent's messages over MQTT/WebSockets (docs/live.md).
 //
 // Every secret (the access and refresh tokens, the MQTT password) lives only in the variables of this
 // closure: never in localStorage, sessionStorage, a cookie, a URL or the page. A reload signs out.
