@@ -100,9 +100,13 @@ type handler func(w http.ResponseWriter, r *http.Request, s *session, v *view) e
 // page wraps a GET page: a signed-in session (else the sign-in page), the operator from the API.
 func (c *Console) page(h handler) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		s := c.sessionOf(r)
+		s, err := c.sessionOf(r)
+		if err != nil {
+			c.unavailable(w, r, err)
+			return
+		}
 		if !s.signedIn() {
-			http.Redirect(w, r, loginPath, http.StatusSeeOther)
+			c.signInAgain(w, r, s)
 			return
 		}
 		c.run(w, r, s, h)
@@ -114,7 +118,11 @@ func (c *Console) page(h handler) http.HandlerFunc {
 func (c *Console) action(h handler) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		r.Body = http.MaxBytesReader(w, r.Body, 1<<20)
-		s := c.sessionOf(r)
+		s, err := c.sessionOf(r)
+		if err != nil {
+			c.unavailable(w, r, err)
+			return
+		}
 		if !c.checkCSRF(r, s) {
 			c.log.Warn("console form refused: missing or wrong CSRF token, or a foreign Origin", "path", redact.String(r.URL.Path))
 			c.errorPage(w, r, s, nil, &problem{Status: http.StatusForbidden, Code: "csrf_failed",
@@ -122,11 +130,20 @@ func (c *Console) action(h handler) http.HandlerFunc {
 			return
 		}
 		if !s.signedIn() {
-			http.Redirect(w, r, loginPath, http.StatusSeeOther)
+			c.signInAgain(w, r, s)
 			return
 		}
 		c.run(w, r, s, h)
 	}
+}
+
+// signInAgain sends a browser without a live session to the sign-in page, deleting a cookie whose
+// session has ended (signed out, expired, or ended by a change to its user).
+func (c *Console) signInAgain(w http.ResponseWriter, r *http.Request, s *session) {
+	if s != nil {
+		c.clearSession(w, r)
+	}
+	http.Redirect(w, r, loginPath, http.StatusSeeOther)
 }
 
 func (c *Console) run(w http.ResponseWriter, r *http.Request, s *session, h handler) {

@@ -31,7 +31,6 @@ import (
 	"github.com/iotauth/iotauth/backend/api"
 	"github.com/iotauth/iotauth/backend/console"
 	"github.com/iotauth/iotauth/backend/license"
-	"github.com/iotauth/iotauth/backend/token"
 	"github.com/iotauth/iotauth/test/harness"
 )
 
@@ -512,12 +511,13 @@ func TestConsoleViewerAndCSRF(t *testing.T) {
 		t.Fatal("the viewer's forged revoke changed something")
 	}
 
-	// Logout revokes the family: the refresh token the cookie held no longer works.
-	refresh := viewer.refreshToken(t)
+	// Logout ends the session and revokes the refresh family of its sign-in.
 	if res := viewer.post(t, "/console/logout", url.Values{"csrf": {viewer.csrf}}, viewer.base); res.StatusCode != http.StatusOK {
 		t.Fatalf("logout: %d", res.StatusCode)
 	}
-	e.expect(req{Method: "POST", Path: "/api/v1/auth/refresh", Body: map[string]string{"refreshToken": refresh}}, 401, "invalid_refresh_token")
+	if n := e.count("refresh_tokens t JOIN users u ON u.id = t.user_id", "u.email = 'viewer@example.com' AND t.revoked_at IS NULL"); n != 1 {
+		t.Fatalf("after the console's logout the viewer has %d live refresh families, want 1 (the other console session's)", n)
+	}
 	if res := viewer.get(t, "/console/agents"); res.Path != "/console/login" {
 		t.Fatalf("after logout /console/agents ends at %s, want the sign-in page", res.Path)
 	}
@@ -682,28 +682,6 @@ func (c *consoleClient) signIn(t *testing.T, email, password string) {
 	if res.StatusCode != http.StatusOK || res.Path != "/console/agents" {
 		t.Fatalf("sign in as %s: %d at %s", email, res.StatusCode, res.Path)
 	}
-}
-
-// refreshToken reads the refresh token out of the session cookie (the test knows the cookie's layout:
-// base64url JSON, a dot, the MAC).
-func (c *consoleClient) refreshToken(t *testing.T) string {
-	t.Helper()
-	ck := c.setCookies[console.SessionCookie]
-	if ck == nil {
-		t.Fatal("no session cookie")
-	}
-	payload, _, _ := strings.Cut(ck.Value, ".")
-	raw, err := base64.RawURLEncoding.DecodeString(payload)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var s struct {
-		R string `json:"r"`
-	}
-	if err := json.Unmarshal(raw, &s); err != nil || s.R == "" {
-		t.Fatalf("session cookie payload: %v", err)
-	}
-	return s.R
 }
 
 // rememberPage adds every secret-shaped string a console page showed to the leak checks.
@@ -879,60 +857,6 @@ func TestConsoleAgentActionsAndLogin(t *testing.T) {
 		t.Fatalf("logout ended at %s", res.Path)
 	}
 	c.signIn(t, "admin@example.com", "correct horse battery")
-}
-
-// TestConsoleRefreshesExpiredAccessToken: when the access token in the session has expired, the next
-// page is still served: the console spends the refresh token, writes the new pair into the cookie, and
-// the old refresh token is spent (presenting it again is refused).
-func TestConsoleRefreshesExpiredAccessToken(t *testing.T) {
-	e := newEnv(t)
-	clk := &testClock{now: time.Now()}
-	tokens, err := token.New(token.Config{Secret: hsSecret, Now: clk.Now})
-	if err != nil {
-		t.Fatal(err)
-	}
-	// The console in front of an API whose token clock the test moves.
-	if e.srv, err = api.New(api.Config{Store: e.st, Tokens: tokens, MaxConcurrentHashes: 2,
-		Logger: slog.New(slog.NewJSONHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))}); err != nil {
-		t.Fatal(err)
-	}
-	ce := newConsoleEnv(t, e, false)
-	e.createUser("admin@example.com", "correct horse battery", "admin")
-	c := ce.client(t)
-	c.signIn(t, "admin@example.com", "correct horse battery")
-	oldCookie := c.setCookies[console.SessionCookie].Value
-	oldRefresh := c.refreshToken(t)
-	e.remember(oldRefresh)
-
-	clk.advance(2 * time.Hour) // past the access token's hour, well within the refresh token's life
-	res := c.get(t, "/console/agents")
-	if res.StatusCode != 200 || res.Path != "/console/agents" {
-		t.Fatalf("page after the access token expired: %d at %s", res.StatusCode, res.Path)
-	}
-	if c.setCookies[console.SessionCookie].Value == oldCookie {
-		t.Fatal("the console did not write a refreshed session cookie")
-	}
-	e.remember(c.refreshToken(t))
-	if res = c.get(t, "/console/keys"); res.StatusCode != 200 {
-		t.Fatalf("the next page with the refreshed cookie: %d", res.StatusCode)
-	}
-	// A second tab that sent the old cookie at the same moment is served too (not signed out, and the
-	// family is not revoked by a second spend of the old refresh token).
-	tab2 := ce.client(t)
-	tab2.setCookies[console.SessionCookie] = &http.Cookie{Name: console.SessionCookie, Value: oldCookie, Path: "/console/"}
-	if res = tab2.get(t, "/console/agents"); res.StatusCode != 200 || res.Path != "/console/agents" {
-		t.Fatalf("the second tab with the old cookie: %d at %s", res.StatusCode, res.Path)
-	}
-	if res = c.get(t, "/console/agents"); res.StatusCode != 200 || res.Path != "/console/agents" {
-		t.Fatalf("the first tab after the second refreshed: %d at %s", res.StatusCode, res.Path)
-	}
-	res2 := httptest.NewRecorder()
-	hr := httptest.NewRequest("POST", "/api/v1/auth/refresh", strings.NewReader(`{"refreshToken":"`+oldRefresh+`"}`))
-	hr.Header.Set("Content-Type", "application/json")
-	e.srv.ServeHTTP(res2, hr)
-	if res2.Code != http.StatusUnauthorized {
-		t.Fatalf("the spent refresh token was accepted again: %d", res2.Code)
-	}
 }
 
 // consoleSignInThrough signs in to the console of a running `iotauth serve` at base with a plain HTTP
