@@ -2,7 +2,7 @@ package console
 
 import (
 	"bytes"
-		"encoding/json"
+	"encoding/json"
 	"errors"
 	"io"
 	"net/http"
