@@ -5,7 +5,10 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
+	"strings"
 	"time"
+
+	"github.com/iotauth/iotauth/backend/store"
 )
 
 // agent is an agent as GET /api/v1/agents[/{uuid}] shows it.
@@ -45,22 +48,19 @@ func (c *Console) agentsPage(w http.ResponseWriter, r *http.Request, s *session,
 		Items      []agent `json:"items"`
 		NextCursor string  `json:"nextCursor"`
 	}
-	filter := map[string]string{"q": q.Get("q"), "status": q.Get("status")}
-	args := map[string]string{"limit": strconv.Itoa(agentsPageSize), "cursor": q.Get("cursor")}
-	for k, val := range filter {
-		args[k] = val
-	}
+	cursor, from := listCursor(r, "cursor")
+	args := map[string]string{"limit": strconv.Itoa(agentsPageSize), "cursor": cursor, "q": q.Get("q"), "status": q.Get("status")}
 	if err := c.get(r, s, apiPath("/api/v1/agents", args), &list); err != nil {
 		return err
 	}
-	next := ""
-	if list.NextCursor != "" {
-		filter["cursor"] = list.NextCursor
-		next = apiPath(Prefix+"agents", filter)
+	total, err := c.db.CountAgentList(r.Context(), store.AgentPage{Status: q.Get("status"), Search: strings.TrimSpace(q.Get("q"))})
+	if err != nil {
+		return err
 	}
 	v.Title, v.Nav, v.Notice = "Agents", "agents", notice(r)
-	v.Data = map[string]any{"Agents": list.Items, "Q": q.Get("q"), "Status": q.Get("status"), "Next": next,
-		"Paged": q.Get("cursor") != "", "Statuses": []string{"active", "disabled", "decommissioned"}}
+	v.Data = map[string]any{"Agents": list.Items, "Q": q.Get("q"), "Status": q.Get("status"),
+		"Pager":    newPager(r, "agents", "cursor", from, len(list.Items), list.NextCursor, total),
+		"Statuses": []string{"active", "disabled", "decommissioned"}}
 	c.render(w, r, s, http.StatusOK, "agents", v)
 	return nil
 }

@@ -54,9 +54,9 @@ type API interface {
 type Config struct {
 	// API serves every request the console makes; required.
 	API API
-	// Sessions keeps the console's sessions. Default: the API's own database, when API offers it
-	// (ConsoleSessions() *store.Store, as *api.Server does); otherwise required.
-	Sessions SessionStore
+	// Store keeps the console's sessions and counts its lists. Default: the API's own database, when
+	// API offers it (ConsoleSessions() *store.Store, as *api.Server does); otherwise required.
+	Store Store
 	// Key derives the CSRF tokens; at least 32 bytes. Replicas behind one load balancer must share it
 	// (`iotauth serve` derives it from the JWT signing key). Default: random, which suits a single
 	// replica only (a restart then invalidates the forms open in browsers).
@@ -73,16 +73,16 @@ type Config struct {
 
 // Console is the operator console as an http.Handler for the paths under Prefix.
 type Console struct {
-	api      API
-	sessions SessionStore
-	key      []byte
-	idle     time.Duration
-	maxLife  time.Duration
-	log      *slog.Logger
-	now      func() time.Time
-	mux      *http.ServeMux
-	pages    map[string]*template.Template
-	roles    map[string][]string // "METHOD /api/path" → roles, from the API's route table
+	api     API
+	db      Store
+	key     []byte
+	idle    time.Duration
+	maxLife time.Duration
+	log     *slog.Logger
+	now     func() time.Time
+	mux     *http.ServeMux
+	pages   map[string]*template.Template
+	roles   map[string][]string // "METHOD /api/path" → roles, from the API's route table
 }
 
 // New builds a Console.
@@ -90,11 +90,11 @@ func New(c Config) (*Console, error) {
 	if c.API == nil {
 		return nil, errors.New("console: API is required")
 	}
-	if c.Sessions == nil {
+	if c.Store == nil {
 		if src, ok := c.API.(interface{ ConsoleSessions() *store.Store }); ok && src.ConsoleSessions() != nil {
-			c.Sessions = src.ConsoleSessions()
+			c.Store = src.ConsoleSessions()
 		} else {
-			return nil, errors.New("console: Sessions is required (the API does not offer its store)")
+			return nil, errors.New("console: Store is required (the API does not offer its own)")
 		}
 	}
 	if len(c.Key) == 0 {
@@ -122,7 +122,7 @@ func New(c Config) (*Console, error) {
 	}
 	k := hmac.New(sha256.New, c.Key)
 	k.Write([]byte("iotauth console v1"))
-	con := &Console{api: c.API, sessions: c.Sessions, key: k.Sum(nil), idle: c.IdleTimeout, maxLife: c.MaxLifetime,
+	con := &Console{api: c.API, db: c.Store, key: k.Sum(nil), idle: c.IdleTimeout, maxLife: c.MaxLifetime,
 		log: c.Logger, now: c.Now, mux: http.NewServeMux(), roles: map[string][]string{}}
 	for _, rt := range c.API.Routes() {
 		con.roles[rt.Pattern()] = rt.Roles

@@ -41,6 +41,7 @@ func (c *Console) routes() {
 	m.HandleFunc("POST "+Prefix+"provisioning", c.action(c.createProvisioningKey))
 	m.HandleFunc("POST "+Prefix+"provisioning/{id}/delete", c.action(c.deleteProvisioningKey))
 
+	m.HandleFunc("GET "+Prefix+"users", c.page(c.usersPage))
 	m.HandleFunc("GET "+Prefix+"license", c.page(c.licensePage))
 	m.HandleFunc("GET "+Prefix+"audit", c.page(c.auditPage))
 }
@@ -77,6 +78,8 @@ var capabilities = map[string]string{
 	"appKeyList":      "GET /api/v1/auth/app-keys",
 	"appKeyCreate":    "POST /api/v1/auth/app-keys",
 	"appKeyRevoke":    "DELETE /api/v1/auth/app-keys/{id}",
+	"pubKeyList":      "GET /api/v1/auth/publishable-keys",
+	"userList":        "GET /api/v1/users",
 	"targetState":     "PUT /api/v1/agents/{uuid}/target-state",
 	"rotate":          "POST /api/v1/agents/{uuid}/mqtt-password",
 	"decommission":    "DELETE /api/v1/agents/{uuid}",

@@ -1,6 +1,9 @@
 package console
 
 import (
+	"encoding/json"
+	"reflect"
+	"strconv"
 	"net/http"
 	"net/url"
 	"strings"
@@ -26,29 +29,83 @@ type appKey struct {
 // appRights are the rights an application key may hold (the API validates them again).
 var appRights = []string{"agents:read", "agents:write", "keys:write", "provision:write", "audit:read", "license:read", "publish", "token:exchange"}
 
-// keysPage: device API keys (every agent's, newest first as the API lists them) and application keys.
+// publishableKey is a publishable key as GET /api/v1/auth/publishable-keys lists it.
+type publishableKey struct {
+	ID      string   `json:"id"`
+	Name    string   `json:"name"`
+	Prefix  string   `json:"prefix"`
+	Origins []string `json:"origins"`
+	Topics  []struct {
+		Access  string `json:"access"`
+		Pattern string `json:"pattern"`
+	} `json:"topics"`
+	Providers  []string   `json:"providers"`
+	ExpiresAt  *time.Time `json:"expiresAt"`
+	RevokedAt  *time.Time `json:"revokedAt"`
+	LastUsedAt *time.Time `json:"lastUsedAt"`
+	CreatedAt  time.Time  `json:"createdAt"`
+}
+
+// keysPageSize is the page of each list on the Keys screen.
+const keysPageSize = 25
+
+// listOf reads one page of an API list into items, with its pager: the list pages with the query
+// parameter name, and total counts it whole.
+func (c *Console) listOf(r *http.Request, s *session, path, id, name string, size int, items any, total func() (int64, error)) (pager, error) {
+	cursor, from := listCursor(r, name)
+	var list struct {
+		Items      json.RawMessage `json:"items"`
+		NextCursor string          `json:"nextCursor"`
+	}
+	if err := c.get(r, s, apiPath(path, map[string]string{"limit": strconv.Itoa(size), "cursor": cursor}), &list); err != nil {
+		return pager{}, err
+	}
+	if err := json.Unmarshal(list.Items, items); err != nil {
+		return pager{}, err
+	}
+	n, err := total()
+	if err != nil {
+		return pager{}, err
+	}
+	return newPager(r, id, name, from, reflect.ValueOf(items).Elem().Len(), list.NextCursor, n), nil
+}
+
+// keysPage: device API keys (every agent's, newest first as the API lists them), application keys and
+// publishable keys, each paged on its own with its total.
 func (c *Console) keysPage(w http.ResponseWriter, r *http.Request, s *session, v *view) error {
-	if !v.Can["keyList"] && !v.Can["appKeyList"] {
+	if !v.Can["keyList"] && !v.Can["appKeyList"] && !v.Can["pubKeyList"] {
 		return &problem{Status: http.StatusForbidden, Detail: "your role (" + v.Me.Role + ") may not see keys"}
 	}
-	var dev struct {
-		Items []deviceKey `json:"items"`
-	}
-	var app struct {
-		Items []appKey `json:"items"`
-	}
+	ctx := r.Context()
+	data := map[string]any{"Rights": appRights}
 	if v.Can["keyList"] {
-		if err := c.get(r, s, "/api/v1/auth/api-keys", &dev); err != nil {
+		var keys []deviceKey
+		p, err := c.listOf(r, s, "/api/v1/auth/api-keys", "device-keys", "dk", keysPageSize, &keys,
+			func() (int64, error) { return c.db.CountAPIKeys(ctx, "") })
+		if err != nil {
 			return err
 		}
+		data["DeviceKeys"], data["DevicePager"] = keys, p
 	}
 	if v.Can["appKeyList"] {
-		if err := c.get(r, s, "/api/v1/auth/app-keys", &app); err != nil {
+		var keys []appKey
+		p, err := c.listOf(r, s, "/api/v1/auth/app-keys", "app-keys", "ak", keysPageSize, &keys, func() (int64, error) { return c.db.CountAppKeys(ctx) })
+		if err != nil {
 			return err
 		}
+		data["AppKeys"], data["AppPager"] = keys, p
+	}
+	if v.Can["pubKeyList"] {
+		var keys []publishableKey
+		p, err := c.listOf(r, s, "/api/v1/auth/publishable-keys", "pub-keys", "pk", keysPageSize, &keys,
+			func() (int64, error) { return c.db.CountPublishableKeys(ctx) })
+		if err != nil {
+			return err
+		}
+		data["PubKeys"], data["PubPager"] = keys, p
 	}
 	v.Title, v.Nav, v.Notice = "Keys", "keys", notice(r)
-	v.Data = map[string]any{"DeviceKeys": dev.Items, "AppKeys": app.Items, "Rights": appRights}
+	v.Data = data
 	c.render(w, r, s, http.StatusOK, "keys", v)
 	return nil
 }

@@ -98,7 +98,7 @@ func (c *Console) loginSubmit(w http.ResponseWriter, r *http.Request) {
 	// A new session id on sign-in: a CSRF token or cookie seen before it is worthless after.
 	now := c.now()
 	ns := &session{ID: newSessionID(), UserID: user}
-	if err := c.sessions.CreateConsoleSession(r.Context(), store.ConsoleSession{Digest: digestOf(ns.ID), UserID: user, Family: family,
+	if err := c.db.CreateConsoleSession(r.Context(), store.ConsoleSession{Digest: digestOf(ns.ID), UserID: user, Family: family,
 		CreatedAt: now, LastSeenAt: now, ExpiresAt: now.Add(c.maxLife)}); err != nil {
 		c.unavailable(w, r, err)
 		return
@@ -110,7 +110,7 @@ func (c *Console) loginSubmit(w http.ResponseWriter, r *http.Request) {
 // endSession deletes the session's server-side state and revokes its refresh family, audited as the
 // API audits a logout. The session is refused on every replica from then on.
 func (c *Console) endSession(r *http.Request, s *session) error {
-	err := c.sessions.EndConsoleSession(r.Context(), digestOf(s.ID), store.AuditEvent{Action: "logout", RemoteAddr: c.api.ClientAddr(r),
+	err := c.db.EndConsoleSession(r.Context(), digestOf(s.ID), store.AuditEvent{Action: "logout", RemoteAddr: c.api.ClientAddr(r),
 		Detail: map[string]any{"via": "console"}})
 	if errors.Is(err, store.ErrNotFound) {
 		return nil

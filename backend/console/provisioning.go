@@ -29,14 +29,14 @@ func (c *Console) provisioningPage(w http.ResponseWriter, r *http.Request, s *se
 	if !v.Can["provisionList"] {
 		return &problem{Status: http.StatusForbidden, Detail: "your role (" + v.Me.Role + ") may not manage provisioning keys"}
 	}
-	var list struct {
-		Items []provKey `json:"items"`
-	}
-	if err := c.get(r, s, "/api/v1/provision/keys", &list); err != nil {
+	var keys []provKey
+	p, err := c.listOf(r, s, "/api/v1/provision/keys", "prov-keys", "cursor", keysPageSize, &keys,
+		func() (int64, error) { return c.db.CountProvisioningKeys(r.Context()) })
+	if err != nil {
 		return err
 	}
 	v.Title, v.Nav, v.Notice = "Provisioning", "provisioning", notice(r)
-	v.Data = map[string]any{"Keys": list.Items}
+	v.Data = map[string]any{"Keys": keys, "Pager": p}
 	c.render(w, r, s, http.StatusOK, "provisioning", v)
 	return nil
 }

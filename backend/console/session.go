@@ -28,12 +28,22 @@ const (
 	DefaultMaxLifetime = 12 * time.Hour
 )
 
-// SessionStore keeps the console's sessions in the database, so that every replica sees a sign-out,
-// a disabled user or a changed password or role at the next request. *store.Store is one.
-type SessionStore interface {
+// Store is what the console reads and writes in the database itself: its sessions (so that every
+// replica sees a sign-out, a disabled user or a changed password or role at the next request), and the
+// totals of the lists it pages through. *store.Store is one.
+type Store interface {
 	CreateConsoleSession(ctx context.Context, cs store.ConsoleSession) error
 	TouchConsoleSession(ctx context.Context, digest []byte, now time.Time, idle time.Duration) (store.ConsoleSession, error)
 	EndConsoleSession(ctx context.Context, digest []byte, audit store.AuditEvent) error
+
+	CountAgentList(ctx context.Context, p store.AgentPage) (int64, error)
+	CountAPIKeys(ctx context.Context, agentUUID string) (int64, error)
+	CountAppKeys(ctx context.Context) (int64, error)
+	CountPublishableKeys(ctx context.Context) (int64, error)
+	CountProvisioningKeys(ctx context.Context) (int64, error)
+	CountUsers(ctx context.Context) (int64, error)
+	CountAudit(ctx context.Context, p store.AuditPage) (int64, error)
+	AuditNames(ctx context.Context, refs []string) (map[string]string, error)
 }
 
 // session is a browser's console session. The cookie carries only ID, 32 random bytes: no token, no
@@ -91,7 +101,7 @@ func (c *Console) sessionOf(r *http.Request) (*session, error) {
 		return nil, nil
 	}
 	s := &session{ID: ck.Value}
-	cs, err := c.sessions.TouchConsoleSession(r.Context(), digestOf(s.ID), c.now(), c.idle)
+	cs, err := c.db.TouchConsoleSession(r.Context(), digestOf(s.ID), c.now(), c.idle)
 	switch {
 	case errors.Is(err, store.ErrNotFound):
 		return s, nil
