@@ -2,10 +2,10 @@ package console
 
 import (
 	"encoding/json"
-	"reflect"
-	"strconv"
 	"net/http"
 	"net/url"
+	"reflect"
+	"strconv"
 	"strings"
 	"time"
 )
