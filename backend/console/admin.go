@@ -136,7 +136,7 @@ func (c *Console) auditRows(r *http.Request, _ *session, _ *view, events []audit
 	for _, e := range events {
 		refs = append(refs, e.Actor, e.Target)
 	}
-	names, err := c.db.AuditNames(r.Context(), refs)
+	names, err := c.db.RefNames(r.Context(), refs)
 	if err != nil {
 		c.log.Warn("console could not name audit references; showing ids", "error", redact.String(err.Error()))
 		names = nil

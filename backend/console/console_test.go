@@ -58,14 +58,14 @@ func (noSessions) EndConsoleSession(context.Context, []byte, store.AuditEvent) e
 	return store.ErrNotFound
 }
 
-func (noSessions) CountAgentList(context.Context, store.AgentPage) (int64, error)  { return 0, nil }
-func (noSessions) CountAPIKeys(context.Context, string) (int64, error)             { return 0, nil }
-func (noSessions) CountAppKeys(context.Context) (int64, error)                     { return 0, nil }
-func (noSessions) CountPublishableKeys(context.Context) (int64, error)             { return 0, nil }
-func (noSessions) CountProvisioningKeys(context.Context) (int64, error)            { return 0, nil }
-func (noSessions) AuditNames(context.Context, []string) (map[string]string, error) { return nil, nil }
-func (noSessions) CountUsers(context.Context) (int64, error)                       { return 0, nil }
-func (noSessions) CountAudit(context.Context, store.AuditPage) (int64, error)      { return 0, nil }
+func (noSessions) CountAgentList(context.Context, store.AgentPage) (int64, error) { return 0, nil }
+func (noSessions) CountAPIKeys(context.Context, string) (int64, error)            { return 0, nil }
+func (noSessions) CountAppKeys(context.Context) (int64, error)                    { return 0, nil }
+func (noSessions) CountPublishableKeys(context.Context) (int64, error)            { return 0, nil }
+func (noSessions) CountProvisioningKeys(context.Context) (int64, error)           { return 0, nil }
+func (noSessions) RefNames(context.Context, []string) (map[string]string, error)  { return nil, nil }
+func (noSessions) CountUsers(context.Context) (int64, error)                      { return 0, nil }
+func (noSessions) CountAudit(context.Context, store.AuditPage) (int64, error)     { return 0, nil }
 
 func newTestConsole(t *testing.T, f *fakeAPI) *Console {
 	t.Helper()

@@ -141,16 +141,27 @@ func (c *Console) createDeviceKey(w http.ResponseWriter, r *http.Request, s *ses
 
 // revokeDeviceKey: DELETE /api/v1/auth/api-keys/{id}; brokers close the agent's sessions that used it.
 func (c *Console) revokeDeviceKey(w http.ResponseWriter, r *http.Request, s *session, v *view) error {
-	res, err := c.call(r, s, http.MethodDelete, "/api/v1/auth/api-keys/"+url.PathEscape(r.PathValue("id")), nil, nil)
+	if !v.Can["keyRevoke"] {
+		return refused(v)
+	}
+	id := r.PathValue("id")
+	back := Prefix + "keys"
+	fields := map[string]string{}
+	if a := r.PostFormValue("agent"); a != "" {
+		back = Prefix + "agents/" + url.PathEscape(a)
+		fields["agent"] = a
+	}
+	if !c.confirmed(w, r, s, v, confirmation{Title: "Revoke device API key", Target: orID(c.refName(r, "api-key:"+id)), TargetID: id,
+		Consequence: "Brokers close the agent's sessions that used this key within a second, and the key is refused from then on. This cannot be undone.",
+		Button:      "Revoke the key", Fields: fields, Back: back}) {
+		return nil
+	}
+	res, err := c.call(r, s, http.MethodDelete, "/api/v1/auth/api-keys/"+url.PathEscape(id), nil, nil)
 	if err != nil {
 		return err
 	}
 	if !res.ok() {
 		return apiErr(res)
-	}
-	back := Prefix + "keys"
-	if a := r.PostFormValue("agent"); a != "" {
-		back = Prefix + "agents/" + url.PathEscape(a)
 	}
 	return c.redirect(w, r, s, back, "revoked")
 }
@@ -192,7 +203,16 @@ func (c *Console) createAppKey(w http.ResponseWriter, r *http.Request, s *sessio
 
 // revokeAppKey: DELETE /api/v1/auth/app-keys/{id}.
 func (c *Console) revokeAppKey(w http.ResponseWriter, r *http.Request, s *session, v *view) error {
-	res, err := c.call(r, s, http.MethodDelete, "/api/v1/auth/app-keys/"+url.PathEscape(r.PathValue("id")), nil, nil)
+	if !v.Can["appKeyRevoke"] {
+		return refused(v)
+	}
+	id := r.PathValue("id")
+	if !c.confirmed(w, r, s, v, confirmation{Title: "Revoke application key", Target: orID(c.refName(r, "app-key:"+id)), TargetID: id,
+		Consequence: "Brokers close the key's MQTT sessions, and its REST calls and token exchanges are refused from then on. This cannot be undone.",
+		Button:      "Revoke the key", Back: Prefix + "keys"}) {
+		return nil
+	}
+	res, err := c.call(r, s, http.MethodDelete, "/api/v1/auth/app-keys/"+url.PathEscape(id), nil, nil)
 	if err != nil {
 		return err
 	}

@@ -109,7 +109,16 @@ func (c *Console) createProvisioningKey(w http.ResponseWriter, r *http.Request, 
 
 // deleteProvisioningKey: DELETE /api/v1/provision/keys/{id}.
 func (c *Console) deleteProvisioningKey(w http.ResponseWriter, r *http.Request, s *session, v *view) error {
-	res, err := c.call(r, s, http.MethodDelete, "/api/v1/provision/keys/"+url.PathEscape(r.PathValue("id")), nil, nil)
+	if !v.Can["provisionDelete"] {
+		return refused(v)
+	}
+	id := r.PathValue("id")
+	if !c.confirmed(w, r, s, v, confirmation{Title: "Delete provisioning key", Target: orID(c.refName(r, "provisioning-key:"+id)), TargetID: id,
+		Consequence: "Devices can no longer register with this key. This cannot be undone.",
+		Button:      "Delete the key", Back: Prefix + "provisioning"}) {
+		return nil
+	}
+	res, err := c.call(r, s, http.MethodDelete, "/api/v1/provision/keys/"+url.PathEscape(id), nil, nil)
 	if err != nil {
 		return err
 	}

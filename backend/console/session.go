@@ -43,7 +43,7 @@ type Store interface {
 	CountProvisioningKeys(ctx context.Context) (int64, error)
 	CountUsers(ctx context.Context) (int64, error)
 	CountAudit(ctx context.Context, p store.AuditPage) (int64, error)
-	AuditNames(ctx context.Context, refs []string) (map[string]string, error)
+	RefNames(ctx context.Context, refs []string) (map[string]string, error)
 }
 
 // session is a browser's console session. The cookie carries only ID, 32 random bytes: no token, no

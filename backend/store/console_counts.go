@@ -112,11 +112,11 @@ var auditRefTables = []struct{ kind, sql string }{
 	{"pk", `SELECT 'pk:' || id::text, name FROM publishable_keys WHERE id = ANY($1::uuid[])`},
 }
 
-// AuditNames returns readable names for audit actors and targets ("user:<id>" → the email, "agent:<uuid>"
-// → the agent's name, "api-key:", "app-key:", "provisioning-key:", "pk:" → the key's name), for the
-// console's audit screen. References of other kinds, malformed ids and rows that no longer exist are
-// left out.
-func (s *Store) AuditNames(ctx context.Context, refs []string) (map[string]string, error) {
+// RefNames returns readable names for references as the audit trail writes them: "user:<id>" → the
+// email, "agent:<uuid>" → the agent's name, "api-key:", "app-key:", "provisioning-key:", "pk:" → the
+// key's name. The console shows them on its audit screen and its confirmation pages. References of
+// other kinds, malformed ids and rows that no longer exist are left out.
+func (s *Store) RefNames(ctx context.Context, refs []string) (map[string]string, error) {
 	byKind := map[string][]string{}
 	for _, ref := range refs {
 		kind, id, ok := strings.Cut(ref, ":")

@@ -357,7 +357,12 @@ func TestConsoleProvisionQRAndRevoke(t *testing.T) {
 	b.open("/console/agents/"+p.AgentUUID, `tr.key[data-name="console-key"] button.revoke`)
 	b.shot("agent")
 	revokedAt := time.Now()
-	b.do(chromedp.Click(chromedp.CSS(`tr.key[data-name="console-key"] button.revoke`)), chromedp.WaitVisible(chromedp.ID("notice")))
+	b.do(chromedp.Click(chromedp.CSS(`tr.key[data-name="console-key"] button.revoke`)), chromedp.WaitVisible(chromedp.ID("confirm")))
+	if got := b.text("#confirm-target"); !strings.Contains(got, "console-key") {
+		t.Fatalf("the revoke confirmation names %q, want the key console-key", got)
+	}
+	b.shot("confirm-revoke")
+	b.do(chromedp.Click(chromedp.ID("confirm")), chromedp.WaitVisible(chromedp.ID("notice")))
 	// SECURITY.md M8 asks for 1 s; 10 s bounds the wait on a loaded machine (the exit itself is the proof).
 	select {
 	case <-exited:
@@ -390,7 +395,8 @@ func TestConsoleProvisionQRAndRevoke(t *testing.T) {
 		}
 	}
 	b.open("/console/agents/"+p.AgentUUID, "#disable")
-	b.do(chromedp.Click(chromedp.ID("disable")), chromedp.WaitVisible(chromedp.ID("enable")))
+	b.do(chromedp.Click(chromedp.ID("disable")), chromedp.WaitVisible(chromedp.ID("confirm")))
+	b.do(chromedp.Click(chromedp.ID("confirm")), chromedp.WaitVisible(chromedp.ID("enable")))
 	select {
 	case <-exited2:
 	case <-time.After(10 * time.Second):
@@ -504,8 +510,12 @@ func TestConsoleViewerAndCSRF(t *testing.T) {
 	viewer.signIn(t, "viewer@example.com", "password-of-viewer")
 	before = e.fingerprint()
 	res := viewer.post(t, "/console/keys/"+a.KeyID+"/revoke", url.Values{"csrf": {viewer.csrf}}, viewer.base)
+	if res.StatusCode != http.StatusForbidden || bytes.Contains(res.body, []byte(`id="confirm-form"`)) {
+		t.Fatalf("viewer's forged revoke: status %d, want 403 and no confirmation page", res.StatusCode)
+	}
+	res = viewer.post(t, "/console/keys/"+a.KeyID+"/revoke", url.Values{"csrf": {viewer.csrf}, "confirm": {"yes"}}, viewer.base)
 	if res.StatusCode != http.StatusForbidden {
-		t.Fatalf("viewer's forged revoke: status %d, want 403 from the API's role check", res.StatusCode)
+		t.Fatalf("viewer's forged, confirmed revoke: status %d, want 403", res.StatusCode)
 	}
 	if e.fingerprint() != before || e.count("api_keys", "revoked_at IS NOT NULL") != 0 {
 		t.Fatal("the viewer's forged revoke changed something")
@@ -684,6 +694,27 @@ func (c *consoleClient) signIn(t *testing.T, email, password string) {
 	}
 }
 
+// confirmed posts a destructive console form twice: without confirm=yes it must answer the
+// confirmation page, naming target, with nothing changed; then confirmed, whose answer it returns.
+func (c *consoleClient) confirmed(t *testing.T, path string, form url.Values, target string) consoleRes {
+	t.Helper()
+	e := c.ce.env
+	before := e.fingerprint()
+	res := c.post(t, path, form, c.base)
+	if res.StatusCode != 200 || !bytes.Contains(res.body, []byte(`id="confirm-form"`)) || !bytes.Contains(res.body, []byte(html.EscapeString(target))) {
+		t.Fatalf("%s without confirmation: %d, want the confirmation page naming %q:\n%s", path, res.StatusCode, target, res.body)
+	}
+	if e.fingerprint() != before {
+		t.Fatalf("%s without confirmation changed the database", path)
+	}
+	f := url.Values{"confirm": {"yes"}}
+	for k, v := range form {
+		f[k] = v
+	}
+	f.Set("csrf", c.csrf)
+	return c.post(t, path, f, c.base)
+}
+
 // rememberPage adds every secret-shaped string a console page showed to the leak checks.
 func (ce *consoleEnv) rememberPage(b []byte) {
 	for _, m := range secretPattern.FindAll(b, -1) {
@@ -740,7 +771,11 @@ func TestConsoleAgentActionsAndLogin(t *testing.T) {
 	}
 
 	// Rotation: the new password is on that page only.
-	res = c.post(t, "/console/agents/"+a.AgentUUID+"/mqtt-password", url.Values{"csrf": {c.csrf}}, c.base)
+	var agentName string
+	if err := harness.QueryRow(t, e.dsn, `SELECT name FROM agents WHERE uuid = $1`, a.AgentUUID).Scan(&agentName); err != nil {
+		t.Fatal(err)
+	}
+	res = c.confirmed(t, "/console/agents/"+a.AgentUUID+"/mqtt-password", url.Values{"csrf": {c.csrf}}, "agent "+agentName)
 	if res.StatusCode != 200 || !regexp.MustCompile(`<code id="secret">iotmp_[0-9A-Za-z]{38}</code>`).Match(res.body) || res.Header.Get("Cache-Control") != "no-store" {
 		t.Fatalf("rotate: %d", res.StatusCode)
 	}
@@ -759,7 +794,7 @@ func TestConsoleAgentActionsAndLogin(t *testing.T) {
 	if err := harness.QueryRow(t, e.dsn, `SELECT id::text FROM app_keys WHERE name = 'dashboard'`).Scan(&appID); err != nil {
 		t.Fatal(err)
 	}
-	if res = c.post(t, "/console/app-keys/"+appID+"/revoke", url.Values{"csrf": {c.csrf}}, c.base); res.StatusCode != 200 || e.count("app_keys", "revoked_at IS NOT NULL") != 1 {
+	if res = c.confirmed(t, "/console/app-keys/"+appID+"/revoke", url.Values{"csrf": {c.csrf}}, "dashboard"); res.StatusCode != 200 || e.count("app_keys", "revoked_at IS NOT NULL") != 1 {
 		t.Fatalf("revoke app key: %d", res.StatusCode)
 	}
 
@@ -769,7 +804,7 @@ func TestConsoleAgentActionsAndLogin(t *testing.T) {
 	if err := harness.QueryRow(t, e.dsn, `SELECT id::text FROM provisioning_keys WHERE name = 'spare'`).Scan(&provID); err != nil {
 		t.Fatal(err)
 	}
-	if res = c.post(t, "/console/provisioning/"+provID+"/delete", url.Values{"csrf": {c.csrf}}, c.base); res.StatusCode != 200 || e.count("provisioning_keys", "") != 0 {
+	if res = c.confirmed(t, "/console/provisioning/"+provID+"/delete", url.Values{"csrf": {c.csrf}}, "spare"); res.StatusCode != 200 || e.count("provisioning_keys", "") != 0 {
 		t.Fatalf("delete provisioning key: %d", res.StatusCode)
 	}
 
@@ -777,7 +812,7 @@ func TestConsoleAgentActionsAndLogin(t *testing.T) {
 	deviceCall := func() int {
 		return e.do(req{Method: "GET", Path: "/api/v1/device/" + a.AgentUUID + "/state", Header: map[string]string{"X-Device-API-Key": a.APIKey}}).Status
 	}
-	if res = c.post(t, "/console/agents/"+a.AgentUUID+"/status", url.Values{"csrf": {c.csrf}, "status": {"disabled"}}, c.base); res.StatusCode != 200 ||
+	if res = c.confirmed(t, "/console/agents/"+a.AgentUUID+"/status", url.Values{"csrf": {c.csrf}, "status": {"disabled"}}, "agent "+agentName); res.StatusCode != 200 ||
 		!bytes.Contains(res.body, []byte(`id="enable"`)) || deviceCall() != http.StatusUnauthorized {
 		t.Fatalf("disable: %d", res.StatusCode)
 	}
@@ -790,7 +825,7 @@ func TestConsoleAgentActionsAndLogin(t *testing.T) {
 	}
 
 	// Decommission.
-	res = c.post(t, "/console/agents/"+a.AgentUUID+"/decommission", url.Values{"csrf": {c.csrf}}, c.base)
+	res = c.confirmed(t, "/console/agents/"+a.AgentUUID+"/decommission", url.Values{"csrf": {c.csrf}}, "agent "+agentName)
 	if res.StatusCode != 200 || e.count("agents", "uuid = $1 AND status = 'decommissioned'", a.AgentUUID) != 1 || bytes.Contains(res.body, []byte(`id="rotate"`)) {
 		t.Fatalf("decommission: %d", res.StatusCode)
 	}
