@@ -2,6 +2,7 @@ package console
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"io"
 	"net/http"
@@ -13,6 +14,8 @@ import (
 
 	"github.com/iotauth/iotauth/backend/api"
 	"github.com/iotauth/iotauth/backend/store"
+	zxdecoder "github.com/makiuchi-d/gozxing/qrcode/decoder"
+	qrcode "github.com/skip2/go-qrcode"
 )
 
 // fakeAPI stands in for the REST API in unit tests: a route table, a TLS verdict, and a handler that
@@ -198,5 +201,23 @@ func TestCallIsTheOperators(t *testing.T) {
 	}
 	if _, err := c.call(r, &session{ID: "sid", UserID: "u1"}, "GET", "/api/v1/agents", nil, http.Header{"X-Test-User": {"gone"}}); err != errSignedOut {
 		t.Fatalf("user refused by the API: %v, want errSignedOut", err)
+	}
+}
+
+// TestQRCodeModulesDecode: the console's QR code for many random provisioning keys, read back from its
+// module grid by an independent decoder, always gives the payload (no image detection involved, so the
+// check is deterministic; the browser test compares the page's image with this encoder's drawing).
+func TestQRCodeModulesDecode(t *testing.T) {
+	for i := 0; i < 300; i++ {
+		want, _ := json.Marshal(QRPayload{URL: "https://console.example:8443/api/v1/provision/agent", Key: "prov_" + newSessionID()[:38]})
+		q, err := qrcode.New(string(want), QRLevel)
+		if err != nil {
+			t.Fatal(err)
+		}
+		q.DisableBorder = true
+		res, err := zxdecoder.NewDecoder().DecodeBoolMapWithoutHint(q.Bitmap())
+		if err != nil || res.GetText() != string(want) {
+			t.Fatalf("payload %d: decoded %v, %v", i, res, err)
+		}
 	}
 }

@@ -53,6 +53,15 @@ type provisioned struct {
 	QRText    string
 }
 
+// QRLevel and QRSize are how the console draws a QR code: medium error correction (15 %), 320 px.
+const (
+	QRLevel = qrcode.Medium
+	QRSize  = 320
+)
+
+// QRCodePNG draws content as the console's QR code: a PNG, the same bytes for the same content.
+func QRCodePNG(content string) ([]byte, error) { return qrcode.Encode(content, QRLevel, QRSize) }
+
 // QRPayload is what the QR code of a provisioning key holds: JSON with the registration URL and the
 // key, so a device's installer can scan it and POST {"key", "agentName"} to url.
 type QRPayload struct {
@@ -91,7 +100,7 @@ func (c *Console) createProvisioningKey(w http.ResponseWriter, r *http.Request, 
 	}
 	endpoint := c.publicBase(r) + "/api/v1/provision/agent"
 	payload, _ := json.Marshal(QRPayload{URL: endpoint, Key: out.Key})
-	png, err := qrcode.Encode(string(payload), qrcode.Medium, 320)
+	png, err := QRCodePNG(string(payload))
 	if err != nil {
 		return fmt.Errorf("render the provisioning QR code: %w", err)
 	}

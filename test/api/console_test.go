@@ -25,8 +25,8 @@ import (
 
 	"github.com/chromedp/cdproto/network"
 	"github.com/chromedp/chromedp"
-	"github.com/makiuchi-d/gozxing"
-	zxqr "github.com/makiuchi-d/gozxing/qrcode"
+	zxdecoder "github.com/makiuchi-d/gozxing/qrcode/decoder"
+	qrcode "github.com/skip2/go-qrcode"
 
 	"github.com/iotauth/iotauth/backend/api"
 	"github.com/iotauth/iotauth/backend/console"
@@ -215,8 +215,11 @@ func (ce *consoleEnv) checkURLs(b *browser) {
 	}
 }
 
-// decodeQR reads the QR code image of a data: URI.
-func decodeQR(t *testing.T, src string) string {
+// checkQR checks that the QR code image of a data: URI holds want, deterministically: the image must be
+// pixel for pixel what the console's QR encoder draws for want (so it is a rendering of exactly that
+// content), and those modules, read with an independent decoder (gozxing's, given the module grid, so
+// no image detection that misses some valid codes), must give want back.
+func checkQR(t *testing.T, src, want string) {
 	t.Helper()
 	const pfx = "data:image/png;base64,"
 	if !strings.HasPrefix(src, pfx) {
@@ -226,19 +229,42 @@ func decodeQR(t *testing.T, src string) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	img, err := png.Decode(bytes.NewReader(raw))
+	got, err := png.Decode(bytes.NewReader(raw))
 	if err != nil {
 		t.Fatal(err)
 	}
-	bmp, err := gozxing.NewBinaryBitmapFromImage(img)
+	wantPNG, err := console.QRCodePNG(want)
 	if err != nil {
 		t.Fatal(err)
 	}
-	res, err := zxqr.NewQRCodeReader().Decode(bmp, nil)
+	exp, err := png.Decode(bytes.NewReader(wantPNG))
 	if err != nil {
-		t.Fatalf("decode the QR code: %v", err)
+		t.Fatal(err)
 	}
-	return res.GetText()
+	if got.Bounds() != exp.Bounds() {
+		t.Fatalf("the QR code is %v, the encoder draws %v for the expected content", got.Bounds(), exp.Bounds())
+	}
+	for y := got.Bounds().Min.Y; y < got.Bounds().Max.Y; y++ {
+		for x := got.Bounds().Min.X; x < got.Bounds().Max.X; x++ {
+			gr, gg, gb, _ := got.At(x, y).RGBA()
+			er, eg, eb, _ := exp.At(x, y).RGBA()
+			if gr != er || gg != eg || gb != eb {
+				t.Fatalf("the QR code differs at (%d, %d) from the encoder's drawing of the expected content", x, y)
+			}
+		}
+	}
+	q, err := qrcode.New(want, console.QRLevel)
+	if err != nil {
+		t.Fatal(err)
+	}
+	q.DisableBorder = true
+	res, err := zxdecoder.NewDecoder().DecodeBoolMapWithoutHint(q.Bitmap())
+	if err != nil {
+		t.Fatalf("decode the QR code's modules: %v", err)
+	}
+	if res.GetText() != want {
+		t.Fatalf("the QR code's modules decode to something else than the expected content")
+	}
 }
 
 // TestConsoleProvisionQRAndRevoke drives the console in headless Chromium against a real server,
@@ -285,13 +311,9 @@ func TestConsoleProvisionQRAndRevoke(t *testing.T) {
 	if cmd := b.text("#command"); !strings.Contains(cmd, `curl -sS -X POST `+ce.url+`/api/v1/provision/agent -H 'Content-Type: application/json' -d '{"agentName":"press-7","key":"`+key+`"}'`) {
 		t.Fatalf("install one-liner: %s", strings.ReplaceAll(cmd, key, "<key>"))
 	}
-	var payload console.QRPayload
-	if err := json.Unmarshal([]byte(decodeQR(t, b.attr("#qr", "src"))), &payload); err != nil {
-		t.Fatal(err)
-	}
-	if payload.Key != key || payload.URL != ce.url+"/api/v1/provision/agent" {
-		t.Fatalf("the QR code holds url %q and a key that matches the text: %v", payload.URL, payload.Key == key)
-	}
+	payload := console.QRPayload{URL: ce.url + "/api/v1/provision/agent", Key: key}
+	want, _ := json.Marshal(payload)
+	checkQR(t, b.attr("#qr", "src"), string(want))
 	body, _ := json.Marshal(map[string]string{"key": payload.Key, "agentName": "press-7"})
 	res, err := http.Post(payload.URL, "application/json", bytes.NewReader(body))
 	if err != nil {
