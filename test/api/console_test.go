@@ -863,7 +863,7 @@ func TestConsoleAgentActionsAndLogin(t *testing.T) {
 	if err := harness.QueryRow(t, e.dsn, `SELECT id::text FROM users WHERE email = 'admin@example.com'`).Scan(&adminID); err != nil {
 		t.Fatal(err)
 	}
-	rowAttrs := regexp.MustCompile(`<tr class="event" data-action="([^"]*)" data-actor="([^"]*)" data-target="([^"]*)">`)
+	rowAttrs := regexp.MustCompile(`<tr class="event" data-id="[0-9]+" data-action="([^"]*)" data-actor="([^"]*)" data-target="([^"]*)">`)
 	for _, tc := range []struct {
 		query string
 		ok    func(action, actor, target string) bool
