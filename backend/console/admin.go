@@ -191,8 +191,7 @@ func (c *Console) usersPage(w http.ResponseWriter, r *http.Request, s *session, 
 	if !v.Can["userList"] {
 		return &problem{Status: http.StatusForbidden, Detail: "your role (" + v.Me.Role + ") may not see users"}
 	}
-	var users []user
-	p, err := c.listOf(r, s, "/api/v1/users", "users", "cursor", 50, &users, func() (int64, error) { return c.db.CountUsers(r.Context()) })
+	users, p, err := listOf[user](c, r, s, "/api/v1/users", "users", "cursor", 50, func() (int64, error) { return c.db.CountUsers(r.Context()) })
 	if err != nil {
 		return err
 	}

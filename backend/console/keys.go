@@ -1,10 +1,8 @@
 package console
 
 import (
-	"encoding/json"
 	"net/http"
 	"net/url"
-	"reflect"
 	"strconv"
 	"strings"
 	"time"
@@ -49,25 +47,22 @@ type publishableKey struct {
 // keysPageSize is the page of each list on the Keys screen.
 const keysPageSize = 25
 
-// listOf reads one page of an API list into items, with its pager: the list pages with the query
-// parameter name, and total counts it whole.
-func (c *Console) listOf(r *http.Request, s *session, path, id, name string, size int, items any, total func() (int64, error)) (pager, error) {
+// listOf reads one page of an API list with its pager: the list pages with the query parameter name,
+// and total counts it whole.
+func listOf[T any](c *Console, r *http.Request, s *session, path, id, name string, size int, total func() (int64, error)) ([]T, pager, error) {
 	cursor, from := listCursor(r, name)
 	var list struct {
-		Items      json.RawMessage `json:"items"`
-		NextCursor string          `json:"nextCursor"`
+		Items      []T    `json:"items"`
+		NextCursor string `json:"nextCursor"`
 	}
 	if err := c.get(r, s, apiPath(path, map[string]string{"limit": strconv.Itoa(size), "cursor": cursor}), &list); err != nil {
-		return pager{}, err
-	}
-	if err := json.Unmarshal(list.Items, items); err != nil {
-		return pager{}, err
+		return nil, pager{}, err
 	}
 	n, err := total()
 	if err != nil {
-		return pager{}, err
+		return nil, pager{}, err
 	}
-	return newPager(r, id, name, from, reflect.ValueOf(items).Elem().Len(), list.NextCursor, n), nil
+	return list.Items, newPager(r, id, name, from, len(list.Items), list.NextCursor, n), nil
 }
 
 // keysPage: device API keys (every agent's, newest first as the API lists them), application keys and
@@ -79,8 +74,7 @@ func (c *Console) keysPage(w http.ResponseWriter, r *http.Request, s *session, v
 	ctx := r.Context()
 	data := map[string]any{"Rights": appRights}
 	if v.Can["keyList"] {
-		var keys []deviceKey
-		p, err := c.listOf(r, s, "/api/v1/auth/api-keys", "device-keys", "dk", keysPageSize, &keys,
+		keys, p, err := listOf[deviceKey](c, r, s, "/api/v1/auth/api-keys", "device-keys", "dk", keysPageSize,
 			func() (int64, error) { return c.db.CountAPIKeys(ctx, "") })
 		if err != nil {
 			return err
@@ -88,16 +82,15 @@ func (c *Console) keysPage(w http.ResponseWriter, r *http.Request, s *session, v
 		data["DeviceKeys"], data["DevicePager"] = keys, p
 	}
 	if v.Can["appKeyList"] {
-		var keys []appKey
-		p, err := c.listOf(r, s, "/api/v1/auth/app-keys", "app-keys", "ak", keysPageSize, &keys, func() (int64, error) { return c.db.CountAppKeys(ctx) })
+		keys, p, err := listOf[appKey](c, r, s, "/api/v1/auth/app-keys", "app-keys", "ak", keysPageSize,
+			func() (int64, error) { return c.db.CountAppKeys(ctx) })
 		if err != nil {
 			return err
 		}
 		data["AppKeys"], data["AppPager"] = keys, p
 	}
 	if v.Can["pubKeyList"] {
-		var keys []publishableKey
-		p, err := c.listOf(r, s, "/api/v1/auth/publishable-keys", "pub-keys", "pk", keysPageSize, &keys,
+		keys, p, err := listOf[publishableKey](c, r, s, "/api/v1/auth/publishable-keys", "pub-keys", "pk", keysPageSize,
 			func() (int64, error) { return c.db.CountPublishableKeys(ctx) })
 		if err != nil {
 			return err

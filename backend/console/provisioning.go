@@ -29,8 +29,7 @@ func (c *Console) provisioningPage(w http.ResponseWriter, r *http.Request, s *se
 	if !v.Can["provisionList"] {
 		return &problem{Status: http.StatusForbidden, Detail: "your role (" + v.Me.Role + ") may not manage provisioning keys"}
 	}
-	var keys []provKey
-	p, err := c.listOf(r, s, "/api/v1/provision/keys", "prov-keys", "cursor", keysPageSize, &keys,
+	keys, p, err := listOf[provKey](c, r, s, "/api/v1/provision/keys", "prov-keys", "cursor", keysPageSize,
 		func() (int64, error) { return c.db.CountProvisioningKeys(r.Context()) })
 	if err != nil {
 		return err
