@@ -140,25 +140,40 @@ func unauthorized(code, detail string) *Problem {
 // exist and be enabled, tokens issued before the user's last password change, disable or re-enable
 // are refused, and the role comes from the database, not the token.
 func (s *Server) authBearer(r *http.Request, roles []string) (*http.Request, error) {
-	h := r.Header.Get("Authorization")
-	scheme, tok, ok := strings.Cut(h, " ")
-	if h == "" || !ok || !strings.EqualFold(scheme, "Bearer") {
-		return r, unauthorized(CodeAuthRequired, "send Authorization: Bearer <access token> (POST /api/v1/auth/login gives one)")
-	}
 	invalid := unauthorized(CodeInvalidToken, "the access token is invalid or expired; log in again or use your refresh token")
-	a, err := s.tokens.ParseAccess(strings.TrimSpace(tok))
-	if err != nil {
-		return r, invalid
-	}
-	u, err := s.st.UserByID(r.Context(), a.UserID)
-	if errors.Is(err, store.ErrNotFound) {
-		return r, invalid
-	}
-	if err != nil {
-		return r, err
-	}
-	if u.Disabled || !issuedAfter(a.IssuedAt, u) {
-		return r, invalid
+	var u store.User
+	if id, ok := consoleOperator(r.Context()); ok {
+		// The console's in-process request: its session was checked in the database (and ends with
+		// any disable, password or role change), so only the user's current state is checked here.
+		var err error
+		if u, err = s.st.UserByID(r.Context(), id); errors.Is(err, store.ErrNotFound) {
+			return r, invalid
+		} else if err != nil {
+			return r, err
+		}
+		if u.Disabled {
+			return r, invalid
+		}
+	} else {
+		h := r.Header.Get("Authorization")
+		scheme, tok, ok := strings.Cut(h, " ")
+		if h == "" || !ok || !strings.EqualFold(scheme, "Bearer") {
+			return r, unauthorized(CodeAuthRequired, "send Authorization: Bearer <access token> (POST /api/v1/auth/login gives one)")
+		}
+		a, err := s.tokens.ParseAccess(strings.TrimSpace(tok))
+		if err != nil {
+			return r, invalid
+		}
+		u, err = s.st.UserByID(r.Context(), a.UserID)
+		if errors.Is(err, store.ErrNotFound) {
+			return r, invalid
+		}
+		if err != nil {
+			return r, err
+		}
+		if u.Disabled || !issuedAfter(a.IssuedAt, u) {
+			return r, invalid
+		}
 	}
 	if len(roles) == 0 {
 		return r, problem(http.StatusForbidden, CodeForbidden, "this route takes an application key (Authorization: Bearer iotak_…) holding its right, not an operator's access token")
