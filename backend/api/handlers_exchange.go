@@ -198,8 +198,15 @@ func (s *Server) tokenExchange(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
+	// idpToken names the identity provider's token in the audit trail once it verified (never the token
+	// itself: its jti or a hash, oidc.Identity.TokenID), so that repeated exchanges of it can be found.
+	var idpToken string
 	refuse := func(reason string, p *Problem) error {
-		e := auditOf(r, "token_exchange_refused", map[string]any{"reason": reason, "provider": truncate(req.Provider, 64)})
+		d := map[string]any{"reason": reason, "provider": truncate(req.Provider, 64)}
+		if idpToken != "" {
+			d["idpToken"] = idpToken
+		}
+		e := auditOf(r, "token_exchange_refused", d)
 		e.Outcome, e.Target = store.OutcomeFailure, c.name
 		if err := s.st.Audit(r.Context(), e); err != nil {
 			s.log.Warn("could not audit a refused token exchange", "error", err.Error())
@@ -228,7 +235,7 @@ func (s *Server) tokenExchange(w http.ResponseWriter, r *http.Request) error {
 	issuedAt := requestStart(r.Context())
 	var subject string
 	var topics []topicfilter.Grant
-	var idToken map[string]any // the audit's record of the provider's token (never the token itself)
+	var idpTokenExpires time.Time
 	from := c.from
 	if c.user != nil {
 		if req.Provider != oidc.ReservedName || req.Token != "" {
@@ -265,15 +272,7 @@ func (s *Server) tokenExchange(w http.ResponseWriter, r *http.Request) error {
 			}
 			return refuse("token refused: "+truncate(err.Error(), 160), unauthorized(CodeInvalidIdPToken, detail))
 		}
-		idToken = map[string]any{"idpToken": id.TokenID, "idpTokenExpiresAt": id.Expiry.UTC().Format(time.RFC3339)}
-		refuse = func(reason string, p *Problem) error {
-			e := auditOf(r, "token_exchange_refused", map[string]any{"reason": reason, "provider": prov.Name, "idpToken": id.TokenID})
-			e.Outcome, e.Target = store.OutcomeFailure, c.name
-			if err := s.st.Audit(r.Context(), e); err != nil {
-				s.log.Warn("could not audit a refused token exchange", "error", err.Error())
-			}
-			return p
-		}
+		idpToken, idpTokenExpires = id.TokenID, id.Expiry
 		if !prov.CredentialMayOutliveToken {
 			// The credential expires no later than the token it is exchanged for (the signer counts
 			// from issuedAt in whole seconds, as here).
@@ -318,8 +317,8 @@ func (s *Server) tokenExchange(w http.ResponseWriter, r *http.Request) error {
 	}
 	detail := map[string]any{"provider": req.Provider, "subject": truncate(subject, 200),
 		"topics": len(cred.Topics), "ttlSeconds": int64(ttl / time.Second)}
-	for k, v := range idToken {
-		detail[k] = v
+	if idpToken != "" {
+		detail["idpToken"], detail["idpTokenExpiresAt"] = idpToken, idpTokenExpires.UTC().Format(time.RFC3339)
 	}
 	e := auditOf(r, "token_exchange", detail)
 	e.Target = subject
