@@ -92,8 +92,11 @@ func (s *Server) authAppKey(r *http.Request, rt Route) (*http.Request, error) {
 	}
 	if rt.Right == "" {
 		refuse(k.ID, "route takes an operator's access token only")
-		return r, problem(http.StatusForbidden, CodeForbidden,
-			"this route takes an operator's access token only: application keys never reach users, roles, application keys or an operator's session")
+		detail := "this route takes an operator's access token only: application keys never reach users, roles, application keys or an operator's session"
+		if rt.KeyRefusal != "" {
+			detail = rt.KeyRefusal
+		}
+		return r, problem(http.StatusForbidden, CodeForbidden, detail)
 	}
 	if !slices.Contains(k.Rights, rt.Right) {
 		refuse(k.ID, "missing right "+rt.Right)

@@ -54,6 +54,7 @@ const (
 	CodeProviderNotAllowed  = "provider_not_allowed"          // 403: the publishable key may not use this provider
 	CodeInvalidIdPToken     = "invalid_idp_token"             // 401: the identity provider's token failed verification
 	CodeNoTopics            = "no_topics"                     // 403: the mapping grants nothing within the caller's topics
+	CodeUnmappableClaims    = "unmappable_claims"             // 403: a claim the mapping uses holds a value that cannot go into a topic
 	CodeTooManyTopics       = "too_many_topics"               // 403: the mapping grants more topics than one credential holds
 	CodeExchangeThrottled   = "exchange_throttled"            // 429: too many exchanges by this caller; see Retry-After
 )

@@ -21,10 +21,18 @@ var errUsage = errors.New("usage")
 func newFlags(name string, stderr io.Writer) *flag.FlagSet {
 	fs := flag.NewFlagSet("iotauth "+name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
+	// No usage yet: a command sets its own, or parseFlags and parseArgs set one that names its arguments.
+	fs.Usage = nil
 	return fs
 }
 
 func parseFlags(fs *flag.FlagSet, args []string) error {
+	if fs.Usage == nil {
+		fs.Usage = func() {
+			fmt.Fprintf(fs.Output(), "usage: %s [flags]\n", fs.Name())
+			fs.PrintDefaults()
+		}
+	}
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return errHelp
