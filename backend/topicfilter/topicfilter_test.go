@@ -1,21 +1,40 @@
 package topicfilter
 
 import (
+	"errors"
 	"reflect"
+	"strings"
 	"testing"
 )
 
 func TestCheck(t *testing.T) {
-	for f, ok := range map[string]bool{
-		"a": true, "a/b": true, "a/+/c": true, "a/#": true, "#": true, "+": true, "a//b": true,
-		"": false, "$SYS/#": false, "a/#/b": false, "a+/b": false, "a/b#": false, "a\x00": false,
+	long := strings.Repeat("a/", MaxLen/2) // MaxLen bytes with the trailing slash
+	for _, c := range []struct {
+		filter string
+		want   error
+	}{
+		{"a", nil}, {"a/b", nil}, {"a/+/c", nil}, {"a/#", nil}, {"#", nil}, {"+", nil}, {"a//b", nil}, {"/", nil},
+		{long, nil}, {strings.Repeat("x", 300), nil},
+		{"", ErrEmpty}, {long + "a", ErrTooLong}, {"$SYS/#", ErrDollar}, {"a/#/b", ErrWildcard}, {"a+/b", ErrWildcard},
+		{"a/b#", ErrWildcard}, {"#/", ErrWildcard}, {"a\x00", ErrNUL},
 	} {
-		if err := Check(f); (err == nil) != ok {
-			t.Errorf("Check(%q) = %v", f, err)
+		if err := Check(c.filter); !errors.Is(err, c.want) || (c.want == nil) != (err == nil) {
+			t.Errorf("Check(%.20q…) = %v, want %v", c.filter, err, c.want)
 		}
 	}
-	if CheckTopic("a/+") == nil || CheckTopic("a/b") != nil {
+	if Valid("$SYS/#") != nil {
+		t.Error("Valid refuses a $ filter; only Check should")
+	}
+	if CheckTopic("a/+") == nil || CheckTopic("a/b") != nil || !errors.Is(CheckTopic(long+"a"), ErrTooLong) {
 		t.Error("CheckTopic")
+	}
+	for f, want := range map[string]error{"apps/%c/out": ErrPercent, "a b": ErrSpace, "a\tb": ErrSpace, "a/\u0085": ErrSpace, "agents/+/x": nil, long: nil} {
+		if err := CheckGrant(f); !errors.Is(err, want) || (want == nil) != (err == nil) {
+			t.Errorf("CheckGrant(%.20q…) = %v, want %v", f, err, want)
+		}
+	}
+	if !strings.Contains(ErrTooLong.Error(), "1024") {
+		t.Errorf("ErrTooLong = %q does not name the limit", ErrTooLong)
 	}
 }
 
