@@ -115,6 +115,9 @@ func TestStore(t *testing.T) {
 		{"Credentials", testCredentials},
 		{"Denials", testDenials},
 		{"LoginAttempts", testLoginAttempts},
+		{"Legacy", testLegacy},
+		{"Bulk", testBulk},
+		{"Listen", testListen},
 	} {
 		t.Run(g.name, func(t *testing.T) {
 			t.Parallel()
