@@ -10,6 +10,7 @@ import (
 	"context"
 	"crypto/rand"
 	"errors"
+	"fmt"
 	"os"
 	"strings"
 	"testing"
@@ -142,5 +143,28 @@ func TestClassify(t *testing.T) {
 	}
 	if !strings.Contains(store.ErrUnavailable.Error(), "unavailable") {
 		t.Fatal(store.ErrUnavailable)
+	}
+}
+
+// TestUnavailable: a database that cannot be reached is ErrUnavailable (worth retrying), not an opaque
+// failure and not "not found".
+func TestUnavailable(t *testing.T) {
+	port, err := harness.FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := store.Open(fmt.Sprintf("postgres://iotauth@127.0.0.1:%d/none?sslmode=disable", port), store.PoolOptions{ConnectTimeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(st.Close)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	_, _, err = st.ListAgents(ctx, store.AgentPage{})
+	wantErr(t, "ListAgents without a database", err, store.ErrUnavailable)
+	_, err = st.CreateUser(ctx, "a@example.com", "h", store.RoleAdmin, audit("user_create"))
+	wantErr(t, "CreateUser without a database", err, store.ErrUnavailable)
+	if errors.Is(err, store.ErrNotFound) || !store.Unavailable(err) {
+		t.Fatalf("CreateUser without a database: %v", err)
 	}
 }
