@@ -114,3 +114,68 @@ func FuzzIntersectNeverWider(f *testing.F) {
 		}
 	})
 }
+
+// instance returns a concrete topic filter matches: each + becomes level, a final # is dropped (a/#
+// matches a) or, with deep, becomes level.
+func instance(filter, level string, deep bool) string {
+	levels := strings.Split(filter, "/")
+	for i, l := range levels {
+		if l == "+" {
+			levels[i] = level
+		}
+	}
+	if levels[len(levels)-1] == "#" {
+		if !deep {
+			if len(levels) == 1 {
+				return level
+			}
+			return strings.Join(levels[:len(levels)-1], "/")
+		}
+		levels[len(levels)-1] = level
+	}
+	return strings.Join(levels, "/")
+}
+
+// FuzzFilterAlgebra checks Matches, Covers, Intersect and Intersects against each other on concrete
+// topics: a topic both filters match is matched by their intersection and the other way round; what
+// an inner filter matches, a covering filter matches; filters that share a topic intersect. Seeds in
+// testdata/fuzz/FuzzFilterAlgebra run with every go test.
+func FuzzFilterAlgebra(f *testing.F) {
+	f.Fuzz(func(t *testing.T, a, b, topic, level string) {
+		if Check(a) != nil || Check(b) != nil || level == "" || strings.ContainsAny(level, "/+#$\x00") {
+			return
+		}
+		topics := []string{instance(a, level, false), instance(a, level, true), instance(b, level, false), instance(b, level, true)}
+		if CheckTopic(topic) == nil {
+			topics = append(topics, topic)
+		}
+		c, ok := Intersect(a, b)
+		if ok != Intersects(a, b) {
+			t.Fatalf("Intersect(%q, %q) ok %v but Intersects %v", a, b, ok, Intersects(a, b))
+		}
+		if ok && Check(c) != nil {
+			t.Fatalf("Intersect(%q, %q) = %q, not a well-formed filter: %v", a, b, c, Check(c))
+		}
+		if ok {
+			topics = append(topics, instance(c, level, false), instance(c, level, true))
+		}
+		for _, tp := range topics {
+			if CheckTopic(tp) != nil {
+				continue
+			}
+			both := Matches(a, tp) && Matches(b, tp)
+			if both && !ok {
+				t.Fatalf("%q and %q both match %q but do not intersect", a, b, tp)
+			}
+			if ok && Matches(c, tp) != both {
+				t.Fatalf("Intersect(%q, %q) = %q matches %q: %v; both filters: %v", a, b, c, tp, Matches(c, tp), both)
+			}
+			if Covers(a, b) && Matches(b, tp) && !Matches(a, tp) {
+				t.Fatalf("Covers(%q, %q) but %q matches only the inner one", a, b, tp)
+			}
+		}
+		if Covers(a, b) && (!ok || c != b) {
+			t.Fatalf("Covers(%q, %q) but Intersect = %q, %v", a, b, c, ok)
+		}
+	})
+}
