@@ -101,8 +101,8 @@ func publishMaxBody(maxPayload int) int64 {
 }
 
 // checkPublish validates a publish request (SECURITY.md A2, B1, H1): a concrete topic (no wildcard, no
-// $ topic, no NUL, 1 to topicfilter.MaxLen bytes), qos 0 or 1, the payload in utf8 or base64 and at most maxPayload
-// bytes once decoded. Problems name the member at fault.
+// $ topic, no NUL, 1 to topicfilter.MaxLen bytes), qos 0 or 1, the payload in utf8 or base64 and at
+// most maxPayload bytes once decoded. Problems name the member at fault.
 func checkPublish(req publishRequest, maxPayload int) (publishMessage, *Problem) {
 	var m publishMessage
 	if req.Topic == nil || *req.Topic == "" {
