@@ -7,8 +7,6 @@ import (
 	"net/http"
 	"strconv"
 
-	"github.com/jackc/pgerrcode"
-
 	"github.com/iotauth/iotauth/backend/store"
 )
 
@@ -124,10 +122,11 @@ func toProblem(err error) *Problem {
 	case errors.Is(err, store.ErrNotFound):
 		return notFound()
 	}
-	if sqlstate, ok := store.DataException(err); ok {
-		return refusedValue(sqlstate, err)
+	err = store.Classify(err)
+	if errors.Is(err, store.ErrMalformed) || errors.Is(err, store.ErrBadCharacter) || errors.Is(err, store.ErrOutOfRange) {
+		return refusedValue(err)
 	}
-	if store.Unavailable(err) {
+	if errors.Is(err, store.ErrUnavailable) {
 		return databaseUnavailable(err)
 	}
 	switch {
@@ -142,15 +141,15 @@ func toProblem(err error) *Problem {
 	return q
 }
 
-// refusedValue is the backstop for a value PostgreSQL refused (store.DataException): the request's
-// fault, so a 400 with the code the API's own validation would have given, never a 500. The database's
-// message is logged, never sent.
-func refusedValue(sqlstate string, err error) *Problem {
+// refusedValue is the backstop for a value PostgreSQL refused (store.ErrMalformed, ErrBadCharacter,
+// ErrOutOfRange): the request's fault, so a 400 with the code the API's own validation would have given,
+// never a 500. The database's message is logged, never sent.
+func refusedValue(err error) *Problem {
 	var q *Problem
-	switch sqlstate {
-	case pgerrcode.UntranslatableCharacter, pgerrcode.CharacterNotInRepertoire:
+	switch {
+	case errors.Is(err, store.ErrBadCharacter):
 		q = badRequest(CodeInvalidCharacter, "a text value holds a character that cannot be stored (such as NUL, \\u0000); remove it")
-	case pgerrcode.NumericValueOutOfRange:
+	case errors.Is(err, store.ErrOutOfRange):
 		q = badRequest(CodeNumberOutOfRange, "a number is out of the range that can be stored")
 	default:
 		q = badRequest(CodeValidation, "a value does not have the form its field needs (for JSON text: a lone UTF-16 surrogate such as \\ud800 cannot be stored)")

@@ -39,7 +39,7 @@ func (s *Store) CreateAgent(ctx context.Context, p CreateAgentParams) (NewAgent,
 		out, err = CreateAgentTx(ctx, tx, p)
 		return err
 	})
-	return out, err
+	return out, Classify(err)
 }
 
 // CreateAgentTx is CreateAgent inside a caller's transaction, for callers that must consume a
@@ -97,7 +97,7 @@ func (s *Store) SetAgentStatus(ctx context.Context, agentUUID, status string) er
 		return ErrNotFound
 	}
 	if err != nil {
-		return fmt.Errorf("set agent status: %w", checkViolation(err))
+		return Classify(fmt.Errorf("set agent status: %w", checkViolation(err)))
 	}
 	if tag.RowsAffected() == 0 {
 		return ErrNotFound

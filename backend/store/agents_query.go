@@ -107,7 +107,7 @@ func (s *Store) ListAgents(ctx context.Context, p AgentPage) (agents []AgentInfo
 		return nil, false, ErrInvalid
 	}
 	if err != nil {
-		return nil, false, fmt.Errorf("list agents: %w", err)
+		return nil, false, Classify(fmt.Errorf("list agents: %w", err))
 	}
 	agents, err = pgx.CollectRows(rows, func(r pgx.CollectableRow) (AgentInfo, error) { return scanAgent(r) })
 	if isInvalidText(err) {
@@ -143,7 +143,7 @@ func (s *Store) SetTargetState(ctx context.Context, uuid string, state json.RawM
 		if ifVersion > 0 && cur.TargetVersion != ifVersion {
 			return ErrVersionMismatch
 		}
-		// The uuid is known good here: an error is the state's (see DataException), never "not found".
+		// The uuid is known good here: an error is the state's (ErrMalformed, ErrBadCharacter), never "not found".
 		a, err = scanAgentRow(tx.QueryRow(ctx, `UPDATE agents SET target_state = $2, target_version = target_version + 1, updated_at = now()
  WHERE uuid = $1::uuid RETURNING `+agentColumns, uuid, string(state)))
 		if err != nil {
@@ -160,7 +160,7 @@ func (s *Store) SetTargetState(ctx context.Context, uuid string, state json.RawM
 }
 
 // ReportState records the state an agent reports about itself. A malformed uuid is ErrNotFound; an
-// invalid-text error is the state's (see DataException).
+// invalid-text error is the state's (ErrMalformed, ErrBadCharacter).
 func (s *Store) ReportState(ctx context.Context, agentUUID string, state json.RawMessage) (time.Time, error) {
 	if !uuid.Valid(agentUUID) {
 		return time.Time{}, ErrNotFound
@@ -171,7 +171,7 @@ func (s *Store) ReportState(ctx context.Context, agentUUID string, state json.Ra
 	if errors.Is(err, pgx.ErrNoRows) {
 		return time.Time{}, ErrNotFound
 	}
-	return at, err
+	return at, Classify(err)
 }
 
 // RotateAgentPassword gives an agent that is not decommissioned a new MQTT password, with its audit

@@ -65,28 +65,30 @@ func InsertAudit(ctx context.Context, db DBTX, e AuditEvent) error {
 // and the event recording it commit together or not at all. fn may fill in *audit (its Target, its
 // Detail) from what it changed; when fn fails, nothing is written and the transaction rolls back.
 func (s *Store) withAudit(ctx context.Context, audit *AuditEvent, fn func(tx pgx.Tx) error) error {
-	return pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+	return Classify(pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		if err := fn(tx); err != nil {
 			return err
 		}
 		return InsertAudit(ctx, tx, *audit)
-	})
+	}))
 }
 
 // Audit writes e on its own (for events that change nothing else, such as a failed login).
-func (s *Store) Audit(ctx context.Context, e AuditEvent) error { return InsertAudit(ctx, s.pool, e) }
+func (s *Store) Audit(ctx context.Context, e AuditEvent) error {
+	return Classify(InsertAudit(ctx, s.pool, e))
+}
 
 // AuditMany writes several events in one transaction (the plugin's refused application-key connects,
 // batched off the broker thread).
 func (s *Store) AuditMany(ctx context.Context, es []AuditEvent) error {
-	return pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+	return Classify(pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		for _, e := range es {
 			if err := InsertAudit(ctx, tx, e); err != nil {
 				return err
 			}
 		}
 		return nil
-	})
+	}))
 }
 
 // AuditRecord is a stored audit event.

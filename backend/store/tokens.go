@@ -27,7 +27,7 @@ func (s *Store) CreateRefreshToken(ctx context.Context, t RefreshToken) error {
 	_, err := s.pool.Exec(ctx, `INSERT INTO refresh_tokens (jti, family, user_id, expires_at, family_expires_at) VALUES ($1, $2, $3, $4, $5)`,
 		t.JTI, t.Family, t.UserID, t.ExpiresAt, t.FamilyExpiresAt)
 	if err != nil {
-		return fmt.Errorf("record refresh token: %w", err)
+		return Classify(fmt.Errorf("record refresh token: %w", err))
 	}
 	return nil
 }
@@ -79,7 +79,7 @@ RETURNING t.family::text, t.family_expires_at`, oldJTI, userID).Scan(&fam, &famE
 		return nil
 	})
 	if !errors.Is(err, ErrNotFound) {
-		return out, err
+		return out, Classify(err)
 	}
 	// Why did the spend fail? A token that was already used is a replay: revoke the whole family.
 	var fam string
