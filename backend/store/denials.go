@@ -27,7 +27,7 @@ func DenySubject(ctx context.Context, db DBTX, subject, reason string) error {
 
 // DenySubject records a denial on its own.
 func (s *Store) DenySubject(ctx context.Context, subject, reason string) error {
-	return DenySubject(ctx, s.pool, subject, reason)
+	return s.tx(ctx, true, func(tx pgx.Tx) error { return DenySubject(ctx, tx, subject, reason) })
 }
 
 // Denials lists the denials recorded after since (the plugin loads those younger than the longest

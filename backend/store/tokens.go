@@ -47,7 +47,7 @@ type Rotated struct {
 // returns ErrNotFound.
 func (s *Store) RotateRefreshToken(ctx context.Context, userID, oldJTI, newJTI string, now time.Time, ttl time.Duration) (Rotated, error) {
 	var out Rotated
-	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+	err := s.tx(ctx, true, func(tx pgx.Tx) error {
 		var fam string
 		var famEnd time.Time
 		err := tx.QueryRow(ctx, `
@@ -96,7 +96,10 @@ RETURNING t.family::text, t.family_expires_at`, oldJTI, userID).Scan(&fam, &famE
 
 // RevokeFamily revokes every token of a refresh family (logout, replay).
 func (s *Store) RevokeFamily(ctx context.Context, family string) error {
-	_, err := s.pool.Exec(ctx, `UPDATE refresh_tokens SET revoked_at = now() WHERE family = $1::uuid AND revoked_at IS NULL`, family)
+	err := s.tx(ctx, true, func(tx pgx.Tx) error {
+		_, err := tx.Exec(ctx, `UPDATE refresh_tokens SET revoked_at = now() WHERE family = $1::uuid AND revoked_at IS NULL`, family)
+		return err
+	})
 	if isInvalidText(err) {
 		return ErrNotFound
 	}
