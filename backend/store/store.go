@@ -46,13 +46,11 @@ type PoolOptions struct {
 	// this timeout, by ConnectTimeout while a connection is set up, and by the caller's deadline during a
 	// credential lookup, which sets it on the socket rather than having a goroutine watch the context.
 	SocketTimeout time.Duration
-	// Durable makes security changes wait for a synchronous standby (see Durability). When enabled,
-	// other writes commit locally (synchronous_commit = local, unless the DSN sets it), so that a
-	// standby that is down delays none but the changes that need its confirmation.
+	// Durable makes security changes wait for a synchronous standby (see Durability). Other writes
+	// follow the server's synchronous_commit, which docs/operations.md has set to local, so that a
+	// standby that is down delays none but the changes that need its confirmation. (Set on the server,
+	// not as a connection parameter, which a PgBouncer refuses.)
 	Durable Durability
-	// LocalCommit sets synchronous_commit = local for every session (unless the DSN sets it): for the
-	// brokers, whose writes (key use, audit of refusals) must never wait for a standby.
-	LocalCommit bool
 }
 
 // Open builds a pool from a DSN without connecting (pgxpool connects lazily), so a caller can start
@@ -87,11 +85,6 @@ func Open(dsn string, o PoolOptions) (*Store, error) {
 		}
 		cfg.ConnConfig.OnNotice = onNotice
 		cfg.ConnConfig.BuildContextWatcherHandler = cancelRequestHandler
-	}
-	if o.Durable.enabled() || o.LocalCommit {
-		if _, set := cfg.ConnConfig.RuntimeParams["synchronous_commit"]; !set {
-			cfg.ConnConfig.RuntimeParams["synchronous_commit"] = "local"
-		}
 	}
 	cfg.HealthCheckPeriod = 5 * time.Second
 	s := &Store{blocking: o.SocketTimeout > 0, durable: o.Durable}
