@@ -161,7 +161,7 @@ func (s *Store) ListAudit(ctx context.Context, p AuditPage) (events []AuditRecor
 		order = " ORDER BY id ASC"
 	}
 	args = append(args, p.Limit+1)
-	rows, err := s.pool.Query(ctx, sql+order+" LIMIT $"+strconv.Itoa(len(args)), args...)
+	rows, err := s.idem().Query(ctx, sql+order+" LIMIT $"+strconv.Itoa(len(args)), args...)
 	if err != nil {
 		return nil, false, fmt.Errorf("list audit events: %w", err)
 	}

@@ -84,7 +84,7 @@ RETURNING t.family::text, t.family_expires_at`, oldJTI, userID).Scan(&fam, &famE
 	// Why did the spend fail? A token that was already used is a replay: revoke the whole family.
 	var fam string
 	var used bool
-	qerr := s.pool.QueryRow(ctx, `SELECT family::text, used_at IS NOT NULL FROM refresh_tokens WHERE jti = $1::uuid AND user_id = $2::uuid`, oldJTI, userID).Scan(&fam, &used)
+	qerr := s.idem().QueryRow(ctx, `SELECT family::text, used_at IS NOT NULL FROM refresh_tokens WHERE jti = $1::uuid AND user_id = $2::uuid`, oldJTI, userID).Scan(&fam, &used)
 	if qerr != nil || !used {
 		return Rotated{}, ErrNotFound
 	}
@@ -111,7 +111,7 @@ func (s *Store) RevokeFamily(ctx context.Context, family string) error {
 
 // RefreshFamilyOf returns the family and user of a stored refresh token.
 func (s *Store) RefreshFamilyOf(ctx context.Context, jti string) (family, userID string, err error) {
-	err = s.pool.QueryRow(ctx, `SELECT family::text, user_id::text FROM refresh_tokens WHERE jti = $1::uuid`, jti).Scan(&family, &userID)
+	err = s.idem().QueryRow(ctx, `SELECT family::text, user_id::text FROM refresh_tokens WHERE jti = $1::uuid`, jti).Scan(&family, &userID)
 	if errors.Is(err, pgx.ErrNoRows) || isInvalidText(err) {
 		return "", "", ErrNotFound
 	}

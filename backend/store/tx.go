@@ -187,3 +187,54 @@ func (s *Store) SynchronousStandbys(ctx context.Context) (string, error) {
 	err := s.pool.QueryRow(ctx, `SHOW synchronous_standby_names`).Scan(&v)
 	return v, err
 }
+
+// repeatable runs statements that are safe to run twice — reads, and writes whose repetition changes
+// nothing more (last-used stamps) — on the pool, once more on a fresh connection when the first
+// attempt met a dead one. The row of QueryRow is read again as a whole; the rows of Query only when
+// the error came before the first row (later errors surface in rows.Err, past the point of repeating).
+type repeatable struct{ s *Store }
+
+// idem returns the store's repeatable runner (see repeatable).
+func (s *Store) idem() DBTX { return repeatable{s} }
+
+func (r repeatable) again(ctx context.Context, err error) bool {
+	return err != nil && ctx.Err() == nil && connBroken(err)
+}
+
+func (r repeatable) Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error) {
+	tag, err := r.s.pool.Exec(ctx, sql, args...)
+	if r.again(ctx, err) {
+		r.s.pool.Reset()
+		tag, err = r.s.pool.Exec(ctx, sql, args...)
+	}
+	return tag, err
+}
+
+func (r repeatable) Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error) {
+	rows, err := r.s.pool.Query(ctx, sql, args...)
+	if r.again(ctx, err) {
+		r.s.pool.Reset()
+		rows, err = r.s.pool.Query(ctx, sql, args...)
+	}
+	return rows, err
+}
+
+func (r repeatable) QueryRow(ctx context.Context, sql string, args ...any) pgx.Row {
+	return repeatableRow{r: r, ctx: ctx, sql: sql, args: args}
+}
+
+type repeatableRow struct {
+	r    repeatable
+	ctx  context.Context
+	sql  string
+	args []any
+}
+
+func (row repeatableRow) Scan(dest ...any) error {
+	err := row.r.s.pool.QueryRow(row.ctx, row.sql, row.args...).Scan(dest...)
+	if row.r.again(row.ctx, err) {
+		row.r.s.pool.Reset()
+		err = row.r.s.pool.QueryRow(row.ctx, row.sql, row.args...).Scan(dest...)
+	}
+	return err
+}
