@@ -26,6 +26,7 @@ const detectionDelay = 8 * time.Second
 //   - Refused connects queued while there was no primary (their audit writes failed) are written to
 //     the new primary's audit trail, not lost.
 func TestDelayedPromotion(t *testing.T) {
+	t.Parallel()
 	start := time.Now()
 	pair := harness.StartReplicaPair(t, true)
 	primaryDSN := pair.Primary.NewDatabase(t)

@@ -12,6 +12,7 @@ import (
 // read, each starting with a read of the caller — succeed on fresh connections instead of answering
 // 503 "unexpected EOF" once per dead connection.
 func TestStalePooledConnections(t *testing.T) {
+	t.Parallel()
 	p, err := harness.StartPostgres()
 	if err != nil {
 		t.Fatal(err)

@@ -22,6 +22,7 @@ const durableTimeout = 2 * time.Second
 //     standby promoted, every revocation that was answered 2xx is there, and its agent is refused on
 //     both brokers.
 func TestSynchronousStandby(t *testing.T) {
+	t.Parallel()
 	start := time.Now()
 	pair := harness.StartReplicaPair(t, true)
 	primaryDSN := pair.Primary.NewDatabase(t)
