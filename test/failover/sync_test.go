@@ -52,6 +52,7 @@ func TestSynchronousStandby(t *testing.T) {
 		t.Fatalf("revocation with the synchronous standby down: %d %q (Retry-After %q), want 503 commit_not_confirmed with Retry-After: %s",
 			r.status, r.code, r.retryAfter, r.body)
 	}
+	t.Logf("standby down: revocation answered 503 after %v (DURABLE_COMMIT_TIMEOUT %v)", r.at.Sub(sent), durableTimeout)
 	if took := r.at.Sub(sent); took > durableTimeout+8*time.Second {
 		t.Errorf("the 503 took %v with DURABLE_COMMIT_TIMEOUT %v: the wait is not bounded", took, durableTimeout)
 	}
@@ -88,6 +89,7 @@ func TestSynchronousStandby(t *testing.T) {
 	if r.at.Before(thawed) {
 		t.Fatalf("the revocation was acknowledged %v before the lagging standby could have it", thawed.Sub(r.at))
 	}
+	t.Logf("standby lagging %v: revocation answered %v after it caught up", durableTimeout/3, r.at.Sub(thawed))
 
 	// Standby stalled past the timeout, then the primary dies and the standby is promoted.
 	thaw = harness.Freeze(t, pair.Standby.WALReceiverPID(t))
