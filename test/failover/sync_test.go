@@ -105,6 +105,8 @@ func TestSynchronousStandby(t *testing.T) {
 	if err := pair.Standby.Promote(); err != nil {
 		t.Fatal(err)
 	}
+	promoted := time.Now()
+	t.Logf("promotion took %v", promoted.Sub(failedAt))
 	newPrimary := dbOn(pair.Standby, db)
 	for _, k := range []harness.Agent{down, lagging} {
 		if !revokedOn(t, newPrimary, k.KeyID) {
@@ -117,6 +119,7 @@ func TestSynchronousStandby(t *testing.T) {
 	if r := a.revoke(stalled.KeyID); !r.ok() {
 		t.Fatalf("revocation repeated after the failover: %d %s", r.status, r.body)
 	}
+	t.Logf("revocation repeated on the new primary, answered %v after the promotion", time.Since(promoted))
 	for _, b := range []*harness.Broker{b1, b2} {
 		for _, k := range []harness.Agent{down, lagging, stalled} {
 			var err error
@@ -131,7 +134,7 @@ func TestSynchronousStandby(t *testing.T) {
 			t.Errorf("broker %d after the failover: live agent refused: %v", b.Port, err)
 		}
 	}
-	t.Logf("failover checks done %v after the primary died; whole test %v", time.Since(failedAt), time.Since(start))
+	t.Logf("revoked agents refused and the live one admitted on both brokers %v after the promotion; whole test %v", time.Since(promoted), time.Since(start))
 }
 
 // devicePoll reads the agent's target state with its own key, as an agent polls; it returns the status.
