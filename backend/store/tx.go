@@ -36,7 +36,7 @@ const DefaultDurableTimeout = 5 * time.Second
 // ErrNotConfirmed means a change was committed on the primary but no synchronous standby confirmed it
 // in time: it is in force on the primary (brokers act on it), yet a failover now could lose it. The
 // caller must not report success; repeating the request is safe and succeeds once a standby confirms.
-var ErrNotConfirmed = errors.New("the change was committed on the primary, but no synchronous standby confirmed it in time; it may be lost if the primary fails now")
+var ErrNotConfirmed = errors.New("the change was committed on the primary, but no synchronous standby confirmed it in time, so a failover now could lose it: repeat it (that is safe) once the standby is back, and check replication in pg_stat_replication on the primary")
 
 // Durability configures durable commits.
 type Durability struct {
