@@ -416,8 +416,10 @@ func (in *instance) writeAudits(ctx context.Context) {
 	if err := in.store.AuditMany(actx, es); err != nil {
 		lost := in.audits.Failed(queued, dropped)
 		in.auditRetrying = true
-		in.log.Warn("could not write refused connects and kicks to the audit trail; they are kept and written when PostgreSQL answers",
-			"count", len(es), "error", err)
+		in.auditFail.Do(func() {
+			in.log.Warn("could not write refused connects and kicks to the audit trail; they are kept and written when PostgreSQL answers",
+				"count", len(es), "error", err)
+		})
 		if lost > 0 {
 			in.auditDropped(lost)
 		}

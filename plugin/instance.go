@@ -101,6 +101,7 @@ type instance struct {
 	// (PostgreSQL down, a failover) keeps them for the next attempt.
 	audits    *auditq.Queue[store.AuditEvent]
 	auditLost rate.Sometimes // logging of dropped audit events
+	auditFail rate.Sometimes // logging of failed writes of audit events
 	// auditRetrying: the last write of audit events failed (the periodic loop's own).
 	auditRetrying bool
 
@@ -235,6 +236,7 @@ func newInstance(kv [][2]string) (*instance, error) {
 	in.refusals = rate.NewLimiter(rate.Limit(1), 5)
 	in.audits = auditq.New(maxQueuedAudits, func(e store.AuditEvent) string { return e.Action })
 	in.auditLost = rate.Sometimes{Interval: 30 * time.Second}
+	in.auditFail = rate.Sometimes{Interval: 30 * time.Second}
 	in.tokens, in.denials, in.denialFail = tokens, denials, rate.Sometimes{Interval: 30 * time.Second}
 	in.denialsStale.Store(true)
 	if m != nil {
