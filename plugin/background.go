@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"runtime/debug"
+	"slices"
 	"sync"
 	"time"
 
@@ -391,16 +392,17 @@ func (in *instance) kickExpired() {
 }
 
 // writeAudits writes the queued audit events (refusals of application keys, kicks) to the audit trail,
-// in one transaction. While the store is down they wait in the bounded queue.
+// in one transaction. While the store is down, or when a write fails (a failover under way), they wait
+// in the bounded queue for the next attempt, a second later.
 func (in *instance) writeAudits(ctx context.Context) {
-	in.auditMu.Lock()
-	if (len(in.audits) == 0 && len(in.auditDropped) == 0) || in.auth.StoreDown() {
-		in.auditMu.Unlock()
+	if in.auth.StoreDown() {
 		return
 	}
-	es, dropped := in.audits, in.auditDropped
-	in.audits, in.auditDropped = nil, nil
-	in.auditMu.Unlock()
+	queued, dropped := in.audits.Take()
+	if len(queued) == 0 && len(dropped) == 0 {
+		return
+	}
+	es := slices.Clone(queued)
 	for action, n := range dropped {
 		outcome := store.OutcomeSuccess
 		if action == "app_key_refused" {
@@ -412,9 +414,21 @@ func (in *instance) writeAudits(ctx context.Context) {
 	actx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	if err := in.store.AuditMany(actx, es); err != nil {
-		in.log.Warn("could not write refused application-key connects and kicks to the audit trail; they are lost",
-			"count", len(es), "error", err)
+		lost := in.audits.Failed(queued, dropped)
+		in.auditRetrying = true
+		in.auditFail.Do(func() {
+			in.log.Warn("could not write refused connects and kicks to the audit trail; they are kept and written when PostgreSQL answers",
+				"count", len(es), "error", err)
+		})
+		if lost > 0 {
+			in.auditDropped(lost)
+		}
+		return
 	}
+	if in.auditRetrying {
+		in.log.Info("wrote the refused connects and kicks kept while PostgreSQL did not answer", "count", len(es)) // tests wait for it
+	}
+	in.auditRetrying = false
 }
 
 // reloadLegacy asks the legacy loader for a full load of the legacy usernames.

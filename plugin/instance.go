@@ -20,6 +20,7 @@ import (
 	"github.com/iotauth/iotauth/backend/store"
 	"github.com/iotauth/iotauth/cache"
 	"github.com/iotauth/iotauth/plugin/acl"
+	"github.com/iotauth/iotauth/plugin/auditq"
 	"github.com/iotauth/iotauth/plugin/auth"
 	"github.com/iotauth/iotauth/plugin/budget"
 	"github.com/iotauth/iotauth/plugin/denylist"
@@ -96,9 +97,13 @@ type instance struct {
 	usedMu sync.Mutex
 	used   map[secret.Digest]struct{} // keys that connected since the last TouchKeys
 
-	auditMu      sync.Mutex
-	audits       []store.AuditEvent // refused application-key connects and kicks, written by the background loop
-	auditDropped map[string]int     // events not queued (the queue was full), by action
+	// audits holds refused connects and kicks until the background loop writes them; a failed write
+	// (PostgreSQL down, a failover) keeps them for the next attempt.
+	audits    *auditq.Queue[store.AuditEvent]
+	auditLost rate.Sometimes // logging of dropped audit events
+	auditFail rate.Sometimes // logging of failed writes of audit events
+	// auditRetrying: the last write of audit events failed (the periodic loop's own).
+	auditRetrying bool
 
 	// legacy is the set of live legacy usernames (imported devices), loaded by the background and kept
 	// current by notifications; legacyLoad asks for a full load.
@@ -123,8 +128,9 @@ type tickWatch struct {
 	warned    time.Time
 }
 
-// maxQueuedAudits bounds the refused connects and kicks queued for the audit trail between two writes
-// (one a second): a flood must not grow memory; beyond it they are counted and the count audited.
+// maxQueuedAudits bounds the refused connects and kicks waiting for the audit trail (written once a
+// second, and kept while PostgreSQL does not answer): a flood or an outage must not grow memory; beyond
+// it they are counted, and the count is audited.
 const maxQueuedAudits = 1000
 
 func newInstance(kv [][2]string) (*instance, error) {
@@ -228,6 +234,9 @@ func newInstance(kv [][2]string) (*instance, error) {
 	in.sessions, in.lookups, in.metrics, in.appPrefix = sessions, lookups, m, secret.AppKindFor(cfg.KeyKind).Prefix()
 	in.pending, in.wake, in.used = map[string]time.Time{}, make(chan struct{}, 1), map[secret.Digest]struct{}{}
 	in.refusals = rate.NewLimiter(rate.Limit(1), 5)
+	in.audits = auditq.New(maxQueuedAudits, func(e store.AuditEvent) string { return e.Action })
+	in.auditLost = rate.Sometimes{Interval: 30 * time.Second}
+	in.auditFail = rate.Sometimes{Interval: 30 * time.Second}
 	in.tokens, in.denials, in.denialFail = tokens, denials, rate.Sometimes{Interval: 30 * time.Second}
 	in.denialsStale.Store(true)
 	if m != nil {
@@ -472,18 +481,21 @@ func (in *instance) auditTokenRefusal(subject, id, clientID string, reason error
 	})
 }
 
+// auditDropped records n audit events the queue could not hold: counted in the metrics, logged at most
+// twice a minute, and audited as one event with the count once PostgreSQL answers.
+func (in *instance) auditDropped(n int) {
+	in.metrics.AuditDropped(n)
+	in.auditLost.Do(func() {
+		in.log.Warn("the audit queue is full (PostgreSQL has not answered for a while): refused connects and kicks are counted, not recorded one by one; the counts are written to the audit trail once it answers",
+			"queued", maxQueuedAudits, "droppedSinceStart", in.audits.Dropped())
+	})
+}
+
 // queueAudit queues e for the background loop, or counts it when the queue is full.
 func (in *instance) queueAudit(e store.AuditEvent) {
-	in.auditMu.Lock()
-	defer in.auditMu.Unlock()
-	if len(in.audits) >= maxQueuedAudits {
-		if in.auditDropped == nil {
-			in.auditDropped = map[string]int{}
-		}
-		in.auditDropped[e.Action]++
-		return
+	if !in.audits.Add(e) {
+		in.auditDropped(1)
 	}
-	in.audits = append(in.audits, e)
 }
 
 func (in *instance) markUsed(d secret.Digest) {

@@ -42,6 +42,7 @@ const (
 	CodeInternal              = "internal_error"           // 500: details are in the server log only
 	CodeUnavailable           = "unavailable"              // 503: the request took too long (database or server too busy); retry
 	CodeDatabaseUnavailable   = "database_unavailable"     // 503: PostgreSQL cannot be reached or takes no work now; see Retry-After
+	CodeCommitNotConfirmed    = "commit_not_confirmed"     // 503: no synchronous standby confirmed the change in time; repeat the request after Retry-After
 
 	// Token exchange and publishable keys (docs/token-exchange.md).
 	CodeExchangeUnavailable = "token_exchange_unavailable"    // 503: no MQTT credential signing key is configured
@@ -125,6 +126,14 @@ func toProblem(err error) *Problem {
 	err = store.Classify(err)
 	if errors.Is(err, store.ErrMalformed) || errors.Is(err, store.ErrBadCharacter) || errors.Is(err, store.ErrOutOfRange) {
 		return refusedValue(err)
+	}
+	if errors.Is(err, store.ErrNotConfirmed) {
+		q := problem(http.StatusServiceUnavailable, CodeCommitNotConfirmed,
+			"the change was not confirmed by a standby database in time, so it is not guaranteed to survive a failover; "+
+				"it may already be in force. Repeat the request (it is safe) after the time in Retry-After; if this persists, check the PostgreSQL standby")
+		q.retryAfter = databaseRetryAfter
+		q.cause = err
+		return q
 	}
 	if errors.Is(err, store.ErrUnavailable) {
 		return databaseUnavailable(err)

@@ -96,7 +96,7 @@ func (s *Store) ListAgents(ctx context.Context, p AgentPage) (agents []AgentInfo
 	if p.Search != "" {
 		search = &p.Search
 	}
-	rows, err := s.pool.Query(ctx, `SELECT `+agentColumns+` FROM agents
+	rows, err := s.idem().Query(ctx, `SELECT `+agentColumns+` FROM agents
  WHERE ($1::timestamptz IS NULL OR (created_at, uuid) > ($1, $2::uuid))
    AND ($3::text IS NULL OR status = $3)
    AND ($3::text IS NOT NULL OR $4 OR status <> 'decommissioned')
@@ -124,7 +124,7 @@ func (s *Store) ListAgents(ctx context.Context, p AgentPage) (agents []AgentInfo
 
 // GetAgent returns one agent; a malformed uuid is ErrNotFound.
 func (s *Store) GetAgent(ctx context.Context, uuid string) (AgentInfo, error) {
-	return scanAgent(s.pool.QueryRow(ctx, `SELECT `+agentColumns+` FROM agents WHERE uuid = $1::uuid`, uuid))
+	return scanAgent(s.idem().QueryRow(ctx, `SELECT `+agentColumns+` FROM agents WHERE uuid = $1::uuid`, uuid))
 }
 
 // SetTargetState replaces an agent's target state and bumps its version, with its audit event. When
@@ -166,7 +166,7 @@ func (s *Store) ReportState(ctx context.Context, agentUUID string, state json.Ra
 		return time.Time{}, ErrNotFound
 	}
 	var at time.Time
-	err := s.pool.QueryRow(ctx, `UPDATE agents SET reported_state = $2, reported_at = now() WHERE uuid = $1::uuid AND status <> 'decommissioned' RETURNING reported_at`,
+	err := s.idem().QueryRow(ctx, `UPDATE agents SET reported_state = $2, reported_at = now() WHERE uuid = $1::uuid AND status <> 'decommissioned' RETURNING reported_at`,
 		agentUUID, string(state)).Scan(&at)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return time.Time{}, ErrNotFound

@@ -25,7 +25,7 @@ type ConsoleSession struct {
 // CreateConsoleSession records a new session (at sign-in) and removes the sessions whose absolute
 // lifetime has passed, so that the table does not grow with abandoned ones.
 func (s *Store) CreateConsoleSession(ctx context.Context, cs ConsoleSession) error {
-	return pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+	return Classify(s.tx(ctx, false, func(tx pgx.Tx) error {
 		if _, err := tx.Exec(ctx, `DELETE FROM console_sessions WHERE expires_at <= $1`, cs.CreatedAt); err != nil {
 			return fmt.Errorf("remove ended console sessions: %w", err)
 		}
@@ -38,7 +38,7 @@ VALUES ($1, $2::uuid, $3::uuid, $4, $4, $5)`, cs.Digest, cs.UserID, cs.Family, c
 			return fmt.Errorf("record console session: %w", checkViolation(err))
 		}
 		return nil
-	})
+	}))
 }
 
 // TouchConsoleSession returns the live session with this digest and records now as its last use. A

@@ -50,6 +50,16 @@ func (s *Store) LookupAppCredential(ctx context.Context, d secret.Digest) (crede
 }
 
 func (s *Store) lookupOne(ctx context.Context, query string, d secret.Digest) (credential.Credential, error) {
+	c, err := s.lookupOnce(ctx, query, d)
+	if err != nil && connBroken(err) && ctx.Err() == nil {
+		// A pooled connection that died (a failover, a restart): a read is safe to repeat, on a fresh one.
+		s.pool.Reset()
+		c, err = s.lookupOnce(ctx, query, d)
+	}
+	return c, err
+}
+
+func (s *Store) lookupOnce(ctx context.Context, query string, d secret.Digest) (credential.Credential, error) {
 	conn, err := s.pool.Acquire(ctx)
 	if err != nil {
 		return credential.Credential{}, fmt.Errorf("look up key: %w", err)
@@ -97,7 +107,7 @@ func (s *Store) LookupCredentials(ctx context.Context, ds []secret.Digest) (map[
 	for i := range ds {
 		raw[i] = ds[i][:]
 	}
-	rows, err := s.pool.Query(ctx, credentialColumns+` WHERE k.digest = ANY($1)
+	rows, err := s.idem().Query(ctx, credentialColumns+` WHERE k.digest = ANY($1)
 UNION ALL`+appCredentialColumns+` WHERE k.digest = ANY($1)`, raw)
 	if err != nil {
 		return nil, fmt.Errorf("look up keys: %w", err)
@@ -120,7 +130,7 @@ UNION ALL`+appCredentialColumns+` WHERE k.digest = ANY($1)`, raw)
 // ActiveCredentials streams every usable credential (key not revoked or expired, agent active) to fn,
 // for preloading a broker's cache. Corrupt rows are skipped and counted in the returned error.
 func (s *Store) ActiveCredentials(ctx context.Context, fn func(credential.Credential)) error {
-	rows, err := s.pool.Query(ctx, credentialColumns+`
+	rows, err := s.idem().Query(ctx, credentialColumns+`
  WHERE k.revoked_at IS NULL AND (k.expires_at IS NULL OR k.expires_at > now()) AND a.status = 'active'
 UNION ALL`+appCredentialColumns+`
  WHERE k.revoked_at IS NULL AND (k.expires_at IS NULL OR k.expires_at > now())`)
@@ -223,7 +233,7 @@ func (s *Store) TouchKeys(ctx context.Context, ds []secret.Digest) error {
 	for i := range ds {
 		raw[i] = ds[i][:]
 	}
-	_, err := s.pool.Exec(ctx, `WITH a AS (UPDATE api_keys SET last_used_at = now() WHERE digest = ANY($1))
+	_, err := s.idem().Exec(ctx, `WITH a AS (UPDATE api_keys SET last_used_at = now() WHERE digest = ANY($1))
 UPDATE app_keys SET last_used_at = now() WHERE digest = ANY($1)`, raw)
 	if err != nil {
 		return fmt.Errorf("record key use: %w", err)

@@ -181,6 +181,7 @@ type Metrics struct {
 	applied  prometheus.Observer
 	preloadN prometheus.Gauge
 	preloadT prometheus.Gauge
+	auditDrp prometheus.Counter
 }
 
 // lookupBuckets span a loopback PostgreSQL (sub-millisecond) to the default 250 ms db_timeout and past it.
@@ -234,7 +235,11 @@ func New(src Sources) *Metrics {
 	for i, name := range lookupNames {
 		m.lookups[i] = lookups.WithLabelValues(name)
 	}
-	m.reg.MustRegister(allowed, refused, m.deferred, kicks, lookups, m.notifies, applied, m.preloadN, m.preloadT,
+	m.auditDrp = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: Prefix + "audit_events_dropped_total",
+		Help: "Refused connects and kicks not written to the audit trail one by one: the bounded queue was full (PostgreSQL did not answer for long). Their count is audited as one event.",
+	})
+	m.reg.MustRegister(allowed, refused, m.deferred, kicks, lookups, m.notifies, applied, m.preloadN, m.preloadT, m.auditDrp,
 		&sourced{src: src},
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
@@ -285,6 +290,13 @@ func (m *Metrics) Notified() time.Time {
 func (m *Metrics) Applied(since time.Time) {
 	if m != nil && !since.IsZero() {
 		m.applied.Observe(time.Since(since).Seconds())
+	}
+}
+
+// AuditDropped counts n audit events that the plugin's queue could not hold.
+func (m *Metrics) AuditDropped(n int) {
+	if m != nil {
+		m.auditDrp.Add(float64(n))
 	}
 }
 
