@@ -23,6 +23,7 @@ import (
 	"github.com/iotauth/iotauth/plugin/auth"
 	"github.com/iotauth/iotauth/plugin/budget"
 	"github.com/iotauth/iotauth/plugin/denylist"
+	"github.com/iotauth/iotauth/plugin/keyset"
 	"github.com/iotauth/iotauth/plugin/legacy"
 	"github.com/iotauth/iotauth/plugin/logq"
 	"github.com/iotauth/iotauth/plugin/metrics"
@@ -68,6 +69,12 @@ type instance struct {
 	auth     *auth.Authorizer
 	sessions *session.Table
 	lookups  *budget.Budget      // nil without a bound
+	// keys is the set of every key PostgreSQL holds (plugin/keyset), so that real keys skip the lookup
+	// budget; keysLoad asks for a full load, keyChecks are changed keys to re-read (knownkeys.go).
+	keys        *keyset.Set
+	keysLoad    chan struct{}
+	keyChecksMu sync.Mutex
+	keyChecks   map[secret.Digest]struct{}
 	tokens   *mqtttoken.Verifier // nil: short-lived credentials are refused
 	denials  *denylist.List
 	// denialsStale is set while the deny list needs a full load from the store (at start, after LISTEN
@@ -179,8 +186,8 @@ func newInstance(kv [][2]string) (*instance, error) {
 		closeStores()
 		return nil, err
 	}
-	lookups := budget.New(cfg.UnknownKeyLookups, nil)
-	lookups.WhenFull(c.Full)
+	keys := keyset.New()
+	lookups := budget.New(cfg.UnknownKeyLookups, keys, testClock())
 	var tokens *mqtttoken.Verifier
 	var verifier auth.TokenVerifier // stays a nil interface without a key file
 	if cfg.MQTTTokenPublicKey != "" {
@@ -204,7 +211,8 @@ func newInstance(kv [][2]string) (*instance, error) {
 		})
 	}
 	names := legacy.New()
-	in := &instance{legacy: names, legacyLoad: make(chan struct{}, 1), legacyLoaded: make(chan struct{}), fast: map[string]store.FastHash{}}
+	in := &instance{legacy: names, legacyLoad: make(chan struct{}, 1), legacyLoaded: make(chan struct{}), fast: map[string]store.FastHash{},
+		keys: keys, keysLoad: make(chan struct{}, 1), keyChecks: map[secret.Digest]struct{}{}}
 	a = auth.New(auth.Config{
 		Budget: authBudget(lookups), KeyKind: cfg.KeyKind, ClientID: cfg.ClientID, Rules: cfg.ACL, DBTimeout: cfg.DBTimeout,
 		DeferUnknown: cfg.DeferUnknown, NamePrefix: renamedPrefix, CustomNamePrefix: renamedCustomPrefix,

@@ -1,0 +1,120 @@
+package plugin_test
+
+import (
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/iotauth/iotauth/backend/secret"
+	"github.com/iotauth/iotauth/test/harness"
+)
+
+// Agents and application keys created while the broker runs, and that never connected since, get in at
+// once during a flood of forged keys, however long ago they were created: the plugin holds the set of
+// every key PostgreSQL holds, and known keys never spend the unknown-key lookup budget. Forged keys stay
+// bounded by it. (Created keys used to be exempt for ten minutes only; the test-hook build moves the
+// budget's clock 11 minutes on instead of waiting.)
+func TestKeysCreatedLongBeforeAFloodGetIn(t *testing.T) {
+	t.Parallel()
+	e := newHooksEnv(t, [2]string{"unknown_key_lookups", "2"}, [2]string{"log_level", "debug"})
+	if !e.b.WaitLog("loaded the set of known keys", 15*time.Second) {
+		t.Fatal("the plugin did not load the set of known keys")
+	}
+	const nAgents, nApps = 20, 5
+	agents := make([]harness.Agent, nAgents)
+	for i := range agents {
+		agents[i] = e.agent(fmt.Sprintf("created before the flood %d", i))
+	}
+	apps := make([]app, nApps)
+	for i := range apps {
+		apps[i] = e.appKey(fmt.Sprintf("created before the flood %d", i), time.Time{}, "read agents/+/telemetry")
+	}
+	for _, a := range agents {
+		if !e.b.WaitLog("credential change handled agent="+a.UUID, 10*time.Second) {
+			t.Fatalf("the notification of agent %s was not handled", a.UUID)
+		}
+	}
+	for _, k := range apps {
+		if !e.b.WaitLog("credential change handled agent="+k.ID, 10*time.Second) {
+			t.Fatalf("the notification of application key %s was not handled", k.ID)
+		}
+	}
+	// 11 minutes pass for the budget (the hook's connect is refused, after the clock moved).
+	refused(t, connectOnce(t, e.b, "iotauth-test-clock-11m", "x", "clock"), "the clock hook")
+
+	before, appsBefore := e.lookups(), e.appLookups()
+	start := time.Now()
+	stop := make(chan struct{})
+	var flood sync.WaitGroup
+	var forged atomic.Int64
+	for range 2 {
+		flood.Add(1)
+		go func() {
+			defer flood.Done()
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				k, _ := secret.Generate(secret.APIKey)
+				if c, err := harness.Connect(e.b, k.Reveal(), "iotmp_whatever", "forged"); err == nil {
+					c.Disconnect(0)
+					t.Error("a forged key was accepted")
+				}
+				forged.Add(1)
+			}
+		}()
+	}
+	stopFlood := sync.OnceFunc(func() { close(stop); flood.Wait() })
+	defer stopFlood()
+	if !e.b.WaitLog("too many lookups of unknown keys", 15*time.Second) {
+		t.Fatal("the flood did not spend the lookup budget")
+	}
+
+	// Every agent and application key connects at once, during the flood.
+	errs := make(chan error, nAgents+nApps)
+	var wg sync.WaitGroup
+	for _, a := range agents {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := connectOnce(t, e.b, a.Key, a.Password, a.ClientID); err != nil {
+				errs <- fmt.Errorf("agent %s: %w", a.UUID, err)
+			}
+		}()
+	}
+	for i, k := range apps {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := connectOnce(t, e.b, k.Key, k.Password, fmt.Sprintf("dashboard-%d", i)); err != nil {
+				errs <- fmt.Errorf("application key %s: %w", k.ID, err)
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	n := 0
+	for err := range errs {
+		n++
+		t.Error(err)
+	}
+	if n > 0 {
+		t.Fatalf("%d of %d keys created 11 minutes before a forged-key flood were refused during it", n, nAgents+nApps)
+	}
+	stopFlood()
+	elapsed := time.Since(start)
+	// Device-key lookups: the agents' own (one each) and at most the budget's for forged keys (a burst of
+	// 2, then 2 a second).
+	spent := e.lookups() - before
+	if limit := int64(nAgents) + 2 + 2*int64(elapsed/time.Second+1); spent > limit {
+		t.Fatalf("%d forged keys and %d agents in %v caused %d lookups, want at most %d", forged.Load(), nAgents, elapsed, spent, limit)
+	}
+	if got := e.appLookups() - appsBefore; got != nApps {
+		t.Fatalf("%d application-key lookups, want %d (one per key; forged keys were device keys)", got, nApps)
+	}
+	t.Logf("%d forged keys in %v: %d device-key lookups", forged.Load(), elapsed, spent)
+}
