@@ -69,12 +69,6 @@ type instance struct {
 	auth     *auth.Authorizer
 	sessions *session.Table
 	lookups  *budget.Budget      // nil without a bound
-	// keys is the set of every key PostgreSQL holds (plugin/keyset), so that real keys skip the lookup
-	// budget; keysLoad asks for a full load, keyChecks are changed keys to re-read (knownkeys.go).
-	keys        *keyset.Set
-	keysLoad    chan struct{}
-	keyChecksMu sync.Mutex
-	keyChecks   map[secret.Digest]struct{}
 	tokens   *mqtttoken.Verifier // nil: short-lived credentials are refused
 	denials  *denylist.List
 	// denialsStale is set while the deny list needs a full load from the store (at start, after LISTEN
@@ -113,6 +107,13 @@ type instance struct {
 	legacyLoad   chan struct{}
 	legacyLoaded chan struct{} // closed by the first successful load
 	legacyOnce   sync.Once
+
+	// keys is the set of every key PostgreSQL holds (plugin/keyset), so that real keys skip the lookup
+	// budget; keysLoad asks for a full load, keyChecks are changed keys to re-read (knownkeys.go).
+	keys        *keyset.Set
+	keysLoad    chan struct{}
+	keyChecksMu sync.Mutex
+	keyChecks   map[secret.Digest]struct{}
 
 	fastMu sync.Mutex
 	fast   map[string]store.FastHash // by agent: fast hashes to record, written by the background loop
