@@ -2,6 +2,7 @@ package plugin_test
 
 import (
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -117,4 +118,56 @@ func TestKeysCreatedLongBeforeAFloodGetIn(t *testing.T) {
 		t.Fatalf("%d application-key lookups, want %d (one per key; forged keys were device keys)", got, nApps)
 	}
 	t.Logf("%d forged keys in %v: %d device-key lookups", forged.Load(), elapsed, spent)
+}
+
+// A key whose notification the plugin missed (here: written with the table's triggers off, as if the
+// change feed had been down) becomes known when the change feed reconnects, which loads the set again:
+// it then gets in during a flood of forged keys.
+func TestKnownKeysReloadedWhenTheChangeFeedReconnects(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, [2]string{"unknown_key_lookups", "1"})
+	if !e.b.WaitLog("loaded the set of known keys", 15*time.Second) {
+		t.Fatal("the plugin did not load the set of known keys")
+	}
+	e.exec(`ALTER TABLE api_keys DISABLE TRIGGER USER`)
+	missed := e.agent("notification missed")
+	e.exec(`ALTER TABLE api_keys ENABLE TRIGGER USER`)
+
+	loads := strings.Count(e.b.Log(), "loaded the set of known keys")
+	e.exec(`SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+		WHERE datname = current_database() AND query ILIKE 'LISTEN %' AND pid <> pg_backend_pid()`)
+	if !e.b.WaitLog("credential change feed reconnected", 30*time.Second) {
+		t.Fatal("the change feed did not reconnect")
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for strings.Count(e.b.Log(), "loaded the set of known keys") == loads {
+		if time.Now().After(deadline) {
+			t.Fatal("the set of known keys was not loaded again after the change feed reconnected")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			k, _ := secret.Generate(secret.APIKey)
+			if c, err := harness.Connect(e.b, k.Reveal(), "iotmp_whatever", "forged"); err == nil {
+				c.Disconnect(0)
+			}
+		}
+	}()
+	defer func() { close(stop); <-done }()
+	if !e.b.WaitLog("too many lookups of unknown keys", 15*time.Second) {
+		t.Fatal("the flood did not spend the lookup budget")
+	}
+	if err := connectOnce(t, e.b, missed.Key, missed.Password, missed.ClientID); err != nil {
+		t.Fatalf("an agent whose notification was missed was refused during a flood after the change feed reconnected: %v", err)
+	}
 }
