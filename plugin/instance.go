@@ -209,6 +209,7 @@ func newInstance(kv [][2]string) (*instance, error) {
 	if cfg.MetricsListen != "" {
 		m = metrics.New(metrics.Sources{
 			Cache: c.Stats, Auth: func() auth.Stats { return a.Stats() }, Sessions: func() (int, int) { return sessions.Len() },
+			KnownKeys: keys.Len,
 		})
 	}
 	names := legacy.New()

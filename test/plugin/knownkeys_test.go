@@ -1,6 +1,7 @@
 package plugin_test
 
 import (
+	"context"
 	"fmt"
 	"strings"
 	"sync"
@@ -9,6 +10,7 @@ import (
 	"time"
 
 	"github.com/iotauth/iotauth/backend/secret"
+	"github.com/iotauth/iotauth/backend/store"
 	"github.com/iotauth/iotauth/test/harness"
 )
 
@@ -170,4 +172,30 @@ func TestKnownKeysReloadedWhenTheChangeFeedReconnects(t *testing.T) {
 	if err := connectOnce(t, e.b, missed.Key, missed.Password, missed.ClientID); err != nil {
 		t.Fatalf("an agent whose notification was missed was refused during a flood after the change feed reconnected: %v", err)
 	}
+}
+
+// The set of known keys follows the store: loaded at start, a created key counted at once, a revoked
+// device or application key and a deleted key dropped (iotauth_plugin_known_keys).
+func TestKnownKeysFollowCreateRevokeAndDelete(t *testing.T) {
+	t.Parallel()
+	dsn := pg.NewDatabase(t)
+	st := harness.OpenStore(t, dsn)
+	first := harness.CreateAgent(t, st, "before the start")
+	b, addr := metricsBroker(t, dsn)
+	e := &env{t: t, dsn: dsn, st: st, b: b}
+	const gauge = "iotauth_plugin_known_keys"
+	waitSeries(t, addr, gauge, 1, 15*time.Second)
+	second := e.agent("created while running")
+	k := e.appKey("created while running", time.Time{}, "read agents/+/telemetry")
+	waitSeries(t, addr, gauge, 3, 10*time.Second)
+	if _, err := st.RevokeAPIKey(context.Background(), second.KeyID, store.AuditEvent{Actor: "test", Action: "api_key_revoke"}); err != nil {
+		t.Fatal(err)
+	}
+	waitSeries(t, addr, gauge, 2, 10*time.Second)
+	if _, err := st.RevokeAppKey(context.Background(), k.ID, store.AuditEvent{Actor: "test", Action: "app_key_revoke"}); err != nil {
+		t.Fatal(err)
+	}
+	waitSeries(t, addr, gauge, 1, 10*time.Second)
+	e.exec(`DELETE FROM api_keys WHERE id = $1`, first.KeyID)
+	waitSeries(t, addr, gauge, 0, 10*time.Second)
 }
