@@ -142,11 +142,11 @@ func iotauth_go_acl_check(client C.uintptr_t, topic *C.char, topicLen C.int, acc
 }
 
 //export iotauth_go_disconnect
-func iotauth_go_disconnect(client C.uintptr_t, cleanStart, protocolVersion C.int) {
+func iotauth_go_disconnect(client C.uintptr_t, cleanStart, protocolVersion, told C.int) {
 	defer recoverTo(nil, 0, "disconnect")
 	if in := current.Load(); in != nil {
-		// Mosquitto does not tell plugins an MQTT 5 session's expiry interval: session.KeptFor presumes.
-		in.sessions.Disconnect(uintptr(client), session.KeptFor(int(protocolVersion), cleanStart != 0, in.cfg.MQTT5SessionHold))
+		keptFor := session.KeptFor(int(protocolVersion), cleanStart != 0, session.Told(told), in.cfg.MQTT5SessionHold)
+		in.sessions.Disconnect(uintptr(client), keptFor)
 	}
 }
 

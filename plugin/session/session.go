@@ -48,17 +48,30 @@ var ErrClientIDTaken = errors.New("client id is in use by another agent's sessio
 // Forever is the KeptFor of a session the broker keeps for as long as it runs.
 const Forever time.Duration = math.MaxInt64
 
-// KeptFor is how long the broker may keep a client's session after its DISCONNECT, as far as the plugin
-// can know: Mosquitto gives plugins the clean start (MQTT 5) or clean session (3.1.x) flag of the client's
-// CONNECT, but not an MQTT 5 session expiry interval. A 3.1.x session is kept, without expiry, exactly
-// when it was not clean. An MQTT 5 session is presumed kept when it did not start clean (it asked to
-// resume a session, so it most likely asked to be kept too), for mqtt5Hold at most (0: never); one that
-// started clean is presumed to have asked for no expiry (the default of MQTT 5 clients). Another principal
-// that takes over a session wrongly presumed gone gets only what its own ACL allows of it (Mosquitto
-// re-checks queued messages, and every delivery, against the new client).
-func KeptFor(protocolVersion int, cleanStart bool, mqtt5Hold time.Duration) time.Duration {
+// Told is what the broker said when a client went offline.
+type Told int8
+
+const (
+	// ToldNothing: Mosquitto 2.0 sends DISCONNECT whether it keeps the session or not.
+	ToldNothing Told = -1
+	// ToldEnded: Mosquitto 2.1 sent DISCONNECT, so the session ends.
+	ToldEnded Told = 0
+	// ToldKept: Mosquitto 2.1 sent CLIENT_OFFLINE, so it keeps the session.
+	ToldKept Told = 1
+)
+
+// KeptFor is how long the broker may keep a client's session after it went offline, as far as the plugin
+// can know. Mosquitto gives plugins the clean start (MQTT 5) or clean session (3.1.x) flag of the client's
+// CONNECT and, from 2.1 on, whether it keeps the session (told), but never an MQTT 5 session expiry
+// interval. A 3.1.x session is kept, without expiry, exactly when it was not clean. On 2.0 an MQTT 5
+// session is presumed kept when it did not start clean (it asked to resume a session, so it most likely
+// asked to be kept too) and presumed ended when it started clean (no expiry is the default of MQTT 5
+// clients). A kept MQTT 5 session is held for mqtt5Hold at most (0: not at all). Another principal that
+// takes over a session wrongly presumed ended gets only what its own ACL allows of it (Mosquitto re-checks
+// queued messages, and every delivery, against the new client).
+func KeptFor(protocolVersion int, cleanStart bool, told Told, mqtt5Hold time.Duration) time.Duration {
 	switch {
-	case cleanStart:
+	case told == ToldEnded, told == ToldNothing && cleanStart:
 		return 0
 	case protocolVersion == 5:
 		return mqtt5Hold

@@ -357,20 +357,26 @@ func TestKeptFor(t *testing.T) {
 		name       string
 		protocol   int
 		cleanStart bool
+		told       Told
 		want       time.Duration
 	}{
-		{"MQTT 3.1.1 clean session", 4, true, 0},
-		{"MQTT 3.1 clean session", 3, true, 0},
-		{"MQTT 3.1.1 persistent session", 4, false, Forever},
-		{"MQTT 5 clean start (no expiry asked, the clients' default)", 5, true, 0},
-		{"MQTT 5 resuming (an expiry asked, presumed)", 5, false, hold},
+		{"2.0, MQTT 3.1.1 clean session", 4, true, ToldNothing, 0},
+		{"2.0, MQTT 3.1 clean session", 3, true, ToldNothing, 0},
+		{"2.0, MQTT 3.1.1 persistent session", 4, false, ToldNothing, Forever},
+		{"2.0, MQTT 5 clean start (no expiry asked, the clients' default)", 5, true, ToldNothing, 0},
+		{"2.0, MQTT 5 resuming (an expiry asked, presumed)", 5, false, ToldNothing, hold},
+		{"2.1 DISCONNECT, MQTT 3.1.1", 4, true, ToldEnded, 0},
+		{"2.1 DISCONNECT, MQTT 5 resuming without expiry", 5, false, ToldEnded, 0},
+		{"2.1 CLIENT_OFFLINE, MQTT 3.1.1 persistent", 4, false, ToldKept, Forever},
+		{"2.1 CLIENT_OFFLINE, MQTT 5 clean start with an expiry", 5, true, ToldKept, hold},
+		{"2.1 CLIENT_OFFLINE, MQTT 5 resuming", 5, false, ToldKept, hold},
 	}
 	for _, tt := range tests {
-		if got := KeptFor(tt.protocol, tt.cleanStart, hold); got != tt.want {
+		if got := KeptFor(tt.protocol, tt.cleanStart, tt.told, hold); got != tt.want {
 			t.Errorf("%s: %v, want %v", tt.name, got, tt.want)
 		}
 	}
-	if got := KeptFor(5, false, 0); got != 0 {
+	if got := KeptFor(5, false, ToldNothing, 0); got != 0 {
 		t.Errorf("MQTT 5 with no hold configured: %v, want 0", got)
 	}
 }
