@@ -8,7 +8,7 @@
 // is re-read from the store. A change that arrives while a load or a re-read is under way is applied to
 // its result too, so the load cannot undo it.
 //
-// Each key is kept as the first 8 bytes of its SHA-256 digest, in a map of uint64: about 10 to 20 bytes
+// Each key is kept as the first 8 bytes of its SHA-256 digest, in a map of uint64: 10 to 25 bytes
 // per key (docs/operations.md has the measurement). Two keys sharing those 8 bytes are told apart by the
 // store; a forged key whose digest shares them with a real key merely gets one lookup without spending
 // the budget, and the chance of that is about n/2^64 per forged key for n real ones.
