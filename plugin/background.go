@@ -45,6 +45,7 @@ func (in *instance) goBackground(ctx context.Context) <-chan struct{} {
 				in.sessions.Changed()
 				in.recheckAll()
 				in.reloadLegacy()
+				in.reloadKeys()
 				// preload may start: from now on no change goes unnoticed (once: the feed restarts
 				// after a panic)
 				listened.Do(func() { close(listening) })
@@ -64,6 +65,8 @@ func (in *instance) goBackground(ctx context.Context) <-chan struct{} {
 	})
 	go in.supervise(ctx, "re-check worker", in.recheckWorker)
 	go in.supervise(ctx, "legacy usernames", in.legacyLoader)
+	in.wg.Add(1)
+	go in.supervise(ctx, "known keys", in.keysLoader)
 	go in.supervise(ctx, "periodic resync", in.periodic)
 	go in.supervise(ctx, "preload", func(ctx context.Context) { defer settledNow(); in.preload(ctx, listening, settledNow) })
 	if in.metricsSrv != nil {
@@ -139,15 +142,16 @@ func (in *instance) changed(c store.Change) {
 	if c.Agent == store.AllAgents {
 		// A TRUNCATE: everything may have changed.
 		in.reloadLegacy()
+		in.reloadKeys()
 		in.auth.Cache().InvalidateAll(time.Now())
 		in.sessions.Changed()
 		in.recheckAll()
 		in.metrics.Applied(arrived) // the re-check of every session is not timed
 		return
 	}
+	in.keyChanged(c) // a new key is looked up even while forged keys spend the budget
 	if d, ok := c.Digest(); ok {
 		in.auth.Cache().Remove(d)
-		in.lookups.Expect(d) // a new key is looked up even while forged keys spend the budget
 	}
 	in.auth.Cache().InvalidateGroup(c.Agent, time.Now())
 	in.sessions.Changed() // before the re-check it starts (see session.Table.Admit)
@@ -552,9 +556,6 @@ func (in *instance) preload(ctx context.Context, listening <-chan struct{}, fail
 		})
 		cancel()
 		if err == nil || errors.Is(err, store.ErrCorrupt) {
-			// With every active credential cached (and room to spare), a miss is most likely a forged
-			// key: only then do such lookups spend the budget.
-			in.lookups.Complete(n < in.cfg.CacheSize)
 			in.metrics.Preloaded(n, time.Since(start))
 			in.log.Info("preloaded credentials", "count", n, "took", time.Since(start), "skipped", errString(err))
 			debug.FreeOSMemory() // hand the preload's garbage and the GC's headroom back to the OS

@@ -24,6 +24,7 @@ import (
 	"github.com/iotauth/iotauth/plugin/auth"
 	"github.com/iotauth/iotauth/plugin/budget"
 	"github.com/iotauth/iotauth/plugin/denylist"
+	"github.com/iotauth/iotauth/plugin/keyset"
 	"github.com/iotauth/iotauth/plugin/legacy"
 	"github.com/iotauth/iotauth/plugin/logq"
 	"github.com/iotauth/iotauth/plugin/metrics"
@@ -112,6 +113,13 @@ type instance struct {
 	legacyLoaded chan struct{} // closed by the first successful load
 	legacyOnce   sync.Once
 
+	// keys is the set of every key PostgreSQL holds (plugin/keyset), so that real keys skip the lookup
+	// budget; keysLoad asks for a full load, keyChecks are changed keys to re-read (knownkeys.go).
+	keys        *keyset.Set
+	keysLoad    chan struct{}
+	keyChecksMu sync.Mutex
+	keyChecks   map[secret.Digest]struct{}
+
 	fastMu sync.Mutex
 	fast   map[string]store.FastHash // by agent: fast hashes to record, written by the background loop
 
@@ -185,8 +193,8 @@ func newInstance(kv [][2]string) (*instance, error) {
 		closeStores()
 		return nil, err
 	}
-	lookups := budget.New(cfg.UnknownKeyLookups, nil)
-	lookups.WhenFull(c.Full)
+	keys := keyset.New()
+	lookups := budget.New(cfg.UnknownKeyLookups, keys, testClock())
 	var tokens *mqtttoken.Verifier
 	var verifier auth.TokenVerifier // stays a nil interface without a key file
 	if cfg.MQTTTokenPublicKey != "" {
@@ -207,10 +215,12 @@ func newInstance(kv [][2]string) (*instance, error) {
 	if cfg.MetricsListen != "" {
 		m = metrics.New(metrics.Sources{
 			Cache: c.Stats, Auth: func() auth.Stats { return a.Stats() }, Sessions: func() (int, int) { return sessions.Len() },
+			KnownKeys: keys.Len,
 		})
 	}
 	names := legacy.New()
-	in := &instance{legacy: names, legacyLoad: make(chan struct{}, 1), legacyLoaded: make(chan struct{}), fast: map[string]store.FastHash{}}
+	in := &instance{legacy: names, legacyLoad: make(chan struct{}, 1), legacyLoaded: make(chan struct{}), fast: map[string]store.FastHash{},
+		keys: keys, keysLoad: make(chan struct{}, 1), keyChecks: map[secret.Digest]struct{}{}}
 	a = auth.New(auth.Config{
 		Budget: authBudget(lookups), KeyKind: cfg.KeyKind, ClientID: cfg.ClientID, Rules: cfg.ACL, DBTimeout: cfg.DBTimeout,
 		DeferUnknown: cfg.DeferUnknown, NamePrefix: renamedPrefix, CustomNamePrefix: renamedCustomPrefix,

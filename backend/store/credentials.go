@@ -156,6 +156,33 @@ UNION ALL`+appCredentialColumns+`
 	return nil
 }
 
+// KeyDigests streams the digest of every device key, legacy username and application key that is not
+// revoked (whatever its expiry or its agent's status, which can change back), for the plugin's set of
+// known keys.
+func (s *Store) KeyDigests(ctx context.Context, fn func(secret.Digest)) error {
+	rows, err := s.pool.Query(ctx, `SELECT digest FROM api_keys WHERE revoked_at IS NULL
+UNION ALL SELECT digest FROM app_keys WHERE revoked_at IS NULL`)
+	if err != nil {
+		return fmt.Errorf("load key digests: %w", err)
+	}
+	defer rows.Close()
+	var raw []byte
+	var d secret.Digest
+	for rows.Next() {
+		if err := rows.Scan(&raw); err != nil {
+			return fmt.Errorf("load key digests: %w", err)
+		}
+		if len(raw) == len(d) {
+			copy(d[:], raw)
+			fn(d)
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("load key digests: %w", err)
+	}
+	return nil
+}
+
 // scanCredential reads one row into a Credential, turning NULLs and malformed values into ErrCorrupt
 // instead of scan errors, so that one bad row denies one agent and nothing else.
 func scanCredential(rows pgx.Rows) (credential.Credential, error) {

@@ -165,6 +165,8 @@ type Sources struct {
 	Cache    func() cache.Stats
 	Auth     func() auth.Stats
 	Sessions func() (live, ended int)
+	// KnownKeys is the size of the set of known keys (plugin/keyset).
+	KnownKeys func() int
 }
 
 // Metrics holds the plugin's series. Its methods are safe for concurrent use and do nothing on a nil
@@ -370,11 +372,12 @@ var (
 	descFailFast       = prometheus.NewDesc(Prefix+"db_fail_fast_windows_total", "Times a lookup failure made the plugin skip PostgreSQL on connects for a while (fail fast).", nil, nil)
 	descDBDown         = prometheus.NewDesc(Prefix+"db_down", "1 while connects skip PostgreSQL after a failure, until it answers again; else 0.", nil, nil)
 	descSessions       = prometheus.NewDesc(Prefix+"sessions", "Sessions the plugin holds: live (connected) and ended (kept for wills and offline deliveries).", []string{"state"}, nil)
+	descKnownKeys      = prometheus.NewDesc(Prefix+"known_keys", "Keys in the set of every key PostgreSQL holds and has not revoked: they never spend the unknown-key lookup budget.", nil, nil)
 )
 
 func (s *sourced) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descCacheLookups, descCacheEvictions, descCacheEntries, descStaleServed,
-		descDBErrors, descFailFast, descDBDown, descSessions} {
+		descDBErrors, descFailFast, descDBDown, descSessions, descKnownKeys} {
 		ch <- d
 	}
 }
@@ -410,5 +413,8 @@ func (s *sourced) Collect(ch chan<- prometheus.Metric) {
 		live, ended := s.src.Sessions()
 		gauge(descSessions, float64(live), "live")
 		gauge(descSessions, float64(ended), "ended")
+	}
+	if s.src.KnownKeys != nil {
+		gauge(descKnownKeys, float64(s.src.KnownKeys()))
 	}
 }

@@ -51,6 +51,10 @@ type Config struct {
 	// MQTTTokenPublicKey is the path of a PEM file with the Ed25519 public keys that verify short-lived
 	// MQTT credentials (iotmq_ usernames); empty refuses them.
 	MQTTTokenPublicKey string
+	// MQTT5SessionHold is how long an ended MQTT 5 session that did not start clean is presumed kept by the
+	// broker (a plugin cannot read its session expiry interval): meanwhile its client id is refused to other
+	// principals, except to the agent the client id template gives it to. 0: never.
+	MQTT5SessionHold time.Duration
 	// Warnings are about options that are accepted but do nothing any more; the plugin logs them.
 	Warnings []string
 }
@@ -62,7 +66,7 @@ func Defaults() Config {
 		StaleGrace: 15 * time.Minute, DBTimeout: 250 * time.Millisecond, ClientID: "agent-%u",
 		ACLSpec: "readwrite agents/%u/#", Preload: true, PreloadWait: 5 * time.Second, KickOnRevoke: true, KeyKind: secret.APIKey,
 		ResyncInterval: time.Minute, LogLevel: "info", MaxConns: 4, UnknownKeyLookups: 200,
-		SlowHashBudget: 250 * time.Millisecond,
+		SlowHashBudget: 250 * time.Millisecond, MQTT5SessionHold: time.Hour,
 	}
 }
 
@@ -111,6 +115,7 @@ var known = map[string]setter{
 	"db_timeout":          durOpt(func(c *Config) *time.Duration { return &c.DBTimeout }, time.Millisecond, 5*time.Second),
 	"resync_interval":     durOpt(func(c *Config) *time.Duration { return &c.ResyncInterval }, time.Second, 24*time.Hour),
 	"slow_hash_budget":    durOpt(func(c *Config) *time.Duration { return &c.SlowHashBudget }, time.Millisecond, time.Second),
+	"mqtt5_session_hold":  durOpt(func(c *Config) *time.Duration { return &c.MQTT5SessionHold }, 0, 365*24*time.Hour),
 	"preload":             boolOpt(func(c *Config) *bool { return &c.Preload }),
 	"preload_wait":        durOpt(func(c *Config) *time.Duration { return &c.PreloadWait }, 0, 5*time.Minute),
 	"kick_on_revoke":      boolOpt(func(c *Config) *bool { return &c.KickOnRevoke }),
