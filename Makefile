@@ -83,7 +83,7 @@ deb: $(LIVE_BUNDLE) ## build/iotauth_VERSION_ARCH.deb: plugin, iotauth, systemd 
 	@scripts/deb/deps.sh build
 	scripts/deb/build.sh $(DEB_VERSION) $(DEB)
 
-test-deb: deb ## install the package into a throwaway Debian root: broker, agent, lintian, remove, purge
+test-deb: deps deb ## install the package into a throwaway Debian root: broker, agent, lintian, remove, purge
 	@scripts/deb/deps.sh test
 	$(TEST_ENV) IOTAUTH_DEB=$(CURDIR)/$(DEB) $(GO) test -count=1 -timeout $(TEST_TIMEOUT) -tags debpkg ./test/deb
 

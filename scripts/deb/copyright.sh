@@ -50,10 +50,12 @@ License: proprietary
  with its vendor. All rights reserved.
 HEAD
 
-# Module path and version of every dependency of every binary, once.
-for b in "$@"; do go version -m "$b"; done | awk '$1 == "dep" || $1 == "=>" { print $2, $3 }' | sort -u |
-while read -r path ver; do
-  dir=$(cd "$repo" && go list -m -f '{{.Dir}}' "$path" 2>/dev/null) || dir=""
+# Module path and version of every dependency of every binary, once, and where the module cache has it
+# (one go list for all: it loads the module graph each time it runs).
+mods=$(for b in "$@"; do go version -m "$b"; done | awk '$1 == "dep" || $1 == "=>" { print $2 }' | sort -u)
+# shellcheck disable=SC2086
+(cd "$repo" && go list -m -f '{{.Path}} {{.Version}} {{.Dir}}' $mods) |
+while read -r path ver dir; do
   lic=$(ls "$dir"/LICENSE* "$dir"/COPYING* "$dir"/LICENCE* 2>/dev/null | head -1 || true)
   if [ -z "$lic" ]; then
     echo "copyright.sh: no license file for Go module $path $ver in $dir: run go mod download" >&2; exit 1
@@ -71,9 +73,10 @@ echo "Copyright: The Go Authors ($(go env GOVERSION): the runtime and standard l
 license "$goroot/LICENSE"
 
 mqtt=$repo/web/live/node_modules/mqtt/LICENSE.md
-if [ -f "$mqtt" ]; then
-  echo
-  echo "Files: web/live/static/vendor/mqtt.min.js"
-  echo "Copyright: the MQTT.js authors (see the notice below)"
-  license "$mqtt"
+if [ ! -f "$mqtt" ]; then
+  echo "copyright.sh: $mqtt is missing: run make deb (npm ci installs MQTT.js)" >&2; exit 1
 fi
+echo
+echo "Files: web/live/static/vendor/mqtt.min.js"
+echo "Copyright: the MQTT.js authors (see the notice below)"
+license "$mqtt"
