@@ -167,11 +167,20 @@ func TestInstallRunRemovePurge(t *testing.T) {
 	serveAsService(t, r, dsn)
 	broker.stop(t)
 
-	t.Log("dpkg -r keeps the conffiles")
+	t.Log("installing again (as an upgrade does) keeps the edited environment file and its owner")
 	edited, err := os.ReadFile(r.path(envPath))
 	if err != nil {
 		t.Fatal(err)
 	}
+	r.must("dpkg", "-i", "/tmp/iotauth.deb")
+	if b, err := os.ReadFile(r.path(envPath)); err != nil || string(b) != string(edited) {
+		t.Errorf("installing again replaced the edited %s: %v", envPath, err)
+	}
+	if got := strings.TrimSpace(r.must("stat", "-c", "%a %U %G", envPath)); got != "640 root iotauth" {
+		t.Errorf("after installing again %s is %q, want 640 root iotauth", envPath, got)
+	}
+
+	t.Log("dpkg -r keeps the conffiles")
 	r.must("dpkg", "-r", "iotauth")
 	for _, p := range []string{binPath, pluginPath, unitPath} {
 		if r.exists(p) {
