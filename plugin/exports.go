@@ -147,6 +147,7 @@ func iotauth_go_disconnect(client C.uintptr_t, cleanStart, protocolVersion C.int
 		// MQTT 5 keeps a session past a clean start when its expiry interval says so, which plugins of
 		// 2.0 cannot read: count every MQTT 5 session as one that may persist.
 		in.sessions.Disconnect(uintptr(client), cleanStart == 0 || protocolVersion == 5)
+		in.presenceDisconnected(uintptr(client))
 	}
 }
 

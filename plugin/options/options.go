@@ -51,6 +51,13 @@ type Config struct {
 	// MQTTTokenPublicKey is the path of a PEM file with the Ed25519 public keys that verify short-lived
 	// MQTT credentials (iotmq_ usernames); empty refuses them.
 	MQTTTokenPublicKey string
+	// Presence records sessions in PostgreSQL (docs/presence.md); BrokerID names this broker there ("":
+	// host name and first listener port), PresenceTimeout is how long after its last heartbeat its
+	// sessions read offline, PresenceEvents publishes agents' lifecycle events over MQTT.
+	Presence        bool
+	BrokerID        string
+	PresenceTimeout time.Duration
+	PresenceEvents  bool
 	// Warnings are about options that are accepted but do nothing any more; the plugin logs them.
 	Warnings []string
 }
@@ -63,6 +70,7 @@ func Defaults() Config {
 		ACLSpec: "readwrite agents/%u/#", Preload: true, PreloadWait: 5 * time.Second, KickOnRevoke: true, KeyKind: secret.APIKey,
 		ResyncInterval: time.Minute, LogLevel: "info", MaxConns: 4, UnknownKeyLookups: 200,
 		SlowHashBudget: 250 * time.Millisecond,
+		Presence:       true, PresenceTimeout: 30 * time.Second, PresenceEvents: true,
 	}
 }
 
@@ -113,8 +121,19 @@ var known = map[string]setter{
 	"slow_hash_budget":    durOpt(func(c *Config) *time.Duration { return &c.SlowHashBudget }, time.Millisecond, time.Second),
 	"preload":             boolOpt(func(c *Config) *bool { return &c.Preload }),
 	"preload_wait":        durOpt(func(c *Config) *time.Duration { return &c.PreloadWait }, 0, 5*time.Minute),
-	"kick_on_revoke":      boolOpt(func(c *Config) *bool { return &c.KickOnRevoke }),
-	"defer_unknown":       boolOpt(func(c *Config) *bool { return &c.DeferUnknown }),
+	"presence":            boolOpt(func(c *Config) *bool { return &c.Presence }),
+	"presence_events":     boolOpt(func(c *Config) *bool { return &c.PresenceEvents }),
+	"presence_timeout":    durOpt(func(c *Config) *time.Duration { return &c.PresenceTimeout }, time.Second, time.Hour),
+	"broker_id": func(c *Config, v string) error {
+		v = strings.TrimSpace(v)
+		if v == "" || len(v) > 200 {
+			return fmt.Errorf("%q: give a name of 1 to 200 characters that tells this broker apart, e.g. mqtt-1, or leave the line out for host name and port", v)
+		}
+		c.BrokerID = v
+		return nil
+	},
+	"kick_on_revoke": boolOpt(func(c *Config) *bool { return &c.KickOnRevoke }),
+	"defer_unknown":  boolOpt(func(c *Config) *bool { return &c.DeferUnknown }),
 	"clientid": func(c *Config, v string) error {
 		if v != "any" && (strings.Count(v, "%u") != 1 || strings.ContainsAny(v, "+#/")) {
 			return fmt.Errorf("%q: use a template with exactly one %%u (like agent-%%u) and no '+', '#' or '/', or \"any\"", v)

@@ -1,0 +1,555 @@
+// Package presence records the authenticated sessions a broker holds in PostgreSQL, so that every broker
+// and the API share one view of who is online (docs/presence.md), and queues the lifecycle events of
+// agents that the plugin publishes over MQTT.
+//
+// The broker's thread only touches memory: Connected and Disconnected update the live table and queue a
+// row; a background goroutine (Run) writes the queue in batches, one statement per BatchSize rows or per
+// FlushEvery, whichever comes first, and heartbeats. The queue is bounded: beyond MaxQueue rows are
+// dropped and counted, and once a write succeeds again the recorder reconciles the database with its live
+// table. It is plain Go behind a small Store interface with an injected clock.
+package presence
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/iotauth/iotauth/backend/store"
+	"github.com/iotauth/iotauth/plugin/auth"
+)
+
+// Reason is why a session ended: one of a fixed set.
+type Reason string
+
+// The reasons a session ends.
+const (
+	// Client: the client disconnected, or its connection ended without a kick or takeover (Mosquitto 2.0
+	// does not tell plugins whether a DISCONNECT packet, a keep-alive timeout or a network error ended it).
+	Client         Reason = "client"
+	Keepalive      Reason = "keepalive"
+	KickedRevoked  Reason = "kicked_revoked"
+	KickedDisabled Reason = "kicked_disabled"
+	KickedExpired  Reason = "kicked_expired"
+	Takeover       Reason = "takeover"
+	BrokerShutdown Reason = "broker_shutdown"
+	BrokerLost     Reason = "broker_lost"
+	Error          Reason = "error"
+)
+
+// TopicPrefix is the topic tree only the plugin publishes to; EventTopicPrefix+<agent uuid> carries an
+// agent's lifecycle events.
+const (
+	TopicPrefix      = "iotauth/presence/"
+	EventTopicPrefix = TopicPrefix + "agents/"
+)
+
+// Reserved reports whether topic is under TopicPrefix: no client may publish there, whatever its grants.
+func Reserved(topic string) bool { return strings.HasPrefix(topic, TopicPrefix) }
+
+// Store is what the recorder needs from PostgreSQL (package store implements it).
+type Store interface {
+	PresenceStart(ctx context.Context, broker, incarnation string, timeout time.Duration) (int64, error)
+	PresenceWrite(ctx context.Context, broker, incarnation string, rows []store.PresenceRow) error
+	PresenceHeartbeat(ctx context.Context, broker, incarnation string, timeout time.Duration) error
+	PresenceReconcile(ctx context.Context, broker, incarnation string, live []store.PresenceRow, batch int, at time.Time) (int64, error)
+}
+
+// Config sets up a Recorder.
+type Config struct {
+	Broker  string        // broker id (plugin_opt_broker_id)
+	Timeout time.Duration // plugin_opt_presence_timeout: how long after its last heartbeat the broker's sessions read offline
+	Events  bool          // queue agents' lifecycle events for MQTT (plugin_opt_presence_events)
+	Store   Store
+	// BatchSize and FlushEvery: a batch is written once it holds BatchSize rows or its oldest row waited
+	// FlushEvery (defaults 100 and 250 ms). MaxBatch bounds the rows of one statement (default 1000).
+	BatchSize  int
+	FlushEvery time.Duration
+	MaxBatch   int
+	// MaxQueue bounds the rows waiting for PostgreSQL (default 100000), MaxEvents the MQTT events waiting
+	// for a TICK (default 10000).
+	MaxQueue, MaxEvents int
+	DBTimeout           time.Duration // bounds each statement (default 5 s)
+	// RequestTick asks for a TICK on the broker's thread (events are queued). Any goroutine.
+	RequestTick func()
+	// Lag, when set, is told how long each written row waited, from its event to its commit.
+	Lag func(time.Duration)
+	Now func() time.Time
+	Log *slog.Logger
+}
+
+// Event is a lifecycle event to publish on the broker's thread.
+type Event struct {
+	Topic   string
+	Payload []byte
+}
+
+type entry struct {
+	row      store.PresenceRow
+	client   uintptr
+	reason   Reason // set before the end: a kick or a takeover that is under way
+	reasonAt int64  // the kick's or takeover's generation, to tell a stale one
+}
+
+type queued struct {
+	row store.PresenceRow
+	at  time.Time // when the event happened (monotonic): for the write lag
+}
+
+// Recorder is the live table and the write queue.
+type Recorder struct {
+	cfg         Config
+	incarnation string
+	started     atomic.Bool // the broker's incarnation is registered (PresenceStart succeeded)
+	// writing serializes the writers (Run's steps, Close): a batch leaves the queue only once written.
+	writing sync.Mutex
+
+	mu         sync.Mutex
+	seq        int64
+	live       map[uintptr]*entry
+	byClientID map[string]*entry
+	queue      []queued
+	dirty      bool // rows were dropped: reconcile once PostgreSQL answers
+	events     []Event
+	lastWrite  time.Time
+
+	dropped       atomic.Int64
+	eventsDropped atomic.Int64
+	written       atomic.Int64
+	wake          chan struct{}
+}
+
+// New makes a recorder with a fresh incarnation.
+func New(cfg Config) (*Recorder, error) {
+	if cfg.Broker == "" {
+		return nil, errors.New("presence: the broker id is empty; set plugin_opt_broker_id")
+	}
+	if cfg.Timeout <= 0 {
+		cfg.Timeout = 30 * time.Second
+	}
+	if cfg.BatchSize <= 0 {
+		cfg.BatchSize = 100
+	}
+	if cfg.FlushEvery <= 0 {
+		cfg.FlushEvery = 250 * time.Millisecond
+	}
+	if cfg.MaxBatch <= 0 {
+		cfg.MaxBatch = 1000
+	}
+	if cfg.MaxQueue <= 0 {
+		cfg.MaxQueue = 100000
+	}
+	if cfg.MaxEvents <= 0 {
+		cfg.MaxEvents = 10000
+	}
+	if cfg.DBTimeout <= 0 {
+		cfg.DBTimeout = 5 * time.Second
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Log == nil {
+		cfg.Log = slog.New(slog.DiscardHandler)
+	}
+	if cfg.RequestTick == nil {
+		cfg.RequestTick = func() {}
+	}
+	inc, err := newIncarnation()
+	if err != nil {
+		return nil, err
+	}
+	return &Recorder{cfg: cfg, incarnation: inc, live: map[uintptr]*entry{}, byClientID: map[string]*entry{},
+		wake: make(chan struct{}, 1)}, nil
+}
+
+// newIncarnation draws a random version 4 UUID.
+func newIncarnation() (string, error) {
+	var b [16]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return "", fmt.Errorf("presence: draw a broker incarnation: %w", err)
+	}
+	b[6] = b[6]&0x0f | 0x40
+	b[8] = b[8]&0x3f | 0x80
+	h := hex.EncodeToString(b[:])
+	return h[0:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:], nil
+}
+
+// Incarnation is this start's id.
+func (r *Recorder) Incarnation() string { return r.incarnation }
+
+// Broker is the broker id.
+func (r *Recorder) Broker() string { return r.cfg.Broker }
+
+// Start registers this incarnation and closes the sessions the broker's earlier incarnations left open
+// (reason broker_lost). Call it before the broker accepts; on failure Run retries it.
+func (r *Recorder) Start(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, r.cfg.DBTimeout)
+	defer cancel()
+	closed, err := r.cfg.Store.PresenceStart(ctx, r.cfg.Broker, r.incarnation, r.cfg.Timeout)
+	if err != nil {
+		return err
+	}
+	r.started.Store(true)
+	if closed > 0 {
+		r.cfg.Log.Info("presence: closed the sessions of this broker's previous start", "broker", r.cfg.Broker, "sessions", closed)
+	}
+	return nil
+}
+
+// Protocol names an MQTT protocol version as Mosquitto reports it (3, 4, 5).
+func Protocol(version int) string {
+	switch version {
+	case 3:
+		return "mqtt3.1"
+	case 4:
+		return "mqtt3.1.1"
+	case 5:
+		return "mqtt5"
+	}
+	return "mqtt"
+}
+
+// KindOf is the principal kind and id of an authorised session.
+func KindOf(s *auth.Session) (kind, id string) {
+	switch {
+	case s.Token != nil:
+		return store.PrincipalToken, s.Token.Subject
+	case s.App():
+		return store.PrincipalApp, s.Agent
+	}
+	return store.PrincipalAgent, s.Agent
+}
+
+// Connected records client's new session. A live session of the same client id on another handle is
+// being taken over: its end, when it comes, reads takeover. Broker's thread.
+func (r *Recorder) Connected(client uintptr, kind, principal, clientID, protocol, remote string) {
+	now := r.cfg.Now()
+	r.mu.Lock()
+	if old := r.live[client]; old != nil {
+		if old.row.ClientID == clientID && old.row.Principal == principal && old.row.Kind == kind {
+			r.mu.Unlock()
+			return // Mosquitto re-checking a live client
+		}
+		r.endLocked(old, now, Error)
+	}
+	if old := r.byClientID[clientID]; old != nil && old.client != client {
+		old.reason = Takeover
+	}
+	r.seq++
+	e := &entry{client: client, row: store.PresenceRow{Seq: r.seq, Kind: kind, Principal: principal, ClientID: clientID,
+		Protocol: protocol, Remote: remote, ConnectedAt: now}}
+	r.live[client] = e
+	r.byClientID[clientID] = e
+	r.pushLocked(e.row, now)
+	ev := r.eventLocked(e.row, "connected", now, "")
+	r.mu.Unlock()
+	r.afterPush(ev)
+}
+
+// Kicking records that the live session of clientID held by principal is about to be disconnected for
+// reason (a re-check refused it): its end reads kicked_revoked, kicked_disabled or kicked_expired. Any
+// goroutine.
+func (r *Recorder) Kicking(clientID, principal string, reason error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if e := r.byClientID[clientID]; e != nil && e.row.Principal == principal && e.reason == "" {
+		e.reason = KickReason(reason)
+	}
+}
+
+// KickReason maps a re-check's refusal to the reason a kicked session ends with.
+func KickReason(err error) Reason {
+	switch {
+	case errors.Is(err, auth.ErrAgentDisabled):
+		return KickedDisabled
+	case errors.Is(err, auth.ErrExpired), errors.Is(err, auth.ErrTokenExpired):
+		return KickedExpired
+	}
+	return KickedRevoked
+}
+
+// Disconnected ends client's session, if it has one: with the reason a kick or takeover left, else
+// client. Broker's thread.
+func (r *Recorder) Disconnected(client uintptr) {
+	now := r.cfg.Now()
+	r.mu.Lock()
+	e := r.live[client]
+	if e == nil {
+		r.mu.Unlock()
+		return
+	}
+	reason := e.reason
+	if reason == "" {
+		reason = Client
+	}
+	ev := r.endLocked(e, now, reason)
+	r.mu.Unlock()
+	r.afterPush(ev)
+}
+
+// endLocked ends e at now (never before its start, whatever the clock did) and queues the end.
+func (r *Recorder) endLocked(e *entry, now time.Time, reason Reason) bool {
+	delete(r.live, e.client)
+	if r.byClientID[e.row.ClientID] == e {
+		delete(r.byClientID, e.row.ClientID)
+	}
+	end := now
+	if end.Before(e.row.ConnectedAt) {
+		end = e.row.ConnectedAt
+	}
+	row := e.row
+	row.DisconnectedAt, row.Reason = &end, string(reason)
+	r.pushLocked(row, now)
+	return r.eventLocked(row, "disconnected", end, reason)
+}
+
+func (r *Recorder) pushLocked(row store.PresenceRow, now time.Time) {
+	if len(r.queue) >= r.cfg.MaxQueue {
+		r.dropped.Add(1)
+		r.dirty = true
+		return
+	}
+	r.queue = append(r.queue, queued{row: row, at: now})
+}
+
+// afterPush wakes the writer once a batch is full and asks for a TICK when an event waits.
+func (r *Recorder) afterPush(ev bool) {
+	r.mu.Lock()
+	full := len(r.queue) >= r.cfg.BatchSize
+	r.mu.Unlock()
+	if full {
+		select {
+		case r.wake <- struct{}{}:
+		default:
+		}
+	}
+	if ev {
+		r.cfg.RequestTick()
+	}
+}
+
+// eventLocked queues an agent's lifecycle event for MQTT (false when events are off or it is not an
+// agent's session: application keys and short-lived credentials are REST only). Never a key, password,
+// remote address or token.
+func (r *Recorder) eventLocked(row store.PresenceRow, event string, at time.Time, reason Reason) bool {
+	if !r.cfg.Events || row.Kind != store.PrincipalAgent {
+		return false
+	}
+	if len(r.events) >= r.cfg.MaxEvents {
+		r.eventsDropped.Add(1)
+		return false
+	}
+	ev := Event{Topic: EventTopicPrefix + row.Principal, Payload: eventJSON(event, row.Principal, row.ClientID, r.cfg.Broker, at, reason)}
+	r.events = append(r.events, ev)
+	return true
+}
+
+// TakeEvents hands over the queued events, oldest first. Broker's thread (TICK).
+func (r *Recorder) TakeEvents() []Event {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if len(r.events) == 0 {
+		return nil
+	}
+	out := r.events
+	r.events = nil
+	return out
+}
+
+// Stats are the recorder's counters.
+type Stats struct {
+	Live, Queued                  int
+	Dropped, EventsDropped, Wrote int64
+}
+
+// Stats reads the counters.
+func (r *Recorder) Stats() Stats {
+	r.mu.Lock()
+	live, queued := len(r.live), len(r.queue)
+	r.mu.Unlock()
+	return Stats{Live: live, Queued: queued, Dropped: r.dropped.Load(), EventsDropped: r.eventsDropped.Load(), Wrote: r.written.Load()}
+}
+
+// Run writes the queue and heartbeats until ctx ends.
+func (r *Recorder) Run(ctx context.Context) {
+	t := time.NewTicker(min(r.cfg.FlushEvery/5, 50*time.Millisecond))
+	defer t.Stop()
+	var backoff time.Time
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		case <-r.wake:
+		}
+		if r.cfg.Now().Before(backoff) {
+			continue
+		}
+		if err := r.Step(ctx); err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			r.cfg.Log.Warn("presence: cannot write sessions to PostgreSQL; keeping them queued and retrying in 1s",
+				"queued", r.Stats().Queued, "error", err)
+			backoff = r.cfg.Now().Add(time.Second)
+		}
+	}
+}
+
+// Step does what is due: registering the incarnation, a reconcile after drops, a batch once it is full
+// or old enough, a heartbeat when nothing was written for a third of the timeout.
+func (r *Recorder) Step(ctx context.Context) error {
+	r.writing.Lock()
+	defer r.writing.Unlock()
+	if !r.started.Load() {
+		if err := r.Start(ctx); err != nil {
+			return err
+		}
+	}
+	now := r.cfg.Now()
+	r.mu.Lock()
+	dirty := r.dirty
+	due := len(r.queue) >= r.cfg.BatchSize || (len(r.queue) > 0 && now.Sub(r.queue[0].at) >= r.cfg.FlushEvery)
+	beat := now.Sub(r.lastWrite) >= r.cfg.Timeout/3
+	r.mu.Unlock()
+	switch {
+	case dirty:
+		return r.reconcile(ctx)
+	case due:
+		return r.flush(ctx, false)
+	case beat:
+		c, cancel := context.WithTimeout(ctx, r.cfg.DBTimeout)
+		defer cancel()
+		if err := r.cfg.Store.PresenceHeartbeat(c, r.cfg.Broker, r.incarnation, r.cfg.Timeout); err != nil {
+			return err
+		}
+		r.mu.Lock()
+		r.lastWrite = now
+		r.mu.Unlock()
+	}
+	return nil
+}
+
+// flush writes queued rows, a batch of at most MaxBatch rows per statement; all of them when drain is
+// set, else one batch. Rows stay queued until their statement succeeded.
+func (r *Recorder) flush(ctx context.Context, drain bool) error {
+	for {
+		r.mu.Lock()
+		n := min(len(r.queue), r.cfg.MaxBatch)
+		batch := make([]queued, n)
+		copy(batch, r.queue[:n])
+		r.mu.Unlock()
+		if n == 0 {
+			return nil
+		}
+		if err := r.write(ctx, batch); err != nil {
+			return err
+		}
+		r.mu.Lock()
+		// Rows are only ever appended while the writer works: the first n are the ones written.
+		r.queue = append(r.queue[:0], r.queue[n:]...)
+		more := len(r.queue) > 0
+		r.mu.Unlock()
+		if !drain || !more {
+			return nil
+		}
+	}
+}
+
+// write sends one batch: a start and its end in the same batch become one row.
+func (r *Recorder) write(ctx context.Context, batch []queued) error {
+	rows := make([]store.PresenceRow, 0, len(batch))
+	at := make(map[int64]int, len(batch))
+	for _, q := range batch {
+		if i, ok := at[q.row.Seq]; ok {
+			if q.row.DisconnectedAt != nil {
+				rows[i] = q.row
+			}
+			continue
+		}
+		at[q.row.Seq] = len(rows)
+		rows = append(rows, q.row)
+	}
+	c, cancel := context.WithTimeout(ctx, r.cfg.DBTimeout)
+	defer cancel()
+	if err := r.cfg.Store.PresenceWrite(c, r.cfg.Broker, r.incarnation, rows); err != nil {
+		return err
+	}
+	now := r.cfg.Now()
+	r.mu.Lock()
+	r.lastWrite = now
+	r.mu.Unlock()
+	r.written.Add(int64(len(rows)))
+	if r.cfg.Lag != nil {
+		for _, q := range batch {
+			r.cfg.Lag(now.Sub(q.at))
+		}
+	}
+	return nil
+}
+
+// reconcile runs after rows were dropped: it writes what is queued, then makes the database hold exactly
+// the live table as it was when the queue was taken (sessions whose end was dropped close now, reason
+// error; those whose start was dropped are written). Rows queued since follow in later batches.
+func (r *Recorder) reconcile(ctx context.Context) error {
+	r.mu.Lock()
+	pending := r.queue
+	r.queue = nil
+	live := make([]store.PresenceRow, 0, len(r.live))
+	for _, e := range r.live {
+		live = append(live, e.row)
+	}
+	r.dirty = false
+	r.mu.Unlock()
+	restore := func() {
+		r.mu.Lock()
+		r.queue = append(pending, r.queue...)
+		if len(r.queue) > r.cfg.MaxQueue {
+			r.dropped.Add(int64(len(r.queue) - r.cfg.MaxQueue))
+			r.queue = r.queue[:r.cfg.MaxQueue]
+		}
+		r.dirty = true
+		r.mu.Unlock()
+	}
+	for i := 0; i < len(pending); i += r.cfg.MaxBatch {
+		if err := r.write(ctx, pending[i:min(i+r.cfg.MaxBatch, len(pending))]); err != nil {
+			pending = pending[i:]
+			restore()
+			return err
+		}
+	}
+	pending = nil
+	c, cancel := context.WithTimeout(ctx, r.cfg.DBTimeout+time.Duration(len(live)/r.cfg.MaxBatch)*time.Second)
+	defer cancel()
+	closed, err := r.cfg.Store.PresenceReconcile(c, r.cfg.Broker, r.incarnation, live, r.cfg.MaxBatch, r.cfg.Now())
+	if err != nil {
+		restore()
+		return err
+	}
+	r.cfg.Log.Info("presence: reconciled PostgreSQL with the live sessions after dropped rows", "live", len(live),
+		"closed", closed, "dropped_total", r.dropped.Load())
+	return nil
+}
+
+// Close ends every live session (reason broker_shutdown) and writes what is queued, within ctx.
+func (r *Recorder) Close(ctx context.Context) error {
+	r.writing.Lock()
+	defer r.writing.Unlock()
+	now := r.cfg.Now()
+	r.mu.Lock()
+	for _, e := range r.live {
+		r.endLocked(e, now, BrokerShutdown)
+	}
+	dirty := r.dirty
+	r.mu.Unlock()
+	if dirty {
+		return r.reconcile(ctx)
+	}
+	return r.flush(ctx, true)
+}
