@@ -88,6 +88,9 @@ func ValidateAppKey(name string, rights []string, topics []store.AppTopic, expir
 		if err := validTopicPattern(tp.Pattern); err != "" {
 			return "topics", fmt.Sprintf("topics[%d].pattern %s", i, err)
 		}
+		if field, msg := presenceGrant(i, tp); field != "" {
+			return field, msg
+		}
 	}
 	if len(rights) == 0 && len(topics) == 0 {
 		return "rights", "an application key needs at least one right or one topic"

@@ -443,6 +443,9 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stder
 		return err
 	}
 	defer st.Close()
+	if err := startPresencePrune(ctx, st, getenv, logger); err != nil {
+		return err
+	}
 	kind, _ := secret.APIKeyKind(c.KeyEnv)
 	pages, err := livePages(c, logger)
 	if err != nil {
