@@ -514,3 +514,109 @@ func TestNoClientPublishesUnderPresence(t *testing.T) {
 	e.call("POST", "/api/v1/auth/app-keys", map[string]any{"name": "watch", "topics": []map[string]string{
 		{"access": "read", "pattern": "iotauth/presence/agents/+"}}}, 201, nil)
 }
+
+func TestBrokerShutdownClosesItsSessions(t *testing.T) {
+	e := newEnv(t)
+	b := e.broker("b-stop", "60s")
+	a := harness.CreateAgent(t, e.st, "stopped")
+	harness.MustConnect(t, b, a)
+	e.waitPresence(a.UUID, restDeadline, "online", onlineOn(1))
+	b.Stop() // SIGTERM: the plugin's cleanup writes the ends before the broker exits
+	if p := e.presence(a.UUID); p.Online || reason(p) != "broker_shutdown" {
+		t.Fatalf("after a clean stop (60 s timeout, so no heartbeat could explain it): %+v", p)
+	}
+}
+
+// scrape reads the plugin's /metrics.
+func scrape(t *testing.T, addr string) string {
+	t.Helper()
+	res, err := http.Get("http://" + addr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	b, _ := io.ReadAll(res.Body)
+	return string(b)
+}
+
+// metricValue is the value of the first sample line starting with name (0 when absent).
+func metricValue(body, name string) float64 {
+	for _, l := range strings.Split(body, "\n") {
+		if rest, ok := strings.CutPrefix(l, name+" "); ok {
+			var v float64
+			fmt.Sscan(rest, &v)
+			return v
+		}
+	}
+	return 0
+}
+
+func TestWriteLagMetric(t *testing.T) {
+	e := newEnv(t)
+	port, err := harness.FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	b := e.broker("b-metrics", "30s", [2]string{"metrics_listen", addr})
+	if !b.WaitLog("serving Prometheus metrics", 10*time.Second) {
+		t.Fatal("no metrics listener")
+	}
+	if n := metricValue(scrape(t, addr), "iotauth_plugin_presence_write_lag_seconds_count"); n != 0 {
+		t.Fatalf("write lag observed %v rows before any session", n)
+	}
+	a := harness.CreateAgent(t, e.st, "measured")
+	c := harness.MustConnect(t, b, a)
+	e.waitPresence(a.UUID, restDeadline, "online", onlineOn(1))
+	c.Disconnect(100)
+	e.waitPresence(a.UUID, restDeadline, "offline", offlineWith("client"))
+	body := scrape(t, addr)
+	if n := metricValue(body, "iotauth_plugin_presence_write_lag_seconds_count"); n != 2 {
+		t.Fatalf("write lag count %v after one connect and one disconnect, want 2", n)
+	}
+	if s := metricValue(body, "iotauth_plugin_presence_write_lag_seconds_sum"); s <= 0 || s > 10 {
+		t.Fatalf("write lag sum %v s", s)
+	}
+	if v := metricValue(body, `iotauth_plugin_sessions{state="live"}`); v != 0 {
+		t.Fatalf("live sessions gauge %v after the disconnect", v)
+	}
+}
+
+// A PostgreSQL outage: the starts and ends that happen meanwhile wait in the plugin's queue and read
+// right once it answers again.
+func TestDatabasePauseKeepsQueuedStartsAndEnds(t *testing.T) {
+	if !pg.Owned() {
+		t.Fatal("this test pauses PostgreSQL: it needs the cluster the tests started")
+	}
+	e := newEnv(t)
+	ids := [3]harness.Agent{}
+	for i := range ids {
+		ids[i] = harness.CreateAgent(t, e.st, fmt.Sprint("paused-", i))
+	}
+	// Preloaded at start: the connects during the outage are decided from the cache.
+	b := e.broker("b-pause", "30s")
+	if !b.WaitLog("preload", 10*time.Second) {
+		t.Fatal("no preload")
+	}
+	c0 := harness.MustConnect(t, b, ids[0])
+	e.waitPresence(ids[0].UUID, restDeadline, "online", onlineOn(1))
+	pg.Pause()
+	resumed := false
+	t.Cleanup(func() {
+		if !resumed {
+			pg.Resume()
+		}
+	})
+	c0.Disconnect(100)
+	harness.MustConnect(t, b, ids[1])
+	if !b.WaitLog("cannot write sessions to PostgreSQL", 20*time.Second) {
+		t.Fatal("the plugin never noticed the outage")
+	}
+	pg.Resume()
+	resumed = true
+	e.waitPresence(ids[0].UUID, 15*time.Second, "offline after the outage", offlineWith("client"))
+	e.waitPresence(ids[1].UUID, 15*time.Second, "online after the outage", onlineOn(1))
+	if p := e.presence(ids[2].UUID); p.Online || p.LastConnectedAt != nil {
+		t.Fatalf("an agent that never connected: %+v", p)
+	}
+}
