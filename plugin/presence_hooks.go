@@ -6,6 +6,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/iotauth/iotauth/backend/store"
 	"github.com/iotauth/iotauth/plugin/acl"
 	"github.com/iotauth/iotauth/plugin/auth"
 	"github.com/iotauth/iotauth/plugin/metrics"
@@ -38,7 +39,7 @@ func (in *instance) startPresence(ctx context.Context) error {
 		in.metrics.Registry().MustRegister(h)
 	}
 	rec, err := presence.New(presence.Config{
-		Broker: id, Timeout: in.cfg.PresenceTimeout, Events: in.cfg.PresenceEvents, Store: in.store,
+		Broker: id, Timeout: in.cfg.PresenceTimeout, Events: in.cfg.PresenceEvents, Store: presenceStore{in.store},
 		RequestTick: broker{}.RequestTick, Log: in.log,
 		Lag: func(d time.Duration) {
 			if lag != nil {
@@ -130,4 +131,31 @@ func (in *instance) closePresence() {
 		in.log.Warn("presence: could not write the last session ends; the sessions read offline after this broker's presence timeout",
 			"error", err)
 	}
+}
+
+// presenceStore adapts the store to the recorder's Store interface.
+type presenceStore struct{ st *store.Store }
+
+func (p presenceStore) PresenceStart(ctx context.Context, broker, incarnation string, timeout time.Duration) (int64, error) {
+	return p.st.PresenceStart(ctx, broker, incarnation, timeout)
+}
+
+func (p presenceStore) PresenceWrite(ctx context.Context, broker, incarnation string, rows []presence.Row) error {
+	return p.st.PresenceWrite(ctx, broker, incarnation, storeRows(rows))
+}
+
+func (p presenceStore) PresenceHeartbeat(ctx context.Context, broker, incarnation string, timeout time.Duration) error {
+	return p.st.PresenceHeartbeat(ctx, broker, incarnation, timeout)
+}
+
+func (p presenceStore) PresenceReconcile(ctx context.Context, broker, incarnation string, live []presence.Row, batch int, at time.Time) (int64, error) {
+	return p.st.PresenceReconcile(ctx, broker, incarnation, storeRows(live), batch, at)
+}
+
+func storeRows(rows []presence.Row) []store.PresenceRow {
+	out := make([]store.PresenceRow, len(rows))
+	for i, r := range rows {
+		out[i] = store.PresenceRow(r)
+	}
+	return out
 }

@@ -6,7 +6,8 @@
 // row; a background goroutine (Run) writes the queue in batches, one statement per BatchSize rows or per
 // FlushEvery, whichever comes first, and heartbeats. The queue is bounded: beyond MaxQueue rows are
 // dropped and counted, and once a write succeeds again the recorder reconciles the database with its live
-// table. It is plain Go behind a small Store interface with an injected clock.
+// table. It is plain Go behind a small Store interface with an injected clock: it reaches neither PostgreSQL
+// nor the broker.
 package presence
 
 import (
@@ -21,7 +22,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/iotauth/iotauth/backend/store"
 	"github.com/iotauth/iotauth/plugin/auth"
 )
 
@@ -53,12 +53,32 @@ const (
 // Reserved reports whether topic is under TopicPrefix: no client may publish there, whatever its grants.
 func Reserved(topic string) bool { return strings.HasPrefix(topic, TopicPrefix) }
 
-// Store is what the recorder needs from PostgreSQL (package store implements it).
+// Principal kinds.
+const (
+	KindAgent = "agent"
+	KindApp   = "app"
+	KindToken = "token"
+)
+
+// Row is a session as the recorder writes it: a start (DisconnectedAt nil) or a start with its end.
+type Row struct {
+	Seq            int64
+	Kind           string // KindAgent, KindApp, KindToken
+	Principal      string // agent uuid, application key id, short-lived credential subject
+	ClientID       string
+	Protocol       string // mqtt3.1, mqtt3.1.1, mqtt5
+	Remote         string // IP address, no port ("" when unknown)
+	ConnectedAt    time.Time
+	DisconnectedAt *time.Time
+	Reason         string // set with DisconnectedAt
+}
+
+// Store is what the recorder needs from PostgreSQL (the plugin adapts package store to it).
 type Store interface {
 	PresenceStart(ctx context.Context, broker, incarnation string, timeout time.Duration) (int64, error)
-	PresenceWrite(ctx context.Context, broker, incarnation string, rows []store.PresenceRow) error
+	PresenceWrite(ctx context.Context, broker, incarnation string, rows []Row) error
 	PresenceHeartbeat(ctx context.Context, broker, incarnation string, timeout time.Duration) error
-	PresenceReconcile(ctx context.Context, broker, incarnation string, live []store.PresenceRow, batch int, at time.Time) (int64, error)
+	PresenceReconcile(ctx context.Context, broker, incarnation string, live []Row, batch int, at time.Time) (int64, error)
 }
 
 // Config sets up a Recorder.
@@ -91,14 +111,14 @@ type Event struct {
 }
 
 type entry struct {
-	row      store.PresenceRow
+	row      Row
 	client   uintptr
 	reason   Reason // set before the end: a kick or a takeover that is under way
 	reasonAt int64  // the kick's or takeover's generation, to tell a stale one
 }
 
 type queued struct {
-	row store.PresenceRow
+	row Row
 	at  time.Time // when the event happened (monotonic): for the write lag
 }
 
@@ -219,11 +239,11 @@ func Protocol(version int) string {
 func KindOf(s *auth.Session) (kind, id string) {
 	switch {
 	case s.Token != nil:
-		return store.PrincipalToken, s.Token.Subject
+		return KindToken, s.Token.Subject
 	case s.App():
-		return store.PrincipalApp, s.Agent
+		return KindApp, s.Agent
 	}
-	return store.PrincipalAgent, s.Agent
+	return KindAgent, s.Agent
 }
 
 // Connected records client's new session. A live session of the same client id on another handle is
@@ -242,7 +262,7 @@ func (r *Recorder) Connected(client uintptr, kind, principal, clientID, protocol
 		old.reason = Takeover
 	}
 	r.seq++
-	e := &entry{client: client, row: store.PresenceRow{Seq: r.seq, Kind: kind, Principal: principal, ClientID: clientID,
+	e := &entry{client: client, row: Row{Seq: r.seq, Kind: kind, Principal: principal, ClientID: clientID,
 		Protocol: protocol, Remote: remote, ConnectedAt: now}}
 	r.live[client] = e
 	r.byClientID[clientID] = e
@@ -309,7 +329,7 @@ func (r *Recorder) endLocked(e *entry, now time.Time, reason Reason) bool {
 	return r.eventLocked(row, "disconnected", end, reason)
 }
 
-func (r *Recorder) pushLocked(row store.PresenceRow, now time.Time) {
+func (r *Recorder) pushLocked(row Row, now time.Time) {
 	if len(r.queue) >= r.cfg.MaxQueue {
 		r.dropped.Add(1)
 		r.dirty = true
@@ -337,8 +357,8 @@ func (r *Recorder) afterPush(ev bool) {
 // eventLocked queues an agent's lifecycle event for MQTT (false when events are off or it is not an
 // agent's session: application keys and short-lived credentials are REST only). Never a key, password,
 // remote address or token.
-func (r *Recorder) eventLocked(row store.PresenceRow, event string, at time.Time, reason Reason) bool {
-	if !r.cfg.Events || row.Kind != store.PrincipalAgent {
+func (r *Recorder) eventLocked(row Row, event string, at time.Time, reason Reason) bool {
+	if !r.cfg.Events || row.Kind != KindAgent {
 		return false
 	}
 	if len(r.events) >= r.cfg.MaxEvents {
@@ -464,7 +484,7 @@ func (r *Recorder) flush(ctx context.Context, drain bool) error {
 
 // write sends one batch: a start and its end in the same batch become one row.
 func (r *Recorder) write(ctx context.Context, batch []queued) error {
-	rows := make([]store.PresenceRow, 0, len(batch))
+	rows := make([]Row, 0, len(batch))
 	at := make(map[int64]int, len(batch))
 	for _, q := range batch {
 		if i, ok := at[q.row.Seq]; ok {
@@ -501,7 +521,7 @@ func (r *Recorder) reconcile(ctx context.Context) error {
 	r.mu.Lock()
 	pending := r.queue
 	r.queue = nil
-	live := make([]store.PresenceRow, 0, len(r.live))
+	live := make([]Row, 0, len(r.live))
 	for _, e := range r.live {
 		live = append(live, e.row)
 	}

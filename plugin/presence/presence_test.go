@@ -10,7 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/iotauth/iotauth/backend/store"
 	"github.com/iotauth/iotauth/plugin/auth"
 )
 
@@ -31,7 +30,7 @@ type fakeStore struct {
 	mu         sync.Mutex
 	down       bool
 	statements int
-	rows       map[int64]store.PresenceRow
+	rows       map[int64]Row
 	starts     int
 	beats      int
 	reconciles int
@@ -47,7 +46,7 @@ func (f *fakeStore) PresenceStart(context.Context, string, string, time.Duration
 	return 0, nil
 }
 
-func (f *fakeStore) PresenceWrite(_ context.Context, _, _ string, rows []store.PresenceRow) error {
+func (f *fakeStore) PresenceWrite(_ context.Context, _, _ string, rows []Row) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.down {
@@ -78,7 +77,7 @@ func (f *fakeStore) PresenceHeartbeat(context.Context, string, string, time.Dura
 	return nil
 }
 
-func (f *fakeStore) PresenceReconcile(ctx context.Context, b, inc string, live []store.PresenceRow, _ int, at time.Time) (int64, error) {
+func (f *fakeStore) PresenceReconcile(ctx context.Context, b, inc string, live []Row, _ int, at time.Time) (int64, error) {
 	if err := f.PresenceWrite(ctx, b, inc, live); err != nil {
 		return 0, err
 	}
@@ -100,10 +99,10 @@ func (f *fakeStore) PresenceReconcile(ctx context.Context, b, inc string, live [
 	return n, nil
 }
 
-func (f *fakeStore) open() map[string]store.PresenceRow {
+func (f *fakeStore) open() map[string]Row {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	out := map[string]store.PresenceRow{}
+	out := map[string]Row{}
 	for _, r := range f.rows {
 		if r.DisconnectedAt == nil {
 			out[r.ClientID] = r
@@ -112,7 +111,7 @@ func (f *fakeStore) open() map[string]store.PresenceRow {
 	return out
 }
 
-func (f *fakeStore) bySeq(seq int64) store.PresenceRow {
+func (f *fakeStore) bySeq(seq int64) Row {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return f.rows[seq]
@@ -120,7 +119,7 @@ func (f *fakeStore) bySeq(seq int64) store.PresenceRow {
 
 func newTest(t *testing.T, mod func(*Config)) (*Recorder, *fakeStore, *clock) {
 	t.Helper()
-	fs := &fakeStore{rows: map[int64]store.PresenceRow{}}
+	fs := &fakeStore{rows: map[int64]Row{}}
 	c := &clock{t: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)}
 	cfg := Config{Broker: "b1", Timeout: 30 * time.Second, Events: true, Store: fs, Now: c.Now}
 	if mod != nil {
@@ -147,13 +146,13 @@ func TestBatchesByCountAndByAge(t *testing.T) {
 	r, fs, c := newTest(t, nil)
 	step(t, r) // the first heartbeat
 	for i := range 99 {
-		r.Connected(uintptr(i+1), store.PrincipalAgent, "a", fmt.Sprint("c", i), "mqtt5", "127.0.0.1")
+		r.Connected(uintptr(i+1), KindAgent, "a", fmt.Sprint("c", i), "mqtt5", "127.0.0.1")
 	}
 	step(t, r)
 	if fs.statements != 0 {
 		t.Fatalf("99 fresh rows were written (%d statements); want them held for 250 ms or 100 rows", fs.statements)
 	}
-	r.Connected(100, store.PrincipalAgent, "a", "c99", "mqtt5", "127.0.0.1")
+	r.Connected(100, KindAgent, "a", "c99", "mqtt5", "127.0.0.1")
 	step(t, r)
 	if fs.statements != 1 || len(fs.open()) != 100 {
 		t.Fatalf("100 rows: %d statements, %d open rows; want 1 and 100", fs.statements, len(fs.open()))
@@ -176,7 +175,7 @@ func TestBatchesByCountAndByAge(t *testing.T) {
 
 func TestStartAndEndInOneBatchAreOneRow(t *testing.T) {
 	r, fs, c := newTest(t, nil)
-	r.Connected(1, store.PrincipalAgent, "a", "c", "mqtt3.1.1", "10.0.0.1")
+	r.Connected(1, KindAgent, "a", "c", "mqtt3.1.1", "10.0.0.1")
 	c.Add(time.Second)
 	r.Disconnected(1)
 	step(t, r) // the store refuses a seq twice in one statement
@@ -188,16 +187,16 @@ func TestStartAndEndInOneBatchAreOneRow(t *testing.T) {
 
 func TestTakeoverAndKickReasons(t *testing.T) {
 	r, fs, _ := newTest(t, nil)
-	r.Connected(1, store.PrincipalAgent, "a", "cid", "mqtt5", "")
-	r.Connected(2, store.PrincipalAgent, "a", "cid", "mqtt5", "") // same client id, another handle
-	r.Disconnected(1)                                             // the broker closes the old one
-	r.Connected(3, store.PrincipalAgent, "b", "cid-b", "mqtt5", "")
+	r.Connected(1, KindAgent, "a", "cid", "mqtt5", "")
+	r.Connected(2, KindAgent, "a", "cid", "mqtt5", "") // same client id, another handle
+	r.Disconnected(1)                                  // the broker closes the old one
+	r.Connected(3, KindAgent, "b", "cid-b", "mqtt5", "")
 	r.Kicking("cid-b", "b", fmt.Errorf("recheck: %w", auth.ErrAgentDisabled))
 	r.Disconnected(3)
-	r.Connected(4, store.PrincipalApp, "k", "cid-k", "mqtt5", "")
+	r.Connected(4, KindApp, "k", "cid-k", "mqtt5", "")
 	r.Kicking("cid-k", "k", auth.ErrRevoked)
 	r.Disconnected(4)
-	r.Connected(5, store.PrincipalToken, "s", "cid-t", "mqtt5", "")
+	r.Connected(5, KindToken, "s", "cid-t", "mqtt5", "")
 	r.Kicking("cid-t", "s", auth.ErrTokenExpired)
 	r.Kicking("cid-t", "someone-else", auth.ErrRevoked) // another principal's name: ignored
 	r.Disconnected(5)
@@ -217,7 +216,7 @@ func TestTakeoverAndKickReasons(t *testing.T) {
 
 func TestEndNeverBeforeStartWhenTheClockStepsBack(t *testing.T) {
 	r, fs, c := newTest(t, nil)
-	r.Connected(1, store.PrincipalAgent, "a", "c", "mqtt5", "")
+	r.Connected(1, KindAgent, "a", "c", "mqtt5", "")
 	c.Add(-time.Hour)
 	r.Disconnected(1)
 	_ = r.flush(context.Background(), true)
@@ -230,7 +229,7 @@ func TestEndNeverBeforeStartWhenTheClockStepsBack(t *testing.T) {
 func TestBoundedQueueDropsThenReconciles(t *testing.T) {
 	r, fs, c := newTest(t, func(c *Config) { c.MaxQueue = 10 })
 	for i := 1; i <= 6; i++ {
-		r.Connected(uintptr(i), store.PrincipalAgent, "a", fmt.Sprint("c", i), "mqtt5", "")
+		r.Connected(uintptr(i), KindAgent, "a", fmt.Sprint("c", i), "mqtt5", "")
 	}
 	step(t, r)
 	c.Add(time.Second)
@@ -246,7 +245,7 @@ func TestBoundedQueueDropsThenReconciles(t *testing.T) {
 		r.Disconnected(uintptr(i))
 	}
 	for i := 7; i <= 26; i++ {
-		r.Connected(uintptr(i), store.PrincipalAgent, "a", fmt.Sprint("c", i), "mqtt5", "")
+		r.Connected(uintptr(i), KindAgent, "a", fmt.Sprint("c", i), "mqtt5", "")
 	}
 	c.Add(time.Second)
 	if err := r.Step(context.Background()); err == nil {
@@ -288,7 +287,7 @@ func TestHeartbeatWhenIdle(t *testing.T) {
 }
 
 func TestStartRetriedByStep(t *testing.T) {
-	fs := &fakeStore{rows: map[int64]store.PresenceRow{}, down: true}
+	fs := &fakeStore{rows: map[int64]Row{}, down: true}
 	r, err := New(Config{Broker: "b", Store: fs})
 	if err != nil {
 		t.Fatal(err)
@@ -306,9 +305,9 @@ func TestStartRetriedByStep(t *testing.T) {
 func TestEventsForAgentsOnly(t *testing.T) {
 	ticks := 0
 	r, _, c := newTest(t, func(cfg *Config) { cfg.RequestTick = func() { ticks++ } })
-	r.Connected(1, store.PrincipalAgent, "u-1", "agent-u-1", "mqtt5", "192.0.2.1")
-	r.Connected(2, store.PrincipalApp, "k", "svc", "mqtt5", "")
-	r.Connected(3, store.PrincipalToken, "s", "tok", "mqtt5", "")
+	r.Connected(1, KindAgent, "u-1", "agent-u-1", "mqtt5", "192.0.2.1")
+	r.Connected(2, KindApp, "k", "svc", "mqtt5", "")
+	r.Connected(3, KindToken, "s", "tok", "mqtt5", "")
 	c.Add(1500 * time.Millisecond)
 	r.Disconnected(1)
 	r.Disconnected(2)
@@ -339,7 +338,7 @@ func TestEventsForAgentsOnly(t *testing.T) {
 
 func TestEventsOff(t *testing.T) {
 	r, _, _ := newTest(t, func(cfg *Config) { cfg.Events = false })
-	r.Connected(1, store.PrincipalAgent, "u", "c", "mqtt5", "")
+	r.Connected(1, KindAgent, "u", "c", "mqtt5", "")
 	if r.TakeEvents() != nil {
 		t.Fatal("events queued with events off")
 	}
@@ -347,8 +346,8 @@ func TestEventsOff(t *testing.T) {
 
 func TestCloseEndsLiveSessionsAsShutdown(t *testing.T) {
 	r, fs, _ := newTest(t, nil)
-	r.Connected(1, store.PrincipalAgent, "a", "c1", "mqtt5", "")
-	r.Connected(2, store.PrincipalAgent, "b", "c2", "mqtt5", "")
+	r.Connected(1, KindAgent, "a", "c1", "mqtt5", "")
+	r.Connected(2, KindAgent, "b", "c2", "mqtt5", "")
 	if err := r.Close(context.Background()); err != nil {
 		t.Fatal(err)
 	}
