@@ -400,7 +400,8 @@ func (r *Recorder) Stats() Stats {
 func (r *Recorder) Run(ctx context.Context) {
 	t := time.NewTicker(min(r.cfg.FlushEvery/5, 50*time.Millisecond))
 	defer t.Stop()
-	var backoff time.Time
+	var backoff, warned time.Time
+	failures := 0
 	for {
 		select {
 		case <-ctx.Done():
@@ -415,9 +416,17 @@ func (r *Recorder) Run(ctx context.Context) {
 			if ctx.Err() != nil {
 				return
 			}
-			r.cfg.Log.Warn("presence: cannot write sessions to PostgreSQL; keeping them queued and retrying in 1s",
-				"queued", r.Stats().Queued, "error", err)
+			// At most one line every 30 s while the failure lasts, with the count of failed attempts.
+			failures++
+			if now := r.cfg.Now(); warned.IsZero() || now.Sub(warned) >= 30*time.Second {
+				warned = now
+				r.cfg.Log.Warn("presence: cannot write sessions to PostgreSQL; keeping them queued and retrying every second "+
+					"(if the presence tables are missing, run iotauth migrate)", "queued", r.Stats().Queued, "attempts", failures, "error", err)
+			}
 			backoff = r.cfg.Now().Add(time.Second)
+		} else if failures > 0 {
+			r.cfg.Log.Info("presence: writing sessions to PostgreSQL again", "failed_attempts", failures)
+			failures, warned = 0, time.Time{}
 		}
 	}
 }
