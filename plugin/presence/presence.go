@@ -96,7 +96,7 @@ type Config struct {
 	// for a TICK (default 10000).
 	MaxQueue, MaxEvents int
 	DBTimeout           time.Duration // bounds each statement (default 5 s)
-	// RequestTick asks for a TICK on the broker's thread (events are queued). Any goroutine.
+	// RequestTick asks for a TICK on the broker's thread (events wait to be published). Any goroutine.
 	RequestTick func()
 	// Lag, when set, is told how long each written row waited, from its event to its commit.
 	Lag func(time.Duration)
@@ -135,8 +135,9 @@ type Recorder struct {
 	live       map[uintptr]*entry
 	byClientID map[string]*entry
 	queue      []queued
-	dirty      bool // rows were dropped: reconcile once PostgreSQL answers
-	events     []Event
+	dirty      bool       // rows were dropped: reconcile once PostgreSQL answers
+	raw        []rawEvent // events queued by the broker's thread
+	events     []Event    // events rendered, waiting for a TICK
 	lastWrite  time.Time
 
 	dropped       atomic.Int64
@@ -267,9 +268,10 @@ func (r *Recorder) Connected(client uintptr, kind, principal, clientID, protocol
 	r.live[client] = e
 	r.byClientID[clientID] = e
 	r.pushLocked(e.row, now)
-	ev := r.eventLocked(e.row, "connected", now, "")
+	r.eventLocked(e.row, "connected", now, "")
+	full := len(r.queue) >= r.cfg.BatchSize
 	r.mu.Unlock()
-	r.afterPush(ev)
+	r.afterPush(full)
 }
 
 // Kicking records that the live session of clientID held by principal is about to be disconnected for
@@ -308,13 +310,14 @@ func (r *Recorder) Disconnected(client uintptr) {
 	if reason == "" {
 		reason = Client
 	}
-	ev := r.endLocked(e, now, reason)
+	r.endLocked(e, now, reason)
+	full := len(r.queue) >= r.cfg.BatchSize
 	r.mu.Unlock()
-	r.afterPush(ev)
+	r.afterPush(full)
 }
 
 // endLocked ends e at now (never before its start, whatever the clock did) and queues the end.
-func (r *Recorder) endLocked(e *entry, now time.Time, reason Reason) bool {
+func (r *Recorder) endLocked(e *entry, now time.Time, reason Reason) {
 	delete(r.live, e.client)
 	if r.byClientID[e.row.ClientID] == e {
 		delete(r.byClientID, e.row.ClientID)
@@ -326,7 +329,7 @@ func (r *Recorder) endLocked(e *entry, now time.Time, reason Reason) bool {
 	row := e.row
 	row.DisconnectedAt, row.Reason = &end, string(reason)
 	r.pushLocked(row, now)
-	return r.eventLocked(row, "disconnected", end, reason)
+	r.eventLocked(row, "disconnected", end, reason)
 }
 
 func (r *Recorder) pushLocked(row Row, now time.Time) {
@@ -338,39 +341,58 @@ func (r *Recorder) pushLocked(row Row, now time.Time) {
 	r.queue = append(r.queue, queued{row: row, at: now})
 }
 
-// afterPush wakes the writer once a batch is full and asks for a TICK when an event waits.
-func (r *Recorder) afterPush(ev bool) {
-	r.mu.Lock()
-	full := len(r.queue) >= r.cfg.BatchSize
-	r.mu.Unlock()
+// afterPush wakes the writer once a batch is full. Events wait for the writer's next round, which
+// renders them off the broker's thread.
+func (r *Recorder) afterPush(full bool) {
 	if full {
 		select {
 		case r.wake <- struct{}{}:
 		default:
 		}
 	}
-	if ev {
-		r.cfg.RequestTick()
-	}
 }
 
-// eventLocked queues an agent's lifecycle event for MQTT (false when events are off or it is not an
+// rawEvent is a lifecycle event as the broker's thread queues it; renderEvents makes it an Event.
+type rawEvent struct {
+	event, agent, clientID string
+	at                     time.Time
+	reason                 Reason
+}
+
+// eventLocked queues an agent's lifecycle event for MQTT (nothing when events are off or it is not an
 // agent's session: application keys and short-lived credentials are REST only). Never a key, password,
 // remote address or token.
-func (r *Recorder) eventLocked(row Row, event string, at time.Time, reason Reason) bool {
+func (r *Recorder) eventLocked(row Row, event string, at time.Time, reason Reason) {
 	if !r.cfg.Events || row.Kind != KindAgent {
-		return false
+		return
 	}
-	if len(r.events) >= r.cfg.MaxEvents {
+	if len(r.raw)+len(r.events) >= r.cfg.MaxEvents {
 		r.eventsDropped.Add(1)
-		return false
+		return
 	}
-	ev := Event{Topic: EventTopicPrefix + row.Principal, Payload: eventJSON(event, row.Principal, row.ClientID, r.cfg.Broker, at, reason)}
-	r.events = append(r.events, ev)
-	return true
+	r.raw = append(r.raw, rawEvent{event: event, agent: row.Principal, clientID: row.ClientID, at: at, reason: reason})
 }
 
-// TakeEvents hands over the queued events, oldest first. Broker's thread (TICK).
+// renderEvents encodes the queued events (off the broker's thread) and asks for a TICK to publish them.
+func (r *Recorder) renderEvents() {
+	r.mu.Lock()
+	raw := r.raw
+	r.raw = nil
+	r.mu.Unlock()
+	if len(raw) == 0 {
+		return
+	}
+	out := make([]Event, len(raw))
+	for i, e := range raw {
+		out[i] = Event{Topic: EventTopicPrefix + e.agent, Payload: eventJSON(e.event, e.agent, e.clientID, r.cfg.Broker, e.at, e.reason)}
+	}
+	r.mu.Lock()
+	r.events = append(r.events, out...)
+	r.mu.Unlock()
+	r.cfg.RequestTick()
+}
+
+// TakeEvents hands over the rendered events, oldest first. Broker's thread (TICK).
 func (r *Recorder) TakeEvents() []Event {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -409,6 +431,7 @@ func (r *Recorder) Run(ctx context.Context) {
 		case <-t.C:
 		case <-r.wake:
 		}
+		r.renderEvents()
 		if r.cfg.Now().Before(backoff) {
 			continue
 		}
@@ -482,7 +505,8 @@ func (r *Recorder) flush(ctx context.Context, drain bool) error {
 		}
 		r.mu.Lock()
 		// Rows are only ever appended while the writer works: the first n are the ones written.
-		r.queue = append(r.queue[:0], r.queue[n:]...)
+		clear(r.queue[:n]) // the written rows' strings are not kept alive by the array
+		r.queue = r.queue[n:]
 		more := len(r.queue) > 0
 		r.mu.Unlock()
 		if !drain || !more {

@@ -311,9 +311,13 @@ func TestEventsForAgentsOnly(t *testing.T) {
 	c.Add(1500 * time.Millisecond)
 	r.Disconnected(1)
 	r.Disconnected(2)
+	if r.TakeEvents() != nil || ticks != 0 {
+		t.Fatal("events handed over before they were rendered off the broker's thread")
+	}
+	r.renderEvents()
 	evs := r.TakeEvents()
-	if len(evs) != 2 || ticks != 2 {
-		t.Fatalf("%d events, %d tick requests; want 2 and 2 (agents only)", len(evs), ticks)
+	if len(evs) != 2 || ticks != 1 {
+		t.Fatalf("%d events, %d tick requests; want 2 and 1 (agents only)", len(evs), ticks)
 	}
 	var con, dis map[string]any
 	_ = json.Unmarshal(evs[0].Payload, &con)
@@ -339,6 +343,7 @@ func TestEventsForAgentsOnly(t *testing.T) {
 func TestEventsOff(t *testing.T) {
 	r, _, _ := newTest(t, func(cfg *Config) { cfg.Events = false })
 	r.Connected(1, KindAgent, "u", "c", "mqtt5", "")
+	r.renderEvents()
 	if r.TakeEvents() != nil {
 		t.Fatal("events queued with events off")
 	}
@@ -378,6 +383,31 @@ func TestFirstListenerPort(t *testing.T) {
 	} {
 		if got := FirstListenerPort(strings.NewReader(conf)); got != want {
 			t.Errorf("FirstListenerPort(%q) = %d, want %d", conf, got, want)
+		}
+	}
+}
+
+// BenchmarkConnectDisconnect is the broker thread's share of presence per session: a start and an end
+// with their events queued (the writer does not run).
+func BenchmarkConnectDisconnect(b *testing.B) {
+	fs := &fakeStore{rows: map[int64]Row{}}
+	r, err := New(Config{Broker: "b", Store: fs, Events: true, MaxQueue: 1 << 30, MaxEvents: 1 << 30})
+	if err != nil {
+		b.Fatal(err)
+	}
+	ids := make([]string, 1024)
+	for i := range ids {
+		ids[i] = fmt.Sprint("agent-", i)
+	}
+	b.ReportAllocs()
+	for i := 0; b.Loop(); i++ {
+		id := ids[i%len(ids)]
+		r.Connected(uintptr(i%len(ids)+1), KindAgent, id, id, "mqtt3.1.1", "127.0.0.1")
+		r.Disconnected(uintptr(i%len(ids) + 1))
+		if i%1000 == 999 {
+			r.mu.Lock()
+			r.queue, r.raw = r.queue[:0], r.raw[:0]
+			r.mu.Unlock()
 		}
 	}
 }
