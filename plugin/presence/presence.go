@@ -117,6 +117,9 @@ type entry struct {
 	reasonAt int64  // the kick's or takeover's generation, to tell a stale one
 }
 
+// maxSpareEntries bounds Recorder.spareEntries.
+const maxSpareEntries = 1024
+
 type queued struct {
 	row Row
 	at  time.Time // when the event happened (monotonic): for the write lag
@@ -130,20 +133,28 @@ type Recorder struct {
 	// writing serializes the writers (Run's steps, Close): a batch leaves the queue only once written.
 	writing sync.Mutex
 
-	mu         sync.Mutex
-	seq        int64
-	live       map[uintptr]*entry
-	byClientID map[string]*entry
-	queue      []queued
-	dirty      bool       // rows were dropped: reconcile once PostgreSQL answers
-	raw        []rawEvent // events queued by the broker's thread
-	events     []Event    // events rendered, waiting for a TICK
-	lastWrite  time.Time
+	mu   sync.Mutex
+	seq  int64
+	live map[uintptr]*entry
+	// spareEntries are entries of ended sessions, reused so that a connect storm allocates none.
+	spareEntries []*entry
+	byClientID   map[string]*entry
+	queue        []queued
+	dirty        bool       // rows were dropped: reconcile once PostgreSQL answers
+	raw          []rawEvent // events queued by the broker's thread
+	spareRaw     []rawEvent // the other buffer of raw, swapped by renderEvents (no allocation per round)
+	spareQueue   []queued   // the other buffer of queue, swapped by flush
+	events       []Event    // events rendered, waiting for a TICK
+	lastWrite    time.Time
 
 	dropped       atomic.Int64
 	eventsDropped atomic.Int64
 	written       atomic.Int64
 	wake          chan struct{}
+
+	// The writer's scratch space, reused between batches (writer only, under writing).
+	scratchRows []Row
+	scratchAt   map[int64]int
 }
 
 // New makes a recorder with a fresh incarnation.
@@ -263,7 +274,13 @@ func (r *Recorder) Connected(client uintptr, kind, principal, clientID, protocol
 		old.reason = Takeover
 	}
 	r.seq++
-	e := &entry{client: client, row: Row{Seq: r.seq, Kind: kind, Principal: principal, ClientID: clientID,
+	var e *entry
+	if n := len(r.spareEntries); n > 0 {
+		e, r.spareEntries = r.spareEntries[n-1], r.spareEntries[:n-1]
+	} else {
+		e = new(entry)
+	}
+	*e = entry{client: client, row: Row{Seq: r.seq, Kind: kind, Principal: principal, ClientID: clientID,
 		Protocol: protocol, Remote: remote, ConnectedAt: now}}
 	r.live[client] = e
 	r.byClientID[clientID] = e
@@ -330,6 +347,10 @@ func (r *Recorder) endLocked(e *entry, now time.Time, reason Reason) {
 	row.DisconnectedAt, row.Reason = &end, string(reason)
 	r.pushLocked(row, now)
 	r.eventLocked(row, "disconnected", end, reason)
+	*e = entry{}
+	if len(r.spareEntries) < maxSpareEntries {
+		r.spareEntries = append(r.spareEntries, e)
+	}
 }
 
 func (r *Recorder) pushLocked(row Row, now time.Time) {
@@ -377,17 +398,26 @@ func (r *Recorder) eventLocked(row Row, event string, at time.Time, reason Reaso
 func (r *Recorder) renderEvents() {
 	r.mu.Lock()
 	raw := r.raw
-	r.raw = nil
+	r.raw, r.spareRaw = r.spareRaw[:0], nil
 	r.mu.Unlock()
 	if len(raw) == 0 {
+		r.mu.Lock()
+		r.spareRaw = raw
+		r.mu.Unlock()
 		return
 	}
+	// One buffer holds every payload of this round (the broker copies each when it publishes).
+	buf := make([]byte, 0, len(raw)*(200+len(r.cfg.Broker)))
 	out := make([]Event, len(raw))
 	for i, e := range raw {
-		out[i] = Event{Topic: EventTopicPrefix + e.agent, Payload: eventJSON(e.event, e.agent, e.clientID, r.cfg.Broker, e.at, e.reason)}
+		start := len(buf)
+		buf = appendEvent(buf, e.event, e.agent, e.clientID, r.cfg.Broker, e.at, e.reason)
+		out[i] = Event{Topic: EventTopicPrefix + e.agent, Payload: buf[start:len(buf):len(buf)]}
 	}
+	clear(raw)
 	r.mu.Lock()
 	r.events = append(r.events, out...)
+	r.spareRaw = raw[:0]
 	r.mu.Unlock()
 	r.cfg.RequestTick()
 }
@@ -488,25 +518,31 @@ func (r *Recorder) Step(ctx context.Context) error {
 	return nil
 }
 
-// flush writes queued rows, a batch of at most MaxBatch rows per statement; all of them when drain is
-// set, else one batch. Rows stay queued until their statement succeeded.
+// flush writes the queued rows, at most MaxBatch rows per statement, and then, when drain is set, what
+// was queued meanwhile. Rows stay queued until their statement succeeded; the queue's two buffers are
+// swapped so that steady writing allocates no queue.
 func (r *Recorder) flush(ctx context.Context, drain bool) error {
 	for {
 		r.mu.Lock()
-		n := min(len(r.queue), r.cfg.MaxBatch)
-		batch := make([]queued, n)
-		copy(batch, r.queue[:n])
+		taken := r.queue
+		r.queue, r.spareQueue = r.spareQueue[:0], nil
 		r.mu.Unlock()
-		if n == 0 {
-			return nil
+		for i := 0; i < len(taken); i += r.cfg.MaxBatch {
+			if err := r.write(ctx, taken[i:min(i+r.cfg.MaxBatch, len(taken))]); err != nil {
+				r.mu.Lock()
+				r.queue = append(taken[i:], r.queue...)
+				if over := len(r.queue) - r.cfg.MaxQueue; over > 0 {
+					r.dropped.Add(int64(over))
+					r.queue = r.queue[:r.cfg.MaxQueue]
+					r.dirty = true
+				}
+				r.mu.Unlock()
+				return err
+			}
 		}
-		if err := r.write(ctx, batch); err != nil {
-			return err
-		}
+		clear(taken) // the written rows' strings are not kept alive by the array
 		r.mu.Lock()
-		// Rows are only ever appended while the writer works: the first n are the ones written.
-		clear(r.queue[:n]) // the written rows' strings are not kept alive by the array
-		r.queue = r.queue[n:]
+		r.spareQueue = taken[:0]
 		more := len(r.queue) > 0
 		r.mu.Unlock()
 		if !drain || !more {
@@ -517,8 +553,12 @@ func (r *Recorder) flush(ctx context.Context, drain bool) error {
 
 // write sends one batch: a start and its end in the same batch become one row.
 func (r *Recorder) write(ctx context.Context, batch []queued) error {
-	rows := make([]Row, 0, len(batch))
-	at := make(map[int64]int, len(batch))
+	rows := r.scratchRows[:0]
+	if r.scratchAt == nil {
+		r.scratchAt = make(map[int64]int, r.cfg.MaxBatch)
+	}
+	at := r.scratchAt
+	clear(at)
 	for _, q := range batch {
 		if i, ok := at[q.row.Seq]; ok {
 			if q.row.DisconnectedAt != nil {
@@ -531,7 +571,10 @@ func (r *Recorder) write(ctx context.Context, batch []queued) error {
 	}
 	c, cancel := context.WithTimeout(ctx, r.cfg.DBTimeout)
 	defer cancel()
-	if err := r.cfg.Store.PresenceWrite(c, r.cfg.Broker, r.incarnation, rows); err != nil {
+	err := r.cfg.Store.PresenceWrite(c, r.cfg.Broker, r.incarnation, rows)
+	clear(rows)
+	r.scratchRows = rows[:0]
+	if err != nil {
 		return err
 	}
 	now := r.cfg.Now()

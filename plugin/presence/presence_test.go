@@ -411,3 +411,52 @@ func BenchmarkConnectDisconnect(b *testing.B) {
 		}
 	}
 }
+
+// The hand-written encoder agrees with encoding/json on every string, odd ones included.
+func TestEventJSONMatchesEncodingJSON(t *testing.T) {
+	at := time.Date(2026, 1, 2, 3, 4, 5, 678_900_000, time.FixedZone("x", 3600))
+	for _, id := range []string{"agent-1", `q"uo\te`, "ctl\x00\x01\x1f\n\r\t", "ünïcødé ✓", "bad\xff\xfeutf8", ""} {
+		got := appendEvent(nil, "disconnected", "u-1", id, "b\"1", at, Takeover)
+		var back map[string]string
+		if err := json.Unmarshal(got, &back); err != nil {
+			t.Fatalf("%q: invalid JSON %s: %v", id, got, err)
+		}
+		want, _ := json.Marshal(id)
+		var wantID string
+		_ = json.Unmarshal(want, &wantID)
+		if back["clientId"] != wantID || back["broker"] != `b"1` || back["at"] != "2026-01-02T02:04:05.678Z" || back["reason"] != "takeover" || len(back) != 6 {
+			t.Fatalf("%q: %s", id, got)
+		}
+	}
+	if got := string(appendEvent(nil, "connected", "u", "c", "b", at, "")); strings.Contains(got, "reason") {
+		t.Fatalf("connected with a reason: %s", got)
+	}
+}
+
+// BenchmarkSessionsWithWriter adds the writer's share (with a store that does nothing): the whole
+// process's cost of presence per session, less PostgreSQL's driver.
+
+func BenchmarkSessionsWithWriter(b *testing.B) {
+	fs := &fakeStore{rows: map[int64]Row{}}
+	r, _ := New(Config{Broker: "b", Store: nopStore{fs}, Events: true})
+	r.started.Store(true)
+	ids := make([]string, 1024)
+	for i := range ids {
+		ids[i] = fmt.Sprint("agent-", i)
+	}
+	b.ReportAllocs()
+	for i := 0; b.Loop(); i++ {
+		id := ids[i%len(ids)]
+		r.Connected(uintptr(i%len(ids)+1), KindAgent, id, id, "mqtt3.1.1", "127.0.0.1")
+		r.Disconnected(uintptr(i%len(ids) + 1))
+		if i%50 == 49 {
+			r.renderEvents()
+			r.TakeEvents()
+			_ = r.Step(context.Background())
+		}
+	}
+}
+
+type nopStore struct{ *fakeStore }
+
+func (nopStore) PresenceWrite(context.Context, string, string, []Row) error { return nil }
