@@ -144,7 +144,7 @@ func (p presenceStore) PresenceWrite(ctx context.Context, broker, incarnation st
 	return p.st.PresenceWrite(ctx, broker, incarnation, storeRows(rows))
 }
 
-func (p presenceStore) PresenceHeartbeat(ctx context.Context, broker, incarnation string, timeout time.Duration) error {
+func (p presenceStore) PresenceHeartbeat(ctx context.Context, broker, incarnation string, timeout time.Duration) (bool, error) {
 	return p.st.PresenceHeartbeat(ctx, broker, incarnation, timeout)
 }
 

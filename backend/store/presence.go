@@ -95,15 +95,15 @@ ON CONFLICT (broker_id) DO UPDATE SET incarnation = EXCLUDED.incarnation, timeou
 }
 
 // PresenceHeartbeat records that broker's incarnation is alive. A row that names another incarnation
-// (a broker started since with the same id) is left alone.
-func (s *Store) PresenceHeartbeat(ctx context.Context, broker, incarnation string, timeout time.Duration) error {
-	_, err := s.pool.Exec(ctx, `INSERT INTO presence_brokers (broker_id, incarnation, timeout_ms) VALUES ($1, $2::uuid, $3)
+// (a broker started since with the same id) is left alone, and owned is then false.
+func (s *Store) PresenceHeartbeat(ctx context.Context, broker, incarnation string, timeout time.Duration) (owned bool, err error) {
+	tag, err := s.pool.Exec(ctx, `INSERT INTO presence_brokers (broker_id, incarnation, timeout_ms) VALUES ($1, $2::uuid, $3)
 ON CONFLICT (broker_id) DO UPDATE SET heartbeat_at = now(), timeout_ms = EXCLUDED.timeout_ms
 WHERE presence_brokers.incarnation = EXCLUDED.incarnation`, broker, incarnation, timeout.Milliseconds())
 	if err != nil {
-		return fmt.Errorf("presence heartbeat: %w", err)
+		return false, fmt.Errorf("presence heartbeat: %w", err)
 	}
-	return nil
+	return tag.RowsAffected() == 1, nil
 }
 
 // PresenceReconcile makes the database hold exactly the live sessions of broker's incarnation: it writes

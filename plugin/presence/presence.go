@@ -77,7 +77,9 @@ type Row struct {
 type Store interface {
 	PresenceStart(ctx context.Context, broker, incarnation string, timeout time.Duration) (int64, error)
 	PresenceWrite(ctx context.Context, broker, incarnation string, rows []Row) error
-	PresenceHeartbeat(ctx context.Context, broker, incarnation string, timeout time.Duration) error
+	// PresenceHeartbeat reports owned false when the broker's row names another incarnation: another
+	// broker started with the same id since.
+	PresenceHeartbeat(ctx context.Context, broker, incarnation string, timeout time.Duration) (owned bool, err error)
 	PresenceReconcile(ctx context.Context, broker, incarnation string, live []Row, batch int, at time.Time) (int64, error)
 }
 
@@ -153,8 +155,9 @@ type Recorder struct {
 	wake          chan struct{}
 
 	// The writer's scratch space, reused between batches (writer only, under writing).
-	scratchRows []Row
-	scratchAt   map[int64]int
+	scratchRows    []Row
+	scratchAt      map[int64]int
+	replacedWarned time.Time // when the last "another broker has this id" error was logged
 }
 
 // New makes a recorder with a fresh incarnation.
@@ -508,12 +511,18 @@ func (r *Recorder) Step(ctx context.Context) error {
 	case beat:
 		c, cancel := context.WithTimeout(ctx, r.cfg.DBTimeout)
 		defer cancel()
-		if err := r.cfg.Store.PresenceHeartbeat(c, r.cfg.Broker, r.incarnation, r.cfg.Timeout); err != nil {
+		owned, err := r.cfg.Store.PresenceHeartbeat(c, r.cfg.Broker, r.incarnation, r.cfg.Timeout)
+		if err != nil {
 			return err
 		}
 		r.mu.Lock()
 		r.lastWrite = now
 		r.mu.Unlock()
+		if !owned && (r.replacedWarned.IsZero() || now.Sub(r.replacedWarned) >= time.Minute) {
+			r.replacedWarned = now
+			r.cfg.Log.Error("presence: another broker started with this broker id, so this broker's sessions read offline; "+
+				"give each broker its own plugin_opt_broker_id and restart this one", "broker", r.cfg.Broker)
+		}
 	}
 	return nil
 }

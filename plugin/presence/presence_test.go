@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strings"
 	"sync"
 	"testing"
@@ -29,6 +30,7 @@ func (c *clock) Add(d time.Duration) {
 type fakeStore struct {
 	mu         sync.Mutex
 	down       bool
+	replaced   bool // another incarnation owns the broker's row
 	statements int
 	rows       map[int64]Row
 	starts     int
@@ -67,14 +69,14 @@ func (f *fakeStore) PresenceWrite(_ context.Context, _, _ string, rows []Row) er
 	return nil
 }
 
-func (f *fakeStore) PresenceHeartbeat(context.Context, string, string, time.Duration) error {
+func (f *fakeStore) PresenceHeartbeat(context.Context, string, string, time.Duration) (bool, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.down {
-		return errors.New("down")
+		return false, errors.New("down")
 	}
 	f.beats++
-	return nil
+	return !f.replaced, nil
 }
 
 func (f *fakeStore) PresenceReconcile(ctx context.Context, b, inc string, live []Row, _ int, at time.Time) (int64, error) {
@@ -460,3 +462,20 @@ func BenchmarkSessionsWithWriter(b *testing.B) {
 type nopStore struct{ *fakeStore }
 
 func (nopStore) PresenceWrite(context.Context, string, string, []Row) error { return nil }
+
+func TestHeartbeatReportsAnotherBrokerWithTheSameID(t *testing.T) {
+	var logs strings.Builder
+	r, fs, c := newTest(t, func(cfg *Config) {
+		cfg.Log = slog.New(slog.NewTextHandler(&logs, nil))
+	})
+	step(t, r)
+	if strings.Contains(logs.String(), "another broker") {
+		t.Fatal("reported before any other broker")
+	}
+	fs.replaced = true
+	c.Add(time.Minute)
+	step(t, r)
+	if !strings.Contains(logs.String(), "another broker started with this broker id") {
+		t.Fatalf("no error about the id clash: %s", logs.String())
+	}
+}
