@@ -40,6 +40,7 @@ func (in *instance) startPresence(ctx context.Context) error {
 	}
 	rec, err := presence.New(presence.Config{
 		Broker: id, Timeout: in.cfg.PresenceTimeout, Events: in.cfg.PresenceEvents, Store: presenceStore{in.store},
+		MaxQueue:    in.cfg.PresenceQueue,
 		RequestTick: broker{}.RequestTick, Log: in.log,
 		Lag: func(d time.Duration) {
 			if lag != nil {

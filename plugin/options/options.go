@@ -58,6 +58,9 @@ type Config struct {
 	BrokerID        string
 	PresenceTimeout time.Duration
 	PresenceEvents  bool
+	// PresenceQueue bounds the session records waiting for PostgreSQL; beyond it they are dropped and
+	// reconciled once PostgreSQL answers.
+	PresenceQueue int
 	// Warnings are about options that are accepted but do nothing any more; the plugin logs them.
 	Warnings []string
 }
@@ -70,7 +73,7 @@ func Defaults() Config {
 		ACLSpec: "readwrite agents/%u/#", Preload: true, PreloadWait: 5 * time.Second, KickOnRevoke: true, KeyKind: secret.APIKey,
 		ResyncInterval: time.Minute, LogLevel: "info", MaxConns: 4, UnknownKeyLookups: 200,
 		SlowHashBudget: 250 * time.Millisecond,
-		Presence:       true, PresenceTimeout: 30 * time.Second, PresenceEvents: true,
+		Presence:       true, PresenceTimeout: 30 * time.Second, PresenceEvents: true, PresenceQueue: 100000,
 	}
 }
 
@@ -123,6 +126,7 @@ var known = map[string]setter{
 	"preload_wait":        durOpt(func(c *Config) *time.Duration { return &c.PreloadWait }, 0, 5*time.Minute),
 	"presence":            boolOpt(func(c *Config) *bool { return &c.Presence }),
 	"presence_events":     boolOpt(func(c *Config) *bool { return &c.PresenceEvents }),
+	"presence_queue":      intOpt(func(c *Config) *int { return &c.PresenceQueue }, 1, 10_000_000),
 	"presence_timeout":    durOpt(func(c *Config) *time.Duration { return &c.PresenceTimeout }, time.Second, time.Hour),
 	"broker_id": func(c *Config, v string) error {
 		v = strings.TrimSpace(v)

@@ -620,3 +620,81 @@ func TestDatabasePauseKeepsQueuedStartsAndEnds(t *testing.T) {
 		t.Fatalf("an agent that never connected: %+v", p)
 	}
 }
+
+// An outage longer than the queue: records are dropped and counted, and once PostgreSQL answers the
+// plugin reconciles from its live sessions, so that the state equals the truth: who is connected reads
+// online, who left reads offline (reason error where the end itself was dropped).
+func TestDatabaseOutageBeyondTheQueueReconciles(t *testing.T) {
+	if !pg.Owned() {
+		t.Fatal("this test pauses PostgreSQL: it needs the cluster the tests started")
+	}
+	e := newEnv(t)
+	agents := make([]harness.Agent, 8)
+	for i := range agents {
+		agents[i] = harness.CreateAgent(t, e.st, fmt.Sprint("churn-", i))
+	}
+	port, err := harness.FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	b := e.broker("b-churn", "60s", [2]string{"presence_queue", "3"}, [2]string{"metrics_listen", addr})
+	if !b.WaitLog("preload", 10*time.Second) || !b.WaitLog("serving Prometheus metrics", 10*time.Second) {
+		t.Fatal("no preload or metrics")
+	}
+	clients := make([]mqtt.Client, len(agents))
+	for i := 0; i < 4; i++ { // 0..3 online before the outage
+		clients[i] = harness.MustConnect(t, b, agents[i])
+	}
+	for i := 0; i < 4; i++ {
+		e.waitPresence(agents[i].UUID, restDeadline, "online", onlineOn(1))
+	}
+	const reconciled = "reconciled PostgreSQL with the live sessions"
+	before := strings.Count(b.Log(), reconciled) // a queue of 3 may already have overflowed above
+	pg.Pause()
+	resumed := false
+	t.Cleanup(func() {
+		if !resumed {
+			pg.Resume()
+		}
+	})
+	// During the outage: 0 and 1 leave, 4..7 arrive, 5 leaves again: 7 records for a queue of 3.
+	clients[0].Disconnect(100)
+	clients[1].Disconnect(100)
+	for i := 4; i < 8; i++ {
+		clients[i] = harness.MustConnect(t, b, agents[i])
+	}
+	clients[5].Disconnect(100)
+	deadline := time.Now().Add(10 * time.Second)
+	for metricValue(scrape(t, addr), "iotauth_plugin_presence_dropped_total") < 4 {
+		if time.Now().After(deadline) {
+			t.Fatalf("dropped records not counted:\n%s", scrape(t, addr))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	pg.Resume()
+	resumed = true
+	// The state converges to the truth (a reconcile may have started before the last drop: another follows).
+	want := []bool{false, false, true, true, true, false, true, true}
+	matches := func() string {
+		for i, on := range want {
+			p := e.presence(agents[i].UUID)
+			// Agent 5 came and went within the outage: its whole session may be among the dropped records.
+			ended := reason(p) == "client" || reason(p) == "error" || (i == 5 && p.LastConnectedAt == nil)
+			if p.Online != on || (on && len(p.Sessions) != 1) || (!on && !ended) {
+				return fmt.Sprintf("agent %d: want online %v: %+v", i, on, p)
+			}
+		}
+		return ""
+	}
+	deadline = time.Now().Add(20 * time.Second)
+	for m := matches(); m != ""; m = matches() {
+		if time.Now().After(deadline) {
+			t.Fatalf("the state did not converge after the outage: %s", m)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if strings.Count(b.Log(), reconciled) == before {
+		t.Fatal("the state converged without a reconcile: the outage dropped nothing?")
+	}
+}
