@@ -30,8 +30,11 @@ COMPAT_VERSIONS ?= 2.0.20 2.1-dev-dd2c25c-nextevent
 COMPAT_BROKERS := $(foreach v,$(COMPAT_VERSIONS),$(BUILD)/mosquitto-$(v)/sbin/mosquitto)
 # The API tests that start a broker (newEnv(..., withBroker)); the others do not depend on its version.
 COMPAT_API_TESTS := TestEndToEndRevocationKicks|TestRestrictedModeMatrix|TestDeviceLimitWithSignedLicense
+# make deb: the Debian package (docs/packaging.md), versioned from git describe by scripts/deb/version.sh.
+DEB_VERSION ?= $(shell scripts/deb/version.sh 2>/dev/null)
+DEB := $(BUILD)/iotauth_$(DEB_VERSION)_$(shell dpkg --print-architecture 2>/dev/null || echo amd64).deb
 
-.PHONY: help deps build test test-compat test-c demo bench lint clean
+.PHONY: help deps build test test-compat test-c demo bench lint clean deb test-deb
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
@@ -74,6 +77,15 @@ test-compat: build $(COMPAT_BROKERS) ## the plugin, demo and broker-using API te
 # Built once and reused (build.sh installs its build dependencies with apt when run as root).
 $(BUILD)/mosquitto-%/sbin/mosquitto:
 	$(MOSQUITTO_SRC)/build.sh $* $(CURDIR)/$(BUILD)/mosquitto-$*
+
+deb: $(LIVE_BUNDLE) ## build/iotauth_VERSION_ARCH.deb: plugin, iotauth, systemd unit (docs/packaging.md)
+	@[ -n "$(DEB_VERSION)" ] || { scripts/deb/version.sh; exit 1; }
+	@scripts/deb/deps.sh build
+	scripts/deb/build.sh $(DEB_VERSION) $(DEB)
+
+test-deb: deps deb ## install the package into a throwaway Debian root: broker, agent, lintian, remove, purge
+	@scripts/deb/deps.sh test
+	$(TEST_ENV) IOTAUTH_DEB=$(CURDIR)/$(DEB) $(GO) test -count=1 -timeout $(TEST_TIMEOUT) -tags debpkg ./test/deb
 
 test-c: ## the C shim's own unit tests (the mark table), with AddressSanitizer
 	@mkdir -p $(BUILD)

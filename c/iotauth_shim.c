@@ -28,7 +28,7 @@ extern int iotauth_go_basic_auth(uintptr_t client, char *username, int username_
                                  char *clientid, int clientid_len);
 extern int iotauth_go_acl_check(uintptr_t client, char *topic, int topic_len, int access);
 extern void iotauth_go_tick(void);
-extern void iotauth_go_disconnect(uintptr_t client, int clean_start, int protocol_version);
+extern void iotauth_go_disconnect(uintptr_t client, int clean_start, int protocol_version, int told);
 extern void iotauth_go_yield(void);
 extern int iotauth_go_reload(void);
 
@@ -218,13 +218,20 @@ static int on_tick(int event, void *event_data, void *userdata)
 static int on_disconnect(int event, void *event_data, void *userdata)
 {
 	struct mosquitto_evt_disconnect *ed = event_data;
-	(void)event;
+	int told;
 	(void)userdata;
 	/* The mark goes first: the broker may reuse this handle for the next client. */
 	iotauth_unmark((uintptr_t)ed->client);
+	/* What the broker said of the session (session.Told): 2.1 sends CLIENT_OFFLINE for a session it keeps
+	 * and DISCONNECT for one that ends; 2.0 sends DISCONNECT either way. */
+	if (event == IOTAUTH_EVT_CLIENT_OFFLINE) {
+		told = 1;
+	} else {
+		told = offline_registered ? 0 : -1;
+	}
 	before_go();
 	iotauth_go_disconnect((uintptr_t)ed->client, mosquitto_client_clean_session(ed->client),
-	                      mosquitto_client_protocol_version(ed->client));
+	                      mosquitto_client_protocol_version(ed->client), told);
 	return MOSQ_ERR_SUCCESS;
 }
 

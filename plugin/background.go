@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"runtime/debug"
+	"slices"
 	"sync"
 	"time"
 
@@ -44,6 +45,7 @@ func (in *instance) goBackground(ctx context.Context) <-chan struct{} {
 				in.sessions.Changed()
 				in.recheckAll()
 				in.reloadLegacy()
+				in.reloadKeys()
 				// preload may start: from now on no change goes unnoticed (once: the feed restarts
 				// after a panic)
 				listened.Do(func() { close(listening) })
@@ -63,6 +65,8 @@ func (in *instance) goBackground(ctx context.Context) <-chan struct{} {
 	})
 	go in.supervise(ctx, "re-check worker", in.recheckWorker)
 	go in.supervise(ctx, "legacy usernames", in.legacyLoader)
+	in.wg.Add(1)
+	go in.supervise(ctx, "known keys", in.keysLoader)
 	go in.supervise(ctx, "periodic resync", in.periodic)
 	go in.supervise(ctx, "preload", func(ctx context.Context) { defer settledNow(); in.preload(ctx, listening, settledNow) })
 	if in.metricsSrv != nil {
@@ -138,15 +142,16 @@ func (in *instance) changed(c store.Change) {
 	if c.Agent == store.AllAgents {
 		// A TRUNCATE: everything may have changed.
 		in.reloadLegacy()
+		in.reloadKeys()
 		in.auth.Cache().InvalidateAll(time.Now())
 		in.sessions.Changed()
 		in.recheckAll()
 		in.metrics.Applied(arrived) // the re-check of every session is not timed
 		return
 	}
+	in.keyChanged(c) // a new key is looked up even while forged keys spend the budget
 	if d, ok := c.Digest(); ok {
 		in.auth.Cache().Remove(d)
-		in.lookups.Expect(d) // a new key is looked up even while forged keys spend the budget
 	}
 	in.auth.Cache().InvalidateGroup(c.Agent, time.Now())
 	in.sessions.Changed() // before the re-check it starts (see session.Table.Admit)
@@ -391,16 +396,17 @@ func (in *instance) kickExpired() {
 }
 
 // writeAudits writes the queued audit events (refusals of application keys, kicks) to the audit trail,
-// in one transaction. While the store is down they wait in the bounded queue.
+// in one transaction. While the store is down, or when a write fails (a failover under way), they wait
+// in the bounded queue for the next attempt, a second later.
 func (in *instance) writeAudits(ctx context.Context) {
-	in.auditMu.Lock()
-	if (len(in.audits) == 0 && len(in.auditDropped) == 0) || in.auth.StoreDown() {
-		in.auditMu.Unlock()
+	if in.auth.StoreDown() {
 		return
 	}
-	es, dropped := in.audits, in.auditDropped
-	in.audits, in.auditDropped = nil, nil
-	in.auditMu.Unlock()
+	queued, dropped := in.audits.Take()
+	if len(queued) == 0 && len(dropped) == 0 {
+		return
+	}
+	es := slices.Clone(queued)
 	for action, n := range dropped {
 		outcome := store.OutcomeSuccess
 		if action == "app_key_refused" {
@@ -412,9 +418,21 @@ func (in *instance) writeAudits(ctx context.Context) {
 	actx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	if err := in.store.AuditMany(actx, es); err != nil {
-		in.log.Warn("could not write refused application-key connects and kicks to the audit trail; they are lost",
-			"count", len(es), "error", err)
+		lost := in.audits.Failed(queued, dropped)
+		in.auditRetrying = true
+		in.auditFail.Do(func() {
+			in.log.Warn("could not write refused connects and kicks to the audit trail; they are kept and written when PostgreSQL answers",
+				"count", len(es), "error", err)
+		})
+		if lost > 0 {
+			in.auditDropped(lost)
+		}
+		return
 	}
+	if in.auditRetrying {
+		in.log.Info("wrote the refused connects and kicks kept while PostgreSQL did not answer", "count", len(es)) // tests wait for it
+	}
+	in.auditRetrying = false
 }
 
 // reloadLegacy asks the legacy loader for a full load of the legacy usernames.
@@ -538,9 +556,6 @@ func (in *instance) preload(ctx context.Context, listening <-chan struct{}, fail
 		})
 		cancel()
 		if err == nil || errors.Is(err, store.ErrCorrupt) {
-			// With every active credential cached (and room to spare), a miss is most likely a forged
-			// key: only then do such lookups spend the budget.
-			in.lookups.Complete(n < in.cfg.CacheSize)
 			in.metrics.Preloaded(n, time.Since(start))
 			in.log.Info("preloaded credentials", "count", n, "took", time.Since(start), "skipped", errString(err))
 			debug.FreeOSMemory() // hand the preload's garbage and the GC's headroom back to the OS

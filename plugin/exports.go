@@ -23,6 +23,7 @@ import (
 	"unsafe"
 
 	"github.com/iotauth/iotauth/plugin/acl"
+	"github.com/iotauth/iotauth/plugin/session"
 )
 
 func main() {}
@@ -141,12 +142,11 @@ func iotauth_go_acl_check(client C.uintptr_t, topic *C.char, topicLen C.int, acc
 }
 
 //export iotauth_go_disconnect
-func iotauth_go_disconnect(client C.uintptr_t, cleanStart, protocolVersion C.int) {
+func iotauth_go_disconnect(client C.uintptr_t, cleanStart, protocolVersion, told C.int) {
 	defer recoverTo(nil, 0, "disconnect")
 	if in := current.Load(); in != nil {
-		// MQTT 5 keeps a session past a clean start when its expiry interval says so, which plugins of
-		// 2.0 cannot read: count every MQTT 5 session as one that may persist.
-		in.sessions.Disconnect(uintptr(client), cleanStart == 0 || protocolVersion == 5)
+		keptFor := session.KeptFor(int(protocolVersion), cleanStart != 0, session.Told(told), in.cfg.MQTT5SessionHold)
+		in.sessions.Disconnect(uintptr(client), keptFor)
 		in.presenceDisconnected(uintptr(client))
 	}
 }

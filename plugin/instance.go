@@ -20,9 +20,11 @@ import (
 	"github.com/iotauth/iotauth/backend/store"
 	"github.com/iotauth/iotauth/cache"
 	"github.com/iotauth/iotauth/plugin/acl"
+	"github.com/iotauth/iotauth/plugin/auditq"
 	"github.com/iotauth/iotauth/plugin/auth"
 	"github.com/iotauth/iotauth/plugin/budget"
 	"github.com/iotauth/iotauth/plugin/denylist"
+	"github.com/iotauth/iotauth/plugin/keyset"
 	"github.com/iotauth/iotauth/plugin/legacy"
 	"github.com/iotauth/iotauth/plugin/logq"
 	"github.com/iotauth/iotauth/plugin/metrics"
@@ -97,9 +99,13 @@ type instance struct {
 	usedMu sync.Mutex
 	used   map[secret.Digest]struct{} // keys that connected since the last TouchKeys
 
-	auditMu      sync.Mutex
-	audits       []store.AuditEvent // refused application-key connects and kicks, written by the background loop
-	auditDropped map[string]int     // events not queued (the queue was full), by action
+	// audits holds refused connects and kicks until the background loop writes them; a failed write
+	// (PostgreSQL down, a failover) keeps them for the next attempt.
+	audits    *auditq.Queue[store.AuditEvent]
+	auditLost rate.Sometimes // logging of dropped audit events
+	auditFail rate.Sometimes // logging of failed writes of audit events
+	// auditRetrying: the last write of audit events failed (the periodic loop's own).
+	auditRetrying bool
 
 	// legacy is the set of live legacy usernames (imported devices), loaded by the background and kept
 	// current by notifications; legacyLoad asks for a full load.
@@ -107,6 +113,13 @@ type instance struct {
 	legacyLoad   chan struct{}
 	legacyLoaded chan struct{} // closed by the first successful load
 	legacyOnce   sync.Once
+
+	// keys is the set of every key PostgreSQL holds (plugin/keyset), so that real keys skip the lookup
+	// budget; keysLoad asks for a full load, keyChecks are changed keys to re-read (knownkeys.go).
+	keys        *keyset.Set
+	keysLoad    chan struct{}
+	keyChecksMu sync.Mutex
+	keyChecks   map[secret.Digest]struct{}
 
 	fastMu sync.Mutex
 	fast   map[string]store.FastHash // by agent: fast hashes to record, written by the background loop
@@ -126,8 +139,9 @@ type tickWatch struct {
 	warned    time.Time
 }
 
-// maxQueuedAudits bounds the refused connects and kicks queued for the audit trail between two writes
-// (one a second): a flood must not grow memory; beyond it they are counted and the count audited.
+// maxQueuedAudits bounds the refused connects and kicks waiting for the audit trail (written once a
+// second, and kept while PostgreSQL does not answer): a flood or an outage must not grow memory; beyond
+// it they are counted, and the count is audited.
 const maxQueuedAudits = 1000
 
 func newInstance(kv [][2]string) (*instance, error) {
@@ -182,8 +196,8 @@ func newInstance(kv [][2]string) (*instance, error) {
 		closeStores()
 		return nil, err
 	}
-	lookups := budget.New(cfg.UnknownKeyLookups, nil)
-	lookups.WhenFull(c.Full)
+	keys := keyset.New()
+	lookups := budget.New(cfg.UnknownKeyLookups, keys, testClock())
 	var tokens *mqtttoken.Verifier
 	var verifier auth.TokenVerifier // stays a nil interface without a key file
 	if cfg.MQTTTokenPublicKey != "" {
@@ -204,10 +218,12 @@ func newInstance(kv [][2]string) (*instance, error) {
 	if cfg.MetricsListen != "" {
 		m = metrics.New(metrics.Sources{
 			Cache: c.Stats, Auth: func() auth.Stats { return a.Stats() }, Sessions: func() (int, int) { return sessions.Len() },
+			KnownKeys: keys.Len,
 		})
 	}
 	names := legacy.New()
-	in := &instance{legacy: names, legacyLoad: make(chan struct{}, 1), legacyLoaded: make(chan struct{}), fast: map[string]store.FastHash{}}
+	in := &instance{legacy: names, legacyLoad: make(chan struct{}, 1), legacyLoaded: make(chan struct{}), fast: map[string]store.FastHash{},
+		keys: keys, keysLoad: make(chan struct{}, 1), keyChecks: map[secret.Digest]struct{}{}}
 	a = auth.New(auth.Config{
 		Budget: authBudget(lookups), KeyKind: cfg.KeyKind, ClientID: cfg.ClientID, Rules: cfg.ACL, DBTimeout: cfg.DBTimeout,
 		DeferUnknown: cfg.DeferUnknown, NamePrefix: renamedPrefix, CustomNamePrefix: renamedCustomPrefix,
@@ -231,6 +247,9 @@ func newInstance(kv [][2]string) (*instance, error) {
 	in.sessions, in.lookups, in.metrics, in.appPrefix = sessions, lookups, m, secret.AppKindFor(cfg.KeyKind).Prefix()
 	in.pending, in.wake, in.used = map[string]time.Time{}, make(chan struct{}, 1), map[secret.Digest]struct{}{}
 	in.refusals = rate.NewLimiter(rate.Limit(1), 5)
+	in.audits = auditq.New(maxQueuedAudits, func(e store.AuditEvent) string { return e.Action })
+	in.auditLost = rate.Sometimes{Interval: 30 * time.Second}
+	in.auditFail = rate.Sometimes{Interval: 30 * time.Second}
 	in.tokens, in.denials, in.denialFail = tokens, denials, rate.Sometimes{Interval: 30 * time.Second}
 	in.denialsStale.Store(true)
 	if m != nil {
@@ -483,18 +502,21 @@ func (in *instance) auditTokenRefusal(subject, id, clientID string, reason error
 	})
 }
 
+// auditDropped records n audit events the queue could not hold: counted in the metrics, logged at most
+// twice a minute, and audited as one event with the count once PostgreSQL answers.
+func (in *instance) auditDropped(n int) {
+	in.metrics.AuditDropped(n)
+	in.auditLost.Do(func() {
+		in.log.Warn("the audit queue is full (PostgreSQL has not answered for a while): refused connects and kicks are counted, not recorded one by one; the counts are written to the audit trail once it answers",
+			"queued", maxQueuedAudits, "droppedSinceStart", in.audits.Dropped())
+	})
+}
+
 // queueAudit queues e for the background loop, or counts it when the queue is full.
 func (in *instance) queueAudit(e store.AuditEvent) {
-	in.auditMu.Lock()
-	defer in.auditMu.Unlock()
-	if len(in.audits) >= maxQueuedAudits {
-		if in.auditDropped == nil {
-			in.auditDropped = map[string]int{}
-		}
-		in.auditDropped[e.Action]++
-		return
+	if !in.audits.Add(e) {
+		in.auditDropped(1)
 	}
-	in.audits = append(in.audits, e)
 }
 
 func (in *instance) markUsed(d secret.Digest) {

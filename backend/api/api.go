@@ -132,6 +132,9 @@ type Route struct {
 	// (docs/app-keys.md). Without it only an operator's access token is accepted: users, roles and application
 	// keys themselves are never reachable with an application key.
 	Right string
+	// KeyRefusal, on a route without Right, is the detail an application key is refused with (403
+	// forbidden) when the route's own reason says more than the general one.
+	KeyRefusal string
 	// Device routes authenticate with X-Device-API-Key; the key's agent must match the {uuid} path value.
 	Device bool
 	// Publishable routes also admit a publishable key (Authorization: Bearer iotpk_…) from one of its

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -309,6 +310,7 @@ func TestToProblem(t *testing.T) {
 		{licenseError(errors.New("opaque")), 403, CodeLicenseRestricted},
 		{store.ErrNotFound, 404, CodeNotFound},
 		{context.DeadlineExceeded, 503, CodeUnavailable},
+		{fmt.Errorf("revoke key: %w", store.ErrNotConfirmed), 503, CodeCommitNotConfirmed},
 		{errors.New(`pq: relation "users" SELECT secret`), 500, CodeInternal},
 	} {
 		p := toProblem(tc.err)

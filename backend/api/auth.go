@@ -92,8 +92,11 @@ func (s *Server) authAppKey(r *http.Request, rt Route) (*http.Request, error) {
 	}
 	if rt.Right == "" {
 		refuse(k.ID, "route takes an operator's access token only")
-		return r, problem(http.StatusForbidden, CodeForbidden,
-			"this route takes an operator's access token only: application keys never reach users, roles, application keys or an operator's session")
+		detail := "this route takes an operator's access token only: application keys never reach users, roles, application keys or an operator's session"
+		if rt.KeyRefusal != "" {
+			detail = rt.KeyRefusal
+		}
+		return r, problem(http.StatusForbidden, CodeForbidden, detail)
 	}
 	if !slices.Contains(k.Rights, rt.Right) {
 		refuse(k.ID, "missing right "+rt.Right)
@@ -140,25 +143,40 @@ func unauthorized(code, detail string) *Problem {
 // exist and be enabled, tokens issued before the user's last password change, disable or re-enable
 // are refused, and the role comes from the database, not the token.
 func (s *Server) authBearer(r *http.Request, roles []string) (*http.Request, error) {
-	h := r.Header.Get("Authorization")
-	scheme, tok, ok := strings.Cut(h, " ")
-	if h == "" || !ok || !strings.EqualFold(scheme, "Bearer") {
-		return r, unauthorized(CodeAuthRequired, "send Authorization: Bearer <access token> (POST /api/v1/auth/login gives one)")
-	}
 	invalid := unauthorized(CodeInvalidToken, "the access token is invalid or expired; log in again or use your refresh token")
-	a, err := s.tokens.ParseAccess(strings.TrimSpace(tok))
-	if err != nil {
-		return r, invalid
-	}
-	u, err := s.st.UserByID(r.Context(), a.UserID)
-	if errors.Is(err, store.ErrNotFound) {
-		return r, invalid
-	}
-	if err != nil {
-		return r, err
-	}
-	if u.Disabled || !issuedAfter(a.IssuedAt, u) {
-		return r, invalid
+	var u store.User
+	if id, ok := consoleOperator(r.Context()); ok {
+		// The console's in-process request: its session was checked in the database (and ends with
+		// any disable, password or role change), so only the user's current state is checked here.
+		var err error
+		if u, err = s.st.UserByID(r.Context(), id); errors.Is(err, store.ErrNotFound) {
+			return r, invalid
+		} else if err != nil {
+			return r, err
+		}
+		if u.Disabled {
+			return r, invalid
+		}
+	} else {
+		h := r.Header.Get("Authorization")
+		scheme, tok, ok := strings.Cut(h, " ")
+		if h == "" || !ok || !strings.EqualFold(scheme, "Bearer") {
+			return r, unauthorized(CodeAuthRequired, "send Authorization: Bearer <access token> (POST /api/v1/auth/login gives one)")
+		}
+		a, err := s.tokens.ParseAccess(strings.TrimSpace(tok))
+		if err != nil {
+			return r, invalid
+		}
+		u, err = s.st.UserByID(r.Context(), a.UserID)
+		if errors.Is(err, store.ErrNotFound) {
+			return r, invalid
+		}
+		if err != nil {
+			return r, err
+		}
+		if u.Disabled || !issuedAfter(a.IssuedAt, u) {
+			return r, invalid
+		}
 	}
 	if len(roles) == 0 {
 		return r, problem(http.StatusForbidden, CodeForbidden, "this route takes an application key (Authorization: Bearer iotak_…) holding its right, not an operator's access token")

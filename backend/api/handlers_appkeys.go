@@ -7,16 +7,13 @@ import (
 	"slices"
 	"strings"
 	"time"
-	"unicode"
 
 	"github.com/iotauth/iotauth/backend/store"
+	"github.com/iotauth/iotauth/backend/topicfilter"
 )
 
 // maxAppTopics bounds an application key's topic grants (the database checks it too).
 const maxAppTopics = 100
-
-// maxTopicPattern is the longest topic pattern, as the plugin's topic limit.
-const maxTopicPattern = 1024
 
 type appKeyJSON struct {
 	ID         string           `json:"id"`
@@ -85,8 +82,8 @@ func ValidateAppKey(name string, rights []string, topics []store.AppTopic, expir
 		default:
 			return "topics", fmt.Sprintf("topics[%d].access must be read, write or readwrite", i)
 		}
-		if err := validTopicPattern(tp.Pattern); err != "" {
-			return "topics", fmt.Sprintf("topics[%d].pattern %s", i, err)
+		if err := topicfilter.CheckGrant(tp.Pattern); err != nil {
+			return "topics", fmt.Sprintf("topics[%d].pattern: %v", i, err)
 		}
 		if field, msg := presenceGrant(i, tp); field != "" {
 			return field, msg
@@ -99,34 +96,6 @@ func ValidateAppKey(name string, rights []string, topics []store.AppTopic, expir
 		return "expiresAt", "expiresAt must be in the future"
 	}
 	return "", ""
-}
-
-// validTopicPattern checks an MQTT topic filter for an application key's grant: 1 to 1024 bytes, '+'
-// and '#' only as whole levels ('#' last), never a $ topic, no '%' (the plugin's rule templates
-// substitute %u and %c), no whitespace or control characters. It returns what is wrong, or "".
-func validTopicPattern(p string) string {
-	if p == "" || len(p) > maxTopicPattern {
-		return fmt.Sprintf("must be 1 to %d bytes", maxTopicPattern)
-	}
-	if p[0] == '$' {
-		return "must not be a $ topic: those are reserved for the broker"
-	}
-	if strings.ContainsRune(p, '%') {
-		return "must not contain '%'"
-	}
-	if strings.IndexFunc(p, func(r rune) bool { return unicode.IsSpace(r) || unicode.IsControl(r) }) >= 0 {
-		return "must not contain spaces or control characters"
-	}
-	levels := strings.Split(p, "/")
-	for i, l := range levels {
-		if strings.Contains(l, "#") && (l != "#" || i != len(levels)-1) {
-			return "may use '#' only as the whole last level"
-		}
-		if strings.Contains(l, "+") && l != "+" {
-			return "may use '+' only as a whole level"
-		}
-	}
-	return ""
 }
 
 // createAppKey: POST /api/v1/auth/app-keys (admin access token only). The key and its MQTT password are

@@ -1,13 +1,16 @@
 package api
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"math"
 	"net/http"
 	"slices"
+	"strconv"
 	"sync"
 	"time"
 
@@ -110,8 +113,35 @@ var (
 type exchangeRequest struct {
 	Provider string `json:"provider"`
 	Token    string `json:"token"`
-	// TTL is the credential's lifetime in seconds (default 900, 60 to 86400).
-	TTL *int64 `json:"ttl"`
+	// TTL is the credential's lifetime in whole seconds (default 900, 60 to 86400). It is read raw so that
+	// a value of the wrong kind ("1h", 1.5) is a validation error naming the field, like one out of range.
+	TTL json.RawMessage `json:"ttl"`
+}
+
+// exchangeTTL reads the request's ttl: absent or null is the default; anything but a whole number of
+// seconds within the bounds is 400 validation_failed on "ttl".
+func exchangeTTL(raw json.RawMessage) (time.Duration, error) {
+	if len(raw) == 0 || string(raw) == "null" {
+		return mqttcred.DefaultTTL, nil
+	}
+	minS, maxS := int64(mqttcred.MinTTL/time.Second), int64(mqttcred.MaxTTL/time.Second)
+	bad := invalidField("ttl", fmt.Sprintf("ttl is a whole number of seconds from %d to %d (default %d), written as a JSON number such as 900",
+		minS, maxS, int64(mqttcred.DefaultTTL/time.Second)))
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.UseNumber()
+	var v any
+	if err := dec.Decode(&v); err != nil {
+		return 0, bad
+	}
+	n, ok := v.(json.Number)
+	if !ok {
+		return 0, bad
+	}
+	sec, err := strconv.ParseInt(n.String(), 10, 64)
+	if err != nil || sec < minS || sec > maxS {
+		return 0, bad
+	}
+	return time.Duration(sec) * time.Second, nil
 }
 
 // ExchangedMQTT is the MQTT login a token exchange hands out.
@@ -164,16 +194,19 @@ func (s *Server) tokenExchange(w http.ResponseWriter, r *http.Request) error {
 	if err := decodeJSON(w, r, maxBodyOf(r), &req); err != nil {
 		return err
 	}
-	ttl := mqttcred.DefaultTTL
-	if req.TTL != nil {
-		if *req.TTL < int64(mqttcred.MinTTL/time.Second) || *req.TTL > int64(mqttcred.MaxTTL/time.Second) {
-			return invalidField("ttl", fmt.Sprintf("ttl is a number of seconds from %d to %d (default %d)",
-				int64(mqttcred.MinTTL/time.Second), int64(mqttcred.MaxTTL/time.Second), int64(mqttcred.DefaultTTL/time.Second)))
-		}
-		ttl = time.Duration(*req.TTL) * time.Second
+	ttl, err := exchangeTTL(req.TTL)
+	if err != nil {
+		return err
 	}
+	// idpToken names the identity provider's token in the audit trail once it verified (never the token
+	// itself: its jti or a hash, oidc.Identity.TokenID), so that repeated exchanges of it can be found.
+	var idpToken string
 	refuse := func(reason string, p *Problem) error {
-		e := auditOf(r, "token_exchange_refused", map[string]any{"reason": reason, "provider": truncate(req.Provider, 64)})
+		d := map[string]any{"reason": reason, "provider": truncate(req.Provider, 64)}
+		if idpToken != "" {
+			d["idpToken"] = idpToken
+		}
+		e := auditOf(r, "token_exchange_refused", d)
 		e.Outcome, e.Target = store.OutcomeFailure, c.name
 		if err := s.st.Audit(r.Context(), e); err != nil {
 			s.log.Warn("could not audit a refused token exchange", "error", err.Error())
@@ -197,8 +230,12 @@ func (s *Server) tokenExchange(w http.ResponseWriter, r *http.Request) error {
 		return refuse("rate limited", p)
 	}
 
+	// iat is the request's arrival, before the caller was checked: a revocation committed while the
+	// identity provider's token was being verified still covers this credential (docs/short-lived-credentials.md).
+	issuedAt := requestStart(r.Context())
 	var subject string
 	var topics []topicfilter.Grant
+	var idpTokenExpires time.Time
 	from := c.from
 	if c.user != nil {
 		if req.Provider != oidc.ReservedName || req.Token != "" {
@@ -229,13 +266,31 @@ func (s *Server) tokenExchange(w http.ResponseWriter, r *http.Request) error {
 		id, err := set.Verify(r.Context(), prov.Name, req.Token)
 		if err != nil {
 			s.log.Info("identity provider token refused", "provider", prov.Name, "caller", c.name, "error", err.Error())
-			return refuse("token refused: "+truncate(err.Error(), 160), unauthorized(CodeInvalidIdPToken,
-				"the identity provider's token is invalid, expired, not yet valid, or not for this issuer and audience"))
+			detail := "the identity provider's token is invalid, expired, not yet valid, or not for this issuer and audience"
+			if errors.Is(err, oidc.ErrExpired) {
+				detail = "the identity provider's token has expired (its exp allows no clock skew here); sign in again to get a fresh one"
+			}
+			return refuse("token refused: "+truncate(err.Error(), 160), unauthorized(CodeInvalidIdPToken, detail))
+		}
+		idpToken, idpTokenExpires = id.TokenID, id.Expiry
+		if !prov.CredentialMayOutliveToken {
+			// The credential expires no later than the token it is exchanged for (the signer counts
+			// from issuedAt in whole seconds, as here).
+			start := issuedAt
+			if start.IsZero() {
+				start = time.Now()
+			}
+			left := id.Expiry.Sub(start.Truncate(time.Second))
+			if left < mqttcred.MinTTL {
+				return refuse("identity provider token expires within a minute", unauthorized(CodeInvalidIdPToken,
+					"the identity provider's token expires within a minute, and a credential never outlives the token it is exchanged for; sign in again to get a fresh token"))
+			}
+			ttl = min(ttl, left)
 		}
 		wanted, err := prov.Grants(id)
 		if err != nil {
-			return refuse("mapping refused: "+truncate(err.Error(), 160), problem(http.StatusForbidden, CodeNoTopics,
-				"the token's claims cannot be mapped to topics (a value with + # / or not a UUID where one is needed)"))
+			return refuse("mapping refused: "+truncate(err.Error(), 160), problem(http.StatusForbidden, CodeUnmappableClaims,
+				"the token's claims cannot be mapped to topics: a claim the mapping uses holds a value with + # / { } or spaces, a value that is not a UUID where the rule needs one, or is not a string or list of strings"))
 		}
 		topics = topicfilter.Narrow(wanted, c.allowed)
 		subject = "oidc:" + prov.Name + ":" + id.Subject
@@ -249,9 +304,7 @@ func (s *Server) tokenExchange(w http.ResponseWriter, r *http.Request) error {
 		return refuse("too many topics", problem(http.StatusForbidden, CodeTooManyTopics,
 			fmt.Sprintf("the mapping grants %d topics; one credential holds at most %d (use wildcards in the mapping)", len(topics), mqttcred.MaxTopics)))
 	}
-	// iat is the request's arrival, before the caller was checked: a revocation committed while the
-	// identity provider's token was being verified still covers this credential (docs/security.md, A4).
-	grant := mqttcred.Grant{Subject: subject, ClientIDPrefix: clientIDPrefix(), From: from, TTL: ttl, IssuedAt: requestStart(r.Context())}
+	grant := mqttcred.Grant{Subject: subject, ClientIDPrefix: clientIDPrefix(), From: from, TTL: ttl, IssuedAt: issuedAt}
 	for _, t := range topics {
 		grant.Topics = append(grant.Topics, mqttcred.Topic{Access: string(t.Access), Pattern: t.Filter})
 	}
@@ -262,8 +315,12 @@ func (s *Server) tokenExchange(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	e := auditOf(r, "token_exchange", map[string]any{"provider": req.Provider, "subject": truncate(subject, 200),
-		"topics": len(cred.Topics), "ttlSeconds": int64(ttl / time.Second)})
+	detail := map[string]any{"provider": req.Provider, "subject": truncate(subject, 200),
+		"topics": len(cred.Topics), "ttlSeconds": int64(ttl / time.Second)}
+	if idpToken != "" {
+		detail["idpToken"], detail["idpTokenExpiresAt"] = idpToken, idpTokenExpires.UTC().Format(time.RFC3339)
+	}
+	e := auditOf(r, "token_exchange", detail)
 	e.Target = subject
 	if err := s.st.Audit(r.Context(), e); err != nil {
 		return err

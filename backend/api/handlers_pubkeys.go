@@ -13,6 +13,7 @@ import (
 
 	"github.com/iotauth/iotauth/backend/secret"
 	"github.com/iotauth/iotauth/backend/store"
+	"github.com/iotauth/iotauth/backend/topicfilter"
 )
 
 // Bounds of a publishable key (the database checks them too).
@@ -88,8 +89,8 @@ func ValidatePublishableKey(name string, origins []string, topics []store.AppTop
 		default:
 			return "topics", fmt.Sprintf("topics[%d].access must be read, write or readwrite", i)
 		}
-		if err := validTopicPattern(tp.Pattern); err != "" {
-			return "topics", fmt.Sprintf("topics[%d].pattern %s", i, err)
+		if err := topicfilter.CheckGrant(tp.Pattern); err != nil {
+			return "topics", fmt.Sprintf("topics[%d].pattern: %v", i, err)
 		}
 	}
 	if len(providers) < 1 || len(providers) > maxPKProviders {

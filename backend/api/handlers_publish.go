@@ -101,8 +101,8 @@ func publishMaxBody(maxPayload int) int64 {
 }
 
 // checkPublish validates a publish request (docs/security.md, A2, B1, H1): a concrete topic (no wildcard, no
-// $ topic, no NUL, 1 to 256 bytes), qos 0 or 1, the payload in utf8 or base64 and at most maxPayload
-// bytes once decoded. Problems name the member at fault.
+// $ topic, no NUL, 1 to topicfilter.MaxLen bytes), qos 0 or 1, the payload in utf8 or base64 and at
+// most maxPayload bytes once decoded. Problems name the member at fault.
 func checkPublish(req publishRequest, maxPayload int) (publishMessage, *Problem) {
 	var m publishMessage
 	if req.Topic == nil || *req.Topic == "" {
@@ -117,7 +117,7 @@ func checkPublish(req publishRequest, maxPayload int) (publishMessage, *Problem)
 			msg = "topic may not start with $: $ topics are reserved for the broker"
 		case errors.Is(err, topicfilter.ErrNUL):
 			msg = "topic may not contain NUL"
-		case errors.Is(err, topicfilter.ErrEmpty):
+		case errors.Is(err, topicfilter.ErrEmpty), errors.Is(err, topicfilter.ErrTooLong):
 			msg = fmt.Sprintf("topic must be 1 to %d bytes", topicfilter.MaxLen)
 		}
 		return m, invalidField("topic", msg)
@@ -170,6 +170,8 @@ func grantsOf(topics []store.AppTopic) []topicfilter.Grant {
 func publishProblem(err error) *Problem {
 	var p *Problem
 	switch {
+	case errors.Is(err, bridge.ErrTopic):
+		p = invalidField("topic", "topic is not a topic one may publish to: "+strings.TrimPrefix(err.Error(), bridge.ErrTopic.Error()+": "))
 	case errors.Is(err, bridge.ErrBusy):
 		p = problem(http.StatusServiceUnavailable, CodePublishBusy, "too many publishes are in flight on the bridge; retry after the time in Retry-After")
 		p.retryAfter = 1

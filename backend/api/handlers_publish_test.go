@@ -17,6 +17,7 @@ import (
 
 	"github.com/iotauth/iotauth/backend/bridge"
 	"github.com/iotauth/iotauth/backend/store"
+	"github.com/iotauth/iotauth/backend/topicfilter"
 )
 
 // fakePublisher records publishes and answers with err.
@@ -88,7 +89,7 @@ func TestPublishDecisions(t *testing.T) {
 		{"empty topic", `{"topic":"","payload":"x","qos":1}`, 400, CodeValidation, "topic", ""},
 		{"no topic", `{"payload":"x","qos":1}`, 400, CodeValidation, "topic", ""},
 		{"NUL in topic", `{"topic":"a\u0000b","payload":"x","qos":1}`, 400, CodeInvalidCharacter, "topic", ""},
-		{"long topic", `{"topic":"` + strings.Repeat("a", 257) + `","payload":"x","qos":1}`, 400, CodeValidation, "topic", ""},
+		{"long topic", `{"topic":"` + strings.Repeat("a", topicfilter.MaxLen+1) + `","payload":"x","qos":1}`, 400, CodeValidation, "topic", ""},
 		{"qos 2", `{"topic":"apps/x","payload":"x","qos":2}`, 400, CodeValidation, "qos", ""},
 		{"no qos", `{"topic":"apps/x","payload":"x"}`, 400, CodeValidation, "qos", ""},
 		{"no payload", `{"topic":"apps/x","qos":0}`, 400, CodeValidation, "payload", ""},

@@ -7,8 +7,6 @@ import (
 	"net/http"
 	"strconv"
 
-	"github.com/jackc/pgerrcode"
-
 	"github.com/iotauth/iotauth/backend/store"
 )
 
@@ -44,6 +42,7 @@ const (
 	CodeInternal              = "internal_error"           // 500: details are in the server log only
 	CodeUnavailable           = "unavailable"              // 503: the request took too long (database or server too busy); retry
 	CodeDatabaseUnavailable   = "database_unavailable"     // 503: PostgreSQL cannot be reached or takes no work now; see Retry-After
+	CodeCommitNotConfirmed    = "commit_not_confirmed"     // 503: no synchronous standby confirmed the change in time; repeat the request after Retry-After
 
 	// Token exchange and publishable keys (docs/token-exchange.md).
 	CodeExchangeUnavailable = "token_exchange_unavailable"    // 503: no MQTT credential signing key is configured
@@ -54,6 +53,7 @@ const (
 	CodeProviderNotAllowed  = "provider_not_allowed"          // 403: the publishable key may not use this provider
 	CodeInvalidIdPToken     = "invalid_idp_token"             // 401: the identity provider's token failed verification
 	CodeNoTopics            = "no_topics"                     // 403: the mapping grants nothing within the caller's topics
+	CodeUnmappableClaims    = "unmappable_claims"             // 403: a claim the mapping uses holds a value that cannot go into a topic
 	CodeTooManyTopics       = "too_many_topics"               // 403: the mapping grants more topics than one credential holds
 	CodeExchangeThrottled   = "exchange_throttled"            // 429: too many exchanges by this caller; see Retry-After
 )
@@ -123,10 +123,19 @@ func toProblem(err error) *Problem {
 	case errors.Is(err, store.ErrNotFound):
 		return notFound()
 	}
-	if sqlstate, ok := store.DataException(err); ok {
-		return refusedValue(sqlstate, err)
+	err = store.Classify(err)
+	if errors.Is(err, store.ErrMalformed) || errors.Is(err, store.ErrBadCharacter) || errors.Is(err, store.ErrOutOfRange) {
+		return refusedValue(err)
 	}
-	if store.Unavailable(err) {
+	if errors.Is(err, store.ErrNotConfirmed) {
+		q := problem(http.StatusServiceUnavailable, CodeCommitNotConfirmed,
+			"the change was not confirmed by a standby database in time, so it is not guaranteed to survive a failover; "+
+				"it may already be in force. Repeat the request (it is safe) after the time in Retry-After; if this persists, check the PostgreSQL standby")
+		q.retryAfter = databaseRetryAfter
+		q.cause = err
+		return q
+	}
+	if errors.Is(err, store.ErrUnavailable) {
 		return databaseUnavailable(err)
 	}
 	switch {
@@ -141,15 +150,15 @@ func toProblem(err error) *Problem {
 	return q
 }
 
-// refusedValue is the backstop for a value PostgreSQL refused (store.DataException): the request's
-// fault, so a 400 with the code the API's own validation would have given, never a 500. The database's
-// message is logged, never sent.
-func refusedValue(sqlstate string, err error) *Problem {
+// refusedValue is the backstop for a value PostgreSQL refused (store.ErrMalformed, ErrBadCharacter,
+// ErrOutOfRange): the request's fault, so a 400 with the code the API's own validation would have given,
+// never a 500. The database's message is logged, never sent.
+func refusedValue(err error) *Problem {
 	var q *Problem
-	switch sqlstate {
-	case pgerrcode.UntranslatableCharacter, pgerrcode.CharacterNotInRepertoire:
+	switch {
+	case errors.Is(err, store.ErrBadCharacter):
 		q = badRequest(CodeInvalidCharacter, "a text value holds a character that cannot be stored (such as NUL, \\u0000); remove it")
-	case pgerrcode.NumericValueOutOfRange:
+	case errors.Is(err, store.ErrOutOfRange):
 		q = badRequest(CodeNumberOutOfRange, "a number is out of the range that can be stored")
 	default:
 		q = badRequest(CodeValidation, "a value does not have the form its field needs (for JSON text: a lone UTF-16 surrogate such as \\ud800 cannot be stored)")

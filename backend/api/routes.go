@@ -42,7 +42,12 @@ func (s *Server) builtinRoutes() []Route {
 		{Method: "GET", Path: "/api/v1/auth/publishable-keys", Roles: adminOnly, Handler: s.listPublishableKeys},
 		{Method: "DELETE", Path: "/api/v1/auth/publishable-keys/{id}", Roles: adminOnly, Handler: s.revokePublishableKey},
 
-		{Method: "POST", Path: "/api/v1/provision/keys", Roles: adminOrOp, Right: store.RightProvisionWrite, Handler: s.createProvisioningKey},
+		// A provisioning key registers an agent: its client id agent-<uuid>, which no application key may
+		// take, and the agent's topics, which the broker's configuration decides and the API cannot check
+		// against a key's own (docs/app-keys.md). Creating one takes an admin's or operator's token;
+		// provision:write lists and deletes them.
+		{Method: "POST", Path: "/api/v1/provision/keys", Roles: adminOrOp, Handler: s.createProvisioningKey,
+			KeyRefusal: "creating a provisioning key takes an admin's or operator's access token: the agent it registers gets an MQTT identity (client id agent-<uuid> and the agent's topics) that no application key may hand out; provision:write lists and deletes provisioning keys"},
 		{Method: "GET", Path: "/api/v1/provision/keys", Roles: adminOrOp, Right: store.RightProvisionWrite, Handler: s.listProvisioningKeys},
 		{Method: "DELETE", Path: "/api/v1/provision/keys/{id}", Roles: adminOrOp, Right: store.RightProvisionWrite, Handler: s.deleteProvisioningKey},
 		{Method: "POST", Path: "/api/v1/provision/agent", Roles: publicAccess, Handler: s.provisionAgent},

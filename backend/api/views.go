@@ -18,6 +18,10 @@ func APIKeyView(k store.APIKey) any { return apiKeyView(k) }
 // AppKeyView is an application key as GET /api/v1/auth/app-keys shows it (display prefix only).
 func AppKeyView(k store.AppKey) any { return appKeyView(k) }
 
+// PublishableKeyView is a publishable key as GET /api/v1/auth/publishable-keys shows it (display prefix
+// only).
+func PublishableKeyView(k store.PublishableKey) any { return publishableKeyView(k) }
+
 // AuditView is an audit event as GET /api/v1/audit shows it.
 func AuditView(e store.AuditRecord) any {
 	if e.Detail == nil {

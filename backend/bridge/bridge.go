@@ -25,6 +25,7 @@ import (
 	"github.com/eclipse/paho.golang/paho"
 
 	"github.com/iotauth/iotauth/backend/secret"
+	"github.com/iotauth/iotauth/backend/topicfilter"
 )
 
 // Errors of Publish. The REST handler maps each to one answer.
@@ -40,6 +41,10 @@ var (
 	// ErrRefused: the broker answered the publish with a failure reason code (for example 0x87 not
 	// authorized, 0x97 quota exceeded).
 	ErrRefused = errors.New("the broker refused the publish")
+	// ErrTopic: the topic is not one iotauth publishes to (topicfilter.CheckTopic: empty, longer than
+	// topicfilter.MaxLen, a wildcard, a $ topic or a NUL); nothing was sent. The error wraps the
+	// topicfilter error that says which.
+	ErrTopic = errors.New("the topic is not one the publish bridge may publish to")
 )
 
 // Credential is a service credential the bridge logs in with: an application key and its MQTT
@@ -284,8 +289,11 @@ func (b *Bridge) AppKeyID() string {
 }
 
 // Publish sends one message and, for QoS 1, waits for the broker's PUBACK, all within ctx. It returns
-// nil, or an error that wraps one of ErrUnavailable, ErrTimeout, ErrBusy or ErrRefused.
+// nil, or an error that wraps one of ErrTopic, ErrUnavailable, ErrTimeout, ErrBusy or ErrRefused.
 func (b *Bridge) Publish(ctx context.Context, topic string, payload []byte, qos byte, retain bool) error {
+	if err := topicfilter.CheckTopic(topic); err != nil {
+		return fmt.Errorf("%w: %w", ErrTopic, err)
+	}
 	select {
 	case b.slots <- struct{}{}:
 	case <-ctx.Done():

@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/iotauth/iotauth/backend/topicfilter"
 )
 
 func TestParseBrokerURL(t *testing.T) {
@@ -79,5 +81,32 @@ func TestRenewAt(t *testing.T) {
 	exp := time.Date(2026, 1, 2, 0, 0, 0, 0, time.UTC)
 	if got := renewAt(Credential{ExpiresAt: exp}, 24*time.Hour); !got.Equal(exp.Add(-8 * time.Hour)) {
 		t.Fatalf("renew at %v, want 16 h into a 24 h key", got)
+	}
+}
+
+// The bridge publishes exactly the topics the product's one topic definition accepts: up to
+// topicfilter.MaxLen bytes, no wildcard, no $ topic. A refused topic never reaches the broker (this
+// bridge has none: a topic it accepted would fail with ErrUnavailable instead).
+func TestPublishChecksTheTopic(t *testing.T) {
+	b, err := New(Config{BrokerURL: "tcp://127.0.0.1:1883", Issuer: noIssuer{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	for _, tt := range []struct {
+		topic string
+		want  error
+	}{
+		{strings.Repeat("t", 300), ErrUnavailable},
+		{strings.Repeat("t", topicfilter.MaxLen), ErrUnavailable},
+		{strings.Repeat("t", topicfilter.MaxLen+1), topicfilter.ErrTooLong},
+		{"", topicfilter.ErrEmpty},
+		{"a/+", topicfilter.ErrWildTopic},
+		{"$SYS/x", topicfilter.ErrDollar},
+	} {
+		err := b.Publish(ctx, tt.topic, nil, 0, false)
+		if !errors.Is(err, tt.want) || (tt.want != ErrUnavailable) != errors.Is(err, ErrTopic) {
+			t.Errorf("Publish to a %d-byte topic: %v, want %v", len(tt.topic), err, tt.want)
+		}
 	}
 }

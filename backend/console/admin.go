@@ -1,9 +1,15 @@
 package console
 
 import (
+	"bytes"
+	"encoding/json"
 	"net/http"
+	"net/url"
 	"strings"
 	"time"
+
+	"github.com/iotauth/iotauth/backend/api"
+	"github.com/iotauth/iotauth/backend/redact"
 )
 
 // licenseView is GET /api/v1/license as the console shows it.
@@ -78,12 +84,17 @@ func (c *Console) auditPage(w http.ResponseWriter, r *http.Request, s *session, 
 	for _, f := range auditFilters {
 		filter[f] = strings.TrimSpace(q.Get(f))
 	}
-	args := map[string]string{"limit": "50", "cursor": q.Get("cursor")}
+	cursor, from := listCursor(r, "cursor")
+	args := map[string]string{"limit": "50", "cursor": cursor}
+	apiQuery := url.Values{}
 	for k, val := range filter {
 		if k == "since" || k == "until" {
 			val = auditTime(val)
 		}
 		args[k] = val
+		if val != "" {
+			apiQuery.Set(k, val)
+		}
 	}
 	var list struct {
 		Items      []auditEvent `json:"items"`
@@ -92,13 +103,100 @@ func (c *Console) auditPage(w http.ResponseWriter, r *http.Request, s *session, 
 	if err := c.get(r, s, apiPath("/api/v1/audit", args), &list); err != nil {
 		return err
 	}
-	next := ""
-	if list.NextCursor != "" {
-		filter["cursor"] = list.NextCursor
-		next = apiPath(Prefix+"audit", filter)
+	// The API accepted these filters, so they parse.
+	ap, err := api.AuditFilter(apiQuery)
+	if err != nil {
+		return err
+	}
+	total, err := c.db.CountAudit(r.Context(), ap)
+	if err != nil {
+		return err
 	}
 	v.Title, v.Nav = "Audit", "audit"
-	v.Data = map[string]any{"Events": list.Items, "Filter": filter, "Next": next, "Paged": q.Get("cursor") != ""}
+	v.Data = map[string]any{"Events": c.auditRows(r, s, v, list.Items), "Filter": filter,
+		"Pager": newPager(r, "audit", "cursor", from, len(list.Items), list.NextCursor, total)}
 	c.render(w, r, s, http.StatusOK, "audit", v)
+	return nil
+}
+
+// auditRow is an audit event as the audit screen shows it: actor and target by name (the email of a
+// user, the name of an agent or key) with the raw reference kept for the hover text and the filter
+// link, and the detail as plain JSON text.
+type auditRow struct {
+	auditEvent
+	ActorName, TargetName string
+	DetailText            string
+}
+
+// auditRows names the actors and targets of a page of events. A reference the database cannot name
+// (a deleted user, a CLI actor, a refresh family) is shortened to its kind and the id's first 8
+// characters; the full reference stays in the title attribute.
+func (c *Console) auditRows(r *http.Request, _ *session, _ *view, events []auditEvent) []auditRow {
+	refs := make([]string, 0, 2*len(events))
+	for _, e := range events {
+		refs = append(refs, e.Actor, e.Target)
+	}
+	names, err := c.db.RefNames(r.Context(), refs)
+	if err != nil {
+		c.log.Warn("console could not name audit references; showing ids", "error", redact.String(err.Error()))
+		names = nil
+	}
+	rows := make([]auditRow, len(events))
+	for i, e := range events {
+		rows[i] = auditRow{auditEvent: e, ActorName: refName(names, e.Actor), TargetName: refName(names, e.Target), DetailText: detailText(e.Detail)}
+	}
+	return rows
+}
+
+// refName is the label of an audit reference: its name when known, else "<kind> <first 8>…" for a
+// "<kind>:<long id>", else the reference itself.
+func refName(names map[string]string, ref string) string {
+	if n, ok := names[ref]; ok && n != "" {
+		return n
+	}
+	kind, id, ok := strings.Cut(ref, ":")
+	if ok && len(id) > 12 {
+		return strings.ReplaceAll(kind, "-", " ") + " " + id[:8] + "…"
+	}
+	return ref
+}
+
+// detailText is an event's detail as compact JSON without HTML escaping (the template escapes it once,
+// so "<" shows as "<", not as \u003c).
+func detailText(m map[string]any) string {
+	if len(m) == 0 {
+		return ""
+	}
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(m); err != nil {
+		return ""
+	}
+	return strings.TrimSuffix(b.String(), "\n")
+}
+
+// user is an operator as GET /api/v1/users lists it.
+type user struct {
+	ID        string    `json:"id"`
+	Email     string    `json:"email"`
+	Role      string    `json:"role"`
+	Disabled  bool      `json:"disabled"`
+	CreatedAt time.Time `json:"createdAt"`
+}
+
+// usersPage: the operators, oldest first, paged with their total. Users are managed with the CLI or
+// the REST API; the console lists them.
+func (c *Console) usersPage(w http.ResponseWriter, r *http.Request, s *session, v *view) error {
+	if !v.Can["userList"] {
+		return &problem{Status: http.StatusForbidden, Detail: "your role (" + v.Me.Role + ") may not see users"}
+	}
+	users, p, err := listOf[user](c, r, s, "/api/v1/users", "users", "cursor", 50, func() (int64, error) { return c.db.CountUsers(r.Context()) })
+	if err != nil {
+		return err
+	}
+	v.Title, v.Nav = "Users", "users"
+	v.Data = map[string]any{"Users": users, "Pager": p}
+	c.render(w, r, s, http.StatusOK, "users", v)
 	return nil
 }

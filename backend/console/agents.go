@@ -5,7 +5,10 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
+	"strings"
 	"time"
+
+	"github.com/iotauth/iotauth/backend/store"
 )
 
 // agent is an agent as GET /api/v1/agents[/{uuid}] shows it.
@@ -45,22 +48,19 @@ func (c *Console) agentsPage(w http.ResponseWriter, r *http.Request, s *session,
 		Items      []agent `json:"items"`
 		NextCursor string  `json:"nextCursor"`
 	}
-	filter := map[string]string{"q": q.Get("q"), "status": q.Get("status")}
-	args := map[string]string{"limit": strconv.Itoa(agentsPageSize), "cursor": q.Get("cursor")}
-	for k, val := range filter {
-		args[k] = val
-	}
+	cursor, from := listCursor(r, "cursor")
+	args := map[string]string{"limit": strconv.Itoa(agentsPageSize), "cursor": cursor, "q": q.Get("q"), "status": q.Get("status")}
 	if err := c.get(r, s, apiPath("/api/v1/agents", args), &list); err != nil {
 		return err
 	}
-	next := ""
-	if list.NextCursor != "" {
-		filter["cursor"] = list.NextCursor
-		next = apiPath(Prefix+"agents", filter)
+	total, err := c.db.CountAgentList(r.Context(), store.AgentPage{Status: q.Get("status"), Search: strings.TrimSpace(q.Get("q"))})
+	if err != nil {
+		return err
 	}
 	v.Title, v.Nav, v.Notice = "Agents", "agents", notice(r)
-	v.Data = map[string]any{"Agents": list.Items, "Q": q.Get("q"), "Status": q.Get("status"), "Next": next,
-		"Paged": q.Get("cursor") != "", "Statuses": []string{"active", "disabled", "decommissioned"}}
+	v.Data = map[string]any{"Agents": list.Items, "Q": q.Get("q"), "Status": q.Get("status"),
+		"Pager":    newPager(r, "agents", "cursor", from, len(list.Items), list.NextCursor, total),
+		"Statuses": []string{"active", "disabled", "decommissioned"}}
 	c.render(w, r, s, http.StatusOK, "agents", v)
 	return nil
 }
@@ -120,7 +120,15 @@ func (c *Console) setTargetState(w http.ResponseWriter, r *http.Request, s *sess
 // rotatePassword: POST /api/v1/agents/{uuid}/mqtt-password; the new password is shown on this answer
 // only.
 func (c *Console) rotatePassword(w http.ResponseWriter, r *http.Request, s *session, v *view) error {
+	if !v.Can["rotate"] {
+		return refused(v)
+	}
 	id := r.PathValue("uuid")
+	if !c.confirmed(w, r, s, v, confirmation{Title: "Rotate MQTT password", Target: "agent " + orID(c.agentName(r, s, id)), TargetID: id,
+		Consequence: "The agent's sessions that used the old password are closed and the old password is refused; the device needs the new one, shown once on the next page.",
+		Button:      "Rotate the password", Back: Prefix + "agents/" + url.PathEscape(id)}) {
+		return nil
+	}
 	res, err := c.call(r, s, http.MethodPost, "/api/v1/agents/"+url.PathEscape(id)+"/mqtt-password", nil, nil)
 	if err != nil {
 		return err
@@ -144,7 +152,15 @@ func (c *Console) rotatePassword(w http.ResponseWriter, r *http.Request, s *sess
 
 // decommission: DELETE /api/v1/agents/{uuid}.
 func (c *Console) decommission(w http.ResponseWriter, r *http.Request, s *session, v *view) error {
+	if !v.Can["decommission"] {
+		return refused(v)
+	}
 	id := r.PathValue("uuid")
+	if !c.confirmed(w, r, s, v, confirmation{Title: "Decommission agent", Target: "agent " + orID(c.agentName(r, s, id)), TargetID: id,
+		Consequence: "All its keys are revoked and its sessions closed on every broker; it can never connect again. This cannot be undone.",
+		Button:      "Decommission the agent", Back: Prefix + "agents/" + url.PathEscape(id)}) {
+		return nil
+	}
 	res, err := c.call(r, s, http.MethodDelete, "/api/v1/agents/"+url.PathEscape(id), nil, nil)
 	if err != nil {
 		return err
@@ -159,6 +175,16 @@ func (c *Console) decommission(w http.ResponseWriter, r *http.Request, s *sessio
 func (c *Console) setAgentStatus(w http.ResponseWriter, r *http.Request, s *session, v *view) error {
 	id := r.PathValue("uuid")
 	status := r.PostFormValue("status")
+	if status == "disabled" {
+		if !v.Can["agentStatus"] {
+			return refused(v)
+		}
+		if !c.confirmed(w, r, s, v, confirmation{Title: "Disable agent", Target: "agent " + orID(c.agentName(r, s, id)), TargetID: id,
+			Consequence: "Its sessions are closed on every broker and its MQTT logins and device REST calls are refused until it is enabled again; its keys and password are kept.",
+			Button:      "Disable the agent", Fields: map[string]string{"status": status}, Back: Prefix + "agents/" + url.PathEscape(id)}) {
+			return nil
+		}
+	}
 	res, err := c.call(r, s, http.MethodPatch, "/api/v1/agents/"+url.PathEscape(id), map[string]string{"status": status}, nil)
 	if err != nil {
 		return err

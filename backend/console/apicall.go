@@ -2,13 +2,13 @@ package console
 
 import (
 	"bytes"
-	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"io"
 	"net/http"
 	"strings"
-	"time"
+
+	"github.com/iotauth/iotauth/backend/api"
 )
 
 // result is an API answer read from an in-process request.
@@ -105,75 +105,18 @@ func (c *Console) serve(r *http.Request, method, path string, body any, extra ht
 	return result{Status: rec.status, Header: rec.header, Body: rec.body.Bytes()}
 }
 
-// call makes an operator request with the session's access token. When the API says the access token
-// is no longer valid, the console spends the refresh token for a new pair (marking the session to be
-// written back) and tries once more; when that fails too, errSignedOut.
+// call makes an operator request on behalf of the session's user: in-process, marked with
+// api.AsConsoleOperator, so that the API applies that user's current role and state. No token is
+// involved. When the API refuses the user (gone or disabled since the session was read), errSignedOut.
 func (c *Console) call(r *http.Request, s *session, method, path string, body any, extra http.Header) (result, error) {
 	if !s.signedIn() {
 		return result{}, errSignedOut
 	}
-	h := http.Header{}
-	for k, v := range extra {
-		h[k] = v
-	}
-	h.Set("Authorization", "Bearer "+s.Access)
-	res := c.serve(r, method, path, body, h)
-	if res.Status != http.StatusUnauthorized {
-		return res, nil
-	}
-	if !c.refresh(r, s) {
-		return res, errSignedOut
-	}
-	h.Set("Authorization", "Bearer "+s.Access)
-	res = c.serve(r, method, path, body, h)
+	res := c.serve(r.WithContext(api.AsConsoleOperator(r.Context(), s.UserID)), method, path, body, extra)
 	if res.Status == http.StatusUnauthorized {
 		return res, errSignedOut
 	}
 	return res, nil
-}
-
-// refresh rotates the session's token pair through POST /api/v1/auth/refresh. Two requests of one
-// browser that find the access token expired at the same moment (two tabs, a reload during a page load)
-// would otherwise both spend the same refresh token, and the second spend revokes the whole family
-// (docs/security.md, R2), signing the operator out. So refreshes are serialised, and for refreshGrace the
-// pair a refresh token was swapped for is handed to another request of the same session holding that
-// same spent token. The pairs are kept in memory only and are never logged.
-func (c *Console) refresh(r *http.Request, s *session) bool {
-	key := sha256.Sum256([]byte(s.Refresh))
-	c.refreshMu.Lock()
-	defer c.refreshMu.Unlock()
-	now := c.now()
-	for k, p := range c.recent {
-		if !now.Before(p.until) {
-			delete(c.recent, k)
-		}
-	}
-	if p, ok := c.recent[key]; ok && p.session == s.ID {
-		s.Access, s.Refresh, s.dirty = p.access, p.refresh, true
-		return true
-	}
-	res := c.serve(r, http.MethodPost, "/api/v1/auth/refresh", map[string]string{"refreshToken": s.Refresh}, nil)
-	if !res.ok() {
-		return false
-	}
-	var pair tokenPair
-	if res.decode(&pair) != nil || pair.AccessToken == "" || pair.RefreshToken == "" {
-		return false
-	}
-	c.recent[key] = refreshed{session: s.ID, access: pair.AccessToken, refresh: pair.RefreshToken, until: now.Add(refreshGrace)}
-	s.Access, s.Refresh, s.dirty = pair.AccessToken, pair.RefreshToken, true
-	return true
-}
-
-// refreshGrace is how long a spent refresh token's successor pair is handed to the same session's
-// other requests.
-const refreshGrace = 30 * time.Second
-
-// refreshed is the pair a refresh token was swapped for, for refreshGrace.
-type refreshed struct {
-	session         string
-	access, refresh string
-	until           time.Time
 }
 
 // apiPath joins an API path and a query string.

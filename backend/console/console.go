@@ -1,9 +1,9 @@
-// Package console owns the operator console (docs/console.md): server-rendered HTML pages at /console/, built
+// Package console owns the operator console: server-rendered HTML pages at /console/, built
 // from templates and static files embedded in the binary, that drive the REST API in-process. Every
 // action is an ordinary API request (the same handlers, role checks, rights, throttles and audit events
-// as over HTTP) carrying the operator's access token from the console's session cookie; the console
-// itself decides nothing about who may do what. It adds only what a browser needs: a signed session
-// cookie (HttpOnly, SameSite=Strict, Secure under TLS) holding the token pair, server-side refresh, a
+// as over HTTP) made on behalf of the signed-in operator; the console itself decides nothing about who
+// may do what. It adds only what a browser needs: a session cookie (HttpOnly, SameSite=Strict, Secure
+// under TLS) holding an opaque id whose state lives in PostgreSQL and is checked on every request, a
 // CSRF token bound to the session on every form, and strict security headers (docs/security.md, U1, H3, H4).
 package console
 
@@ -20,10 +20,10 @@ import (
 	"log/slog"
 	"net/http"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/iotauth/iotauth/backend/api"
+	"github.com/iotauth/iotauth/backend/store"
 )
 
 //go:embed templates/*.html static/*
@@ -44,16 +44,27 @@ type API interface {
 	http.Handler
 	Routes() []api.Route
 	ClientHTTPS(r *http.Request) bool
+	// ClientAddr is the client's address as the API judges it (for the sign-out's audit event).
+	ClientAddr(r *http.Request) string
+	// RefreshFamily checks a refresh token from the API's login and names its user and family.
+	RefreshFamily(refreshToken string) (userID, family string, err error)
 }
 
 // Config configures a Console.
 type Config struct {
 	// API serves every request the console makes; required.
 	API API
-	// Key signs the session cookie and derives CSRF tokens; at least 32 bytes. Replicas behind one
-	// load balancer must share it (`iotauth serve` derives it from the JWT signing key). Default:
-	// random, which suits a single replica only (a restart then signs everyone out).
+	// Store keeps the console's sessions and counts its lists. Default: the API's own database, when
+	// API offers it (ConsoleSessions() *store.Store, as *api.Server does); otherwise required.
+	Store Store
+	// Key derives the CSRF tokens; at least 32 bytes. Replicas behind one load balancer must share it
+	// (`iotauth serve` derives it from the JWT signing key). Default: random, which suits a single
+	// replica only (a restart then invalidates the forms open in browsers).
 	Key []byte
+	// IdleTimeout ends a session not used for this long (default DefaultIdleTimeout).
+	IdleTimeout time.Duration
+	// MaxLifetime ends a session this long after sign-in, used or not (default DefaultMaxLifetime).
+	MaxLifetime time.Duration
 	// Logger receives console errors (never a cookie, token or key). Default: discard.
 	Logger *slog.Logger
 	// Now is the clock (default time.Now).
@@ -62,16 +73,16 @@ type Config struct {
 
 // Console is the operator console as an http.Handler for the paths under Prefix.
 type Console struct {
-	api   API
-	key   []byte
-	log   *slog.Logger
-	now   func() time.Time
-	mux   *http.ServeMux
-	pages map[string]*template.Template
-	roles map[string][]string // "METHOD /api/path" → roles, from the API's route table
-
-	refreshMu sync.Mutex
-	recent    map[[32]byte]refreshed // by the digest of the spent refresh token
+	api     API
+	db      Store
+	key     []byte
+	idle    time.Duration
+	maxLife time.Duration
+	log     *slog.Logger
+	now     func() time.Time
+	mux     *http.ServeMux
+	pages   map[string]*template.Template
+	roles   map[string][]string // "METHOD /api/path" → roles, from the API's route table
 }
 
 // New builds a Console.
@@ -79,13 +90,29 @@ func New(c Config) (*Console, error) {
 	if c.API == nil {
 		return nil, errors.New("console: API is required")
 	}
+	if c.Store == nil {
+		if src, ok := c.API.(interface{ ConsoleSessions() *store.Store }); ok && src.ConsoleSessions() != nil {
+			c.Store = src.ConsoleSessions()
+		} else {
+			return nil, errors.New("console: Store is required (the API does not offer its own)")
+		}
+	}
 	if len(c.Key) == 0 {
 		c.Key = make([]byte, 32)
 		if _, err := rand.Read(c.Key); err != nil {
-			return nil, fmt.Errorf("console: make a session key: %w", err)
+			return nil, fmt.Errorf("console: make a CSRF key: %w", err)
 		}
 	} else if len(c.Key) < 32 {
 		return nil, errors.New("console: Key must be at least 32 bytes (or leave it empty for a random one)")
+	}
+	if c.IdleTimeout == 0 {
+		c.IdleTimeout = DefaultIdleTimeout
+	}
+	if c.MaxLifetime == 0 {
+		c.MaxLifetime = DefaultMaxLifetime
+	}
+	if c.IdleTimeout < 0 || c.MaxLifetime < 0 {
+		return nil, errors.New("console: IdleTimeout and MaxLifetime must be positive (or zero for the defaults)")
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -95,8 +122,8 @@ func New(c Config) (*Console, error) {
 	}
 	k := hmac.New(sha256.New, c.Key)
 	k.Write([]byte("iotauth console v1"))
-	con := &Console{api: c.API, key: k.Sum(nil), log: c.Logger, now: c.Now, mux: http.NewServeMux(), roles: map[string][]string{},
-		recent: map[[32]byte]refreshed{}}
+	con := &Console{api: c.API, db: c.Store, key: k.Sum(nil), idle: c.IdleTimeout, maxLife: c.MaxLifetime,
+		log: c.Logger, now: c.Now, mux: http.NewServeMux(), roles: map[string][]string{}}
 	for _, rt := range c.API.Routes() {
 		con.roles[rt.Pattern()] = rt.Roles
 	}

@@ -41,6 +41,7 @@ func (c *Console) routes() {
 	m.HandleFunc("POST "+Prefix+"provisioning", c.action(c.createProvisioningKey))
 	m.HandleFunc("POST "+Prefix+"provisioning/{id}/delete", c.action(c.deleteProvisioningKey))
 
+	m.HandleFunc("GET "+Prefix+"users", c.page(c.usersPage))
 	m.HandleFunc("GET "+Prefix+"license", c.page(c.licensePage))
 	m.HandleFunc("GET "+Prefix+"audit", c.page(c.auditPage))
 }
@@ -77,6 +78,8 @@ var capabilities = map[string]string{
 	"appKeyList":      "GET /api/v1/auth/app-keys",
 	"appKeyCreate":    "POST /api/v1/auth/app-keys",
 	"appKeyRevoke":    "DELETE /api/v1/auth/app-keys/{id}",
+	"pubKeyList":      "GET /api/v1/auth/publishable-keys",
+	"userList":        "GET /api/v1/users",
 	"targetState":     "PUT /api/v1/agents/{uuid}/target-state",
 	"rotate":          "POST /api/v1/agents/{uuid}/mqtt-password",
 	"decommission":    "DELETE /api/v1/agents/{uuid}",
@@ -100,9 +103,13 @@ type handler func(w http.ResponseWriter, r *http.Request, s *session, v *view) e
 // page wraps a GET page: a signed-in session (else the sign-in page), the operator from the API.
 func (c *Console) page(h handler) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		s := c.sessionOf(r)
+		s, err := c.sessionOf(r)
+		if err != nil {
+			c.unavailable(w, r, err)
+			return
+		}
 		if !s.signedIn() {
-			http.Redirect(w, r, loginPath, http.StatusSeeOther)
+			c.signInAgain(w, r, s)
 			return
 		}
 		c.run(w, r, s, h)
@@ -114,7 +121,11 @@ func (c *Console) page(h handler) http.HandlerFunc {
 func (c *Console) action(h handler) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		r.Body = http.MaxBytesReader(w, r.Body, 1<<20)
-		s := c.sessionOf(r)
+		s, err := c.sessionOf(r)
+		if err != nil {
+			c.unavailable(w, r, err)
+			return
+		}
 		if !c.checkCSRF(r, s) {
 			c.log.Warn("console form refused: missing or wrong CSRF token, or a foreign Origin", "path", redact.String(r.URL.Path))
 			c.errorPage(w, r, s, nil, &problem{Status: http.StatusForbidden, Code: "csrf_failed",
@@ -122,11 +133,20 @@ func (c *Console) action(h handler) http.HandlerFunc {
 			return
 		}
 		if !s.signedIn() {
-			http.Redirect(w, r, loginPath, http.StatusSeeOther)
+			c.signInAgain(w, r, s)
 			return
 		}
 		c.run(w, r, s, h)
 	}
+}
+
+// signInAgain sends a browser without a live session to the sign-in page, deleting a cookie whose
+// session has ended (signed out, expired, or ended by a change to its user).
+func (c *Console) signInAgain(w http.ResponseWriter, r *http.Request, s *session) {
+	if s != nil {
+		c.clearSession(w, r)
+	}
+	http.Redirect(w, r, loginPath, http.StatusSeeOther)
 }
 
 func (c *Console) run(w http.ResponseWriter, r *http.Request, s *session, h handler) {

@@ -3,6 +3,7 @@ package console
 import (
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -26,29 +27,78 @@ type appKey struct {
 // appRights are the rights an application key may hold (the API validates them again).
 var appRights = []string{"agents:read", "agents:write", "keys:write", "provision:write", "audit:read", "license:read", "publish", "token:exchange"}
 
-// keysPage: device API keys (every agent's, newest first as the API lists them) and application keys.
+// publishableKey is a publishable key as GET /api/v1/auth/publishable-keys lists it.
+type publishableKey struct {
+	ID      string   `json:"id"`
+	Name    string   `json:"name"`
+	Prefix  string   `json:"prefix"`
+	Origins []string `json:"origins"`
+	Topics  []struct {
+		Access  string `json:"access"`
+		Pattern string `json:"pattern"`
+	} `json:"topics"`
+	Providers  []string   `json:"providers"`
+	ExpiresAt  *time.Time `json:"expiresAt"`
+	RevokedAt  *time.Time `json:"revokedAt"`
+	LastUsedAt *time.Time `json:"lastUsedAt"`
+	CreatedAt  time.Time  `json:"createdAt"`
+}
+
+// keysPageSize is the page of each list on the Keys screen.
+const keysPageSize = 25
+
+// listOf reads one page of an API list with its pager: the list pages with the query parameter name,
+// and total counts it whole.
+func listOf[T any](c *Console, r *http.Request, s *session, path, id, name string, size int, total func() (int64, error)) ([]T, pager, error) {
+	cursor, from := listCursor(r, name)
+	var list struct {
+		Items      []T    `json:"items"`
+		NextCursor string `json:"nextCursor"`
+	}
+	if err := c.get(r, s, apiPath(path, map[string]string{"limit": strconv.Itoa(size), "cursor": cursor}), &list); err != nil {
+		return nil, pager{}, err
+	}
+	n, err := total()
+	if err != nil {
+		return nil, pager{}, err
+	}
+	return list.Items, newPager(r, id, name, from, len(list.Items), list.NextCursor, n), nil
+}
+
+// keysPage: device API keys (every agent's, newest first as the API lists them), application keys and
+// publishable keys, each paged on its own with its total.
 func (c *Console) keysPage(w http.ResponseWriter, r *http.Request, s *session, v *view) error {
-	if !v.Can["keyList"] && !v.Can["appKeyList"] {
+	if !v.Can["keyList"] && !v.Can["appKeyList"] && !v.Can["pubKeyList"] {
 		return &problem{Status: http.StatusForbidden, Detail: "your role (" + v.Me.Role + ") may not see keys"}
 	}
-	var dev struct {
-		Items []deviceKey `json:"items"`
-	}
-	var app struct {
-		Items []appKey `json:"items"`
-	}
+	ctx := r.Context()
+	data := map[string]any{"Rights": appRights}
 	if v.Can["keyList"] {
-		if err := c.get(r, s, "/api/v1/auth/api-keys", &dev); err != nil {
+		keys, p, err := listOf[deviceKey](c, r, s, "/api/v1/auth/api-keys", "device-keys", "dk", keysPageSize,
+			func() (int64, error) { return c.db.CountAPIKeys(ctx, "") })
+		if err != nil {
 			return err
 		}
+		data["DeviceKeys"], data["DevicePager"] = keys, p
 	}
 	if v.Can["appKeyList"] {
-		if err := c.get(r, s, "/api/v1/auth/app-keys", &app); err != nil {
+		keys, p, err := listOf[appKey](c, r, s, "/api/v1/auth/app-keys", "app-keys", "ak", keysPageSize,
+			func() (int64, error) { return c.db.CountAppKeys(ctx) })
+		if err != nil {
 			return err
 		}
+		data["AppKeys"], data["AppPager"] = keys, p
+	}
+	if v.Can["pubKeyList"] {
+		keys, p, err := listOf[publishableKey](c, r, s, "/api/v1/auth/publishable-keys", "pub-keys", "pk", keysPageSize,
+			func() (int64, error) { return c.db.CountPublishableKeys(ctx) })
+		if err != nil {
+			return err
+		}
+		data["PubKeys"], data["PubPager"] = keys, p
 	}
 	v.Title, v.Nav, v.Notice = "Keys", "keys", notice(r)
-	v.Data = map[string]any{"DeviceKeys": dev.Items, "AppKeys": app.Items, "Rights": appRights}
+	v.Data = data
 	c.render(w, r, s, http.StatusOK, "keys", v)
 	return nil
 }
@@ -84,16 +134,27 @@ func (c *Console) createDeviceKey(w http.ResponseWriter, r *http.Request, s *ses
 
 // revokeDeviceKey: DELETE /api/v1/auth/api-keys/{id}; brokers close the agent's sessions that used it.
 func (c *Console) revokeDeviceKey(w http.ResponseWriter, r *http.Request, s *session, v *view) error {
-	res, err := c.call(r, s, http.MethodDelete, "/api/v1/auth/api-keys/"+url.PathEscape(r.PathValue("id")), nil, nil)
+	if !v.Can["keyRevoke"] {
+		return refused(v)
+	}
+	id := r.PathValue("id")
+	back := Prefix + "keys"
+	fields := map[string]string{}
+	if a := r.PostFormValue("agent"); a != "" {
+		back = Prefix + "agents/" + url.PathEscape(a)
+		fields["agent"] = a
+	}
+	if !c.confirmed(w, r, s, v, confirmation{Title: "Revoke device API key", Target: orID(c.refName(r, "api-key:"+id)), TargetID: id,
+		Consequence: "Brokers close the agent's sessions that used this key within a second, and the key is refused from then on. This cannot be undone.",
+		Button:      "Revoke the key", Fields: fields, Back: back}) {
+		return nil
+	}
+	res, err := c.call(r, s, http.MethodDelete, "/api/v1/auth/api-keys/"+url.PathEscape(id), nil, nil)
 	if err != nil {
 		return err
 	}
 	if !res.ok() {
 		return apiErr(res)
-	}
-	back := Prefix + "keys"
-	if a := r.PostFormValue("agent"); a != "" {
-		back = Prefix + "agents/" + url.PathEscape(a)
 	}
 	return c.redirect(w, r, s, back, "revoked")
 }
@@ -135,7 +196,16 @@ func (c *Console) createAppKey(w http.ResponseWriter, r *http.Request, s *sessio
 
 // revokeAppKey: DELETE /api/v1/auth/app-keys/{id}.
 func (c *Console) revokeAppKey(w http.ResponseWriter, r *http.Request, s *session, v *view) error {
-	res, err := c.call(r, s, http.MethodDelete, "/api/v1/auth/app-keys/"+url.PathEscape(r.PathValue("id")), nil, nil)
+	if !v.Can["appKeyRevoke"] {
+		return refused(v)
+	}
+	id := r.PathValue("id")
+	if !c.confirmed(w, r, s, v, confirmation{Title: "Revoke application key", Target: orID(c.refName(r, "app-key:"+id)), TargetID: id,
+		Consequence: "Brokers close the key's MQTT sessions, and its REST calls and token exchanges are refused from then on. This cannot be undone.",
+		Button:      "Revoke the key", Back: Prefix + "keys"}) {
+		return nil
+	}
+	res, err := c.call(r, s, http.MethodDelete, "/api/v1/auth/app-keys/"+url.PathEscape(id), nil, nil)
 	if err != nil {
 		return err
 	}

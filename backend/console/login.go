@@ -1,15 +1,30 @@
 package console
 
 import (
+	"errors"
 	"net/http"
 
 	"github.com/iotauth/iotauth/backend/api"
+	"github.com/iotauth/iotauth/backend/redact"
+	"github.com/iotauth/iotauth/backend/store"
 )
+
+// unavailable answers when the session store cannot be read: the operator is not signed out (the
+// session may well be live), the page just cannot be served now.
+func (c *Console) unavailable(w http.ResponseWriter, r *http.Request, err error) {
+	c.log.Error("console session store failed", "path", redact.String(r.URL.Path), "error", redact.String(err.Error()))
+	c.errorPage(w, r, nil, nil, &problem{Status: http.StatusServiceUnavailable, Code: "unavailable",
+		Detail: "the console cannot reach its database; try again in a moment (the server log has details)"})
+}
 
 // loginPage shows the sign-in form. A browser without a session gets a fresh anonymous one first, so
 // that the form carries a CSRF token too (no login CSRF).
 func (c *Console) loginPage(w http.ResponseWriter, r *http.Request) {
-	s := c.sessionOf(r)
+	s, err := c.sessionOf(r)
+	if err != nil {
+		c.unavailable(w, r, err)
+		return
+	}
 	if s.signedIn() {
 		http.Redirect(w, r, Prefix+"agents", http.StatusSeeOther)
 		return
@@ -31,10 +46,16 @@ type tokenPair struct {
 
 // loginSubmit signs in through POST /api/v1/auth/login itself, so the API's lock-out, throttles,
 // known-device budgets and audit apply exactly as to any other client. The API's device cookie is kept
-// by the browser under the console's login path and handed back to the API on the next sign-in.
+// by the browser under the console's login path and handed back to the API on the next sign-in. The
+// token pair never reaches the browser: the console records a session under a new random id, tied to
+// the pair's refresh family (revoked at sign-out), and forgets the pair.
 func (c *Console) loginSubmit(w http.ResponseWriter, r *http.Request) {
 	r.Body = http.MaxBytesReader(w, r.Body, 64<<10)
-	s := c.sessionOf(r)
+	s, err := c.sessionOf(r)
+	if err != nil {
+		c.unavailable(w, r, err)
+		return
+	}
 	if !c.checkCSRF(r, s) {
 		c.log.Warn("console sign-in refused: missing or wrong CSRF token, or a foreign Origin")
 		if s == nil {
@@ -65,24 +86,54 @@ func (c *Console) loginSubmit(w http.ResponseWriter, r *http.Request) {
 			http.SetCookie(w, c.cookie(r, DeviceCookie, ck.Value, loginPath, ck.MaxAge))
 		}
 	}
-	// A new session id on sign-in: a CSRF token seen before it is worthless after.
-	c.saveSession(w, r, &session{ID: newSessionID(), Access: pair.AccessToken, Refresh: pair.RefreshToken})
+	user, family, err := c.api.RefreshFamily(pair.RefreshToken)
+	if err != nil {
+		c.unavailable(w, r, err)
+		return
+	}
+	if s.signedIn() {
+		// Another account's session in this browser ends before the new one starts.
+		c.endSession(r, s)
+	}
+	// A new session id on sign-in: a CSRF token or cookie seen before it is worthless after.
+	now := c.now()
+	ns := &session{ID: newSessionID(), UserID: user}
+	if err := c.db.CreateConsoleSession(r.Context(), store.ConsoleSession{Digest: digestOf(ns.ID), UserID: user, Family: family,
+		CreatedAt: now, LastSeenAt: now, ExpiresAt: now.Add(c.maxLife)}); err != nil {
+		c.unavailable(w, r, err)
+		return
+	}
+	c.saveSession(w, r, ns)
 	http.Redirect(w, r, Prefix+"agents", http.StatusSeeOther)
 }
 
-// logoutSubmit revokes the session's refresh-token family through POST /api/v1/auth/logout and
+// endSession deletes the session's server-side state and revokes its refresh family, audited as the
+// API audits a logout. The session is refused on every replica from then on.
+func (c *Console) endSession(r *http.Request, s *session) error {
+	err := c.db.EndConsoleSession(r.Context(), digestOf(s.ID), store.AuditEvent{Action: "logout", RemoteAddr: c.api.ClientAddr(r),
+		Detail: map[string]any{"via": "console"}})
+	if errors.Is(err, store.ErrNotFound) {
+		return nil
+	}
+	return err
+}
+
+// logoutSubmit ends the session (server-side, so that a copy of the cookie is worthless too) and
 // deletes the cookie.
 func (c *Console) logoutSubmit(w http.ResponseWriter, r *http.Request) {
-	s := c.sessionOf(r)
+	s, err := c.sessionOf(r)
+	if err != nil {
+		c.unavailable(w, r, err)
+		return
+	}
 	if !c.checkCSRF(r, s) {
 		c.errorPage(w, r, s, nil, &problem{Status: http.StatusForbidden, Code: "csrf_failed",
 			Detail: "this form expired or was not sent from the console; reload the page and try again"})
 		return
 	}
 	if s.signedIn() {
-		res := c.serve(r, http.MethodPost, "/api/v1/auth/logout", map[string]string{"refreshToken": s.Refresh}, nil)
-		if !res.ok() && res.Status != http.StatusUnauthorized {
-			c.errorPage(w, r, s, nil, res.problem())
+		if err := c.endSession(r, s); err != nil {
+			c.unavailable(w, r, err)
 			return
 		}
 	}

@@ -29,14 +29,13 @@ func (c *Console) provisioningPage(w http.ResponseWriter, r *http.Request, s *se
 	if !v.Can["provisionList"] {
 		return &problem{Status: http.StatusForbidden, Detail: "your role (" + v.Me.Role + ") may not manage provisioning keys"}
 	}
-	var list struct {
-		Items []provKey `json:"items"`
-	}
-	if err := c.get(r, s, "/api/v1/provision/keys", &list); err != nil {
+	keys, p, err := listOf[provKey](c, r, s, "/api/v1/provision/keys", "prov-keys", "cursor", keysPageSize,
+		func() (int64, error) { return c.db.CountProvisioningKeys(r.Context()) })
+	if err != nil {
 		return err
 	}
 	v.Title, v.Nav, v.Notice = "Provisioning", "provisioning", notice(r)
-	v.Data = map[string]any{"Keys": list.Items}
+	v.Data = map[string]any{"Keys": keys, "Pager": p}
 	c.render(w, r, s, http.StatusOK, "provisioning", v)
 	return nil
 }
@@ -52,6 +51,15 @@ type provisioned struct {
 	QR        template.URL
 	QRText    string
 }
+
+// QRLevel and QRSize are how the console draws a QR code: medium error correction (15 %), 320 px.
+const (
+	QRLevel = qrcode.Medium
+	QRSize  = 320
+)
+
+// QRCodePNG draws content as the console's QR code: a PNG, the same bytes for the same content.
+func QRCodePNG(content string) ([]byte, error) { return qrcode.Encode(content, QRLevel, QRSize) }
 
 // QRPayload is what the QR code of a provisioning key holds: JSON with the registration URL and the
 // key, so a device's installer can scan it and POST {"key", "agentName"} to url.
@@ -91,7 +99,7 @@ func (c *Console) createProvisioningKey(w http.ResponseWriter, r *http.Request, 
 	}
 	endpoint := c.publicBase(r) + "/api/v1/provision/agent"
 	payload, _ := json.Marshal(QRPayload{URL: endpoint, Key: out.Key})
-	png, err := qrcode.Encode(string(payload), qrcode.Medium, 320)
+	png, err := QRCodePNG(string(payload))
 	if err != nil {
 		return fmt.Errorf("render the provisioning QR code: %w", err)
 	}
@@ -109,7 +117,16 @@ func (c *Console) createProvisioningKey(w http.ResponseWriter, r *http.Request, 
 
 // deleteProvisioningKey: DELETE /api/v1/provision/keys/{id}.
 func (c *Console) deleteProvisioningKey(w http.ResponseWriter, r *http.Request, s *session, v *view) error {
-	res, err := c.call(r, s, http.MethodDelete, "/api/v1/provision/keys/"+url.PathEscape(r.PathValue("id")), nil, nil)
+	if !v.Can["provisionDelete"] {
+		return refused(v)
+	}
+	id := r.PathValue("id")
+	if !c.confirmed(w, r, s, v, confirmation{Title: "Delete provisioning key", Target: orID(c.refName(r, "provisioning-key:"+id)), TargetID: id,
+		Consequence: "Devices can no longer register with this key. This cannot be undone.",
+		Button:      "Delete the key", Back: Prefix + "provisioning"}) {
+		return nil
+	}
+	res, err := c.call(r, s, http.MethodDelete, "/api/v1/provision/keys/"+url.PathEscape(id), nil, nil)
 	if err != nil {
 		return err
 	}

@@ -1,14 +1,18 @@
 package console
 
 import (
+	"context"
 	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/base64"
-	"encoding/json"
+	"errors"
 	"net/http"
 	"net/url"
 	"strings"
+	"time"
+
+	"github.com/iotauth/iotauth/backend/store"
 )
 
 // Cookie names. The session cookie is scoped to the console's path; the device cookie to its login.
@@ -18,25 +22,65 @@ const (
 	loginPath     = Prefix + "login"
 )
 
-// session is what the session cookie carries: a random id (the CSRF token is derived from it) and,
-// once signed in, the API's token pair. The cookie is MACed under the console key, so it cannot be
-// forged or mixed from two sessions; the tokens are the API's own and are checked by the API.
-type session struct {
-	ID      string `json:"s"`
-	Access  string `json:"a,omitempty"`
-	Refresh string `json:"r,omitempty"`
+// Session lifetimes (defaults of Config.IdleTimeout and Config.MaxLifetime).
+const (
+	DefaultIdleTimeout = 30 * time.Minute
+	DefaultMaxLifetime = 12 * time.Hour
+)
 
-	dirty bool // changed during this request: write the cookie again
+// Store is what the console reads and writes in the database itself: its sessions (so that every
+// replica sees a sign-out, a disabled user or a changed password or role at the next request), and the
+// totals of the lists it pages through. *store.Store is one.
+type Store interface {
+	CreateConsoleSession(ctx context.Context, cs store.ConsoleSession) error
+	TouchConsoleSession(ctx context.Context, digest []byte, now time.Time, idle time.Duration) (store.ConsoleSession, error)
+	EndConsoleSession(ctx context.Context, digest []byte, audit store.AuditEvent) error
+
+	CountAgentList(ctx context.Context, p store.AgentPage) (int64, error)
+	CountAPIKeys(ctx context.Context, agentUUID string) (int64, error)
+	CountAppKeys(ctx context.Context) (int64, error)
+	CountPublishableKeys(ctx context.Context) (int64, error)
+	CountProvisioningKeys(ctx context.Context) (int64, error)
+	CountUsers(ctx context.Context) (int64, error)
+	CountAudit(ctx context.Context, p store.AuditPage) (int64, error)
+	RefNames(ctx context.Context, refs []string) (map[string]string, error)
 }
 
-func (s *session) signedIn() bool { return s != nil && s.Access != "" && s.Refresh != "" }
+// session is a browser's console session. The cookie carries only ID, 32 random bytes: no token, no
+// user id. Signed in means the database holds a live session under the id's digest; otherwise the id
+// is anonymous and serves only to bind the sign-in form's CSRF token.
+type session struct {
+	ID     string
+	UserID string
+
+	dirty bool // a new id: write the cookie
+}
+
+func (s *session) signedIn() bool { return s != nil && s.UserID != "" }
+
+// sessionIDLen is the length of an encoded session id (32 bytes, unpadded base64url).
+const sessionIDLen = 43
 
 func newSessionID() string {
-	b := make([]byte, 18)
+	b := make([]byte, 32)
 	if _, err := rand.Read(b); err != nil {
 		panic(err) // crypto/rand does not fail on supported platforms
 	}
 	return base64.RawURLEncoding.EncodeToString(b)
+}
+
+// digestOf is what the database keeps of a session id.
+func digestOf(id string) []byte {
+	d := sha256.Sum256([]byte(id))
+	return d[:]
+}
+
+func validSessionID(v string) bool {
+	if len(v) != sessionIDLen {
+		return false
+	}
+	b, err := base64.RawURLEncoding.DecodeString(v)
+	return err == nil && len(b) == 32
 }
 
 func (c *Console) mac(parts ...string) []byte {
@@ -48,41 +92,24 @@ func (c *Console) mac(parts ...string) []byte {
 	return m.Sum(nil)
 }
 
-// encode is the cookie value: payload "." MAC.
-func (c *Console) encode(s *session) string {
-	b, _ := json.Marshal(s)
-	p := base64.RawURLEncoding.EncodeToString(b)
-	return p + "." + base64.RawURLEncoding.EncodeToString(c.mac("session", p))
-}
-
-// decode reads a cookie value; nil when it is missing, malformed or not ours.
-func (c *Console) decode(v string) *session {
-	p, m, ok := strings.Cut(v, ".")
-	if !ok {
-		return nil
-	}
-	mac, err := base64.RawURLEncoding.DecodeString(m)
-	if err != nil || !hmac.Equal(mac, c.mac("session", p)) {
-		return nil
-	}
-	b, err := base64.RawURLEncoding.DecodeString(p)
-	if err != nil {
-		return nil
-	}
-	var s session
-	if json.Unmarshal(b, &s) != nil || s.ID == "" {
-		return nil
-	}
-	return &s
-}
-
-// sessionOf returns the request's session, nil without a valid cookie.
-func (c *Console) sessionOf(r *http.Request) *session {
+// sessionOf returns the request's session: nil without a well-formed cookie, signed in when the
+// database holds a live session for it (checked on every request, and touched for the idle timeout).
+// An error means the database could not answer; the caller must not treat it as signed out.
+func (c *Console) sessionOf(r *http.Request) (*session, error) {
 	ck, err := r.Cookie(SessionCookie)
-	if err != nil {
-		return nil
+	if err != nil || !validSessionID(ck.Value) {
+		return nil, nil
 	}
-	return c.decode(ck.Value)
+	s := &session{ID: ck.Value}
+	cs, err := c.db.TouchConsoleSession(r.Context(), digestOf(s.ID), c.now(), c.idle)
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		return s, nil
+	case err != nil:
+		return s, err
+	}
+	s.UserID = cs.UserID
+	return s, nil
 }
 
 // cookie builds one of the console's cookies: HttpOnly, SameSite=Strict, Secure when the client came
@@ -93,9 +120,9 @@ func (c *Console) cookie(r *http.Request, name, value, path string, maxAge int) 
 }
 
 // saveSession writes the session cookie (a browser-session cookie: it ends with the browser; the
-// refresh token's own lifetime bounds it too).
+// server-side lifetimes bound it too).
 func (c *Console) saveSession(w http.ResponseWriter, r *http.Request, s *session) {
-	http.SetCookie(w, c.cookie(r, SessionCookie, c.encode(s), Prefix, 0))
+	http.SetCookie(w, c.cookie(r, SessionCookie, s.ID, Prefix, 0))
 	s.dirty = false
 }
 

@@ -17,6 +17,7 @@ import (
 
 	"github.com/iotauth/iotauth/backend/passhash"
 	"github.com/iotauth/iotauth/backend/secret"
+	"github.com/iotauth/iotauth/backend/topicfilter"
 )
 
 // Format names an input format.
@@ -359,8 +360,8 @@ func account(rw row, o Options) (Account, error) {
 			return Account{}, fmt.Errorf("%w: %q: %v", ErrTopic, t, err)
 		}
 		pattern = strings.ReplaceAll(pattern, "%u", rw.user)
-		if strings.HasPrefix(pattern, "$") || len(pattern) > 1024 {
-			return Account{}, fmt.Errorf("%w: %q: $ topics are never granted and patterns are at most 1024 bytes", ErrTopic, t)
+		if err := topicfilter.Check(pattern); err != nil {
+			return Account{}, fmt.Errorf("%w: %q: %v", ErrTopic, t, err)
 		}
 		if o.CheckRule != nil {
 			if err := o.CheckRule(access, pattern); err != nil {

@@ -55,6 +55,10 @@ type Provider struct {
 	ClockSkewSeconds *int `json:"clock_skew_seconds,omitempty"`
 	// Rules map the token's claims to topics; a token that no rule grants anything gets nothing.
 	Rules []Rule `json:"rules"`
+	// CredentialMayOutliveToken lets an exchanged MQTT credential live for the ttl asked (up to 24 h)
+	// even past the provider token's exp. By default (false) a credential expires no later than the
+	// token it was exchanged for, so that the provider's session length bounds MQTT access too.
+	CredentialMayOutliveToken bool `json:"credential_may_outlive_token,omitempty"`
 }
 
 // Rule maps one claim to topics. With Equals, the claim (a string or a list of strings) must hold that
@@ -98,7 +102,7 @@ func Parse(b []byte) (Config, error) {
 	dec := json.NewDecoder(bytes.NewReader(b))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&c); err != nil {
-		return Config{}, fmt.Errorf("%w: %v (write JSON: {\"providers\": [{\"name\", \"issuer\", \"audience\", \"jwks_url\" or \"jwks_file\", \"algs\", \"clock_skew_seconds\", \"rules\"}]})", ErrConfig, err)
+		return Config{}, fmt.Errorf("%w: %v (write JSON: {\"providers\": [{\"name\", \"issuer\", \"audience\", \"jwks_url\" or \"jwks_file\", \"algs\", \"clock_skew_seconds\", \"rules\", \"credential_may_outlive_token\"}]})", ErrConfig, err)
 	}
 	if err := c.Validate(); err != nil {
 		return Config{}, err

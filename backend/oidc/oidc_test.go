@@ -15,6 +15,7 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/go-jose/go-jose/v4"
 	"github.com/go-jose/go-jose/v4/jwt"
@@ -246,4 +247,59 @@ func FuzzGrants(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestVerifyExpiryWithoutSkew: nbf and iat get the provider's skew, exp gets none (a verified token
+// buys a credential); the identity carries the token's exp and an id for the audit trail: its jti, or a
+// hash of the token when it has none.
+func TestVerifyExpiryWithoutSkew(t *testing.T) {
+	pub, priv, _ := ed25519.GenerateKey(rand.Reader)
+	f := filepath.Join(t.TempDir(), "jwks.json")
+	b, _ := json.Marshal(jose.JSONWebKeySet{Keys: []jose.JSONWebKey{{Key: pub, KeyID: "k"}}})
+	if err := os.WriteFile(f, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := Parse([]byte(fmt.Sprintf(`{"providers":[{"name":"p","issuer":"iss","audience":"aud","jwks_file":%q,"algs":["EdDSA"],
+		"clock_skew_seconds":60,"rules":[{"claim":"g","equals":"x","topics":[{"access":"read","pattern":"a/#"}]}]}]}`, f)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Unix(1_900_000_000, 0)
+	s, err := NewSet(cfg, Options{Now: func() time.Time { return now }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sign := func(c jwt.Claims) string {
+		sg, _ := jose.NewSigner(jose.SigningKey{Algorithm: jose.EdDSA, Key: jose.JSONWebKey{Key: priv, KeyID: "k"}}, nil)
+		c.Issuer, c.Audience, c.Subject = "iss", jwt.Audience{"aud"}, "s"
+		tok, err := jwt.Signed(sg).Claims(c).Serialize()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return tok
+	}
+	at := func(d time.Duration) *jwt.NumericDate { return jwt.NewNumericDate(now.Add(d)) }
+	ctx := context.Background()
+	for name, c := range map[string]jwt.Claims{
+		"expired 1 s ago": {IssuedAt: at(-time.Hour), Expiry: at(-time.Second)},
+		"expires now":     {IssuedAt: at(-time.Hour), Expiry: at(0)},
+	} {
+		if _, err := s.Verify(ctx, "p", sign(c)); !errors.Is(err, ErrInvalidToken) || !errors.Is(err, ErrExpired) {
+			t.Errorf("%s: %v, want an expired token", name, err)
+		}
+	}
+	// nbf and iat 30 s ahead are forgiven by the 60 s skew.
+	tok := sign(jwt.Claims{IssuedAt: at(30 * time.Second), NotBefore: at(30 * time.Second), Expiry: at(time.Minute), ID: "abc"})
+	id, err := s.Verify(ctx, "p", tok)
+	if err != nil || !id.Expiry.Equal(now.Add(time.Minute)) || id.TokenID != "jti:abc" {
+		t.Fatalf("skewed iat/nbf: %+v %v", id, err)
+	}
+	tok = sign(jwt.Claims{IssuedAt: at(0), Expiry: at(time.Minute)})
+	if id, err := s.Verify(ctx, "p", tok); err != nil || !strings.HasPrefix(id.TokenID, "sha256:") || len(id.TokenID) != len("sha256:")+64 || strings.Contains(id.TokenID, tok) {
+		t.Fatalf("no jti: %q %v", id.TokenID, err)
+	}
+	long := sign(jwt.Claims{IssuedAt: at(0), Expiry: at(time.Minute), ID: strings.Repeat("é", 100)})
+	if id, err := s.Verify(ctx, "p", long); err != nil || len(id.TokenID) > len("jti:")+maxJTILen || !utf8.ValidString(id.TokenID) {
+		t.Fatalf("long jti: %d bytes, %v", len(id.TokenID), err)
+	}
 }

@@ -6,9 +6,12 @@ import (
 	"crypto/ed25519"
 	"crypto/elliptic"
 	"crypto/rsa"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"net/http"
+	"strings"
 	"sync"
 	"time"
 
@@ -20,16 +23,40 @@ import (
 var (
 	ErrUnknownProvider = errors.New("no identity provider of that name is configured")
 	ErrInvalidToken    = errors.New("the identity provider's token is not valid")
+	// ErrExpired (wrapped with ErrInvalidToken) is a token at or past its exp.
+	ErrExpired = errors.New("the token has expired")
 )
 
 // maxTokenLen bounds a presented token.
 const maxTokenLen = 16 << 10
 
-// Identity is a verified token: its provider, subject and every claim.
+// Identity is a verified token: its provider, subject, expiry, an identifier and every claim.
 type Identity struct {
 	Provider string
 	Subject  string
 	Claims   map[string]any
+	// Expiry is the token's exp: a credential exchanged for it expires no later, unless the provider
+	// says otherwise (Provider.CredentialMayOutliveToken).
+	Expiry time.Time
+	// TokenID names this one token in the audit trail, so that repeated exchanges of it can be found:
+	// "jti:<jti>" (at most 128 bytes of it), or "sha256:<hex>" of the whole token when it has no jti.
+	// Neither lets anyone rebuild the token.
+	TokenID string
+}
+
+// maxJTILen bounds the jti kept in TokenID.
+const maxJTILen = 128
+
+// tokenID is Identity.TokenID for a token with the given jti and raw form.
+func tokenID(jti, raw string) string {
+	if jti != "" {
+		if len(jti) > maxJTILen {
+			jti = strings.ToValidUTF8(jti[:maxJTILen], "")
+		}
+		return "jti:" + jti
+	}
+	sum := sha256.Sum256([]byte(raw))
+	return "sha256:" + hex.EncodeToString(sum[:])
 }
 
 // Options tune a Set; the zero value is production's.
@@ -122,7 +149,8 @@ func (s *Set) Provider(name string) (Provider, bool) {
 
 // Verify checks raw as a token of the named provider (docs/security.md, T1): compact JWS, an algorithm from
 // the provider's allow-list, a signature by a key of its JWKS with the token's kid, iss and aud exact,
-// exp present, and exp, nbf and iat (never in the future) within the provider's skew, and a sub.
+// exp present and still ahead (without skew), nbf and iat (never in the future) within the provider's
+// skew, and a sub.
 func (s *Set) Verify(ctx context.Context, name, raw string) (Identity, error) {
 	s.mu.RLock()
 	v, ok := s.by[name]
@@ -160,10 +188,17 @@ func (s *Set) Verify(ctx context.Context, name, raw string) (Identity, error) {
 	if std.Subject == "" {
 		return Identity{}, fmt.Errorf("%w: the token has no sub", ErrInvalidToken)
 	}
-	if err := std.ValidateWithLeeway(jwt.Expected{Issuer: v.p.Issuer, AnyAudience: jwt.Audience{v.p.Audience}, Time: s.opts.Now()}, v.p.skew()); err != nil {
+	now := s.opts.Now()
+	if err := std.ValidateWithLeeway(jwt.Expected{Issuer: v.p.Issuer, AnyAudience: jwt.Audience{v.p.Audience}, Time: now}, v.p.skew()); err != nil {
 		return Identity{}, fmt.Errorf("%w: %w", ErrInvalidToken, err)
 	}
-	return Identity{Provider: name, Subject: std.Subject, Claims: all}, nil
+	// The skew forgives a provider's clock for nbf and iat, never for exp: a token verified here buys a
+	// credential, and an expired token must buy nothing, however little ago it expired.
+	exp := std.Expiry.Time()
+	if !now.Before(exp) {
+		return Identity{}, fmt.Errorf("%w: %w (exp %s is checked without clock skew)", ErrInvalidToken, ErrExpired, exp.UTC().Format(time.RFC3339))
+	}
+	return Identity{Provider: name, Subject: std.Subject, Claims: all, Expiry: exp, TokenID: tokenID(std.ID, raw)}, nil
 }
 
 // keyFits reports whether a JWK's key is of the type alg needs (go-jose checks it too; this keeps a

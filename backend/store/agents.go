@@ -34,12 +34,12 @@ type CreateAgentParams struct {
 // CreateAgent inserts an agent, its first API key and its MQTT credentials in one transaction.
 func (s *Store) CreateAgent(ctx context.Context, p CreateAgentParams) (NewAgent, error) {
 	var out NewAgent
-	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+	err := s.tx(ctx, false, func(tx pgx.Tx) error {
 		var err error
 		out, err = CreateAgentTx(ctx, tx, p)
 		return err
 	})
-	return out, err
+	return out, Classify(err)
 }
 
 // CreateAgentTx is CreateAgent inside a caller's transaction, for callers that must consume a
@@ -92,12 +92,17 @@ func checkViolation(err error) error {
 
 // SetAgentStatus sets an agent's status (active, disabled or decommissioned).
 func (s *Store) SetAgentStatus(ctx context.Context, agentUUID, status string) error {
-	tag, err := s.pool.Exec(ctx, `UPDATE agents SET status = $2, updated_at = now() WHERE uuid = $1::uuid`, agentUUID, status)
+	var tag pgconn.CommandTag
+	err := s.tx(ctx, true, func(tx pgx.Tx) error {
+		var err error
+		tag, err = tx.Exec(ctx, `UPDATE agents SET status = $2, updated_at = now() WHERE uuid = $1::uuid`, agentUUID, status)
+		return err
+	})
 	if isInvalidText(err) {
 		return ErrNotFound
 	}
 	if err != nil {
-		return fmt.Errorf("set agent status: %w", checkViolation(err))
+		return Classify(fmt.Errorf("set agent status: %w", checkViolation(err)))
 	}
 	if tag.RowsAffected() == 0 {
 		return ErrNotFound

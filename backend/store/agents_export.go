@@ -25,7 +25,7 @@ type AgentRow struct {
 // not the fleet. fn must not keep the row's ReportedAt pointer after it returns; an error from fn stops
 // the iteration and is returned as is.
 func (s *Store) EachAgent(ctx context.Context, fn func(AgentRow) error) error {
-	rows, err := s.pool.Query(ctx, `SELECT uuid::text, name, status, target_version, reported_at, created_at, updated_at
+	rows, err := s.idem().Query(ctx, `SELECT uuid::text, name, status, target_version, reported_at, created_at, updated_at
  FROM agents ORDER BY created_at, uuid`)
 	if err != nil {
 		return fmt.Errorf("export agents: %w", err)

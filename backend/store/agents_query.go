@@ -98,7 +98,7 @@ func (s *Store) ListAgents(ctx context.Context, p AgentPage) (agents []AgentInfo
 	if p.Search != "" {
 		search = &p.Search
 	}
-	rows, err := s.pool.Query(ctx, `SELECT `+agentColumns+` FROM agents
+	rows, err := s.idem().Query(ctx, `SELECT `+agentColumns+` FROM agents
  WHERE ($1::timestamptz IS NULL OR (created_at, uuid) > ($1, $2::uuid))
    AND ($3::text IS NULL OR status = $3)
    AND ($3::text IS NOT NULL OR $4 OR status <> 'decommissioned')
@@ -110,7 +110,7 @@ func (s *Store) ListAgents(ctx context.Context, p AgentPage) (agents []AgentInfo
 		return nil, false, ErrInvalid
 	}
 	if err != nil {
-		return nil, false, fmt.Errorf("list agents: %w", err)
+		return nil, false, Classify(fmt.Errorf("list agents: %w", err))
 	}
 	agents, err = pgx.CollectRows(rows, func(r pgx.CollectableRow) (AgentInfo, error) { return scanAgent(r) })
 	if isInvalidText(err) {
@@ -127,7 +127,7 @@ func (s *Store) ListAgents(ctx context.Context, p AgentPage) (agents []AgentInfo
 
 // GetAgent returns one agent; a malformed uuid is ErrNotFound.
 func (s *Store) GetAgent(ctx context.Context, uuid string) (AgentInfo, error) {
-	return scanAgent(s.pool.QueryRow(ctx, `SELECT `+agentColumns+` FROM agents WHERE uuid = $1::uuid`, uuid))
+	return scanAgent(s.idem().QueryRow(ctx, `SELECT `+agentColumns+` FROM agents WHERE uuid = $1::uuid`, uuid))
 }
 
 // SetTargetState replaces an agent's target state and bumps its version, with its audit event. When
@@ -146,7 +146,7 @@ func (s *Store) SetTargetState(ctx context.Context, uuid string, state json.RawM
 		if ifVersion > 0 && cur.TargetVersion != ifVersion {
 			return ErrVersionMismatch
 		}
-		// The uuid is known good here: an error is the state's (see DataException), never "not found".
+		// The uuid is known good here: an error is the state's (ErrMalformed, ErrBadCharacter), never "not found".
 		a, err = scanAgentRow(tx.QueryRow(ctx, `UPDATE agents SET target_state = $2, target_version = target_version + 1, updated_at = now()
  WHERE uuid = $1::uuid RETURNING `+agentColumns, uuid, string(state)))
 		if err != nil {
@@ -163,18 +163,18 @@ func (s *Store) SetTargetState(ctx context.Context, uuid string, state json.RawM
 }
 
 // ReportState records the state an agent reports about itself. A malformed uuid is ErrNotFound; an
-// invalid-text error is the state's (see DataException).
+// invalid-text error is the state's (ErrMalformed, ErrBadCharacter).
 func (s *Store) ReportState(ctx context.Context, agentUUID string, state json.RawMessage) (time.Time, error) {
 	if !uuid.Valid(agentUUID) {
 		return time.Time{}, ErrNotFound
 	}
 	var at time.Time
-	err := s.pool.QueryRow(ctx, `UPDATE agents SET reported_state = $2, reported_at = now() WHERE uuid = $1::uuid AND status <> 'decommissioned' RETURNING reported_at`,
+	err := s.idem().QueryRow(ctx, `UPDATE agents SET reported_state = $2, reported_at = now() WHERE uuid = $1::uuid AND status <> 'decommissioned' RETURNING reported_at`,
 		agentUUID, string(state)).Scan(&at)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return time.Time{}, ErrNotFound
 	}
-	return at, err
+	return at, Classify(err)
 }
 
 // RotateAgentPassword gives an agent that is not decommissioned a new MQTT password, with its audit

@@ -110,7 +110,7 @@ func (s *Store) ListAPIKeys(ctx context.Context, agentUUID string, p Page) (keys
 	if agentUUID != "" {
 		agent = &agentUUID
 	}
-	return listPage(ctx, s.pool, "api keys", p, scanAPIKey, `SELECT `+apiKeyColumns+` FROM api_keys
+	return listPage(ctx, s.idem(), "api keys", p, scanAPIKey, `SELECT `+apiKeyColumns+` FROM api_keys
  WHERE ($1::timestamptz IS NULL OR (created_at, id) < ($1, $2::uuid))
    AND ($3::uuid IS NULL OR agent_uuid = $3::uuid)
  ORDER BY created_at DESC, id DESC LIMIT $4`, after, afterID, agent)
@@ -139,6 +139,6 @@ func (s *Store) RevokeAPIKey(ctx context.Context, id string, audit AuditEvent) (
 // TouchAPIKey records that a key was used, at most once a minute per key so that polling does not turn
 // every read into a write.
 func (s *Store) TouchAPIKey(ctx context.Context, id string) error {
-	_, err := s.pool.Exec(ctx, `UPDATE api_keys SET last_used_at = now() WHERE id = $1::uuid AND (last_used_at IS NULL OR last_used_at < now() - interval '1 minute')`, id)
+	_, err := s.idem().Exec(ctx, `UPDATE api_keys SET last_used_at = now() WHERE id = $1::uuid AND (last_used_at IS NULL OR last_used_at < now() - interval '1 minute')`, id)
 	return err
 }

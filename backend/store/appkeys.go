@@ -144,7 +144,7 @@ VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING `+appKeyColumns,
 // follows.
 func (s *Store) ListAppKeys(ctx context.Context, p AppKeyPage) (keys []AppKey, more bool, err error) {
 	after, afterID := p.cursor()
-	return listPage(ctx, s.pool, "application keys", p, scanAppKey, `SELECT `+appKeyColumns+` FROM app_keys
+	return listPage(ctx, s.idem(), "application keys", p, scanAppKey, `SELECT `+appKeyColumns+` FROM app_keys
  WHERE ($1::timestamptz IS NULL OR (created_at, id) > ($1, $2::uuid))
  ORDER BY created_at, id LIMIT $3`, after, afterID)
 }
@@ -168,11 +168,11 @@ func (s *Store) RevokeAppKey(ctx context.Context, id string, audit AuditEvent) (
 // AppKeyByDigest returns the application key stored under a digest, for authenticating a REST call.
 // It is read from the database on every call: a revoke bites at once.
 func (s *Store) AppKeyByDigest(ctx context.Context, d secret.Digest) (AppKey, error) {
-	return scanAppKey(s.pool.QueryRow(ctx, `SELECT `+appKeyColumns+` FROM app_keys WHERE digest = $1`, d[:]))
+	return scanAppKey(s.idem().QueryRow(ctx, `SELECT `+appKeyColumns+` FROM app_keys WHERE digest = $1`, d[:]))
 }
 
 // TouchAppKey records that an application key was used on the REST API, at most once a minute per key.
 func (s *Store) TouchAppKey(ctx context.Context, id string) error {
-	_, err := s.pool.Exec(ctx, `UPDATE app_keys SET last_used_at = now() WHERE id = $1::uuid AND (last_used_at IS NULL OR last_used_at < now() - interval '1 minute')`, id)
+	_, err := s.idem().Exec(ctx, `UPDATE app_keys SET last_used_at = now() WHERE id = $1::uuid AND (last_used_at IS NULL OR last_used_at < now() - interval '1 minute')`, id)
 	return err
 }

@@ -62,31 +62,34 @@ func InsertAudit(ctx context.Context, db DBTX, e AuditEvent) error {
 }
 
 // withAudit runs fn in a transaction and then writes *audit in the same transaction, so that a change
-// and the event recording it commit together or not at all. fn may fill in *audit (its Target, its
+// and the event recording it commit together or not at all. Every audited change is a durable one: it
+// is acknowledged only once a synchronous standby has it (Store.tx), when durable commits are enabled. fn may fill in *audit (its Target, its
 // Detail) from what it changed; when fn fails, nothing is written and the transaction rolls back.
 func (s *Store) withAudit(ctx context.Context, audit *AuditEvent, fn func(tx pgx.Tx) error) error {
-	return pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+	return Classify(s.tx(ctx, true, func(tx pgx.Tx) error {
 		if err := fn(tx); err != nil {
 			return err
 		}
 		return InsertAudit(ctx, tx, *audit)
-	})
+	}))
 }
 
 // Audit writes e on its own (for events that change nothing else, such as a failed login).
-func (s *Store) Audit(ctx context.Context, e AuditEvent) error { return InsertAudit(ctx, s.pool, e) }
+func (s *Store) Audit(ctx context.Context, e AuditEvent) error {
+	return Classify(InsertAudit(ctx, s.pool, e))
+}
 
 // AuditMany writes several events in one transaction (the plugin's refused application-key connects,
 // batched off the broker thread).
 func (s *Store) AuditMany(ctx context.Context, es []AuditEvent) error {
-	return pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+	return Classify(s.tx(ctx, false, func(tx pgx.Tx) error {
 		for _, e := range es {
 			if err := InsertAudit(ctx, tx, e); err != nil {
 				return err
 			}
 		}
 		return nil
-	})
+	}))
 }
 
 // AuditRecord is a stored audit event.
@@ -160,7 +163,7 @@ func (s *Store) ListAudit(ctx context.Context, p AuditPage) (events []AuditRecor
 		order = " ORDER BY id ASC"
 	}
 	args = append(args, p.Limit+1)
-	rows, err := s.pool.Query(ctx, sql+order+" LIMIT $"+strconv.Itoa(len(args)), args...)
+	rows, err := s.idem().Query(ctx, sql+order+" LIMIT $"+strconv.Itoa(len(args)), args...)
 	if err != nil {
 		return nil, false, fmt.Errorf("list audit events: %w", err)
 	}

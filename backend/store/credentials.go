@@ -50,6 +50,16 @@ func (s *Store) LookupAppCredential(ctx context.Context, d secret.Digest) (crede
 }
 
 func (s *Store) lookupOne(ctx context.Context, query string, d secret.Digest) (credential.Credential, error) {
+	c, err := s.lookupOnce(ctx, query, d)
+	if err != nil && connBroken(err) && ctx.Err() == nil {
+		// A pooled connection that died (a failover, a restart): a read is safe to repeat, on a fresh one.
+		s.pool.Reset()
+		c, err = s.lookupOnce(ctx, query, d)
+	}
+	return c, err
+}
+
+func (s *Store) lookupOnce(ctx context.Context, query string, d secret.Digest) (credential.Credential, error) {
 	conn, err := s.pool.Acquire(ctx)
 	if err != nil {
 		return credential.Credential{}, fmt.Errorf("look up key: %w", err)
@@ -97,7 +107,7 @@ func (s *Store) LookupCredentials(ctx context.Context, ds []secret.Digest) (map[
 	for i := range ds {
 		raw[i] = ds[i][:]
 	}
-	rows, err := s.pool.Query(ctx, credentialColumns+` WHERE k.digest = ANY($1)
+	rows, err := s.idem().Query(ctx, credentialColumns+` WHERE k.digest = ANY($1)
 UNION ALL`+appCredentialColumns+` WHERE k.digest = ANY($1)`, raw)
 	if err != nil {
 		return nil, fmt.Errorf("look up keys: %w", err)
@@ -120,7 +130,7 @@ UNION ALL`+appCredentialColumns+` WHERE k.digest = ANY($1)`, raw)
 // ActiveCredentials streams every usable credential (key not revoked or expired, agent active) to fn,
 // for preloading a broker's cache. Corrupt rows are skipped and counted in the returned error.
 func (s *Store) ActiveCredentials(ctx context.Context, fn func(credential.Credential)) error {
-	rows, err := s.pool.Query(ctx, credentialColumns+`
+	rows, err := s.idem().Query(ctx, credentialColumns+`
  WHERE k.revoked_at IS NULL AND (k.expires_at IS NULL OR k.expires_at > now()) AND a.status = 'active'
 UNION ALL`+appCredentialColumns+`
  WHERE k.revoked_at IS NULL AND (k.expires_at IS NULL OR k.expires_at > now())`)
@@ -142,6 +152,33 @@ UNION ALL`+appCredentialColumns+`
 	}
 	if corrupt > 0 {
 		return fmt.Errorf("%d credential rows skipped: %w", corrupt, ErrCorrupt)
+	}
+	return nil
+}
+
+// KeyDigests streams the digest of every device key, legacy username and application key that is not
+// revoked (whatever its expiry or its agent's status, which can change back), for the plugin's set of
+// known keys.
+func (s *Store) KeyDigests(ctx context.Context, fn func(secret.Digest)) error {
+	rows, err := s.pool.Query(ctx, `SELECT digest FROM api_keys WHERE revoked_at IS NULL
+UNION ALL SELECT digest FROM app_keys WHERE revoked_at IS NULL`)
+	if err != nil {
+		return fmt.Errorf("load key digests: %w", err)
+	}
+	defer rows.Close()
+	var raw []byte
+	var d secret.Digest
+	for rows.Next() {
+		if err := rows.Scan(&raw); err != nil {
+			return fmt.Errorf("load key digests: %w", err)
+		}
+		if len(raw) == len(d) {
+			copy(d[:], raw)
+			fn(d)
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("load key digests: %w", err)
 	}
 	return nil
 }
@@ -223,7 +260,7 @@ func (s *Store) TouchKeys(ctx context.Context, ds []secret.Digest) error {
 	for i := range ds {
 		raw[i] = ds[i][:]
 	}
-	_, err := s.pool.Exec(ctx, `WITH a AS (UPDATE api_keys SET last_used_at = now() WHERE digest = ANY($1))
+	_, err := s.idem().Exec(ctx, `WITH a AS (UPDATE api_keys SET last_used_at = now() WHERE digest = ANY($1))
 UPDATE app_keys SET last_used_at = now() WHERE digest = ANY($1)`, raw)
 	if err != nil {
 		return fmt.Errorf("record key use: %w", err)

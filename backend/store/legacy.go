@@ -239,7 +239,7 @@ func SchemeName(s passhash.Scheme) string {
 // LegacyDigests returns the digests of every live legacy username (not revoked, agent not
 // decommissioned), for the broker's in-memory set.
 func (s *Store) LegacyDigests(ctx context.Context) (map[secret.Digest]struct{}, error) {
-	rows, err := s.pool.Query(ctx, `SELECT k.digest FROM api_keys k JOIN agents a ON a.uuid = k.agent_uuid
+	rows, err := s.idem().Query(ctx, `SELECT k.digest FROM api_keys k JOIN agents a ON a.uuid = k.agent_uuid
  WHERE k.legacy_username IS NOT NULL AND k.revoked_at IS NULL AND a.status <> 'decommissioned'`)
 	if err != nil {
 		return nil, fmt.Errorf("load legacy usernames: %w", err)

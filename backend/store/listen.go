@@ -4,9 +4,12 @@ import (
 	"context"
 	"encoding/hex"
 	"encoding/json"
+	"math/rand/v2"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgconn/ctxwatch"
 
 	"github.com/iotauth/iotauth/backend/secret"
 )
@@ -55,11 +58,30 @@ type ListenHandler struct {
 	Failed    func(err error)
 }
 
+// Listen retry delays: the first retry comes after listenRetryMin, doubling to listenRetryMax, each
+// with up to a quarter added at random so that a fleet of brokers does not reconnect in step. The cap
+// is low on purpose: a broker must learn of revocations within a second of a new primary being
+// reachable (a failover), and a refused connection attempt costs the server next to nothing.
+const (
+	listenRetryMin = 50 * time.Millisecond
+	listenRetryMax = 400 * time.Millisecond
+)
+
+// listenRetry returns the delay before the next attempt and the base of the one after.
+func listenRetry(base time.Duration) (wait, next time.Duration) {
+	wait = base + rand.N(base/4+1)
+	return wait, min(base*2, listenRetryMax)
+}
+
 // Listen holds a dedicated connection that LISTENs on Channel and calls h for each change, reconnecting
-// with capped exponential backoff until ctx ends.
+// with capped, jittered exponential backoff until ctx ends.
 func (s *Store) Listen(ctx context.Context, h ListenHandler) {
 	cfg := s.pool.Config().ConnConfig.Copy()
-	backoff := 100 * time.Millisecond
+	// A wait for notifications that times out is not a query to cancel on the server.
+	cfg.BuildContextWatcherHandler = func(c *pgconn.PgConn) ctxwatch.Handler {
+		return &pgconn.DeadlineContextWatcherHandler{Conn: c.Conn()}
+	}
+	backoff := listenRetryMin
 	connectedBefore := false
 	for ctx.Err() == nil {
 		err := s.listenOnce(ctx, cfg, h, &connectedBefore, &backoff)
@@ -69,12 +91,13 @@ func (s *Store) Listen(ctx context.Context, h ListenHandler) {
 		if h.Failed != nil && err != nil {
 			h.Failed(err)
 		}
+		var wait time.Duration
+		wait, backoff = listenRetry(backoff)
 		select {
 		case <-ctx.Done():
 			return
-		case <-time.After(backoff):
+		case <-time.After(wait):
 		}
-		backoff = min(backoff*2, 5*time.Second)
 	}
 }
 
@@ -89,7 +112,7 @@ func (s *Store) listenOnce(ctx context.Context, cfg *pgx.ConnConfig, h ListenHan
 	if _, err := conn.Exec(ctx, "LISTEN "+Channel); err != nil {
 		return err
 	}
-	*backoff = 100 * time.Millisecond
+	*backoff = listenRetryMin
 	if h.Connected != nil {
 		h.Connected(*connectedBefore)
 	}

@@ -40,7 +40,7 @@ RETURNING failures, window_start`, key, now, now.Add(-window), max).Scan(&n, &st
 func (a LoginAttempts) Get(ctx context.Context, key string, now time.Time, window time.Duration) (int, time.Time, error) {
 	var n int
 	var start time.Time
-	err := a.s.pool.QueryRow(ctx, `SELECT failures, window_start FROM login_attempts WHERE budget_key = $1 AND window_start > $2`,
+	err := a.s.idem().QueryRow(ctx, `SELECT failures, window_start FROM login_attempts WHERE budget_key = $1 AND window_start > $2`,
 		key, now.Add(-window)).Scan(&n, &start)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return 0, time.Time{}, nil
@@ -61,7 +61,7 @@ func (a LoginAttempts) Sub(ctx context.Context, key string) error {
 
 // Delete forgets key.
 func (a LoginAttempts) Delete(ctx context.Context, key string) error {
-	if _, err := a.s.pool.Exec(ctx, `DELETE FROM login_attempts WHERE budget_key = $1`, key); err != nil {
+	if _, err := a.s.idem().Exec(ctx, `DELETE FROM login_attempts WHERE budget_key = $1`, key); err != nil {
 		return fmt.Errorf("reset a login budget: %w", err)
 	}
 	return nil
@@ -69,7 +69,7 @@ func (a LoginAttempts) Delete(ctx context.Context, key string) error {
 
 // Prune deletes the budgets whose window started at or before before.
 func (a LoginAttempts) Prune(ctx context.Context, before time.Time) error {
-	if _, err := a.s.pool.Exec(ctx, `DELETE FROM login_attempts WHERE window_start <= $1`, before); err != nil {
+	if _, err := a.s.idem().Exec(ctx, `DELETE FROM login_attempts WHERE window_start <= $1`, before); err != nil {
 		return fmt.Errorf("prune ended login windows: %w", err)
 	}
 	return nil

@@ -41,14 +41,14 @@ func listPage[T any](ctx context.Context, db DBTX, what string, p Page, scan fun
 		return nil, false, ErrInvalid
 	}
 	if err != nil {
-		return nil, false, fmt.Errorf("list %s: %w", what, err)
+		return nil, false, Classify(fmt.Errorf("list %s: %w", what, err))
 	}
 	items, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (T, error) { return scan(r) })
 	if isInvalidText(err) {
 		return nil, false, ErrInvalid
 	}
 	if err != nil {
-		return nil, false, fmt.Errorf("list %s: %w", what, err)
+		return nil, false, Classify(fmt.Errorf("list %s: %w", what, err))
 	}
 	if len(items) > n {
 		return items[:n], true, nil

@@ -56,7 +56,7 @@ RETURNING id::text, expires_at, created_at`, name, d[:], pk.Prefix, expires, by)
 // included, so that an operator sees them and can delete them); more reports whether another page follows.
 func (s *Store) ListProvisioningKeys(ctx context.Context, p Page) (keys []ProvisioningKey, more bool, err error) {
 	after, afterID := p.cursor()
-	return listPage(ctx, s.pool, "provisioning keys", p, func(r pgx.Row) (ProvisioningKey, error) {
+	return listPage(ctx, s.idem(), "provisioning keys", p, func(r pgx.Row) (ProvisioningKey, error) {
 		var k ProvisioningKey
 		err := r.Scan(&k.ID, &k.Name, &k.Prefix, &k.ExpiresAt, &k.CreatedBy, &k.CreatedAt)
 		return k, err
@@ -165,6 +165,6 @@ func checkDeviceLimit(ctx context.Context, tx pgx.Tx, max int) error {
 // CountAgents returns how many agents are not decommissioned (the number the device limit counts).
 func (s *Store) CountAgents(ctx context.Context) (int, error) {
 	var n int
-	err := s.pool.QueryRow(ctx, `SELECT count(*) FROM agents WHERE status <> 'decommissioned'`).Scan(&n)
+	err := s.idem().QueryRow(ctx, `SELECT count(*) FROM agents WHERE status <> 'decommissioned'`).Scan(&n)
 	return n, err
 }

@@ -104,7 +104,7 @@ VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING `+pkColumns,
 // page follows. It pages as ListAppKeys does.
 func (s *Store) ListPublishableKeys(ctx context.Context, p AppKeyPage) (keys []PublishableKey, more bool, err error) {
 	after, afterID := p.cursor()
-	return listPage(ctx, s.pool, "publishable keys", p, scanPublishableKey, `SELECT `+pkColumns+` FROM publishable_keys
+	return listPage(ctx, s.idem(), "publishable keys", p, scanPublishableKey, `SELECT `+pkColumns+` FROM publishable_keys
  WHERE ($1::timestamptz IS NULL OR (created_at, id) > ($1, $2::uuid))
  ORDER BY created_at, id LIMIT $3`, after, afterID)
 }
@@ -129,14 +129,14 @@ func (s *Store) RevokePublishableKey(ctx context.Context, id string, audit Audit
 // PublishableKeyByDigest returns the publishable key stored under a digest, read on every exchange so a
 // revoke bites at once.
 func (s *Store) PublishableKeyByDigest(ctx context.Context, d secret.Digest) (PublishableKey, error) {
-	return scanPublishableKey(s.pool.QueryRow(ctx, `SELECT `+pkColumns+` FROM publishable_keys WHERE digest = $1`, d[:]))
+	return scanPublishableKey(s.idem().QueryRow(ctx, `SELECT `+pkColumns+` FROM publishable_keys WHERE digest = $1`, d[:]))
 }
 
 // OriginListed reports whether some active publishable key lists origin (the CORS preflight of the
 // token exchange, which carries no key).
 func (s *Store) OriginListed(ctx context.Context, origin string) (bool, error) {
 	var ok bool
-	err := s.pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM publishable_keys WHERE origins @> ARRAY[$1::text]
+	err := s.idem().QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM publishable_keys WHERE origins @> ARRAY[$1::text]
  AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > now()))`, origin).Scan(&ok)
 	if err != nil {
 		return false, fmt.Errorf("look up a CORS origin: %w", err)
@@ -146,6 +146,6 @@ func (s *Store) OriginListed(ctx context.Context, origin string) (bool, error) {
 
 // TouchPublishableKey records that a publishable key was used, at most once a minute per key.
 func (s *Store) TouchPublishableKey(ctx context.Context, id string) error {
-	_, err := s.pool.Exec(ctx, `UPDATE publishable_keys SET last_used_at = now() WHERE id = $1::uuid AND (last_used_at IS NULL OR last_used_at < now() - interval '1 minute')`, id)
+	_, err := s.idem().Exec(ctx, `UPDATE publishable_keys SET last_used_at = now() WHERE id = $1::uuid AND (last_used_at IS NULL OR last_used_at < now() - interval '1 minute')`, id)
 	return err
 }

@@ -31,6 +31,7 @@ type Store struct {
 	pool *pgxpool.Pool
 	// blocking: the pool's sockets are blockconn sockets, whose timeouts bound each query.
 	blocking bool
+	durable  Durability
 }
 
 // PoolOptions tune the pool for its user: the plugin wants few connections and short dial timeouts,
@@ -45,6 +46,11 @@ type PoolOptions struct {
 	// this timeout, by ConnectTimeout while a connection is set up, and by the caller's deadline during a
 	// credential lookup, which sets it on the socket rather than having a goroutine watch the context.
 	SocketTimeout time.Duration
+	// Durable makes security changes wait for a synchronous standby (see Durability). Other writes
+	// follow the server's synchronous_commit, which docs/operations.md has set to local, so that a
+	// standby that is down delays none but the changes that need its confirmation. (Set on the server,
+	// not as a connection parameter, which a PgBouncer refuses.)
+	Durable Durability
 }
 
 // Open builds a pool from a DSN without connecting (pgxpool connects lazily), so a caller can start
@@ -73,12 +79,22 @@ func Open(dsn string, o PoolOptions) (*Store, error) {
 			return c.PgConn().Conn().SetDeadline(time.Time{})
 		}
 	}
+	if o.Durable.enabled() {
+		if _, err := ParseDurableLevel(o.Durable.Level); err != nil {
+			return nil, err
+		}
+		cfg.ConnConfig.OnNotice = onNotice
+		cfg.ConnConfig.BuildContextWatcherHandler = cancelRequestHandler
+	}
 	cfg.HealthCheckPeriod = 5 * time.Second
+	s := &Store{blocking: o.SocketTimeout > 0, durable: o.Durable}
+	cfg.ConnConfig.Tracer = resetTracer{s}
 	pool, err := pgxpool.NewWithConfig(context.Background(), cfg)
 	if err != nil {
 		return nil, fmt.Errorf("create database pool: %w", err)
 	}
-	return &Store{pool: pool, blocking: o.SocketTimeout > 0}, nil
+	s.pool = pool
+	return s, nil
 }
 
 // Ping checks the database answers.

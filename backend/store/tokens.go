@@ -27,7 +27,7 @@ func (s *Store) CreateRefreshToken(ctx context.Context, t RefreshToken) error {
 	_, err := s.pool.Exec(ctx, `INSERT INTO refresh_tokens (jti, family, user_id, expires_at, family_expires_at) VALUES ($1, $2, $3, $4, $5)`,
 		t.JTI, t.Family, t.UserID, t.ExpiresAt, t.FamilyExpiresAt)
 	if err != nil {
-		return fmt.Errorf("record refresh token: %w", err)
+		return Classify(fmt.Errorf("record refresh token: %w", err))
 	}
 	return nil
 }
@@ -47,7 +47,7 @@ type Rotated struct {
 // returns ErrNotFound.
 func (s *Store) RotateRefreshToken(ctx context.Context, userID, oldJTI, newJTI string, now time.Time, ttl time.Duration) (Rotated, error) {
 	var out Rotated
-	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+	err := s.tx(ctx, true, func(tx pgx.Tx) error {
 		var fam string
 		var famEnd time.Time
 		err := tx.QueryRow(ctx, `
@@ -79,12 +79,12 @@ RETURNING t.family::text, t.family_expires_at`, oldJTI, userID).Scan(&fam, &famE
 		return nil
 	})
 	if !errors.Is(err, ErrNotFound) {
-		return out, err
+		return out, Classify(err)
 	}
 	// Why did the spend fail? A token that was already used is a replay: revoke the whole family.
 	var fam string
 	var used bool
-	qerr := s.pool.QueryRow(ctx, `SELECT family::text, used_at IS NOT NULL FROM refresh_tokens WHERE jti = $1::uuid AND user_id = $2::uuid`, oldJTI, userID).Scan(&fam, &used)
+	qerr := s.idem().QueryRow(ctx, `SELECT family::text, used_at IS NOT NULL FROM refresh_tokens WHERE jti = $1::uuid AND user_id = $2::uuid`, oldJTI, userID).Scan(&fam, &used)
 	if qerr != nil || !used {
 		return Rotated{}, ErrNotFound
 	}
@@ -96,7 +96,10 @@ RETURNING t.family::text, t.family_expires_at`, oldJTI, userID).Scan(&fam, &famE
 
 // RevokeFamily revokes every token of a refresh family (logout, replay).
 func (s *Store) RevokeFamily(ctx context.Context, family string) error {
-	_, err := s.pool.Exec(ctx, `UPDATE refresh_tokens SET revoked_at = now() WHERE family = $1::uuid AND revoked_at IS NULL`, family)
+	err := s.tx(ctx, true, func(tx pgx.Tx) error {
+		_, err := tx.Exec(ctx, `UPDATE refresh_tokens SET revoked_at = now() WHERE family = $1::uuid AND revoked_at IS NULL`, family)
+		return err
+	})
 	if isInvalidText(err) {
 		return ErrNotFound
 	}
@@ -108,7 +111,7 @@ func (s *Store) RevokeFamily(ctx context.Context, family string) error {
 
 // RefreshFamilyOf returns the family and user of a stored refresh token.
 func (s *Store) RefreshFamilyOf(ctx context.Context, jti string) (family, userID string, err error) {
-	err = s.pool.QueryRow(ctx, `SELECT family::text, user_id::text FROM refresh_tokens WHERE jti = $1::uuid`, jti).Scan(&family, &userID)
+	err = s.idem().QueryRow(ctx, `SELECT family::text, user_id::text FROM refresh_tokens WHERE jti = $1::uuid`, jti).Scan(&family, &userID)
 	if errors.Is(err, pgx.ErrNoRows) || isInvalidText(err) {
 		return "", "", ErrNotFound
 	}

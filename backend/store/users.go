@@ -78,18 +78,18 @@ func (s *Store) CreateUser(ctx context.Context, email, passwordHash, role string
 
 // UserByEmail finds an operator by email (case-insensitively).
 func (s *Store) UserByEmail(ctx context.Context, email string) (User, error) {
-	return scanUser(s.pool.QueryRow(ctx, `SELECT `+userColumns+` FROM users WHERE lower(email) = $1`, NormalizeEmail(email)))
+	return scanUser(s.idem().QueryRow(ctx, `SELECT `+userColumns+` FROM users WHERE lower(email) = $1`, NormalizeEmail(email)))
 }
 
 // UserByID finds an operator by id; a malformed id is ErrNotFound.
 func (s *Store) UserByID(ctx context.Context, id string) (User, error) {
-	return scanUser(s.pool.QueryRow(ctx, `SELECT `+userColumns+` FROM users WHERE id = $1::uuid`, id))
+	return scanUser(s.idem().QueryRow(ctx, `SELECT `+userColumns+` FROM users WHERE id = $1::uuid`, id))
 }
 
 // ListUsers returns one page of operators, oldest first; more reports whether another page follows.
 func (s *Store) ListUsers(ctx context.Context, p Page) (users []User, more bool, err error) {
 	after, afterID := p.cursor()
-	return listPage(ctx, s.pool, "users", p, scanUser, `SELECT `+userColumns+` FROM users
+	return listPage(ctx, s.idem(), "users", p, scanUser, `SELECT `+userColumns+` FROM users
  WHERE ($1::timestamptz IS NULL OR (created_at, id) > ($1, $2::uuid))
  ORDER BY created_at, id LIMIT $3`, after, afterID)
 }

@@ -1,44 +1,91 @@
-// Package topicfilter reasons about MQTT topic filters on the REST side: whether a filter is well
-// formed, whether it matches a topic, whether one filter covers another, and what two filters have in
-// common. The token exchange uses it to grant nothing wider than the caller's own topics (docs/security.md, A1)
-// and the publish bridge to check a caller's write rights for an exact topic (B1). The broker's plugin has
-// its own allocation-free matcher (plugin/acl) for the publish path; the rules are the same.
+// Package topicfilter is the one definition of what iotauth accepts as an MQTT topic and topic filter:
+// their syntax and maximum length (MaxLen), which filters may be granted (Check, CheckGrant), which
+// topics may be published to (CheckTopic), and how filters relate: whether one matches a topic
+// (Matches), covers another (Covers) or shares topics with it (Intersect, Intersects). The REST side
+// validates grants with it at key creation, the token exchange narrows grants with it, the publish
+// bridge checks a caller's write rights with it, and the broker's plugin parses its rules with it. The
+// plugin keeps its own allocation-free matcher for the publish path (plugin/acl); a differential fuzz
+// test there holds it to the definitions here.
 package topicfilter
 
 import (
 	"errors"
 	"fmt"
 	"strings"
+	"unicode"
 )
 
-// MaxLen bounds a filter or topic (the plugin's acl.MaxTopicLen is larger; grants stay small).
-const MaxLen = 256
+// MaxLen is the longest topic or topic filter iotauth accepts anywhere, in bytes: in a grant given to a
+// key or credential, in a rule of the broker's plugin, and in a topic published through the REST bridge.
+// MQTT allows 65,535; 1,024 is what the broker plugin has always answered (its C shim decides marked
+// clients' checks up to this length and denies longer topics) and what the database has allowed for
+// agents' rules, so no existing grant becomes invalid, while one grant stays small next to the 4,096
+// bytes a short-lived MQTT credential may take in all. docs/topics.md says more.
+const MaxLen = 1024
 
-// Errors of Check.
+// Errors of the checks, compared with errors.Is. Each message says what is wrong and what is allowed.
 var (
-	ErrEmpty     = errors.New("topic filter is empty or too long")
+	ErrEmpty     = errors.New("topic filter is empty")
+	ErrTooLong   = fmt.Errorf("topic filter is longer than %d bytes", MaxLen)
 	ErrDollar    = errors.New("$ topics are reserved for the broker and never granted")
 	ErrWildcard  = errors.New("+ and # must fill a whole level, and # may only be the last level")
 	ErrNUL       = errors.New("topic filter contains a NUL character")
 	ErrWildTopic = errors.New("a topic to publish to may not contain + or #")
+	ErrPercent   = errors.New("a key's topic filter may not contain '%' (the broker substitutes %u and %c in rules)")
+	ErrSpace     = errors.New("a key's topic filter may not contain spaces or control characters")
 )
 
-// Check reports whether filter is a well-formed filter that may be granted (never a $ topic).
-func Check(filter string) error {
-	if filter == "" || len(filter) > MaxLen {
+// Valid reports whether filter is a syntactically valid MQTT topic filter within MaxLen: not empty, no
+// NUL, and the wildcards + and # each fill a whole level, # only as the last one. $ topics are valid
+// here; Check refuses them as grants.
+func Valid(filter string) error {
+	switch {
+	case filter == "":
 		return ErrEmpty
-	}
-	if strings.HasPrefix(filter, "$") {
-		return ErrDollar
-	}
-	if strings.ContainsRune(filter, 0) {
+	case len(filter) > MaxLen:
+		return ErrTooLong
+	case strings.IndexByte(filter, 0) >= 0:
 		return ErrNUL
 	}
-	levels := strings.Split(filter, "/")
-	for i, l := range levels {
-		if (l == "#" && i != len(levels)-1) || (l != "#" && l != "+" && strings.ContainsAny(l, "+#")) {
+	if !strings.ContainsAny(filter, "+#") {
+		return nil
+	}
+	rest := filter
+	for {
+		level, tail, more := strings.Cut(rest, "/")
+		if strings.ContainsAny(level, "+#") && level != "+" && (level != "#" || more) {
 			return ErrWildcard
 		}
+		if !more {
+			return nil
+		}
+		rest = tail
+	}
+}
+
+// Check reports whether filter is a well-formed filter that may be granted: Valid and never a $ topic.
+func Check(filter string) error {
+	if err := Valid(filter); err != nil {
+		return err
+	}
+	if filter[0] == '$' {
+		return ErrDollar
+	}
+	return nil
+}
+
+// CheckGrant is Check for a filter stored on a key (an application or publishable key): the broker
+// reads such grants as rule templates, so '%' is refused (it would substitute %u and %c), and so are
+// spaces and control characters (rules are written as "access pattern").
+func CheckGrant(filter string) error {
+	if err := Check(filter); err != nil {
+		return err
+	}
+	if strings.IndexByte(filter, '%') >= 0 {
+		return ErrPercent
+	}
+	if strings.IndexFunc(filter, func(r rune) bool { return unicode.IsSpace(r) || unicode.IsControl(r) }) >= 0 {
+		return ErrSpace
 	}
 	return nil
 }
@@ -118,6 +165,12 @@ func Intersect(a, b string) (string, bool) {
 			return "", false
 		}
 	}
+}
+
+// Intersects reports whether some topic is matched by both filters a and b (well-formed filters).
+func Intersects(a, b string) bool {
+	_, ok := Intersect(a, b)
+	return ok
 }
 
 // Access is a grant's access: read, write or readwrite.

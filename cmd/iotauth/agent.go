@@ -153,14 +153,11 @@ the client id agent-<uuid> (or whatever plugin_opt_clientid says).
 `)
 		fs.PrintDefaults()
 	}
-	if err := fs.Parse(args); err != nil {
-		return errUsage
+	pos, err := parseArgs(fs, args, 1, "[flags] AGENT_UUID")
+	if err != nil {
+		return err
 	}
-	if fs.NArg() != 1 {
-		fs.Usage()
-		return errUsage
-	}
-	uuid := fs.Arg(0)
+	uuid := pos[0]
 	kind, err := secret.APIKeyKind(*env)
 	if err != nil {
 		return err

@@ -94,6 +94,19 @@ func agentCreateBulk(ctx context.Context, b bulkFlags, env string, expires time.
 	}
 	defer st.Close()
 
+	// The whole count is checked before anything else exists (the store checks it again, and every batch
+	// under the registration lock): a refusal leaves no agent and no output file behind.
+	if p.Limited {
+		n, err := st.CountAgents(ctx)
+		if err != nil {
+			return fmt.Errorf("nothing was created: could not count the registered agents: %w", err)
+		}
+		if n+b.count > p.MaxDevices {
+			return refused("nothing was created: the license allows %d devices and %d are registered, so there is no room for %d more (%w); "+
+				"create at most %d, decommission agents, or install a license with a higher maxDevices", p.MaxDevices, n, b.count, store.ErrDeviceLimit, max(0, p.MaxDevices-n))
+		}
+	}
+
 	// The output exists before any agent does: a file that cannot be made stops everything.
 	w := stdout
 	var file *os.File
@@ -143,6 +156,16 @@ func agentCreateBulk(ctx context.Context, b bulkFlags, env string, expires time.
 		msg := fmt.Sprintf("%d of %d agents created before the failure", created, b.count)
 		if created > 0 {
 			msg += " (their credentials were written; those of a batch whose output failed may be lost: find them with 'iotauth audit tail --action agent_create' and rotate them)"
+		} else {
+			msg = "nothing was created"
+			if file != nil {
+				// The file is ours (O_EXCL) and empty: leave nothing that would make the same command
+				// fail with "file exists" when it is run again.
+				file.Close()
+				if rmErr := os.Remove(b.out); rmErr != nil {
+					msg += fmt.Sprintf(" (the empty --out file could not be removed: %v)", rmErr)
+				}
+			}
 		}
 		if errors.Is(err, store.ErrDeviceLimit) {
 			return refused("%s: %w", msg, err)

@@ -92,6 +92,12 @@ func isHelpArg(s string) bool { return s == "-h" || s == "--help" || s == "-help
 // parseArgs parses flags that may come before or after the positional arguments (`agent show UUID
 // --json` as well as `agent show --json UUID`) and returns the positional ones; want is their number.
 func parseArgs(fs *flag.FlagSet, args []string, want int, what string) ([]string, error) {
+	if fs.Usage == nil {
+		fs.Usage = func() {
+			fmt.Fprintf(fs.Output(), "usage: %s %s\n", fs.Name(), what)
+			fs.PrintDefaults()
+		}
+	}
 	var pos []string
 	for {
 		if err := fs.Parse(args); err != nil {
@@ -107,8 +113,7 @@ func parseArgs(fs *flag.FlagSet, args []string, want int, what string) ([]string
 		pos, args = append(pos, args[0]), args[1:]
 	}
 	if len(pos) != want {
-		fmt.Fprintf(fs.Output(), "usage: %s %s\n", fs.Name(), what)
-		fs.PrintDefaults()
+		fs.Usage()
 		return nil, errUsage
 	}
 	return pos, nil

@@ -21,10 +21,18 @@ var errUsage = errors.New("usage")
 func newFlags(name string, stderr io.Writer) *flag.FlagSet {
 	fs := flag.NewFlagSet("iotauth "+name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
+	// No usage yet: a command sets its own, or parseFlags and parseArgs set one that names its arguments.
+	fs.Usage = nil
 	return fs
 }
 
 func parseFlags(fs *flag.FlagSet, args []string) error {
+	if fs.Usage == nil {
+		fs.Usage = func() {
+			fmt.Fprintf(fs.Output(), "usage: %s [flags]\n", fs.Name())
+			fs.PrintDefaults()
+		}
+	}
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return errHelp
@@ -40,8 +48,8 @@ func parseFlags(fs *flag.FlagSet, args []string) error {
 }
 
 // openStore opens a pool and checks the database answers within 10 s.
-func openStore(ctx context.Context, dsn string) (*store.Store, error) {
-	st, err := store.Open(dsn, store.PoolOptions{MaxConns: 10, AppName: "iotauth"})
+func openStore(ctx context.Context, dsn string, durable store.Durability) (*store.Store, error) {
+	st, err := store.Open(dsn, store.PoolOptions{MaxConns: 10, AppName: "iotauth", Durable: durable})
 	if err != nil {
 		return nil, err
 	}
@@ -60,7 +68,32 @@ func storeFor(ctx context.Context, db *dbFlags, stderr io.Writer) (*store.Store,
 	if err != nil {
 		return nil, err
 	}
-	return openStore(ctx, dsn)
+	durable, err := durabilityFromEnv(os.Getenv)
+	if err != nil {
+		return nil, err
+	}
+	return openStore(ctx, dsn, durable)
+}
+
+// durabilityFromEnv reads DURABLE_COMMIT and DURABLE_COMMIT_TIMEOUT for the CLI, whose revocations
+// wait for a synchronous standby as the API's do.
+func durabilityFromEnv(getenv func(string) string) (store.Durability, error) {
+	d := store.Durability{Level: store.DurableRemoteApply, Timeout: store.DefaultDurableTimeout}
+	if v := getenv("DURABLE_COMMIT"); v != "" {
+		l, err := store.ParseDurableLevel(v)
+		if err != nil {
+			return d, fmt.Errorf("DURABLE_COMMIT: %w", err)
+		}
+		d.Level = l
+	}
+	if v := getenv("DURABLE_COMMIT_TIMEOUT"); v != "" {
+		t, err := parseSeconds(v)
+		if err != nil {
+			return d, fmt.Errorf("DURABLE_COMMIT_TIMEOUT=%q: %v", v, err)
+		}
+		d.Timeout = t
+	}
+	return d, nil
 }
 
 // cliAudit is the audit event of an action taken with the CLI (by whoever holds database access), its

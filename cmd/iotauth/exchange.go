@@ -12,7 +12,6 @@ import (
 	"path/filepath"
 	"strings"
 	"syscall"
-	"text/tabwriter"
 	"time"
 
 	"github.com/iotauth/iotauth/backend/api"
@@ -185,6 +184,7 @@ func pkCreate(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 
 func pkList(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("publishable-key list", stderr)
+	lf := addListFlags(fs)
 	db := addDBFlags(fs)
 	if err := parseFlags(fs, args); err != nil {
 		return err
@@ -194,39 +194,25 @@ func pkList(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		return err
 	}
 	defer st.Close()
-	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "ID\tPREFIX\tNAME\tORIGINS\tPROVIDERS\tTOPICS\tEXPIRES\tSTATE")
-	p := store.AppKeyPage{Limit: 500}
-	for {
-		keys, more, err := st.ListPublishableKeys(ctx, p)
-		if err != nil {
-			return err
+	tw := table(stdout, *lf.json, "ID\tPREFIX\tNAME\tORIGINS\tPROVIDERS\tTOPICS\tEXPIRES\tSTATE")
+	err = walkPages(*lf.limit, func(p store.Page) ([]store.PublishableKey, bool, error) {
+		return st.ListPublishableKeys(ctx, store.AppKeyPage{Limit: p.Limit, AfterTime: p.AfterTime, AfterID: p.AfterID})
+	}, func(k store.PublishableKey) (time.Time, string) { return k.CreatedAt, k.ID }, func(k store.PublishableKey) error {
+		if tw == nil {
+			return jsonLine(stdout, api.PublishableKeyView(k))
 		}
-		for _, k := range keys {
-			var ts []string
-			for _, t := range k.Topics {
-				ts = append(ts, t.Access+":"+t.Pattern)
-			}
-			exp, state := "never", "active"
-			if k.ExpiresAt != nil {
-				exp = k.ExpiresAt.UTC().Format(time.RFC3339)
-			}
-			if !k.Active(time.Now()) {
-				state = "expired"
-			}
-			if k.RevokedAt != nil {
-				state = "revoked"
-			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", k.ID, k.Prefix, k.Name, strings.Join(k.Origins, ","),
-				strings.Join(k.Providers, ","), strings.Join(ts, ","), exp, state)
+		var ts []string
+		for _, t := range k.Topics {
+			ts = append(ts, t.Access+":"+t.Pattern)
 		}
-		if !more || len(keys) == 0 {
-			break
-		}
-		last := keys[len(keys)-1]
-		p.AfterTime, p.AfterID = last.CreatedAt, last.ID
+		_, err := fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", k.ID, k.Prefix, k.Name, strings.Join(k.Origins, ","),
+			strings.Join(k.Providers, ","), strings.Join(ts, ","), timeOr(k.ExpiresAt, "never"), keyState(k.ExpiresAt, k.RevokedAt))
+		return err
+	})
+	if err != nil {
+		return err
 	}
-	return tw.Flush()
+	return flush(tw)
 }
 
 func pkRevoke(ctx context.Context, args []string, stdout, stderr io.Writer) error {

@@ -65,14 +65,11 @@ func importCmd(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		fmt.Fprint(fs.Output(), importUsage)
 		fs.PrintDefaults()
 	}
-	if err := fs.Parse(args); err != nil {
-		return errUsage
+	pos, err := parseArgs(fs, args, 1, "[flags] FILE")
+	if err != nil {
+		return err
 	}
-	if fs.NArg() != 1 {
-		fs.Usage()
-		return errUsage
-	}
-	path := fs.Arg(0)
+	path := pos[0]
 	var in io.Reader = os.Stdin
 	if path != "-" {
 		f, err := os.Open(path)

@@ -24,6 +24,7 @@ import (
 	"github.com/iotauth/iotauth/backend/license"
 	"github.com/iotauth/iotauth/backend/redact"
 	"github.com/iotauth/iotauth/backend/secret"
+	"github.com/iotauth/iotauth/backend/store"
 	"github.com/iotauth/iotauth/backend/token"
 	"github.com/iotauth/iotauth/web/live"
 )
@@ -66,6 +67,9 @@ type serveConfig struct {
 	OIDCProvidersFile string
 	// Publish configures the REST publish bridge (PUBLISH_*).
 	Publish *publishConfig
+	// Durable is what security changes wait for before they are acknowledged (DURABLE_COMMIT,
+	// DURABLE_COMMIT_TIMEOUT; docs/operations.md, "High availability").
+	Durable store.Durability
 	// jwtUnread is set when a JWT key source could not be read: the key's strength is then not judged,
 	// so that one mistake is not reported twice.
 	jwtUnread bool
@@ -266,6 +270,9 @@ func loadServeConfig(args []string, getenv func(string) string, stderr io.Writer
 	level := fs.String("log-level", env.str("LOG_LEVEL", "info"), "debug, info, warn or error ($LOG_LEVEL)")
 	mqttKeyFile := fs.String("mqtt-token-private-key-file", env.str("MQTT_TOKEN_PRIVATE_KEY_FILE", ""), "Ed25519 PEM signing short-lived MQTT credentials, from `iotauth mqtt-token keygen` ($MQTT_TOKEN_PRIVATE_KEY_FILE; or set $MQTT_TOKEN_PRIVATE_KEY); without it the token exchange answers 503")
 	fs.StringVar(&c.OIDCProvidersFile, "oidc-providers-file", env.str("OIDC_PROVIDERS_FILE", ""), "JSON file of the token exchange's identity providers, re-read on SIGHUP ($OIDC_PROVIDERS_FILE)")
+	durable := fs.String("durable-commit", env.str("DURABLE_COMMIT", store.DurableRemoteApply), "what a security change (revoke, disable, rotate, deny) waits for before it is acknowledged, when PostgreSQL has a synchronous standby: remote_apply, on, remote_write or off ($DURABLE_COMMIT)")
+	c.Durable.Timeout = env.seconds("DURABLE_COMMIT_TIMEOUT", store.DefaultDurableTimeout)
+	lenient(secondsFlag{&c.Durable.Timeout}, "durable-commit-timeout", "how long a security change waits for a synchronous standby before it is answered 503 commit_not_confirmed ($DURABLE_COMMIT_TIMEOUT, default 5s)")
 	var checkPublish func() []error
 	c.Publish, checkPublish = addPublishFlags(fs, env, lenient)
 	if err := parseFlags(fs, args); err != nil {
@@ -278,6 +285,9 @@ func loadServeConfig(args []string, getenv func(string) string, stderr io.Writer
 	}
 	if err := c.LogLevel.UnmarshalText([]byte(*level)); err != nil {
 		errs = append(errs, fmt.Errorf("-log-level %q: use debug, info, warn or error", *level))
+	}
+	if c.Durable.Level, err = store.ParseDurableLevel(*durable); err != nil {
+		errs = append(errs, fmt.Errorf("DURABLE_COMMIT: %w", err))
 	}
 	if c.LogFormat != "json" && c.LogFormat != "text" {
 		errs = append(errs, fmt.Errorf("-log-format %q: use json or text", c.LogFormat))
@@ -438,11 +448,12 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stder
 	if err := checkSchema(ctx, c.DatabaseURL, logger); err != nil {
 		return err
 	}
-	st, err := openStore(ctx, c.DatabaseURL)
+	st, err := openStore(ctx, c.DatabaseURL, c.Durable)
 	if err != nil {
 		return err
 	}
 	defer st.Close()
+	logDurability(ctx, st, c.Durable, logger)
 	if err := startPresencePrune(ctx, st, getenv, logger); err != nil {
 		return err
 	}
@@ -600,4 +611,25 @@ func metricsServer(c serveConfig, srv *api.Server, logger *slog.Logger) (*metric
 	}}
 	logger.Info("metrics listening", "addr", ln.Addr().String(), "path", "/metrics")
 	return ms, nil
+}
+
+// logDurability says at start what an acknowledged security change survives.
+func logDurability(ctx context.Context, st *store.Store, d store.Durability, logger *slog.Logger) {
+	if d.Level == store.DurableOff {
+		logger.Warn("durable commits are off (DURABLE_COMMIT=off): with a replicated PostgreSQL, a failover may lose revocations the API acknowledged")
+		return
+	}
+	qctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	names, err := st.SynchronousStandbys(qctx)
+	switch {
+	case err != nil:
+		logger.Warn("could not read synchronous_standby_names", "error", err)
+	case names == "":
+		logger.Info("durable commits: PostgreSQL has no synchronous standby (synchronous_standby_names is empty), so security changes are acknowledged once the primary has them",
+			"durableCommit", d.Level)
+	default:
+		logger.Info("durable commits: security changes are acknowledged only once a synchronous standby confirms them",
+			"durableCommit", d.Level, "timeout", d.Timeout.String(), "synchronousStandbyNames", names)
+	}
 }

@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/iotauth/iotauth/backend/store"
 )
 
 func envMap(m map[string]string) func(string) string { return func(k string) string { return m[k] } }
@@ -47,6 +49,8 @@ func TestServeConfigErrorsNameTheSetting(t *testing.T) {
 		"proxies":      {map[string]string{"DATABASE_URL": "x", "TRUSTED_PROXIES": "10.0.0.0/8,proxy.local"}, nil, "TRUSTED_PROXIES"},
 		"addr budget":  {map[string]string{"DATABASE_URL": "x", "LOGIN_MAX_FAILURES_PER_ADDR": "0"}, nil, "LOGIN_MAX_FAILURES_PER_ADDR"},
 		"metrics addr": {map[string]string{"DATABASE_URL": "x", "METRICS_ADDR": "9180"}, nil, "METRICS_ADDR"},
+		"durable":      {map[string]string{"DATABASE_URL": "x", "DURABLE_COMMIT": "sync"}, nil, "DURABLE_COMMIT"},
+		"durable wait": {map[string]string{"DATABASE_URL": "x", "DURABLE_COMMIT_TIMEOUT": "0"}, nil, "DURABLE_COMMIT_TIMEOUT"},
 	} {
 		_, err := loadServeConfig(tc.args, envMap(tc.env), io.Discard)
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
@@ -141,6 +145,10 @@ func TestServeSettingsGood(t *testing.T) {
 	c, tokens, err := serveSettings([]string{"-migrate"}, envMap(map[string]string{"DATABASE_URL": "x", "JWT_SECRET": goodSecret}), io.Discard)
 	if err != nil || tokens == nil || !c.Migrate {
 		t.Fatalf("settings %+v, tokens %v, err %v", c, tokens, err)
+	}
+	// Safe by default: security changes wait for a synchronous standby, when one is configured, 5 s.
+	if c.Durable != (store.Durability{Level: store.DurableRemoteApply, Timeout: 5 * time.Second}) {
+		t.Fatalf("default durability %+v", c.Durable)
 	}
 }
 

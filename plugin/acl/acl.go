@@ -3,12 +3,18 @@
 // (%c); checks on the publish and delivery path then compare topic levels with no allocation. A
 // subscription is granted only if every topic its filter can match is readable, so `#`, `+/#` or
 // `agents/+/x` cannot reach outside the agent's namespace. `$` topics are never granted.
+//
+// What a valid topic or filter is, and its maximum length, come from backend/topicfilter; the matcher
+// here is a faster copy of that package's Matches, Covers and Intersects, held to them by
+// FuzzAgreesWithTopicfilter.
 package acl
 
 import (
 	"errors"
 	"fmt"
 	"strings"
+
+	"github.com/iotauth/iotauth/backend/topicfilter"
 )
 
 // Access is the kind of operation, with the values of Mosquitto's MOSQ_ACL_* constants.
@@ -91,24 +97,12 @@ func ParseTemplates(spec string) ([]Template, error) {
 }
 
 // MaxTopicLen is the longest topic name or filter a session may use, in bytes: one limit for publishes,
-// deliveries and subscriptions (the broker's shim answers marked clients only up to it).
-const MaxTopicLen = 1024
+// deliveries and subscriptions (the broker's shim answers marked clients only up to it). It is
+// topicfilter.MaxLen, the one limit of the whole product.
+const MaxTopicLen = topicfilter.MaxLen
 
-func validFilter(p string) error {
-	if p == "" || len(p) > MaxTopicLen {
-		return fmt.Errorf("must be 1 to %d bytes", MaxTopicLen)
-	}
-	levels := strings.Split(p, "/")
-	for i, l := range levels {
-		if strings.Contains(l, "#") && (l != "#" || i != len(levels)-1) {
-			return errors.New("'#' must be a whole level and the last one")
-		}
-		if strings.Contains(l, "+") && l != "+" {
-			return errors.New("'+' must be a whole level")
-		}
-	}
-	return nil
-}
+// validFilter is topicfilter.Valid: the syntax of a filter and its length.
+func validFilter(p string) error { return topicfilter.Valid(p) }
 
 // rule is an expanded template.
 type rule struct {
@@ -158,7 +152,7 @@ func (s Set) Allows(access Access, topic string) bool {
 	case Unsubscribe:
 		return true
 	case Read, Write:
-		if topic == "" || topic[0] == '$' || len(topic) > MaxTopicLen || strings.ContainsAny(topic, "+#") {
+		if topic == "" || topic[0] == '$' || len(topic) > MaxTopicLen || strings.ContainsAny(topic, "+#\x00") {
 			return false
 		}
 		allowed := false

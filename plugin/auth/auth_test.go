@@ -707,6 +707,63 @@ func TestAuthorizeAppKey(t *testing.T) {
 	}
 }
 
+// TestAgentClientIDsAreTheAgents: whatever the template, an application key may not use a client id that
+// the template gives an agent (with it, and a session the broker keeps, it could hold the id against the
+// agent), and an agent admitted on its template's id owns it (no other principal's session keeps it out).
+func TestAgentClientIDsAreTheAgents(t *testing.T) {
+	upper := strings.ToUpper(agentA)
+	tests := []struct {
+		tmpl, clientID string
+		appRefused     bool
+	}{
+		{"%u", agentA, true},
+		{"%u", agentB, true},
+		{"%u", upper, true},
+		{"%u", agentA + "x", false},
+		{"%u", "x" + agentA, false},
+		{"%u", "dashboard", false},
+		{"%u-dev", agentA + "-dev", true},
+		{"%u-dev", upper + "-dev", true},
+		{"%u-dev", agentA, false},
+		{"%u-dev", "dashboard-dev", false},
+		{"dev-%u", "dev-" + agentA, true},
+		{"dev-%u", "dev-anything", true},
+		{"dev-%u", agentA, false},
+		{"agent-%u", "agent-" + agentA, true},
+		{"any", agentA, false},
+		{"any", "dashboard", false},
+		{"any", "agent-" + agentA, true}, // agent- ids are never an application key's
+	}
+	for _, tt := range tests {
+		t.Run(tt.tmpl+" "+tt.clientID, func(t *testing.T) {
+			f, key, pw := appFixture(t, nil)
+			f.a.cfg.ClientID = tt.tmpl
+			_, err := f.a.Authorize(context.Background(), Credentials{Username: key, Password: []byte(pw), ClientID: tt.clientID})
+			if refused := errors.Is(err, ErrAgentClientID); refused != tt.appRefused {
+				t.Fatalf("application key with client id %q under template %q: %v; want refused %v", tt.clientID, tt.tmpl, err, tt.appRefused)
+			}
+		})
+	}
+	for _, tmpl := range []string{"%u", "%u-dev", "dev-%u", "agent-%u", "any"} {
+		t.Run("agent owns its id under "+tmpl, func(t *testing.T) {
+			f := newFixture(t, nil)
+			f.a.cfg.ClientID = tmpl
+			c := f.creds()
+			c.ClientID = strings.Replace(tmpl, "%u", agentA, 1)
+			if tmpl == "any" {
+				c.ClientID = "gateway-1"
+			}
+			s, err := f.a.Authorize(context.Background(), c)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if want := tmpl != "any"; s.OwnsClientID != want {
+				t.Fatalf("OwnsClientID %v, want %v (only a template gives an agent an id of its own)", s.OwnsClientID, want)
+			}
+		})
+	}
+}
+
 // TestAppKeyRecheck: a re-check refuses an application session once its key is revoked, and an
 // unchanged key keeps it.
 func TestAppKeyRecheck(t *testing.T) {

@@ -23,6 +23,7 @@ import (
 	"github.com/iotauth/iotauth/backend/credential"
 	"github.com/iotauth/iotauth/backend/passhash"
 	"github.com/iotauth/iotauth/backend/secret"
+	"github.com/iotauth/iotauth/backend/uuid"
 	"github.com/iotauth/iotauth/cache"
 	"github.com/iotauth/iotauth/plugin/acl"
 )
@@ -328,8 +329,9 @@ func (a *Authorizer) authorizeDigest(ctx context.Context, d secret.Digest, passw
 	}
 	s := Session{
 		Name: name, Agent: agent, ClientID: clientID, Digest: d, PasswordSum: sum,
-		rules: append(a.cfg.Rules[:len(a.cfg.Rules):len(a.cfg.Rules)], e.rules()...),
-		src:   e,
+		OwnsClientID: !legacy && a.cfg.ClientID != "any",
+		rules:        append(a.cfg.Rules[:len(a.cfg.Rules):len(a.cfg.Rules)], e.rules()...),
+		src:          e,
 	}
 	if e.expiresAt != 0 {
 		s.ExpiresAt = time.Unix(0, e.expiresAt)
@@ -354,17 +356,24 @@ func (a *Authorizer) appSession(e *Entry, d secret.Digest, sum [32]byte, clientI
 	return s, nil
 }
 
-// agentClientID reports whether clientID has the shape of the configured agent client id template's
-// literal prefix (when the template is not "any"), so that a custom template is protected too.
+// agentClientID reports whether the configured client id template (when it is not "any") could give
+// clientID to an agent, so that no other principal may use it: with a literal prefix before %u, every id
+// with that prefix; without one (%u, %u-dev), every id that is a uuid (in either case) followed by the
+// template's suffix. Otherwise an application key could take an agent's exact client id and, with a
+// session the broker keeps, hold it against the agent.
 func (a *Authorizer) agentClientID(clientID string) bool {
 	if a.cfg.ClientID == "any" {
 		return false
 	}
 	i := strings.Index(a.cfg.ClientID, "%u")
-	if i <= 0 {
+	if i < 0 {
 		return false
 	}
-	return strings.HasPrefix(clientID, a.cfg.ClientID[:i])
+	if pre := a.cfg.ClientID[:i]; pre != "" {
+		return strings.HasPrefix(clientID, pre)
+	}
+	id, ok := strings.CutSuffix(clientID, a.cfg.ClientID[i+2:])
+	return ok && uuid.Valid(strings.ToLower(id))
 }
 
 // legacyClientIDAllowed applies an imported device's client id rule: the exact id fixed at import, or

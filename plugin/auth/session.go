@@ -19,6 +19,10 @@ type Session struct {
 	ExpiresAt time.Time
 	// PasswordSum is the SHA-256 of the password the session was admitted with.
 	PasswordSum [32]byte
+	// OwnsClientID is set for an agent whose client id is the one the configured template gives it (not
+	// "any"): no other principal may use that id, so no session of another principal, ended or kept by
+	// the broker, ever keeps it from the agent.
+	OwnsClientID bool
 	// rules are the configured templates followed by the agent's extra rules; ACL expands them.
 	rules []acl.Template
 	// Token is set for a short-lived credential's session: Agent is then TokenAgentPrefix and its

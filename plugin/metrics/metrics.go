@@ -165,6 +165,8 @@ type Sources struct {
 	Cache    func() cache.Stats
 	Auth     func() auth.Stats
 	Sessions func() (live, ended int)
+	// KnownKeys is the size of the set of known keys (plugin/keyset).
+	KnownKeys func() int
 }
 
 // Metrics holds the plugin's series. Its methods are safe for concurrent use and do nothing on a nil
@@ -181,6 +183,7 @@ type Metrics struct {
 	applied  prometheus.Observer
 	preloadN prometheus.Gauge
 	preloadT prometheus.Gauge
+	auditDrp prometheus.Counter
 }
 
 // lookupBuckets span a loopback PostgreSQL (sub-millisecond) to the default 250 ms db_timeout and past it.
@@ -234,7 +237,11 @@ func New(src Sources) *Metrics {
 	for i, name := range lookupNames {
 		m.lookups[i] = lookups.WithLabelValues(name)
 	}
-	m.reg.MustRegister(allowed, refused, m.deferred, kicks, lookups, m.notifies, applied, m.preloadN, m.preloadT,
+	m.auditDrp = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: Prefix + "audit_events_dropped_total",
+		Help: "Refused connects and kicks not written to the audit trail one by one: the bounded queue was full (PostgreSQL did not answer for long). Their count is audited as one event.",
+	})
+	m.reg.MustRegister(allowed, refused, m.deferred, kicks, lookups, m.notifies, applied, m.preloadN, m.preloadT, m.auditDrp,
 		&sourced{src: src},
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
@@ -285,6 +292,13 @@ func (m *Metrics) Notified() time.Time {
 func (m *Metrics) Applied(since time.Time) {
 	if m != nil && !since.IsZero() {
 		m.applied.Observe(time.Since(since).Seconds())
+	}
+}
+
+// AuditDropped counts n audit events that the plugin's queue could not hold.
+func (m *Metrics) AuditDropped(n int) {
+	if m != nil {
+		m.auditDrp.Add(float64(n))
 	}
 }
 
@@ -358,11 +372,12 @@ var (
 	descFailFast       = prometheus.NewDesc(Prefix+"db_fail_fast_windows_total", "Times a lookup failure made the plugin skip PostgreSQL on connects for a while (fail fast).", nil, nil)
 	descDBDown         = prometheus.NewDesc(Prefix+"db_down", "1 while connects skip PostgreSQL after a failure, until it answers again; else 0.", nil, nil)
 	descSessions       = prometheus.NewDesc(Prefix+"sessions", "Sessions the plugin holds: live (connected) and ended (kept for wills and offline deliveries).", []string{"state"}, nil)
+	descKnownKeys      = prometheus.NewDesc(Prefix+"known_keys", "Keys in the set of every key PostgreSQL holds and has not revoked: they never spend the unknown-key lookup budget.", nil, nil)
 )
 
 func (s *sourced) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descCacheLookups, descCacheEvictions, descCacheEntries, descStaleServed,
-		descDBErrors, descFailFast, descDBDown, descSessions} {
+		descDBErrors, descFailFast, descDBDown, descSessions, descKnownKeys} {
 		ch <- d
 	}
 }
@@ -398,5 +413,8 @@ func (s *sourced) Collect(ch chan<- prometheus.Metric) {
 		live, ended := s.src.Sessions()
 		gauge(descSessions, float64(live), "live")
 		gauge(descSessions, float64(ended), "ended")
+	}
+	if s.src.KnownKeys != nil {
+		gauge(descKnownKeys, float64(s.src.KnownKeys()))
 	}
 }

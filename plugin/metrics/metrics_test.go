@@ -90,6 +90,7 @@ func TestCounts(t *testing.T) {
 	m.Applied(m.Notified().Add(-time.Second))
 	m.Applied(time.Time{}) // not a notification: not recorded
 	m.Preloaded(1234, 1500*time.Millisecond)
+	m.AuditDropped(3)
 	checks := []struct {
 		got, want float64
 		what      string
@@ -116,6 +117,7 @@ func TestCounts(t *testing.T) {
 		`iotauth_plugin_notify_apply_seconds_count 1`,
 		`iotauth_plugin_connects_refused_total{principal="app",reason="unknown_key"} 0`, // pre-resolved: present at 0
 		`iotauth_plugin_kicks_total{reason="expired"} 2`,
+		`iotauth_plugin_audit_events_dropped_total 3`,
 	} {
 		if !strings.Contains(text, want) {
 			t.Errorf("exposition lacks %q", want)
@@ -212,6 +214,7 @@ func TestNilMetrics(t *testing.T) {
 	m.Kicked(auth.ErrRevoked)
 	m.Applied(m.Notified())
 	m.Preloaded(1, time.Second)
+	m.AuditDropped(1)
 	st := fakeStore{}
 	if got := m.Timed(st); got != Store(st) {
 		t.Errorf("Timed on nil metrics wrapped the store: %T", got)

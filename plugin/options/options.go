@@ -51,6 +51,10 @@ type Config struct {
 	// MQTTTokenPublicKey is the path of a PEM file with the Ed25519 public keys that verify short-lived
 	// MQTT credentials (iotmq_ usernames); empty refuses them.
 	MQTTTokenPublicKey string
+	// MQTT5SessionHold is how long an ended MQTT 5 session that did not start clean is presumed kept by the
+	// broker (a plugin cannot read its session expiry interval): meanwhile its client id is refused to other
+	// principals, except to the agent the client id template gives it to. 0: never.
+	MQTT5SessionHold time.Duration
 	// Presence records sessions in PostgreSQL (docs/presence.md); BrokerID names this broker there ("":
 	// host name and first listener port), PresenceTimeout is how long after its last heartbeat its
 	// sessions read offline, PresenceEvents publishes agents' lifecycle events over MQTT.
@@ -72,8 +76,8 @@ func Defaults() Config {
 		StaleGrace: 15 * time.Minute, DBTimeout: 250 * time.Millisecond, ClientID: "agent-%u",
 		ACLSpec: "readwrite agents/%u/#", Preload: true, PreloadWait: 5 * time.Second, KickOnRevoke: true, KeyKind: secret.APIKey,
 		ResyncInterval: time.Minute, LogLevel: "info", MaxConns: 4, UnknownKeyLookups: 200,
-		SlowHashBudget: 250 * time.Millisecond,
-		Presence:       true, PresenceTimeout: 30 * time.Second, PresenceEvents: true, PresenceQueue: 100000,
+		SlowHashBudget: 250 * time.Millisecond, MQTT5SessionHold: time.Hour,
+		Presence: true, PresenceTimeout: 30 * time.Second, PresenceEvents: true, PresenceQueue: 100000,
 	}
 }
 
@@ -122,6 +126,7 @@ var known = map[string]setter{
 	"db_timeout":          durOpt(func(c *Config) *time.Duration { return &c.DBTimeout }, time.Millisecond, 5*time.Second),
 	"resync_interval":     durOpt(func(c *Config) *time.Duration { return &c.ResyncInterval }, time.Second, 24*time.Hour),
 	"slow_hash_budget":    durOpt(func(c *Config) *time.Duration { return &c.SlowHashBudget }, time.Millisecond, time.Second),
+	"mqtt5_session_hold":  durOpt(func(c *Config) *time.Duration { return &c.MQTT5SessionHold }, 0, 365*24*time.Hour),
 	"preload":             boolOpt(func(c *Config) *bool { return &c.Preload }),
 	"preload_wait":        durOpt(func(c *Config) *time.Duration { return &c.PreloadWait }, 0, 5*time.Minute),
 	"presence":            boolOpt(func(c *Config) *bool { return &c.Presence }),

@@ -45,6 +45,40 @@ type Broker interface {
 // agent: admitting it would disconnect that session and take over its queued messages.
 var ErrClientIDTaken = errors.New("client id is in use by another agent's session")
 
+// Forever is the KeptFor of a session the broker keeps for as long as it runs.
+const Forever time.Duration = math.MaxInt64
+
+// Told is what the broker said when a client went offline.
+type Told int8
+
+const (
+	// ToldNothing: Mosquitto 2.0 sends DISCONNECT whether it keeps the session or not.
+	ToldNothing Told = -1
+	// ToldEnded: Mosquitto 2.1 sent DISCONNECT, so the session ends.
+	ToldEnded Told = 0
+	// ToldKept: Mosquitto 2.1 sent CLIENT_OFFLINE, so it keeps the session.
+	ToldKept Told = 1
+)
+
+// KeptFor is how long the broker may keep a client's session after it went offline, as far as the plugin
+// can know. Mosquitto gives plugins the clean start (MQTT 5) or clean session (3.1.x) flag of the client's
+// CONNECT and, from 2.1 on, whether it keeps the session (told), but never an MQTT 5 session expiry
+// interval. A 3.1.x session is kept, without expiry, exactly when it was not clean. On 2.0 an MQTT 5
+// session is presumed kept when it did not start clean (it asked to resume a session, so it most likely
+// asked to be kept too) and presumed ended when it started clean (no expiry is the default of MQTT 5
+// clients). A kept MQTT 5 session is held for mqtt5Hold at most (0: not at all). Another principal that
+// takes over a session wrongly presumed ended gets only what its own ACL allows of it (Mosquitto re-checks
+// queued messages, and every delivery, against the new client).
+func KeptFor(protocolVersion int, cleanStart bool, told Told, mqtt5Hold time.Duration) time.Duration {
+	switch {
+	case told == ToldEnded, told == ToldNothing && cleanStart:
+		return 0
+	case protocolVersion == 5:
+		return mqtt5Hold
+	}
+	return Forever
+}
+
 // Config sets up a Table.
 type Config struct {
 	Broker Broker
@@ -118,8 +152,9 @@ type record struct {
 	client     uintptr
 	gen        uint64
 	ended      bool
-	persistent bool // ended, and the broker may keep its session (and queued messages) for the client id
-	revoked    bool // a re-check refused it: kicked soon, and not kept once ended
+	persistent bool  // ended, and the broker may keep its session (and queued messages) for the client id
+	keptUntil  int64 // when persistent: unix ns after which the broker no longer keeps it (0: never)
+	revoked    bool  // a re-check refused it: kicked soon, and not kept once ended
 	acl        *acl.Set
 	// agentPrev/agentNext link the sessions of one agent (most have one); endedPrev/endedNext the ended
 	// ones in the order they ended.
@@ -168,15 +203,15 @@ func (t *Table) Changed() { t.epoch.Add(1) }
 
 // Admit records s as client's live session: it gives the client the session's name and, for a session
 // with exactly the configured rules, the broker's fast-path mark. It refuses (ErrClientIDTaken) a client
-// id that another agent's live session or persistent offline session holds. current is false when a
-// credential changed since epoch was read: the caller must then re-check the agent, since the re-check
-// that the change started may have missed this session.
+// id that another principal's session holds (see keepsOut). current is false when a credential changed
+// since epoch was read: the caller must then re-check the agent, since the re-check that the change
+// started may have missed this session.
 func (t *Table) Admit(client uintptr, s auth.Session, epoch uint64) (current bool, err error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	old := t.byClientID[s.ClientID]
 	sameClient := old != nil && !old.ended && old.client == client // Mosquitto re-checking a live client
-	if old != nil && old.Agent != s.Agent && !sameClient && (!old.ended || old.persistent) {
+	if old != nil && !sameClient && keepsOut(old, &s, t.cfg.Now().UnixNano()) {
 		return false, ErrClientIDTaken
 	}
 	if !t.cfg.Broker.SetUsername(client, s.Name) {
@@ -223,9 +258,9 @@ func (t *Table) Admit(client uintptr, s auth.Session, epoch uint64) (current boo
 
 // Disconnect ends client's live session, if it has one. The session is kept as ended under its client
 // id, for the will and offline deliveries Mosquitto still checks, unless a newer session took the client
-// id over or a re-check refused it. persistent says whether the broker may keep the client's session
-// (and queue messages for it) after the disconnect.
-func (t *Table) Disconnect(client uintptr, persistent bool) {
+// id over or a re-check refused it. keptFor (KeptFor) is how long the broker may keep the client's
+// session (and queue messages for it) after the disconnect: 0 not at all, Forever without expiry.
+func (t *Table) Disconnect(client uintptr, keptFor time.Duration) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	r := t.live[client]
@@ -237,7 +272,10 @@ func (t *Table) Disconnect(client uintptr, persistent bool) {
 		return
 	}
 	t.removeLiveLocked(r)
-	r.ended, r.persistent = true, persistent
+	r.ended, r.persistent = true, keptFor > 0
+	if r.persistent && keptFor != Forever {
+		r.keptUntil = t.cfg.Now().Add(keptFor).UnixNano()
+	}
 	t.ended.pushBack(r)
 	t.endedOf[r.Agent]++
 	if t.endedOf[r.Agent] > t.cfg.MaxEndedPerAgent {
@@ -253,6 +291,23 @@ func (t *Table) Disconnect(client uintptr, persistent bool) {
 	for t.ended.n > t.cfg.MaxEnded {
 		t.dropLocked(t.ended.head)
 	}
+}
+
+// keepsOut decides whether old, the newest session recorded under the client id that s asks for, keeps
+// s out at now (unix ns). A session of the same agent or application key never does. Another principal's
+// live session does (admitting s would disconnect it). Another principal's ended session does only while
+// the broker may still keep it (KeptFor), so that its queued messages are not handed over, and never when
+// the template gives the id to s's agent: no other principal can hold an agent's own client id.
+func keepsOut(old *record, s *auth.Session, now int64) bool {
+	switch {
+	case old.Agent == s.Agent:
+		return false
+	case !old.ended:
+		return true
+	case s.OwnsClientID, !old.persistent:
+		return false
+	}
+	return old.keptUntil == 0 || now < old.keptUntil
 }
 
 func (t *Table) removeLiveLocked(r *record) {

@@ -198,7 +198,7 @@ func TestAllows(t *testing.T) {
 	f.admit(1, f.session(agentA, "a1", time.Time{}))
 	f.admit(2, f.session(agentB, "b1", time.Time{}, credential.Rule{Access: "read", Pattern: "broadcast/#"}))
 	f.admit(3, f.session(agentA, "a-ended", time.Time{}))
-	f.table.Disconnect(3, true)
+	f.table.Disconnect(3, Forever)
 	tests := []struct {
 		name     string
 		client   uintptr
@@ -249,7 +249,7 @@ func TestRefuseLiveKicksOnTickAndKeepsNothing(t *testing.T) {
 	if !slices.Equal(f.broker.kicks, []string{"a1"}) {
 		t.Fatalf("kicks %q, want [a1]", f.broker.kicks)
 	}
-	f.table.Disconnect(1, true) // the kick's DISCONNECT
+	f.table.Disconnect(1, Forever) // the kick's DISCONNECT
 	if v := f.allows(1, "a1", acl.Write, "agents/"+agentA+"/status"); v != Unknown {
 		t.Fatalf("the will of a refused session: %v, want Unknown (never allowed)", v)
 	}
@@ -262,7 +262,7 @@ func TestRefuseLiveKicksOnTickAndKeepsNothing(t *testing.T) {
 func TestRefuseEndedForgetsWithoutKick(t *testing.T) {
 	f := newFixture(t, 0)
 	f.admit(1, f.session(agentA, "a1", time.Time{}))
-	f.table.Disconnect(1, true)
+	f.table.Disconnect(1, Forever)
 	snaps := f.table.Sessions([]string{agentA})
 	if len(snaps) != 1 || !snaps[0].Ended {
 		t.Fatalf("snapshots %+v", snaps)
@@ -284,7 +284,7 @@ func TestRefuseOfAReplacedSessionIsIgnored(t *testing.T) {
 	f := newFixture(t, 0)
 	f.admit(1, f.session(agentA, "a1", time.Time{}))
 	old := f.table.Sessions([]string{agentA})[0]
-	f.table.Disconnect(1, false)
+	f.table.Disconnect(1, 0)
 	f.admit(1, f.session(agentA, "a1", time.Time{})) // the same handle, reconnected with a new key
 	f.table.Refuse(old, auth.ErrRevoked)
 	f.table.Tick()
@@ -298,26 +298,35 @@ func TestRefuseOfAReplacedSessionIsIgnored(t *testing.T) {
 
 func TestClientIDTakeover(t *testing.T) {
 	tests := []struct {
-		name       string
-		ended      bool
-		persistent bool
-		agent      string
-		wantErr    error
+		name    string
+		ended   bool
+		keptFor time.Duration // how long the broker keeps the ended session
+		later   time.Duration // how long after the disconnect the new connect comes
+		agent   string
+		owner   bool // the template gives the client id to the new connect's agent
+		wantErr error
 	}{
-		{"another agent's live session", false, false, agentB, ErrClientIDTaken},
-		{"another agent's persistent offline session", true, true, agentB, ErrClientIDTaken},
-		{"another agent's ended clean session", true, false, agentB, nil},
-		{"the same agent's live session", false, false, agentA, nil},
-		{"the same agent's persistent offline session", true, true, agentA, nil},
+		{name: "another agent's live session", agent: agentB, wantErr: ErrClientIDTaken},
+		{name: "another agent's live session, even for the id's owner", agent: agentB, owner: true, wantErr: ErrClientIDTaken},
+		{name: "another agent's offline session kept without expiry", ended: true, keptFor: Forever, later: 24 * time.Hour, agent: agentB, wantErr: ErrClientIDTaken},
+		{name: "another agent's offline session kept for an hour, 59 minutes on", ended: true, keptFor: time.Hour, later: 59 * time.Minute, agent: agentB, wantErr: ErrClientIDTaken},
+		{name: "another agent's offline session kept for an hour, an hour on", ended: true, keptFor: time.Hour, later: time.Hour, agent: agentB},
+		{name: "another agent's ended session not kept", ended: true, agent: agentB},
+		{name: "another principal's offline session kept, against the id's owner", ended: true, keptFor: Forever, agent: agentB, owner: true},
+		{name: "the same agent's live session", agent: agentA},
+		{name: "the same agent's offline session", ended: true, keptFor: Forever, agent: agentA},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			f := newFixture(t, 0)
 			f.admit(1, f.session(agentA, "shared", time.Time{}))
 			if tt.ended {
-				f.table.Disconnect(1, tt.persistent)
+				f.table.Disconnect(1, tt.keptFor)
 			}
-			_, err := f.table.Admit(2, f.session(tt.agent, "shared", time.Time{}), f.table.Epoch())
+			f.clk.t = f.clk.t.Add(tt.later)
+			s := f.session(tt.agent, "shared", time.Time{})
+			s.OwnsClientID = tt.owner
+			_, err := f.table.Admit(2, s, f.table.Epoch())
 			if !errors.Is(err, tt.wantErr) {
 				t.Fatalf("got %v, want %v", err, tt.wantErr)
 			}
@@ -329,7 +338,7 @@ func TestClientIDTakeover(t *testing.T) {
 			}
 			// The broker disconnects the session taken over: its handle must not end the new one.
 			if !tt.ended {
-				f.table.Disconnect(1, true)
+				f.table.Disconnect(1, Forever)
 			}
 			if v := f.allows(2, "shared", acl.Write, "agents/"+tt.agent+"/t"); v != Allow {
 				t.Fatalf("the new session: %v", v)
@@ -341,13 +350,44 @@ func TestClientIDTakeover(t *testing.T) {
 	}
 }
 
+// How long the broker keeps a session, from what Mosquitto tells a plugin at DISCONNECT.
+func TestKeptFor(t *testing.T) {
+	const hold = 30 * time.Minute
+	tests := []struct {
+		name       string
+		protocol   int
+		cleanStart bool
+		told       Told
+		want       time.Duration
+	}{
+		{"2.0, MQTT 3.1.1 clean session", 4, true, ToldNothing, 0},
+		{"2.0, MQTT 3.1 clean session", 3, true, ToldNothing, 0},
+		{"2.0, MQTT 3.1.1 persistent session", 4, false, ToldNothing, Forever},
+		{"2.0, MQTT 5 clean start (no expiry asked, the clients' default)", 5, true, ToldNothing, 0},
+		{"2.0, MQTT 5 resuming (an expiry asked, presumed)", 5, false, ToldNothing, hold},
+		{"2.1 DISCONNECT, MQTT 3.1.1", 4, true, ToldEnded, 0},
+		{"2.1 DISCONNECT, MQTT 5 resuming without expiry", 5, false, ToldEnded, 0},
+		{"2.1 CLIENT_OFFLINE, MQTT 3.1.1 persistent", 4, false, ToldKept, Forever},
+		{"2.1 CLIENT_OFFLINE, MQTT 5 clean start with an expiry", 5, true, ToldKept, hold},
+		{"2.1 CLIENT_OFFLINE, MQTT 5 resuming", 5, false, ToldKept, hold},
+	}
+	for _, tt := range tests {
+		if got := KeptFor(tt.protocol, tt.cleanStart, tt.told, hold); got != tt.want {
+			t.Errorf("%s: %v, want %v", tt.name, got, tt.want)
+		}
+	}
+	if got := KeptFor(5, false, ToldNothing, 0); got != 0 {
+		t.Errorf("MQTT 5 with no hold configured: %v, want 0", got)
+	}
+}
+
 func TestExpiry(t *testing.T) {
 	f := newFixture(t, 0)
 	expires := f.clk.t.Add(time.Hour)
 	f.admit(1, f.session(agentA, "a1", expires))
 	f.admit(2, f.session(agentA, "a2", time.Time{}))
 	f.admit(3, f.session(agentA, "a3", expires))
-	f.table.Disconnect(3, true)
+	f.table.Disconnect(3, Forever)
 	if got := f.table.Expired(); len(got) != 0 {
 		t.Fatalf("expired before the hour: %+v", got)
 	}
@@ -373,7 +413,7 @@ func TestEndedSessionsAreBounded(t *testing.T) {
 	f := newFixture(t, 2)
 	for i, id := range []string{"e1", "e2", "e3"} {
 		f.admit(uintptr(i+1), f.session(agentA, id, time.Time{}))
-		f.table.Disconnect(uintptr(i+1), true)
+		f.table.Disconnect(uintptr(i+1), Forever)
 	}
 	if _, ended := f.table.Len(); ended != 2 {
 		t.Fatalf("%d ended sessions kept, want 2", ended)
@@ -387,7 +427,7 @@ func TestEndedSessionsAreBounded(t *testing.T) {
 	// Many reconnects of one client id keep one record and never push others out.
 	for i := 0; i < 10; i++ {
 		f.admit(9, f.session(agentA, "e2", time.Time{}))
-		f.table.Disconnect(9, true)
+		f.table.Disconnect(9, Forever)
 	}
 	if v := f.allows(3, "e3", acl.Write, "agents/"+agentA+"/t"); v != Allow {
 		t.Fatalf("e3 after e2's reconnects: %v", v)
@@ -426,7 +466,7 @@ func TestIsLive(t *testing.T) {
 			t.Errorf("%s: got %v", tt.name, got)
 		}
 	}
-	f.table.Disconnect(1, false)
+	f.table.Disconnect(1, 0)
 	if f.table.IsLive(1, s.Name, []byte(pw.Reveal())) {
 		t.Error("an ended session answered as live")
 	}
@@ -455,13 +495,13 @@ func TestSessionsOfAnAgent(t *testing.T) {
 		live, ended int
 	}{
 		{"four live", func() {}, 4, 0},
-		{"the second ends", func() { f.table.Disconnect(2, true) }, 3, 1},
-		{"the third ends", func() { f.table.Disconnect(3, false) }, 2, 2},
+		{"the second ends", func() { f.table.Disconnect(2, Forever) }, 3, 1},
+		{"the third ends", func() { f.table.Disconnect(3, 0) }, 2, 2},
 		{"the second's id comes back on a new handle", func() { f.admit(5, f.session(agentA, "c2", time.Time{})) }, 3, 1},
 		{"the first is replaced on its handle", func() { f.admit(1, f.session(agentA, "c1b", time.Time{})) }, 3, 1},
 		{"all end", func() {
 			for _, c := range []uintptr{1, 4, 5} {
-				f.table.Disconnect(c, true)
+				f.table.Disconnect(c, Forever)
 			}
 		}, 0, 4},
 	}
@@ -549,11 +589,11 @@ func TestEndedSessionsPerAgentProtectOthers(t *testing.T) {
 	f := newFixture(t, 0)
 	f.table = New(Config{Broker: f.broker, FastPrefix: "agents/", MaxEnded: 4, MaxEndedPerAgent: 2, Now: f.clk.now})
 	f.admit(1, f.session(agentA, "victim", time.Time{}))
-	f.table.Disconnect(1, true)
+	f.table.Disconnect(1, Forever)
 	for i := 0; i < 10; i++ {
 		h := uintptr(10 + i)
 		f.admit(h, f.session(agentB, fmt.Sprintf("flood-%d", i), time.Time{}))
-		f.table.Disconnect(h, true)
+		f.table.Disconnect(h, Forever)
 	}
 	if _, err := f.table.Admit(99, f.session(agentB, "victim", time.Time{}), f.table.Epoch()); !errors.Is(err, ErrClientIDTaken) {
 		t.Fatalf("after another agent ended 10 sessions: %v, want ErrClientIDTaken", err)
@@ -595,7 +635,7 @@ func TestKickedHook(t *testing.T) {
 	f.admit(2, f.session(agentB, "b1", time.Time{}))
 	f.table.Refuse(f.table.Sessions([]string{agentA})[0], auth.ErrRevoked)
 	f.table.Refuse(f.table.Sessions([]string{agentB})[0], auth.ErrExpired)
-	f.table.Disconnect(2, false) // gone before the tick
+	f.table.Disconnect(2, 0) // gone before the tick
 	f.table.Tick()
 	if len(reasons) != 1 || reasons[0] != auth.ErrRevoked {
 		t.Fatalf("kick reasons %v, want [revoked]", reasons)

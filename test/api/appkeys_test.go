@@ -208,6 +208,8 @@ func TestAppKeyEscalation(t *testing.T) {
 		// needs to be (the review's escalation: keys:write + agents:write gave an agent's login).
 		{Method: "POST", Path: "/api/v1/auth/api-keys", Body: map[string]any{"name": "mine", "agentUuid": agent.AgentUUID}},
 		{Method: "POST", Path: "/api/v1/agents/" + agent.AgentUUID + "/mqtt-password"},
+		// So would a provisioning key: redeemed, it registers a new agent with client id agent-<uuid>.
+		{Method: "POST", Path: "/api/v1/provision/keys", Body: map[string]any{"name": "mine"}},
 	} {
 		r.Token = all.Key
 		e.expect(r, 403, "forbidden")
@@ -218,8 +220,44 @@ func TestAppKeyEscalation(t *testing.T) {
 	if e.fingerprint() != before || e.count("app_keys", "revoked_at IS NULL") != nKeys {
 		t.Fatal("an escalation attempt changed the database")
 	}
-	if n := e.count("audit_events", "action = 'app_key_refused'"); n < 14 {
-		t.Errorf("%d refused uses audited, want 14", n)
+	if n := e.count("audit_events", "action = 'app_key_refused'"); n < 16 {
+		t.Errorf("%d refused uses audited, want 16", n)
+	}
+}
+
+// TestAppKeyCannotMintADevice: a key with provision:write and topics "read agents/+/telemetry" tried to
+// create a provisioning key, register an agent with it and connect as that agent with readwrite
+// agents/<new>/#, a device identity wider than the key. Creating a provisioning key takes an admin's or
+// operator's token (docs/app-keys.md); the key still lists and deletes provisioning keys.
+func TestAppKeyCannotMintADevice(t *testing.T) {
+	e := newEnv(t)
+	adm := e.admin()
+	k := e.createAppKey(adm.Access, map[string]any{"name": "provisioner", "rights": []string{"provision:write"},
+		"topics": []map[string]string{{"access": "read", "pattern": "agents/+/telemetry"}}})
+	before := e.fingerprint()
+	for _, body := range []any{nil, map[string]any{"name": "factory"}, map[string]any{"expiresIn": 600}} {
+		res := e.expect(req{Method: "POST", Path: "/api/v1/provision/keys", Token: k.Key, Body: body}, 403, "forbidden")
+		if p := res.Problem(t); !strings.Contains(p.Detail, "admin's or operator's access token") || !strings.Contains(p.Detail, "agent-") {
+			t.Errorf("the refusal does not say why or what to do: %s", res.Body)
+		}
+	}
+	if e.fingerprint() != before || e.count("provisioning_keys", "") != 0 {
+		t.Fatal("an application key created a provisioning key")
+	}
+	if n := e.count("audit_events", "action = 'app_key_refused' AND actor = $1", "app-key:"+k.ID); n != 3 {
+		t.Errorf("%d refusals audited, want 3", n)
+	}
+
+	// What provision:write still does: list and delete the keys an operator made.
+	op := e.userWithRole("operator")
+	made := e.expect(req{Method: "POST", Path: "/api/v1/provision/keys", Token: op.Access, Body: map[string]any{"name": "line 3"}}, 201, "").JSON(t)
+	list := e.expect(req{Method: "GET", Path: "/api/v1/provision/keys", Token: k.Key}, 200, "")
+	if !strings.Contains(string(list.Body), made["id"].(string)) || strings.Contains(string(list.Body), made["key"].(string)) {
+		t.Fatalf("list with provision:write: %s", list.Body)
+	}
+	e.expect(req{Method: "DELETE", Path: "/api/v1/provision/keys/" + made["id"].(string), Token: k.Key}, 204, "")
+	if e.count("provisioning_keys", "") != 0 {
+		t.Fatal("provision:write did not delete the key")
 	}
 }
 

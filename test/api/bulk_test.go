@@ -3,6 +3,7 @@ package api_test
 import (
 	"encoding/csv"
 	"encoding/json"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -121,8 +122,26 @@ func TestBulkAgentCreateDeviceLimit(t *testing.T) {
 	if code != 4 || out != "" || count() != 3 || !strings.Contains(errOut, "device limit") {
 		t.Fatalf("3 more past 5: exit %d, %d agents, stdout %q\n%s", code, count(), out, errOut)
 	}
-	if _, errOut, code := cli(t, dsn, lic, "agent", "create", "--count", "2", "--format", "csv"); code != 0 || count() != 5 {
-		t.Fatalf("2 more up to 5: exit %d, %d agents\n%s", code, count(), errOut)
+	// Refused before anything started: no --out file is left behind (so the same command works once there
+	// is room), and the message says that nothing was created and why.
+	outFile := filepath.Join(t.TempDir(), "f.jsonl")
+	_, errOut, code = cli(t, dsn, lic, "agent", "create", "--count", "3", "--out", outFile)
+	if _, statErr := os.Stat(outFile); code != 4 || count() != 3 || !errors.Is(statErr, os.ErrNotExist) {
+		t.Fatalf("3 more past 5 with --out: exit %d, %d agents, file: %v\n%s", code, count(), statErr, errOut)
+	}
+	for _, want := range []string{"nothing was created", "allows 5 devices and 3 are registered", "no room for 3 more", "create at most 2"} {
+		if !strings.Contains(errOut, want) {
+			t.Errorf("the refusal does not say %q:\n%s", want, errOut)
+		}
+	}
+	if strings.Contains(errOut, "0 of 3") {
+		t.Errorf("a refusal before anything started reads like a partial failure:\n%s", errOut)
+	}
+	if _, errOut, code := cli(t, dsn, lic, "agent", "create", "--count", "2", "--format", "csv", "--out", outFile); code != 0 || count() != 5 {
+		t.Fatalf("2 more up to 5 into the same --out: exit %d, %d agents\n%s", code, count(), errOut)
+	}
+	if b, err := os.ReadFile(outFile); err != nil || strings.Count(string(b), "\n") != 3 {
+		t.Fatalf("--out after the refusal: %v\n%s", err, b)
 	}
 	// The break-glass single create still works past the limit, as documented.
 	var one map[string]any

@@ -25,13 +25,12 @@ import (
 
 	"github.com/chromedp/cdproto/network"
 	"github.com/chromedp/chromedp"
-	"github.com/makiuchi-d/gozxing"
-	zxqr "github.com/makiuchi-d/gozxing/qrcode"
+	zxdecoder "github.com/makiuchi-d/gozxing/qrcode/decoder"
+	qrcode "github.com/skip2/go-qrcode"
 
 	"github.com/iotauth/iotauth/backend/api"
 	"github.com/iotauth/iotauth/backend/console"
 	"github.com/iotauth/iotauth/backend/license"
-	"github.com/iotauth/iotauth/backend/token"
 	"github.com/iotauth/iotauth/test/harness"
 )
 
@@ -216,8 +215,11 @@ func (ce *consoleEnv) checkURLs(b *browser) {
 	}
 }
 
-// decodeQR reads the QR code image of a data: URI.
-func decodeQR(t *testing.T, src string) string {
+// checkQR checks that the QR code image of a data: URI holds want, deterministically: the image must be
+// pixel for pixel what the console's QR encoder draws for want (so it is a rendering of exactly that
+// content), and those modules, read with an independent decoder (gozxing's, given the module grid, so
+// no image detection that misses some valid codes), must give want back.
+func checkQR(t *testing.T, src, want string) {
 	t.Helper()
 	const pfx = "data:image/png;base64,"
 	if !strings.HasPrefix(src, pfx) {
@@ -227,19 +229,42 @@ func decodeQR(t *testing.T, src string) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	img, err := png.Decode(bytes.NewReader(raw))
+	got, err := png.Decode(bytes.NewReader(raw))
 	if err != nil {
 		t.Fatal(err)
 	}
-	bmp, err := gozxing.NewBinaryBitmapFromImage(img)
+	wantPNG, err := console.QRCodePNG(want)
 	if err != nil {
 		t.Fatal(err)
 	}
-	res, err := zxqr.NewQRCodeReader().Decode(bmp, nil)
+	exp, err := png.Decode(bytes.NewReader(wantPNG))
 	if err != nil {
-		t.Fatalf("decode the QR code: %v", err)
+		t.Fatal(err)
 	}
-	return res.GetText()
+	if got.Bounds() != exp.Bounds() {
+		t.Fatalf("the QR code is %v, the encoder draws %v for the expected content", got.Bounds(), exp.Bounds())
+	}
+	for y := got.Bounds().Min.Y; y < got.Bounds().Max.Y; y++ {
+		for x := got.Bounds().Min.X; x < got.Bounds().Max.X; x++ {
+			gr, gg, gb, _ := got.At(x, y).RGBA()
+			er, eg, eb, _ := exp.At(x, y).RGBA()
+			if gr != er || gg != eg || gb != eb {
+				t.Fatalf("the QR code differs at (%d, %d) from the encoder's drawing of the expected content", x, y)
+			}
+		}
+	}
+	q, err := qrcode.New(want, console.QRLevel)
+	if err != nil {
+		t.Fatal(err)
+	}
+	q.DisableBorder = true
+	res, err := zxdecoder.NewDecoder().DecodeBoolMapWithoutHint(q.Bitmap())
+	if err != nil {
+		t.Fatalf("decode the QR code's modules: %v", err)
+	}
+	if res.GetText() != want {
+		t.Fatalf("the QR code's modules decode to something else than the expected content")
+	}
 }
 
 // TestConsoleProvisionQRAndRevoke drives the console in headless Chromium against a real server,
@@ -286,13 +311,9 @@ func TestConsoleProvisionQRAndRevoke(t *testing.T) {
 	if cmd := b.text("#command"); !strings.Contains(cmd, `curl -sS -X POST `+ce.url+`/api/v1/provision/agent -H 'Content-Type: application/json' -d '{"agentName":"press-7","key":"`+key+`"}'`) {
 		t.Fatalf("install one-liner: %s", strings.ReplaceAll(cmd, key, "<key>"))
 	}
-	var payload console.QRPayload
-	if err := json.Unmarshal([]byte(decodeQR(t, b.attr("#qr", "src"))), &payload); err != nil {
-		t.Fatal(err)
-	}
-	if payload.Key != key || payload.URL != ce.url+"/api/v1/provision/agent" {
-		t.Fatalf("the QR code holds url %q and a key that matches the text: %v", payload.URL, payload.Key == key)
-	}
+	payload := console.QRPayload{URL: ce.url + "/api/v1/provision/agent", Key: key}
+	want, _ := json.Marshal(payload)
+	checkQR(t, b.attr("#qr", "src"), string(want))
 	body, _ := json.Marshal(map[string]string{"key": payload.Key, "agentName": "press-7"})
 	res, err := http.Post(payload.URL, "application/json", bytes.NewReader(body))
 	if err != nil {
@@ -358,7 +379,12 @@ func TestConsoleProvisionQRAndRevoke(t *testing.T) {
 	b.open("/console/agents/"+p.AgentUUID, `tr.key[data-name="console-key"] button.revoke`)
 	b.shot("agent")
 	revokedAt := time.Now()
-	b.do(chromedp.Click(chromedp.CSS(`tr.key[data-name="console-key"] button.revoke`)), chromedp.WaitVisible(chromedp.ID("notice")))
+	b.do(chromedp.Click(chromedp.CSS(`tr.key[data-name="console-key"] button.revoke`)), chromedp.WaitVisible(chromedp.ID("confirm")))
+	if got := b.text("#confirm-target"); !strings.Contains(got, "console-key") {
+		t.Fatalf("the revoke confirmation names %q, want the key console-key", got)
+	}
+	b.shot("confirm-revoke")
+	b.do(chromedp.Click(chromedp.ID("confirm")), chromedp.WaitVisible(chromedp.ID("notice")))
 	// docs/security.md, M8 promises 1 s; 10 s bounds the wait on a loaded machine (the exit itself is the proof).
 	select {
 	case <-exited:
@@ -391,7 +417,8 @@ func TestConsoleProvisionQRAndRevoke(t *testing.T) {
 		}
 	}
 	b.open("/console/agents/"+p.AgentUUID, "#disable")
-	b.do(chromedp.Click(chromedp.ID("disable")), chromedp.WaitVisible(chromedp.ID("enable")))
+	b.do(chromedp.Click(chromedp.ID("disable")), chromedp.WaitVisible(chromedp.ID("confirm")))
+	b.do(chromedp.Click(chromedp.ID("confirm")), chromedp.WaitVisible(chromedp.ID("enable")))
 	select {
 	case <-exited2:
 	case <-time.After(10 * time.Second):
@@ -505,19 +532,24 @@ func TestConsoleViewerAndCSRF(t *testing.T) {
 	viewer.signIn(t, "viewer@example.com", "password-of-viewer")
 	before = e.fingerprint()
 	res := viewer.post(t, "/console/keys/"+a.KeyID+"/revoke", url.Values{"csrf": {viewer.csrf}}, viewer.base)
+	if res.StatusCode != http.StatusForbidden || bytes.Contains(res.body, []byte(`id="confirm-form"`)) {
+		t.Fatalf("viewer's forged revoke: status %d, want 403 and no confirmation page", res.StatusCode)
+	}
+	res = viewer.post(t, "/console/keys/"+a.KeyID+"/revoke", url.Values{"csrf": {viewer.csrf}, "confirm": {"yes"}}, viewer.base)
 	if res.StatusCode != http.StatusForbidden {
-		t.Fatalf("viewer's forged revoke: status %d, want 403 from the API's role check", res.StatusCode)
+		t.Fatalf("viewer's forged, confirmed revoke: status %d, want 403", res.StatusCode)
 	}
 	if e.fingerprint() != before || e.count("api_keys", "revoked_at IS NOT NULL") != 0 {
 		t.Fatal("the viewer's forged revoke changed something")
 	}
 
-	// Logout revokes the family: the refresh token the cookie held no longer works.
-	refresh := viewer.refreshToken(t)
+	// Logout ends the session and revokes the refresh family of its sign-in.
 	if res := viewer.post(t, "/console/logout", url.Values{"csrf": {viewer.csrf}}, viewer.base); res.StatusCode != http.StatusOK {
 		t.Fatalf("logout: %d", res.StatusCode)
 	}
-	e.expect(req{Method: "POST", Path: "/api/v1/auth/refresh", Body: map[string]string{"refreshToken": refresh}}, 401, "invalid_refresh_token")
+	if n := e.count("refresh_tokens t JOIN users u ON u.id = t.user_id", "u.email = 'viewer@example.com' AND t.revoked_at IS NULL"); n != 1 {
+		t.Fatalf("after the console's logout the viewer has %d live refresh families, want 1 (the other console session's)", n)
+	}
 	if res := viewer.get(t, "/console/agents"); res.Path != "/console/login" {
 		t.Fatalf("after logout /console/agents ends at %s, want the sign-in page", res.Path)
 	}
@@ -684,26 +716,25 @@ func (c *consoleClient) signIn(t *testing.T, email, password string) {
 	}
 }
 
-// refreshToken reads the refresh token out of the session cookie (the test knows the cookie's layout:
-// base64url JSON, a dot, the MAC).
-func (c *consoleClient) refreshToken(t *testing.T) string {
+// confirmed posts a destructive console form twice: without confirm=yes it must answer the
+// confirmation page, naming target, with nothing changed; then confirmed, whose answer it returns.
+func (c *consoleClient) confirmed(t *testing.T, path string, form url.Values, target string) consoleRes {
 	t.Helper()
-	ck := c.setCookies[console.SessionCookie]
-	if ck == nil {
-		t.Fatal("no session cookie")
+	e := c.ce.env
+	before := e.fingerprint()
+	res := c.post(t, path, form, c.base)
+	if res.StatusCode != 200 || !bytes.Contains(res.body, []byte(`id="confirm-form"`)) || !bytes.Contains(res.body, []byte(html.EscapeString(target))) {
+		t.Fatalf("%s without confirmation: %d, want the confirmation page naming %q:\n%s", path, res.StatusCode, target, res.body)
 	}
-	payload, _, _ := strings.Cut(ck.Value, ".")
-	raw, err := base64.RawURLEncoding.DecodeString(payload)
-	if err != nil {
-		t.Fatal(err)
+	if e.fingerprint() != before {
+		t.Fatalf("%s without confirmation changed the database", path)
 	}
-	var s struct {
-		R string `json:"r"`
+	f := url.Values{"confirm": {"yes"}}
+	for k, v := range form {
+		f[k] = v
 	}
-	if err := json.Unmarshal(raw, &s); err != nil || s.R == "" {
-		t.Fatalf("session cookie payload: %v", err)
-	}
-	return s.R
+	f.Set("csrf", c.csrf)
+	return c.post(t, path, f, c.base)
 }
 
 // rememberPage adds every secret-shaped string a console page showed to the leak checks.
@@ -762,7 +793,11 @@ func TestConsoleAgentActionsAndLogin(t *testing.T) {
 	}
 
 	// Rotation: the new password is on that page only.
-	res = c.post(t, "/console/agents/"+a.AgentUUID+"/mqtt-password", url.Values{"csrf": {c.csrf}}, c.base)
+	var agentName string
+	if err := harness.QueryRow(t, e.dsn, `SELECT name FROM agents WHERE uuid = $1`, a.AgentUUID).Scan(&agentName); err != nil {
+		t.Fatal(err)
+	}
+	res = c.confirmed(t, "/console/agents/"+a.AgentUUID+"/mqtt-password", url.Values{"csrf": {c.csrf}}, "agent "+agentName)
 	if res.StatusCode != 200 || !regexp.MustCompile(`<code id="secret">iotmp_[0-9A-Za-z]{38}</code>`).Match(res.body) || res.Header.Get("Cache-Control") != "no-store" {
 		t.Fatalf("rotate: %d", res.StatusCode)
 	}
@@ -781,7 +816,7 @@ func TestConsoleAgentActionsAndLogin(t *testing.T) {
 	if err := harness.QueryRow(t, e.dsn, `SELECT id::text FROM app_keys WHERE name = 'dashboard'`).Scan(&appID); err != nil {
 		t.Fatal(err)
 	}
-	if res = c.post(t, "/console/app-keys/"+appID+"/revoke", url.Values{"csrf": {c.csrf}}, c.base); res.StatusCode != 200 || e.count("app_keys", "revoked_at IS NOT NULL") != 1 {
+	if res = c.confirmed(t, "/console/app-keys/"+appID+"/revoke", url.Values{"csrf": {c.csrf}}, "dashboard"); res.StatusCode != 200 || e.count("app_keys", "revoked_at IS NOT NULL") != 1 {
 		t.Fatalf("revoke app key: %d", res.StatusCode)
 	}
 
@@ -791,7 +826,7 @@ func TestConsoleAgentActionsAndLogin(t *testing.T) {
 	if err := harness.QueryRow(t, e.dsn, `SELECT id::text FROM provisioning_keys WHERE name = 'spare'`).Scan(&provID); err != nil {
 		t.Fatal(err)
 	}
-	if res = c.post(t, "/console/provisioning/"+provID+"/delete", url.Values{"csrf": {c.csrf}}, c.base); res.StatusCode != 200 || e.count("provisioning_keys", "") != 0 {
+	if res = c.confirmed(t, "/console/provisioning/"+provID+"/delete", url.Values{"csrf": {c.csrf}}, "spare"); res.StatusCode != 200 || e.count("provisioning_keys", "") != 0 {
 		t.Fatalf("delete provisioning key: %d", res.StatusCode)
 	}
 
@@ -799,7 +834,7 @@ func TestConsoleAgentActionsAndLogin(t *testing.T) {
 	deviceCall := func() int {
 		return e.do(req{Method: "GET", Path: "/api/v1/device/" + a.AgentUUID + "/state", Header: map[string]string{"X-Device-API-Key": a.APIKey}}).Status
 	}
-	if res = c.post(t, "/console/agents/"+a.AgentUUID+"/status", url.Values{"csrf": {c.csrf}, "status": {"disabled"}}, c.base); res.StatusCode != 200 ||
+	if res = c.confirmed(t, "/console/agents/"+a.AgentUUID+"/status", url.Values{"csrf": {c.csrf}, "status": {"disabled"}}, "agent "+agentName); res.StatusCode != 200 ||
 		!bytes.Contains(res.body, []byte(`id="enable"`)) || deviceCall() != http.StatusUnauthorized {
 		t.Fatalf("disable: %d", res.StatusCode)
 	}
@@ -812,7 +847,7 @@ func TestConsoleAgentActionsAndLogin(t *testing.T) {
 	}
 
 	// Decommission.
-	res = c.post(t, "/console/agents/"+a.AgentUUID+"/decommission", url.Values{"csrf": {c.csrf}}, c.base)
+	res = c.confirmed(t, "/console/agents/"+a.AgentUUID+"/decommission", url.Values{"csrf": {c.csrf}}, "agent "+agentName)
 	if res.StatusCode != 200 || e.count("agents", "uuid = $1 AND status = 'decommissioned'", a.AgentUUID) != 1 || bytes.Contains(res.body, []byte(`id="rotate"`)) {
 		t.Fatalf("decommission: %d", res.StatusCode)
 	}
@@ -828,7 +863,7 @@ func TestConsoleAgentActionsAndLogin(t *testing.T) {
 	if err := harness.QueryRow(t, e.dsn, `SELECT id::text FROM users WHERE email = 'admin@example.com'`).Scan(&adminID); err != nil {
 		t.Fatal(err)
 	}
-	rowAttrs := regexp.MustCompile(`<tr class="event" data-action="([^"]*)" data-actor="([^"]*)" data-target="([^"]*)">`)
+	rowAttrs := regexp.MustCompile(`<tr class="event" data-id="[0-9]+" data-action="([^"]*)" data-actor="([^"]*)" data-target="([^"]*)">`)
 	for _, tc := range []struct {
 		query string
 		ok    func(action, actor, target string) bool
@@ -879,60 +914,6 @@ func TestConsoleAgentActionsAndLogin(t *testing.T) {
 		t.Fatalf("logout ended at %s", res.Path)
 	}
 	c.signIn(t, "admin@example.com", "correct horse battery")
-}
-
-// TestConsoleRefreshesExpiredAccessToken: when the access token in the session has expired, the next
-// page is still served: the console spends the refresh token, writes the new pair into the cookie, and
-// the old refresh token is spent (presenting it again is refused).
-func TestConsoleRefreshesExpiredAccessToken(t *testing.T) {
-	e := newEnv(t)
-	clk := &testClock{now: time.Now()}
-	tokens, err := token.New(token.Config{Secret: hsSecret, Now: clk.Now})
-	if err != nil {
-		t.Fatal(err)
-	}
-	// The console in front of an API whose token clock the test moves.
-	if e.srv, err = api.New(api.Config{Store: e.st, Tokens: tokens, MaxConcurrentHashes: 2,
-		Logger: slog.New(slog.NewJSONHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))}); err != nil {
-		t.Fatal(err)
-	}
-	ce := newConsoleEnv(t, e, false)
-	e.createUser("admin@example.com", "correct horse battery", "admin")
-	c := ce.client(t)
-	c.signIn(t, "admin@example.com", "correct horse battery")
-	oldCookie := c.setCookies[console.SessionCookie].Value
-	oldRefresh := c.refreshToken(t)
-	e.remember(oldRefresh)
-
-	clk.advance(2 * time.Hour) // past the access token's hour, well within the refresh token's life
-	res := c.get(t, "/console/agents")
-	if res.StatusCode != 200 || res.Path != "/console/agents" {
-		t.Fatalf("page after the access token expired: %d at %s", res.StatusCode, res.Path)
-	}
-	if c.setCookies[console.SessionCookie].Value == oldCookie {
-		t.Fatal("the console did not write a refreshed session cookie")
-	}
-	e.remember(c.refreshToken(t))
-	if res = c.get(t, "/console/keys"); res.StatusCode != 200 {
-		t.Fatalf("the next page with the refreshed cookie: %d", res.StatusCode)
-	}
-	// A second tab that sent the old cookie at the same moment is served too (not signed out, and the
-	// family is not revoked by a second spend of the old refresh token).
-	tab2 := ce.client(t)
-	tab2.setCookies[console.SessionCookie] = &http.Cookie{Name: console.SessionCookie, Value: oldCookie, Path: "/console/"}
-	if res = tab2.get(t, "/console/agents"); res.StatusCode != 200 || res.Path != "/console/agents" {
-		t.Fatalf("the second tab with the old cookie: %d at %s", res.StatusCode, res.Path)
-	}
-	if res = c.get(t, "/console/agents"); res.StatusCode != 200 || res.Path != "/console/agents" {
-		t.Fatalf("the first tab after the second refreshed: %d at %s", res.StatusCode, res.Path)
-	}
-	res2 := httptest.NewRecorder()
-	hr := httptest.NewRequest("POST", "/api/v1/auth/refresh", strings.NewReader(`{"refreshToken":"`+oldRefresh+`"}`))
-	hr.Header.Set("Content-Type", "application/json")
-	e.srv.ServeHTTP(res2, hr)
-	if res2.Code != http.StatusUnauthorized {
-		t.Fatalf("the spent refresh token was accepted again: %d", res2.Code)
-	}
 }
 
 // consoleSignInThrough signs in to the console of a running `iotauth serve` at base with a plain HTTP

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"os"
 	"os/exec"
@@ -70,6 +71,17 @@ func TestExchangeBinary(t *testing.T) {
 	out, err = run(nil, "publishable-key", "list")
 	if err != nil || !strings.Contains(out, created.Prefix) || strings.Contains(out, created.Key) || !strings.Contains(out, "active") {
 		t.Fatalf("list: %v\n%s", err, out)
+	}
+	// --json prints JSON Lines with the REST API's fields (GET /api/v1/auth/publishable-keys), as every list does.
+	cmd := exec.Command(bin, "publishable-key", "list", "--json")
+	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "DATABASE_URL=" + dsn}
+	jsonOut, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("publishable-key list --json: %v\n%s", err, jsonOut)
+	}
+	if lines := jsonLines(t, string(jsonOut)); len(lines) != 1 || lines[0]["id"] != created.ID || lines[0]["prefix"] != created.Prefix ||
+		fmt.Sprint(lines[0]["origins"]) != "[https://app.example.com]" || fmt.Sprint(lines[0]["providers"]) != "[test]" || strings.Contains(string(jsonOut), created.Key) {
+		t.Fatalf("publishable-key list --json:\n%s", jsonOut)
 	}
 	if out, err := run(nil, "publishable-key", "revoke", created.ID); err != nil {
 		t.Fatalf("revoke: %v\n%s", err, out)

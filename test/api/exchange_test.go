@@ -2,6 +2,8 @@ package api_test
 
 import (
 	"crypto/ed25519"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"slices"
@@ -166,12 +168,19 @@ func TestExchangeOperator(t *testing.T) {
 	}
 	x.exchange(adm.Access, map[string]any{"provider": "iotauth", "ttl": 86401}, nil, 400, "validation_failed")
 	x.exchange(adm.Access, map[string]any{"provider": "iotauth", "ttl": 59}, nil, 400, "validation_failed")
-	x.exchange(adm.Access, map[string]any{"provider": "iotauth", "ttl": "1h"}, nil, 400, "invalid_json")
+	// A ttl of the wrong kind is the same validation error as one out of range, naming the field.
+	for _, bad := range []string{`"1h"`, `"900"`, `900.5`, `900.0`, `9e2`, `-900`, `true`, `[900]`, `{"s": 900}`} {
+		res := x.expect(req{Method: "POST", Path: api.ExchangePath, Token: adm.Access, Body: `{"provider": "iotauth", "ttl": ` + bad + `}`}, 400, "validation_failed")
+		if p := res.Problem(t); p.Field != "ttl" || !strings.Contains(p.Detail, "whole number of seconds") {
+			t.Errorf("ttl %s: field %q detail %q", bad, p.Field, p.Detail)
+		}
+	}
+	x.credential(x.exchange(adm.Access, map[string]any{"provider": "iotauth", "ttl": nil}, nil, 200, ""))
 	x.exchange(adm.Access, map[string]any{"provider": "test"}, nil, 400, "validation_failed")
 	x.exchange(adm.Access, map[string]any{"provider": "iotauth", "extra": 1}, nil, 400, "invalid_json")
 	x.exchange("", map[string]any{"provider": "iotauth"}, nil, 401, "authentication_required")
-	if n := x.count("audit_events", "action = 'token_exchange' AND detail->>'provider' = 'iotauth'"); n != 3 {
-		t.Errorf("%d exchanges audited, want 3", n)
+	if n := x.count("audit_events", "action = 'token_exchange' AND detail->>'provider' = 'iotauth'"); n != 4 {
+		t.Errorf("%d exchanges audited, want 4", n)
 	}
 
 	off := newEnv(t)
@@ -193,6 +202,7 @@ func TestExchangeAppKey(t *testing.T) {
 	agent := "3f2b8c1e-9a4d-4e6f-8b7a-1c2d3e4f5a6b"
 
 	claims := idp.claims("alice", testAudience)
+	claims["exp"] = time.Now().Add(time.Hour).Unix() // longer than the 600 s asked: the ttl is not cut to the token's life
 	claims["agents"] = []string{agent}
 	claims["groups"] = []string{"ops", "users"}
 	good := idp.token(claims)
@@ -248,9 +258,18 @@ func TestExchangeAppKey(t *testing.T) {
 			x.exchange(key.Key, map[string]any{"provider": "test", "token": tok}, nil, 401, "invalid_idp_token")
 		})
 	}
-	// Values that would reshape a topic refuse the token.
-	x.exchange(key.Key, map[string]any{"provider": "test", "token": idp.token(mutate(func(m map[string]any) { m["sub"] = "a/#" }))}, nil, 403, "no_topics")
-	x.exchange(key.Key, map[string]any{"provider": "test", "token": idp.token(mutate(func(m map[string]any) { m["agents"] = []string{"+"} }))}, nil, 403, "no_topics")
+	// Values that would reshape a topic refuse the token, with a code of their own (not "no topics").
+	for name, m := range map[string]map[string]any{
+		"sub with wildcards":     mutate(func(m map[string]any) { m["sub"] = "a/#" }),
+		"agents value +":         mutate(func(m map[string]any) { m["agents"] = []string{"+"} }),
+		"agents value not UUID":  mutate(func(m map[string]any) { m["agents"] = "not-a-uuid" }),
+		"groups not a string":    mutate(func(m map[string]any) { m["groups"] = 7 }),
+		"groups list of numbers": mutate(func(m map[string]any) { m["groups"] = []int{1} }),
+	} {
+		if p := x.exchange(key.Key, map[string]any{"provider": "test", "token": idp.token(m)}, nil, 403, "unmappable_claims").Problem(t); !strings.Contains(p.Detail, "cannot be mapped") {
+			t.Errorf("%s: detail %q", name, p.Detail)
+		}
+	}
 	if n := idp.fetches.Load(); n != 1 {
 		t.Errorf("T2: refused tokens made %d JWKS fetches in all, want the first one only", n)
 	}
@@ -259,6 +278,91 @@ func TestExchangeAppKey(t *testing.T) {
 	}
 	if n := x.count("audit_events", "action = 'token_exchange' AND actor = $1 AND (detail->>'topics')::int = 2 AND (detail->>'ttlSeconds')::int = 600", "app-key:"+key.ID); n != 1 {
 		t.Errorf("%d successful exchanges audited with topics and ttl, want 1", n)
+	}
+}
+
+// TestExchangeBoundByIdPToken: a credential never outlives the identity provider's token it was
+// exchanged for (unless the provider allows it, credential_may_outlive_token), a token that expired a
+// moment ago is refused although it is within the provider's clock skew, and every exchange of one
+// token is audited with its jti, or a hash of the token when it has none (docs/token-exchange.md).
+func TestExchangeBoundByIdPToken(t *testing.T) {
+	idp := newTestIdP(t, jose.RS256)
+	long := providerJSON("long", idp)
+	long["credential_may_outlive_token"] = true
+	x := newExchangeEnv(t, []map[string]any{providerJSON("test", idp), long}, nil)
+	adm := x.admin()
+	key := x.createAppKey(adm.Access, map[string]any{"name": "backend", "rights": []string{"token:exchange"},
+		"topics": []map[string]string{{"access": "readwrite", "pattern": "users/#"}}})
+	tokenWith := func(exp time.Time, jti string) string {
+		m := idp.claims("alice", testAudience)
+		m["groups"] = "users"
+		m["exp"] = exp.Unix()
+		if jti != "" {
+			m["jti"] = jti
+		}
+		return idp.token(m)
+	}
+
+	// Five minutes left, 24 h asked: the credential ends with the token, to the second.
+	exp := time.Now().Add(5 * time.Minute).Truncate(time.Second)
+	tok := tokenWith(exp, "jti-five-minutes")
+	c := x.credential(x.exchange(key.Key, map[string]any{"provider": "test", "token": tok, "ttl": 86400}, nil, 200, ""))
+	if !c.ExpiresAt.Time.Equal(exp) {
+		t.Errorf("credential expires %v, the IdP token %v: it must not outlive the token", c.ExpiresAt.Time, exp)
+	}
+	// Asked for less than the token has left: the ttl asked.
+	if c := x.credential(x.exchange(key.Key, map[string]any{"provider": "test", "token": tok, "ttl": 120}, nil, 200, "")); ttlOf(c) != 2*time.Minute {
+		t.Errorf("ttl 120 within the token's life gave %v", ttlOf(c))
+	}
+	// The provider that allows it: the ttl asked, past the token's exp.
+	if c := x.credential(x.exchange(key.Key, map[string]any{"provider": "long", "token": tok, "ttl": 3600}, nil, 200, "")); ttlOf(c) != time.Hour {
+		t.Errorf("credential_may_outlive_token: ttl %v, want 1h", ttlOf(c))
+	}
+
+	// Expired 3 s ago (inside the 30 s skew), or expiring as it arrives: refused by every provider.
+	for name, tk := range map[string]string{
+		"expired 3 s ago": tokenWith(time.Now().Add(-3*time.Second), "jti-expired"),
+		"expires now":     tokenWith(time.Now(), "jti-now"),
+	} {
+		for _, prov := range []string{"test", "long"} {
+			res := x.exchange(key.Key, map[string]any{"provider": prov, "token": tk}, nil, 401, "invalid_idp_token")
+			if p := res.Problem(t); !strings.Contains(p.Detail, "expired") {
+				t.Errorf("%s via %s: detail %q does not say the token expired", name, prov, p.Detail)
+			}
+		}
+	}
+	// Less than a minute left: no credential fits within the token's life (the shortest is a minute),
+	// so the default provider refuses and says why; the provider that allows it issues one.
+	tk30 := tokenWith(time.Now().Add(30*time.Second), "jti-30s")
+	if p := x.exchange(key.Key, map[string]any{"provider": "test", "token": tk30}, nil, 401, "invalid_idp_token").Problem(t); !strings.Contains(p.Detail, "within a minute") {
+		t.Errorf("a token with 30 s left: detail %q", p.Detail)
+	}
+	x.credential(x.exchange(key.Key, map[string]any{"provider": "long", "token": tk30}, nil, 200, ""))
+	if n := x.count("audit_events", "action = 'token_exchange' AND detail->>'idpToken' IN ('jti:jti-expired', 'jti:jti-now')"); n != 0 {
+		t.Errorf("%d exchanges of expired tokens succeeded", n)
+	}
+
+	// Repeated exchanges of one token are audited with its jti; a token without one by its hash.
+	if n := x.count("audit_events", "action = 'token_exchange' AND detail->>'idpToken' = 'jti:jti-five-minutes' AND detail->>'idpTokenExpiresAt' = $1", exp.UTC().Format(time.RFC3339)); n != 3 {
+		t.Errorf("%d exchanges audited with the token's jti and expiry, want 3", n)
+	}
+	noJTI := tokenWith(time.Now().Add(10*time.Minute), "")
+	for range 2 {
+		x.credential(x.exchange(key.Key, map[string]any{"provider": "test", "token": noJTI}, nil, 200, ""))
+	}
+	sum := sha256.Sum256([]byte(noJTI))
+	if n := x.count("audit_events", "action = 'token_exchange' AND detail->>'idpToken' = $1", "sha256:"+hex.EncodeToString(sum[:])); n != 2 {
+		t.Errorf("%d exchanges of a token without jti audited with its hash, want 2", n)
+	}
+	// A refusal after the token verified names it too.
+	fleet := idp.claims("bob", testAudience)
+	fleet["groups"], fleet["jti"] = "ops", "jti-fleet"
+	x.exchange(key.Key, map[string]any{"provider": "test", "token": idp.token(fleet)}, nil, 403, "no_topics")
+	if n := x.count("audit_events", "action = 'token_exchange_refused' AND detail->>'idpToken' = 'jti:jti-fleet'"); n != 1 {
+		t.Errorf("%d refusals audited with the token's jti, want 1", n)
+	}
+	if n := x.count("audit_events", "detail::text LIKE '%' || $1 || '%'", noJTI[:40]); n != 0 {
+		t.Error("a token reached the audit trail")
 	}
 }
 

@@ -55,9 +55,9 @@ func listPackages(t *testing.T) []pkg {
 // Pure decision packages must not reach PostgreSQL, cgo or HTTP even indirectly: they are tested with
 // `go test` alone and reused on both sides.
 var pure = []string{
-	"plugin/session", "plugin/budget", "plugin/denylist",
+	"plugin/session", "plugin/budget", "plugin/keyset", "plugin/denylist",
 	"plugin/acl", "plugin/auth", "plugin/options", "plugin/logq", "plugin/legacy", "plugin/presence", "backend/legacyimport",
-	"backend/credential", "backend/secret", "backend/passhash", "backend/uuid", "cache",
+	"backend/credential", "backend/secret", "backend/passhash", "backend/uuid", "backend/topicfilter", "cache",
 }
 
 // Packages below the plugin's main must not import cgo or net/http directly.

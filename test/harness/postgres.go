@@ -166,7 +166,8 @@ func (p *Postgres) Start() error {
 	}
 	out, err := p.run("pg_ctl", "-D", p.dataDir(), "-o", "-p "+strconv.Itoa(p.port), "-l", filepath.Join(p.dir, "server.log"), "-w", "-t", "60", "start")
 	if err != nil {
-		return fmt.Errorf("pg_ctl start: %v\n%s", err, out)
+		log, _ := os.ReadFile(filepath.Join(p.dir, "server.log"))
+		return fmt.Errorf("pg_ctl start: %v\n%s\nserver log:\n%s", err, out, tail(string(log), 2000))
 	}
 	return nil
 }
