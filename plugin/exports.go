@@ -147,6 +147,7 @@ func iotauth_go_disconnect(client C.uintptr_t, cleanStart, protocolVersion, told
 	if in := current.Load(); in != nil {
 		keptFor := session.KeptFor(int(protocolVersion), cleanStart != 0, session.Told(told), in.cfg.MQTT5SessionHold)
 		in.sessions.Disconnect(uintptr(client), keptFor)
+		in.presenceDisconnected(uintptr(client))
 	}
 }
 

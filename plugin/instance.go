@@ -30,6 +30,7 @@ import (
 	"github.com/iotauth/iotauth/plugin/metrics"
 	"github.com/iotauth/iotauth/plugin/mqtttoken"
 	"github.com/iotauth/iotauth/plugin/options"
+	"github.com/iotauth/iotauth/plugin/presence"
 	"github.com/iotauth/iotauth/plugin/session"
 )
 
@@ -122,6 +123,8 @@ type instance struct {
 
 	fastMu sync.Mutex
 	fast   map[string]store.FastHash // by agent: fast hashes to record, written by the background loop
+
+	presence *presence.Recorder // nil with plugin_opt_presence false (docs/presence.md)
 
 	ticks     tickWatch // main thread only
 	reloading bool      // main thread only: from RELOAD to the next TICK, Mosquitto re-checks every client
@@ -259,6 +262,11 @@ func newInstance(kv [][2]string) (*instance, error) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	in.cancel = cancel
+	if err := in.startPresence(ctx); err != nil {
+		cancel()
+		closeStores()
+		return nil, err
+	}
 	preloaded := in.goBackground(ctx)
 	if cfg.Preload && cfg.CacheSize > 0 && cfg.PreloadWait > 0 {
 		// Mosquitto opens its listeners only after plugin init returns: waiting here (bounded) means that
@@ -290,6 +298,7 @@ func (in *instance) close() {
 	}
 	in.cancel()
 	in.wg.Wait()
+	in.closePresence()
 	in.lookup.Close()
 	in.store.Close()
 	if in.feed != in.store {
@@ -414,6 +423,7 @@ func (in *instance) decide(client uintptr, username string, password []byte, cli
 	if !current {
 		in.recheckLater(s.Agent)
 	}
+	in.presenceConnected(client, &s)
 	if s.Token != nil {
 		if in.log.Enabled(ctx, slog.LevelDebug) {
 			in.log.Debug("connect authorised", "subject", s.Token.Subject, "token", s.Token.ID)
@@ -458,6 +468,7 @@ func (in *instance) kick(s session.Snapshot, reason error) {
 	if !in.sessions.Refuse(s, reason) {
 		return
 	}
+	in.presenceKicking(s, reason)
 	target := "agent:" + s.Agent
 	switch {
 	case s.Token != nil:
@@ -559,6 +570,9 @@ func (in *instance) refused(clientID string, err error) {
 // elsewhere).
 func (in *instance) aclCheck(client uintptr, access acl.Access, topic string) int {
 	testHook(topic)
+	if presenceRefuses(access, topic) {
+		return rcDenied
+	}
 	switch in.sessions.Allows(client, func() (string, string) { return clientID(client), clientUsername(client) }, access, topic) {
 	case session.Allow:
 		return rcSuccess
@@ -575,6 +589,7 @@ func (in *instance) aclCheck(client uintptr, access acl.Access, topic string) in
 func (in *instance) tick() {
 	in.reloading = false
 	in.sessions.Tick()
+	in.publishPresence()
 	in.flushLogs()
 }
 

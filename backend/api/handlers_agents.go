@@ -26,6 +26,9 @@ type agentJSON struct {
 	LastSeenAt    *time.Time      `json:"lastSeenAt"`
 	CreatedAt     time.Time       `json:"createdAt"`
 	UpdatedAt     time.Time       `json:"updatedAt"`
+	// Online is set in lists, Presence on one agent (docs/presence.md).
+	Online   *bool         `json:"online,omitempty"`
+	Presence *presenceJSON `json:"presence,omitempty"`
 }
 
 func agentView(a store.AgentInfo, withState bool) agentJSON {
@@ -88,6 +91,9 @@ func (s *Server) listAgents(w http.ResponseWriter, r *http.Request) error {
 	default:
 		return invalidField("status", "status must be active, disabled or decommissioned")
 	}
+	if p.Online, err = onlineFilter(q); err != nil {
+		return err
+	}
 	agents, more, err := s.st.ListAgents(r.Context(), p)
 	if err != nil {
 		return err
@@ -95,6 +101,9 @@ func (s *Server) listAgents(w http.ResponseWriter, r *http.Request) error {
 	items := make([]agentJSON, 0, len(agents))
 	for _, a := range agents {
 		items = append(items, agentView(a, false))
+	}
+	if err := s.markOnline(r, items); err != nil {
+		return err
 	}
 	writeJSON(w, http.StatusOK, listBody(items, more, func(a agentJSON) string { return FormatCursor(a.CreatedAt, a.UUID) }))
 	return nil
@@ -119,7 +128,11 @@ func (s *Server) getAgent(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, agentView(a, true))
+	v := agentView(a, true)
+	if v.Presence, err = s.agentPresence(r, a.UUID); err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, v)
 	return nil
 }
 

@@ -85,6 +85,9 @@ func ValidateAppKey(name string, rights []string, topics []store.AppTopic, expir
 		if err := topicfilter.CheckGrant(tp.Pattern); err != nil {
 			return "topics", fmt.Sprintf("topics[%d].pattern: %v", i, err)
 		}
+		if field, msg := presenceGrant(i, tp); field != "" {
+			return field, msg
+		}
 	}
 	if len(rights) == 0 && len(topics) == 0 {
 		return "rights", "an application key needs at least one right or one topic"

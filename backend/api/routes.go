@@ -55,6 +55,8 @@ func (s *Server) builtinRoutes() []Route {
 		{Method: "GET", Path: "/api/v1/agents", Roles: anyRole, Right: store.RightAgentsRead, Handler: s.listAgents},
 		{Method: "GET", Path: "/api/v1/agents/export", Roles: anyRole, Right: store.RightAgentsRead, Handler: s.RequireFeature(license.FeatureDataExport, s.exportAgents)},
 		{Method: "GET", Path: "/api/v1/agents/{uuid}", Roles: anyRole, Right: store.RightAgentsRead, Handler: s.getAgent},
+		{Method: "GET", Path: "/api/v1/agents/summary", Roles: anyRole, Right: store.RightAgentsRead, Handler: s.agentsSummary},
+		{Method: "GET", Path: "/api/v1/agents/{uuid}/sessions", Roles: anyRole, Right: store.RightAgentsRead, Handler: s.agentSessions},
 		{Method: "PUT", Path: "/api/v1/agents/{uuid}/target-state", Roles: adminOrOp, Right: store.RightAgentsWrite, Handler: s.putTargetState, MaxBody: stateMaxBody},
 		{Method: "POST", Path: "/api/v1/agents/{uuid}/mqtt-password", Roles: adminOnly, Handler: s.rotateMQTTPassword},
 		{Method: "PATCH", Path: "/api/v1/agents/{uuid}", Roles: adminOnly, Right: store.RightAgentsWrite, Handler: s.patchAgent},

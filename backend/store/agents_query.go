@@ -76,6 +76,8 @@ type AgentPage struct {
 	// Search, when set, keeps the agents whose uuid is exactly it or whose name contains it (case
 	// insensitive; LIKE wildcards in it match literally).
 	Search string
+	// Online, when set, keeps the agents with (true) or without (false) a live session (docs/presence.md).
+	Online *bool
 }
 
 // ListAgents returns one page of agents; more reports whether another page follows.
@@ -102,7 +104,8 @@ func (s *Store) ListAgents(ctx context.Context, p AgentPage) (agents []AgentInfo
    AND ($3::text IS NOT NULL OR $4 OR status <> 'decommissioned')
    AND ($6::text IS NULL OR uuid::text = lower($6)
         OR strpos(lower(name), lower($6)) > 0)
- ORDER BY created_at, uuid LIMIT $5`, after, afterUUID, status, p.IncludeGone, p.Limit+1, search)
+   AND ($7::boolean IS NULL OR $7 = `+liveAgentSession+`)
+ ORDER BY created_at, uuid LIMIT $5`, after, afterUUID, status, p.IncludeGone, p.Limit+1, search, p.Online)
 	if isInvalidText(err) {
 		return nil, false, ErrInvalid
 	}

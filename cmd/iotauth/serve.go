@@ -454,6 +454,9 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stder
 	}
 	defer st.Close()
 	logDurability(ctx, st, c.Durable, logger)
+	if err := startPresencePrune(ctx, st, getenv, logger); err != nil {
+		return err
+	}
 	kind, _ := secret.APIKeyKind(c.KeyEnv)
 	pages, err := livePages(c, logger)
 	if err != nil {

@@ -55,6 +55,16 @@ type Config struct {
 	// broker (a plugin cannot read its session expiry interval): meanwhile its client id is refused to other
 	// principals, except to the agent the client id template gives it to. 0: never.
 	MQTT5SessionHold time.Duration
+	// Presence records sessions in PostgreSQL (docs/presence.md); BrokerID names this broker there ("":
+	// host name and first listener port), PresenceTimeout is how long after its last heartbeat its
+	// sessions read offline, PresenceEvents publishes agents' lifecycle events over MQTT.
+	Presence        bool
+	BrokerID        string
+	PresenceTimeout time.Duration
+	PresenceEvents  bool
+	// PresenceQueue bounds the session records waiting for PostgreSQL; beyond it they are dropped and
+	// reconciled once PostgreSQL answers.
+	PresenceQueue int
 	// Warnings are about options that are accepted but do nothing any more; the plugin logs them.
 	Warnings []string
 }
@@ -67,6 +77,7 @@ func Defaults() Config {
 		ACLSpec: "readwrite agents/%u/#", Preload: true, PreloadWait: 5 * time.Second, KickOnRevoke: true, KeyKind: secret.APIKey,
 		ResyncInterval: time.Minute, LogLevel: "info", MaxConns: 4, UnknownKeyLookups: 200,
 		SlowHashBudget: 250 * time.Millisecond, MQTT5SessionHold: time.Hour,
+		Presence: true, PresenceTimeout: 30 * time.Second, PresenceEvents: true, PresenceQueue: 100000,
 	}
 }
 
@@ -118,8 +129,20 @@ var known = map[string]setter{
 	"mqtt5_session_hold":  durOpt(func(c *Config) *time.Duration { return &c.MQTT5SessionHold }, 0, 365*24*time.Hour),
 	"preload":             boolOpt(func(c *Config) *bool { return &c.Preload }),
 	"preload_wait":        durOpt(func(c *Config) *time.Duration { return &c.PreloadWait }, 0, 5*time.Minute),
-	"kick_on_revoke":      boolOpt(func(c *Config) *bool { return &c.KickOnRevoke }),
-	"defer_unknown":       boolOpt(func(c *Config) *bool { return &c.DeferUnknown }),
+	"presence":            boolOpt(func(c *Config) *bool { return &c.Presence }),
+	"presence_events":     boolOpt(func(c *Config) *bool { return &c.PresenceEvents }),
+	"presence_queue":      intOpt(func(c *Config) *int { return &c.PresenceQueue }, 1, 10_000_000),
+	"presence_timeout":    durOpt(func(c *Config) *time.Duration { return &c.PresenceTimeout }, time.Second, time.Hour),
+	"broker_id": func(c *Config, v string) error {
+		v = strings.TrimSpace(v)
+		if v == "" || len(v) > 200 {
+			return fmt.Errorf("%q: give a name of 1 to 200 characters that tells this broker apart, e.g. mqtt-1, or leave the line out for host name and port", v)
+		}
+		c.BrokerID = v
+		return nil
+	},
+	"kick_on_revoke": boolOpt(func(c *Config) *bool { return &c.KickOnRevoke }),
+	"defer_unknown":  boolOpt(func(c *Config) *bool { return &c.DeferUnknown }),
 	"clientid": func(c *Config, v string) error {
 		if v != "any" && (strings.Count(v, "%u") != 1 || strings.ContainsAny(v, "+#/")) {
 			return fmt.Errorf("%q: use a template with exactly one %%u (like agent-%%u) and no '+', '#' or '/', or \"any\"", v)

@@ -56,7 +56,7 @@ func listPackages(t *testing.T) []pkg {
 // `go test` alone and reused on both sides.
 var pure = []string{
 	"plugin/session", "plugin/budget", "plugin/keyset", "plugin/denylist",
-	"plugin/acl", "plugin/auth", "plugin/options", "plugin/logq", "plugin/legacy", "backend/legacyimport",
+	"plugin/acl", "plugin/auth", "plugin/options", "plugin/logq", "plugin/legacy", "plugin/presence", "backend/legacyimport",
 	"backend/credential", "backend/secret", "backend/passhash", "backend/uuid", "backend/topicfilter", "cache",
 }
 

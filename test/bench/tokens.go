@@ -149,7 +149,8 @@ func (r *runner) tokens() error {
 }
 
 // allStatements is how many statements the database at dsn has executed (pg_stat_statements), but for
-// this counting query itself.
+// this counting query itself and presence's session records (written in batches off the connect path,
+// docs/presence.md).
 func allStatements(ctx context.Context, dsn string) (int64, error) {
 	conn, err := pgx.Connect(ctx, dsn)
 	if err != nil {
@@ -158,6 +159,7 @@ func allStatements(ctx context.Context, dsn string) (int64, error) {
 	defer conn.Close(context.Background())
 	var n int64
 	err = conn.QueryRow(ctx, `SELECT COALESCE(sum(calls), 0)::bigint FROM pg_stat_statements
-  WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database()) AND query NOT LIKE '%pg_stat_statements%'`).Scan(&n)
+  WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database()) AND query NOT LIKE '%pg_stat_statements%'
+  AND query NOT LIKE '%presence_%'`).Scan(&n)
 	return n, err
 }

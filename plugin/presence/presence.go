@@ -1,0 +1,660 @@
+// Package presence records the authenticated sessions a broker holds in PostgreSQL, so that every broker
+// and the API share one view of who is online (docs/presence.md), and queues the lifecycle events of
+// agents that the plugin publishes over MQTT.
+//
+// The broker's thread only touches memory: Connected and Disconnected update the live table and queue a
+// row; a background goroutine (Run) writes the queue in batches, one statement per BatchSize rows or per
+// FlushEvery, whichever comes first, and heartbeats. The queue is bounded: beyond MaxQueue rows are
+// dropped and counted, and once a write succeeds again the recorder reconciles the database with its live
+// table. It is plain Go behind a small Store interface with an injected clock: it reaches neither PostgreSQL
+// nor the broker.
+package presence
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/iotauth/iotauth/plugin/auth"
+)
+
+// Reason is why a session ended: one of a fixed set.
+type Reason string
+
+// The reasons a session ends.
+const (
+	// Client: the client disconnected, or its connection ended without a kick or takeover (Mosquitto 2.0
+	// does not tell plugins whether a DISCONNECT packet, a keep-alive timeout or a network error ended it).
+	Client         Reason = "client"
+	Keepalive      Reason = "keepalive"
+	KickedRevoked  Reason = "kicked_revoked"
+	KickedDisabled Reason = "kicked_disabled"
+	KickedExpired  Reason = "kicked_expired"
+	Takeover       Reason = "takeover"
+	BrokerShutdown Reason = "broker_shutdown"
+	BrokerLost     Reason = "broker_lost"
+	Error          Reason = "error"
+)
+
+// TopicPrefix is the topic tree only the plugin publishes to; EventTopicPrefix+<agent uuid> carries an
+// agent's lifecycle events.
+const (
+	TopicPrefix      = "iotauth/presence/"
+	EventTopicPrefix = TopicPrefix + "agents/"
+)
+
+// Reserved reports whether topic is under TopicPrefix: no client may publish there, whatever its grants.
+func Reserved(topic string) bool { return strings.HasPrefix(topic, TopicPrefix) }
+
+// Principal kinds.
+const (
+	KindAgent = "agent"
+	KindApp   = "app"
+	KindToken = "token"
+)
+
+// Row is a session as the recorder writes it: a start (DisconnectedAt nil) or a start with its end.
+type Row struct {
+	Seq            int64
+	Kind           string // KindAgent, KindApp, KindToken
+	Principal      string // agent uuid, application key id, short-lived credential subject
+	ClientID       string
+	Protocol       string // mqtt3.1, mqtt3.1.1, mqtt5
+	Remote         string // IP address, no port ("" when unknown)
+	ConnectedAt    time.Time
+	DisconnectedAt *time.Time
+	Reason         string // set with DisconnectedAt
+}
+
+// Store is what the recorder needs from PostgreSQL (the plugin adapts package store to it).
+type Store interface {
+	PresenceStart(ctx context.Context, broker, incarnation string, timeout time.Duration) (int64, error)
+	PresenceWrite(ctx context.Context, broker, incarnation string, rows []Row) error
+	// PresenceHeartbeat reports owned false when the broker's row names another incarnation: another
+	// broker started with the same id since.
+	PresenceHeartbeat(ctx context.Context, broker, incarnation string, timeout time.Duration) (owned bool, err error)
+	PresenceReconcile(ctx context.Context, broker, incarnation string, live []Row, batch int, at time.Time) (int64, error)
+}
+
+// Config sets up a Recorder.
+type Config struct {
+	Broker  string        // broker id (plugin_opt_broker_id)
+	Timeout time.Duration // plugin_opt_presence_timeout: how long after its last heartbeat the broker's sessions read offline
+	Events  bool          // queue agents' lifecycle events for MQTT (plugin_opt_presence_events)
+	Store   Store
+	// BatchSize and FlushEvery: a batch is written once it holds BatchSize rows or its oldest row waited
+	// FlushEvery (defaults 100 and 250 ms). MaxBatch bounds the rows of one statement (default 1000).
+	BatchSize  int
+	FlushEvery time.Duration
+	MaxBatch   int
+	// MaxQueue bounds the rows waiting for PostgreSQL (default 100000), MaxEvents the MQTT events waiting
+	// for a TICK (default 10000).
+	MaxQueue, MaxEvents int
+	DBTimeout           time.Duration // bounds each statement (default 5 s)
+	// RequestTick asks for a TICK on the broker's thread (events wait to be published). Any goroutine.
+	RequestTick func()
+	// Lag, when set, is told how long each written row waited, from its event to its commit.
+	Lag func(time.Duration)
+	Now func() time.Time
+	Log *slog.Logger
+}
+
+// Event is a lifecycle event to publish on the broker's thread.
+type Event struct {
+	Topic   string
+	Payload []byte
+}
+
+type entry struct {
+	row      Row
+	client   uintptr
+	reason   Reason // set before the end: a kick or a takeover that is under way
+	reasonAt int64  // the kick's or takeover's generation, to tell a stale one
+}
+
+// maxSpareEntries bounds Recorder.spareEntries.
+const maxSpareEntries = 1024
+
+type queued struct {
+	row Row
+	at  time.Time // when the event happened (monotonic): for the write lag
+}
+
+// Recorder is the live table and the write queue.
+type Recorder struct {
+	cfg         Config
+	incarnation string
+	started     atomic.Bool // the broker's incarnation is registered (PresenceStart succeeded)
+	// writing serializes the writers (Run's steps, Close): a batch leaves the queue only once written.
+	writing sync.Mutex
+
+	mu   sync.Mutex
+	seq  int64
+	live map[uintptr]*entry
+	// spareEntries are entries of ended sessions, reused so that a connect storm allocates none.
+	spareEntries []*entry
+	byClientID   map[string]*entry
+	queue        []queued
+	dirty        bool       // rows were dropped: reconcile once PostgreSQL answers
+	raw          []rawEvent // events queued by the broker's thread
+	spareRaw     []rawEvent // the other buffer of raw, swapped by renderEvents (no allocation per round)
+	spareQueue   []queued   // the other buffer of queue, swapped by flush
+	events       []Event    // events rendered, waiting for a TICK
+	lastWrite    time.Time
+
+	dropped       atomic.Int64
+	eventsDropped atomic.Int64
+	written       atomic.Int64
+	wake          chan struct{}
+
+	// The writer's scratch space, reused between batches (writer only, under writing).
+	scratchRows    []Row
+	scratchAt      map[int64]int
+	replacedWarned time.Time // when the last "another broker has this id" error was logged
+}
+
+// New makes a recorder with a fresh incarnation.
+func New(cfg Config) (*Recorder, error) {
+	if cfg.Broker == "" {
+		return nil, errors.New("presence: the broker id is empty; set plugin_opt_broker_id")
+	}
+	if cfg.Timeout <= 0 {
+		cfg.Timeout = 30 * time.Second
+	}
+	if cfg.BatchSize <= 0 {
+		cfg.BatchSize = 100
+	}
+	if cfg.FlushEvery <= 0 {
+		cfg.FlushEvery = 250 * time.Millisecond
+	}
+	if cfg.MaxBatch <= 0 {
+		cfg.MaxBatch = 1000
+	}
+	if cfg.MaxQueue <= 0 {
+		cfg.MaxQueue = 100000
+	}
+	if cfg.MaxEvents <= 0 {
+		cfg.MaxEvents = 10000
+	}
+	if cfg.DBTimeout <= 0 {
+		cfg.DBTimeout = 5 * time.Second
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Log == nil {
+		cfg.Log = slog.New(slog.DiscardHandler)
+	}
+	if cfg.RequestTick == nil {
+		cfg.RequestTick = func() {}
+	}
+	inc, err := newIncarnation()
+	if err != nil {
+		return nil, err
+	}
+	return &Recorder{cfg: cfg, incarnation: inc, live: map[uintptr]*entry{}, byClientID: map[string]*entry{},
+		wake: make(chan struct{}, 1)}, nil
+}
+
+// newIncarnation draws a random version 4 UUID.
+func newIncarnation() (string, error) {
+	var b [16]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return "", fmt.Errorf("presence: draw a broker incarnation: %w", err)
+	}
+	b[6] = b[6]&0x0f | 0x40
+	b[8] = b[8]&0x3f | 0x80
+	h := hex.EncodeToString(b[:])
+	return h[0:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:], nil
+}
+
+// Incarnation is this start's id.
+func (r *Recorder) Incarnation() string { return r.incarnation }
+
+// Broker is the broker id.
+func (r *Recorder) Broker() string { return r.cfg.Broker }
+
+// Start registers this incarnation and closes the sessions the broker's earlier incarnations left open
+// (reason broker_lost). Call it before the broker accepts; on failure Run retries it.
+func (r *Recorder) Start(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, r.cfg.DBTimeout)
+	defer cancel()
+	closed, err := r.cfg.Store.PresenceStart(ctx, r.cfg.Broker, r.incarnation, r.cfg.Timeout)
+	if err != nil {
+		return err
+	}
+	r.started.Store(true)
+	if closed > 0 {
+		r.cfg.Log.Info("presence: closed the sessions of this broker's previous start", "broker", r.cfg.Broker, "sessions", closed)
+	}
+	return nil
+}
+
+// Protocol names an MQTT protocol version as Mosquitto reports it (3, 4, 5).
+func Protocol(version int) string {
+	switch version {
+	case 3:
+		return "mqtt3.1"
+	case 4:
+		return "mqtt3.1.1"
+	case 5:
+		return "mqtt5"
+	}
+	return "mqtt"
+}
+
+// KindOf is the principal kind and id of an authorised session.
+func KindOf(s *auth.Session) (kind, id string) {
+	switch {
+	case s.Token != nil:
+		return KindToken, s.Token.Subject
+	case s.App():
+		return KindApp, s.Agent
+	}
+	return KindAgent, s.Agent
+}
+
+// Connected records client's new session. A live session of the same client id on another handle is
+// being taken over: its end, when it comes, reads takeover. Broker's thread.
+func (r *Recorder) Connected(client uintptr, kind, principal, clientID, protocol, remote string) {
+	now := r.cfg.Now()
+	r.mu.Lock()
+	if old := r.live[client]; old != nil {
+		if old.row.ClientID == clientID && old.row.Principal == principal && old.row.Kind == kind {
+			r.mu.Unlock()
+			return // Mosquitto re-checking a live client
+		}
+		r.endLocked(old, now, Error)
+	}
+	if old := r.byClientID[clientID]; old != nil && old.client != client {
+		old.reason = Takeover
+	}
+	r.seq++
+	var e *entry
+	if n := len(r.spareEntries); n > 0 {
+		e, r.spareEntries = r.spareEntries[n-1], r.spareEntries[:n-1]
+	} else {
+		e = new(entry)
+	}
+	*e = entry{client: client, row: Row{Seq: r.seq, Kind: kind, Principal: principal, ClientID: clientID,
+		Protocol: protocol, Remote: remote, ConnectedAt: now}}
+	r.live[client] = e
+	r.byClientID[clientID] = e
+	r.pushLocked(e.row, now)
+	r.eventLocked(e.row, "connected", now, "")
+	full := len(r.queue) >= r.cfg.BatchSize
+	r.mu.Unlock()
+	r.afterPush(full)
+}
+
+// Kicking records that the live session of clientID held by principal is about to be disconnected for
+// reason (a re-check refused it): its end reads kicked_revoked, kicked_disabled or kicked_expired. Any
+// goroutine.
+func (r *Recorder) Kicking(clientID, principal string, reason error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if e := r.byClientID[clientID]; e != nil && e.row.Principal == principal && e.reason == "" {
+		e.reason = KickReason(reason)
+	}
+}
+
+// KickReason maps a re-check's refusal to the reason a kicked session ends with.
+func KickReason(err error) Reason {
+	switch {
+	case errors.Is(err, auth.ErrAgentDisabled):
+		return KickedDisabled
+	case errors.Is(err, auth.ErrExpired), errors.Is(err, auth.ErrTokenExpired):
+		return KickedExpired
+	}
+	return KickedRevoked
+}
+
+// Disconnected ends client's session, if it has one: with the reason a kick or takeover left, else
+// client. Broker's thread.
+func (r *Recorder) Disconnected(client uintptr) {
+	now := r.cfg.Now()
+	r.mu.Lock()
+	e := r.live[client]
+	if e == nil {
+		r.mu.Unlock()
+		return
+	}
+	reason := e.reason
+	if reason == "" {
+		reason = Client
+	}
+	r.endLocked(e, now, reason)
+	full := len(r.queue) >= r.cfg.BatchSize
+	r.mu.Unlock()
+	r.afterPush(full)
+}
+
+// endLocked ends e at now (never before its start, whatever the clock did) and queues the end.
+func (r *Recorder) endLocked(e *entry, now time.Time, reason Reason) {
+	delete(r.live, e.client)
+	if r.byClientID[e.row.ClientID] == e {
+		delete(r.byClientID, e.row.ClientID)
+	}
+	end := now
+	if end.Before(e.row.ConnectedAt) {
+		end = e.row.ConnectedAt
+	}
+	row := e.row
+	row.DisconnectedAt, row.Reason = &end, string(reason)
+	r.pushLocked(row, now)
+	r.eventLocked(row, "disconnected", end, reason)
+	*e = entry{}
+	if len(r.spareEntries) < maxSpareEntries {
+		r.spareEntries = append(r.spareEntries, e)
+	}
+}
+
+func (r *Recorder) pushLocked(row Row, now time.Time) {
+	if len(r.queue) >= r.cfg.MaxQueue {
+		r.dropped.Add(1)
+		r.dirty = true
+		return
+	}
+	r.queue = append(r.queue, queued{row: row, at: now})
+}
+
+// afterPush wakes the writer once a batch is full. Events wait for the writer's next round, which
+// renders them off the broker's thread.
+func (r *Recorder) afterPush(full bool) {
+	if full {
+		select {
+		case r.wake <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// rawEvent is a lifecycle event as the broker's thread queues it; renderEvents makes it an Event.
+type rawEvent struct {
+	event, agent, clientID string
+	at                     time.Time
+	reason                 Reason
+}
+
+// eventLocked queues an agent's lifecycle event for MQTT (nothing when events are off or it is not an
+// agent's session: application keys and short-lived credentials are REST only). Never a key, password,
+// remote address or token.
+func (r *Recorder) eventLocked(row Row, event string, at time.Time, reason Reason) {
+	if !r.cfg.Events || row.Kind != KindAgent {
+		return
+	}
+	if len(r.raw)+len(r.events) >= r.cfg.MaxEvents {
+		r.eventsDropped.Add(1)
+		return
+	}
+	r.raw = append(r.raw, rawEvent{event: event, agent: row.Principal, clientID: row.ClientID, at: at, reason: reason})
+}
+
+// renderEvents encodes the queued events (off the broker's thread) and asks for a TICK to publish them.
+func (r *Recorder) renderEvents() {
+	r.mu.Lock()
+	raw := r.raw
+	r.raw, r.spareRaw = r.spareRaw[:0], nil
+	r.mu.Unlock()
+	if len(raw) == 0 {
+		r.mu.Lock()
+		r.spareRaw = raw
+		r.mu.Unlock()
+		return
+	}
+	// One buffer holds every payload of this round (the broker copies each when it publishes).
+	buf := make([]byte, 0, len(raw)*(200+len(r.cfg.Broker)))
+	out := make([]Event, len(raw))
+	for i, e := range raw {
+		start := len(buf)
+		buf = appendEvent(buf, e.event, e.agent, e.clientID, r.cfg.Broker, e.at, e.reason)
+		out[i] = Event{Topic: EventTopicPrefix + e.agent, Payload: buf[start:len(buf):len(buf)]}
+	}
+	clear(raw)
+	r.mu.Lock()
+	r.events = append(r.events, out...)
+	r.spareRaw = raw[:0]
+	r.mu.Unlock()
+	r.cfg.RequestTick()
+}
+
+// TakeEvents hands over the rendered events, oldest first. Broker's thread (TICK).
+func (r *Recorder) TakeEvents() []Event {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if len(r.events) == 0 {
+		return nil
+	}
+	out := r.events
+	r.events = nil
+	return out
+}
+
+// Stats are the recorder's counters.
+type Stats struct {
+	Live, Queued                  int
+	Dropped, EventsDropped, Wrote int64
+}
+
+// Stats reads the counters.
+func (r *Recorder) Stats() Stats {
+	r.mu.Lock()
+	live, queued := len(r.live), len(r.queue)
+	r.mu.Unlock()
+	return Stats{Live: live, Queued: queued, Dropped: r.dropped.Load(), EventsDropped: r.eventsDropped.Load(), Wrote: r.written.Load()}
+}
+
+// Run writes the queue and heartbeats until ctx ends.
+func (r *Recorder) Run(ctx context.Context) {
+	t := time.NewTicker(min(r.cfg.FlushEvery/5, 50*time.Millisecond))
+	defer t.Stop()
+	var backoff, warned time.Time
+	failures := 0
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		case <-r.wake:
+		}
+		r.renderEvents()
+		if r.cfg.Now().Before(backoff) {
+			continue
+		}
+		if err := r.Step(ctx); err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			// At most one line every 30 s while the failure lasts, with the count of failed attempts.
+			failures++
+			if now := r.cfg.Now(); warned.IsZero() || now.Sub(warned) >= 30*time.Second {
+				warned = now
+				r.cfg.Log.Warn("presence: cannot write sessions to PostgreSQL; keeping them queued and retrying every second "+
+					"(if the presence tables are missing, run iotauth migrate)", "queued", r.Stats().Queued, "attempts", failures, "error", err)
+			}
+			backoff = r.cfg.Now().Add(time.Second)
+		} else if failures > 0 {
+			r.cfg.Log.Info("presence: writing sessions to PostgreSQL again", "failed_attempts", failures)
+			failures, warned = 0, time.Time{}
+		}
+	}
+}
+
+// Step does what is due: registering the incarnation, a reconcile after drops, a batch once it is full
+// or old enough, a heartbeat when nothing was written for a third of the timeout.
+func (r *Recorder) Step(ctx context.Context) error {
+	r.writing.Lock()
+	defer r.writing.Unlock()
+	if !r.started.Load() {
+		if err := r.Start(ctx); err != nil {
+			return err
+		}
+	}
+	now := r.cfg.Now()
+	r.mu.Lock()
+	dirty := r.dirty
+	due := len(r.queue) >= r.cfg.BatchSize || (len(r.queue) > 0 && now.Sub(r.queue[0].at) >= r.cfg.FlushEvery)
+	beat := now.Sub(r.lastWrite) >= r.cfg.Timeout/3
+	r.mu.Unlock()
+	switch {
+	case dirty:
+		return r.reconcile(ctx)
+	case due:
+		return r.flush(ctx, false)
+	case beat:
+		c, cancel := context.WithTimeout(ctx, r.cfg.DBTimeout)
+		defer cancel()
+		owned, err := r.cfg.Store.PresenceHeartbeat(c, r.cfg.Broker, r.incarnation, r.cfg.Timeout)
+		if err != nil {
+			return err
+		}
+		r.mu.Lock()
+		r.lastWrite = now
+		r.mu.Unlock()
+		if !owned && (r.replacedWarned.IsZero() || now.Sub(r.replacedWarned) >= time.Minute) {
+			r.replacedWarned = now
+			r.cfg.Log.Error("presence: another broker started with this broker id, so this broker's sessions read offline; "+
+				"give each broker its own plugin_opt_broker_id and restart this one", "broker", r.cfg.Broker)
+		}
+	}
+	return nil
+}
+
+// flush writes the queued rows, at most MaxBatch rows per statement, and then, when drain is set, what
+// was queued meanwhile. Rows stay queued until their statement succeeded; the queue's two buffers are
+// swapped so that steady writing allocates no queue.
+func (r *Recorder) flush(ctx context.Context, drain bool) error {
+	for {
+		r.mu.Lock()
+		taken := r.queue
+		r.queue, r.spareQueue = r.spareQueue[:0], nil
+		r.mu.Unlock()
+		for i := 0; i < len(taken); i += r.cfg.MaxBatch {
+			if err := r.write(ctx, taken[i:min(i+r.cfg.MaxBatch, len(taken))]); err != nil {
+				r.mu.Lock()
+				r.queue = append(taken[i:], r.queue...)
+				if over := len(r.queue) - r.cfg.MaxQueue; over > 0 {
+					r.dropped.Add(int64(over))
+					r.queue = r.queue[:r.cfg.MaxQueue]
+					r.dirty = true
+				}
+				r.mu.Unlock()
+				return err
+			}
+		}
+		clear(taken) // the written rows' strings are not kept alive by the array
+		r.mu.Lock()
+		r.spareQueue = taken[:0]
+		more := len(r.queue) > 0
+		r.mu.Unlock()
+		if !drain || !more {
+			return nil
+		}
+	}
+}
+
+// write sends one batch: a start and its end in the same batch become one row.
+func (r *Recorder) write(ctx context.Context, batch []queued) error {
+	rows := r.scratchRows[:0]
+	if r.scratchAt == nil {
+		r.scratchAt = make(map[int64]int, r.cfg.MaxBatch)
+	}
+	at := r.scratchAt
+	clear(at)
+	for _, q := range batch {
+		if i, ok := at[q.row.Seq]; ok {
+			if q.row.DisconnectedAt != nil {
+				rows[i] = q.row
+			}
+			continue
+		}
+		at[q.row.Seq] = len(rows)
+		rows = append(rows, q.row)
+	}
+	c, cancel := context.WithTimeout(ctx, r.cfg.DBTimeout)
+	defer cancel()
+	err := r.cfg.Store.PresenceWrite(c, r.cfg.Broker, r.incarnation, rows)
+	clear(rows)
+	r.scratchRows = rows[:0]
+	if err != nil {
+		return err
+	}
+	now := r.cfg.Now()
+	r.mu.Lock()
+	r.lastWrite = now
+	r.mu.Unlock()
+	r.written.Add(int64(len(rows)))
+	if r.cfg.Lag != nil {
+		for _, q := range batch {
+			r.cfg.Lag(now.Sub(q.at))
+		}
+	}
+	return nil
+}
+
+// reconcile runs after rows were dropped: it writes what is queued, then makes the database hold exactly
+// the live table as it was when the queue was taken (sessions whose end was dropped close now, reason
+// error; those whose start was dropped are written). Rows queued since follow in later batches.
+func (r *Recorder) reconcile(ctx context.Context) error {
+	r.mu.Lock()
+	pending := r.queue
+	r.queue = nil
+	live := make([]Row, 0, len(r.live))
+	for _, e := range r.live {
+		live = append(live, e.row)
+	}
+	r.dirty = false
+	r.mu.Unlock()
+	restore := func() {
+		r.mu.Lock()
+		r.queue = append(pending, r.queue...)
+		if len(r.queue) > r.cfg.MaxQueue {
+			r.dropped.Add(int64(len(r.queue) - r.cfg.MaxQueue))
+			r.queue = r.queue[:r.cfg.MaxQueue]
+		}
+		r.dirty = true
+		r.mu.Unlock()
+	}
+	for i := 0; i < len(pending); i += r.cfg.MaxBatch {
+		if err := r.write(ctx, pending[i:min(i+r.cfg.MaxBatch, len(pending))]); err != nil {
+			pending = pending[i:]
+			restore()
+			return err
+		}
+	}
+	pending = nil
+	c, cancel := context.WithTimeout(ctx, r.cfg.DBTimeout+time.Duration(len(live)/r.cfg.MaxBatch)*time.Second)
+	defer cancel()
+	closed, err := r.cfg.Store.PresenceReconcile(c, r.cfg.Broker, r.incarnation, live, r.cfg.MaxBatch, r.cfg.Now())
+	if err != nil {
+		restore()
+		return err
+	}
+	r.cfg.Log.Info("presence: reconciled PostgreSQL with the live sessions after dropped rows", "live", len(live),
+		"closed", closed, "dropped_total", r.dropped.Load())
+	return nil
+}
+
+// Close ends every live session (reason broker_shutdown) and writes what is queued, within ctx.
+func (r *Recorder) Close(ctx context.Context) error {
+	r.writing.Lock()
+	defer r.writing.Unlock()
+	now := r.cfg.Now()
+	r.mu.Lock()
+	for _, e := range r.live {
+		r.endLocked(e, now, BrokerShutdown)
+	}
+	dirty := r.dirty
+	r.mu.Unlock()
+	if dirty {
+		return r.reconcile(ctx)
+	}
+	return r.flush(ctx, true)
+}
