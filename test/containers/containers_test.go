@@ -173,6 +173,9 @@ func (s *stack) configure(t *testing.T, tmp string) {
 		t.Fatal(err)
 	}
 	lic := filepath.Join(tmp, "license")
+	if err := os.Mkdir(lic, 0o700); err != nil {
+		t.Fatal(err)
+	}
 	if out, err := exec.Command(bin, "license", "keygen", "--alg", "ed25519", "--out-dir", lic).CombinedOutput(); err != nil {
 		t.Fatalf("license keygen: %v\n%s", err, out)
 	}
