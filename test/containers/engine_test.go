@@ -60,8 +60,10 @@ func newEngine(t *testing.T, tmp string) *engine {
 	if cache == "" {
 		cache = "/var/tmp/iotauth-containers"
 	}
-	if err := os.MkdirAll(filepath.Join(cache, "networks"), 0o700); err != nil {
-		t.Fatalf("container cache %s: %v (set IOTAUTH_CONTAINERS_CACHE to a writable directory)", cache, err)
+	for _, dir := range []string{"networks", "tmp"} {
+		if err := os.MkdirAll(filepath.Join(cache, dir), 0o700); err != nil {
+			t.Fatalf("container cache %s: %v (set IOTAUTH_CONTAINERS_CACHE to a writable directory)", cache, err)
+		}
 	}
 	for name, text := range map[string]string{"containers.conf": containersConf, "storage.conf": storageConf} {
 		if err := os.WriteFile(filepath.Join(cache, name), []byte(fmt.Sprintf(text, cache)), 0o644); err != nil {
@@ -76,7 +78,9 @@ func newEngine(t *testing.T, tmp string) *engine {
 	}
 	e.env = append(os.Environ(),
 		"CONTAINERS_CONF="+filepath.Join(cache, "containers.conf"),
-		"CONTAINERS_STORAGE_CONF="+filepath.Join(cache, "storage.conf"))
+		"CONTAINERS_STORAGE_CONF="+filepath.Join(cache, "storage.conf"),
+		// Buildah keeps the RUN --mount=type=cache directories under TMPDIR: in the cache too.
+		"TMPDIR="+filepath.Join(cache, "tmp"))
 	return e
 }
 
