@@ -48,6 +48,7 @@ type stack struct {
 	ca      *x509.CertPool
 	secrets []string // every secret this run made, for the leak scans
 	health  *healthDriver
+	begin   time.Time
 }
 
 func TestContainers(t *testing.T) {
@@ -61,7 +62,7 @@ func TestContainers(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { os.RemoveAll(tmp) })
-	s := &stack{engine: newEngine(t, tmp), root: filepath.Join(tmp, "repo")}
+	s := &stack{engine: newEngine(t, tmp), root: filepath.Join(tmp, "repo"), begin: begin}
 
 	// The build context as a user has it: the repository (with the /live bundle `make build` fetched)
 	// and, in docker/secrets and docker/certs, what init-secrets.sh makes: .dockerignore must keep them
@@ -89,22 +90,24 @@ func TestContainers(t *testing.T) {
 	if out, err := s.run(ctx, repo, nil, filepath.Join(repo, "scripts", "containers-base-images.sh")); err != nil {
 		t.Fatalf("base images: %v\n%s", err, out)
 	}
+	baseDone := time.Now()
 	s.startService()
 	s.configure(t, tmp)
 	t.Cleanup(s.teardown)
 	s.health = s.driveHealthchecks()
 
 	s.compose(t, 15*time.Minute, "build")
-	built := time.Since(begin)
+	built := time.Now()
 	s.compose(t, 5*time.Minute, "up", "-d")
 	for _, svc := range []string{"iotauth", "mosquitto"} {
 		s.waitHealthy(svc, 3*time.Minute)
 	}
-	if logs := s.podman("logs", s.containers()["postgres"]); !strings.Contains(logs, "initialised") {
+	if logs := s.logs(s.containers()["postgres"]); !strings.Contains(logs, "initialised") {
 		t.Fatalf("postgres did not initialise its data on the first start:\n%s", logs)
 	}
-	t.Logf("stack up in %v from the start of the test (images built in %v; base images and build layers cached in %s are reused)",
-		time.Since(begin).Round(time.Second), built.Round(time.Second), s.cache)
+	t.Logf("stack up and healthy %v after the start of the test: base images %v, compose build %v, up until healthy %v (base images and build layers cached in %s are reused)",
+		time.Since(begin).Round(time.Second), baseDone.Sub(begin).Round(time.Second), built.Sub(baseDone).Round(time.Second),
+		time.Since(built).Round(time.Second), s.cache)
 
 	t.Run("HealthchecksInOrder", s.healthchecksInOrder)
 	t.Run("NonRoot", s.nonRoot)
@@ -136,7 +139,7 @@ func TestContainers(t *testing.T) {
 		s.compose(t, 5*time.Minute, "up", "-d")
 		s.waitHealthy("mosquitto", 3*time.Minute)
 		s.waitHealthy("iotauth", 3*time.Minute)
-		if logs := s.podman("logs", s.containers()["postgres"]); strings.Contains(logs, "initialised") {
+		if logs := s.logs(s.containers()["postgres"]); strings.Contains(logs, "initialised") {
 			t.Fatalf("postgres initialised its data again after down/up:\n%s", logs)
 		}
 		// The agent made before, and its revoked sibling, are as they were.
@@ -548,11 +551,14 @@ func (s *stack) noSecretLeaks(t *testing.T) {
 	}
 	for svc, id := range s.containers() {
 		check(svc+"'s podman inspect", s.podman("inspect", id))
-		logs, err := s.tryPodman("logs", id)
-		if err != nil {
-			t.Fatal(err)
-		}
+		logs := s.logs(id)
 		check(svc+"'s log", logs)
+		// The scan means something only if the services log: the broker's start and the kicks, the API's
+		// requests, PostgreSQL's start.
+		want := map[string]string{"mosquitto": "mosquitto version", "iotauth": `"msg":"request"`, "postgres": "ready to accept connections", "migrate": "schema"}[svc]
+		if !strings.Contains(logs, want) {
+			t.Errorf("%s's log lacks %q: the scan saw no log\n%s", svc, want, logs)
+		}
 	}
 	for _, img := range []string{"iotauth:local", "iotauth-mosquitto:local", "postgres:15"} {
 		check(img+"'s podman history", s.podman("history", "--no-trunc", img))
@@ -571,6 +577,44 @@ func (s *stack) noSecretLeaks(t *testing.T) {
 			t.Errorf("scan of %s: %v", img, err)
 		}
 	}
+	// The build stages: every image the builds of this run made (cached ones were scanned when they were
+	// made), its own layer's files. A secret that slipped into the build context (COPY . .) shows here.
+	if found := s.scanNewImages(t, s.begin); len(found) > 0 {
+		t.Errorf("image layers made by this run hold a generated secret: %v", found)
+	}
+	// The layer scan catches a leak through the build context: the API's build stage built with a
+	// .dockerignore that lets docker/secrets/ in holds the secrets, and the scan reports them.
+	t.Run("ScanCatchesContextLeak", func(t *testing.T) {
+		leaky := filepath.Join(t.TempDir(), "leaky")
+		copyTree(t, s.root, leaky)
+		for _, d := range []string{"secrets", "certs"} {
+			if out, err := exec.Command("cp", "-a", filepath.Join(s.root, "docker", d), filepath.Join(leaky, "docker", d)).CombinedOutput(); err != nil {
+				t.Fatalf("%v %s", err, out)
+			}
+		}
+		ignore, err := os.ReadFile(filepath.Join(leaky, ".dockerignore"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		ignore = regexp.MustCompile(`(?m)^(docker/secrets/|\*\*/\*\.key|\*\*/\*\.pem)$`).ReplaceAll(ignore, nil)
+		if err := os.WriteFile(filepath.Join(leaky, ".dockerignore"), ignore, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		before := time.Now()
+		tag := "localhost/iotauth-leaky:" + s.project
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+		defer cancel()
+		if out, err := s.run(ctx, leaky, nil, "podman", "build", "-q", "--layers=false", "--target", "build", "-f", "docker/Dockerfile.iotauth", "-t", tag, "."); err != nil {
+			t.Fatalf("leaky build: %v\n%s", err, out)
+		}
+		// No layer of it is kept (--layers=false): removing the image removes the secrets it holds.
+		defer s.tryPodman("rmi", "-f", tag)
+		if found := s.scanNewImages(t, before); len(found) == 0 {
+			t.Fatal("a build context carrying docker/secrets went unnoticed by the layer scan")
+		} else {
+			t.Logf("the scan reports the leaky build: %v", found)
+		}
+	})
 	// The scan itself finds what it looks for: a file planted in a container's layer is reported.
 	id := s.containers()["mosquitto"]
 	if _, err := s.tryPodman("exec", id, "bash", "-c", "printf %s \"$0\" > /tmp/planted", s.secrets[0]); err != nil {
@@ -582,6 +626,54 @@ func (s *stack) noSecretLeaks(t *testing.T) {
 	if !strings.Contains(string(out), "planted") {
 		t.Fatalf("the layer scan does not find a planted secret (%q)", out)
 	}
+}
+
+// scanNewImages scans, in every image (intermediate ones too) created since the given instant, the files
+// its own layer adds or changes, for the secrets; it returns "image:path" for each hit.
+func (s *stack) scanNewImages(t *testing.T, since time.Time) []string {
+	t.Helper()
+	var images []struct {
+		ID      string `json:"Id"`
+		Created int64
+	}
+	if err := json.Unmarshal([]byte(s.podman("images", "-a", "--format", "json")), &images); err != nil {
+		t.Fatal(err)
+	}
+	pats := filepath.Join(t.TempDir(), "needles")
+	if err := os.WriteFile(pats, []byte(strings.Join(s.secrets, "\n")+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var found []string
+	for _, img := range images {
+		if img.Created < since.Unix()-1 {
+			continue
+		}
+		var diff map[string][]string
+		if err := json.Unmarshal([]byte(s.podman("diff", "--format", "json", img.ID)), &diff); err != nil {
+			t.Fatalf("podman diff %s: %v", img.ID, err)
+		}
+		paths := append(diff["added"], diff["changed"]...)
+		if len(paths) == 0 {
+			continue
+		}
+		dir := strings.TrimSpace(s.podman("image", "mount", img.ID))
+		var files []string
+		for _, p := range paths {
+			if fi, err := os.Lstat(filepath.Join(dir, p)); err == nil && fi.Mode().IsRegular() {
+				files = append(files, filepath.Join(dir, p))
+			}
+		}
+		for len(files) > 0 {
+			n := min(len(files), 500)
+			out, _ := exec.Command("grep", append([]string{"-lIF", "--no-messages", "-f", pats}, files[:n]...)...).Output()
+			for _, f := range strings.Fields(string(out)) {
+				found = append(found, img.ID[:12]+":"+strings.TrimPrefix(f, dir))
+			}
+			files = files[n:]
+		}
+		_, _ = s.tryPodman("image", "unmount", img.ID)
+	}
+	return found
 }
 
 // secretNeedle is the part of a secret file scanned for: its longest line (a PEM key's base64 line, the

@@ -107,6 +107,18 @@ func (e *engine) tryPodman(args ...string) (string, error) {
 	return stdout.String(), nil
 }
 
+// logs is a container's log: its standard output and error, as `podman logs` prints them on its own.
+func (e *engine) logs(id string) string {
+	e.t.Helper()
+	cmd := exec.Command("podman", "logs", id)
+	cmd.Env = e.env
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		e.t.Fatalf("podman logs %s: %v\n%s", id, err, out)
+	}
+	return string(out)
+}
+
 // run runs a command with the engine's environment (plus extra), its output logged when it fails.
 func (e *engine) run(ctx context.Context, dir string, extra []string, name string, args ...string) (string, error) {
 	cmd := exec.CommandContext(ctx, name, args...)
@@ -300,7 +312,7 @@ func (e *engine) waitHealthy(service string, within time.Duration) inspection {
 				return in
 			}
 			if time.Now().After(deadline) {
-				logs, _ := e.tryPodman("logs", id)
+				logs := e.logs(id)
 				e.t.Fatalf("%s: not healthy after %v (state %s, health %s)\n%s", service, within, in.State.Status, in.State.Health.Status, logs)
 			}
 		} else if time.Now().After(deadline) {
