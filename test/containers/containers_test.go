@@ -53,6 +53,14 @@ type stack struct {
 
 func TestContainers(t *testing.T) {
 	begin := time.Now()
+	if os.Geteuid() != 0 {
+		t.Fatal("the container test runs rootful Podman and mmdebstrap: run `make test-containers` as root")
+	}
+	for _, tool := range []string{"podman", "docker-compose", "mmdebstrap", "runc"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Fatalf("%s is not installed: `make test-containers` installs it (scripts/containers-deps.sh)", tool)
+		}
+	}
 	repo, err := harness.RepoRoot()
 	if err != nil {
 		t.Fatal(err)
