@@ -35,7 +35,7 @@ if ! exists "$img" || [[ $(podman image inspect --format "{{index .Labels \"$lab
   ctx=$(mktemp -d)
   trap 'rm -rf "$ctx"' EXIT
   cp -a "$goroot" "$ctx/go"
-  (cd "$here" && GOFLAGS=-mod=mod GOMODCACHE="$ctx/mod" \
+  (cd "$here" && GOFLAGS= GOMODCACHE="$ctx/mod" \
     GOPROXY="file://$($go env GOMODCACHE)/cache/download,$($go env GOPROXY)" $go mod download)
   mv "$ctx/mod/cache/download" "$ctx/goproxy"
   chmod -R u+w "$ctx/mod" && rm -rf "$ctx/mod"

@@ -264,6 +264,8 @@ func (s *stack) healthchecksInOrder(t *testing.T) {
 		t.Errorf("migrate started at %v, before postgres was healthy (%v)", m.StartedAt, pgHealthy)
 	case m.Status != "exited" || m.ExitCode != 0:
 		t.Errorf("migrate: %s, exit code %d", m.Status, m.ExitCode)
+	case m.Health.Status != "":
+		t.Errorf("migrate (a one-shot) has a health status %q: compose.yaml should disable the image's healthcheck", m.Health.Status)
 	}
 	for _, svc := range []string{"iotauth", "mosquitto"} {
 		st := in[svc].State

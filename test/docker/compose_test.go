@@ -62,6 +62,7 @@ type service struct {
 		Timeout     string   `yaml:"timeout"`
 		Retries     int      `yaml:"retries"`
 		StartPeriod string   `yaml:"start_period"`
+		Disable     bool     `yaml:"disable"`
 	} `yaml:"healthcheck"`
 	Ports   []string `yaml:"ports"`
 	Restart string   `yaml:"restart"`
@@ -118,6 +119,10 @@ func TestComposeStructure(t *testing.T) {
 		if name == "migrate" {
 			if s.Restart != "no" {
 				t.Errorf("migrate: restart %q, want \"no\" (one shot)", s.Restart)
+			}
+			// The image's healthcheck is serve's: a one-shot would show "starting" until it exits.
+			if s.Healthcheck == nil || !s.Healthcheck.Disable {
+				t.Error("migrate: the image's healthcheck is not disabled")
 			}
 		} else if s.Healthcheck == nil || len(s.Healthcheck.Test) < 2 || s.Healthcheck.Test[0] != "CMD" {
 			t.Errorf("%s: no healthcheck (exec form)", name)
