@@ -34,7 +34,7 @@ COMPAT_API_TESTS := TestEndToEndRevocationKicks|TestRestrictedModeMatrix|TestDev
 DEB_VERSION ?= $(shell scripts/deb/version.sh 2>/dev/null)
 DEB := $(BUILD)/iotauth_$(DEB_VERSION)_$(shell dpkg --print-architecture 2>/dev/null || echo amd64).deb
 
-.PHONY: help deps build test test-compat test-c demo bench lint clean deb test-deb
+.PHONY: help deps build test test-compat test-c test-containers demo bench lint clean deb test-deb
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
@@ -73,6 +73,12 @@ test-compat: build $(COMPAT_BROKERS) ## the plugin, demo and broker-using API te
 		$(TEST_ENV) $(GO) test -count=1 -timeout $(TEST_TIMEOUT) $$tags ./test/plugin ./test/demo; \
 		$(TEST_ENV) $(GO) test -count=1 -timeout $(TEST_TIMEOUT) -run '^($(COMPAT_API_TESTS))$$' ./test/api; \
 	done
+
+# The compose stack started for real (Podman, docker-compose through Podman's socket): test/containers,
+# docs/containers.md. Root only; images and base images stay cached in IOTAUTH_CONTAINERS_CACHE.
+test-containers: build ## docker/compose.yaml run with Podman: health, TLS/WSS agents, kicks, restarts, no leaks (root)
+	@scripts/containers-deps.sh
+	MOSQUITTO_SRC=$(MOSQUITTO_SRC) $(TEST_ENV) $(GO) test -count=1 -timeout 45m -tags containers -v ./test/containers
 
 # Built once and reused (build.sh installs its build dependencies with apt when run as root).
 $(BUILD)/mosquitto-%/sbin/mosquitto:

@@ -62,6 +62,7 @@ type service struct {
 		Timeout     string   `yaml:"timeout"`
 		Retries     int      `yaml:"retries"`
 		StartPeriod string   `yaml:"start_period"`
+		Disable     bool     `yaml:"disable"`
 	} `yaml:"healthcheck"`
 	Ports   []string `yaml:"ports"`
 	Restart string   `yaml:"restart"`
@@ -119,6 +120,10 @@ func TestComposeStructure(t *testing.T) {
 			if s.Restart != "no" {
 				t.Errorf("migrate: restart %q, want \"no\" (one shot)", s.Restart)
 			}
+			// The image's healthcheck is serve's: a one-shot would show "starting" until it exits.
+			if s.Healthcheck == nil || !s.Healthcheck.Disable {
+				t.Error("migrate: the image's healthcheck is not disabled")
+			}
 		} else if s.Healthcheck == nil || len(s.Healthcheck.Test) < 2 || s.Healthcheck.Test[0] != "CMD" {
 			t.Errorf("%s: no healthcheck (exec form)", name)
 		}
@@ -158,8 +163,24 @@ func TestComposeStructure(t *testing.T) {
 	if cmd := c.Services["migrate"].Command; len(cmd) != 1 || cmd[0] != "migrate" {
 		t.Errorf("migrate runs %v", cmd)
 	}
-	if !contains(c.Services["mosquitto"].Ports, "9001:9001") || !contains(c.Services["mosquitto"].Ports, "8883:8883") {
-		t.Errorf("mosquitto publishes %v, want 8883 and 9001 (websockets)", c.Services["mosquitto"].Ports)
+	// Published ports: the container ports 8883 and 9001 (websockets), on a host address and port the
+	// operator may change (the container test publishes them on 127.0.0.1 only).
+	for svc, want := range map[string][]string{"mosquitto": {"8883", "9001"}, "iotauth": {"8080"}} {
+		ports := c.Services[svc].Ports
+		for _, p := range want {
+			if !containsSuffix(ports, ":"+p) {
+				t.Errorf("%s publishes %v, want container port %s", svc, ports, p)
+			}
+		}
+		for _, p := range ports {
+			if !strings.HasPrefix(p, "${IOTAUTH_PUBLISH_ADDR:-0.0.0.0}:") {
+				t.Errorf("%s publishes %s on a fixed address; want ${IOTAUTH_PUBLISH_ADDR:-0.0.0.0}:…", svc, p)
+			}
+		}
+	}
+	// docker-compose 1.x refuses a top-level name: the project is named with -p.
+	if c.Name != "" {
+		t.Errorf("compose.yaml sets a top-level name (%q), which docker-compose 1.29 refuses; document -p instead", c.Name)
 	}
 	// No literal password in any file of docker/ that is not generated.
 	for _, f := range []string{"compose.yaml", "mosquitto.conf", "Dockerfile.iotauth", "Dockerfile.mosquitto"} {
@@ -187,12 +208,24 @@ func TestComposeStructure(t *testing.T) {
 		}
 	}
 	ignore := readFile(t, filepath.Join(dockerDir(t), "..", ".dockerignore"))
-	for _, want := range []string{".git", "build/", "docker/secrets/", "docker/certs/"} {
+	for _, want := range []string{".git", "build/", "docker/secrets/", "docker/certs/", "**/node_modules/"} {
 		if !regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(want) + `$`).MatchString(ignore) {
 			t.Errorf(".dockerignore does not exclude %s", want)
 		}
 	}
 }
+
+func containsSuffix(list []string, suffix string) bool {
+	for _, v := range list {
+		if strings.HasSuffix(v, suffix) {
+			return true
+		}
+	}
+	return false
+}
+
+// defaults resolves ${VAR:-default} as compose does when VAR is unset.
+var defaults = regexp.MustCompile(`\$\{[A-Za-z_]+:-([^}]*)\}`)
 
 func contains(list []string, s string) bool {
 	for _, v := range list {
@@ -303,12 +336,13 @@ func newRuntime(t *testing.T, dsn string) *runtime {
 	}
 	base := filepath.Join(dockerDir(t))
 	for name, s := range c.Secrets {
-		src := filepath.Join(base, s.File)
+		file := defaults.ReplaceAllString(s.File, "$1")
+		src := filepath.Join(base, file)
 		switch {
-		case strings.HasPrefix(s.File, "./secrets/"):
-			src = filepath.Join(secretsDir, strings.TrimPrefix(s.File, "./secrets/"))
-		case strings.HasPrefix(s.File, "./certs/"):
-			src = filepath.Join(certsDir, strings.TrimPrefix(s.File, "./certs/"))
+		case strings.HasPrefix(file, "./secrets/"):
+			src = filepath.Join(secretsDir, strings.TrimPrefix(file, "./secrets/"))
+		case strings.HasPrefix(file, "./certs/"):
+			src = filepath.Join(certsDir, strings.TrimPrefix(file, "./certs/"))
 		default:
 			t.Fatalf("secret %s from %s: not made by init-secrets.sh", name, s.File)
 		}
