@@ -34,7 +34,7 @@ import (
 )
 
 // The Mosquitto release the source-built variant of the broker image is tested with (its tarball is in
-// MOSQUITTO_SRC, ../shared/mosquitto beside the repository).
+// MOSQUITTO_SRC, the folder of Mosquitto source tarballs that make test-compat builds from too).
 const sourceMosquitto = "2.0.20"
 
 // stack is one compose project under test.
