@@ -535,14 +535,21 @@ func (in *instance) preload(ctx context.Context, listening <-chan struct{}, fail
 		return
 	case <-listening:
 	}
-	// Plugin init waits for the preload: let it also cover the first load of the legacy usernames, so
-	// that imported devices reconnecting after a restart are known when the listeners open (bounded:
-	// the loader retries on its own).
-	select {
-	case <-ctx.Done():
-		return
-	case <-in.legacyLoaded:
-	case <-time.After(in.cfg.PreloadWait):
+	// Plugin init waits for the preload: let it also cover the first loads of the legacy usernames and of
+	// the set of known keys, so that imported devices reconnecting after a restart are known when the
+	// listeners open, and the forged-key lookup budget is in force from the first connect (until the set
+	// has loaded, every unknown key is looked up). Bounded: the loaders retry on their own.
+	wait := time.NewTimer(in.cfg.PreloadWait)
+	defer wait.Stop()
+waiting:
+	for _, loaded := range []<-chan struct{}{in.legacyLoaded, in.keysLoaded} {
+		select {
+		case <-ctx.Done():
+			return
+		case <-loaded:
+		case <-wait.C:
+			break waiting
+		}
 	}
 	backoff := 500 * time.Millisecond
 	failLog := rate.Sometimes{Interval: 30 * time.Second}

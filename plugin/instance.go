@@ -118,6 +118,8 @@ type instance struct {
 	// budget; keysLoad asks for a full load, keyChecks are changed keys to re-read (knownkeys.go).
 	keys        *keyset.Set
 	keysLoad    chan struct{}
+	keysLoaded  chan struct{} // closed by the first successful full load
+	keysOnce    sync.Once
 	keyChecksMu sync.Mutex
 	keyChecks   map[secret.Digest]struct{}
 
@@ -223,7 +225,7 @@ func newInstance(kv [][2]string) (*instance, error) {
 	}
 	names := legacy.New()
 	in := &instance{legacy: names, legacyLoad: make(chan struct{}, 1), legacyLoaded: make(chan struct{}), fast: map[string]store.FastHash{},
-		keys: keys, keysLoad: make(chan struct{}, 1), keyChecks: map[secret.Digest]struct{}{}}
+		keys: keys, keysLoad: make(chan struct{}, 1), keysLoaded: make(chan struct{}), keyChecks: map[secret.Digest]struct{}{}}
 	a = auth.New(auth.Config{
 		Budget: authBudget(lookups), KeyKind: cfg.KeyKind, ClientID: cfg.ClientID, Rules: cfg.ACL, DBTimeout: cfg.DBTimeout,
 		DeferUnknown: cfg.DeferUnknown, NamePrefix: renamedPrefix, CustomNamePrefix: renamedCustomPrefix,

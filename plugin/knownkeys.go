@@ -112,6 +112,7 @@ func (in *instance) loadKeys(ctx context.Context) error {
 		return err
 	}
 	in.keys.FinishLoad(l)
+	in.keysOnce.Do(func() { close(in.keysLoaded) })
 	in.log.Info("loaded the set of known keys", "count", in.keys.Len(), "took", time.Since(start).Round(time.Millisecond)) // tests wait for it
 	return nil
 }

@@ -1,6 +1,7 @@
 package plugin_test
 
 import (
+	"strings"
 	"testing"
 	"time"
 
@@ -150,6 +151,13 @@ func TestPreloadFillsCache(t *testing.T) {
 	}
 	if !b.WaitLog("preloaded credentials count=5", 5*time.Second) || !b.WaitLog("start waited for the preload", time.Second) {
 		t.Fatal("the log does not say that the start waited for a preload of 5 credentials")
+	}
+	// The wait covers the first load of the set of known keys too, so that the forged-key lookup budget is
+	// in force from the first connect (until the set has loaded, every unknown key is looked up).
+	log := b.Log()
+	loaded, started := strings.Index(log, "loaded the set of known keys count=5"), strings.Index(log, "start waited for the preload")
+	if loaded < 0 || loaded > started {
+		t.Fatalf("the set of known keys was not loaded (with 5 keys) before the start (at %d, start at %d)", loaded, started)
 	}
 }
 
