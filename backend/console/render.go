@@ -30,6 +30,18 @@ var funcs = template.FuncMap{
 		return ""
 	},
 	"join": strings.Join,
+	"reason": func(r *string) string {
+		if r == nil {
+			return ""
+		}
+		return *r
+	},
+	"reasonText": func(r *string) string {
+		if r == nil {
+			return ""
+		}
+		return disconnectReasons[*r]
+	},
 	"pretty": func(b json.RawMessage) string {
 		if len(b) == 0 {
 			return ""
@@ -91,4 +103,17 @@ func (c *Console) render(w http.ResponseWriter, r *http.Request, s *session, sta
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
 	w.WriteHeader(status)
 	_, _ = w.Write(buf.Bytes())
+}
+
+// disconnectReasons explain the reasons a session ends (docs/presence.md), for the hover text.
+var disconnectReasons = map[string]string{
+	"client":          "the client's connection ended (DISCONNECT, keep-alive or network error)",
+	"keepalive":       "the keep-alive timed out",
+	"kicked_revoked":  "closed: key revoked or deleted, password rotated, or credential refused",
+	"kicked_disabled": "closed: the agent was disabled or decommissioned",
+	"kicked_expired":  "closed: the key or credential expired",
+	"takeover":        "a new session with the same client id took over",
+	"broker_shutdown": "the broker stopped cleanly",
+	"broker_lost":     "the broker died or lost PostgreSQL beyond its timeout",
+	"error":           "the end was lost during a database outage",
 }
