@@ -16,9 +16,7 @@ import (
 func (c *Console) routes() {
 	m := c.mux
 	m.Handle("GET "+Prefix+"static/", c.static())
-	m.HandleFunc("GET "+Prefix+"{$}", func(w http.ResponseWriter, r *http.Request) {
-		http.Redirect(w, r, Prefix+"agents", http.StatusFound)
-	})
+	m.HandleFunc("GET "+Prefix+"{$}", c.page(c.overviewPage))
 	m.HandleFunc("GET "+loginPath, c.loginPage)
 	m.HandleFunc("POST "+loginPath, c.loginSubmit)
 	m.HandleFunc("POST "+Prefix+"logout", c.logoutSubmit)

@@ -2,6 +2,7 @@ package api_test
 
 import (
 	"encoding/json"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -133,6 +134,55 @@ func TestConsolePresence(t *testing.T) {
 		t.Errorf("the disabled agent's status reads %q", got)
 	}
 	b.shot("agents-presence-1280")
+
+	// The overview: the fleet's counts equal the REST summary, the broker holding the online agent is
+	// listed with its count, and the revocation and the disable are among the security events.
+	var sum struct {
+		Total          int            `json:"total"`
+		Online         int            `json:"online"`
+		Offline        int            `json:"offline"`
+		NeverConnected int            `json:"neverConnected"`
+		Disabled       int            `json:"disabled"`
+		ByBroker       map[string]int `json:"byBroker"`
+	}
+	if err := json.Unmarshal(e.expect(req{Method: "GET", Path: "/api/v1/agents/summary", Token: adm.Access}, 200, "").Body, &sum); err != nil {
+		t.Fatal(err)
+	}
+	if sum.Total != 5 || sum.Online != 1 || sum.Offline != 4 || sum.NeverConnected != 1 || sum.Disabled != 1 || len(sum.ByBroker) != 1 {
+		t.Fatalf("REST summary %+v, want 5 agents, 1 online, 1 never connected, 1 disabled on one broker", sum)
+	}
+	b.open("/console/", "#fleet")
+	for _, f := range []struct {
+		id, bar string
+		want    int
+	}{{"sum-total", "", sum.Total}, {"sum-online", "online", sum.Online}, {"sum-offline", "offline", sum.Offline},
+		{"sum-never", "never", sum.NeverConnected}, {"sum-disabled", "disabled", sum.Disabled}} {
+		if got := b.text("#" + f.id); got != strconv.Itoa(f.want) {
+			t.Errorf("overview %s reads %s, REST summary says %d", f.id, got, f.want)
+		}
+		if f.bar != "" {
+			if got := b.attr("#fleet-chart .bar."+f.bar, "data-value"); got != strconv.Itoa(f.want) {
+				t.Errorf("overview chart bar %s holds %s, REST summary says %d", f.bar, got, f.want)
+			}
+		}
+	}
+	for broker, n := range sum.ByBroker {
+		if got := b.text(`tr.broker[data-broker="` + broker + `"] td.n`); got != strconv.Itoa(n) {
+			t.Errorf("overview broker %s reads %s online, REST says %d", broker, got, n)
+		}
+	}
+	if n := b.count("tr.broker"); n != len(sum.ByBroker) {
+		t.Errorf("overview lists %d brokers, REST %d", n, len(sum.ByBroker))
+	}
+	for _, action := range []string{"api_key_revoke", "agent_disable"} {
+		if b.count(`#security-events tr.event[data-action="`+action+`"]`) != 1 {
+			t.Errorf("the overview's security events lack %s", action)
+		}
+	}
+	if got := b.text("#license-devices"); !strings.HasPrefix(got, "5 / ") {
+		t.Errorf("license usage reads %q, want 5 devices used", got)
+	}
+	b.shot("overview-1280")
 
 	// The online filter, with its total.
 	b.open("/console/agents?online=true", "#agents-total")

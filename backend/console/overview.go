@@ -1,0 +1,154 @@
+package console
+
+import (
+	"net/http"
+	"sort"
+	"time"
+)
+
+// summary is GET /api/v1/agents/summary (docs/presence.md).
+type summary struct {
+	Total          int64            `json:"total"`
+	Online         int64            `json:"online"`
+	Offline        int64            `json:"offline"`
+	NeverConnected int64            `json:"neverConnected"`
+	Disabled       int64            `json:"disabled"`
+	ByBroker       map[string]int64 `json:"byBroker"`
+}
+
+// brokerCount is one broker's online agents, for the overview's table.
+type brokerCount struct {
+	Broker string
+	Online int64
+}
+
+// securityActions are the audit actions the overview lists as security events: refused connects of
+// existing keys and credentials, sessions closed by a re-check, revocations, refused sign-ins and a
+// replayed refresh token.
+var securityActions = []string{
+	"app_key_refused", "mqtt_token_refused", "session_kick",
+	"api_key_revoke", "app_key_revoke", "publishable_key_revoke",
+	"login_failed", "refresh_token_reuse", "agent_disable",
+}
+
+// securityEventsShown is how many security events the overview lists.
+const securityEventsShown = 10
+
+// overviewPage: the landing page after sign-in. The fleet's presence summary with its counts by
+// broker (any role), the license's usage (roles that may read the license) and the newest security
+// events (roles that may read the audit trail). Every figure is an API answer.
+func (c *Console) overviewPage(w http.ResponseWriter, r *http.Request, s *session, v *view) error {
+	var sum summary
+	if err := c.get(r, s, "/api/v1/agents/summary", &sum); err != nil {
+		return err
+	}
+	brokers := make([]brokerCount, 0, len(sum.ByBroker))
+	for b, n := range sum.ByBroker {
+		brokers = append(brokers, brokerCount{b, n})
+	}
+	sort.Slice(brokers, func(i, j int) bool {
+		if brokers[i].Online != brokers[j].Online {
+			return brokers[i].Online > brokers[j].Online
+		}
+		return brokers[i].Broker < brokers[j].Broker
+	})
+	data := map[string]any{"Summary": sum, "Brokers": brokers, "Chart": fleetChart(sum)}
+	if v.Can["license"] {
+		var l licenseView
+		if err := c.get(r, s, "/api/v1/license", &l); err != nil {
+			return err
+		}
+		data["License"] = l
+		data["LicenseWarn"] = licenseWarning(l, c.now())
+	}
+	if v.Can["audit"] {
+		events, err := c.securityEvents(r, s)
+		if err != nil {
+			return err
+		}
+		data["Events"] = c.auditRows(r, s, v, events)
+	}
+	v.Title, v.Nav = "Overview", "overview"
+	v.Data = data
+	c.render(w, r, s, http.StatusOK, "overview", v)
+	return nil
+}
+
+// securityEvents reads the newest events of each security action through the API (its audit filter
+// takes one action at a time) and keeps the newest securityEventsShown of them all.
+func (c *Console) securityEvents(r *http.Request, s *session) ([]auditEvent, error) {
+	var all []auditEvent
+	for _, a := range securityActions {
+		var list struct {
+			Items []auditEvent `json:"items"`
+		}
+		if err := c.get(r, s, apiPath("/api/v1/audit", map[string]string{"action": a, "limit": "10"}), &list); err != nil {
+			return nil, err
+		}
+		all = append(all, list.Items...)
+	}
+	sort.Slice(all, func(i, j int) bool {
+		if !all[i].At.Equal(all[j].At) {
+			return all[i].At.After(all[j].At)
+		}
+		return all[i].ID > all[j].ID
+	})
+	if len(all) > securityEventsShown {
+		all = all[:securityEventsShown]
+	}
+	return all, nil
+}
+
+// licenseWarning is the license's warning text, "" when it needs no attention: restricted mode, the
+// warning or grace state, or expiry within 30 days.
+func licenseWarning(l licenseView, now time.Time) string {
+	switch {
+	case l.Restricted:
+		return "Restricted mode: new agents cannot register and premium features are off. " + l.Message
+	case l.Warning:
+		return l.Message
+	case l.ExpiresAt != nil && l.ExpiresAt.Sub(now) < 30*24*time.Hour:
+		return "The license expires on " + l.ExpiresAt.UTC().Format("2006-01-02") + "; ask the vendor for a new one."
+	}
+	return ""
+}
+
+// chartBar is one bar of a server-rendered SVG bar chart: its geometry in the SVG's user units, its
+// class (the stylesheet colours it: no inline style under the CSP) and its label.
+type chartBar struct {
+	Class, Label string
+	Value        int64
+	Y, Width     int
+	TextY        int
+}
+
+// chart is a horizontal bar chart drawn by the server as SVG.
+type chart struct {
+	Bars   []chartBar
+	Height int
+}
+
+// chartWidth is the length of a full bar (the value equal to the fleet's total).
+const chartWidth = 520
+
+// fleetChart draws the summary's counts as bars proportional to the total.
+func fleetChart(s summary) chart {
+	rows := []struct {
+		class, label string
+		n            int64
+	}{{"online", "online", s.Online}, {"offline", "offline", s.Offline}, {"never", "never connected", s.NeverConnected}, {"disabled", "disabled", s.Disabled}}
+	var ch chart
+	for i, row := range rows {
+		w := 0
+		if s.Total > 0 {
+			w = int(row.n * chartWidth / s.Total)
+		}
+		if row.n > 0 && w < 2 {
+			w = 2 // a count above zero stays visible
+		}
+		y := 4 + i*30
+		ch.Bars = append(ch.Bars, chartBar{Class: row.class, Label: row.label, Value: row.n, Y: y, Width: w, TextY: y + 16})
+	}
+	ch.Height = 4 + len(rows)*30
+	return ch
+}
