@@ -29,6 +29,22 @@ var funcs = template.FuncMap{
 		}
 		return ""
 	},
+	// short is a time without its seconds, still with its zone (lists; the title holds the full time).
+	"short": func(t any) string {
+		switch x := t.(type) {
+		case *time.Time:
+			if x == nil {
+				return "never"
+			}
+			return x.UTC().Format("2006-01-02 15:04 UTC")
+		case time.Time:
+			if x.IsZero() {
+				return "never"
+			}
+			return x.UTC().Format("2006-01-02 15:04 UTC")
+		}
+		return ""
+	},
 	"join": strings.Join,
 	"reason": func(r *string) string {
 		if r == nil {

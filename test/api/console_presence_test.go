@@ -2,6 +2,9 @@ package api_test
 
 import (
 	"encoding/json"
+	"html"
+	"net/url"
+	"regexp"
 	"strconv"
 	"strings"
 	"testing"
@@ -245,4 +248,121 @@ func TestConsolePresence(t *testing.T) {
 		t.Error("the agent whose only key is revoked is not flagged as unable to connect")
 	}
 	b.shot("agent-revoked-1280")
+}
+
+// TestConsoleAgentsPagesBackAndRowsStayOneLine: the agents list walks forward with Next page and back
+// with Previous page through the same pages (the API's cursors only go forward: the console keeps the
+// trail), and at 1,280 px its rows stay one line however long the names, with the full values on hover.
+func TestConsoleAgentsPagesBackAndRowsStayOneLine(t *testing.T) {
+	e := newEnv(t)
+	ce := newConsoleEnv(t, e, false)
+	e.createUser("admin@example.com", "correct horse battery", "admin")
+	long := strings.Repeat("very-long-gateway-name-", 6)
+	e.exec(`INSERT INTO agents (name, created_at) SELECT $1 || i, now() - (100 - i) * interval '1 minute' FROM generate_series(1, 70) i`, long)
+
+	c := ce.client(t)
+	c.signIn(t, "admin@example.com", "correct horse battery")
+	rowRe := regexp.MustCompile(`<tr class="agent" data-uuid="([^"]+)"`)
+	nextRe := regexp.MustCompile(`href="([^"]+)" class="next-page" id="agents-next"`)
+	prevRe := regexp.MustCompile(`href="([^"]+)" class="prev-page" id="agents-prev"`)
+	totalRe := regexp.MustCompile(`id="agents-total" data-total="(\d+)">([^<]*)<`)
+	type page struct {
+		ids   []string
+		shown string
+	}
+	read := func(path string) (page, string, string) {
+		t.Helper()
+		res := c.get(t, path)
+		if res.StatusCode != 200 {
+			t.Fatalf("%s: %d", path, res.StatusCode)
+		}
+		var p page
+		for _, m := range rowRe.FindAllSubmatch(res.body, -1) {
+			p.ids = append(p.ids, string(m[1]))
+		}
+		if m := totalRe.FindSubmatch(res.body); m != nil {
+			p.shown = strings.TrimSpace(string(m[2]))
+		}
+		link := func(re *regexp.Regexp) string {
+			m := re.FindSubmatch(res.body)
+			if m == nil {
+				return ""
+			}
+			u, err := url.Parse(html.UnescapeString(string(m[1])))
+			if err != nil {
+				t.Fatal(err)
+			}
+			return u.RequestURI()
+		}
+		return p, link(nextRe), link(prevRe)
+	}
+	var forward []page
+	path := "/console/agents"
+	seen := map[string]bool{}
+	for {
+		p, next, _ := read(path)
+		for _, id := range p.ids {
+			if seen[id] {
+				t.Fatalf("agent %s listed twice going forward", id)
+			}
+			seen[id] = true
+		}
+		forward = append(forward, p)
+		if next == "" {
+			break
+		}
+		if len(forward) > 10 {
+			t.Fatal("more than 10 pages")
+		}
+		path = next
+	}
+	if len(seen) != 70 || len(forward) != 3 || forward[2].shown != "51–70 of 70" {
+		t.Fatalf("forward: %d agents on %d pages, last page %q", len(seen), len(forward), forward[len(forward)-1].shown)
+	}
+	// Back from the last page to the first, page by page.
+	_, _, prev := read(path)
+	for i := len(forward) - 2; i >= 0; i-- {
+		if prev == "" {
+			t.Fatalf("page %d has no Previous page link", i+2)
+		}
+		p, _, pv := read(prev)
+		if strings.Join(p.ids, ",") != strings.Join(forward[i].ids, ",") || p.shown != forward[i].shown {
+			t.Fatalf("Previous page to page %d shows %q (%d rows), forward it was %q", i+1, p.shown, len(p.ids), forward[i].shown)
+		}
+		prev = pv
+	}
+	if prev != "" {
+		t.Fatalf("the first page offers a Previous page: %s", prev)
+	}
+
+	b := newBrowser(t, ce.url)
+	b.signIn("admin@example.com", "correct horse battery")
+	b.open("/console/agents", "tr.agent")
+	heights, err := chromedp.Run(b.ctx, chromedp.Evaluate[[]float64](`Array.from(document.querySelectorAll("#agents tr")).map(r => r.getBoundingClientRect().height)`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	line, err := chromedp.Run(b.ctx, chromedp.Evaluate[float64](`parseFloat(getComputedStyle(document.querySelector("#agents td")).lineHeight)`))
+	if err != nil || line <= 0 {
+		t.Fatalf("line height %v: %v", line, err)
+	}
+	for i, h := range heights {
+		if h > 1.9*line+16 { // one line plus the cell's padding and border; two lines would exceed it
+			t.Errorf("row %d of the agents list is %.0f px high (line %.0f px): it wraps", i, h, line)
+		}
+	}
+	if w, _ := chromedp.Run(b.ctx, chromedp.Evaluate[int](`document.documentElement.scrollWidth`)); w > 1280 {
+		t.Errorf("the agents list is %d px wide at 1,280 px", w)
+	}
+	if w, _ := chromedp.Run(b.ctx, chromedp.Evaluate[float64](`document.querySelector("tr.agent td.name").getBoundingClientRect().width`)); w < 150 {
+		t.Errorf("the name column is %.0f px wide at 1,280 px, want at least 150", w)
+	}
+	// Times are shown whole (never cut): their cells' text fits.
+	if cut, _ := chromedp.Run(b.ctx, chromedp.Evaluate[int](`Array.from(document.querySelectorAll("#agents td.t")).filter(td => td.scrollWidth > td.clientWidth).length`)); cut != 0 {
+		t.Errorf("%d time cells of the agents list are cut at 1,280 px", cut)
+	}
+	if got := b.attr("tr.agent td.name", "title"); !strings.HasPrefix(got, long) {
+		t.Errorf("a cut name's title is %q, want the full name", got)
+	}
+	b.shot("agents-1280")
 }
