@@ -87,6 +87,10 @@ type deviceKey struct {
 
 const agentsPageSize = 25
 
+// agentSorts are the list's orders (the API's sort values) with their labels.
+var agentSorts = [][2]string{{"", "oldest first"}, {"-created", "newest first"}, {"name", "name A–Z"}, {"-name", "name Z–A"},
+	{"-lastSeen", "recently seen first"}, {"lastSeen", "least recently seen first"}}
+
 // agentRow is an agent of the list with its connection badge.
 type agentRow struct {
 	agent
@@ -103,7 +107,8 @@ func (c *Console) agentsPage(w http.ResponseWriter, r *http.Request, s *session,
 	}
 	cursor, from := listCursor(r, "cursor")
 	online := q.Get("online")
-	args := map[string]string{"limit": strconv.Itoa(agentsPageSize), "cursor": cursor, "q": q.Get("q"), "status": q.Get("status"), "online": online}
+	args := map[string]string{"limit": strconv.Itoa(agentsPageSize), "cursor": cursor, "q": q.Get("q"), "status": q.Get("status"),
+		"online": online, "sort": q.Get("sort")}
 	if err := c.get(r, s, apiPath("/api/v1/agents", args), &list); err != nil {
 		return err
 	}
@@ -123,7 +128,7 @@ func (c *Console) agentsPage(w http.ResponseWriter, r *http.Request, s *session,
 	v.Title, v.Nav, v.Notice = "Agents", "agents", notice(r)
 	v.Data = map[string]any{"Agents": rows, "Q": q.Get("q"), "Status": q.Get("status"), "Online": online,
 		"Pager":    newPager(r, "agents", "cursor", from, len(list.Items), list.NextCursor, total),
-		"Statuses": []string{"active", "disabled", "decommissioned"}}
+		"Statuses": []string{"active", "disabled", "decommissioned"}, "Sort": q.Get("sort"), "Sorts": agentSorts}
 	c.render(w, r, s, http.StatusOK, "agents", v)
 	return nil
 }

@@ -5,6 +5,7 @@ import (
 	"html"
 	"net/url"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -365,4 +366,105 @@ func TestConsoleAgentsPagesBackAndRowsStayOneLine(t *testing.T) {
 		t.Errorf("a cut name's title is %q, want the full name", got)
 	}
 	b.shot("agents-1280")
+}
+
+// TestConsoleAgentsSortAndPage: 120 agents, created in an order unrelated to their names, some with
+// key uses at various times; for each order of the list (created, name, last seen, each both ways)
+// the console's pages walk all 120 exactly once, in that order, with the total on every page.
+func TestConsoleAgentsSortAndPage(t *testing.T) {
+	e := newEnv(t)
+	ce := newConsoleEnv(t, e, false)
+	e.createUser("admin@example.com", "correct horse battery", "admin")
+	// Name i is created (i*37 mod 120) minutes ago; agents with i divisible by 3 never used a key, the
+	// others last used one (i*53 mod 120) minutes ago, some agents sharing a minute with another.
+	e.exec(`INSERT INTO agents (name, created_at)
+SELECT 'agent-' || lpad(i::text, 3, '0'), now() - ((i * 37) % 120) * interval '1 minute' FROM generate_series(0, 119) i`)
+	e.exec(`INSERT INTO api_keys (agent_uuid, name, digest, prefix, last_used_at)
+SELECT uuid, 'k', decode(md5(uuid::text) || md5(name), 'hex'), 'iotdk_x',
+       CASE WHEN substr(name, 7)::int % 3 = 0 THEN NULL ELSE now() - ((substr(name, 7)::int * 53) % 60) * interval '1 minute' END
+FROM agents`)
+	type row struct {
+		uuid, name string
+		created    time.Time
+		seen       *time.Time
+	}
+	var raw string
+	if err := harness.QueryRow(t, e.dsn, `SELECT json_agg(json_build_object('uuid', uuid, 'name', name, 'created', created_at,
+  'seen', (SELECT max(last_used_at) FROM api_keys k WHERE k.agent_uuid = a.uuid)))::text FROM agents a`).Scan(&raw); err != nil {
+		t.Fatal(err)
+	}
+	var js []struct {
+		UUID    string     `json:"uuid"`
+		Name    string     `json:"name"`
+		Created time.Time  `json:"created"`
+		Seen    *time.Time `json:"seen"`
+	}
+	if err := json.Unmarshal([]byte(raw), &js); err != nil {
+		t.Fatal(err)
+	}
+	var rows []row
+	for _, x := range js {
+		rows = append(rows, row{x.UUID, x.Name, x.Created, x.Seen})
+	}
+	if len(rows) != 120 {
+		t.Fatalf("%d agents", len(rows))
+	}
+	seenKey := func(x row) time.Time {
+		if x.seen == nil {
+			return time.Time{}
+		}
+		return *x.seen
+	}
+	orders := map[string]func(a, b row) int{
+		"created": func(a, b row) int { return cmpThen(a.created.Compare(b.created), a.uuid, b.uuid) },
+		"name":    func(a, b row) int { return cmpThen(strings.Compare(a.name, b.name), a.uuid, b.uuid) },
+		"lastSeen": func(a, b row) int {
+			return cmpThen(seenKey(a).Compare(seenKey(b)), a.uuid, b.uuid)
+		},
+	}
+	c := ce.client(t)
+	c.signIn(t, "admin@example.com", "correct horse battery")
+	rowRe := regexp.MustCompile(`<tr class="agent" data-uuid="([^"]+)"`)
+	for name, cmp := range orders {
+		for _, desc := range []bool{false, true} {
+			sort := name
+			want := slices.Clone(rows)
+			slices.SortFunc(want, cmp)
+			if desc {
+				sort = "-" + name
+				slices.Reverse(want)
+			}
+			got := c.walkList(t, "/console/agents?sort="+sort, "agents", rowRe, 120)
+			wantIDs := make([]string, len(want))
+			for i, x := range want {
+				wantIDs[i] = x.uuid
+			}
+			if strings.Join(got, ",") != strings.Join(wantIDs, ",") {
+				t.Errorf("sort=%s: the console's pages list %d agents in another order than expected", sort, len(got))
+			}
+		}
+	}
+	// A cursor of one order is refused by another (400 from the API, shown as an error page).
+	res := c.get(t, "/console/agents?sort=name")
+	next := regexp.MustCompile(`href="([^"]+)" class="next-page"`).FindSubmatch(res.body)
+	if next == nil {
+		t.Fatal("no next page")
+	}
+	u, _ := url.Parse(html.UnescapeString(string(next[1])))
+	q := u.Query()
+	q.Set("sort", "-lastSeen")
+	if res := c.get(t, "/console/agents?"+q.Encode()); res.StatusCode != 400 {
+		t.Errorf("a name cursor with sort=-lastSeen answered %d, want 400", res.StatusCode)
+	}
+	if res := c.get(t, "/console/agents?sort=bogus"); res.StatusCode != 400 {
+		t.Errorf("sort=bogus answered %d, want 400", res.StatusCode)
+	}
+}
+
+// cmpThen compares by c, then by the uuids.
+func cmpThen(c int, a, b string) int {
+	if c != 0 {
+		return c
+	}
+	return strings.Compare(a, b)
 }
