@@ -1,8 +1,11 @@
 package api_test
 
 import (
+	"bytes"
 	"encoding/json"
 	"html"
+	"io"
+	"net/http"
 	"net/url"
 	"regexp"
 	"slices"
@@ -68,6 +71,36 @@ func (b *browser) greenIn(sel string) int {
 		b.t.Fatal(err)
 	}
 	return n
+}
+
+// timesInUTC fails the test when the page's main text shows a date and time without "UTC" after it.
+func (b *browser) timesInUTC(page string) {
+	b.t.Helper()
+	text := b.text("main")
+	times := regexp.MustCompile(`\d{4}-\d{2}-\d{2}[ T]\d{2}:\d{2}(:\d{2})?( UTC)?`).FindAllStringSubmatch(text, -1)
+	if len(times) == 0 {
+		b.t.Errorf("%s shows no time at all; the check needs one", page)
+	}
+	for _, m := range times {
+		if m[2] == "" {
+			b.t.Errorf("%s shows the time %q without its zone", page, m[0])
+		}
+	}
+}
+
+// favicon checks that the page names an icon and that the console serves it.
+func (ce *consoleEnv) favicon(b *browser) {
+	ce.t.Helper()
+	href := b.attr(`link[rel="icon"]`, "href")
+	res, err := http.Get(ce.url + href)
+	if err != nil {
+		ce.t.Fatal(err)
+	}
+	body, _ := io.ReadAll(res.Body)
+	res.Body.Close()
+	if res.StatusCode != 200 || res.Header.Get("Content-Type") != "image/svg+xml" || !bytes.Contains(body, []byte("<svg")) {
+		ce.t.Errorf("the favicon %s answers %d %q", href, res.StatusCode, res.Header.Get("Content-Type"))
+	}
 }
 
 // TestConsolePresence: with a real broker recording presence, the agents list shows a connected agent
@@ -137,6 +170,7 @@ func TestConsolePresence(t *testing.T) {
 	if got := b.text(`tr.agent[data-uuid="` + dis.UUID + `"] .status`); got != "disabled" {
 		t.Errorf("the disabled agent's status reads %q", got)
 	}
+	b.timesInUTC("the agents list")
 	b.shot("agents-presence-1280")
 
 	// The overview: the fleet's counts equal the REST summary, the broker holding the online agent is
@@ -186,6 +220,8 @@ func TestConsolePresence(t *testing.T) {
 	if got := b.text("#license-devices"); !strings.HasPrefix(got, "5 / ") {
 		t.Errorf("license usage reads %q, want 5 devices used", got)
 	}
+	b.timesInUTC("the overview")
+	ce.favicon(b)
 	b.shot("overview-1280")
 
 	// The online filter, with its total.
@@ -221,6 +257,7 @@ func TestConsolePresence(t *testing.T) {
 			t.Errorf("the live session row %q lacks %q", row, want)
 		}
 	}
+	b.timesInUTC("the agent page")
 	b.shot("agent-online-1280")
 
 	// The disabled and the revoked agents: offline, never green, their ended session with its reason.
