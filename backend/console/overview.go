@@ -1,8 +1,11 @@
 package console
 
 import (
+	"fmt"
 	"net/http"
 	"sort"
+	"strconv"
+	"strings"
 	"time"
 )
 
@@ -52,7 +55,11 @@ func (c *Console) overviewPage(w http.ResponseWriter, r *http.Request, s *sessio
 		}
 		return brokers[i].Broker < brokers[j].Broker
 	})
-	data := map[string]any{"Summary": sum, "Brokers": brokers, "Chart": fleetChart(sum)}
+	charts, err := c.activityCharts(r)
+	if err != nil {
+		return err
+	}
+	data := map[string]any{"Summary": sum, "Brokers": brokers, "Chart": fleetChart(sum), "Activity": charts}
 	if v.Can["license"] {
 		var l licenseView
 		if err := c.get(r, s, "/api/v1/license", &l); err != nil {
@@ -150,5 +157,110 @@ func fleetChart(s summary) chart {
 		ch.Bars = append(ch.Bars, chartBar{Class: row.class, Label: row.label, Value: row.n, Y: y, Width: w, TextY: y + 16})
 	}
 	ch.Height = 4 + len(rows)*30
+	return ch
+}
+
+// The activity charts: the last 24 hours in 5-minute steps.
+const (
+	activityStep  = 5 * time.Minute
+	activitySteps = 288
+	plotW, plotH  = 860, 150 // the plot area, in the SVG's user units
+	plotX, plotY  = 44, 10   // its top-left corner (room for the y labels on the left)
+)
+
+// series is one line of a time chart: its polyline's points, its total and last value (shown, and
+// carried in data- attributes), and its class (the stylesheet colours it).
+type series struct {
+	Class, Label string
+	Points       string
+	Total, Last  int64
+	Now          bool // the legend shows the last value (a state), not the total (events)
+}
+
+// axisLabel is a label on a chart's axis, at X (time axis) or Y (value axis).
+type axisLabel struct {
+	X, Y int
+	Text string
+}
+
+// timeChart is a line chart over the activity window, drawn by the server as SVG.
+type timeChart struct {
+	ID            string
+	Title         string
+	Series        []series
+	Max           int64
+	XLabels       []axisLabel
+	YLabels       []axisLabel
+	Width, Height int
+	PlotX, PlotY  int
+	PlotW, PlotH  int
+	PlotR, PlotB  int // the plot area's right and bottom edges
+	Steps         int
+	Start, End    time.Time
+}
+
+// activityCharts reads the last 24 hours from the database and draws the online agents and the
+// connects, disconnects and refused connects per step.
+func (c *Console) activityCharts(r *http.Request) ([]timeChart, error) {
+	now := c.now().UTC()
+	end := now.Truncate(activityStep)
+	since := end.Add(-(activitySteps - 1) * activityStep)
+	pts, err := c.db.PresenceActivity(r.Context(), since, activityStep, activitySteps)
+	if err != nil {
+		return nil, err
+	}
+	online := make([]int64, len(pts))
+	con, dis, ref := make([]int64, len(pts)), make([]int64, len(pts)), make([]int64, len(pts))
+	for i, p := range pts {
+		online[i], con[i], dis[i], ref[i] = p.Online, p.Connects, p.Disconnects, p.Refused
+	}
+	a := newTimeChart("chart-online", "Online agents, last 24 hours (UTC)", since, len(pts),
+		series{Class: "online", Label: "online"}, online)
+	b := newTimeChart("chart-sessions", "Connects, disconnects and refused connects per 5 minutes, last 24 hours (UTC)", since, len(pts),
+		series{Class: "connects", Label: "connects"}, con, series{Class: "disconnects", Label: "disconnects"}, dis,
+		series{Class: "refused", Label: "refused connects"}, ref)
+	// The online chart's legend is the newest step's count; a sum of states means nothing.
+	a.Series[0].Total, a.Series[0].Now = 0, true
+	return []timeChart{a, b}, nil
+}
+
+// newTimeChart lays out series (given as pairs of a series and its values) on a common scale.
+func newTimeChart(id, title string, start time.Time, n int, pairs ...any) timeChart {
+	ch := timeChart{ID: id, Title: title, Width: plotX + plotW + 24, Height: plotY + plotH + 28, PlotX: plotX, PlotY: plotY,
+		PlotW: plotW, PlotH: plotH, PlotR: plotX + plotW, PlotB: plotY + plotH, Steps: n, Start: start,
+		End: start.Add(time.Duration(n) * activityStep)}
+	var all [][]int64
+	for i := 0; i+1 < len(pairs); i += 2 {
+		vals := pairs[i+1].([]int64)
+		all = append(all, vals)
+		for _, v := range vals {
+			ch.Max = max(ch.Max, v)
+		}
+	}
+	scale := max(ch.Max, 1)
+	for i := 0; i+1 < len(pairs); i += 2 {
+		s := pairs[i].(series)
+		vals := all[i/2]
+		var b strings.Builder
+		for j, v := range vals {
+			x := plotX
+			if n > 1 {
+				x = plotX + j*plotW/(n-1)
+			}
+			y := plotY + plotH - int(v*plotH/scale)
+			fmt.Fprintf(&b, "%d,%d ", x, y)
+			s.Total += v
+		}
+		if len(vals) > 0 {
+			s.Last = vals[len(vals)-1]
+		}
+		s.Points = strings.TrimSpace(b.String())
+		ch.Series = append(ch.Series, s)
+	}
+	for h := 0; h <= 24; h += 6 {
+		x := plotX + h*plotW/24
+		ch.XLabels = append(ch.XLabels, axisLabel{X: x, Y: plotY + plotH + 18, Text: start.Add(time.Duration(h) * time.Hour).Format("15:04")})
+	}
+	ch.YLabels = []axisLabel{{X: plotX - 6, Y: plotY + 5, Text: strconv.FormatInt(ch.Max, 10)}, {X: plotX - 6, Y: plotY + plotH, Text: "0"}}
 	return ch
 }

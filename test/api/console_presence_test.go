@@ -220,6 +220,27 @@ func TestConsolePresence(t *testing.T) {
 	if got := b.text("#license-devices"); !strings.HasPrefix(got, "5 / ") {
 		t.Errorf("license usage reads %q, want 5 devices used", got)
 	}
+	// The activity charts hold the sessions just made: 4 connects, 3 ends, and 1 agent online now.
+	chartNum := func(sel, attr string) int {
+		t.Helper()
+		n, err := strconv.Atoi(b.attr(sel, attr))
+		if err != nil {
+			t.Fatalf("%s %s: %v", sel, attr, err)
+		}
+		return n
+	}
+	if n := chartNum("#chart-online", "data-steps"); n != 288 {
+		t.Errorf("the online chart has %d points, want 288 (24 h in 5 minutes)", n)
+	}
+	if n := chartNum("#chart-online polyline.online", "data-last"); n != sum.Online {
+		t.Errorf("the online chart ends at %d agents, REST summary says %d", n, sum.Online)
+	}
+	if n := chartNum("#chart-sessions polyline.connects", "data-total"); n < 4 {
+		t.Errorf("the sessions chart counts %d connects, want at least the 4 just made", n)
+	}
+	if n := chartNum("#chart-sessions polyline.disconnects", "data-total"); n < 3 {
+		t.Errorf("the sessions chart counts %d disconnects, want at least the 3 just made", n)
+	}
 	b.timesInUTC("the overview")
 	ce.favicon(b)
 	b.shot("overview-1280")
