@@ -70,8 +70,8 @@ func (noSessions) RefNames(context.Context, []string) (map[string]string, error)
 func (noSessions) PresenceActivity(context.Context, time.Time, time.Duration, int) ([]store.ActivityPoint, error) {
 	return nil, nil
 }
-func (noSessions) CountUsers(context.Context) (int64, error)                      { return 0, nil }
-func (noSessions) CountAudit(context.Context, store.AuditPage) (int64, error)     { return 0, nil }
+func (noSessions) CountUsers(context.Context) (int64, error)                  { return 0, nil }
+func (noSessions) CountAudit(context.Context, store.AuditPage) (int64, error) { return 0, nil }
 
 func newTestConsole(t *testing.T, f *fakeAPI) *Console {
 	t.Helper()
