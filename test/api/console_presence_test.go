@@ -526,3 +526,61 @@ func cmpThen(c int, a, b string) int {
 	}
 	return strings.Compare(a, b)
 }
+
+// TestConsoleActivityMatchesItsDefinition: the overview's activity series (computed by sweeping the
+// window's sessions in memory) equal, step by step, a plain SQL count of their definition over 3,000
+// sessions of 300 agents on two brokers, one of them silent beyond its timeout (its open sessions read
+// ended at its last heartbeat), with overlapping sessions of one agent, and refused connects.
+func TestConsoleActivityMatchesItsDefinition(t *testing.T) {
+	e := newEnv(t)
+	e.exec(`INSERT INTO presence_brokers (broker_id, incarnation, timeout_ms) VALUES ('live-1', '00000000-0000-4000-8000-000000000001', 30000)`)
+	e.exec(`INSERT INTO presence_brokers (broker_id, incarnation, timeout_ms, heartbeat_at) VALUES ('dead-2', '00000000-0000-4000-8000-000000000002', 30000, now() - interval '3 hours')`)
+	e.exec(`INSERT INTO presence_sessions (incarnation, seq, broker_id, principal_kind, principal_id, client_id, protocol, connected_at, disconnected_at, reason)
+SELECT CASE WHEN i % 7 = 0 THEN '00000000-0000-4000-8000-000000000002'::uuid ELSE '00000000-0000-4000-8000-000000000001'::uuid END, i,
+  CASE WHEN i % 7 = 0 THEN 'dead-2' ELSE 'live-1' END, CASE WHEN i % 50 = 0 THEN 'app' ELSE 'agent' END, 'a' || (i % 300), 'c', 'mqtt5',
+  c, CASE WHEN i % 9 = 0 THEN NULL ELSE c + (random() * 7200) * interval '1 second' END, CASE WHEN i % 9 = 0 THEN NULL ELSE 'client' END
+FROM (SELECT i, now() - (random() * 100000) * interval '1 second' - interval '4 hours' AS c FROM generate_series(1, 3000) i) x`)
+	e.exec(`INSERT INTO audit_events (actor, action, target, outcome, at) SELECT 'app-key:x', 'app_key_refused', 'app-key:x', 'failure', now() - (random() * 90000) * interval '1 second' FROM generate_series(1, 200)`)
+	step := 5 * time.Minute
+	since := time.Now().Add(-24 * time.Hour).Truncate(step)
+	pts, err := e.st.PresenceActivity(t.Context(), since, step, 288)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var raw string
+	if err := harness.QueryRow(t, e.dsn, `WITH t AS (
+  SELECT at, least(at + $2::interval, now()) AS upto, at + $2::interval AS next
+  FROM generate_series($1::timestamptz, $1::timestamptz + 287 * $2::interval, $2::interval) AS at),
+ v AS (SELECT s.principal_id, s.connected_at,
+   (s.disconnected_at IS NULL AND b.incarnation = s.incarnation AND b.heartbeat_at + b.timeout_ms * interval '1 millisecond' > now()) AS live,
+   coalesce(s.disconnected_at, greatest(s.connected_at, b.heartbeat_at)) AS ended_at
+  FROM presence_sessions s JOIN presence_brokers b ON b.broker_id = s.broker_id WHERE s.principal_kind = 'agent')
+SELECT json_agg(json_build_array(
+  (SELECT count(DISTINCT v.principal_id) FROM v WHERE v.connected_at <= t.upto AND (v.live OR v.ended_at > t.upto)),
+  (SELECT count(*) FROM v WHERE v.connected_at >= t.at AND v.connected_at < t.next),
+  (SELECT count(*) FROM v WHERE NOT v.live AND v.ended_at >= t.at AND v.ended_at < t.next),
+  (SELECT count(*) FROM audit_events e WHERE e.action = 'app_key_refused' AND e.at >= t.at AND e.at < t.next)) ORDER BY t.at)::text FROM t`,
+		since, "5 minutes").Scan(&raw); err != nil {
+		t.Fatal(err)
+	}
+	var want [][4]int64
+	if err := json.Unmarshal([]byte(raw), &want); err != nil {
+		t.Fatal(err)
+	}
+	if len(pts) != 288 || len(want) != 288 {
+		t.Fatalf("%d points, %d expected", len(pts), len(want))
+	}
+	var sum [4]int64
+	for i, p := range pts {
+		got := [4]int64{p.Online, p.Connects, p.Disconnects, p.Refused}
+		if got != want[i] {
+			t.Errorf("step %d (%s): online, connects, disconnects, refused = %v, want %v", i, p.At.UTC().Format(time.RFC3339), got, want[i])
+		}
+		for j := range sum {
+			sum[j] += want[i][j]
+		}
+	}
+	if sum[0] == 0 || sum[1] == 0 || sum[2] == 0 || sum[3] == 0 {
+		t.Fatalf("the data exercise too little: totals %v", sum)
+	}
+}
