@@ -125,8 +125,18 @@ func (c *Console) agentsPage(w http.ResponseWriter, r *http.Request, s *session,
 	for i, a := range list.Items {
 		rows[i] = agentRow{agent: a, Badge: presenceBadge(a.Status, a.Online != nil && *a.Online, false)}
 	}
+	csvQuery := url.Values{}
+	for _, k := range []string{"q", "status", "online", "sort"} {
+		if val := q.Get(k); val != "" {
+			csvQuery.Set(k, val)
+		}
+	}
+	csvLink := Prefix + "agents.csv"
+	if e := csvQuery.Encode(); e != "" {
+		csvLink += "?" + e
+	}
 	v.Title, v.Nav, v.Notice = "Agents", "agents", notice(r)
-	v.Data = map[string]any{"Agents": rows, "Q": q.Get("q"), "Status": q.Get("status"), "Online": online,
+	v.Data = map[string]any{"Agents": rows, "CSV": csvLink, "Q": q.Get("q"), "Status": q.Get("status"), "Online": online,
 		"Pager":    newPager(r, "agents", "cursor", from, len(list.Items), list.NextCursor, total),
 		"Statuses": []string{"active", "disabled", "decommissioned"}, "Sort": q.Get("sort"), "Sorts": agentSorts}
 	c.render(w, r, s, http.StatusOK, "agents", v)

@@ -22,6 +22,7 @@ func (c *Console) routes() {
 	m.HandleFunc("POST "+Prefix+"logout", c.logoutSubmit)
 
 	m.HandleFunc("GET "+Prefix+"agents", c.page(c.agentsPage))
+	m.HandleFunc("GET "+Prefix+"agents.csv", c.page(c.agentsCSV))
 	m.HandleFunc("GET "+Prefix+"agents/{uuid}", c.page(c.agentPage))
 	m.HandleFunc("POST "+Prefix+"agents/{uuid}/target-state", c.action(c.setTargetState))
 	m.HandleFunc("POST "+Prefix+"agents/{uuid}/mqtt-password", c.action(c.rotatePassword))

@@ -2,6 +2,7 @@ package api_test
 
 import (
 	"bytes"
+	"encoding/csv"
 	"encoding/json"
 	"html"
 	"io"
@@ -502,6 +503,42 @@ FROM agents`)
 			}
 		}
 	}
+	// The CSV of the current filter and order: every matching agent (more than one API page of 500 is
+	// not needed here; the paging loop is the list's), in order, formulas defused.
+	e.exec(`INSERT INTO agents (name) VALUES ('=agent-1+cmd')`)
+	page := c.get(t, "/console/agents?q=agent-1&sort=-name")
+	link := regexp.MustCompile(`href="([^"]+)" id="agents-csv"`).FindSubmatch(page.body)
+	if link == nil {
+		t.Fatal("the agents list has no CSV link")
+	}
+	csvRes := c.get(t, html.UnescapeString(string(link[1])))
+	if csvRes.StatusCode != 200 || !strings.HasPrefix(csvRes.Header.Get("Content-Type"), "text/csv") {
+		t.Fatalf("CSV: %d %s", csvRes.StatusCode, csvRes.Header.Get("Content-Type"))
+	}
+	records, err := csv.NewReader(bytes.NewReader(csvRes.body)).ReadAll()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wantNames []string
+	for _, x := range rows {
+		if strings.Contains(x.name, "agent-1") {
+			wantNames = append(wantNames, x.name)
+		}
+	}
+	wantNames = append(wantNames, "'=agent-1+cmd")
+	slices.Sort(wantNames) // "'" sorts before "a" in both orders used here
+	slices.Reverse(wantNames)
+	var gotNames []string
+	for _, rec := range records[1:] {
+		gotNames = append(gotNames, rec[1])
+	}
+	if strings.Join(records[0], ",") != "uuid,name,status,online,lastSeenAt,reportedAt,createdAt" || len(records) != len(wantNames)+1 {
+		t.Fatalf("CSV header %v with %d rows, want %d", records[0], len(records)-1, len(wantNames))
+	}
+	if strings.Join(gotNames, ",") != strings.Join(wantNames, ",") {
+		t.Errorf("CSV names %v, want %v", gotNames, wantNames)
+	}
+
 	// A cursor of one order is refused by another (400 from the API, shown as an error page).
 	res := c.get(t, "/console/agents?sort=name")
 	next := regexp.MustCompile(`href="([^"]+)" class="next-page"`).FindSubmatch(res.body)
