@@ -24,6 +24,7 @@ func (c *Console) routes() {
 	m.HandleFunc("GET "+Prefix+"agents", c.page(c.agentsPage))
 	m.HandleFunc("GET "+Prefix+"agents.csv", c.page(c.agentsCSV))
 	m.HandleFunc("GET "+Prefix+"agents/{uuid}", c.page(c.agentPage))
+	m.HandleFunc("POST "+Prefix+"agents/bulk", c.action(c.bulkAgents))
 	m.HandleFunc("POST "+Prefix+"agents/{uuid}/target-state", c.action(c.setTargetState))
 	m.HandleFunc("POST "+Prefix+"agents/{uuid}/mqtt-password", c.action(c.rotatePassword))
 	m.HandleFunc("POST "+Prefix+"agents/{uuid}/decommission", c.action(c.decommission))
@@ -206,13 +207,15 @@ func (c *Console) redirect(w http.ResponseWriter, r *http.Request, s *session, t
 
 // notices are the messages a redirect's done code shows.
 var notices = map[string]string{
-	"revoked":      "The key is revoked; brokers close the sessions that used it.",
-	"deleted":      "The provisioning key is deleted.",
-	"saved":        "The target state is saved.",
-	"decommission": "The agent is decommissioned: its keys are revoked and its sessions closed.",
-	"app-revoked":  "The application key is revoked.",
-	"disabled":     "The agent is disabled: its sessions are closed and its logins refused until it is enabled.",
-	"enabled":      "The agent is enabled again.",
+	"revoked":       "The key is revoked; brokers close the sessions that used it.",
+	"deleted":       "The provisioning key is deleted.",
+	"saved":         "The target state is saved.",
+	"decommission":  "The agent is decommissioned: its keys are revoked and its sessions closed.",
+	"app-revoked":   "The application key is revoked.",
+	"disabled":      "The agent is disabled: its sessions are closed and its logins refused until it is enabled.",
+	"enabled":       "The agent is enabled again.",
+	"bulk-disabled": "The selected agents are disabled: their sessions are closed and their logins refused until they are enabled.",
+	"bulk-revoked":  "The selected agents' device keys are revoked; brokers close the sessions that used them.",
 }
 
 func notice(r *http.Request) string { return notices[r.URL.Query().Get("done")] }

@@ -621,3 +621,66 @@ SELECT json_agg(json_build_array(
 		t.Fatalf("the data exercise too little: totals %v", sum)
 	}
 }
+
+// TestConsoleBulkDisableAndRevoke: seven connected agents; ticking five in the list and choosing
+// Disable answers a confirmation naming the count that changes nothing, and confirmed closes the
+// five's sessions (kicked_disabled) while the others stay online; ticking a sixth and choosing Revoke
+// their keys closes its session (kicked_revoked) and revokes its key. The seventh stays online.
+func TestConsoleBulkDisableAndRevoke(t *testing.T) {
+	e := newEnv(t, withBroker)
+	if !e.broker.WaitLog("presence recording", 15*time.Second) {
+		t.Fatalf("the broker did not start recording presence:\n%s", e.broker.Log())
+	}
+	ce := newConsoleEnv(t, e, false)
+	adm := e.admin()
+	var agents []harness.Agent
+	for i := 0; i < 7; i++ {
+		a := harness.CreateAgent(t, e.st, "bulk-"+strconv.Itoa(i))
+		e.remember(a.Key, a.Password)
+		harness.MustConnect(t, e.broker, a)
+		agents = append(agents, a)
+	}
+	for _, a := range agents {
+		e.waitPresence(adm.Access, a.UUID, "online", isOnline)
+	}
+	b := newBrowser(t, ce.url)
+	b.signIn("admin@example.com", "correct horse battery")
+	b.open("/console/agents", "#bulk-form")
+	tick := func(a harness.Agent) chromedp.Action[chromedp.Void] {
+		return chromedp.Click(chromedp.CSS(`tr.agent[data-uuid="` + a.UUID + `"] td.sel input`))
+	}
+	b.do(tick(agents[0]), tick(agents[1]), tick(agents[2]), tick(agents[3]), tick(agents[4]),
+		chromedp.Click(chromedp.ID("bulk-disable")), chromedp.WaitVisible(chromedp.ID("confirm-form")))
+	if got := b.text("#confirm-target"); !strings.Contains(got, "5 agents") || !strings.Contains(got, "bulk-0") {
+		t.Errorf("the bulk confirmation reads %q, want the count and the names", got)
+	}
+	b.shot("bulk-confirm-1280")
+	if n := e.count("agents", "status = 'disabled'"); n != 0 {
+		t.Fatalf("the confirmation page disabled %d agents already", n)
+	}
+	b.do(chromedp.Click(chromedp.ID("confirm")), chromedp.WaitVisible(chromedp.ID("notice")))
+	for i, a := range agents {
+		if i < 5 {
+			e.waitPresence(adm.Access, a.UUID, "kicked as disabled", endedWith("kicked_disabled"))
+		}
+	}
+	if n := e.count("agents", "status = 'disabled'"); n != 5 {
+		t.Errorf("%d agents disabled, want 5", n)
+	}
+	b.open("/console/agents", "#bulk-form")
+	b.do(tick(agents[5]), chromedp.Click(chromedp.ID("bulk-revoke")), chromedp.WaitVisible(chromedp.ID("confirm-form")))
+	if got := b.text("#confirm-target"); !strings.Contains(got, "1 agent: bulk-5") {
+		t.Errorf("the revoke confirmation reads %q", got)
+	}
+	b.do(chromedp.Click(chromedp.ID("confirm")), chromedp.WaitVisible(chromedp.ID("notice")))
+	e.waitPresence(adm.Access, agents[5].UUID, "kicked as revoked", endedWith("kicked_revoked"))
+	if n := e.count("api_keys", "agent_uuid = $1 AND revoked_at IS NULL", agents[5].UUID); n != 0 {
+		t.Errorf("agent 6 keeps %d unrevoked keys", n)
+	}
+	if p := e.waitPresence(adm.Access, agents[6].UUID, "online", isOnline); !p.Online {
+		t.Error("the unselected agent went offline")
+	}
+	if n := e.count("audit_events", "action = 'agent_disable'"); n != 5 {
+		t.Errorf("%d agent_disable audit events, want 5 (one API request per agent)", n)
+	}
+}
