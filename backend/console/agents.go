@@ -182,8 +182,18 @@ func (c *Console) agentPage(w http.ResponseWriter, r *http.Request, s *session, 
 			usable++
 		}
 	}
+	var events []auditRow
+	if v.Can["audit"] {
+		var list struct {
+			Items []auditEvent `json:"items"`
+		}
+		if err := c.get(r, s, apiPath("/api/v1/audit", map[string]string{"agent": a.UUID, "limit": "10"}), &list); err != nil {
+			return err
+		}
+		events = c.auditRows(r, s, v, list.Items)
+	}
 	v.Title, v.Nav, v.Notice = "Agent "+a.Name, "agents", notice(r)
-	v.Data = map[string]any{"Agent": a, "Keys": keys.Items, "TargetState": string(a.TargetState),
+	v.Data = map[string]any{"Agent": a, "Keys": keys.Items, "Events": events, "TargetState": string(a.TargetState),
 		"Presence": p, "Past": past, "Badge": presenceBadge(a.Status, p.Online, p.LastConnectedAt == nil && len(past) == 0),
 		"NoUsableKey": v.Can["keyList"] && usable == 0}
 	c.render(w, r, s, http.StatusOK, "agent", v)

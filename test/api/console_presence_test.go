@@ -308,6 +308,10 @@ func TestConsolePresence(t *testing.T) {
 		t.Error("the agent whose only key is revoked is not flagged as unable to connect")
 	}
 	b.shot("agent-revoked-1280")
+	b.open("/console/agents/"+dis.UUID, "#agent-events")
+	if b.count(`#agent-events tr.event[data-action="agent_disable"]`) != 1 {
+		t.Error("the disabled agent's page does not list its disable among its audit events")
+	}
 }
 
 // TestConsoleAgentsPagesBackAndRowsStayOneLine: the agents list walks forward with Next page and back
