@@ -308,6 +308,19 @@ func TestConsolePresence(t *testing.T) {
 		t.Error("the agent whose only key is revoked is not flagged as unable to connect")
 	}
 	b.shot("agent-revoked-1280")
+	// At a phone's 390 px the main screens are no wider than the window.
+	b.do(chromedp.EmulateViewport(390, 844))
+	for _, sc := range []struct{ path, sel, shot string }{
+		{"/console/", "#fleet", "overview-390"}, {"/console/agents", "tr.agent", "agents-390"},
+		{"/console/agents/" + on.UUID, "#live-sessions", "agent-390"},
+	} {
+		b.open(sc.path, sc.sel)
+		if w, _ := chromedp.Run(b.ctx, chromedp.Evaluate[int](`document.documentElement.scrollWidth`)); w > 390 {
+			t.Errorf("%s is %d px wide in a 390 px window", sc.path, w)
+		}
+		b.shot(sc.shot)
+	}
+	b.do(chromedp.EmulateViewport(1280, 900))
 	b.open("/console/agents/"+dis.UUID, "#agent-events")
 	if b.count(`#agent-events tr.event[data-action="agent_disable"]`) != 1 {
 		t.Error("the disabled agent's page does not list its disable among its audit events")
