@@ -20,6 +20,7 @@ func (c *Console) routes() {
 	m.HandleFunc("GET "+loginPath, c.loginPage)
 	m.HandleFunc("POST "+loginPath, c.loginSubmit)
 	m.HandleFunc("POST "+Prefix+"logout", c.logoutSubmit)
+	m.HandleFunc("POST "+Prefix+"timezone", c.action(c.setTimezone))
 
 	m.HandleFunc("GET "+Prefix+"agents", c.page(c.agentsPage))
 	m.HandleFunc("GET "+Prefix+"agents.csv", c.page(c.agentsCSV))
@@ -63,6 +64,7 @@ type view struct {
 	Error  string
 	Notice string
 	Data   any
+	Path   string // the page's own URL, for forms that come back to it (the time zone's)
 }
 
 // capabilities name the API routes behind the console's buttons; a button is shown only when the
@@ -154,7 +156,10 @@ func (c *Console) run(w http.ResponseWriter, r *http.Request, s *session, h hand
 	if err == nil && !res.ok() {
 		err = res.problem()
 	}
-	v := &view{CSRF: c.csrfToken(s)}
+	v := &view{CSRF: c.csrfToken(s), Path: Prefix}
+	if r.Method == http.MethodGet {
+		v.Path = r.URL.RequestURI()
+	}
 	if err == nil {
 		if derr := res.decode(&v.Me); derr != nil {
 			err = derr

@@ -214,9 +214,10 @@ func (c *Console) activityCharts(r *http.Request) ([]timeChart, error) {
 	for i, p := range pts {
 		online[i], con[i], dis[i], ref[i] = p.Online, p.Connects, p.Disconnects, p.Refused
 	}
-	a := newTimeChart("chart-online", "Online agents, last 24 hours (UTC)", since, len(pts),
+	loc := zoneOf(r)
+	a := newTimeChart("chart-online", "Online agents, last 24 hours ("+zoneName(loc)+")", since.In(loc), len(pts),
 		series{Class: "online", Label: "online"}, online)
-	b := newTimeChart("chart-sessions", "Connects, disconnects and refused connects per 5 minutes, last 24 hours (UTC)", since, len(pts),
+	b := newTimeChart("chart-sessions", "Connects, disconnects and refused connects per 5 minutes, last 24 hours ("+zoneName(loc)+")", since.In(loc), len(pts),
 		series{Class: "connects", Label: "connects"}, con, series{Class: "disconnects", Label: "disconnects"}, dis,
 		series{Class: "refused", Label: "refused connects"}, ref)
 	// The online chart's legend is the newest step's count; a sum of states means nothing.

@@ -14,37 +14,6 @@ import (
 
 // funcs are the helpers the templates use.
 var funcs = template.FuncMap{
-	"when": func(t any) string {
-		switch x := t.(type) {
-		case *time.Time:
-			if x == nil {
-				return "never"
-			}
-			return x.UTC().Format("2006-01-02 15:04:05 UTC")
-		case time.Time:
-			if x.IsZero() {
-				return "never"
-			}
-			return x.UTC().Format("2006-01-02 15:04:05 UTC")
-		}
-		return ""
-	},
-	// short is a time without its seconds, still with its zone (lists; the title holds the full time).
-	"short": func(t any) string {
-		switch x := t.(type) {
-		case *time.Time:
-			if x == nil {
-				return "never"
-			}
-			return x.UTC().Format("2006-01-02 15:04 UTC")
-		case time.Time:
-			if x.IsZero() {
-				return "never"
-			}
-			return x.UTC().Format("2006-01-02 15:04 UTC")
-		}
-		return ""
-	},
 	"join": strings.Join,
 	"reason": func(r *string) string {
 		if r == nil {
@@ -77,6 +46,12 @@ var funcs = template.FuncMap{
 	},
 }
 
+func init() {
+	for k, f := range timeFuncs(time.UTC) {
+		funcs[k] = f
+	}
+}
+
 // parsePages parses every page template with the layout.
 func parsePages() (map[string]*template.Template, error) {
 	names, err := fs.Glob(assets, "templates/*.html")
@@ -107,6 +82,9 @@ func (c *Console) render(w http.ResponseWriter, r *http.Request, s *session, sta
 		http.Error(w, "the console could not show this page", http.StatusInternalServerError)
 		return
 	}
+	if loc := zoneOf(r); loc != time.UTC {
+		t = c.zonedPage(name, loc)
+	}
 	var buf bytes.Buffer
 	if err := t.ExecuteTemplate(&buf, "layout", v); err != nil {
 		c.log.Error("console page failed to render", "page", name, "error", err.Error())
@@ -133,3 +111,27 @@ var disconnectReasons = map[string]string{
 	"broker_lost":     "the broker died or lost PostgreSQL beyond its timeout",
 	"error":           "the end was lost during a database outage",
 }
+
+// zonedPage is a page whose time helpers show the operator's zone: a copy of the never-executed master
+// (html/template copies only those) with the helpers replaced, made once per zone and page.
+func (c *Console) zonedPage(name string, loc *time.Location) *template.Template {
+	key := loc.String() + "\x00" + name
+	if t, ok := c.zoned.Load(key); ok {
+		return t.(*template.Template)
+	}
+	t, err := c.masters[name].Clone()
+	if err != nil {
+		c.log.Error("console could not copy a page for a time zone; showing UTC", "page", name, "error", err.Error())
+		return c.pages[name]
+	}
+	t = t.Funcs(timeFuncs(loc))
+	if c.zonedN.Add(1) > maxZonedPages {
+		return t // beyond the bound, copies are not kept (each request makes its own)
+	}
+	got, _ := c.zoned.LoadOrStore(key, t)
+	return got.(*template.Template)
+}
+
+// maxZonedPages bounds the kept per-zone copies of pages (a few zones in practice; every known zone
+// times every page would hold thousands).
+const maxZonedPages = 300

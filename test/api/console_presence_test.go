@@ -17,6 +17,7 @@ import (
 
 	"github.com/chromedp/chromedp"
 
+	"github.com/iotauth/iotauth/backend/console"
 	"github.com/iotauth/iotauth/test/harness"
 )
 
@@ -699,5 +700,66 @@ func TestConsoleBulkDisableAndRevoke(t *testing.T) {
 	}
 	if n := e.count("audit_events", "action = 'agent_disable'"); n != 5 {
 		t.Errorf("%d agent_disable audit events, want 5 (one API request per agent)", n)
+	}
+}
+
+// TestConsoleTimeZone: times show in UTC with the zone by default; an operator who sets Asia/Tokyo sees
+// the same instants in JST on every page (the charts' axis too) until setting UTC again. An unknown
+// zone is refused with 400, a form without the CSRF token with 403 (the zone unchanged), and the form
+// goes back only to a console page.
+func TestConsoleTimeZone(t *testing.T) {
+	e := newEnv(t)
+	ce := newConsoleEnv(t, e, false)
+	e.createUser("admin@example.com", "correct horse battery", "admin")
+	e.exec(`INSERT INTO agents (name, created_at) VALUES ('tz-agent', '2026-01-02 03:04:05+00')`)
+	var id string
+	if err := harness.QueryRow(t, e.dsn, `SELECT uuid::text FROM agents WHERE name = 'tz-agent'`).Scan(&id); err != nil {
+		t.Fatal(err)
+	}
+	c := ce.client(t)
+	c.signIn(t, "admin@example.com", "correct horse battery")
+	page := "/console/agents/" + id
+	if res := c.get(t, page); !bytes.Contains(res.body, []byte("2026-01-02 03:04:05 UTC")) {
+		t.Fatalf("the agent page does not show its creation in UTC by default")
+	}
+	if res := c.get(t, "/console/agents"); !bytes.Contains(res.body, []byte("2026-01-02 03:04 UTC")) {
+		t.Fatalf("the list does not show the creation in UTC by default")
+	}
+	// Without the token: refused, nothing set.
+	if res := c.post(t, "/console/timezone", url.Values{"tz": {"Asia/Tokyo"}, "back": {page}}, c.base); res.StatusCode != 403 {
+		t.Fatalf("a time zone form without the CSRF token answered %d", res.StatusCode)
+	}
+	if res := c.get(t, page); !bytes.Contains(res.body, []byte("03:04:05 UTC")) {
+		t.Fatal("a refused form changed the zone")
+	}
+	if res := c.post(t, "/console/timezone", url.Values{"csrf": {c.csrf}, "tz": {"Mars/Olympus_Mons"}, "back": {page}}, c.base); res.StatusCode != 400 {
+		t.Fatalf("an unknown zone answered %d, want 400", res.StatusCode)
+	}
+	res := c.post(t, "/console/timezone", url.Values{"csrf": {c.csrf}, "tz": {"Asia/Tokyo"}, "back": {page}}, c.base)
+	if res.StatusCode != 200 || res.Path != page {
+		t.Fatalf("setting the zone: %d at %s, want back on %s", res.StatusCode, res.Path, page)
+	}
+	if !bytes.Contains(res.body, []byte("2026-01-02 12:04:05 JST")) || bytes.Contains(res.body, []byte("03:04:05 UTC")) {
+		t.Fatal("after choosing Asia/Tokyo the agent page does not show its creation in JST")
+	}
+	if !bytes.Contains(res.body, []byte(`id="tz" value="Asia/Tokyo"`)) {
+		t.Error("the zone form does not show the chosen zone")
+	}
+	if res := c.get(t, "/console/agents"); !bytes.Contains(res.body, []byte("2026-01-02 12:04 JST")) {
+		t.Error("the list does not follow the chosen zone")
+	}
+	if res := c.get(t, "/console/"); !bytes.Contains(res.body, []byte("last 24 hours (Asia/Tokyo)")) || !bytes.Contains(res.body, []byte("Times are Asia/Tokyo")) {
+		t.Error("the overview does not follow the chosen zone")
+	}
+	// Back to a foreign or odd place: the overview instead.
+	if res := c.post(t, "/console/timezone", url.Values{"csrf": {c.csrf}, "tz": {"UTC"}, "back": {"//evil.example/"}}, c.base); res.Path != "/console/" {
+		t.Errorf("the zone form went back to %s, want the overview", res.Path)
+	}
+	if res := c.get(t, page); !bytes.Contains(res.body, []byte("2026-01-02 03:04:05 UTC")) {
+		t.Error("setting UTC again does not show UTC")
+	}
+	ck := c.setCookies[console.ZoneCookie]
+	if ck == nil || !ck.HttpOnly || ck.SameSite != http.SameSiteStrictMode || ck.Path != "/console/" {
+		t.Errorf("the zone cookie %+v, want HttpOnly, SameSite=Strict, Path=/console/", ck)
 	}
 }
