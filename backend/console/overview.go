@@ -25,13 +25,19 @@ type brokerCount struct {
 	Online int64
 }
 
-// securityActions are the audit actions the overview lists as security events: refused connects of
-// existing keys and credentials, sessions closed by a re-check, revocations, refused sign-ins and a
-// replayed refresh token.
-var securityActions = []string{
-	"app_key_refused", "mqtt_token_refused", "session_kick",
-	"api_key_revoke", "app_key_revoke", "publishable_key_revoke",
-	"login_failed", "refresh_token_reuse", "agent_disable",
+// securityActions are the audit actions the overview lists as security events: refused connects and
+// exchanges of existing keys and credentials, sessions closed by a re-check, revocations, disabled and
+// decommissioned agents, a replayed refresh token, and failed sign-ins (action login, outcome failure;
+// the API's filter has no outcome, so the console keeps the failures of the newest logins).
+var securityActions = []struct {
+	Action      string
+	FailureOnly bool
+}{
+	{"app_key_refused", false}, {"mqtt_token_refused", false}, {"publishable_key_refused", false},
+	{"token_exchange_refused", false}, {"session_kick", false},
+	{"api_key_revoke", false}, {"app_key_revoke", false}, {"publishable_key_revoke", false},
+	{"agent_disable", false}, {"agent_decommission", false}, {"refresh_token_reuse", false},
+	{"login", true},
 }
 
 // securityEventsShown is how many security events the overview lists.
@@ -89,10 +95,18 @@ func (c *Console) securityEvents(r *http.Request, s *session) ([]auditEvent, err
 		var list struct {
 			Items []auditEvent `json:"items"`
 		}
-		if err := c.get(r, s, apiPath("/api/v1/audit", map[string]string{"action": a, "limit": "10"}), &list); err != nil {
+		limit := "10"
+		if a.FailureOnly {
+			limit = "100"
+		}
+		if err := c.get(r, s, apiPath("/api/v1/audit", map[string]string{"action": a.Action, "limit": limit}), &list); err != nil {
 			return nil, err
 		}
-		all = append(all, list.Items...)
+		for _, e := range list.Items {
+			if !a.FailureOnly || e.Outcome == "failure" {
+				all = append(all, e)
+			}
+		}
 	}
 	sort.Slice(all, func(i, j int) bool {
 		if !all[i].At.Equal(all[j].At) {

@@ -191,7 +191,11 @@ func TestConsolePresence(t *testing.T) {
 	if sum.Total != 5 || sum.Online != 1 || sum.Offline != 4 || sum.NeverConnected != 1 || sum.Disabled != 1 || len(sum.ByBroker) != 1 {
 		t.Fatalf("REST summary %+v, want 5 agents, 1 online, 1 never connected, 1 disabled on one broker", sum)
 	}
+	e.expect(req{Method: "POST", Path: "/api/v1/auth/login", Body: map[string]string{"email": "admin@example.com", "password": "not the password"}}, 401, "")
 	b.open("/console/", "#fleet")
+	if n := b.count(`#security-events tr.event[data-action="login"]`); n != 1 {
+		t.Errorf("the security events list %d sign-ins, want only the 1 failed one (the successful ones are not security events)", n)
+	}
 	for _, f := range []struct {
 		id, bar string
 		want    int
