@@ -2,11 +2,13 @@ package api
 
 import (
 	"bytes"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -75,13 +77,37 @@ func pageCursor(q url.Values) (time.Time, string, error) {
 // listAgents: GET /api/v1/agents?limit=&cursor=&status=&q= (any role). Keyset pagination: nextCursor is
 // present while more agents follow. Decommissioned agents are listed only with status=decommissioned.
 // q keeps the agent whose uuid it is, or those whose name contains it (case insensitive).
+//
+// sort orders the list: created (the default), name or lastSeen, ascending or with a leading "-"
+// descending (docs/console.md); a cursor belongs to the order it was made in.
 func (s *Server) listAgents(w http.ResponseWriter, r *http.Request) error {
 	q := r.URL.Query()
-	kp, err := keysetPage(q)
-	if err != nil {
-		return err
+	sort := q.Get("sort")
+	if sort == store.SortCreated {
+		sort = ""
 	}
-	p := store.AgentPage{Limit: kp.Limit, AfterTime: kp.AfterTime, AfterUUID: kp.AfterID}
+	if !slices.Contains(store.AgentSorts, sort) {
+		return invalidField("sort", "sort must be created, name or lastSeen, with a leading - for the reverse order")
+	}
+	var p store.AgentPage
+	var err error
+	if sort == "" {
+		kp, err := keysetPage(q)
+		if err != nil {
+			return err
+		}
+		p = store.AgentPage{Limit: kp.Limit, AfterTime: kp.AfterTime, AfterUUID: kp.AfterID}
+	} else {
+		if p.Limit, err = pageLimit(q); err != nil {
+			return err
+		}
+		if c := q.Get("cursor"); c != "" {
+			if !parseSortedCursor(c, sort, &p) {
+				return invalidField("cursor", "cursor must be a nextCursor value from an earlier page of the same sort")
+			}
+		}
+	}
+	p.Sort = sort
 	if p.Search = strings.TrimSpace(q.Get("q")); len(p.Search) > 200 {
 		return invalidField("q", "q is an agent's uuid or part of its name (at most 200 characters)")
 	}
@@ -105,8 +131,52 @@ func (s *Server) listAgents(w http.ResponseWriter, r *http.Request) error {
 	if err := s.markOnline(r, items); err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, listBody(items, more, func(a agentJSON) string { return FormatCursor(a.CreatedAt, a.UUID) }))
+	writeJSON(w, http.StatusOK, listBody(items, more, func(a agentJSON) string { return sortedCursor(sort, a) }))
 	return nil
+}
+
+// sortedCursor is the nextCursor of a page of agents in that order whose last row is a. The default
+// order keeps the keyset cursor of every list; the others are "<sort>.<key>.<uuid>", the key a name in
+// unpadded base64url or a time in unix microseconds (0 for an agent never seen).
+func sortedCursor(sort string, a agentJSON) string {
+	switch strings.TrimPrefix(sort, "-") {
+	case "":
+		return FormatCursor(a.CreatedAt, a.UUID)
+	case store.SortName:
+		return sort + "." + base64.RawURLEncoding.EncodeToString([]byte(a.Name)) + "." + a.UUID
+	case store.SortLastSeen:
+		us := int64(0)
+		if a.LastSeenAt != nil {
+			us = a.LastSeenAt.UnixMicro()
+		}
+		return sort + "." + strconv.FormatInt(us, 10) + "." + a.UUID
+	}
+	return sort + "." + strconv.FormatInt(a.CreatedAt.UnixMicro(), 10) + "." + a.UUID
+}
+
+// parseSortedCursor reads a sortedCursor made in order sort into p.
+func parseSortedCursor(c, sort string, p *store.AgentPage) bool {
+	f := strings.Split(c, ".")
+	if len(f) != 3 || f[0] != sort || !uuid.Valid(f[2]) {
+		return false
+	}
+	p.AfterUUID = f[2]
+	if strings.TrimPrefix(sort, "-") == store.SortName {
+		name, err := base64.RawURLEncoding.DecodeString(f[1])
+		if err != nil {
+			return false
+		}
+		p.AfterName = string(name)
+		return true
+	}
+	us, err := strconv.ParseInt(f[1], 10, 64)
+	if err != nil || us < 0 {
+		return false
+	}
+	if us > 0 {
+		p.AfterTime = time.UnixMicro(us)
+	}
+	return true
 }
 
 // parseCursor reads "<unix microseconds>-<uuid>".

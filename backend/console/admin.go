@@ -34,15 +34,7 @@ func (c *Console) licensePage(w http.ResponseWriter, r *http.Request, s *session
 	if err := c.get(r, s, "/api/v1/license", &l); err != nil {
 		return err
 	}
-	warn := ""
-	switch {
-	case l.Restricted:
-		warn = "Restricted mode: new agents cannot register and premium features are off. " + l.Message
-	case l.Warning:
-		warn = l.Message
-	case l.ExpiresAt != nil && l.ExpiresAt.Sub(c.now()) < 30*24*time.Hour:
-		warn = "The license expires on " + l.ExpiresAt.UTC().Format("2006-01-02") + "; ask the vendor for a new one."
-	}
+	warn := licenseWarning(l, c.now())
 	v.Title, v.Nav = "License", "license"
 	v.Data = map[string]any{"License": l, "Warn": warn}
 	c.render(w, r, s, http.StatusOK, "license", v)

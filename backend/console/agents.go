@@ -23,7 +23,54 @@ type agent struct {
 	LastSeenAt    *time.Time      `json:"lastSeenAt"`
 	CreatedAt     time.Time       `json:"createdAt"`
 	UpdatedAt     time.Time       `json:"updatedAt"`
+	// Online is set in lists, Presence on one agent (docs/presence.md).
+	Online   *bool          `json:"online"`
+	Presence *agentPresence `json:"presence"`
 }
+
+// agentPresence is the presence GET /api/v1/agents/{uuid} carries.
+type agentPresence struct {
+	Online               bool          `json:"online"`
+	Sessions             []liveSession `json:"sessions"`
+	LastConnectedAt      *time.Time    `json:"lastConnectedAt"`
+	LastDisconnectedAt   *time.Time    `json:"lastDisconnectedAt"`
+	LastDisconnectReason *string       `json:"lastDisconnectReason"`
+}
+
+// liveSession is one session as GET /api/v1/agents/{uuid}[/sessions] shows it; DisconnectedAt and
+// Reason are nil while it is live.
+type liveSession struct {
+	Broker         string     `json:"broker"`
+	ClientID       string     `json:"clientId"`
+	Protocol       string     `json:"protocol"`
+	RemoteAddress  string     `json:"remoteAddress"`
+	ConnectedAt    time.Time  `json:"connectedAt"`
+	DisconnectedAt *time.Time `json:"disconnectedAt"`
+	Reason         *string    `json:"reason"`
+}
+
+// badge is how the console shows an agent's connection state. Green ("online") needs both a live
+// session and an active agent: a disabled or decommissioned agent is never green, even in the second
+// or two before its kicked session reads ended; an agent whose keys are all revoked cannot connect,
+// so it has no live session to show.
+type badge struct {
+	Class, Label, Title string
+}
+
+func presenceBadge(status string, online bool, neverConnected bool) badge {
+	switch {
+	case online && status == store.StatusActive:
+		return badge{"online", "online", "connected now (live session on a broker)"}
+	case online:
+		return badge{"closing", "closing", "the agent is " + status + "; its session is being closed"}
+	case neverConnected:
+		return badge{"never", "never connected", "no session on record"}
+	}
+	return badge{"offline", "offline", "no live session"}
+}
+
+// pastSessionsShown is how many ended sessions the agent page lists.
+const pastSessionsShown = 20
 
 // deviceKey is a device API key as GET /api/v1/auth/api-keys lists it (a display prefix, never the key).
 type deviceKey struct {
@@ -40,6 +87,16 @@ type deviceKey struct {
 
 const agentsPageSize = 25
 
+// agentSorts are the list's orders (the API's sort values) with their labels.
+var agentSorts = [][2]string{{"", "oldest first"}, {"-created", "newest first"}, {"name", "name A–Z"}, {"-name", "name Z–A"},
+	{"-lastSeen", "recently seen first"}, {"lastSeen", "least recently seen first"}}
+
+// agentRow is an agent of the list with its connection badge.
+type agentRow struct {
+	agent
+	Badge badge
+}
+
 // agentsPage: the agent list, searched by name or uuid, filtered by status, paged with the API's
 // cursor.
 func (c *Console) agentsPage(w http.ResponseWriter, r *http.Request, s *session, v *view) error {
@@ -49,18 +106,39 @@ func (c *Console) agentsPage(w http.ResponseWriter, r *http.Request, s *session,
 		NextCursor string  `json:"nextCursor"`
 	}
 	cursor, from := listCursor(r, "cursor")
-	args := map[string]string{"limit": strconv.Itoa(agentsPageSize), "cursor": cursor, "q": q.Get("q"), "status": q.Get("status")}
+	online := q.Get("online")
+	args := map[string]string{"limit": strconv.Itoa(agentsPageSize), "cursor": cursor, "q": q.Get("q"), "status": q.Get("status"),
+		"online": online, "sort": q.Get("sort")}
 	if err := c.get(r, s, apiPath("/api/v1/agents", args), &list); err != nil {
 		return err
 	}
-	total, err := c.db.CountAgentList(r.Context(), store.AgentPage{Status: q.Get("status"), Search: strings.TrimSpace(q.Get("q"))})
+	count := store.AgentPage{Status: q.Get("status"), Search: strings.TrimSpace(q.Get("q"))}
+	if online != "" {
+		b := online == "true" // the API accepted it: true or false
+		count.Online = &b
+	}
+	total, err := c.db.CountAgentList(r.Context(), count)
 	if err != nil {
 		return err
 	}
+	rows := make([]agentRow, len(list.Items))
+	for i, a := range list.Items {
+		rows[i] = agentRow{agent: a, Badge: presenceBadge(a.Status, a.Online != nil && *a.Online, false)}
+	}
+	csvQuery := url.Values{}
+	for _, k := range []string{"q", "status", "online", "sort"} {
+		if val := q.Get(k); val != "" {
+			csvQuery.Set(k, val)
+		}
+	}
+	csvLink := Prefix + "agents.csv"
+	if e := csvQuery.Encode(); e != "" {
+		csvLink += "?" + e
+	}
 	v.Title, v.Nav, v.Notice = "Agents", "agents", notice(r)
-	v.Data = map[string]any{"Agents": list.Items, "Q": q.Get("q"), "Status": q.Get("status"),
+	v.Data = map[string]any{"Agents": rows, "CSV": csvLink, "Q": q.Get("q"), "Status": q.Get("status"), "Online": online,
 		"Pager":    newPager(r, "agents", "cursor", from, len(list.Items), list.NextCursor, total),
-		"Statuses": []string{"active", "disabled", "decommissioned"}}
+		"Statuses": []string{"active", "disabled", "decommissioned"}, "Sort": q.Get("sort"), "Sorts": agentSorts}
 	c.render(w, r, s, http.StatusOK, "agents", v)
 	return nil
 }
@@ -80,8 +158,44 @@ func (c *Console) agentPage(w http.ResponseWriter, r *http.Request, s *session, 
 			return err
 		}
 	}
+	var p agentPresence
+	if a.Presence != nil {
+		p = *a.Presence
+	}
+	// Live sessions come first in the history: ask for enough rows to hold them and 20 ended ones.
+	var hist struct {
+		Items []liveSession `json:"items"`
+	}
+	if err := c.get(r, s, apiPath("/api/v1/agents/"+url.PathEscape(a.UUID)+"/sessions",
+		map[string]string{"limit": strconv.Itoa(pastSessionsShown + len(p.Sessions))}), &hist); err != nil {
+		return err
+	}
+	past := make([]liveSession, 0, pastSessionsShown)
+	for _, h := range hist.Items {
+		if h.DisconnectedAt != nil && len(past) < pastSessionsShown {
+			past = append(past, h)
+		}
+	}
+	usable := 0
+	for _, k := range keys.Items {
+		if k.RevokedAt == nil && (k.ExpiresAt == nil || k.ExpiresAt.After(c.now())) {
+			usable++
+		}
+	}
+	var events []auditRow
+	if v.Can["audit"] {
+		var list struct {
+			Items []auditEvent `json:"items"`
+		}
+		if err := c.get(r, s, apiPath("/api/v1/audit", map[string]string{"agent": a.UUID, "limit": "10"}), &list); err != nil {
+			return err
+		}
+		events = c.auditRows(r, s, v, list.Items)
+	}
 	v.Title, v.Nav, v.Notice = "Agent "+a.Name, "agents", notice(r)
-	v.Data = map[string]any{"Agent": a, "Keys": keys.Items, "TargetState": string(a.TargetState)}
+	v.Data = map[string]any{"Agent": a, "Keys": keys.Items, "Events": events, "TargetState": string(a.TargetState),
+		"Presence": p, "Past": past, "Badge": presenceBadge(a.Status, p.Online, p.LastConnectedAt == nil && len(past) == 0),
+		"NoUsableKey": v.Can["keyList"] && usable == 0}
 	c.render(w, r, s, http.StatusOK, "agent", v)
 	return nil
 }

@@ -9,14 +9,15 @@ import (
 // will happen, and re-posts the same form with confirm=yes (plain HTML: the CSP allows no inline
 // script, so there is no JavaScript confirm()). Cancel goes back without posting.
 type confirmation struct {
-	Title       string            // "Revoke device API key"
-	Target      string            // the target by name, as the operator knows it
-	TargetID    string            // the target's id (shown small, and in the title attribute)
-	Consequence string            // what happens when confirmed
-	Button      string            // the confirm button's label
-	Action      string            // where the confirmed form posts (the same action)
-	Fields      map[string]string // the original form's other fields, posted again
-	Back        string            // Cancel
+	Title       string              // "Revoke device API key"
+	Target      string              // the target by name, as the operator knows it
+	TargetID    string              // the target's id (shown small, and in the title attribute)
+	Consequence string              // what happens when confirmed
+	Button      string              // the confirm button's label
+	Action      string              // where the confirmed form posts (the same action)
+	Fields      map[string]string   // the original form's other fields, posted again
+	Lists       map[string][]string // repeated fields (the agents of a bulk action), posted again
+	Back        string              // Cancel
 }
 
 // confirmed reports whether a destructive action's form was confirmed. If not, it shows the

@@ -20,6 +20,8 @@ import (
 	"log/slog"
 	"net/http"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/iotauth/iotauth/backend/api"
@@ -82,7 +84,10 @@ type Console struct {
 	now     func() time.Time
 	mux     *http.ServeMux
 	pages   map[string]*template.Template
-	roles   map[string][]string // "METHOD /api/path" → roles, from the API's route table
+	masters map[string]*template.Template // the same pages never executed, copied per time zone
+	zoned   sync.Map                      // zone and page → that copy
+	zonedN  atomic.Int64                  // copies made (kept up to maxZonedPages)
+	roles   map[string][]string           // "METHOD /api/path" → roles, from the API's route table
 }
 
 // New builds a Console.
@@ -129,6 +134,9 @@ func New(c Config) (*Console, error) {
 	}
 	var err error
 	if con.pages, err = parsePages(); err != nil {
+		return nil, err
+	}
+	if con.masters, err = parsePages(); err != nil {
 		return nil, err
 	}
 	con.routes()

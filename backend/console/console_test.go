@@ -67,8 +67,11 @@ func (noSessions) CountAppKeys(context.Context) (int64, error)                  
 func (noSessions) CountPublishableKeys(context.Context) (int64, error)            { return 0, nil }
 func (noSessions) CountProvisioningKeys(context.Context) (int64, error)           { return 0, nil }
 func (noSessions) RefNames(context.Context, []string) (map[string]string, error)  { return nil, nil }
-func (noSessions) CountUsers(context.Context) (int64, error)                      { return 0, nil }
-func (noSessions) CountAudit(context.Context, store.AuditPage) (int64, error)     { return 0, nil }
+func (noSessions) PresenceActivity(context.Context, time.Time, time.Duration, int) ([]store.ActivityPoint, error) {
+	return nil, nil
+}
+func (noSessions) CountUsers(context.Context) (int64, error)                  { return 0, nil }
+func (noSessions) CountAudit(context.Context, store.AuditPage) (int64, error) { return 0, nil }
 
 func newTestConsole(t *testing.T, f *fakeAPI) *Console {
 	t.Helper()

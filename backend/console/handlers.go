@@ -16,15 +16,16 @@ import (
 func (c *Console) routes() {
 	m := c.mux
 	m.Handle("GET "+Prefix+"static/", c.static())
-	m.HandleFunc("GET "+Prefix+"{$}", func(w http.ResponseWriter, r *http.Request) {
-		http.Redirect(w, r, Prefix+"agents", http.StatusFound)
-	})
+	m.HandleFunc("GET "+Prefix+"{$}", c.page(c.overviewPage))
 	m.HandleFunc("GET "+loginPath, c.loginPage)
 	m.HandleFunc("POST "+loginPath, c.loginSubmit)
 	m.HandleFunc("POST "+Prefix+"logout", c.logoutSubmit)
+	m.HandleFunc("POST "+Prefix+"timezone", c.action(c.setTimezone))
 
 	m.HandleFunc("GET "+Prefix+"agents", c.page(c.agentsPage))
+	m.HandleFunc("GET "+Prefix+"agents.csv", c.page(c.agentsCSV))
 	m.HandleFunc("GET "+Prefix+"agents/{uuid}", c.page(c.agentPage))
+	m.HandleFunc("POST "+Prefix+"agents/bulk", c.action(c.bulkAgents))
 	m.HandleFunc("POST "+Prefix+"agents/{uuid}/target-state", c.action(c.setTargetState))
 	m.HandleFunc("POST "+Prefix+"agents/{uuid}/mqtt-password", c.action(c.rotatePassword))
 	m.HandleFunc("POST "+Prefix+"agents/{uuid}/decommission", c.action(c.decommission))
@@ -63,6 +64,7 @@ type view struct {
 	Error  string
 	Notice string
 	Data   any
+	Path   string // the page's own URL, for forms that come back to it (the time zone's)
 }
 
 // capabilities name the API routes behind the console's buttons; a button is shown only when the
@@ -154,7 +156,10 @@ func (c *Console) run(w http.ResponseWriter, r *http.Request, s *session, h hand
 	if err == nil && !res.ok() {
 		err = res.problem()
 	}
-	v := &view{CSRF: c.csrfToken(s)}
+	v := &view{CSRF: c.csrfToken(s), Path: Prefix}
+	if r.Method == http.MethodGet {
+		v.Path = r.URL.RequestURI()
+	}
 	if err == nil {
 		if derr := res.decode(&v.Me); derr != nil {
 			err = derr
@@ -207,13 +212,15 @@ func (c *Console) redirect(w http.ResponseWriter, r *http.Request, s *session, t
 
 // notices are the messages a redirect's done code shows.
 var notices = map[string]string{
-	"revoked":      "The key is revoked; brokers close the sessions that used it.",
-	"deleted":      "The provisioning key is deleted.",
-	"saved":        "The target state is saved.",
-	"decommission": "The agent is decommissioned: its keys are revoked and its sessions closed.",
-	"app-revoked":  "The application key is revoked.",
-	"disabled":     "The agent is disabled: its sessions are closed and its logins refused until it is enabled.",
-	"enabled":      "The agent is enabled again.",
+	"revoked":       "The key is revoked; brokers close the sessions that used it.",
+	"deleted":       "The provisioning key is deleted.",
+	"saved":         "The target state is saved.",
+	"decommission":  "The agent is decommissioned: its keys are revoked and its sessions closed.",
+	"app-revoked":   "The application key is revoked.",
+	"disabled":      "The agent is disabled: its sessions are closed and its logins refused until it is enabled.",
+	"enabled":       "The agent is enabled again.",
+	"bulk-disabled": "The selected agents are disabled: their sessions are closed and their logins refused until they are enabled.",
+	"bulk-revoked":  "The selected agents' device keys are revoked; brokers close the sessions that used them.",
 }
 
 func notice(r *http.Request) string { return notices[r.URL.Query().Get("done")] }

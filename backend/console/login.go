@@ -26,7 +26,7 @@ func (c *Console) loginPage(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if s.signedIn() {
-		http.Redirect(w, r, Prefix+"agents", http.StatusSeeOther)
+		http.Redirect(w, r, Prefix, http.StatusSeeOther)
 		return
 	}
 	if s == nil {
@@ -104,7 +104,7 @@ func (c *Console) loginSubmit(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	c.saveSession(w, r, ns)
-	http.Redirect(w, r, Prefix+"agents", http.StatusSeeOther)
+	http.Redirect(w, r, Prefix, http.StatusSeeOther)
 }
 
 // endSession deletes the session's server-side state and revokes its refresh family, audited as the

@@ -14,22 +14,19 @@ import (
 
 // funcs are the helpers the templates use.
 var funcs = template.FuncMap{
-	"when": func(t any) string {
-		switch x := t.(type) {
-		case *time.Time:
-			if x == nil {
-				return "never"
-			}
-			return x.UTC().Format("2006-01-02 15:04:05 UTC")
-		case time.Time:
-			if x.IsZero() {
-				return "never"
-			}
-			return x.UTC().Format("2006-01-02 15:04:05 UTC")
-		}
-		return ""
-	},
 	"join": strings.Join,
+	"reason": func(r *string) string {
+		if r == nil {
+			return ""
+		}
+		return *r
+	},
+	"reasonText": func(r *string) string {
+		if r == nil {
+			return ""
+		}
+		return disconnectReasons[*r]
+	},
 	"pretty": func(b json.RawMessage) string {
 		if len(b) == 0 {
 			return ""
@@ -47,6 +44,12 @@ var funcs = template.FuncMap{
 		b, _ := json.Marshal(m)
 		return string(b)
 	},
+}
+
+func init() {
+	for k, f := range timeFuncs(time.UTC) {
+		funcs[k] = f
+	}
 }
 
 // parsePages parses every page template with the layout.
@@ -79,6 +82,9 @@ func (c *Console) render(w http.ResponseWriter, r *http.Request, s *session, sta
 		http.Error(w, "the console could not show this page", http.StatusInternalServerError)
 		return
 	}
+	if loc := zoneOf(r); loc != time.UTC {
+		t = c.zonedPage(name, loc)
+	}
 	var buf bytes.Buffer
 	if err := t.ExecuteTemplate(&buf, "layout", v); err != nil {
 		c.log.Error("console page failed to render", "page", name, "error", err.Error())
@@ -92,3 +98,40 @@ func (c *Console) render(w http.ResponseWriter, r *http.Request, s *session, sta
 	w.WriteHeader(status)
 	_, _ = w.Write(buf.Bytes())
 }
+
+// disconnectReasons explain the reasons a session ends (docs/presence.md), for the hover text.
+var disconnectReasons = map[string]string{
+	"client":          "the client's connection ended (DISCONNECT, keep-alive or network error)",
+	"keepalive":       "the keep-alive timed out",
+	"kicked_revoked":  "closed: key revoked or deleted, password rotated, or credential refused",
+	"kicked_disabled": "closed: the agent was disabled or decommissioned",
+	"kicked_expired":  "closed: the key or credential expired",
+	"takeover":        "a new session with the same client id took over",
+	"broker_shutdown": "the broker stopped cleanly",
+	"broker_lost":     "the broker died or lost PostgreSQL beyond its timeout",
+	"error":           "the end was lost during a database outage",
+}
+
+// zonedPage is a page whose time helpers show the operator's zone: a copy of the never-executed master
+// (html/template copies only those) with the helpers replaced, made once per zone and page.
+func (c *Console) zonedPage(name string, loc *time.Location) *template.Template {
+	key := loc.String() + "\x00" + name
+	if t, ok := c.zoned.Load(key); ok {
+		return t.(*template.Template)
+	}
+	t, err := c.masters[name].Clone()
+	if err != nil {
+		c.log.Error("console could not copy a page for a time zone; showing UTC", "page", name, "error", err.Error())
+		return c.pages[name]
+	}
+	t = t.Funcs(timeFuncs(loc))
+	if c.zonedN.Add(1) > maxZonedPages {
+		return t // beyond the bound, copies are not kept (each request makes its own)
+	}
+	got, _ := c.zoned.LoadOrStore(key, t)
+	return got.(*template.Template)
+}
+
+// maxZonedPages bounds the kept per-zone copies of pages (a few zones in practice; every known zone
+// times every page would hold thousands).
+const maxZonedPages = 300

@@ -44,6 +44,7 @@ type Store interface {
 	CountUsers(ctx context.Context) (int64, error)
 	CountAudit(ctx context.Context, p store.AuditPage) (int64, error)
 	RefNames(ctx context.Context, refs []string) (map[string]string, error)
+	PresenceActivity(ctx context.Context, since time.Time, step time.Duration, n int) ([]store.ActivityPoint, error)
 }
 
 // session is a browser's console session. The cookie carries only ID, 32 random bytes: no token, no

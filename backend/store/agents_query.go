@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"github.com/iotauth/iotauth/backend/uuid"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -78,6 +80,34 @@ type AgentPage struct {
 	Search string
 	// Online, when set, keeps the agents with (true) or without (false) a live session (docs/presence.md).
 	Online *bool
+	// Sort orders the page (AgentSorts; "" is SortCreated). For SortName and its descending form the
+	// cursor is AfterName and AfterUUID; for the others AfterTime and AfterUUID (for SortLastSeen, an
+	// agent never seen sorts as the zero time: last when newest first).
+	Sort      string
+	AfterName string
+}
+
+// The orders of ListAgents: by creation (the default), name or last use of a key, each ascending or,
+// with a leading "-", descending; ties are broken by uuid in the same direction.
+const (
+	SortCreated  = "created"
+	SortName     = "name"
+	SortLastSeen = "lastSeen"
+)
+
+// AgentSorts are the values AgentPage.Sort accepts.
+var AgentSorts = []string{"", SortCreated, "-" + SortCreated, SortName, "-" + SortName, SortLastSeen, "-" + SortLastSeen}
+
+// agentSortKey is the SQL of a sort's key; the cursor compares (key, uuid) with the last row seen.
+func agentSortKey(sort string) (key, castAfter string, desc bool) {
+	desc = strings.HasPrefix(sort, "-")
+	switch strings.TrimPrefix(sort, "-") {
+	case SortName:
+		return "name", "$8::text", desc
+	case SortLastSeen:
+		return "coalesce((SELECT max(k.last_used_at) FROM api_keys k WHERE k.agent_uuid = agents.uuid), '0001-01-01T00:00:00Z'::timestamptz)", "$1::timestamptz", desc
+	}
+	return "created_at", "$1::timestamptz", desc
 }
 
 // ListAgents returns one page of agents; more reports whether another page follows.
@@ -85,10 +115,22 @@ func (s *Store) ListAgents(ctx context.Context, p AgentPage) (agents []AgentInfo
 	if p.Limit <= 0 {
 		p.Limit = 50
 	}
+	if !slices.Contains(AgentSorts, p.Sort) {
+		return nil, false, ErrInvalid
+	}
 	var after *time.Time
-	var afterUUID *string
-	if !p.AfterTime.IsZero() {
+	var afterUUID, afterName *string
+	key, castAfter, desc := agentSortKey(p.Sort)
+	if castAfter == "$8::text" {
+		if p.AfterUUID != "" {
+			afterName, afterUUID = &p.AfterName, &p.AfterUUID
+		}
+	} else if !p.AfterTime.IsZero() || p.AfterUUID != "" && strings.TrimPrefix(p.Sort, "-") == SortLastSeen {
 		after, afterUUID = &p.AfterTime, &p.AfterUUID
+	}
+	cmp, dir := ">", "ASC"
+	if desc {
+		cmp, dir = "<", "DESC"
 	}
 	var status *string
 	if p.Status != "" {
@@ -99,13 +141,14 @@ func (s *Store) ListAgents(ctx context.Context, p AgentPage) (agents []AgentInfo
 		search = &p.Search
 	}
 	rows, err := s.idem().Query(ctx, `SELECT `+agentColumns+` FROM agents
- WHERE ($1::timestamptz IS NULL OR (created_at, uuid) > ($1, $2::uuid))
+ WHERE ($2::uuid IS NULL OR (`+key+`, uuid) `+cmp+` (`+castAfter+`, $2::uuid))
    AND ($3::text IS NULL OR status = $3)
    AND ($3::text IS NOT NULL OR $4 OR status <> 'decommissioned')
    AND ($6::text IS NULL OR uuid::text = lower($6)
         OR strpos(lower(name), lower($6)) > 0)
    AND ($7::boolean IS NULL OR $7 = `+liveAgentSession+`)
- ORDER BY created_at, uuid LIMIT $5`, after, afterUUID, status, p.IncludeGone, p.Limit+1, search, p.Online)
+   AND ($1::timestamptz IS NULL OR $8::text IS NULL OR true) -- both cursors' types, whichever the order uses
+ ORDER BY `+key+` `+dir+`, uuid `+dir+` LIMIT $5`, after, afterUUID, status, p.IncludeGone, p.Limit+1, search, p.Online, afterName)
 	if isInvalidText(err) {
 		return nil, false, ErrInvalid
 	}

@@ -25,7 +25,7 @@ func (s *Store) count(ctx context.Context, what, sql string, args ...any) (int64
 	return n, nil
 }
 
-// CountAgentList counts the agents ListAgents pages through for these Status, Search and IncludeGone
+// CountAgentList counts the agents ListAgents pages through for these Status, Search, IncludeGone and Online
 // (the page's cursor and limit are ignored).
 func (s *Store) CountAgentList(ctx context.Context, p AgentPage) (int64, error) {
 	var status, search *string
@@ -38,7 +38,8 @@ func (s *Store) CountAgentList(ctx context.Context, p AgentPage) (int64, error) 
 	return s.count(ctx, "agents", `SELECT count(*) FROM agents
  WHERE ($1::text IS NULL OR status = $1)
    AND ($1::text IS NOT NULL OR $2 OR status <> 'decommissioned')
-   AND ($3::text IS NULL OR uuid::text = lower($3) OR strpos(lower(name), lower($3)) > 0)`, status, p.IncludeGone, search)
+   AND ($3::text IS NULL OR uuid::text = lower($3) OR strpos(lower(name), lower($3)) > 0)
+   AND ($4::boolean IS NULL OR $4 = `+liveAgentSession+`)`, status, p.IncludeGone, search, p.Online)
 }
 
 // CountAPIKeys counts the device API keys ListAPIKeys pages through (of one agent, or all for "").

@@ -158,12 +158,12 @@ func (b *browser) shot(name string) {
 	}
 }
 
-// signIn fills the sign-in form and waits for the agent list.
+// signIn fills the sign-in form and waits for the overview (the landing page).
 func (b *browser) signIn(email, password string) {
 	b.t.Helper()
 	b.open("/console/", "#login-form")
 	b.do(chromedp.SendKeys(chromedp.ID("email"), email), chromedp.SendKeys(chromedp.ID("password"), password),
-		chromedp.Click(chromedp.ID("signin")), chromedp.WaitVisible(chromedp.ID("agents")))
+		chromedp.Click(chromedp.ID("signin")), chromedp.WaitVisible(chromedp.ID("fleet")))
 }
 
 // cookie returns the browser's cookie of that name for the console.
@@ -711,8 +711,8 @@ func (c *consoleClient) signIn(t *testing.T, email, password string) {
 	t.Helper()
 	c.get(t, "/console/login")
 	res := c.post(t, "/console/login", url.Values{"csrf": {c.csrf}, "email": {email}, "password": {password}}, c.base)
-	if res.StatusCode != http.StatusOK || res.Path != "/console/agents" {
-		t.Fatalf("sign in as %s: %d at %s", email, res.StatusCode, res.Path)
+	if res.StatusCode != http.StatusOK || res.Path != "/console/" {
+		t.Fatalf("sign in as %s: %d at %s, want the overview", email, res.StatusCode, res.Path)
 	}
 }
 
@@ -938,7 +938,7 @@ func consoleSignInThrough(t *testing.T, base, email, password string) {
 	}
 	page, _ = io.ReadAll(res.Body)
 	res.Body.Close()
-	if res.StatusCode != 200 || res.Request.URL.Path != "/console/agents" || !bytes.Contains(page, []byte(email+" (admin)")) {
+	if res.StatusCode != 200 || res.Request.URL.Path != "/console/" || !bytes.Contains(page, []byte(email+" (admin)")) {
 		t.Fatalf("console sign-in through the binary: %d at %s", res.StatusCode, res.Request.URL.Path)
 	}
 }
