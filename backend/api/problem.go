@@ -130,7 +130,7 @@ func toProblem(err error) *Problem {
 	if errors.Is(err, store.ErrNotConfirmed) {
 		q := problem(http.StatusServiceUnavailable, CodeCommitNotConfirmed,
 			"the change was not confirmed by a standby database in time, so it is not guaranteed to survive a failover; "+
-				"it may already be in force. Repeat the request (it is safe) after the time in Retry-After; if this persists, check the PostgreSQL standby")
+				"it is in force on the primary already. Repeat the request (it is safe) after the time in Retry-After; if this persists, check the PostgreSQL standby")
 		q.retryAfter = databaseRetryAfter
 		q.cause = err
 		return q

@@ -61,12 +61,29 @@ func InsertAudit(ctx context.Context, db DBTX, e AuditEvent) error {
 	return nil
 }
 
+// grantingActions are the audited changes that give something (a key, an agent, a state) rather than
+// take access away. They do not wait for a synchronous standby: losing one in a failover takes nothing
+// away from anybody's security, while answering 503 for one would lose what it gave (a secret shown once,
+// a consumed provisioning key) and a repeat could not recover it.
+var grantingActions = map[string]bool{
+	"agent_create": true, "agent_provision": true, "agent_register": true, "agent_enable": true,
+	"agent_import": true, "agent_import_update": true, "legacy_import": true, "target_state_set": true,
+	"fast_hash": true, "login": true, "refresh_token": true,
+}
+
+// durableAction reports whether an audited change waits for a synchronous standby's confirmation
+// (docs/operations.md, "High availability"): every change that takes access away (revoke, disable,
+// decommission, rotate, delete, deny, user changes), and any action not known to grant.
+func durableAction(action string) bool {
+	return !grantingActions[action] && !strings.HasSuffix(action, "_create")
+}
+
 // withAudit runs fn in a transaction and then writes *audit in the same transaction, so that a change
 // and the event recording it commit together or not at all. Every audited change is a durable one: it
 // is acknowledged only once a synchronous standby has it (Store.tx), when durable commits are enabled. fn may fill in *audit (its Target, its
 // Detail) from what it changed; when fn fails, nothing is written and the transaction rolls back.
 func (s *Store) withAudit(ctx context.Context, audit *AuditEvent, fn func(tx pgx.Tx) error) error {
-	return Classify(s.tx(ctx, true, func(tx pgx.Tx) error {
+	return Classify(s.tx(ctx, durableAction(audit.Action), func(tx pgx.Tx) error {
 		if err := fn(tx); err != nil {
 			return err
 		}

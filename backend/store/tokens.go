@@ -47,7 +47,9 @@ type Rotated struct {
 // returns ErrNotFound.
 func (s *Store) RotateRefreshToken(ctx context.Context, userID, oldJTI, newJTI string, now time.Time, ttl time.Duration) (Rotated, error) {
 	var out Rotated
-	err := s.tx(ctx, true, func(tx pgx.Tx) error {
+	// Not durable: a rotation gives a new token, and a 503 after it had committed would make the client
+	// repeat the spent token, which revokes its family (R2).
+	err := s.tx(ctx, false, func(tx pgx.Tx) error {
 		var fam string
 		var famEnd time.Time
 		err := tx.QueryRow(ctx, `

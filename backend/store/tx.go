@@ -12,6 +12,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgconn/ctxwatch"
+	"github.com/jackc/pgx/v5/pgxpool"
 )
 
 // Durable commit levels: the synchronous_commit setting of the transactions that make a security
@@ -35,8 +36,9 @@ const DefaultDurableTimeout = 5 * time.Second
 
 // ErrNotConfirmed means a change was committed on the primary but no synchronous standby confirmed it
 // in time: it is in force on the primary (brokers act on it), yet a failover now could lose it. The
-// caller must not report success; repeating the request is safe and succeeds once a standby confirms.
-var ErrNotConfirmed = errors.New("the change was committed on the primary, but no synchronous standby confirmed it in time, so a failover now could lose it: repeat it (that is safe) once the standby is back, and check replication in pg_stat_replication on the primary")
+// caller must not report success. Only changes that take access away wait (see durableAction), and
+// repeating one of those is safe: it succeeds once a standby confirms.
+var ErrNotConfirmed = errors.New("the change was committed on the primary and is in force, but no synchronous standby confirmed it in time, so a failover now could lose it: repeat it (that is safe) once the standby is back, and check replication in pg_stat_replication on the primary")
 
 // Durability configures durable commits.
 type Durability struct {
@@ -80,8 +82,10 @@ func cancelRequestHandler(c *pgconn.PgConn) ctxwatch.Handler {
 // tx runs fn in a transaction on a pooled connection. A connection that turns out to be dead before
 // COMMIT was sent (a stale pooled connection to a primary that failed over, a server that restarted)
 // changed nothing: the pool drops its other connections and the transaction runs once more on a fresh
-// one. With durable set and durable commits enabled, COMMIT waits for a synchronous standby's
-// confirmation for at most the durability timeout and returns ErrNotConfirmed when none came.
+// one. With durable set and durable commits enabled, the change commits on the primary at once (so that
+// it is visible and its notification reaches the brokers without waiting for any standby: a revocation
+// bites within a second whatever the standby does), and then tx waits, for at most the durability
+// timeout, until a synchronous standby confirms it, returning ErrNotConfirmed when none does.
 func (s *Store) tx(ctx context.Context, durable bool, fn func(pgx.Tx) error) error {
 	sent, err := s.txOnce(ctx, durable, fn)
 	if err == nil || sent || ctx.Err() != nil || !connBroken(err) {
@@ -102,9 +106,11 @@ func (s *Store) txOnce(ctx context.Context, durable bool, fn func(pgx.Tx) error)
 	}
 	var opts pgx.TxOptions
 	if durable {
-		// One round trip: BEGIN and the setting go as one simple-protocol message. The level is one of
-		// ParseDurableLevel's constants, never the caller's text.
-		opts.BeginQuery = "BEGIN; SET LOCAL synchronous_commit = " + s.durable.Level
+		// The change itself waits for no standby, whatever the server's own synchronous_commit: a
+		// transaction waiting for a standby is invisible to others and holds back its NOTIFY until the
+		// wait ends, which would delay the revocation it carries. One round trip: BEGIN and the setting
+		// go as one simple-protocol message.
+		opts.BeginQuery = "BEGIN; SET LOCAL synchronous_commit = local"
 	}
 	tx, err := c.BeginTx(ctx, opts)
 	if err != nil {
@@ -116,11 +122,21 @@ func (s *Store) txOnce(ctx context.Context, durable bool, fn func(pgx.Tx) error)
 		c.Release()
 		return false, err
 	}
-	if !durable {
-		err := tx.Commit(ctx)
+	err = tx.Commit(ctx)
+	if err != nil || !durable {
 		c.Release()
 		return true, err
 	}
+	return true, s.confirm(ctx, c)
+}
+
+// confirm waits until a synchronous standby has what the connection c just committed, for at most the
+// durability timeout, and releases c. It commits a marker transaction at the durable level: its commit
+// record lies after the change's in the WAL, so the standby's confirmation of the marker covers the
+// change too. The marker must write WAL, or PostgreSQL commits it without waiting (a transaction that
+// only took a transaction id does not wait): a transactional logical message does, with no table, and
+// any role may send one (logical decoding consumers see it under the prefix "iotauth").
+func (s *Store) confirm(ctx context.Context, c *pgxpool.Conn) error {
 	timeout := s.durable.Timeout
 	if timeout <= 0 {
 		timeout = DefaultDurableTimeout
@@ -129,21 +145,23 @@ func (s *Store) txOnce(ctx context.Context, durable bool, fn func(pgx.Tx) error)
 	defer cancel()
 	pc := c.Conn().PgConn()
 	delete(pc.CustomData(), warnedKey)
-	err = tx.Commit(cctx)
+	// The level is one of ParseDurableLevel's constants, never the caller's text.
+	_, err := pc.Exec(cctx, "BEGIN; SET LOCAL synchronous_commit = "+s.durable.Level+"; SELECT pg_logical_emit_message(true, 'iotauth', 'confirm'); COMMIT").ReadAll()
 	warned, _ := pc.CustomData()[warnedKey].(bool)
 	expired := cctx.Err() != nil && ctx.Err() == nil
-	if !warned && !expired {
+	if err == nil && !warned && !expired {
 		c.Release()
-		return true, err
+		return nil
 	}
-	// The wait was cut short (our deadline sent a cancel request, or someone cancelled the backend):
-	// the change is committed on the primary, or its fate is unknown. The connection is not reused, so
-	// that a late cancel request cannot hit its next statement.
+	// The wait was cut short (our deadline sent a cancel request, or someone cancelled the backend), or
+	// the marker failed: the change is committed on the primary and in force there, but no standby
+	// confirmed it. The connection is not reused, so that a late cancel request cannot hit its next
+	// statement.
 	_ = c.Hijack().Close(context.WithoutCancel(ctx))
 	if err != nil {
-		return true, fmt.Errorf("%w (commit: %v)", ErrNotConfirmed, err)
+		return fmt.Errorf("%w (confirmation: %v)", ErrNotConfirmed, err)
 	}
-	return true, ErrNotConfirmed
+	return ErrNotConfirmed
 }
 
 // connBroken reports whether err shows that the connection it came from is dead or points at a server

@@ -46,7 +46,9 @@ func TestSynchronousStandby(t *testing.T) {
 	}
 	t.Logf("setup took %v", time.Since(start))
 
-	// Standby down.
+	// Standby down. The revoked agent's live session closes while the API still waits for the standby:
+	// the change commits on the primary at once, and only its acknowledgement waits.
+	lost := watch(t, b1, down)
 	if err := pair.Standby.Stop(); err != nil {
 		t.Fatal(err)
 	}
@@ -56,6 +58,12 @@ func TestSynchronousStandby(t *testing.T) {
 		t.Fatalf("revocation with the synchronous standby down: %d %q (Retry-After %q), want 503 commit_not_confirmed with Retry-After: %s",
 			r.status, r.code, r.retryAfter, r.body)
 	}
+	kicked := closedWithin(t, lost, 5*time.Second, "the revoked agent's session with the standby down")
+	if !kicked.Before(r.at) {
+		t.Errorf("the revoked session closed %v after the 503: the revocation waited for the standby", kicked.Sub(r.at))
+	}
+	t.Logf("standby down: the revoked session closed %v after the request, the 503 came %v after it",
+		kicked.Sub(sent).Round(time.Millisecond), r.at.Sub(sent).Round(time.Millisecond))
 	t.Logf("standby down: revocation answered 503 after %v (DURABLE_COMMIT_TIMEOUT %v)", r.at.Sub(sent), durableTimeout)
 	if took := r.at.Sub(sent); took > durableTimeout+8*time.Second {
 		t.Errorf("the 503 took %v with DURABLE_COMMIT_TIMEOUT %v: the wait is not bounded", took, durableTimeout)
