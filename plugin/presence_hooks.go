@@ -81,7 +81,8 @@ func (in *instance) presenceConnected(client uintptr, s *auth.Session) {
 		return
 	}
 	kind, id := presence.KindOf(s)
-	in.presence.Connected(client, kind, id, s.ClientID, presence.Protocol(clientProtocol(client)), clientAddress(client))
+	version, addr := clientInfo(client)
+	in.presence.Connected(client, kind, id, s.ClientID, presence.Protocol(version), addr)
 }
 
 // presenceDisconnected records a session's end. Broker's thread.
@@ -109,7 +110,7 @@ func (in *instance) publishPresence() {
 		return
 	}
 	for _, ev := range in.presence.TakeEvents() {
-		if !brokerPublish(ev.Topic, ev.Payload) {
+		if !brokerPublish(ev.CTopic, ev.Payload) {
 			in.log.Warn("presence: the broker refused to publish a lifecycle event (out of memory?)", "topic", ev.Topic)
 		}
 	}
