@@ -285,6 +285,7 @@ func KindOf(s *auth.Session) (kind, id string) {
 func (r *Recorder) Connected(client uintptr, kind, principal, clientID, protocol string, remote netip.Addr) {
 	now := r.cfg.Now()
 	r.mu.Lock()
+	before := len(r.queue)
 	if old := r.live[client]; old != nil {
 		if old.row.clientID == clientID && old.row.principal == principal && old.row.kind == kind {
 			r.mu.Unlock()
@@ -308,7 +309,7 @@ func (r *Recorder) Connected(client uintptr, kind, principal, clientID, protocol
 	r.byClientID[clientID] = e
 	r.pushLocked(e.row, now)
 	r.eventLocked(e.row, "connected", now, "")
-	full := len(r.queue) >= r.cfg.BatchSize
+	full := before < r.cfg.BatchSize && len(r.queue) >= r.cfg.BatchSize
 	r.mu.Unlock()
 	r.afterPush(full)
 }
@@ -345,12 +346,13 @@ func (r *Recorder) Disconnected(client uintptr) {
 		r.mu.Unlock()
 		return
 	}
+	before := len(r.queue)
 	reason := e.reason
 	if reason == "" {
 		reason = Client
 	}
 	r.endLocked(e, now, reason)
-	full := len(r.queue) >= r.cfg.BatchSize
+	full := before < r.cfg.BatchSize && len(r.queue) >= r.cfg.BatchSize
 	r.mu.Unlock()
 	r.afterPush(full)
 }
@@ -384,8 +386,9 @@ func (r *Recorder) pushLocked(row rec, now time.Time) {
 	r.queue = append(r.queue, queued{row: row, at: now})
 }
 
-// afterPush wakes the writer once a batch is full. Events wait for the writer's next round, which
-// renders them off the broker's thread.
+// afterPush wakes the writer when a push made the batch full: once per batch, not once per row (a queue
+// that stays above the size, after a failed write, is taken by the writer's next tick). Events wait for
+// the writer's next round, which renders them off the broker's thread.
 func (r *Recorder) afterPush(full bool) {
 	if full {
 		select {

@@ -484,3 +484,30 @@ func TestHeartbeatReportsAnotherBrokerWithTheSameID(t *testing.T) {
 		t.Fatalf("no error about the id clash: %s", logs.String())
 	}
 }
+
+// Recording a session on the broker's thread allocates nothing once the recorder's buffers have grown:
+// the Go runtime's garbage collector then has nothing of the broker thread's to collect.
+func TestRecordingAllocatesNothing(t *testing.T) {
+	r, _, _ := newTest(t, nil)
+	ids := make([]string, 64)
+	for i := range ids {
+		ids[i] = fmt.Sprint("agent-", i)
+	}
+	addr := netip.MustParseAddr("192.0.2.7")
+	i := 0
+	session := func() {
+		id := ids[i%len(ids)]
+		r.Connected(uintptr(i%len(ids)+1), KindAgent, id, id, "mqtt3.1.1", addr)
+		r.Disconnected(uintptr(i%len(ids) + 1))
+		i++
+		r.mu.Lock()
+		r.queue, r.raw = r.queue[:0], r.raw[:0] // as the writer takes them
+		r.mu.Unlock()
+	}
+	for range 2 * len(ids) {
+		session()
+	}
+	if n := testing.AllocsPerRun(1000, session); n != 0 {
+		t.Fatalf("a session allocates %.1f times on the broker's thread; want 0", n)
+	}
+}

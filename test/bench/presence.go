@@ -33,8 +33,15 @@ func (r *runner) presence() error {
 	if err != nil {
 		return err
 	}
+	// Presence without its MQTT lifecycle events: what recording alone costs, without the broker's own
+	// work of publishing two messages per session.
+	quiet, err := r.pluginBroker(dsn, [2]string{"presence_events", "false"})
+	if err != nil {
+		return err
+	}
+	brokers := []*harness.Broker{on, off, quiet}
 	pool := agents[:cfg.ConnectPool]
-	for _, b := range []*harness.Broker{on, off} {
+	for _, b := range brokers {
 		if _, errs := connectLoop(b.Addr(), partition(pool, 8), nil, cfg.ConnectPool/8); errs > 0 {
 			return fmt.Errorf("warm-up on %s: %d connects failed", b.Addr(), errs)
 		}
@@ -43,7 +50,10 @@ func (r *runner) presence() error {
 	res := map[*harness.Broker][]opResult{}
 	main := map[*harness.Broker][]float64{}
 	for round := range cfg.Rounds {
-		for _, b := range order([]*harness.Broker{on, off}, round) {
+		if err := r.ctx.Err(); err != nil {
+			return err
+		}
+		for _, b := range order(brokers, round) {
 			t0, err := ThreadCPU(b.Pid(), b.Pid())
 			if err != nil {
 				return err
@@ -70,9 +80,12 @@ func (r *runner) presence() error {
 		vsPresenceOff(pair(load, "broker main-thread CPU per connect, presence on vs off", "dur", main[on], main[off], nil)),
 		vsPresenceOff(pair(load, "connects/s, presence on vs off", "/s", floats(res[on], opResult.rate), floats(res[off], opResult.rate), nil)),
 		vsPresenceOff(pair(load, "CONNACK latency p99, presence on vs off", "dur", floats(res[on], func(o opResult) float64 { return o.p(0.99) }), floats(res[off], func(o opResult) float64 { return o.p(0.99) }), nil)),
+		vsPresenceOff(pair(load, "broker CPU per connect, presence on without events vs off", "dur", floats(res[quiet], opResult.cpuPerOp), floats(res[off], opResult.cpuPerOp), nil)),
+		vsPresenceOff(pair(load, "broker main-thread CPU per connect, presence on without events vs off", "dur", main[quiet], main[off], nil)),
 	)
-	on.Stop()
-	off.Stop()
+	for _, b := range brokers {
+		b.Stop()
+	}
 	return r.churn(dsn, agents[:cfg.ChurnAgents])
 }
 
@@ -100,6 +113,9 @@ func (r *runner) churn(dsn string, agents []Agent) error {
 	}
 	st0, err := presenceStatements(r.ctx, dsn)
 	if err != nil {
+		return err
+	}
+	if err := r.ctx.Err(); err != nil {
 		return err
 	}
 	o, err := connectStorm(b, agents, cfg.ChurnWorkers, cfg.ChurnDur)
