@@ -18,6 +18,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -164,6 +165,14 @@ type Recorder struct {
 	spareRaw     []rawEvent // the other buffer of raw, swapped by renderEvents (no allocation per round)
 	spareQueue   []queued   // the other buffer of queue, swapped by flush
 	events       []Event    // events rendered, waiting for a TICK
+	eventBufs    [][]byte   // the buffers events point into
+	// Handed to the broker's thread by TakeEvents, and recycled by Published once it has published them.
+	handedEvents []Event
+	handedBufs   [][]byte
+	freeEvents   []Event
+	freeBufs     [][]byte
+	spareBufList [][]byte
+	renderOut    []Event // renderEvents' scratch (writer only)
 	lastWrite    time.Time
 
 	dropped       atomic.Int64
@@ -431,14 +440,23 @@ func (r *Recorder) renderEvents() {
 		r.mu.Unlock()
 		return
 	}
-	// One buffer holds every topic and payload of this round, and is never written again once rendered
-	// (the broker copies each when it publishes): no allocation per event.
+	// One buffer holds every topic and payload of this round, and is not written again until the broker's
+	// thread has published them (the broker copies each) and handed the buffer back with Published: no
+	// allocation per event, nor per round once the buffers have grown.
 	size := 0
 	for _, e := range raw {
 		size += len(EventTopicPrefix) + 160 + len(r.cfg.Broker) + 2*len(e.agent) + len(e.clientID)
 	}
-	buf := make([]byte, 0, size)
-	out := make([]Event, len(raw))
+	var buf []byte
+	r.mu.Lock()
+	if n := len(r.freeBufs); n > 0 {
+		buf, r.freeBufs = r.freeBufs[n-1], r.freeBufs[:n-1]
+	}
+	r.mu.Unlock()
+	if cap(buf) < size {
+		buf = make([]byte, 0, size)
+	}
+	out := slices.Grow(r.renderOut[:0], len(raw))[:len(raw)]
 	for i, e := range raw {
 		start := len(buf)
 		buf = append(buf, EventTopicPrefix...)
@@ -452,10 +470,19 @@ func (r *Recorder) renderEvents() {
 	clear(raw)
 	r.mu.Lock()
 	r.events = append(r.events, out...)
+	r.eventBufs = append(r.eventBufs, buf)
 	r.spareRaw = raw[:0]
 	r.mu.Unlock()
+	clear(out)
+	r.renderOut = out[:0]
 	r.cfg.RequestTick()
 }
+
+// The buffers Published keeps for reuse: how many, and how large each may be.
+const (
+	maxFreeEventBufs = 4
+	maxEventBufSize  = 1 << 20
+)
 
 // TakeEvents hands over the rendered events, oldest first. Broker's thread (TICK).
 func (r *Recorder) TakeEvents() []Event {
@@ -465,8 +492,34 @@ func (r *Recorder) TakeEvents() []Event {
 		return nil
 	}
 	out := r.events
-	r.events = nil
+	r.handedEvents, r.handedBufs = out, r.eventBufs
+	r.events, r.freeEvents = r.freeEvents, nil
+	r.eventBufs, r.spareBufList = r.spareBufList, nil
 	return out
+}
+
+// Published tells the recorder that the events TakeEvents handed over last are published: their
+// buffers may be reused. Until then they are never written. Broker's thread (TICK).
+func (r *Recorder) Published() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.handedEvents == nil {
+		return
+	}
+	clear(r.handedEvents)
+	if r.freeEvents == nil {
+		r.freeEvents = r.handedEvents[:0]
+	}
+	for _, b := range r.handedBufs {
+		if len(r.freeBufs) < maxFreeEventBufs && cap(b) <= maxEventBufSize {
+			r.freeBufs = append(r.freeBufs, b[:0])
+		}
+	}
+	clear(r.handedBufs)
+	if r.spareBufList == nil {
+		r.spareBufList = r.handedBufs[:0]
+	}
+	r.handedEvents, r.handedBufs = nil, nil
 }
 
 // Stats are the recorder's counters.

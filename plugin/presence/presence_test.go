@@ -511,3 +511,63 @@ func TestRecordingAllocatesNothing(t *testing.T) {
 		t.Fatalf("a session allocates %.1f times on the broker's thread; want 0", n)
 	}
 }
+
+// The hand-written time format agrees with time.Format on every kind of instant.
+func TestAppendAtMatchesTimeFormat(t *testing.T) {
+	for _, at := range []time.Time{
+		time.Date(2026, 1, 2, 3, 4, 5, 678_900_000, time.FixedZone("x", 3600)),
+		time.Date(1999, 12, 31, 23, 59, 59, 999_999_999, time.UTC),
+		time.Date(2030, 10, 10, 10, 10, 10, 1_000_000, time.UTC),
+		time.Date(5, 1, 1, 0, 0, 0, 0, time.UTC),
+		time.Date(12345, 1, 1, 0, 0, 0, 0, time.UTC),
+		time.Unix(0, 0),
+	} {
+		if got, want := string(appendAt(nil, at)), at.UTC().Format(atFormat); got != want {
+			t.Errorf("%v: %s, want %s", at, got, want)
+		}
+	}
+}
+
+// Rendering and handing over events reuses the buffers the broker's thread has published from: a steady
+// flow of sessions and events allocates nothing, on the broker's thread or in the writer's rendering.
+func TestEventRoundsAllocateNothing(t *testing.T) {
+	r, _, _ := newTest(t, nil)
+	addr := netip.MustParseAddr("192.0.2.7")
+	ids := make([]string, 16)
+	for i := range ids {
+		ids[i] = fmt.Sprint("agent-", i)
+	}
+	round := func() {
+		for i, id := range ids {
+			r.Connected(uintptr(i+1), KindAgent, id, id, "mqtt3.1.1", addr)
+			r.Disconnected(uintptr(i + 1))
+		}
+		r.renderEvents()
+		evs := r.TakeEvents()
+		if len(evs) != 2*len(ids) || !strings.HasPrefix(string(evs[0].CTopic), evs[0].Topic+"\x00") {
+			t.Fatalf("%d events, first topic %q", len(evs), evs[0].CTopic)
+		}
+		r.Published()
+		r.mu.Lock()
+		r.queue = r.queue[:0] // as the writer takes it
+		r.mu.Unlock()
+	}
+	for range 4 {
+		round()
+	}
+	if n := testing.AllocsPerRun(200, round); n != 0 {
+		t.Fatalf("a round of %d sessions and their events allocates %.1f times; want 0", len(ids), n)
+	}
+	// Events handed over and not yet published are never overwritten by a later round.
+	r.Connected(1, KindAgent, "u-a", "c-a", "mqtt5", addr)
+	r.renderEvents()
+	pending := r.TakeEvents() // not published
+	want := string(pending[0].Payload)
+	r.Connected(2, KindAgent, "u-b", "c-b", "mqtt5", addr)
+	r.renderEvents()
+	next := r.TakeEvents()
+	if string(pending[0].Payload) != want || pending[0].Topic != "iotauth/presence/agents/u-a" ||
+		!strings.Contains(string(next[0].Payload), "u-b") {
+		t.Fatalf("events overwritten: %s %s / %s", pending[0].Topic, pending[0].Payload, next[0].Payload)
+	}
+}
