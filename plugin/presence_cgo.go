@@ -29,6 +29,7 @@ import "C"
 
 import (
 	"net/netip"
+	"strings"
 	"unsafe"
 )
 
@@ -42,7 +43,12 @@ func clientInfo(client uintptr) (int, netip.Addr) {
 	if p == nil || n == 0 {
 		return v, netip.Addr{}
 	}
-	a, err := netip.ParseAddr(unsafe.String((*byte)(unsafe.Pointer(p)), int(n)))
+	text := unsafe.String((*byte)(unsafe.Pointer(p)), int(n))
+	if strings.IndexByte(text, '%') >= 0 {
+		// A zone is kept by the parsed address (interned): it must not point into the broker's memory.
+		text = strings.Clone(text)
+	}
+	a, err := netip.ParseAddr(text)
 	if err != nil {
 		return v, netip.Addr{}
 	}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -116,7 +117,8 @@ func (in *instance) publishPresence() {
 	}
 	for _, ev := range evs {
 		if !brokerPublish(ev.CTopic, ev.Payload) {
-			in.log.Warn("presence: the broker refused to publish a lifecycle event (out of memory?)", "topic", ev.Topic)
+			// A copy: the event's buffer is reused once published, and log lines may wait for the next TICK.
+			in.log.Warn("presence: the broker refused to publish a lifecycle event (out of memory?)", "topic", strings.Clone(ev.Topic))
 		}
 	}
 	in.presence.Published() // the broker copied them: their buffers may be reused

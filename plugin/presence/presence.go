@@ -111,7 +111,8 @@ type Config struct {
 }
 
 // Event is a lifecycle event to publish on the broker's thread. CTopic is Topic followed by a NUL byte, so
-// that C can read it in place.
+// that C can read it in place. All three share a buffer that is reused once Published is called: copy
+// what must outlive the publish.
 type Event struct {
 	Topic   string
 	CTopic  []byte
