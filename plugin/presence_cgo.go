@@ -8,14 +8,22 @@ package main
 #include <mosquitto_broker.h>
 
 // One call for what presence needs at a connect: the protocol version, and the address the broker holds
-// for the client (its own string, valid while the client is) with its length.
-static int iotauth_client_info(uintptr_t client, const char **addr, size_t *addr_len)
+// for the client (its own string, valid while the client is) with its length. Returned by value, so that
+// Go passes no pointer of its own (which would escape to its heap at every connect).
+struct iotauth_client_info {
+	const char *addr;
+	size_t addr_len;
+	int protocol;
+};
+
+static struct iotauth_client_info iotauth_client_info(uintptr_t client)
 {
 	const struct mosquitto *c = (const struct mosquitto *)client;
-	const char *a = mosquitto_client_address(c);
-	*addr = a;
-	*addr_len = a ? strlen(a) : 0;
-	return mosquitto_client_protocol_version(c);
+	struct iotauth_client_info info;
+	info.addr = mosquitto_client_address(c);
+	info.addr_len = info.addr ? strlen(info.addr) : 0;
+	info.protocol = mosquitto_client_protocol_version(c);
+	return info;
 }
 
 // The broker copies topic (NUL-terminated) and payload; QoS 1, not retained, from the broker itself (no
@@ -37,13 +45,12 @@ import (
 // broker has none), from one call into the broker and without allocating: the address is parsed in place.
 // Main thread only.
 func clientInfo(client uintptr) (int, netip.Addr) {
-	var p *C.char
-	var n C.size_t
-	v := int(C.iotauth_client_info(C.uintptr_t(client), &p, &n))
-	if p == nil || n == 0 {
+	info := C.iotauth_client_info(C.uintptr_t(client))
+	v := int(info.protocol)
+	if info.addr == nil || info.addr_len == 0 {
 		return v, netip.Addr{}
 	}
-	text := unsafe.String((*byte)(unsafe.Pointer(p)), int(n))
+	text := unsafe.String((*byte)(unsafe.Pointer(info.addr)), int(info.addr_len))
 	if strings.IndexByte(text, '%') >= 0 {
 		// A zone is kept by the parsed address (interned): it must not point into the broker's memory.
 		text = strings.Clone(text)
