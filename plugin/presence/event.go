@@ -22,13 +22,30 @@ func appendEvent(buf []byte, event, agent, clientID, broker string, at time.Time
 	buf = append(buf, `,"broker":`...)
 	buf = appendJSONString(buf, broker)
 	buf = append(buf, `,"at":"`...)
-	buf = at.UTC().AppendFormat(buf, atFormat)
+	buf = appendAt(buf, at)
 	buf = append(buf, '"')
 	if reason != "" {
 		buf = append(buf, `,"reason":`...)
 		buf = appendJSONString(buf, string(reason))
 	}
 	return append(buf, '}')
+}
+
+// appendAt appends at in atFormat, by hand: time.AppendFormat parses its layout at every call, which was
+// the largest part of rendering an event.
+func appendAt(buf []byte, at time.Time) []byte {
+	at = at.UTC()
+	y, mo, d := at.Date()
+	h, mi, sec := at.Clock()
+	if y < 0 || y > 9999 {
+		return at.AppendFormat(buf, atFormat)
+	}
+	ms := at.Nanosecond() / 1e6
+	buf = append(buf, byte('0'+y/1000), byte('0'+y/100%10), byte('0'+y/10%10), byte('0'+y%10), '-',
+		byte('0'+int(mo)/10), byte('0'+int(mo)%10), '-', byte('0'+d/10), byte('0'+d%10), 'T',
+		byte('0'+h/10), byte('0'+h%10), ':', byte('0'+mi/10), byte('0'+mi%10), ':', byte('0'+sec/10), byte('0'+sec%10), '.',
+		byte('0'+ms/100), byte('0'+ms/10%10), byte('0'+ms%10), 'Z')
+	return buf
 }
 
 // appendJSONString appends s as a JSON string. Valid UTF-8 is copied with only '"', '\\' and control

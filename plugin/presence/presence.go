@@ -17,10 +17,13 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/netip"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
+	"unsafe"
 
 	"github.com/iotauth/iotauth/plugin/auth"
 )
@@ -76,6 +79,7 @@ type Row struct {
 // Store is what the recorder needs from PostgreSQL (the plugin adapts package store to it).
 type Store interface {
 	PresenceStart(ctx context.Context, broker, incarnation string, timeout time.Duration) (int64, error)
+	// PresenceWrite writes rows; it must not keep rows (nor what their pointers point to) once it returns.
 	PresenceWrite(ctx context.Context, broker, incarnation string, rows []Row) error
 	// PresenceHeartbeat reports owned false when the broker's row names another incarnation: another
 	// broker started with the same id since.
@@ -90,7 +94,7 @@ type Config struct {
 	Events  bool          // queue agents' lifecycle events for MQTT (plugin_opt_presence_events)
 	Store   Store
 	// BatchSize and FlushEvery: a batch is written once it holds BatchSize rows or its oldest row waited
-	// FlushEvery (defaults 100 and 250 ms). MaxBatch bounds the rows of one statement (default 1000).
+	// FlushEvery (defaults 1000 and 250 ms). MaxBatch bounds the rows of one statement (default 1000).
 	BatchSize  int
 	FlushEvery time.Duration
 	MaxBatch   int
@@ -106,14 +110,29 @@ type Config struct {
 	Log *slog.Logger
 }
 
-// Event is a lifecycle event to publish on the broker's thread.
+// Event is a lifecycle event to publish on the broker's thread. CTopic is Topic followed by a NUL byte, so
+// that C can read it in place. All three share a buffer that is reused once Published is called: copy
+// what must outlive the publish.
 type Event struct {
 	Topic   string
+	CTopic  []byte
 	Payload []byte
 }
 
+// rec is a session as the broker's thread records it: fixed-size values and strings the session already
+// holds, so that recording one allocates nothing. The writer turns it into a Row.
+type rec struct {
+	seq                       int64
+	kind, principal, clientID string
+	protocol                  string // one of Protocol's constants
+	remote                    netip.Addr
+	connectedAt               time.Time
+	end                       time.Time // set with reason
+	reason                    Reason    // "" while the session is live
+}
+
 type entry struct {
-	row      Row
+	row      rec
 	client   uintptr
 	reason   Reason // set before the end: a kick or a takeover that is under way
 	reasonAt int64  // the kick's or takeover's generation, to tell a stale one
@@ -123,7 +142,7 @@ type entry struct {
 const maxSpareEntries = 1024
 
 type queued struct {
-	row Row
+	row rec
 	at  time.Time // when the event happened (monotonic): for the write lag
 }
 
@@ -147,6 +166,14 @@ type Recorder struct {
 	spareRaw     []rawEvent // the other buffer of raw, swapped by renderEvents (no allocation per round)
 	spareQueue   []queued   // the other buffer of queue, swapped by flush
 	events       []Event    // events rendered, waiting for a TICK
+	eventBufs    [][]byte   // the buffers events point into
+	// Handed to the broker's thread by TakeEvents, and recycled by Published once it has published them.
+	handedEvents []Event
+	handedBufs   [][]byte
+	freeEvents   []Event
+	freeBufs     [][]byte
+	spareBufList [][]byte
+	renderOut    []Event // renderEvents' scratch (writer only)
 	lastWrite    time.Time
 
 	dropped       atomic.Int64
@@ -157,7 +184,8 @@ type Recorder struct {
 	// The writer's scratch space, reused between batches (writer only, under writing).
 	scratchRows    []Row
 	scratchAt      map[int64]int
-	replacedWarned time.Time // when the last "another broker has this id" error was logged
+	addrs          map[netip.Addr]string // remote addresses as text, so that a returning client costs no allocation
+	replacedWarned time.Time             // when the last "another broker has this id" error was logged
 }
 
 // New makes a recorder with a fresh incarnation.
@@ -169,7 +197,7 @@ func New(cfg Config) (*Recorder, error) {
 		cfg.Timeout = 30 * time.Second
 	}
 	if cfg.BatchSize <= 0 {
-		cfg.BatchSize = 100
+		cfg.BatchSize = 1000
 	}
 	if cfg.FlushEvery <= 0 {
 		cfg.FlushEvery = 250 * time.Millisecond
@@ -262,12 +290,14 @@ func KindOf(s *auth.Session) (kind, id string) {
 }
 
 // Connected records client's new session. A live session of the same client id on another handle is
-// being taken over: its end, when it comes, reads takeover. Broker's thread.
-func (r *Recorder) Connected(client uintptr, kind, principal, clientID, protocol, remote string) {
+// being taken over: its end, when it comes, reads takeover. remote is the client's IP address (the zero
+// Addr when unknown). Broker's thread; it allocates nothing once the recorder's buffers have grown.
+func (r *Recorder) Connected(client uintptr, kind, principal, clientID, protocol string, remote netip.Addr) {
 	now := r.cfg.Now()
 	r.mu.Lock()
+	before := len(r.queue)
 	if old := r.live[client]; old != nil {
-		if old.row.ClientID == clientID && old.row.Principal == principal && old.row.Kind == kind {
+		if old.row.clientID == clientID && old.row.principal == principal && old.row.kind == kind {
 			r.mu.Unlock()
 			return // Mosquitto re-checking a live client
 		}
@@ -283,13 +313,13 @@ func (r *Recorder) Connected(client uintptr, kind, principal, clientID, protocol
 	} else {
 		e = new(entry)
 	}
-	*e = entry{client: client, row: Row{Seq: r.seq, Kind: kind, Principal: principal, ClientID: clientID,
-		Protocol: protocol, Remote: remote, ConnectedAt: now}}
+	*e = entry{client: client, row: rec{seq: r.seq, kind: kind, principal: principal, clientID: clientID,
+		protocol: protocol, remote: remote, connectedAt: now}}
 	r.live[client] = e
 	r.byClientID[clientID] = e
 	r.pushLocked(e.row, now)
 	r.eventLocked(e.row, "connected", now, "")
-	full := len(r.queue) >= r.cfg.BatchSize
+	full := before < r.cfg.BatchSize && len(r.queue) >= r.cfg.BatchSize
 	r.mu.Unlock()
 	r.afterPush(full)
 }
@@ -300,7 +330,7 @@ func (r *Recorder) Connected(client uintptr, kind, principal, clientID, protocol
 func (r *Recorder) Kicking(clientID, principal string, reason error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if e := r.byClientID[clientID]; e != nil && e.row.Principal == principal && e.reason == "" {
+	if e := r.byClientID[clientID]; e != nil && e.row.principal == principal && e.reason == "" {
 		e.reason = KickReason(reason)
 	}
 }
@@ -326,12 +356,13 @@ func (r *Recorder) Disconnected(client uintptr) {
 		r.mu.Unlock()
 		return
 	}
+	before := len(r.queue)
 	reason := e.reason
 	if reason == "" {
 		reason = Client
 	}
 	r.endLocked(e, now, reason)
-	full := len(r.queue) >= r.cfg.BatchSize
+	full := before < r.cfg.BatchSize && len(r.queue) >= r.cfg.BatchSize
 	r.mu.Unlock()
 	r.afterPush(full)
 }
@@ -339,15 +370,15 @@ func (r *Recorder) Disconnected(client uintptr) {
 // endLocked ends e at now (never before its start, whatever the clock did) and queues the end.
 func (r *Recorder) endLocked(e *entry, now time.Time, reason Reason) {
 	delete(r.live, e.client)
-	if r.byClientID[e.row.ClientID] == e {
-		delete(r.byClientID, e.row.ClientID)
+	if r.byClientID[e.row.clientID] == e {
+		delete(r.byClientID, e.row.clientID)
 	}
 	end := now
-	if end.Before(e.row.ConnectedAt) {
-		end = e.row.ConnectedAt
+	if end.Before(e.row.connectedAt) {
+		end = e.row.connectedAt
 	}
 	row := e.row
-	row.DisconnectedAt, row.Reason = &end, string(reason)
+	row.end, row.reason = end, reason
 	r.pushLocked(row, now)
 	r.eventLocked(row, "disconnected", end, reason)
 	*e = entry{}
@@ -356,7 +387,7 @@ func (r *Recorder) endLocked(e *entry, now time.Time, reason Reason) {
 	}
 }
 
-func (r *Recorder) pushLocked(row Row, now time.Time) {
+func (r *Recorder) pushLocked(row rec, now time.Time) {
 	if len(r.queue) >= r.cfg.MaxQueue {
 		r.dropped.Add(1)
 		r.dirty = true
@@ -365,8 +396,9 @@ func (r *Recorder) pushLocked(row Row, now time.Time) {
 	r.queue = append(r.queue, queued{row: row, at: now})
 }
 
-// afterPush wakes the writer once a batch is full. Events wait for the writer's next round, which
-// renders them off the broker's thread.
+// afterPush wakes the writer when a push made the batch full: once per batch, not once per row (a queue
+// that stays above the size, after a failed write, is taken by the writer's next tick). Events wait for
+// the writer's next round, which renders them off the broker's thread.
 func (r *Recorder) afterPush(full bool) {
 	if full {
 		select {
@@ -386,15 +418,15 @@ type rawEvent struct {
 // eventLocked queues an agent's lifecycle event for MQTT (nothing when events are off or it is not an
 // agent's session: application keys and short-lived credentials are REST only). Never a key, password,
 // remote address or token.
-func (r *Recorder) eventLocked(row Row, event string, at time.Time, reason Reason) {
-	if !r.cfg.Events || row.Kind != KindAgent {
+func (r *Recorder) eventLocked(row rec, event string, at time.Time, reason Reason) {
+	if !r.cfg.Events || row.kind != KindAgent {
 		return
 	}
 	if len(r.raw)+len(r.events) >= r.cfg.MaxEvents {
 		r.eventsDropped.Add(1)
 		return
 	}
-	r.raw = append(r.raw, rawEvent{event: event, agent: row.Principal, clientID: row.ClientID, at: at, reason: reason})
+	r.raw = append(r.raw, rawEvent{event: event, agent: row.principal, clientID: row.clientID, at: at, reason: reason})
 }
 
 // renderEvents encodes the queued events (off the broker's thread) and asks for a TICK to publish them.
@@ -409,21 +441,49 @@ func (r *Recorder) renderEvents() {
 		r.mu.Unlock()
 		return
 	}
-	// One buffer holds every payload of this round (the broker copies each when it publishes).
-	buf := make([]byte, 0, len(raw)*(200+len(r.cfg.Broker)))
-	out := make([]Event, len(raw))
+	// One buffer holds every topic and payload of this round, and is not written again until the broker's
+	// thread has published them (the broker copies each) and handed the buffer back with Published: no
+	// allocation per event, nor per round once the buffers have grown.
+	size := 0
+	for _, e := range raw {
+		size += len(EventTopicPrefix) + 160 + len(r.cfg.Broker) + 2*len(e.agent) + len(e.clientID)
+	}
+	var buf []byte
+	r.mu.Lock()
+	if n := len(r.freeBufs); n > 0 {
+		buf, r.freeBufs = r.freeBufs[n-1], r.freeBufs[:n-1]
+	}
+	r.mu.Unlock()
+	if cap(buf) < size {
+		buf = make([]byte, 0, size)
+	}
+	out := slices.Grow(r.renderOut[:0], len(raw))[:len(raw)]
 	for i, e := range raw {
 		start := len(buf)
+		buf = append(buf, EventTopicPrefix...)
+		buf = append(buf, e.agent...)
+		buf = append(buf, 0)
+		mid := len(buf)
 		buf = appendEvent(buf, e.event, e.agent, e.clientID, r.cfg.Broker, e.at, e.reason)
-		out[i] = Event{Topic: EventTopicPrefix + e.agent, Payload: buf[start:len(buf):len(buf)]}
+		// Sliced once this event is complete, in case an append moved buf (earlier events keep the old one).
+		out[i] = Event{Topic: unsafe.String(&buf[start], mid-1-start), CTopic: buf[start:mid:mid], Payload: buf[mid:len(buf):len(buf)]}
 	}
 	clear(raw)
 	r.mu.Lock()
 	r.events = append(r.events, out...)
+	r.eventBufs = append(r.eventBufs, buf)
 	r.spareRaw = raw[:0]
 	r.mu.Unlock()
+	clear(out)
+	r.renderOut = out[:0]
 	r.cfg.RequestTick()
 }
+
+// The buffers Published keeps for reuse: how many, and how large each may be.
+const (
+	maxFreeEventBufs = 4
+	maxEventBufSize  = 1 << 20
+)
 
 // TakeEvents hands over the rendered events, oldest first. Broker's thread (TICK).
 func (r *Recorder) TakeEvents() []Event {
@@ -433,8 +493,34 @@ func (r *Recorder) TakeEvents() []Event {
 		return nil
 	}
 	out := r.events
-	r.events = nil
+	r.handedEvents, r.handedBufs = out, r.eventBufs
+	r.events, r.freeEvents = r.freeEvents, nil
+	r.eventBufs, r.spareBufList = r.spareBufList, nil
 	return out
+}
+
+// Published tells the recorder that the events TakeEvents handed over last are published: their
+// buffers may be reused. Until then they are never written. Broker's thread (TICK).
+func (r *Recorder) Published() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.handedEvents == nil {
+		return
+	}
+	clear(r.handedEvents)
+	if r.freeEvents == nil {
+		r.freeEvents = r.handedEvents[:0]
+	}
+	for _, b := range r.handedBufs {
+		if len(r.freeBufs) < maxFreeEventBufs && cap(b) <= maxEventBufSize {
+			r.freeBufs = append(r.freeBufs, b[:0])
+		}
+	}
+	clear(r.handedBufs)
+	if r.spareBufList == nil {
+		r.spareBufList = r.handedBufs[:0]
+	}
+	r.handedEvents, r.handedBufs = nil, nil
 }
 
 // Stats are the recorder's counters.
@@ -568,15 +654,16 @@ func (r *Recorder) write(ctx context.Context, batch []queued) error {
 	}
 	at := r.scratchAt
 	clear(at)
-	for _, q := range batch {
-		if i, ok := at[q.row.Seq]; ok {
-			if q.row.DisconnectedAt != nil {
-				rows[i] = q.row
+	for j := range batch {
+		q := &batch[j]
+		if i, ok := at[q.row.seq]; ok {
+			if q.row.reason != "" {
+				rows[i] = r.rowOf(&q.row)
 			}
 			continue
 		}
-		at[q.row.Seq] = len(rows)
-		rows = append(rows, q.row)
+		at[q.row.seq] = len(rows)
+		rows = append(rows, r.rowOf(&q.row))
 	}
 	c, cancel := context.WithTimeout(ctx, r.cfg.DBTimeout)
 	defer cancel()
@@ -599,6 +686,35 @@ func (r *Recorder) write(ctx context.Context, batch []queued) error {
 	return nil
 }
 
+// rowOf is s as a Row; its DisconnectedAt points into s. Writer only (under writing).
+func (r *Recorder) rowOf(s *rec) Row {
+	row := Row{Seq: s.seq, Kind: s.kind, Principal: s.principal, ClientID: s.clientID, Protocol: s.protocol,
+		Remote: r.addrString(s.remote), ConnectedAt: s.connectedAt}
+	if s.reason != "" {
+		row.DisconnectedAt, row.Reason = &s.end, string(s.reason)
+	}
+	return row
+}
+
+// maxAddrs bounds the writer's cache of address strings.
+const maxAddrs = 4096
+
+// addrString is a as text ("" for the zero Addr), from a bounded cache. Writer only (under writing).
+func (r *Recorder) addrString(a netip.Addr) string {
+	if !a.IsValid() {
+		return ""
+	}
+	if s, ok := r.addrs[a]; ok {
+		return s
+	}
+	if r.addrs == nil || len(r.addrs) >= maxAddrs {
+		r.addrs = make(map[netip.Addr]string, 64)
+	}
+	s := a.String()
+	r.addrs[a] = s
+	return s
+}
+
 // reconcile runs after rows were dropped: it writes what is queued, then makes the database hold exactly
 // the live table as it was when the queue was taken (sessions whose end was dropped close now, reason
 // error; those whose start was dropped are written). Rows queued since follow in later batches.
@@ -608,7 +724,8 @@ func (r *Recorder) reconcile(ctx context.Context) error {
 	r.queue = nil
 	live := make([]Row, 0, len(r.live))
 	for _, e := range r.live {
-		live = append(live, e.row)
+		row := e.row
+		live = append(live, r.rowOf(&row))
 	}
 	r.dirty = false
 	r.mu.Unlock()

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"strings"
 	"sync"
 	"testing"
@@ -63,6 +64,10 @@ func (f *fakeStore) PresenceWrite(_ context.Context, _, _ string, rows []Row) er
 		seen[r.Seq] = true
 		if old, ok := f.rows[r.Seq]; ok && (old.DisconnectedAt != nil || r.DisconnectedAt == nil) {
 			continue
+		}
+		if r.DisconnectedAt != nil { // rows are the caller's once the call returns
+			end := *r.DisconnectedAt
+			r.DisconnectedAt = &end
 		}
 		f.rows[r.Seq] = r
 	}
@@ -147,17 +152,17 @@ func step(t *testing.T, r *Recorder) {
 func TestBatchesByCountAndByAge(t *testing.T) {
 	r, fs, c := newTest(t, nil)
 	step(t, r) // the first heartbeat
-	for i := range 99 {
-		r.Connected(uintptr(i+1), KindAgent, "a", fmt.Sprint("c", i), "mqtt5", "127.0.0.1")
+	for i := range 999 {
+		r.Connected(uintptr(i+1), KindAgent, "a", fmt.Sprint("c", i), "mqtt5", netip.MustParseAddr("127.0.0.1"))
 	}
 	step(t, r)
 	if fs.statements != 0 {
-		t.Fatalf("99 fresh rows were written (%d statements); want them held for 250 ms or 100 rows", fs.statements)
+		t.Fatalf("999 fresh rows were written (%d statements); want them held for 250 ms or 1000 rows", fs.statements)
 	}
-	r.Connected(100, KindAgent, "a", "c99", "mqtt5", "127.0.0.1")
+	r.Connected(1000, KindAgent, "a", "c999", "mqtt5", netip.MustParseAddr("127.0.0.1"))
 	step(t, r)
-	if fs.statements != 1 || len(fs.open()) != 100 {
-		t.Fatalf("100 rows: %d statements, %d open rows; want 1 and 100", fs.statements, len(fs.open()))
+	if fs.statements != 1 || len(fs.open()) != 1000 {
+		t.Fatalf("1000 rows: %d statements, %d open rows; want 1 and 1000", fs.statements, len(fs.open()))
 	}
 	r.Disconnected(1)
 	c.Add(249 * time.Millisecond)
@@ -177,7 +182,7 @@ func TestBatchesByCountAndByAge(t *testing.T) {
 
 func TestStartAndEndInOneBatchAreOneRow(t *testing.T) {
 	r, fs, c := newTest(t, nil)
-	r.Connected(1, KindAgent, "a", "c", "mqtt3.1.1", "10.0.0.1")
+	r.Connected(1, KindAgent, "a", "c", "mqtt3.1.1", netip.MustParseAddr("10.0.0.1"))
 	c.Add(time.Second)
 	r.Disconnected(1)
 	step(t, r) // the store refuses a seq twice in one statement
@@ -189,16 +194,16 @@ func TestStartAndEndInOneBatchAreOneRow(t *testing.T) {
 
 func TestTakeoverAndKickReasons(t *testing.T) {
 	r, fs, _ := newTest(t, nil)
-	r.Connected(1, KindAgent, "a", "cid", "mqtt5", "")
-	r.Connected(2, KindAgent, "a", "cid", "mqtt5", "") // same client id, another handle
-	r.Disconnected(1)                                  // the broker closes the old one
-	r.Connected(3, KindAgent, "b", "cid-b", "mqtt5", "")
+	r.Connected(1, KindAgent, "a", "cid", "mqtt5", netip.Addr{})
+	r.Connected(2, KindAgent, "a", "cid", "mqtt5", netip.Addr{}) // same client id, another handle
+	r.Disconnected(1)                                            // the broker closes the old one
+	r.Connected(3, KindAgent, "b", "cid-b", "mqtt5", netip.Addr{})
 	r.Kicking("cid-b", "b", fmt.Errorf("recheck: %w", auth.ErrAgentDisabled))
 	r.Disconnected(3)
-	r.Connected(4, KindApp, "k", "cid-k", "mqtt5", "")
+	r.Connected(4, KindApp, "k", "cid-k", "mqtt5", netip.Addr{})
 	r.Kicking("cid-k", "k", auth.ErrRevoked)
 	r.Disconnected(4)
-	r.Connected(5, KindToken, "s", "cid-t", "mqtt5", "")
+	r.Connected(5, KindToken, "s", "cid-t", "mqtt5", netip.Addr{})
 	r.Kicking("cid-t", "s", auth.ErrTokenExpired)
 	r.Kicking("cid-t", "someone-else", auth.ErrRevoked) // another principal's name: ignored
 	r.Disconnected(5)
@@ -218,7 +223,7 @@ func TestTakeoverAndKickReasons(t *testing.T) {
 
 func TestEndNeverBeforeStartWhenTheClockStepsBack(t *testing.T) {
 	r, fs, c := newTest(t, nil)
-	r.Connected(1, KindAgent, "a", "c", "mqtt5", "")
+	r.Connected(1, KindAgent, "a", "c", "mqtt5", netip.Addr{})
 	c.Add(-time.Hour)
 	r.Disconnected(1)
 	_ = r.flush(context.Background(), true)
@@ -231,7 +236,7 @@ func TestEndNeverBeforeStartWhenTheClockStepsBack(t *testing.T) {
 func TestBoundedQueueDropsThenReconciles(t *testing.T) {
 	r, fs, c := newTest(t, func(c *Config) { c.MaxQueue = 10 })
 	for i := 1; i <= 6; i++ {
-		r.Connected(uintptr(i), KindAgent, "a", fmt.Sprint("c", i), "mqtt5", "")
+		r.Connected(uintptr(i), KindAgent, "a", fmt.Sprint("c", i), "mqtt5", netip.Addr{})
 	}
 	step(t, r)
 	c.Add(time.Second)
@@ -247,7 +252,7 @@ func TestBoundedQueueDropsThenReconciles(t *testing.T) {
 		r.Disconnected(uintptr(i))
 	}
 	for i := 7; i <= 26; i++ {
-		r.Connected(uintptr(i), KindAgent, "a", fmt.Sprint("c", i), "mqtt5", "")
+		r.Connected(uintptr(i), KindAgent, "a", fmt.Sprint("c", i), "mqtt5", netip.Addr{})
 	}
 	c.Add(time.Second)
 	if err := r.Step(context.Background()); err == nil {
@@ -307,9 +312,9 @@ func TestStartRetriedByStep(t *testing.T) {
 func TestEventsForAgentsOnly(t *testing.T) {
 	ticks := 0
 	r, _, c := newTest(t, func(cfg *Config) { cfg.RequestTick = func() { ticks++ } })
-	r.Connected(1, KindAgent, "u-1", "agent-u-1", "mqtt5", "192.0.2.1")
-	r.Connected(2, KindApp, "k", "svc", "mqtt5", "")
-	r.Connected(3, KindToken, "s", "tok", "mqtt5", "")
+	r.Connected(1, KindAgent, "u-1", "agent-u-1", "mqtt5", netip.MustParseAddr("192.0.2.1"))
+	r.Connected(2, KindApp, "k", "svc", "mqtt5", netip.Addr{})
+	r.Connected(3, KindToken, "s", "tok", "mqtt5", netip.Addr{})
 	c.Add(1500 * time.Millisecond)
 	r.Disconnected(1)
 	r.Disconnected(2)
@@ -344,7 +349,7 @@ func TestEventsForAgentsOnly(t *testing.T) {
 
 func TestEventsOff(t *testing.T) {
 	r, _, _ := newTest(t, func(cfg *Config) { cfg.Events = false })
-	r.Connected(1, KindAgent, "u", "c", "mqtt5", "")
+	r.Connected(1, KindAgent, "u", "c", "mqtt5", netip.Addr{})
 	r.renderEvents()
 	if r.TakeEvents() != nil {
 		t.Fatal("events queued with events off")
@@ -353,8 +358,8 @@ func TestEventsOff(t *testing.T) {
 
 func TestCloseEndsLiveSessionsAsShutdown(t *testing.T) {
 	r, fs, _ := newTest(t, nil)
-	r.Connected(1, KindAgent, "a", "c1", "mqtt5", "")
-	r.Connected(2, KindAgent, "b", "c2", "mqtt5", "")
+	r.Connected(1, KindAgent, "a", "c1", "mqtt5", netip.Addr{})
+	r.Connected(2, KindAgent, "b", "c2", "mqtt5", netip.Addr{})
 	if err := r.Close(context.Background()); err != nil {
 		t.Fatal(err)
 	}
@@ -404,7 +409,7 @@ func BenchmarkConnectDisconnect(b *testing.B) {
 	b.ReportAllocs()
 	for i := 0; b.Loop(); i++ {
 		id := ids[i%len(ids)]
-		r.Connected(uintptr(i%len(ids)+1), KindAgent, id, id, "mqtt3.1.1", "127.0.0.1")
+		r.Connected(uintptr(i%len(ids)+1), KindAgent, id, id, "mqtt3.1.1", netip.MustParseAddr("127.0.0.1"))
 		r.Disconnected(uintptr(i%len(ids) + 1))
 		if i%1000 == 999 {
 			r.mu.Lock()
@@ -449,7 +454,7 @@ func BenchmarkSessionsWithWriter(b *testing.B) {
 	b.ReportAllocs()
 	for i := 0; b.Loop(); i++ {
 		id := ids[i%len(ids)]
-		r.Connected(uintptr(i%len(ids)+1), KindAgent, id, id, "mqtt3.1.1", "127.0.0.1")
+		r.Connected(uintptr(i%len(ids)+1), KindAgent, id, id, "mqtt3.1.1", netip.MustParseAddr("127.0.0.1"))
 		r.Disconnected(uintptr(i%len(ids) + 1))
 		if i%50 == 49 {
 			r.renderEvents()
@@ -477,5 +482,92 @@ func TestHeartbeatReportsAnotherBrokerWithTheSameID(t *testing.T) {
 	step(t, r)
 	if !strings.Contains(logs.String(), "another broker started with this broker id") {
 		t.Fatalf("no error about the id clash: %s", logs.String())
+	}
+}
+
+// Recording a session on the broker's thread allocates nothing once the recorder's buffers have grown:
+// the Go runtime's garbage collector then has nothing of the broker thread's to collect.
+func TestRecordingAllocatesNothing(t *testing.T) {
+	r, _, _ := newTest(t, nil)
+	ids := make([]string, 64)
+	for i := range ids {
+		ids[i] = fmt.Sprint("agent-", i)
+	}
+	addr := netip.MustParseAddr("192.0.2.7")
+	i := 0
+	session := func() {
+		id := ids[i%len(ids)]
+		r.Connected(uintptr(i%len(ids)+1), KindAgent, id, id, "mqtt3.1.1", addr)
+		r.Disconnected(uintptr(i%len(ids) + 1))
+		i++
+		r.mu.Lock()
+		r.queue, r.raw = r.queue[:0], r.raw[:0] // as the writer takes them
+		r.mu.Unlock()
+	}
+	for range 2 * len(ids) {
+		session()
+	}
+	if n := testing.AllocsPerRun(1000, session); n != 0 {
+		t.Fatalf("a session allocates %.1f times on the broker's thread; want 0", n)
+	}
+}
+
+// The hand-written time format agrees with time.Format on every kind of instant.
+func TestAppendAtMatchesTimeFormat(t *testing.T) {
+	for _, at := range []time.Time{
+		time.Date(2026, 1, 2, 3, 4, 5, 678_900_000, time.FixedZone("x", 3600)),
+		time.Date(1999, 12, 31, 23, 59, 59, 999_999_999, time.UTC),
+		time.Date(2030, 10, 10, 10, 10, 10, 1_000_000, time.UTC),
+		time.Date(5, 1, 1, 0, 0, 0, 0, time.UTC),
+		time.Date(12345, 1, 1, 0, 0, 0, 0, time.UTC),
+		time.Unix(0, 0),
+	} {
+		if got, want := string(appendAt(nil, at)), at.UTC().Format(atFormat); got != want {
+			t.Errorf("%v: %s, want %s", at, got, want)
+		}
+	}
+}
+
+// Rendering and handing over events reuses the buffers the broker's thread has published from: a steady
+// flow of sessions and events allocates nothing, on the broker's thread or in the writer's rendering.
+func TestEventRoundsAllocateNothing(t *testing.T) {
+	r, _, _ := newTest(t, nil)
+	addr := netip.MustParseAddr("192.0.2.7")
+	ids := make([]string, 16)
+	for i := range ids {
+		ids[i] = fmt.Sprint("agent-", i)
+	}
+	round := func() {
+		for i, id := range ids {
+			r.Connected(uintptr(i+1), KindAgent, id, id, "mqtt3.1.1", addr)
+			r.Disconnected(uintptr(i + 1))
+		}
+		r.renderEvents()
+		evs := r.TakeEvents()
+		if len(evs) != 2*len(ids) || !strings.HasPrefix(string(evs[0].CTopic), evs[0].Topic+"\x00") {
+			t.Fatalf("%d events, first topic %q", len(evs), evs[0].CTopic)
+		}
+		r.Published()
+		r.mu.Lock()
+		r.queue = r.queue[:0] // as the writer takes it
+		r.mu.Unlock()
+	}
+	for range 4 {
+		round()
+	}
+	if n := testing.AllocsPerRun(200, round); n != 0 {
+		t.Fatalf("a round of %d sessions and their events allocates %.1f times; want 0", len(ids), n)
+	}
+	// Events handed over and not yet published are never overwritten by a later round.
+	r.Connected(1, KindAgent, "u-a", "c-a", "mqtt5", addr)
+	r.renderEvents()
+	pending := r.TakeEvents() // not published
+	want := string(pending[0].Payload)
+	r.Connected(2, KindAgent, "u-b", "c-b", "mqtt5", addr)
+	r.renderEvents()
+	next := r.TakeEvents()
+	if string(pending[0].Payload) != want || pending[0].Topic != "iotauth/presence/agents/u-a" ||
+		!strings.Contains(string(next[0].Payload), "u-b") {
+		t.Fatalf("events overwritten: %s %s / %s", pending[0].Topic, pending[0].Payload, next[0].Payload)
 	}
 }

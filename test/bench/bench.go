@@ -57,7 +57,11 @@ type Config struct {
 	MemSizes []int
 	// TokenConnects connects with short-lived credentials, one credential each, by TokenWorkers clients.
 	TokenConnects, TokenWorkers int
-	// Only restricts the run to these loads (connect, publish, storm, flood, revoke, memory, token); empty
+	// ChurnAgents connect and disconnect for ChurnDur, by ChurnWorkers clients, on a broker recording
+	// presence (part of "presence", with a connect storm on brokers with presence on and off).
+	ChurnAgents, ChurnWorkers int
+	ChurnDur                  time.Duration
+	// Only restricts the run to these loads (connect, publish, storm, flood, revoke, memory, token, presence); empty
 	// runs all.
 	Only []string
 	// Metrics adds, to the cached connect storm and the reconnect storm, a plugin broker that serves
@@ -66,7 +70,7 @@ type Config struct {
 	Metrics bool
 }
 
-// DefaultConfig is the full benchmark (about 8 minutes on 2 cores).
+// DefaultConfig is the full benchmark (about 10 minutes on 2 cores).
 func DefaultConfig() Config {
 	return Config{
 		Rounds: 3, ConnectWorkers: []int{8, 32}, ConnectDur: 4 * time.Second, ConnectPool: 2000,
@@ -75,6 +79,7 @@ func DefaultConfig() Config {
 		FloodWorkers: 8, LegitWorkers: 4, FloodDur: 4 * time.Second,
 		HammerWorkers: 8, ProbeDur: 4 * time.Second, LockDur: 5 * time.Second,
 		RevokeAgents: 200, MemSizes: []int{100_000, 1_000_000}, TokenConnects: 1000, TokenWorkers: 8,
+		ChurnAgents: 2000, ChurnWorkers: 16, ChurnDur: 60 * time.Second,
 	}
 }
 
@@ -87,6 +92,7 @@ func QuickConfig() Config {
 		FloodWorkers: 4, LegitWorkers: 2, FloodDur: 400 * time.Millisecond,
 		HammerWorkers: 4, ProbeDur: 400 * time.Millisecond, LockDur: 600 * time.Millisecond,
 		RevokeAgents: 10, MemSizes: []int{2000}, Metrics: true, TokenConnects: 80, TokenWorkers: 4,
+		ChurnAgents: 64, ChurnWorkers: 4, ChurnDur: 500 * time.Millisecond,
 	}
 }
 
@@ -173,7 +179,7 @@ func Run(ctx context.Context, env Env, cfg Config) (*Report, error) {
 		fn   func() error
 	}{
 		{"connect", r.connectAndPublish}, {"storm", r.storm}, {"flood", r.flood},
-		{"revoke", r.revoke}, {"memory", r.memory}, {"token", r.tokens},
+		{"revoke", r.revoke}, {"memory", r.memory}, {"token", r.tokens}, {"presence", r.presence},
 	}
 	for _, s := range steps {
 		if s.name != "connect" && !cfg.runs(s.name) {

@@ -74,6 +74,11 @@ func TestSmoke(t *testing.T) {
 		{"6 memory (preload on)", "bytes per cached credential (2k)", true, false},
 		{"7 short-lived credentials: 80 connects by 4 clients, one credential each", "broker CPU per connect", true, true},
 		{"7 short-lived credentials: 80 connects by 4 clients, one credential each", "connects/s", true, true},
+		{"8 presence: connect storm, 8 clients, cached", "broker CPU per connect, presence on vs off", false, true},
+		{"8 presence: connect storm, 8 clients, cached", "connects/s, presence on vs off", true, true},
+		{"8b presence churn: 64 agents connect and disconnect for 500ms, 4 clients", "sessions (connect + disconnect)", true, false},
+		{"8b presence churn: 64 agents connect and disconnect for 500ms, 4 clients", "presence write lag p99 (histogram_quantile)", true, false},
+		{"8b presence churn: 64 agents connect and disconnect for 500ms, 4 clients", "presence statements to PostgreSQL", true, false},
 	}
 	for _, w := range want {
 		row, ok := rep.Row(w.load, w.figure)

@@ -17,7 +17,17 @@ const clockTick = 100
 // ProcessCPU returns the CPU time (user + system, all threads) process pid has used so far, from fields
 // 14 and 15 of /proc/<pid>/stat.
 func ProcessCPU(pid int) (time.Duration, error) {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	return statCPU("/proc/"+strconv.Itoa(pid)+"/stat", pid)
+}
+
+// ThreadCPU is the CPU time (user + system) thread tid of process pid has used so far. The thread whose
+// id is the pid is Mosquitto's main thread, where it serves every client and calls the plugin.
+func ThreadCPU(pid, tid int) (time.Duration, error) {
+	return statCPU("/proc/"+strconv.Itoa(pid)+"/task/"+strconv.Itoa(tid)+"/stat", pid)
+}
+
+func statCPU(path string, pid int) (time.Duration, error) {
+	b, err := os.ReadFile(path)
 	if err != nil {
 		return 0, err
 	}

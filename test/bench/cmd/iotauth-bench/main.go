@@ -44,7 +44,10 @@ func run() int {
 	mem := flag.String("mem-sizes", ints(def.MemSizes), "credential counts whose broker RSS is measured, ascending, comma-separated (empty: skip)")
 	tokConnects := flag.Int("token-connects", def.TokenConnects, "connects with short-lived credentials (one credential each) per broker and round")
 	tokWorkers := flag.Int("token-workers", def.TokenWorkers, "clients making the short-lived credential connects")
-	only := flag.String("only", "", "run only these loads: connect, publish (with the application fan-in), storm, flood, revoke, memory, token (comma-separated)")
+	churnAgents := flag.Int("churn-agents", def.ChurnAgents, "agents connecting and disconnecting in the presence churn load")
+	churnWorkers := flag.Int("churn-workers", def.ChurnWorkers, "clients making the presence churn load's connects")
+	churnDur := flag.Duration("churn-dur", def.ChurnDur, "how long the presence churn load lasts")
+	only := flag.String("only", "", "run only these loads: connect, publish (with the application fan-in), storm, flood, revoke, memory, token, presence (comma-separated)")
 	withMetrics := flag.Bool("metrics", def.Metrics, "also run the cached connect storm and the reconnect storm against a plugin broker serving metrics (plugin_opt_metrics_listen, scraped every second), beside the one without")
 	soak := flag.String("soak", "", "instead of the benchmark, run one load (connect, publish0, publish1) for -soak-dur against one broker and print its pid first, to attach perf or pprof")
 	soakDur := flag.Duration("soak-dur", 20*time.Second, "how long -soak runs")
@@ -105,6 +108,9 @@ func run() int {
 	apply("metrics", func() { cfg.Metrics = *withMetrics })
 	apply("token-connects", func() { cfg.TokenConnects = *tokConnects })
 	apply("token-workers", func() { cfg.TokenWorkers = *tokWorkers })
+	apply("churn-agents", func() { cfg.ChurnAgents = *churnAgents })
+	apply("churn-workers", func() { cfg.ChurnWorkers = *churnWorkers })
+	apply("churn-dur", func() { cfg.ChurnDur = *churnDur })
 	if *only != "" {
 		cfg.Only = strings.Split(*only, ",")
 	}
@@ -199,6 +205,8 @@ func validate(c bench.Config) error {
 		return fmt.Errorf("agent counts must be positive")
 	case c.TokenWorkers < 1 || c.TokenConnects < c.TokenWorkers:
 		return fmt.Errorf("-token-workers %d, -token-connects %d: use at least one worker and one connect per worker", c.TokenWorkers, c.TokenConnects)
+	case c.ChurnWorkers < 1 || c.ChurnAgents < c.ChurnWorkers:
+		return fmt.Errorf("-churn-workers %d, -churn-agents %d: use at least one worker and one agent per worker", c.ChurnWorkers, c.ChurnAgents)
 	case c.StormAgents > 15000:
 		return fmt.Errorf("-storm-agents %d: each agent holds a socket in the tool and in the broker; use at most 15000", c.StormAgents)
 	case c.PublishWindow < 1 || c.PublishWindow > 20:
@@ -206,9 +214,9 @@ func validate(c bench.Config) error {
 	}
 	for _, l := range c.Only {
 		switch l {
-		case "connect", "publish", "storm", "flood", "revoke", "memory", "token":
+		case "connect", "publish", "storm", "flood", "revoke", "memory", "token", "presence":
 		default:
-			return fmt.Errorf("-only %q: use connect, publish, storm, flood, revoke, memory or token", l)
+			return fmt.Errorf("-only %q: use connect, publish, storm, flood, revoke, memory, token or presence", l)
 		}
 	}
 	for _, w := range c.ConnectWorkers {
