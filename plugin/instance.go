@@ -235,8 +235,10 @@ func newInstance(kv [][2]string) (*instance, error) {
 	}, m.Timed(lookup), c)
 	// The broker answers a marked client's publishes and deliveries itself (c/iotauth_marks.h) when the
 	// configured rules are one namespace per agent and the longest mark fits.
+	// Not under the presence topics either: there Go must refuse every client's publish, which a mark
+	// answered in C would allow.
 	prefix, fast := acl.FastPrefix(cfg.ACL)
-	if !fast || len(prefix)+36 > maxMark {
+	if !fast || len(prefix)+36 > maxMark || strings.HasPrefix(prefix, presence.TopicPrefix) {
 		prefix = ""
 	}
 	setMaxTopic(acl.MaxTopicLen)

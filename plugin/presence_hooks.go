@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"github.com/iotauth/iotauth/backend/secret"
 	"strings"
 	"time"
 
@@ -68,10 +69,9 @@ func (in *instance) startPresence(ctx context.Context) error {
 	}
 	in.presence = rec
 	in.wg.Add(1)
-	go func() {
-		defer in.wg.Done()
-		rec.Run(ctx)
-	}()
+	// Supervised like every background loop: a panic in the writer is recovered and the loop restarted
+	// (docs/security.md, M17); the recorder keeps its queue across a restart.
+	go in.supervise(ctx, "presence writer", rec.Run)
 	in.log.Info("presence recording", "broker", id, "incarnation", rec.Incarnation(), "timeout", in.cfg.PresenceTimeout,
 		"events", in.cfg.PresenceEvents) // tests wait for it
 	return nil
@@ -84,7 +84,7 @@ func (in *instance) presenceConnected(client uintptr, s *auth.Session) {
 	}
 	kind, id := presence.KindOf(s)
 	version, addr := clientInfo(client)
-	in.presence.Connected(client, kind, id, s.ClientID, presence.Protocol(version), addr)
+	in.presence.Connected(client, kind, id, presenceClientID(s, id), presence.Protocol(version), addr)
 }
 
 // presenceDisconnected records a session's end. Broker's thread.
@@ -97,7 +97,8 @@ func (in *instance) presenceDisconnected(client uintptr) {
 // presenceKicking gives a kicked session's coming end its reason.
 func (in *instance) presenceKicking(s session.Snapshot, reason error) {
 	if in.presence != nil {
-		in.presence.Kicking(s.ClientID, principalID(&s.Session), reason)
+		id := principalID(&s.Session)
+		in.presence.Kicking(presenceClientID(&s.Session, id), id, reason)
 	}
 }
 
@@ -180,4 +181,15 @@ func storeRows(rows []presence.Row) []store.PresenceRow {
 		out[i] = store.PresenceRow(r)
 	}
 	return out
+}
+
+// presenceClientID is the client id presence records and publishes for s. An imported device whose
+// client id is its legacy username (imports with --clientid '%u') gets "imported-<agent uuid>" instead:
+// the username is kept only as a digest everywhere else, and presence is readable by every role and by
+// event subscribers.
+func presenceClientID(s *auth.Session, agent string) string {
+	if s.Legacy() && secret.DigestOf(s.ClientID) == s.Digest {
+		return "imported-" + agent
+	}
+	return s.ClientID
 }

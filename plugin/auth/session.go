@@ -48,6 +48,9 @@ func (s *Session) ACL() acl.Set {
 // a session is never answered by the broker's fast path.
 func (s *Session) App() bool { return s.src.App() }
 
+// Legacy reports whether the session is an imported device's, admitted by its legacy username.
+func (s *Session) Legacy() bool { return s.src.Legacy() }
+
 // Custom reports whether the agent has extra acl_rules beyond the configured templates.
 func (s *Session) Custom() bool { return len(s.src.rules()) > 0 }
 

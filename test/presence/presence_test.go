@@ -698,3 +698,30 @@ func TestDatabaseOutageBeyondTheQueueReconciles(t *testing.T) {
 		t.Fatal("the state converged without a reconcile: the outage dropped nothing?")
 	}
 }
+
+// TestPresenceTopicsNeverOnTheFastPath: with agents' rules exactly one namespace per agent under the
+// presence topics (readwrite iotauth/presence/agents/%u/#), the broker would answer their publishes
+// itself from the per-client mark (c/iotauth_marks.c) and Go would never be asked; the plugin must not
+// mark such a namespace, so an agent still cannot publish a fake event on its own event topic.
+func TestPresenceTopicsNeverOnTheFastPath(t *testing.T) {
+	e := newEnv(t)
+	b := e.broker("b-fast", "30s", [2]string{"acl", "readwrite iotauth/presence/agents/%u/#"})
+	ch, _, _ := subscribeEvents(t, e, b)
+	a := harness.CreateAgent(t, e.st, "fast-spoofer")
+	ca := harness.MustConnect(t, b, a)
+	if ev := nextEvent(t, ch); ev["event"] != "connected" || ev["agentUuid"] != a.UUID {
+		t.Fatalf("event %v", ev)
+	}
+	fake := `{"event":"disconnected","agentUuid":"` + a.UUID + `","reason":"client"}`
+	if tok := ca.Publish("iotauth/presence/agents/"+a.UUID, 1, false, fake); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
+		t.Fatalf("publish: %v", tok.Error())
+	}
+	m := harness.CreateAgent(t, e.st, "fast-marker")
+	harness.MustConnect(t, b, m)
+	if ev := nextEvent(t, ch); ev["agentUuid"] != m.UUID || ev["event"] != "connected" {
+		t.Fatalf("an agent's publish on its own event topic reached a subscriber: %v", ev)
+	}
+	if !strings.Contains(b.Log(), "Denied PUBLISH from ") {
+		t.Fatalf("the broker did not deny the agent's publish under iotauth/presence/:\n%s", b.Log())
+	}
+}
