@@ -17,6 +17,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/iotauth/iotauth/test/harness"
 )
 
 // engine is Podman as this test runs it: its own configuration (containers.conf, storage.conf) in a cache
@@ -133,7 +135,7 @@ func (e *engine) startService() {
 	e.t.Helper()
 	cmd := exec.Command("podman", "system", "service", "--time=0", "unix://"+e.socket)
 	cmd.Env = e.env
-	logs := &syncBuffer{}
+	logs := &harness.Buffer{}
 	cmd.Stdout, cmd.Stderr = logs, logs
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
@@ -320,22 +322,4 @@ func (e *engine) waitHealthy(service string, within time.Duration) inspection {
 		}
 		time.Sleep(500 * time.Millisecond)
 	}
-}
-
-// syncBuffer collects a process's output.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }

@@ -11,7 +11,6 @@ package deb_test
 
 import (
 	"bufio"
-	"bytes"
 	"crypto/rand"
 	"crypto/tls"
 	"encoding/base64"
@@ -24,7 +23,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -280,7 +278,7 @@ func configureBroker(t *testing.T, r *root, dsn string, port int, pki testPKI) {
 type broker struct {
 	cmd  *exec.Cmd
 	done chan struct{}
-	out  *lockedBuffer
+	out  *harness.Buffer
 	log  string // its log file, from the host
 }
 
@@ -305,7 +303,7 @@ func startMosquitto(t *testing.T, r *root, port int) *broker {
 	if len(start) == 0 {
 		t.Fatal("mosquitto.service has no ExecStart")
 	}
-	b := &broker{out: &lockedBuffer{}, done: make(chan struct{}), log: r.path("/var/log/mosquitto/mosquitto.log")}
+	b := &broker{out: &harness.Buffer{}, done: make(chan struct{}), log: r.path("/var/log/mosquitto/mosquitto.log")}
 	b.cmd = exec.Command("chroot", append([]string{r.dir}, start...)...)
 	b.cmd.Env = []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin"}
 	b.cmd.Stdout, b.cmd.Stderr = b.out, b.out
@@ -457,7 +455,7 @@ func serveAsService(t *testing.T, r *root, dsn string) {
 	}
 	cmd := exec.Command("chroot", "--userspec=iotauth:iotauth", r.dir, binPath, "serve")
 	cmd.Env = append(env, "PATH=/usr/bin:/bin")
-	out := &lockedBuffer{}
+	out := &harness.Buffer{}
 	cmd.Stdout, cmd.Stderr = out, out
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -534,22 +532,4 @@ func running(exe string) []int {
 		}
 	}
 	return pids
-}
-
-// lockedBuffer collects a process's output from its copying goroutines.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }

@@ -35,30 +35,12 @@ const (
 	adminPassword = "correct horse battery staple"
 )
 
-// syncBuffer is a goroutine-safe log sink.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // api is a running `iotauth serve`, logged in as an admin.
 type api struct {
 	t     *testing.T
 	base  string
 	token string
-	logs  *syncBuffer
+	logs  *harness.Buffer
 }
 
 // startAPI creates the admin in the database (through adminDSN, the primary), starts `iotauth serve`
@@ -82,7 +64,7 @@ func startAPI(t *testing.T, adminDSN, dsn string, env ...string) *api {
 		t.Fatal(err)
 	}
 	addr := "127.0.0.1:" + strconv.Itoa(port)
-	a := &api{t: t, base: "http://" + addr, logs: &syncBuffer{}}
+	a := &api{t: t, base: "http://" + addr, logs: &harness.Buffer{}}
 	cmd := exec.Command(bin, "serve")
 	cmd.Env = append([]string{"PATH=" + os.Getenv("PATH"), "DATABASE_URL=" + dsn, "JWT_SECRET=" + jwtSecret,
 		"LISTEN_ADDR=" + addr, "METRICS_ADDR=off", "LOG_FORMAT=text"}, env...)
