@@ -137,40 +137,52 @@ type AuditPage struct {
 	Until     time.Time
 }
 
+// auditFilter builds the WHERE clause of an audit query. It holds only the conditions given, so that each
+// can use its index (migration 009) whatever plan PostgreSQL caches for the statement.
+type auditFilter struct {
+	where []string
+	args  []any
+}
+
+// add appends cond, whose $? stands for v.
+func (f *auditFilter) add(cond string, v any) {
+	f.args = append(f.args, v)
+	f.where = append(f.where, strings.ReplaceAll(cond, "$?", "$"+strconv.Itoa(len(f.args))))
+}
+
+// filters adds p's filters (Action, Actor, Agent, Since, Until); the page's position is the caller's.
+func (f *auditFilter) filters(p AuditPage) {
+	if p.Action != "" {
+		f.add("action = $?", p.Action)
+	}
+	if p.Actor != "" {
+		f.add("actor = $?", p.Actor)
+	}
+	if p.Agent != "" {
+		f.add("(target = $? OR actor = $?)", "agent:"+p.Agent)
+	}
+	if !p.Since.IsZero() {
+		f.add("at >= $?", p.Since)
+	}
+	if !p.Until.IsZero() {
+		f.add("at < $?", p.Until)
+	}
+}
+
 // ListAudit returns one page of audit events; more reports whether another page follows.
 func (s *Store) ListAudit(ctx context.Context, p AuditPage) (events []AuditRecord, more bool, err error) {
 	if p.Limit <= 0 {
 		p.Limit = 50
 	}
-	// The WHERE clause holds only the filters given, so that each can use its index (migration 009)
-	// whatever plan PostgreSQL caches for the statement.
-	var where []string
-	var args []any
-	add := func(cond string, v any) {
-		args = append(args, v)
-		where = append(where, strings.ReplaceAll(cond, "$?", "$"+strconv.Itoa(len(args))))
-	}
+	var f auditFilter
 	if p.BeforeID > 0 {
-		add("id < $?", p.BeforeID)
+		f.add("id < $?", p.BeforeID)
 	}
 	if p.AfterID > 0 {
-		add("id > $?", p.AfterID)
+		f.add("id > $?", p.AfterID)
 	}
-	if p.Action != "" {
-		add("action = $?", p.Action)
-	}
-	if p.Actor != "" {
-		add("actor = $?", p.Actor)
-	}
-	if p.Agent != "" {
-		add("(target = $? OR actor = $?)", "agent:"+p.Agent)
-	}
-	if !p.Since.IsZero() {
-		add("at >= $?", p.Since)
-	}
-	if !p.Until.IsZero() {
-		add("at < $?", p.Until)
-	}
+	f.filters(p)
+	where, args := f.where, f.args
 	sql := `SELECT id, at, actor, action, target, outcome, remote_addr, detail FROM audit_events`
 	if len(where) > 0 {
 		sql += " WHERE " + strings.Join(where, " AND ")

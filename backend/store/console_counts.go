@@ -3,7 +3,6 @@ package store
 import (
 	"context"
 	"fmt"
-	"strconv"
 	"strings"
 
 	"github.com/iotauth/iotauth/backend/uuid"
@@ -74,32 +73,13 @@ func (s *Store) CountUsers(ctx context.Context) (int64, error) {
 // CountAudit counts the audit events ListAudit pages through for these filters (Action, Actor, Agent,
 // Since, Until; the page's position and limit are ignored).
 func (s *Store) CountAudit(ctx context.Context, p AuditPage) (int64, error) {
-	var where []string
-	var args []any
-	add := func(cond string, v any) {
-		args = append(args, v)
-		where = append(where, strings.ReplaceAll(cond, "$?", "$"+strconv.Itoa(len(args))))
-	}
-	if p.Action != "" {
-		add("action = $?", p.Action)
-	}
-	if p.Actor != "" {
-		add("actor = $?", p.Actor)
-	}
-	if p.Agent != "" {
-		add("(target = $? OR actor = $?)", "agent:"+p.Agent)
-	}
-	if !p.Since.IsZero() {
-		add("at >= $?", p.Since)
-	}
-	if !p.Until.IsZero() {
-		add("at < $?", p.Until)
-	}
+	var f auditFilter
+	f.filters(p)
 	sql := `SELECT count(*) FROM audit_events`
-	if len(where) > 0 {
-		sql += " WHERE " + strings.Join(where, " AND ")
+	if len(f.where) > 0 {
+		sql += " WHERE " + strings.Join(f.where, " AND ")
 	}
-	return s.count(ctx, "audit events", sql, args...)
+	return s.count(ctx, "audit events", sql, f.args...)
 }
 
 // auditRefTables are the audit references ("<kind>:<id>") the console can name, with the table and
