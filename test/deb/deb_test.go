@@ -519,17 +519,4 @@ func envFile(t *testing.T, path string) []string {
 }
 
 // running lists the processes whose executable is exe (a path seen from the host).
-func running(exe string) []int {
-	entries, _ := os.ReadDir("/proc")
-	var pids []int
-	for _, e := range entries {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		if p, err := os.Readlink(filepath.Join("/proc", e.Name(), "exe")); err == nil && p == exe {
-			pids = append(pids, pid)
-		}
-	}
-	return pids
-}
+func running(exe string) []int { return processesWhose("exe", exe) }

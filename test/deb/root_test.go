@@ -226,7 +226,10 @@ func killInside(dir string) {
 }
 
 // processesInside lists the processes whose root is dir.
-func processesInside(dir string) []int {
+func processesInside(dir string) []int { return processesWhose("root", dir) }
+
+// processesWhose lists the processes whose /proc/<pid>/<link> points at target.
+func processesWhose(link, target string) []int {
 	entries, _ := os.ReadDir("/proc")
 	var pids []int
 	for _, e := range entries {
@@ -234,7 +237,7 @@ func processesInside(dir string) []int {
 		if err != nil {
 			continue
 		}
-		if r, err := os.Readlink(filepath.Join("/proc", e.Name(), "root")); err == nil && r == dir {
+		if p, err := os.Readlink(filepath.Join("/proc", e.Name(), link)); err == nil && p == target {
 			pids = append(pids, pid)
 		}
 	}
