@@ -12,8 +12,8 @@ import (
 
 	"golang.org/x/time/rate"
 
-	"github.com/iotauth/iotauth/backend/credential"
-	"github.com/iotauth/iotauth/backend/secret"
+	"github.com/iotauth/iotauth/backend/core/credential"
+	"github.com/iotauth/iotauth/backend/core/secret"
 	"github.com/iotauth/iotauth/backend/store"
 	"github.com/iotauth/iotauth/plugin/auth"
 	"github.com/iotauth/iotauth/plugin/denylist"

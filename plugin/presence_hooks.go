@@ -2,7 +2,7 @@ package main
 
 import (
 	"context"
-	"github.com/iotauth/iotauth/backend/secret"
+	"github.com/iotauth/iotauth/backend/core/secret"
 	"strings"
 	"time"
 

@@ -20,9 +20,9 @@ import (
 	"strings"
 	"time"
 
-	"github.com/iotauth/iotauth/backend/passhash"
+	"github.com/iotauth/iotauth/backend/core/passhash"
+	"github.com/iotauth/iotauth/backend/core/secret"
 	"github.com/iotauth/iotauth/backend/redact"
-	"github.com/iotauth/iotauth/backend/secret"
 	"github.com/iotauth/iotauth/backend/store"
 	"github.com/iotauth/iotauth/backend/throttle"
 	"github.com/iotauth/iotauth/backend/token"

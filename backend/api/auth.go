@@ -9,8 +9,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/iotauth/iotauth/backend/core/secret"
 	"github.com/iotauth/iotauth/backend/redact"
-	"github.com/iotauth/iotauth/backend/secret"
 	"github.com/iotauth/iotauth/backend/store"
 )
 

@@ -13,8 +13,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/iotauth/iotauth/backend/core/uuid"
 	"github.com/iotauth/iotauth/backend/store"
-	"github.com/iotauth/iotauth/backend/uuid"
 )
 
 type agentJSON struct {

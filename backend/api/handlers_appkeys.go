@@ -8,8 +8,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/iotauth/iotauth/backend/core/topicfilter"
 	"github.com/iotauth/iotauth/backend/store"
-	"github.com/iotauth/iotauth/backend/topicfilter"
 )
 
 // maxAppTopics bounds an application key's topic grants (the database checks it too).

@@ -8,8 +8,8 @@ import (
 	"time"
 	"unicode"
 
+	"github.com/iotauth/iotauth/backend/core/uuid"
 	"github.com/iotauth/iotauth/backend/store"
-	"github.com/iotauth/iotauth/backend/uuid"
 )
 
 type auditJSON struct {

@@ -7,8 +7,8 @@ import (
 	"net/netip"
 	"time"
 
+	"github.com/iotauth/iotauth/backend/core/passhash"
 	emailpkg "github.com/iotauth/iotauth/backend/email"
-	"github.com/iotauth/iotauth/backend/passhash"
 	"github.com/iotauth/iotauth/backend/redact"
 	"github.com/iotauth/iotauth/backend/store"
 	"github.com/iotauth/iotauth/backend/throttle"

@@ -16,10 +16,10 @@ import (
 
 	"golang.org/x/time/rate"
 
-	"github.com/iotauth/iotauth/backend/mqttcred"
+	"github.com/iotauth/iotauth/backend/core/mqttcred"
+	"github.com/iotauth/iotauth/backend/core/topicfilter"
 	"github.com/iotauth/iotauth/backend/oidc"
 	"github.com/iotauth/iotauth/backend/store"
-	"github.com/iotauth/iotauth/backend/topicfilter"
 )
 
 // ExchangePath is the token exchange's route (docs/token-exchange.md).

@@ -6,8 +6,8 @@ import (
 	"slices"
 	"time"
 
+	"github.com/iotauth/iotauth/backend/core/uuid"
 	"github.com/iotauth/iotauth/backend/store"
-	"github.com/iotauth/iotauth/backend/uuid"
 )
 
 type apiKeyJSON struct {

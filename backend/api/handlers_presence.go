@@ -8,8 +8,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/iotauth/iotauth/backend/core/uuid"
 	"github.com/iotauth/iotauth/backend/store"
-	"github.com/iotauth/iotauth/backend/uuid"
 )
 
 // Presence (docs/presence.md): who is online, read from the sessions the brokers record.

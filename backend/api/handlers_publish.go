@@ -15,8 +15,8 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/iotauth/iotauth/backend/bridge"
+	"github.com/iotauth/iotauth/backend/core/topicfilter"
 	"github.com/iotauth/iotauth/backend/store"
-	"github.com/iotauth/iotauth/backend/topicfilter"
 )
 
 // Problem codes of the publish bridge (POST /api/v1/publish).

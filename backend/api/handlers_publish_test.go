@@ -16,8 +16,8 @@ import (
 	"time"
 
 	"github.com/iotauth/iotauth/backend/bridge"
+	"github.com/iotauth/iotauth/backend/core/topicfilter"
 	"github.com/iotauth/iotauth/backend/store"
-	"github.com/iotauth/iotauth/backend/topicfilter"
 )
 
 // fakePublisher records publishes and answers with err.

@@ -6,8 +6,8 @@ import (
 	"slices"
 	"time"
 
+	"github.com/iotauth/iotauth/backend/core/passhash"
 	"github.com/iotauth/iotauth/backend/email"
-	"github.com/iotauth/iotauth/backend/passhash"
 	"github.com/iotauth/iotauth/backend/store"
 )
 

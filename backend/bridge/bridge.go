@@ -24,8 +24,8 @@ import (
 	"github.com/eclipse/paho.golang/autopaho"
 	"github.com/eclipse/paho.golang/paho"
 
-	"github.com/iotauth/iotauth/backend/secret"
-	"github.com/iotauth/iotauth/backend/topicfilter"
+	"github.com/iotauth/iotauth/backend/core/secret"
+	"github.com/iotauth/iotauth/backend/core/topicfilter"
 )
 
 // Errors of Publish. The REST handler maps each to one answer.

@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/iotauth/iotauth/backend/topicfilter"
+	"github.com/iotauth/iotauth/backend/core/topicfilter"
 )
 
 func TestParseBrokerURL(t *testing.T) {

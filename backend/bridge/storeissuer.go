@@ -4,9 +4,9 @@ import (
 	"context"
 	"time"
 
-	"github.com/iotauth/iotauth/backend/secret"
+	"github.com/iotauth/iotauth/backend/core/secret"
+	"github.com/iotauth/iotauth/backend/core/topicfilter"
 	"github.com/iotauth/iotauth/backend/store"
-	"github.com/iotauth/iotauth/backend/topicfilter"
 )
 
 // KeyNamePrefix starts the name of every application key the bridge issues for itself, so that an

@@ -15,9 +15,9 @@ import (
 	"unicode"
 	"unicode/utf8"
 
-	"github.com/iotauth/iotauth/backend/passhash"
-	"github.com/iotauth/iotauth/backend/secret"
-	"github.com/iotauth/iotauth/backend/topicfilter"
+	"github.com/iotauth/iotauth/backend/core/passhash"
+	"github.com/iotauth/iotauth/backend/core/secret"
+	"github.com/iotauth/iotauth/backend/core/topicfilter"
 )
 
 // Format names an input format.

@@ -11,7 +11,7 @@ import (
 
 	"golang.org/x/crypto/bcrypt"
 
-	"github.com/iotauth/iotauth/backend/passhash"
+	"github.com/iotauth/iotauth/backend/core/passhash"
 )
 
 // Hashes in the formats of the tools, made here (the integration tests use the real mosquitto_passwd).

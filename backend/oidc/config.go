@@ -18,7 +18,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/iotauth/iotauth/backend/topicfilter"
+	"github.com/iotauth/iotauth/backend/core/topicfilter"
 )
 
 // ReservedName is the provider name of iotauth's own operators (the dashboard's exchange); no

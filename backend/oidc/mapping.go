@@ -6,8 +6,8 @@ import (
 	"strings"
 	"unicode"
 
-	"github.com/iotauth/iotauth/backend/topicfilter"
-	"github.com/iotauth/iotauth/backend/uuid"
+	"github.com/iotauth/iotauth/backend/core/topicfilter"
+	"github.com/iotauth/iotauth/backend/core/uuid"
 )
 
 // ErrMapping wraps refusals of a verified token's claims by the mapping rules (a malformed value).

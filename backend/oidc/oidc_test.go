@@ -20,7 +20,7 @@ import (
 	"github.com/go-jose/go-jose/v4"
 	"github.com/go-jose/go-jose/v4/jwt"
 
-	"github.com/iotauth/iotauth/backend/topicfilter"
+	"github.com/iotauth/iotauth/backend/core/topicfilter"
 )
 
 func provider(mod func(p map[string]any)) []byte {

@@ -9,8 +9,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
-	"github.com/iotauth/iotauth/backend/passhash"
-	"github.com/iotauth/iotauth/backend/secret"
+	"github.com/iotauth/iotauth/backend/core/passhash"
+	"github.com/iotauth/iotauth/backend/core/secret"
 )
 
 // Rights an application key may hold on the REST API (docs/app-keys.md). Users, roles and application keys

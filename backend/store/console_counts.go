@@ -5,7 +5,7 @@ import (
 	"fmt"
 	"strings"
 
-	"github.com/iotauth/iotauth/backend/uuid"
+	"github.com/iotauth/iotauth/backend/core/uuid"
 )
 
 // The counts below give the operator console the total of each list it pages through. Each counts

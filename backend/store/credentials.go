@@ -9,9 +9,9 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
-	"github.com/iotauth/iotauth/backend/credential"
-	"github.com/iotauth/iotauth/backend/secret"
-	"github.com/iotauth/iotauth/backend/uuid"
+	"github.com/iotauth/iotauth/backend/core/credential"
+	"github.com/iotauth/iotauth/backend/core/secret"
+	"github.com/iotauth/iotauth/backend/core/uuid"
 )
 
 const credentialColumns = `

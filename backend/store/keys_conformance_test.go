@@ -5,7 +5,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/iotauth/iotauth/backend/secret"
+	"github.com/iotauth/iotauth/backend/core/secret"
 	"github.com/iotauth/iotauth/backend/store"
 )
 

@@ -8,8 +8,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
-	"github.com/iotauth/iotauth/backend/passhash"
-	"github.com/iotauth/iotauth/backend/secret"
+	"github.com/iotauth/iotauth/backend/core/passhash"
+	"github.com/iotauth/iotauth/backend/core/secret"
 )
 
 // Imported fleets (docs/import.md). An imported device becomes an agent whose "legacy username" is an api_keys

@@ -8,7 +8,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
-	"github.com/iotauth/iotauth/backend/secret"
+	"github.com/iotauth/iotauth/backend/core/secret"
 )
 
 // ErrDeviceLimit means registering one more agent would exceed the licensed device limit.

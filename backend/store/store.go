@@ -12,7 +12,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/iotauth/iotauth/backend/blockconn"
-	"github.com/iotauth/iotauth/backend/credential"
+	"github.com/iotauth/iotauth/backend/core/credential"
 )
 
 // Sentinel errors. The two that a credential lookup returns are package credential's values, so that

@@ -8,7 +8,7 @@ import (
 	"io"
 	"time"
 
-	"github.com/iotauth/iotauth/backend/secret"
+	"github.com/iotauth/iotauth/backend/core/secret"
 	"github.com/iotauth/iotauth/backend/store"
 )
 

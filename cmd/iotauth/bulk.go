@@ -11,8 +11,8 @@ import (
 	"os"
 	"time"
 
+	"github.com/iotauth/iotauth/backend/core/secret"
 	"github.com/iotauth/iotauth/backend/license"
-	"github.com/iotauth/iotauth/backend/secret"
 	"github.com/iotauth/iotauth/backend/store"
 )
 

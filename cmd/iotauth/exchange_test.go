@@ -7,7 +7,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/iotauth/iotauth/backend/mqttcred"
+	"github.com/iotauth/iotauth/backend/core/mqttcred"
 )
 
 // TestServeExchangeSettings: MQTT_TOKEN_PRIVATE_KEY (env or file) and OIDC_PROVIDERS_FILE are read and

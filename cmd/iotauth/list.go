@@ -10,9 +10,9 @@ import (
 	"time"
 
 	"github.com/iotauth/iotauth/backend/api"
+	"github.com/iotauth/iotauth/backend/core/uuid"
 	"github.com/iotauth/iotauth/backend/email"
 	"github.com/iotauth/iotauth/backend/store"
-	"github.com/iotauth/iotauth/backend/uuid"
 )
 
 func init() {

@@ -20,12 +20,12 @@ import (
 	"time"
 
 	"github.com/iotauth/iotauth/backend/api"
-	"github.com/iotauth/iotauth/backend/console"
+	"github.com/iotauth/iotauth/backend/core/secret"
 	"github.com/iotauth/iotauth/backend/license"
 	"github.com/iotauth/iotauth/backend/redact"
-	"github.com/iotauth/iotauth/backend/secret"
 	"github.com/iotauth/iotauth/backend/store"
 	"github.com/iotauth/iotauth/backend/token"
+	"github.com/iotauth/iotauth/web/console"
 	"github.com/iotauth/iotauth/web/live"
 )
 

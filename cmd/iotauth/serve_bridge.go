@@ -14,7 +14,7 @@ import (
 
 	"github.com/iotauth/iotauth/backend/api"
 	"github.com/iotauth/iotauth/backend/bridge"
-	"github.com/iotauth/iotauth/backend/secret"
+	"github.com/iotauth/iotauth/backend/core/secret"
 	"github.com/iotauth/iotauth/backend/store"
 )
 

@@ -11,8 +11,8 @@ import (
 	"strings"
 
 	"github.com/iotauth/iotauth/backend/api"
+	"github.com/iotauth/iotauth/backend/core/passhash"
 	"github.com/iotauth/iotauth/backend/email"
-	"github.com/iotauth/iotauth/backend/passhash"
 	"github.com/iotauth/iotauth/backend/store"
 )
 

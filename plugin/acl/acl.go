@@ -4,7 +4,7 @@
 // subscription is granted only if every topic its filter can match is readable, so `#`, `+/#` or
 // `agents/+/x` cannot reach outside the agent's namespace. `$` topics are never granted.
 //
-// What a valid topic or filter is, and its maximum length, come from backend/topicfilter; the matcher
+// What a valid topic or filter is, and its maximum length, come from backend/core/topicfilter; the matcher
 // here is a faster copy of that package's Matches, Covers and Intersects, held to them by
 // FuzzAgreesWithTopicfilter.
 package acl
@@ -14,7 +14,7 @@ import (
 	"fmt"
 	"strings"
 
-	"github.com/iotauth/iotauth/backend/topicfilter"
+	"github.com/iotauth/iotauth/backend/core/topicfilter"
 )
 
 // Access is the kind of operation, with the values of Mosquitto's MOSQ_ACL_* constants.

@@ -3,11 +3,11 @@ package acl
 import (
 	"testing"
 
-	"github.com/iotauth/iotauth/backend/topicfilter"
+	"github.com/iotauth/iotauth/backend/core/topicfilter"
 )
 
 // FuzzAgreesWithTopicfilter holds the plugin's fast matcher to the product's one definition of topics
-// and filters (backend/topicfilter): for a session with one allow rule and at most one deny rule, every
+// and filters (backend/core/topicfilter): for a session with one allow rule and at most one deny rule, every
 // publish, delivery and subscription decision must be what the shared package's CheckTopic, Check,
 // Matches, Covers and Intersects say. The seed corpus in testdata/fuzz/FuzzAgreesWithTopicfilter runs
 // with every `go test`; `go test -fuzz FuzzAgreesWithTopicfilter ./plugin/acl` searches for more.

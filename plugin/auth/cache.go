@@ -3,8 +3,8 @@ package auth
 import (
 	"time"
 
-	"github.com/iotauth/iotauth/backend/secret"
-	"github.com/iotauth/iotauth/backend/uuid"
+	"github.com/iotauth/iotauth/backend/core/secret"
+	"github.com/iotauth/iotauth/backend/core/uuid"
 	"github.com/iotauth/iotauth/cache"
 )
 

@@ -8,9 +8,9 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/iotauth/iotauth/backend/credential"
-	"github.com/iotauth/iotauth/backend/passhash"
-	"github.com/iotauth/iotauth/backend/uuid"
+	"github.com/iotauth/iotauth/backend/core/credential"
+	"github.com/iotauth/iotauth/backend/core/passhash"
+	"github.com/iotauth/iotauth/backend/core/uuid"
 	"github.com/iotauth/iotauth/plugin/acl"
 )
 

@@ -3,7 +3,7 @@ package auth
 import (
 	"time"
 
-	"github.com/iotauth/iotauth/backend/secret"
+	"github.com/iotauth/iotauth/backend/core/secret"
 	"github.com/iotauth/iotauth/plugin/acl"
 )
 

@@ -18,7 +18,7 @@ import (
 	"encoding/binary"
 	"sync"
 
-	"github.com/iotauth/iotauth/backend/secret"
+	"github.com/iotauth/iotauth/backend/core/secret"
 )
 
 // Set is a concurrent set of key digests. The zero value is not usable; use New. Loads and re-reads

@@ -5,7 +5,7 @@ import (
 	"runtime"
 	"testing"
 
-	"github.com/iotauth/iotauth/backend/secret"
+	"github.com/iotauth/iotauth/backend/core/secret"
 )
 
 func TestApplyAndHas(t *testing.T) {

@@ -9,7 +9,7 @@ package legacy
 import (
 	"sync"
 
-	"github.com/iotauth/iotauth/backend/secret"
+	"github.com/iotauth/iotauth/backend/core/secret"
 )
 
 // Set is a concurrent set of digests. The zero value is not usable; use New.

@@ -3,7 +3,7 @@ package legacy
 import (
 	"testing"
 
-	"github.com/iotauth/iotauth/backend/secret"
+	"github.com/iotauth/iotauth/backend/core/secret"
 )
 
 func TestSet(t *testing.T) {

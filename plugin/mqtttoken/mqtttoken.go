@@ -1,6 +1,6 @@
 // Package mqtttoken verifies short-lived MQTT credentials for the plugin's authorizer: it reads the
 // Ed25519 public keys from the file plugin_opt_mqtt_token_public_key names (at start and on every
-// reload) and implements auth.TokenVerifier with backend/mqttcred. It stands apart from plugin/auth
+// reload) and implements auth.TokenVerifier with backend/core/mqttcred. It stands apart from plugin/auth
 // because mqttcred parses keys with crypto/x509, which brings in net and runtime/cgo: the authorizer
 // stays pure and sees only the small interface it declares.
 package mqtttoken
@@ -12,7 +12,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/iotauth/iotauth/backend/mqttcred"
+	"github.com/iotauth/iotauth/backend/core/mqttcred"
 	"github.com/iotauth/iotauth/plugin/auth"
 )
 

@@ -6,14 +6,14 @@ import (
 	"testing"
 	"time"
 
-	"github.com/iotauth/iotauth/backend/mqttcred"
+	"github.com/iotauth/iotauth/backend/core/mqttcred"
 	"github.com/iotauth/iotauth/plugin/auth"
 )
 
 // The authorizer (pure, no mqttcred) dispatches on its own copies of these constants.
 func TestConstantsAgree(t *testing.T) {
 	if auth.TokenUsernamePrefix != mqttcred.UsernamePrefix || auth.MaxTokenPasswordLen != mqttcred.MaxPasswordLen {
-		t.Fatal("plugin/auth's token prefix or password bound differs from backend/mqttcred's")
+		t.Fatal("plugin/auth's token prefix or password bound differs from backend/core/mqttcred's")
 	}
 }
 

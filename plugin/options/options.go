@@ -13,7 +13,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/iotauth/iotauth/backend/secret"
+	"github.com/iotauth/iotauth/backend/core/secret"
 	"github.com/iotauth/iotauth/plugin/acl"
 )
 

@@ -8,9 +8,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/iotauth/iotauth/backend/credential"
-	"github.com/iotauth/iotauth/backend/passhash"
-	"github.com/iotauth/iotauth/backend/secret"
+	"github.com/iotauth/iotauth/backend/core/credential"
+	"github.com/iotauth/iotauth/backend/core/passhash"
+	"github.com/iotauth/iotauth/backend/core/secret"
 	"github.com/iotauth/iotauth/cache"
 	"github.com/iotauth/iotauth/plugin/acl"
 	"github.com/iotauth/iotauth/plugin/auth"

@@ -4,7 +4,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/iotauth/iotauth/backend/secret"
+	"github.com/iotauth/iotauth/backend/core/secret"
 	"github.com/iotauth/iotauth/test/harness"
 )
 

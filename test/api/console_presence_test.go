@@ -17,8 +17,8 @@ import (
 
 	"github.com/chromedp/chromedp"
 
-	"github.com/iotauth/iotauth/backend/console"
 	"github.com/iotauth/iotauth/test/harness"
+	"github.com/iotauth/iotauth/web/console"
 )
 
 // agentPresenceREST is an agent's presence as GET /api/v1/agents/{uuid} answers it.

@@ -12,7 +12,7 @@ import (
 
 	"github.com/chromedp/chromedp"
 
-	"github.com/iotauth/iotauth/backend/console"
+	"github.com/iotauth/iotauth/web/console"
 )
 
 // serveConsoleClient is a plain HTTP console client of a running `iotauth serve` replica.

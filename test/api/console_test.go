@@ -29,9 +29,9 @@ import (
 	qrcode "github.com/skip2/go-qrcode"
 
 	"github.com/iotauth/iotauth/backend/api"
-	"github.com/iotauth/iotauth/backend/console"
 	"github.com/iotauth/iotauth/backend/license"
 	"github.com/iotauth/iotauth/test/harness"
+	"github.com/iotauth/iotauth/web/console"
 )
 
 // consoleEnv is an env with the console mounted in front of its API, as `iotauth serve` does, on a

@@ -3,7 +3,7 @@ package api_test
 import (
 	"testing"
 
-	"github.com/iotauth/iotauth/backend/secret"
+	"github.com/iotauth/iotauth/backend/core/secret"
 	"github.com/iotauth/iotauth/backend/token"
 )
 

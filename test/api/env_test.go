@@ -24,7 +24,7 @@ import (
 	"time"
 
 	"github.com/iotauth/iotauth/backend/api"
-	"github.com/iotauth/iotauth/backend/passhash"
+	"github.com/iotauth/iotauth/backend/core/passhash"
 	"github.com/iotauth/iotauth/backend/store"
 	"github.com/iotauth/iotauth/backend/token"
 	"github.com/iotauth/iotauth/test/harness"

@@ -14,8 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/iotauth/iotauth/backend/core/secret"
 	"github.com/iotauth/iotauth/backend/license"
-	"github.com/iotauth/iotauth/backend/secret"
 	"github.com/iotauth/iotauth/test/harness"
 )
 

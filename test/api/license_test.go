@@ -10,8 +10,8 @@ import (
 	"time"
 
 	"github.com/iotauth/iotauth/backend/api"
+	"github.com/iotauth/iotauth/backend/core/secret"
 	"github.com/iotauth/iotauth/backend/license"
-	"github.com/iotauth/iotauth/backend/secret"
 )
 
 // TestLicenseStatusRoute: GET /api/v1/license shows an admin the evaluation of a real signed license

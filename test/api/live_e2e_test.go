@@ -8,7 +8,7 @@ import (
 	"time"
 
 	"github.com/iotauth/iotauth/backend/api"
-	"github.com/iotauth/iotauth/backend/mqttcred"
+	"github.com/iotauth/iotauth/backend/core/mqttcred"
 	"github.com/iotauth/iotauth/test/harness"
 )
 

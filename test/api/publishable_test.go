@@ -9,7 +9,7 @@ import (
 	"github.com/go-jose/go-jose/v4"
 
 	"github.com/iotauth/iotauth/backend/api"
-	"github.com/iotauth/iotauth/backend/secret"
+	"github.com/iotauth/iotauth/backend/core/secret"
 )
 
 const appOrigin = "https://app.example.com"

@@ -18,8 +18,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/iotauth/iotauth/backend/core/passhash"
 	"github.com/iotauth/iotauth/backend/migrations"
-	"github.com/iotauth/iotauth/backend/passhash"
 	"github.com/iotauth/iotauth/backend/store"
 	"github.com/iotauth/iotauth/test/harness"
 )

@@ -7,7 +7,7 @@ import (
 	"github.com/go-jose/go-jose/v4"
 
 	"github.com/iotauth/iotauth/backend/bridge"
-	"github.com/iotauth/iotauth/backend/topicfilter"
+	"github.com/iotauth/iotauth/backend/core/topicfilter"
 	"github.com/iotauth/iotauth/test/harness"
 )
 

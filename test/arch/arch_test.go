@@ -57,7 +57,7 @@ func listPackages(t *testing.T) []pkg {
 var pure = []string{
 	"plugin/session", "plugin/budget", "plugin/keyset", "plugin/denylist",
 	"plugin/acl", "plugin/auth", "plugin/options", "plugin/logq", "plugin/legacy", "plugin/presence", "backend/legacyimport",
-	"backend/credential", "backend/secret", "backend/passhash", "backend/uuid", "backend/topicfilter", "cache",
+	"backend/core/credential", "backend/core/secret", "backend/core/passhash", "backend/core/uuid", "backend/core/topicfilter", "cache",
 }
 
 // Packages below the plugin's main must not import cgo or net/http directly.

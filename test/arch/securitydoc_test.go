@@ -10,7 +10,7 @@ import (
 )
 
 // provenBy matches one list of tests in docs/security.md and the package they live in:
-// "`TestA`, `TestB` (backend/secret)".
+// "`TestA`, `TestB` (backend/core/secret)".
 var provenBy = regexp.MustCompile("((?:`(?:Test|Fuzz)\\w+`[,\\s]*(?:and\\s*)?)+)[^()`]*\\(([\\w/]+)\\)")
 
 var testName = regexp.MustCompile("`((?:Test|Fuzz)\\w+)`")

@@ -24,7 +24,7 @@ import (
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 	"github.com/eclipse/paho.mqtt.golang/packets"
 
-	"github.com/iotauth/iotauth/backend/passhash"
+	"github.com/iotauth/iotauth/backend/core/passhash"
 	"github.com/iotauth/iotauth/backend/store"
 	"github.com/iotauth/iotauth/test/harness"
 )

@@ -17,7 +17,7 @@ import (
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 	"github.com/golang-jwt/jwt/v5"
 
-	"github.com/iotauth/iotauth/backend/mqttcred"
+	"github.com/iotauth/iotauth/backend/core/mqttcred"
 	"github.com/iotauth/iotauth/test/harness"
 )
 

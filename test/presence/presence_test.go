@@ -20,7 +20,7 @@ import (
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 
 	"github.com/iotauth/iotauth/backend/api"
-	"github.com/iotauth/iotauth/backend/passhash"
+	"github.com/iotauth/iotauth/backend/core/passhash"
 	"github.com/iotauth/iotauth/backend/store"
 	"github.com/iotauth/iotauth/backend/token"
 	"github.com/iotauth/iotauth/test/harness"

@@ -7,7 +7,7 @@ import (
 	"net/url"
 	"strings"
 
-	"github.com/iotauth/iotauth/backend/uuid"
+	"github.com/iotauth/iotauth/backend/core/uuid"
 )
 
 // bulkMax is how many agents one bulk action may name (more than a page of the list, which is what the

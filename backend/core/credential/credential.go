@@ -8,7 +8,7 @@ import (
 	"errors"
 	"time"
 
-	"github.com/iotauth/iotauth/backend/secret"
+	"github.com/iotauth/iotauth/backend/core/secret"
 )
 
 // Lookup outcomes that callers branch on with errors.Is. The store returns these very values (its
