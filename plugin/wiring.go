@@ -11,6 +11,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/iotauth/iotauth/backend/core/mqttcred"
 	"github.com/iotauth/iotauth/backend/store"
 	"github.com/iotauth/iotauth/cache"
 	"github.com/iotauth/iotauth/plugin/acl"
@@ -82,7 +83,9 @@ func newInstance(kv [][2]string) (in *instance, err error) {
 		}
 	}
 	ec := engine.Config{Options: cfg, Broker: broker{}, Lookup: lookup, Store: pgstore.Store{St: st}, Feed: pgstore.Store{St: feed},
-		Log: log, Logs: logs, Levels: levels, MaxMark: maxMark, BudgetNow: testClock()}
+		Log: log, Logs: logs, Levels: levels, MaxMark: maxMark, BudgetNow: testClock(),
+		// Subject denials matter for the longest credential lifetime, the verifier's clock skew and a margin.
+		DenialKeep: mqttcred.MaxTTL + 2*time.Minute}
 	if testHooks {
 		ec.Hook = testHook
 	}

@@ -23,7 +23,6 @@ import (
 
 	"golang.org/x/time/rate"
 
-	"github.com/iotauth/iotauth/backend/core/mqttcred"
 	"github.com/iotauth/iotauth/backend/core/secret"
 	"github.com/iotauth/iotauth/cache"
 	"github.com/iotauth/iotauth/plugin/acl"
@@ -125,6 +124,11 @@ type Config struct {
 	Log    *slog.Logger
 	Logs   *logq.Queue
 	Levels logq.Levels
+	// DenialKeep is how long a subject denial can matter: the longest lifetime of a short-lived
+	// credential and the clock skew its verifier allows, with a margin (plugin/mqtttoken's bounds, from
+	// the wiring: the engine does not import the credential format). Older denials are neither loaded
+	// nor kept.
+	DenialKeep time.Duration
 	// MaxMark is the longest fast-path prefix the broker keeps (0: none is kept).
 	MaxMark int
 	// Now is the clock (default time.Now); BudgetNow the unknown-key lookup budget's (default Now).
@@ -160,10 +164,6 @@ func reservedName(username string) bool {
 		strings.HasPrefix(username, reservedTokenPrefix)
 }
 
-// denialKeep is how long a subject denial can matter: the longest credential lifetime and the clock
-// skew the verifier allows, with a margin. Older denials are neither loaded nor kept.
-const denialKeep = mqttcred.MaxTTL + 2*time.Minute
-
 // Bounds of the writes waiting for PostgreSQL (plugin/engine/batch). maxQueuedAudits: refused connects
 // and kicks (written once a second, kept while PostgreSQL does not answer; beyond it they are counted,
 // and the count is audited); maxQueuedFastHashes: fast hashes of imported devices, one per agent (once a
@@ -178,23 +178,24 @@ const (
 // Engine is the plugin: configuration, authorizer, and the sessions it admitted. BasicAuth, ACLCheck,
 // Disconnect, Tick and Reload run on the broker's thread; the rest on background goroutines.
 type Engine struct {
-	cfg      options.Config
-	broker   Broker
-	store    Store
-	feed     Feed
-	auth     *auth.Authorizer
-	sessions *session.Table
-	tokens   Tokens // nil: short-lived credentials are refused
-	denials  *denylist.List
-	metrics  Metrics
-	counting bool // metrics were configured (skip working out what only they would use)
-	log      *slog.Logger
-	logs     *logq.Queue
-	levels   logq.Levels
-	now      func() time.Time
-	every    func(time.Duration) (<-chan time.Time, func())
-	hook     func(string)
-	fastACL  bool
+	cfg        options.Config
+	broker     Broker
+	store      Store
+	feed       Feed
+	auth       *auth.Authorizer
+	sessions   *session.Table
+	tokens     Tokens // nil: short-lived credentials are refused
+	denials    *denylist.List
+	metrics    Metrics
+	counting   bool // metrics were configured (skip working out what only they would use)
+	log        *slog.Logger
+	logs       *logq.Queue
+	levels     logq.Levels
+	now        func() time.Time
+	denialKeep time.Duration
+	every      func(time.Duration) (<-chan time.Time, func())
+	hook       func(string)
+	fastACL    bool
 
 	appPrefix string // an application key's prefix: connects with it count as principal App
 
@@ -254,6 +255,9 @@ func New(c Config) (*Engine, error) {
 			return t.C, t.Stop
 		}
 	}
+	if c.DenialKeep <= 0 {
+		return nil, errors.New("engine: Config.DenialKeep is not set")
+	}
 	if c.Log == nil {
 		c.Log = slog.New(slog.DiscardHandler)
 	}
@@ -281,7 +285,8 @@ func New(c Config) (*Engine, error) {
 	if c.Tokens != nil {
 		e.tokens, verifier = c.Tokens, c.Tokens
 	}
-	e.denials = denylist.New(denialKeep)
+	e.denialKeep = c.DenialKeep
+	e.denials = denylist.New(c.DenialKeep)
 	names := legacy.New()
 	e.fast = batch.New[string, FastHash](maxQueuedFastHashes, 0, nil)
 	e.touches = batch.New[secret.Digest, secret.Digest](maxQueuedTouches, touchEvery, nil)

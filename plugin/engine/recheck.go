@@ -133,7 +133,7 @@ func (d *denials) load(ctx context.Context) {
 		return
 	}
 	lctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	list, err := e.store.Denials(lctx, e.now().Add(-denialKeep))
+	list, err := e.store.Denials(lctx, e.now().Add(-e.denialKeep))
 	cancel()
 	if err != nil {
 		d.fail.Do(func() {
