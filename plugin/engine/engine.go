@@ -274,7 +274,7 @@ func New(c Config) (*Engine, error) {
 		e.metrics = noMetrics{}
 	}
 	ca, err := auth.NewCache(cache.Options[auth.Entry, auth.Group]{
-		Size: cfg.CacheSize, TTL: cfg.CacheTTL, NegativeTTL: cfg.NegativeTTL, StaleGrace: cfg.StaleGrace, Group: auth.GroupOf,
+		Size: cfg.CacheSize, TTL: cfg.CacheTTL, NegativeTTL: cfg.NegativeTTL, StaleGrace: cfg.StaleGrace, Group: auth.GroupOf, Now: c.Now,
 	})
 	if err != nil {
 		return nil, err
