@@ -71,9 +71,11 @@ func (b *fakeBroker) RequestTick() {
 
 func (b *fakeBroker) ClientID(client uintptr) string       { return b.ids[client] }
 func (b *fakeBroker) ClientUsername(client uintptr) string { return b.names[client] }
-func (b *fakeBroker) ClientInfo(uintptr) (int, netip.Addr) { return 4, netip.MustParseAddr("127.0.0.1") }
-func (b *fakeBroker) TicksSeen() uint64                    { return b.ticksSeen }
-func (b *fakeBroker) Publish(ctopic, payload []byte) bool  { return true }
+func (b *fakeBroker) ClientInfo(uintptr) (int, netip.Addr) {
+	return 4, netip.MustParseAddr("127.0.0.1")
+}
+func (b *fakeBroker) TicksSeen() uint64                   { return b.ticksSeen }
+func (b *fakeBroker) Publish(ctopic, payload []byte) bool { return true }
 
 func (b *fakeBroker) ReplaceClientID(client uintptr, id string) bool {
 	b.replaced[client] = id
