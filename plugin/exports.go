@@ -126,7 +126,7 @@ func iotauth_go_basic_auth(client C.uintptr_t, user *C.char, userLen C.int, pass
 	if in == nil {
 		return C.MOSQ_ERR_AUTH
 	}
-	// The username and password are borrowed for this call: basicAuth hashes and compares them and keeps
+	// The username and password are borrowed for this call: BasicAuth hashes and compares them and keeps
 	// neither. The client id is copied, since an admitted session keeps it.
 	return code(in.eng.BasicAuth(uintptr(client), borrowString(user, userLen), borrowBytes(pass, passLen), goString(cid, cidLen)))
 }

@@ -9,8 +9,6 @@ import (
 	"net/http"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-
 	"github.com/iotauth/iotauth/backend/core/mqttcred"
 	"github.com/iotauth/iotauth/backend/store"
 	"github.com/iotauth/iotauth/cache"
@@ -105,7 +103,7 @@ func newInstance(kv [][2]string) (in *instance, err error) {
 			Cache: func() cache.Stats { return e.Cache() }, Auth: func() auth.Stats { return e.Auth().Stats() },
 			Sessions: func() (int, int) { return e.Sessions().Len() }, KnownKeys: func() int { return e.KnownKeys() },
 		})
-		ec.Metrics, ec.Lookup = metricsOf{m}, m.Timed(lookup)
+		ec.Metrics, ec.Lookup = m.Engine(), m.Timed(lookup)
 		// Bound during init, so that an address in use stops the broker's start with a clear message.
 		if in.metricsLn, err = metrics.Listen(cfg.MetricsListen); err != nil {
 			return nil, err
@@ -143,39 +141,14 @@ func newPresence(cfg options.Config, st *store.Store, m *metrics.Metrics, log *s
 	if id == "" {
 		id = presence.DefaultBrokerID()
 	}
-	var lag prometheus.Observer
-	if m != nil {
-		h := prometheus.NewHistogram(prometheus.HistogramOpts{
-			Name: metrics.Prefix + "presence_write_lag_seconds",
-			Help: "Time from a session's start or end on this broker until PostgreSQL committed it (docs/presence.md).",
-			// Finer between 250 ms (the longest a batch waits) and 1 s (the figure docs/presence.md promises).
-			Buckets: []float64{.01, .025, .05, .1, .25, .3, .4, .5, .75, 1, 2.5, 5, 10, 30, 60},
-		})
-		lag = h
-		m.Registry().MustRegister(h)
-	}
 	rec, err := presence.New(presence.Config{
 		Broker: id, Timeout: cfg.PresenceTimeout, Events: cfg.PresenceEvents, Store: &pgstore.Presence{St: st},
-		MaxQueue: cfg.PresenceQueue, RequestTick: broker{}.RequestTick, Log: log,
-		Lag: func(d time.Duration) {
-			if lag != nil {
-				lag.Observe(d.Seconds())
-			}
-		},
+		MaxQueue: cfg.PresenceQueue, RequestTick: broker{}.RequestTick, Log: log, Lag: m.PresenceLag(),
 	})
-	if err != nil {
-		return nil, err
+	if err == nil {
+		m.PresenceDropped(rec.Stats)
 	}
-	if m != nil {
-		m.Registry().MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
-			Name: metrics.Prefix + "presence_dropped_total",
-			Help: "Session starts and ends not queued for PostgreSQL (the queue was full); reconciled from the live sessions once PostgreSQL answers.",
-		}, func() float64 { return float64(rec.Stats().Dropped) }), prometheus.NewCounterFunc(prometheus.CounterOpts{
-			Name: metrics.Prefix + "presence_events_dropped_total",
-			Help: "Lifecycle events not published over MQTT (their queue was full).",
-		}, func() float64 { return float64(rec.Stats().EventsDropped) }))
-	}
-	return rec, nil
+	return rec, err
 }
 
 func (in *instance) close() {
@@ -195,16 +168,4 @@ func (in *instance) closeStores() {
 		in.closers[i]()
 	}
 	in.closers = nil
-}
-
-// metricsOf reports the engine's figures to Prometheus (the engine's principals are the metrics' own).
-type metricsOf struct{ *metrics.Metrics }
-
-func (m metricsOf) Allowed(p engine.Principal) { m.Metrics.Allowed(metrics.Principal(p)) }
-
-func (m metricsOf) Refused(p engine.Principal, err error) {
-	if err == engine.ErrReservedName {
-		err = metrics.ErrReservedName
-	}
-	m.Metrics.Refused(metrics.Principal(p), err)
 }
