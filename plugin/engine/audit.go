@@ -7,6 +7,8 @@ import (
 
 	"golang.org/x/time/rate"
 
+	"github.com/iotauth/iotauth/backend/core/passhash"
+	"github.com/iotauth/iotauth/backend/core/secret"
 	"github.com/iotauth/iotauth/plugin/engine/batch"
 	"github.com/iotauth/iotauth/plugin/session"
 )
@@ -131,15 +133,31 @@ func (a *auditLog) write(ctx context.Context) {
 	a.retrying = false
 }
 
-// writeFastHashes records the fast hashes queued by connects of imported devices (queueFastHash), in one
+// writes are the fast hashes of imported devices and the keys that connected, queued on the broker's
+// thread and written by the periodic loop.
+type writes struct {
+	e       *Engine
+	fast    *batch.Batcher[string, FastHash]             // by agent: fast hashes to record
+	touches *batch.Batcher[secret.Digest, secret.Digest] // keys that connected since the last write
+}
+
+// queueFastHash is the authorizer's FastHashRecorder: on the broker thread, it only queues; the periodic
+// loop writes the queue once a second (fastHashes). Only the SHA-256 of the password is kept, never the
+// password.
+func (w *writes) queueFastHash(agent, stored string, sum [32]byte) {
+	w.fast.Add(agent, FastHash{Agent: agent, Old: stored, New: passhash.SHA256HexOfSum(sum)})
+}
+
+// fastHashes records the fast hashes queued by connects of imported devices (queueFastHash), in one
 // statement. While the store is down they wait. A failed write is not retried: the cache entry's
 // remembered password keeps the agent's connects fast, and the next slow verification after the entry
 // is refreshed queues it again.
-func (e *Engine) writeFastHashes(ctx context.Context) {
-	if e.fast.Len() == 0 || e.auth.StoreDown() {
+func (w *writes) fastHashes(ctx context.Context) {
+	e := w.e
+	if w.fast.Len() == 0 || e.auth.StoreDown() {
 		return
 	}
-	hs := e.fast.Take().Values()
+	hs := w.fast.Take().Values()
 	wctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	n, err := e.store.RecordFastHashes(wctx, hs, AuditEvent{Actor: auditActor, Action: "legacy_fast_hash_recorded"})
@@ -153,11 +171,12 @@ func (e *Engine) writeFastHashes(ctx context.Context) {
 
 // touchUsedKeys records last_used_at for the keys that connected recently, in one batched statement; a
 // failure is not retried (the next connect queues the key again).
-func (e *Engine) touchUsedKeys(ctx context.Context) {
-	if e.touches.Len() == 0 || e.auth.StoreDown() {
+func (w *writes) touchUsedKeys(ctx context.Context) {
+	e := w.e
+	if w.touches.Len() == 0 || e.auth.StoreDown() {
 		return
 	}
-	ds := e.touches.Take().Values()
+	ds := w.touches.Take().Values()
 	tctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	if err := e.store.TouchKeys(tctx, ds); err != nil {

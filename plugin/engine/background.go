@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"runtime/debug"
 	"sync"
 	"time"
@@ -20,7 +21,7 @@ import (
 // returns, so agents reconnecting after a restart find their credentials cached.
 func (e *Engine) Start() {
 	cfg := e.cfg
-	e.startPresence(e.ctx)
+	e.presence.start()
 	preloaded := e.goBackground(e.ctx)
 	if cfg.Preload && cfg.CacheSize > 0 && cfg.PreloadWait > 0 {
 		start := time.Now()
@@ -39,7 +40,7 @@ func (e *Engine) Start() {
 // Go runs loop on a goroutine of its own under supervision (see supervise) until Close.
 func (e *Engine) Go(name string, loop func(context.Context)) {
 	e.wg.Add(1)
-	go e.supervise(e.ctx, name, loop)
+	go supervise(e.ctx, &e.wg, e.log, name, loop)
 }
 
 // goBackground starts the background loops. It returns a channel that is closed once the first preload
@@ -86,12 +87,12 @@ func (e *Engine) goBackground(ctx context.Context) <-chan struct{} {
 // logged, and the loop starts again after a backoff (100 ms, doubling to 30 s; reset after a minute
 // without a panic): an unrecovered panic in any goroutine would take the broker down. A loop that
 // returns normally is not restarted.
-func (e *Engine) supervise(ctx context.Context, name string, loop func(context.Context)) {
-	defer e.wg.Done()
+func supervise(ctx context.Context, wg *sync.WaitGroup, log *slog.Logger, name string, loop func(context.Context)) {
+	defer wg.Done()
 	backoff := 100 * time.Millisecond
 	for ctx.Err() == nil {
 		start := time.Now()
-		if !e.runRecovered(ctx, name, loop) {
+		if !runRecovered(ctx, log, name, loop) {
 			return
 		}
 		if time.Since(start) > time.Minute {
@@ -107,7 +108,7 @@ func (e *Engine) supervise(ctx context.Context, name string, loop func(context.C
 }
 
 // runRecovered runs loop and reports whether it panicked.
-func (e *Engine) runRecovered(ctx context.Context, name string, loop func(context.Context)) (panicked bool) {
+func runRecovered(ctx context.Context, log *slog.Logger, name string, loop func(context.Context)) (panicked bool) {
 	defer func() {
 		if r := recover(); r != nil {
 			panicked = true
@@ -115,7 +116,7 @@ func (e *Engine) runRecovered(ctx context.Context, name string, loop func(contex
 			if len(stack) > 2000 {
 				stack = stack[:2000]
 			}
-			e.log.Error("internal error in the "+name+"; restarting it (please report this)", "panic", fmt.Sprint(r), "stack", stack)
+			log.Error("internal error in the "+name+"; restarting it (please report this)", "panic", fmt.Sprint(r), "stack", stack)
 		}
 	}()
 	loop(ctx)
@@ -130,7 +131,7 @@ func (e *Engine) periodic(ctx context.Context) {
 	defer stopSecond()
 	expiry, stopExpiry := e.every(100 * time.Millisecond)
 	defer stopExpiry()
-	j := e.newJobs()
+	j := newJobs(e)
 	for {
 		select {
 		case <-ctx.Done():
@@ -149,7 +150,7 @@ type jobs struct {
 	resync, resident, prune time.Time
 }
 
-func (e *Engine) newJobs() *jobs {
+func newJobs(e *Engine) *jobs {
 	now := e.now()
 	return &jobs{e: e, resync: now, resident: now, prune: now}
 }
@@ -174,11 +175,11 @@ func (j *jobs) secondly(ctx context.Context) {
 		cancel()
 	}
 	e.kickExpired()
-	if e.touches.Due(now) {
-		e.touchUsedKeys(ctx)
+	if e.writes.touches.Due(now) {
+		e.writes.touchUsedKeys(ctx)
 	}
 	e.audits.write(ctx)
-	e.writeFastHashes(ctx)
+	e.writes.fastHashes(ctx)
 	if now.Sub(j.resident) >= 30*time.Second {
 		// Connected agents look their credentials up only at connect: keep them the most recently used,
 		// so that other credentials are evicted first (they are what an outage falls back on).

@@ -8,7 +8,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/iotauth/iotauth/backend/core/passhash"
 	"github.com/iotauth/iotauth/backend/core/secret"
 	"github.com/iotauth/iotauth/plugin/acl"
 	"github.com/iotauth/iotauth/plugin/auth"
@@ -21,7 +20,7 @@ import (
 // BasicAuth decides a CONNECT (or Mosquitto's re-check of a live client on SIGHUP).
 // username and password are borrowed from the broker for the call and must not be kept.
 func (e *Engine) BasicAuth(client uintptr, username string, password []byte, clientID string) Result {
-	e.checkTicks()
+	e.ticks.check(e)
 	r := e.decide(client, username, password, clientID)
 	if r != OK && !e.reloading && secret.LooksLikeAny(clientID) {
 		// Mosquitto 2.0.13 and later log a refused client's id ("Client <id> disconnected, not
@@ -36,9 +35,10 @@ func (e *Engine) BasicAuth(client uintptr, username string, password []byte, cli
 	return r
 }
 
-// principal is who a refused connect claimed to be, from its username.
-func (e *Engine) principal(username string) Principal {
-	if strings.HasPrefix(username, e.appPrefix) {
+// principalOfName is who a refused connect claimed to be, from its username (appPrefix: an application
+// key's prefix).
+func principalOfName(appPrefix, username string) Principal {
+	if strings.HasPrefix(username, appPrefix) {
 		return App
 	}
 	if strings.HasPrefix(username, auth.TokenUsernamePrefix) {
@@ -69,8 +69,7 @@ func hiddenClientID(n int) string {
 
 // checkTicks logs an error when connects arrive but the broker never delivered a TICK: kicks and
 // queued log lines wait for TICK, so revocation would fail silently.
-func (e *Engine) checkTicks() {
-	w := &e.ticks
+func (w *tickWatch) check(e *Engine) {
 	if w.ok {
 		return
 	}
@@ -107,7 +106,7 @@ func (e *Engine) decide(client uintptr, username string, password []byte, client
 	}
 	if err != nil {
 		if e.counting {
-			e.metrics.Refused(e.principal(username), err)
+			e.metrics.Refused(principalOfName(e.appPrefix, username), err)
 		}
 		e.refused(clientID, err)
 		var app *auth.AppKeyRefused
@@ -137,26 +136,19 @@ func (e *Engine) decide(client uintptr, username string, password []byte, client
 	if !current {
 		e.rechecks.later(s.Agent)
 	}
-	e.presenceConnected(client, &s)
+	e.presence.connected(client, &s)
 	if s.Token != nil {
 		if e.log.Enabled(ctx, slog.LevelDebug) {
 			e.log.Debug("connect authorised", "subject", s.Token.Subject, "token", s.Token.ID)
 		}
 		return OK
 	}
-	e.touches.Add(s.Digest, s.Digest)
+	e.writes.touches.Add(s.Digest, s.Digest)
 	e.metrics.Allowed(principalOf(&s))
 	if e.log.Enabled(ctx, slog.LevelDebug) { // skip boxing the arguments on the hot path
 		e.log.Debug("connect authorised", "agent", s.Agent, "key", s.KeyID())
 	}
 	return OK
-}
-
-// queueFastHash is the authorizer's FastHashRecorder: on the broker thread, it only queues; the
-// background loop writes the queue once a second (writeFastHashes). Only the SHA-256 of the password is
-// kept, never the password.
-func (e *Engine) queueFastHash(agent, stored string, sum [32]byte) {
-	e.fast.Add(agent, FastHash{Agent: agent, Old: stored, New: passhash.SHA256HexOfSum(sum)})
 }
 
 func (e *Engine) reauth(client uintptr, username string, password []byte) Result {
@@ -222,7 +214,7 @@ func (e *Engine) ACLCheck(client uintptr, access acl.Access, topic string) Resul
 func (e *Engine) Disconnect(client uintptr, cleanStart bool, protocolVersion int, told session.Told) {
 	keptFor := session.KeptFor(protocolVersion, cleanStart, told, e.cfg.MQTT5SessionHold)
 	e.sessions.Disconnect(client, keptFor)
-	e.presenceDisconnected(client)
+	e.presence.disconnected(client)
 }
 
 // Tick runs on the main thread when the shim was asked for it (at most every 50 ms): it carries out
@@ -230,7 +222,7 @@ func (e *Engine) Disconnect(client uintptr, cleanStart bool, protocolVersion int
 func (e *Engine) Tick() {
 	e.reloading = false
 	e.sessions.Tick()
-	e.publishPresence()
+	e.presence.publish()
 	e.FlushLogs()
 }
 

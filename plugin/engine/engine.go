@@ -208,10 +208,8 @@ type Engine struct {
 	legacy   *legacyNames
 	denied   *denials
 	audits   *auditLog
-	presence *presence.Recorder // nil with plugin_opt_presence false
-
-	fast    *batch.Batcher[string, FastHash]             // by agent: fast hashes to record
-	touches *batch.Batcher[secret.Digest, secret.Digest] // keys that connected since the last write
+	presence presenceHooks
+	writes   *writes
 
 	refusals *rate.Limiter
 	unlogged atomic.Int64
@@ -266,7 +264,7 @@ func New(c Config) (*Engine, error) {
 	}
 	e := &Engine{
 		cfg: cfg, broker: c.Broker, store: c.Store, feed: c.Feed, metrics: c.Metrics, counting: c.Metrics != nil,
-		log: c.Log, logs: c.Logs, levels: c.Levels, now: c.Now, every: c.Every, hook: c.Hook, presence: c.Presence,
+		log: c.Log, logs: c.Logs, levels: c.Levels, now: c.Now, every: c.Every, hook: c.Hook,
 		appPrefix: secret.AppKindFor(cfg.KeyKind).Prefix(),
 		refusals:  rate.NewLimiter(rate.Limit(1), 5),
 	}
@@ -288,13 +286,13 @@ func New(c Config) (*Engine, error) {
 	e.denialKeep = c.DenialKeep
 	e.denials = denylist.New(c.DenialKeep)
 	names := legacy.New()
-	e.fast = batch.New[string, FastHash](maxQueuedFastHashes, 0, nil)
-	e.touches = batch.New[secret.Digest, secret.Digest](maxQueuedTouches, touchEvery, nil)
+	e.writes = &writes{e: e, fast: batch.New[string, FastHash](maxQueuedFastHashes, 0, nil),
+		touches: batch.New[secret.Digest, secret.Digest](maxQueuedTouches, touchEvery, nil)}
 	e.auth = auth.New(auth.Config{
 		Budget: authBudget(lookups), KeyKind: cfg.KeyKind, ClientID: cfg.ClientID, Rules: cfg.ACL, DBTimeout: cfg.DBTimeout,
 		DeferUnknown: cfg.DeferUnknown, NamePrefix: renamedPrefix, CustomNamePrefix: renamedCustomPrefix,
 		AppNamePrefix: renamedAppPrefix, Log: e.log, Now: e.now,
-		Legacy: names, SlowBudget: auth.NewTimeBudget(cfg.SlowHashBudget, time.Second, nil), RecordFastHash: e.queueFastHash,
+		Legacy: names, SlowBudget: auth.NewTimeBudget(cfg.SlowHashBudget, time.Second, nil), RecordFastHash: e.writes.queueFastHash,
 		Tokens: verifier, Denials: e.denials, TokenNamePrefix: renamedTokenPrefix,
 	}, c.Lookup, ca)
 	// The broker answers a marked client's publishes and deliveries itself (c/iotauth_marks.h) when the
@@ -313,6 +311,7 @@ func New(c Config) (*Engine, error) {
 	e.denied = &denials{e: e, fail: rate.Sometimes{Interval: 30 * time.Second}}
 	e.denied.stale.Store(true)
 	e.audits = newAuditLog(e)
+	e.presence = presenceHooks{e: e, rec: c.Presence}
 	e.ctx, e.cancel = context.WithCancel(context.Background())
 	return e, nil
 }
@@ -329,14 +328,11 @@ func (e *Engine) KnownKeys() int { return e.keys.set.Len() }
 // Cache returns the cache's figures (for the metrics' sources).
 func (e *Engine) Cache() cache.Stats { return e.auth.Cache().Stats() }
 
-// FastACL reports whether the broker answers marked clients' checks itself.
-func (e *Engine) FastACL() bool { return e.fastACL }
-
 // Close stops the background work and ends the live sessions' presence (within 3 s).
 func (e *Engine) Close() {
 	e.cancel()
 	e.wg.Wait()
-	e.closePresence()
+	e.presence.close()
 }
 
 // authBudget hands the authorizer the lookup budget, or no budget at all (a nil *budget.Budget in the

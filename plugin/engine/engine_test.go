@@ -393,7 +393,7 @@ func TestAdmittedKeysUseIsRecorded(t *testing.T) {
 	if f.connect(1, d, "agent-"+agentA) != OK {
 		t.Fatal("connect refused")
 	}
-	j := f.e.newJobs()
+	j := newJobs(f.e)
 	j.secondly(context.Background()) // starts the interval
 	if len(f.st.touched) != 0 {
 		t.Fatalf("touched before the interval: %v", f.st.touched)
@@ -665,10 +665,10 @@ func TestAuditDroppedCountIsAudited(t *testing.T) {
 
 func TestFastHashesLastWinsPerAgent(t *testing.T) {
 	f := newFixture(t)
-	f.e.queueFastHash(agentA, "old1", [32]byte{1})
-	f.e.queueFastHash(agentA, "old2", [32]byte{2})
-	f.e.queueFastHash(agentB, "old3", [32]byte{3})
-	f.e.writeFastHashes(context.Background())
+	f.e.writes.queueFastHash(agentA, "old1", [32]byte{1})
+	f.e.writes.queueFastHash(agentA, "old2", [32]byte{2})
+	f.e.writes.queueFastHash(agentB, "old3", [32]byte{3})
+	f.e.writes.fastHashes(context.Background())
 	if len(f.st.hashes) != 2 || f.st.hashes[0].Old != "old2" || f.st.hashes[1].Agent != agentB {
 		t.Errorf("recorded %+v, want agentA's last and agentB's", f.st.hashes)
 	}

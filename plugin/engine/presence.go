@@ -13,16 +13,21 @@ import (
 )
 
 // Presence (docs/presence.md): the recorder keeps the live sessions and writes them to PostgreSQL off
-// the broker's thread; these are the engine's calls into it, one per hook. e.presence is nil when
-// plugin_opt_presence is false.
+// the broker's thread; these are the engine's calls into it, one per hook. Its recorder is nil when
+// plugin_opt_presence is false, and every hook then does nothing.
+type presenceHooks struct {
+	e   *Engine
+	rec *presence.Recorder
+}
 
 // startPresence registers this start (closing the previous start's sessions) before the broker's
 // listeners open, and starts the recorder's writer.
-func (e *Engine) startPresence(ctx context.Context) {
-	rec := e.presence
+func (p presenceHooks) start() {
+	e, rec := p.e, p.rec
 	if rec == nil {
 		return
 	}
+	ctx := e.ctx
 	if err := rec.Start(ctx); err != nil {
 		e.log.Warn("presence: cannot register this broker in PostgreSQL; sessions of its previous start stay open until it can",
 			"broker", rec.Broker(), "error", err)
@@ -35,36 +40,37 @@ func (e *Engine) startPresence(ctx context.Context) {
 }
 
 // presenceConnected records an admitted session. Broker's thread.
-func (e *Engine) presenceConnected(client uintptr, s *auth.Session) {
-	if e.presence == nil {
+func (p presenceHooks) connected(client uintptr, s *auth.Session) {
+	if p.rec == nil {
 		return
 	}
 	kind, id := presence.KindOf(s)
-	version, addr := e.broker.ClientInfo(client)
-	e.presence.Connected(client, kind, id, presenceClientID(s, id), presence.Protocol(version), addr)
+	version, addr := p.e.broker.ClientInfo(client)
+	p.rec.Connected(client, kind, id, presenceClientID(s, id), presence.Protocol(version), addr)
 }
 
 // presenceDisconnected records a session's end. Broker's thread.
-func (e *Engine) presenceDisconnected(client uintptr) {
-	if e.presence != nil {
-		e.presence.Disconnected(client)
+func (p presenceHooks) disconnected(client uintptr) {
+	if p.rec != nil {
+		p.rec.Disconnected(client)
 	}
 }
 
 // presenceKicking gives a kicked session's coming end its reason.
-func (e *Engine) presenceKicking(s session.Snapshot, reason error) {
-	if e.presence != nil {
+func (p presenceHooks) kicking(s session.Snapshot, reason error) {
+	if p.rec != nil {
 		_, id := presence.KindOf(&s.Session)
-		e.presence.Kicking(presenceClientID(&s.Session, id), id, reason)
+		p.rec.Kicking(presenceClientID(&s.Session, id), id, reason)
 	}
 }
 
 // publishPresence publishes the queued lifecycle events. Broker's thread (TICK).
-func (e *Engine) publishPresence() {
-	if e.presence == nil {
+func (p presenceHooks) publish() {
+	e := p.e
+	if p.rec == nil {
 		return
 	}
-	evs := e.presence.TakeEvents()
+	evs := p.rec.TakeEvents()
 	if evs == nil {
 		return
 	}
@@ -74,7 +80,7 @@ func (e *Engine) publishPresence() {
 			e.log.Warn("presence: the broker refused to publish a lifecycle event (out of memory?)", "topic", strings.Clone(ev.Topic))
 		}
 	}
-	e.presence.Published() // the broker copied them: their buffers may be reused
+	p.rec.Published() // the broker copied them: their buffers may be reused
 }
 
 // presenceRefuses reports whether a client's check is a publish under the presence topics, which only
@@ -84,13 +90,14 @@ func presenceRefuses(access acl.Access, topic string) bool {
 }
 
 // closePresence ends the live sessions (broker_shutdown) and writes what is queued, within 3 s.
-func (e *Engine) closePresence() {
-	if e.presence == nil {
+func (p presenceHooks) close() {
+	e := p.e
+	if p.rec == nil {
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 	defer cancel()
-	if err := e.presence.Close(ctx); err != nil {
+	if err := p.rec.Close(ctx); err != nil {
 		e.log.Warn("presence: could not write the last session ends; the sessions read offline after this broker's presence timeout",
 			"error", err)
 	}

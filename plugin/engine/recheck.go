@@ -72,7 +72,7 @@ func (e *Engine) kick(s session.Snapshot, reason error) {
 	if !e.sessions.Refuse(s, reason) {
 		return
 	}
-	e.presenceKicking(s, reason)
+	e.presence.kicking(s, reason)
 	e.audits.kick(s, reason)
 }
 
