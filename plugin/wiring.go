@@ -34,7 +34,7 @@ type instance struct {
 	metricsLn  net.Listener
 }
 
-func newInstance(kv [][2]string) (in *instance, err error) {
+func newInstance(kv [][2]string) (_ *instance, err error) {
 	cfg, err := options.Parse(kv)
 	if err != nil {
 		return nil, err
@@ -46,7 +46,7 @@ func newInstance(kv [][2]string) (in *instance, err error) {
 	for _, w := range cfg.Warnings {
 		log.Warn(w)
 	}
-	in = &instance{cfg: cfg, logs: logs}
+	in := &instance{cfg: cfg, logs: logs}
 	defer func() {
 		if err != nil {
 			in.closeStores()
