@@ -14,6 +14,7 @@ import (
 	"github.com/iotauth/iotauth/backend/core/passhash"
 	"github.com/iotauth/iotauth/backend/core/secret"
 	"github.com/iotauth/iotauth/plugin/acl"
+	"github.com/iotauth/iotauth/plugin/auth"
 	"github.com/iotauth/iotauth/plugin/denylist"
 	"github.com/iotauth/iotauth/plugin/logq"
 	"github.com/iotauth/iotauth/plugin/options"
@@ -277,6 +278,12 @@ type fixture struct {
 
 func newFixture(t *testing.T, opts ...[2]string) *fixture {
 	t.Helper()
+	return newFixtureWith(t, nil, opts...)
+}
+
+// newFixtureWith is newFixture with a last word on the engine's Config.
+func newFixtureWith(t *testing.T, mutate func(*Config, *fakeClock), opts ...[2]string) *fixture {
+	t.Helper()
 	cfg, err := options.Parse(append([][2]string{{"dsn", "postgres://unused@127.0.0.1/x"}}, opts...))
 	if err != nil {
 		t.Fatal(err)
@@ -285,9 +292,13 @@ func newFixture(t *testing.T, opts ...[2]string) *fixture {
 	f := &fixture{b: newFakeBroker(), st: &fakeStore{rows: map[secret.Digest]credential.Credential{}},
 		clk: &fakeClock{t: time.Unix(1_800_000_000, 0)}}
 	levels, logs := logq.Levels{Debug: 1, Info: 2, Warning: 3, Error: 4}, logq.New()
-	f.e, err = New(Config{Options: cfg, Broker: f.b, Lookup: f.st, Store: f.st, Feed: f.st, MaxMark: 128,
+	c := Config{Options: cfg, Broker: f.b, Lookup: f.st, Store: f.st, Feed: f.st, MaxMark: 128,
 		Log: logq.NewLogger(logs, logq.ParseLevel("debug"), levels), Logs: logs, Levels: levels,
-		Now: f.clk.now, DenialKeep: 25 * time.Hour})
+		Now: f.clk.now, DenialKeep: 25 * time.Hour}
+	if mutate != nil {
+		mutate(&c, f.clk)
+	}
+	f.e, err = New(c)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -591,6 +602,7 @@ func TestStartFeedRecheckWorker(t *testing.T) {
 	f := newFixture(t, [2]string{"preload_wait", "10s"})
 	d := f.device(t, agentA)
 	changes := make(chan Change)
+	t.Cleanup(func() { close(changes) }) // before Close (cleanups run last first), which waits for the feed
 	f.st.feedCall = func(h ListenHandler) {
 		for c := range changes {
 			h.Changed(c)
@@ -617,7 +629,6 @@ func TestStartFeedRecheckWorker(t *testing.T) {
 	if k := f.b.kicked(); !slices.Equal(k, []string{"agent-" + agentA}) {
 		t.Fatalf("kicked %v, want agentA's client", k)
 	}
-	close(changes)
 }
 
 // Audit events wait while PostgreSQL does not answer and are written, in order, once it does.
@@ -693,5 +704,55 @@ func TestACLCheckAllocatesNothing(t *testing.T) {
 		}
 	}); n != 0 {
 		t.Errorf("ACLCheck allocates %v times per call", n)
+	}
+}
+
+// fakeTokens verifies any password "good" as a short-lived credential of subject user:alice.
+type fakeTokens struct {
+	clk     *fakeClock
+	reloads int
+}
+
+func (v *fakeTokens) VerifyToken(username string, password []byte, clientID string) (auth.Token, error) {
+	if string(password) != "good" {
+		return auth.Token{}, auth.ErrTokenInvalid
+	}
+	now := v.clk.now()
+	return auth.Token{ID: "t1", Subject: "user:alice", From: []string{"user:alice"}, IssuedAt: now.Add(-time.Minute),
+		ExpiresAt: now.Add(time.Hour), ClientIDAllowed: true, Topics: []auth.TokenTopic{{Access: "read", Pattern: "fleet/#"}}}, nil
+}
+
+func (v *fakeTokens) Reload() error { v.reloads++; return nil }
+func (v *fakeTokens) Keys() int     { return 1 }
+
+// A subject denial, announced by notification, kicks the live sessions of the credentials derived from
+// the subject on the next TICK, without a query; SIGHUP re-reads the verifier's keys.
+func TestSubjectDenialKicksTokenSessions(t *testing.T) {
+	var v *fakeTokens
+	f := newFixtureWith(t, func(c *Config, clk *fakeClock) { v = &fakeTokens{clk: clk}; c.Tokens = v })
+	f.e.denied.load(context.Background()) // tokens are refused until the deny list loaded once
+	user := auth.TokenUsernamePrefix + "x"
+	f.b.ids[1] = "fleet-1"
+	if got := f.e.BasicAuth(1, user, []byte("good"), "fleet-1"); got != OK {
+		t.Fatalf("token connect = %v, want OK", got)
+	}
+	if got := f.e.ACLCheck(1, acl.Read, "fleet/a"); got != OK {
+		t.Errorf("token session's check = %v, want OK", got)
+	}
+	lookups := f.st.lookups
+	f.e.Changed(Change{Table: DenialTable, Subject: "user:alice", DeniedAt: f.clk.now()})
+	f.e.Tick()
+	if k := f.b.kicked(); !slices.Equal(k, []string{"fleet-1"}) {
+		t.Fatalf("kicked %v, want the token's client", k)
+	}
+	if f.st.lookups != lookups {
+		t.Error("a subject denial queried the store")
+	}
+	if got := f.e.BasicAuth(2, user, []byte("good"), "fleet-2"); got != Refused {
+		t.Errorf("connect of a denied subject's credential = %v, want Refused", got)
+	}
+	f.e.Reload()
+	if v.reloads != 1 {
+		t.Errorf("SIGHUP re-read the keys %d times, want 1", v.reloads)
 	}
 }
