@@ -23,6 +23,7 @@ import (
 	"unsafe"
 
 	"github.com/iotauth/iotauth/plugin/acl"
+	"github.com/iotauth/iotauth/plugin/engine"
 	"github.com/iotauth/iotauth/plugin/session"
 )
 
@@ -83,7 +84,7 @@ func iotauth_go_init(opts *C.struct_mosquitto_opt, n C.int) (rc C.int) {
 		return C.MOSQ_ERR_INVAL
 	}
 	current.Store(in)
-	in.flushLogs()
+	in.eng.FlushLogs()
 	return C.MOSQ_ERR_SUCCESS
 }
 
@@ -92,7 +93,7 @@ func iotauth_go_cleanup() {
 	defer recoverTo(nil, 0, "plugin cleanup")
 	if in := current.Swap(nil); in != nil {
 		in.close()
-		in.flushLogs()
+		in.eng.FlushLogs()
 	}
 }
 
@@ -125,9 +126,9 @@ func iotauth_go_basic_auth(client C.uintptr_t, user *C.char, userLen C.int, pass
 	if in == nil {
 		return C.MOSQ_ERR_AUTH
 	}
-	// The username and password are borrowed for this call: basicAuth hashes and compares them and keeps
+	// The username and password are borrowed for this call: BasicAuth hashes and compares them and keeps
 	// neither. The client id is copied, since an admitted session keeps it.
-	return C.int(in.basicAuth(uintptr(client), borrowString(user, userLen), borrowBytes(pass, passLen), goString(cid, cidLen)))
+	return code(in.eng.BasicAuth(uintptr(client), borrowString(user, userLen), borrowBytes(pass, passLen), goString(cid, cidLen)))
 }
 
 //export iotauth_go_acl_check
@@ -138,16 +139,14 @@ func iotauth_go_acl_check(client C.uintptr_t, topic *C.char, topicLen C.int, acc
 		return C.MOSQ_ERR_ACL_DENIED
 	}
 	// Borrowed for this call only: the ACL check keeps no reference to it.
-	return C.int(in.aclCheck(uintptr(client), acl.Access(access), borrowString(topic, topicLen)))
+	return code(in.eng.ACLCheck(uintptr(client), acl.Access(access), borrowString(topic, topicLen)))
 }
 
 //export iotauth_go_disconnect
 func iotauth_go_disconnect(client C.uintptr_t, cleanStart, protocolVersion, told C.int) {
 	defer recoverTo(nil, 0, "disconnect")
 	if in := current.Load(); in != nil {
-		keptFor := session.KeptFor(int(protocolVersion), cleanStart != 0, session.Told(told), in.cfg.MQTT5SessionHold)
-		in.sessions.Disconnect(uintptr(client), keptFor)
-		in.presenceDisconnected(uintptr(client))
+		in.eng.Disconnect(uintptr(client), cleanStart != 0, int(protocolVersion), session.Told(told))
 	}
 }
 
@@ -155,7 +154,7 @@ func iotauth_go_disconnect(client C.uintptr_t, cleanStart, protocolVersion, told
 func iotauth_go_tick() {
 	defer recoverTo(nil, 0, "tick")
 	if in := current.Load(); in != nil {
-		in.tick()
+		in.eng.Tick()
 	}
 }
 
@@ -170,12 +169,12 @@ func iotauth_go_yield() {
 func iotauth_go_reload() (rc C.int) {
 	defer recoverTo(&rc, C.MOSQ_ERR_SUCCESS, "reload")
 	if in := current.Load(); in != nil {
-		in.reload()
+		in.eng.Reload()
 	}
 	return C.MOSQ_ERR_SUCCESS
 }
 
-// broker is the session table's view of Mosquitto. Its calls are made only from callbacks, which
+// broker is the engine's view of Mosquitto (engine.Broker). Its calls are made only from callbacks, which
 // Mosquitto runs on its main thread (RequestTick: any goroutine).
 type broker struct{}
 
@@ -215,37 +214,46 @@ const maxMark = C.IOTAUTH_MARK_MAX
 // setMaxTopic tells the shim the longest topic it may answer for a marked client. Plugin init.
 func setMaxTopic(n int) { C.iotauth_set_max_topic(C.size_t(n)) }
 
-// replaceClientID gives a client being refused another id, before the broker logs the one it sent.
+// ReplaceClientID gives a client being refused another id, before the broker logs the one it sent.
 // BASIC_AUTH only; id must be no longer than the current id (Mosquitto 2.0 overwrites it in place).
-func replaceClientID(client uintptr, id string) bool {
+func (broker) ReplaceClientID(client uintptr, id string) bool {
 	cs := C.CString(id)
 	defer C.free(unsafe.Pointer(cs))
 	return C.iotauth_replace_client_id(C.uintptr_t(client), cs) == C.MOSQ_ERR_SUCCESS
 }
 
-// ticksSeen counts the TICK events the broker delivered.
-func ticksSeen() uint64 { return uint64(C.iotauth_ticks_seen()) }
+// TicksSeen counts the TICK events the broker delivered.
+func (broker) TicksSeen() uint64 { return uint64(C.iotauth_ticks_seen()) }
 
-func clientID(client uintptr) string {
+func (broker) ClientID(client uintptr) string {
 	return C.GoString(C.iotauth_client_id(C.uintptr_t(client)))
 }
 
-func clientUsername(client uintptr) string {
+func (broker) ClientUsername(client uintptr) string {
 	return C.GoString(C.iotauth_client_username(C.uintptr_t(client)))
 }
 
-// Mosquitto's return codes and log levels, for the plain-Go files of this package.
-const (
-	rcSuccess = int(C.MOSQ_ERR_SUCCESS)
-	rcAuth    = int(C.MOSQ_ERR_AUTH)
-	rcDefer   = int(C.MOSQ_ERR_PLUGIN_DEFER)
-	rcDenied  = int(C.MOSQ_ERR_ACL_DENIED)
+// Log writes straight to Mosquitto's log; main thread only.
+func (broker) Log(level int, msg string) { logNow(C.int(level), msg) }
 
+// code is Mosquitto's return code for the engine's answer.
+func code(r engine.Result) C.int {
+	switch r {
+	case engine.OK:
+		return C.MOSQ_ERR_SUCCESS
+	case engine.Defer:
+		return C.MOSQ_ERR_PLUGIN_DEFER
+	case engine.Denied:
+		return C.MOSQ_ERR_ACL_DENIED
+	}
+	return C.MOSQ_ERR_AUTH
+}
+
+// Mosquitto's log levels, for the plain-Go files of this package.
+const (
 	levelDebug   = int(C.MOSQ_LOG_DEBUG)
 	levelInfo    = int(C.MOSQ_LOG_INFO)
 	levelNotice  = int(C.MOSQ_LOG_NOTICE)
 	levelWarning = int(C.MOSQ_LOG_WARNING)
 	levelErr     = int(C.MOSQ_LOG_ERR)
 )
-
-func writeLog(level int, msg string) { logNow(C.int(level), msg) }

@@ -41,10 +41,10 @@ import (
 	"unsafe"
 )
 
-// clientInfo is the client's MQTT protocol version (3, 4 or 5) and IP address (the zero Addr when the
+// ClientInfo is the client's MQTT protocol version (3, 4 or 5) and IP address (the zero Addr when the
 // broker has none), from one call into the broker and without allocating: the address is parsed in place.
 // Main thread only.
-func clientInfo(client uintptr) (int, netip.Addr) {
+func (broker) ClientInfo(client uintptr) (int, netip.Addr) {
 	info := C.iotauth_client_info(C.uintptr_t(client))
 	v := int(info.protocol)
 	if info.addr == nil || info.addr_len == 0 {
@@ -62,9 +62,9 @@ func clientInfo(client uintptr) (int, netip.Addr) {
 	return v, a
 }
 
-// brokerPublish publishes payload to topic from the broker (QoS 1, not retained). ctopic is the topic
+// Publish publishes payload to topic from the broker (QoS 1, not retained). ctopic is the topic
 // followed by a NUL byte; both are read in place (the broker copies them). Main thread only.
-func brokerPublish(ctopic, payload []byte) bool {
+func (broker) Publish(ctopic, payload []byte) bool {
 	if len(ctopic) == 0 || ctopic[len(ctopic)-1] != 0 {
 		return false
 	}

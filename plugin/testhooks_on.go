@@ -8,6 +8,9 @@ import (
 	"time"
 )
 
+// testHooks is true in builds tagged iotauth_testhooks: the engine is handed testHook.
+const testHooks = true
+
 // clockShift is how far the test hook moved testClock ahead of the wall clock.
 var clockShift atomic.Int64
 
