@@ -99,6 +99,7 @@ func Pages(c Config) ([]Page, error) {
 		{"GET /live", index},
 		{"GET /live/{$}", index},
 		{"GET /live/live.js", file("live.js", "text/javascript; charset=utf-8")},
+		{"GET /live/watch.js", file("watch.js", "text/javascript; charset=utf-8")},
 		{"GET /live/live.css", file("live.css", "text/css; charset=utf-8")},
 		{"GET /live/config.json", serveBytes(csp, "application/json", cfg)},
 	}
@@ -109,6 +110,22 @@ func Pages(c Config) ([]Page, error) {
 		return nil, err
 	}
 	return pages, nil
+}
+
+// Shared files: the page's MQTT part and MQTT.js's bundle, which the console's Watch live serves too
+// (docs/console.md), so that the client code exists once.
+const (
+	WatchScript = "watch.js"
+	BundleFile  = "vendor/mqtt.min.js"
+)
+
+// SharedFile returns one of the shared files (WatchScript or BundleFile) as embedded; BundleFile is
+// missing (fs.ErrNotExist) in a build that skipped `make`'s npm step.
+func SharedFile(name string) ([]byte, error) {
+	if name != WatchScript && name != BundleFile {
+		return nil, fs.ErrNotExist
+	}
+	return static.ReadFile("static/" + name)
 }
 
 // pageConfig is GET /live/config.json: what the page needs to know that is not in its files. Never a
