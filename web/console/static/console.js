@@ -62,7 +62,7 @@ function watchLive() {
   };
   var watcher = W.create({
     status: status, messages: el("watch-messages"), session: el("watch-session"), topic: null,
-    wsUrl: box.dataset.wsUrl, credentials: credentials, zone: box.dataset.zone,
+    wsUrl: box.dataset.broker, credentials: credentials, zone: box.dataset.zone,
     onSignedOut: function (message) {
       watcher.setStatus(message, "error");
       el("watch-signin").hidden = false;
