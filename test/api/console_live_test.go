@@ -407,5 +407,6 @@ func TestConsoleWatchLiveAxeAndScreens(t *testing.T) {
 			{"live", "/console/live", "#watch-agent"},
 		})
 		checkNothingKept(t, b, pw)
+		ce.checkURLs(b) // no URL the browser requested carries a secret
 	})
 }
