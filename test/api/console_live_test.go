@@ -88,6 +88,33 @@ func evalB[T any](b *browser, expr string) T {
 	return v
 }
 
+// setZone chooses the console's time zone in the form at the bottom of the page and waits for the
+// page the form goes back to (rendered with the zone as the field's value attribute).
+func (b *browser) setZone(zone string) {
+	b.t.Helper()
+	b.do(chromedp.SetValue(chromedp.ID("tz"), zone), chromedp.Click(chromedp.ID("tz-save")))
+	b.across(`document.readyState === "complete" && !!document.getElementById("tz") && document.getElementById("tz").defaultValue === `+jsString(zone), "the page in "+zone)
+}
+
+// across polls a JavaScript predicate (up to 30 s) across navigations: an evaluation cut short by the
+// page being replaced is tried again on the next one.
+func (b *browser) across(predicate, what string) {
+	b.t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		ctx, cancel := context.WithTimeout(b.ctx, 5*time.Second)
+		ok, err := chromedp.Run(ctx, chromedp.Evaluate[bool](predicate))
+		cancel()
+		if err == nil && ok {
+			return
+		}
+		if time.Now().After(deadline) {
+			b.t.Fatalf("waiting for %s: %v", what, err)
+		}
+		time.Sleep(100 * time.Millisecond) // the polling interval, bounded by the deadline
+	}
+}
+
 // watchMessages is the Watch live list, newest first, as "topic payload".
 const watchMessages = `Array.from(document.querySelectorAll("#watch-messages li"), (li) => li.querySelector(".topic").textContent + " " + li.querySelector(".payload").textContent)`
 
@@ -339,7 +366,7 @@ func TestConsoleWatchLiveAxeAndScreens(t *testing.T) {
 		defer as(t)()
 		// The operator chooses Asia/Tokyo in the console.
 		b.open("/console/agents", "#tz-form")
-		b.do(chromedp.SetValue(chromedp.ID("tz"), "Asia/Tokyo"), chromedp.Click(chromedp.ID("tz-save")), chromedp.WaitVisible(chromedp.ID("tz-form")))
+		b.setZone("Asia/Tokyo")
 		// /live opened by this browser: the console's live screen, in its layout, without a sign-in.
 		// The page replaces itself while loading: chromedp's Navigate may report the target navigated.
 		ctx, cancel := context.WithTimeout(b.ctx, 30*time.Second)
@@ -390,7 +417,7 @@ func TestConsoleWatchLiveAxeAndScreens(t *testing.T) {
 		b.poll(`(`+watchMessages+`).includes(`+jsString(topic+" from the form")+`)`, "the message watched from the form")
 		checkNothingKept(t, b, pw)
 		// Back to UTC for the screenshots.
-		b.do(chromedp.SetValue(chromedp.ID("tz"), "UTC"), chromedp.Click(chromedp.ID("tz-save")), chromedp.WaitVisible(chromedp.ID("tz-form")))
+		b.setZone("UTC")
 	})
 
 	t.Run("AxeAndScreenshots", func(t *testing.T) {
