@@ -2,8 +2,9 @@
 // exchanges the access token for short-lived MQTT credentials (POST /api/v1/tokens/exchange with
 // {"provider":"iotauth"}) and watches one agent's messages over MQTT/WebSockets.
 //
-// The page is static: HTML, our own script and style sheet, and MQTT.js's browser bundle, all embedded
-// in the binary. The bundle comes from npm (package.json and package-lock.json beside this file pin
+// The page is static: HTML, our own scripts (live.js: sign-in and exchange; watch.js: the MQTT session
+// and the message list, which the console's Watch live runs too, see SharedFile) and style sheet, and
+// MQTT.js's browser bundle, all embedded in the binary. The bundle comes from npm (package.json and package-lock.json beside this file pin
 // it); `make build` runs `npm ci` and copies node_modules/mqtt/dist/mqtt.min.js into static/vendor/,
 // which is git-ignored. A build without that step still compiles: the page then says that the bundle
 // is missing (BundleBuilt reports it).
