@@ -189,7 +189,8 @@ func axeCheck(t *testing.T, b *browser, src, screen string) {
 //     a way back to the agent, no sign-in, times in the operator's zone (Asia/Tokyo here).
 //   - axe-core finds no serious or critical violation on the sign-in, overview, agents, agent, keys,
 //     provisioning, users, license, audit and live screens and on /live's own sign-in, at 1,280 and
-//     390 px; each is photographed into build/console/<screen>-<width>.png.
+//     390 px, and on a confirmation page and an error page; each is photographed into
+//     build/console/screen-<screen>-<width>.png.
 func TestConsoleWatchLiveAxeAndScreens(t *testing.T) {
 	if !live.BundleBuilt() {
 		t.Fatal("MQTT.js's bundle is not in web/live/static/vendor: run make build (it runs npm ci) before this test")
@@ -247,7 +248,7 @@ func TestConsoleWatchLiveAxeAndScreens(t *testing.T) {
 				if w := evalB[int](b, `document.documentElement.scrollWidth`); w > width {
 					t.Errorf("%s is %d px wide in a %d px window", sc.name, w, width)
 				}
-				b.shot(fmt.Sprintf("%s-%d", sc.name, width))
+				b.shot(fmt.Sprintf("screen-%s-%d", sc.name, width))
 			}
 		}
 		b.do(chromedp.EmulateViewport(1280, 900))
@@ -432,7 +433,17 @@ func TestConsoleWatchLiveAxeAndScreens(t *testing.T) {
 			{"license", "/console/license", "#nav-license"},
 			{"audit", "/console/audit", "#nav-audit"},
 			{"live", "/console/live", "#watch-agent"},
+			{"error", "/console/agents/00000000-0000-4000-8000-000000000000", "#error"},
 		})
+		// A confirmation page (the key revocation's, which changes nothing until confirmed).
+		for _, width := range []int64{1280, 390} {
+			b.do(chromedp.EmulateViewport(width, 900))
+			b.open(agentPath, "#agent-keys button.revoke")
+			b.do(chromedp.Click(chromedp.CSS("#agent-keys button.revoke")), chromedp.WaitVisible(chromedp.ID("confirm-form")))
+			axeCheck(t, b, axe, fmt.Sprintf("the confirmation page at %d px", width))
+			b.shot(fmt.Sprintf("screen-confirm-%d", width))
+		}
+		b.do(chromedp.EmulateViewport(1280, 900))
 		checkNothingKept(t, b, pw)
 		ce.checkURLs(b) // no URL the browser requested carries a secret
 	})
