@@ -15,6 +15,9 @@ GO_SOURCES := $(shell find . -name '*.go' -not -path './build/*' -not -path '*/n
 LIVE := web/live
 LIVE_BUNDLE := $(LIVE)/static/vendor/mqtt.min.js
 LIVE_ASSETS := $(wildcard $(LIVE)/static/*.*)
+# axe-core (a dev dependency in the same package.json): the browser tests inject it to check the
+# console's accessibility; it is never embedded or served.
+AXE := $(LIVE)/node_modules/axe-core/axe.min.js
 TEST_TIMEOUT ?= 12m
 # `iotauth version` prints it (the Go toolchain does not stamp VCS data in every checkout, e.g. worktrees).
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
@@ -62,7 +65,11 @@ $(LIVE_BUNDLE): $(LIVE)/package.json $(LIVE)/package-lock.json
 	cd $(LIVE) && npm ci --no-audit --no-fund --loglevel=error
 	cp $(LIVE)/node_modules/mqtt/dist/mqtt.min.js $@
 
-test: deps build test-c ## run every test: unit, integration and end to end (starts its own PostgreSQL and Mosquitto)
+# npm ci above installs it too; this rule runs it for a tree whose bundle predates axe-core.
+$(AXE): $(LIVE_BUNDLE)
+	@[ -f $@ ] || { cd $(LIVE) && npm ci --no-audit --no-fund --loglevel=error; }
+
+test: deps build $(AXE) test-c ## run every test: unit, integration and end to end (starts its own PostgreSQL and Mosquitto)
 	$(TEST_ENV) $(GO) test -count=1 -timeout $(TEST_TIMEOUT) ./...
 
 test-compat: build $(COMPAT_BROKERS) ## the plugin, demo and broker-using API tests against Mosquitto 2.0.20 and 2.1

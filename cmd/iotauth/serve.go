@@ -492,7 +492,7 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stder
 	}
 	// The operator console (docs/console.md) at /console/, on the API's own listener; its session key is
 	// derived from the signing key, like the login key, so that replicas share sessions.
-	con, err := console.New(console.Config{API: srv, Key: loginKey(c.JWT), Logger: logger})
+	con, err := console.New(console.Config{API: srv, Key: loginKey(c.JWT), Logger: logger, MQTTWebSocketURL: c.MQTTWSURL})
 	if err != nil {
 		return err
 	}

@@ -42,10 +42,14 @@ type consoleEnv struct {
 	url string
 }
 
-func newConsoleEnv(t *testing.T, e *env, tls bool) *consoleEnv {
+func newConsoleEnv(t *testing.T, e *env, tls bool, opts ...func(*console.Config)) *consoleEnv {
 	t.Helper()
 	logger := slog.New(slog.NewJSONHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	con, err := console.New(console.Config{API: e.srv, Logger: logger})
+	cfg := console.Config{API: e.srv, Logger: logger}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	con, err := console.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

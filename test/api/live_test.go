@@ -430,7 +430,8 @@ func TestLivePageConnectWithGivenCredentials(t *testing.T) {
 }
 
 // TestServeBinaryServesLivePage: the binary `make build` makes embeds the page and MQTT.js's bundle
-// (npm ci at build time, no CDN), serves them when MQTT_WS_URL is set, and says so in its log.
+// (npm ci at build time, no CDN), serves them when MQTT_WS_URL is set, and says so in its log; its
+// console offers Watch live with the same URL.
 func TestServeBinaryServesLivePage(t *testing.T) {
 	p := startServe(t, pg.NewDatabase(t), "MQTT_WS_URL=ws://127.0.0.1:9001/")
 	res, err := http.Get(p.base + live.BundleURL)
@@ -446,6 +447,17 @@ func TestServeBinaryServesLivePage(t *testing.T) {
 		t.Fatalf("GET %s: %d %q, %d bytes: the binary lacks MQTT.js (build it with make build)", live.BundleURL, res.StatusCode, res.Header.Get("Content-Type"), len(body))
 	}
 	checkPageHeaders(t, p.base, "ws://127.0.0.1:9001/")
+	// The console gets the same URL: Watch live's scripts are served (docs/console.md).
+	for _, path := range []string{"/console/static/live/watch.js", "/console/static/live/mqtt.min.js"} {
+		res, err := http.Get(p.base + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		res.Body.Close()
+		if res.StatusCode != 200 {
+			t.Errorf("GET %s: %d; serve did not give the console MQTT_WS_URL", path, res.StatusCode)
+		}
+	}
 	if !strings.Contains(p.logs.String(), "live page at /live") {
 		t.Errorf("serve did not log the live page:\n%s", p.logs.String())
 	}

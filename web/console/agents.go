@@ -193,6 +193,9 @@ func (c *Console) agentPage(w http.ResponseWriter, r *http.Request, s *session, 
 		events = c.auditRows(r, s, v, list.Items)
 	}
 	v.Title, v.Nav, v.Notice = "Agent "+a.Name, "agents", notice(r)
+	if v.Live && v.Can["exchange"] {
+		c.watching(w, v)
+	}
 	v.Data = map[string]any{"Agent": a, "Keys": keys.Items, "Events": events, "TargetState": string(a.TargetState),
 		"Presence": p, "Past": past, "Badge": presenceBadge(a.Status, p.Online, p.LastConnectedAt == nil && len(past) == 0),
 		"NoUsableKey": v.Can["keyList"] && usable == 0}

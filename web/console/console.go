@@ -19,6 +19,7 @@ import (
 	"io/fs"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -26,6 +27,7 @@ import (
 
 	"github.com/iotauth/iotauth/backend/api"
 	"github.com/iotauth/iotauth/backend/store"
+	"github.com/iotauth/iotauth/web/live"
 )
 
 //go:embed templates/*.html static/*
@@ -71,6 +73,9 @@ type Config struct {
 	Logger *slog.Logger
 	// Now is the clock (default time.Now).
 	Now func() time.Time
+	// MQTTWebSocketURL is the broker's MQTT-over-WebSockets URL as browsers reach it (MQTT_WS_URL, as
+	// for /live). Set, the console offers Watch live (the agent page and /console/live); empty, not.
+	MQTTWebSocketURL string
 }
 
 // Console is the operator console as an http.Handler for the paths under Prefix.
@@ -88,6 +93,7 @@ type Console struct {
 	zoned   sync.Map                      // zone and page → that copy
 	zonedN  atomic.Int64                  // copies made (kept up to maxZonedPages)
 	roles   map[string][]string           // "METHOD /api/path" → roles, from the API's route table
+	ws      *url.URL                      // the broker's WebSocket URL for Watch live; nil: not offered
 }
 
 // New builds a Console.
@@ -125,10 +131,18 @@ func New(c Config) (*Console, error) {
 	if c.Now == nil {
 		c.Now = time.Now
 	}
+	var ws *url.URL
+	if c.MQTTWebSocketURL != "" {
+		u, err := live.ParseWebSocketURL(c.MQTTWebSocketURL)
+		if err != nil {
+			return nil, fmt.Errorf("console: %w", err)
+		}
+		ws = u
+	}
 	k := hmac.New(sha256.New, c.Key)
 	k.Write([]byte("iotauth console v1"))
 	con := &Console{api: c.API, db: c.Store, key: k.Sum(nil), idle: c.IdleTimeout, maxLife: c.MaxLifetime,
-		log: c.Logger, now: c.Now, mux: http.NewServeMux(), roles: map[string][]string{}}
+		log: c.Logger, now: c.Now, mux: http.NewServeMux(), roles: map[string][]string{}, ws: ws}
 	for _, rt := range c.API.Routes() {
 		con.roles[rt.Pattern()] = rt.Roles
 	}
@@ -140,6 +154,7 @@ func New(c Config) (*Console, error) {
 		return nil, err
 	}
 	con.routes()
+	con.liveRoutes()
 	return con, nil
 }
 

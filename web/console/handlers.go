@@ -65,6 +65,9 @@ type view struct {
 	Notice string
 	Data   any
 	Path   string // the page's own URL, for forms that come back to it (the time zone's)
+	Live   bool   // Watch live is offered (the broker's WebSocket URL is configured)
+	Watch  bool   // this page watches: it loads MQTT.js and watch.js
+	WSURL  string // the broker's WebSocket URL, on a page that watches
 }
 
 // capabilities name the API routes behind the console's buttons; a button is shown only when the
@@ -88,6 +91,7 @@ var capabilities = map[string]string{
 	"agentStatus":     "PATCH /api/v1/agents/{uuid}",
 	"license":         "GET /api/v1/license",
 	"audit":           "GET /api/v1/audit",
+	"exchange":        "POST /api/v1/tokens/exchange",
 }
 
 func (c *Console) can(role string) map[string]bool {
@@ -156,7 +160,7 @@ func (c *Console) run(w http.ResponseWriter, r *http.Request, s *session, h hand
 	if err == nil && !res.ok() {
 		err = res.problem()
 	}
-	v := &view{CSRF: c.csrfToken(s), Path: Prefix}
+	v := &view{CSRF: c.csrfToken(s), Path: Prefix, Live: c.ws != nil}
 	if r.Method == http.MethodGet {
 		v.Path = r.URL.RequestURI()
 	}

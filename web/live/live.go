@@ -2,8 +2,9 @@
 // exchanges the access token for short-lived MQTT credentials (POST /api/v1/tokens/exchange with
 // {"provider":"iotauth"}) and watches one agent's messages over MQTT/WebSockets.
 //
-// The page is static: HTML, our own script and style sheet, and MQTT.js's browser bundle, all embedded
-// in the binary. The bundle comes from npm (package.json and package-lock.json beside this file pin
+// The page is static: HTML, our own scripts (live.js: sign-in and exchange; watch.js: the MQTT session
+// and the message list, which the console's Watch live runs too, see SharedFile) and style sheet, and
+// MQTT.js's browser bundle, all embedded in the binary. The bundle comes from npm (package.json and package-lock.json beside this file pin
 // it); `make build` runs `npm ci` and copies node_modules/mqtt/dist/mqtt.min.js into static/vendor/,
 // which is git-ignored. A build without that step still compiles: the page then says that the bundle
 // is missing (BundleBuilt reports it).
@@ -99,6 +100,7 @@ func Pages(c Config) ([]Page, error) {
 		{"GET /live", index},
 		{"GET /live/{$}", index},
 		{"GET /live/live.js", file("live.js", "text/javascript; charset=utf-8")},
+		{"GET /live/watch.js", file("watch.js", "text/javascript; charset=utf-8")},
 		{"GET /live/live.css", file("live.css", "text/css; charset=utf-8")},
 		{"GET /live/config.json", serveBytes(csp, "application/json", cfg)},
 	}
@@ -109,6 +111,22 @@ func Pages(c Config) ([]Page, error) {
 		return nil, err
 	}
 	return pages, nil
+}
+
+// Shared files: the page's MQTT part and MQTT.js's bundle, which the console's Watch live serves too
+// (docs/console.md), so that the client code exists once.
+const (
+	WatchScript = "watch.js"
+	BundleFile  = "vendor/mqtt.min.js"
+)
+
+// SharedFile returns one of the shared files (WatchScript or BundleFile) as embedded; BundleFile is
+// missing (fs.ErrNotExist) in a build that skipped `make`'s npm step.
+func SharedFile(name string) ([]byte, error) {
+	if name != WatchScript && name != BundleFile {
+		return nil, fs.ErrNotExist
+	}
+	return static.ReadFile("static/" + name)
 }
 
 // pageConfig is GET /live/config.json: what the page needs to know that is not in its files. Never a

@@ -66,6 +66,7 @@ func TestPagesHeaders(t *testing.T) {
 		"/live":             "text/html",
 		"/live/":            "text/html",
 		"/live/live.js":     "text/javascript",
+		"/live/watch.js":    "text/javascript",
 		"/live/live.css":    "text/css",
 		"/live/config.json": "application/json",
 	} {
@@ -119,15 +120,17 @@ func TestNoInlineCodeNoStorage(t *testing.T) {
 			t.Errorf("index.html contains %q", m)
 		}
 	}
-	js, err := static.ReadFile("static/live.js")
-	if err != nil {
-		t.Fatal(err)
-	}
-	// Comments name what the code avoids; check the code only (live.js has no "//" inside strings).
-	code := regexp.MustCompile(`//.*`).ReplaceAllString(string(js), "")
-	for _, bad := range []string{"localStorage", "sessionStorage", "document.cookie", "indexedDB", "innerHTML", "outerHTML", "insertAdjacentHTML", "eval(", "new Function"} {
-		if strings.Contains(code, bad) {
-			t.Errorf("live.js uses %s", bad)
+	for _, name := range []string{"live.js", "watch.js"} {
+		js, err := static.ReadFile("static/" + name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Comments name what the code avoids; check the code only (neither script has "//" inside strings).
+		code := regexp.MustCompile(`//.*`).ReplaceAllString(string(js), "")
+		for _, bad := range []string{"localStorage", "sessionStorage", "document.cookie", "indexedDB", "innerHTML", "outerHTML", "insertAdjacentHTML", "eval(", "new Function"} {
+			if strings.Contains(code, bad) {
+				t.Errorf("%s uses %s", name, bad)
+			}
 		}
 	}
 }
