@@ -43,6 +43,16 @@ type Report struct {
 	Command string
 	Took    time.Duration
 	Notes   []string
+	// Targets is the summary against the goals (targets.go); TargetResults fills it on first use.
+	Targets []TargetResult
+}
+
+// TargetResults evaluates the targets against the rows once and returns the summary.
+func (r *Report) TargetResults() []TargetResult {
+	if r.Targets == nil {
+		r.Targets = Evaluate(r, Targets())
+	}
+	return r.Targets
 }
 
 // Machine describes where the run happened.
@@ -246,7 +256,10 @@ func (r *Report) WriteText(w io.Writer) {
 		}
 		fmt.Fprintln(w, strings.TrimRight(b.String(), " "))
 	}
-	fmt.Fprintf(w, "\n%d figures, %d failed; %s\n", len(r.Rows), len(r.Failed()), r.Machine.line())
+	fmt.Fprintln(w)
+	ts := r.TargetResults()
+	WriteTargets(w, ts)
+	fmt.Fprintf(w, "\n%d figures, %d failed; %d targets, %d failed; %s\n", len(r.Rows), len(r.Failed()), len(ts), TargetsFailed(ts), r.Machine.line())
 }
 
 func (m Machine) line() string {
@@ -273,5 +286,7 @@ func (r *Report) WriteMarkdown(w io.Writer) {
 		}
 		fmt.Fprintf(w, "| %s |\n", strings.Join(cells, " | "))
 	}
-	fmt.Fprintf(w, "\n%d figures, %d failed.\n", len(r.Rows), len(r.Failed()))
+	ts := r.TargetResults()
+	writeTargetsMarkdown(w, ts)
+	fmt.Fprintf(w, "\n%d figures, %d failed; %d targets, %d failed.\n", len(r.Rows), len(r.Failed()), len(ts), TargetsFailed(ts))
 }
