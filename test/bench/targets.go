@@ -48,7 +48,7 @@ func RatioAtMost(name string, limit float64, matches ...Match) Target {
 		for _, m := range matches {
 			for _, row := range m.rows(rep) {
 				if math.IsNaN(row.Ratio) {
-					continue
+					return "—", false, true // measured, but no ratio (a zero baseline): a failure, not a pass
 				}
 				worst, found = math.Max(worst, row.Ratio), true
 			}
