@@ -280,7 +280,10 @@ func TestQuantileAndMedian(t *testing.T) {
 		t.Errorf("median = %v", m)
 	}
 	r := pair("l", "f", "dur", []float64{2, 4, 3}, []float64{2, 2, 2}, ratioAtMost(1.05))
-	if r.Ratio != 1.5 || r.Verdict != Fail || r.Plugin != 3 || r.NoAuth != 2 {
+	if r.Ratio != 1.5 || r.Verdict != Fail || r.Plugin != 3 || r.NoAuth != 2 || r.RatioMin != 1 || r.RatioMax != 2 {
 		t.Errorf("pair: %+v", r)
+	}
+	if c := r.cells()[4]; c != "1.500 (1.00–2.00)" {
+		t.Errorf("ratio cell %q, want the median and the range of the per-round ratios", c)
 	}
 }
