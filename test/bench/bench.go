@@ -67,8 +67,9 @@ type Config struct {
 	// Floor and Dynsec add to the cached connect storm the floor plugin (iotauth's shim with a Go side that
 	// answers at once) and Mosquitto's dynamic-security plugin; GoAuthSO, when set, mosquitto-go-auth
 	// built at that path (compare.go). The floor and go-auth also join the agents' publish loads.
-	Floor, Dynsec bool
-	GoAuthSO      string
+	// PresenceOff adds iotauth with plugin_opt_presence false to the cached connect storm.
+	Floor, Dynsec, PresenceOff bool
+	GoAuthSO                   string
 	// Metrics adds, to the cached connect storm and the reconnect storm, a plugin broker that serves
 	// Prometheus metrics (plugin_opt_metrics_listen, scraped every second) beside the one without, in
 	// the same rotation against the same no-auth broker.
@@ -84,7 +85,7 @@ func DefaultConfig() Config {
 		FloodWorkers: 8, LegitWorkers: 4, FloodDur: 4 * time.Second,
 		HammerWorkers: 8, ProbeDur: 4 * time.Second, LockDur: 5 * time.Second,
 		RevokeAgents: 200, MemSizes: []int{100_000, 1_000_000}, TokenConnects: 1000, TokenWorkers: 8,
-		ChurnAgents: 2000, ChurnWorkers: 16, ChurnDur: 60 * time.Second, Floor: true, Dynsec: true,
+		ChurnAgents: 2000, ChurnWorkers: 16, ChurnDur: 60 * time.Second, Floor: true, Dynsec: true, PresenceOff: true,
 	}
 }
 

@@ -26,6 +26,7 @@ import (
 
 // The comparison brokers of the cached connect storm: beside iotauth and the no-auth broker, in the same
 // rotation, the same agents connect to
+//   - iotauth with presence off (PresenceOff), which shows presence's share of a connect;
 //   - the floor: iotauth's own C shim with a Go side that answers at once (test/bench/floor), i.e. what
 //     entering Go costs on this machine, below which no Go plugin can go;
 //   - Mosquitto's dynamic-security plugin (C, PBKDF2-SHA512 with 101 iterations on every connect), when
@@ -68,6 +69,13 @@ func (r *runner) comparisons(dsn string, pool []Agent) ([]comparison, error) {
 			return nil, fmt.Errorf("floor broker: %w", err)
 		}
 		out = append(out, comparison{"floor (Go, answers at once)", b})
+	}
+	if r.cfg.PresenceOff {
+		b, err := r.pluginBroker(dsn, [2]string{"presence", "false"})
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, comparison{presenceOffName, b})
 	}
 	if r.cfg.Dynsec {
 		if _, err := os.Stat(DynsecPlugin); err != nil {
@@ -298,6 +306,7 @@ const (
 	figConnectCPU   = "broker CPU per connect"
 	figVsGoAuth     = "broker CPU per connect, iotauth vs mosquitto-go-auth (warm)"
 	goAuthName      = "mosquitto-go-auth (warm)"
+	presenceOffName = "iotauth with plugin_opt_presence false"
 	figDeliveredCPU = "broker CPU per delivered msg"
 )
 
@@ -326,7 +335,7 @@ func comparisonRows(load string, res map[*harness.Broker][]opResult, noauth, war
 func publishComparisons(others []comparison) []comparison {
 	var out []comparison
 	for _, c := range others {
-		if c.name != "dynamic-security" {
+		if c.name != "dynamic-security" && c.name != presenceOffName { // presence does not touch publishing
 			out = append(out, c)
 		}
 	}
