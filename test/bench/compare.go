@@ -117,6 +117,32 @@ func (r *runner) comparisons(dsn string, pool []Agent) ([]comparison, error) {
 	return out, nil
 }
 
+// nameOf is " (name)" for a comparison broker, for error messages.
+func nameOf(b *harness.Broker, others []comparison) string {
+	for _, c := range others {
+		if c.b == b {
+			return " (" + c.name + ")"
+		}
+	}
+	return ""
+}
+
+// logProblems returns up to n lines of a broker log that speak of a refusal, a failure, a warning or an
+// error.
+func logProblems(log string, n int) string {
+	var out []string
+	for _, l := range strings.Split(log, "\n") {
+		low := strings.ToLower(l)
+		if strings.Contains(low, "refus") || strings.Contains(low, "fail") || strings.Contains(low, "warn") ||
+			strings.Contains(low, "error") || strings.Contains(low, "not authori") {
+			if out = append(out, l); len(out) == n {
+				break
+			}
+		}
+	}
+	return strings.Join(out, "\n")
+}
+
 func tail(s string, n int) string {
 	if len(s) > n {
 		return s[len(s)-n:]
