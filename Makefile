@@ -22,6 +22,8 @@ TEST_TIMEOUT ?= 12m
 # `iotauth version` prints it (the Go toolchain does not stamp VCS data in every checkout, e.g. worktrees).
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 # Extra flags for the benchmark tool, e.g. make bench BENCH_FLAGS='-metrics -only connect,storm'.
+# GOAUTH_SO=/path/to/go-auth.so (environment or make variable) adds mosquitto-go-auth to the comparison
+# brokers (docs/benchmarks.md says how to build it).
 BENCH_FLAGS ?=
 TEST_ENV = IOTAUTH_PLUGIN=$(CURDIR)/$(PLUGIN) IOTAUTH_PLUGIN_TESTHOOKS=$(CURDIR)/$(PLUGIN_TESTHOOKS) IOTAUTH_BIN=$(CURDIR)/$(BIN)
 # make test-compat: the brokers built from ../shared/mosquitto (beside the repo, in CI too) into

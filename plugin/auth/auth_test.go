@@ -815,3 +815,17 @@ func TestStats(t *testing.T) {
 		t.Fatal("still down after MarkStoreUp")
 	}
 }
+
+// CheckIdentifier refuses a '+', '#' or '/' anywhere and more than MaxIdentifierLen bytes, nothing else.
+func TestCheckIdentifier(t *testing.T) {
+	long := strings.Repeat("a", MaxIdentifierLen)
+	for s, want := range map[string]error{
+		"": nil, "agent-0d9f3f2e": nil, long: nil, "é-ü\x00": nil,
+		long + "a": ErrBadIdentifier, "+": ErrBadIdentifier, "a#": ErrBadIdentifier, "/a": ErrBadIdentifier,
+		"agent-+x": ErrBadIdentifier, "x" + long[:100] + "#": ErrBadIdentifier,
+	} {
+		if got := CheckIdentifier(s); got != want {
+			t.Errorf("CheckIdentifier(%.20q…) = %v, want %v", s, got, want)
+		}
+	}
+}

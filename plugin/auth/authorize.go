@@ -217,8 +217,14 @@ func (a *Authorizer) Cache() *Cache { return a.cache }
 // CheckIdentifier refuses usernames and client ids that are empty-safe but too long or contain topic
 // wildcards or separators, which could otherwise widen ACL patterns.
 func CheckIdentifier(s string) error {
-	if len(s) > MaxIdentifierLen || strings.ContainsAny(s, "+#/") {
+	if len(s) > MaxIdentifierLen {
 		return ErrBadIdentifier
+	}
+	// A plain loop: strings.ContainsAny builds its byte set on every call, and this runs twice per connect.
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c == '+' || c == '#' || c == '/' {
+			return ErrBadIdentifier
+		}
 	}
 	return nil
 }

@@ -50,6 +50,9 @@ func TestSmoke(t *testing.T) {
 		{"1 connect storm, 8 clients, cached", "connects/s", true, true},
 		{"1 connect storm, 8 clients, cached", "CONNACK latency p99", true, true},
 		{"1 connect storm, 8 clients, cold (cache_size 0)", "connects/s", true, true},
+		{"1 connect storm, 8 clients, cached", "connects/s, floor (Go, answers at once)", true, true},
+		{"1 connect storm, 8 clients, cached", "connects/s, dynamic-security", true, true},
+		{"2 publish QoS 0, 4 agents echo", "delivered msgs/s, floor (Go, answers at once)", true, true},
 		{"1m connect storm, 8 clients, cached, metrics on", "broker CPU per connect", false, true},
 		{"1m connect storm, 8 clients, cached, metrics on", "connects/s, metrics on vs off", true, true},
 		{"3 reconnect storm, 200 agents", "time until all connected, preload on, metrics on", true, true},
@@ -116,8 +119,14 @@ func TestSmoke(t *testing.T) {
 	rep.WriteText(&text)
 	rep.WriteMarkdown(&md)
 	if !strings.Contains(md.String(), "| load | figure | plugin | no-auth | ratio | target | result |") ||
-		strings.Count(md.String(), "\n| ") != len(rep.Rows)+2 {
+		strings.Count(md.String(), "\n| ") != len(rep.Rows)+2+len(rep.TargetResults())+2 {
 		t.Errorf("markdown table malformed:\n%s", md.String())
+	}
+	// Every target has its line; the smoke run has all the loads, so none is "not run" (go-auth aside).
+	for _, r := range rep.TargetResults() {
+		if !strings.Contains(text.String(), r.Name) || (r.Verdict == NotRun && r.Name != "cached connect vs go-auth") {
+			t.Errorf("target %s: %s (%s)", r.Name, r.Verdict, r.Value)
+		}
 	}
 	if t.Failed() {
 		t.Logf("report:\n%s\nprogress:\n%s", text.String(), log.String())
@@ -271,7 +280,10 @@ func TestQuantileAndMedian(t *testing.T) {
 		t.Errorf("median = %v", m)
 	}
 	r := pair("l", "f", "dur", []float64{2, 4, 3}, []float64{2, 2, 2}, ratioAtMost(1.05))
-	if r.Ratio != 1.5 || r.Verdict != Fail || r.Plugin != 3 || r.NoAuth != 2 {
+	if r.Ratio != 1.5 || r.Verdict != Fail || r.Plugin != 3 || r.NoAuth != 2 || r.RatioMin != 1 || r.RatioMax != 2 {
 		t.Errorf("pair: %+v", r)
+	}
+	if c := r.cells()[4]; c != "1.500 (1.00–2.00)" {
+		t.Errorf("ratio cell %q, want the median and the range of the per-round ratios", c)
 	}
 }

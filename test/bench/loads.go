@@ -24,6 +24,7 @@ var epoch = time.Now()
 type opResult struct {
 	sample
 	ops, errs int
+	firstErr  error           // the first failure's, when errs > 0
 	lat       []time.Duration // sorted
 }
 
@@ -51,8 +52,15 @@ func agentOptions(a Agent) ConnectOptions {
 // agents in turn until stop is closed (or maxOps connects each). It returns per-worker CONNACK latencies
 // (dial to CONNACK) and the number of failed connects.
 func connectLoop(addr string, parts [][]ConnectOptions, stop <-chan struct{}, maxOps int) ([][]time.Duration, int) {
+	lats, errs, _ := connectLoopFirstErr(addr, parts, stop, maxOps)
+	return lats, errs
+}
+
+// connectLoopFirstErr is connectLoop that also returns the first failure's error.
+func connectLoopFirstErr(addr string, parts [][]ConnectOptions, stop <-chan struct{}, maxOps int) ([][]time.Duration, int, error) {
 	lats := make([][]time.Duration, len(parts))
 	var errs atomic.Int64
+	var first atomic.Pointer[error]
 	var wg sync.WaitGroup
 	for w := range parts {
 		wg.Add(1)
@@ -69,6 +77,7 @@ func connectLoop(addr string, parts [][]ConnectOptions, stop <-chan struct{}, ma
 				c, err := Dial(addr, part[k%len(part)])
 				if err != nil {
 					errs.Add(1)
+					first.CompareAndSwap(nil, &err)
 					time.Sleep(time.Millisecond)
 					continue
 				}
@@ -78,7 +87,11 @@ func connectLoop(addr string, parts [][]ConnectOptions, stop <-chan struct{}, ma
 		}()
 	}
 	wg.Wait()
-	return lats, int(errs.Load())
+	var err error
+	if p := first.Load(); p != nil {
+		err = *p
+	}
+	return lats, int(errs.Load()), err
 }
 
 // partition splits agents among workers so that no two workers ever use the same agent (a second
@@ -103,12 +116,12 @@ func connectStorm(b *harness.Broker, agents []Agent, workers int, d time.Duratio
 	stop := make(chan struct{})
 	t := time.AfterFunc(d, func() { close(stop) })
 	defer t.Stop()
-	lats, errs := connectLoop(b.Addr(), parts, stop, 10_000_000)
+	lats, errs, firstErr := connectLoopFirstErr(b.Addr(), parts, stop, 10_000_000)
 	s, err := m.stop()
 	if err != nil {
 		return opResult{}, err
 	}
-	r := opResult{sample: s, errs: errs, lat: mergeSorted(lats)}
+	r := opResult{sample: s, errs: errs, firstErr: firstErr, lat: mergeSorted(lats)}
 	r.ops = len(r.lat)
 	if r.ops == 0 {
 		return r, fmt.Errorf("no connect succeeded on %s (%d failed)", b.Addr(), errs)

@@ -24,16 +24,18 @@ const (
 // empty the NoAuth column holds that baseline instead of a no-auth broker's figure (for example the same
 // broker while idle).
 type Row struct {
-	Load     string
-	Figure   string
-	Unit     string
-	Plugin   float64
-	NoAuth   float64
-	Ratio    float64
-	Baseline string
-	Target   string
-	Verdict  Verdict
-	Rounds   int
+	Load   string
+	Figure string
+	Unit   string
+	Plugin float64
+	NoAuth float64
+	Ratio  float64
+	// RatioMin and RatioMax are the range of the per-round ratios (NaN without a ratio).
+	RatioMin, RatioMax float64
+	Baseline           string
+	Target             string
+	Verdict            Verdict
+	Rounds             int
 }
 
 // Report is a finished benchmark run.
@@ -43,6 +45,16 @@ type Report struct {
 	Command string
 	Took    time.Duration
 	Notes   []string
+	// Targets is the summary against the goals (targets.go); TargetResults fills it on first use.
+	Targets []TargetResult
+}
+
+// TargetResults evaluates the targets against the rows once and returns the summary.
+func (r *Report) TargetResults() []TargetResult {
+	if r.Targets == nil {
+		r.Targets = Evaluate(r, Targets())
+	}
+	return r.Targets
 }
 
 // Machine describes where the run happened.
@@ -133,9 +145,12 @@ func pair(load, figure, unit string, plugin, base []float64, t *target) Row {
 			ratios = append(ratios, plugin[i]/base[i])
 		}
 	}
-	r := Row{Load: load, Figure: figure, Unit: unit, Plugin: median(plugin), NoAuth: median(base), Ratio: median(ratios), Rounds: len(plugin)}
+	r := Row{Load: load, Figure: figure, Unit: unit, Plugin: median(plugin), NoAuth: median(base), Ratio: median(ratios), Rounds: len(plugin),
+		RatioMin: math.NaN(), RatioMax: math.NaN()}
 	if len(ratios) == 0 {
 		r.Ratio = math.NaN()
+	} else {
+		r.RatioMin, r.RatioMax = slices.Min(ratios), slices.Max(ratios)
 	}
 	r.judge(t)
 	return r
@@ -143,7 +158,8 @@ func pair(load, figure, unit string, plugin, base []float64, t *target) Row {
 
 // single builds a row with no no-auth counterpart.
 func single(load, figure, unit string, plugin []float64, t *target) Row {
-	r := Row{Load: load, Figure: figure, Unit: unit, Plugin: median(plugin), NoAuth: math.NaN(), Ratio: math.NaN(), Rounds: len(plugin)}
+	r := Row{Load: load, Figure: figure, Unit: unit, Plugin: median(plugin), NoAuth: math.NaN(), Ratio: math.NaN(), Rounds: len(plugin),
+		RatioMin: math.NaN(), RatioMax: math.NaN()}
 	r.judge(t)
 	return r
 }
@@ -218,6 +234,10 @@ func (r Row) cells() []string {
 	ratio := "—"
 	if !math.IsNaN(r.Ratio) {
 		ratio = fmt.Sprintf("%.3f", r.Ratio)
+		// The range of the per-round ratios: on a shared machine the median alone hides how far they spread.
+		if r.RatioMax > r.RatioMin {
+			ratio += fmt.Sprintf(" (%.2f–%.2f)", r.RatioMin, r.RatioMax)
+		}
 	}
 	return []string{r.Load, r.Figure, formatValue(r.Plugin, r.Unit), base, ratio, r.Target, string(r.Verdict)}
 }
@@ -246,7 +266,10 @@ func (r *Report) WriteText(w io.Writer) {
 		}
 		fmt.Fprintln(w, strings.TrimRight(b.String(), " "))
 	}
-	fmt.Fprintf(w, "\n%d figures, %d failed; %s\n", len(r.Rows), len(r.Failed()), r.Machine.line())
+	fmt.Fprintln(w)
+	ts := r.TargetResults()
+	WriteTargets(w, ts)
+	fmt.Fprintf(w, "\n%d figures, %d failed; %d targets, %d failed; %s\n", len(r.Rows), len(r.Failed()), len(ts), TargetsFailed(ts), r.Machine.line())
 }
 
 func (m Machine) line() string {
@@ -273,5 +296,7 @@ func (r *Report) WriteMarkdown(w io.Writer) {
 		}
 		fmt.Fprintf(w, "| %s |\n", strings.Join(cells, " | "))
 	}
-	fmt.Fprintf(w, "\n%d figures, %d failed.\n", len(r.Rows), len(r.Failed()))
+	ts := r.TargetResults()
+	writeTargetsMarkdown(w, ts)
+	fmt.Fprintf(w, "\n%d figures, %d failed; %d targets, %d failed.\n", len(r.Rows), len(r.Failed()), len(ts), TargetsFailed(ts))
 }

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"regexp"
 	"strings"
 	"testing"
@@ -198,5 +199,43 @@ func TestAppKeyKind(t *testing.T) {
 	s, _ := Generate(AppKey)
 	if got := s.String(); got != "iotak_live_[redacted]" || !LooksLikeAny("x"+s.Reveal()) {
 		t.Errorf("application key not redacted or not recognised: %q", got)
+	}
+}
+
+// LooksLikeAny's one pass answers as one search per kind does, on random strings built from the kinds'
+// prefixes, their pieces and other bytes.
+func TestLooksLikeAnyMatchesSearchPerKind(t *testing.T) {
+	ref := func(s string) bool {
+		for _, k := range kinds {
+			if strings.Contains(s, k.prefix) {
+				return true
+			}
+		}
+		return false
+	}
+	var pieces []string
+	for _, k := range kinds {
+		p := k.prefix
+		pieces = append(pieces, p, p[:len(p)-1], p[1:], p[:len(p)/2])
+	}
+	pieces = append(pieces, "agent-", "0d9f3f2e-8a61", "i", "p", "_", "x", "\x00", "\xff", "iot", "prov")
+	r := rand.New(rand.NewPCG(1, 2))
+	found := 0
+	for range 200000 {
+		var b strings.Builder
+		for range r.IntN(6) {
+			b.WriteString(pieces[r.IntN(len(pieces))])
+		}
+		s := b.String()
+		want := ref(s)
+		if got := LooksLikeAny(s); got != want {
+			t.Fatalf("LooksLikeAny(%q) = %v, want %v", s, got, want)
+		}
+		if want {
+			found++
+		}
+	}
+	if found < 1000 {
+		t.Fatalf("only %d random strings held a prefix: the test does not exercise both answers", found)
 	}
 }

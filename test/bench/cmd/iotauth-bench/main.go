@@ -48,6 +48,8 @@ func run() int {
 	churnWorkers := flag.Int("churn-workers", def.ChurnWorkers, "clients making the presence churn load's connects")
 	churnDur := flag.Duration("churn-dur", def.ChurnDur, "how long the presence churn load lasts")
 	only := flag.String("only", "", "run only these loads: connect, publish (with the application fan-in), storm, flood, revoke, memory, token, presence (comma-separated)")
+	goauth := flag.String("goauth", os.Getenv("GOAUTH_SO"), "mosquitto-go-auth's go-auth.so: compare it in the cached connect storm and the publish loads (default $GOAUTH_SO; docs/benchmarks.md says how to build it)")
+	noCompare := flag.Bool("no-compare", false, "leave out the comparison brokers of the cached connect storm (floor, dynamic-security, iotauth with presence off)")
 	withMetrics := flag.Bool("metrics", def.Metrics, "also run the cached connect storm and the reconnect storm against a plugin broker serving metrics (plugin_opt_metrics_listen, scraped every second), beside the one without")
 	soak := flag.String("soak", "", "instead of the benchmark, run one load (connect, publish0, publish1) for -soak-dur against one broker and print its pid first, to attach perf or pprof")
 	soakDur := flag.Duration("soak-dur", 20*time.Second, "how long -soak runs")
@@ -111,6 +113,10 @@ func run() int {
 	apply("churn-agents", func() { cfg.ChurnAgents = *churnAgents })
 	apply("churn-workers", func() { cfg.ChurnWorkers = *churnWorkers })
 	apply("churn-dur", func() { cfg.ChurnDur = *churnDur })
+	cfg.GoAuthSO = *goauth
+	if *noCompare {
+		cfg.Floor, cfg.Dynsec, cfg.PresenceOff = false, false, false
+	}
 	if *only != "" {
 		cfg.Only = strings.Split(*only, ",")
 	}
@@ -157,7 +163,7 @@ func run() int {
 		fmt.Fprintln(os.Stderr, "iotauth-bench:", err)
 		return 2
 	}
-	if len(rep.Failed()) > 0 {
+	if len(rep.Failed()) > 0 || bench.TargetsFailed(rep.TargetResults()) > 0 {
 		return 1
 	}
 	return 0
