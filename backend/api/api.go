@@ -23,6 +23,7 @@ import (
 	"github.com/iotauth/iotauth/backend/core/passhash"
 	"github.com/iotauth/iotauth/backend/core/secret"
 	"github.com/iotauth/iotauth/backend/redact"
+	"github.com/iotauth/iotauth/backend/service/keys"
 	"github.com/iotauth/iotauth/backend/store"
 	"github.com/iotauth/iotauth/backend/throttle"
 	"github.com/iotauth/iotauth/backend/token"
@@ -193,6 +194,9 @@ type Server struct {
 	cors     map[string]bool
 	exchange *exchange
 	pubLimit *keyLimiter
+
+	// The handlers of each domain, over its service.
+	keys keysAPI
 }
 
 // New builds a Server.
@@ -303,6 +307,12 @@ func New(c Config) (*Server, error) {
 	if s.dummy, err = passhash.Parse(dh); err != nil {
 		return nil, err
 	}
+	ks, err := keys.New(s.st, keys.Config{KeyKind: c.KeyKind, ProvisioningKeyTTL: c.ProvisioningKeyTTL,
+		MaxProvisioningKeyTTL: c.MaxProvisioningKeyTTL, Now: c.Now, CheckProvider: providerCheck(c.Exchange.Providers)})
+	if err != nil {
+		return nil, fmt.Errorf("api: %w", err)
+	}
+	s.keys = keysAPI{svc: ks, now: c.Now}
 	s.registerPublishMetrics()
 	s.routes = append(s.builtinRoutes(), c.ExtraRoutes...)
 	for _, rt := range s.routes {

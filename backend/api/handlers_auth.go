@@ -10,6 +10,7 @@ import (
 	"github.com/iotauth/iotauth/backend/core/passhash"
 	emailpkg "github.com/iotauth/iotauth/backend/email"
 	"github.com/iotauth/iotauth/backend/redact"
+	"github.com/iotauth/iotauth/backend/service"
 	"github.com/iotauth/iotauth/backend/store"
 	"github.com/iotauth/iotauth/backend/throttle"
 	"github.com/iotauth/iotauth/backend/token"
@@ -334,6 +335,15 @@ func actor(r *http.Request) string {
 		return "pk:" + k.ID
 	}
 	return "anonymous"
+}
+
+// actorOf is who makes a request's change, for the services' audit events.
+func actorOf(r *http.Request) service.Actor {
+	a := service.Actor{Name: actor(r), RemoteAddr: clientAddr(r)}
+	if p, ok := PrincipalFrom(r.Context()); ok {
+		a.UserID = p.UserID
+	}
+	return a
 }
 
 func auditOf(r *http.Request, action string, detail map[string]any) store.AuditEvent {

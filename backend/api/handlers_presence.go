@@ -175,17 +175,3 @@ func parseSessionCursor(c string) (store.PresenceSession, bool) {
 	}
 	return store.PresenceSession{Live: f[0] == "1", ConnectedAt: time.UnixMicro(us), Incarnation: f[2], Seq: seq}, true
 }
-
-// presenceGrant refuses an application key's grant that would let it publish under the topics only the
-// plugin publishes to (iotauth/presence/…): read is allowed there, write and readwrite are not.
-func presenceGrant(i int, t store.AppTopic) (field, msg string) {
-	if t.Access == "read" {
-		return "", ""
-	}
-	levels := strings.SplitN(t.Pattern, "/", 3)
-	if len(levels) >= 2 && levels[0] == "iotauth" && levels[1] == "presence" || t.Pattern == "iotauth/presence" {
-		return "topics", fmt.Sprintf("topics[%d]: %q is under iotauth/presence/, where only the broker publishes presence events; "+
-			"grant read there, never write or readwrite", i, t.Pattern)
-	}
-	return "", ""
-}

@@ -4,91 +4,10 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"time"
 
 	"github.com/iotauth/iotauth/backend/core/secret"
 	"github.com/iotauth/iotauth/backend/store"
 )
-
-type createProvKeyRequest struct {
-	Name      string `json:"name"`
-	ExpiresIn *int64 `json:"expiresIn"` // seconds
-}
-
-type provKeyJSON struct {
-	ID        string    `json:"id"`
-	Name      string    `json:"name"`
-	Prefix    string    `json:"prefix"`
-	ExpiresAt time.Time `json:"expiresAt"`
-	Expired   bool      `json:"expired"`
-	CreatedBy string    `json:"createdBy,omitempty"`
-	CreatedAt time.Time `json:"createdAt"`
-}
-
-type createdProvKeyJSON struct {
-	ID        string    `json:"id"`
-	Key       string    `json:"key"`
-	Name      string    `json:"name"`
-	Prefix    string    `json:"prefix"`
-	ExpiresAt time.Time `json:"expiresAt"`
-}
-
-// createProvisioningKey: POST /api/v1/provision/keys (admin, operator). The body may be omitted.
-func (s *Server) createProvisioningKey(w http.ResponseWriter, r *http.Request) error {
-	var req createProvKeyRequest
-	if err := decodeOptionalJSON(w, r, maxBodyOf(r), &req); err != nil {
-		return err
-	}
-	if len([]rune(req.Name)) > 200 {
-		return invalidField("name", "name may be at most 200 characters")
-	}
-	ttl := s.cfg.ProvisioningKeyTTL
-	if req.ExpiresIn != nil {
-		maxSec := int64(s.cfg.MaxProvisioningKeyTTL / time.Second)
-		if *req.ExpiresIn < 60 || *req.ExpiresIn > maxSec {
-			return invalidField("expiresIn", fmt.Sprintf("expiresIn is in seconds, from 60 to %d", maxSec))
-		}
-		ttl = time.Duration(*req.ExpiresIn) * time.Second
-	}
-	p, _ := PrincipalFrom(r.Context())
-	k, key, err := s.st.CreateProvisioningKey(r.Context(), req.Name, s.now().Add(ttl), p.UserID, auditOf(r, "provisioning_key_create", nil))
-	if err != nil {
-		return err
-	}
-	w.Header().Set("Location", "/api/v1/provision/keys/"+k.ID)
-	writeJSON(w, http.StatusCreated, createdProvKeyJSON{ID: k.ID, Key: key.Reveal(), Name: k.Name, Prefix: k.Prefix, ExpiresAt: k.ExpiresAt})
-	return nil
-}
-
-// listProvisioningKeys: GET /api/v1/provision/keys[?limit=&cursor=] (admin, operator). Never the keys.
-// Newest first, keyset pagination.
-func (s *Server) listProvisioningKeys(w http.ResponseWriter, r *http.Request) error {
-	p, err := keysetPage(r.URL.Query())
-	if err != nil {
-		return err
-	}
-	ks, more, err := s.st.ListProvisioningKeys(r.Context(), p)
-	if err != nil {
-		return err
-	}
-	now := s.now()
-	items := make([]provKeyJSON, 0, len(ks))
-	for _, k := range ks {
-		items = append(items, provKeyJSON{ID: k.ID, Name: k.Name, Prefix: k.Prefix, ExpiresAt: k.ExpiresAt, Expired: !now.Before(k.ExpiresAt),
-			CreatedBy: k.CreatedBy, CreatedAt: k.CreatedAt})
-	}
-	writeJSON(w, http.StatusOK, listBody(items, more, func(k provKeyJSON) string { return FormatCursor(k.CreatedAt, k.ID) }))
-	return nil
-}
-
-// deleteProvisioningKey: DELETE /api/v1/provision/keys/{id} (admin, operator).
-func (s *Server) deleteProvisioningKey(w http.ResponseWriter, r *http.Request) error {
-	if err := s.st.DeleteProvisioningKey(r.Context(), r.PathValue("id"), auditOf(r, "provisioning_key_delete", nil)); err != nil {
-		return err
-	}
-	w.WriteHeader(http.StatusNoContent)
-	return nil
-}
 
 type provisionAgentRequest struct {
 	Key       string `json:"key"`

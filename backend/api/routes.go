@@ -26,30 +26,30 @@ func (s *Server) builtinRoutes() []Route {
 
 		// Minting a device key, or a device's MQTT password, hands out that agent's MQTT identity, which
 		// may be wider than an application key's own topics (docs/security.md, A1): an admin's token only.
-		{Method: "POST", Path: "/api/v1/auth/api-keys", Roles: adminOnly, Handler: s.createAPIKey},
-		{Method: "GET", Path: "/api/v1/auth/api-keys", Roles: adminOnly, Right: store.RightKeysWrite, Handler: s.listAPIKeys},
-		{Method: "DELETE", Path: "/api/v1/auth/api-keys/{id}", Roles: adminOnly, Right: store.RightKeysWrite, Handler: s.revokeAPIKey},
+		{Method: "POST", Path: "/api/v1/auth/api-keys", Roles: adminOnly, Handler: s.keys.createDeviceKey},
+		{Method: "GET", Path: "/api/v1/auth/api-keys", Roles: adminOnly, Right: store.RightKeysWrite, Handler: s.keys.listDeviceKeys},
+		{Method: "DELETE", Path: "/api/v1/auth/api-keys/{id}", Roles: adminOnly, Right: store.RightKeysWrite, Handler: s.keys.revokeDeviceKey},
 
 		// Application keys: an admin's access token only (no Right), so no key can create or widen keys.
-		{Method: "POST", Path: "/api/v1/auth/app-keys", Roles: adminOnly, Handler: s.createAppKey},
-		{Method: "GET", Path: "/api/v1/auth/app-keys", Roles: adminOnly, Handler: s.listAppKeys},
-		{Method: "DELETE", Path: "/api/v1/auth/app-keys/{id}", Roles: adminOnly, Handler: s.revokeAppKey},
+		{Method: "POST", Path: "/api/v1/auth/app-keys", Roles: adminOnly, Handler: s.keys.createAppKey},
+		{Method: "GET", Path: "/api/v1/auth/app-keys", Roles: adminOnly, Handler: s.keys.listAppKeys},
+		{Method: "DELETE", Path: "/api/v1/auth/app-keys/{id}", Roles: adminOnly, Handler: s.keys.revokeAppKey},
 
 		// Token exchange (docs/token-exchange.md): an application key with token:exchange, a publishable key from one of
 		// its origins, or any operator for their own credential. Publishable keys: an admin's token only.
 		{Method: "POST", Path: ExchangePath, Roles: anyRole, Right: store.RightTokenExchange, Publishable: true, Handler: s.tokenExchange},
-		{Method: "POST", Path: "/api/v1/auth/publishable-keys", Roles: adminOnly, Handler: s.createPublishableKey},
-		{Method: "GET", Path: "/api/v1/auth/publishable-keys", Roles: adminOnly, Handler: s.listPublishableKeys},
-		{Method: "DELETE", Path: "/api/v1/auth/publishable-keys/{id}", Roles: adminOnly, Handler: s.revokePublishableKey},
+		{Method: "POST", Path: "/api/v1/auth/publishable-keys", Roles: adminOnly, Handler: s.keys.createPublishableKey},
+		{Method: "GET", Path: "/api/v1/auth/publishable-keys", Roles: adminOnly, Handler: s.keys.listPublishableKeys},
+		{Method: "DELETE", Path: "/api/v1/auth/publishable-keys/{id}", Roles: adminOnly, Handler: s.keys.revokePublishableKey},
 
 		// A provisioning key registers an agent: its client id agent-<uuid>, which no application key may
 		// take, and the agent's topics, which the broker's configuration decides and the API cannot check
 		// against a key's own (docs/app-keys.md). Creating one takes an admin's or operator's token;
 		// provision:write lists and deletes them.
-		{Method: "POST", Path: "/api/v1/provision/keys", Roles: adminOrOp, Handler: s.createProvisioningKey,
+		{Method: "POST", Path: "/api/v1/provision/keys", Roles: adminOrOp, Handler: s.keys.createProvisioningKey,
 			KeyRefusal: "creating a provisioning key takes an admin's or operator's access token: the agent it registers gets an MQTT identity (client id agent-<uuid> and the agent's topics) that no application key may hand out; provision:write lists and deletes provisioning keys"},
-		{Method: "GET", Path: "/api/v1/provision/keys", Roles: adminOrOp, Right: store.RightProvisionWrite, Handler: s.listProvisioningKeys},
-		{Method: "DELETE", Path: "/api/v1/provision/keys/{id}", Roles: adminOrOp, Right: store.RightProvisionWrite, Handler: s.deleteProvisioningKey},
+		{Method: "GET", Path: "/api/v1/provision/keys", Roles: adminOrOp, Right: store.RightProvisionWrite, Handler: s.keys.listProvisioningKeys},
+		{Method: "DELETE", Path: "/api/v1/provision/keys/{id}", Roles: adminOrOp, Right: store.RightProvisionWrite, Handler: s.keys.deleteProvisioningKey},
 		{Method: "POST", Path: "/api/v1/provision/agent", Roles: publicAccess, Handler: s.provisionAgent},
 
 		{Method: "GET", Path: "/api/v1/agents", Roles: anyRole, Right: store.RightAgentsRead, Handler: s.listAgents},

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/iotauth/iotauth/backend/core/secret"
+	"github.com/iotauth/iotauth/backend/service"
 	"github.com/iotauth/iotauth/backend/store"
 )
 
@@ -205,8 +206,12 @@ func keyRevoke(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return err
 	}
 	defer st.Close()
-	k, err := st.RevokeAPIKey(ctx, id, cliAudit("api_key_revoke"))
-	if errors.Is(err, store.ErrNotFound) {
+	svc, err := keyService(st, secret.APIKey)
+	if err != nil {
+		return err
+	}
+	k, err := svc.Device.Revoke(ctx, cliService(), id)
+	if errors.Is(err, service.ErrNotFound) {
 		return notFound("no API key %q: find its id with 'iotauth key list'", id)
 	} else if err != nil {
 		return err

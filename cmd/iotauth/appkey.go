@@ -11,6 +11,8 @@ import (
 
 	"github.com/iotauth/iotauth/backend/api"
 	"github.com/iotauth/iotauth/backend/core/secret"
+	"github.com/iotauth/iotauth/backend/service"
+	"github.com/iotauth/iotauth/backend/service/keys"
 	"github.com/iotauth/iotauth/backend/store"
 )
 
@@ -51,20 +53,17 @@ func appKeyCreate(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
-	p := store.NewAppKeyParams{Name: *name, Rights: []string(rights)}
-	var exp *time.Time
+	req := keys.AppKeyRequest{Name: *name, Rights: []string(rights)}
 	var err error
-	if p.Topics, exp, err = topicsAndExpiry(topics, *expiresAt); err != nil {
+	if req.Topics, req.ExpiresAt, err = topicsAndExpiry(topics, *expiresAt); err != nil {
 		return err
 	}
-	if exp != nil {
-		p.Expires = *exp
+	appKeyFlags := map[string]string{"name": "--name", "rights": "--right", "topics": "--topic", "expiresAt": "--expires-at"}
+	if err := keys.CheckAppKey(req, time.Now()); err != nil {
+		return flagError(err, appKeyFlags)
 	}
-	if field, msg := api.ValidateAppKey(p.Name, p.Rights, p.Topics, exp, time.Now()); field != "" {
-		flagName := map[string]string{"name": "--name", "rights": "--right", "topics": "--topic", "expiresAt": "--expires-at"}[field]
-		return fmt.Errorf("%s: %s", flagName, msg)
-	}
-	if p.Kind, err = secret.AppKeyKind(*env); err != nil {
+	kind, err := secret.APIKeyKind(*env)
+	if err != nil {
 		return err
 	}
 	st, err := storeFor(ctx, db, stderr)
@@ -72,16 +71,17 @@ func appKeyCreate(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		return err
 	}
 	defer st.Close()
-	k, key, pw, err := st.CreateAppKey(ctx, p, cliAudit("app_key_create"))
+	svc, err := keyService(st, kind)
 	if err != nil {
 		return err
 	}
+	c, err := svc.App.Create(ctx, cliService(), req)
+	if err != nil {
+		return flagError(err, appKeyFlags)
+	}
 	enc := json.NewEncoder(stdout)
 	enc.SetIndent("", "  ")
-	return enc.Encode(api.CreatedAppKey{
-		ID: k.ID, Key: key.Reveal(), Prefix: k.Prefix, Name: k.Name, Rights: k.Rights, Topics: k.Topics,
-		ExpiresAt: k.ExpiresAt, MQTT: api.AppKeyMQTT{Username: key.Reveal(), Password: pw.Reveal()},
-	})
+	return enc.Encode(api.CreatedAppKeyView(c))
 }
 
 func appKeyList(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -96,9 +96,13 @@ func appKeyList(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		return err
 	}
 	defer st.Close()
+	svc, err := keyService(st, secret.APIKey)
+	if err != nil {
+		return err
+	}
 	tw := table(stdout, *lf.json, "ID\tPREFIX\tNAME\tRIGHTS\tTOPICS\tEXPIRES\tSTATE")
 	err = walkPages(*lf.limit, func(p store.Page) ([]store.AppKey, bool, error) {
-		return st.ListAppKeys(ctx, store.AppKeyPage{Limit: p.Limit, AfterTime: p.AfterTime, AfterID: p.AfterID})
+		return svc.App.List(ctx, keys.Filter{}, p)
 	}, func(k store.AppKey) (time.Time, string) { return k.CreatedAt, k.ID }, func(k store.AppKey) error {
 		if tw == nil {
 			return jsonLine(stdout, api.AppKeyView(k))
@@ -123,7 +127,11 @@ func appKeyRevoke(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		return err
 	}
 	defer st.Close()
-	if _, err := st.RevokeAppKey(ctx, id, cliAudit("app_key_revoke")); errors.Is(err, store.ErrNotFound) {
+	svc, err := keyService(st, secret.APIKey)
+	if err != nil {
+		return err
+	}
+	if _, err := svc.App.Revoke(ctx, cliService(), id); errors.Is(err, service.ErrNotFound) {
 		return notFound("no application key %q: find its id with 'iotauth app-key list'", id)
 	} else if err != nil {
 		return err

@@ -18,6 +18,8 @@ import (
 	"github.com/iotauth/iotauth/backend/core/mqttcred"
 	"github.com/iotauth/iotauth/backend/core/secret"
 	"github.com/iotauth/iotauth/backend/oidc"
+	"github.com/iotauth/iotauth/backend/service"
+	"github.com/iotauth/iotauth/backend/service/keys"
 	"github.com/iotauth/iotauth/backend/store"
 )
 
@@ -149,37 +151,35 @@ func pkCreate(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
-	p := store.NewPublishableKeyParams{Name: *name, Origins: []string(origins), Providers: []string(providers)}
-	var exp *time.Time
+	req := keys.PublishableKeyRequest{Name: *name, Origins: []string(origins), Providers: []string(providers)}
 	var err error
-	if p.Topics, exp, err = topicsAndExpiry(topics, *expiresAt); err != nil {
+	if req.Topics, req.ExpiresAt, err = topicsAndExpiry(topics, *expiresAt); err != nil {
 		return err
 	}
-	if exp != nil {
-		p.Expires = *exp
-	}
-	if field, msg := api.ValidatePublishableKey(p.Name, p.Origins, p.Topics, p.Providers, exp, time.Now()); field != "" {
-		flagName := map[string]string{"name": "--name", "origins": "--origin", "topics": "--topic", "providers": "--provider", "expiresAt": "--expires-at"}[field]
-		return fmt.Errorf("%s: %s", flagName, msg)
+	pkFlags := map[string]string{"name": "--name", "origins": "--origin", "topics": "--topic", "providers": "--provider", "expiresAt": "--expires-at"}
+	if err := keys.CheckPublishableKey(req, time.Now()); err != nil {
+		return flagError(err, pkFlags)
 	}
 	kind, err := secret.APIKeyKind(*env)
 	if err != nil {
 		return err
 	}
-	p.Kind = secret.PublishableKindFor(kind)
 	st, err := storeFor(ctx, db, stderr)
 	if err != nil {
 		return err
 	}
 	defer st.Close()
-	k, key, err := st.CreatePublishableKey(ctx, p, cliAudit("publishable_key_create"))
+	svc, err := keyService(st, kind)
 	if err != nil {
 		return err
 	}
+	c, err := svc.Publishable.Create(ctx, cliService(), req)
+	if err != nil {
+		return flagError(err, pkFlags)
+	}
 	enc := json.NewEncoder(stdout)
 	enc.SetIndent("", "  ")
-	return enc.Encode(api.CreatedPublishableKey{ID: k.ID, Key: key.Reveal(), Prefix: k.Prefix, Name: k.Name,
-		Origins: k.Origins, Topics: k.Topics, Providers: k.Providers, ExpiresAt: k.ExpiresAt})
+	return enc.Encode(api.CreatedPublishableKeyView(c))
 }
 
 func pkList(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -195,8 +195,12 @@ func pkList(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	}
 	defer st.Close()
 	tw := table(stdout, *lf.json, "ID\tPREFIX\tNAME\tORIGINS\tPROVIDERS\tTOPICS\tEXPIRES\tSTATE")
+	svc, err := keyService(st, secret.APIKey)
+	if err != nil {
+		return err
+	}
 	err = walkPages(*lf.limit, func(p store.Page) ([]store.PublishableKey, bool, error) {
-		return st.ListPublishableKeys(ctx, store.AppKeyPage{Limit: p.Limit, AfterTime: p.AfterTime, AfterID: p.AfterID})
+		return svc.Publishable.List(ctx, keys.Filter{}, p)
 	}, func(k store.PublishableKey) (time.Time, string) { return k.CreatedAt, k.ID }, func(k store.PublishableKey) error {
 		if tw == nil {
 			return jsonLine(stdout, api.PublishableKeyView(k))
@@ -221,7 +225,11 @@ func pkRevoke(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 	defer st.Close()
-	if _, err := st.RevokePublishableKey(ctx, id, cliAudit("publishable_key_revoke")); errors.Is(err, store.ErrNotFound) {
+	svc, err := keyService(st, secret.APIKey)
+	if err != nil {
+		return err
+	}
+	if _, err := svc.Publishable.Revoke(ctx, cliService(), id); errors.Is(err, service.ErrNotFound) {
 		return fmt.Errorf("no publishable key %q: find its id with 'iotauth publishable-key list'", id)
 	} else if err != nil {
 		return err

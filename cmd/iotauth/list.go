@@ -10,8 +10,10 @@ import (
 	"time"
 
 	"github.com/iotauth/iotauth/backend/api"
+	"github.com/iotauth/iotauth/backend/core/secret"
 	"github.com/iotauth/iotauth/backend/core/uuid"
 	"github.com/iotauth/iotauth/backend/email"
+	"github.com/iotauth/iotauth/backend/service/keys"
 	"github.com/iotauth/iotauth/backend/store"
 )
 
@@ -222,7 +224,13 @@ func keyList(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	}
 	defer st.Close()
 	tw := table(stdout, *lf.json, "ID\tAGENT\tPREFIX\tNAME\tRIGHTS\tEXPIRES\tLAST USED\tSTATE")
-	err = walkPages(*lf.limit, func(p store.Page) ([]store.APIKey, bool, error) { return st.ListAPIKeys(ctx, *agent, p) },
+	svc, err := keyService(st, secret.APIKey)
+	if err != nil {
+		return err
+	}
+	err = walkPages(*lf.limit, func(p store.Page) ([]store.APIKey, bool, error) {
+		return svc.Device.List(ctx, keys.Filter{AgentUUID: *agent}, p)
+	},
 		func(k store.APIKey) (time.Time, string) { return k.CreatedAt, k.ID },
 		func(k store.APIKey) error {
 			if tw == nil {
