@@ -106,7 +106,10 @@ func TestEveryKindAuditsCreateAndRevoke(t *testing.T) {
 		{"device", func(s *keys.Service) error {
 			_, err := s.Device.Create(context.Background(), operator, keys.DeviceKeyRequest{Name: "d", AgentUUID: agent, ExpiresAt: &future})
 			return err
-		}, func(s *keys.Service) error { _, err := s.Device.Revoke(context.Background(), operator, "k1"); return err },
+		}, func(s *keys.Service) error {
+			_, err := s.Device.Revoke(context.Background(), operator, "k1")
+			return err
+		},
 			"api_key_create", "api_key_revoke", map[string]any{"name": "d"}},
 		{"app", func(s *keys.Service) error {
 			_, err := s.App.Create(context.Background(), operator, keys.AppKeyRequest{Name: "a", Rights: []string{store.RightAgentsRead}})
@@ -117,12 +120,18 @@ func TestEveryKindAuditsCreateAndRevoke(t *testing.T) {
 			_, err := s.Publishable.Create(context.Background(), operator, keys.PublishableKeyRequest{Name: "p", Origins: []string{"https://app.example.com"},
 				Topics: []store.AppTopic{{Access: "read", Pattern: "a/#"}}, Providers: []string{"google"}})
 			return err
-		}, func(s *keys.Service) error { _, err := s.Publishable.Revoke(context.Background(), operator, "p1"); return err },
+		}, func(s *keys.Service) error {
+			_, err := s.Publishable.Revoke(context.Background(), operator, "p1")
+			return err
+		},
 			"publishable_key_create", "publishable_key_revoke", map[string]any{"name": "p"}},
 		{"provisioning", func(s *keys.Service) error {
 			_, err := s.Provisioning.Create(context.Background(), operator, keys.ProvisioningKeyRequest{})
 			return err
-		}, func(s *keys.Service) error { _, err := s.Provisioning.Revoke(context.Background(), operator, "v1"); return err },
+		}, func(s *keys.Service) error {
+			_, err := s.Provisioning.Revoke(context.Background(), operator, "v1")
+			return err
+		},
 			"provisioning_key_create", "provisioning_key_delete", nil},
 	}
 	for _, c := range cases {
