@@ -24,6 +24,7 @@ import (
 	"github.com/iotauth/iotauth/backend/core/secret"
 	"github.com/iotauth/iotauth/backend/redact"
 	"github.com/iotauth/iotauth/backend/service/keys"
+	"github.com/iotauth/iotauth/backend/service/users"
 	"github.com/iotauth/iotauth/backend/store"
 	"github.com/iotauth/iotauth/backend/throttle"
 	"github.com/iotauth/iotauth/backend/token"
@@ -196,7 +197,8 @@ type Server struct {
 	pubLimit *keyLimiter
 
 	// The handlers of each domain, over its service.
-	keys keysAPI
+	keys  keysAPI
+	users usersAPI
 }
 
 // New builds a Server.
@@ -313,6 +315,7 @@ func New(c Config) (*Server, error) {
 		return nil, fmt.Errorf("api: %w", err)
 	}
 	s.keys = keysAPI{svc: ks, now: c.Now}
+	s.users = usersAPI{svc: users.New(s.st, users.Config{HashSem: s.hashSem})}
 	s.registerPublishMetrics()
 	s.routes = append(s.builtinRoutes(), c.ExtraRoutes...)
 	for _, rt := range s.routes {

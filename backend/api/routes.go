@@ -20,9 +20,9 @@ func (s *Server) builtinRoutes() []Route {
 		{Method: "POST", Path: "/api/v1/auth/logout", Roles: publicAccess, Handler: s.logout},
 		{Method: "GET", Path: "/api/v1/auth/me", Roles: anyRole, Handler: s.me},
 
-		{Method: "POST", Path: "/api/v1/users", Roles: adminOnly, Handler: s.createUser},
-		{Method: "GET", Path: "/api/v1/users", Roles: adminOnly, Handler: s.listUsers},
-		{Method: "PATCH", Path: "/api/v1/users/{id}", Roles: adminOnly, Handler: s.patchUser},
+		{Method: "POST", Path: "/api/v1/users", Roles: adminOnly, Handler: s.users.createUser},
+		{Method: "GET", Path: "/api/v1/users", Roles: adminOnly, Handler: s.users.listUsers},
+		{Method: "PATCH", Path: "/api/v1/users/{id}", Roles: adminOnly, Handler: s.users.patchUser},
 
 		// Minting a device key, or a device's MQTT password, hands out that agent's MQTT identity, which
 		// may be wider than an application key's own topics (docs/security.md, A1): an admin's token only.

@@ -12,8 +12,9 @@ import (
 	"github.com/iotauth/iotauth/backend/api"
 	"github.com/iotauth/iotauth/backend/core/secret"
 	"github.com/iotauth/iotauth/backend/core/uuid"
-	"github.com/iotauth/iotauth/backend/email"
+	"github.com/iotauth/iotauth/backend/service"
 	"github.com/iotauth/iotauth/backend/service/keys"
+	"github.com/iotauth/iotauth/backend/service/users"
 	"github.com/iotauth/iotauth/backend/store"
 )
 
@@ -259,7 +260,8 @@ func userList(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	defer st.Close()
 	tw := table(stdout, *lf.json, "ID\tEMAIL\tROLE\tSTATE\tCREATED")
-	err = walkPages(*lf.limit, func(p store.Page) ([]store.User, bool, error) { return st.ListUsers(ctx, p) },
+	svc := users.New(st, users.Config{})
+	err = walkPages(*lf.limit, func(p store.Page) ([]store.User, bool, error) { return svc.List(ctx, p) },
 		func(u store.User) (time.Time, string) { return u.CreatedAt, u.ID },
 		func(u store.User) error {
 			if tw == nil {
@@ -287,27 +289,22 @@ func userSetDisabled(ctx context.Context, verb string, disabled bool, args []str
 		return err
 	}
 	defer st.Close()
-	var u store.User
-	if strings.Contains(who, "@") {
-		addr, nerr := email.Normalize(who)
-		if nerr != nil {
-			return notFound("no user %q: %v", who, nerr)
-		}
-		u, err = st.UserByEmail(ctx, addr)
-	} else {
-		u, err = st.UserByID(ctx, who)
-	}
-	if errors.Is(err, store.ErrNotFound) {
+	svc := users.New(st, users.Config{})
+	u, err := svc.Find(ctx, who)
+	var se *service.Error
+	switch {
+	case errors.As(err, &se) && errors.Is(err, service.ErrNotFound) && se.Msg != "":
+		return notFound("no user %q: %s", who, se.Msg)
+	case errors.Is(err, service.ErrNotFound):
 		return notFound("no user %q: give an id or email from 'iotauth user list'", who)
-	}
-	if err != nil {
+	case err != nil:
 		return err
 	}
-	changed, err := st.UpdateUser(ctx, u.ID, store.UserChange{Disabled: &disabled}, cliAuditWith("user_update", map[string]any{"disabled": disabled}))
+	changed, err := svc.Update(ctx, cliService(), u.ID, users.Change{Disabled: &disabled})
 	switch {
-	case errors.Is(err, store.ErrLastAdmin):
+	case errors.Is(err, service.ErrConflict):
 		return refused("%s is the last enabled admin: promote or enable another admin first", u.Email)
-	case errors.Is(err, store.ErrNotFound):
+	case errors.Is(err, service.ErrNotFound):
 		return notFound("no user %q", who)
 	case err != nil:
 		return err
