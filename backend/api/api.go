@@ -23,6 +23,7 @@ import (
 	"github.com/iotauth/iotauth/backend/core/passhash"
 	"github.com/iotauth/iotauth/backend/core/secret"
 	"github.com/iotauth/iotauth/backend/redact"
+	"github.com/iotauth/iotauth/backend/service/agents"
 	"github.com/iotauth/iotauth/backend/service/keys"
 	"github.com/iotauth/iotauth/backend/service/users"
 	"github.com/iotauth/iotauth/backend/store"
@@ -197,8 +198,9 @@ type Server struct {
 	pubLimit *keyLimiter
 
 	// The handlers of each domain, over its service.
-	keys  keysAPI
-	users usersAPI
+	keys   keysAPI
+	users  usersAPI
+	agents *agentsAPI
 }
 
 // New builds a Server.
@@ -316,6 +318,8 @@ func New(c Config) (*Server, error) {
 	}
 	s.keys = keysAPI{svc: ks, now: c.Now}
 	s.users = usersAPI{svc: users.New(s.st, users.Config{HashSem: s.hashSem})}
+	s.agents = &agentsAPI{svc: agents.New(s.st, agents.Config{KeyKind: c.KeyKind, Licenser: c.Licenser, Logger: c.Logger}),
+		st: s.st, log: s.log, metrics: s.metrics, mqttHost: c.MQTTHost, mqttPort: c.MQTTPort, audit: s.audit}
 	s.registerPublishMetrics()
 	s.routes = append(s.builtinRoutes(), c.ExtraRoutes...)
 	for _, rt := range s.routes {

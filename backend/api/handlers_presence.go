@@ -54,7 +54,7 @@ func presenceView(p store.AgentPresence) *presenceJSON {
 }
 
 // agentPresence is the presence GET /api/v1/agents/{uuid} adds to the agent.
-func (s *Server) agentPresence(r *http.Request, agentUUID string) (*presenceJSON, error) {
+func (s *agentsAPI) agentPresence(r *http.Request, agentUUID string) (*presenceJSON, error) {
 	p, err := s.st.GetAgentPresence(r.Context(), agentUUID)
 	if err != nil {
 		return nil, err
@@ -76,7 +76,7 @@ func onlineFilter(q url.Values) (*bool, error) {
 }
 
 // markOnline sets each listed agent's online flag.
-func (s *Server) markOnline(r *http.Request, items []agentJSON) error {
+func (s *agentsAPI) markOnline(r *http.Request, items []agentJSON) error {
 	ids := make([]string, len(items))
 	for i := range items {
 		ids[i] = items[i].UUID
@@ -103,7 +103,7 @@ type presenceSummaryJSON struct {
 
 // agentsSummary: GET /api/v1/agents/summary (rights agents:read): agents that are not decommissioned by
 // presence (docs/presence.md).
-func (s *Server) agentsSummary(w http.ResponseWriter, r *http.Request) error {
+func (s *agentsAPI) agentsSummary(w http.ResponseWriter, r *http.Request) error {
 	sum, err := s.st.GetPresenceSummary(r.Context())
 	if err != nil {
 		return err
@@ -115,7 +115,7 @@ func (s *Server) agentsSummary(w http.ResponseWriter, r *http.Request) error {
 
 // agentSessions: GET /api/v1/agents/{uuid}/sessions?limit=&cursor= (rights agents:read): the agent's
 // sessions, live ones first, then newest first by connect; nextCursor while more follow.
-func (s *Server) agentSessions(w http.ResponseWriter, r *http.Request) error {
+func (s *agentsAPI) agentSessions(w http.ResponseWriter, r *http.Request) error {
 	id := r.PathValue("uuid")
 	if _, err := s.st.GetAgent(r.Context(), id); err != nil {
 		return err

@@ -10,6 +10,7 @@ import (
 
 	"github.com/iotauth/iotauth/backend/core/secret"
 	"github.com/iotauth/iotauth/backend/service"
+	"github.com/iotauth/iotauth/backend/service/agents"
 	"github.com/iotauth/iotauth/backend/store"
 )
 
@@ -92,12 +93,12 @@ func agentCreate(ctx context.Context, args []string, stdout, stderr io.Writer) e
 		return err
 	}
 	defer st.Close()
-	p := store.CreateAgentParams{Name: *name, KeyKind: kind}
+	var exp time.Time
 	if *expires > 0 {
-		p.Expires = time.Now().Add(*expires)
+		exp = time.Now().Add(*expires)
 	}
-	a, err := st.CreateAgentAudited(ctx, p, cliAudit("agent_create"))
-	if errors.Is(err, store.ErrInvalid) {
+	a, err := agents.New(st, agents.Config{KeyKind: kind}).Create(ctx, cliService(), *name, exp)
+	if errors.Is(err, service.ErrInvalid) {
 		return fmt.Errorf("the name must be 1 to 200 characters: %w", err)
 	}
 	if err != nil {
@@ -129,9 +130,13 @@ func agentStatus(ctx context.Context, verb, status string, args []string, stdout
 		return err
 	}
 	defer st.Close()
-	if err := st.UpdateAgentStatus(ctx, uuid, status, cliAudit("agent_"+verb)); errors.Is(err, store.ErrNotFound) {
+	_, err = agents.New(st, agents.Config{}).SetStatus(ctx, cliService(), uuid, status)
+	switch {
+	case errors.Is(err, service.ErrNotFound):
 		return notFound("no agent %q: check the uuid (iotauth agent list)", uuid)
-	} else if err != nil {
+	case errors.Is(err, service.ErrConflict):
+		return refused("agent %q is decommissioned; that is final", uuid)
+	case err != nil:
 		return err
 	}
 	fmt.Fprintf(stdout, "agent %s is now %s\n", uuid, status)
@@ -183,7 +188,7 @@ the client id agent-<uuid> (or whatever plugin_opt_clientid says).
 	if !errors.Is(err, store.ErrNoLegacyUsername) {
 		return rotateError(uuid, err)
 	}
-	pw, err := st.RotateAgentPassword(ctx, uuid, cliAudit("mqtt_password_rotate"))
+	pw, err := agents.New(st, agents.Config{}).RotatePassword(ctx, cliService(), uuid)
 	if err != nil {
 		return rotateError(uuid, err)
 	}
@@ -192,7 +197,7 @@ the client id agent-<uuid> (or whatever plugin_opt_clientid says).
 
 func rotateError(uuid string, err error) error {
 	switch {
-	case errors.Is(err, store.ErrNotFound):
+	case errors.Is(err, store.ErrNotFound), errors.Is(err, service.ErrNotFound):
 		return notFound("no agent %q: check the uuid (iotauth agent list)", uuid)
 	case errors.Is(err, store.ErrDecommissioned):
 		return refused("agent %q is decommissioned; create a new agent instead", uuid)
