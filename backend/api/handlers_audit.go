@@ -23,6 +23,13 @@ type auditJSON struct {
 	Detail     map[string]any `json:"detail"`
 }
 
+// adminAPI serves what an admin reads about the deployment: the audit trail and the license.
+type adminAPI struct {
+	st  *store.Store
+	lic Licenser
+	now func() time.Time
+}
+
 // auditAction is the shape of every audit action name (app_key_create, session_kick, …).
 var auditAction = regexp.MustCompile(`^[a-z][a-z0-9_]{0,99}$`)
 
@@ -79,7 +86,7 @@ func hasControl(s string) bool {
 // listAudit: GET /api/v1/audit[?limit=&cursor=&actor=&action=&agent=&since=&until=] (admin, or an
 // application key with audit:read). Newest first; nextCursor pages back in time. Audit events never
 // hold secrets.
-func (s *Server) listAudit(w http.ResponseWriter, r *http.Request) error {
+func (s *adminAPI) listAudit(w http.ResponseWriter, r *http.Request) error {
 	q := r.URL.Query()
 	p, err := AuditFilter(q)
 	if err != nil {

@@ -15,10 +15,10 @@ import (
 // two in step.
 func (s *Server) builtinRoutes() []Route {
 	return []Route{
-		{Method: "POST", Path: "/api/v1/auth/login", Roles: publicAccess, Handler: s.login},
-		{Method: "POST", Path: "/api/v1/auth/refresh", Roles: publicAccess, Handler: s.refresh},
-		{Method: "POST", Path: "/api/v1/auth/logout", Roles: publicAccess, Handler: s.logout},
-		{Method: "GET", Path: "/api/v1/auth/me", Roles: anyRole, Handler: s.me},
+		{Method: "POST", Path: "/api/v1/auth/login", Roles: publicAccess, Handler: s.login.login},
+		{Method: "POST", Path: "/api/v1/auth/refresh", Roles: publicAccess, Handler: s.login.refresh},
+		{Method: "POST", Path: "/api/v1/auth/logout", Roles: publicAccess, Handler: s.login.logout},
+		{Method: "GET", Path: "/api/v1/auth/me", Roles: anyRole, Handler: s.login.me},
 
 		{Method: "POST", Path: "/api/v1/users", Roles: adminOnly, Handler: s.users.createUser},
 		{Method: "GET", Path: "/api/v1/users", Roles: adminOnly, Handler: s.users.listUsers},
@@ -37,7 +37,7 @@ func (s *Server) builtinRoutes() []Route {
 
 		// Token exchange (docs/token-exchange.md): an application key with token:exchange, a publishable key from one of
 		// its origins, or any operator for their own credential. Publishable keys: an admin's token only.
-		{Method: "POST", Path: ExchangePath, Roles: anyRole, Right: store.RightTokenExchange, Publishable: true, Handler: s.tokenExchange},
+		{Method: "POST", Path: ExchangePath, Roles: anyRole, Right: store.RightTokenExchange, Publishable: true, Handler: s.x.tokenExchange},
 		{Method: "POST", Path: "/api/v1/auth/publishable-keys", Roles: adminOnly, Handler: s.keys.createPublishableKey},
 		{Method: "GET", Path: "/api/v1/auth/publishable-keys", Roles: adminOnly, Handler: s.keys.listPublishableKeys},
 		{Method: "DELETE", Path: "/api/v1/auth/publishable-keys/{id}", Roles: adminOnly, Handler: s.keys.revokePublishableKey},
@@ -65,11 +65,11 @@ func (s *Server) builtinRoutes() []Route {
 		{Method: "GET", Path: "/api/v1/device/{uuid}/state", Device: true, Handler: s.agents.deviceGetState},
 		{Method: "PATCH", Path: "/api/v1/device/{uuid}/state", Device: true, Handler: s.agents.deviceReportState, MaxBody: stateMaxBody},
 
-		{Method: "GET", Path: "/api/v1/license", Roles: adminOnly, Right: store.RightLicenseRead, Handler: s.getLicense},
-		{Method: "GET", Path: "/api/v1/audit", Roles: adminOnly, Right: store.RightAuditRead, Handler: s.listAudit},
+		{Method: "GET", Path: "/api/v1/license", Roles: adminOnly, Right: store.RightLicenseRead, Handler: s.admin.getLicense},
+		{Method: "GET", Path: "/api/v1/audit", Roles: adminOnly, Right: store.RightAuditRead, Handler: s.admin.listAudit},
 
 		// The publish bridge (docs/publish-bridge.md; docs/security.md, B1): application keys with the publish right only.
-		{Method: "POST", Path: "/api/v1/publish", Roles: appKeyOnly, Right: store.RightPublish, Handler: s.publish, MaxBody: publishMaxBody(s.cfg.PublishMaxPayload)},
+		{Method: "POST", Path: "/api/v1/publish", Roles: appKeyOnly, Right: store.RightPublish, Handler: s.bridge.publish, MaxBody: publishMaxBody(s.cfg.PublishMaxPayload)},
 
 		{Method: "GET", Path: "/healthz", Roles: publicAccess, Handler: s.healthz},
 		{Method: "GET", Path: "/readyz", Roles: publicAccess, Handler: s.readyz},
