@@ -24,6 +24,7 @@ import (
 	"github.com/iotauth/iotauth/backend/core/secret"
 	"github.com/iotauth/iotauth/backend/redact"
 	"github.com/iotauth/iotauth/backend/service/agents"
+	"github.com/iotauth/iotauth/backend/service/audit"
 	"github.com/iotauth/iotauth/backend/service/keys"
 	"github.com/iotauth/iotauth/backend/service/users"
 	"github.com/iotauth/iotauth/backend/store"
@@ -321,7 +322,7 @@ func New(c Config) (*Server, error) {
 	s.bridge = &publishAPI{cfg: c, st: s.st, log: s.log, metrics: s.metrics,
 		pubLimit: newKeyLimiter(c.PublishRate, c.PublishBurst, maxPublishLimiters, c.Now)}
 	s.bridge.registerPublishMetrics()
-	s.admin = adminAPI{st: s.st, lic: c.Licenser, now: c.Now}
+	s.admin = adminAPI{st: s.st, audit: audit.New(s.st), lic: c.Licenser, now: c.Now}
 	x, err := newExchange(c.Exchange)
 	if err != nil {
 		return nil, err

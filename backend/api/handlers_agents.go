@@ -16,6 +16,7 @@ import (
 	"github.com/iotauth/iotauth/backend/core/uuid"
 	"github.com/iotauth/iotauth/backend/service/agents"
 	"github.com/iotauth/iotauth/backend/store"
+	"github.com/iotauth/iotauth/backend/view"
 )
 
 // agentsAPI serves agents, their registration, state and presence (backend/service/agents); presence
@@ -30,30 +31,9 @@ type agentsAPI struct {
 	audit    func(context.Context, store.AuditEvent)
 }
 
-type agentJSON struct {
-	UUID          string          `json:"uuid"`
-	Name          string          `json:"name"`
-	Status        string          `json:"status"`
-	TargetVersion int64           `json:"targetVersion"`
-	TargetState   json.RawMessage `json:"targetState,omitempty"`
-	ReportedState json.RawMessage `json:"reportedState,omitempty"`
-	ReportedAt    *time.Time      `json:"reportedAt"`
-	LastSeenAt    *time.Time      `json:"lastSeenAt"`
-	CreatedAt     time.Time       `json:"createdAt"`
-	UpdatedAt     time.Time       `json:"updatedAt"`
-	// Online is set in lists, Presence on one agent (docs/presence.md).
-	Online   *bool         `json:"online,omitempty"`
-	Presence *presenceJSON `json:"presence,omitempty"`
-}
+type agentJSON = view.Agent
 
-func agentView(a store.AgentInfo, withState bool) agentJSON {
-	v := agentJSON{UUID: a.UUID, Name: a.Name, Status: a.Status, TargetVersion: a.TargetVersion, ReportedAt: a.ReportedAt,
-		LastSeenAt: a.LastSeenAt, CreatedAt: a.CreatedAt, UpdatedAt: a.UpdatedAt}
-	if withState {
-		v.TargetState, v.ReportedState = a.TargetState, a.ReportedState
-	}
-	return v
-}
+var agentView = view.AgentOf
 
 // Pagination bounds for GET /api/v1/agents.
 const (

@@ -9,6 +9,7 @@ import (
 	"github.com/iotauth/iotauth/backend/oidc"
 	"github.com/iotauth/iotauth/backend/service/keys"
 	"github.com/iotauth/iotauth/backend/store"
+	"github.com/iotauth/iotauth/backend/view"
 )
 
 // keysAPI serves the four kinds of key (backend/service/keys): it decodes a request into the service's,
@@ -55,24 +56,28 @@ func revokeKey[K, R any](w http.ResponseWriter, r *http.Request, kind keys.Kind[
 	return nil
 }
 
+// The JSON forms of keys (backend/view).
+type (
+	apiKeyJSON         = view.APIKey
+	appKeyJSON         = view.AppKey
+	publishableKeyJSON = view.PublishableKey
+	// CreatedAppKey is the 201 answer of POST /api/v1/auth/app-keys: the only place the key and its
+	// MQTT password are ever shown.
+	CreatedAppKey = view.CreatedAppKey
+	// AppKeyMQTT is the MQTT login of a new application key: the key as username, its own password.
+	AppKeyMQTT = view.AppKeyMQTT
+	// CreatedPublishableKey is the 201 answer of POST /api/v1/auth/publishable-keys: the only place the
+	// key is shown.
+	CreatedPublishableKey = view.CreatedPublishableKey
+)
+
+var (
+	apiKeyView         = view.APIKeyOf
+	appKeyView         = view.AppKeyOf
+	publishableKeyView = view.PublishableKeyOf
+)
+
 // Device API keys.
-
-type apiKeyJSON struct {
-	ID         string     `json:"id"`
-	Name       string     `json:"name"`
-	AgentUUID  string     `json:"agentUuid"`
-	Prefix     string     `json:"prefix"`
-	Rights     []string   `json:"rights"`
-	ExpiresAt  *time.Time `json:"expiresAt"`
-	RevokedAt  *time.Time `json:"revokedAt"`
-	LastUsedAt *time.Time `json:"lastUsedAt"`
-	CreatedAt  time.Time  `json:"createdAt"`
-}
-
-func apiKeyView(k store.APIKey) apiKeyJSON {
-	return apiKeyJSON{ID: k.ID, Name: k.Name, AgentUUID: k.AgentUUID, Prefix: k.Prefix, Rights: k.Rights,
-		ExpiresAt: k.ExpiresAt, RevokedAt: k.RevokedAt, LastUsedAt: k.LastUsedAt, CreatedAt: k.CreatedAt}
-}
 
 type createKeyRequest struct {
 	Name      string     `json:"name"`
@@ -114,54 +119,11 @@ func (h keysAPI) revokeDeviceKey(w http.ResponseWriter, r *http.Request) error {
 
 // Application keys.
 
-type appKeyJSON struct {
-	ID         string           `json:"id"`
-	Name       string           `json:"name"`
-	Prefix     string           `json:"prefix"`
-	Rights     []string         `json:"rights"`
-	Topics     []store.AppTopic `json:"topics"`
-	ExpiresAt  *time.Time       `json:"expiresAt"`
-	RevokedAt  *time.Time       `json:"revokedAt"`
-	LastUsedAt *time.Time       `json:"lastUsedAt"`
-	CreatedAt  time.Time        `json:"createdAt"`
-}
-
-func appKeyView(k store.AppKey) appKeyJSON {
-	return appKeyJSON{ID: k.ID, Name: k.Name, Prefix: k.Prefix, Rights: k.Rights, Topics: k.Topics,
-		ExpiresAt: k.ExpiresAt, RevokedAt: k.RevokedAt, LastUsedAt: k.LastUsedAt, CreatedAt: k.CreatedAt}
-}
-
 type createAppKeyRequest struct {
 	Name      string           `json:"name"`
 	Rights    []string         `json:"rights"`
 	Topics    []store.AppTopic `json:"topics"`
 	ExpiresAt *time.Time       `json:"expiresAt"`
-}
-
-// AppKeyMQTT is the MQTT login of a new application key: the key as username, its own password.
-type AppKeyMQTT struct {
-	Username string `json:"username"`
-	Password string `json:"password"`
-}
-
-// CreatedAppKey is the 201 answer of POST /api/v1/auth/app-keys (and the CLI's output): the only place
-// the key and its MQTT password are ever shown.
-type CreatedAppKey struct {
-	ID        string           `json:"id"`
-	Key       string           `json:"key"`
-	Prefix    string           `json:"prefix"`
-	Name      string           `json:"name"`
-	Rights    []string         `json:"rights"`
-	Topics    []store.AppTopic `json:"topics"`
-	ExpiresAt *time.Time       `json:"expiresAt"`
-	MQTT      AppKeyMQTT       `json:"mqtt"`
-}
-
-// CreatedAppKeyView is the answer for a new application key.
-func CreatedAppKeyView(c keys.Created[store.AppKey]) CreatedAppKey {
-	k := c.Key
-	return CreatedAppKey{ID: k.ID, Key: c.Secret.Reveal(), Prefix: k.Prefix, Name: k.Name, Rights: k.Rights, Topics: k.Topics,
-		ExpiresAt: k.ExpiresAt, MQTT: AppKeyMQTT{Username: c.Secret.Reveal(), Password: c.MQTTPassword.Reveal()}}
 }
 
 // createAppKey: POST /api/v1/auth/app-keys (admin access token only). The key and its MQTT password are
@@ -175,7 +137,7 @@ func (h keysAPI) createAppKey(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	writeCreated(w, "/api/v1/auth/app-keys/"+c.Key.ID, CreatedAppKeyView(c))
+	writeCreated(w, "/api/v1/auth/app-keys/"+c.Key.ID, view.CreatedAppKeyOf(c.Key, c.Secret, c.MQTTPassword))
 	return nil
 }
 
@@ -192,50 +154,12 @@ func (h keysAPI) revokeAppKey(w http.ResponseWriter, r *http.Request) error {
 
 // Publishable keys.
 
-type publishableKeyJSON struct {
-	ID         string           `json:"id"`
-	Name       string           `json:"name"`
-	Prefix     string           `json:"prefix"`
-	Origins    []string         `json:"origins"`
-	Topics     []store.AppTopic `json:"topics"`
-	Providers  []string         `json:"providers"`
-	ExpiresAt  *time.Time       `json:"expiresAt"`
-	RevokedAt  *time.Time       `json:"revokedAt"`
-	LastUsedAt *time.Time       `json:"lastUsedAt"`
-	CreatedAt  time.Time        `json:"createdAt"`
-}
-
-func publishableKeyView(k store.PublishableKey) publishableKeyJSON {
-	return publishableKeyJSON{ID: k.ID, Name: k.Name, Prefix: k.Prefix, Origins: k.Origins, Topics: k.Topics, Providers: k.Providers,
-		ExpiresAt: k.ExpiresAt, RevokedAt: k.RevokedAt, LastUsedAt: k.LastUsedAt, CreatedAt: k.CreatedAt}
-}
-
 type createPublishableKeyRequest struct {
 	Name      string           `json:"name"`
 	Origins   []string         `json:"origins"`
 	Topics    []store.AppTopic `json:"topics"`
 	Providers []string         `json:"providers"`
 	ExpiresAt *time.Time       `json:"expiresAt"`
-}
-
-// CreatedPublishableKey is the 201 answer of POST /api/v1/auth/publishable-keys (and the CLI's output):
-// the only place the key is shown.
-type CreatedPublishableKey struct {
-	ID        string           `json:"id"`
-	Key       string           `json:"key"`
-	Prefix    string           `json:"prefix"`
-	Name      string           `json:"name"`
-	Origins   []string         `json:"origins"`
-	Topics    []store.AppTopic `json:"topics"`
-	Providers []string         `json:"providers"`
-	ExpiresAt *time.Time       `json:"expiresAt"`
-}
-
-// CreatedPublishableKeyView is the answer for a new publishable key.
-func CreatedPublishableKeyView(c keys.Created[store.PublishableKey]) CreatedPublishableKey {
-	k := c.Key
-	return CreatedPublishableKey{ID: k.ID, Key: c.Secret.Reveal(), Prefix: k.Prefix, Name: k.Name,
-		Origins: k.Origins, Topics: k.Topics, Providers: k.Providers, ExpiresAt: k.ExpiresAt}
 }
 
 // ValidOrigin checks an exact browser origin (see keys.ValidOrigin); it returns what is wrong, or "".
@@ -253,7 +177,7 @@ func (h keysAPI) createPublishableKey(w http.ResponseWriter, r *http.Request) er
 	if err != nil {
 		return err
 	}
-	writeCreated(w, "/api/v1/auth/publishable-keys/"+c.Key.ID, CreatedPublishableKeyView(c))
+	writeCreated(w, "/api/v1/auth/publishable-keys/"+c.Key.ID, view.CreatedPublishableKeyOf(c.Key, c.Secret))
 	return nil
 }
 

@@ -10,26 +10,15 @@ import (
 
 	"github.com/iotauth/iotauth/backend/core/uuid"
 	"github.com/iotauth/iotauth/backend/store"
+	"github.com/iotauth/iotauth/backend/view"
 )
 
 // Presence (docs/presence.md): who is online, read from the sessions the brokers record.
 
-// presenceJSON is an agent's presence in GET /api/v1/agents/{uuid}.
-type presenceJSON struct {
-	Online               bool              `json:"online"`
-	Sessions             []liveSessionJSON `json:"sessions"`
-	LastConnectedAt      *time.Time        `json:"lastConnectedAt"`
-	LastDisconnectedAt   *time.Time        `json:"lastDisconnectedAt"`
-	LastDisconnectReason *string           `json:"lastDisconnectReason"`
-}
-
-type liveSessionJSON struct {
-	Broker        string    `json:"broker"`
-	ClientID      string    `json:"clientId"`
-	Protocol      string    `json:"protocol"`
-	RemoteAddress string    `json:"remoteAddress"`
-	ConnectedAt   time.Time `json:"connectedAt"`
-}
+type (
+	presenceJSON    = view.Presence
+	liveSessionJSON = view.LiveSession
+)
 
 // sessionJSON is a session in GET /api/v1/agents/{uuid}/sessions: disconnectedAt and reason are null
 // while it is live.

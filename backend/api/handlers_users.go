@@ -2,11 +2,10 @@ package api
 
 import (
 	"net/http"
-	"time"
 
 	"github.com/iotauth/iotauth/backend/email"
 	"github.com/iotauth/iotauth/backend/service/users"
-	"github.com/iotauth/iotauth/backend/store"
+	"github.com/iotauth/iotauth/backend/view"
 )
 
 // usersAPI serves operator accounts (backend/service/users).
@@ -14,18 +13,9 @@ type usersAPI struct {
 	svc *users.Service
 }
 
-type userJSON struct {
-	ID        string    `json:"id"`
-	Email     string    `json:"email"`
-	Role      string    `json:"role"`
-	Disabled  bool      `json:"disabled"`
-	CreatedAt time.Time `json:"createdAt"`
-	UpdatedAt time.Time `json:"updatedAt"`
-}
+type userJSON = view.User
 
-func userView(u store.User) userJSON {
-	return userJSON{ID: u.ID, Email: u.Email, Role: u.Role, Disabled: u.Disabled, CreatedAt: u.CreatedAt, UpdatedAt: u.UpdatedAt}
-}
+var userView = view.UserOf
 
 // ValidEmail reports whether s is acceptable as an operator's email (package email: 3–254 bytes, one @
 // with something on both sides, no invisible or control characters, no mixed scripts).

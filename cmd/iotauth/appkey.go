@@ -9,11 +9,11 @@ import (
 	"strings"
 	"time"
 
-	"github.com/iotauth/iotauth/backend/api"
 	"github.com/iotauth/iotauth/backend/core/secret"
 	"github.com/iotauth/iotauth/backend/service"
 	"github.com/iotauth/iotauth/backend/service/keys"
 	"github.com/iotauth/iotauth/backend/store"
+	"github.com/iotauth/iotauth/backend/view"
 )
 
 func init() {
@@ -81,7 +81,7 @@ func appKeyCreate(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	}
 	enc := json.NewEncoder(stdout)
 	enc.SetIndent("", "  ")
-	return enc.Encode(api.CreatedAppKeyView(c))
+	return enc.Encode(view.CreatedAppKeyOf(c.Key, c.Secret, c.MQTTPassword))
 }
 
 func appKeyList(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -105,7 +105,7 @@ func appKeyList(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		return svc.App.List(ctx, keys.Filter{}, p)
 	}, func(k store.AppKey) (time.Time, string) { return k.CreatedAt, k.ID }, func(k store.AppKey) error {
 		if tw == nil {
-			return jsonLine(stdout, api.AppKeyView(k))
+			return jsonLine(stdout, view.AppKeyOf(k))
 		}
 		var ts []string
 		for _, t := range k.Topics {

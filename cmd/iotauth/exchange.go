@@ -14,13 +14,13 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/iotauth/iotauth/backend/api"
 	"github.com/iotauth/iotauth/backend/core/mqttcred"
 	"github.com/iotauth/iotauth/backend/core/secret"
 	"github.com/iotauth/iotauth/backend/oidc"
 	"github.com/iotauth/iotauth/backend/service"
 	"github.com/iotauth/iotauth/backend/service/keys"
 	"github.com/iotauth/iotauth/backend/store"
+	"github.com/iotauth/iotauth/backend/view"
 )
 
 func init() {
@@ -179,7 +179,7 @@ func pkCreate(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	enc := json.NewEncoder(stdout)
 	enc.SetIndent("", "  ")
-	return enc.Encode(api.CreatedPublishableKeyView(c))
+	return enc.Encode(view.CreatedPublishableKeyOf(c.Key, c.Secret))
 }
 
 func pkList(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -203,7 +203,7 @@ func pkList(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		return svc.Publishable.List(ctx, keys.Filter{}, p)
 	}, func(k store.PublishableKey) (time.Time, string) { return k.CreatedAt, k.ID }, func(k store.PublishableKey) error {
 		if tw == nil {
-			return jsonLine(stdout, api.PublishableKeyView(k))
+			return jsonLine(stdout, view.PublishableKeyOf(k))
 		}
 		var ts []string
 		for _, t := range k.Topics {

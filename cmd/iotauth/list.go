@@ -9,13 +9,13 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/iotauth/iotauth/backend/api"
 	"github.com/iotauth/iotauth/backend/core/secret"
 	"github.com/iotauth/iotauth/backend/core/uuid"
 	"github.com/iotauth/iotauth/backend/service"
 	"github.com/iotauth/iotauth/backend/service/keys"
 	"github.com/iotauth/iotauth/backend/service/users"
 	"github.com/iotauth/iotauth/backend/store"
+	"github.com/iotauth/iotauth/backend/view"
 )
 
 func init() {
@@ -124,7 +124,7 @@ func agentList(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return st.ListAgents(ctx, store.AgentPage{Limit: p.Limit, AfterTime: p.AfterTime, AfterUUID: p.AfterID, Status: *status})
 	}, func(a store.AgentInfo) (time.Time, string) { return a.CreatedAt, a.UUID }, func(a store.AgentInfo) error {
 		if tw == nil {
-			return jsonLine(stdout, api.AgentView(a, false))
+			return jsonLine(stdout, view.AgentOf(a, false))
 		}
 		_, err := fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\n", a.UUID, a.Name, a.Status, a.TargetVersion, timeOr(a.ReportedAt, "never"), a.CreatedAt.UTC().Format(time.RFC3339))
 		return err
@@ -167,12 +167,12 @@ func agentShow(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if *jsonOut {
 		views := make([]any, 0, len(keys))
 		for _, k := range keys {
-			views = append(views, api.APIKeyView(k))
+			views = append(views, view.APIKeyOf(k))
 		}
 		return jsonLine(stdout, struct {
 			Agent any   `json:"agent"`
 			Keys  []any `json:"keys"`
-		}{api.AgentView(a, true), views})
+		}{view.AgentOf(a, true), views})
 	}
 	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintf(tw, "uuid:\t%s\nname:\t%s\nstatus:\t%s\nclient id:\tagent-%s\ntarget version:\t%d\ntarget state:\t%s\nreported state:\t%s\nreported at:\t%s\ncreated:\t%s\nupdated:\t%s\n",
@@ -235,7 +235,7 @@ func keyList(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		func(k store.APIKey) (time.Time, string) { return k.CreatedAt, k.ID },
 		func(k store.APIKey) error {
 			if tw == nil {
-				return jsonLine(stdout, api.APIKeyView(k))
+				return jsonLine(stdout, view.APIKeyOf(k))
 			}
 			_, err := fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", k.ID, k.AgentUUID, k.Prefix, k.Name, strings.Join(k.Rights, ","),
 				timeOr(k.ExpiresAt, "never"), timeOr(k.LastUsedAt, "never"), keyState(k.ExpiresAt, k.RevokedAt))
@@ -265,7 +265,7 @@ func userList(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		func(u store.User) (time.Time, string) { return u.CreatedAt, u.ID },
 		func(u store.User) error {
 			if tw == nil {
-				return jsonLine(stdout, api.UserView(u))
+				return jsonLine(stdout, view.UserOf(u))
 			}
 			state := "active"
 			if u.Disabled {

@@ -61,7 +61,7 @@ var pure = []string{
 }
 
 // Packages below the plugin's main must not import cgo or net/http directly.
-var noCgoNoHTTP = []string{"backend/store", "backend/migrations"}
+var noCgoNoHTTP = []string{"backend/store", "backend/migrations", "backend/view"}
 
 // The plugin's instrumentation may serve HTTP (its /metrics) but never reaches PostgreSQL: it counts
 // what the decision packages report, and only the plugin's main wires it in. (It uses no cgo of its
