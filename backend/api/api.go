@@ -254,15 +254,6 @@ func New(c Config) (*Server, error) {
 	if c.MaxBodyBytes <= 0 {
 		c.MaxBodyBytes = defaultMaxBody
 	}
-	if c.ProvisioningKeyTTL <= 0 {
-		c.ProvisioningKeyTTL = 24 * time.Hour
-	}
-	if c.MaxProvisioningKeyTTL <= 0 {
-		c.MaxProvisioningKeyTTL = 30 * 24 * time.Hour
-	}
-	if c.ProvisioningKeyTTL > c.MaxProvisioningKeyTTL {
-		return nil, fmt.Errorf("api: the default provisioning key lifetime %s exceeds the maximum %s", c.ProvisioningKeyTTL, c.MaxProvisioningKeyTTL)
-	}
 	if c.Now == nil {
 		c.Now = time.Now
 	}

@@ -11,6 +11,7 @@ import (
 	"github.com/iotauth/iotauth/backend/core/secret"
 	"github.com/iotauth/iotauth/backend/service"
 	"github.com/iotauth/iotauth/backend/service/agents"
+	"github.com/iotauth/iotauth/backend/service/keys"
 	"github.com/iotauth/iotauth/backend/store"
 )
 
@@ -206,21 +207,11 @@ func rotateError(uuid string, err error) error {
 }
 
 func keyRevoke(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	id, st, err := argAndStore(ctx, "key revoke", "KEY_ID", args, stderr)
-	if err != nil {
-		return err
-	}
-	defer st.Close()
-	svc, err := keyService(st, secret.APIKey)
-	if err != nil {
-		return err
-	}
-	k, err := svc.Device.Revoke(ctx, cliService(), id)
-	if errors.Is(err, service.ErrNotFound) {
-		return notFound("no API key %q: find its id with 'iotauth key list'", id)
-	} else if err != nil {
-		return err
-	}
-	fmt.Fprintf(stdout, "key %s of agent %s revoked\n", id, k.AgentUUID)
-	return nil
+	return revokeKey(ctx, "key revoke", args, stdout, stderr, deviceKeys,
+		func(id string) error { return notFound("no API key %q: find its id with 'iotauth key list'", id) },
+		func(id string, k store.APIKey) string {
+			return fmt.Sprintf("key %s of agent %s revoked", id, k.AgentUUID)
+		})
 }
+
+func deviceKeys(s *keys.Service) keys.Kind[store.APIKey, keys.DeviceKeyRequest] { return s.Device }

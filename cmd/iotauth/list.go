@@ -9,7 +9,6 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/iotauth/iotauth/backend/core/secret"
 	"github.com/iotauth/iotauth/backend/core/uuid"
 	"github.com/iotauth/iotauth/backend/service"
 	"github.com/iotauth/iotauth/backend/service/keys"
@@ -219,32 +218,13 @@ func keyList(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		fmt.Fprintln(stderr, "--agent must be an agent's uuid")
 		return errUsage
 	}
-	st, err := storeFor(ctx, db, stderr)
-	if err != nil {
-		return err
-	}
-	defer st.Close()
-	tw := table(stdout, *lf.json, "ID\tAGENT\tPREFIX\tNAME\tRIGHTS\tEXPIRES\tLAST USED\tSTATE")
-	svc, err := keyService(st, secret.APIKey)
-	if err != nil {
-		return err
-	}
-	err = walkPages(*lf.limit, func(p store.Page) ([]store.APIKey, bool, error) {
-		return svc.Device.List(ctx, keys.Filter{AgentUUID: *agent}, p)
-	},
+	return listKeys(ctx, db, lf, stdout, stderr, deviceKeys, keys.Filter{AgentUUID: *agent}, "ID\tAGENT\tPREFIX\tNAME\tRIGHTS\tEXPIRES\tLAST USED\tSTATE",
 		func(k store.APIKey) (time.Time, string) { return k.CreatedAt, k.ID },
-		func(k store.APIKey) error {
-			if tw == nil {
-				return jsonLine(stdout, view.APIKeyOf(k))
-			}
-			_, err := fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", k.ID, k.AgentUUID, k.Prefix, k.Name, strings.Join(k.Rights, ","),
+		func(k store.APIKey) any { return view.APIKeyOf(k) },
+		func(k store.APIKey) string {
+			return fmt.Sprintf("%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s", k.ID, k.AgentUUID, k.Prefix, k.Name, strings.Join(k.Rights, ","),
 				timeOr(k.ExpiresAt, "never"), timeOr(k.LastUsedAt, "never"), keyState(k.ExpiresAt, k.RevokedAt))
-			return err
 		})
-	if err != nil {
-		return err
-	}
-	return flush(tw)
 }
 
 func userList(ctx context.Context, args []string, stdout, stderr io.Writer) error {
