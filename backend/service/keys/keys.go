@@ -118,7 +118,9 @@ func New(st Store, c Config) (*Service, error) {
 			}
 			return st.ListAPIKeys(ctx, f.AgentUUID, p)
 		},
-		remove: st.RevokeAPIKey,
+		remove: func(ctx context.Context, id string, e store.AuditEvent) (store.APIKey, error) {
+			return st.RevokeAPIKey(ctx, id, e)
+		},
 	}
 	s.App = Kind[store.AppKey, AppKeyRequest]{
 		action: "app_key", removal: "revoke", now: c.Now,
@@ -138,7 +140,9 @@ func New(st Store, c Config) (*Service, error) {
 		list: func(ctx context.Context, _ Filter, p store.Page) ([]store.AppKey, bool, error) {
 			return st.ListAppKeys(ctx, store.AppKeyPage{Limit: p.Limit, AfterTime: p.AfterTime, AfterID: p.AfterID})
 		},
-		remove: st.RevokeAppKey,
+		remove: func(ctx context.Context, id string, e store.AuditEvent) (store.AppKey, error) {
+			return st.RevokeAppKey(ctx, id, e)
+		},
 	}
 	s.Publishable = Kind[store.PublishableKey, PublishableKeyRequest]{
 		action: "publishable_key", removal: "revoke", now: c.Now,
@@ -159,7 +163,9 @@ func New(st Store, c Config) (*Service, error) {
 		list: func(ctx context.Context, _ Filter, p store.Page) ([]store.PublishableKey, bool, error) {
 			return st.ListPublishableKeys(ctx, store.AppKeyPage{Limit: p.Limit, AfterTime: p.AfterTime, AfterID: p.AfterID})
 		},
-		remove: st.RevokePublishableKey,
+		remove: func(ctx context.Context, id string, e store.AuditEvent) (store.PublishableKey, error) {
+			return st.RevokePublishableKey(ctx, id, e)
+		},
 	}
 	s.Provisioning = Kind[store.ProvisioningKey, ProvisioningKeyRequest]{
 		action: "provisioning_key", removal: "delete", now: c.Now,
@@ -221,8 +227,8 @@ func (k Kind[K, R]) Create(ctx context.Context, a service.Actor, r R) (Created[K
 	return k.create(ctx, r, a, a.Event(k.action+"_create", detail))
 }
 
-// Check validates r as Create would, without touching the store (the CLI checks its flags before it
-// connects).
+// Check validates r as Create would, without touching the store: it works on a Service built without
+// one (the CLI checks its flags before it connects).
 func (k Kind[K, R]) Check(r R) error {
 	if err := k.check(r, k.now()); err != nil {
 		return err

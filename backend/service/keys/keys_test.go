@@ -353,3 +353,21 @@ func TestKindsAndLifetimes(t *testing.T) {
 		t.Error("a default provisioning lifetime over the maximum was accepted")
 	}
 }
+
+// A Service without a store checks requests as Create would (the CLI checks its flags before it
+// connects to the database).
+func TestCheckWithoutAStore(t *testing.T) {
+	s, err := keys.New(nil, keys.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.App.Check(keys.AppKeyRequest{Name: "a", Rights: []string{store.RightAgentsRead}}); err != nil {
+		t.Errorf("a valid application key: %v", err)
+	}
+	if err := s.Publishable.Check(keys.PublishableKeyRequest{Name: "p"}); !errors.Is(err, service.ErrInvalid) {
+		t.Errorf("a publishable key without origins: %v", err)
+	}
+	if err := s.Device.Check(keys.DeviceKeyRequest{Name: "d", AgentUUID: agent}); err != nil {
+		t.Errorf("a valid device key: %v", err)
+	}
+}
