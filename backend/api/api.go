@@ -23,6 +23,10 @@ import (
 	"github.com/iotauth/iotauth/backend/core/passhash"
 	"github.com/iotauth/iotauth/backend/core/secret"
 	"github.com/iotauth/iotauth/backend/redact"
+	"github.com/iotauth/iotauth/backend/service/agents"
+	"github.com/iotauth/iotauth/backend/service/audit"
+	"github.com/iotauth/iotauth/backend/service/keys"
+	"github.com/iotauth/iotauth/backend/service/users"
 	"github.com/iotauth/iotauth/backend/store"
 	"github.com/iotauth/iotauth/backend/throttle"
 	"github.com/iotauth/iotauth/backend/token"
@@ -174,25 +178,27 @@ func AnyRole() []string { return append([]string(nil), anyRole...) }
 
 // Server is the REST API as an http.Handler.
 type Server struct {
-	cfg      Config
-	st       *store.Store
-	tokens   *token.Manager
-	log      *slog.Logger
-	lic      Licenser
-	now      func() time.Time
-	acct     *throttle.Limiter
-	addr     *throttle.Limiter
-	dev      *throttle.Limiter
-	loginKey []byte
-	hashSem  throttle.Semaphore
-	dummy    passhash.Hash
-	metrics  *metrics
-	mux      *http.ServeMux
-	routes   []Route
-	openapi  []byte
-	cors     map[string]bool
-	exchange *exchange
-	pubLimit *keyLimiter
+	cfg     Config
+	st      *store.Store
+	tokens  *token.Manager
+	log     *slog.Logger
+	lic     Licenser
+	now     func() time.Time
+	hashSem throttle.Semaphore
+	metrics *metrics
+	mux     *http.ServeMux
+	routes  []Route
+	openapi []byte
+	cors    map[string]bool
+
+	// The handlers of each domain, over its service.
+	login  *loginAPI
+	keys   keysAPI
+	users  usersAPI
+	agents *agentsAPI
+	bridge *publishAPI
+	x      *exchangeAPI
+	admin  adminAPI
 }
 
 // New builds a Server.
@@ -248,15 +254,6 @@ func New(c Config) (*Server, error) {
 	if c.MaxBodyBytes <= 0 {
 		c.MaxBodyBytes = defaultMaxBody
 	}
-	if c.ProvisioningKeyTTL <= 0 {
-		c.ProvisioningKeyTTL = 24 * time.Hour
-	}
-	if c.MaxProvisioningKeyTTL <= 0 {
-		c.MaxProvisioningKeyTTL = 30 * 24 * time.Hour
-	}
-	if c.ProvisioningKeyTTL > c.MaxProvisioningKeyTTL {
-		return nil, fmt.Errorf("api: the default provisioning key lifetime %s exceeds the maximum %s", c.ProvisioningKeyTTL, c.MaxProvisioningKeyTTL)
-	}
 	if c.Now == nil {
 		c.Now = time.Now
 	}
@@ -274,15 +271,10 @@ func New(c Config) (*Server, error) {
 	}
 	s := &Server{
 		cfg: c, st: c.Store, tokens: c.Tokens, log: c.Logger, lic: c.Licenser, now: c.Now,
-		acct:     throttle.New(c.LoginCounter, throttle.Config{Window: c.LoginWindow, MaxFailures: c.LoginMaxFailures, Now: c.Now}),
-		addr:     throttle.New(c.LoginCounter, throttle.Config{Window: c.LoginWindow, MaxFailures: c.LoginMaxFailuresPerAddr, Now: c.Now}),
-		dev:      throttle.New(c.LoginCounter, throttle.Config{Window: c.LoginWindow, MaxFailures: c.LoginMaxFailures, Now: c.Now}),
-		loginKey: c.LoginKey,
-		hashSem:  throttle.NewSemaphore(c.MaxConcurrentHashes),
-		metrics:  newMetrics(),
-		mux:      http.NewServeMux(),
-		cors:     map[string]bool{},
-		pubLimit: newKeyLimiter(c.PublishRate, c.PublishBurst, maxPublishLimiters, c.Now),
+		hashSem: throttle.NewSemaphore(c.MaxConcurrentHashes),
+		metrics: newMetrics(),
+		mux:     http.NewServeMux(),
+		cors:    map[string]bool{},
 	}
 	for _, o := range c.CORSOrigins {
 		o = strings.TrimSpace(o)
@@ -300,10 +292,33 @@ func New(c Config) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	if s.dummy, err = passhash.Parse(dh); err != nil {
+	dummy, err := passhash.Parse(dh)
+	if err != nil {
 		return nil, err
 	}
-	s.registerPublishMetrics()
+	s.login = &loginAPI{cfg: c, st: s.st, tokens: s.tokens, log: s.log, metrics: s.metrics, now: c.Now, hashSem: s.hashSem,
+		acct:     throttle.New(c.LoginCounter, throttle.Config{Window: c.LoginWindow, MaxFailures: c.LoginMaxFailures, Now: c.Now}),
+		addr:     throttle.New(c.LoginCounter, throttle.Config{Window: c.LoginWindow, MaxFailures: c.LoginMaxFailuresPerAddr, Now: c.Now}),
+		dev:      throttle.New(c.LoginCounter, throttle.Config{Window: c.LoginWindow, MaxFailures: c.LoginMaxFailures, Now: c.Now}),
+		loginKey: c.LoginKey, dummy: dummy, audit: s.audit}
+	ks, err := keys.New(s.st, keys.Config{KeyKind: c.KeyKind, ProvisioningKeyTTL: c.ProvisioningKeyTTL,
+		MaxProvisioningKeyTTL: c.MaxProvisioningKeyTTL, Now: c.Now, CheckProvider: providerCheck(c.Exchange.Providers)})
+	if err != nil {
+		return nil, fmt.Errorf("api: %w", err)
+	}
+	s.keys = keysAPI{svc: ks, now: c.Now}
+	s.users = usersAPI{svc: users.New(s.st, users.Config{HashSem: s.hashSem})}
+	s.agents = &agentsAPI{svc: agents.New(s.st, agents.Config{KeyKind: c.KeyKind, Licenser: c.Licenser, Logger: c.Logger}),
+		st: s.st, log: s.log, metrics: s.metrics, mqttHost: c.MQTTHost, mqttPort: c.MQTTPort, audit: s.audit}
+	s.bridge = &publishAPI{cfg: c, st: s.st, log: s.log, metrics: s.metrics,
+		pubLimit: newKeyLimiter(c.PublishRate, c.PublishBurst, maxPublishLimiters, c.Now)}
+	s.bridge.registerPublishMetrics()
+	s.admin = adminAPI{st: s.st, audit: audit.New(s.st), lic: c.Licenser, now: c.Now}
+	x, err := newExchange(c.Exchange)
+	if err != nil {
+		return nil, err
+	}
+	s.x = &exchangeAPI{cfg: c, st: s.st, log: s.log, now: c.Now, exchange: x}
 	s.routes = append(s.builtinRoutes(), c.ExtraRoutes...)
 	for _, rt := range s.routes {
 		if rt.Handler == nil {
@@ -315,9 +330,6 @@ func New(c Config) (*Server, error) {
 		if err := s.handlePage(p); err != nil {
 			return nil, err
 		}
-	}
-	if s.exchange, err = newExchange(c.Exchange); err != nil {
-		return nil, err
 	}
 	if s.openapi, err = buildOpenAPI(c.ExtraRoutes); err != nil {
 		return nil, err
@@ -378,7 +390,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if s.handleCORS(sw, r) {
 		return
 	}
-	if s.exchangePreflight(sw, r) {
+	if s.x.exchangePreflight(sw, r) {
 		return
 	}
 	if pattern == "" {

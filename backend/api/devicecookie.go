@@ -31,7 +31,7 @@ type device struct {
 }
 
 // deviceMAC binds a device id and its issue time to one user under the server's login key.
-func (s *Server) deviceMAC(userID string, id []byte, issued int64) []byte {
+func (s *loginAPI) deviceMAC(userID string, id []byte, issued int64) []byte {
 	m := hmac.New(sha256.New, s.loginKey)
 	m.Write([]byte("iotauth device cookie v1\x00"))
 	m.Write([]byte(userID))
@@ -46,7 +46,7 @@ func (s *Server) deviceMAC(userID string, id []byte, issued int64) []byte {
 // deviceOf returns the request's device cookie when it is valid for userID: signed by this deployment's
 // login key, bound to that user, and younger than DeviceCookieTTL. The cookie carries a random device id,
 // its issue time and the MAC; the user id is only inside the MAC, so the cookie does not name the account.
-func (s *Server) deviceOf(r *http.Request, userID string) (device, bool) {
+func (s *loginAPI) deviceOf(r *http.Request, userID string) (device, bool) {
 	var d device
 	cookies := r.CookiesNamed(DeviceCookieName)
 	// A browser sends one; at most two are looked at, so that a request stuffed with cookies cannot buy
@@ -77,7 +77,7 @@ func (s *Server) deviceOf(r *http.Request, userID string) (device, bool) {
 
 // setDeviceCookie marks the client as a known-good device of userID after a successful login: the same
 // device id when it already had one for this user (its budget carries on), a new one otherwise.
-func (s *Server) setDeviceCookie(w http.ResponseWriter, r *http.Request, userID string, d device, known bool) {
+func (s *loginAPI) setDeviceCookie(w http.ResponseWriter, r *http.Request, userID string, d device, known bool) {
 	if !known {
 		if _, err := rand.Read(d.id[:]); err != nil {
 			s.log.Error("could not make a device id; no device cookie set", "error", err.Error())
@@ -102,7 +102,7 @@ func (s *Server) setDeviceCookie(w http.ResponseWriter, r *http.Request, userID 
 
 // budgetKey names a throttle budget without putting what a client typed into the database: kind, then
 // a keyed digest of the parts.
-func (s *Server) budgetKey(kind string, parts ...string) string {
+func (s *loginAPI) budgetKey(kind string, parts ...string) string {
 	m := hmac.New(sha256.New, s.loginKey)
 	m.Write([]byte("iotauth login budget v1\x00" + kind))
 	for _, p := range parts {

@@ -1,11 +1,11 @@
 package api
 
 import (
-	"bytes"
+	"context"
 	"encoding/base64"
 	"encoding/json"
-	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"net/url"
 	"slices"
@@ -14,33 +14,26 @@ import (
 	"time"
 
 	"github.com/iotauth/iotauth/backend/core/uuid"
+	"github.com/iotauth/iotauth/backend/service/agents"
 	"github.com/iotauth/iotauth/backend/store"
+	"github.com/iotauth/iotauth/backend/view"
 )
 
-type agentJSON struct {
-	UUID          string          `json:"uuid"`
-	Name          string          `json:"name"`
-	Status        string          `json:"status"`
-	TargetVersion int64           `json:"targetVersion"`
-	TargetState   json.RawMessage `json:"targetState,omitempty"`
-	ReportedState json.RawMessage `json:"reportedState,omitempty"`
-	ReportedAt    *time.Time      `json:"reportedAt"`
-	LastSeenAt    *time.Time      `json:"lastSeenAt"`
-	CreatedAt     time.Time       `json:"createdAt"`
-	UpdatedAt     time.Time       `json:"updatedAt"`
-	// Online is set in lists, Presence on one agent (docs/presence.md).
-	Online   *bool         `json:"online,omitempty"`
-	Presence *presenceJSON `json:"presence,omitempty"`
+// agentsAPI serves agents, their registration, state and presence (backend/service/agents); presence
+// and the export are read from the store directly.
+type agentsAPI struct {
+	svc      *agents.Service
+	st       *store.Store
+	log      *slog.Logger
+	metrics  *metrics
+	mqttHost string
+	mqttPort int
+	audit    func(context.Context, store.AuditEvent)
 }
 
-func agentView(a store.AgentInfo, withState bool) agentJSON {
-	v := agentJSON{UUID: a.UUID, Name: a.Name, Status: a.Status, TargetVersion: a.TargetVersion, ReportedAt: a.ReportedAt,
-		LastSeenAt: a.LastSeenAt, CreatedAt: a.CreatedAt, UpdatedAt: a.UpdatedAt}
-	if withState {
-		v.TargetState, v.ReportedState = a.TargetState, a.ReportedState
-	}
-	return v
-}
+type agentJSON = view.Agent
+
+var agentView = view.AgentOf
 
 // Pagination bounds for GET /api/v1/agents.
 const (
@@ -80,7 +73,7 @@ func pageCursor(q url.Values) (time.Time, string, error) {
 //
 // sort orders the list: created (the default), name or lastSeen, ascending or with a leading "-"
 // descending (docs/console.md); a cursor belongs to the order it was made in.
-func (s *Server) listAgents(w http.ResponseWriter, r *http.Request) error {
+func (s *agentsAPI) listAgents(w http.ResponseWriter, r *http.Request) error {
 	q := r.URL.Query()
 	sort := q.Get("sort")
 	if sort == store.SortCreated {
@@ -108,19 +101,11 @@ func (s *Server) listAgents(w http.ResponseWriter, r *http.Request) error {
 		}
 	}
 	p.Sort = sort
-	if p.Search = strings.TrimSpace(q.Get("q")); len(p.Search) > 200 {
-		return invalidField("q", "q is an agent's uuid or part of its name (at most 200 characters)")
-	}
-	switch v := q.Get("status"); v {
-	case "", store.StatusActive, store.StatusDisabled, store.StatusDecommissioned:
-		p.Status = v
-	default:
-		return invalidField("status", "status must be active, disabled or decommissioned")
-	}
+	p.Search, p.Status = strings.TrimSpace(q.Get("q")), q.Get("status")
 	if p.Online, err = onlineFilter(q); err != nil {
 		return err
 	}
-	agents, more, err := s.st.ListAgents(r.Context(), p)
+	agents, more, err := s.svc.List(r.Context(), p)
 	if err != nil {
 		return err
 	}
@@ -193,8 +178,8 @@ func parseCursor(s string) (time.Time, string, bool) {
 }
 
 // getAgent: GET /api/v1/agents/{uuid} (any role).
-func (s *Server) getAgent(w http.ResponseWriter, r *http.Request) error {
-	a, err := s.st.GetAgent(r.Context(), r.PathValue("uuid"))
+func (s *agentsAPI) getAgent(w http.ResponseWriter, r *http.Request) error {
+	a, err := s.svc.Get(r.Context(), r.PathValue("uuid"))
 	if err != nil {
 		return err
 	}
@@ -221,13 +206,10 @@ func etagOf(version int64) string { return `"` + strconv.FormatInt(version, 10) 
 
 // putTargetState: PUT /api/v1/agents/{uuid}/target-state (admin, operator). Bumps targetVersion. An
 // If-Match header with the current ETag makes the update conditional (412 when it changed).
-func (s *Server) putTargetState(w http.ResponseWriter, r *http.Request) error {
+func (s *agentsAPI) putTargetState(w http.ResponseWriter, r *http.Request) error {
 	var req targetStateRequest
 	if err := decodeJSON(w, r, maxBodyOf(r), &req); err != nil {
 		return err
-	}
-	if !isJSONObject(req.TargetState) {
-		return invalidField("targetState", "targetState must be a JSON object")
 	}
 	var ifVersion int64
 	if im := strings.TrimSpace(r.Header.Get("If-Match")); im != "" {
@@ -237,13 +219,8 @@ func (s *Server) putTargetState(w http.ResponseWriter, r *http.Request) error {
 		}
 		ifVersion = v
 	}
-	a, err := s.st.SetTargetState(r.Context(), r.PathValue("uuid"), req.TargetState, ifVersion, auditOf(r, "target_state_set", nil))
-	switch {
-	case errors.Is(err, store.ErrVersionMismatch):
-		return problem(http.StatusPreconditionFailed, CodePreconditionFailed, "the target state changed since your ETag; GET it again")
-	case errors.Is(err, store.ErrDecommissioned):
-		return problem(http.StatusConflict, CodeAgentDecommissioned, "the agent is decommissioned")
-	case err != nil:
+	a, err := s.svc.SetTargetState(r.Context(), actorOf(r), r.PathValue("uuid"), req.TargetState, ifVersion)
+	if err != nil {
 		return err
 	}
 	w.Header().Set("ETag", etagOf(a.TargetVersion))
@@ -251,19 +228,11 @@ func (s *Server) putTargetState(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
-func isJSONObject(b json.RawMessage) bool {
-	b = bytes.TrimSpace(b)
-	return len(b) >= 2 && b[0] == '{' && json.Valid(b)
-}
-
 // rotateMQTTPassword: POST /api/v1/agents/{uuid}/mqtt-password (admin). The new password is in this
 // answer only; brokers close the sessions that used the old one.
-func (s *Server) rotateMQTTPassword(w http.ResponseWriter, r *http.Request) error {
+func (s *agentsAPI) rotateMQTTPassword(w http.ResponseWriter, r *http.Request) error {
 	id := r.PathValue("uuid")
-	pw, err := s.st.RotateAgentPassword(r.Context(), id, auditOf(r, "mqtt_password_rotate", nil))
-	if errors.Is(err, store.ErrDecommissioned) {
-		return problem(http.StatusConflict, CodeAgentDecommissioned, "the agent is decommissioned")
-	}
+	pw, err := s.svc.RotatePassword(r.Context(), actorOf(r), id)
 	if err != nil {
 		return err
 	}
@@ -279,22 +248,12 @@ type agentPatchRequest struct {
 // Disabling closes the agent's sessions on every broker and refuses its MQTT logins and device REST
 // calls until it is enabled again; its keys and password are kept. A decommissioned agent is final
 // (409).
-func (s *Server) patchAgent(w http.ResponseWriter, r *http.Request) error {
+func (s *agentsAPI) patchAgent(w http.ResponseWriter, r *http.Request) error {
 	var req agentPatchRequest
 	if err := decodeJSON(w, r, maxBodyOf(r), &req); err != nil {
 		return err
 	}
-	if req.Status != store.StatusActive && req.Status != store.StatusDisabled {
-		return invalidField("status", "status must be active or disabled (DELETE decommissions)")
-	}
-	action := "agent_enable"
-	if req.Status == store.StatusDisabled {
-		action = "agent_disable"
-	}
-	a, err := s.st.SetAgentActive(r.Context(), r.PathValue("uuid"), req.Status == store.StatusActive, auditOf(r, action, nil))
-	if errors.Is(err, store.ErrDecommissioned) {
-		return problem(http.StatusConflict, CodeAgentDecommissioned, "the agent is decommissioned; that is final")
-	}
+	a, err := s.svc.SetStatus(r.Context(), actorOf(r), r.PathValue("uuid"), req.Status)
 	if err != nil {
 		return err
 	}
@@ -304,8 +263,8 @@ func (s *Server) patchAgent(w http.ResponseWriter, r *http.Request) error {
 
 // decommissionAgent: DELETE /api/v1/agents/{uuid} (admin): status decommissioned, keys revoked, MQTT
 // credentials deleted; brokers kick it.
-func (s *Server) decommissionAgent(w http.ResponseWriter, r *http.Request) error {
-	if err := s.st.DecommissionAgent(r.Context(), r.PathValue("uuid"), auditOf(r, "agent_decommission", nil)); err != nil {
+func (s *agentsAPI) decommissionAgent(w http.ResponseWriter, r *http.Request) error {
+	if err := s.svc.Decommission(r.Context(), actorOf(r), r.PathValue("uuid")); err != nil {
 		return err
 	}
 	w.WriteHeader(http.StatusNoContent)
@@ -314,9 +273,9 @@ func (s *Server) decommissionAgent(w http.ResponseWriter, r *http.Request) error
 
 // deviceGetState: GET /api/v1/device/{uuid}/state with the agent's X-Device-API-Key. Answers 304 when
 // If-None-Match holds the current ETag.
-func (s *Server) deviceGetState(w http.ResponseWriter, r *http.Request) error {
+func (s *agentsAPI) deviceGetState(w http.ResponseWriter, r *http.Request) error {
 	d, _ := DeviceFrom(r.Context())
-	a, err := s.st.GetAgent(r.Context(), d.AgentUUID)
+	a, err := s.svc.Get(r.Context(), d.AgentUUID)
 	if err != nil {
 		return err
 	}
@@ -347,16 +306,13 @@ type reportStateRequest struct {
 }
 
 // deviceReportState: PATCH /api/v1/device/{uuid}/state with the agent's X-Device-API-Key.
-func (s *Server) deviceReportState(w http.ResponseWriter, r *http.Request) error {
+func (s *agentsAPI) deviceReportState(w http.ResponseWriter, r *http.Request) error {
 	d, _ := DeviceFrom(r.Context())
 	var req reportStateRequest
 	if err := decodeJSON(w, r, maxBodyOf(r), &req); err != nil {
 		return err
 	}
-	if !isJSONObject(req.ReportedState) {
-		return invalidField("reportedState", "reportedState must be a JSON object")
-	}
-	if _, err := s.st.ReportState(r.Context(), d.AgentUUID, req.ReportedState); err != nil {
+	if err := s.svc.ReportState(r.Context(), d.AgentUUID, req.ReportedState); err != nil {
 		return err
 	}
 	w.WriteHeader(http.StatusNoContent)

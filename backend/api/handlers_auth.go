@@ -3,6 +3,7 @@ package api
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"net/http"
 	"net/netip"
 	"time"
@@ -10,6 +11,7 @@ import (
 	"github.com/iotauth/iotauth/backend/core/passhash"
 	emailpkg "github.com/iotauth/iotauth/backend/email"
 	"github.com/iotauth/iotauth/backend/redact"
+	"github.com/iotauth/iotauth/backend/service"
 	"github.com/iotauth/iotauth/backend/store"
 	"github.com/iotauth/iotauth/backend/throttle"
 	"github.com/iotauth/iotauth/backend/token"
@@ -25,6 +27,25 @@ type tokenPair struct {
 	RefreshToken string `json:"refreshToken"`
 	ExpiresIn    int64  `json:"expiresIn"`
 	TokenType    string `json:"tokenType"`
+}
+
+// loginAPI serves operators' sign-in: login with its throttle and device cookies, refresh-token
+// rotation, logout and /auth/me. It holds the throttle's budgets and the keys it signs device cookies
+// with; nothing else in the API uses them.
+type loginAPI struct {
+	cfg      Config
+	st       *store.Store
+	tokens   *token.Manager
+	log      *slog.Logger
+	metrics  *metrics
+	now      func() time.Time
+	hashSem  throttle.Semaphore
+	acct     *throttle.Limiter
+	addr     *throttle.Limiter
+	dev      *throttle.Limiter
+	loginKey []byte
+	dummy    passhash.Hash
+	audit    func(context.Context, store.AuditEvent)
 }
 
 // maxLoginPassword bounds what a login feeds to argon2id; longer passwords cannot exist (L4).
@@ -44,7 +65,7 @@ func loginFailed() *Problem {
 // of 401, while a right password still gets in, so that strangers behind the same proxy cannot lock
 // the real user out. The attempt is reserved before the password is checked, so parallel guesses on
 // any replica cannot outrun the limit.
-func (s *Server) login(w http.ResponseWriter, r *http.Request) error {
+func (s *loginAPI) login(w http.ResponseWriter, r *http.Request) error {
 	var req loginRequest
 	if err := decodeJSON(w, r, maxBodyOf(r), &req); err != nil {
 		return err
@@ -138,7 +159,7 @@ func (s *Server) login(w http.ResponseWriter, r *http.Request) error {
 
 // loginThrottled is the 429 of a spent budget; it says nothing about which budget, nor whether the
 // account exists.
-func (s *Server) loginThrottled(wait time.Duration) *Problem {
+func (s *loginAPI) loginThrottled(wait time.Duration) *Problem {
 	s.metrics.logins.WithLabelValues("throttled").Inc()
 	p := problem(http.StatusTooManyRequests, CodeLoginThrottled, "too many failed logins; wait for the time in Retry-After and try again")
 	p.retryAfter = throttle.RetryAfterSeconds(wait)
@@ -147,7 +168,7 @@ func (s *Server) loginThrottled(wait time.Duration) *Problem {
 
 // pruneLoginBudgets deletes ended windows now and then (throttle.PruneInterval), so that a flood of
 // made-up emails leaves no lasting rows. A failure only delays the cleanup.
-func (s *Server) pruneLoginBudgets(ctx context.Context) {
+func (s *loginAPI) pruneLoginBudgets(ctx context.Context) {
 	if _, err := s.acct.Prune(ctx); err != nil {
 		s.log.Warn("could not prune ended login-throttle windows; will try again in a minute", "error", err.Error())
 	}
@@ -164,7 +185,7 @@ func auditEmail(email string) string {
 
 // lookupUser finds the account of a login. An address no user can have (lookup false) is not looked
 // up. found is false for an unknown email.
-func (s *Server) lookupUser(ctx context.Context, email string, lookup bool) (store.User, bool, error) {
+func (s *loginAPI) lookupUser(ctx context.Context, email string, lookup bool) (store.User, bool, error) {
 	if !lookup {
 		return store.User{}, false, nil
 	}
@@ -181,7 +202,7 @@ func (s *Server) lookupUser(ctx context.Context, email string, lookup bool) (sto
 // checkPassword verifies a login under the hash semaphore (L5). Unknown users are verified against a
 // dummy hash so that every outcome costs one argon2id computation (L2). A disabled account fails like
 // a wrong password.
-func (s *Server) checkPassword(ctx context.Context, u store.User, found bool, password string) (bool, error) {
+func (s *loginAPI) checkPassword(ctx context.Context, u store.User, found bool, password string) (bool, error) {
 	h := s.dummy
 	known := found
 	if known {
@@ -205,7 +226,7 @@ func (s *Server) checkPassword(ctx context.Context, u store.User, found bool, pa
 }
 
 // newFamily starts a refresh-token family for u and returns the token pair.
-func (s *Server) newFamily(ctx context.Context, u store.User) (tokenPair, error) {
+func (s *loginAPI) newFamily(ctx context.Context, u store.User) (tokenPair, error) {
 	now := s.now()
 	famEnd := now.Add(s.cfg.RefreshFamilyTTL).Truncate(time.Second)
 	exp := now.Add(s.tokens.RefreshTTL()).Truncate(time.Second)
@@ -219,7 +240,7 @@ func (s *Server) newFamily(ctx context.Context, u store.User) (tokenPair, error)
 	return s.pair(ctx, u, rt)
 }
 
-func (s *Server) pair(ctx context.Context, u store.User, rt store.RefreshToken) (tokenPair, error) {
+func (s *loginAPI) pair(ctx context.Context, u store.User, rt store.RefreshToken) (tokenPair, error) {
 	if err := s.waitPastValidAfter(ctx, u); err != nil {
 		return tokenPair{}, err
 	}
@@ -244,7 +265,7 @@ func invalidRefresh() *Problem {
 
 // refresh: POST /api/v1/auth/refresh. The presented token is spent atomically and a new pair issued in
 // the same family; replaying a spent token revokes the family (R1–R3).
-func (s *Server) refresh(w http.ResponseWriter, r *http.Request) error {
+func (s *loginAPI) refresh(w http.ResponseWriter, r *http.Request) error {
 	var req refreshRequest
 	if err := decodeJSON(w, r, maxBodyOf(r), &req); err != nil {
 		return err
@@ -277,7 +298,7 @@ func (s *Server) refresh(w http.ResponseWriter, r *http.Request) error {
 }
 
 // logout: POST /api/v1/auth/logout revokes the presented refresh token's whole family (R4).
-func (s *Server) logout(w http.ResponseWriter, r *http.Request) error {
+func (s *loginAPI) logout(w http.ResponseWriter, r *http.Request) error {
 	var req refreshRequest
 	if err := decodeJSON(w, r, maxBodyOf(r), &req); err != nil {
 		return err
@@ -305,7 +326,7 @@ func (s *Server) logout(w http.ResponseWriter, r *http.Request) error {
 }
 
 // me: GET /api/v1/auth/me.
-func (s *Server) me(w http.ResponseWriter, r *http.Request) error {
+func (s *loginAPI) me(w http.ResponseWriter, r *http.Request) error {
 	p, _ := PrincipalFrom(r.Context())
 	u, err := s.st.UserByID(r.Context(), p.UserID)
 	if err != nil {
@@ -334,6 +355,15 @@ func actor(r *http.Request) string {
 		return "pk:" + k.ID
 	}
 	return "anonymous"
+}
+
+// actorOf is who makes a request's change, for the services' audit events.
+func actorOf(r *http.Request) service.Actor {
+	a := service.Actor{Name: actor(r), RemoteAddr: clientAddr(r)}
+	if p, ok := PrincipalFrom(r.Context()); ok {
+		a.UserID = p.UserID
+	}
+	return a
 }
 
 func auditOf(r *http.Request, action string, detail map[string]any) store.AuditEvent {

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"math"
 	"net/http"
 	"slices"
@@ -14,12 +15,11 @@ import (
 	"sync"
 	"time"
 
-	"golang.org/x/time/rate"
-
 	"github.com/iotauth/iotauth/backend/core/mqttcred"
 	"github.com/iotauth/iotauth/backend/core/topicfilter"
 	"github.com/iotauth/iotauth/backend/oidc"
 	"github.com/iotauth/iotauth/backend/store"
+	"golang.org/x/time/rate"
 )
 
 // ExchangePath is the token exchange's route (docs/token-exchange.md).
@@ -41,6 +41,15 @@ type ExchangeConfig struct {
 // maxLimiters bounds the per-caller limiter map; past it an arbitrary caller's limiter is forgotten (it
 // starts afresh with a full burst, which only matters under a flood of distinct authenticated callers).
 const maxLimiters = 10000
+
+// exchangeAPI serves the token exchange and its CORS preflight.
+type exchangeAPI struct {
+	cfg      Config
+	st       *store.Store
+	log      *slog.Logger
+	now      func() time.Time
+	exchange *exchange
+}
 
 type exchange struct {
 	cfg ExchangeConfig
@@ -171,7 +180,7 @@ type exchangeCaller struct {
 // with token:exchange or a publishable key exchanges an identity provider's token for a short-lived
 // MQTT credential whose topics are the provider's mapping narrowed to the key's own topics; an
 // operator's access token with "provider": "iotauth" gets one for the operator (viewers read only).
-func (s *Server) tokenExchange(w http.ResponseWriter, r *http.Request) error {
+func (s *exchangeAPI) tokenExchange(w http.ResponseWriter, r *http.Request) error {
 	var c exchangeCaller
 	if k, ok := PublishableFrom(r.Context()); ok {
 		c = exchangeCaller{name: "pk:" + k.ID, from: []string{"pk:" + k.ID}, allowed: grantsOf(k.Topics), pk: &k, expires: k.ExpiresAt,
@@ -350,7 +359,7 @@ func clientIDPrefix() string {
 // carries no key, so it is admitted for an origin that some active publishable key lists and refused
 // (403, no CORS header) for any other. It reports whether it answered. Origins of CORS_ALLOWED_ORIGINS
 // were answered before, by handleCORS.
-func (s *Server) exchangePreflight(w *statusWriter, r *http.Request) bool {
+func (s *exchangeAPI) exchangePreflight(w *statusWriter, r *http.Request) bool {
 	if r.Method != http.MethodOptions || r.URL.Path != ExchangePath || r.Header.Get("Access-Control-Request-Method") == "" {
 		return false
 	}

@@ -21,7 +21,7 @@ var exportColumns = []string{"uuid", "name", "status", "createdAt", "updatedAt",
 // Until the first buffered block reaches the client a failure is an ordinary problem answer; after that
 // the status is already sent, so a failure aborts the connection, and the client sees a truncated
 // transfer instead of a CSV that merely looks complete.
-func (s *Server) exportAgents(w http.ResponseWriter, r *http.Request) error {
+func (s *agentsAPI) exportAgents(w http.ResponseWriter, r *http.Request) error {
 	switch f := r.URL.Query().Get("format"); f {
 	case "", "csv":
 	default:

@@ -26,7 +26,7 @@ type licenseJSON struct {
 // getLicense: GET /api/v1/license (admin). The evaluation comes from memory; only the device count
 // touches the database. The status's message may name configuration settings, which is why the route is
 // for admins only; it never holds the license token.
-func (s *Server) getLicense(w http.ResponseWriter, r *http.Request) error {
+func (s *adminAPI) getLicense(w http.ResponseWriter, r *http.Request) error {
 	var st license.Status
 	if rep, ok := s.lic.(LicenseReporter); ok {
 		st = rep.Status()

@@ -10,26 +10,15 @@ import (
 
 	"github.com/iotauth/iotauth/backend/core/uuid"
 	"github.com/iotauth/iotauth/backend/store"
+	"github.com/iotauth/iotauth/backend/view"
 )
 
 // Presence (docs/presence.md): who is online, read from the sessions the brokers record.
 
-// presenceJSON is an agent's presence in GET /api/v1/agents/{uuid}.
-type presenceJSON struct {
-	Online               bool              `json:"online"`
-	Sessions             []liveSessionJSON `json:"sessions"`
-	LastConnectedAt      *time.Time        `json:"lastConnectedAt"`
-	LastDisconnectedAt   *time.Time        `json:"lastDisconnectedAt"`
-	LastDisconnectReason *string           `json:"lastDisconnectReason"`
-}
-
-type liveSessionJSON struct {
-	Broker        string    `json:"broker"`
-	ClientID      string    `json:"clientId"`
-	Protocol      string    `json:"protocol"`
-	RemoteAddress string    `json:"remoteAddress"`
-	ConnectedAt   time.Time `json:"connectedAt"`
-}
+type (
+	presenceJSON    = view.Presence
+	liveSessionJSON = view.LiveSession
+)
 
 // sessionJSON is a session in GET /api/v1/agents/{uuid}/sessions: disconnectedAt and reason are null
 // while it is live.
@@ -54,7 +43,7 @@ func presenceView(p store.AgentPresence) *presenceJSON {
 }
 
 // agentPresence is the presence GET /api/v1/agents/{uuid} adds to the agent.
-func (s *Server) agentPresence(r *http.Request, agentUUID string) (*presenceJSON, error) {
+func (s *agentsAPI) agentPresence(r *http.Request, agentUUID string) (*presenceJSON, error) {
 	p, err := s.st.GetAgentPresence(r.Context(), agentUUID)
 	if err != nil {
 		return nil, err
@@ -76,7 +65,7 @@ func onlineFilter(q url.Values) (*bool, error) {
 }
 
 // markOnline sets each listed agent's online flag.
-func (s *Server) markOnline(r *http.Request, items []agentJSON) error {
+func (s *agentsAPI) markOnline(r *http.Request, items []agentJSON) error {
 	ids := make([]string, len(items))
 	for i := range items {
 		ids[i] = items[i].UUID
@@ -103,7 +92,7 @@ type presenceSummaryJSON struct {
 
 // agentsSummary: GET /api/v1/agents/summary (rights agents:read): agents that are not decommissioned by
 // presence (docs/presence.md).
-func (s *Server) agentsSummary(w http.ResponseWriter, r *http.Request) error {
+func (s *agentsAPI) agentsSummary(w http.ResponseWriter, r *http.Request) error {
 	sum, err := s.st.GetPresenceSummary(r.Context())
 	if err != nil {
 		return err
@@ -115,7 +104,7 @@ func (s *Server) agentsSummary(w http.ResponseWriter, r *http.Request) error {
 
 // agentSessions: GET /api/v1/agents/{uuid}/sessions?limit=&cursor= (rights agents:read): the agent's
 // sessions, live ones first, then newest first by connect; nextCursor while more follow.
-func (s *Server) agentSessions(w http.ResponseWriter, r *http.Request) error {
+func (s *agentsAPI) agentSessions(w http.ResponseWriter, r *http.Request) error {
 	id := r.PathValue("uuid")
 	if _, err := s.st.GetAgent(r.Context(), id); err != nil {
 		return err
@@ -174,18 +163,4 @@ func parseSessionCursor(c string) (store.PresenceSession, bool) {
 		return store.PresenceSession{}, false
 	}
 	return store.PresenceSession{Live: f[0] == "1", ConnectedAt: time.UnixMicro(us), Incarnation: f[2], Seq: seq}, true
-}
-
-// presenceGrant refuses an application key's grant that would let it publish under the topics only the
-// plugin publishes to (iotauth/presence/…): read is allowed there, write and readwrite are not.
-func presenceGrant(i int, t store.AppTopic) (field, msg string) {
-	if t.Access == "read" {
-		return "", ""
-	}
-	levels := strings.SplitN(t.Pattern, "/", 3)
-	if len(levels) >= 2 && levels[0] == "iotauth" && levels[1] == "presence" || t.Pattern == "iotauth/presence" {
-		return "topics", fmt.Sprintf("topics[%d]: %q is under iotauth/presence/, where only the broker publishes presence events; "+
-			"grant read there, never write or readwrite", i, t.Pattern)
-	}
-	return "", ""
 }

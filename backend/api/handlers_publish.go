@@ -5,19 +5,28 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"log/slog"
 	"math"
 	"net/http"
 	"strings"
 	"sync"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-	"golang.org/x/time/rate"
-
 	"github.com/iotauth/iotauth/backend/bridge"
 	"github.com/iotauth/iotauth/backend/core/topicfilter"
 	"github.com/iotauth/iotauth/backend/store"
+	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/time/rate"
 )
+
+// publishAPI serves the publish bridge: application keys publishing to the broker through the API.
+type publishAPI struct {
+	cfg      Config
+	st       *store.Store
+	log      *slog.Logger
+	metrics  *metrics
+	pubLimit *keyLimiter
+}
 
 // Problem codes of the publish bridge (POST /api/v1/publish).
 const (
@@ -52,7 +61,7 @@ type Publisher interface {
 // registerPublishMetrics adds iotauth_publish_bridge_connected (1 while the bridge has a broker
 // connection) when the Publisher can tell. Publishes by outcome are iotauth_http_requests_total of the
 // route "POST /api/v1/publish" by status code.
-func (s *Server) registerPublishMetrics() {
+func (s *publishAPI) registerPublishMetrics() {
 	c, ok := s.cfg.Publisher.(interface{ Connected() bool })
 	if !ok {
 		return
@@ -202,7 +211,7 @@ func bridgeNotConfigured() *Problem {
 // publish: POST /api/v1/publish (an application key with the publish right; docs/security.md, B1). The order
 // is: rate limit per key, strict body (size capped before reading), topic and payload checks, the key's
 // write grants for the exact topic, the publish (QoS 1 waits for the PUBACK), the audit event.
-func (s *Server) publish(w http.ResponseWriter, r *http.Request) error {
+func (s *publishAPI) publish(w http.ResponseWriter, r *http.Request) error {
 	caller, ok := AppCallerFrom(r.Context())
 	if !ok {
 		return problem(http.StatusForbidden, CodeForbidden, "publishing takes an application key with the publish right")
@@ -263,7 +272,7 @@ func (s *Server) publish(w http.ResponseWriter, r *http.Request) error {
 // Each event is its own INSERT, written before the answer. A message already handed to the broker
 // cannot be called back, so when the database refuses the event it is logged instead, in full, at
 // error level: never dropped silently.
-func (s *Server) auditPublish(r *http.Request, e store.AuditEvent) {
+func (s *publishAPI) auditPublish(r *http.Request, e store.AuditEvent) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), 5*time.Second)
 	defer cancel()
 	if err := s.st.Audit(ctx, e); err != nil {

@@ -48,7 +48,7 @@ func publishAs(s *Server, caller AppCaller, body string) *httptest.ResponseRecor
 	ctx = context.WithValue(ctx, maxBodyKey{}, publishMaxBody(s.cfg.PublishMaxPayload))
 	r = r.WithContext(ctx)
 	w := httptest.NewRecorder()
-	if err := s.publish(w, r); err != nil {
+	if err := s.bridge.publish(w, r); err != nil {
 		s.fail(w, r, err)
 	}
 	return w

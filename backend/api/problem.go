@@ -7,42 +7,43 @@ import (
 	"net/http"
 	"strconv"
 
+	"github.com/iotauth/iotauth/backend/service"
 	"github.com/iotauth/iotauth/backend/store"
 )
 
 // Problem codes: the stable `code` member of every error answer. Clients branch on these, never on
 // the human-readable title or detail.
 const (
-	CodeInvalidJSON           = "invalid_json"             // 400: malformed body, unknown or duplicate field, trailing data, wrong type
-	CodeValidation            = "validation_failed"        // 400: well-formed JSON with a value out of range
-	CodeInvalidCharacter      = "invalid_character"        // 400: text that is not UTF-8, or holds NUL, a lone surrogate or a control character where none belongs
-	CodeNumberOutOfRange      = "number_out_of_range"      // 400: a JSON number beyond what PostgreSQL's numeric can hold
-	CodeSecretInURL           = "secret_in_url"            // 400: a credential in the path or query string
-	CodeAuthRequired          = "authentication_required"  // 401: no Authorization: Bearer header
-	CodeInvalidToken          = "invalid_token"            // 401: bad, expired or foreign access token, or its user is gone or disabled
-	CodeInvalidCredentials    = "invalid_credentials"      // 401: login failed (one answer for every reason)
-	CodeInvalidRefreshToken   = "invalid_refresh_token"    // 401: bad, spent, revoked or expired refresh token
-	CodeInvalidDeviceKey      = "invalid_device_key"       // 401: X-Device-API-Key missing, malformed, of the wrong kind, unknown, revoked or expired
-	CodeInvalidProvisioning   = "invalid_provisioning_key" // 401: provisioning key malformed, unknown, expired or already used
-	CodeForbidden             = "forbidden"                // 403: the caller's role may not do this
-	CodeInsufficientKeyRights = "insufficient_key_rights"  // 403: the device key lacks the right this route needs
-	CodeMissingRight          = "missing_right"            // 403: the application key lacks the route's right (named in detail)
-	CodeDeviceLimit           = "device_limit_reached"     // 403: the license's device limit is reached
-	CodeLicenseRestricted     = "license_restricted"       // 403: the license forbids this (when the licenser gives no code)
-	CodeNotFound              = "not_found"                // 404
-	CodeMethodNotAllowed      = "method_not_allowed"       // 405
-	CodeConflict              = "conflict"                 // 409: generic conflict
-	CodeEmailTaken            = "email_taken"              // 409
-	CodeLastAdmin             = "last_admin"               // 409: the change would leave no enabled admin
-	CodeAgentDecommissioned   = "agent_decommissioned"     // 409
-	CodePreconditionFailed    = "precondition_failed"      // 412: If-Match names an old target version
-	CodeBodyTooLarge          = "body_too_large"           // 413
-	CodeUnsupportedMediaType  = "unsupported_media_type"   // 415: the body is not application/json
-	CodeLoginThrottled        = "login_throttled"          // 429: too many failed logins; see Retry-After
-	CodeInternal              = "internal_error"           // 500: details are in the server log only
-	CodeUnavailable           = "unavailable"              // 503: the request took too long (database or server too busy); retry
-	CodeDatabaseUnavailable   = "database_unavailable"     // 503: PostgreSQL cannot be reached or takes no work now; see Retry-After
-	CodeCommitNotConfirmed    = "commit_not_confirmed"     // 503: no synchronous standby confirmed the change in time; repeat the request after Retry-After
+	CodeInvalidJSON           = "invalid_json"                  // 400: malformed body, unknown or duplicate field, trailing data, wrong type
+	CodeValidation            = "validation_failed"             // 400: well-formed JSON with a value out of range
+	CodeInvalidCharacter      = "invalid_character"             // 400: text that is not UTF-8, or holds NUL, a lone surrogate or a control character where none belongs
+	CodeNumberOutOfRange      = "number_out_of_range"           // 400: a JSON number beyond what PostgreSQL's numeric can hold
+	CodeSecretInURL           = "secret_in_url"                 // 400: a credential in the path or query string
+	CodeAuthRequired          = "authentication_required"       // 401: no Authorization: Bearer header
+	CodeInvalidToken          = "invalid_token"                 // 401: bad, expired or foreign access token, or its user is gone or disabled
+	CodeInvalidCredentials    = "invalid_credentials"           // 401: login failed (one answer for every reason)
+	CodeInvalidRefreshToken   = "invalid_refresh_token"         // 401: bad, spent, revoked or expired refresh token
+	CodeInvalidDeviceKey      = "invalid_device_key"            // 401: X-Device-API-Key missing, malformed, of the wrong kind, unknown, revoked or expired
+	CodeInvalidProvisioning   = service.CodeInvalidProvisioning // 401: provisioning key malformed, unknown, expired or already used
+	CodeForbidden             = "forbidden"                     // 403: the caller's role may not do this
+	CodeInsufficientKeyRights = "insufficient_key_rights"       // 403: the device key lacks the right this route needs
+	CodeMissingRight          = "missing_right"                 // 403: the application key lacks the route's right (named in detail)
+	CodeDeviceLimit           = service.CodeDeviceLimit         // 403: the license's device limit is reached
+	CodeLicenseRestricted     = service.CodeLicenseRestricted   // 403: the license forbids this (when the licenser gives no code)
+	CodeNotFound              = "not_found"                     // 404
+	CodeMethodNotAllowed      = "method_not_allowed"            // 405
+	CodeConflict              = "conflict"                      // 409: generic conflict
+	CodeEmailTaken            = service.CodeEmailTaken          // 409
+	CodeLastAdmin             = service.CodeLastAdmin           // 409: the change would leave no enabled admin
+	CodeAgentDecommissioned   = service.CodeAgentDecommissioned // 409
+	CodePreconditionFailed    = service.CodePreconditionFailed  // 412: If-Match names an old target version
+	CodeBodyTooLarge          = "body_too_large"                // 413
+	CodeUnsupportedMediaType  = "unsupported_media_type"        // 415: the body is not application/json
+	CodeLoginThrottled        = "login_throttled"               // 429: too many failed logins; see Retry-After
+	CodeInternal              = "internal_error"                // 500: details are in the server log only
+	CodeUnavailable           = "unavailable"                   // 503: the request took too long (database or server too busy); retry
+	CodeDatabaseUnavailable   = "database_unavailable"          // 503: PostgreSQL cannot be reached or takes no work now; see Retry-After
+	CodeCommitNotConfirmed    = "commit_not_confirmed"          // 503: no synchronous standby confirmed the change in time; repeat the request after Retry-After
 
 	// Token exchange and publishable keys (docs/token-exchange.md).
 	CodeExchangeUnavailable = "token_exchange_unavailable"    // 503: no MQTT credential signing key is configured
@@ -99,8 +100,46 @@ func invalidField(field, detail string) *Problem {
 var notFound = func() *Problem { return problem(http.StatusNotFound, CodeNotFound, "no such resource") }
 
 // problemCoder is implemented by errors that carry their own problem code, such as the licenser's.
-type problemCoder interface {
-	ProblemCode() string
+type problemCoder = service.ProblemCoder
+
+// serviceStatus is the HTTP status of each kind of service refusal, and the code it has when the
+// refusal carries none of its own.
+var serviceStatus = []struct {
+	kind   error
+	status int
+	code   string
+}{
+	{service.ErrInvalid, http.StatusBadRequest, CodeValidation},
+	{service.ErrUnauthenticated, http.StatusUnauthorized, CodeInvalidProvisioning},
+	{service.ErrForbidden, http.StatusForbidden, CodeForbidden},
+	{service.ErrNotFound, http.StatusNotFound, CodeNotFound},
+	{service.ErrConflict, http.StatusConflict, CodeConflict},
+	{service.ErrPrecondition, http.StatusPreconditionFailed, CodePreconditionFailed},
+}
+
+// serviceProblem is the answer to a service's refusal: its kind's status, its code (or the kind's), its
+// message (a 404 without one says "no such resource") and the field at fault.
+func serviceProblem(e *service.Error) *Problem {
+	for _, k := range serviceStatus {
+		if !errors.Is(e.Kind, k.kind) {
+			continue
+		}
+		code, detail := e.Code, e.Msg
+		if code == "" {
+			code = k.code
+		}
+		if detail == "" && k.kind == service.ErrNotFound {
+			return notFound()
+		}
+		q := problem(k.status, code, detail)
+		if k.status == http.StatusUnauthorized {
+			q = unauthorized(code, detail)
+		}
+		q.Field = e.Field
+		q.cause = e.Err
+		return q
+	}
+	return nil
 }
 
 // toProblem maps any handler error to the problem a client sees. It is the one place where errors become
@@ -110,13 +149,19 @@ func toProblem(err error) *Problem {
 	if errors.As(err, &p) {
 		return p
 	}
+	var se *service.Error
+	if errors.As(err, &se) {
+		if q := serviceProblem(se); q != nil {
+			return q
+		}
+	}
 	var pc problemCoder
 	if errors.As(err, &pc) && pc.ProblemCode() != "" {
 		q := problem(http.StatusForbidden, pc.ProblemCode(), err.Error())
 		return q
 	}
 	switch {
-	case errors.Is(err, errLicense):
+	case errors.Is(err, service.ErrLicense):
 		q := problem(http.StatusForbidden, CodeLicenseRestricted, "the license does not allow this")
 		q.cause = err
 		return q

@@ -23,7 +23,7 @@ func issuedAfter(iat time.Time, u store.User) bool {
 // user's tokens_valid_after, so that the fresh token is not refused by issuedAfter. It waits at most
 // maxValidAfterWait (only a login or refresh within a second of such a change ever waits); a longer
 // wait means the database's clock is ahead of this server's, which is logged.
-func (s *Server) waitPastValidAfter(ctx context.Context, u store.User) error {
+func (s *loginAPI) waitPastValidAfter(ctx context.Context, u store.User) error {
 	d := u.TokensValidAfter.Truncate(time.Second).Add(time.Second).Sub(s.now())
 	if d <= 0 {
 		return nil

@@ -9,6 +9,9 @@ import (
 	"time"
 
 	"github.com/iotauth/iotauth/backend/core/secret"
+	"github.com/iotauth/iotauth/backend/service"
+	"github.com/iotauth/iotauth/backend/service/agents"
+	"github.com/iotauth/iotauth/backend/service/keys"
 	"github.com/iotauth/iotauth/backend/store"
 )
 
@@ -91,12 +94,12 @@ func agentCreate(ctx context.Context, args []string, stdout, stderr io.Writer) e
 		return err
 	}
 	defer st.Close()
-	p := store.CreateAgentParams{Name: *name, KeyKind: kind}
+	var exp time.Time
 	if *expires > 0 {
-		p.Expires = time.Now().Add(*expires)
+		exp = time.Now().Add(*expires)
 	}
-	a, err := st.CreateAgentAudited(ctx, p, cliAudit("agent_create"))
-	if errors.Is(err, store.ErrInvalid) {
+	a, err := agents.New(st, agents.Config{KeyKind: kind}).Create(ctx, cliService(), *name, exp)
+	if errors.Is(err, service.ErrInvalid) {
 		return fmt.Errorf("the name must be 1 to 200 characters: %w", err)
 	}
 	if err != nil {
@@ -128,9 +131,13 @@ func agentStatus(ctx context.Context, verb, status string, args []string, stdout
 		return err
 	}
 	defer st.Close()
-	if err := st.UpdateAgentStatus(ctx, uuid, status, cliAudit("agent_"+verb)); errors.Is(err, store.ErrNotFound) {
+	_, err = agents.New(st, agents.Config{}).SetStatus(ctx, cliService(), uuid, status)
+	switch {
+	case errors.Is(err, service.ErrNotFound):
 		return notFound("no agent %q: check the uuid (iotauth agent list)", uuid)
-	} else if err != nil {
+	case errors.Is(err, service.ErrConflict):
+		return refused("agent %q is decommissioned; that is final", uuid)
+	case err != nil:
 		return err
 	}
 	fmt.Fprintf(stdout, "agent %s is now %s\n", uuid, status)
@@ -182,7 +189,7 @@ the client id agent-<uuid> (or whatever plugin_opt_clientid says).
 	if !errors.Is(err, store.ErrNoLegacyUsername) {
 		return rotateError(uuid, err)
 	}
-	pw, err := st.RotateAgentPassword(ctx, uuid, cliAudit("mqtt_password_rotate"))
+	pw, err := agents.New(st, agents.Config{}).RotatePassword(ctx, cliService(), uuid)
 	if err != nil {
 		return rotateError(uuid, err)
 	}
@@ -191,7 +198,7 @@ the client id agent-<uuid> (or whatever plugin_opt_clientid says).
 
 func rotateError(uuid string, err error) error {
 	switch {
-	case errors.Is(err, store.ErrNotFound):
+	case errors.Is(err, store.ErrNotFound), errors.Is(err, service.ErrNotFound):
 		return notFound("no agent %q: check the uuid (iotauth agent list)", uuid)
 	case errors.Is(err, store.ErrDecommissioned):
 		return refused("agent %q is decommissioned; create a new agent instead", uuid)
@@ -200,17 +207,11 @@ func rotateError(uuid string, err error) error {
 }
 
 func keyRevoke(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	id, st, err := argAndStore(ctx, "key revoke", "KEY_ID", args, stderr)
-	if err != nil {
-		return err
-	}
-	defer st.Close()
-	k, err := st.RevokeAPIKey(ctx, id, cliAudit("api_key_revoke"))
-	if errors.Is(err, store.ErrNotFound) {
-		return notFound("no API key %q: find its id with 'iotauth key list'", id)
-	} else if err != nil {
-		return err
-	}
-	fmt.Fprintf(stdout, "key %s of agent %s revoked\n", id, k.AgentUUID)
-	return nil
+	return revokeKey(ctx, "key revoke", args, stdout, stderr, deviceKeys,
+		func(id string) error { return notFound("no API key %q: find its id with 'iotauth key list'", id) },
+		func(id string, k store.APIKey) string {
+			return fmt.Sprintf("key %s of agent %s revoked", id, k.AgentUUID)
+		})
 }
+
+func deviceKeys(s *keys.Service) keys.Kind[store.APIKey, keys.DeviceKeyRequest] { return s.Device }

@@ -2,16 +2,14 @@ package main
 
 import (
 	"context"
-	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"strings"
 	"time"
 
-	"github.com/iotauth/iotauth/backend/api"
-	"github.com/iotauth/iotauth/backend/core/secret"
+	"github.com/iotauth/iotauth/backend/service/keys"
 	"github.com/iotauth/iotauth/backend/store"
+	"github.com/iotauth/iotauth/backend/view"
 )
 
 func init() {
@@ -51,38 +49,21 @@ func appKeyCreate(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
-	p := store.NewAppKeyParams{Name: *name, Rights: []string(rights)}
-	var exp *time.Time
+	req := keys.AppKeyRequest{Name: *name, Rights: []string(rights)}
 	var err error
-	if p.Topics, exp, err = topicsAndExpiry(topics, *expiresAt); err != nil {
+	if req.Topics, req.ExpiresAt, err = topicsAndExpiry(topics, *expiresAt); err != nil {
 		return err
 	}
-	if exp != nil {
-		p.Expires = *exp
-	}
-	if field, msg := api.ValidateAppKey(p.Name, p.Rights, p.Topics, exp, time.Now()); field != "" {
-		flagName := map[string]string{"name": "--name", "rights": "--right", "topics": "--topic", "expiresAt": "--expires-at"}[field]
-		return fmt.Errorf("%s: %s", flagName, msg)
-	}
-	if p.Kind, err = secret.AppKeyKind(*env); err != nil {
+	flags := map[string]string{"name": "--name", "rights": "--right", "topics": "--topic", "expiresAt": "--expires-at"}
+	if err := checkKey(appKeys, req, flags); err != nil {
 		return err
 	}
-	st, err := storeFor(ctx, db, stderr)
-	if err != nil {
-		return err
-	}
-	defer st.Close()
-	k, key, pw, err := st.CreateAppKey(ctx, p, cliAudit("app_key_create"))
-	if err != nil {
-		return err
-	}
-	enc := json.NewEncoder(stdout)
-	enc.SetIndent("", "  ")
-	return enc.Encode(api.CreatedAppKey{
-		ID: k.ID, Key: key.Reveal(), Prefix: k.Prefix, Name: k.Name, Rights: k.Rights, Topics: k.Topics,
-		ExpiresAt: k.ExpiresAt, MQTT: api.AppKeyMQTT{Username: key.Reveal(), Password: pw.Reveal()},
+	return createKey(ctx, db, *env, stdout, stderr, appKeys, req, flags, func(c keys.Created[store.AppKey]) any {
+		return view.CreatedAppKeyOf(c.Key, c.Secret, c.MQTTPassword)
 	})
 }
+
+func appKeys(s *keys.Service) keys.Kind[store.AppKey, keys.AppKeyRequest] { return s.App }
 
 func appKeyList(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("app-key list", stderr)
@@ -91,45 +72,21 @@ func appKeyList(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
-	st, err := storeFor(ctx, db, stderr)
-	if err != nil {
-		return err
-	}
-	defer st.Close()
-	tw := table(stdout, *lf.json, "ID\tPREFIX\tNAME\tRIGHTS\tTOPICS\tEXPIRES\tSTATE")
-	err = walkPages(*lf.limit, func(p store.Page) ([]store.AppKey, bool, error) {
-		return st.ListAppKeys(ctx, store.AppKeyPage{Limit: p.Limit, AfterTime: p.AfterTime, AfterID: p.AfterID})
-	}, func(k store.AppKey) (time.Time, string) { return k.CreatedAt, k.ID }, func(k store.AppKey) error {
-		if tw == nil {
-			return jsonLine(stdout, api.AppKeyView(k))
-		}
-		var ts []string
-		for _, t := range k.Topics {
-			ts = append(ts, t.Access+":"+t.Pattern)
-		}
-		_, err := fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", k.ID, k.Prefix, k.Name, strings.Join(k.Rights, ","), strings.Join(ts, ","),
-			timeOr(k.ExpiresAt, "never"), keyState(k.ExpiresAt, k.RevokedAt))
-		return err
-	})
-	if err != nil {
-		return err
-	}
-	return flush(tw)
+	return listKeys(ctx, db, lf, stdout, stderr, appKeys, keys.Filter{}, "ID\tPREFIX\tNAME\tRIGHTS\tTOPICS\tEXPIRES\tSTATE",
+		func(k store.AppKey) (time.Time, string) { return k.CreatedAt, k.ID },
+		func(k store.AppKey) any { return view.AppKeyOf(k) },
+		func(k store.AppKey) string {
+			return fmt.Sprintf("%s\t%s\t%s\t%s\t%s\t%s\t%s", k.ID, k.Prefix, k.Name, strings.Join(k.Rights, ","), topicList(k.Topics),
+				timeOr(k.ExpiresAt, "never"), keyState(k.ExpiresAt, k.RevokedAt))
+		})
 }
 
 func appKeyRevoke(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	id, st, err := argAndStore(ctx, "app-key revoke", "KEY_ID", args, stderr)
-	if err != nil {
-		return err
-	}
-	defer st.Close()
-	if _, err := st.RevokeAppKey(ctx, id, cliAudit("app_key_revoke")); errors.Is(err, store.ErrNotFound) {
-		return notFound("no application key %q: find its id with 'iotauth app-key list'", id)
-	} else if err != nil {
-		return err
-	}
-	fmt.Fprintf(stdout, "application key %s revoked\n", id)
-	return nil
+	return revokeKey(ctx, "app-key revoke", args, stdout, stderr, appKeys,
+		func(id string) error {
+			return notFound("no application key %q: find its id with 'iotauth app-key list'", id)
+		},
+		func(id string, _ store.AppKey) string { return fmt.Sprintf("application key %s revoked", id) })
 }
 
 // topicsAndExpiry parses the --topic and --expires-at flags that application and publishable keys share.

@@ -5,13 +5,14 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net/url"
 	"slices"
 	"strings"
 	"time"
 
-	"github.com/iotauth/iotauth/backend/api"
+	"github.com/iotauth/iotauth/backend/service"
+	"github.com/iotauth/iotauth/backend/service/audit"
 	"github.com/iotauth/iotauth/backend/store"
+	"github.com/iotauth/iotauth/backend/view"
 )
 
 func init() {
@@ -38,11 +39,11 @@ func auditTail(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
-	filter, err := api.AuditFilter(url.Values{"action": {*action}, "agent": {*agent}, "actor": {*actor}, "since": {*since}, "until": {*until}})
-	var bad *api.Problem
+	filter, err := audit.Filter{Action: *action, Agent: *agent, Actor: *actor, Since: *since, Until: *until}.Page()
+	var bad *service.Error
 	if errors.As(err, &bad) {
-		// The REST API's validation, with the flag's name.
-		fmt.Fprintf(stderr, "--%s: %s\n", bad.Field, bad.Detail)
+		// The audit service's validation (the REST API's too), with the flag's name.
+		fmt.Fprintf(stderr, "--%s: %s\n", bad.Field, bad.Msg)
 		return errUsage
 	} else if err != nil {
 		return err
@@ -60,11 +61,12 @@ func auditTail(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return err
 	}
 	defer st.Close()
+	trail := audit.New(st)
 	emit := auditPrinter(stdout, *jsonOut)
 
 	// The newest event now, whatever the filters: the starting point of both the first print and --follow.
 	var last int64
-	newest, _, err := st.ListAudit(ctx, store.AuditPage{Limit: 1})
+	newest, _, err := trail.List(ctx, store.AuditPage{Limit: 1})
 	if err != nil {
 		return err
 	}
@@ -74,7 +76,7 @@ func auditTail(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if *n > 0 && last > 0 {
 		p := filter
 		p.Limit, p.BeforeID = *n, last+1
-		events, _, err := st.ListAudit(ctx, p)
+		events, _, err := trail.List(ctx, p)
 		if err != nil {
 			return err
 		}
@@ -94,7 +96,7 @@ func auditTail(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	for after := max(last-followLookback, 0); after < last; {
 		p := filter
 		p.AfterID, p.Ascending, p.Limit = after, true, 2000
-		events, _, err := st.ListAudit(ctx, p)
+		events, _, err := trail.List(ctx, p)
 		if err != nil {
 			return err
 		}
@@ -112,7 +114,7 @@ func auditTail(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		for {
 			p := filter
 			p.AfterID, p.Ascending, p.Limit = max(last-followLookback, 0), true, 2000
-			events, more, err := st.ListAudit(ctx, p)
+			events, more, err := trail.List(ctx, p)
 			if ctx.Err() != nil {
 				return nil // interrupted: a normal end of --follow
 			}
@@ -149,7 +151,7 @@ func auditTail(ctx context.Context, args []string, stdout, stderr io.Writer) err
 // auditPrinter prints one event per line: JSON, or time, actor, action, target, outcome and detail.
 func auditPrinter(w io.Writer, jsonOut bool) func(store.AuditRecord) error {
 	if jsonOut {
-		return func(e store.AuditRecord) error { return jsonLine(w, api.AuditView(e)) }
+		return func(e store.AuditRecord) error { return jsonLine(w, view.AuditOf(e)) }
 	}
 	return func(e store.AuditRecord) error {
 		detail := ""

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -14,11 +13,11 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/iotauth/iotauth/backend/api"
 	"github.com/iotauth/iotauth/backend/core/mqttcred"
-	"github.com/iotauth/iotauth/backend/core/secret"
 	"github.com/iotauth/iotauth/backend/oidc"
+	"github.com/iotauth/iotauth/backend/service/keys"
 	"github.com/iotauth/iotauth/backend/store"
+	"github.com/iotauth/iotauth/backend/view"
 )
 
 func init() {
@@ -149,37 +148,22 @@ func pkCreate(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
-	p := store.NewPublishableKeyParams{Name: *name, Origins: []string(origins), Providers: []string(providers)}
-	var exp *time.Time
+	req := keys.PublishableKeyRequest{Name: *name, Origins: []string(origins), Providers: []string(providers)}
 	var err error
-	if p.Topics, exp, err = topicsAndExpiry(topics, *expiresAt); err != nil {
+	if req.Topics, req.ExpiresAt, err = topicsAndExpiry(topics, *expiresAt); err != nil {
 		return err
 	}
-	if exp != nil {
-		p.Expires = *exp
-	}
-	if field, msg := api.ValidatePublishableKey(p.Name, p.Origins, p.Topics, p.Providers, exp, time.Now()); field != "" {
-		flagName := map[string]string{"name": "--name", "origins": "--origin", "topics": "--topic", "providers": "--provider", "expiresAt": "--expires-at"}[field]
-		return fmt.Errorf("%s: %s", flagName, msg)
-	}
-	kind, err := secret.APIKeyKind(*env)
-	if err != nil {
+	flags := map[string]string{"name": "--name", "origins": "--origin", "topics": "--topic", "providers": "--provider", "expiresAt": "--expires-at"}
+	if err := checkKey(publishableKeys, req, flags); err != nil {
 		return err
 	}
-	p.Kind = secret.PublishableKindFor(kind)
-	st, err := storeFor(ctx, db, stderr)
-	if err != nil {
-		return err
-	}
-	defer st.Close()
-	k, key, err := st.CreatePublishableKey(ctx, p, cliAudit("publishable_key_create"))
-	if err != nil {
-		return err
-	}
-	enc := json.NewEncoder(stdout)
-	enc.SetIndent("", "  ")
-	return enc.Encode(api.CreatedPublishableKey{ID: k.ID, Key: key.Reveal(), Prefix: k.Prefix, Name: k.Name,
-		Origins: k.Origins, Topics: k.Topics, Providers: k.Providers, ExpiresAt: k.ExpiresAt})
+	return createKey(ctx, db, *env, stdout, stderr, publishableKeys, req, flags, func(c keys.Created[store.PublishableKey]) any {
+		return view.CreatedPublishableKeyOf(c.Key, c.Secret)
+	})
+}
+
+func publishableKeys(s *keys.Service) keys.Kind[store.PublishableKey, keys.PublishableKeyRequest] {
+	return s.Publishable
 }
 
 func pkList(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -189,43 +173,21 @@ func pkList(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
-	st, err := storeFor(ctx, db, stderr)
-	if err != nil {
-		return err
-	}
-	defer st.Close()
-	tw := table(stdout, *lf.json, "ID\tPREFIX\tNAME\tORIGINS\tPROVIDERS\tTOPICS\tEXPIRES\tSTATE")
-	err = walkPages(*lf.limit, func(p store.Page) ([]store.PublishableKey, bool, error) {
-		return st.ListPublishableKeys(ctx, store.AppKeyPage{Limit: p.Limit, AfterTime: p.AfterTime, AfterID: p.AfterID})
-	}, func(k store.PublishableKey) (time.Time, string) { return k.CreatedAt, k.ID }, func(k store.PublishableKey) error {
-		if tw == nil {
-			return jsonLine(stdout, api.PublishableKeyView(k))
-		}
-		var ts []string
-		for _, t := range k.Topics {
-			ts = append(ts, t.Access+":"+t.Pattern)
-		}
-		_, err := fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", k.ID, k.Prefix, k.Name, strings.Join(k.Origins, ","),
-			strings.Join(k.Providers, ","), strings.Join(ts, ","), timeOr(k.ExpiresAt, "never"), keyState(k.ExpiresAt, k.RevokedAt))
-		return err
-	})
-	if err != nil {
-		return err
-	}
-	return flush(tw)
+	return listKeys(ctx, db, lf, stdout, stderr, publishableKeys, keys.Filter{}, "ID\tPREFIX\tNAME\tORIGINS\tPROVIDERS\tTOPICS\tEXPIRES\tSTATE",
+		func(k store.PublishableKey) (time.Time, string) { return k.CreatedAt, k.ID },
+		func(k store.PublishableKey) any { return view.PublishableKeyOf(k) },
+		func(k store.PublishableKey) string {
+			return fmt.Sprintf("%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s", k.ID, k.Prefix, k.Name, strings.Join(k.Origins, ","),
+				strings.Join(k.Providers, ","), topicList(k.Topics), timeOr(k.ExpiresAt, "never"), keyState(k.ExpiresAt, k.RevokedAt))
+		})
 }
 
 func pkRevoke(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	id, st, err := argAndStore(ctx, "publishable-key revoke", "KEY_ID", args, stderr)
-	if err != nil {
-		return err
-	}
-	defer st.Close()
-	if _, err := st.RevokePublishableKey(ctx, id, cliAudit("publishable_key_revoke")); errors.Is(err, store.ErrNotFound) {
-		return fmt.Errorf("no publishable key %q: find its id with 'iotauth publishable-key list'", id)
-	} else if err != nil {
-		return err
-	}
-	fmt.Fprintf(stdout, "publishable key %s revoked; the MQTT sessions it led to are closing\n", id)
-	return nil
+	return revokeKey(ctx, "publishable-key revoke", args, stdout, stderr, publishableKeys,
+		func(id string) error {
+			return fmt.Errorf("no publishable key %q: find its id with 'iotauth publishable-key list'", id)
+		},
+		func(id string, _ store.PublishableKey) string {
+			return fmt.Sprintf("publishable key %s revoked; the MQTT sessions it led to are closing", id)
+		})
 }

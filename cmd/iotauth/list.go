@@ -9,10 +9,12 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/iotauth/iotauth/backend/api"
 	"github.com/iotauth/iotauth/backend/core/uuid"
-	"github.com/iotauth/iotauth/backend/email"
+	"github.com/iotauth/iotauth/backend/service"
+	"github.com/iotauth/iotauth/backend/service/keys"
+	"github.com/iotauth/iotauth/backend/service/users"
 	"github.com/iotauth/iotauth/backend/store"
+	"github.com/iotauth/iotauth/backend/view"
 )
 
 func init() {
@@ -121,7 +123,7 @@ func agentList(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return st.ListAgents(ctx, store.AgentPage{Limit: p.Limit, AfterTime: p.AfterTime, AfterUUID: p.AfterID, Status: *status})
 	}, func(a store.AgentInfo) (time.Time, string) { return a.CreatedAt, a.UUID }, func(a store.AgentInfo) error {
 		if tw == nil {
-			return jsonLine(stdout, api.AgentView(a, false))
+			return jsonLine(stdout, view.AgentOf(a, false))
 		}
 		_, err := fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\n", a.UUID, a.Name, a.Status, a.TargetVersion, timeOr(a.ReportedAt, "never"), a.CreatedAt.UTC().Format(time.RFC3339))
 		return err
@@ -164,12 +166,12 @@ func agentShow(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if *jsonOut {
 		views := make([]any, 0, len(keys))
 		for _, k := range keys {
-			views = append(views, api.APIKeyView(k))
+			views = append(views, view.APIKeyOf(k))
 		}
 		return jsonLine(stdout, struct {
 			Agent any   `json:"agent"`
 			Keys  []any `json:"keys"`
-		}{api.AgentView(a, true), views})
+		}{view.AgentOf(a, true), views})
 	}
 	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintf(tw, "uuid:\t%s\nname:\t%s\nstatus:\t%s\nclient id:\tagent-%s\ntarget version:\t%d\ntarget state:\t%s\nreported state:\t%s\nreported at:\t%s\ncreated:\t%s\nupdated:\t%s\n",
@@ -216,26 +218,13 @@ func keyList(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		fmt.Fprintln(stderr, "--agent must be an agent's uuid")
 		return errUsage
 	}
-	st, err := storeFor(ctx, db, stderr)
-	if err != nil {
-		return err
-	}
-	defer st.Close()
-	tw := table(stdout, *lf.json, "ID\tAGENT\tPREFIX\tNAME\tRIGHTS\tEXPIRES\tLAST USED\tSTATE")
-	err = walkPages(*lf.limit, func(p store.Page) ([]store.APIKey, bool, error) { return st.ListAPIKeys(ctx, *agent, p) },
+	return listKeys(ctx, db, lf, stdout, stderr, deviceKeys, keys.Filter{AgentUUID: *agent}, "ID\tAGENT\tPREFIX\tNAME\tRIGHTS\tEXPIRES\tLAST USED\tSTATE",
 		func(k store.APIKey) (time.Time, string) { return k.CreatedAt, k.ID },
-		func(k store.APIKey) error {
-			if tw == nil {
-				return jsonLine(stdout, api.APIKeyView(k))
-			}
-			_, err := fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", k.ID, k.AgentUUID, k.Prefix, k.Name, strings.Join(k.Rights, ","),
+		func(k store.APIKey) any { return view.APIKeyOf(k) },
+		func(k store.APIKey) string {
+			return fmt.Sprintf("%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s", k.ID, k.AgentUUID, k.Prefix, k.Name, strings.Join(k.Rights, ","),
 				timeOr(k.ExpiresAt, "never"), timeOr(k.LastUsedAt, "never"), keyState(k.ExpiresAt, k.RevokedAt))
-			return err
 		})
-	if err != nil {
-		return err
-	}
-	return flush(tw)
 }
 
 func userList(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -251,11 +240,12 @@ func userList(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	defer st.Close()
 	tw := table(stdout, *lf.json, "ID\tEMAIL\tROLE\tSTATE\tCREATED")
-	err = walkPages(*lf.limit, func(p store.Page) ([]store.User, bool, error) { return st.ListUsers(ctx, p) },
+	svc := users.New(st, users.Config{})
+	err = walkPages(*lf.limit, func(p store.Page) ([]store.User, bool, error) { return svc.List(ctx, p) },
 		func(u store.User) (time.Time, string) { return u.CreatedAt, u.ID },
 		func(u store.User) error {
 			if tw == nil {
-				return jsonLine(stdout, api.UserView(u))
+				return jsonLine(stdout, view.UserOf(u))
 			}
 			state := "active"
 			if u.Disabled {
@@ -279,27 +269,22 @@ func userSetDisabled(ctx context.Context, verb string, disabled bool, args []str
 		return err
 	}
 	defer st.Close()
-	var u store.User
-	if strings.Contains(who, "@") {
-		addr, nerr := email.Normalize(who)
-		if nerr != nil {
-			return notFound("no user %q: %v", who, nerr)
-		}
-		u, err = st.UserByEmail(ctx, addr)
-	} else {
-		u, err = st.UserByID(ctx, who)
-	}
-	if errors.Is(err, store.ErrNotFound) {
+	svc := users.New(st, users.Config{})
+	u, err := svc.Find(ctx, who)
+	var se *service.Error
+	switch {
+	case errors.As(err, &se) && errors.Is(err, service.ErrNotFound) && se.Msg != "":
+		return notFound("no user %q: %s", who, se.Msg)
+	case errors.Is(err, service.ErrNotFound):
 		return notFound("no user %q: give an id or email from 'iotauth user list'", who)
-	}
-	if err != nil {
+	case err != nil:
 		return err
 	}
-	changed, err := st.UpdateUser(ctx, u.ID, store.UserChange{Disabled: &disabled}, cliAuditWith("user_update", map[string]any{"disabled": disabled}))
+	changed, err := svc.Update(ctx, cliService(), u.ID, users.Change{Disabled: &disabled})
 	switch {
-	case errors.Is(err, store.ErrLastAdmin):
+	case errors.Is(err, service.ErrConflict):
 		return refused("%s is the last enabled admin: promote or enable another admin first", u.Email)
-	case errors.Is(err, store.ErrNotFound):
+	case errors.Is(err, service.ErrNotFound):
 		return notFound("no user %q", who)
 	case err != nil:
 		return err

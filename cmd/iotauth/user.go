@@ -10,10 +10,9 @@ import (
 	"os"
 	"strings"
 
-	"github.com/iotauth/iotauth/backend/api"
-	"github.com/iotauth/iotauth/backend/core/passhash"
 	"github.com/iotauth/iotauth/backend/email"
-	"github.com/iotauth/iotauth/backend/store"
+	"github.com/iotauth/iotauth/backend/service"
+	"github.com/iotauth/iotauth/backend/service/users"
 )
 
 func init() {
@@ -43,7 +42,7 @@ func userCreate(ctx context.Context, args []string, getenv func(string) string, 
 		fs.Usage()
 		return errUsage
 	}
-	if !api.ValidRole(*role) {
+	if !users.ValidRole(*role) {
 		fmt.Fprintln(stderr, "--role must be admin, operator or viewer")
 		fs.Usage()
 		return errUsage
@@ -64,21 +63,20 @@ func userCreate(ctx context.Context, args []string, getenv func(string) string, 
 	if pw == "" {
 		return errors.New("no password: set IOTAUTH_PASSWORD or pipe it on standard input")
 	}
-	h, err := passhash.HashPassword(pw)
-	if err != nil {
-		return err
+	if err := users.CheckPassword(pw); err != nil {
+		return flagError(err, nil)
 	}
 	st, err := storeFor(ctx, db, stderr)
 	if err != nil {
 		return err
 	}
 	defer st.Close()
-	u, err := st.CreateUser(ctx, addr, h, *role, cliAuditWith("user_create", map[string]any{"role": *role}))
-	if errors.Is(err, store.ErrConflict) {
+	u, err := users.New(st, users.Config{}).Create(ctx, cliService(), users.NewUser{Email: addr, Password: pw, Role: *role})
+	if errors.Is(err, service.ErrConflict) {
 		return refused("a user with email %s exists already", addr)
 	}
 	if err != nil {
-		return err
+		return flagError(err, nil)
 	}
 	return json.NewEncoder(stdout).Encode(map[string]string{"id": u.ID, "email": u.Email, "role": u.Role})
 }

@@ -62,7 +62,7 @@ var pure = []string{
 
 // Packages below the plugin's main must not import cgo or net/http directly. plugin/pgstore adapts the
 // store to the engine's interfaces: the engine reaches PostgreSQL only through it.
-var noCgoNoHTTP = []string{"backend/store", "backend/migrations", "plugin/pgstore"}
+var noCgoNoHTTP = []string{"backend/store", "backend/migrations", "backend/view", "plugin/pgstore"}
 
 // The plugin's instrumentation may serve HTTP (its /metrics) but never reaches PostgreSQL: it counts
 // what the decision packages report, and only the plugin's main wires it in. (It uses no cgo of its
@@ -129,6 +129,49 @@ func TestDependencyRules(t *testing.T) {
 				}
 			}
 		}
+	}
+}
+
+// The management services (backend/service/...) sit below the front ends (the REST API, the CLI, the
+// console) and above the store: they import the store and the shared packages, never HTTP (not even
+// indirectly), a front end or the plugin; within backend/ only the REST API imports them; and each
+// domain service stands alone, sharing only the service package's errors and actor.
+func TestServiceLayer(t *testing.T) {
+	const svc = "backend/service"
+	isService := func(path string) bool { return path == svc || strings.HasPrefix(path, svc+"/") }
+	services := 0
+	for _, p := range listPackages(t) {
+		path := strings.TrimPrefix(p.ImportPath, module+"/")
+		if isService(path) && !strings.HasSuffix(path, "_test") {
+			services++
+			for _, d := range p.Deps {
+				dep := strings.TrimPrefix(d, module+"/")
+				switch {
+				case d == "net/http", strings.HasPrefix(d, "net/http/"):
+					t.Errorf("%s depends on %s; services do not speak HTTP (the REST API translates)", path, d)
+				case dep == "backend/api" || strings.HasPrefix(dep, "backend/api/") || strings.HasPrefix(dep, "cmd/") ||
+					strings.HasPrefix(dep, "web/") || dep == "plugin" || strings.HasPrefix(dep, "plugin/"):
+					t.Errorf("%s depends on %s; a service sits below the front ends", path, d)
+				}
+			}
+			for _, imp := range p.Imports {
+				dep := strings.TrimPrefix(imp, module+"/")
+				if path != svc && isService(dep) && dep != svc {
+					t.Errorf("%s imports %s; domain services share only %s", path, imp, svc)
+				}
+			}
+			continue
+		}
+		if strings.HasPrefix(path, "backend/") && path != "backend/api" {
+			for _, imp := range p.Imports {
+				if isService(strings.TrimPrefix(imp, module+"/")) {
+					t.Errorf("%s imports %s; below the REST API only the services themselves may", path, imp)
+				}
+			}
+		}
+	}
+	if services < 4 {
+		t.Fatalf("found %d service packages under %s, want the shared one and keys, users, agents", services, svc)
 	}
 }
 
