@@ -242,7 +242,7 @@ func newInstance(kv [][2]string) (*instance, error) {
 		prefix = ""
 	}
 	setMaxTopic(acl.MaxTopicLen)
-	scfg := session.Config{Broker: broker{}, FastPrefix: prefix, Log: log}
+	scfg := session.Config{Broker: broker{}, FastPrefix: prefix, ReadMarks: true, Log: log}
 	if m != nil {
 		scfg.Kicked = m.Kicked
 	}
