@@ -107,6 +107,12 @@ func TestReadMarks(t *testing.T) {
 	if f.broker.fastRead(7, topic) != 1 {
 		t.Fatal("the session that took the client id over has no read mark")
 	}
+
+	// A live client admitted again (no DISCONNECT between) may keep subscriptions of its earlier rules.
+	f.admit(7, f.appSession("svc-6", credential.Rule{Access: "read", Pattern: "agents/" + agentA + "/telemetry"}))
+	if f.broker.fastRead(7, "agents/"+agentB+"/telemetry") != -1 {
+		t.Fatal("a client admitted again while live got a read mark")
+	}
 }
 
 func TestReadMarksOffByDefault(t *testing.T) {
@@ -168,6 +174,15 @@ func TestReadMarkDifferential(t *testing.T) {
 			if f.allows(c, cl.id, acl.Subscribe, flt) == Allow {
 				cl.subs = append(cl.subs, flt)
 			}
+		case op == 7 && r.IntN(4) == 0:
+			// The broker asks about a live client again, which now has other rules; its subscriptions stay.
+			rules := ruleSets[r.IntN(len(ruleSets))]
+			if strings.HasPrefix(f.broker.names[c], "iotauth-app:") {
+				f.admit(c, f.appSession(cl.id, rules...))
+			} else {
+				f.admit(c, f.session(agentB, cl.id, time.Time{}, rules...))
+			}
+			cl.refused = false
 		case op < 8:
 			// A message on topic: the broker checks READ once per subscription of c that matches it.
 			topic := topics[r.IntN(len(topics))]

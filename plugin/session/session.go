@@ -230,6 +230,8 @@ func (t *Table) Admit(client uintptr, s auth.Session, epoch uint64) (current boo
 	if !t.cfg.Broker.SetUsername(client, s.Name) {
 		return false, errors.New("the broker could not store the session's username (out of memory?)")
 	}
+	// A client admitted again while live may hold subscriptions its earlier session's rules admitted.
+	again := t.live[client] != nil
 	if r := t.live[client]; r != nil {
 		t.dropLocked(r)
 	}
@@ -262,7 +264,7 @@ func (t *Table) Admit(client uintptr, s auth.Session, epoch uint64) (current boo
 	}
 	// An application key's session never has a prefix mark: its publishes always go to Go.
 	marked := t.cfg.FastPrefix != "" && !s.Custom() && !s.App() && t.cfg.Broker.Mark(client, t.cfg.FastPrefix+s.Agent)
-	if !marked && t.cfg.ReadMarks && t.cfg.Broker.CleanStart(client) {
+	if !marked && t.cfg.ReadMarks && !again && t.cfg.Broker.CleanStart(client) {
 		// Started clean, the session has no subscription yet; each one it makes is admitted by Go from
 		// its rules, which never change while it lives (a change refuses it, see Refuse).
 		r.reads = t.cfg.Broker.MarkReads(client)
