@@ -1,9 +1,12 @@
 package plugin_test
 
 import (
+	"context"
+	"net"
 	"testing"
 	"time"
 
+	"github.com/eclipse/paho.golang/paho"
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 
 	"github.com/iotauth/iotauth/test/harness"
@@ -113,68 +116,139 @@ func TestAppKeyDeliveriesStopWhenTopicsShrink(t *testing.T) {
 	expectCopies(t, msgs, a.Namespace()+"/telemetry again") // direct and shared; never b's
 }
 
-// TestResumedSessionGetsOnlyItsCurrentTopics: a persistent session (clean session false) subscribed to
-// all telemetry under the key's old topics. The topics shrink while it is offline; it reconnects and
-// Mosquitto hands it the old subscription without asking the plugin. Every delivery through it is
-// decided by the key's current topics: the session did not start clean, so it has no read mark.
-func TestResumedSessionGetsOnlyItsCurrentTopics(t *testing.T) {
-	t.Parallel()
-	e := newEnv(t)
-	a, b := e.agent("a"), e.agent("b")
-	k := e.appKey("persistent consumer", time.Time{}, "read agents/+/telemetry")
-	bystander := e.appKey("bystander", time.Time{}, "read agents/+/telemetry")
-	ac, bc := harness.MustConnect(t, e.b, a), harness.MustConnect(t, e.b, b)
-	seen := make(chan string, 100)
-	by, _ := watchApp(t, e.b, bystander, "bystander")
-	subscribeCodes(t, by, []string{"agents/+/telemetry"}, seen)
+// resumable is a consumer client that can resume its session: connect (clean or not) and subscribe, as
+// MQTT 3.1.1 (paho.mqtt.golang) or MQTT 5 (paho.golang) does it. Received messages go to msgs as
+// "topic payload".
+type resumable struct {
+	connect   func(clean bool)
+	subscribe func(filter string) (granted bool)
+	close     func()
+}
 
-	msgs := make(chan string, 100)
-	connect := func() mqtt.Client {
-		o := harness.ClientOptions(e.b, k.Key, k.Password, "persistent-consumer").SetCleanSession(false)
+func resumable311(t *testing.T, b *harness.Broker, k app, clientID string, msgs chan<- string) *resumable {
+	var c mqtt.Client
+	r := &resumable{}
+	r.connect = func(clean bool) {
+		o := harness.ClientOptions(b, k.Key, k.Password, clientID).SetCleanSession(clean)
 		o.SetDefaultPublishHandler(func(_ mqtt.Client, m mqtt.Message) { msgs <- m.Topic() + " " + string(m.Payload()) })
-		c, err := harness.ConnectWith(o)
-		if err != nil {
-			t.Fatalf("connect the persistent consumer: %v", err)
+		var err error
+		if c, err = harness.ConnectWith(o); err != nil {
+			t.Fatalf("connect %s: %v", clientID, err)
 		}
 		t.Cleanup(func() { c.Disconnect(50) })
-		return c
 	}
-	c := connect()
-	if code := subscribeCodes(t, c, []string{"agents/+/telemetry"}, msgs)["agents/+/telemetry"]; code >= 0x80 {
-		t.Fatalf("subscription refused (%#x)", code)
-	}
-	publish(t, bc, b.Namespace()+"/telemetry", "before")
-	expectMessage(t, seen, b.Namespace()+"/telemetry before")
-	expectMessage(t, msgs, b.Namespace()+"/telemetry before")
-	c.Disconnect(50)
-	if !e.b.WaitLog("Client persistent-consumer disconnected", 5*time.Second) {
-		t.Fatal("the broker did not log the consumer's disconnect")
-	}
-
-	e.exec(`UPDATE app_keys SET topics = $2::jsonb WHERE id = $1`, k.ID,
-		`[{"access":"read","pattern":"`+a.Namespace()+`/telemetry"}]`)
-	// The ended session is forgotten by the re-check; a reconnect with the old topics would be refused
-	// only by chance of timing, so wait until the new topics are what a fresh connect gets.
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		probe, _ := watchApp(t, e.b, k, "probe")
-		code := subscribeCodes(t, probe, []string{"agents/+/telemetry"}, make(chan string, 10))["agents/+/telemetry"]
-		probe.Disconnect(50)
-		if code >= 0x80 {
-			break
+	r.subscribe = func(filter string) bool {
+		tok := c.Subscribe(filter, 1, nil)
+		if !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
+			t.Fatalf("subscribe %q: %v", filter, tok.Error())
 		}
-		if time.Now().After(deadline) {
-			t.Fatal("the key's new topics never applied to a new connect")
-		}
-		time.Sleep(100 * time.Millisecond)
+		return tok.(*mqtt.SubscribeToken).Result()[filter] < 0x80
 	}
+	r.close = func() { c.Disconnect(50) }
+	return r
+}
 
-	c = connect() // resumes the session: the broker keeps agents/+/telemetry for it
-	publish(t, bc, b.Namespace()+"/telemetry", "after")
-	expectMessage(t, seen, b.Namespace()+"/telemetry after")
-	publish(t, ac, a.Namespace()+"/telemetry", "after")
-	expectMessage(t, seen, a.Namespace()+"/telemetry after")
-	expectMessage(t, msgs, a.Namespace()+"/telemetry after") // in order: b's, had it been delivered, came first
-	roundTrip(t, c)
-	expectNone(t, msgs, 500*time.Millisecond, "b's telemetry through a subscription made under the old topics")
+// resumable5 connects with a session expiry of 5 minutes, so that the broker keeps the session.
+func resumable5(t *testing.T, b *harness.Broker, k app, clientID string, msgs chan<- string) *resumable {
+	var c *paho.Client
+	r := &resumable{}
+	r.connect = func(clean bool) {
+		conn, err := net.DialTimeout("tcp", b.Addr(), 5*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c = paho.NewClient(paho.ClientConfig{Conn: conn, OnPublishReceived: []func(paho.PublishReceived) (bool, error){
+			func(p paho.PublishReceived) (bool, error) {
+				msgs <- p.Packet.Topic + " " + string(p.Packet.Payload)
+				return true, nil
+			},
+		}})
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		expiry := uint32(300)
+		if _, err := c.Connect(ctx, &paho.Connect{ClientID: clientID, Username: k.Key, UsernameFlag: true,
+			Password: []byte(k.Password), PasswordFlag: true, KeepAlive: 30, CleanStart: clean,
+			Properties: &paho.ConnectProperties{SessionExpiryInterval: &expiry}}); err != nil {
+			conn.Close()
+			t.Fatalf("connect %s over MQTT 5: %v", clientID, err)
+		}
+		cc := c
+		t.Cleanup(func() { cc.Disconnect(&paho.Disconnect{}) })
+	}
+	r.subscribe = func(filter string) bool {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		sa, err := c.Subscribe(ctx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: filter, QoS: 1}}})
+		if sa == nil || len(sa.Reasons) != 1 {
+			t.Fatalf("subscribe %q over MQTT 5: %v", filter, err)
+		}
+		return sa.Reasons[0] < 0x80
+	}
+	r.close = func() { c.Disconnect(&paho.Disconnect{}) }
+	return r
+}
+
+// TestResumedSessionGetsOnlyItsCurrentTopics: a persistent session (clean session false in MQTT 3.1.1,
+// clean start false with a session expiry in MQTT 5) subscribed to all telemetry under the key's old
+// topics. The topics shrink while it is offline; it reconnects and Mosquitto hands it the old subscription
+// without asking the plugin. Every delivery through it is decided by the key's current topics: the session
+// did not start clean, so it has no read mark.
+func TestResumedSessionGetsOnlyItsCurrentTopics(t *testing.T) {
+	t.Parallel()
+	for _, tt := range []struct {
+		name      string
+		resumable func(*testing.T, *harness.Broker, app, string, chan<- string) *resumable
+	}{{"mqtt311", resumable311}, {"mqtt5", resumable5}} {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			e := newEnv(t)
+			a, b := e.agent("a"), e.agent("b")
+			k := e.appKey("persistent consumer", time.Time{}, "read agents/+/telemetry")
+			bystander := e.appKey("bystander", time.Time{}, "read agents/+/telemetry")
+			ac, bc := harness.MustConnect(t, e.b, a), harness.MustConnect(t, e.b, b)
+			seen := make(chan string, 100)
+			by, _ := watchApp(t, e.b, bystander, "bystander")
+			subscribeCodes(t, by, []string{"agents/+/telemetry"}, seen)
+
+			msgs := make(chan string, 100)
+			c := tt.resumable(t, e.b, k, "persistent-consumer", msgs)
+			c.connect(false)
+			if !c.subscribe("agents/+/telemetry") {
+				t.Fatal("subscription refused")
+			}
+			publish(t, bc, b.Namespace()+"/telemetry", "before")
+			expectMessage(t, seen, b.Namespace()+"/telemetry before")
+			expectMessage(t, msgs, b.Namespace()+"/telemetry before")
+			c.close()
+			if !e.b.WaitLog("Client persistent-consumer disconnected", 5*time.Second) {
+				t.Fatal("the broker did not log the consumer's disconnect")
+			}
+
+			e.exec(`UPDATE app_keys SET topics = $2::jsonb WHERE id = $1`, k.ID,
+				`[{"access":"read","pattern":"`+a.Namespace()+`/telemetry"}]`)
+			// Wait until the new topics are what a fresh connect gets.
+			deadline := time.Now().Add(10 * time.Second)
+			for {
+				probe, _ := watchApp(t, e.b, k, "probe")
+				code := subscribeCodes(t, probe, []string{"agents/+/telemetry"}, make(chan string, 10))["agents/+/telemetry"]
+				probe.Disconnect(50)
+				if code >= 0x80 {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatal("the key's new topics never applied to a new connect")
+				}
+				time.Sleep(100 * time.Millisecond)
+			}
+
+			c.connect(false) // resumes the session: the broker keeps agents/+/telemetry for it
+			publish(t, bc, b.Namespace()+"/telemetry", "after")
+			expectMessage(t, seen, b.Namespace()+"/telemetry after")
+			publish(t, ac, a.Namespace()+"/telemetry", "after")
+			expectMessage(t, seen, a.Namespace()+"/telemetry after")
+			expectMessage(t, msgs, a.Namespace()+"/telemetry after") // in order: b's, had it been delivered, came first
+			c.subscribe("barrier/none")                              // a round trip with the broker
+			expectNone(t, msgs, 500*time.Millisecond, "b's telemetry through a subscription made under the old topics")
+		})
+	}
 }
