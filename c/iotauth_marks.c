@@ -7,9 +7,13 @@
 
 struct mark {
 	uintptr_t client; /* 0: empty slot */
-	size_t len;
+	size_t len;       /* 0: a read mark */
+	unsigned long read_epoch; /* a read mark: read_epoch when it was set */
 	char prefix[IOTAUTH_MARK_MAX];
 };
+
+/* Advanced by iotauth_revoke_read_marks; a read mark set at another value is stale. */
+static unsigned long read_epoch;
 
 static struct mark *marks;
 static size_t mark_cap, mark_used; /* mark_cap is 0 or a power of two */
@@ -80,6 +84,31 @@ int iotauth_mark(uintptr_t client, const char *prefix, int len)
 	return 0;
 }
 
+int iotauth_mark_reads(uintptr_t client)
+{
+	struct mark *m;
+	if (client == 0) {
+		return -1;
+	}
+	if ((m = find(client)) == NULL) {
+		if ((mark_used + 1) * 2 > mark_cap && grow() != 0) {
+			iotauth_unmark(client);
+			return -1;
+		}
+		m = slot_for(client);
+		m->client = client;
+		mark_used++;
+	}
+	m->len = 0;
+	m->read_epoch = __atomic_load_n(&read_epoch, __ATOMIC_SEQ_CST);
+	return 0;
+}
+
+void iotauth_revoke_read_marks(void)
+{
+	__atomic_add_fetch(&read_epoch, 1, __ATOMIC_SEQ_CST);
+}
+
 void iotauth_unmark(uintptr_t client)
 {
 	struct mark *m = client ? find(client) : NULL;
@@ -101,12 +130,20 @@ void iotauth_unmark(uintptr_t client)
 	}
 }
 
-int iotauth_mark_allows(uintptr_t client, const char *topic, size_t max_topic)
+int iotauth_mark_allows(uintptr_t client, int write, const char *topic, size_t max_topic)
 {
 	const struct mark *m = find(client);
 	size_t n;
 	if (m == NULL || topic == NULL || (n = strnlen(topic, max_topic + 1)) > max_topic) {
 		return -1;
+	}
+	if (m->len == 0) {
+		/* A read mark: only a current one, only READ, only a plain topic; the rest is Go's. */
+		if (write || m->read_epoch != __atomic_load_n(&read_epoch, __ATOMIC_SEQ_CST) || n == 0 ||
+		    topic[0] == '$' || memchr(topic, '+', n) != NULL || memchr(topic, '#', n) != NULL) {
+			return -1;
+		}
+		return 1;
 	}
 	if (n < m->len || memcmp(topic, m->prefix, m->len) != 0) {
 		return 0;

@@ -4,7 +4,8 @@
  * It implements mosquitto_plugin_version/init/cleanup, registers one trampoline per event and hands
  * each event to an exported Go function with plain values: the client pointer as an integer handle,
  * borrowed strings with their lengths. Go copies what it keeps and decides. The one check the shim
- * answers itself is a publish or delivery of a client Go marked (iotauth_marks.h), because entering Go
+ * answers itself is a publish or delivery of a client Go marked (iotauth_marks.h: a prefix mark for an
+ * agent's own topics, a read mark for deliveries through subscriptions Go admitted), because entering Go
  * for every message costs the broker 15-25 % more CPU per message.
  *
  * Header order matters on 2.0.11: mosquitto_broker.h before mosquitto_plugin.h.
@@ -151,6 +152,11 @@ const char *iotauth_client_username(uintptr_t client)
 	return mosquitto_client_username((struct mosquitto *)client);
 }
 
+int iotauth_client_clean_start(uintptr_t client)
+{
+	return mosquitto_client_clean_session((struct mosquitto *)client) ? 1 : 0;
+}
+
 
 void iotauth_set_max_topic(size_t n)
 {
@@ -182,7 +188,7 @@ static int on_acl_check(int event, void *event_data, void *userdata)
 	(void)event;
 	(void)userdata;
 	if (ed->access == MOSQ_ACL_READ || ed->access == MOSQ_ACL_WRITE) {
-		rc = iotauth_mark_allows((uintptr_t)ed->client, ed->topic, max_topic);
+		rc = iotauth_mark_allows((uintptr_t)ed->client, ed->access == MOSQ_ACL_WRITE, ed->topic, max_topic);
 		if (rc >= 0) {
 			return rc ? MOSQ_ERR_SUCCESS : MOSQ_ERR_ACL_DENIED;
 		}

@@ -19,6 +19,10 @@ int iotauth_set_username(uintptr_t client, const char *username, int len);
 /* The client's current id and username, borrowed for the call. Main thread only. */
 const char *iotauth_client_id(uintptr_t client);
 const char *iotauth_client_username(uintptr_t client);
+/* Whether the client's CONNECT asked for a clean start (MQTT 5) or a clean session (3.1.x): the broker
+ * then gives it none of an earlier session's subscriptions or queued messages. Set before BASIC_AUTH.
+ * Main thread only. */
+int iotauth_client_clean_start(uintptr_t client);
 
 /* Replace the id of a client whose connect is being refused, before the broker logs it: with
  * mosquitto_set_clientid on 2.1, by overwriting the broker's copy in place on 2.0 (then id must not be

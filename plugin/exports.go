@@ -199,6 +199,12 @@ func (broker) Mark(client uintptr, prefix string) bool {
 	return C.iotauth_mark(C.uintptr_t(client), (*C.char)(unsafe.Pointer(unsafe.StringData(prefix))), C.int(len(prefix))) == 0
 }
 
+func (broker) MarkReads(client uintptr) bool { return C.iotauth_mark_reads(C.uintptr_t(client)) == 0 }
+func (broker) RevokeReads()                  { C.iotauth_revoke_read_marks() }
+func (broker) CleanStart(client uintptr) bool {
+	return C.iotauth_client_clean_start(C.uintptr_t(client)) != 0
+}
+
 func (broker) Kick(clientID string) {
 	cs := C.CString(clientID)
 	defer C.free(unsafe.Pointer(cs))

@@ -45,7 +45,7 @@ func (s *Session) ACL() acl.Set {
 
 // App reports whether the session is an application key's or a short-lived credential's (Token): Agent
 // is then the key's id (or the token's subject), and its rules are the key's (token's) topics only. Such
-// a session is never answered by the broker's fast path.
+// a session never gets the broker's prefix mark (its deliveries may have a read mark, see plugin/session).
 func (s *Session) App() bool { return s.src.App() }
 
 // Legacy reports whether the session is an imported device's, admitted by its legacy username.

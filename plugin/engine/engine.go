@@ -304,7 +304,7 @@ func New(c Config) (*Engine, error) {
 		prefix = ""
 	}
 	e.fastACL = prefix != ""
-	e.sessions = session.New(session.Config{Broker: c.Broker, FastPrefix: prefix, Log: e.log, Now: e.now, Kicked: e.metrics.Kicked})
+	e.sessions = session.New(session.Config{Broker: c.Broker, FastPrefix: prefix, ReadMarks: true, Log: e.log, Now: e.now, Kicked: e.metrics.Kicked})
 	e.rechecks = &rechecks{e: e, pending: map[string]time.Time{}, wake: make(chan struct{}, 1)}
 	e.keys = &knownKeys{e: e, set: known, load: make(chan struct{}, 1), loaded: make(chan struct{}), checks: map[secret.Digest]struct{}{}}
 	e.legacy = &legacyNames{e: e, set: names, load: make(chan struct{}, 1), loaded: make(chan struct{})}

@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -41,6 +42,8 @@ type fakeBroker struct {
 	logs      []string
 	ticks     int
 	ticksSeen uint64
+	// readRevokes counts RevokeReads calls (every read mark made stale).
+	readRevokes atomic.Int64
 }
 
 func newFakeBroker() *fakeBroker {
@@ -57,6 +60,16 @@ func (b *fakeBroker) Mark(client uintptr, prefix string) bool {
 	b.marks[client] = prefix
 	return true
 }
+
+// MarkReads records a read mark as the prefix "(reads)"; every client started clean.
+func (b *fakeBroker) MarkReads(client uintptr) bool {
+	b.marks[client] = "(reads)"
+	return true
+}
+
+func (b *fakeBroker) RevokeReads() { b.readRevokes.Add(1) }
+
+func (b *fakeBroker) CleanStart(uintptr) bool { return true }
 
 func (b *fakeBroker) Kick(clientID string) {
 	b.mu.Lock()

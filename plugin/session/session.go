@@ -35,6 +35,15 @@ type Broker interface {
 	// Mark lets the broker answer the client's publishes and deliveries itself: allowed exactly for
 	// topics that are prefix or below it. An empty prefix removes the mark.
 	Mark(client uintptr, prefix string) bool
+	// MarkReads lets the broker allow the client's deliveries itself (a read mark: every subscription
+	// the client has was admitted by its session's rules), until RevokeReads. It replaces any mark.
+	MarkReads(client uintptr) bool
+	// RevokeReads makes every read mark stale at once: the broker asks again before its next delivery
+	// to such a client. Any goroutine.
+	RevokeReads()
+	// CleanStart reports whether the client's CONNECT asked for a clean start (clean session): the
+	// broker then hands it none of an earlier session's subscriptions or queued messages.
+	CleanStart(client uintptr) bool
 	// Kick disconnects the client with this id, live or offline, without its will.
 	Kick(clientID string)
 	// RequestTick asks for Tick to run on the main thread soon.
@@ -85,6 +94,9 @@ type Config struct {
 	// FastPrefix, when not empty, is the topic prefix of the configured single-namespace rule
 	// (acl.FastPrefix): sessions with exactly the configured rules are marked with FastPrefix+agent.
 	FastPrefix string
+	// ReadMarks gives the other sessions that started clean a read mark (Broker.MarkReads), see
+	// docs/decisions/0016-read-marks-for-admitted-subscriptions.md.
+	ReadMarks bool
 	// MaxEnded bounds the ended sessions kept for wills and offline deliveries (default 65536), and
 	// MaxEndedPerAgent those of one agent or application key (default 256), so that no principal can
 	// push out the others' (which would also free their client ids for a takeover).
@@ -155,6 +167,7 @@ type record struct {
 	persistent bool  // ended, and the broker may keep its session (and queued messages) for the client id
 	keptUntil  int64 // when persistent: unix ns after which the broker no longer keeps it (0: never)
 	revoked    bool  // a re-check refused it: kicked soon, and not kept once ended
+	reads      bool  // live and read-marked: the broker allows its deliveries while the mark is current
 	acl        *acl.Set
 	// agentPrev/agentNext link the sessions of one agent (most have one); endedPrev/endedNext the ended
 	// ones in the order they ended.
@@ -217,6 +230,8 @@ func (t *Table) Admit(client uintptr, s auth.Session, epoch uint64) (current boo
 	if !t.cfg.Broker.SetUsername(client, s.Name) {
 		return false, errors.New("the broker could not store the session's username (out of memory?)")
 	}
+	// A client admitted again while live may hold subscriptions its earlier session's rules admitted.
+	again := t.live[client] != nil
 	if r := t.live[client]; r != nil {
 		t.dropLocked(r)
 	}
@@ -227,6 +242,7 @@ func (t *Table) Admit(client uintptr, s auth.Session, epoch uint64) (current boo
 		// The broker disconnects the session taken over after this; its will is checked before that, and
 		// must be answered by Go from its record (refused if a re-check refused it), not by its mark.
 		t.cfg.Broker.Mark(old.client, "")
+		old.reads = false
 	}
 	t.gen++
 	var r *record
@@ -246,8 +262,14 @@ func (t *Table) Admit(client uintptr, s auth.Session, epoch uint64) (current boo
 		t.expiring++
 		t.nextExpiry = min(t.nextExpiry, s.ExpiresAt.UnixNano())
 	}
-	// An application key's session is never marked: its checks always go to Go.
+	// An application key's session never has a prefix mark: its publishes always go to Go.
 	marked := t.cfg.FastPrefix != "" && !s.Custom() && !s.App() && t.cfg.Broker.Mark(client, t.cfg.FastPrefix+s.Agent)
+	if !marked && t.cfg.ReadMarks && !again && t.cfg.Broker.CleanStart(client) {
+		// Started clean, the session has no subscription yet; each one it makes is admitted by Go from
+		// its rules, which never change while it lives (a change refuses it, see Refuse).
+		r.reads = t.cfg.Broker.MarkReads(client)
+		marked = r.reads
+	}
 	if !marked {
 		t.cfg.Broker.Mark(client, "") // a handle the broker reused must not keep an old mark
 	}
@@ -272,7 +294,7 @@ func (t *Table) Disconnect(client uintptr, keptFor time.Duration) {
 		return
 	}
 	t.removeLiveLocked(r)
-	r.ended, r.persistent = true, keptFor > 0
+	r.ended, r.persistent, r.reads = true, keptFor > 0, false // the shim removed the client's mark
 	if r.persistent && keptFor != Forever {
 		r.keptUntil = t.cfg.Now().Add(keptFor).UnixNano()
 	}
@@ -397,6 +419,11 @@ func (t *Table) Allows(client uintptr, who func() (clientID, username string), a
 	if r.revoked {
 		return Deny // a re-check refused it; the kick follows on the next Tick
 	}
+	if r.reads && !r.ended && access == acl.Read {
+		// The read mark went stale (another session was refused) or did not answer this topic: renew it,
+		// under mu, so that a Refuse of this session after this point makes it stale again.
+		r.reads = t.cfg.Broker.MarkReads(client)
+	}
 	if r.acl == nil {
 		expanded := r.ACL()
 		r.acl = &expanded
@@ -506,6 +533,11 @@ func (t *Table) Tokens() []Snapshot {
 func (t *Table) Refuse(s Snapshot, reason error) (kicked bool) {
 	t.mu.Lock()
 	if r := t.live[s.client]; r != nil && r.gen == s.gen {
+		if r.reads {
+			// From now on the broker asks Go, which refuses, before each delivery to this session.
+			r.reads = false
+			t.cfg.Broker.RevokeReads()
+		}
 		if !r.revoked {
 			r.revoked, kicked = true, true
 			t.kicks = append(t.kicks, kick{client: s.client, gen: s.gen, clientID: s.ClientID, reason: reason})

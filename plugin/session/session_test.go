@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -28,10 +29,48 @@ type fakeBroker struct {
 	kicks   []string
 	ticks   int
 	failSet bool
+	// reads holds the read marks, with the read epoch each was set at (c/iotauth_marks.c).
+	reads     map[uintptr]uint64
+	readEpoch uint64
+	resumed   map[uintptr]bool // clients whose CONNECT did not ask for a clean start
 }
 
 func newBroker() *fakeBroker {
-	return &fakeBroker{names: map[uintptr]string{}, marks: map[uintptr]string{}}
+	return &fakeBroker{names: map[uintptr]string{}, marks: map[uintptr]string{}, reads: map[uintptr]uint64{},
+		resumed: map[uintptr]bool{}}
+}
+
+func (b *fakeBroker) MarkReads(client uintptr) bool {
+	delete(b.marks, client)
+	b.reads[client] = b.readEpoch
+	return true
+}
+
+func (b *fakeBroker) RevokeReads()                   { b.readEpoch++ }
+func (b *fakeBroker) CleanStart(client uintptr) bool { return !b.resumed[client] }
+
+// fastRead is the shim's answer to a READ check, as c/iotauth_marks.c gives it: 1 allowed, 0 denied, -1
+// when Go decides.
+func (b *fakeBroker) fastRead(client uintptr, topic string) int {
+	if p, ok := b.marks[client]; ok {
+		if topic == p || strings.HasPrefix(topic, p+"/") {
+			return 1
+		}
+		return 0
+	}
+	e, ok := b.reads[client]
+	if !ok || e != b.readEpoch || topic == "" || topic[0] == '$' || len(topic) > acl.MaxTopicLen ||
+		strings.ContainsAny(topic, "+#") {
+		return -1
+	}
+	return 1
+}
+
+// disconnect is the shim's DISCONNECT: the mark goes before Go hears of it.
+func (b *fakeBroker) disconnect(t *Table, client uintptr, keptFor time.Duration) {
+	delete(b.marks, client)
+	delete(b.reads, client)
+	t.Disconnect(client, keptFor)
 }
 
 func (b *fakeBroker) SetUsername(client uintptr, name string) bool {
@@ -43,6 +82,7 @@ func (b *fakeBroker) SetUsername(client uintptr, name string) bool {
 }
 
 func (b *fakeBroker) Mark(client uintptr, prefix string) bool {
+	delete(b.reads, client)
 	if prefix == "" {
 		delete(b.marks, client)
 	} else {
