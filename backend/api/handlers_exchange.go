@@ -125,6 +125,33 @@ type exchangeRequest struct {
 	// TTL is the credential's lifetime in whole seconds (default 900, 60 to 86400). It is read raw so that
 	// a value of the wrong kind ("1h", 1.5) is a validation error naming the field, like one out of range.
 	TTL json.RawMessage `json:"ttl"`
+	// Topics, when given, narrows the credential to these grants: a caller that needs less than all it
+	// may have (the console's Watch live reads one agent) asks for less. Never widens anything.
+	Topics []store.AppTopic `json:"topics"`
+}
+
+// exchangeNarrowing reads the request's optional topics: nil when absent, else the grants (at most
+// mqttcred.MaxTopics, each access read/write/readwrite and a filter that may be granted).
+func exchangeNarrowing(topics []store.AppTopic) ([]topicfilter.Grant, error) {
+	if topics == nil {
+		return nil, nil
+	}
+	if len(topics) == 0 || len(topics) > mqttcred.MaxTopics {
+		return nil, invalidField("topics", fmt.Sprintf("topics narrows the credential: give 1 to %d grants {\"access\": \"read\"|\"write\"|\"readwrite\", \"pattern\": \"<filter>\"}, or leave it out", mqttcred.MaxTopics))
+	}
+	out := make([]topicfilter.Grant, 0, len(topics))
+	for i, t := range topics {
+		switch topicfilter.Access(t.Access) {
+		case topicfilter.Read, topicfilter.Write, topicfilter.ReadWrite:
+		default:
+			return nil, invalidField("topics", fmt.Sprintf("topics[%d].access must be read, write or readwrite", i))
+		}
+		if err := topicfilter.CheckGrant(t.Pattern); err != nil {
+			return nil, invalidField("topics", fmt.Sprintf("topics[%d].pattern is not a filter that may be granted: %v", i, err))
+		}
+		out = append(out, topicfilter.Grant{Access: topicfilter.Access(t.Access), Filter: t.Pattern})
+	}
+	return out, nil
 }
 
 // exchangeTTL reads the request's ttl: absent or null is the default; anything but a whole number of
@@ -204,6 +231,10 @@ func (s *exchangeAPI) tokenExchange(w http.ResponseWriter, r *http.Request) erro
 		return err
 	}
 	ttl, err := exchangeTTL(req.TTL)
+	if err != nil {
+		return err
+	}
+	narrowTo, err := exchangeNarrowing(req.Topics)
 	if err != nil {
 		return err
 	}
@@ -305,9 +336,12 @@ func (s *exchangeAPI) tokenExchange(w http.ResponseWriter, r *http.Request) erro
 		subject = "oidc:" + prov.Name + ":" + id.Subject
 		from = append(slices.Clone(from), "provider:"+prov.Name)
 	}
+	if narrowTo != nil {
+		topics = topicfilter.Narrow(narrowTo, topics)
+	}
 	if len(topics) == 0 {
 		return refuse("no topics", problem(http.StatusForbidden, CodeNoTopics,
-			"the provider's mapping grants no topic within this key's own topics; nothing to issue"))
+			"nothing to issue: the provider's mapping grants no topic within this key's own topics, or the request's topics lie outside what the caller may have"))
 	}
 	if len(topics) > mqttcred.MaxTopics {
 		return refuse("too many topics", problem(http.StatusForbidden, CodeTooManyTopics,

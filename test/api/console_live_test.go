@@ -19,6 +19,7 @@ import (
 	"github.com/chromedp/cdproto/page"
 	"github.com/chromedp/cdproto/runtime"
 	"github.com/chromedp/chromedp"
+	mqtt "github.com/eclipse/paho.mqtt.golang"
 
 	"github.com/iotauth/iotauth/backend/api"
 	"github.com/iotauth/iotauth/backend/core/mqttcred"
@@ -332,7 +333,10 @@ func TestConsoleWatchLiveAxeAndScreens(t *testing.T) {
 		if res := c.get(t, "/console/live/credential"); res.StatusCode != http.StatusMethodNotAllowed {
 			t.Errorf("GET /console/live/credential: %d, want 405", res.StatusCode)
 		}
-		res := c.post(t, "/console/live/credential", url.Values{"csrf": {token}}, ce.url)
+		if res := c.post(t, "/console/live/credential", url.Values{"csrf": {token}, "agent": {"not-a-uuid"}}, ce.url); res.StatusCode != http.StatusBadRequest || secretPattern.Match(res.body) {
+			t.Errorf("credential without an agent's UUID: %d %s, want 400 and no credential", res.StatusCode, res.body)
+		}
+		res := c.post(t, "/console/live/credential", url.Values{"csrf": {token}, "agent": {agent.AgentUUID}}, ce.url)
 		var cred struct {
 			MQTT struct {
 				Username, Password, ClientIDPrefix string
@@ -347,6 +351,22 @@ func TestConsoleWatchLiveAxeAndScreens(t *testing.T) {
 		}
 		if left := time.Until(cred.MQTT.ExpiresAt); left <= 0 || left > 5*time.Minute+5*time.Second {
 			t.Errorf("the credential ends in %v, want at most 5 minutes", left)
+		}
+		// The credential reads the watched agent and nothing else, though the admin's role would allow
+		// readwrite agents/#: another agent's topics are refused at SUBSCRIBE, and so is a publish.
+		mc, err := harness.Connect(mb, cred.MQTT.Username, cred.MQTT.Password, cred.MQTT.ClientIDPrefix+"00112233445566ff")
+		if err != nil {
+			t.Fatalf("connect with the console's credential: %v", err)
+		}
+		defer mc.Disconnect(50)
+		for filter, want := range map[string]byte{"agents/" + agent.AgentUUID + "/#": 0, "agents/" + other.AgentUUID + "/#": 0x80, "agents/#": 0x80} {
+			tok := mc.Subscribe(filter, 0, nil)
+			if !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+				t.Fatalf("subscribe %s: %v", filter, tok.Error())
+			}
+			if got := tok.(*mqtt.SubscribeToken).Result()[filter]; got != want {
+				t.Errorf("the console's credential subscribing to %s got %#x, want %#x", filter, got, want)
+			}
 		}
 		var n int
 		if err := harness.QueryRow(t, e.dsn, `SELECT count(*) FROM audit_events WHERE action = 'token_exchange' AND actor LIKE 'user:%'`).Scan(&n); err != nil {

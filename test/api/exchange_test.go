@@ -176,11 +176,31 @@ func TestExchangeOperator(t *testing.T) {
 		}
 	}
 	x.credential(x.exchange(adm.Access, map[string]any{"provider": "iotauth", "ttl": nil}, nil, 200, ""))
+	// topics narrows what the caller may have (the console's Watch live reads one agent); it never widens.
+	one := "agents/0b6e6bd4-5c1f-4a3e-9a51-3f0d2b8c7e11/#"
+	topic := func(access, pattern string) []map[string]string {
+		return []map[string]string{{"access": access, "pattern": pattern}}
+	}
+	c = x.credential(x.exchange(op.Access, map[string]any{"provider": "iotauth", "topics": topic("read", one)}, nil, 200, ""))
+	if topicsOf(c) != "read:"+one {
+		t.Errorf("operator narrowed to read %s: topics %q", one, topicsOf(c))
+	}
+	c = x.credential(x.exchange(viewer.Access, map[string]any{"provider": "iotauth", "topics": topic("readwrite", one)}, nil, 200, ""))
+	if topicsOf(c) != "read:"+one {
+		t.Errorf("viewer asking readwrite %s: topics %q, want read only", one, topicsOf(c))
+	}
+	x.exchange(op.Access, map[string]any{"provider": "iotauth", "topics": topic("read", "users/#")}, nil, 403, "no_topics")
+	for _, bad := range []any{[]map[string]string{}, topic("own", one), topic("read", "agents/#/x"), topic("read", "$SYS/#"), topic("read", "agents/%u/#")} {
+		res := x.expect(req{Method: "POST", Path: api.ExchangePath, Token: adm.Access, Body: map[string]any{"provider": "iotauth", "topics": bad}}, 400, "validation_failed")
+		if p := res.Problem(t); p.Field != "topics" {
+			t.Errorf("topics %v: field %q detail %q", bad, p.Field, p.Detail)
+		}
+	}
 	x.exchange(adm.Access, map[string]any{"provider": "test"}, nil, 400, "validation_failed")
 	x.exchange(adm.Access, map[string]any{"provider": "iotauth", "extra": 1}, nil, 400, "invalid_json")
 	x.exchange("", map[string]any{"provider": "iotauth"}, nil, 401, "authentication_required")
-	if n := x.count("audit_events", "action = 'token_exchange' AND detail->>'provider' = 'iotauth'"); n != 4 {
-		t.Errorf("%d exchanges audited, want 4", n)
+	if n := x.count("audit_events", "action = 'token_exchange' AND detail->>'provider' = 'iotauth'"); n != 6 {
+		t.Errorf("%d exchanges audited, want 6", n)
 	}
 
 	off := newEnv(t)

@@ -353,8 +353,10 @@ func TestLivePageSignInExchangeAndWatch(t *testing.T) {
 	if !strings.HasPrefix(calls[0].Auth, "Bearer eyJ") {
 		t.Errorf("the exchange's Authorization is %.12q…, want the access token as a Bearer", calls[0].Auth)
 	}
-	if len(calls[0].Body) != 1 || calls[0].Body["provider"] != "iotauth" || calls[0].CType != "application/json" {
-		t.Errorf("the exchange's body is %v, want exactly {\"provider\":\"iotauth\"}", calls[0].Body)
+	// The page asks for reading the watched agent only, not all its operator may have.
+	wantTopics := fmt.Sprint([]any{map[string]any{"access": "read", "pattern": "agents/" + agent + "/#"}})
+	if len(calls[0].Body) != 2 || calls[0].Body["provider"] != "iotauth" || fmt.Sprint(calls[0].Body["topics"]) != wantTopics || calls[0].CType != "application/json" {
+		t.Errorf("the exchange's body is %v, want exactly {\"provider\":\"iotauth\",\"topics\":%s}", calls[0].Body, wantTopics)
 	}
 	firstID := evalIn[string](p, `document.getElementById("session").textContent`)
 	if !strings.Contains(firstID, "live-test-") {

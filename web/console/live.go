@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/iotauth/iotauth/backend/api"
+	"github.com/iotauth/iotauth/backend/core/uuid"
 	"github.com/iotauth/iotauth/backend/redact"
 	"github.com/iotauth/iotauth/web/live"
 )
@@ -134,8 +135,18 @@ func (c *Console) liveCredential(w http.ResponseWriter, r *http.Request) {
 		writeProblem(w, signedOut)
 		return
 	}
+	// The credential reads the watched agent's topics and nothing else, whatever the operator's role
+	// would allow: the page needs no more.
+	u, ok := uuid.Parse(r.PostFormValue("agent"))
+	agent := uuid.Format(u)
+	if !ok {
+		writeProblem(w, &problem{Status: http.StatusBadRequest, Code: "validation_failed",
+			Detail: "agent must be the UUID of the agent to watch (8-4-4-4-12 hexadecimal digits)"})
+		return
+	}
 	res, err := c.call(r, s, http.MethodPost, api.ExchangePath,
-		map[string]any{"provider": "iotauth", "ttl": int(liveCredentialTTL / time.Second)}, nil)
+		map[string]any{"provider": "iotauth", "ttl": int(liveCredentialTTL / time.Second),
+			"topics": []map[string]string{{"access": "read", "pattern": "agents/" + agent + "/#"}}}, nil)
 	if errors.Is(err, errSignedOut) {
 		c.clearSession(w, r)
 		writeProblem(w, signedOut)

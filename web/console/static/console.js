@@ -48,9 +48,10 @@ function watchLive() {
   }
   var start = el("watch-live") || el("watch-start");
   var stop = el("watch-stop");
-  var credentials = function () {
+  var credentials = function (agent) {
     var body = new URLSearchParams();
     body.set("csrf", box.dataset.csrf);
+    body.set("agent", agent);
     return fetch(box.dataset.credentialUrl, { method: "POST", body: body, credentials: "same-origin", cache: "no-store",
       redirect: "error", headers: { Accept: "application/json" } }).then(function (res) {
       return res.json().catch(function () { return null; }).then(function (data) {

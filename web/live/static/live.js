@@ -90,12 +90,14 @@
     return session.accessToken;
   }
 
-  // exchange trades the access token for short-lived MQTT credentials for this operator
-  // (POST /api/v1/tokens/exchange with {"provider":"iotauth"}): watch.js's credentials function.
-  async function exchange() {
+  // exchange trades the access token for short-lived MQTT credentials for this operator, narrowed to
+  // reading the watched agent (POST /api/v1/tokens/exchange with {"provider":"iotauth","topics":[…]}):
+  // watch.js's credentials function.
+  async function exchange(agent) {
     try {
       const token = await accessToken();
-      const res = await postJSON("/api/v1/tokens/exchange", { provider: "iotauth" }, token);
+      const topics = [{ access: "read", pattern: "agents/" + String(agent).toLowerCase() + "/#" }];
+      const res = await postJSON("/api/v1/tokens/exchange", { provider: "iotauth", topics: topics }, token);
       return res && res.mqtt;
     } catch (err) {
       if (err instanceof APIError && err.status === 401) {

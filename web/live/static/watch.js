@@ -188,7 +188,7 @@
     }
 
     async function fresh() {
-      return credentialsOf(await opts.credentials());
+      return credentialsOf(await opts.credentials(watching));
     }
 
     function signedOut(err) {
