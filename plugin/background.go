@@ -42,6 +42,7 @@ func (in *instance) goBackground(ctx context.Context) <-chan struct{} {
 				in.denialsStale.Store(true)
 				in.loadDenials(ctx)
 				in.auth.Cache().InvalidateAll(time.Now())
+				in.auth.Cache().FeedUp(time.Now()) // entries fetched from now on outlive cache_ttl while LISTEN is up
 				in.sessions.Changed()
 				in.recheckAll()
 				in.reloadLegacy()
@@ -56,6 +57,7 @@ func (in *instance) goBackground(ctx context.Context) <-chan struct{} {
 				}
 			},
 			Failed: func(err error) {
+				in.auth.Cache().FeedDown() // changes may go unannounced: cache_ttl applies to every entry again
 				settledNow() // PostgreSQL is unreachable: do not hold up the broker's start
 				listenFail.Do(func() {
 					in.log.Warn("credential change feed (LISTEN) down; retrying with backoff", "error", err)
@@ -68,6 +70,8 @@ func (in *instance) goBackground(ctx context.Context) <-chan struct{} {
 	in.wg.Add(1)
 	go in.supervise(ctx, "known keys", in.keysLoader)
 	go in.supervise(ctx, "periodic resync", in.periodic)
+	in.wg.Add(1)
+	go in.supervise(ctx, "cache refresh", in.auth.RunRefresh)
 	go in.supervise(ctx, "preload", func(ctx context.Context) { defer settledNow(); in.preload(ctx, listening, settledNow) })
 	if in.metricsSrv != nil {
 		in.wg.Add(1)

@@ -232,6 +232,7 @@ func newInstance(kv [][2]string) (*instance, error) {
 		AppNamePrefix: renamedAppPrefix, Log: log,
 		Legacy: names, SlowBudget: auth.NewTimeBudget(cfg.SlowHashBudget, time.Second, nil), RecordFastHash: in.queueFastHash,
 		Tokens: verifier, Denials: denials, TokenNamePrefix: renamedTokenPrefix,
+		Refresh: st, Refreshed: func(agent string) { in.recheckLater(agent) },
 	}, m.Timed(lookup), c)
 	// The broker answers a marked client's publishes and deliveries itself (c/iotauth_marks.h) when the
 	// configured rules are one namespace per agent and the longest mark fits.

@@ -134,8 +134,14 @@ type Config struct {
 	SlowBudget SlowBudget
 	// RecordFastHash, when set, is called after a slow hash's first success (see FastHashRecorder).
 	RecordFastHash FastHashRecorder
-	Now            func() time.Time
-	Log            *slog.Logger
+	// Refresh, when set, re-reads entries served past their TTL (cache.Aged) in the background, every
+	// RefreshEvery (1 s when unset); Refreshed is then told of each agent whose entry had changed without
+	// a notification (see refresh.go).
+	Refresh      BatchLookup
+	RefreshEvery time.Duration
+	Refreshed    func(agent string)
+	Now          func() time.Time
+	Log          *slog.Logger
 }
 
 // Credentials are what a client presented.
@@ -164,6 +170,11 @@ type Authorizer struct {
 
 	windows atomic.Uint64 // fail-fast windows entered
 	stale   atomic.Uint64 // connects answered from a stale entry
+
+	refreshMu                                  sync.Mutex
+	refreshQ                                   map[secret.Digest]struct{}
+	refreshed, refreshDiffered, refreshSkipped atomic.Uint64
+	diffLog                                    rate.Sometimes
 }
 
 // Stats are the authorizer's cumulative counters, for metrics.
@@ -176,13 +187,18 @@ type Stats struct {
 	StaleServed uint64
 	// StoreDown is StoreDown() now.
 	StoreDown bool
+	// Refreshed counts entries served past their TTL and then refreshed unchanged in the background;
+	// RefreshDiffered those found changed without a notification; RefreshSkipped those not queued
+	// because the queue was full.
+	Refreshed, RefreshDiffered, RefreshSkipped uint64
 }
 
 // Stats returns the counters.
 func (a *Authorizer) Stats() Stats {
 	return Stats{
 		StoreFailures: uint64(a.failures.Load()), FailFastWindows: a.windows.Load(), StaleServed: a.stale.Load(),
-		StoreDown: a.StoreDown(),
+		StoreDown: a.StoreDown(), Refreshed: a.refreshed.Load(), RefreshDiffered: a.refreshDiffered.Load(),
+		RefreshSkipped: a.refreshSkipped.Load(),
 	}
 }
 
@@ -206,9 +222,13 @@ func New(cfg Config, st Lookup, c *Cache) *Authorizer {
 	if cfg.TokenNamePrefix == "" {
 		cfg.TokenNamePrefix = "token-id:"
 	}
+	if cfg.RefreshEvery <= 0 {
+		cfg.RefreshEvery = time.Second
+	}
 	dummy, _ := passhash.Parse(passhash.SHA256Hex("iotauth dummy password for timing"))
 	apps, _ := st.(AppLookup)
-	return &Authorizer{cfg: cfg, store: st, apps: apps, cache: c, dummy: dummy, failLog: rate.Sometimes{Interval: 10 * time.Second}}
+	return &Authorizer{cfg: cfg, store: st, apps: apps, cache: c, dummy: dummy, failLog: rate.Sometimes{Interval: 10 * time.Second},
+		refreshQ: map[secret.Digest]struct{}{}, diffLog: rate.Sometimes{Interval: time.Minute}}
 }
 
 // Cache exposes the cache for invalidation and stats.
@@ -419,6 +439,11 @@ func (a *Authorizer) entry(ctx context.Context, d secret.Digest, app bool) (e En
 	e, r := a.cache.Get(d)
 	switch r {
 	case cache.Hit:
+		return e, nil
+	case cache.Aged:
+		// Past its TTL but trusted: the change feed has been up since it was fetched. Refreshed off
+		// the broker thread.
+		a.queueRefresh(d)
 		return e, nil
 	case cache.NegativeHit:
 		return Entry{}, ErrUnknownKey
