@@ -57,7 +57,8 @@ func (in *instance) goBackground(ctx context.Context) <-chan struct{} {
 				}
 			},
 			Failed: func(err error) {
-				in.auth.Cache().FeedDown() // changes may go unannounced: cache_ttl applies to every entry again
+				// Changes may go unannounced now: cache_ttl applies to every entry again.
+				in.auth.Cache().FeedDown()
 				settledNow() // PostgreSQL is unreachable: do not hold up the broker's start
 				listenFail.Do(func() {
 					in.log.Warn("credential change feed (LISTEN) down; retrying with backoff", "error", err)
