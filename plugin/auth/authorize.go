@@ -135,10 +135,11 @@ type Config struct {
 	// RecordFastHash, when set, is called after a slow hash's first success (see FastHashRecorder).
 	RecordFastHash FastHashRecorder
 	// Refresh, when set, re-reads entries served past their TTL (cache.Aged) in the background, every
-	// RefreshEvery (1 s when unset); Refreshed is then told of each agent whose entry had changed without
-	// a notification (see refresh.go).
+	// RefreshEvery (1 s when unset), at most RefreshRate a second (DefaultRefreshRate when 0); Refreshed
+	// is then told of each agent whose entry had changed without a notification (see refresh.go).
 	Refresh      BatchLookup
 	RefreshEvery time.Duration
+	RefreshRate  float64
 	Refreshed    func(agent string)
 	Now          func() time.Time
 	Log          *slog.Logger
@@ -173,6 +174,7 @@ type Authorizer struct {
 
 	refreshMu                                  sync.Mutex
 	refreshQ                                   map[secret.Digest]struct{}
+	refreshLimit                               *rate.Limiter
 	refreshed, refreshDiffered, refreshSkipped atomic.Uint64
 	diffLog                                    rate.Sometimes
 }
@@ -189,7 +191,7 @@ type Stats struct {
 	StoreDown bool
 	// Refreshed counts entries served past their TTL and then refreshed unchanged in the background;
 	// RefreshDiffered those found changed without a notification; RefreshSkipped those not queued
-	// because the queue was full.
+	// because the refresh rate was spent or the queue was full.
 	Refreshed, RefreshDiffered, RefreshSkipped uint64
 }
 
@@ -225,10 +227,14 @@ func New(cfg Config, st Lookup, c *Cache) *Authorizer {
 	if cfg.RefreshEvery <= 0 {
 		cfg.RefreshEvery = time.Second
 	}
+	if cfg.RefreshRate <= 0 {
+		cfg.RefreshRate = DefaultRefreshRate
+	}
 	dummy, _ := passhash.Parse(passhash.SHA256Hex("iotauth dummy password for timing"))
 	apps, _ := st.(AppLookup)
 	return &Authorizer{cfg: cfg, store: st, apps: apps, cache: c, dummy: dummy, failLog: rate.Sometimes{Interval: 10 * time.Second},
-		refreshQ: map[secret.Digest]struct{}{}, diffLog: rate.Sometimes{Interval: time.Minute}}
+		refreshQ: map[secret.Digest]struct{}{}, diffLog: rate.Sometimes{Interval: time.Minute},
+		refreshLimit: rate.NewLimiter(rate.Limit(cfg.RefreshRate), int(min(cfg.RefreshRate, refreshBatch)))}
 }
 
 // Cache exposes the cache for invalidation and stats.

@@ -211,3 +211,29 @@ func TestRefreshFailure(t *testing.T) {
 		t.Fatalf("connect after a failed refresh: %v, %d queries", err, f.st.queries)
 	}
 }
+
+// Refreshes are bounded per second: past the rate an aged entry is served without being queued.
+func TestRefreshRateBounded(t *testing.T) {
+	f := newFixture(t, nil)
+	b := &batchStore{f: f.st}
+	cfg := f.a.cfg
+	cfg.Refresh, cfg.RefreshRate = b, 1
+	f.a = New(cfg, f.st, f.a.cache)
+	f.a.cache.FeedUp(f.clk.t)
+	f.clk.t = f.clk.t.Add(time.Millisecond)
+	if err := f.connect(t); err != nil {
+		t.Fatal(err)
+	}
+	f.clk.t = f.clk.t.Add(time.Hour)
+	for range 3 {
+		if err := f.connect(t); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if st := f.a.Stats(); st.RefreshSkipped != 2 {
+		t.Fatalf("%d refreshes skipped of 3 aged connects at 1/s (burst 1), want 2", st.RefreshSkipped)
+	}
+	if f.st.queries != 1 {
+		t.Fatalf("%d queries on the connect path", f.st.queries)
+	}
+}
