@@ -20,7 +20,7 @@ type fakeClock struct{ t time.Time }
 func (c *fakeClock) now() time.Time { return c.t }
 
 // memoFixture: a key file, an issuer and a verifier on one fake clock.
-func memoFixture(t *testing.T, size int) (*Verifier, *mqttcred.Issuing, *fakeClock, string) {
+func memoFixture(t testing.TB, size int) (*Verifier, *mqttcred.Issuing, *fakeClock, string) {
 	t.Helper()
 	clk := &fakeClock{t: time.Now().Truncate(time.Second)}
 	priv, pub, err := mqttcred.GenerateKey()
@@ -42,7 +42,7 @@ func memoFixture(t *testing.T, size int) (*Verifier, *mqttcred.Issuing, *fakeClo
 	return v, mqttcred.NewIssuing(k, clk.now), clk, path
 }
 
-func issue(t *testing.T, iss *mqttcred.Issuing, subject string, ttl time.Duration) mqttcred.Credential {
+func issue(t testing.TB, iss *mqttcred.Issuing, subject string, ttl time.Duration) mqttcred.Credential {
 	t.Helper()
 	c, err := iss.Issue(mqttcred.Grant{Subject: subject, ClientIDPrefix: "web-", From: []string{"app:k", subject}, TTL: ttl,
 		Topics: []mqttcred.Topic{{Access: "read", Pattern: "agents/+/telemetry"}}})
@@ -228,4 +228,21 @@ func TestMemoBytesPerEntry(t *testing.T) {
 	}
 	runtime.KeepAlive(creds)
 	runtime.KeepAlive(v)
+}
+
+// BenchmarkAuthorizeRemembered is a reconnect with a credential already verified, as the authorizer
+// decides it (no broker).
+func BenchmarkAuthorizeRemembered(b *testing.B) {
+	v, iss, clk, _ := memoFixture(b, 100)
+	denials := denylist.New(25 * time.Hour)
+	denials.Load(nil)
+	a := auth.New(auth.Config{KeyKind: secret.APIKey, ClientID: "agent-%u", Tokens: v, Denials: denials, Now: clk.now}, nil, nil)
+	c := issue(b, iss, "user:1", time.Hour)
+	creds := auth.Credentials{Username: c.Username, Password: []byte(c.Password), ClientID: "web-1"}
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := a.Authorize(context.Background(), creds); err != nil {
+			b.Fatal(err)
+		}
+	}
 }
