@@ -3,8 +3,8 @@
 // looks credentials up through a bounded cache and then the store under a hard deadline, fails closed
 // when the store is unreachable (serving cached positives only within the stale grace), and computes the
 // session's ACL once. A short-lived MQTT credential (an iotmq_ username, token.go) takes another path:
-// its signature is checked by a TokenVerifier and its subjects against an in-memory DenyList, with no
-// cache and no store. It is plain Go: no cgo, no Mosquitto.
+// its signature is checked by a TokenVerifier (which may remember credentials it verified) and its
+// subjects against an in-memory DenyList on every connect, with no store. It is plain Go: no cgo, no Mosquitto.
 package auth
 
 import (
