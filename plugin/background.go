@@ -33,6 +33,7 @@ func (in *instance) goBackground(ctx context.Context) <-chan struct{} {
 	settledNow := func() { settle.Do(func() { close(settled) }) }
 	in.wg.Add(5)
 	go in.supervise(ctx, "credential change feed", func(ctx context.Context) {
+		defer in.auth.Cache().FeedDown() // also when a panic ends the listener until supervise restarts it
 		in.feed.Listen(ctx, store.ListenHandler{
 			Changed: in.changed,
 			Connected: func(reconnect bool) {
