@@ -37,19 +37,27 @@ func TestAgedEntriesWhileListenIsUp(t *testing.T) {
 	feedDSN, role := listenRole(t, dsn)
 	e := &env{t: t, dsn: dsn, st: harness.OpenStore(t, dsn)}
 	e.b = harness.PluginBroker(t, dsn, [2]string{"preload", "false"}, [2]string{"cache_ttl", ttl.String()},
-		[2]string{"stale_grace", "0s"}, [2]string{"listen_dsn", feedDSN})
+		[2]string{"stale_grace", "0s"}, [2]string{"listen_dsn", feedDSN}, [2]string{"log_level", "debug"},
+		[2]string{"db_timeout", "3s"}) // generous: the machine is shared; the test counts lookups, not their speed
 	if !e.b.WaitLog("credential change feed listening", 15*time.Second) {
 		t.Fatal("the plugin's LISTEN did not come up")
 	}
 	a, b := e.agent("a"), e.agent("b")
+	// Their creation's notifications invalidate what is cached for them when they arrive: let them all
+	// arrive first (they are handled in order, so the next agent's means a's and b's are done).
+	sentinel := e.agent("sentinel")
+	if !e.b.WaitLog("credential change handled agent="+sentinel.UUID, 15*time.Second) {
+		t.Fatal("the plugin did not handle the agents' notifications")
+	}
 	connect := func(ag harness.Agent) {
 		t.Helper()
 		if err := connectOnce(t, e.b, ag.Key, ag.Password, ag.ClientID); err != nil {
 			t.Fatalf("connect %s: %v", ag.UUID, err)
 		}
 	}
-	// pastTTL lets cache_ttl pass (the precondition; what is asserted is the count of lookups).
-	pastTTL := func() { time.Sleep(ttl + 500*time.Millisecond) }
+	// pastTTL lets cache_ttl pass (the precondition; what is asserted is the count of lookups), and the
+	// background refresh (every second) of an entry served past it: a refreshed entry is fresh again.
+	pastTTL := func() { time.Sleep(ttl + 1500*time.Millisecond) }
 
 	before := e.lookups()
 	connect(a)
