@@ -144,8 +144,9 @@ func (c *Cache[K, V, G]) Get(k K) (V, Result) {
 		c.misses.Add(1)
 		return zero, Known
 	}
-	// Trusted past its TTL only when fetched after the feed last came up, so not across a gap in it.
-	covered := c.feedSince != 0 && e.at > c.feedSince && e.at > c.forgotten && !suspect
+	// Trusted past its TTL only when fetched after the feed last came up, so not across a gap in it. A
+	// TTL of 0 means "always ask the source of truth": never trusted.
+	covered := c.opt.TTL > 0 && c.feedSince != 0 && e.at > c.feedSince && e.at > c.forgotten && !suspect
 	c.mu.Unlock()
 	age := time.Duration(now - e.at)
 	switch {

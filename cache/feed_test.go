@@ -173,3 +173,19 @@ func TestPeek(t *testing.T) {
 		t.Fatalf("peek counted as a lookup: %+v", st)
 	}
 }
+
+// A TTL of 0 asks the source of truth at every lookup, whatever the feed says.
+func TestFeedDoesNotOverrideZeroTTL(t *testing.T) {
+	clk := &clock{t: time.Unix(1_700_000_000, 0)}
+	c, err := New[string, cred, string](Options[cred, string]{Size: 4, TTL: 0, Group: func(v cred) string { return v.agent }, Now: clk.now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.FeedUp(clk.t)
+	clk.advance(time.Millisecond)
+	c.Add("k", cred{"a", "v"}, clk.t)
+	clk.advance(time.Second)
+	if _, r := c.Get("k"); r != Known {
+		t.Fatalf("Get = %v with TTL 0, want Known", r)
+	}
+}
