@@ -5,6 +5,11 @@
 // without scanning: an entry fetched before its group's invalidation time is treated as absent, which
 // also closes the race of a lookup that started before a change and finished after it. Values are
 // stored by value in a slab (see lru), so a cached value costs no allocation of its own.
+//
+// While the source of truth announces every change (FeedUp), a positive answer fetched since the feed
+// came up stays usable past its TTL (Aged): the announcement, not the clock, is what ends it. As soon as
+// the feed is down (FeedDown), or has been down at any time since the answer was fetched, the TTL
+// applies again (docs/decisions/0017-trust-cached-entries-while-listen-is-healthy.md).
 package cache
 
 import (
@@ -32,6 +37,9 @@ const (
 	// Known: nothing usable, like Miss, but the key had a positive answer (too old now, or its group was
 	// invalidated): it existed, so asking the source of truth is not a stranger's guess.
 	Known
+	// Aged: a positive answer past its TTL, still trusted because the change feed has been up without
+	// a break since it was fetched (see FeedUp). Use it, and have it refreshed off the hot path.
+	Aged
 )
 
 // Options configure a Cache. Size 0 disables caching (every Get misses). G is the type of invalidation
@@ -57,8 +65,8 @@ type entry[V any] struct {
 
 // Stats are cumulative counters.
 type Stats struct {
-	Hits, NegativeHits, StaleHits, Misses, Evictions uint64
-	Len                                              int
+	Hits, NegativeHits, StaleHits, AgedHits, Misses, Evictions uint64
+	Len                                                        int
 }
 
 // Cache is safe for concurrent use.
@@ -71,8 +79,13 @@ type Cache[K comparable, V any, G comparable] struct {
 	invalid     map[G]int64    // group -> invalidated at (unix ns)
 	invalidAll  int64
 	lastPruneAt int64
+	// feedSince is when the change feed last came up (unix ns); 0 while it is down. Only answers fetched
+	// after it may outlive their TTL.
+	feedSince int64
+	// forgotten is the newest group invalidation pruned from invalid (unix ns).
+	forgotten int64
 
-	hits, negHits, staleHits, misses, evictions atomic.Uint64
+	hits, negHits, staleHits, agedHits, misses, evictions atomic.Uint64
 }
 
 // New builds a cache.
@@ -131,18 +144,40 @@ func (c *Cache[K, V, G]) Get(k K) (V, Result) {
 		c.misses.Add(1)
 		return zero, Known
 	}
+	// Trusted past its TTL only when fetched after the feed last came up, so not across a gap in it. A
+	// TTL of 0 means "always ask the source of truth": never trusted.
+	covered := c.opt.TTL > 0 && c.feedSince != 0 && e.at > c.feedSince && e.at > c.forgotten && !suspect
 	c.mu.Unlock()
 	age := time.Duration(now - e.at)
 	switch {
 	case age < c.opt.TTL && !suspect:
 		c.hits.Add(1)
 		return e.val, Hit
+	case covered:
+		c.agedHits.Add(1)
+		return e.val, Aged
 	case age < c.opt.TTL+c.opt.StaleGrace:
 		c.staleHits.Add(1)
 		return e.val, Stale
 	}
 	c.misses.Add(1)
 	return zero, Known
+}
+
+// Peek returns k's positive answer as held, whatever its age, without counting a lookup or marking k
+// recently used (for a background refresh to compare with what the source of truth says now).
+func (c *Cache[K, V, G]) Peek(k K) (V, bool) {
+	var zero V
+	if c.lru == nil {
+		return zero, false
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	i, ok := c.lru.index[k]
+	if !ok {
+		return zero, false
+	}
+	return c.lru.at(i).val.val, true
 }
 
 // Full reports whether the cache holds as many positive answers as it may, so that adding one evicts
@@ -227,7 +262,9 @@ func (c *Cache[K, V, G]) InvalidateGroup(group G, at time.Time) {
 	if ns > c.invalid[group] {
 		c.invalid[group] = ns
 	}
-	// Forget invalidations older than any entry could be: bounded memory without a timer.
+	// Forget invalidations older than any entry could be: bounded memory without a timer. An Aged entry
+	// can be older still, so the newest forgotten time becomes a floor: entries fetched at or before it
+	// are no longer trusted past their TTL (they might belong to a forgotten group).
 	horizon := max(c.opt.TTL+c.opt.StaleGrace, c.opt.NegativeTTL)
 	now := c.now()
 	if len(c.invalid) > 1024 && now-c.lastPruneAt > int64(time.Second) {
@@ -235,6 +272,7 @@ func (c *Cache[K, V, G]) InvalidateGroup(group G, at time.Time) {
 		for g, t := range c.invalid {
 			if time.Duration(now-t) > horizon {
 				delete(c.invalid, g)
+				c.forgotten = max(c.forgotten, t)
 			}
 		}
 	}
@@ -248,6 +286,31 @@ func (c *Cache[K, V, G]) InvalidateAll(at time.Time) {
 		c.invalidAll = ns
 	}
 	c.mu.Unlock()
+}
+
+// FeedUp records that the change feed is up since at: from then on every change of an entry is
+// announced (InvalidateGroup, Remove, InvalidateAll), so an answer fetched after at stays usable past its
+// TTL, as Aged, until the feed goes down. Call it once the feed listens, with the time taken after that;
+// answers fetched before at keep their TTL (call InvalidateAll(at) too, as changes may have been missed).
+func (c *Cache[K, V, G]) FeedUp(at time.Time) {
+	c.mu.Lock()
+	c.feedSince = max(at.UnixNano(), 1)
+	c.mu.Unlock()
+}
+
+// FeedDown records that the change feed is down: every entry has its TTL again, now and after the feed
+// comes back (only answers fetched after the next FeedUp may outlive it).
+func (c *Cache[K, V, G]) FeedDown() {
+	c.mu.Lock()
+	c.feedSince = 0
+	c.mu.Unlock()
+}
+
+// FeedIsUp reports whether the change feed is up (FeedUp without a FeedDown since).
+func (c *Cache[K, V, G]) FeedIsUp() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.feedSince != 0
 }
 
 // Purge drops everything.
@@ -274,7 +337,7 @@ func (c *Cache[K, V, G]) Len() int {
 // Stats returns the counters.
 func (c *Cache[K, V, G]) Stats() Stats {
 	return Stats{
-		Hits: c.hits.Load(), NegativeHits: c.negHits.Load(), StaleHits: c.staleHits.Load(),
+		Hits: c.hits.Load(), NegativeHits: c.negHits.Load(), StaleHits: c.staleHits.Load(), AgedHits: c.agedHits.Load(),
 		Misses: c.misses.Load(), Evictions: c.evictions.Load(), Len: c.Len(),
 	}
 }

@@ -3,8 +3,8 @@
 // looks credentials up through a bounded cache and then the store under a hard deadline, fails closed
 // when the store is unreachable (serving cached positives only within the stale grace), and computes the
 // session's ACL once. A short-lived MQTT credential (an iotmq_ username, token.go) takes another path:
-// its signature is checked by a TokenVerifier and its subjects against an in-memory DenyList, with no
-// cache and no store. It is plain Go: no cgo, no Mosquitto.
+// its signature is checked by a TokenVerifier (which may remember credentials it verified) and its
+// subjects against an in-memory DenyList on every connect, with no store. It is plain Go: no cgo, no Mosquitto.
 package auth
 
 import (
@@ -134,8 +134,15 @@ type Config struct {
 	SlowBudget SlowBudget
 	// RecordFastHash, when set, is called after a slow hash's first success (see FastHashRecorder).
 	RecordFastHash FastHashRecorder
-	Now            func() time.Time
-	Log            *slog.Logger
+	// Refresh, when set, re-reads entries served past their TTL (cache.Aged) in the background, every
+	// RefreshEvery (1 s when unset), at most RefreshRate a second (DefaultRefreshRate when 0); Refreshed
+	// is then told of each agent whose entry had changed without a notification (see refresh.go).
+	Refresh      BatchLookup
+	RefreshEvery time.Duration
+	RefreshRate  float64
+	Refreshed    func(agent string)
+	Now          func() time.Time
+	Log          *slog.Logger
 }
 
 // Credentials are what a client presented.
@@ -164,6 +171,12 @@ type Authorizer struct {
 
 	windows atomic.Uint64 // fail-fast windows entered
 	stale   atomic.Uint64 // connects answered from a stale entry
+
+	refreshMu                                  sync.Mutex
+	refreshQ                                   map[secret.Digest]struct{}
+	refreshLimit                               *rate.Limiter
+	refreshed, refreshDiffered, refreshSkipped atomic.Uint64
+	diffLog                                    rate.Sometimes
 }
 
 // Stats are the authorizer's cumulative counters, for metrics.
@@ -176,13 +189,18 @@ type Stats struct {
 	StaleServed uint64
 	// StoreDown is StoreDown() now.
 	StoreDown bool
+	// Refreshed counts entries served past their TTL and then refreshed unchanged in the background;
+	// RefreshDiffered those found changed without a notification; RefreshSkipped those not queued
+	// because the refresh rate was spent or the queue was full.
+	Refreshed, RefreshDiffered, RefreshSkipped uint64
 }
 
 // Stats returns the counters.
 func (a *Authorizer) Stats() Stats {
 	return Stats{
 		StoreFailures: uint64(a.failures.Load()), FailFastWindows: a.windows.Load(), StaleServed: a.stale.Load(),
-		StoreDown: a.StoreDown(),
+		StoreDown: a.StoreDown(), Refreshed: a.refreshed.Load(), RefreshDiffered: a.refreshDiffered.Load(),
+		RefreshSkipped: a.refreshSkipped.Load(),
 	}
 }
 
@@ -206,9 +224,17 @@ func New(cfg Config, st Lookup, c *Cache) *Authorizer {
 	if cfg.TokenNamePrefix == "" {
 		cfg.TokenNamePrefix = "token-id:"
 	}
+	if cfg.RefreshEvery <= 0 {
+		cfg.RefreshEvery = time.Second
+	}
+	if cfg.RefreshRate <= 0 {
+		cfg.RefreshRate = DefaultRefreshRate
+	}
 	dummy, _ := passhash.Parse(passhash.SHA256Hex("iotauth dummy password for timing"))
 	apps, _ := st.(AppLookup)
-	return &Authorizer{cfg: cfg, store: st, apps: apps, cache: c, dummy: dummy, failLog: rate.Sometimes{Interval: 10 * time.Second}}
+	return &Authorizer{cfg: cfg, store: st, apps: apps, cache: c, dummy: dummy, failLog: rate.Sometimes{Interval: 10 * time.Second},
+		refreshQ: map[secret.Digest]struct{}{}, diffLog: rate.Sometimes{Interval: time.Minute},
+		refreshLimit: rate.NewLimiter(rate.Limit(cfg.RefreshRate), int(min(cfg.RefreshRate, refreshBatch)))}
 }
 
 // Cache exposes the cache for invalidation and stats.
@@ -425,6 +451,11 @@ func (a *Authorizer) entry(ctx context.Context, d secret.Digest, app bool) (e En
 	e, r := a.cache.Get(d)
 	switch r {
 	case cache.Hit:
+		return e, nil
+	case cache.Aged:
+		// Past its TTL but trusted: the change feed has been up since it was fetched. Refreshed off
+		// the broker thread.
+		a.queueRefresh(d)
 		return e, nil
 	case cache.NegativeHit:
 		return Entry{}, ErrUnknownKey

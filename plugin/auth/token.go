@@ -12,7 +12,8 @@ import (
 
 // TokenUsernamePrefix starts the MQTT username of a short-lived credential (mqttcred.UsernamePrefix; a
 // test of plugin/mqtttoken keeps the two equal). Such a username is never a key: it goes to the token
-// verifier, with no cache, no store and no lookup budget.
+// verifier (which may remember what it verified, never past exp), with no store and no lookup budget;
+// the deny list and the client id rule are checked here on every connect.
 const TokenUsernamePrefix = "iotmq_"
 
 // MaxTokenPasswordLen bounds a short-lived credential's password, a compact JWS (mqttcred.MaxPasswordLen).

@@ -54,6 +54,7 @@ func (e *Engine) goBackground(ctx context.Context) <-chan struct{} {
 	var settle sync.Once
 	settledNow := func() { settle.Do(func() { close(settled) }) }
 	e.Go("credential change feed", func(ctx context.Context) {
+		defer e.auth.Cache().FeedDown() // also when a panic ends the listener until supervise restarts it
 		e.feed.Listen(ctx, ListenHandler{
 			Changed: e.Changed,
 			Connected: func(reconnect bool) {
@@ -68,6 +69,8 @@ func (e *Engine) goBackground(ctx context.Context) <-chan struct{} {
 				}
 			},
 			Failed: func(err error) {
+				// Changes may go unannounced now: cache_ttl applies to every entry again.
+				e.auth.Cache().FeedDown()
 				settledNow() // PostgreSQL is unreachable: do not hold up the broker's start
 				listenFail.Do(func() {
 					e.log.Warn("credential change feed (LISTEN) down; retrying with backoff", "error", err)
@@ -79,6 +82,7 @@ func (e *Engine) goBackground(ctx context.Context) <-chan struct{} {
 	e.Go("legacy usernames", e.legacy.loader)
 	e.Go("known keys", e.keys.loader)
 	e.Go("periodic resync", e.periodic)
+	e.Go("cache refresh", e.auth.RunRefresh)
 	e.Go("preload", func(ctx context.Context) { defer settledNow(); e.preload(ctx, listening, settledNow) })
 	return settled
 }

@@ -294,6 +294,9 @@ func New(c Config) (*Engine, error) {
 		AppNamePrefix: renamedAppPrefix, Log: e.log, Now: e.now,
 		Legacy: names, SlowBudget: auth.NewTimeBudget(cfg.SlowHashBudget, time.Second, nil), RecordFastHash: e.writes.queueFastHash,
 		Tokens: verifier, Denials: e.denials, TokenNamePrefix: renamedTokenPrefix,
+		// Entries served past cache_ttl while the change feed is up are re-read in the background; one
+		// that changed without a notification has its agent's live sessions re-checked.
+		Refresh: c.Store, Refreshed: func(agent string) { e.rechecks.later(agent) },
 	}, c.Lookup, ca)
 	// The broker answers a marked client's publishes and deliveries itself (c/iotauth_marks.h) when the
 	// configured rules are one namespace per agent and the longest mark fits.

@@ -59,6 +59,7 @@ func (e *Engine) feedConnected(ctx context.Context) {
 	e.denied.stale.Store(true)
 	e.denied.load(ctx)
 	e.auth.Cache().InvalidateAll(e.now())
+	e.auth.Cache().FeedUp(e.now()) // entries fetched from now on outlive cache_ttl while the feed is up
 	e.sessions.Changed()
 	e.rechecks.all()
 	e.legacy.reload()

@@ -395,6 +395,7 @@ func (s *sourced) Collect(ch chan<- prometheus.Metric) {
 		counter(descCacheLookups, st.Misses, "miss")
 		counter(descCacheLookups, st.NegativeHits, "negative_hit")
 		counter(descCacheLookups, st.StaleHits, "stale")
+		counter(descCacheLookups, st.AgedHits, "aged")
 		counter(descCacheEvictions, st.Evictions)
 		gauge(descCacheEntries, float64(st.Len))
 	}

@@ -61,7 +61,8 @@ type Config struct {
 	// presence (part of "presence", with a connect storm on brokers with presence on and off).
 	ChurnAgents, ChurnWorkers int
 	ChurnDur                  time.Duration
-	// Only restricts the run to these loads (connect, publish, storm, flood, revoke, memory, token, presence); empty
+	// Only restricts the run to these loads (connect, publish, storm, flood, revoke, memory, token, presence,
+	// intermittent); empty
 	// runs all.
 	Only []string
 	// Floor and Dynsec add to the cached connect storm the floor plugin (iotauth's shim with a Go side that
@@ -191,6 +192,7 @@ func Run(ctx context.Context, env Env, cfg Config) (*Report, error) {
 	}{
 		{"connect", r.connectAndPublish}, {"storm", r.storm}, {"flood", r.flood},
 		{"revoke", r.revoke}, {"memory", r.memory}, {"token", r.tokens}, {"presence", r.presence},
+		{"intermittent", r.intermittent},
 	}
 	for _, s := range steps {
 		if s.name != "connect" && !cfg.runs(s.name) {

@@ -443,6 +443,13 @@ func TestMetricsCountPostgresOutage(t *testing.T) {
 	if err := connectOnce(t, b, cached.Key, cached.Password, cached.ClientID); err != nil {
 		t.Fatal(err)
 	}
+	// While LISTEN is up an entry past cache_ttl is still trusted (docs/decisions/0017-trust-cached-entries-while-listen-is-healthy.md), and a paused
+	// server does not end LISTEN: end it now, so that the entry, fetched before LISTEN came back, is stale.
+	harness.Exec(t, dsn, `SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+		WHERE datname = current_database() AND application_name = 'mosquitto-iotauth' AND pid <> pg_backend_pid()`)
+	if !b.WaitLog("credential change feed reconnected", 15*time.Second) {
+		t.Fatal("the change feed did not reconnect")
+	}
 	time.Sleep(1100 * time.Millisecond) // past cache_ttl: the entry is stale, usable only while PostgreSQL is down
 
 	p.Pause()

@@ -49,7 +49,9 @@ func TestPostgresOutage(t *testing.T) {
 			if err := connectOnce(t, b, cached.Key, cached.Password, cached.ClientID); err != nil {
 				t.Fatal(err)
 			}
-			time.Sleep(1100 * time.Millisecond) // cached entries are now stale: only usable while the DB is down
+			// Cached entries are now past cache_ttl: stale once the DB stops (LISTEN breaks); while it is
+			// paused LISTEN looks healthy, so they are still trusted (docs/decisions/0017-trust-cached-entries-while-listen-is-healthy.md).
+			time.Sleep(1100 * time.Millisecond)
 
 			if mode == "paused" {
 				p.Pause()

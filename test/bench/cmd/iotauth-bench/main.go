@@ -47,7 +47,7 @@ func run() int {
 	churnAgents := flag.Int("churn-agents", def.ChurnAgents, "agents connecting and disconnecting in the presence churn load")
 	churnWorkers := flag.Int("churn-workers", def.ChurnWorkers, "clients making the presence churn load's connects")
 	churnDur := flag.Duration("churn-dur", def.ChurnDur, "how long the presence churn load lasts")
-	only := flag.String("only", "", "run only these loads: connect, publish (with the application fan-in), storm, flood, revoke, memory, token, presence (comma-separated)")
+	only := flag.String("only", "", "run only these loads: connect, publish (with the application fan-in), storm, flood, revoke, memory, token, presence, intermittent (comma-separated)")
 	goauth := flag.String("goauth", os.Getenv("GOAUTH_SO"), "mosquitto-go-auth's go-auth.so: compare it in the cached connect storm and the publish loads (default $GOAUTH_SO; docs/benchmarks.md says how to build it)")
 	noCompare := flag.Bool("no-compare", false, "leave out the comparison brokers of the cached connect storm (floor, dynamic-security, iotauth with presence off)")
 	withMetrics := flag.Bool("metrics", def.Metrics, "also run the cached connect storm and the reconnect storm against a plugin broker serving metrics (plugin_opt_metrics_listen, scraped every second), beside the one without")
@@ -220,9 +220,9 @@ func validate(c bench.Config) error {
 	}
 	for _, l := range c.Only {
 		switch l {
-		case "connect", "publish", "storm", "flood", "revoke", "memory", "token", "presence":
+		case "connect", "publish", "storm", "flood", "revoke", "memory", "token", "presence", "intermittent":
 		default:
-			return fmt.Errorf("-only %q: use connect, publish, storm, flood, revoke, memory, token or presence", l)
+			return fmt.Errorf("-only %q: use connect, publish, storm, flood, revoke, memory, token, presence or intermittent", l)
 		}
 	}
 	for _, w := range c.ConnectWorkers {
