@@ -48,9 +48,22 @@ func appendAt(buf []byte, at time.Time) []byte {
 	return buf
 }
 
-// appendJSONString appends s as a JSON string. Valid UTF-8 is copied with only '"', '\\' and control
-// characters escaped; anything else goes through encoding/json (which replaces invalid bytes).
+// appendJSONString appends s as a JSON string. Plain ASCII (uuids, broker ids, most client ids) is copied
+// in one pass; valid UTF-8 is copied with only '"', '\\' and control characters escaped; anything else
+// goes through encoding/json (which replaces invalid bytes).
 func appendJSONString(buf []byte, s string) []byte {
+	plain := true
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c == '"' || c == '\\' || c >= utf8.RuneSelf {
+			plain = false
+			break
+		}
+	}
+	if plain {
+		buf = append(buf, '"')
+		buf = append(buf, s...)
+		return append(buf, '"')
+	}
 	if !utf8.ValidString(s) {
 		b, _ := json.Marshal(s)
 		return append(buf, b...)

@@ -70,7 +70,7 @@ type Row struct {
 	Principal      string // agent uuid, application key id, short-lived credential subject
 	ClientID       string
 	Protocol       string // mqtt3.1, mqtt3.1.1, mqtt5
-	Remote         string // IP address, no port ("" when unknown)
+	Remote         netip.Addr // IP address (the zero Addr when unknown)
 	ConnectedAt    time.Time
 	DisconnectedAt *time.Time
 	Reason         string // set with DisconnectedAt
@@ -184,8 +184,7 @@ type Recorder struct {
 	// The writer's scratch space, reused between batches (writer only, under writing).
 	scratchRows    []Row
 	scratchAt      map[int64]int
-	addrs          map[netip.Addr]string // remote addresses as text, so that a returning client costs no allocation
-	replacedWarned time.Time             // when the last "another broker has this id" error was logged
+	replacedWarned time.Time // when the last "another broker has this id" error was logged
 }
 
 // New makes a recorder with a fresh incarnation.
@@ -689,30 +688,11 @@ func (r *Recorder) write(ctx context.Context, batch []queued) error {
 // rowOf is s as a Row; its DisconnectedAt points into s. Writer only (under writing).
 func (r *Recorder) rowOf(s *rec) Row {
 	row := Row{Seq: s.seq, Kind: s.kind, Principal: s.principal, ClientID: s.clientID, Protocol: s.protocol,
-		Remote: r.addrString(s.remote), ConnectedAt: s.connectedAt}
+		Remote: s.remote, ConnectedAt: s.connectedAt}
 	if s.reason != "" {
 		row.DisconnectedAt, row.Reason = &s.end, string(s.reason)
 	}
 	return row
-}
-
-// maxAddrs bounds the writer's cache of address strings.
-const maxAddrs = 4096
-
-// addrString is a as text ("" for the zero Addr), from a bounded cache. Writer only (under writing).
-func (r *Recorder) addrString(a netip.Addr) string {
-	if !a.IsValid() {
-		return ""
-	}
-	if s, ok := r.addrs[a]; ok {
-		return s
-	}
-	if r.addrs == nil || len(r.addrs) >= maxAddrs {
-		r.addrs = make(map[netip.Addr]string, 64)
-	}
-	s := a.String()
-	r.addrs[a] = s
-	return s
 }
 
 // reconcile runs after rows were dropped: it writes what is queued, then makes the database hold exactly

@@ -187,7 +187,7 @@ func TestStartAndEndInOneBatchAreOneRow(t *testing.T) {
 	r.Disconnected(1)
 	step(t, r) // the store refuses a seq twice in one statement
 	row := fs.bySeq(1)
-	if row.DisconnectedAt == nil || row.Reason != "client" || row.Remote != "10.0.0.1" || row.Protocol != "mqtt3.1.1" {
+	if row.DisconnectedAt == nil || row.Reason != "client" || row.Remote.String() != "10.0.0.1" || row.Protocol != "mqtt3.1.1" {
 		t.Fatalf("row %+v", row)
 	}
 }
