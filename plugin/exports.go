@@ -142,12 +142,12 @@ func iotauth_go_acl_check(client C.uintptr_t, topic *C.char, topicLen C.int, acc
 }
 
 //export iotauth_go_disconnect
-func iotauth_go_disconnect(client C.uintptr_t, cleanStart, protocolVersion, told C.int) {
+func iotauth_go_disconnect(client C.uintptr_t, cleanStart, protocolVersion, told, reason C.int) {
 	defer recoverTo(nil, 0, "disconnect")
 	if in := current.Load(); in != nil {
 		keptFor := session.KeptFor(int(protocolVersion), cleanStart != 0, session.Told(told), in.cfg.MQTT5SessionHold)
 		in.sessions.Disconnect(uintptr(client), keptFor)
-		in.presenceDisconnected(uintptr(client))
+		in.presenceDisconnected(uintptr(client), int(reason))
 	}
 }
 

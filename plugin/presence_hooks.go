@@ -87,10 +87,11 @@ func (in *instance) presenceConnected(client uintptr, s *auth.Session) {
 	in.presence.Connected(client, kind, id, presenceClientID(s, id), presence.Protocol(version), addr)
 }
 
-// presenceDisconnected records a session's end. Broker's thread.
-func (in *instance) presenceDisconnected(client uintptr) {
+// presenceDisconnected records a session's end; code is the broker's reason (presence.BrokerReason).
+// Broker's thread.
+func (in *instance) presenceDisconnected(client uintptr, code int) {
 	if in.presence != nil {
-		in.presence.Disconnected(client)
+		in.presence.Disconnected(client, code)
 	}
 }
 

@@ -33,8 +33,8 @@ type Reason string
 
 // The reasons a session ends.
 const (
-	// Client: the client disconnected, or its connection ended without a kick or takeover (Mosquitto 2.0
-	// does not tell plugins whether a DISCONNECT packet, a keep-alive timeout or a network error ended it).
+	// Client: the client sent DISCONNECT. Under Mosquitto 2.0, which does not tell plugins why a connection
+	// ended (BrokerReason), also any end without a kick or takeover.
 	Client         Reason = "client"
 	Keepalive      Reason = "keepalive"
 	KickedRevoked  Reason = "kicked_revoked"
@@ -345,9 +345,37 @@ func KickReason(err error) Reason {
 	return KickedRevoked
 }
 
-// Disconnected ends client's session, if it has one: with the reason a kick or takeover left, else
-// client. Broker's thread.
-func (r *Recorder) Disconnected(client uintptr) {
+// The codes Mosquitto passes plugins in MOSQ_EVT_DISCONNECT's reason (and MOSQ_EVT_CLIENT_OFFLINE's):
+// 2.1 passes the MOSQ_ERR_* code its do_disconnect was given, in 2.1's numbering (2.0's headers number
+// MOSQ_ERR_ADMINISTRATIVE_ACTION 30, not 152); every 2.0 passes -1 (docs/presence.md lists the versions).
+const (
+	CodeUnknown   = -1
+	codeSuccess   = 0   // MOSQ_ERR_SUCCESS: the client's DISCONNECT packet
+	codeKeepalive = 19  // MOSQ_ERR_KEEPALIVE: nothing heard for 1.5 keep-alive intervals
+	codeTakenOver = 142 // MOSQ_ERR_SESSION_TAKEN_OVER: another connection with the same client id
+	// Others read error: MOSQ_ERR_CONN_LOST (7, closed without DISCONNECT), MOSQ_ERR_PROTOCOL (2),
+	// MOSQ_ERR_MALFORMED_PACKET, MOSQ_ERR_ADMINISTRATIVE_ACTION (152, a kick by another plugin), ...
+)
+
+// BrokerReason is the reason a session ends with when the broker's code is all there is to go by (no
+// kick or takeover of the plugin's own under way): client for a DISCONNECT packet, keepalive, takeover,
+// and error for the rest (a connection lost or closed without DISCONNECT, a protocol error, a kick by
+// another plugin). A broker that does not say (CodeUnknown: Mosquitto 2.0) reads client.
+func BrokerReason(code int) Reason {
+	switch code {
+	case CodeUnknown, codeSuccess:
+		return Client
+	case codeKeepalive:
+		return Keepalive
+	case codeTakenOver:
+		return Takeover
+	}
+	return Error
+}
+
+// Disconnected ends client's session, if it has one: with the reason a kick or takeover left, else the
+// reason the broker's code gives (BrokerReason). Broker's thread.
+func (r *Recorder) Disconnected(client uintptr, code int) {
 	now := r.cfg.Now()
 	r.mu.Lock()
 	e := r.live[client]
@@ -358,7 +386,7 @@ func (r *Recorder) Disconnected(client uintptr) {
 	before := len(r.queue)
 	reason := e.reason
 	if reason == "" {
-		reason = Client
+		reason = BrokerReason(code)
 	}
 	r.endLocked(e, now, reason)
 	full := before < r.cfg.BatchSize && len(r.queue) >= r.cfg.BatchSize
