@@ -28,7 +28,7 @@ type PresenceRow struct {
 	Kind           string // PrincipalAgent, PrincipalApp, PrincipalToken
 	Principal      string // agent uuid, application key id, short-lived credential subject
 	ClientID       string
-	Protocol       string // mqtt3.1, mqtt3.1.1, mqtt5
+	Protocol       string     // mqtt3.1, mqtt3.1.1, mqtt5
 	Remote         netip.Addr // IP address (the zero Addr when unknown: written as "")
 	ConnectedAt    time.Time
 	DisconnectedAt *time.Time

@@ -1,8 +1,8 @@
 package store_test
 
 import (
-	"testing"
 	"net/netip"
+	"testing"
 	"time"
 
 	"github.com/iotauth/iotauth/backend/store"

@@ -69,7 +69,7 @@ type Row struct {
 	Kind           string // KindAgent, KindApp, KindToken
 	Principal      string // agent uuid, application key id, short-lived credential subject
 	ClientID       string
-	Protocol       string // mqtt3.1, mqtt3.1.1, mqtt5
+	Protocol       string     // mqtt3.1, mqtt3.1.1, mqtt5
 	Remote         netip.Addr // IP address (the zero Addr when unknown)
 	ConnectedAt    time.Time
 	DisconnectedAt *time.Time
