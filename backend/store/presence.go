@@ -183,13 +183,23 @@ func (s *Store) PresenceWrite(ctx context.Context, broker, incarnation string, r
 }
 
 // presenceWrite runs presenceUpsert with params in text, prepared once per connection, through pgx's
-// protocol layer: pgx's own Exec would copy each parameter once more through its type map.
+// protocol layer: pgx's own Exec would copy each parameter once more through its type map. A pool that
+// must not prepare statements (default_query_exec_mode other than the default, as behind PgBouncer in
+// transaction mode: docs/operations.md) gets the parameters as strings through pgx's Exec instead.
 func (s *Store) presenceWrite(ctx context.Context, params [][]byte) error {
 	c, err := s.pool.Acquire(ctx)
 	if err != nil {
 		return err
 	}
 	defer c.Release()
+	if c.Conn().Config().DefaultQueryExecMode != pgx.QueryExecModeCacheStatement {
+		args := make([]any, len(params))
+		for i, p := range params {
+			args[i] = string(p)
+		}
+		_, err := c.Exec(ctx, presenceUpsert, args...)
+		return err
+	}
 	sd, err := c.Conn().Prepare(ctx, presenceUpsertName, presenceUpsert)
 	if err != nil {
 		return err

@@ -1,18 +1,47 @@
 package store_test
 
 import (
+	"context"
 	"net/netip"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgxpool"
+
 	"github.com/iotauth/iotauth/backend/store"
+	"github.com/iotauth/iotauth/test/harness"
 )
 
 // TestPresenceWriteRoundTrip writes sessions whose strings hold every character that means something in
 // an array literal (the batch travels as text) and reads them back as they were: times to the
 // microsecond, NULL ends and reasons of live sessions, an end closing a row written by an earlier batch.
+// The batch goes through a prepared statement, or as strings through pgx's Exec when the pool must not
+// prepare (default_query_exec_mode, as behind PgBouncer in transaction mode).
 func TestPresenceWriteRoundTrip(t *testing.T) {
-	d := newDB(t)
+	for _, mode := range []string{"", "simple_protocol", "exec"} {
+		t.Run("mode="+mode, func(t *testing.T) {
+			d := newDB(t)
+			if mode != "" {
+				dsn := pg.NewDatabase(t)
+				sep := "?"
+				if strings.Contains(dsn, "?") {
+					sep = "&"
+				}
+				d.st = harness.OpenStore(t, dsn+sep+"default_query_exec_mode="+mode)
+				raw, err := pgxpool.New(context.Background(), dsn)
+				if err != nil {
+					t.Fatal(err)
+				}
+				t.Cleanup(raw.Close)
+				d.raw = raw
+			}
+			presenceRoundTrip(t, d)
+		})
+	}
+}
+
+func presenceRoundTrip(t *testing.T, d *db) {
 	const broker, inc = `broker "1"`, "3b7f5a62-0f4e-4c59-9a55-3a1f3a0c9d11"
 	if _, err := d.st.PresenceStart(d.ctx, broker, inc, 30*time.Second); err != nil {
 		t.Fatal(err)
