@@ -144,6 +144,9 @@ const maxSpareEntries = 1024
 type queued struct {
 	row rec
 	at  time.Time // when the event happened (monotonic): for the write lag
+	// evRaw: this row's lifecycle event went to Recorder.raw (see pushLocked), not to be rendered from
+	// the row.
+	evRaw bool
 }
 
 // Recorder is the live table and the write queue.
@@ -161,8 +164,14 @@ type Recorder struct {
 	spareEntries []*entry
 	byClientID   map[string]*entry
 	queue        []queued
-	dirty        bool       // rows were dropped: reconcile once PostgreSQL answers
-	raw          []rawEvent // events queued by the broker's thread
+	// rendered: the first rendered rows of queue have had their lifecycle events rendered (or need
+	// none). A row's event is rendered from the row itself, so that the broker's thread writes one record
+	// per start or end, not two.
+	rendered int
+	dirty    bool // rows were dropped: reconcile once PostgreSQL answers
+	// raw holds the events of rows that could not carry them: rows dropped while the queue was full, and
+	// every row after such a one until the writer renders (events keep their order).
+	raw []rawEvent
 	spareRaw     []rawEvent // the other buffer of raw, swapped by renderEvents (no allocation per round)
 	spareQueue   []queued   // the other buffer of queue, swapped by flush
 	events       []Event    // events rendered, waiting for a TICK
@@ -173,7 +182,8 @@ type Recorder struct {
 	freeEvents   []Event
 	freeBufs     [][]byte
 	spareBufList [][]byte
-	renderOut    []Event // renderEvents' scratch (writer only)
+	renderOut    []Event    // render's scratch (writer only)
+	rowEvents    []rawEvent // renderRows' scratch (writer only)
 	lastWrite    time.Time
 
 	dropped       atomic.Int64
@@ -317,7 +327,6 @@ func (r *Recorder) Connected(client uintptr, kind, principal, clientID, protocol
 	r.live[client] = e
 	r.byClientID[clientID] = e
 	r.pushLocked(e.row, now)
-	r.eventLocked(e.row, "connected", now, "")
 	full := before < r.cfg.BatchSize && len(r.queue) >= r.cfg.BatchSize
 	r.mu.Unlock()
 	r.afterPush(full)
@@ -407,20 +416,45 @@ func (r *Recorder) endLocked(e *entry, now time.Time, reason Reason) {
 	row := e.row
 	row.end, row.reason = end, reason
 	r.pushLocked(row, now)
-	r.eventLocked(row, "disconnected", end, reason)
 	*e = entry{}
 	if len(r.spareEntries) < maxSpareEntries {
 		r.spareEntries = append(r.spareEntries, e)
 	}
 }
 
+// pushLocked queues a start (row.reason "") or an end, with its lifecycle event: the row carries it, unless
+// the row is dropped (the queue is full: PostgreSQL is away) or events already wait in raw.
 func (r *Recorder) pushLocked(row rec, now time.Time) {
-	if len(r.queue) >= r.cfg.MaxQueue {
+	full := len(r.queue) >= r.cfg.MaxQueue
+	evRaw := full || len(r.raw) > 0
+	if evRaw {
+		r.eventLocked(row)
+	}
+	if full {
 		r.dropped.Add(1)
 		r.dirty = true
 		return
 	}
-	r.queue = append(r.queue, queued{row: row, at: now})
+	r.queue = append(r.queue, queued{row: row, at: now, evRaw: evRaw})
+}
+
+// truncateLocked drops the newest rows beyond MaxQueue (after a failed write put its rows back in front),
+// counting them, and the events of those not rendered yet.
+func (r *Recorder) truncateLocked() {
+	over := len(r.queue) - r.cfg.MaxQueue
+	if over <= 0 {
+		return
+	}
+	r.dropped.Add(int64(over))
+	for i := max(r.cfg.MaxQueue, r.rendered); i < len(r.queue); i++ {
+		if q := &r.queue[i]; !q.evRaw && r.wantsEvent(&q.row) {
+			r.eventsDropped.Add(1)
+		}
+	}
+	clear(r.queue[r.cfg.MaxQueue:])
+	r.queue = r.queue[:r.cfg.MaxQueue]
+	r.rendered = min(r.rendered, len(r.queue))
+	r.dirty = true
 }
 
 // afterPush wakes the writer when a push made the batch full: once per batch, not once per row (a queue
@@ -442,30 +476,84 @@ type rawEvent struct {
 	reason                 Reason
 }
 
-// eventLocked queues an agent's lifecycle event for MQTT (nothing when events are off or it is not an
-// agent's session: application keys and short-lived credentials are REST only). Never a key, password,
-// remote address or token.
-func (r *Recorder) eventLocked(row rec, event string, at time.Time, reason Reason) {
-	if !r.cfg.Events || row.kind != KindAgent {
+// wantsEvent reports whether row's start or end is published over MQTT: agents' only, when events are on
+// (application keys and short-lived credentials are REST only).
+func (r *Recorder) wantsEvent(row *rec) bool { return r.cfg.Events && row.kind == KindAgent }
+
+// rawOf is row's lifecycle event: connected for a start, disconnected with its reason for an end. Never a
+// key, password, remote address or token.
+func rawOf(row *rec) rawEvent {
+	if row.reason == "" {
+		return rawEvent{event: "connected", agent: row.principal, clientID: row.clientID, at: row.connectedAt}
+	}
+	return rawEvent{event: "disconnected", agent: row.principal, clientID: row.clientID, at: row.end, reason: row.reason}
+}
+
+// eventLocked queues row's lifecycle event in raw.
+func (r *Recorder) eventLocked(row rec) {
+	if !r.wantsEvent(&row) {
 		return
 	}
 	if len(r.raw)+len(r.events) >= r.cfg.MaxEvents {
 		r.eventsDropped.Add(1)
 		return
 	}
-	r.raw = append(r.raw, rawEvent{event: event, agent: row.principal, clientID: row.clientID, at: at, reason: reason})
+	r.raw = append(r.raw, rawOf(&row))
 }
 
-// renderEvents encodes the queued events (off the broker's thread) and asks for a TICK to publish them.
+// takeRowEventsLocked returns the queued rows whose events are not rendered yet, and marks them rendered.
+// The rows stay valid for the writer: the broker's thread only appends to the queue, and only the writer
+// (under writing) swaps it.
+func (r *Recorder) takeRowEventsLocked() []queued {
+	rows := r.queue[r.rendered:len(r.queue):len(r.queue)]
+	r.rendered = len(r.queue)
+	return rows
+}
+
+// renderEvents encodes the queued events (off the broker's thread) and asks for a TICK to publish them:
+// those of queued rows not rendered yet, then raw's. Writer only (under writing).
 func (r *Recorder) renderEvents() {
+	r.mu.Lock()
+	rows := r.takeRowEventsLocked()
+	r.mu.Unlock()
+	r.renderRows(rows)
+}
+
+// renderRows renders the events of rows (taken by takeRowEventsLocked) and then raw's. Writer only
+// (under writing).
+func (r *Recorder) renderRows(rows []queued) {
+	evs := r.rowEvents[:0]
+	if r.cfg.Events {
+		for i := range rows {
+			if q := &rows[i]; !q.evRaw && r.wantsEvent(&q.row) {
+				evs = append(evs, rawOf(&q.row))
+			}
+		}
+	}
 	r.mu.Lock()
 	raw := r.raw
 	r.raw, r.spareRaw = r.spareRaw[:0], nil
+	// Rendered events wait for a TICK: beyond MaxEvents of them, the rows' events are dropped and counted.
+	if over := len(r.events) + len(evs) - r.cfg.MaxEvents; over > 0 {
+		over = min(over, len(evs))
+		r.eventsDropped.Add(int64(over))
+		clear(evs[len(evs)-over:])
+		evs = evs[:len(evs)-over]
+	}
 	r.mu.Unlock()
+	r.render(evs)
+	clear(evs)
+	r.rowEvents = evs[:0]
+	r.render(raw)
+	clear(raw)
+	r.mu.Lock()
+	r.spareRaw = raw[:0]
+	r.mu.Unlock()
+}
+
+// render encodes events and queues them for the broker's thread.
+func (r *Recorder) render(raw []rawEvent) {
 	if len(raw) == 0 {
-		r.mu.Lock()
-		r.spareRaw = raw
-		r.mu.Unlock()
 		return
 	}
 	// One buffer holds every topic and payload of this round, and is not written again until the broker's
@@ -495,11 +583,9 @@ func (r *Recorder) renderEvents() {
 		// Sliced once this event is complete, in case an append moved buf (earlier events keep the old one).
 		out[i] = Event{Topic: unsafe.String(&buf[start], mid-1-start), CTopic: buf[start:mid:mid], Payload: buf[mid:len(buf):len(buf)]}
 	}
-	clear(raw)
 	r.mu.Lock()
 	r.events = append(r.events, out...)
 	r.eventBufs = append(r.eventBufs, buf)
-	r.spareRaw = raw[:0]
 	r.mu.Unlock()
 	clear(out)
 	r.renderOut = out[:0]
@@ -577,7 +663,9 @@ func (r *Recorder) Run(ctx context.Context) {
 		case <-t.C:
 		case <-r.wake:
 		}
+		r.writing.Lock()
 		r.renderEvents()
+		r.writing.Unlock()
 		if r.cfg.Now().Before(backoff) {
 			continue
 		}
@@ -646,18 +734,17 @@ func (r *Recorder) Step(ctx context.Context) error {
 func (r *Recorder) flush(ctx context.Context, drain bool) error {
 	for {
 		r.mu.Lock()
+		rows := r.takeRowEventsLocked()
 		taken := r.queue
-		r.queue, r.spareQueue = r.spareQueue[:0], nil
+		r.queue, r.spareQueue, r.rendered = r.spareQueue[:0], nil, 0
 		r.mu.Unlock()
+		r.renderRows(rows)
 		for i := 0; i < len(taken); i += r.cfg.MaxBatch {
 			if err := r.write(ctx, taken[i:min(i+r.cfg.MaxBatch, len(taken))]); err != nil {
 				r.mu.Lock()
 				r.queue = append(taken[i:], r.queue...)
-				if over := len(r.queue) - r.cfg.MaxQueue; over > 0 {
-					r.dropped.Add(int64(over))
-					r.queue = r.queue[:r.cfg.MaxQueue]
-					r.dirty = true
-				}
+				r.rendered = len(taken) - i // their events were rendered; the rows queued since not
+				r.truncateLocked()
 				r.mu.Unlock()
 				return err
 			}
@@ -728,8 +815,9 @@ func (r *Recorder) rowOf(s *rec) Row {
 // error; those whose start was dropped are written). Rows queued since follow in later batches.
 func (r *Recorder) reconcile(ctx context.Context) error {
 	r.mu.Lock()
+	rows := r.takeRowEventsLocked()
 	pending := r.queue
-	r.queue = nil
+	r.queue, r.rendered = nil, 0
 	live := make([]Row, 0, len(r.live))
 	for _, e := range r.live {
 		row := e.row
@@ -737,13 +825,12 @@ func (r *Recorder) reconcile(ctx context.Context) error {
 	}
 	r.dirty = false
 	r.mu.Unlock()
+	r.renderRows(rows)
 	restore := func() {
 		r.mu.Lock()
 		r.queue = append(pending, r.queue...)
-		if len(r.queue) > r.cfg.MaxQueue {
-			r.dropped.Add(int64(len(r.queue) - r.cfg.MaxQueue))
-			r.queue = r.queue[:r.cfg.MaxQueue]
-		}
+		r.rendered = len(pending)
+		r.truncateLocked()
 		r.dirty = true
 		r.mu.Unlock()
 	}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -441,7 +442,7 @@ func BenchmarkConnectDisconnect(b *testing.B) {
 		r.Disconnected(uintptr(i%len(ids)+1), CodeUnknown)
 		if i%1000 == 999 {
 			r.mu.Lock()
-			r.queue, r.raw = r.queue[:0], r.raw[:0]
+			r.queue, r.raw, r.rendered = r.queue[:0], r.raw[:0], 0
 			r.mu.Unlock()
 		}
 	}
@@ -577,7 +578,7 @@ func TestEventRoundsAllocateNothing(t *testing.T) {
 		}
 		r.Published()
 		r.mu.Lock()
-		r.queue = r.queue[:0] // as the writer takes it
+		r.queue, r.rendered = r.queue[:0], 0 // as the writer takes it
 		r.mu.Unlock()
 	}
 	for range 4 {
@@ -597,5 +598,54 @@ func TestEventRoundsAllocateNothing(t *testing.T) {
 	if string(pending[0].Payload) != want || pending[0].Topic != "iotauth/presence/agents/u-a" ||
 		!strings.Contains(string(next[0].Payload), "u-b") {
 		t.Fatalf("events overwritten: %s %s / %s", pending[0].Topic, pending[0].Payload, next[0].Payload)
+	}
+}
+
+// Events are rendered from the queued rows, and do not wait for PostgreSQL: while it is away, rows beyond
+// the queue's bound are dropped but their events still go out, in order, and a write that fails and puts
+// its rows back does not render their events twice.
+func TestEventsWithPostgreSQLAway(t *testing.T) {
+	r, fs, _ := newTest(t, func(c *Config) { c.MaxQueue = 3 })
+	fs.down = true
+	agents := func(evs []Event) []string {
+		var out []string
+		for _, e := range evs {
+			var m map[string]any
+			_ = json.Unmarshal(e.Payload, &m)
+			out = append(out, fmt.Sprint(m["agentUuid"], ":", m["event"]))
+		}
+		return out
+	}
+	for i := 1; i <= 5; i++ {
+		r.Connected(uintptr(i), KindAgent, fmt.Sprint("u", i), fmt.Sprint("c", i), "mqtt5", netip.Addr{})
+	}
+	r.Disconnected(1, CodeUnknown) // dropped too: the queue holds 3 rows
+	r.renderEvents()
+	got := agents(r.TakeEvents())
+	r.Published()
+	want := []string{"u1:connected", "u2:connected", "u3:connected", "u4:connected", "u5:connected", "u1:disconnected"}
+	if !slices.Equal(got, want) {
+		t.Fatalf("events %v; want %v", got, want)
+	}
+	if err := r.flush(context.Background(), false); err == nil {
+		t.Fatal("a write succeeded with PostgreSQL away")
+	}
+	r.Connected(6, KindAgent, "u6", "c6", "mqtt5", netip.Addr{})
+	r.renderEvents()
+	if got := agents(r.TakeEvents()); !slices.Equal(got, []string{"u6:connected"}) {
+		t.Fatalf("after a failed write: events %v; want only u6's", got)
+	}
+	r.Published()
+	// PostgreSQL is back: the rows put back are written, and nothing is rendered again.
+	fs.down = false
+	if err := r.reconcile(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	r.renderEvents()
+	if evs := r.TakeEvents(); evs != nil {
+		t.Fatalf("events rendered twice: %v", agents(evs))
+	}
+	if st := r.Stats(); st.EventsDropped != 0 {
+		t.Fatalf("%d events dropped", st.EventsDropped)
 	}
 }
