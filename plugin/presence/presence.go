@@ -171,11 +171,11 @@ type Recorder struct {
 	dirty    bool // rows were dropped: reconcile once PostgreSQL answers
 	// raw holds the events of rows that could not carry them: rows dropped while the queue was full, and
 	// every row after such a one until the writer renders (events keep their order).
-	raw []rawEvent
-	spareRaw     []rawEvent // the other buffer of raw, swapped by renderEvents (no allocation per round)
-	spareQueue   []queued   // the other buffer of queue, swapped by flush
-	events       []Event    // events rendered, waiting for a TICK
-	eventBufs    [][]byte   // the buffers events point into
+	raw        []rawEvent
+	spareRaw   []rawEvent // the other buffer of raw, swapped by renderEvents (no allocation per round)
+	spareQueue []queued   // the other buffer of queue, swapped by flush
+	events     []Event    // events rendered, waiting for a TICK
+	eventBufs  [][]byte   // the buffers events point into
 	// Handed to the broker's thread by TakeEvents, and recycled by Published once it has published them.
 	handedEvents []Event
 	handedBufs   [][]byte
