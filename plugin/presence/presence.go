@@ -409,8 +409,11 @@ func (r *Recorder) endLocked(e *entry, now time.Time, reason Reason) {
 	if r.byClientID[e.row.clientID] == e {
 		delete(r.byClientID, e.row.clientID)
 	}
+	// Compared on the wall clock, which is what PostgreSQL stores: times from time.Now compare on the
+	// monotonic clock, which never steps back, so a wall clock stepped back between the start and the end
+	// would otherwise store an end before its start (which the table refuses, and with it the batch).
 	end := now
-	if end.Before(e.row.connectedAt) {
+	if end.Round(0).Before(e.row.connectedAt.Round(0)) {
 		end = e.row.connectedAt
 	}
 	row := e.row
