@@ -183,6 +183,7 @@ type Recorder struct {
 	freeBufs     [][]byte
 	spareBufList [][]byte
 	renderOut    []Event    // render's scratch (writer only)
+	brokerJSON   []byte     // the broker id as a JSON string, for the events
 	rowEvents    []rawEvent // renderRows' scratch (writer only)
 	lastWrite    time.Time
 
@@ -237,7 +238,7 @@ func New(cfg Config) (*Recorder, error) {
 		return nil, err
 	}
 	return &Recorder{cfg: cfg, incarnation: inc, live: map[uintptr]*entry{}, byClientID: map[string]*entry{},
-		wake: make(chan struct{}, 1)}, nil
+		wake: make(chan struct{}, 1), brokerJSON: appendJSONString(nil, cfg.Broker)}, nil
 }
 
 // newIncarnation draws a random version 4 UUID.
@@ -582,7 +583,7 @@ func (r *Recorder) render(raw []rawEvent) {
 		buf = append(buf, e.agent...)
 		buf = append(buf, 0)
 		mid := len(buf)
-		buf = appendEvent(buf, e.event, e.agent, e.clientID, r.cfg.Broker, e.at, e.reason)
+		buf = appendEventJSON(buf, e.event, e.agent, e.clientID, r.brokerJSON, e.at, e.reason)
 		// Sliced once this event is complete, in case an append moved buf (earlier events keep the old one).
 		out[i] = Event{Topic: unsafe.String(&buf[start], mid-1-start), CTopic: buf[start:mid:mid], Payload: buf[mid:len(buf):len(buf)]}
 	}
