@@ -40,17 +40,18 @@ func (a *Authorizer) queueRefresh(d secret.Digest) {
 	if a.cfg.Refresh == nil {
 		return
 	}
-	if !a.refreshLimit.Allow() {
+	a.refreshMu.Lock()
+	defer a.refreshMu.Unlock()
+	if _, queued := a.refreshQ[d]; queued {
+		// Already waiting: a client reconnecting in a loop spends no more of the budget than once, so it
+		// cannot starve the refresh of everyone else's entries.
+		return
+	}
+	if len(a.refreshQ) >= maxRefreshPending || !a.refreshLimit.Allow() {
 		a.refreshSkipped.Add(1)
 		return
 	}
-	a.refreshMu.Lock()
-	if len(a.refreshQ) < maxRefreshPending {
-		a.refreshQ[d] = struct{}{}
-	} else {
-		a.refreshSkipped.Add(1)
-	}
-	a.refreshMu.Unlock()
+	a.refreshQ[d] = struct{}{}
 }
 
 // RunRefresh refreshes the queued entries every RefreshEvery until ctx ends. Without Config.Refresh it

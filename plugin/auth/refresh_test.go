@@ -212,7 +212,9 @@ func TestRefreshFailure(t *testing.T) {
 	}
 }
 
-// Refreshes are bounded per second: past the rate an aged entry is served without being queued.
+// Refreshes are bounded per second: past the rate an aged entry is served without being queued. An
+// entry already queued is not counted again, so that one client reconnecting in a loop cannot spend the
+// budget of everyone else's entries.
 func TestRefreshRateBounded(t *testing.T) {
 	f := newFixture(t, nil)
 	b := &batchStore{f: f.st}
@@ -230,10 +232,16 @@ func TestRefreshRateBounded(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if st := f.a.Stats(); st.RefreshSkipped != 2 {
-		t.Fatalf("%d refreshes skipped of 3 aged connects at 1/s (burst 1), want 2", st.RefreshSkipped)
+	if st := f.a.Stats(); st.RefreshSkipped != 0 || len(f.a.refreshQ) != 1 {
+		t.Fatalf("3 aged connects of one key: %d refreshes skipped and %d queued, want 0 and 1", st.RefreshSkipped, len(f.a.refreshQ))
 	}
 	if f.st.queries != 1 {
 		t.Fatalf("%d queries on the connect path", f.st.queries)
+	}
+	for _, k := range []string{"iotsk_live_other1", "iotsk_live_other2"} {
+		f.a.queueRefresh(secret.DigestOf(k))
+	}
+	if st := f.a.Stats(); st.RefreshSkipped != 2 || len(f.a.refreshQ) != 1 {
+		t.Fatalf("two more keys at 1/s (burst 1): %d skipped and %d queued, want 2 and 1", st.RefreshSkipped, len(f.a.refreshQ))
 	}
 }

@@ -769,3 +769,61 @@ func TestSubjectDenialKicksTokenSessions(t *testing.T) {
 		t.Errorf("SIGHUP re-read the keys %d times, want 1", v.reloads)
 	}
 }
+
+// TestResyncRefusalDropsTheCachedEntry: a change nobody announced (triggers disabled, a LISTEN that
+// hears nothing) found by the periodic re-check kicks the session and also drops the cached entry, so
+// the key's reconnect asks PostgreSQL again instead of being admitted from an entry trusted past
+// cache_ttl while the feed looks up (docs/decisions/0017-trust-cached-entries-while-listen-is-healthy.md).
+func TestResyncRefusalDropsTheCachedEntry(t *testing.T) {
+	f := newFixture(t)
+	f.e.feedConnected(context.Background())
+	f.clk.advance(time.Millisecond)
+	d := f.device(t, agentA)
+	if f.connect(1, d, "agent-"+agentA) != OK {
+		t.Fatal("connect refused")
+	}
+	f.clk.advance(10 * time.Minute) // past cache_ttl: the entry is trusted only because the feed is up
+	c := d.cred
+	c.KeyRevoked = true
+	f.st.set(c) // no notification
+	f.e.rechecks.all()
+	f.recheck(t)
+	f.e.Tick()
+	if len(f.b.kicked()) == 0 {
+		t.Fatal("the re-check did not kick the session of the revoked key")
+	}
+	f.e.Disconnect(1, true, 4, session.ToldNothing, -1)
+	if got := f.connect(2, d, "agent-"+agentA); got == OK {
+		t.Error("the revoked key was admitted again from the cache after the re-check refused its session")
+	}
+}
+
+// TestRefreshBudgetNotSpentByOneClient: a client reconnecting in a loop with an aged entry is queued for
+// a refresh once, so the refresh budget still reaches another aged entry, whose silent revocation the
+// refresh then finds.
+func TestRefreshBudgetNotSpentByOneClient(t *testing.T) {
+	f := newFixture(t)
+	f.e.feedConnected(context.Background())
+	f.clk.advance(time.Millisecond)
+	a := f.device(t, agentA)
+	b := f.device(t, agentB)
+	if f.connect(1, a, "agent-"+agentA) != OK || f.connect(2, b, "agent-"+agentB) != OK {
+		t.Fatal("connect refused")
+	}
+	f.e.Disconnect(1, true, 4, session.ToldNothing, -1)
+	f.e.Disconnect(2, true, 4, session.ToldNothing, -1)
+	f.clk.advance(10 * time.Minute)
+	for i := range 300 { // one client's reconnect loop, every connect aged
+		f.connect(uintptr(100+i), a, "agent-"+agentA)
+		f.e.Disconnect(uintptr(100+i), true, 4, session.ToldNothing, -1)
+	}
+	c := b.cred
+	c.KeyRevoked = true
+	f.st.set(c) // not announced
+	f.connect(500, b, "agent-"+agentB) // aged: admitted, and queued for a refresh
+	f.e.Disconnect(500, true, 4, session.ToldNothing, -1)
+	f.e.auth.RefreshNow(context.Background())
+	if got := f.connect(501, b, "agent-"+agentB); got == OK {
+		t.Errorf("the silently revoked key is still admitted after a refresh (refreshes skipped: %d)", f.e.auth.Stats().RefreshSkipped)
+	}
+}

@@ -270,6 +270,7 @@ func (r *rechecks) recheck(ctx context.Context, agents map[string]time.Time) err
 		for i := range batch {
 			ds[i] = batch[i].Digest
 		}
+		fetched := e.now() // before the query: a change announced while it runs still wins
 		qctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		found, err := e.store.LookupCredentials(qctx, ds)
 		cancel()
@@ -279,6 +280,11 @@ func (r *rechecks) recheck(ctx context.Context, agents map[string]time.Time) err
 		for i := range batch {
 			c, ok := found[batch[i].Digest]
 			if err := e.auth.Recheck(batch[i].Session, c, ok); err != nil {
+				// The row just read refuses the session: what the cache holds for its key and agent is
+				// out of date (a change nobody announced, found by the periodic resync), and must not
+				// admit the key's next connect, however recently it was fetched.
+				e.auth.Cache().Remove(batch[i].Digest)
+				e.auth.Cache().InvalidateGroup(batch[i].Agent, fetched)
 				e.kick(batch[i], err)
 			}
 		}
