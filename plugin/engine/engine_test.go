@@ -819,7 +819,7 @@ func TestRefreshBudgetNotSpentByOneClient(t *testing.T) {
 	}
 	c := b.cred
 	c.KeyRevoked = true
-	f.st.set(c) // not announced
+	f.st.set(c)                        // not announced
 	f.connect(500, b, "agent-"+agentB) // aged: admitted, and queued for a refresh
 	f.e.Disconnect(500, true, 4, session.ToldNothing, -1)
 	f.e.auth.RefreshNow(context.Background())
