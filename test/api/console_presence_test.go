@@ -105,31 +105,41 @@ func (ce *consoleEnv) favicon(b *browser) {
 	}
 }
 
-// TestConsolePresence: with a real broker recording presence, the agents list shows a connected agent
+// TestConsolePresence: with two real brokers recording presence, the agents list shows a connected agent
 // online (green) and the others offline, its online filter keeps the right agents with the right
 // total, an agent's page lists its live session (broker, client id, protocol) and its ended sessions
-// with their reasons, and an agent that is disabled or whose only key is revoked is never green.
+// with their reasons, an agent that is disabled or whose only key is revoked is never green, and the
+// overview's counts, per broker too, equal the REST summary after connects and ends on both brokers.
 func TestConsolePresence(t *testing.T) {
 	e := newEnv(t, withBroker)
 	if !e.broker.WaitLog("presence recording", 15*time.Second) {
 		t.Fatalf("the broker did not start recording presence:\n%s", e.broker.Log())
 	}
+	second := harness.PluginBroker(t, e.dsn, [2]string{"broker_id", "second-broker"})
+	if !second.WaitLog("presence recording", 15*time.Second) {
+		t.Fatalf("the second broker did not start recording presence:\n%s", second.Log())
+	}
 	ce := newConsoleEnv(t, e, false)
 	adm := e.admin()
+	far := harness.CreateAgent(t, e.st, "far-away")
 	on := harness.CreateAgent(t, e.st, "on-air")
 	off := harness.CreateAgent(t, e.st, "gone-quiet")
 	dis := harness.CreateAgent(t, e.st, "switched-off")
 	rev := harness.CreateAgent(t, e.st, "key-revoked")
 	never := harness.CreateAgent(t, e.st, "never-seen")
-	for _, a := range []harness.Agent{on, off, dis, rev, never} {
+	for _, a := range []harness.Agent{far, on, off, dis, rev, never} {
 		e.remember(a.Key, a.Password)
 	}
 	clients := map[string]interface{ Disconnect(uint) }{}
-	for _, a := range []harness.Agent{on, off, dis, rev} {
+	for _, a := range []harness.Agent{on, dis, rev} {
 		clients[a.UUID] = harness.MustConnect(t, e.broker, a)
 	}
+	// far stays online on the second broker; off connects there and leaves.
+	for _, a := range []harness.Agent{far, off} {
+		clients[a.UUID] = harness.MustConnect(t, second, a)
+	}
 	var live agentPresenceREST
-	for _, a := range []harness.Agent{on, off, dis, rev} {
+	for _, a := range []harness.Agent{far, on, off, dis, rev} {
 		p := e.waitPresence(adm.Access, a.UUID, "online", isOnline)
 		if a.UUID == on.UUID {
 			live = p
@@ -188,8 +198,8 @@ func TestConsolePresence(t *testing.T) {
 	if err := json.Unmarshal(e.expect(req{Method: "GET", Path: "/api/v1/agents/summary", Token: adm.Access}, 200, "").Body, &sum); err != nil {
 		t.Fatal(err)
 	}
-	if sum.Total != 5 || sum.Online != 1 || sum.Offline != 4 || sum.NeverConnected != 1 || sum.Disabled != 1 || len(sum.ByBroker) != 1 {
-		t.Fatalf("REST summary %+v, want 5 agents, 1 online, 1 never connected, 1 disabled on one broker", sum)
+	if sum.Total != 6 || sum.Online != 2 || sum.Offline != 4 || sum.NeverConnected != 1 || sum.Disabled != 1 || len(sum.ByBroker) != 2 || sum.ByBroker["second-broker"] != 1 {
+		t.Fatalf("REST summary %+v, want 6 agents, 2 online (1 on second-broker, 1 on the other), 1 never connected, 1 disabled", sum)
 	}
 	e.expect(req{Method: "POST", Path: "/api/v1/auth/login", Body: map[string]string{"email": "admin@example.com", "password": "not the password"}}, 401, "")
 	b.open("/console/", "#fleet")
@@ -223,10 +233,10 @@ func TestConsolePresence(t *testing.T) {
 			t.Errorf("the overview's security events lack %s", action)
 		}
 	}
-	if got := b.text("#license-devices"); !strings.HasPrefix(got, "5 / ") {
-		t.Errorf("license usage reads %q, want 5 devices used", got)
+	if got := b.text("#license-devices"); !strings.HasPrefix(got, "6 / ") {
+		t.Errorf("license usage reads %q, want 6 devices used", got)
 	}
-	// The activity charts hold the sessions just made: 4 connects, 3 ends, and 1 agent online now.
+	// The activity charts hold the sessions just made: 5 connects, 3 ends, and 2 agents online now.
 	chartNum := func(sel, attr string) int {
 		t.Helper()
 		n, err := strconv.Atoi(b.attr(sel, attr))
@@ -241,8 +251,8 @@ func TestConsolePresence(t *testing.T) {
 	if n := chartNum("#chart-online polyline.online", "data-last"); n != sum.Online {
 		t.Errorf("the online chart ends at %d agents, REST summary says %d", n, sum.Online)
 	}
-	if n := chartNum("#chart-sessions polyline.connects", "data-total"); n < 4 {
-		t.Errorf("the sessions chart counts %d connects, want at least the 4 just made", n)
+	if n := chartNum("#chart-sessions polyline.connects", "data-total"); n < 5 {
+		t.Errorf("the sessions chart counts %d connects, want at least the 5 just made", n)
 	}
 	if n := chartNum("#chart-sessions polyline.disconnects", "data-total"); n < 3 {
 		t.Errorf("the sessions chart counts %d disconnects, want at least the 3 just made", n)
@@ -253,11 +263,11 @@ func TestConsolePresence(t *testing.T) {
 
 	// The online filter, with its total.
 	b.open("/console/agents?online=true", "#agents-total")
-	if n := b.count("tr.agent"); n != 1 || b.count(`tr.agent[data-uuid="`+on.UUID+`"]`) != 1 {
-		t.Errorf("?online=true lists %d agents, want only the connected one", n)
+	if n := b.count("tr.agent"); n != 2 || b.count(`tr.agent[data-uuid="`+on.UUID+`"]`) != 1 || b.count(`tr.agent[data-uuid="`+far.UUID+`"]`) != 1 {
+		t.Errorf("?online=true lists %d agents, want only the two connected ones (one per broker)", n)
 	}
-	if got := b.attr("#agents-total", "data-total"); got != "1" {
-		t.Errorf("?online=true total %s, want 1", got)
+	if got := b.attr("#agents-total", "data-total"); got != "2" {
+		t.Errorf("?online=true total %s, want 2", got)
 	}
 	b.open("/console/agents?online=false", "#agents-total")
 	if n := b.count("tr.agent"); n != 4 || b.count(`tr.agent[data-uuid="`+on.UUID+`"]`) != 0 {
