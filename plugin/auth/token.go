@@ -32,6 +32,7 @@ var (
 	ErrTokenDenied       = errors.New("short-lived MQTT credential derives from a revoked key, user or provider")
 	ErrTokenClientID     = errors.New("client id is not one the short-lived credential allows (its client id prefix, never an agent's)")
 	ErrDenyListNotLoaded = errors.New("short-lived MQTT credentials are refused until the deny list has been loaded from PostgreSQL once")
+	ErrTokenKeyRemoved   = errors.New("short-lived MQTT credential was verified with a public key that a reload removed from plugin_opt_mqtt_token_public_key; get a new one from the token exchange")
 )
 
 // TokenTopic is one topic grant of a credential, as signed.
@@ -48,6 +49,14 @@ type Token struct {
 	IssuedAt, ExpiresAt time.Time
 	// ClientIDAllowed is the verifier's answer for the client id presented (the credential's prefix).
 	ClientIDAllowed bool
+	// Key names the public key that verified it, for KeyChecker ("" when the verifier does not say).
+	Key string
+}
+
+// KeyChecker is implemented by a TokenVerifier that can tell whether the key a credential was verified
+// with is still in use: RecheckToken then ends the sessions of a key that a reload removed.
+type KeyChecker interface {
+	KeyLoaded(key string) bool
 }
 
 // TokenVerifier checks a short-lived credential's signature and claims with public keys only, and the
@@ -69,6 +78,8 @@ type TokenInfo struct {
 	ID, Subject string
 	From        []string
 	IssuedAt    time.Time
+	// Key names the public key that verified the credential (Token.Key).
+	Key string
 }
 
 // TokenRefused is the error of a refused connect by a well-signed credential: it names the token and its
@@ -128,7 +139,7 @@ func (a *Authorizer) authorizeToken(c Credentials) (_ Session, err error) {
 	return Session{
 		Name: a.cfg.TokenNamePrefix + tok.ID, Agent: TokenAgentPrefix + tok.Subject, ClientID: c.ClientID,
 		ExpiresAt: tok.ExpiresAt, PasswordSum: sha256.Sum256(c.Password), rules: rules, src: src,
-		Token: &TokenInfo{ID: tok.ID, Subject: tok.Subject, From: tok.From, IssuedAt: tok.IssuedAt},
+		Token: &TokenInfo{ID: tok.ID, Subject: tok.Subject, From: tok.From, IssuedAt: tok.IssuedAt, Key: tok.Key},
 	}, nil
 }
 
@@ -151,6 +162,9 @@ func (a *Authorizer) RecheckToken(s Session) error {
 	}
 	if a.Expired(s) {
 		return ErrTokenExpired
+	}
+	if kc, ok := a.cfg.Tokens.(KeyChecker); ok && s.Token.Key != "" && !kc.KeyLoaded(s.Token.Key) {
+		return ErrTokenKeyRemoved
 	}
 	if a.cfg.Denials == nil || !a.cfg.Denials.Loaded() {
 		return nil

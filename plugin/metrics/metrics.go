@@ -122,6 +122,7 @@ var reasonOf = []struct {
 	{auth.ErrTokenClientID, ClientID},
 	{auth.ErrTokenDenied, TokenDenied},
 	{auth.ErrTokenInvalid, TokenInvalid},
+	{auth.ErrTokenKeyRemoved, TokenInvalid},
 	{auth.ErrTokensOff, TokenInvalid},
 	{auth.ErrDenyListNotLoaded, Unavailable},
 }

@@ -43,6 +43,9 @@ type memo = cache.Cache[[sha256.Size]byte, verified, struct{}]
 type keys struct {
 	v    *mqttcred.Verifying
 	memo *memo
+	// ids names each key (its 32 bytes as a string, made once per reading): a verified credential
+	// carries the id of the key that verified it, so that a session can be ended when its key goes.
+	ids []string
 }
 
 // maxKeyFile bounds the key file read (a few PEM public keys are well under a kilobyte each).
@@ -91,7 +94,11 @@ func (v *Verifier) Reload() error {
 	if err != nil {
 		return err
 	}
-	v.k.Store(&keys{v: mqttcred.NewVerifying(ks, v.now), memo: m})
+	ids := make([]string, len(ks))
+	for i, k := range ks {
+		ids[i] = string(k)
+	}
+	v.k.Store(&keys{v: mqttcred.NewVerifying(ks, v.now), memo: m, ids: ids})
 	v.n.Store(int32(len(ks)))
 	return nil
 }
@@ -104,6 +111,17 @@ func (v *Verifier) MemoStats() (hits, misses uint64, held int) {
 
 // Keys is the number of public keys in use.
 func (v *Verifier) Keys() int { return int(v.n.Load()) }
+
+// KeyLoaded reports whether the key a credential was verified with (auth.Token.Key) is still among the
+// keys in use: after a reload without it, sessions it admitted are ended (auth.Authorizer.RecheckToken).
+func (v *Verifier) KeyLoaded(id string) bool {
+	for _, k := range v.k.Load().ids {
+		if k == id {
+			return true
+		}
+	}
+	return false
+}
 
 func readKeys(path string) ([]ed25519.PublicKey, error) {
 	fi, err := os.Stat(path)
@@ -154,12 +172,12 @@ func (v *Verifier) VerifyToken(username string, password []byte, clientID string
 	}
 	v.memoMisses.Add(1)
 	start := v.now()
-	c, err := ks.v.Verify(username, password)
+	c, i, err := ks.v.VerifyIndex(username, password)
 	if err != nil {
 		return auth.Token{}, err
 	}
 	t := auth.Token{
-		ID: c.ID, Subject: c.Subject, From: c.From,
+		ID: c.ID, Subject: c.Subject, From: c.From, Key: ks.ids[i],
 		IssuedAt: c.IssuedAt.Time, ExpiresAt: c.ExpiresAt.Time,
 		Topics: make([]auth.TokenTopic, len(c.Topics)),
 	}

@@ -76,8 +76,25 @@ func TestVerifyAndReload(t *testing.T) {
 	if err := v.Reload(); err != nil || v.Keys() != 2 {
 		t.Fatalf("reload: %v, %d keys", err, v.Keys())
 	}
-	if _, err := v.VerifyToken(c2.Username, []byte(c2.Password), "web-1"); err != nil {
+	tok2, err := v.VerifyToken(c2.Username, []byte(c2.Password), "web-1")
+	if err != nil {
 		t.Fatalf("the added key does not verify after a reload: %v", err)
+	}
+	if tok.Key == "" || tok2.Key == tok.Key || !v.KeyLoaded(tok.Key) || !v.KeyLoaded(tok2.Key) {
+		t.Fatal("each credential should name the key that verified it, both loaded")
+	}
+	// The old key rotated out: credentials it verified name a key no longer loaded.
+	if err := os.WriteFile(path, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := v.Reload(); err != nil || v.KeyLoaded(tok.Key) || !v.KeyLoaded(tok2.Key) {
+		t.Fatalf("after removing the first key: %v, first loaded %v, second loaded %v", err, v.KeyLoaded(tok.Key), v.KeyLoaded(tok2.Key))
+	}
+	if err := os.WriteFile(path, append(a, b...), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := v.Reload(); err != nil || v.Keys() != 2 {
+		t.Fatalf("reload: %v, %d keys", err, v.Keys())
 	}
 	// A broken file keeps the keys in use.
 	if err := os.WriteFile(path, []byte("garbage"), 0o600); err != nil {

@@ -200,14 +200,20 @@ func IsUsername(username string) bool { return strings.HasPrefix(username, Usern
 // fixed issuer, audience and type, the lifetime, and that the username names this very token. It returns
 // the claims only when all hold; every refusal wraps ErrInvalid (ErrExpired too for an expired one).
 func (v *Verifying) Verify(username string, password []byte) (Claims, error) {
+	c, _, err := v.VerifyIndex(username, password)
+	return c, err
+}
+
+// VerifyIndex is Verify that also says which of the configured keys (its index) verified the signature.
+func (v *Verifying) VerifyIndex(username string, password []byte) (Claims, int, error) {
 	if !IsUsername(username) || len(username) != len(UsernamePrefix)+idLen {
-		return Claims{}, fmt.Errorf("%w: the username must be the one issued with it", ErrInvalid)
+		return Claims{}, -1, fmt.Errorf("%w: the username must be the one issued with it", ErrInvalid)
 	}
 	if len(password) == 0 || len(password) > MaxPasswordLen {
-		return Claims{}, fmt.Errorf("%w: password length", ErrInvalid)
+		return Claims{}, -1, fmt.Errorf("%w: password length", ErrInvalid)
 	}
 	var lastErr error
-	for _, k := range v.keys {
+	for i, k := range v.keys {
 		var c Claims
 		tok, err := v.parser.ParseWithClaims(string(password), &c, func(t *jwt.Token) (any, error) {
 			if typ, _ := t.Header["typ"].(string); typ != TokenType {
@@ -216,17 +222,21 @@ func (v *Verifying) Verify(username string, password []byte) (Claims, error) {
 			return k, nil
 		})
 		if err == nil && tok.Valid {
-			return v.check(username, c)
+			c, err := v.check(username, c)
+			if err != nil {
+				return Claims{}, -1, err
+			}
+			return c, i, nil
 		}
 		if errors.Is(err, jwt.ErrTokenExpired) {
-			return Claims{}, fmt.Errorf("%w: %w", ErrInvalid, ErrExpired)
+			return Claims{}, -1, fmt.Errorf("%w: %w", ErrInvalid, ErrExpired)
 		}
 		lastErr = err
 	}
 	if lastErr == nil {
 		lastErr = errors.New("no verification key configured")
 	}
-	return Claims{}, fmt.Errorf("%w: %v", ErrInvalid, lastErr)
+	return Claims{}, -1, fmt.Errorf("%w: %v", ErrInvalid, lastErr)
 }
 
 func (v *Verifying) check(username string, c Claims) (Claims, error) {
