@@ -208,6 +208,14 @@ func (s *Store) listenOnce(ctx context.Context, cfg *pgx.ConnConfig, h ListenHan
 		}
 		until := next
 		if pending != "" {
+			// Checked here too, not only when a wait times out: other brokers' probes and changes may
+			// keep arriving on a connection that never receives ours.
+			if !time.Now().Before(deadline) {
+				if !up {
+					return fmt.Errorf("%w (none arrived within %v)", ErrListenDeaf, o.ProbeTimeout)
+				}
+				return fmt.Errorf("%w (none arrived within %v)", ErrListenStalled, o.ProbeTimeout)
+			}
 			until = deadline
 		}
 		waitCtx, cancel := context.WithDeadline(ctx, until)
@@ -220,13 +228,7 @@ func (s *Store) listenOnce(ctx context.Context, cfg *pgx.ConnConfig, h ListenHan
 			if waitCtx.Err() == nil || conn.IsClosed() {
 				return err
 			}
-			if pending != "" && !time.Now().Before(deadline) {
-				if !up {
-					return fmt.Errorf("%w (none arrived within %v)", ErrListenDeaf, o.ProbeTimeout)
-				}
-				return fmt.Errorf("%w (none arrived within %v)", ErrListenStalled, o.ProbeTimeout)
-			}
-			continue
+			continue // a probe is due, or the pending one is late
 		}
 		var m notification
 		if json.Unmarshal([]byte(n.Payload), &m) != nil {
