@@ -12,6 +12,7 @@ import (
 	"github.com/iotauth/iotauth/backend/api"
 	"github.com/iotauth/iotauth/backend/redact"
 	"github.com/iotauth/iotauth/backend/store"
+	apiview "github.com/iotauth/iotauth/backend/view"
 )
 
 // licenseView is GET /api/v1/license as the console shows it.
@@ -55,17 +56,8 @@ func (c *adminScreen) licensePage(w http.ResponseWriter, r *http.Request, s *ses
 	return nil
 }
 
-// auditEvent is one entry of GET /api/v1/audit.
-type auditEvent struct {
-	ID         int64          `json:"id"`
-	At         time.Time      `json:"at"`
-	Actor      string         `json:"actor"`
-	Action     string         `json:"action"`
-	Target     string         `json:"target"`
-	Outcome    string         `json:"outcome"`
-	RemoteAddr string         `json:"remoteAddr"`
-	Detail     map[string]any `json:"detail"`
-}
+// auditEvent is one entry of GET /api/v1/audit: the API's own JSON form.
+type auditEvent = apiview.Audit
 
 // auditFilters are the query parameters the audit screen passes on to GET /api/v1/audit: actor and
 // action (exact), agent (a uuid: events whose target or actor is that agent), since and until (the
@@ -182,14 +174,8 @@ func detailText(m map[string]any) string {
 	return strings.TrimSuffix(b.String(), "\n")
 }
 
-// user is an operator as GET /api/v1/users lists it.
-type user struct {
-	ID        string    `json:"id"`
-	Email     string    `json:"email"`
-	Role      string    `json:"role"`
-	Disabled  bool      `json:"disabled"`
-	CreatedAt time.Time `json:"createdAt"`
-}
+// user is an operator as GET /api/v1/users lists it: the API's own JSON form.
+type user = apiview.User
 
 // usersPage: the operators, oldest first, paged with their total. Users are managed with the CLI or
 // the REST API; the console lists them.

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/iotauth/iotauth/backend/store"
+	apiview "github.com/iotauth/iotauth/backend/view"
 )
 
 // agent is an agent as GET /api/v1/agents[/{uuid}] shows it.
@@ -73,18 +74,9 @@ func presenceBadge(status string, online bool, neverConnected bool) badge {
 // pastSessionsShown is how many ended sessions the agent page lists.
 const pastSessionsShown = 20
 
-// deviceKey is a device API key as GET /api/v1/auth/api-keys lists it (a display prefix, never the key).
-type deviceKey struct {
-	ID         string     `json:"id"`
-	Name       string     `json:"name"`
-	AgentUUID  string     `json:"agentUuid"`
-	Prefix     string     `json:"prefix"`
-	Rights     []string   `json:"rights"`
-	ExpiresAt  *time.Time `json:"expiresAt"`
-	RevokedAt  *time.Time `json:"revokedAt"`
-	LastUsedAt *time.Time `json:"lastUsedAt"`
-	CreatedAt  time.Time  `json:"createdAt"`
-}
+// deviceKey is a device API key as GET /api/v1/auth/api-keys lists it (a display prefix, never the key):
+// the API's own JSON form.
+type deviceKey = apiview.APIKey
 
 const agentsPageSize = 25
 

@@ -6,44 +6,19 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
-	"time"
+
+	apiview "github.com/iotauth/iotauth/backend/view"
 )
 
-// appKey is an application key as GET /api/v1/auth/app-keys lists it.
-type appKey struct {
-	ID     string   `json:"id"`
-	Name   string   `json:"name"`
-	Prefix string   `json:"prefix"`
-	Rights []string `json:"rights"`
-	Topics []struct {
-		Access  string `json:"access"`
-		Pattern string `json:"pattern"`
-	} `json:"topics"`
-	ExpiresAt  *time.Time `json:"expiresAt"`
-	RevokedAt  *time.Time `json:"revokedAt"`
-	LastUsedAt *time.Time `json:"lastUsedAt"`
-	CreatedAt  time.Time  `json:"createdAt"`
-}
+// appKey is an application key as GET /api/v1/auth/app-keys lists it: the API's own JSON form.
+type appKey = apiview.AppKey
 
 // appRights are the rights an application key may hold (the API validates them again).
 var appRights = []string{"agents:read", "agents:write", "keys:write", "provision:write", "audit:read", "license:read", "publish", "token:exchange"}
 
-// publishableKey is a publishable key as GET /api/v1/auth/publishable-keys lists it.
-type publishableKey struct {
-	ID      string   `json:"id"`
-	Name    string   `json:"name"`
-	Prefix  string   `json:"prefix"`
-	Origins []string `json:"origins"`
-	Topics  []struct {
-		Access  string `json:"access"`
-		Pattern string `json:"pattern"`
-	} `json:"topics"`
-	Providers  []string   `json:"providers"`
-	ExpiresAt  *time.Time `json:"expiresAt"`
-	RevokedAt  *time.Time `json:"revokedAt"`
-	LastUsedAt *time.Time `json:"lastUsedAt"`
-	CreatedAt  time.Time  `json:"createdAt"`
-}
+// publishableKey is a publishable key as GET /api/v1/auth/publishable-keys lists it: the API's own JSON
+// form.
+type publishableKey = apiview.PublishableKey
 
 // keysScreen lists, creates and revokes the keys of every kind: device API keys, application keys,
 // publishable keys (listed) and provisioning keys (with their QR code).
