@@ -13,34 +13,15 @@ import (
 	apiview "github.com/iotauth/iotauth/backend/view"
 )
 
-// agent is an agent as GET /api/v1/agents[/{uuid}] shows it.
-type agent struct {
-	UUID          string          `json:"uuid"`
-	Name          string          `json:"name"`
-	Status        string          `json:"status"`
-	TargetVersion int64           `json:"targetVersion"`
-	TargetState   json.RawMessage `json:"targetState"`
-	ReportedState json.RawMessage `json:"reportedState"`
-	ReportedAt    *time.Time      `json:"reportedAt"`
-	LastSeenAt    *time.Time      `json:"lastSeenAt"`
-	CreatedAt     time.Time       `json:"createdAt"`
-	UpdatedAt     time.Time       `json:"updatedAt"`
-	// Online is set in lists, Presence on one agent (docs/presence.md).
-	Online   *bool          `json:"online"`
-	Presence *agentPresence `json:"presence"`
-}
+// agent is an agent as GET /api/v1/agents[/{uuid}] shows it, and agentPresence the presence the latter
+// carries (docs/presence.md): the API's own JSON forms.
+type (
+	agent         = apiview.Agent
+	agentPresence = apiview.Presence
+)
 
-// agentPresence is the presence GET /api/v1/agents/{uuid} carries.
-type agentPresence struct {
-	Online               bool          `json:"online"`
-	Sessions             []liveSession `json:"sessions"`
-	LastConnectedAt      *time.Time    `json:"lastConnectedAt"`
-	LastDisconnectedAt   *time.Time    `json:"lastDisconnectedAt"`
-	LastDisconnectReason *string       `json:"lastDisconnectReason"`
-}
-
-// liveSession is one session as GET /api/v1/agents/{uuid}[/sessions] shows it; DisconnectedAt and
-// Reason are nil while it is live.
+// liveSession is one session as GET /api/v1/agents/{uuid}/sessions lists it (live and ended ones:
+// DisconnectedAt and Reason are nil while it is live).
 type liveSession struct {
 	Broker         string     `json:"broker"`
 	ClientID       string     `json:"clientId"`

@@ -7,14 +7,16 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/iotauth/iotauth/backend/store"
 	apiview "github.com/iotauth/iotauth/backend/view"
 )
 
 // appKey is an application key as GET /api/v1/auth/app-keys lists it: the API's own JSON form.
 type appKey = apiview.AppKey
 
-// appRights are the rights an application key may hold (the API validates them again).
-var appRights = []string{"agents:read", "agents:write", "keys:write", "provision:write", "audit:read", "license:read", "publish", "token:exchange"}
+// appRights are the rights an application key may hold, in the documentation's order (the API validates
+// them again).
+var appRights = store.AppRights()
 
 // publishableKey is a publishable key as GET /api/v1/auth/publishable-keys lists it: the API's own JSON
 // form.
