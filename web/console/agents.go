@@ -264,12 +264,8 @@ func (c *agentsScreen) decommission(w http.ResponseWriter, r *http.Request, s *s
 		Button:      "Decommission the agent", Back: Prefix + "agents/" + url.PathEscape(id)}) {
 		return nil
 	}
-	res, err := c.api.call(r, s, http.MethodDelete, "/api/v1/agents/"+url.PathEscape(id), nil, nil)
-	if err != nil {
+	if err := c.api.do(r, s, http.MethodDelete, "/api/v1/agents/"+url.PathEscape(id), nil); err != nil {
 		return err
-	}
-	if !res.ok() {
-		return apiErr(res)
 	}
 	return c.ui.redirect(w, r, s, Prefix+"agents/"+url.PathEscape(id), "decommission")
 }
@@ -288,12 +284,8 @@ func (c *agentsScreen) setAgentStatus(w http.ResponseWriter, r *http.Request, s 
 			return nil
 		}
 	}
-	res, err := c.api.call(r, s, http.MethodPatch, "/api/v1/agents/"+url.PathEscape(id), map[string]string{"status": status}, nil)
-	if err != nil {
+	if err := c.api.do(r, s, http.MethodPatch, "/api/v1/agents/"+url.PathEscape(id), map[string]string{"status": status}); err != nil {
 		return err
-	}
-	if !res.ok() {
-		return apiErr(res)
 	}
 	done := "enabled"
 	if status == "disabled" {

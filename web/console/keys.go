@@ -141,12 +141,8 @@ func (c *keysScreen) revokeDeviceKey(w http.ResponseWriter, r *http.Request, s *
 		Button:      "Revoke the key", Fields: fields, Back: back}) {
 		return nil
 	}
-	res, err := c.api.call(r, s, http.MethodDelete, "/api/v1/auth/api-keys/"+url.PathEscape(id), nil, nil)
-	if err != nil {
+	if err := c.api.do(r, s, http.MethodDelete, "/api/v1/auth/api-keys/"+url.PathEscape(id), nil); err != nil {
 		return err
-	}
-	if !res.ok() {
-		return apiErr(res)
 	}
 	return c.ui.redirect(w, r, s, back, "revoked")
 }
@@ -197,12 +193,8 @@ func (c *keysScreen) revokeAppKey(w http.ResponseWriter, r *http.Request, s *ses
 		Button:      "Revoke the key", Back: Prefix + "keys"}) {
 		return nil
 	}
-	res, err := c.api.call(r, s, http.MethodDelete, "/api/v1/auth/app-keys/"+url.PathEscape(id), nil, nil)
-	if err != nil {
+	if err := c.api.do(r, s, http.MethodDelete, "/api/v1/auth/app-keys/"+url.PathEscape(id), nil); err != nil {
 		return err
-	}
-	if !res.ok() {
-		return apiErr(res)
 	}
 	return c.ui.redirect(w, r, s, Prefix+"keys", "app-revoked")
 }

@@ -126,12 +126,8 @@ func (c *keysScreen) deleteProvisioningKey(w http.ResponseWriter, r *http.Reques
 		Button:      "Delete the key", Back: Prefix + "provisioning"}) {
 		return nil
 	}
-	res, err := c.api.call(r, s, http.MethodDelete, "/api/v1/provision/keys/"+url.PathEscape(id), nil, nil)
-	if err != nil {
+	if err := c.api.do(r, s, http.MethodDelete, "/api/v1/provision/keys/"+url.PathEscape(id), nil); err != nil {
 		return err
-	}
-	if !res.ok() {
-		return apiErr(res)
 	}
 	return c.ui.redirect(w, r, s, Prefix+"provisioning", "deleted")
 }
