@@ -79,9 +79,9 @@ func parsePages() (map[string]*template.Template, error) {
 	return pages, nil
 }
 
-// ui renders the console's pages from the embedded templates: pages, the error page, the redirect
-// that ends an action, and the confirmation page of a destructive action. It writes the cookie of a
-// session whose id is new before the answer.
+// ui renders the console's pages from the embedded templates: pages, the error page (and the answer
+// when the session store cannot be read), the redirect that ends an action, and the confirmation page
+// of a destructive action. It writes the cookie of a session whose id is new before the answer.
 type ui struct {
 	log     *slog.Logger
 	pages   map[string]*template.Template
@@ -91,7 +91,7 @@ type ui struct {
 	sess    *sessions
 }
 
-// render writes a page: the session cookie first when it changed (a refreshed token pair), then the
+// render writes a page: the session cookie first when it changed (a new session id), then the
 // HTML, rendered into a buffer so that a template error never leaves half a page.
 func (c *ui) render(w http.ResponseWriter, r *http.Request, s *session, status int, name string, v *view) {
 	t, ok := c.pages[name]
