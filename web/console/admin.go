@@ -2,6 +2,7 @@ package console
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"net/http"
 	"net/url"
@@ -10,6 +11,8 @@ import (
 
 	"github.com/iotauth/iotauth/backend/api"
 	"github.com/iotauth/iotauth/backend/redact"
+	"github.com/iotauth/iotauth/backend/store"
+	apiview "github.com/iotauth/iotauth/backend/view"
 )
 
 // licenseView is GET /api/v1/license as the console shows it.
@@ -27,31 +30,34 @@ type licenseView struct {
 	DeviceCount int        `json:"deviceCount"`
 }
 
+// adminScreen shows the license, the audit trail and the operators.
+type adminScreen struct {
+	api *apiClient
+	db  interface {
+		CountUsers(ctx context.Context) (int64, error)
+		CountAudit(ctx context.Context, p store.AuditPage) (int64, error)
+	}
+	ui    *ui
+	names *namer
+	now   func() time.Time
+}
+
 // licensePage: status, customer, device count and limit, features, and a warning when the license
 // needs attention (warning or grace state, restricted, or expiring within 30 days).
-func (c *Console) licensePage(w http.ResponseWriter, r *http.Request, s *session, v *view) error {
+func (c *adminScreen) licensePage(w http.ResponseWriter, r *http.Request, s *session, v *view) error {
 	var l licenseView
-	if err := c.get(r, s, "/api/v1/license", &l); err != nil {
+	if err := c.api.get(r, s, "/api/v1/license", &l); err != nil {
 		return err
 	}
 	warn := licenseWarning(l, c.now())
 	v.Title, v.Nav = "License", "license"
 	v.Data = map[string]any{"License": l, "Warn": warn}
-	c.render(w, r, s, http.StatusOK, "license", v)
+	c.ui.render(w, r, s, http.StatusOK, "license", v)
 	return nil
 }
 
-// auditEvent is one entry of GET /api/v1/audit.
-type auditEvent struct {
-	ID         int64          `json:"id"`
-	At         time.Time      `json:"at"`
-	Actor      string         `json:"actor"`
-	Action     string         `json:"action"`
-	Target     string         `json:"target"`
-	Outcome    string         `json:"outcome"`
-	RemoteAddr string         `json:"remoteAddr"`
-	Detail     map[string]any `json:"detail"`
-}
+// auditEvent is one entry of GET /api/v1/audit: the API's own JSON form.
+type auditEvent = apiview.Audit
 
 // auditFilters are the query parameters the audit screen passes on to GET /api/v1/audit: actor and
 // action (exact), agent (a uuid: events whose target or actor is that agent), since and until (the
@@ -70,7 +76,7 @@ func auditTime(v string) string {
 }
 
 // auditPage: the audit trail, newest first, filtered, paged with the API's cursor.
-func (c *Console) auditPage(w http.ResponseWriter, r *http.Request, s *session, v *view) error {
+func (c *adminScreen) auditPage(w http.ResponseWriter, r *http.Request, s *session, v *view) error {
 	q := r.URL.Query()
 	filter := map[string]string{}
 	for _, f := range auditFilters {
@@ -92,7 +98,7 @@ func (c *Console) auditPage(w http.ResponseWriter, r *http.Request, s *session, 
 		Items      []auditEvent `json:"items"`
 		NextCursor string       `json:"nextCursor"`
 	}
-	if err := c.get(r, s, apiPath("/api/v1/audit", args), &list); err != nil {
+	if err := c.api.get(r, s, apiPath("/api/v1/audit", args), &list); err != nil {
 		return err
 	}
 	// The API accepted these filters, so they parse.
@@ -105,9 +111,9 @@ func (c *Console) auditPage(w http.ResponseWriter, r *http.Request, s *session, 
 		return err
 	}
 	v.Title, v.Nav = "Audit", "audit"
-	v.Data = map[string]any{"Events": c.auditRows(r, s, v, list.Items), "Filter": filter,
+	v.Data = map[string]any{"Events": c.names.auditRows(r, list.Items), "Filter": filter,
 		"Pager": newPager(r, "audit", "cursor", from, len(list.Items), list.NextCursor, total)}
-	c.render(w, r, s, http.StatusOK, "audit", v)
+	c.ui.render(w, r, s, http.StatusOK, "audit", v)
 	return nil
 }
 
@@ -123,7 +129,7 @@ type auditRow struct {
 // auditRows names the actors and targets of a page of events. A reference the database cannot name
 // (a deleted user, a CLI actor, a refresh family) is shortened to its kind and the id's first 8
 // characters; the full reference stays in the title attribute.
-func (c *Console) auditRows(r *http.Request, _ *session, _ *view, events []auditEvent) []auditRow {
+func (c *namer) auditRows(r *http.Request, events []auditEvent) []auditRow {
 	refs := make([]string, 0, 2*len(events))
 	for _, e := range events {
 		refs = append(refs, e.Actor, e.Target)
@@ -168,27 +174,21 @@ func detailText(m map[string]any) string {
 	return strings.TrimSuffix(b.String(), "\n")
 }
 
-// user is an operator as GET /api/v1/users lists it.
-type user struct {
-	ID        string    `json:"id"`
-	Email     string    `json:"email"`
-	Role      string    `json:"role"`
-	Disabled  bool      `json:"disabled"`
-	CreatedAt time.Time `json:"createdAt"`
-}
+// user is an operator as GET /api/v1/users lists it: the API's own JSON form.
+type user = apiview.User
 
 // usersPage: the operators, oldest first, paged with their total. Users are managed with the CLI or
 // the REST API; the console lists them.
-func (c *Console) usersPage(w http.ResponseWriter, r *http.Request, s *session, v *view) error {
+func (c *adminScreen) usersPage(w http.ResponseWriter, r *http.Request, s *session, v *view) error {
 	if !v.Can["userList"] {
 		return &problem{Status: http.StatusForbidden, Detail: "your role (" + v.Me.Role + ") may not see users"}
 	}
-	users, p, err := listOf[user](c, r, s, "/api/v1/users", "users", "cursor", 50, func() (int64, error) { return c.db.CountUsers(r.Context()) })
+	users, p, err := listOf[user](c.api, r, s, "/api/v1/users", "users", "cursor", 50, func() (int64, error) { return c.db.CountUsers(r.Context()) })
 	if err != nil {
 		return err
 	}
 	v.Title, v.Nav = "Users", "users"
 	v.Data = map[string]any{"Users": users, "Pager": p}
-	c.render(w, r, s, http.StatusOK, "users", v)
+	c.ui.render(w, r, s, http.StatusOK, "users", v)
 	return nil
 }

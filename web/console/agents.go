@@ -1,6 +1,7 @@
 package console
 
 import (
+	"context"
 	"encoding/json"
 	"net/http"
 	"net/url"
@@ -9,36 +10,18 @@ import (
 	"time"
 
 	"github.com/iotauth/iotauth/backend/store"
+	apiview "github.com/iotauth/iotauth/backend/view"
 )
 
-// agent is an agent as GET /api/v1/agents[/{uuid}] shows it.
-type agent struct {
-	UUID          string          `json:"uuid"`
-	Name          string          `json:"name"`
-	Status        string          `json:"status"`
-	TargetVersion int64           `json:"targetVersion"`
-	TargetState   json.RawMessage `json:"targetState"`
-	ReportedState json.RawMessage `json:"reportedState"`
-	ReportedAt    *time.Time      `json:"reportedAt"`
-	LastSeenAt    *time.Time      `json:"lastSeenAt"`
-	CreatedAt     time.Time       `json:"createdAt"`
-	UpdatedAt     time.Time       `json:"updatedAt"`
-	// Online is set in lists, Presence on one agent (docs/presence.md).
-	Online   *bool          `json:"online"`
-	Presence *agentPresence `json:"presence"`
-}
+// agent is an agent as GET /api/v1/agents[/{uuid}] shows it, and agentPresence the presence the latter
+// carries (docs/presence.md): the API's own JSON forms.
+type (
+	agent         = apiview.Agent
+	agentPresence = apiview.Presence
+)
 
-// agentPresence is the presence GET /api/v1/agents/{uuid} carries.
-type agentPresence struct {
-	Online               bool          `json:"online"`
-	Sessions             []liveSession `json:"sessions"`
-	LastConnectedAt      *time.Time    `json:"lastConnectedAt"`
-	LastDisconnectedAt   *time.Time    `json:"lastDisconnectedAt"`
-	LastDisconnectReason *string       `json:"lastDisconnectReason"`
-}
-
-// liveSession is one session as GET /api/v1/agents/{uuid}[/sessions] shows it; DisconnectedAt and
-// Reason are nil while it is live.
+// liveSession is one session as GET /api/v1/agents/{uuid}/sessions lists it (live and ended ones:
+// DisconnectedAt and Reason are nil while it is live).
 type liveSession struct {
 	Broker         string     `json:"broker"`
 	ClientID       string     `json:"clientId"`
@@ -72,18 +55,9 @@ func presenceBadge(status string, online bool, neverConnected bool) badge {
 // pastSessionsShown is how many ended sessions the agent page lists.
 const pastSessionsShown = 20
 
-// deviceKey is a device API key as GET /api/v1/auth/api-keys lists it (a display prefix, never the key).
-type deviceKey struct {
-	ID         string     `json:"id"`
-	Name       string     `json:"name"`
-	AgentUUID  string     `json:"agentUuid"`
-	Prefix     string     `json:"prefix"`
-	Rights     []string   `json:"rights"`
-	ExpiresAt  *time.Time `json:"expiresAt"`
-	RevokedAt  *time.Time `json:"revokedAt"`
-	LastUsedAt *time.Time `json:"lastUsedAt"`
-	CreatedAt  time.Time  `json:"createdAt"`
-}
+// deviceKey is a device API key as GET /api/v1/auth/api-keys lists it (a display prefix, never the key):
+// the API's own JSON form.
+type deviceKey = apiview.APIKey
 
 const agentsPageSize = 25
 
@@ -97,9 +71,21 @@ type agentRow struct {
 	Badge badge
 }
 
+// agentsScreen is the agent list (with its CSV and bulk actions) and the agent page with its actions.
+type agentsScreen struct {
+	api *apiClient
+	db  interface {
+		CountAgentList(ctx context.Context, p store.AgentPage) (int64, error)
+	}
+	ui    *ui
+	names *namer
+	now   func() time.Time
+	ws    *url.URL // the broker's WebSocket URL for Watch live; nil: not offered
+}
+
 // agentsPage: the agent list, searched by name or uuid, filtered by status, paged with the API's
 // cursor.
-func (c *Console) agentsPage(w http.ResponseWriter, r *http.Request, s *session, v *view) error {
+func (c *agentsScreen) agentsPage(w http.ResponseWriter, r *http.Request, s *session, v *view) error {
 	q := r.URL.Query()
 	var list struct {
 		Items      []agent `json:"items"`
@@ -109,7 +95,7 @@ func (c *Console) agentsPage(w http.ResponseWriter, r *http.Request, s *session,
 	online := q.Get("online")
 	args := map[string]string{"limit": strconv.Itoa(agentsPageSize), "cursor": cursor, "q": q.Get("q"), "status": q.Get("status"),
 		"online": online, "sort": q.Get("sort")}
-	if err := c.get(r, s, apiPath("/api/v1/agents", args), &list); err != nil {
+	if err := c.api.get(r, s, apiPath("/api/v1/agents", args), &list); err != nil {
 		return err
 	}
 	count := store.AgentPage{Status: q.Get("status"), Search: strings.TrimSpace(q.Get("q"))}
@@ -139,22 +125,22 @@ func (c *Console) agentsPage(w http.ResponseWriter, r *http.Request, s *session,
 	v.Data = map[string]any{"Agents": rows, "CSV": csvLink, "Q": q.Get("q"), "Status": q.Get("status"), "Online": online,
 		"Pager":    newPager(r, "agents", "cursor", from, len(list.Items), list.NextCursor, total),
 		"Statuses": []string{"active", "disabled", "decommissioned"}, "Sort": q.Get("sort"), "Sorts": agentSorts}
-	c.render(w, r, s, http.StatusOK, "agents", v)
+	c.ui.render(w, r, s, http.StatusOK, "agents", v)
 	return nil
 }
 
 // agentPage: one agent, its target and reported state, its keys, and what the role may do to it.
-func (c *Console) agentPage(w http.ResponseWriter, r *http.Request, s *session, v *view) error {
+func (c *agentsScreen) agentPage(w http.ResponseWriter, r *http.Request, s *session, v *view) error {
 	id := r.PathValue("uuid")
 	var a agent
-	if err := c.get(r, s, "/api/v1/agents/"+url.PathEscape(id), &a); err != nil {
+	if err := c.api.get(r, s, "/api/v1/agents/"+url.PathEscape(id), &a); err != nil {
 		return err
 	}
 	var keys struct {
 		Items []deviceKey `json:"items"`
 	}
 	if v.Can["keyList"] {
-		if err := c.get(r, s, apiPath("/api/v1/auth/api-keys", map[string]string{"agentUuid": a.UUID}), &keys); err != nil {
+		if err := c.api.get(r, s, apiPath("/api/v1/auth/api-keys", map[string]string{"agentUuid": a.UUID}), &keys); err != nil {
 			return err
 		}
 	}
@@ -166,7 +152,7 @@ func (c *Console) agentPage(w http.ResponseWriter, r *http.Request, s *session, 
 	var hist struct {
 		Items []liveSession `json:"items"`
 	}
-	if err := c.get(r, s, apiPath("/api/v1/agents/"+url.PathEscape(a.UUID)+"/sessions",
+	if err := c.api.get(r, s, apiPath("/api/v1/agents/"+url.PathEscape(a.UUID)+"/sessions",
 		map[string]string{"limit": strconv.Itoa(pastSessionsShown + len(p.Sessions))}), &hist); err != nil {
 		return err
 	}
@@ -187,25 +173,25 @@ func (c *Console) agentPage(w http.ResponseWriter, r *http.Request, s *session, 
 		var list struct {
 			Items []auditEvent `json:"items"`
 		}
-		if err := c.get(r, s, apiPath("/api/v1/audit", map[string]string{"agent": a.UUID, "limit": "10"}), &list); err != nil {
+		if err := c.api.get(r, s, apiPath("/api/v1/audit", map[string]string{"agent": a.UUID, "limit": "10"}), &list); err != nil {
 			return err
 		}
-		events = c.auditRows(r, s, v, list.Items)
+		events = c.names.auditRows(r, list.Items)
 	}
 	v.Title, v.Nav, v.Notice = "Agent "+a.Name, "agents", notice(r)
 	if v.Live && v.Can["exchange"] {
-		c.watching(w, v)
+		watching(w, v, c.ws)
 	}
 	v.Data = map[string]any{"Agent": a, "Keys": keys.Items, "Events": events, "TargetState": string(a.TargetState),
 		"Presence": p, "Past": past, "Badge": presenceBadge(a.Status, p.Online, p.LastConnectedAt == nil && len(past) == 0),
 		"NoUsableKey": v.Can["keyList"] && usable == 0}
-	c.render(w, r, s, http.StatusOK, "agent", v)
+	c.ui.render(w, r, s, http.StatusOK, "agent", v)
 	return nil
 }
 
 // setTargetState: PUT /api/v1/agents/{uuid}/target-state with If-Match: the version the form was
 // loaded with, so that an edit made meanwhile by anyone is not overwritten (412 shown).
-func (c *Console) setTargetState(w http.ResponseWriter, r *http.Request, s *session, v *view) error {
+func (c *agentsScreen) setTargetState(w http.ResponseWriter, r *http.Request, s *session, v *view) error {
 	id := r.PathValue("uuid")
 	state := r.PostFormValue("targetState")
 	if !json.Valid([]byte(state)) {
@@ -218,7 +204,7 @@ func (c *Console) setTargetState(w http.ResponseWriter, r *http.Request, s *sess
 		}
 		h.Set("If-Match", `"`+ver+`"`)
 	}
-	res, err := c.call(r, s, http.MethodPut, "/api/v1/agents/"+url.PathEscape(id)+"/target-state",
+	res, err := c.api.call(r, s, http.MethodPut, "/api/v1/agents/"+url.PathEscape(id)+"/target-state",
 		map[string]json.RawMessage{"targetState": json.RawMessage(state)}, h)
 	if err != nil {
 		return err
@@ -231,22 +217,22 @@ func (c *Console) setTargetState(w http.ResponseWriter, r *http.Request, s *sess
 	if !res.ok() {
 		return apiErr(res)
 	}
-	return c.redirect(w, r, s, Prefix+"agents/"+url.PathEscape(id), "saved")
+	return c.ui.redirect(w, r, s, Prefix+"agents/"+url.PathEscape(id), "saved")
 }
 
 // rotatePassword: POST /api/v1/agents/{uuid}/mqtt-password; the new password is shown on this answer
 // only.
-func (c *Console) rotatePassword(w http.ResponseWriter, r *http.Request, s *session, v *view) error {
+func (c *agentsScreen) rotatePassword(w http.ResponseWriter, r *http.Request, s *session, v *view) error {
 	if !v.Can["rotate"] {
 		return refused(v)
 	}
 	id := r.PathValue("uuid")
-	if !c.confirmed(w, r, s, v, confirmation{Title: "Rotate MQTT password", Target: "agent " + orID(c.agentName(r, s, id)), TargetID: id,
+	if !c.ui.confirmed(w, r, s, v, confirmation{Title: "Rotate MQTT password", Target: "agent " + orID(c.names.agentName(r, s, id)), TargetID: id,
 		Consequence: "The agent's sessions that used the old password are closed and the old password is refused; the device needs the new one, shown once on the next page.",
 		Button:      "Rotate the password", Back: Prefix + "agents/" + url.PathEscape(id)}) {
 		return nil
 	}
-	res, err := c.call(r, s, http.MethodPost, "/api/v1/agents/"+url.PathEscape(id)+"/mqtt-password", nil, nil)
+	res, err := c.api.call(r, s, http.MethodPost, "/api/v1/agents/"+url.PathEscape(id)+"/mqtt-password", nil, nil)
 	if err != nil {
 		return err
 	}
@@ -263,57 +249,49 @@ func (c *Console) rotatePassword(w http.ResponseWriter, r *http.Request, s *sess
 	v.Title, v.Nav = "New MQTT password", "agents"
 	v.Data = secretShown{What: "MQTT password", Secret: out.Password, Back: Prefix + "agents/" + id,
 		Note: "Sessions that used the old password are closed. Client id: " + out.ClientID}
-	c.render(w, r, s, http.StatusOK, "secret", v)
+	c.ui.render(w, r, s, http.StatusOK, "secret", v)
 	return nil
 }
 
 // decommission: DELETE /api/v1/agents/{uuid}.
-func (c *Console) decommission(w http.ResponseWriter, r *http.Request, s *session, v *view) error {
+func (c *agentsScreen) decommission(w http.ResponseWriter, r *http.Request, s *session, v *view) error {
 	if !v.Can["decommission"] {
 		return refused(v)
 	}
 	id := r.PathValue("uuid")
-	if !c.confirmed(w, r, s, v, confirmation{Title: "Decommission agent", Target: "agent " + orID(c.agentName(r, s, id)), TargetID: id,
+	if !c.ui.confirmed(w, r, s, v, confirmation{Title: "Decommission agent", Target: "agent " + orID(c.names.agentName(r, s, id)), TargetID: id,
 		Consequence: "All its keys are revoked and its sessions closed on every broker; it can never connect again. This cannot be undone.",
 		Button:      "Decommission the agent", Back: Prefix + "agents/" + url.PathEscape(id)}) {
 		return nil
 	}
-	res, err := c.call(r, s, http.MethodDelete, "/api/v1/agents/"+url.PathEscape(id), nil, nil)
-	if err != nil {
+	if err := c.api.do(r, s, http.MethodDelete, "/api/v1/agents/"+url.PathEscape(id), nil); err != nil {
 		return err
 	}
-	if !res.ok() {
-		return apiErr(res)
-	}
-	return c.redirect(w, r, s, Prefix+"agents/"+url.PathEscape(id), "decommission")
+	return c.ui.redirect(w, r, s, Prefix+"agents/"+url.PathEscape(id), "decommission")
 }
 
 // setAgentStatus: PATCH /api/v1/agents/{uuid} with status disabled or active.
-func (c *Console) setAgentStatus(w http.ResponseWriter, r *http.Request, s *session, v *view) error {
+func (c *agentsScreen) setAgentStatus(w http.ResponseWriter, r *http.Request, s *session, v *view) error {
 	id := r.PathValue("uuid")
 	status := r.PostFormValue("status")
 	if status == "disabled" {
 		if !v.Can["agentStatus"] {
 			return refused(v)
 		}
-		if !c.confirmed(w, r, s, v, confirmation{Title: "Disable agent", Target: "agent " + orID(c.agentName(r, s, id)), TargetID: id,
+		if !c.ui.confirmed(w, r, s, v, confirmation{Title: "Disable agent", Target: "agent " + orID(c.names.agentName(r, s, id)), TargetID: id,
 			Consequence: "Its sessions are closed on every broker and its MQTT logins and device REST calls are refused until it is enabled again; its keys and password are kept.",
 			Button:      "Disable the agent", Fields: map[string]string{"status": status}, Back: Prefix + "agents/" + url.PathEscape(id)}) {
 			return nil
 		}
 	}
-	res, err := c.call(r, s, http.MethodPatch, "/api/v1/agents/"+url.PathEscape(id), map[string]string{"status": status}, nil)
-	if err != nil {
+	if err := c.api.do(r, s, http.MethodPatch, "/api/v1/agents/"+url.PathEscape(id), map[string]string{"status": status}); err != nil {
 		return err
-	}
-	if !res.ok() {
-		return apiErr(res)
 	}
 	done := "enabled"
 	if status == "disabled" {
 		done = "disabled"
 	}
-	return c.redirect(w, r, s, Prefix+"agents/"+url.PathEscape(id), done)
+	return c.ui.redirect(w, r, s, Prefix+"agents/"+url.PathEscape(id), done)
 }
 
 // secretShown is the page that shows a new secret once.

@@ -11,6 +11,13 @@ import (
 	"github.com/iotauth/iotauth/backend/api"
 )
 
+// apiClient makes the console's requests to the REST API, in-process through its handler. It also
+// offers the rest of what the console asks of the API (its route table, its judgement of a client's
+// TLS and address, its refresh families).
+type apiClient struct {
+	API
+}
+
 // result is an API answer read from an in-process request.
 type result struct {
 	Status int
@@ -72,7 +79,7 @@ func (w *recorder) Write(b []byte) (int, error) {
 // client by: the peer address, the TLS state, the Host and the forwarding headers (believed only from
 // TRUSTED_PROXIES, exactly as for a direct call), so throttles and the audit trail see the operator's
 // browser, not the console. extra headers (Authorization, If-Match, Cookie) are added.
-func (c *Console) serve(r *http.Request, method, path string, body any, extra http.Header) result {
+func (c *apiClient) serve(r *http.Request, method, path string, body any, extra http.Header) result {
 	var rd io.Reader = http.NoBody
 	if body != nil {
 		b, err := json.Marshal(body)
@@ -98,7 +105,7 @@ func (c *Console) serve(r *http.Request, method, path string, body any, extra ht
 		req.Header[k] = v
 	}
 	rec := &recorder{header: http.Header{}}
-	c.api.ServeHTTP(rec, req)
+	c.ServeHTTP(rec, req)
 	if rec.status == 0 {
 		rec.status = http.StatusOK
 	}
@@ -108,7 +115,7 @@ func (c *Console) serve(r *http.Request, method, path string, body any, extra ht
 // call makes an operator request on behalf of the session's user: in-process, marked with
 // api.AsConsoleOperator, so that the API applies that user's current role and state. No token is
 // involved. When the API refuses the user (gone or disabled since the session was read), errSignedOut.
-func (c *Console) call(r *http.Request, s *session, method, path string, body any, extra http.Header) (result, error) {
+func (c *apiClient) call(r *http.Request, s *session, method, path string, body any, extra http.Header) (result, error) {
 	if !s.signedIn() {
 		return result{}, errSignedOut
 	}
@@ -117,6 +124,30 @@ func (c *Console) call(r *http.Request, s *session, method, path string, body an
 		return res, errSignedOut
 	}
 	return res, nil
+}
+
+// get is a GET through the API that must succeed, decoded into v.
+func (c *apiClient) get(r *http.Request, s *session, path string, v any) error {
+	res, err := c.call(r, s, http.MethodGet, path, nil, nil)
+	if err != nil {
+		return err
+	}
+	if !res.ok() {
+		return apiErr(res)
+	}
+	return res.decode(v)
+}
+
+// do makes one API request that must succeed.
+func (c *apiClient) do(r *http.Request, s *session, method, path string, body any) error {
+	res, err := c.call(r, s, method, path, body, nil)
+	if err != nil {
+		return err
+	}
+	if !res.ok() {
+		return apiErr(res)
+	}
+	return nil
 }
 
 // apiPath joins an API path and a query string.

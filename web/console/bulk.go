@@ -19,7 +19,7 @@ const bulkMax = 100
 // API request per agent (disable: PATCH /api/v1/agents/{uuid}; revoke-keys: every unrevoked device key
 // of the agent, DELETE /api/v1/auth/api-keys/{id}), so every check and audit event is the API's, and
 // reports the agents it could not act on.
-func (c *Console) bulkAgents(w http.ResponseWriter, r *http.Request, s *session, v *view) error {
+func (c *agentsScreen) bulkAgents(w http.ResponseWriter, r *http.Request, s *session, v *view) error {
 	action := r.PostFormValue("action")
 	var ids []string
 	seen := map[string]bool{}
@@ -57,7 +57,7 @@ func (c *Console) bulkAgents(w http.ResponseWriter, r *http.Request, s *session,
 		return &problem{Status: http.StatusBadRequest, Detail: "unknown bulk action; use the list's buttons"}
 	}
 	back := Prefix + "agents"
-	if !c.confirmed(w, r, s, v, confirmation{Title: title, Target: c.agentNames(r, s, ids), TargetID: agentsN(len(ids)),
+	if !c.ui.confirmed(w, r, s, v, confirmation{Title: title, Target: c.agentNames(r, s, ids), TargetID: agentsN(len(ids)),
 		Consequence: consequence, Button: button, Fields: map[string]string{"action": action},
 		Lists: map[string][]string{"uuid": ids}, Back: back}) {
 		return nil
@@ -66,7 +66,7 @@ func (c *Console) bulkAgents(w http.ResponseWriter, r *http.Request, s *session,
 	for _, id := range ids {
 		var err error
 		if action == "disable" {
-			err = c.apiAction(r, s, http.MethodPatch, "/api/v1/agents/"+url.PathEscape(id), map[string]string{"status": "disabled"})
+			err = c.api.do(r, s, http.MethodPatch, "/api/v1/agents/"+url.PathEscape(id), map[string]string{"status": "disabled"})
 		} else {
 			err = c.revokeAgentKeys(r, s, id)
 		}
@@ -80,37 +80,25 @@ func (c *Console) bulkAgents(w http.ResponseWriter, r *http.Request, s *session,
 	if len(failed) > 0 {
 		return &problem{Status: http.StatusConflict, Detail: fmt.Sprintf("%d of %d agents were not changed (%s); the others were", len(failed), len(ids), strings.Join(failed, "; "))}
 	}
-	return c.redirect(w, r, s, back, done)
-}
-
-// apiAction makes one API request that must succeed.
-func (c *Console) apiAction(r *http.Request, s *session, method, path string, body any) error {
-	res, err := c.call(r, s, method, path, body, nil)
-	if err != nil {
-		return err
-	}
-	if !res.ok() {
-		return apiErr(res)
-	}
-	return nil
+	return c.ui.redirect(w, r, s, back, done)
 }
 
 // revokeAgentKeys revokes every unrevoked device key of an agent.
-func (c *Console) revokeAgentKeys(r *http.Request, s *session, id string) error {
+func (c *agentsScreen) revokeAgentKeys(r *http.Request, s *session, id string) error {
 	args := map[string]string{"agentUuid": id, "limit": "500"}
 	for {
 		var keys struct {
 			Items      []deviceKey `json:"items"`
 			NextCursor string      `json:"nextCursor"`
 		}
-		if err := c.get(r, s, apiPath("/api/v1/auth/api-keys", args), &keys); err != nil {
+		if err := c.api.get(r, s, apiPath("/api/v1/auth/api-keys", args), &keys); err != nil {
 			return err
 		}
 		for _, k := range keys.Items {
 			if k.RevokedAt != nil {
 				continue
 			}
-			if err := c.apiAction(r, s, http.MethodDelete, "/api/v1/auth/api-keys/"+url.PathEscape(k.ID), nil); err != nil {
+			if err := c.api.do(r, s, http.MethodDelete, "/api/v1/auth/api-keys/"+url.PathEscape(k.ID), nil); err != nil {
 				return err
 			}
 		}
@@ -123,14 +111,14 @@ func (c *Console) revokeAgentKeys(r *http.Request, s *session, id string) error 
 
 // agentNames names the agents of a bulk action for its confirmation page: the first ten by name, then
 // how many more.
-func (c *Console) agentNames(r *http.Request, s *session, ids []string) string {
+func (c *agentsScreen) agentNames(r *http.Request, s *session, ids []string) string {
 	var names []string
 	for i, id := range ids {
 		if i == 10 {
 			names = append(names, fmt.Sprintf("and %d more", len(ids)-10))
 			break
 		}
-		names = append(names, orID(c.agentName(r, s, id)))
+		names = append(names, orID(c.names.agentName(r, s, id)))
 	}
 	return agentsN(len(ids)) + ": " + strings.Join(names, ", ")
 }

@@ -1,6 +1,8 @@
 package console
 
 import (
+	"context"
+	"log/slog"
 	"net/http"
 	"net/url"
 )
@@ -22,7 +24,7 @@ type confirmation struct {
 
 // confirmed reports whether a destructive action's form was confirmed. If not, it shows the
 // confirmation page (200, nothing changed) and the action must return without acting.
-func (c *Console) confirmed(w http.ResponseWriter, r *http.Request, s *session, v *view, cf confirmation) bool {
+func (c *ui) confirmed(w http.ResponseWriter, r *http.Request, s *session, v *view, cf confirmation) bool {
 	if r.PostFormValue("confirm") == "yes" {
 		return true
 	}
@@ -34,9 +36,19 @@ func (c *Console) confirmed(w http.ResponseWriter, r *http.Request, s *session, 
 	return false
 }
 
+// namer names what the console shows by reference (an agent, a key, an audit event's actor and
+// target): from the database's names of references, or an agent's from the API.
+type namer struct {
+	db interface {
+		RefNames(ctx context.Context, refs []string) (map[string]string, error)
+	}
+	api *apiClient
+	log *slog.Logger
+}
+
 // refName names a reference ("api-key:<id>", "app-key:<id>", "provisioning-key:<id>") for a
 // confirmation page; "" when the database does not know it (the action itself then reports it).
-func (c *Console) refName(r *http.Request, ref string) string {
+func (c *namer) refName(r *http.Request, ref string) string {
 	names, err := c.db.RefNames(r.Context(), []string{ref})
 	if err != nil {
 		return ""
@@ -45,9 +57,9 @@ func (c *Console) refName(r *http.Request, ref string) string {
 }
 
 // agentName is an agent's name from the API (for a confirmation page); "" when it cannot be read.
-func (c *Console) agentName(r *http.Request, s *session, id string) string {
+func (c *namer) agentName(r *http.Request, s *session, id string) string {
 	var a agent
-	if err := c.get(r, s, "/api/v1/agents/"+url.PathEscape(id), &a); err != nil {
+	if err := c.api.get(r, s, "/api/v1/agents/"+url.PathEscape(id), &a); err != nil {
 		return ""
 	}
 	return a.Name

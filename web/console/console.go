@@ -14,15 +14,12 @@ import (
 	"embed"
 	"errors"
 	"fmt"
-	"html/template"
 	"io"
 	"io/fs"
 	"log/slog"
 	"net/http"
 	"net/url"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/iotauth/iotauth/backend/api"
@@ -78,22 +75,25 @@ type Config struct {
 	MQTTWebSocketURL string
 }
 
-// Console is the operator console as an http.Handler for the paths under Prefix.
+// Console is the operator console as an http.Handler for the paths under Prefix. It owns the route
+// table and the wrapping every page and action shares (the session, the CSRF check, the operator from
+// the API); each screen is its own type holding only what it uses.
 type Console struct {
-	api     API
-	db      Store
-	key     []byte
-	idle    time.Duration
-	maxLife time.Duration
-	log     *slog.Logger
-	now     func() time.Time
-	mux     *http.ServeMux
-	pages   map[string]*template.Template
-	masters map[string]*template.Template // the same pages never executed, copied per time zone
-	zoned   sync.Map                      // zone and page → that copy
-	zonedN  atomic.Int64                  // copies made (kept up to maxZonedPages)
-	roles   map[string][]string           // "METHOD /api/path" → roles, from the API's route table
-	ws      *url.URL                      // the broker's WebSocket URL for Watch live; nil: not offered
+	mux   *http.ServeMux
+	roles map[string][]string // "METHOD /api/path" → roles, from the API's route table
+	ws    *url.URL            // the broker's WebSocket URL for Watch live; nil: not offered
+	log   *slog.Logger
+	sess  *sessions
+	api   *apiClient
+	ui    *ui
+
+	// The screens.
+	login    *loginScreen
+	overview *overviewScreen
+	agents   *agentsScreen
+	keys     *keysScreen
+	admin    *adminScreen
+	live     *liveScreen
 }
 
 // New builds a Console.
@@ -141,20 +141,30 @@ func New(c Config) (*Console, error) {
 	}
 	k := hmac.New(sha256.New, c.Key)
 	k.Write([]byte("iotauth console v1"))
-	con := &Console{api: c.API, db: c.Store, key: k.Sum(nil), idle: c.IdleTimeout, maxLife: c.MaxLifetime,
-		log: c.Logger, now: c.Now, mux: http.NewServeMux(), roles: map[string][]string{}, ws: ws}
+	pages, err := parsePages()
+	if err != nil {
+		return nil, err
+	}
+	masters, err := parsePages()
+	if err != nil {
+		return nil, err
+	}
+	sess := &sessions{db: c.Store, api: c.API, key: k.Sum(nil), now: c.Now, idle: c.IdleTimeout}
+	client := &apiClient{API: c.API}
+	ui := &ui{log: c.Logger, pages: pages, masters: masters, sess: sess}
+	names := &namer{db: c.Store, api: client, log: c.Logger}
+	con := &Console{mux: http.NewServeMux(), roles: map[string][]string{}, ws: ws, log: c.Logger, sess: sess, api: client, ui: ui,
+		login:    &loginScreen{api: client, db: c.Store, sess: sess, ui: ui, log: c.Logger, now: c.Now, maxLife: c.MaxLifetime},
+		overview: &overviewScreen{api: client, db: c.Store, ui: ui, names: names, now: c.Now},
+		agents:   &agentsScreen{api: client, db: c.Store, ui: ui, names: names, now: c.Now, ws: ws},
+		keys:     &keysScreen{api: client, db: c.Store, ui: ui, names: names},
+		admin:    &adminScreen{api: client, db: c.Store, ui: ui, names: names, now: c.Now},
+		live:     &liveScreen{api: client, sess: sess, ui: ui, names: names, log: c.Logger, ws: ws},
+	}
 	for _, rt := range c.API.Routes() {
 		con.roles[rt.Pattern()] = rt.Roles
 	}
-	var err error
-	if con.pages, err = parsePages(); err != nil {
-		return nil, err
-	}
-	if con.masters, err = parsePages(); err != nil {
-		return nil, err
-	}
 	con.routes()
-	con.liveRoutes()
 	return con, nil
 }
 

@@ -102,13 +102,13 @@ func TestSessionCookieIsOpaque(t *testing.T) {
 	} {
 		r := httptest.NewRequest("GET", "/console/agents", nil)
 		r.AddCookie(&http.Cookie{Name: SessionCookie, Value: v})
-		if s, err := c.sessionOf(r); s != nil || err != nil {
+		if s, err := c.sess.sessionOf(r); s != nil || err != nil {
 			t.Errorf("%s: session %+v, %v", name, s, err)
 		}
 	}
 	r := httptest.NewRequest("GET", "/console/agents", nil)
 	r.AddCookie(&http.Cookie{Name: SessionCookie, Value: id})
-	if s, err := c.sessionOf(r); err != nil || s == nil || s.ID != id || s.signedIn() {
+	if s, err := c.sess.sessionOf(r); err != nil || s == nil || s.ID != id || s.signedIn() {
 		t.Fatalf("an id unknown to the store: %+v, %v (want anonymous)", s, err)
 	}
 }
@@ -116,7 +116,7 @@ func TestSessionCookieIsOpaque(t *testing.T) {
 func TestCSRFCheck(t *testing.T) {
 	c := newTestConsole(t, &fakeAPI{})
 	s := &session{ID: "sid"}
-	good := c.csrfToken(s)
+	good := c.sess.csrfToken(s)
 	for _, tc := range []struct {
 		name    string
 		token   string
@@ -129,7 +129,7 @@ func TestCSRFCheck(t *testing.T) {
 		{"token, no origin header", good, "", "", s, true},
 		{"https origin of the same host", good, "https://console.test", "", s, true},
 		{"no token", "", "http://console.test", "", s, false},
-		{"token of another session", c.csrfToken(&session{ID: "other"}), "http://console.test", "", s, false},
+		{"token of another session", c.sess.csrfToken(&session{ID: "other"}), "http://console.test", "", s, false},
 		{"foreign origin", good, "http://evil.test", "", s, false},
 		{"null origin", good, "null", "", s, false},
 		{"cross-site fetch", good, "", "cross-site", s, false},
@@ -144,7 +144,7 @@ func TestCSRFCheck(t *testing.T) {
 			if tc.site != "" {
 				r.Header.Set("Sec-Fetch-Site", tc.site)
 			}
-			if got := c.checkCSRF(r, tc.session); got != tc.want {
+			if got := c.sess.checkCSRF(r, tc.session); got != tc.want {
 				t.Fatalf("checkCSRF = %v, want %v", got, tc.want)
 			}
 		})
@@ -155,7 +155,7 @@ func TestCookieFlagsFollowTLS(t *testing.T) {
 	for _, https := range []bool{false, true} {
 		c := newTestConsole(t, &fakeAPI{https: https})
 		rec := httptest.NewRecorder()
-		c.saveSession(rec, httptest.NewRequest("GET", "/console/", nil), &session{ID: "sid"})
+		c.sess.saveSession(rec, httptest.NewRequest("GET", "/console/", nil), &session{ID: "sid"})
 		ck := rec.Result().Cookies()[0]
 		if !ck.HttpOnly || ck.SameSite != http.SameSiteStrictMode || ck.Secure != https || ck.Path != Prefix {
 			t.Fatalf("https %v: cookie %+v", https, ck)
@@ -187,7 +187,7 @@ func TestCallIsTheOperators(t *testing.T) {
 	c := newTestConsole(t, f)
 	r := httptest.NewRequest("GET", "/console/agents", nil)
 	r.RemoteAddr = "192.0.2.7:4711"
-	res, err := c.call(r, &session{ID: "sid", UserID: "u1"}, "GET", "/api/v1/agents", nil, nil)
+	res, err := c.api.call(r, &session{ID: "sid", UserID: "u1"}, "GET", "/api/v1/agents", nil, nil)
 	if err != nil || !res.ok() {
 		t.Fatalf("call: %v %d", err, res.Status)
 	}
@@ -199,10 +199,10 @@ func TestCallIsTheOperators(t *testing.T) {
 			t.Fatalf("the console sent an Authorization header")
 		}
 	}
-	if _, err := c.call(r, &session{ID: "sid"}, "GET", "/api/v1/agents", nil, nil); err != errSignedOut {
+	if _, err := c.api.call(r, &session{ID: "sid"}, "GET", "/api/v1/agents", nil, nil); err != errSignedOut {
 		t.Fatalf("anonymous session: %v, want errSignedOut", err)
 	}
-	if _, err := c.call(r, &session{ID: "sid", UserID: "u1"}, "GET", "/api/v1/agents", nil, http.Header{"X-Test-User": {"gone"}}); err != errSignedOut {
+	if _, err := c.api.call(r, &session{ID: "sid", UserID: "u1"}, "GET", "/api/v1/agents", nil, http.Header{"X-Test-User": {"gone"}}); err != errSignedOut {
 		t.Fatalf("user refused by the API: %v, want errSignedOut", err)
 	}
 }

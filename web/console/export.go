@@ -17,7 +17,7 @@ const csvMaxRows = 100000
 // agents the list shows, every page of them, as CSV. It pages through GET /api/v1/agents like the list
 // (so the operator's role and the API's checks apply), 500 at a time, and writes nothing until every
 // page has been read (an error is an error page, never half a file).
-func (c *Console) agentsCSV(w http.ResponseWriter, r *http.Request, s *session, v *view) error {
+func (c *agentsScreen) agentsCSV(w http.ResponseWriter, r *http.Request, s *session, v *view) error {
 	q := r.URL.Query()
 	args := map[string]string{"limit": "500", "q": q.Get("q"), "status": q.Get("status"), "online": q.Get("online"), "sort": q.Get("sort")}
 	var buf bytes.Buffer
@@ -29,7 +29,7 @@ func (c *Console) agentsCSV(w http.ResponseWriter, r *http.Request, s *session, 
 			Items      []agent `json:"items"`
 			NextCursor string  `json:"nextCursor"`
 		}
-		if err := c.get(r, s, apiPath("/api/v1/agents", args), &list); err != nil {
+		if err := c.api.get(r, s, apiPath("/api/v1/agents", args), &list); err != nil {
 			return err
 		}
 		for _, a := range list.Items {
@@ -50,9 +50,7 @@ func (c *Console) agentsCSV(w http.ResponseWriter, r *http.Request, s *session, 
 	if err := cw.Error(); err != nil {
 		return err
 	}
-	if s.dirty {
-		c.saveSession(w, r, s)
-	}
+	c.ui.saveNewSession(w, r, s)
 	w.Header().Set("Content-Type", "text/csv; charset=utf-8")
 	w.Header().Set("Content-Disposition", `attachment; filename="agents.csv"`)
 	_, _ = w.Write(buf.Bytes())

@@ -9,42 +9,55 @@ import (
 	"strings"
 
 	"github.com/iotauth/iotauth/backend/redact"
+	"github.com/iotauth/iotauth/web/live"
 )
 
-// routes registers the console's pages and actions. Every POST is an action that checks the CSRF
-// token before anything else and then makes one API request.
+// routes registers the console's pages and actions: the one route table. Every POST is an action
+// that checks the CSRF token before anything else and then makes API requests; Watch live's routes are
+// there only when the broker's WebSocket URL is configured.
 func (c *Console) routes() {
 	m := c.mux
 	m.Handle("GET "+Prefix+"static/", c.static())
-	m.HandleFunc("GET "+Prefix+"{$}", c.page(c.overviewPage))
-	m.HandleFunc("GET "+loginPath, c.loginPage)
-	m.HandleFunc("POST "+loginPath, c.loginSubmit)
-	m.HandleFunc("POST "+Prefix+"logout", c.logoutSubmit)
-	m.HandleFunc("POST "+Prefix+"timezone", c.action(c.setTimezone))
+	m.HandleFunc("GET "+Prefix+"{$}", c.page(c.overview.overviewPage))
+	m.HandleFunc("GET "+loginPath, c.login.loginPage)
+	m.HandleFunc("POST "+loginPath, c.login.loginSubmit)
+	m.HandleFunc("POST "+Prefix+"logout", c.login.logoutSubmit)
+	m.HandleFunc("POST "+Prefix+"timezone", c.action(c.login.setTimezone))
 
-	m.HandleFunc("GET "+Prefix+"agents", c.page(c.agentsPage))
-	m.HandleFunc("GET "+Prefix+"agents.csv", c.page(c.agentsCSV))
-	m.HandleFunc("GET "+Prefix+"agents/{uuid}", c.page(c.agentPage))
-	m.HandleFunc("POST "+Prefix+"agents/bulk", c.action(c.bulkAgents))
-	m.HandleFunc("POST "+Prefix+"agents/{uuid}/target-state", c.action(c.setTargetState))
-	m.HandleFunc("POST "+Prefix+"agents/{uuid}/mqtt-password", c.action(c.rotatePassword))
-	m.HandleFunc("POST "+Prefix+"agents/{uuid}/decommission", c.action(c.decommission))
-	m.HandleFunc("POST "+Prefix+"agents/{uuid}/status", c.action(c.setAgentStatus))
-	m.HandleFunc("POST "+Prefix+"agents/{uuid}/keys", c.action(c.createDeviceKey))
+	m.HandleFunc("GET "+Prefix+"agents", c.page(c.agents.agentsPage))
+	m.HandleFunc("GET "+Prefix+"agents.csv", c.page(c.agents.agentsCSV))
+	m.HandleFunc("GET "+Prefix+"agents/{uuid}", c.page(c.agents.agentPage))
+	m.HandleFunc("POST "+Prefix+"agents/bulk", c.action(c.agents.bulkAgents))
+	m.HandleFunc("POST "+Prefix+"agents/{uuid}/target-state", c.action(c.agents.setTargetState))
+	m.HandleFunc("POST "+Prefix+"agents/{uuid}/mqtt-password", c.action(c.agents.rotatePassword))
+	m.HandleFunc("POST "+Prefix+"agents/{uuid}/decommission", c.action(c.agents.decommission))
+	m.HandleFunc("POST "+Prefix+"agents/{uuid}/status", c.action(c.agents.setAgentStatus))
+	m.HandleFunc("POST "+Prefix+"agents/{uuid}/keys", c.action(c.keys.createDeviceKey))
 
-	m.HandleFunc("GET "+Prefix+"keys", c.page(c.keysPage))
-	m.HandleFunc("POST "+Prefix+"keys", c.action(c.createDeviceKey))
-	m.HandleFunc("POST "+Prefix+"keys/{id}/revoke", c.action(c.revokeDeviceKey))
-	m.HandleFunc("POST "+Prefix+"app-keys", c.action(c.createAppKey))
-	m.HandleFunc("POST "+Prefix+"app-keys/{id}/revoke", c.action(c.revokeAppKey))
+	m.HandleFunc("GET "+Prefix+"keys", c.page(c.keys.keysPage))
+	m.HandleFunc("POST "+Prefix+"keys", c.action(c.keys.createDeviceKey))
+	m.HandleFunc("POST "+Prefix+"keys/{id}/revoke", c.action(c.keys.revokeDeviceKey))
+	m.HandleFunc("POST "+Prefix+"app-keys", c.action(c.keys.createAppKey))
+	m.HandleFunc("POST "+Prefix+"app-keys/{id}/revoke", c.action(c.keys.revokeAppKey))
 
-	m.HandleFunc("GET "+Prefix+"provisioning", c.page(c.provisioningPage))
-	m.HandleFunc("POST "+Prefix+"provisioning", c.action(c.createProvisioningKey))
-	m.HandleFunc("POST "+Prefix+"provisioning/{id}/delete", c.action(c.deleteProvisioningKey))
+	m.HandleFunc("GET "+Prefix+"provisioning", c.page(c.keys.provisioningPage))
+	m.HandleFunc("POST "+Prefix+"provisioning", c.action(c.keys.createProvisioningKey))
+	m.HandleFunc("POST "+Prefix+"provisioning/{id}/delete", c.action(c.keys.deleteProvisioningKey))
 
-	m.HandleFunc("GET "+Prefix+"users", c.page(c.usersPage))
-	m.HandleFunc("GET "+Prefix+"license", c.page(c.licensePage))
-	m.HandleFunc("GET "+Prefix+"audit", c.page(c.auditPage))
+	m.HandleFunc("GET "+Prefix+"users", c.page(c.admin.usersPage))
+	m.HandleFunc("GET "+Prefix+"license", c.page(c.admin.licensePage))
+	m.HandleFunc("GET "+Prefix+"audit", c.page(c.admin.auditPage))
+
+	m.HandleFunc("GET "+sessionPath, c.live.sessionState)
+	if c.ws == nil {
+		return
+	}
+	m.HandleFunc("GET "+livePath, c.page(c.live.livePage))
+	m.HandleFunc("POST "+credentialPath, c.live.liveCredential)
+	m.Handle("GET "+watchScriptURL, sharedFile(live.WatchScript))
+	if live.BundleBuilt() {
+		m.Handle("GET "+bundleURL, sharedFile(live.BundleFile))
+	}
 }
 
 // operator is the signed-in user, from GET /api/v1/auth/me.
@@ -109,9 +122,9 @@ type handler func(w http.ResponseWriter, r *http.Request, s *session, v *view) e
 // page wraps a GET page: a signed-in session (else the sign-in page), the operator from the API.
 func (c *Console) page(h handler) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		s, err := c.sessionOf(r)
+		s, err := c.sess.sessionOf(r)
 		if err != nil {
-			c.unavailable(w, r, err)
+			c.ui.unavailable(w, r, err)
 			return
 		}
 		if !s.signedIn() {
@@ -127,14 +140,14 @@ func (c *Console) page(h handler) http.HandlerFunc {
 func (c *Console) action(h handler) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		r.Body = http.MaxBytesReader(w, r.Body, 1<<20)
-		s, err := c.sessionOf(r)
+		s, err := c.sess.sessionOf(r)
 		if err != nil {
-			c.unavailable(w, r, err)
+			c.ui.unavailable(w, r, err)
 			return
 		}
-		if !c.checkCSRF(r, s) {
+		if !c.sess.checkCSRF(r, s) {
 			c.log.Warn("console form refused: missing or wrong CSRF token, or a foreign Origin", "path", redact.String(r.URL.Path))
-			c.errorPage(w, r, s, nil, &problem{Status: http.StatusForbidden, Code: "csrf_failed",
+			c.ui.errorPage(w, r, s, nil, &problem{Status: http.StatusForbidden, Code: "csrf_failed",
 				Detail: "this form expired or was not sent from the console; reload the page and try again"})
 			return
 		}
@@ -150,17 +163,17 @@ func (c *Console) action(h handler) http.HandlerFunc {
 // session has ended (signed out, expired, or ended by a change to its user).
 func (c *Console) signInAgain(w http.ResponseWriter, r *http.Request, s *session) {
 	if s != nil {
-		c.clearSession(w, r)
+		c.sess.clearSession(w, r)
 	}
 	http.Redirect(w, r, loginPath, http.StatusSeeOther)
 }
 
 func (c *Console) run(w http.ResponseWriter, r *http.Request, s *session, h handler) {
-	res, err := c.call(r, s, http.MethodGet, "/api/v1/auth/me", nil, nil)
+	res, err := c.api.call(r, s, http.MethodGet, "/api/v1/auth/me", nil, nil)
 	if err == nil && !res.ok() {
 		err = res.problem()
 	}
-	v := &view{CSRF: c.csrfToken(s), Path: Prefix, Live: c.ws != nil}
+	v := &view{CSRF: c.sess.csrfToken(s), Path: Prefix, Live: c.ws != nil}
 	if r.Method == http.MethodGet {
 		v.Path = r.URL.RequestURI()
 	}
@@ -177,7 +190,7 @@ func (c *Console) run(w http.ResponseWriter, r *http.Request, s *session, h hand
 		return
 	}
 	if errors.Is(err, errSignedOut) {
-		c.clearSession(w, r)
+		c.sess.clearSession(w, r)
 		http.Redirect(w, r, loginPath, http.StatusSeeOther)
 		return
 	}
@@ -186,32 +199,7 @@ func (c *Console) run(w http.ResponseWriter, r *http.Request, s *session, h hand
 		c.log.Error("console page failed", "path", redact.String(r.URL.Path), "error", redact.String(err.Error()))
 		p = &problem{Status: http.StatusInternalServerError, Detail: "the console could not show this page; the server log has details"}
 	}
-	c.errorPage(w, r, s, v, p)
-}
-
-// errorPage shows an API refusal or a console error with its status.
-func (c *Console) errorPage(w http.ResponseWriter, r *http.Request, s *session, v *view, p *problem) {
-	if v == nil {
-		v = &view{}
-	}
-	v.Title, v.Error, v.Data = "Error", p.Detail, p
-	c.render(w, r, s, p.Status, "error", v)
-}
-
-// redirect ends an action with 303 See Other to a page, with a notice code (never a secret).
-func (c *Console) redirect(w http.ResponseWriter, r *http.Request, s *session, to, done string) error {
-	if s != nil && s.dirty {
-		c.saveSession(w, r, s)
-	}
-	if done != "" {
-		sep := "?"
-		if strings.Contains(to, "?") {
-			sep = "&"
-		}
-		to += sep + "done=" + url.QueryEscape(done)
-	}
-	http.Redirect(w, r, to, http.StatusSeeOther)
-	return nil
+	c.ui.errorPage(w, r, s, v, p)
 }
 
 // notices are the messages a redirect's done code shows.
@@ -231,18 +219,6 @@ func notice(r *http.Request) string { return notices[r.URL.Query().Get("done")] 
 
 // apiErr turns a non-2xx answer into the error page's problem.
 func apiErr(res result) error { return res.problem() }
-
-// get is a GET through the API that must succeed, decoded into v.
-func (c *Console) get(r *http.Request, s *session, path string, v any) error {
-	res, err := c.call(r, s, http.MethodGet, path, nil, nil)
-	if err != nil {
-		return err
-	}
-	if !res.ok() {
-		return apiErr(res)
-	}
-	return res.decode(v)
-}
 
 func sortedKeys(m map[string]string) []string {
 	out := make([]string, 0, len(m))

@@ -1,47 +1,39 @@
 package console
 
 import (
+	"context"
 	"net/http"
 	"net/url"
 	"strconv"
 	"strings"
-	"time"
+
+	"github.com/iotauth/iotauth/backend/store"
+	apiview "github.com/iotauth/iotauth/backend/view"
 )
 
-// appKey is an application key as GET /api/v1/auth/app-keys lists it.
-type appKey struct {
-	ID     string   `json:"id"`
-	Name   string   `json:"name"`
-	Prefix string   `json:"prefix"`
-	Rights []string `json:"rights"`
-	Topics []struct {
-		Access  string `json:"access"`
-		Pattern string `json:"pattern"`
-	} `json:"topics"`
-	ExpiresAt  *time.Time `json:"expiresAt"`
-	RevokedAt  *time.Time `json:"revokedAt"`
-	LastUsedAt *time.Time `json:"lastUsedAt"`
-	CreatedAt  time.Time  `json:"createdAt"`
-}
+// appKey is an application key as GET /api/v1/auth/app-keys lists it: the API's own JSON form.
+type appKey = apiview.AppKey
 
-// appRights are the rights an application key may hold (the API validates them again).
-var appRights = []string{"agents:read", "agents:write", "keys:write", "provision:write", "audit:read", "license:read", "publish", "token:exchange"}
+// appRights are the rights an application key may hold, in the documentation's order (the API validates
+// them again).
+var appRights = store.AppRights()
 
-// publishableKey is a publishable key as GET /api/v1/auth/publishable-keys lists it.
-type publishableKey struct {
-	ID      string   `json:"id"`
-	Name    string   `json:"name"`
-	Prefix  string   `json:"prefix"`
-	Origins []string `json:"origins"`
-	Topics  []struct {
-		Access  string `json:"access"`
-		Pattern string `json:"pattern"`
-	} `json:"topics"`
-	Providers  []string   `json:"providers"`
-	ExpiresAt  *time.Time `json:"expiresAt"`
-	RevokedAt  *time.Time `json:"revokedAt"`
-	LastUsedAt *time.Time `json:"lastUsedAt"`
-	CreatedAt  time.Time  `json:"createdAt"`
+// publishableKey is a publishable key as GET /api/v1/auth/publishable-keys lists it: the API's own JSON
+// form.
+type publishableKey = apiview.PublishableKey
+
+// keysScreen lists, creates and revokes the keys of every kind: device API keys, application keys,
+// publishable keys (listed) and provisioning keys (with their QR code).
+type keysScreen struct {
+	api *apiClient
+	db  interface {
+		CountAPIKeys(ctx context.Context, agentUUID string) (int64, error)
+		CountAppKeys(ctx context.Context) (int64, error)
+		CountPublishableKeys(ctx context.Context) (int64, error)
+		CountProvisioningKeys(ctx context.Context) (int64, error)
+	}
+	ui    *ui
+	names *namer
 }
 
 // keysPageSize is the page of each list on the Keys screen.
@@ -49,13 +41,13 @@ const keysPageSize = 25
 
 // listOf reads one page of an API list with its pager: the list pages with the query parameter name,
 // and total counts it whole.
-func listOf[T any](c *Console, r *http.Request, s *session, path, id, name string, size int, total func() (int64, error)) ([]T, pager, error) {
+func listOf[T any](api *apiClient, r *http.Request, s *session, path, id, name string, size int, total func() (int64, error)) ([]T, pager, error) {
 	cursor, from := listCursor(r, name)
 	var list struct {
 		Items      []T    `json:"items"`
 		NextCursor string `json:"nextCursor"`
 	}
-	if err := c.get(r, s, apiPath(path, map[string]string{"limit": strconv.Itoa(size), "cursor": cursor}), &list); err != nil {
+	if err := api.get(r, s, apiPath(path, map[string]string{"limit": strconv.Itoa(size), "cursor": cursor}), &list); err != nil {
 		return nil, pager{}, err
 	}
 	n, err := total()
@@ -67,14 +59,14 @@ func listOf[T any](c *Console, r *http.Request, s *session, path, id, name strin
 
 // keysPage: device API keys (every agent's, newest first as the API lists them), application keys and
 // publishable keys, each paged on its own with its total.
-func (c *Console) keysPage(w http.ResponseWriter, r *http.Request, s *session, v *view) error {
+func (c *keysScreen) keysPage(w http.ResponseWriter, r *http.Request, s *session, v *view) error {
 	if !v.Can["keyList"] && !v.Can["appKeyList"] && !v.Can["pubKeyList"] {
 		return &problem{Status: http.StatusForbidden, Detail: "your role (" + v.Me.Role + ") may not see keys"}
 	}
 	ctx := r.Context()
 	data := map[string]any{"Rights": appRights}
 	if v.Can["keyList"] {
-		keys, p, err := listOf[deviceKey](c, r, s, "/api/v1/auth/api-keys", "device-keys", "dk", keysPageSize,
+		keys, p, err := listOf[deviceKey](c.api, r, s, "/api/v1/auth/api-keys", "device-keys", "dk", keysPageSize,
 			func() (int64, error) { return c.db.CountAPIKeys(ctx, "") })
 		if err != nil {
 			return err
@@ -82,7 +74,7 @@ func (c *Console) keysPage(w http.ResponseWriter, r *http.Request, s *session, v
 		data["DeviceKeys"], data["DevicePager"] = keys, p
 	}
 	if v.Can["appKeyList"] {
-		keys, p, err := listOf[appKey](c, r, s, "/api/v1/auth/app-keys", "app-keys", "ak", keysPageSize,
+		keys, p, err := listOf[appKey](c.api, r, s, "/api/v1/auth/app-keys", "app-keys", "ak", keysPageSize,
 			func() (int64, error) { return c.db.CountAppKeys(ctx) })
 		if err != nil {
 			return err
@@ -90,7 +82,7 @@ func (c *Console) keysPage(w http.ResponseWriter, r *http.Request, s *session, v
 		data["AppKeys"], data["AppPager"] = keys, p
 	}
 	if v.Can["pubKeyList"] {
-		keys, p, err := listOf[publishableKey](c, r, s, "/api/v1/auth/publishable-keys", "pub-keys", "pk", keysPageSize,
+		keys, p, err := listOf[publishableKey](c.api, r, s, "/api/v1/auth/publishable-keys", "pub-keys", "pk", keysPageSize,
 			func() (int64, error) { return c.db.CountPublishableKeys(ctx) })
 		if err != nil {
 			return err
@@ -99,19 +91,19 @@ func (c *Console) keysPage(w http.ResponseWriter, r *http.Request, s *session, v
 	}
 	v.Title, v.Nav, v.Notice = "Keys", "keys", notice(r)
 	v.Data = data
-	c.render(w, r, s, http.StatusOK, "keys", v)
+	c.ui.render(w, r, s, http.StatusOK, "keys", v)
 	return nil
 }
 
 // createDeviceKey: POST /api/v1/auth/api-keys for the agent in the path or the form; the key is shown
 // on this answer only, with a copy button.
-func (c *Console) createDeviceKey(w http.ResponseWriter, r *http.Request, s *session, v *view) error {
+func (c *keysScreen) createDeviceKey(w http.ResponseWriter, r *http.Request, s *session, v *view) error {
 	agentID := r.PathValue("uuid")
 	if agentID == "" {
 		agentID = strings.TrimSpace(r.PostFormValue("agentUuid"))
 	}
 	name := strings.TrimSpace(r.PostFormValue("name"))
-	res, err := c.call(r, s, http.MethodPost, "/api/v1/auth/api-keys", map[string]string{"name": name, "agentUuid": agentID}, nil)
+	res, err := c.api.call(r, s, http.MethodPost, "/api/v1/auth/api-keys", map[string]string{"name": name, "agentUuid": agentID}, nil)
 	if err != nil {
 		return err
 	}
@@ -128,12 +120,12 @@ func (c *Console) createDeviceKey(w http.ResponseWriter, r *http.Request, s *ses
 	v.Title, v.Nav = "New device API key", "keys"
 	v.Data = secretShown{What: "device API key", Secret: out.APIKey, Back: Prefix + "agents/" + url.PathEscape(agentID),
 		Note: "The agent uses it as its MQTT username and in X-Device-API-Key, with its existing MQTT password."}
-	c.render(w, r, s, http.StatusCreated, "secret", v)
+	c.ui.render(w, r, s, http.StatusCreated, "secret", v)
 	return nil
 }
 
 // revokeDeviceKey: DELETE /api/v1/auth/api-keys/{id}; brokers close the agent's sessions that used it.
-func (c *Console) revokeDeviceKey(w http.ResponseWriter, r *http.Request, s *session, v *view) error {
+func (c *keysScreen) revokeDeviceKey(w http.ResponseWriter, r *http.Request, s *session, v *view) error {
 	if !v.Can["keyRevoke"] {
 		return refused(v)
 	}
@@ -144,24 +136,20 @@ func (c *Console) revokeDeviceKey(w http.ResponseWriter, r *http.Request, s *ses
 		back = Prefix + "agents/" + url.PathEscape(a)
 		fields["agent"] = a
 	}
-	if !c.confirmed(w, r, s, v, confirmation{Title: "Revoke device API key", Target: orID(c.refName(r, "api-key:"+id)), TargetID: id,
+	if !c.ui.confirmed(w, r, s, v, confirmation{Title: "Revoke device API key", Target: orID(c.names.refName(r, "api-key:"+id)), TargetID: id,
 		Consequence: "Brokers close the agent's sessions that used this key within a second, and the key is refused from then on. This cannot be undone.",
 		Button:      "Revoke the key", Fields: fields, Back: back}) {
 		return nil
 	}
-	res, err := c.call(r, s, http.MethodDelete, "/api/v1/auth/api-keys/"+url.PathEscape(id), nil, nil)
-	if err != nil {
+	if err := c.api.do(r, s, http.MethodDelete, "/api/v1/auth/api-keys/"+url.PathEscape(id), nil); err != nil {
 		return err
 	}
-	if !res.ok() {
-		return apiErr(res)
-	}
-	return c.redirect(w, r, s, back, "revoked")
+	return c.ui.redirect(w, r, s, back, "revoked")
 }
 
 // createAppKey: POST /api/v1/auth/app-keys with rights from checkboxes and topics one per line as
 // "access pattern" (read, write or readwrite); the key and its MQTT password are shown once.
-func (c *Console) createAppKey(w http.ResponseWriter, r *http.Request, s *session, v *view) error {
+func (c *keysScreen) createAppKey(w http.ResponseWriter, r *http.Request, s *session, v *view) error {
 	topics := []map[string]string{}
 	for _, l := range formLines(r.PostFormValue("topics")) {
 		access, pattern, ok := strings.Cut(l, " ")
@@ -171,7 +159,7 @@ func (c *Console) createAppKey(w http.ResponseWriter, r *http.Request, s *sessio
 		topics = append(topics, map[string]string{"access": strings.TrimSpace(access), "pattern": strings.TrimSpace(pattern)})
 	}
 	body := map[string]any{"name": strings.TrimSpace(r.PostFormValue("name")), "rights": nonNil(checked(r, "rights", appRights)), "topics": topics}
-	res, err := c.call(r, s, http.MethodPost, "/api/v1/auth/app-keys", body, nil)
+	res, err := c.api.call(r, s, http.MethodPost, "/api/v1/auth/app-keys", body, nil)
 	if err != nil {
 		return err
 	}
@@ -190,29 +178,25 @@ func (c *Console) createAppKey(w http.ResponseWriter, r *http.Request, s *sessio
 	v.Title, v.Nav = "New application key", "keys"
 	v.Data = secretShown{What: "application key", Secret: out.Key, Password: out.MQTT.Password, Back: Prefix + "keys",
 		Note: "Use the key as Authorization: Bearer on the REST API, and as the MQTT username with this MQTT password."}
-	c.render(w, r, s, http.StatusCreated, "secret", v)
+	c.ui.render(w, r, s, http.StatusCreated, "secret", v)
 	return nil
 }
 
 // revokeAppKey: DELETE /api/v1/auth/app-keys/{id}.
-func (c *Console) revokeAppKey(w http.ResponseWriter, r *http.Request, s *session, v *view) error {
+func (c *keysScreen) revokeAppKey(w http.ResponseWriter, r *http.Request, s *session, v *view) error {
 	if !v.Can["appKeyRevoke"] {
 		return refused(v)
 	}
 	id := r.PathValue("id")
-	if !c.confirmed(w, r, s, v, confirmation{Title: "Revoke application key", Target: orID(c.refName(r, "app-key:"+id)), TargetID: id,
+	if !c.ui.confirmed(w, r, s, v, confirmation{Title: "Revoke application key", Target: orID(c.names.refName(r, "app-key:"+id)), TargetID: id,
 		Consequence: "Brokers close the key's MQTT sessions, and its REST calls and token exchanges are refused from then on. This cannot be undone.",
 		Button:      "Revoke the key", Back: Prefix + "keys"}) {
 		return nil
 	}
-	res, err := c.call(r, s, http.MethodDelete, "/api/v1/auth/app-keys/"+url.PathEscape(id), nil, nil)
-	if err != nil {
+	if err := c.api.do(r, s, http.MethodDelete, "/api/v1/auth/app-keys/"+url.PathEscape(id), nil); err != nil {
 		return err
 	}
-	if !res.ok() {
-		return apiErr(res)
-	}
-	return c.redirect(w, r, s, Prefix+"keys", "app-revoked")
+	return c.ui.redirect(w, r, s, Prefix+"keys", "app-revoked")
 }
 
 func nonNil(s []string) []string {

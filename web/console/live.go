@@ -3,6 +3,7 @@ package console
 import (
 	"encoding/json"
 	"errors"
+	"log/slog"
 	"net/http"
 	"net/url"
 	"regexp"
@@ -35,25 +36,21 @@ const (
 
 var uuidRe = regexp.MustCompile(`^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$`)
 
+// liveScreen is Watch live: the console's live screen, the short-lived MQTT credential its script
+// connects with, and the sign-in state /live's script asks for.
+type liveScreen struct {
+	api   *apiClient
+	sess  *sessions
+	ui    *ui
+	names *namer
+	log   *slog.Logger
+	ws    *url.URL // the broker's WebSocket URL; nil: Watch live is not offered
+}
+
 // watchCSP is the console's policy plus WebSockets to the broker, for the pages that watch (only
 // those: the other pages keep connect-src at 'self').
 func watchCSP(ws *url.URL) string {
 	return ContentSecurityPolicy + "; connect-src 'self' " + ws.Scheme + "://" + ws.Host
-}
-
-// liveRoutes registers Watch live's routes when the broker's WebSocket URL is configured.
-func (c *Console) liveRoutes() {
-	m := c.mux
-	m.HandleFunc("GET "+sessionPath, c.sessionState)
-	if c.ws == nil {
-		return
-	}
-	m.HandleFunc("GET "+livePath, c.page(c.livePage))
-	m.HandleFunc("POST "+credentialPath, c.liveCredential)
-	m.Handle("GET "+watchScriptURL, sharedFile(live.WatchScript))
-	if live.BundleBuilt() {
-		m.Handle("GET "+bundleURL, sharedFile(live.BundleFile))
-	}
 }
 
 // sharedFile serves one of /live's files that the console shares (its script and MQTT.js).
@@ -70,35 +67,35 @@ func sharedFile(name string) http.Handler {
 	})
 }
 
-// watching prepares a page that watches: its scripts and its CSP.
-func (c *Console) watching(w http.ResponseWriter, v *view) {
-	v.Watch, v.WSURL = true, c.ws.String()
-	w.Header().Set("Content-Security-Policy", watchCSP(c.ws))
+// watching prepares a page that watches the broker at ws: its scripts and its CSP.
+func watching(w http.ResponseWriter, v *view, ws *url.URL) {
+	v.Watch, v.WSURL = true, ws.String()
+	w.Header().Set("Content-Security-Policy", watchCSP(ws))
 }
 
 // livePage: GET /console/live, /live in the console's layout: enter an agent's uuid and watch it
 // (?agent=<uuid> fills it in and starts).
-func (c *Console) livePage(w http.ResponseWriter, r *http.Request, s *session, v *view) error {
+func (c *liveScreen) livePage(w http.ResponseWriter, r *http.Request, s *session, v *view) error {
 	agent := r.URL.Query().Get("agent")
 	if !uuidRe.MatchString(agent) {
 		agent = ""
 	}
 	name := ""
 	if agent != "" {
-		name = c.agentName(r, s, agent)
+		name = c.names.agentName(r, s, agent)
 	}
-	c.watching(w, v)
+	watching(w, v, c.ws)
 	v.Title, v.Nav = "Live", "live"
 	v.Data = map[string]any{"Agent": agent, "AgentName": name}
-	c.render(w, r, s, http.StatusOK, "live", v)
+	c.ui.render(w, r, s, http.StatusOK, "live", v)
 	return nil
 }
 
 // sessionState: GET /console/session → {"signedIn": true|false}, for /live's script, which sends a
 // browser signed in to the console to /console/live (it cannot see the console's cookie, which is
 // HttpOnly and scoped to /console/). Same-origin only: the answer has no CORS header.
-func (c *Console) sessionState(w http.ResponseWriter, r *http.Request) {
-	s, err := c.sessionOf(r)
+func (c *liveScreen) sessionState(w http.ResponseWriter, r *http.Request) {
+	s, err := c.sess.sessionOf(r)
 	if err != nil {
 		c.log.Error("console session store failed", "path", redact.String(r.URL.Path), "error", redact.String(err.Error()))
 		writeJSON(w, http.StatusServiceUnavailable, map[string]any{"signedIn": false,
@@ -113,16 +110,16 @@ func (c *Console) sessionState(w http.ResponseWriter, r *http.Request) {
 // from the API's token exchange, for the page's script to connect with. Errors are problem-shaped
 // JSON: 403 for a missing or foreign CSRF token or Origin, 401 when the session has ended, and the
 // exchange's own refusals (429 with Retry-After, 503 when it is not configured).
-func (c *Console) liveCredential(w http.ResponseWriter, r *http.Request) {
+func (c *liveScreen) liveCredential(w http.ResponseWriter, r *http.Request) {
 	r.Body = http.MaxBytesReader(w, r.Body, 4<<10)
-	s, err := c.sessionOf(r)
+	s, err := c.sess.sessionOf(r)
 	if err != nil {
 		c.log.Error("console session store failed", "path", redact.String(r.URL.Path), "error", redact.String(err.Error()))
 		writeProblem(w, &problem{Status: http.StatusServiceUnavailable, Code: "unavailable",
 			Detail: "the console cannot reach its database; try again in a moment (the server log has details)"})
 		return
 	}
-	if !c.checkCSRF(r, s) {
+	if !c.sess.checkCSRF(r, s) {
 		c.log.Warn("console live credential refused: missing or wrong CSRF token, or a foreign Origin")
 		writeProblem(w, &problem{Status: http.StatusForbidden, Code: "csrf_failed",
 			Detail: "this page expired or the request was not sent from the console; reload the page"})
@@ -131,7 +128,7 @@ func (c *Console) liveCredential(w http.ResponseWriter, r *http.Request) {
 	signedOut := &problem{Status: http.StatusUnauthorized, Code: "signed_out",
 		Detail: "your console session has ended; sign in again"}
 	if !s.signedIn() {
-		c.clearSession(w, r)
+		c.sess.clearSession(w, r)
 		writeProblem(w, signedOut)
 		return
 	}
@@ -144,11 +141,11 @@ func (c *Console) liveCredential(w http.ResponseWriter, r *http.Request) {
 			Detail: "agent must be the UUID of the agent to watch (8-4-4-4-12 hexadecimal digits)"})
 		return
 	}
-	res, err := c.call(r, s, http.MethodPost, api.ExchangePath,
+	res, err := c.api.call(r, s, http.MethodPost, api.ExchangePath,
 		map[string]any{"provider": "iotauth", "ttl": int(liveCredentialTTL / time.Second),
 			"topics": []map[string]string{{"access": "read", "pattern": "agents/" + agent + "/#"}}}, nil)
 	if errors.Is(err, errSignedOut) {
-		c.clearSession(w, r)
+		c.sess.clearSession(w, r)
 		writeProblem(w, signedOut)
 		return
 	}

@@ -1,12 +1,15 @@
 package console
 
 import (
+	"context"
 	"fmt"
 	"net/http"
 	"sort"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/iotauth/iotauth/backend/store"
 )
 
 // summary is GET /api/v1/agents/summary (docs/presence.md).
@@ -43,12 +46,24 @@ var securityActions = []struct {
 // securityEventsShown is how many security events the overview lists.
 const securityEventsShown = 10
 
+// overviewScreen is the landing page: the fleet's presence, its activity, the license and the newest
+// security events.
+type overviewScreen struct {
+	api *apiClient
+	db  interface {
+		PresenceActivity(ctx context.Context, since time.Time, step time.Duration, n int) ([]store.ActivityPoint, error)
+	}
+	ui    *ui
+	names *namer
+	now   func() time.Time
+}
+
 // overviewPage: the landing page after sign-in. The fleet's presence summary with its counts by
 // broker (any role), the license's usage (roles that may read the license) and the newest security
 // events (roles that may read the audit trail). Every figure is an API answer.
-func (c *Console) overviewPage(w http.ResponseWriter, r *http.Request, s *session, v *view) error {
+func (c *overviewScreen) overviewPage(w http.ResponseWriter, r *http.Request, s *session, v *view) error {
 	var sum summary
-	if err := c.get(r, s, "/api/v1/agents/summary", &sum); err != nil {
+	if err := c.api.get(r, s, "/api/v1/agents/summary", &sum); err != nil {
 		return err
 	}
 	brokers := make([]brokerCount, 0, len(sum.ByBroker))
@@ -68,7 +83,7 @@ func (c *Console) overviewPage(w http.ResponseWriter, r *http.Request, s *sessio
 	data := map[string]any{"Summary": sum, "Brokers": brokers, "Chart": fleetChart(sum), "Activity": charts}
 	if v.Can["license"] {
 		var l licenseView
-		if err := c.get(r, s, "/api/v1/license", &l); err != nil {
+		if err := c.api.get(r, s, "/api/v1/license", &l); err != nil {
 			return err
 		}
 		data["License"] = l
@@ -79,17 +94,17 @@ func (c *Console) overviewPage(w http.ResponseWriter, r *http.Request, s *sessio
 		if err != nil {
 			return err
 		}
-		data["Events"] = c.auditRows(r, s, v, events)
+		data["Events"] = c.names.auditRows(r, events)
 	}
 	v.Title, v.Nav = "Overview", "overview"
 	v.Data = data
-	c.render(w, r, s, http.StatusOK, "overview", v)
+	c.ui.render(w, r, s, http.StatusOK, "overview", v)
 	return nil
 }
 
 // securityEvents reads the newest events of each security action through the API (its audit filter
 // takes one action at a time) and keeps the newest securityEventsShown of them all.
-func (c *Console) securityEvents(r *http.Request, s *session) ([]auditEvent, error) {
+func (c *overviewScreen) securityEvents(r *http.Request, s *session) ([]auditEvent, error) {
 	var all []auditEvent
 	for _, a := range securityActions {
 		var list struct {
@@ -99,7 +114,7 @@ func (c *Console) securityEvents(r *http.Request, s *session) ([]auditEvent, err
 		if a.FailureOnly {
 			limit = "100"
 		}
-		if err := c.get(r, s, apiPath("/api/v1/audit", map[string]string{"action": a.Action, "limit": limit}), &list); err != nil {
+		if err := c.api.get(r, s, apiPath("/api/v1/audit", map[string]string{"action": a.Action, "limit": limit}), &list); err != nil {
 			return nil, err
 		}
 		for _, e := range list.Items {
@@ -215,7 +230,7 @@ type timeChart struct {
 
 // activityCharts reads the last 24 hours from the database and draws the online agents and the
 // connects, disconnects and refused connects per step.
-func (c *Console) activityCharts(r *http.Request) ([]timeChart, error) {
+func (c *overviewScreen) activityCharts(r *http.Request) ([]timeChart, error) {
 	now := c.now().UTC()
 	end := now.Truncate(activityStep)
 	since := end.Add(-(activitySteps - 1) * activityStep)

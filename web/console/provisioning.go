@@ -25,18 +25,18 @@ type provKey struct {
 }
 
 // provisioningPage: unused provisioning keys, the form to make one, delete buttons.
-func (c *Console) provisioningPage(w http.ResponseWriter, r *http.Request, s *session, v *view) error {
+func (c *keysScreen) provisioningPage(w http.ResponseWriter, r *http.Request, s *session, v *view) error {
 	if !v.Can["provisionList"] {
 		return &problem{Status: http.StatusForbidden, Detail: "your role (" + v.Me.Role + ") may not manage provisioning keys"}
 	}
-	keys, p, err := listOf[provKey](c, r, s, "/api/v1/provision/keys", "prov-keys", "cursor", keysPageSize,
+	keys, p, err := listOf[provKey](c.api, r, s, "/api/v1/provision/keys", "prov-keys", "cursor", keysPageSize,
 		func() (int64, error) { return c.db.CountProvisioningKeys(r.Context()) })
 	if err != nil {
 		return err
 	}
 	v.Title, v.Nav, v.Notice = "Provisioning", "provisioning", notice(r)
 	v.Data = map[string]any{"Keys": keys, "Pager": p}
-	c.render(w, r, s, http.StatusOK, "provisioning", v)
+	c.ui.render(w, r, s, http.StatusOK, "provisioning", v)
 	return nil
 }
 
@@ -69,7 +69,7 @@ type QRPayload struct {
 }
 
 // createProvisioningKey: POST /api/v1/provision/keys.
-func (c *Console) createProvisioningKey(w http.ResponseWriter, r *http.Request, s *session, v *view) error {
+func (c *keysScreen) createProvisioningKey(w http.ResponseWriter, r *http.Request, s *session, v *view) error {
 	body := map[string]any{"name": strings.TrimSpace(r.PostFormValue("name"))}
 	if h := strings.TrimSpace(r.PostFormValue("expiresHours")); h != "" {
 		n, err := strconv.ParseFloat(h, 64)
@@ -78,7 +78,7 @@ func (c *Console) createProvisioningKey(w http.ResponseWriter, r *http.Request, 
 		}
 		body["expiresIn"] = int64(n * 3600)
 	}
-	res, err := c.call(r, s, http.MethodPost, "/api/v1/provision/keys", body, nil)
+	res, err := c.api.call(r, s, http.MethodPost, "/api/v1/provision/keys", body, nil)
 	if err != nil {
 		return err
 	}
@@ -111,33 +111,29 @@ func (c *Console) createProvisioningKey(w http.ResponseWriter, r *http.Request, 
 		QR:      template.URL("data:image/png;base64," + base64.StdEncoding.EncodeToString(png)),
 		QRText:  string(payload),
 	}
-	c.render(w, r, s, http.StatusCreated, "provisioned", v)
+	c.ui.render(w, r, s, http.StatusCreated, "provisioned", v)
 	return nil
 }
 
 // deleteProvisioningKey: DELETE /api/v1/provision/keys/{id}.
-func (c *Console) deleteProvisioningKey(w http.ResponseWriter, r *http.Request, s *session, v *view) error {
+func (c *keysScreen) deleteProvisioningKey(w http.ResponseWriter, r *http.Request, s *session, v *view) error {
 	if !v.Can["provisionDelete"] {
 		return refused(v)
 	}
 	id := r.PathValue("id")
-	if !c.confirmed(w, r, s, v, confirmation{Title: "Delete provisioning key", Target: orID(c.refName(r, "provisioning-key:"+id)), TargetID: id,
+	if !c.ui.confirmed(w, r, s, v, confirmation{Title: "Delete provisioning key", Target: orID(c.names.refName(r, "provisioning-key:"+id)), TargetID: id,
 		Consequence: "Devices can no longer register with this key. This cannot be undone.",
 		Button:      "Delete the key", Back: Prefix + "provisioning"}) {
 		return nil
 	}
-	res, err := c.call(r, s, http.MethodDelete, "/api/v1/provision/keys/"+url.PathEscape(id), nil, nil)
-	if err != nil {
+	if err := c.api.do(r, s, http.MethodDelete, "/api/v1/provision/keys/"+url.PathEscape(id), nil); err != nil {
 		return err
 	}
-	if !res.ok() {
-		return apiErr(res)
-	}
-	return c.redirect(w, r, s, Prefix+"provisioning", "deleted")
+	return c.ui.redirect(w, r, s, Prefix+"provisioning", "deleted")
 }
 
 // publicBase is the API's base URL as the operator's browser reaches it.
-func (c *Console) publicBase(r *http.Request) string {
+func (c *keysScreen) publicBase(r *http.Request) string {
 	scheme := "http"
 	if c.api.ClientHTTPS(r) {
 		scheme = "https"

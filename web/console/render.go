@@ -6,10 +6,16 @@ import (
 	"fmt"
 	"html/template"
 	"io/fs"
+	"log/slog"
 	"net/http"
+	"net/url"
 	"path"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
+
+	"github.com/iotauth/iotauth/backend/redact"
 )
 
 // funcs are the helpers the templates use.
@@ -73,9 +79,21 @@ func parsePages() (map[string]*template.Template, error) {
 	return pages, nil
 }
 
-// render writes a page: the session cookie first when it changed (a refreshed token pair), then the
+// ui renders the console's pages from the embedded templates: pages, the error page (and the answer
+// when the session store cannot be read), the redirect that ends an action, and the confirmation page
+// of a destructive action. It writes the cookie of a session whose id is new before the answer.
+type ui struct {
+	log     *slog.Logger
+	pages   map[string]*template.Template
+	masters map[string]*template.Template // the same pages never executed, copied per time zone
+	zoned   sync.Map                      // zone and page → that copy
+	zonedN  atomic.Int64                  // copies made (kept up to maxZonedPages)
+	sess    *sessions
+}
+
+// render writes a page: the session cookie first when it changed (a new session id), then the
 // HTML, rendered into a buffer so that a template error never leaves half a page.
-func (c *Console) render(w http.ResponseWriter, r *http.Request, s *session, status int, name string, v *view) {
+func (c *ui) render(w http.ResponseWriter, r *http.Request, s *session, status int, name string, v *view) {
 	t, ok := c.pages[name]
 	if !ok {
 		c.log.Error("console page template missing", "page", name)
@@ -91,12 +109,49 @@ func (c *Console) render(w http.ResponseWriter, r *http.Request, s *session, sta
 		http.Error(w, "the console could not show this page", http.StatusInternalServerError)
 		return
 	}
-	if s != nil && s.dirty {
-		c.saveSession(w, r, s)
-	}
+	c.saveNewSession(w, r, s)
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
 	w.WriteHeader(status)
 	_, _ = w.Write(buf.Bytes())
+}
+
+// errorPage shows an API refusal or a console error with its status.
+func (c *ui) errorPage(w http.ResponseWriter, r *http.Request, s *session, v *view, p *problem) {
+	if v == nil {
+		v = &view{}
+	}
+	v.Title, v.Error, v.Data = "Error", p.Detail, p
+	c.render(w, r, s, p.Status, "error", v)
+}
+
+// redirect ends an action with 303 See Other to a page, with a notice code (never a secret).
+func (c *ui) redirect(w http.ResponseWriter, r *http.Request, s *session, to, done string) error {
+	c.saveNewSession(w, r, s)
+	if done != "" {
+		sep := "?"
+		if strings.Contains(to, "?") {
+			sep = "&"
+		}
+		to += sep + "done=" + url.QueryEscape(done)
+	}
+	http.Redirect(w, r, to, http.StatusSeeOther)
+	return nil
+}
+
+// unavailable answers when the session store cannot be read: the operator is not signed out (the
+// session may well be live), the page just cannot be served now.
+func (c *ui) unavailable(w http.ResponseWriter, r *http.Request, err error) {
+	c.log.Error("console session store failed", "path", redact.String(r.URL.Path), "error", redact.String(err.Error()))
+	c.errorPage(w, r, nil, nil, &problem{Status: http.StatusServiceUnavailable, Code: "unavailable",
+		Detail: "the console cannot reach its database; try again in a moment (the server log has details)"})
+}
+
+// saveNewSession writes the cookie of a session whose id is new (a sign-in form's anonymous session);
+// an existing session's cookie is left alone.
+func (c *ui) saveNewSession(w http.ResponseWriter, r *http.Request, s *session) {
+	if s != nil && s.dirty {
+		c.sess.saveSession(w, r, s)
+	}
 }
 
 // disconnectReasons explain the reasons a session ends (docs/presence.md), for the hover text.
@@ -114,7 +169,7 @@ var disconnectReasons = map[string]string{
 
 // zonedPage is a page whose time helpers show the operator's zone: a copy of the never-executed master
 // (html/template copies only those) with the helpers replaced, made once per zone and page.
-func (c *Console) zonedPage(name string, loc *time.Location) *template.Template {
+func (c *ui) zonedPage(name string, loc *time.Location) *template.Template {
 	key := loc.String() + "\x00" + name
 	if t, ok := c.zoned.Load(key); ok {
 		return t.(*template.Template)

@@ -84,7 +84,19 @@ func validSessionID(v string) bool {
 	return err == nil && len(b) == 32
 }
 
-func (c *Console) mac(parts ...string) []byte {
+// sessions keeps the browsers' console sessions: the session cookie, the session's row in the
+// database (checked and touched on every request), and the CSRF token bound to it.
+type sessions struct {
+	db interface {
+		TouchConsoleSession(ctx context.Context, digest []byte, now time.Time, idle time.Duration) (store.ConsoleSession, error)
+	}
+	api  interface{ ClientHTTPS(r *http.Request) bool }
+	key  []byte // the CSRF key, derived from Config.Key
+	now  func() time.Time
+	idle time.Duration
+}
+
+func (c *sessions) mac(parts ...string) []byte {
 	m := hmac.New(sha256.New, c.key)
 	for _, p := range parts {
 		m.Write([]byte(p))
@@ -96,7 +108,7 @@ func (c *Console) mac(parts ...string) []byte {
 // sessionOf returns the request's session: nil without a well-formed cookie, signed in when the
 // database holds a live session for it (checked on every request, and touched for the idle timeout).
 // An error means the database could not answer; the caller must not treat it as signed out.
-func (c *Console) sessionOf(r *http.Request) (*session, error) {
+func (c *sessions) sessionOf(r *http.Request) (*session, error) {
 	ck, err := r.Cookie(SessionCookie)
 	if err != nil || !validSessionID(ck.Value) {
 		return nil, nil
@@ -115,26 +127,26 @@ func (c *Console) sessionOf(r *http.Request) (*session, error) {
 
 // cookie builds one of the console's cookies: HttpOnly, SameSite=Strict, Secure when the client came
 // over TLS (directly or through a trusted proxy, as the API judges it).
-func (c *Console) cookie(r *http.Request, name, value, path string, maxAge int) *http.Cookie {
+func (c *sessions) cookie(r *http.Request, name, value, path string, maxAge int) *http.Cookie {
 	return &http.Cookie{Name: name, Value: value, Path: path, MaxAge: maxAge, HttpOnly: true,
 		Secure: c.api.ClientHTTPS(r), SameSite: http.SameSiteStrictMode}
 }
 
 // saveSession writes the session cookie (a browser-session cookie: it ends with the browser; the
 // server-side lifetimes bound it too).
-func (c *Console) saveSession(w http.ResponseWriter, r *http.Request, s *session) {
+func (c *sessions) saveSession(w http.ResponseWriter, r *http.Request, s *session) {
 	http.SetCookie(w, c.cookie(r, SessionCookie, s.ID, Prefix, 0))
 	s.dirty = false
 }
 
 // clearSession deletes the session cookie.
-func (c *Console) clearSession(w http.ResponseWriter, r *http.Request) {
+func (c *sessions) clearSession(w http.ResponseWriter, r *http.Request) {
 	http.SetCookie(w, c.cookie(r, SessionCookie, "", Prefix, -1))
 }
 
 // csrfToken is the session's synchronizer token: a MAC of its id, so it is bound to the session and
 // changes with every sign-in, and cannot be made without the console key.
-func (c *Console) csrfToken(s *session) string {
+func (c *sessions) csrfToken(s *session) string {
 	if s == nil {
 		return ""
 	}
@@ -144,7 +156,7 @@ func (c *Console) csrfToken(s *session) string {
 // checkCSRF checks a state-changing request: its form must carry the session's CSRF token, and an
 // Origin header, when the browser sends one (every current browser does on POST), must be this
 // console's own origin. It returns false for a missing or foreign token or origin.
-func (c *Console) checkCSRF(r *http.Request, s *session) bool {
+func (c *sessions) checkCSRF(r *http.Request, s *session) bool {
 	if s == nil {
 		return false
 	}
@@ -165,7 +177,7 @@ func (c *Console) checkCSRF(r *http.Request, s *session) bool {
 // sameOrigin compares an Origin header's host with the host the request was made to. The scheme is not
 // compared: a TLS-terminating proxy that is not in TRUSTED_PROXIES would otherwise break every form. A
 // reverse proxy must pass the Host header on (nginx: proxy_set_header Host $host).
-func (c *Console) sameOrigin(r *http.Request, origin string) bool {
+func (c *sessions) sameOrigin(r *http.Request, origin string) bool {
 	u, err := url.Parse(origin)
 	if err != nil || u.Host == "" || (u.Scheme != "http" && u.Scheme != "https") {
 		return false

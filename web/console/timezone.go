@@ -57,7 +57,7 @@ func zoneName(loc *time.Location) string { return loc.String() }
 
 // setTimezone: POST /console/timezone with tz (an IANA zone name, or UTC): remembers it in a cookie
 // for a year and goes back to the page the form was on.
-func (c *Console) setTimezone(w http.ResponseWriter, r *http.Request, s *session, v *view) error {
+func (c *loginScreen) setTimezone(w http.ResponseWriter, r *http.Request, s *session, v *view) error {
 	name := strings.TrimSpace(r.PostFormValue("tz"))
 	if name == "" {
 		name = "UTC"
@@ -66,10 +66,10 @@ func (c *Console) setTimezone(w http.ResponseWriter, r *http.Request, s *session
 		return &problem{Status: http.StatusBadRequest, Code: "invalid_timezone",
 			Detail: "unknown time zone; use an IANA name such as UTC, Europe/Paris or America/New_York"}
 	}
-	http.SetCookie(w, c.cookie(r, ZoneCookie, name, Prefix, 365*24*3600))
+	http.SetCookie(w, c.sess.cookie(r, ZoneCookie, name, Prefix, 365*24*3600))
 	back := r.PostFormValue("back")
 	if !strings.HasPrefix(back, Prefix) || strings.HasPrefix(back, "//") || strings.ContainsAny(back, "\\\r\n") {
 		back = Prefix
 	}
-	return c.redirect(w, r, s, back, "")
+	return c.ui.redirect(w, r, s, back, "")
 }
