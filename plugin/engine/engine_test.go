@@ -57,7 +57,9 @@ func (b *fakeBroker) SetUsername(client uintptr, name string) bool {
 }
 
 func (b *fakeBroker) Mark(client uintptr, prefix string) bool {
-	b.marks[client] = prefix
+	if b.marks[client] != prefix {
+		b.marks[client] = strings.Clone(prefix) // borrowed for the call
+	}
 	return true
 }
 

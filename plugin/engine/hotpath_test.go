@@ -39,8 +39,10 @@ func newConnectLoop(tb testing.TB, agents int) *connectLoop {
 
 func (l *connectLoop) round(tb testing.TB) {
 	n := l.i % len(l.devs)
+	// Each connect on another handle than the agent's last one, the way the broker allocates a context
+	// per connection; two handles per agent, so that the fake broker's records of names and marks settle.
+	l.handle = uintptr(1 + n + len(l.devs)*(l.i/len(l.devs)%2))
 	l.i++
-	l.handle = l.handle%4096 + 1
 	if r := l.f.e.BasicAuth(l.handle, l.devs[n].key, l.pws[n], l.ids[n]); r != OK {
 		tb.Fatalf("connect %d refused: %v", l.i, r)
 	}

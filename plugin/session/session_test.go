@@ -86,7 +86,7 @@ func (b *fakeBroker) Mark(client uintptr, prefix string) bool {
 	if prefix == "" {
 		delete(b.marks, client)
 	} else {
-		b.marks[client] = prefix
+		b.marks[client] = strings.Clone(prefix) // borrowed for the call
 	}
 	return true
 }
