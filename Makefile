@@ -81,6 +81,7 @@ test-compat: build $(COMPAT_BROKERS) ## the plugin, demo and broker-using API te
 		tags=""; case $$v in 2.1*) tags="-tags mosquitto21";; esac; \
 		$(TEST_ENV) $(GO) test -count=1 -timeout $(TEST_TIMEOUT) $$tags ./test/plugin ./test/demo; \
 		$(TEST_ENV) $(GO) test -count=1 -timeout $(TEST_TIMEOUT) -run '^($(COMPAT_API_TESTS))$$' ./test/api; \
+		$(TEST_ENV) $(GO) test -count=1 -timeout $(TEST_TIMEOUT) -run '^TestKeepaliveAndLostConnectionReasons$$' ./test/presence; \
 	done
 
 # The compose stack started for real (Podman, docker-compose through Podman's socket): test/containers,

@@ -29,7 +29,7 @@ extern int iotauth_go_basic_auth(uintptr_t client, char *username, int username_
                                  char *clientid, int clientid_len);
 extern int iotauth_go_acl_check(uintptr_t client, char *topic, int topic_len, int access);
 extern void iotauth_go_tick(void);
-extern void iotauth_go_disconnect(uintptr_t client, int clean_start, int protocol_version, int told);
+extern void iotauth_go_disconnect(uintptr_t client, int clean_start, int protocol_version, int told, int reason);
 extern void iotauth_go_yield(void);
 extern int iotauth_go_reload(void);
 
@@ -236,8 +236,9 @@ static int on_disconnect(int event, void *event_data, void *userdata)
 		told = offline_registered ? 0 : -1;
 	}
 	before_go();
+	/* ed->reason: why the connection ended (2.1: a MOSQ_ERR_* code; 2.0: always -1). */
 	iotauth_go_disconnect((uintptr_t)ed->client, mosquitto_client_clean_session(ed->client),
-	                      mosquitto_client_protocol_version(ed->client), told);
+	                      mosquitto_client_protocol_version(ed->client), told, ed->reason);
 	return MOSQ_ERR_SUCCESS;
 }
 

@@ -143,10 +143,10 @@ func iotauth_go_acl_check(client C.uintptr_t, topic *C.char, topicLen C.int, acc
 }
 
 //export iotauth_go_disconnect
-func iotauth_go_disconnect(client C.uintptr_t, cleanStart, protocolVersion, told C.int) {
+func iotauth_go_disconnect(client C.uintptr_t, cleanStart, protocolVersion, told, reason C.int) {
 	defer recoverTo(nil, 0, "disconnect")
 	if in := current.Load(); in != nil {
-		in.eng.Disconnect(uintptr(client), cleanStart != 0, int(protocolVersion), session.Told(told))
+		in.eng.Disconnect(uintptr(client), cleanStart != 0, int(protocolVersion), session.Told(told), int(reason))
 	}
 }
 

@@ -4,6 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/netip"
+	"strconv"
+	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -25,45 +28,184 @@ type PresenceRow struct {
 	Kind           string // PrincipalAgent, PrincipalApp, PrincipalToken
 	Principal      string // agent uuid, application key id, short-lived credential subject
 	ClientID       string
-	Protocol       string // mqtt3.1, mqtt3.1.1, mqtt5
-	Remote         string // IP address, no port ("" when unknown)
+	Protocol       string     // mqtt3.1, mqtt3.1.1, mqtt5
+	Remote         netip.Addr // IP address (the zero Addr when unknown: written as "")
 	ConnectedAt    time.Time
 	DisconnectedAt *time.Time
 	Reason         string // set with DisconnectedAt
 }
 
 // presenceUpsert writes a batch of rows in one statement, and heartbeats the broker with it: a start
-// inserts, an end closes the row still open (a row already closed keeps its first end).
+// inserts, an end closes the row still open (a row already closed keeps its first end). Its columns
+// arrive as array literals in text (presenceBatch), times as microseconds since the Unix epoch.
 const presenceUpsert = `WITH hb AS (
   UPDATE presence_brokers SET heartbeat_at = now() WHERE broker_id = $2 AND incarnation = $1::uuid
 )
 INSERT INTO presence_sessions (incarnation, seq, broker_id, principal_kind, principal_id, client_id, protocol,
   remote_address, connected_at, disconnected_at, reason)
-SELECT $1::uuid, u.seq, $2, u.kind, u.pid, u.cid, u.proto, u.addr, u.ca, u.da, u.reason
-FROM unnest($3::bigint[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::timestamptz[],
-  $10::timestamptz[], $11::text[]) AS u(seq, kind, pid, cid, proto, addr, ca, da, reason)
+SELECT $1::uuid, u.seq, $2, u.kind, u.pid, u.cid, u.proto, u.addr,
+  timestamptz 'epoch' + u.ca * interval '1 microsecond', timestamptz 'epoch' + u.da * interval '1 microsecond', u.reason
+FROM unnest($3::bigint[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::bigint[],
+  $10::bigint[], $11::text[]) AS u(seq, kind, pid, cid, proto, addr, ca, da, reason)
 ON CONFLICT (incarnation, seq) DO UPDATE SET disconnected_at = EXCLUDED.disconnected_at, reason = EXCLUDED.reason
 WHERE presence_sessions.disconnected_at IS NULL AND EXCLUDED.disconnected_at IS NOT NULL`
+
+// presenceUpsertName names presenceUpsert where it is prepared (once per pooled connection).
+const presenceUpsertName = "iotauth_presence_upsert"
+
+// presenceBatch encodes a batch as presenceUpsert's eleven parameters in text: the incarnation, the broker
+// and nine columns as PostgreSQL array literals, one after the other in one buffer reused between batches.
+// A connect storm writes thousands of rows a second from inside the broker's process: encoding them by
+// hand costs a fraction of what pgx's binary encoding of nine typed arrays (pointer arrays for the NULLs
+// among them) did, and allocates nothing once the buffer has grown; pgx's protocol layer sends the
+// parameters as they are, and PostgreSQL parses them.
+type presenceBatch struct {
+	buf    []byte
+	ends   [11]int
+	params [11][]byte
+}
+
+// maxPresenceBatchBuf bounds the buffer a presenceBatch keeps for the next batch.
+const maxPresenceBatchBuf = 4 << 20
+
+var presenceBatches = sync.Pool{New: func() any { return new(presenceBatch) }}
+
+// encode fills the buffer with the parameters and returns them, pointing into it: valid until the next
+// encode.
+func (b *presenceBatch) encode(incarnation, broker string, rows []PresenceRow) [][]byte {
+	buf := append(b.buf[:0], incarnation...)
+	b.ends[0] = len(buf)
+	buf = append(buf, broker...)
+	b.ends[1] = len(buf)
+	col := 2
+	end := func() {
+		if buf[len(buf)-1] == ',' {
+			buf[len(buf)-1] = '}'
+		} else {
+			buf = append(buf, '}')
+		}
+		b.ends[col] = len(buf)
+		col++
+	}
+	buf = append(buf, '{')
+	for i := range rows {
+		buf = strconv.AppendInt(buf, rows[i].Seq, 10)
+		buf = append(buf, ',')
+	}
+	end()
+	for _, f := range [...]func(*PresenceRow) string{
+		func(r *PresenceRow) string { return r.Kind },
+		func(r *PresenceRow) string { return r.Principal },
+		func(r *PresenceRow) string { return r.ClientID },
+		func(r *PresenceRow) string { return r.Protocol },
+	} {
+		buf = append(buf, '{')
+		for i := range rows {
+			buf = appendArrayString(buf, f(&rows[i]))
+			buf = append(buf, ',')
+		}
+		end()
+	}
+	// An address as text holds no character to escape.
+	buf = append(buf, '{')
+	for i := range rows {
+		buf = append(buf, '"')
+		if a := rows[i].Remote; a.IsValid() {
+			buf = a.AppendTo(buf)
+		}
+		buf = append(buf, '"', ',')
+	}
+	end()
+	buf = append(buf, '{')
+	for i := range rows {
+		buf = strconv.AppendInt(buf, rows[i].ConnectedAt.UnixMicro(), 10)
+		buf = append(buf, ',')
+	}
+	end()
+	buf = append(buf, '{')
+	for i := range rows {
+		if d := rows[i].DisconnectedAt; d != nil {
+			buf = strconv.AppendInt(buf, d.UnixMicro(), 10)
+		} else {
+			buf = append(buf, "NULL"...)
+		}
+		buf = append(buf, ',')
+	}
+	end()
+	buf = append(buf, '{')
+	for i := range rows {
+		if rows[i].DisconnectedAt != nil {
+			buf = appendArrayString(buf, rows[i].Reason)
+		} else {
+			buf = append(buf, "NULL"...)
+		}
+		buf = append(buf, ',')
+	}
+	end()
+	b.buf = buf
+	start := 0
+	for i, e := range b.ends {
+		b.params[i] = buf[start:e:e]
+		start = e
+	}
+	return b.params[:]
+}
+
+// appendArrayString appends s as a double-quoted element of an array literal: '"' and '\\' escaped with
+// a backslash, anything else as it is.
+func appendArrayString(buf []byte, s string) []byte {
+	buf = append(buf, '"')
+	start := 0
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c == '"' || c == '\\' {
+			buf = append(buf, s[start:i]...)
+			buf = append(buf, '\\', c)
+			start = i + 1
+		}
+	}
+	buf = append(buf, s[start:]...)
+	return append(buf, '"')
+}
 
 // PresenceWrite writes rows of broker's incarnation in one statement (which also counts as a heartbeat).
 // A row seen twice in rows must not be: the caller merges a start and its end into one row.
 func (s *Store) PresenceWrite(ctx context.Context, broker, incarnation string, rows []PresenceRow) error {
-	n := len(rows)
-	seq := make([]int64, n)
-	kind, pid, cid, proto, addr, reason := make([]string, n), make([]string, n), make([]string, n), make([]string, n),
-		make([]string, n), make([]*string, n)
-	ca, da := make([]time.Time, n), make([]*time.Time, n)
-	for i, r := range rows {
-		seq[i], kind[i], pid[i], cid[i], proto[i], addr[i], ca[i], da[i] = r.Seq, r.Kind, r.Principal, r.ClientID, r.Protocol,
-			r.Remote, r.ConnectedAt, r.DisconnectedAt
-		if r.DisconnectedAt != nil {
-			reason[i] = &rows[i].Reason
-		}
+	b := presenceBatches.Get().(*presenceBatch)
+	err := s.presenceWrite(ctx, b.encode(incarnation, broker, rows))
+	clear(b.params[:])
+	if cap(b.buf) <= maxPresenceBatchBuf {
+		presenceBatches.Put(b)
 	}
-	if _, err := s.pool.Exec(ctx, presenceUpsert, incarnation, broker, seq, kind, pid, cid, proto, addr, ca, da, reason); err != nil {
+	if err != nil {
 		return fmt.Errorf("write presence sessions: %w", err)
 	}
 	return nil
+}
+
+// presenceWrite runs presenceUpsert with params in text, prepared once per connection, through pgx's
+// protocol layer: pgx's own Exec would copy each parameter once more through its type map. A pool that
+// must not prepare statements (default_query_exec_mode other than the default, as behind PgBouncer in
+// transaction mode: docs/operations.md) gets the parameters as strings through pgx's Exec instead.
+func (s *Store) presenceWrite(ctx context.Context, params [][]byte) error {
+	c, err := s.pool.Acquire(ctx)
+	if err != nil {
+		return err
+	}
+	defer c.Release()
+	if c.Conn().Config().DefaultQueryExecMode != pgx.QueryExecModeCacheStatement {
+		args := make([]any, len(params))
+		for i, p := range params {
+			args[i] = string(p)
+		}
+		_, err := c.Exec(ctx, presenceUpsert, args...)
+		return err
+	}
+	sd, err := c.Conn().Prepare(ctx, presenceUpsertName, presenceUpsert)
+	if err != nil {
+		return err
+	}
+	_, err = c.Conn().PgConn().ExecPrepared(ctx, sd.Name, params, nil, nil).Close()
+	return err
 }
 
 // PresenceStart registers a broker's new incarnation with its timeout and closes the open sessions of

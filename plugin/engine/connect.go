@@ -211,10 +211,10 @@ func (e *Engine) ACLCheck(client uintptr, access acl.Access, topic string) Resul
 }
 
 // Disconnect ends a client's session: kept for its will and offline deliveries as session.KeptFor says.
-func (e *Engine) Disconnect(client uintptr, cleanStart bool, protocolVersion int, told session.Told) {
+func (e *Engine) Disconnect(client uintptr, cleanStart bool, protocolVersion int, told session.Told, reason int) {
 	keptFor := session.KeptFor(protocolVersion, cleanStart, told, e.cfg.MQTT5SessionHold)
 	e.sessions.Disconnect(client, keptFor)
-	e.presence.disconnected(client)
+	e.presence.disconnected(client, reason)
 }
 
 // Tick runs on the main thread when the shim was asked for it (at most every 50 ms): it carries out

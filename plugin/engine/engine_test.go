@@ -568,7 +568,7 @@ func TestEndedSessionAnswersWill(t *testing.T) {
 		t.Fatal("connect refused")
 	}
 	will := "agents/" + agentA + "/will"
-	f.e.Disconnect(1, false, 4, session.ToldNothing) // MQTT 3.1.1, not clean: kept
+	f.e.Disconnect(1, false, 4, session.ToldNothing, -1) // MQTT 3.1.1, not clean: kept
 	if got := f.e.ACLCheck(1, acl.Write, will); got != OK {
 		t.Errorf("will check of the ended session = %v, want OK", got)
 	}

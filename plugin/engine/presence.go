@@ -49,10 +49,11 @@ func (p presenceHooks) connected(client uintptr, s *auth.Session) {
 	p.rec.Connected(client, kind, id, presenceClientID(s, id), presence.Protocol(version), addr)
 }
 
-// presenceDisconnected records a session's end. Broker's thread.
-func (p presenceHooks) disconnected(client uintptr) {
+// disconnected records a session's end; code is the broker's reason (presence.BrokerReason).
+// Broker's thread.
+func (p presenceHooks) disconnected(client uintptr, code int) {
 	if p.rec != nil {
-		p.rec.Disconnected(client)
+		p.rec.Disconnected(client, code)
 	}
 }
 

@@ -13,20 +13,28 @@ const atFormat = "2006-01-02T15:04:05.000Z"
 // and "reason" on disconnected only. Written by hand: thousands are encoded a second during a connect
 // storm, and encoding/json would allocate for each.
 func appendEvent(buf []byte, event, agent, clientID, broker string, at time.Time, reason Reason) []byte {
-	buf = append(buf, `{"event":`...)
-	buf = appendJSONString(buf, event)
-	buf = append(buf, `,"agentUuid":`...)
+	return appendEventJSON(buf, event, agent, clientID, appendJSONString(nil, broker), at, reason)
+}
+
+// appendEventJSON is appendEvent with the broker id already encoded as a JSON string (the recorder does
+// it once). event ("connected", "disconnected") and reason are the package's own names, plain ASCII:
+// copied as they are, without a scan.
+func appendEventJSON(buf []byte, event, agent, clientID string, brokerJSON []byte, at time.Time, reason Reason) []byte {
+	buf = append(buf, `{"event":"`...)
+	buf = append(buf, event...)
+	buf = append(buf, `","agentUuid":`...)
 	buf = appendJSONString(buf, agent)
 	buf = append(buf, `,"clientId":`...)
 	buf = appendJSONString(buf, clientID)
 	buf = append(buf, `,"broker":`...)
-	buf = appendJSONString(buf, broker)
+	buf = append(buf, brokerJSON...)
 	buf = append(buf, `,"at":"`...)
 	buf = appendAt(buf, at)
 	buf = append(buf, '"')
 	if reason != "" {
-		buf = append(buf, `,"reason":`...)
-		buf = appendJSONString(buf, string(reason))
+		buf = append(buf, `,"reason":"`...)
+		buf = append(buf, reason...)
+		buf = append(buf, '"')
 	}
 	return append(buf, '}')
 }
@@ -48,9 +56,22 @@ func appendAt(buf []byte, at time.Time) []byte {
 	return buf
 }
 
-// appendJSONString appends s as a JSON string. Valid UTF-8 is copied with only '"', '\\' and control
-// characters escaped; anything else goes through encoding/json (which replaces invalid bytes).
+// appendJSONString appends s as a JSON string. Plain ASCII (uuids, broker ids, most client ids) is copied
+// in one pass; valid UTF-8 is copied with only '"', '\\' and control characters escaped; anything else
+// goes through encoding/json (which replaces invalid bytes).
 func appendJSONString(buf []byte, s string) []byte {
+	plain := true
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c == '"' || c == '\\' || c >= utf8.RuneSelf {
+			plain = false
+			break
+		}
+	}
+	if plain {
+		buf = append(buf, '"')
+		buf = append(buf, s...)
+		return append(buf, '"')
+	}
 	if !utf8.ValidString(s) {
 		b, _ := json.Marshal(s)
 		return append(buf, b...)

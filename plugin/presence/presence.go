@@ -33,8 +33,8 @@ type Reason string
 
 // The reasons a session ends.
 const (
-	// Client: the client disconnected, or its connection ended without a kick or takeover (Mosquitto 2.0
-	// does not tell plugins whether a DISCONNECT packet, a keep-alive timeout or a network error ended it).
+	// Client: the client sent DISCONNECT. Under Mosquitto 2.0, which does not tell plugins why a connection
+	// ended (BrokerReason), also any end without a kick or takeover.
 	Client         Reason = "client"
 	Keepalive      Reason = "keepalive"
 	KickedRevoked  Reason = "kicked_revoked"
@@ -69,8 +69,8 @@ type Row struct {
 	Kind           string // KindAgent, KindApp, KindToken
 	Principal      string // agent uuid, application key id, short-lived credential subject
 	ClientID       string
-	Protocol       string // mqtt3.1, mqtt3.1.1, mqtt5
-	Remote         string // IP address, no port ("" when unknown)
+	Protocol       string     // mqtt3.1, mqtt3.1.1, mqtt5
+	Remote         netip.Addr // IP address (the zero Addr when unknown)
 	ConnectedAt    time.Time
 	DisconnectedAt *time.Time
 	Reason         string // set with DisconnectedAt
@@ -144,6 +144,9 @@ const maxSpareEntries = 1024
 type queued struct {
 	row rec
 	at  time.Time // when the event happened (monotonic): for the write lag
+	// evRaw: this row's lifecycle event went to Recorder.raw (see pushLocked), not to be rendered from
+	// the row.
+	evRaw bool
 }
 
 // Recorder is the live table and the write queue.
@@ -161,19 +164,27 @@ type Recorder struct {
 	spareEntries []*entry
 	byClientID   map[string]*entry
 	queue        []queued
-	dirty        bool       // rows were dropped: reconcile once PostgreSQL answers
-	raw          []rawEvent // events queued by the broker's thread
-	spareRaw     []rawEvent // the other buffer of raw, swapped by renderEvents (no allocation per round)
-	spareQueue   []queued   // the other buffer of queue, swapped by flush
-	events       []Event    // events rendered, waiting for a TICK
-	eventBufs    [][]byte   // the buffers events point into
+	// rendered: the first rendered rows of queue have had their lifecycle events rendered (or need
+	// none). A row's event is rendered from the row itself, so that the broker's thread writes one record
+	// per start or end, not two.
+	rendered int
+	dirty    bool // rows were dropped: reconcile once PostgreSQL answers
+	// raw holds the events of rows that could not carry them: rows dropped while the queue was full, and
+	// every row after such a one until the writer renders (events keep their order).
+	raw        []rawEvent
+	spareRaw   []rawEvent // the other buffer of raw, swapped by renderEvents (no allocation per round)
+	spareQueue []queued   // the other buffer of queue, swapped by flush
+	events     []Event    // events rendered, waiting for a TICK
+	eventBufs  [][]byte   // the buffers events point into
 	// Handed to the broker's thread by TakeEvents, and recycled by Published once it has published them.
 	handedEvents []Event
 	handedBufs   [][]byte
 	freeEvents   []Event
 	freeBufs     [][]byte
 	spareBufList [][]byte
-	renderOut    []Event // renderEvents' scratch (writer only)
+	renderOut    []Event    // render's scratch (writer only)
+	brokerJSON   []byte     // the broker id as a JSON string, for the events
+	rowEvents    []rawEvent // renderRows' scratch (writer only)
 	lastWrite    time.Time
 
 	dropped       atomic.Int64
@@ -184,8 +195,7 @@ type Recorder struct {
 	// The writer's scratch space, reused between batches (writer only, under writing).
 	scratchRows    []Row
 	scratchAt      map[int64]int
-	addrs          map[netip.Addr]string // remote addresses as text, so that a returning client costs no allocation
-	replacedWarned time.Time             // when the last "another broker has this id" error was logged
+	replacedWarned time.Time // when the last "another broker has this id" error was logged
 }
 
 // New makes a recorder with a fresh incarnation.
@@ -228,7 +238,7 @@ func New(cfg Config) (*Recorder, error) {
 		return nil, err
 	}
 	return &Recorder{cfg: cfg, incarnation: inc, live: map[uintptr]*entry{}, byClientID: map[string]*entry{},
-		wake: make(chan struct{}, 1)}, nil
+		wake: make(chan struct{}, 1), brokerJSON: appendJSONString(nil, cfg.Broker)}, nil
 }
 
 // newIncarnation draws a random version 4 UUID.
@@ -318,7 +328,6 @@ func (r *Recorder) Connected(client uintptr, kind, principal, clientID, protocol
 	r.live[client] = e
 	r.byClientID[clientID] = e
 	r.pushLocked(e.row, now)
-	r.eventLocked(e.row, "connected", now, "")
 	full := before < r.cfg.BatchSize && len(r.queue) >= r.cfg.BatchSize
 	r.mu.Unlock()
 	r.afterPush(full)
@@ -346,9 +355,37 @@ func KickReason(err error) Reason {
 	return KickedRevoked
 }
 
-// Disconnected ends client's session, if it has one: with the reason a kick or takeover left, else
-// client. Broker's thread.
-func (r *Recorder) Disconnected(client uintptr) {
+// The codes Mosquitto passes plugins in MOSQ_EVT_DISCONNECT's reason (and MOSQ_EVT_CLIENT_OFFLINE's):
+// 2.1 passes the MOSQ_ERR_* code its do_disconnect was given, in 2.1's numbering (2.0's headers number
+// MOSQ_ERR_ADMINISTRATIVE_ACTION 30, not 152); every 2.0 passes -1 (docs/presence.md lists the versions).
+const (
+	CodeUnknown   = -1
+	codeSuccess   = 0   // MOSQ_ERR_SUCCESS: the client's DISCONNECT packet
+	codeKeepalive = 19  // MOSQ_ERR_KEEPALIVE: nothing heard for 1.5 keep-alive intervals
+	codeTakenOver = 142 // MOSQ_ERR_SESSION_TAKEN_OVER: another connection with the same client id
+	// Others read error: MOSQ_ERR_CONN_LOST (7, closed without DISCONNECT), MOSQ_ERR_PROTOCOL (2),
+	// MOSQ_ERR_MALFORMED_PACKET, MOSQ_ERR_ADMINISTRATIVE_ACTION (152, a kick by another plugin), ...
+)
+
+// BrokerReason is the reason a session ends with when the broker's code is all there is to go by (no
+// kick or takeover of the plugin's own under way): client for a DISCONNECT packet, keepalive, takeover,
+// and error for the rest (a connection lost or closed without DISCONNECT, a protocol error, a kick by
+// another plugin). A broker that does not say (CodeUnknown: Mosquitto 2.0) reads client.
+func BrokerReason(code int) Reason {
+	switch code {
+	case CodeUnknown, codeSuccess:
+		return Client
+	case codeKeepalive:
+		return Keepalive
+	case codeTakenOver:
+		return Takeover
+	}
+	return Error
+}
+
+// Disconnected ends client's session, if it has one: with the reason a kick or takeover left, else the
+// reason the broker's code gives (BrokerReason). Broker's thread.
+func (r *Recorder) Disconnected(client uintptr, code int) {
 	now := r.cfg.Now()
 	r.mu.Lock()
 	e := r.live[client]
@@ -359,7 +396,7 @@ func (r *Recorder) Disconnected(client uintptr) {
 	before := len(r.queue)
 	reason := e.reason
 	if reason == "" {
-		reason = Client
+		reason = BrokerReason(code)
 	}
 	r.endLocked(e, now, reason)
 	full := before < r.cfg.BatchSize && len(r.queue) >= r.cfg.BatchSize
@@ -373,27 +410,55 @@ func (r *Recorder) endLocked(e *entry, now time.Time, reason Reason) {
 	if r.byClientID[e.row.clientID] == e {
 		delete(r.byClientID, e.row.clientID)
 	}
+	// Compared on the wall clock, which is what PostgreSQL stores: times from time.Now compare on the
+	// monotonic clock, which never steps back, so a wall clock stepped back between the start and the end
+	// would otherwise store an end before its start (which the table refuses, and with it the batch).
 	end := now
-	if end.Before(e.row.connectedAt) {
+	if end.Round(0).Before(e.row.connectedAt.Round(0)) {
 		end = e.row.connectedAt
 	}
 	row := e.row
 	row.end, row.reason = end, reason
 	r.pushLocked(row, now)
-	r.eventLocked(row, "disconnected", end, reason)
 	*e = entry{}
 	if len(r.spareEntries) < maxSpareEntries {
 		r.spareEntries = append(r.spareEntries, e)
 	}
 }
 
+// pushLocked queues a start (row.reason "") or an end, with its lifecycle event: the row carries it, unless
+// the row is dropped (the queue is full: PostgreSQL is away) or events already wait in raw.
 func (r *Recorder) pushLocked(row rec, now time.Time) {
-	if len(r.queue) >= r.cfg.MaxQueue {
+	full := len(r.queue) >= r.cfg.MaxQueue
+	evRaw := full || len(r.raw) > 0
+	if evRaw {
+		r.eventLocked(row)
+	}
+	if full {
 		r.dropped.Add(1)
 		r.dirty = true
 		return
 	}
-	r.queue = append(r.queue, queued{row: row, at: now})
+	r.queue = append(r.queue, queued{row: row, at: now, evRaw: evRaw})
+}
+
+// truncateLocked drops the newest rows beyond MaxQueue (after a failed write put its rows back in front),
+// counting them, and the events of those not rendered yet.
+func (r *Recorder) truncateLocked() {
+	over := len(r.queue) - r.cfg.MaxQueue
+	if over <= 0 {
+		return
+	}
+	r.dropped.Add(int64(over))
+	for i := max(r.cfg.MaxQueue, r.rendered); i < len(r.queue); i++ {
+		if q := &r.queue[i]; !q.evRaw && r.wantsEvent(&q.row) {
+			r.eventsDropped.Add(1)
+		}
+	}
+	clear(r.queue[r.cfg.MaxQueue:])
+	r.queue = r.queue[:r.cfg.MaxQueue]
+	r.rendered = min(r.rendered, len(r.queue))
+	r.dirty = true
 }
 
 // afterPush wakes the writer when a push made the batch full: once per batch, not once per row (a queue
@@ -415,30 +480,84 @@ type rawEvent struct {
 	reason                 Reason
 }
 
-// eventLocked queues an agent's lifecycle event for MQTT (nothing when events are off or it is not an
-// agent's session: application keys and short-lived credentials are REST only). Never a key, password,
-// remote address or token.
-func (r *Recorder) eventLocked(row rec, event string, at time.Time, reason Reason) {
-	if !r.cfg.Events || row.kind != KindAgent {
+// wantsEvent reports whether row's start or end is published over MQTT: agents' only, when events are on
+// (application keys and short-lived credentials are REST only).
+func (r *Recorder) wantsEvent(row *rec) bool { return r.cfg.Events && row.kind == KindAgent }
+
+// rawOf is row's lifecycle event: connected for a start, disconnected with its reason for an end. Never a
+// key, password, remote address or token.
+func rawOf(row *rec) rawEvent {
+	if row.reason == "" {
+		return rawEvent{event: "connected", agent: row.principal, clientID: row.clientID, at: row.connectedAt}
+	}
+	return rawEvent{event: "disconnected", agent: row.principal, clientID: row.clientID, at: row.end, reason: row.reason}
+}
+
+// eventLocked queues row's lifecycle event in raw.
+func (r *Recorder) eventLocked(row rec) {
+	if !r.wantsEvent(&row) {
 		return
 	}
 	if len(r.raw)+len(r.events) >= r.cfg.MaxEvents {
 		r.eventsDropped.Add(1)
 		return
 	}
-	r.raw = append(r.raw, rawEvent{event: event, agent: row.principal, clientID: row.clientID, at: at, reason: reason})
+	r.raw = append(r.raw, rawOf(&row))
 }
 
-// renderEvents encodes the queued events (off the broker's thread) and asks for a TICK to publish them.
+// takeRowEventsLocked returns the queued rows whose events are not rendered yet, and marks them rendered.
+// The rows stay valid for the writer: the broker's thread only appends to the queue, and only the writer
+// (under writing) swaps it.
+func (r *Recorder) takeRowEventsLocked() []queued {
+	rows := r.queue[r.rendered:len(r.queue):len(r.queue)]
+	r.rendered = len(r.queue)
+	return rows
+}
+
+// renderEvents encodes the queued events (off the broker's thread) and asks for a TICK to publish them:
+// those of queued rows not rendered yet, then raw's. Writer only (under writing).
 func (r *Recorder) renderEvents() {
+	r.mu.Lock()
+	rows := r.takeRowEventsLocked()
+	r.mu.Unlock()
+	r.renderRows(rows)
+}
+
+// renderRows renders the events of rows (taken by takeRowEventsLocked) and then raw's. Writer only
+// (under writing).
+func (r *Recorder) renderRows(rows []queued) {
+	evs := r.rowEvents[:0]
+	if r.cfg.Events {
+		for i := range rows {
+			if q := &rows[i]; !q.evRaw && r.wantsEvent(&q.row) {
+				evs = append(evs, rawOf(&q.row))
+			}
+		}
+	}
 	r.mu.Lock()
 	raw := r.raw
 	r.raw, r.spareRaw = r.spareRaw[:0], nil
+	// Rendered events wait for a TICK: beyond MaxEvents of them, the rows' events are dropped and counted.
+	if over := len(r.events) + len(evs) - r.cfg.MaxEvents; over > 0 {
+		over = min(over, len(evs))
+		r.eventsDropped.Add(int64(over))
+		clear(evs[len(evs)-over:])
+		evs = evs[:len(evs)-over]
+	}
 	r.mu.Unlock()
+	r.render(evs)
+	clear(evs)
+	r.rowEvents = evs[:0]
+	r.render(raw)
+	clear(raw)
+	r.mu.Lock()
+	r.spareRaw = raw[:0]
+	r.mu.Unlock()
+}
+
+// render encodes events and queues them for the broker's thread.
+func (r *Recorder) render(raw []rawEvent) {
 	if len(raw) == 0 {
-		r.mu.Lock()
-		r.spareRaw = raw
-		r.mu.Unlock()
 		return
 	}
 	// One buffer holds every topic and payload of this round, and is not written again until the broker's
@@ -464,15 +583,13 @@ func (r *Recorder) renderEvents() {
 		buf = append(buf, e.agent...)
 		buf = append(buf, 0)
 		mid := len(buf)
-		buf = appendEvent(buf, e.event, e.agent, e.clientID, r.cfg.Broker, e.at, e.reason)
+		buf = appendEventJSON(buf, e.event, e.agent, e.clientID, r.brokerJSON, e.at, e.reason)
 		// Sliced once this event is complete, in case an append moved buf (earlier events keep the old one).
 		out[i] = Event{Topic: unsafe.String(&buf[start], mid-1-start), CTopic: buf[start:mid:mid], Payload: buf[mid:len(buf):len(buf)]}
 	}
-	clear(raw)
 	r.mu.Lock()
 	r.events = append(r.events, out...)
 	r.eventBufs = append(r.eventBufs, buf)
-	r.spareRaw = raw[:0]
 	r.mu.Unlock()
 	clear(out)
 	r.renderOut = out[:0]
@@ -550,7 +667,9 @@ func (r *Recorder) Run(ctx context.Context) {
 		case <-t.C:
 		case <-r.wake:
 		}
+		r.writing.Lock()
 		r.renderEvents()
+		r.writing.Unlock()
 		if r.cfg.Now().Before(backoff) {
 			continue
 		}
@@ -619,18 +738,17 @@ func (r *Recorder) Step(ctx context.Context) error {
 func (r *Recorder) flush(ctx context.Context, drain bool) error {
 	for {
 		r.mu.Lock()
+		rows := r.takeRowEventsLocked()
 		taken := r.queue
-		r.queue, r.spareQueue = r.spareQueue[:0], nil
+		r.queue, r.spareQueue, r.rendered = r.spareQueue[:0], nil, 0
 		r.mu.Unlock()
+		r.renderRows(rows)
 		for i := 0; i < len(taken); i += r.cfg.MaxBatch {
 			if err := r.write(ctx, taken[i:min(i+r.cfg.MaxBatch, len(taken))]); err != nil {
 				r.mu.Lock()
 				r.queue = append(taken[i:], r.queue...)
-				if over := len(r.queue) - r.cfg.MaxQueue; over > 0 {
-					r.dropped.Add(int64(over))
-					r.queue = r.queue[:r.cfg.MaxQueue]
-					r.dirty = true
-				}
+				r.rendered = len(taken) - i // their events were rendered; the rows queued since not
+				r.truncateLocked()
 				r.mu.Unlock()
 				return err
 			}
@@ -689,30 +807,11 @@ func (r *Recorder) write(ctx context.Context, batch []queued) error {
 // rowOf is s as a Row; its DisconnectedAt points into s. Writer only (under writing).
 func (r *Recorder) rowOf(s *rec) Row {
 	row := Row{Seq: s.seq, Kind: s.kind, Principal: s.principal, ClientID: s.clientID, Protocol: s.protocol,
-		Remote: r.addrString(s.remote), ConnectedAt: s.connectedAt}
+		Remote: s.remote, ConnectedAt: s.connectedAt}
 	if s.reason != "" {
 		row.DisconnectedAt, row.Reason = &s.end, string(s.reason)
 	}
 	return row
-}
-
-// maxAddrs bounds the writer's cache of address strings.
-const maxAddrs = 4096
-
-// addrString is a as text ("" for the zero Addr), from a bounded cache. Writer only (under writing).
-func (r *Recorder) addrString(a netip.Addr) string {
-	if !a.IsValid() {
-		return ""
-	}
-	if s, ok := r.addrs[a]; ok {
-		return s
-	}
-	if r.addrs == nil || len(r.addrs) >= maxAddrs {
-		r.addrs = make(map[netip.Addr]string, 64)
-	}
-	s := a.String()
-	r.addrs[a] = s
-	return s
 }
 
 // reconcile runs after rows were dropped: it writes what is queued, then makes the database hold exactly
@@ -720,8 +819,9 @@ func (r *Recorder) addrString(a netip.Addr) string {
 // error; those whose start was dropped are written). Rows queued since follow in later batches.
 func (r *Recorder) reconcile(ctx context.Context) error {
 	r.mu.Lock()
+	rows := r.takeRowEventsLocked()
 	pending := r.queue
-	r.queue = nil
+	r.queue, r.rendered = nil, 0
 	live := make([]Row, 0, len(r.live))
 	for _, e := range r.live {
 		row := e.row
@@ -729,13 +829,12 @@ func (r *Recorder) reconcile(ctx context.Context) error {
 	}
 	r.dirty = false
 	r.mu.Unlock()
+	r.renderRows(rows)
 	restore := func() {
 		r.mu.Lock()
 		r.queue = append(pending, r.queue...)
-		if len(r.queue) > r.cfg.MaxQueue {
-			r.dropped.Add(int64(len(r.queue) - r.cfg.MaxQueue))
-			r.queue = r.queue[:r.cfg.MaxQueue]
-		}
+		r.rendered = len(pending)
+		r.truncateLocked()
 		r.dirty = true
 		r.mu.Unlock()
 	}

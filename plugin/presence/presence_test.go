@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -164,7 +165,7 @@ func TestBatchesByCountAndByAge(t *testing.T) {
 	if fs.statements != 1 || len(fs.open()) != 1000 {
 		t.Fatalf("1000 rows: %d statements, %d open rows; want 1 and 1000", fs.statements, len(fs.open()))
 	}
-	r.Disconnected(1)
+	r.Disconnected(1, CodeUnknown)
 	c.Add(249 * time.Millisecond)
 	step(t, r)
 	if fs.statements != 1 {
@@ -184,10 +185,10 @@ func TestStartAndEndInOneBatchAreOneRow(t *testing.T) {
 	r, fs, c := newTest(t, nil)
 	r.Connected(1, KindAgent, "a", "c", "mqtt3.1.1", netip.MustParseAddr("10.0.0.1"))
 	c.Add(time.Second)
-	r.Disconnected(1)
+	r.Disconnected(1, CodeUnknown)
 	step(t, r) // the store refuses a seq twice in one statement
 	row := fs.bySeq(1)
-	if row.DisconnectedAt == nil || row.Reason != "client" || row.Remote != "10.0.0.1" || row.Protocol != "mqtt3.1.1" {
+	if row.DisconnectedAt == nil || row.Reason != "client" || row.Remote.String() != "10.0.0.1" || row.Protocol != "mqtt3.1.1" {
 		t.Fatalf("row %+v", row)
 	}
 }
@@ -196,17 +197,17 @@ func TestTakeoverAndKickReasons(t *testing.T) {
 	r, fs, _ := newTest(t, nil)
 	r.Connected(1, KindAgent, "a", "cid", "mqtt5", netip.Addr{})
 	r.Connected(2, KindAgent, "a", "cid", "mqtt5", netip.Addr{}) // same client id, another handle
-	r.Disconnected(1)                                            // the broker closes the old one
+	r.Disconnected(1, CodeUnknown)                               // the broker closes the old one
 	r.Connected(3, KindAgent, "b", "cid-b", "mqtt5", netip.Addr{})
 	r.Kicking("cid-b", "b", fmt.Errorf("recheck: %w", auth.ErrAgentDisabled))
-	r.Disconnected(3)
+	r.Disconnected(3, CodeUnknown)
 	r.Connected(4, KindApp, "k", "cid-k", "mqtt5", netip.Addr{})
 	r.Kicking("cid-k", "k", auth.ErrRevoked)
-	r.Disconnected(4)
+	r.Disconnected(4, CodeUnknown)
 	r.Connected(5, KindToken, "s", "cid-t", "mqtt5", netip.Addr{})
 	r.Kicking("cid-t", "s", auth.ErrTokenExpired)
 	r.Kicking("cid-t", "someone-else", auth.ErrRevoked) // another principal's name: ignored
-	r.Disconnected(5)
+	r.Disconnected(5, CodeUnknown)
 	if err := r.flush(context.Background(), true); err != nil {
 		t.Fatal(err)
 	}
@@ -221,11 +222,39 @@ func TestTakeoverAndKickReasons(t *testing.T) {
 	}
 }
 
+// TestBrokerReasons: the code Mosquitto 2.1 passes with a disconnect gives the reason when no kick or
+// takeover of the plugin's own is under way; a kick's reason wins over the broker's code.
+func TestBrokerReasons(t *testing.T) {
+	r, fs, _ := newTest(t, nil)
+	codes := []struct {
+		code int
+		want Reason
+	}{{CodeUnknown, Client}, {0, Client}, {19, Keepalive}, {142, Takeover}, {7, Error}, {2, Error}, {152, Error}}
+	for i, c := range codes {
+		r.Connected(uintptr(i+1), KindAgent, "a", fmt.Sprint("c", i), "mqtt5", netip.Addr{})
+		r.Disconnected(uintptr(i+1), c.code)
+	}
+	r.Connected(100, KindAgent, "k", "kicked", "mqtt5", netip.Addr{})
+	r.Kicking("kicked", "k", auth.ErrRevoked)
+	r.Disconnected(100, 152)
+	if err := r.flush(context.Background(), true); err != nil {
+		t.Fatal(err)
+	}
+	for i, c := range codes {
+		if got := fs.bySeq(int64(i + 1)).Reason; got != string(c.want) {
+			t.Errorf("broker code %d: the session ended with %q, want %q", c.code, got, c.want)
+		}
+	}
+	if got := fs.bySeq(int64(len(codes) + 1)).Reason; got != string(KickedRevoked) {
+		t.Errorf("a kicked session ended with %q, want %q", got, KickedRevoked)
+	}
+}
+
 func TestEndNeverBeforeStartWhenTheClockStepsBack(t *testing.T) {
 	r, fs, c := newTest(t, nil)
 	r.Connected(1, KindAgent, "a", "c", "mqtt5", netip.Addr{})
 	c.Add(-time.Hour)
-	r.Disconnected(1)
+	r.Disconnected(1, CodeUnknown)
 	_ = r.flush(context.Background(), true)
 	row := fs.bySeq(1)
 	if row.DisconnectedAt.Before(row.ConnectedAt) {
@@ -249,7 +278,7 @@ func TestBoundedQueueDropsThenReconciles(t *testing.T) {
 	fs.mu.Unlock()
 	// While PostgreSQL is away: 3 disconnect, 20 connect; the queue holds 10.
 	for i := 1; i <= 3; i++ {
-		r.Disconnected(uintptr(i))
+		r.Disconnected(uintptr(i), CodeUnknown)
 	}
 	for i := 7; i <= 26; i++ {
 		r.Connected(uintptr(i), KindAgent, "a", fmt.Sprint("c", i), "mqtt5", netip.Addr{})
@@ -316,8 +345,8 @@ func TestEventsForAgentsOnly(t *testing.T) {
 	r.Connected(2, KindApp, "k", "svc", "mqtt5", netip.Addr{})
 	r.Connected(3, KindToken, "s", "tok", "mqtt5", netip.Addr{})
 	c.Add(1500 * time.Millisecond)
-	r.Disconnected(1)
-	r.Disconnected(2)
+	r.Disconnected(1, CodeUnknown)
+	r.Disconnected(2, CodeUnknown)
 	if r.TakeEvents() != nil || ticks != 0 {
 		t.Fatal("events handed over before they were rendered off the broker's thread")
 	}
@@ -410,10 +439,10 @@ func BenchmarkConnectDisconnect(b *testing.B) {
 	for i := 0; b.Loop(); i++ {
 		id := ids[i%len(ids)]
 		r.Connected(uintptr(i%len(ids)+1), KindAgent, id, id, "mqtt3.1.1", netip.MustParseAddr("127.0.0.1"))
-		r.Disconnected(uintptr(i%len(ids) + 1))
+		r.Disconnected(uintptr(i%len(ids)+1), CodeUnknown)
 		if i%1000 == 999 {
 			r.mu.Lock()
-			r.queue, r.raw = r.queue[:0], r.raw[:0]
+			r.queue, r.raw, r.rendered = r.queue[:0], r.raw[:0], 0
 			r.mu.Unlock()
 		}
 	}
@@ -455,7 +484,7 @@ func BenchmarkSessionsWithWriter(b *testing.B) {
 	for i := 0; b.Loop(); i++ {
 		id := ids[i%len(ids)]
 		r.Connected(uintptr(i%len(ids)+1), KindAgent, id, id, "mqtt3.1.1", netip.MustParseAddr("127.0.0.1"))
-		r.Disconnected(uintptr(i%len(ids) + 1))
+		r.Disconnected(uintptr(i%len(ids)+1), CodeUnknown)
 		if i%50 == 49 {
 			r.renderEvents()
 			r.TakeEvents()
@@ -498,7 +527,7 @@ func TestRecordingAllocatesNothing(t *testing.T) {
 	session := func() {
 		id := ids[i%len(ids)]
 		r.Connected(uintptr(i%len(ids)+1), KindAgent, id, id, "mqtt3.1.1", addr)
-		r.Disconnected(uintptr(i%len(ids) + 1))
+		r.Disconnected(uintptr(i%len(ids)+1), CodeUnknown)
 		i++
 		r.mu.Lock()
 		r.queue, r.raw = r.queue[:0], r.raw[:0] // as the writer takes them
@@ -540,7 +569,7 @@ func TestEventRoundsAllocateNothing(t *testing.T) {
 	round := func() {
 		for i, id := range ids {
 			r.Connected(uintptr(i+1), KindAgent, id, id, "mqtt3.1.1", addr)
-			r.Disconnected(uintptr(i + 1))
+			r.Disconnected(uintptr(i+1), CodeUnknown)
 		}
 		r.renderEvents()
 		evs := r.TakeEvents()
@@ -549,7 +578,7 @@ func TestEventRoundsAllocateNothing(t *testing.T) {
 		}
 		r.Published()
 		r.mu.Lock()
-		r.queue = r.queue[:0] // as the writer takes it
+		r.queue, r.rendered = r.queue[:0], 0 // as the writer takes it
 		r.mu.Unlock()
 	}
 	for range 4 {
@@ -569,5 +598,54 @@ func TestEventRoundsAllocateNothing(t *testing.T) {
 	if string(pending[0].Payload) != want || pending[0].Topic != "iotauth/presence/agents/u-a" ||
 		!strings.Contains(string(next[0].Payload), "u-b") {
 		t.Fatalf("events overwritten: %s %s / %s", pending[0].Topic, pending[0].Payload, next[0].Payload)
+	}
+}
+
+// Events are rendered from the queued rows, and do not wait for PostgreSQL: while it is away, rows beyond
+// the queue's bound are dropped but their events still go out, in order, and a write that fails and puts
+// its rows back does not render their events twice.
+func TestEventsWithPostgreSQLAway(t *testing.T) {
+	r, fs, _ := newTest(t, func(c *Config) { c.MaxQueue = 3 })
+	fs.down = true
+	agents := func(evs []Event) []string {
+		var out []string
+		for _, e := range evs {
+			var m map[string]any
+			_ = json.Unmarshal(e.Payload, &m)
+			out = append(out, fmt.Sprint(m["agentUuid"], ":", m["event"]))
+		}
+		return out
+	}
+	for i := 1; i <= 5; i++ {
+		r.Connected(uintptr(i), KindAgent, fmt.Sprint("u", i), fmt.Sprint("c", i), "mqtt5", netip.Addr{})
+	}
+	r.Disconnected(1, CodeUnknown) // dropped too: the queue holds 3 rows
+	r.renderEvents()
+	got := agents(r.TakeEvents())
+	r.Published()
+	want := []string{"u1:connected", "u2:connected", "u3:connected", "u4:connected", "u5:connected", "u1:disconnected"}
+	if !slices.Equal(got, want) {
+		t.Fatalf("events %v; want %v", got, want)
+	}
+	if err := r.flush(context.Background(), false); err == nil {
+		t.Fatal("a write succeeded with PostgreSQL away")
+	}
+	r.Connected(6, KindAgent, "u6", "c6", "mqtt5", netip.Addr{})
+	r.renderEvents()
+	if got := agents(r.TakeEvents()); !slices.Equal(got, []string{"u6:connected"}) {
+		t.Fatalf("after a failed write: events %v; want only u6's", got)
+	}
+	r.Published()
+	// PostgreSQL is back: the rows put back are written, and nothing is rendered again.
+	fs.down = false
+	if err := r.reconcile(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	r.renderEvents()
+	if evs := r.TakeEvents(); evs != nil {
+		t.Fatalf("events rendered twice: %v", agents(evs))
+	}
+	if st := r.Stats(); st.EventsDropped != 0 {
+		t.Fatalf("%d events dropped", st.EventsDropped)
 	}
 }

@@ -86,7 +86,104 @@ func (r *runner) presence() error {
 	for _, b := range brokers {
 		b.Stop()
 	}
-	return r.churn(dsn, agents[:cfg.ChurnAgents])
+	if err := r.churn(dsn, agents[:cfg.ChurnAgents]); err != nil {
+		return err
+	}
+	return r.presenceStorm()
+}
+
+// presenceStorm restarts two plugin brokers that differ only in plugin_opt_presence, side by side in every
+// round, and has cfg.StormAgents agents reconnect to each (the reconnect storm of load 3). It reports the
+// time until all are connected, on vs off, and for presence on the statements on the presence tables
+// PostgreSQL ran from the broker's start until every session was written (the registration that closes
+// the previous start's sessions included; the previous start's shutdown not), and how long after the last
+// CONNACK the last session was written.
+func (r *runner) presenceStorm() error {
+	cfg := r.cfg
+	dsn, agents, err := r.agentsDB(cfg.StormAgents)
+	if err != nil {
+		return err
+	}
+	const id = "bench-presence-storm"
+	on, err := r.pluginBroker(dsn, [2]string{"broker_id", id})
+	if err != nil {
+		return err
+	}
+	off, err := r.pluginBroker(dsn, [2]string{"presence", "false"})
+	if err != nil {
+		return err
+	}
+	defer on.Stop()
+	defer off.Stop()
+	res := map[*harness.Broker][]stormResult{}
+	var statements, written []float64
+	for round := range cfg.Rounds {
+		for _, b := range order([]*harness.Broker{on, off}, round) {
+			if err := r.ctx.Err(); err != nil {
+				return err
+			}
+			b.Stop() // the previous round's shutdown writes its sessions' ends: not the storm's
+			st0, err := presenceStatements(r.ctx, dsn)
+			if err != nil {
+				return err
+			}
+			s, err := reconnectStorm(b, agents, cfg.StormConc, cfg.StormTimeout)
+			if err != nil {
+				return fmt.Errorf("reconnect storm on %s: %w", b.Addr(), err)
+			}
+			done := time.Now()
+			res[b] = append(res[b], s)
+			if b == on {
+				// reconnectStorm closed the connections once all were up: every start and end is queued.
+				if err := waitSessionsWritten(r.ctx, dsn, id, len(agents), 30*time.Second); err != nil {
+					return err
+				}
+				written = append(written, float64(time.Since(done)))
+				st1, err := presenceStatements(r.ctx, dsn)
+				if err != nil {
+					return err
+				}
+				statements = append(statements, float64(st1-st0))
+			}
+			time.Sleep(300 * time.Millisecond)
+		}
+	}
+	took := func(s stormResult) float64 { return float64(s.took) }
+	cpu := func(s stormResult) float64 { return float64(s.cpu) }
+	load := fmt.Sprintf("8c presence: reconnect storm, %d agents, %d in flight", len(agents), cfg.StormConc)
+	r.add(
+		vsPresenceOff(pair(load, "time until all connected, presence on vs off", "dur", floats(res[on], took), floats(res[off], took), ratioAtMost(1.05))),
+		vsPresenceOff(pair(load, "broker CPU for the storm, presence on vs off", "dur", floats(res[on], cpu), floats(res[off], cpu), nil)),
+		single(load, "presence statements to PostgreSQL, start to all sessions written", "", statements, valueAtMost(200, "≤ 200")),
+		single(load, "from the last connection's close until all starts and ends were written", "dur", written, nil),
+	)
+	return nil
+}
+
+// waitSessionsWritten polls until broker id's current start has n sessions in PostgreSQL, all ended (the
+// storm's clients connected and closed), within d.
+func waitSessionsWritten(ctx context.Context, dsn, id string, n int, d time.Duration) error {
+	conn, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		return err
+	}
+	defer conn.Close(context.Background())
+	deadline := time.Now().Add(d)
+	for {
+		var total, ended int
+		err := conn.QueryRow(ctx, `SELECT count(*), count(disconnected_at) FROM presence_sessions s
+  JOIN presence_brokers b ON b.broker_id = s.broker_id AND b.incarnation = s.incarnation WHERE s.broker_id = $1`, id).Scan(&total, &ended)
+		if err != nil {
+			return err
+		}
+		if total >= n && ended >= n {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("presence storm: %d sessions written (%d ended) within %v; want %d", total, ended, d, n)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
 
 // churn has agents connect and disconnect for cfg.ChurnDur against a presence broker that serves
