@@ -46,7 +46,7 @@ func (l *connectLoop) round(tb testing.TB) {
 	if r := l.f.e.BasicAuth(l.handle, l.devs[n].key, l.pws[n], l.ids[n]); r != OK {
 		tb.Fatalf("connect %d refused: %v", l.i, r)
 	}
-	l.f.e.Disconnect(l.handle, true, 4, session.ToldNothing)
+	l.f.e.Disconnect(l.handle, true, 4, session.ToldNothing, 0)
 }
 
 // BenchmarkCachedConnect is the plugin's work on the broker thread for one cached connect and its
