@@ -321,13 +321,11 @@ func (t *Table) toAgentHeadLocked(r *record) {
 	t.byAgent[r.Agent] = r
 }
 
-// endedLeftLocked counts one ended session of agent fewer.
+// endedLeftLocked counts one ended session of agent fewer. The count stays in endedOf, even at 0, while
+// the agent has sessions (an agent reconnecting would otherwise delete and re-insert it every time);
+// dropLocked removes it with the agent's last session.
 func (t *Table) endedLeftLocked(agent string) {
-	if n := t.endedOf[agent]; n > 1 {
-		t.endedOf[agent] = n - 1
-	} else {
-		delete(t.endedOf, agent)
-	}
+	t.endedOf[agent]--
 }
 
 // Disconnect ends client's live session, if it has one. The session is kept as ended under its client
@@ -413,6 +411,7 @@ func (t *Table) dropLocked(r *record) {
 		t.byAgent[r.Agent] = r.agentNext
 	default:
 		delete(t.byAgent, r.Agent)
+		delete(t.endedOf, r.Agent)
 	}
 	if r.agentNext != nil {
 		r.agentNext.agentPrev = r.agentPrev

@@ -752,3 +752,25 @@ func TestReconnectInPlaceIsTheNewestEnded(t *testing.T) {
 		t.Fatalf("agent A has %d sessions listed, want 3", got)
 	}
 }
+
+// The per-agent counts of ended sessions go with the agent's last session, however it went.
+func TestAgentBookkeepingGoesWithTheLastSession(t *testing.T) {
+	f := newFixture(t, 0)
+	f.admit(1, f.session(agentA, "a1", time.Time{}))
+	f.table.Disconnect(1, Forever)
+	f.admit(2, f.session(agentA, "a1", time.Time{})) // in place of the ended one
+	f.admit(3, f.session(agentA, "a1", time.Time{})) // takes the live one over
+	f.table.Disconnect(2, Forever)                   // the one taken over: forgotten
+	f.table.Disconnect(3, 0)
+	f.admit(4, f.session(agentB, "b1", time.Time{}))
+	f.table.Disconnect(4, Forever)
+	for _, s := range f.table.Sessions([]string{agentA, agentB}) {
+		f.table.Refuse(s, auth.ErrRevoked) // ended: forgotten at once
+	}
+	if live, ended := f.table.Len(); live != 0 || ended != 0 {
+		t.Fatalf("%d live and %d ended sessions left", live, ended)
+	}
+	if len(f.table.byAgent) != 0 || len(f.table.endedOf) != 0 || len(f.table.byClientID) != 0 {
+		t.Fatalf("left behind: %d agents, %d ended counts, %d client ids", len(f.table.byAgent), len(f.table.endedOf), len(f.table.byClientID))
+	}
+}
