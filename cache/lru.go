@@ -13,8 +13,18 @@ package cache
 // from 255 B (100k) and 293 B (1M) with simplelru to 197 B and 228 B. Chunks are allocated as the cache
 // fills, so an empty cache of a large capacity costs nothing. Freed nodes (Remove) are reused before the
 // slab grows.
+//
+// A hit on a key that is already among the most recent part of the list leaves the list alone: Get is
+// then read-only (docs/decisions/0018-lru-hits-without-relinking.md). Every move to the front stamps the
+// node with a counter of such moves; a key moved fewer than window moves ago has fewer than window keys
+// in front of it, so it stays where it is. Eviction still takes the tail, so a key that was used is
+// evicted only after at least capacity-window other keys have been added (or every key behind it has
+// gone): with window = capacity/8, at least 7/8 of the cache turns over first. With window 0 (capacity
+// below 8) this is exact LRU.
 type lru[K comparable, V any] struct {
 	capacity  int
+	window    uint64 // a key moved to the front fewer than window moves ago is not moved again on a hit
+	moves     uint64 // moves to the front so far; each node records the count at its last one
 	chunkBits uint
 	index     map[K]int32
 	chunks    [][]node[K, V]
@@ -28,6 +38,7 @@ type lru[K comparable, V any] struct {
 type node[K comparable, V any] struct {
 	key        K
 	val        V
+	moved      uint64 // lru.moves at this node's last move to the front
 	prev, next int32
 }
 
@@ -38,7 +49,7 @@ func newLRU[K comparable, V any](capacity int, onEvict func()) *lru[K, V] {
 	for bits < maxChunkBits && 1<<bits < capacity {
 		bits++
 	}
-	return &lru[K, V]{capacity: capacity, chunkBits: bits, index: map[K]int32{}, free: -1, head: -1, tail: -1, onEvict: onEvict}
+	return &lru[K, V]{capacity: capacity, window: uint64(capacity / 8), chunkBits: bits, index: map[K]int32{}, free: -1, head: -1, tail: -1, onEvict: onEvict}
 }
 
 func (l *lru[K, V]) at(i int32) *node[K, V] {
@@ -48,14 +59,18 @@ func (l *lru[K, V]) at(i int32) *node[K, V] {
 // Len is the number of keys held.
 func (l *lru[K, V]) Len() int { return len(l.index) }
 
-// Get returns k's value and marks k most recently used.
+// Get returns k's value and marks k recently used: it moves k to the front unless k is within the most
+// recent window of the list already.
 func (l *lru[K, V]) Get(k K) (v V, ok bool) {
 	i, ok := l.index[k]
 	if !ok {
 		return v, false
 	}
-	l.moveToFront(i)
-	return l.at(i).val, true
+	n := l.at(i)
+	if l.moves-n.moved >= l.window {
+		l.moveToFront(i)
+	}
+	return n.val, true
 }
 
 // Add sets k's value and marks k most recently used, evicting the least recently used key when the
@@ -133,6 +148,8 @@ func (l *lru[K, V]) unlink(i int32) {
 
 func (l *lru[K, V]) pushFront(i int32) {
 	n := l.at(i)
+	l.moves++
+	n.moved = l.moves
 	n.prev, n.next = -1, l.head
 	if l.head >= 0 {
 		l.at(l.head).prev = i

@@ -102,18 +102,27 @@ func TestLRUReusesFreedNodes(t *testing.T) {
 	}
 }
 
-// TestLRUModel checks random operations against a plain slice model of an LRU.
+// TestLRUModel checks random operations against a plain slice model of an LRU whose hits move a key to
+// the front only when it was last moved there window moves ago or more (exact LRU below capacity 8).
 func TestLRUModel(t *testing.T) {
-	for _, capacity := range []int{1, 2, 7, 1024, 1500} {
+	for _, capacity := range []int{1, 2, 7, 8, 64, 1024, 1500} {
 		r := rand.New(rand.NewPCG(1, uint64(capacity)))
 		ev := 0
 		l := newLRU[int, int](capacity, func() { ev++ })
+		window := uint64(capacity / 8)
 		var model []int // keys, most recent first
 		vals := map[int]int{}
+		moved := map[int]uint64{} // the move count at each key's last move to the front
+		var moves uint64
 		wantEv := 0
 		touch := func(k int) {
+			if len(model) > 0 && model[0] == k {
+				return
+			}
 			model = slices.DeleteFunc(model, func(x int) bool { return x == k })
 			model = slices.Insert(model, 0, k)
+			moves++
+			moved[k] = moves
 		}
 		for step := range 20_000 {
 			k := r.IntN(2 * capacity)
@@ -133,7 +142,7 @@ func TestLRUModel(t *testing.T) {
 				if ok != wantOK || v != want {
 					t.Fatalf("cap %d step %d: Get(%d) = %d, %v; want %d, %v", capacity, step, k, v, ok, want, wantOK)
 				}
-				if ok {
+				if ok && moves-moved[k] >= window {
 					touch(k)
 				}
 			default:
@@ -150,6 +159,64 @@ func TestLRUModel(t *testing.T) {
 		}
 		if l.used > int32(capacity) {
 			t.Fatalf("cap %d: slab holds %d nodes", capacity, l.used)
+		}
+	}
+}
+
+// A hit on a key among the most recent part of the list writes nothing: the list stays as it was.
+func TestLRURecentHitLeavesListAlone(t *testing.T) {
+	l := newLRU[int, int](80, nil) // window 10
+	for i := range 80 {
+		l.Add(i, i)
+	}
+	before := keys(t, l)
+	for k := 79; k > 79-10; k-- { // the ten most recently added
+		if _, ok := l.Get(k); !ok {
+			t.Fatalf("Get(%d) missed", k)
+		}
+	}
+	if got := keys(t, l); !slices.Equal(got, before) {
+		t.Fatalf("hits on recent keys reordered the list:\n%v\nwant\n%v", got, before)
+	}
+	l.Get(79 - 10) // the eleventh is outside the window: it moves
+	if got := keys(t, l); got[0] != 69 {
+		t.Fatalf("Get(69) left %d at the front", got[0])
+	}
+}
+
+// The guarantee the cache documents: a key that was used is evicted only after at least capacity-window
+// new keys were added, whatever the order of the list when it was used.
+func TestLRUUsedKeySurvivesTurnover(t *testing.T) {
+	for _, capacity := range []int{8, 100, 1000, 3000} {
+		window := capacity / 8
+		r := rand.New(rand.NewPCG(2, uint64(capacity)))
+		for trial := range 20 {
+			l := newLRU[int, int](capacity, nil)
+			next := 0
+			for range capacity {
+				l.Add(next, next)
+				next++
+			}
+			for range r.IntN(4 * capacity) { // in some random order
+				if r.IntN(3) == 0 {
+					l.Get(r.IntN(next))
+				} else {
+					l.Add(next, next)
+					next++
+				}
+			}
+			held := keys(t, l)
+			k := held[r.IntN(len(held))]
+			if _, ok := l.Get(k); !ok {
+				t.Fatalf("cap %d trial %d: key %d not held", capacity, trial, k)
+			}
+			for range capacity - window - 1 {
+				l.Add(next, next)
+				next++
+			}
+			if _, ok := l.index[k]; !ok {
+				t.Fatalf("cap %d trial %d: key %d evicted by %d new keys after it was used", capacity, trial, k, capacity-window-1)
+			}
 		}
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"strings"
 	"testing"
 	"time"
@@ -826,6 +827,34 @@ func TestCheckIdentifier(t *testing.T) {
 	} {
 		if got := CheckIdentifier(s); got != want {
 			t.Errorf("CheckIdentifier(%.20q…) = %v, want %v", s, got, want)
+		}
+	}
+}
+
+// CheckIdentifier agrees with a byte-by-byte reading of its rule on random identifiers of every length.
+func TestCheckIdentifierMatchesByteRule(t *testing.T) {
+	r := rand.New(rand.NewPCG(3, 4))
+	alphabet := "ab-_0Z+#/\x00\xff"
+	for range 20000 {
+		b := make([]byte, r.IntN(MaxIdentifierLen+3))
+		for i := range b {
+			if r.IntN(40) == 0 {
+				b[i] = alphabet[r.IntN(len(alphabet))]
+			} else {
+				b[i] = alphabet[r.IntN(5)]
+			}
+		}
+		var want error
+		if len(b) > MaxIdentifierLen {
+			want = ErrBadIdentifier
+		}
+		for _, c := range b {
+			if c == '+' || c == '#' || c == '/' {
+				want = ErrBadIdentifier
+			}
+		}
+		if got := CheckIdentifier(string(b)); got != want {
+			t.Fatalf("CheckIdentifier(%q) = %v, want %v", b, got, want)
 		}
 	}
 }

@@ -57,7 +57,9 @@ func (b *fakeBroker) SetUsername(client uintptr, name string) bool {
 }
 
 func (b *fakeBroker) Mark(client uintptr, prefix string) bool {
-	b.marks[client] = prefix
+	if b.marks[client] != prefix {
+		b.marks[client] = strings.Clone(prefix) // borrowed for the call
+	}
 	return true
 }
 
@@ -289,13 +291,13 @@ type fixture struct {
 	clk *fakeClock
 }
 
-func newFixture(t *testing.T, opts ...[2]string) *fixture {
+func newFixture(t testing.TB, opts ...[2]string) *fixture {
 	t.Helper()
 	return newFixtureWith(t, nil, opts...)
 }
 
 // newFixtureWith is newFixture with a last word on the engine's Config.
-func newFixtureWith(t *testing.T, mutate func(*Config, *fakeClock), opts ...[2]string) *fixture {
+func newFixtureWith(t testing.TB, mutate func(*Config, *fakeClock), opts ...[2]string) *fixture {
 	t.Helper()
 	cfg, err := options.Parse(append([][2]string{{"dsn", "postgres://unused@127.0.0.1/x"}}, opts...))
 	if err != nil {
@@ -320,7 +322,7 @@ func newFixtureWith(t *testing.T, mutate func(*Config, *fakeClock), opts ...[2]s
 }
 
 // device adds an agent with a key and an MQTT password to the store.
-func (f *fixture) device(t *testing.T, agent string, mutate ...func(*credential.Credential)) device {
+func (f *fixture) device(t testing.TB, agent string, mutate ...func(*credential.Credential)) device {
 	t.Helper()
 	key, _ := secret.Generate(secret.APIKey)
 	pw, _ := secret.Generate(secret.MQTTPassword)

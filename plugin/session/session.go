@@ -21,6 +21,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unsafe"
 
 	"github.com/iotauth/iotauth/backend/core/secret"
 	"github.com/iotauth/iotauth/plugin/acl"
@@ -33,7 +34,8 @@ type Broker interface {
 	// SetUsername gives the client the session's name in place of the API key it presented.
 	SetUsername(client uintptr, name string) bool
 	// Mark lets the broker answer the client's publishes and deliveries itself: allowed exactly for
-	// topics that are prefix or below it. An empty prefix removes the mark.
+	// topics that are prefix or below it. An empty prefix removes the mark. prefix is borrowed for the
+	// call: the broker copies it.
 	Mark(client uintptr, prefix string) bool
 	// MarkReads lets the broker allow the client's deliveries itself (a read mark: every subscription
 	// the client has was admitted by its session's rules), until RevokeReads. It replaces any mark.
@@ -125,6 +127,7 @@ type Table struct {
 	expiring   int       // live sessions whose key has an expiry
 	nextExpiry int64     // unix ns no later than the earliest expiry of a live session not yet refused
 	spare      []*record // records of forgotten sessions, reused so that a connect storm allocates none
+	markBuf    []byte    // the mark prefix being handed to the broker (it copies it)
 }
 
 // list is an intrusive doubly linked list of records through their endedPrev/endedNext.
@@ -167,6 +170,7 @@ type record struct {
 	persistent bool  // ended, and the broker may keep its session (and queued messages) for the client id
 	keptUntil  int64 // when persistent: unix ns after which the broker no longer keeps it (0: never)
 	revoked    bool  // a re-check refused it: kicked soon, and not kept once ended
+	indexed    bool  // byClientID holds it under its client id (no newer session took the id over)
 	reads      bool  // live and read-marked: the broker allows its deliveries while the mark is current
 	acl        *acl.Set
 	// agentPrev/agentNext link the sessions of one agent (most have one); endedPrev/endedNext the ended
@@ -231,39 +235,57 @@ func (t *Table) Admit(client uintptr, s auth.Session, epoch uint64) (current boo
 		return false, errors.New("the broker could not store the session's username (out of memory?)")
 	}
 	// A client admitted again while live may hold subscriptions its earlier session's rules admitted.
-	again := t.live[client] != nil
-	if r := t.live[client]; r != nil {
-		t.dropLocked(r)
+	prev := t.live[client]
+	again := prev != nil
+	if prev != nil {
+		t.dropLocked(prev)
+		if prev == old {
+			old = nil
+		}
 	}
+	t.gen++
+	var r *record
 	switch {
+	case old != nil && old.ended && old.Agent == s.Agent:
+		// The agent's own ended session under this client id (an agent reconnecting): its record takes
+		// the new session in place, keeping its entries in byClientID and byAgent.
+		r = old
+		t.ended.remove(r)
+		t.endedLeftLocked(r.Agent)
+		t.toAgentHeadLocked(r)
+		*r = record{Session: s, client: client, gen: t.gen, indexed: true, agentNext: r.agentNext}
+		t.live[client] = r
 	case old != nil && old.ended:
 		t.dropLocked(old)
-	case old != nil && !sameClient:
+		old = nil
+	case old != nil:
 		// The broker disconnects the session taken over after this; its will is checked before that, and
 		// must be answered by Go from its record (refused if a re-check refused it), not by its mark.
 		t.cfg.Broker.Mark(old.client, "")
 		old.reads = false
+		old.indexed = false
+		old = nil
 	}
-	t.gen++
-	var r *record
-	if n := len(t.spare); n > 0 {
-		r, t.spare = t.spare[n-1], t.spare[:n-1]
-	} else {
-		r = new(record)
+	if r == nil {
+		if n := len(t.spare); n > 0 {
+			r, t.spare = t.spare[n-1], t.spare[:n-1]
+		} else {
+			r = new(record)
+		}
+		*r = record{Session: s, client: client, gen: t.gen, indexed: true}
+		t.live[client] = r
+		t.byClientID[s.ClientID] = r
+		if first := t.byAgent[s.Agent]; first != nil {
+			r.agentNext, first.agentPrev = first, r
+		}
+		t.byAgent[s.Agent] = r
 	}
-	*r = record{Session: s, client: client, gen: t.gen}
-	t.live[client] = r
-	t.byClientID[s.ClientID] = r
-	if first := t.byAgent[s.Agent]; first != nil {
-		r.agentNext, first.agentPrev = first, r
-	}
-	t.byAgent[s.Agent] = r
 	if !s.ExpiresAt.IsZero() {
 		t.expiring++
 		t.nextExpiry = min(t.nextExpiry, s.ExpiresAt.UnixNano())
 	}
 	// An application key's session never has a prefix mark: its publishes always go to Go.
-	marked := t.cfg.FastPrefix != "" && !s.Custom() && !s.App() && t.cfg.Broker.Mark(client, t.cfg.FastPrefix+s.Agent)
+	marked := t.cfg.FastPrefix != "" && !s.Custom() && !s.App() && t.markLocked(client, s.Agent)
 	if !marked && t.cfg.ReadMarks && !again && t.cfg.Broker.CleanStart(client) {
 		// Started clean, the session has no subscription yet; each one it makes is admitted by Go from
 		// its rules, which never change while it lives (a change refuses it, see Refuse).
@@ -278,6 +300,34 @@ func (t *Table) Admit(client uintptr, s auth.Session, epoch uint64) (current boo
 	return t.epoch.Load() == epoch, nil
 }
 
+// markLocked gives client the prefix mark of agent, built in a buffer the table reuses (the broker
+// copies it), so that a connect allocates no string for it.
+func (t *Table) markLocked(client uintptr, agent string) bool {
+	t.markBuf = append(append(t.markBuf[:0], t.cfg.FastPrefix...), agent...)
+	return t.cfg.Broker.Mark(client, unsafe.String(unsafe.SliceData(t.markBuf), len(t.markBuf)))
+}
+
+// toAgentHeadLocked moves r to the head of its agent's list of sessions, where a new session goes.
+func (t *Table) toAgentHeadLocked(r *record) {
+	if r.agentPrev == nil {
+		return
+	}
+	r.agentPrev.agentNext = r.agentNext
+	if r.agentNext != nil {
+		r.agentNext.agentPrev = r.agentPrev
+	}
+	first := t.byAgent[r.Agent]
+	r.agentPrev, r.agentNext, first.agentPrev = nil, first, r
+	t.byAgent[r.Agent] = r
+}
+
+// endedLeftLocked counts one ended session of agent fewer. The count stays in endedOf, even at 0, while
+// the agent has sessions (an agent reconnecting would otherwise delete and re-insert it every time);
+// dropLocked removes it with the agent's last session.
+func (t *Table) endedLeftLocked(agent string) {
+	t.endedOf[agent]--
+}
+
 // Disconnect ends client's live session, if it has one. The session is kept as ended under its client
 // id, for the will and offline deliveries Mosquitto still checks, unless a newer session took the client
 // id over or a re-check refused it. keptFor (KeptFor) is how long the broker may keep the client's
@@ -289,7 +339,7 @@ func (t *Table) Disconnect(client uintptr, keptFor time.Duration) {
 	if r == nil {
 		return
 	}
-	if r.revoked || t.byClientID[r.ClientID] != r {
+	if r.revoked || !r.indexed {
 		t.dropLocked(r)
 		return
 	}
@@ -299,8 +349,9 @@ func (t *Table) Disconnect(client uintptr, keptFor time.Duration) {
 		r.keptUntil = t.cfg.Now().Add(keptFor).UnixNano()
 	}
 	t.ended.pushBack(r)
-	t.endedOf[r.Agent]++
-	if t.endedOf[r.Agent] > t.cfg.MaxEndedPerAgent {
+	n := t.endedOf[r.Agent] + 1
+	t.endedOf[r.Agent] = n
+	if n > t.cfg.MaxEndedPerAgent {
 		// The agent's oldest ended session is the last of its list (sessions are added at its head).
 		var oldest *record
 		for e := t.byAgent[r.Agent]; e != nil; e = e.agentNext {
@@ -346,13 +397,11 @@ func (t *Table) removeLiveLocked(r *record) {
 func (t *Table) dropLocked(r *record) {
 	if r.ended {
 		t.ended.remove(r)
-		if t.endedOf[r.Agent]--; t.endedOf[r.Agent] <= 0 {
-			delete(t.endedOf, r.Agent)
-		}
+		t.endedLeftLocked(r.Agent)
 	} else {
 		t.removeLiveLocked(r)
 	}
-	if t.byClientID[r.ClientID] == r {
+	if r.indexed {
 		delete(t.byClientID, r.ClientID)
 	}
 	switch {
@@ -362,6 +411,7 @@ func (t *Table) dropLocked(r *record) {
 		t.byAgent[r.Agent] = r.agentNext
 	default:
 		delete(t.byAgent, r.Agent)
+		delete(t.endedOf, r.Agent)
 	}
 	if r.agentNext != nil {
 		r.agentNext.agentPrev = r.agentPrev

@@ -86,7 +86,7 @@ func (b *fakeBroker) Mark(client uintptr, prefix string) bool {
 	if prefix == "" {
 		delete(b.marks, client)
 	} else {
-		b.marks[client] = prefix
+		b.marks[client] = strings.Clone(prefix) // borrowed for the call
 	}
 	return true
 }
@@ -717,5 +717,60 @@ func TestTokensAndExpiryScan(t *testing.T) {
 	now = now.Add(time.Second)
 	if got := tb.Expired(); len(got) != 1 || got[0].ClientID != "web-1" {
 		t.Fatalf("expired at 2s: %+v", got)
+	}
+}
+
+// An agent reconnecting under the client id of its oldest ended session takes that record over in place;
+// once it ends again it is the agent's newest ended session, so the per-agent bound drops another first.
+func TestReconnectInPlaceIsTheNewestEnded(t *testing.T) {
+	f := newFixture(t, 0)
+	f.table = New(Config{Broker: f.broker, FastPrefix: "agents/", MaxEnded: 100, MaxEndedPerAgent: 3, Now: f.clk.now})
+	for i, id := range []string{"a1", "a2", "a3"} {
+		f.admit(uintptr(1+i), f.session(agentA, id, time.Time{}))
+		f.table.Disconnect(uintptr(1+i), Forever)
+	}
+	f.admit(10, f.session(agentA, "a1", time.Time{})) // the oldest ended one's id
+	if live, ended := f.table.Len(); live != 1 || ended != 2 {
+		t.Fatalf("after the reconnect: %d live, %d ended; want 1 and 2", live, ended)
+	}
+	if f.broker.marks[10] != "agents/"+agentA {
+		t.Fatalf("the reconnected session's mark: %q", f.broker.marks[10])
+	}
+	f.table.Disconnect(10, Forever)
+	f.admit(11, f.session(agentA, "a4", time.Time{}))
+	f.table.Disconnect(11, Forever) // the fourth ended session: the oldest, a2, goes
+	if _, ended := f.table.Len(); ended != 3 {
+		t.Fatalf("%d ended sessions kept, want 3", ended)
+	}
+	if _, err := f.table.Admit(20, f.session(agentB, "a1", time.Time{}), f.table.Epoch()); !errors.Is(err, ErrClientIDTaken) {
+		t.Fatalf("a1, ended most recently but one, was not kept: %v", err)
+	}
+	if _, err := f.table.Admit(21, f.session(agentB, "a2", time.Time{}), f.table.Epoch()); err != nil {
+		t.Fatalf("a2, the oldest ended, was kept in place of a newer one: %v", err)
+	}
+	if got := len(f.table.Sessions([]string{agentA})); got != 3 {
+		t.Fatalf("agent A has %d sessions listed, want 3", got)
+	}
+}
+
+// The per-agent counts of ended sessions go with the agent's last session, however it went.
+func TestAgentBookkeepingGoesWithTheLastSession(t *testing.T) {
+	f := newFixture(t, 0)
+	f.admit(1, f.session(agentA, "a1", time.Time{}))
+	f.table.Disconnect(1, Forever)
+	f.admit(2, f.session(agentA, "a1", time.Time{})) // in place of the ended one
+	f.admit(3, f.session(agentA, "a1", time.Time{})) // takes the live one over
+	f.table.Disconnect(2, Forever)                   // the one taken over: forgotten
+	f.table.Disconnect(3, 0)
+	f.admit(4, f.session(agentB, "b1", time.Time{}))
+	f.table.Disconnect(4, Forever)
+	for _, s := range f.table.Sessions([]string{agentA, agentB}) {
+		f.table.Refuse(s, auth.ErrRevoked) // ended: forgotten at once
+	}
+	if live, ended := f.table.Len(); live != 0 || ended != 0 {
+		t.Fatalf("%d live and %d ended sessions left", live, ended)
+	}
+	if len(f.table.byAgent) != 0 || len(f.table.endedOf) != 0 || len(f.table.byClientID) != 0 {
+		t.Fatalf("left behind: %d agents, %d ended counts, %d client ids", len(f.table.byAgent), len(f.table.endedOf), len(f.table.byClientID))
 	}
 }
