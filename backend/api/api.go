@@ -314,11 +314,11 @@ func New(c Config) (*Server, error) {
 		pubLimit: newKeyLimiter(c.PublishRate, c.PublishBurst, maxPublishLimiters, c.Now)}
 	s.bridge.registerPublishMetrics()
 	s.admin = adminAPI{st: s.st, audit: audit.New(s.st), lic: c.Licenser, now: c.Now}
-	x, err := newExchange(c.Exchange)
+	xs, err := newExchangeService(s.st, c.Exchange, c.Now, s.log)
 	if err != nil {
 		return nil, err
 	}
-	s.x = &exchangeAPI{cfg: c, st: s.st, log: s.log, now: c.Now, exchange: x}
+	s.x = &exchangeAPI{cfg: c, st: s.st, svc: xs}
 	s.routes = append(s.builtinRoutes(), c.ExtraRoutes...)
 	for _, rt := range s.routes {
 		if rt.Handler == nil {
