@@ -310,8 +310,7 @@ func New(c Config) (*Server, error) {
 	s.users = usersAPI{svc: users.New(s.st, users.Config{HashSem: s.hashSem})}
 	s.agents = &agentsAPI{svc: agents.New(s.st, agents.Config{KeyKind: c.KeyKind, Licenser: c.Licenser, Logger: c.Logger}),
 		st: s.st, log: s.log, metrics: s.metrics, mqttHost: c.MQTTHost, mqttPort: c.MQTTPort, audit: s.audit}
-	s.bridge = &publishAPI{cfg: c, st: s.st, log: s.log, metrics: s.metrics,
-		pubLimit: newKeyLimiter(c.PublishRate, c.PublishBurst, maxPublishLimiters, c.Now)}
+	s.bridge = &publishAPI{cfg: c, metrics: s.metrics, svc: newPublishService(s.st, c)}
 	s.bridge.registerPublishMetrics()
 	s.admin = adminAPI{st: s.st, audit: audit.New(s.st), lic: c.Licenser, now: c.Now}
 	xs, err := newExchangeService(s.st, c.Exchange, c.Now, s.log)

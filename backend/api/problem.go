@@ -44,9 +44,11 @@ const (
 	CodeLoginThrottled        = "login_throttled"               // 429: too many failed logins; see Retry-After
 	CodeThrottled             = "throttled"                     // 429: too many requests (when the refusal gives no code of its own); see Retry-After
 	CodeInternal              = "internal_error"                // 500: details are in the server log only
+	CodeBadGateway            = "bad_gateway"                   // 502: a system the server relies on refused (when the refusal gives no code of its own)
 	CodeUnavailable           = "unavailable"                   // 503: the request took too long (database or server too busy); retry
 	CodeDatabaseUnavailable   = "database_unavailable"          // 503: PostgreSQL cannot be reached or takes no work now; see Retry-After
 	CodeCommitNotConfirmed    = "commit_not_confirmed"          // 503: no synchronous standby confirmed the change in time; repeat the request after Retry-After
+	CodeGatewayTimeout        = "gateway_timeout"               // 504: a system the server relies on did not answer in time (when the refusal gives no code of its own)
 
 	// Token exchange and publishable keys (docs/token-exchange.md).
 	CodeExchangeUnavailable = exchange.CodeUnavailable        // 503: no MQTT credential signing key is configured
@@ -118,8 +120,11 @@ var serviceStatus = []struct {
 	{service.ErrNotFound, http.StatusNotFound, CodeNotFound},
 	{service.ErrConflict, http.StatusConflict, CodeConflict},
 	{service.ErrPrecondition, http.StatusPreconditionFailed, CodePreconditionFailed},
+	{service.ErrTooLarge, http.StatusRequestEntityTooLarge, CodeBodyTooLarge},
 	{service.ErrThrottled, http.StatusTooManyRequests, CodeThrottled},
+	{service.ErrUpstream, http.StatusBadGateway, CodeBadGateway},
 	{service.ErrUnavailable, http.StatusServiceUnavailable, CodeUnavailable},
+	{service.ErrUpstreamTimeout, http.StatusGatewayTimeout, CodeGatewayTimeout},
 }
 
 // serviceProblem is the answer to a service's refusal: its kind's status, its code (or the kind's), its

@@ -49,8 +49,9 @@ func TestServiceErrorsToProblems(t *testing.T) {
 	}
 }
 
-// TestServiceRetryAfter: a throttled or unavailable service answers 429 or 503 with its own code and a
-// Retry-After rounded up to whole seconds; the exchange's refusals keep the codes clients know.
+// TestServiceRetryAfter: a throttled, unavailable or too-large refusal, or one from upstream, answers
+// 429, 503, 413, 502 or 504 with its own code (or its kind's) and a Retry-After rounded up to whole
+// seconds; the exchange's refusals keep the codes clients know.
 func TestServiceRetryAfter(t *testing.T) {
 	cases := []struct {
 		err        error
@@ -62,6 +63,10 @@ func TestServiceRetryAfter(t *testing.T) {
 		{&service.Error{Kind: service.ErrThrottled, Msg: "slow down", RetryAfter: time.Second}, 429, CodeThrottled, 1},
 		{&service.Error{Kind: service.ErrUnavailable, Code: CodeExchangeUnavailable, Msg: "not configured"}, 503, "token_exchange_unavailable", 0},
 		{&service.Error{Kind: service.ErrUnavailable, Msg: "later", RetryAfter: 5 * time.Second}, 503, CodeUnavailable, 5},
+		{&service.Error{Kind: service.ErrTooLarge, Code: CodeBodyTooLarge, Field: "payload", Msg: "too big"}, 413, "body_too_large", 0},
+		{&service.Error{Kind: service.ErrUpstream, Code: CodePublishRefused, Msg: "refused"}, 502, "publish_refused", 0},
+		{&service.Error{Kind: service.ErrUpstreamTimeout, Code: CodePublishTimeout, Msg: "late", RetryAfter: time.Second}, 504, "publish_timeout", 1},
+		{&service.Error{Kind: service.ErrUpstreamTimeout, Msg: "late"}, 504, CodeGatewayTimeout, 0},
 	}
 	for _, c := range cases {
 		p := toProblem(c.err)
