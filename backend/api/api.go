@@ -310,15 +310,14 @@ func New(c Config) (*Server, error) {
 	s.users = usersAPI{svc: users.New(s.st, users.Config{HashSem: s.hashSem})}
 	s.agents = &agentsAPI{svc: agents.New(s.st, agents.Config{KeyKind: c.KeyKind, Licenser: c.Licenser, Logger: c.Logger}),
 		st: s.st, log: s.log, metrics: s.metrics, mqttHost: c.MQTTHost, mqttPort: c.MQTTPort, audit: s.audit}
-	s.bridge = &publishAPI{cfg: c, st: s.st, log: s.log, metrics: s.metrics,
-		pubLimit: newKeyLimiter(c.PublishRate, c.PublishBurst, maxPublishLimiters, c.Now)}
+	s.bridge = &publishAPI{cfg: c, metrics: s.metrics, svc: newPublishService(s.st, c)}
 	s.bridge.registerPublishMetrics()
 	s.admin = adminAPI{st: s.st, audit: audit.New(s.st), lic: c.Licenser, now: c.Now}
-	x, err := newExchange(c.Exchange)
+	xs, err := newExchangeService(s.st, c.Exchange, c.Now, s.log)
 	if err != nil {
 		return nil, err
 	}
-	s.x = &exchangeAPI{cfg: c, st: s.st, log: s.log, now: c.Now, exchange: x}
+	s.x = &exchangeAPI{cfg: c, st: s.st, svc: xs}
 	s.routes = append(s.builtinRoutes(), c.ExtraRoutes...)
 	for _, rt := range s.routes {
 		if rt.Handler == nil {

@@ -317,7 +317,7 @@ func (s *Server) authPublishable(w http.ResponseWriter, r *http.Request, rt Rout
 		return r, err
 	}
 	refuse := func(reason string, p *Problem) (*http.Request, error) {
-		if !s.x.exchange.auditAllowed("pk:"+k.ID, s.now()) {
+		if !s.x.svc.AuditAllowed("pk:" + k.ID) {
 			s.log.Info("publishable key refused (audit budget spent)", "pk", k.ID, "reason", reason)
 			return r, p
 		}

@@ -13,7 +13,6 @@ import (
 	"strings"
 	"sync"
 	"testing"
-	"time"
 
 	"github.com/iotauth/iotauth/backend/bridge"
 	"github.com/iotauth/iotauth/backend/core/topicfilter"
@@ -175,29 +174,6 @@ func TestPublishRateLimit(t *testing.T) {
 	other.KeyID = "k2"
 	if w := publishAs(s, other, body); w.Code != 202 {
 		t.Fatalf("another key: %d %s", w.Code, w.Body)
-	}
-}
-
-// TestKeyLimiterBounded: the map never holds more than its bound; idle buckets go first.
-func TestKeyLimiterBounded(t *testing.T) {
-	now := time.Unix(1000, 0)
-	l := newKeyLimiter(1, 2, 3, func() time.Time { return now })
-	for _, k := range []string{"a", "a", "b", "c"} {
-		l.allow(k)
-	}
-	if ok, _ := l.allow("a"); ok {
-		t.Fatal("a's burst of 2 is spent")
-	}
-	now = now.Add(10 * time.Second) // every bucket refills
-	l.allow("d")
-	if n := l.size(); n > 3 {
-		t.Fatalf("%d buckets, bound 3", n)
-	}
-	for i := 0; i < 100; i++ {
-		l.allow(fmt.Sprint("k", i))
-	}
-	if n := l.size(); n > 3 {
-		t.Fatalf("%d buckets, bound 3", n)
 	}
 }
 

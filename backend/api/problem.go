@@ -4,10 +4,12 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"math"
 	"net/http"
 	"strconv"
 
 	"github.com/iotauth/iotauth/backend/service"
+	"github.com/iotauth/iotauth/backend/service/exchange"
 	"github.com/iotauth/iotauth/backend/store"
 )
 
@@ -40,23 +42,26 @@ const (
 	CodeBodyTooLarge          = "body_too_large"                // 413
 	CodeUnsupportedMediaType  = "unsupported_media_type"        // 415: the body is not application/json
 	CodeLoginThrottled        = "login_throttled"               // 429: too many failed logins; see Retry-After
+	CodeThrottled             = "throttled"                     // 429: too many requests (when the refusal gives no code of its own); see Retry-After
 	CodeInternal              = "internal_error"                // 500: details are in the server log only
+	CodeBadGateway            = "bad_gateway"                   // 502: a system the server relies on refused (when the refusal gives no code of its own)
 	CodeUnavailable           = "unavailable"                   // 503: the request took too long (database or server too busy); retry
 	CodeDatabaseUnavailable   = "database_unavailable"          // 503: PostgreSQL cannot be reached or takes no work now; see Retry-After
 	CodeCommitNotConfirmed    = "commit_not_confirmed"          // 503: no synchronous standby confirmed the change in time; repeat the request after Retry-After
+	CodeGatewayTimeout        = "gateway_timeout"               // 504: a system the server relies on did not answer in time (when the refusal gives no code of its own)
 
 	// Token exchange and publishable keys (docs/token-exchange.md).
-	CodeExchangeUnavailable = "token_exchange_unavailable"    // 503: no MQTT credential signing key is configured
+	CodeExchangeUnavailable = exchange.CodeUnavailable        // 503: no MQTT credential signing key is configured
 	CodePublishableOnly     = "publishable_key_exchange_only" // 403: a publishable key on any route but the token exchange
 	CodeInvalidPublishable  = "invalid_publishable_key"       // 401: publishable key malformed, unknown, revoked or expired
 	CodeOriginNotAllowed    = "origin_not_allowed"            // 403: the Origin is not one the publishable key lists
-	CodeUnknownProvider     = "unknown_provider"              // 400: no such identity provider for this caller
-	CodeProviderNotAllowed  = "provider_not_allowed"          // 403: the publishable key may not use this provider
-	CodeInvalidIdPToken     = "invalid_idp_token"             // 401: the identity provider's token failed verification
-	CodeNoTopics            = "no_topics"                     // 403: the mapping grants nothing within the caller's topics
-	CodeUnmappableClaims    = "unmappable_claims"             // 403: a claim the mapping uses holds a value that cannot go into a topic
-	CodeTooManyTopics       = "too_many_topics"               // 403: the mapping grants more topics than one credential holds
-	CodeExchangeThrottled   = "exchange_throttled"            // 429: too many exchanges by this caller; see Retry-After
+	CodeUnknownProvider     = exchange.CodeUnknownProvider    // 400: no such identity provider for this caller
+	CodeProviderNotAllowed  = exchange.CodeProviderNotAllowed // 403: the publishable key may not use this provider
+	CodeInvalidIdPToken     = exchange.CodeInvalidIdPToken    // 401: the identity provider's token failed verification
+	CodeNoTopics            = exchange.CodeNoTopics           // 403: the mapping grants nothing within the caller's topics
+	CodeUnmappableClaims    = exchange.CodeUnmappableClaims   // 403: a claim the mapping uses holds a value that cannot go into a topic
+	CodeTooManyTopics       = exchange.CodeTooManyTopics      // 403: the mapping grants more topics than one credential holds
+	CodeExchangeThrottled   = exchange.CodeThrottled          // 429: too many exchanges by this caller; see Retry-After
 )
 
 // Problem is an RFC 9457 problem details object, and an error a handler can return.
@@ -115,6 +120,11 @@ var serviceStatus = []struct {
 	{service.ErrNotFound, http.StatusNotFound, CodeNotFound},
 	{service.ErrConflict, http.StatusConflict, CodeConflict},
 	{service.ErrPrecondition, http.StatusPreconditionFailed, CodePreconditionFailed},
+	{service.ErrTooLarge, http.StatusRequestEntityTooLarge, CodeBodyTooLarge},
+	{service.ErrThrottled, http.StatusTooManyRequests, CodeThrottled},
+	{service.ErrUpstream, http.StatusBadGateway, CodeBadGateway},
+	{service.ErrUnavailable, http.StatusServiceUnavailable, CodeUnavailable},
+	{service.ErrUpstreamTimeout, http.StatusGatewayTimeout, CodeGatewayTimeout},
 }
 
 // serviceProblem is the answer to a service's refusal: its kind's status, its code (or the kind's), its
@@ -137,6 +147,9 @@ func serviceProblem(e *service.Error) *Problem {
 		}
 		q.Field = e.Field
 		q.cause = e.Err
+		if e.RetryAfter > 0 {
+			q.retryAfter = int(math.Ceil(e.RetryAfter.Seconds()))
+		}
 		return q
 	}
 	return nil

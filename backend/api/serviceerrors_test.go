@@ -5,8 +5,11 @@ import (
 	"fmt"
 	"net/http"
 	"testing"
+	"time"
 
+	"github.com/iotauth/iotauth/backend/oidc"
 	"github.com/iotauth/iotauth/backend/service"
+	"github.com/iotauth/iotauth/backend/service/exchange"
 	"github.com/iotauth/iotauth/backend/store"
 )
 
@@ -43,5 +46,35 @@ func TestServiceErrorsToProblems(t *testing.T) {
 	}
 	if p := toProblem(service.NotFound("", "gone", cause)); !errors.Is(p, cause) {
 		t.Error("the cause of a refusal is lost for the log")
+	}
+}
+
+// TestServiceRetryAfter: a throttled, unavailable or too-large refusal, or one from upstream, answers
+// 429, 503, 413, 502 or 504 with its own code (or its kind's) and a Retry-After rounded up to whole
+// seconds; the exchange's refusals keep the codes clients know.
+func TestServiceRetryAfter(t *testing.T) {
+	cases := []struct {
+		err        error
+		status     int
+		code       string
+		retryAfter int
+	}{
+		{&service.Error{Kind: service.ErrThrottled, Code: CodeExchangeThrottled, Msg: "slow down", RetryAfter: 1500 * time.Millisecond}, 429, "exchange_throttled", 2},
+		{&service.Error{Kind: service.ErrThrottled, Msg: "slow down", RetryAfter: time.Second}, 429, CodeThrottled, 1},
+		{&service.Error{Kind: service.ErrUnavailable, Code: CodeExchangeUnavailable, Msg: "not configured"}, 503, "token_exchange_unavailable", 0},
+		{&service.Error{Kind: service.ErrUnavailable, Msg: "later", RetryAfter: 5 * time.Second}, 503, CodeUnavailable, 5},
+		{&service.Error{Kind: service.ErrTooLarge, Code: CodeBodyTooLarge, Field: "payload", Msg: "too big"}, 413, "body_too_large", 0},
+		{&service.Error{Kind: service.ErrUpstream, Code: CodePublishRefused, Msg: "refused"}, 502, "publish_refused", 0},
+		{&service.Error{Kind: service.ErrUpstreamTimeout, Code: CodePublishTimeout, Msg: "late", RetryAfter: time.Second}, 504, "publish_timeout", 1},
+		{&service.Error{Kind: service.ErrUpstreamTimeout, Msg: "late"}, 504, CodeGatewayTimeout, 0},
+	}
+	for _, c := range cases {
+		p := toProblem(c.err)
+		if p.Status != c.status || p.Code != c.code || p.retryAfter != c.retryAfter {
+			t.Errorf("%v: got %d %s retry after %d, want %d %s %d", c.err, p.Status, p.Code, p.retryAfter, c.status, c.code, c.retryAfter)
+		}
+	}
+	if exchange.OperatorProvider != oidc.ReservedName {
+		t.Errorf("the exchange's operator provider %q is not the name identity providers may not take (%q)", exchange.OperatorProvider, oidc.ReservedName)
 	}
 }

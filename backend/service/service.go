@@ -2,7 +2,7 @@
 // (handlers map them to answers in one place: the REST API's problem details, the CLI's messages), the
 // Actor a change is audited under, and the Licenser a service asks before it registers anything.
 //
-// The services themselves live in the packages below (keys, users, agents). Each owns its domain's
+// The services themselves live in the packages below (keys, users, agents, audit, exchange, publish). Each owns its domain's
 // validation, licensing checks, audit events and transactions; the REST handlers, the console (through
 // the REST API) and the CLI only translate between their own forms and a service's. A service reaches
 // PostgreSQL only through the small store interface it declares, and never speaks HTTP.
@@ -12,12 +12,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/iotauth/iotauth/backend/store"
 )
 
 // Kinds of refusal. A service's error matches one of them with errors.Is; the REST API answers each with
-// its own status (400, 401, 403, 404, 409, 412).
+// its own status (400, 401, 403, 404, 409, 412, 413, 429, 502, 503, 504).
 var (
 	// ErrInvalid: a value of the request is wrong; Error.Field names it.
 	ErrInvalid = errors.New("invalid request")
@@ -31,6 +32,17 @@ var (
 	ErrConflict = errors.New("conflict")
 	// ErrPrecondition: the caller's view of the resource is out of date (a stale version).
 	ErrPrecondition = errors.New("precondition failed")
+	// ErrTooLarge: a value of the request is larger than allowed; Error.Field names it.
+	ErrTooLarge = errors.New("too large")
+	// ErrUpstream: a system the service relies on (the MQTT broker) refused the request.
+	ErrUpstream = errors.New("refused upstream")
+	// ErrUpstreamTimeout: a system the service relies on did not answer in time; what it did is unknown.
+	ErrUpstreamTimeout = errors.New("no answer upstream in time")
+	// ErrThrottled: the caller asked too often; Error.RetryAfter says when it may ask again.
+	ErrThrottled = errors.New("too many requests")
+	// ErrUnavailable: the service cannot answer as deployed (a part it needs is not configured) or
+	// right now; Error.RetryAfter, when set, says when to ask again.
+	ErrUnavailable = errors.New("unavailable")
 )
 
 // Stable codes of refusals that need more than their kind to tell apart. The REST API sends them as the
@@ -54,6 +66,9 @@ type Error struct {
 	Field string
 	Msg   string
 	Err   error
+	// RetryAfter is how long the caller should wait before asking again (ErrThrottled, ErrUnavailable, ErrUpstreamTimeout);
+	// zero says nothing.
+	RetryAfter time.Duration
 }
 
 // Error returns the message (and the cause's text, for the log).
@@ -84,6 +99,9 @@ func Invalid(field, msg string) *Error { return &Error{Kind: ErrInvalid, Field: 
 func NotFound(field, msg string, cause error) *Error {
 	return &Error{Kind: ErrNotFound, Field: field, Msg: msg, Err: cause}
 }
+
+// Forbidden is a refusal by a rule, with its stable code.
+func Forbidden(code, msg string) *Error { return &Error{Kind: ErrForbidden, Code: code, Msg: msg} }
 
 // Conflict is a refusal of the current state, with its stable code.
 func Conflict(code, msg string, cause error) *Error {
