@@ -26,8 +26,24 @@ var (
 	ErrCorrupt = credential.ErrCorrupt
 )
 
-// Store wraps a pgx pool.
+// Store is the database: one pgx pool shared by the domain types it embeds (see domains.go). Each
+// domain type declares the queries of one part of the schema; Store itself keeps the pool's life
+// (Open, Ping, Close), the listener and the health checks. A caller that needs one domain can take it
+// alone (st.Keys, st.Accounts, …); existing callers use the promoted methods (st.CreateAPIKey).
 type Store struct {
+	*core
+	Agents
+	Keys
+	Accounts
+	AuditTrail
+	Presence
+	Credentials
+}
+
+// core is what every domain type shares: the pool, how its sockets behave and the durability of
+// security changes, with the one transaction helper (tx, withAudit) that all of them use, so that a
+// change and its audit event commit together whatever domain the change belongs to.
+type core struct {
 	pool *pgxpool.Pool
 	// blocking: the pool's sockets are blockconn sockets, whose timeouts bound each query.
 	blocking bool
@@ -87,14 +103,14 @@ func Open(dsn string, o PoolOptions) (*Store, error) {
 		cfg.ConnConfig.BuildContextWatcherHandler = cancelRequestHandler
 	}
 	cfg.HealthCheckPeriod = 5 * time.Second
-	s := &Store{blocking: o.SocketTimeout > 0, durable: o.Durable}
-	cfg.ConnConfig.Tracer = resetTracer{s}
+	c := &core{blocking: o.SocketTimeout > 0, durable: o.Durable}
+	cfg.ConnConfig.Tracer = resetTracer{c}
 	pool, err := pgxpool.NewWithConfig(context.Background(), cfg)
 	if err != nil {
 		return nil, fmt.Errorf("create database pool: %w", err)
 	}
-	s.pool = pool
-	return s, nil
+	c.pool = pool
+	return newStore(c), nil
 }
 
 // Ping checks the database answers.
