@@ -248,7 +248,7 @@ func (s *exchangeAPI) tokenExchange(w http.ResponseWriter, r *http.Request) erro
 		}
 		e := auditOf(r, "token_exchange_refused", d)
 		e.Outcome, e.Target = store.OutcomeFailure, c.name
-		if err := s.st.Audit(r.Context(), e); err != nil {
+		if err := s.st.AuditTrail.Audit(r.Context(), e); err != nil {
 			s.log.Warn("could not audit a refused token exchange", "error", err.Error())
 		}
 		return p
@@ -365,7 +365,7 @@ func (s *exchangeAPI) tokenExchange(w http.ResponseWriter, r *http.Request) erro
 	}
 	e := auditOf(r, "token_exchange", detail)
 	e.Target = subject
-	if err := s.st.Audit(r.Context(), e); err != nil {
+	if err := s.st.AuditTrail.Audit(r.Context(), e); err != nil {
 		return err
 	}
 	out := ExchangedMQTT{Username: cred.Username, Password: cred.Password, ClientIDPrefix: cred.ClientIDPrefix, ExpiresAt: cred.ExpiresAt.UTC()}
@@ -403,7 +403,7 @@ func (s *exchangeAPI) exchangePreflight(w *statusWriter, r *http.Request) bool {
 		ctx, cancel := context.WithTimeout(r.Context(), s.cfg.RequestTimeout)
 		defer cancel()
 		var err error
-		if ok, err = s.st.OriginListed(ctx, origin); err != nil {
+		if ok, err = s.st.Keys.OriginListed(ctx, origin); err != nil {
 			p := toProblem(err)
 			w.problem = p
 			writeProblem(w, p)

@@ -275,7 +275,7 @@ func (s *publishAPI) publish(w http.ResponseWriter, r *http.Request) error {
 func (s *publishAPI) auditPublish(r *http.Request, e store.AuditEvent) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), 5*time.Second)
 	defer cancel()
-	if err := s.st.Audit(ctx, e); err != nil {
+	if err := s.st.AuditTrail.Audit(ctx, e); err != nil {
 		s.log.Error("publish audit event not stored; it is recorded in this log line instead", "actor", e.Actor, "action", e.Action,
 			"target", e.Target, "outcome", e.Outcome, "remote", e.RemoteAddr, "detail", e.Detail, "error", err.Error())
 	}
