@@ -1,7 +1,8 @@
 package store
 
 // The domain types. Each holds the shared pool (core) and declares the queries of one part of the
-// schema; Store embeds them all. They are values: copying one copies a pointer.
+// schema; Store has one field of each. They are values: copying one copies a pointer, and each
+// satisfies the small interfaces its consumers declare.
 
 // Agents is agents and their provisioning: create (one, audited, in bulk), list and count, export,
 // desired and reported state, password rotation, activation, decommissioning, and redeeming a

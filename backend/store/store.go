@@ -1,5 +1,6 @@
 // Package store is iotauth's PostgreSQL access: a pgx pool, hand-written queries in one file per
-// aggregate, and the LISTEN/NOTIFY listener that carries credential changes to every broker. Callers
+// aggregate grouped into domain types (Agents, Keys, Accounts, AuditTrail, Presence, Credentials), and
+// the LISTEN/NOTIFY listener that carries credential changes to every broker. Callers
 // branch on its sentinel errors with errors.Is.
 package store
 
@@ -26,18 +27,18 @@ var (
 	ErrCorrupt = credential.ErrCorrupt
 )
 
-// Store is the database: one pgx pool shared by the domain types it embeds (see domains.go). Each
-// domain type declares the queries of one part of the schema; Store itself keeps the pool's life
-// (Open, Ping, Close), the listener and the health checks. A caller that needs one domain can take it
-// alone (st.Keys, st.Accounts, …); existing callers use the promoted methods (st.CreateAPIKey).
+// Store is the database: one pgx pool shared by the domain types in its fields (see domains.go and
+// docs/store.md). Each domain type holds the queries of one part of the schema, and a caller takes the
+// one it needs (st.Keys, st.Accounts, …); Store itself keeps the pool's life (Open, Ping, Close), the
+// listener and the health checks.
 type Store struct {
 	*core
-	Agents
-	Keys
-	Accounts
-	AuditTrail
-	Presence
-	Credentials
+	Agents      Agents
+	Keys        Keys
+	Accounts    Accounts
+	AuditTrail  AuditTrail
+	Presence    Presence
+	Credentials Credentials
 }
 
 // core is what every domain type shares: the pool, how its sockets behave and the durability of
