@@ -80,7 +80,7 @@ func newInstance(kv [][2]string) (_ *instance, err error) {
 			return nil, err
 		}
 	}
-	ec := engine.Config{Options: cfg, Broker: broker{}, Lookup: lookup.Credentials, Store: pgstore.Store{St: st}, Feed: pgstore.Store{St: feed},
+	ec := engine.Config{Options: cfg, Broker: broker{}, Lookup: lookup.Credentials, Store: pgstore.Store{St: st}, Feed: pgstore.Feed{St: feed, Probe: st},
 		Log: log, Logs: logs, Levels: levels, MaxMark: maxMark, BudgetNow: testClock(),
 		// Subject denials matter for the longest credential lifetime, the verifier's clock skew and a margin.
 		DenialKeep: mqttcred.MaxTTL + 2*time.Minute}

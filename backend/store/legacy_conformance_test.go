@@ -139,7 +139,7 @@ func testListen(t *testing.T, d *db) {
 	connected, changed := make(chan bool, 4), make(chan store.Change, 16)
 	go func() {
 		defer close(done)
-		d.st.Listen(ctx, store.ListenHandler{Changed: func(c store.Change) { changed <- c }, Connected: func(re bool) { connected <- re }})
+		d.st.Listen(ctx, store.ListenHandler{Changed: func(c store.Change) { changed <- c }, Connected: func(re bool) { connected <- re }}, store.ListenOptions{})
 	}()
 	select {
 	case re := <-connected:

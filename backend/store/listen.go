@@ -2,8 +2,11 @@ package store
 
 import (
 	"context"
+	crand "crypto/rand"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"math/rand/v2"
 	"time"
 
@@ -49,9 +52,12 @@ func (c Change) Digest() (d secret.Digest, ok bool) {
 	return d, true
 }
 
-// ListenHandler receives what the listener sees. Connected is called each time LISTEN is (re-)established:
-// changes made while it was down were missed, so the receiver must re-check what it caches. Failed is
-// called for each failed attempt (the receiver rate-limits any logging).
+// ListenHandler receives what the listener sees. Connected is called each time the feed is (re-)established
+// (LISTEN is in place and a probe has come back through it, see ListenOptions): changes made while it was
+// down were missed, so the receiver must re-check what it caches. Changed may be called before Connected
+// for changes that arrive while the first probe is on its way. Failed is called for each failed attempt or
+// lost connection (the receiver rate-limits any logging); ErrListenDeaf and ErrListenStalled tell a lost
+// probe apart.
 type ListenHandler struct {
 	Changed   func(Change)
 	Connected func(reconnect bool)
@@ -73,9 +79,70 @@ func listenRetry(base time.Duration) (wait, next time.Duration) {
 	return wait, min(base*2, listenRetryMax)
 }
 
+// Probe defaults (see ListenOptions).
+const (
+	DefaultProbeInterval = 10 * time.Second
+	DefaultProbeTimeout  = 5 * time.Second
+)
+
+// ListenOptions tune Listen's end-to-end probe of the feed.
+//
+// A LISTEN connection that answers a ping is not proof that notifications reach it: through a PgBouncer
+// in transaction mode, or to another server or database than the writes go to, LISTEN succeeds and no
+// notification ever arrives. So Listen sends a probe (a NOTIFY on Channel with a random nonce) through
+// the pool the writes take, and counts the feed as established only once the probe has come back on the
+// LISTEN connection; while it is up, it probes every ProbeInterval and reconnects when a probe is lost.
+type ListenOptions struct {
+	// ProbeVia is the store whose pool sends the probes: the one queries and writes go through. Nil: the
+	// listening store itself.
+	ProbeVia *Store
+	// ProbeInterval is the time between probes while the feed is up (DefaultProbeInterval when zero).
+	ProbeInterval time.Duration
+	// ProbeTimeout bounds the wait for a probe, its sending included (DefaultProbeTimeout when zero).
+	ProbeTimeout time.Duration
+}
+
+// Errors Listen passes to ListenHandler.Failed when a probe is lost.
+var (
+	// ErrListenDeaf: a new LISTEN connection did not receive the probe sent through the query pool, so
+	// notifications sent there do not reach it (a pooler in transaction mode, another server or database).
+	ErrListenDeaf = errors.New("the LISTEN connection receives no notification sent through the query pool")
+	// ErrListenStalled: an established LISTEN connection stopped receiving its probes (a connection that
+	// died silently, a paused server).
+	ErrListenStalled = errors.New("the LISTEN connection stopped receiving the probe notifications sent through the query pool")
+)
+
+// probePayload is the payload of a probe; Probe is the sender's nonce. Changes never carry it.
+type probePayload struct {
+	Probe string `json:"probe"`
+}
+
+// notification is what a payload on Channel may hold: a change or a probe.
+type notification struct {
+	Change
+	Probe string `json:"probe"`
+}
+
+func newNonce() string {
+	var b [16]byte
+	_, _ = crand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
 // Listen holds a dedicated connection that LISTENs on Channel and calls h for each change, reconnecting
-// with capped, jittered exponential backoff until ctx ends.
-func (s *Store) Listen(ctx context.Context, h ListenHandler) {
+// with capped, jittered exponential backoff until ctx ends. The feed counts as up (h.Connected) only once
+// a probe sent through o.ProbeVia has arrived on that connection (see ListenOptions); a lost probe ends the
+// connection (h.Failed) and LISTEN starts again.
+func (s *Store) Listen(ctx context.Context, h ListenHandler, o ListenOptions) {
+	if o.ProbeVia == nil {
+		o.ProbeVia = s
+	}
+	if o.ProbeInterval <= 0 {
+		o.ProbeInterval = DefaultProbeInterval
+	}
+	if o.ProbeTimeout <= 0 {
+		o.ProbeTimeout = DefaultProbeTimeout
+	}
 	cfg := s.pool.Config().ConnConfig.Copy()
 	// A wait for notifications that times out is not a query to cancel on the server.
 	cfg.BuildContextWatcherHandler = func(c *pgconn.PgConn) ctxwatch.Handler {
@@ -84,7 +151,7 @@ func (s *Store) Listen(ctx context.Context, h ListenHandler) {
 	backoff := listenRetryMin
 	connectedBefore := false
 	for ctx.Err() == nil {
-		err := s.listenOnce(ctx, cfg, h, &connectedBefore, &backoff)
+		err := s.listenOnce(ctx, cfg, h, o, &connectedBefore, &backoff)
 		if ctx.Err() != nil {
 			return
 		}
@@ -101,7 +168,19 @@ func (s *Store) Listen(ctx context.Context, h ListenHandler) {
 	}
 }
 
-func (s *Store) listenOnce(ctx context.Context, cfg *pgx.ConnConfig, h ListenHandler, connectedBefore *bool, backoff *time.Duration) error {
+// sendProbe sends a probe with a new nonce through o.ProbeVia's pool and returns the nonce.
+func sendProbe(ctx context.Context, o ListenOptions) (string, error) {
+	nonce := newNonce()
+	payload, _ := json.Marshal(probePayload{Probe: nonce})
+	sctx, cancel := context.WithTimeout(ctx, o.ProbeTimeout)
+	defer cancel()
+	if _, err := o.ProbeVia.pool.Exec(sctx, "SELECT pg_notify($1, $2)", Channel, string(payload)); err != nil {
+		return "", fmt.Errorf("cannot send the change feed's probe (pg_notify) through the query pool; the feed counts as down until it can: %w", err)
+	}
+	return nonce, nil
+}
+
+func (s *Store) listenOnce(ctx context.Context, cfg *pgx.ConnConfig, h ListenHandler, o ListenOptions, connectedBefore *bool, backoff *time.Duration) error {
 	dialCtx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	conn, err := pgx.ConnectConfig(dialCtx, cfg)
 	cancel()
@@ -112,33 +191,67 @@ func (s *Store) listenOnce(ctx context.Context, cfg *pgx.ConnConfig, h ListenHan
 	if _, err := conn.Exec(ctx, "LISTEN "+Channel); err != nil {
 		return err
 	}
-	*backoff = listenRetryMin
-	if h.Connected != nil {
-		h.Connected(*connectedBefore)
-	}
-	*connectedBefore = true
+	// One probe is outstanding at a time (pending, due by deadline); the next is sent at next. A probe
+	// arriving is also what shows the connection alive, so there is no other keepalive.
+	up := false
+	var pending string
+	var deadline, next time.Time
 	for {
-		// Wake up now and then to notice a connection that died silently (a paused server).
-		waitCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		if pending == "" && !time.Now().Before(next) {
+			if pending, err = sendProbe(ctx, o); err != nil {
+				if ctx.Err() != nil {
+					return nil
+				}
+				return err
+			}
+			deadline = time.Now().Add(o.ProbeTimeout)
+		}
+		until := next
+		if pending != "" {
+			// Checked here too, not only when a wait times out: other brokers' probes and changes may
+			// keep arriving on a connection that never receives ours.
+			if !time.Now().Before(deadline) {
+				if !up {
+					return fmt.Errorf("%w (none arrived within %v)", ErrListenDeaf, o.ProbeTimeout)
+				}
+				return fmt.Errorf("%w (none arrived within %v)", ErrListenStalled, o.ProbeTimeout)
+			}
+			until = deadline
+		}
+		waitCtx, cancel := context.WithDeadline(ctx, until)
 		n, err := conn.WaitForNotification(waitCtx)
 		cancel()
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil
 			}
-			if waitCtx.Err() != nil && !conn.IsClosed() {
-				pingCtx, cancel := context.WithTimeout(ctx, 5*time.Second)
-				perr := conn.Ping(pingCtx)
-				cancel()
-				if perr == nil {
-					continue
-				}
-				return perr
+			if waitCtx.Err() == nil || conn.IsClosed() {
+				return err
 			}
-			return err
+			continue // a probe is due, or the pending one is late
 		}
-		var c Change
-		if json.Unmarshal([]byte(n.Payload), &c) != nil || (c.Agent == "" && c.Subject == "") {
+		var m notification
+		if json.Unmarshal([]byte(n.Payload), &m) != nil {
+			continue
+		}
+		if m.Probe != "" {
+			// Another broker's probe (they share the channel) is ignored, as is a late one of ours.
+			if m.Probe != pending {
+				continue
+			}
+			pending, next = "", time.Now().Add(o.ProbeInterval)
+			if !up {
+				up = true
+				*backoff = listenRetryMin
+				if h.Connected != nil {
+					h.Connected(*connectedBefore)
+				}
+				*connectedBefore = true
+			}
+			continue
+		}
+		c := m.Change
+		if c.Agent == "" && c.Subject == "" {
 			continue
 		}
 		if h.Changed != nil {

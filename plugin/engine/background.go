@@ -48,6 +48,7 @@ func (e *Engine) Go(name string, loop func(context.Context)) {
 // PostgreSQL failed.
 func (e *Engine) goBackground(ctx context.Context) <-chan struct{} {
 	listenFail := rate.Sometimes{Interval: 30 * time.Second}
+	deafLog := rate.Sometimes{Interval: 5 * time.Minute} // a configuration error: it stays until fixed
 	listening := make(chan struct{})
 	var listened sync.Once
 	settled := make(chan struct{})
@@ -72,6 +73,10 @@ func (e *Engine) goBackground(ctx context.Context) <-chan struct{} {
 				// Changes may go unannounced now: cache_ttl applies to every entry again.
 				e.auth.Cache().FeedDown()
 				settledNow() // PostgreSQL is unreachable: do not hold up the broker's start
+				if errors.Is(err, ErrFeedDeaf) {
+					deafLog.Do(func() { e.log.Error(e.deafMessage(), "error", err) })
+					return
+				}
 				listenFail.Do(func() {
 					e.log.Warn("credential change feed (LISTEN) down; retrying with backoff", "error", err)
 				})
@@ -85,6 +90,19 @@ func (e *Engine) goBackground(ctx context.Context) <-chan struct{} {
 	e.Go("cache refresh", e.auth.RunRefresh)
 	e.Go("preload", func(ctx context.Context) { defer settledNow(); e.preload(ctx, listening, settledNow) })
 	return settled
+}
+
+// deafMessage tells the operator why the change feed never comes up although LISTEN connects, and what
+// to do (docs/operations.md, PgBouncer).
+func (e *Engine) deafMessage() string {
+	if e.cfg.ListenDSN == "" {
+		return "credential change feed (LISTEN) receives no notifications sent through plugin_opt_dsn: " +
+			"is plugin_opt_dsn a pooler in transaction mode (PgBouncer)? Set plugin_opt_listen_dsn to a direct " +
+			"connection to the primary. Until then revocations reach this broker only through cache_ttl; retrying"
+	}
+	return "credential change feed (LISTEN) receives no notifications sent through plugin_opt_dsn: " +
+		"plugin_opt_listen_dsn must reach the same primary and database as plugin_opt_dsn, directly (not through " +
+		"a pooler in transaction mode). Until then revocations reach this broker only through cache_ttl; retrying"
 }
 
 // supervise runs one background loop until ctx ends (docs/security.md). A panic in it is recovered and

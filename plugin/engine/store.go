@@ -2,6 +2,7 @@ package engine
 
 import (
 	"context"
+	"errors"
 	"time"
 
 	"github.com/iotauth/iotauth/backend/core/credential"
@@ -47,13 +48,20 @@ type Feed interface {
 	Listen(ctx context.Context, h ListenHandler)
 }
 
-// ListenHandler receives what the feed sees. Connected is called each time the feed is (re-)established:
-// changes made while it was down were missed. Failed is called for each failed attempt.
+// ListenHandler receives what the feed sees. Connected is called each time the feed is (re-)established
+// (notifications sent through the query pool are seen to arrive): changes made while it was down were
+// missed. Failed is called for each failed attempt; an error that wraps ErrFeedDeaf means the feed connects
+// but notifications sent through the query pool never reach it.
 type ListenHandler struct {
 	Changed   func(Change)
 	Connected func(reconnect bool)
 	Failed    func(err error)
 }
+
+// ErrFeedDeaf is what a Feed's Failed error wraps when LISTEN is established but receives no notification
+// sent through the query pool (plugin_opt_dsn): a pooler in transaction mode, or plugin_opt_listen_dsn
+// pointing at another server or database than the writes reach.
+var ErrFeedDeaf = errors.New("the change feed receives no notification sent through plugin_opt_dsn")
 
 // AllAgents is the agent a change names when a whole table was emptied (TRUNCATE).
 const AllAgents = "*"

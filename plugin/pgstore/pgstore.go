@@ -5,6 +5,8 @@ package pgstore
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"time"
 
 	"github.com/iotauth/iotauth/backend/core/credential"
@@ -81,17 +83,29 @@ func (s Store) TouchKeys(ctx context.Context, ds []secret.Digest) error {
 // Ping checks that PostgreSQL answers.
 func (s Store) Ping(ctx context.Context) error { return s.St.Ping(ctx) }
 
-// Listen delivers the store's change notifications to h (the engine's Feed).
-func (s Store) Listen(ctx context.Context, h engine.ListenHandler) {
-	s.St.Listen(ctx, store.ListenHandler{
+// Feed is the engine's Feed: the change feed LISTENs through St and sends its probes through Probe, the
+// store queries and writes go through (nil: St itself). See store.ListenOptions.
+type Feed struct {
+	St, Probe *store.Store
+}
+
+// Listen delivers the store's change notifications to h. A feed that does not receive the probes sent
+// through Probe fails with engine.ErrFeedDeaf.
+func (f Feed) Listen(ctx context.Context, h engine.ListenHandler) {
+	f.St.Listen(ctx, store.ListenHandler{
 		Changed: func(c store.Change) {
 			d, ok := c.Digest()
 			h.Changed(engine.Change{Table: c.Table, Op: c.Op, Agent: c.Agent, Key: d, HasKey: ok,
 				Subject: c.Subject, DeniedAt: c.DeniedAt, Live: c.Live})
 		},
 		Connected: h.Connected,
-		Failed:    h.Failed,
-	})
+		Failed: func(err error) {
+			if errors.Is(err, store.ErrListenDeaf) {
+				err = fmt.Errorf("%w: %w", engine.ErrFeedDeaf, err)
+			}
+			h.Failed(err)
+		},
+	}, store.ListenOptions{ProbeVia: f.Probe})
 }
 
 // Presence adapts the store to the presence recorder's Store. The recorder calls it from one writer at a
