@@ -80,7 +80,7 @@ func newInstance(kv [][2]string) (_ *instance, err error) {
 			return nil, err
 		}
 	}
-	ec := engine.Config{Options: cfg, Broker: broker{}, Lookup: lookup, Store: pgstore.Store{St: st}, Feed: pgstore.Feed{St: feed, Probe: st},
+	ec := engine.Config{Options: cfg, Broker: broker{}, Lookup: lookup.Credentials, Store: pgstore.Store{St: st}, Feed: pgstore.Feed{St: feed, Probe: st},
 		Log: log, Logs: logs, Levels: levels, MaxMark: maxMark, BudgetNow: testClock(),
 		// Subject denials matter for the longest credential lifetime, the verifier's clock skew and a margin.
 		DenialKeep: mqttcred.MaxTTL + 2*time.Minute}
@@ -103,7 +103,7 @@ func newInstance(kv [][2]string) (_ *instance, err error) {
 			Cache: func() cache.Stats { return e.Cache() }, Auth: func() auth.Stats { return e.Auth().Stats() },
 			Sessions: func() (int, int) { return e.Sessions().Len() }, KnownKeys: func() int { return e.KnownKeys() },
 		})
-		ec.Metrics, ec.Lookup = m.Engine(), m.Timed(lookup)
+		ec.Metrics, ec.Lookup = m.Engine(), m.Timed(lookup.Credentials)
 		// Bound during init, so that an address in use stops the broker's start with a clear message.
 		if in.metricsLn, err = metrics.Listen(cfg.MetricsListen); err != nil {
 			return nil, err

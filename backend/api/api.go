@@ -232,7 +232,7 @@ func New(c Config) (*Server, error) {
 		c.LoginMaxFailuresPerAddr = 20
 	}
 	if c.LoginCounter == nil {
-		c.LoginCounter = c.Store.LoginAttempts()
+		c.LoginCounter = c.Store.Accounts.LoginAttempts()
 	}
 	if len(c.LoginKey) == 0 {
 		c.LoginKey = make([]byte, 32)
@@ -301,19 +301,19 @@ func New(c Config) (*Server, error) {
 		addr:     throttle.New(c.LoginCounter, throttle.Config{Window: c.LoginWindow, MaxFailures: c.LoginMaxFailuresPerAddr, Now: c.Now}),
 		dev:      throttle.New(c.LoginCounter, throttle.Config{Window: c.LoginWindow, MaxFailures: c.LoginMaxFailures, Now: c.Now}),
 		loginKey: c.LoginKey, dummy: dummy, audit: s.audit}
-	ks, err := keys.New(s.st, keys.Config{KeyKind: c.KeyKind, ProvisioningKeyTTL: c.ProvisioningKeyTTL,
+	ks, err := keys.New(s.st.Keys, keys.Config{KeyKind: c.KeyKind, ProvisioningKeyTTL: c.ProvisioningKeyTTL,
 		MaxProvisioningKeyTTL: c.MaxProvisioningKeyTTL, Now: c.Now, CheckProvider: providerCheck(c.Exchange.Providers)})
 	if err != nil {
 		return nil, fmt.Errorf("api: %w", err)
 	}
 	s.keys = keysAPI{svc: ks, now: c.Now}
-	s.users = usersAPI{svc: users.New(s.st, users.Config{HashSem: s.hashSem})}
-	s.agents = &agentsAPI{svc: agents.New(s.st, agents.Config{KeyKind: c.KeyKind, Licenser: c.Licenser, Logger: c.Logger}),
+	s.users = usersAPI{svc: users.New(s.st.Accounts, users.Config{HashSem: s.hashSem})}
+	s.agents = &agentsAPI{svc: agents.New(agents.StoreOf(s.st), agents.Config{KeyKind: c.KeyKind, Licenser: c.Licenser, Logger: c.Logger}),
 		st: s.st, log: s.log, metrics: s.metrics, mqttHost: c.MQTTHost, mqttPort: c.MQTTPort, audit: s.audit}
-	s.bridge = &publishAPI{cfg: c, metrics: s.metrics, svc: newPublishService(s.st, c)}
+	s.bridge = &publishAPI{cfg: c, metrics: s.metrics, svc: newPublishService(s.st.AuditTrail, c)}
 	s.bridge.registerPublishMetrics()
-	s.admin = adminAPI{st: s.st, audit: audit.New(s.st), lic: c.Licenser, now: c.Now}
-	xs, err := newExchangeService(s.st, c.Exchange, c.Now, s.log)
+	s.admin = adminAPI{st: s.st, audit: audit.New(s.st.AuditTrail), lic: c.Licenser, now: c.Now}
+	xs, err := newExchangeService(s.st.AuditTrail, c.Exchange, c.Now, s.log)
 	if err != nil {
 		return nil, err
 	}

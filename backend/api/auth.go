@@ -66,7 +66,7 @@ func (s *Server) authAppKey(r *http.Request, rt Route) (*http.Request, error) {
 		if keyID != "" {
 			e.Actor, e.Target = "app-key:"+keyID, "app-key:"+keyID
 		}
-		if err := s.st.Audit(r.Context(), e); err != nil {
+		if err := s.st.AuditTrail.Audit(r.Context(), e); err != nil {
 			s.log.Warn("could not audit a refused application key", "error", err.Error())
 		}
 	}
@@ -75,7 +75,7 @@ func (s *Server) authAppKey(r *http.Request, rt Route) (*http.Request, error) {
 	if secret.Check(s.cfg.appKeyKind, tok) != nil {
 		return r, invalid
 	}
-	k, err := s.st.AppKeyByDigest(r.Context(), secret.DigestOf(tok))
+	k, err := s.st.Keys.AppKeyByDigest(r.Context(), secret.DigestOf(tok))
 	switch {
 	case errors.Is(err, store.ErrNotFound):
 		return r, invalid
@@ -103,7 +103,7 @@ func (s *Server) authAppKey(r *http.Request, rt Route) (*http.Request, error) {
 		return r, problem(http.StatusForbidden, CodeMissingRight, "this application key lacks the right "+rt.Right+
 			"; an admin must create a key that holds it (rights are fixed at creation)")
 	}
-	_ = s.st.TouchAppKey(r.Context(), k.ID)
+	_ = s.st.Keys.TouchAppKey(r.Context(), k.ID)
 	return r.WithContext(context.WithValue(r.Context(), appKeyKey{}, AppCaller{KeyID: k.ID, Name: k.Name, Rights: k.Rights, Topics: k.Topics, ExpiresAt: k.ExpiresAt})), nil
 }
 
@@ -149,7 +149,7 @@ func (s *Server) authBearer(r *http.Request, roles []string) (*http.Request, err
 		// The console's in-process request: its session was checked in the database (and ends with
 		// any disable, password or role change), so only the user's current state is checked here.
 		var err error
-		if u, err = s.st.UserByID(r.Context(), id); errors.Is(err, store.ErrNotFound) {
+		if u, err = s.st.Accounts.UserByID(r.Context(), id); errors.Is(err, store.ErrNotFound) {
 			return r, invalid
 		} else if err != nil {
 			return r, err
@@ -167,7 +167,7 @@ func (s *Server) authBearer(r *http.Request, roles []string) (*http.Request, err
 		if err != nil {
 			return r, invalid
 		}
-		u, err = s.st.UserByID(r.Context(), a.UserID)
+		u, err = s.st.Accounts.UserByID(r.Context(), a.UserID)
 		if errors.Is(err, store.ErrNotFound) {
 			return r, invalid
 		}
@@ -197,7 +197,7 @@ func (s *Server) authDevice(r *http.Request) (*http.Request, error) {
 	if secret.Check(s.cfg.KeyKind, key) != nil {
 		return r, invalid
 	}
-	c, err := s.st.LookupCredential(r.Context(), secret.DigestOf(key))
+	c, err := s.st.Credentials.LookupCredential(r.Context(), secret.DigestOf(key))
 	switch {
 	case errors.Is(err, store.ErrNotFound):
 		return r, invalid
@@ -216,7 +216,7 @@ func (s *Server) authDevice(r *http.Request) (*http.Request, error) {
 	if r.PathValue("uuid") != c.AgentUUID {
 		return r, notFound()
 	}
-	_ = s.st.TouchAPIKey(r.Context(), c.KeyID)
+	_ = s.st.Keys.TouchAPIKey(r.Context(), c.KeyID)
 	return r.WithContext(context.WithValue(r.Context(), deviceKey{}, Device{AgentUUID: c.AgentUUID, KeyID: c.KeyID})), nil
 }
 
@@ -309,7 +309,7 @@ func (s *Server) authPublishable(w http.ResponseWriter, r *http.Request, rt Rout
 	if secret.Check(secret.PublishableKindFor(s.cfg.KeyKind), tok) != nil {
 		return r, invalid
 	}
-	k, err := s.st.PublishableKeyByDigest(r.Context(), secret.DigestOf(tok))
+	k, err := s.st.Keys.PublishableKeyByDigest(r.Context(), secret.DigestOf(tok))
 	switch {
 	case errors.Is(err, store.ErrNotFound):
 		return r, invalid
@@ -323,7 +323,7 @@ func (s *Server) authPublishable(w http.ResponseWriter, r *http.Request, rt Rout
 		}
 		e := auditOf(r, "publishable_key_refused", map[string]any{"reason": reason, "route": rt.Pattern()})
 		e.Outcome, e.Actor, e.Target = store.OutcomeFailure, "pk:"+k.ID, "pk:"+k.ID
-		if err := s.st.Audit(r.Context(), e); err != nil {
+		if err := s.st.AuditTrail.Audit(r.Context(), e); err != nil {
 			s.log.Warn("could not audit a refused publishable key", "error", err.Error())
 		}
 		return r, p
@@ -340,6 +340,6 @@ func (s *Server) authPublishable(w http.ResponseWriter, r *http.Request, rt Rout
 	h.Add("Vary", "Origin")
 	h.Set("Access-Control-Allow-Origin", origin)
 	h.Set("Access-Control-Expose-Headers", "Retry-After, X-Request-Id")
-	_ = s.st.TouchPublishableKey(r.Context(), k.ID)
+	_ = s.st.Keys.TouchPublishableKey(r.Context(), k.ID)
 	return r.WithContext(context.WithValue(r.Context(), publishableKey{}, k)), nil
 }

@@ -189,7 +189,7 @@ func (s *loginAPI) lookupUser(ctx context.Context, email string, lookup bool) (s
 	if !lookup {
 		return store.User{}, false, nil
 	}
-	u, err := s.st.UserByEmail(ctx, email)
+	u, err := s.st.Accounts.UserByEmail(ctx, email)
 	if errors.Is(err, store.ErrNotFound) {
 		return store.User{}, false, nil
 	}
@@ -234,7 +234,7 @@ func (s *loginAPI) newFamily(ctx context.Context, u store.User) (tokenPair, erro
 		exp = famEnd
 	}
 	rt := store.RefreshToken{JTI: token.NewID(), Family: token.NewID(), UserID: u.ID, ExpiresAt: exp, FamilyExpiresAt: famEnd}
-	if err := s.st.CreateRefreshToken(ctx, rt); err != nil {
+	if err := s.st.Accounts.CreateRefreshToken(ctx, rt); err != nil {
 		return tokenPair{}, err
 	}
 	return s.pair(ctx, u, rt)
@@ -277,7 +277,7 @@ func (s *loginAPI) refresh(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return invalidRefresh()
 	}
-	rot, err := s.st.RotateRefreshToken(r.Context(), old.UserID, old.ID, token.NewID(), s.now(), s.tokens.RefreshTTL())
+	rot, err := s.st.Accounts.RotateRefreshToken(r.Context(), old.UserID, old.ID, token.NewID(), s.now(), s.tokens.RefreshTTL())
 	switch {
 	case errors.Is(err, store.ErrTokenReused):
 		s.audit(r.Context(), store.AuditEvent{Actor: "user:" + old.UserID, Action: "refresh_token_reuse", Target: "refresh-family:" + old.Family,
@@ -310,14 +310,14 @@ func (s *loginAPI) logout(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return invalidRefresh()
 	}
-	fam, user, err := s.st.RefreshFamilyOf(r.Context(), t.ID)
+	fam, user, err := s.st.Accounts.RefreshFamilyOf(r.Context(), t.ID)
 	if errors.Is(err, store.ErrNotFound) || (err == nil && (user != t.UserID || fam != t.Family)) {
 		return invalidRefresh()
 	}
 	if err != nil {
 		return err
 	}
-	if err := s.st.RevokeFamily(r.Context(), fam); err != nil {
+	if err := s.st.Accounts.RevokeFamily(r.Context(), fam); err != nil {
 		return err
 	}
 	s.audit(r.Context(), store.AuditEvent{Actor: "user:" + user, Action: "logout", Target: "refresh-family:" + fam, RemoteAddr: clientAddr(r)})
@@ -328,7 +328,7 @@ func (s *loginAPI) logout(w http.ResponseWriter, r *http.Request) error {
 // me: GET /api/v1/auth/me.
 func (s *loginAPI) me(w http.ResponseWriter, r *http.Request) error {
 	p, _ := PrincipalFrom(r.Context())
-	u, err := s.st.UserByID(r.Context(), p.UserID)
+	u, err := s.st.Accounts.UserByID(r.Context(), p.UserID)
 	if err != nil {
 		return err
 	}
@@ -338,7 +338,7 @@ func (s *loginAPI) me(w http.ResponseWriter, r *http.Request) error {
 
 // audit records an event that stands on its own; a failure to record it is logged, not fatal.
 func (s *Server) audit(ctx context.Context, e store.AuditEvent) {
-	if err := s.st.Audit(ctx, e); err != nil {
+	if err := s.st.AuditTrail.Audit(ctx, e); err != nil {
 		s.log.Error("could not write audit event", "action", e.Action, "error", err.Error())
 	}
 }

@@ -196,7 +196,7 @@ func (s *exchangeAPI) exchangePreflight(w *statusWriter, r *http.Request) bool {
 		ctx, cancel := context.WithTimeout(r.Context(), s.cfg.RequestTimeout)
 		defer cancel()
 		var err error
-		if ok, err = s.st.OriginListed(ctx, origin); err != nil {
+		if ok, err = s.st.Keys.OriginListed(ctx, origin); err != nil {
 			p := toProblem(err)
 			w.problem = p
 			writeProblem(w, p)

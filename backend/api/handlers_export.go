@@ -33,7 +33,7 @@ func (s *agentsAPI) exportAgents(w http.ResponseWriter, r *http.Request) error {
 	rows := 0
 	err := cw.Write(exportColumns)
 	if err == nil {
-		err = s.st.EachAgent(r.Context(), func(a store.AgentRow) error {
+		err = s.st.Agents.EachAgent(r.Context(), func(a store.AgentRow) error {
 			rows++
 			return cw.Write(exportRecord(a))
 		})

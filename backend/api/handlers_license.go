@@ -33,7 +33,7 @@ func (s *adminAPI) getLicense(w http.ResponseWriter, r *http.Request) error {
 	} else {
 		st = deriveStatus(r.Context(), s.lic, s.now())
 	}
-	n, err := s.st.CountAgents(r.Context())
+	n, err := s.st.Agents.CountAgents(r.Context())
 	if err != nil {
 		return err
 	}

@@ -44,7 +44,7 @@ func presenceView(p store.AgentPresence) *presenceJSON {
 
 // agentPresence is the presence GET /api/v1/agents/{uuid} adds to the agent.
 func (s *agentsAPI) agentPresence(r *http.Request, agentUUID string) (*presenceJSON, error) {
-	p, err := s.st.GetAgentPresence(r.Context(), agentUUID)
+	p, err := s.st.Presence.GetAgentPresence(r.Context(), agentUUID)
 	if err != nil {
 		return nil, err
 	}
@@ -70,7 +70,7 @@ func (s *agentsAPI) markOnline(r *http.Request, items []agentJSON) error {
 	for i := range items {
 		ids[i] = items[i].UUID
 	}
-	online, err := s.st.OnlineAgents(r.Context(), ids)
+	online, err := s.st.Presence.OnlineAgents(r.Context(), ids)
 	if err != nil {
 		return err
 	}
@@ -93,7 +93,7 @@ type presenceSummaryJSON struct {
 // agentsSummary: GET /api/v1/agents/summary (rights agents:read): agents that are not decommissioned by
 // presence (docs/presence.md).
 func (s *agentsAPI) agentsSummary(w http.ResponseWriter, r *http.Request) error {
-	sum, err := s.st.GetPresenceSummary(r.Context())
+	sum, err := s.st.Presence.GetPresenceSummary(r.Context())
 	if err != nil {
 		return err
 	}
@@ -106,7 +106,7 @@ func (s *agentsAPI) agentsSummary(w http.ResponseWriter, r *http.Request) error 
 // sessions, live ones first, then newest first by connect; nextCursor while more follow.
 func (s *agentsAPI) agentSessions(w http.ResponseWriter, r *http.Request) error {
 	id := r.PathValue("uuid")
-	if _, err := s.st.GetAgent(r.Context(), id); err != nil {
+	if _, err := s.st.Agents.GetAgent(r.Context(), id); err != nil {
 		return err
 	}
 	q := r.URL.Query()
@@ -122,7 +122,7 @@ func (s *agentsAPI) agentSessions(w http.ResponseWriter, r *http.Request) error 
 		}
 		p.After = &after
 	}
-	rows, more, err := s.st.ListAgentSessions(r.Context(), id, p)
+	rows, more, err := s.st.Presence.ListAgentSessions(r.Context(), id, p)
 	if err != nil {
 		return err
 	}

@@ -34,7 +34,7 @@ func (i StoreIssuer) Issue(ctx context.Context, ttl time.Duration) (Credential, 
 	if host == "" {
 		host = Hostname()
 	}
-	k, key, pw, err := i.Store.CreateAppKey(ctx, store.NewAppKeyParams{
+	k, key, pw, err := i.Store.Keys.CreateAppKey(ctx, store.NewAppKeyParams{
 		Name:    KeyNamePrefix + host,
 		Kind:    i.Kind,
 		Rights:  []string{},
@@ -53,6 +53,6 @@ func (i StoreIssuer) Issue(ctx context.Context, ttl time.Duration) (Credential, 
 
 // Revoke revokes one of the bridge's keys; the broker closes any session still using it.
 func (i StoreIssuer) Revoke(ctx context.Context, id string) error {
-	_, err := i.Store.RevokeAppKey(ctx, id, store.AuditEvent{Actor: auditActor, Action: "app_key_revoke", Detail: map[string]any{"purpose": "publish bridge service credential"}})
+	_, err := i.Store.Keys.RevokeAppKey(ctx, id, store.AuditEvent{Actor: auditActor, Action: "app_key_revoke", Detail: map[string]any{"purpose": "publish bridge service credential"}})
 	return err
 }

@@ -32,7 +32,7 @@ type CreateAgentParams struct {
 }
 
 // CreateAgent inserts an agent, its first API key and its MQTT credentials in one transaction.
-func (s *Store) CreateAgent(ctx context.Context, p CreateAgentParams) (NewAgent, error) {
+func (s Agents) CreateAgent(ctx context.Context, p CreateAgentParams) (NewAgent, error) {
 	var out NewAgent
 	err := s.tx(ctx, false, func(tx pgx.Tx) error {
 		var err error
@@ -91,7 +91,7 @@ func checkViolation(err error) error {
 }
 
 // SetAgentStatus sets an agent's status (active, disabled or decommissioned).
-func (s *Store) SetAgentStatus(ctx context.Context, agentUUID, status string) error {
+func (s Agents) SetAgentStatus(ctx context.Context, agentUUID, status string) error {
 	var tag pgconn.CommandTag
 	err := s.tx(ctx, true, func(tx pgx.Tx) error {
 		var err error
@@ -119,7 +119,7 @@ func isInvalidText(err error) bool {
 
 // CreateAgentAudited is CreateAgent with its audit event in the same transaction; the event's Target
 // and Detail (key id, name) are filled in from what was made. Never a secret.
-func (s *Store) CreateAgentAudited(ctx context.Context, p CreateAgentParams, audit AuditEvent) (NewAgent, error) {
+func (s Agents) CreateAgentAudited(ctx context.Context, p CreateAgentParams, audit AuditEvent) (NewAgent, error) {
 	var out NewAgent
 	err := s.withAudit(ctx, &audit, func(tx pgx.Tx) error {
 		var err error
@@ -138,7 +138,7 @@ func (s *Store) CreateAgentAudited(ctx context.Context, p CreateAgentParams, aud
 
 // UpdateAgentStatus is SetAgentStatus with its audit event (Target set to the agent) in the same
 // transaction.
-func (s *Store) UpdateAgentStatus(ctx context.Context, agentUUID, status string, audit AuditEvent) error {
+func (s Agents) UpdateAgentStatus(ctx context.Context, agentUUID, status string, audit AuditEvent) error {
 	return s.withAudit(ctx, &audit, func(tx pgx.Tx) error {
 		tag, err := tx.Exec(ctx, `UPDATE agents SET status = $2, updated_at = now() WHERE uuid = $1::uuid`, agentUUID, status)
 		if isInvalidText(err) {

@@ -24,7 +24,7 @@ type AgentRow struct {
 // passed on one at a time as PostgreSQL sends them, so an export of a large fleet holds one row in memory,
 // not the fleet. fn must not keep the row's ReportedAt pointer after it returns; an error from fn stops
 // the iteration and is returned as is.
-func (s *Store) EachAgent(ctx context.Context, fn func(AgentRow) error) error {
+func (s Agents) EachAgent(ctx context.Context, fn func(AgentRow) error) error {
 	rows, err := s.idem().Query(ctx, `SELECT uuid::text, name, status, target_version, reported_at, created_at, updated_at
  FROM agents ORDER BY created_at, uuid`)
 	if err != nil {

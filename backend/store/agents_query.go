@@ -111,7 +111,7 @@ func agentSortKey(sort string) (key, castAfter string, desc bool) {
 }
 
 // ListAgents returns one page of agents; more reports whether another page follows.
-func (s *Store) ListAgents(ctx context.Context, p AgentPage) (agents []AgentInfo, more bool, err error) {
+func (s Agents) ListAgents(ctx context.Context, p AgentPage) (agents []AgentInfo, more bool, err error) {
 	if p.Limit <= 0 {
 		p.Limit = 50
 	}
@@ -169,14 +169,14 @@ func (s *Store) ListAgents(ctx context.Context, p AgentPage) (agents []AgentInfo
 }
 
 // GetAgent returns one agent; a malformed uuid is ErrNotFound.
-func (s *Store) GetAgent(ctx context.Context, uuid string) (AgentInfo, error) {
+func (s Agents) GetAgent(ctx context.Context, uuid string) (AgentInfo, error) {
 	return scanAgent(s.idem().QueryRow(ctx, `SELECT `+agentColumns+` FROM agents WHERE uuid = $1::uuid`, uuid))
 }
 
 // SetTargetState replaces an agent's target state and bumps its version, with its audit event. When
 // ifVersion > 0 the update happens only if the current version is still ifVersion (ErrVersionMismatch
 // otherwise). Decommissioned agents are ErrDecommissioned.
-func (s *Store) SetTargetState(ctx context.Context, uuid string, state json.RawMessage, ifVersion int64, audit AuditEvent) (AgentInfo, error) {
+func (s Agents) SetTargetState(ctx context.Context, uuid string, state json.RawMessage, ifVersion int64, audit AuditEvent) (AgentInfo, error) {
 	var a AgentInfo
 	err := s.withAudit(ctx, &audit, func(tx pgx.Tx) error {
 		cur, err := scanAgent(tx.QueryRow(ctx, `SELECT `+agentColumns+` FROM agents WHERE uuid = $1::uuid FOR UPDATE`, uuid))
@@ -207,7 +207,7 @@ func (s *Store) SetTargetState(ctx context.Context, uuid string, state json.RawM
 
 // ReportState records the state an agent reports about itself. A malformed uuid is ErrNotFound; an
 // invalid-text error is the state's (ErrMalformed, ErrBadCharacter).
-func (s *Store) ReportState(ctx context.Context, agentUUID string, state json.RawMessage) (time.Time, error) {
+func (s Agents) ReportState(ctx context.Context, agentUUID string, state json.RawMessage) (time.Time, error) {
 	if !uuid.Valid(agentUUID) {
 		return time.Time{}, ErrNotFound
 	}
@@ -223,7 +223,7 @@ func (s *Store) ReportState(ctx context.Context, agentUUID string, state json.Ra
 // RotateAgentPassword gives an agent that is not decommissioned a new MQTT password, with its audit
 // event, and returns the password (shown once). The trigger on mqtt_credentials makes every broker drop
 // the sessions that used the old one.
-func (s *Store) RotateAgentPassword(ctx context.Context, uuid string, audit AuditEvent) (secret.Secret, error) {
+func (s Agents) RotateAgentPassword(ctx context.Context, uuid string, audit AuditEvent) (secret.Secret, error) {
 	pw, err := secret.Generate(secret.MQTTPassword)
 	if err != nil {
 		return "", err
@@ -252,7 +252,7 @@ ON CONFLICT (agent_uuid) DO UPDATE SET password_hash = EXCLUDED.password_hash, u
 // DecommissionAgent retires an agent for good in one transaction: status decommissioned, every key
 // revoked, MQTT credentials deleted, audit event written. The triggers make every broker kick it.
 // Decommissioning a decommissioned agent changes nothing, writes no audit event and succeeds.
-func (s *Store) DecommissionAgent(ctx context.Context, uuid string, audit AuditEvent) error {
+func (s Agents) DecommissionAgent(ctx context.Context, uuid string, audit AuditEvent) error {
 	err := s.withAudit(ctx, &audit, func(tx pgx.Tx) error {
 		status, err := lockAgentStatus(ctx, tx, uuid)
 		if err != nil {
@@ -302,7 +302,7 @@ func lockAgentStatus(ctx context.Context, tx pgx.Tx, uuid string) (string, error
 // the new status filled in) in the same transaction. A decommissioned agent stays decommissioned:
 // ErrDecommissioned. The status change NOTIFYs every broker (trigger agents_notify_status), which
 // closes a disabled agent's sessions and refuses its reconnects; device REST calls are refused too.
-func (s *Store) SetAgentActive(ctx context.Context, agentUUID string, active bool, audit AuditEvent) (AgentInfo, error) {
+func (s Agents) SetAgentActive(ctx context.Context, agentUUID string, active bool, audit AuditEvent) (AgentInfo, error) {
 	status := StatusDisabled
 	if active {
 		status = StatusActive

@@ -55,7 +55,7 @@ func scanAPIKey(row pgx.Row) (APIKey, error) {
 
 // CreateAPIKey issues a new key for an agent that exists and is not decommissioned, with its audit event,
 // and returns it with the plaintext (shown once).
-func (s *Store) CreateAPIKey(ctx context.Context, p NewKeyParams, audit AuditEvent) (APIKey, secret.Secret, error) {
+func (s Keys) CreateAPIKey(ctx context.Context, p NewKeyParams, audit AuditEvent) (APIKey, secret.Secret, error) {
 	if p.Kind.Prefix() == "" {
 		p.Kind = secret.APIKey
 	}
@@ -104,7 +104,7 @@ RETURNING `+apiKeyColumns, p.AgentUUID, p.Name, d[:], secret.DisplayPrefix(p.Kin
 
 // ListAPIKeys returns one page of device API keys, newest first, optionally of one agent ("" for all);
 // more reports whether another page follows.
-func (s *Store) ListAPIKeys(ctx context.Context, agentUUID string, p Page) (keys []APIKey, more bool, err error) {
+func (s Keys) ListAPIKeys(ctx context.Context, agentUUID string, p Page) (keys []APIKey, more bool, err error) {
 	after, afterID := p.cursor()
 	var agent *string
 	if agentUUID != "" {
@@ -118,7 +118,7 @@ func (s *Store) ListAPIKeys(ctx context.Context, agentUUID string, p Page) (keys
 
 // RevokeAPIKey revokes a key with its audit event. The trigger on api_keys announces it to every broker,
 // which closes the sessions that used it. Revoking a revoked key changes nothing and succeeds.
-func (s *Store) RevokeAPIKey(ctx context.Context, id string, audit AuditEvent) (APIKey, error) {
+func (s Keys) RevokeAPIKey(ctx context.Context, id string, audit AuditEvent) (APIKey, error) {
 	var k APIKey
 	err := s.withAudit(ctx, &audit, func(tx pgx.Tx) error {
 		var err error
@@ -138,7 +138,7 @@ func (s *Store) RevokeAPIKey(ctx context.Context, id string, audit AuditEvent) (
 
 // TouchAPIKey records that a key was used, at most once a minute per key so that polling does not turn
 // every read into a write.
-func (s *Store) TouchAPIKey(ctx context.Context, id string) error {
+func (s Keys) TouchAPIKey(ctx context.Context, id string) error {
 	_, err := s.idem().Exec(ctx, `UPDATE api_keys SET last_used_at = now() WHERE id = $1::uuid AND (last_used_at IS NULL OR last_used_at < now() - interval '1 minute')`, id)
 	return err
 }

@@ -86,7 +86,7 @@ func scanAppKey(row pgx.Row) (AppKey, error) {
 
 // CreateAppKey issues an application key and its MQTT password, with its audit event, and returns both
 // plaintexts (shown once).
-func (s *Store) CreateAppKey(ctx context.Context, p NewAppKeyParams, audit AuditEvent) (k AppKey, key, password secret.Secret, err error) {
+func (s Keys) CreateAppKey(ctx context.Context, p NewAppKeyParams, audit AuditEvent) (k AppKey, key, password secret.Secret, err error) {
 	if p.Kind.Prefix() == "" {
 		p.Kind = secret.AppKey
 	}
@@ -142,7 +142,7 @@ VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING `+appKeyColumns,
 
 // ListAppKeys returns one page of application keys, oldest first; more reports whether another page
 // follows.
-func (s *Store) ListAppKeys(ctx context.Context, p AppKeyPage) (keys []AppKey, more bool, err error) {
+func (s Keys) ListAppKeys(ctx context.Context, p AppKeyPage) (keys []AppKey, more bool, err error) {
 	after, afterID := p.cursor()
 	return listPage(ctx, s.idem(), "application keys", p, scanAppKey, `SELECT `+appKeyColumns+` FROM app_keys
  WHERE ($1::timestamptz IS NULL OR (created_at, id) > ($1, $2::uuid))
@@ -151,7 +151,7 @@ func (s *Store) ListAppKeys(ctx context.Context, p AppKeyPage) (keys []AppKey, m
 
 // RevokeAppKey revokes an application key with its audit event. The trigger on app_keys announces it to
 // every broker, which closes the key's sessions. Revoking a revoked key changes nothing and succeeds.
-func (s *Store) RevokeAppKey(ctx context.Context, id string, audit AuditEvent) (AppKey, error) {
+func (s Keys) RevokeAppKey(ctx context.Context, id string, audit AuditEvent) (AppKey, error) {
 	var k AppKey
 	err := s.withAudit(ctx, &audit, func(tx pgx.Tx) error {
 		var err error
@@ -167,12 +167,12 @@ func (s *Store) RevokeAppKey(ctx context.Context, id string, audit AuditEvent) (
 
 // AppKeyByDigest returns the application key stored under a digest, for authenticating a REST call.
 // It is read from the database on every call: a revoke bites at once.
-func (s *Store) AppKeyByDigest(ctx context.Context, d secret.Digest) (AppKey, error) {
+func (s Keys) AppKeyByDigest(ctx context.Context, d secret.Digest) (AppKey, error) {
 	return scanAppKey(s.idem().QueryRow(ctx, `SELECT `+appKeyColumns+` FROM app_keys WHERE digest = $1`, d[:]))
 }
 
 // TouchAppKey records that an application key was used on the REST API, at most once a minute per key.
-func (s *Store) TouchAppKey(ctx context.Context, id string) error {
+func (s Keys) TouchAppKey(ctx context.Context, id string) error {
 	_, err := s.idem().Exec(ctx, `UPDATE app_keys SET last_used_at = now() WHERE id = $1::uuid AND (last_used_at IS NULL OR last_used_at < now() - interval '1 minute')`, id)
 	return err
 }

@@ -82,7 +82,7 @@ func durableAction(action string) bool {
 // and the event recording it commit together or not at all. Every audited change is a durable one: it
 // is acknowledged only once a synchronous standby has it (Store.tx), when durable commits are enabled. fn may fill in *audit (its Target, its
 // Detail) from what it changed; when fn fails, nothing is written and the transaction rolls back.
-func (s *Store) withAudit(ctx context.Context, audit *AuditEvent, fn func(tx pgx.Tx) error) error {
+func (s *core) withAudit(ctx context.Context, audit *AuditEvent, fn func(tx pgx.Tx) error) error {
 	return Classify(s.tx(ctx, durableAction(audit.Action), func(tx pgx.Tx) error {
 		if err := fn(tx); err != nil {
 			return err
@@ -92,13 +92,13 @@ func (s *Store) withAudit(ctx context.Context, audit *AuditEvent, fn func(tx pgx
 }
 
 // Audit writes e on its own (for events that change nothing else, such as a failed login).
-func (s *Store) Audit(ctx context.Context, e AuditEvent) error {
+func (s AuditTrail) Audit(ctx context.Context, e AuditEvent) error {
 	return Classify(InsertAudit(ctx, s.pool, e))
 }
 
 // AuditMany writes several events in one transaction (the plugin's refused application-key connects,
 // batched off the broker thread).
-func (s *Store) AuditMany(ctx context.Context, es []AuditEvent) error {
+func (s AuditTrail) AuditMany(ctx context.Context, es []AuditEvent) error {
 	return Classify(s.tx(ctx, false, func(tx pgx.Tx) error {
 		for _, e := range es {
 			if err := InsertAudit(ctx, tx, e); err != nil {
@@ -170,7 +170,7 @@ func (f *auditFilter) filters(p AuditPage) {
 }
 
 // ListAudit returns one page of audit events; more reports whether another page follows.
-func (s *Store) ListAudit(ctx context.Context, p AuditPage) (events []AuditRecord, more bool, err error) {
+func (s AuditTrail) ListAudit(ctx context.Context, p AuditPage) (events []AuditRecord, more bool, err error) {
 	if p.Limit <= 0 {
 		p.Limit = 50
 	}

@@ -47,7 +47,7 @@ type BulkAgent struct {
 // print their secrets); an error from emit stops the creation. It returns how many agents were
 // committed, also on error: batches already committed stay. A device limit that a batch would pass is
 // ErrDeviceLimit (wrapped), before or after earlier batches committed.
-func (s *Store) CreateAgentsBulk(ctx context.Context, p BulkAgents, emit func([]BulkAgent) error) (created int, err error) {
+func (s Agents) CreateAgentsBulk(ctx context.Context, p BulkAgents, emit func([]BulkAgent) error) (created int, err error) {
 	if p.Count < 1 {
 		return 0, fmt.Errorf("count %d: %w", p.Count, ErrInvalid)
 	}

@@ -160,9 +160,9 @@ func TestUnavailable(t *testing.T) {
 	t.Cleanup(st.Close)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	_, _, err = st.ListAgents(ctx, store.AgentPage{})
+	_, _, err = st.Agents.ListAgents(ctx, store.AgentPage{})
 	wantErr(t, "ListAgents without a database", err, store.ErrUnavailable)
-	_, err = st.CreateUser(ctx, "a@example.com", "h", store.RoleAdmin, audit("user_create"))
+	_, err = st.Accounts.CreateUser(ctx, "a@example.com", "h", store.RoleAdmin, audit("user_create"))
 	wantErr(t, "CreateUser without a database", err, store.ErrUnavailable)
 	if errors.Is(err, store.ErrNotFound) || !store.Unavailable(err) {
 		t.Fatalf("CreateUser without a database: %v", err)

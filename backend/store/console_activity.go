@@ -27,7 +27,7 @@ var refusedActions = []string{"app_key_refused", "mqtt_token_refused"}
 // docs/presence.md: one whose broker fell silent ended at the broker's last heartbeat. An agent on two
 // brokers at once counts once in Online. The sessions of the window are read once and swept in
 // memory (one pass over them per chart, not one query per step).
-func (s *Store) PresenceActivity(ctx context.Context, since time.Time, step time.Duration, n int) ([]ActivityPoint, error) {
+func (s Presence) PresenceActivity(ctx context.Context, since time.Time, step time.Duration, n int) ([]ActivityPoint, error) {
 	if n <= 0 || n > 2000 || step < time.Second {
 		return nil, ErrInvalid
 	}

@@ -12,7 +12,7 @@ import (
 // exactly the rows its list function (ListAgents, ListAPIKeys, …) pages through, with the same filters;
 // the console shows a count only beside a list the API has just allowed the operator to read.
 
-func (s *Store) count(ctx context.Context, what, sql string, args ...any) (int64, error) {
+func (s *core) count(ctx context.Context, what, sql string, args ...any) (int64, error) {
 	var n int64
 	err := s.pool.QueryRow(ctx, sql, args...).Scan(&n)
 	if isInvalidText(err) {
@@ -26,7 +26,7 @@ func (s *Store) count(ctx context.Context, what, sql string, args ...any) (int64
 
 // CountAgentList counts the agents ListAgents pages through for these Status, Search, IncludeGone and Online
 // (the page's cursor and limit are ignored).
-func (s *Store) CountAgentList(ctx context.Context, p AgentPage) (int64, error) {
+func (s Agents) CountAgentList(ctx context.Context, p AgentPage) (int64, error) {
 	var status, search *string
 	if p.Status != "" {
 		status = &p.Status
@@ -42,7 +42,7 @@ func (s *Store) CountAgentList(ctx context.Context, p AgentPage) (int64, error) 
 }
 
 // CountAPIKeys counts the device API keys ListAPIKeys pages through (of one agent, or all for "").
-func (s *Store) CountAPIKeys(ctx context.Context, agentUUID string) (int64, error) {
+func (s Keys) CountAPIKeys(ctx context.Context, agentUUID string) (int64, error) {
 	var agent *string
 	if agentUUID != "" {
 		agent = &agentUUID
@@ -51,28 +51,28 @@ func (s *Store) CountAPIKeys(ctx context.Context, agentUUID string) (int64, erro
 }
 
 // CountAppKeys counts the application keys ListAppKeys pages through.
-func (s *Store) CountAppKeys(ctx context.Context) (int64, error) {
+func (s Keys) CountAppKeys(ctx context.Context) (int64, error) {
 	return s.count(ctx, "application keys", `SELECT count(*) FROM app_keys`)
 }
 
 // CountPublishableKeys counts the publishable keys ListPublishableKeys pages through.
-func (s *Store) CountPublishableKeys(ctx context.Context) (int64, error) {
+func (s Keys) CountPublishableKeys(ctx context.Context) (int64, error) {
 	return s.count(ctx, "publishable keys", `SELECT count(*) FROM publishable_keys`)
 }
 
 // CountProvisioningKeys counts the unredeemed provisioning keys ListProvisioningKeys pages through.
-func (s *Store) CountProvisioningKeys(ctx context.Context) (int64, error) {
+func (s Keys) CountProvisioningKeys(ctx context.Context) (int64, error) {
 	return s.count(ctx, "provisioning keys", `SELECT count(*) FROM provisioning_keys`)
 }
 
 // CountUsers counts the operators ListUsers pages through.
-func (s *Store) CountUsers(ctx context.Context) (int64, error) {
+func (s Accounts) CountUsers(ctx context.Context) (int64, error) {
 	return s.count(ctx, "users", `SELECT count(*) FROM users`)
 }
 
 // CountAudit counts the audit events ListAudit pages through for these filters (Action, Actor, Agent,
 // Since, Until; the page's position and limit are ignored).
-func (s *Store) CountAudit(ctx context.Context, p AuditPage) (int64, error) {
+func (s AuditTrail) CountAudit(ctx context.Context, p AuditPage) (int64, error) {
 	var f auditFilter
 	f.filters(p)
 	sql := `SELECT count(*) FROM audit_events`
@@ -97,7 +97,7 @@ var auditRefTables = []struct{ kind, sql string }{
 // email, "agent:<uuid>" → the agent's name, "api-key:", "app-key:", "provisioning-key:", "pk:" → the
 // key's name. The console shows them on its audit screen and its confirmation pages. References of
 // other kinds, malformed ids and rows that no longer exist are left out.
-func (s *Store) RefNames(ctx context.Context, refs []string) (map[string]string, error) {
+func (s AuditTrail) RefNames(ctx context.Context, refs []string) (map[string]string, error) {
 	byKind := map[string][]string{}
 	for _, ref := range refs {
 		kind, id, ok := strings.Cut(ref, ":")

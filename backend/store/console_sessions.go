@@ -24,7 +24,7 @@ type ConsoleSession struct {
 
 // CreateConsoleSession records a new session (at sign-in) and removes the sessions whose absolute
 // lifetime has passed, so that the table does not grow with abandoned ones.
-func (s *Store) CreateConsoleSession(ctx context.Context, cs ConsoleSession) error {
+func (s Accounts) CreateConsoleSession(ctx context.Context, cs ConsoleSession) error {
 	return Classify(s.tx(ctx, false, func(tx pgx.Tx) error {
 		if _, err := tx.Exec(ctx, `DELETE FROM console_sessions WHERE expires_at <= $1`, cs.CreatedAt); err != nil {
 			return fmt.Errorf("remove ended console sessions: %w", err)
@@ -44,7 +44,7 @@ VALUES ($1, $2::uuid, $3::uuid, $4, $4, $5)`, cs.Digest, cs.UserID, cs.Family, c
 // TouchConsoleSession returns the live session with this digest and records now as its last use. A
 // session is live while now is before its absolute end and within idle of its last use, and its user
 // is enabled; any other (or an unknown digest) is ErrNotFound, and an ended one is deleted.
-func (s *Store) TouchConsoleSession(ctx context.Context, digest []byte, now time.Time, idle time.Duration) (ConsoleSession, error) {
+func (s Accounts) TouchConsoleSession(ctx context.Context, digest []byte, now time.Time, idle time.Duration) (ConsoleSession, error) {
 	cs := ConsoleSession{Digest: digest}
 	err := s.pool.QueryRow(ctx, `
 UPDATE console_sessions c SET last_seen_at = greatest(c.last_seen_at, $2)
@@ -67,7 +67,7 @@ RETURNING c.user_id::text, c.family::text, c.created_at, c.last_seen_at, c.expir
 
 // EndConsoleSession deletes the session with this digest and revokes its refresh family, with audit
 // (sign-out), in one transaction. An unknown digest is ErrNotFound and writes nothing.
-func (s *Store) EndConsoleSession(ctx context.Context, digest []byte, audit AuditEvent) error {
+func (s Accounts) EndConsoleSession(ctx context.Context, digest []byte, audit AuditEvent) error {
 	return s.withAudit(ctx, &audit, func(tx pgx.Tx) error {
 		var user, fam string
 		err := tx.QueryRow(ctx, `DELETE FROM console_sessions WHERE digest = $1 RETURNING user_id::text, family::text`, digest).Scan(&user, &fam)

@@ -39,17 +39,17 @@ SELECT k.digest, k.id::text, k.id::text, 'active', k.revoked_at IS NOT NULL, ext
 // On a store with SocketTimeout the connection is acquired under ctx, and ctx's deadline is then set on
 // the socket instead of being watched: a query under a cancellable context would start a goroutine to
 // watch it and hand the caller's thread to the scheduler, which is what those stores exist to avoid.
-func (s *Store) LookupCredential(ctx context.Context, d secret.Digest) (credential.Credential, error) {
+func (s Credentials) LookupCredential(ctx context.Context, d secret.Digest) (credential.Credential, error) {
 	return s.lookupOne(ctx, credentialColumns+` WHERE k.digest = $1`, d)
 }
 
 // LookupAppCredential is LookupCredential for an application key (its digest is looked up in app_keys
 // only, so a device key's connect costs what it did before application keys existed).
-func (s *Store) LookupAppCredential(ctx context.Context, d secret.Digest) (credential.Credential, error) {
+func (s Credentials) LookupAppCredential(ctx context.Context, d secret.Digest) (credential.Credential, error) {
 	return s.lookupOne(ctx, appCredentialColumns+` WHERE k.digest = $1`, d)
 }
 
-func (s *Store) lookupOne(ctx context.Context, query string, d secret.Digest) (credential.Credential, error) {
+func (s Credentials) lookupOne(ctx context.Context, query string, d secret.Digest) (credential.Credential, error) {
 	c, err := s.lookupOnce(ctx, query, d)
 	if err != nil && connBroken(err) && ctx.Err() == nil {
 		// A pooled connection that died (a failover, a restart): a read is safe to repeat, on a fresh one.
@@ -59,7 +59,7 @@ func (s *Store) lookupOne(ctx context.Context, query string, d secret.Digest) (c
 	return c, err
 }
 
-func (s *Store) lookupOnce(ctx context.Context, query string, d secret.Digest) (credential.Credential, error) {
+func (s Credentials) lookupOnce(ctx context.Context, query string, d secret.Digest) (credential.Credential, error) {
 	conn, err := s.pool.Acquire(ctx)
 	if err != nil {
 		return credential.Credential{}, fmt.Errorf("look up key: %w", err)
@@ -102,7 +102,7 @@ func (s *Store) lookupOnce(ctx context.Context, query string, d secret.Digest) (
 
 // LookupCredentials returns the credentials for many digests at once (for re-checking live sessions).
 // Digests without a row are absent from the map; rows that cannot be trusted are present with Corrupt set.
-func (s *Store) LookupCredentials(ctx context.Context, ds []secret.Digest) (map[secret.Digest]credential.Credential, error) {
+func (s Credentials) LookupCredentials(ctx context.Context, ds []secret.Digest) (map[secret.Digest]credential.Credential, error) {
 	raw := make([][]byte, len(ds))
 	for i := range ds {
 		raw[i] = ds[i][:]
@@ -129,7 +129,7 @@ UNION ALL`+appCredentialColumns+` WHERE k.digest = ANY($1)`, raw)
 
 // ActiveCredentials streams every usable credential (key not revoked or expired, agent active) to fn,
 // for preloading a broker's cache. Corrupt rows are skipped and counted in the returned error.
-func (s *Store) ActiveCredentials(ctx context.Context, fn func(credential.Credential)) error {
+func (s Credentials) ActiveCredentials(ctx context.Context, fn func(credential.Credential)) error {
 	rows, err := s.idem().Query(ctx, credentialColumns+`
  WHERE k.revoked_at IS NULL AND (k.expires_at IS NULL OR k.expires_at > now()) AND a.status = 'active'
 UNION ALL`+appCredentialColumns+`
@@ -159,7 +159,7 @@ UNION ALL`+appCredentialColumns+`
 // KeyDigests streams the digest of every device key, legacy username and application key that is not
 // revoked (whatever its expiry or its agent's status, which can change back), for the plugin's set of
 // known keys.
-func (s *Store) KeyDigests(ctx context.Context, fn func(secret.Digest)) error {
+func (s Credentials) KeyDigests(ctx context.Context, fn func(secret.Digest)) error {
 	rows, err := s.pool.Query(ctx, `SELECT digest FROM api_keys WHERE revoked_at IS NULL
 UNION ALL SELECT digest FROM app_keys WHERE revoked_at IS NULL`)
 	if err != nil {
@@ -255,7 +255,7 @@ func scanCredential(rows pgx.Rows) (credential.Credential, error) {
 // TouchKeys records that keys were used (api_keys.last_used_at, app_keys.last_used_at), in one statement
 // for a batch. The
 // brokers call it every few seconds with the keys that connected, never on the connect path.
-func (s *Store) TouchKeys(ctx context.Context, ds []secret.Digest) error {
+func (s Credentials) TouchKeys(ctx context.Context, ds []secret.Digest) error {
 	raw := make([][]byte, len(ds))
 	for i := range ds {
 		raw[i] = ds[i][:]

@@ -26,13 +26,13 @@ func DenySubject(ctx context.Context, db DBTX, subject, reason string) error {
 }
 
 // DenySubject records a denial on its own.
-func (s *Store) DenySubject(ctx context.Context, subject, reason string) error {
+func (s Credentials) DenySubject(ctx context.Context, subject, reason string) error {
 	return Classify(s.tx(ctx, true, func(tx pgx.Tx) error { return DenySubject(ctx, tx, subject, reason) }))
 }
 
 // Denials lists the denials recorded after since (the plugin loads those younger than the longest
 // credential lifetime at start).
-func (s *Store) Denials(ctx context.Context, since time.Time) ([]Denial, error) {
+func (s Credentials) Denials(ctx context.Context, since time.Time) ([]Denial, error) {
 	rows, err := s.idem().Query(ctx, `SELECT subject, denied_at FROM subject_denials WHERE denied_at > $1 ORDER BY denied_at`, since)
 	if err != nil {
 		return nil, fmt.Errorf("list subject denials: %w", err)
@@ -45,7 +45,7 @@ func (s *Store) Denials(ctx context.Context, since time.Time) ([]Denial, error) 
 }
 
 // PruneDenials deletes denials recorded before before; it reports how many it deleted.
-func (s *Store) PruneDenials(ctx context.Context, before time.Time) (int64, error) {
+func (s Credentials) PruneDenials(ctx context.Context, before time.Time) (int64, error) {
 	tag, err := s.idem().Exec(ctx, `DELETE FROM subject_denials WHERE denied_at < $1`, before)
 	if err != nil {
 		return 0, fmt.Errorf("prune subject denials: %w", err)

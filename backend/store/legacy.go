@@ -75,7 +75,7 @@ type ImportResult struct {
 // ImportLegacy imports accounts in one transaction, with one audit event per agent created or updated
 // and batch (its Detail completed with the counts) for the whole import. Either every account is
 // imported or none is.
-func (s *Store) ImportLegacy(ctx context.Context, accounts []LegacyAccount, batch AuditEvent) (ImportResult, error) {
+func (s Credentials) ImportLegacy(ctx context.Context, accounts []LegacyAccount, batch AuditEvent) (ImportResult, error) {
 	res := ImportResult{Counts: map[ImportOutcome]int{}}
 	err := s.withAudit(ctx, &batch, func(tx pgx.Tx) error {
 		res.Agents = res.Agents[:0]
@@ -238,7 +238,7 @@ func SchemeName(s passhash.Scheme) string {
 
 // LegacyDigests returns the digests of every live legacy username (not revoked, agent not
 // decommissioned), for the broker's in-memory set.
-func (s *Store) LegacyDigests(ctx context.Context) (map[secret.Digest]struct{}, error) {
+func (s Credentials) LegacyDigests(ctx context.Context) (map[secret.Digest]struct{}, error) {
 	rows, err := s.idem().Query(ctx, `SELECT k.digest FROM api_keys k JOIN agents a ON a.uuid = k.agent_uuid
  WHERE k.legacy_username IS NOT NULL AND k.revoked_at IS NULL AND a.status <> 'decommissioned'`)
 	if err != nil {
@@ -274,7 +274,7 @@ type FastHash struct {
 // RecordFastHashes replaces slow hashes by fast ones in one statement, each only while the agent's hash
 // is still exactly Old (a rotation or re-import in between wins), and audits the batch. It returns how
 // many were replaced.
-func (s *Store) RecordFastHashes(ctx context.Context, hs []FastHash, audit AuditEvent) (int64, error) {
+func (s Credentials) RecordFastHashes(ctx context.Context, hs []FastHash, audit AuditEvent) (int64, error) {
 	agents, olds, news := make([]string, len(hs)), make([]string, len(hs)), make([]string, len(hs))
 	for i, h := range hs {
 		agents[i], olds[i], news[i] = h.Agent, h.Old, h.New
@@ -318,7 +318,7 @@ type MovedAgent struct {
 // MoveLegacyToKeys moves an imported agent to iotauth keys in one transaction: a new device API key and
 // MQTT password, and its legacy username retired (revoked). The triggers make every broker forget the
 // name and close the sessions that used it. ErrNoLegacyUsername when the agent has none live.
-func (s *Store) MoveLegacyToKeys(ctx context.Context, agentUUID string, kind secret.Kind, audit AuditEvent) (MovedAgent, error) {
+func (s Credentials) MoveLegacyToKeys(ctx context.Context, agentUUID string, kind secret.Kind, audit AuditEvent) (MovedAgent, error) {
 	if kind.Prefix() == "" {
 		kind = secret.APIKey
 	}

@@ -84,7 +84,7 @@ func (ev *feedEvents) waitFailed(t *testing.T, want error, d time.Duration) erro
 func TestListenProbe(t *testing.T) {
 	t.Parallel()
 	d := newDB(t)
-	a, err := d.st.CreateAgent(d.ctx, store.CreateAgentParams{Name: "probe"})
+	a, err := d.st.Agents.CreateAgent(d.ctx, store.CreateAgentParams{Name: "probe"})
 	wantErr(t, "CreateAgent", err, nil)
 	ev := listen(t, d.st, store.ListenOptions{ProbeInterval: 20 * time.Millisecond, ProbeTimeout: 10 * time.Second})
 	ev.waitConnected(t, false, 30*time.Second)
@@ -95,7 +95,7 @@ func TestListenProbe(t *testing.T) {
 		}
 	}
 	time.Sleep(300 * time.Millisecond) // lets probes run (not what is asserted: that nothing but the change arrives)
-	if _, err := d.st.RevokeAPIKey(d.ctx, a.KeyID, audit("key_revoke")); err != nil {
+	if _, err := d.st.Keys.RevokeAPIKey(d.ctx, a.KeyID, audit("key_revoke")); err != nil {
 		t.Fatal(err)
 	}
 	want := secret.DigestOf(a.APIKey.Reveal())

@@ -12,10 +12,10 @@ import (
 // LoginAttempts is the login throttle's counter in PostgreSQL (table login_attempts, migration 005): every
 // API replica on the database shares it (docs/security.md, U2). It implements throttle.Counter; times come
 // from the caller's clock, not the database's, so that tests can move them.
-type LoginAttempts struct{ s *Store }
+type LoginAttempts struct{ s *core }
 
 // LoginAttempts returns the throttle counter on this store's database.
-func (s *Store) LoginAttempts() LoginAttempts { return LoginAttempts{s} }
+func (s Accounts) LoginAttempts() LoginAttempts { return LoginAttempts{s.core} }
 
 // Add counts one failure for key in one atomic upsert: a window that has ended starts afresh at now; a
 // key already at max is set to max+1 and not counted further.

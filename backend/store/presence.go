@@ -169,7 +169,7 @@ func appendArrayString(buf []byte, s string) []byte {
 
 // PresenceWrite writes rows of broker's incarnation in one statement (which also counts as a heartbeat).
 // A row seen twice in rows must not be: the caller merges a start and its end into one row.
-func (s *Store) PresenceWrite(ctx context.Context, broker, incarnation string, rows []PresenceRow) error {
+func (s Presence) PresenceWrite(ctx context.Context, broker, incarnation string, rows []PresenceRow) error {
 	b := presenceBatches.Get().(*presenceBatch)
 	err := s.presenceWrite(ctx, b.encode(incarnation, broker, rows))
 	clear(b.params[:])
@@ -186,7 +186,7 @@ func (s *Store) PresenceWrite(ctx context.Context, broker, incarnation string, r
 // protocol layer: pgx's own Exec would copy each parameter once more through its type map. A pool that
 // must not prepare statements (default_query_exec_mode other than the default, as behind PgBouncer in
 // transaction mode: docs/operations.md) gets the parameters as strings through pgx's Exec instead.
-func (s *Store) presenceWrite(ctx context.Context, params [][]byte) error {
+func (s Presence) presenceWrite(ctx context.Context, params [][]byte) error {
 	c, err := s.pool.Acquire(ctx)
 	if err != nil {
 		return err
@@ -211,7 +211,7 @@ func (s *Store) presenceWrite(ctx context.Context, params [][]byte) error {
 // PresenceStart registers a broker's new incarnation with its timeout and closes the open sessions of
 // its earlier incarnations (reason broker_lost, at the earlier incarnation's last heartbeat). It reports
 // how many it closed.
-func (s *Store) PresenceStart(ctx context.Context, broker, incarnation string, timeout time.Duration) (closed int64, err error) {
+func (s Presence) PresenceStart(ctx context.Context, broker, incarnation string, timeout time.Duration) (closed int64, err error) {
 	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		var last *time.Time
 		err := tx.QueryRow(ctx, `SELECT heartbeat_at FROM presence_brokers WHERE broker_id = $1 FOR UPDATE`, broker).Scan(&last)
@@ -238,7 +238,7 @@ ON CONFLICT (broker_id) DO UPDATE SET incarnation = EXCLUDED.incarnation, timeou
 
 // PresenceHeartbeat records that broker's incarnation is alive. A row that names another incarnation
 // (a broker started since with the same id) is left alone, and owned is then false.
-func (s *Store) PresenceHeartbeat(ctx context.Context, broker, incarnation string, timeout time.Duration) (owned bool, err error) {
+func (s Presence) PresenceHeartbeat(ctx context.Context, broker, incarnation string, timeout time.Duration) (owned bool, err error) {
 	tag, err := s.pool.Exec(ctx, `INSERT INTO presence_brokers (broker_id, incarnation, timeout_ms) VALUES ($1, $2::uuid, $3)
 ON CONFLICT (broker_id) DO UPDATE SET heartbeat_at = now(), timeout_ms = EXCLUDED.timeout_ms
 WHERE presence_brokers.incarnation = EXCLUDED.incarnation`, broker, incarnation, timeout.Milliseconds())
@@ -251,7 +251,7 @@ WHERE presence_brokers.incarnation = EXCLUDED.incarnation`, broker, incarnation,
 // PresenceReconcile makes the database hold exactly the live sessions of broker's incarnation: it writes
 // live (in batches of batch rows) and closes every other open session of the incarnation at at with
 // reason error (their ends were lost). It reports how many it closed.
-func (s *Store) PresenceReconcile(ctx context.Context, broker, incarnation string, live []PresenceRow, batch int, at time.Time) (int64, error) {
+func (s Presence) PresenceReconcile(ctx context.Context, broker, incarnation string, live []PresenceRow, batch int, at time.Time) (int64, error) {
 	if batch <= 0 {
 		batch = 1000
 	}
@@ -276,7 +276,7 @@ WHERE broker_id = $1 AND incarnation = $2::uuid AND disconnected_at IS NULL AND 
 
 // PrunePresence deletes up to batch sessions that ended before cutoff, and brokers silent since cutoff
 // with no open session; it reports the sessions deleted (call again while it returns batch).
-func (s *Store) PrunePresence(ctx context.Context, cutoff time.Time, batch int) (int64, error) {
+func (s Presence) PrunePresence(ctx context.Context, cutoff time.Time, batch int) (int64, error) {
 	tag, err := s.pool.Exec(ctx, `DELETE FROM presence_sessions WHERE ctid IN (
   SELECT ctid FROM presence_sessions WHERE disconnected_at IS NOT NULL AND disconnected_at < $1 LIMIT $2)`, cutoff, batch)
 	if err != nil {

@@ -43,7 +43,7 @@ func TestPresenceWriteRoundTrip(t *testing.T) {
 
 func presenceRoundTrip(t *testing.T, d *db) {
 	const broker, inc = `broker "1"`, "3b7f5a62-0f4e-4c59-9a55-3a1f3a0c9d11"
-	if _, err := d.st.PresenceStart(d.ctx, broker, inc, 30*time.Second); err != nil {
+	if _, err := d.st.Presence.PresenceStart(d.ctx, broker, inc, 30*time.Second); err != nil {
 		t.Fatal(err)
 	}
 	at := time.Date(2026, 12, 7, 23, 40, 54, 123456789, time.UTC)
@@ -60,16 +60,16 @@ func presenceRoundTrip(t *testing.T, d *db) {
 		}
 		rows = append(rows, r)
 	}
-	if err := d.st.PresenceWrite(d.ctx, broker, inc, rows); err != nil {
+	if err := d.st.Presence.PresenceWrite(d.ctx, broker, inc, rows); err != nil {
 		t.Fatal(err)
 	}
 	// A later batch ends the first session, and an empty batch is a heartbeat.
 	first := rows[0]
 	first.DisconnectedAt, first.Reason = &end, "client"
-	if err := d.st.PresenceWrite(d.ctx, broker, inc, []store.PresenceRow{first}); err != nil {
+	if err := d.st.Presence.PresenceWrite(d.ctx, broker, inc, []store.PresenceRow{first}); err != nil {
 		t.Fatal(err)
 	}
-	if err := d.st.PresenceWrite(d.ctx, broker, inc, nil); err != nil {
+	if err := d.st.Presence.PresenceWrite(d.ctx, broker, inc, nil); err != nil {
 		t.Fatal(err)
 	}
 	rows[0] = first

@@ -69,7 +69,7 @@ type AgentPresence struct {
 const recentForPresence = 50
 
 // GetAgentPresence reads an agent's presence (the agent's existence is the caller's to check).
-func (s *Store) GetAgentPresence(ctx context.Context, agentUUID string) (AgentPresence, error) {
+func (s Presence) GetAgentPresence(ctx context.Context, agentUUID string) (AgentPresence, error) {
 	rows, err := s.pool.Query(ctx, `SELECT `+presenceColumns+` FROM (`+presenceView+`
  WHERE s.principal_kind = 'agent' AND s.principal_id = $1 ORDER BY s.connected_at DESC LIMIT $2) v`, agentUUID, recentForPresence)
 	if err != nil {
@@ -95,7 +95,7 @@ func (s *Store) GetAgentPresence(ctx context.Context, agentUUID string) (AgentPr
 }
 
 // OnlineAgents reports which of these agents have a live session.
-func (s *Store) OnlineAgents(ctx context.Context, agentUUIDs []string) (map[string]bool, error) {
+func (s Presence) OnlineAgents(ctx context.Context, agentUUIDs []string) (map[string]bool, error) {
 	out := make(map[string]bool, len(agentUUIDs))
 	if len(agentUUIDs) == 0 {
 		return out, nil
@@ -122,7 +122,7 @@ type PresenceSessionPage struct {
 }
 
 // ListAgentSessions returns one page of an agent's sessions; more reports whether another follows.
-func (s *Store) ListAgentSessions(ctx context.Context, agentUUID string, p PresenceSessionPage) (items []PresenceSession, more bool, err error) {
+func (s Presence) ListAgentSessions(ctx context.Context, agentUUID string, p PresenceSessionPage) (items []PresenceSession, more bool, err error) {
 	if p.Limit <= 0 {
 		p.Limit = 50
 	}
@@ -169,7 +169,7 @@ type PresenceSummary struct {
 // GetPresenceSummary counts agents: online ones have a live session; neverConnected and disabled are
 // offline agents with no session on record (within retention) and disabled ones; byBroker counts online
 // agents per broker (an agent on two brokers counts in both).
-func (s *Store) GetPresenceSummary(ctx context.Context) (PresenceSummary, error) {
+func (s Presence) GetPresenceSummary(ctx context.Context) (PresenceSummary, error) {
 	sum := PresenceSummary{ByBroker: map[string]int64{}}
 	const live = `SELECT DISTINCT s.principal_id, s.broker_id FROM presence_sessions s JOIN presence_brokers b
   ON b.broker_id = s.broker_id AND b.incarnation = s.incarnation

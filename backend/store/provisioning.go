@@ -26,7 +26,7 @@ type ProvisioningKey struct {
 
 // CreateProvisioningKey generates a provisioning key, stores its digest and returns it with the
 // plaintext, which exists only in this one answer. createdBy is a user id or "".
-func (s *Store) CreateProvisioningKey(ctx context.Context, name string, expires time.Time, createdBy string, audit AuditEvent) (ProvisioningKey, secret.Secret, error) {
+func (s Keys) CreateProvisioningKey(ctx context.Context, name string, expires time.Time, createdBy string, audit AuditEvent) (ProvisioningKey, secret.Secret, error) {
 	key, err := secret.Generate(secret.ProvisioningKey)
 	if err != nil {
 		return ProvisioningKey{}, "", err
@@ -54,7 +54,7 @@ RETURNING id::text, expires_at, created_at`, name, d[:], pk.Prefix, expires, by)
 
 // ListProvisioningKeys returns one page of the unredeemed provisioning keys, newest first (expired ones
 // included, so that an operator sees them and can delete them); more reports whether another page follows.
-func (s *Store) ListProvisioningKeys(ctx context.Context, p Page) (keys []ProvisioningKey, more bool, err error) {
+func (s Keys) ListProvisioningKeys(ctx context.Context, p Page) (keys []ProvisioningKey, more bool, err error) {
 	after, afterID := p.cursor()
 	return listPage(ctx, s.idem(), "provisioning keys", p, func(r pgx.Row) (ProvisioningKey, error) {
 		var k ProvisioningKey
@@ -66,7 +66,7 @@ func (s *Store) ListProvisioningKeys(ctx context.Context, p Page) (keys []Provis
 }
 
 // DeleteProvisioningKey deletes an unredeemed provisioning key.
-func (s *Store) DeleteProvisioningKey(ctx context.Context, id string, audit AuditEvent) error {
+func (s Keys) DeleteProvisioningKey(ctx context.Context, id string, audit AuditEvent) error {
 	return s.withAudit(ctx, &audit, func(tx pgx.Tx) error {
 		tag, err := tx.Exec(ctx, `DELETE FROM provisioning_keys WHERE id = $1::uuid`, id)
 		if isInvalidText(err) {
@@ -109,7 +109,7 @@ type Redeemed struct {
 //   - when a device limit applies, an advisory lock serialises registrations and the count of agents
 //     that are not decommissioned is compared before the insert (ErrDeviceLimit);
 //   - any later failure rolls back the delete, so the key stays usable and no half-made agent remains.
-func (s *Store) RedeemProvisioningKey(ctx context.Context, r Redemption) (Redeemed, error) {
+func (s Agents) RedeemProvisioningKey(ctx context.Context, r Redemption) (Redeemed, error) {
 	var out Redeemed
 	err := s.withAudit(ctx, &r.Audit, func(tx pgx.Tx) error {
 		err := tx.QueryRow(ctx, `DELETE FROM provisioning_keys WHERE digest = $1 AND expires_at > now() RETURNING id::text`, r.Digest[:]).Scan(&out.ProvisioningKeyID)
@@ -163,7 +163,7 @@ func checkDeviceLimit(ctx context.Context, tx pgx.Tx, max int) error {
 }
 
 // CountAgents returns how many agents are not decommissioned (the number the device limit counts).
-func (s *Store) CountAgents(ctx context.Context) (int, error) {
+func (s Agents) CountAgents(ctx context.Context) (int, error) {
 	var n int
 	err := s.idem().QueryRow(ctx, `SELECT count(*) FROM agents WHERE status <> 'decommissioned'`).Scan(&n)
 	return n, err

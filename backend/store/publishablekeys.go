@@ -57,7 +57,7 @@ func scanPublishableKey(row pgx.Row) (PublishableKey, error) {
 
 // CreatePublishableKey issues a publishable key with its audit event and returns its plaintext (shown
 // once).
-func (s *Store) CreatePublishableKey(ctx context.Context, p NewPublishableKeyParams, audit AuditEvent) (k PublishableKey, key secret.Secret, err error) {
+func (s Keys) CreatePublishableKey(ctx context.Context, p NewPublishableKeyParams, audit AuditEvent) (k PublishableKey, key secret.Secret, err error) {
 	if p.Kind.Prefix() == "" {
 		p.Kind = secret.PublishableKey
 	}
@@ -102,7 +102,7 @@ VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING `+pkColumns,
 
 // ListPublishableKeys returns one page of publishable keys, oldest first; more reports whether another
 // page follows. It pages as ListAppKeys does.
-func (s *Store) ListPublishableKeys(ctx context.Context, p AppKeyPage) (keys []PublishableKey, more bool, err error) {
+func (s Keys) ListPublishableKeys(ctx context.Context, p AppKeyPage) (keys []PublishableKey, more bool, err error) {
 	after, afterID := p.cursor()
 	return listPage(ctx, s.idem(), "publishable keys", p, scanPublishableKey, `SELECT `+pkColumns+` FROM publishable_keys
  WHERE ($1::timestamptz IS NULL OR (created_at, id) > ($1, $2::uuid))
@@ -112,7 +112,7 @@ func (s *Store) ListPublishableKeys(ctx context.Context, p AppKeyPage) (keys []P
 // RevokePublishableKey revokes a publishable key with its audit event, and denies "pk:<id>" in the same
 // transaction so that every broker closes the sessions of the credentials it led to (docs/security.md, A4).
 // Revoking a revoked key renews the denial and succeeds.
-func (s *Store) RevokePublishableKey(ctx context.Context, id string, audit AuditEvent) (PublishableKey, error) {
+func (s Keys) RevokePublishableKey(ctx context.Context, id string, audit AuditEvent) (PublishableKey, error) {
 	var k PublishableKey
 	err := s.withAudit(ctx, &audit, func(tx pgx.Tx) error {
 		var err error
@@ -128,13 +128,13 @@ func (s *Store) RevokePublishableKey(ctx context.Context, id string, audit Audit
 
 // PublishableKeyByDigest returns the publishable key stored under a digest, read on every exchange so a
 // revoke bites at once.
-func (s *Store) PublishableKeyByDigest(ctx context.Context, d secret.Digest) (PublishableKey, error) {
+func (s Keys) PublishableKeyByDigest(ctx context.Context, d secret.Digest) (PublishableKey, error) {
 	return scanPublishableKey(s.idem().QueryRow(ctx, `SELECT `+pkColumns+` FROM publishable_keys WHERE digest = $1`, d[:]))
 }
 
 // OriginListed reports whether some active publishable key lists origin (the CORS preflight of the
 // token exchange, which carries no key).
-func (s *Store) OriginListed(ctx context.Context, origin string) (bool, error) {
+func (s Keys) OriginListed(ctx context.Context, origin string) (bool, error) {
 	var ok bool
 	err := s.idem().QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM publishable_keys WHERE origins @> ARRAY[$1::text]
  AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > now()))`, origin).Scan(&ok)
@@ -145,7 +145,7 @@ func (s *Store) OriginListed(ctx context.Context, origin string) (bool, error) {
 }
 
 // TouchPublishableKey records that a publishable key was used, at most once a minute per key.
-func (s *Store) TouchPublishableKey(ctx context.Context, id string) error {
+func (s Keys) TouchPublishableKey(ctx context.Context, id string) error {
 	_, err := s.idem().Exec(ctx, `UPDATE publishable_keys SET last_used_at = now() WHERE id = $1::uuid AND (last_used_at IS NULL OR last_used_at < now() - interval '1 minute')`, id)
 	return err
 }

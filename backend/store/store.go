@@ -1,5 +1,6 @@
 // Package store is iotauth's PostgreSQL access: a pgx pool, hand-written queries in one file per
-// aggregate, and the LISTEN/NOTIFY listener that carries credential changes to every broker. Callers
+// aggregate grouped into domain types (Agents, Keys, Accounts, AuditTrail, Presence, Credentials), and
+// the LISTEN/NOTIFY listener that carries credential changes to every broker. Callers
 // branch on its sentinel errors with errors.Is.
 package store
 
@@ -26,8 +27,24 @@ var (
 	ErrCorrupt = credential.ErrCorrupt
 )
 
-// Store wraps a pgx pool.
+// Store is the database: one pgx pool shared by the domain types in its fields (see domains.go and
+// docs/store.md). Each domain type holds the queries of one part of the schema, and a caller takes the
+// one it needs (st.Keys, st.Accounts, …); Store itself keeps the pool's life (Open, Ping, Close), the
+// listener and the health checks.
 type Store struct {
+	*core
+	Agents      Agents
+	Keys        Keys
+	Accounts    Accounts
+	AuditTrail  AuditTrail
+	Presence    Presence
+	Credentials Credentials
+}
+
+// core is what every domain type shares: the pool, how its sockets behave and the durability of
+// security changes, with the one transaction helper (tx, withAudit) that all of them use, so that a
+// change and its audit event commit together whatever domain the change belongs to.
+type core struct {
 	pool *pgxpool.Pool
 	// blocking: the pool's sockets are blockconn sockets, whose timeouts bound each query.
 	blocking bool
@@ -87,14 +104,14 @@ func Open(dsn string, o PoolOptions) (*Store, error) {
 		cfg.ConnConfig.BuildContextWatcherHandler = cancelRequestHandler
 	}
 	cfg.HealthCheckPeriod = 5 * time.Second
-	s := &Store{blocking: o.SocketTimeout > 0, durable: o.Durable}
-	cfg.ConnConfig.Tracer = resetTracer{s}
+	c := &core{blocking: o.SocketTimeout > 0, durable: o.Durable}
+	cfg.ConnConfig.Tracer = resetTracer{c}
 	pool, err := pgxpool.NewWithConfig(context.Background(), cfg)
 	if err != nil {
 		return nil, fmt.Errorf("create database pool: %w", err)
 	}
-	s.pool = pool
-	return s, nil
+	c.pool = pool
+	return newStore(c), nil
 }
 
 // Ping checks the database answers.

@@ -23,7 +23,7 @@ type RefreshToken struct {
 }
 
 // CreateRefreshToken records the first token of a new family (at login).
-func (s *Store) CreateRefreshToken(ctx context.Context, t RefreshToken) error {
+func (s Accounts) CreateRefreshToken(ctx context.Context, t RefreshToken) error {
 	_, err := s.pool.Exec(ctx, `INSERT INTO refresh_tokens (jti, family, user_id, expires_at, family_expires_at) VALUES ($1, $2, $3, $4, $5)`,
 		t.JTI, t.Family, t.UserID, t.ExpiresAt, t.FamilyExpiresAt)
 	if err != nil {
@@ -45,7 +45,7 @@ type Rotated struct {
 // end, which rotation does not move (R3). A spent token presented again revokes its family and returns
 // ErrTokenReused (R2); an unknown, expired or revoked token, or one whose user is gone or disabled,
 // returns ErrNotFound.
-func (s *Store) RotateRefreshToken(ctx context.Context, userID, oldJTI, newJTI string, now time.Time, ttl time.Duration) (Rotated, error) {
+func (s Accounts) RotateRefreshToken(ctx context.Context, userID, oldJTI, newJTI string, now time.Time, ttl time.Duration) (Rotated, error) {
 	var out Rotated
 	// Not durable: a rotation gives a new token, and a 503 after it had committed would make the client
 	// repeat the spent token, which revokes its family (R2).
@@ -97,7 +97,7 @@ RETURNING t.family::text, t.family_expires_at`, oldJTI, userID).Scan(&fam, &famE
 }
 
 // RevokeFamily revokes every token of a refresh family (logout, replay).
-func (s *Store) RevokeFamily(ctx context.Context, family string) error {
+func (s Accounts) RevokeFamily(ctx context.Context, family string) error {
 	err := s.tx(ctx, true, func(tx pgx.Tx) error {
 		_, err := tx.Exec(ctx, `UPDATE refresh_tokens SET revoked_at = now() WHERE family = $1::uuid AND revoked_at IS NULL`, family)
 		return err
@@ -112,7 +112,7 @@ func (s *Store) RevokeFamily(ctx context.Context, family string) error {
 }
 
 // RefreshFamilyOf returns the family and user of a stored refresh token.
-func (s *Store) RefreshFamilyOf(ctx context.Context, jti string) (family, userID string, err error) {
+func (s Accounts) RefreshFamilyOf(ctx context.Context, jti string) (family, userID string, err error) {
 	err = s.idem().QueryRow(ctx, `SELECT family::text, user_id::text FROM refresh_tokens WHERE jti = $1::uuid`, jti).Scan(&family, &userID)
 	if errors.Is(err, pgx.ErrNoRows) || isInvalidText(err) {
 		return "", "", ErrNotFound

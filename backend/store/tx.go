@@ -86,7 +86,7 @@ func cancelRequestHandler(c *pgconn.PgConn) ctxwatch.Handler {
 // it is visible and its notification reaches the brokers without waiting for any standby: a revocation
 // bites within a second whatever the standby does), and then tx waits, for at most the durability
 // timeout, until a synchronous standby confirms it, returning ErrNotConfirmed when none does.
-func (s *Store) tx(ctx context.Context, durable bool, fn func(pgx.Tx) error) error {
+func (s *core) tx(ctx context.Context, durable bool, fn func(pgx.Tx) error) error {
 	sent, err := s.txOnce(ctx, durable, fn)
 	if err == nil || sent || ctx.Err() != nil || !connBroken(err) {
 		return err
@@ -98,7 +98,7 @@ func (s *Store) tx(ctx context.Context, durable bool, fn func(pgx.Tx) error) err
 
 // txOnce is one attempt of tx; sent reports whether COMMIT was sent (so that the outcome may be unknown
 // and the transaction must not be repeated).
-func (s *Store) txOnce(ctx context.Context, durable bool, fn func(pgx.Tx) error) (sent bool, err error) {
+func (s *core) txOnce(ctx context.Context, durable bool, fn func(pgx.Tx) error) (sent bool, err error) {
 	durable = durable && s.durable.enabled()
 	c, err := s.pool.Acquire(ctx)
 	if err != nil {
@@ -136,7 +136,7 @@ func (s *Store) txOnce(ctx context.Context, durable bool, fn func(pgx.Tx) error)
 // change too. The marker must write WAL, or PostgreSQL commits it without waiting (a transaction that
 // only took a transaction id does not wait): a transactional logical message does, with no table, and
 // any role may send one (logical decoding consumers see it under the prefix "iotauth").
-func (s *Store) confirm(ctx context.Context, c *pgxpool.Conn) error {
+func (s *core) confirm(ctx context.Context, c *pgxpool.Conn) error {
 	timeout := s.durable.Timeout
 	if timeout <= 0 {
 		timeout = DefaultDurableTimeout
@@ -186,7 +186,7 @@ func connBroken(err error) bool {
 
 // resetTracer drops the pool's idle connections when a statement fails on a dead connection, so that
 // after a failover only the first statement sees a stale connection, not one per pooled connection.
-type resetTracer struct{ s *Store }
+type resetTracer struct{ s *core }
 
 func (t resetTracer) TraceQueryStart(ctx context.Context, _ *pgx.Conn, _ pgx.TraceQueryStartData) context.Context {
 	return ctx
@@ -210,10 +210,10 @@ func (s *Store) SynchronousStandbys(ctx context.Context) (string, error) {
 // nothing more (last-used stamps) — on the pool, once more on a fresh connection when the first
 // attempt met a dead one. The row of QueryRow is read again as a whole; the rows of Query only when
 // the error came before the first row (later errors surface in rows.Err, past the point of repeating).
-type repeatable struct{ s *Store }
+type repeatable struct{ s *core }
 
 // idem returns the store's repeatable runner (see repeatable).
-func (s *Store) idem() DBTX { return repeatable{s} }
+func (s *core) idem() DBTX { return repeatable{s} }
 
 func (r repeatable) again(ctx context.Context, err error) bool {
 	return err != nil && ctx.Err() == nil && connBroken(err)

@@ -57,7 +57,7 @@ func scanUser(row pgx.Row) (User, error) {
 func NormalizeEmail(addr string) string { return email.Canonical(addr) }
 
 // CreateUser inserts an operator and the audit event recording it, in one transaction.
-func (s *Store) CreateUser(ctx context.Context, email, passwordHash, role string, audit AuditEvent) (User, error) {
+func (s Accounts) CreateUser(ctx context.Context, email, passwordHash, role string, audit AuditEvent) (User, error) {
 	var u User
 	err := s.withAudit(ctx, &audit, func(tx pgx.Tx) error {
 		var err error
@@ -77,17 +77,17 @@ func (s *Store) CreateUser(ctx context.Context, email, passwordHash, role string
 }
 
 // UserByEmail finds an operator by email (case-insensitively).
-func (s *Store) UserByEmail(ctx context.Context, email string) (User, error) {
+func (s Accounts) UserByEmail(ctx context.Context, email string) (User, error) {
 	return scanUser(s.idem().QueryRow(ctx, `SELECT `+userColumns+` FROM users WHERE lower(email) = $1`, NormalizeEmail(email)))
 }
 
 // UserByID finds an operator by id; a malformed id is ErrNotFound.
-func (s *Store) UserByID(ctx context.Context, id string) (User, error) {
+func (s Accounts) UserByID(ctx context.Context, id string) (User, error) {
 	return scanUser(s.idem().QueryRow(ctx, `SELECT `+userColumns+` FROM users WHERE id = $1::uuid`, id))
 }
 
 // ListUsers returns one page of operators, oldest first; more reports whether another page follows.
-func (s *Store) ListUsers(ctx context.Context, p Page) (users []User, more bool, err error) {
+func (s Accounts) ListUsers(ctx context.Context, p Page) (users []User, more bool, err error) {
 	after, afterID := p.cursor()
 	return listPage(ctx, s.idem(), "users", p, scanUser, `SELECT `+userColumns+` FROM users
  WHERE ($1::timestamptz IS NULL OR (created_at, id) > ($1, $2::uuid))
@@ -104,7 +104,7 @@ type UserChange struct {
 // UpdateUser applies ch in one transaction with its audit event. Disabling a user or changing their
 // password revokes all their refresh-token families (docs/security.md, R4). A change that would leave no
 // enabled admin is refused with ErrLastAdmin.
-func (s *Store) UpdateUser(ctx context.Context, id string, ch UserChange, audit AuditEvent) (User, error) {
+func (s Accounts) UpdateUser(ctx context.Context, id string, ch UserChange, audit AuditEvent) (User, error) {
 	var u User
 	err := s.withAudit(ctx, &audit, func(tx pgx.Tx) error {
 		// Serialise changes to users so that two admins demoting each other cannot both succeed.

@@ -2,7 +2,7 @@
 // known-good device) over fixed windows. A key that used up its budget is refused until its window ends,
 // so an attacker cannot guess quickly and the real owner is never locked out for good (docs/security.md, L3).
 // The counts live behind Counter so that every API replica shares them (PostgreSQL in production, see
-// store.Store; Memory for unit tests).
+// store.LoginAttempts; Memory for unit tests).
 //
 // It also holds the semaphore that caps concurrent password-hash computations (L5).
 package throttle

@@ -98,7 +98,7 @@ func agentCreate(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	if *expires > 0 {
 		exp = time.Now().Add(*expires)
 	}
-	a, err := agents.New(st, agents.Config{KeyKind: kind}).Create(ctx, cliService(), *name, exp)
+	a, err := agents.New(agents.StoreOf(st), agents.Config{KeyKind: kind}).Create(ctx, cliService(), *name, exp)
 	if errors.Is(err, service.ErrInvalid) {
 		return fmt.Errorf("the name must be 1 to 200 characters: %w", err)
 	}
@@ -131,7 +131,7 @@ func agentStatus(ctx context.Context, verb, status string, args []string, stdout
 		return err
 	}
 	defer st.Close()
-	_, err = agents.New(st, agents.Config{}).SetStatus(ctx, cliService(), uuid, status)
+	_, err = agents.New(agents.StoreOf(st), agents.Config{}).SetStatus(ctx, cliService(), uuid, status)
 	switch {
 	case errors.Is(err, service.ErrNotFound):
 		return notFound("no agent %q: check the uuid (iotauth agent list)", uuid)
@@ -174,7 +174,7 @@ the client id agent-<uuid> (or whatever plugin_opt_clientid says).
 		return err
 	}
 	defer st.Close()
-	moved, err := st.MoveLegacyToKeys(ctx, uuid, kind, cliAudit("legacy_agent_moved"))
+	moved, err := st.Credentials.MoveLegacyToKeys(ctx, uuid, kind, cliAudit("legacy_agent_moved"))
 	if err == nil {
 		enc := json.NewEncoder(stdout)
 		enc.SetIndent("", "  ")
@@ -189,7 +189,7 @@ the client id agent-<uuid> (or whatever plugin_opt_clientid says).
 	if !errors.Is(err, store.ErrNoLegacyUsername) {
 		return rotateError(uuid, err)
 	}
-	pw, err := agents.New(st, agents.Config{}).RotatePassword(ctx, cliService(), uuid)
+	pw, err := agents.New(agents.StoreOf(st), agents.Config{}).RotatePassword(ctx, cliService(), uuid)
 	if err != nil {
 		return rotateError(uuid, err)
 	}

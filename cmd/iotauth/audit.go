@@ -61,7 +61,7 @@ func auditTail(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return err
 	}
 	defer st.Close()
-	trail := audit.New(st)
+	trail := audit.New(st.AuditTrail)
 	emit := auditPrinter(stdout, *jsonOut)
 
 	// The newest event now, whatever the filters: the starting point of both the first print and --follow.

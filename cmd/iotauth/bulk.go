@@ -97,7 +97,7 @@ func agentCreateBulk(ctx context.Context, b bulkFlags, env string, expires time.
 	// The whole count is checked before anything else exists (the store checks it again, and every batch
 	// under the registration lock): a refusal leaves no agent and no output file behind.
 	if p.Limited {
-		n, err := st.CountAgents(ctx)
+		n, err := st.Agents.CountAgents(ctx)
 		if err != nil {
 			return fmt.Errorf("nothing was created: could not count the registered agents: %w", err)
 		}
@@ -125,7 +125,7 @@ func agentCreateBulk(ctx context.Context, b bulkFlags, env string, expires time.
 		}
 	}
 	start := time.Now()
-	created, err := st.CreateAgentsBulk(ctx, p, func(batch []store.BulkAgent) error {
+	created, err := st.Agents.CreateAgentsBulk(ctx, p, func(batch []store.BulkAgent) error {
 		for _, a := range batch {
 			r := bulkRecord{AgentUUID: a.AgentUUID, Name: a.Name, KeyID: a.KeyID, APIKey: a.APIKey.Reveal(),
 				MQTTPassword: a.MQTTPassword.Reveal(), ClientID: "agent-" + a.AgentUUID}

@@ -121,7 +121,7 @@ func reloadProviders(ctx context.Context, x exchangeSetup, st *store.Store, log 
 			log.Info("SIGHUP: OIDC providers reloaded", "providers", len(cfg.Providers), "removed", len(removed))
 			for _, name := range removed {
 				dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-				if err := st.DenySubject(dctx, "provider:"+name, "identity provider removed from the configuration"); err != nil {
+				if err := st.Credentials.DenySubject(dctx, "provider:"+name, "identity provider removed from the configuration"); err != nil {
 					log.Error("could not deny a removed identity provider; its MQTT sessions stay until they expire: run SELECT iotauth_deny('provider:<name>', 'removed') in the database",
 						"provider", name, "error", err.Error())
 				}

@@ -110,7 +110,7 @@ func importCmd(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		audit := cliAudit("legacy_import")
 		audit.Target = "import:" + rep.File
 		audit.Detail = map[string]any{"format": *format, "file": rep.File, "invalidSkipped": len(bad), "clientId": *clientID, "topics": []string(topics)}
-		res, err := st.ImportLegacy(ctx, la, audit)
+		res, err := st.Credentials.ImportLegacy(ctx, la, audit)
 		if err != nil {
 			return fmt.Errorf("import failed, nothing was imported: %w", err)
 		}

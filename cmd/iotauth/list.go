@@ -120,7 +120,7 @@ func agentList(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	defer st.Close()
 	tw := table(stdout, *lf.json, "UUID\tNAME\tSTATUS\tTARGET VERSION\tREPORTED\tCREATED")
 	err = walkPages(*lf.limit, func(p store.Page) ([]store.AgentInfo, bool, error) {
-		return st.ListAgents(ctx, store.AgentPage{Limit: p.Limit, AfterTime: p.AfterTime, AfterUUID: p.AfterID, Status: *status})
+		return st.Agents.ListAgents(ctx, store.AgentPage{Limit: p.Limit, AfterTime: p.AfterTime, AfterUUID: p.AfterID, Status: *status})
 	}, func(a store.AgentInfo) (time.Time, string) { return a.CreatedAt, a.UUID }, func(a store.AgentInfo) error {
 		if tw == nil {
 			return jsonLine(stdout, view.AgentOf(a, false))
@@ -150,7 +150,7 @@ func agentShow(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return err
 	}
 	defer st.Close()
-	a, err := st.GetAgent(ctx, pos[0])
+	a, err := st.Agents.GetAgent(ctx, pos[0])
 	if errors.Is(err, store.ErrNotFound) {
 		return notFound("no agent %q: check the uuid (iotauth agent list)", pos[0])
 	}
@@ -158,7 +158,7 @@ func agentShow(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return err
 	}
 	var keys []store.APIKey
-	if err := walkPages(0, func(p store.Page) ([]store.APIKey, bool, error) { return st.ListAPIKeys(ctx, a.UUID, p) },
+	if err := walkPages(0, func(p store.Page) ([]store.APIKey, bool, error) { return st.Keys.ListAPIKeys(ctx, a.UUID, p) },
 		func(k store.APIKey) (time.Time, string) { return k.CreatedAt, k.ID },
 		func(k store.APIKey) error { keys = append(keys, k); return nil }); err != nil {
 		return err
@@ -240,7 +240,7 @@ func userList(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	defer st.Close()
 	tw := table(stdout, *lf.json, "ID\tEMAIL\tROLE\tSTATE\tCREATED")
-	svc := users.New(st, users.Config{})
+	svc := users.New(st.Accounts, users.Config{})
 	err = walkPages(*lf.limit, func(p store.Page) ([]store.User, bool, error) { return svc.List(ctx, p) },
 		func(u store.User) (time.Time, string) { return u.CreatedAt, u.ID },
 		func(u store.User) error {
@@ -269,7 +269,7 @@ func userSetDisabled(ctx context.Context, verb string, disabled bool, args []str
 		return err
 	}
 	defer st.Close()
-	svc := users.New(st, users.Config{})
+	svc := users.New(st.Accounts, users.Config{})
 	u, err := svc.Find(ctx, who)
 	var se *service.Error
 	switch {

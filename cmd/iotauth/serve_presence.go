@@ -48,7 +48,7 @@ func prunePresence(ctx context.Context, st *store.Store, retention time.Duration
 	for {
 		var total int64
 		for ctx.Err() == nil {
-			n, err := st.PrunePresence(ctx, time.Now().Add(-retention), presencePruneBatch)
+			n, err := st.Presence.PrunePresence(ctx, time.Now().Add(-retention), presencePruneBatch)
 			if err != nil {
 				if ctx.Err() == nil {
 					log.Warn("could not prune old presence sessions; will try again in an hour", "error", err.Error())

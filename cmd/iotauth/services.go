@@ -25,7 +25,7 @@ func cliService() service.Actor {
 
 // keyService is the key service on st for a key environment (live or test).
 func keyService(st *store.Store, kind secret.Kind) (*keys.Service, error) {
-	return keys.New(st, keys.Config{KeyKind: kind})
+	return keys.New(st.Keys, keys.Config{KeyKind: kind})
 }
 
 // flagError turns a service's refusal of a request field into the message about the flag that set it

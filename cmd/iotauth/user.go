@@ -71,7 +71,7 @@ func userCreate(ctx context.Context, args []string, getenv func(string) string, 
 		return err
 	}
 	defer st.Close()
-	u, err := users.New(st, users.Config{}).Create(ctx, cliService(), users.NewUser{Email: addr, Password: pw, Role: *role})
+	u, err := users.New(st.Accounts, users.Config{}).Create(ctx, cliService(), users.NewUser{Email: addr, Password: pw, Role: *role})
 	if errors.Is(err, service.ErrConflict) {
 		return refused("a user with email %s exists already", addr)
 	}

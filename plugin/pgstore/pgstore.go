@@ -22,27 +22,27 @@ type Store struct{ St *store.Store }
 
 // LookupCredentials reads the credentials of the given keys.
 func (s Store) LookupCredentials(ctx context.Context, ds []secret.Digest) (map[secret.Digest]credential.Credential, error) {
-	return s.St.LookupCredentials(ctx, ds)
+	return s.St.Credentials.LookupCredentials(ctx, ds)
 }
 
 // ActiveCredentials calls fn for every active credential.
 func (s Store) ActiveCredentials(ctx context.Context, fn func(credential.Credential)) error {
-	return s.St.ActiveCredentials(ctx, fn)
+	return s.St.Credentials.ActiveCredentials(ctx, fn)
 }
 
 // KeyDigests calls fn for the digest of every key.
 func (s Store) KeyDigests(ctx context.Context, fn func(secret.Digest)) error {
-	return s.St.KeyDigests(ctx, fn)
+	return s.St.Credentials.KeyDigests(ctx, fn)
 }
 
 // LegacyDigests reads the set of live legacy usernames.
 func (s Store) LegacyDigests(ctx context.Context) (map[secret.Digest]struct{}, error) {
-	return s.St.LegacyDigests(ctx)
+	return s.St.Credentials.LegacyDigests(ctx)
 }
 
 // Denials reads the subject denials made since since.
 func (s Store) Denials(ctx context.Context, since time.Time) ([]denylist.Denial, error) {
-	ds, err := s.St.Denials(ctx, since)
+	ds, err := s.St.Credentials.Denials(ctx, since)
 	if err != nil {
 		return nil, err
 	}
@@ -63,7 +63,7 @@ func (s Store) AuditMany(ctx context.Context, es []engine.AuditEvent) error {
 	for i, e := range es {
 		out[i] = auditEvent(e)
 	}
-	return s.St.AuditMany(ctx, out)
+	return s.St.AuditTrail.AuditMany(ctx, out)
 }
 
 // RecordFastHashes records fast hashes of imported devices.
@@ -72,12 +72,12 @@ func (s Store) RecordFastHashes(ctx context.Context, hs []engine.FastHash, audit
 	for i, h := range hs {
 		out[i] = store.FastHash(h)
 	}
-	return s.St.RecordFastHashes(ctx, out, auditEvent(audit))
+	return s.St.Credentials.RecordFastHashes(ctx, out, auditEvent(audit))
 }
 
 // TouchKeys records the keys' use.
 func (s Store) TouchKeys(ctx context.Context, ds []secret.Digest) error {
-	return s.St.TouchKeys(ctx, ds)
+	return s.St.Credentials.TouchKeys(ctx, ds)
 }
 
 // Ping checks that PostgreSQL answers.
@@ -117,7 +117,7 @@ type Presence struct {
 
 // PresenceStart registers this start of the broker.
 func (p *Presence) PresenceStart(ctx context.Context, broker, incarnation string, timeout time.Duration) (int64, error) {
-	return p.St.PresenceStart(ctx, broker, incarnation, timeout)
+	return p.St.Presence.PresenceStart(ctx, broker, incarnation, timeout)
 }
 
 // PresenceWrite writes session starts and ends.
@@ -126,7 +126,7 @@ func (p *Presence) PresenceWrite(ctx context.Context, broker, incarnation string
 	for _, r := range rows {
 		out = append(out, store.PresenceRow(r))
 	}
-	err := p.St.PresenceWrite(ctx, broker, incarnation, out)
+	err := p.St.Presence.PresenceWrite(ctx, broker, incarnation, out)
 	clear(out) // keeps no session's strings alive
 	p.rows = out[:0]
 	return err
@@ -134,7 +134,7 @@ func (p *Presence) PresenceWrite(ctx context.Context, broker, incarnation string
 
 // PresenceHeartbeat renews the broker's presence.
 func (p *Presence) PresenceHeartbeat(ctx context.Context, broker, incarnation string, timeout time.Duration) (bool, error) {
-	return p.St.PresenceHeartbeat(ctx, broker, incarnation, timeout)
+	return p.St.Presence.PresenceHeartbeat(ctx, broker, incarnation, timeout)
 }
 
 // PresenceReconcile makes PostgreSQL's open sessions of this broker the live ones.
@@ -143,5 +143,5 @@ func (p *Presence) PresenceReconcile(ctx context.Context, broker, incarnation st
 	for i, r := range live {
 		out[i] = store.PresenceRow(r)
 	}
-	return p.St.PresenceReconcile(ctx, broker, incarnation, out, batch, at)
+	return p.St.Presence.PresenceReconcile(ctx, broker, incarnation, out, batch, at)
 }

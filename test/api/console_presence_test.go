@@ -612,7 +612,7 @@ FROM (SELECT i, now() - (random() * 100000) * interval '1 second' - interval '4 
 	e.exec(`INSERT INTO audit_events (actor, action, target, outcome, at) SELECT 'app-key:x', 'app_key_refused', 'app-key:x', 'failure', now() - (random() * 90000) * interval '1 second' FROM generate_series(1, 200)`)
 	step := 5 * time.Minute
 	since := time.Now().Add(-24 * time.Hour).Truncate(step)
-	pts, err := e.st.PresenceActivity(t.Context(), since, step, 288)
+	pts, err := e.st.Presence.PresenceActivity(t.Context(), since, step, 288)
 	if err != nil {
 		t.Fatal(err)
 	}

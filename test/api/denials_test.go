@@ -31,23 +31,23 @@ func TestSubjectDenials(t *testing.T) {
 	}
 	var first time.Time
 	ctx := context.Background()
-	ds, err := e.st.Denials(ctx, start)
+	ds, err := e.st.Credentials.Denials(ctx, start)
 	if err != nil || len(ds) != 2 {
 		t.Fatalf("denials %v, %v", ds, err)
 	}
 	first = ds[1].DeniedAt
 	e.exec(`UPDATE users SET role = 'viewer' WHERE id = $1::uuid`, uid)
-	ds, err = e.st.Denials(ctx, first)
+	ds, err = e.st.Credentials.Denials(ctx, first)
 	if err != nil || len(ds) != 1 || ds[0].Subject != "user:"+uid || !ds[0].DeniedAt.After(first) {
 		t.Fatalf("a re-role in SQL did not renew the user's denial: %v, %v", ds, err)
 	}
-	if err := e.st.DenySubject(ctx, "pk:123", "publishable key revoked"); err != nil {
+	if err := e.st.Credentials.DenySubject(ctx, "pk:123", "publishable key revoked"); err != nil {
 		t.Fatal(err)
 	}
-	if err := e.st.DenySubject(ctx, "nocolon", ""); err == nil {
+	if err := e.st.Credentials.DenySubject(ctx, "nocolon", ""); err == nil {
 		t.Fatal("a subject without a kind was accepted")
 	}
-	if n, err := e.st.PruneDenials(ctx, time.Now().Add(time.Minute)); err != nil || n != 3 {
+	if n, err := e.st.Credentials.PruneDenials(ctx, time.Now().Add(time.Minute)); err != nil || n != 3 {
 		t.Fatalf("pruned %d, %v", n, err)
 	}
 }

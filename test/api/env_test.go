@@ -338,7 +338,7 @@ func (e *env) createUser(email, password, role string) store.User {
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	u, err := e.st.CreateUser(context.Background(), email, h, role, store.AuditEvent{Actor: "test", Action: "user_create"})
+	u, err := e.st.Accounts.CreateUser(context.Background(), email, h, role, store.AuditEvent{Actor: "test", Action: "user_create"})
 	if err != nil {
 		e.t.Fatal(err)
 	}

@@ -88,11 +88,11 @@ func TestBadInputIsRefusedBeforePostgres(t *testing.T) {
 
 	// The backstop: a value that reaches PostgreSQL anyway is a data exception the API answers with 400,
 	// and an invalid-text error in a target state is no longer mistaken for an unknown agent.
-	_, err := e.st.SetTargetState(context.Background(), a.AgentUUID, []byte(`{"a": "\ud800"}`), 0, store.AuditEvent{Actor: "test", Action: "x"})
+	_, err := e.st.Agents.SetTargetState(context.Background(), a.AgentUUID, []byte(`{"a": "\ud800"}`), 0, store.AuditEvent{Actor: "test", Action: "x"})
 	if !errors.Is(err, store.ErrMalformed) {
 		t.Fatalf("SetTargetState with a lone surrogate: %v, want store.ErrMalformed", err)
 	}
-	_, err = e.st.ReportState(context.Background(), a.AgentUUID, []byte(`{"a": "\u0000"}`))
+	_, err = e.st.Agents.ReportState(context.Background(), a.AgentUUID, []byte(`{"a": "\u0000"}`))
 	if !errors.Is(err, store.ErrBadCharacter) {
 		t.Fatalf("ReportState with NUL: %v, want store.ErrBadCharacter", err)
 	}

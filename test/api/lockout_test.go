@@ -78,7 +78,7 @@ func cookieHeader(v string) map[string]string {
 // `iotauth serve` uses), including 30 parallel attempts that must let exactly the limit through.
 func TestLoginAttemptsConformance(t *testing.T) {
 	throttletest.Run(t, func(t *testing.T) throttle.Counter {
-		return harness.OpenStore(t, pg.NewDatabase(t)).LoginAttempts()
+		return harness.OpenStore(t, pg.NewDatabase(t)).Accounts.LoginAttempts()
 	})
 }
 

@@ -286,7 +286,7 @@ func TestPublishBridgeServe(t *testing.T) {
 	st := harness.OpenStore(t, dsn)
 	b := harness.PluginBroker(t, dsn)
 	a := harness.CreateAgent(t, st, "gw")
-	k, key, pw, err := st.CreateAppKey(context.Background(), store.NewAppKeyParams{Name: "ops", Rights: []string{store.RightPublish},
+	k, key, pw, err := st.Keys.CreateAppKey(context.Background(), store.NewAppKeyParams{Name: "ops", Rights: []string{store.RightPublish},
 		Topics: []store.AppTopic{{Access: "write", Pattern: "agents/+/cmd/#"}}}, store.AuditEvent{Actor: "test", Action: "app_key_create"})
 	if err != nil {
 		t.Fatal(err)

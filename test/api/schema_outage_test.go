@@ -154,7 +154,7 @@ func TestDatabaseOutageAnswers503(t *testing.T) {
 	}
 	st := harness.OpenStore(t, dsn)
 	h, _ := passhash.HashPassword("correct horse battery")
-	if _, err := st.CreateUser(ctx, "admin@example.com", h, "admin", store.AuditEvent{Actor: "test", Action: "user_create"}); err != nil {
+	if _, err := st.Accounts.CreateUser(ctx, "admin@example.com", h, "admin", store.AuditEvent{Actor: "test", Action: "user_create"}); err != nil {
 		t.Fatal(err)
 	}
 	p := startServe(t, dsn)

@@ -29,7 +29,7 @@ func (r *runner) appKeyFor(dsn string) (ConnectOptions, error) {
 		return ConnectOptions{}, err
 	}
 	defer st.Close()
-	_, key, pw, err := st.CreateAppKey(r.ctx, store.NewAppKeyParams{
+	_, key, pw, err := st.Keys.CreateAppKey(r.ctx, store.NewAppKeyParams{
 		Name: "bench consumer", Topics: []store.AppTopic{{Access: "read", Pattern: fanInFilter}},
 	}, store.AuditEvent{Actor: "bench", Action: "app_key_create"})
 	if err != nil {

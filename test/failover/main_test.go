@@ -52,7 +52,7 @@ func startAPI(t *testing.T, adminDSN, dsn string, env ...string) *api {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := st.CreateUser(context.Background(), adminEmail, h, "admin", store.AuditEvent{Actor: "test", Action: "user_create"}); err != nil {
+	if _, err := st.Accounts.CreateUser(context.Background(), adminEmail, h, "admin", store.AuditEvent{Actor: "test", Action: "user_create"}); err != nil {
 		t.Fatal(err)
 	}
 	bin, err := harness.BinPath()

@@ -37,7 +37,7 @@ func TestDelayedPromotion(t *testing.T) {
 	st := harness.OpenStore(t, primaryDSN)
 	first := harness.CreateAgent(t, st, "revoked-after-promotion")
 	missed := harness.CreateAgent(t, st, "revoked-while-broker-away")
-	_, appKey, _, err := st.CreateAppKey(context.Background(), store.NewAppKeyParams{Name: "consumer",
+	_, appKey, _, err := st.Keys.CreateAppKey(context.Background(), store.NewAppKeyParams{Name: "consumer",
 		Topics: []store.AppTopic{{Access: "read", Pattern: "agents/+/telemetry"}}}, store.AuditEvent{Actor: "test", Action: "app_key_create"})
 	if err != nil {
 		t.Fatal(err)

@@ -41,7 +41,7 @@ func (a Agent) Namespace() string { return "agents/" + a.UUID }
 // CreateAgent provisions an agent directly through the store.
 func CreateAgent(t testing.TB, st *store.Store, name string) Agent {
 	t.Helper()
-	n, err := st.CreateAgent(context.Background(), store.CreateAgentParams{Name: name})
+	n, err := st.Agents.CreateAgent(context.Background(), store.CreateAgentParams{Name: name})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -28,7 +28,7 @@ func (e *env) appKey(name string, expires time.Time, topics ...string) app {
 		access, pattern, _ := strings.Cut(s, " ")
 		p.Topics = append(p.Topics, store.AppTopic{Access: access, Pattern: pattern})
 	}
-	k, key, pw, err := e.st.CreateAppKey(context.Background(), p, store.AuditEvent{Actor: "test", Action: "app_key_create"})
+	k, key, pw, err := e.st.Keys.CreateAppKey(context.Background(), p, store.AuditEvent{Actor: "test", Action: "app_key_create"})
 	if err != nil {
 		e.t.Fatal(err)
 	}
@@ -224,7 +224,7 @@ func TestAppKeyRevokedOrExpiredKicked(t *testing.T) {
 		revoke func(k app)
 	}{
 		{"store revoke", func(k app) {
-			if _, err := e.st.RevokeAppKey(context.Background(), k.ID, store.AuditEvent{Actor: "test", Action: "app_key_revoke"}); err != nil {
+			if _, err := e.st.Keys.RevokeAppKey(context.Background(), k.ID, store.AuditEvent{Actor: "test", Action: "app_key_revoke"}); err != nil {
 				t.Fatal(err)
 			}
 		}},

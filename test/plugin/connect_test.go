@@ -65,14 +65,14 @@ func TestRefusals(t *testing.T) {
 	a := e.agent("good")
 	b := e.agent("other")
 	revoked := e.agent("revoked")
-	if _, err := e.st.RevokeAPIKey(context.Background(), revoked.KeyID, store.AuditEvent{Actor: "test", Action: "api_key_revoke"}); err != nil {
+	if _, err := e.st.Keys.RevokeAPIKey(context.Background(), revoked.KeyID, store.AuditEvent{Actor: "test", Action: "api_key_revoke"}); err != nil {
 		t.Fatal(err)
 	}
 	disabled := e.agent("disabled")
-	if err := e.st.SetAgentStatus(context.Background(), disabled.UUID, "disabled"); err != nil {
+	if err := e.st.Agents.SetAgentStatus(context.Background(), disabled.UUID, "disabled"); err != nil {
 		t.Fatal(err)
 	}
-	expiredNew, err := e.st.CreateAgent(context.Background(), store.CreateAgentParams{Name: "expired", Expires: time.Now().Add(-time.Minute)})
+	expiredNew, err := e.st.Agents.CreateAgent(context.Background(), store.CreateAgentParams{Name: "expired", Expires: time.Now().Add(-time.Minute)})
 	if err != nil {
 		t.Fatal(err)
 	}

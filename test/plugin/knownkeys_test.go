@@ -189,11 +189,11 @@ func TestKnownKeysFollowCreateRevokeAndDelete(t *testing.T) {
 	second := e.agent("created while running")
 	k := e.appKey("created while running", time.Time{}, "read agents/+/telemetry")
 	waitSeries(t, addr, gauge, 3, 10*time.Second)
-	if _, err := st.RevokeAPIKey(context.Background(), second.KeyID, store.AuditEvent{Actor: "test", Action: "api_key_revoke"}); err != nil {
+	if _, err := st.Keys.RevokeAPIKey(context.Background(), second.KeyID, store.AuditEvent{Actor: "test", Action: "api_key_revoke"}); err != nil {
 		t.Fatal(err)
 	}
 	waitSeries(t, addr, gauge, 2, 10*time.Second)
-	if _, err := st.RevokeAppKey(context.Background(), k.ID, store.AuditEvent{Actor: "test", Action: "app_key_revoke"}); err != nil {
+	if _, err := st.Keys.RevokeAppKey(context.Background(), k.ID, store.AuditEvent{Actor: "test", Action: "app_key_revoke"}); err != nil {
 		t.Fatal(err)
 	}
 	waitSeries(t, addr, gauge, 1, 10*time.Second)

@@ -26,7 +26,7 @@ func TestImportedUsernameNeverInPresence(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	res, err := e.st.ImportLegacy(ctx, []store.LegacyAccount{{Username: user, PasswordHash: string(hash), ClientID: user,
+	res, err := e.st.Credentials.ImportLegacy(ctx, []store.LegacyAccount{{Username: user, PasswordHash: string(hash), ClientID: user,
 		Rules: []store.LegacyRule{{Access: "readwrite", Pattern: "devices/%u/#"}}}},
 		store.AuditEvent{Actor: "test", Action: "legacy_import"})
 	if err != nil || len(res.Agents) != 1 {

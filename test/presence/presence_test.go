@@ -58,7 +58,7 @@ func newEnv(t *testing.T) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := e.st.CreateUser(context.Background(), "admin@example.com", h, "admin", store.AuditEvent{Actor: "test", Action: "user_create"}); err != nil {
+	if _, err := e.st.Accounts.CreateUser(context.Background(), "admin@example.com", h, "admin", store.AuditEvent{Actor: "test", Action: "user_create"}); err != nil {
 		t.Fatal(err)
 	}
 	var login struct {
@@ -222,7 +222,7 @@ func TestKickedRevokedReadsWithItsReason(t *testing.T) {
 	a := harness.CreateAgent(t, e.st, "kicked")
 	harness.MustConnect(t, b, a)
 	e.waitPresence(a.UUID, restDeadline, "online", onlineOn(1))
-	if _, err := e.st.RevokeAPIKey(context.Background(), a.KeyID, store.AuditEvent{Actor: "test", Action: "api_key_revoke"}); err != nil {
+	if _, err := e.st.Keys.RevokeAPIKey(context.Background(), a.KeyID, store.AuditEvent{Actor: "test", Action: "api_key_revoke"}); err != nil {
 		t.Fatal(err)
 	}
 	e.waitPresence(a.UUID, 5*time.Second, "kicked", offlineWith("kicked_revoked"))
@@ -403,7 +403,7 @@ type appKey struct{ ID, Key, Password string }
 
 func createAppKey(t *testing.T, e *env, name string, topics []store.AppTopic) appKey {
 	t.Helper()
-	k, key, pw, err := e.st.CreateAppKey(context.Background(), store.NewAppKeyParams{Name: name, Topics: topics},
+	k, key, pw, err := e.st.Keys.CreateAppKey(context.Background(), store.NewAppKeyParams{Name: name, Topics: topics},
 		store.AuditEvent{Actor: "test", Action: "app_key_create"})
 	if err != nil {
 		t.Fatal(err)

@@ -103,7 +103,7 @@ func New(c Config) (*Console, error) {
 	}
 	if c.Store == nil {
 		if src, ok := c.API.(interface{ ConsoleSessions() *store.Store }); ok && src.ConsoleSessions() != nil {
-			c.Store = src.ConsoleSessions()
+			c.Store = storeOf(src.ConsoleSessions())
 		} else {
 			return nil, errors.New("console: Store is required (the API does not offer its own)")
 		}

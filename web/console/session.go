@@ -30,7 +30,7 @@ const (
 
 // Store is what the console reads and writes in the database itself: its sessions (so that every
 // replica sees a sign-out, a disabled user or a changed password or role at the next request), and the
-// totals of the lists it pages through. *store.Store is one.
+// totals of the lists it pages through. storeOf builds one from a *store.Store.
 type Store interface {
 	CreateConsoleSession(ctx context.Context, cs store.ConsoleSession) error
 	TouchConsoleSession(ctx context.Context, digest []byte, now time.Time, idle time.Duration) (store.ConsoleSession, error)
@@ -45,6 +45,17 @@ type Store interface {
 	CountAudit(ctx context.Context, p store.AuditPage) (int64, error)
 	RefNames(ctx context.Context, refs []string) (map[string]string, error)
 	PresenceActivity(ctx context.Context, since time.Time, step time.Duration, n int) ([]store.ActivityPoint, error)
+}
+
+// storeOf is the console's Store on st: the domains it reads and writes.
+func storeOf(st *store.Store) Store {
+	return struct {
+		store.Accounts
+		store.Agents
+		store.Keys
+		store.AuditTrail
+		store.Presence
+	}{st.Accounts, st.Agents, st.Keys, st.AuditTrail, st.Presence}
 }
 
 // session is a browser's console session. The cookie carries only ID, 32 random bytes: no token, no

@@ -32,6 +32,14 @@ type Store interface {
 	Audit(ctx context.Context, e store.AuditEvent) error
 }
 
+// StoreOf is the Store on st: its agents and its audit trail.
+func StoreOf(st *store.Store) Store {
+	return struct {
+		store.Agents
+		store.AuditTrail
+	}{st.Agents, st.AuditTrail}
+}
+
 // Config configures a Service.
 type Config struct {
 	// KeyKind is the kind of device key a new agent gets: secret.APIKey (the default) or secret.TestAPIKey.
