@@ -121,3 +121,7 @@ func vsFresh(r Row) Row {
 	r.Baseline = "plugin, cache_ttl 1h"
 	return r
 }
+
+func init() {
+	RegisterTarget(RatioAtMost("intermittent agents", 1.10, Match{LoadPrefix: "9 intermittent", Figure: figConnectCPU}))
+}

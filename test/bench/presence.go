@@ -369,3 +369,9 @@ func presenceStatements(ctx context.Context, dsn string) (int64, error) {
     AND query LIKE '%presence\_%' AND query NOT LIKE '%pg_stat_statements%'`).Scan(&n)
 	return n, err
 }
+
+func init() {
+	RegisterTarget(RatioAtMost("presence cost", 1.03, Match{LoadPrefix: "8 presence: connect storm", Figure: "broker CPU per connect, presence on vs off"}))
+	RegisterTarget(RatioAtMost("presence reconnect storm", 1.05, Match{LoadPrefix: "8c presence", Figure: "time until all connected, presence on vs off"}))
+	RegisterTarget(ValueAtMost("presence statements", 200, false, "", Match{LoadPrefix: "8c presence", Figure: "presence statements to PostgreSQL, start to all sessions written"}))
+}

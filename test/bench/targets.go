@@ -144,7 +144,7 @@ func builtinTargets() []Target {
 			}
 			return fmt.Sprintf("%+.0f %%", (worst-1)*100), worst <= 0.95, true
 		}},
-		RatioAtMost("token reconnect", 1.2, Match{LoadPrefix: "7 short-lived credentials", Figure: figConnectCPU}),
+		RatioAtMost("token reconnect", 1.2, Match{LoadPrefix: "7r short-lived credentials", Figure: figConnectCPU}),
 		RatioAtMost("publish QoS 0/1", 1.05, Match{LoadPrefix: "2 publish QoS ", Figure: figDeliveredCPU}),
 		RatioAtMost("reconnect storm", 1.2, Match{LoadPrefix: "3 reconnect storm", Figure: "time until all connected, preload on"}),
 		ValueAtMost("revocation p99", 1e9, true, "dur",
