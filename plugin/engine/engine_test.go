@@ -132,6 +132,11 @@ type fakeStore struct {
 	lookups  int
 	denials  []denylist.Denial
 	feedCall func(ListenHandler)
+	// keysEntered and keysGate, when set, make KeyDigests say it was called and wait for the gate.
+	keysEntered chan struct{}
+	keysGate    chan struct{}
+	// activeCalled, when set, hears of every ActiveCredentials call (the preload).
+	activeCalled chan struct{}
 }
 
 func (s *fakeStore) fail() error {
@@ -176,6 +181,12 @@ func (s *fakeStore) LookupCredentials(_ context.Context, ds []secret.Digest) (ma
 }
 
 func (s *fakeStore) ActiveCredentials(_ context.Context, fn func(credential.Credential)) error {
+	if s.activeCalled != nil {
+		select {
+		case s.activeCalled <- struct{}{}:
+		default:
+		}
+	}
 	if err := s.fail(); err != nil {
 		return err
 	}
@@ -187,7 +198,18 @@ func (s *fakeStore) ActiveCredentials(_ context.Context, fn func(credential.Cred
 	return nil
 }
 
-func (s *fakeStore) KeyDigests(_ context.Context, fn func(secret.Digest)) error {
+func (s *fakeStore) KeyDigests(ctx context.Context, fn func(secret.Digest)) error {
+	if s.keysGate != nil {
+		select {
+		case s.keysEntered <- struct{}{}:
+		default:
+		}
+		select {
+		case <-s.keysGate:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
 	if err := s.fail(); err != nil {
 		return err
 	}
@@ -827,5 +849,40 @@ func TestRefreshBudgetNotSpentByOneClient(t *testing.T) {
 	f.e.auth.RefreshNow(context.Background())
 	if got := f.connect(501, b, "agent-"+agentB); got == OK {
 		t.Errorf("the silently revoked key is still admitted after a refresh (refreshes skipped: %d)", f.e.auth.Stats().RefreshSkipped)
+	}
+}
+
+// TestStartWaitsForTheKnownKeys: plugin start (and so the broker's listeners) waits, within preload_wait,
+// for the first load of the set of known keys, so that no forged-key budget is spent on a real key while
+// that set is empty. The load is held: neither the preload (after which Start returns) nor Start may
+// go ahead meanwhile. A build that did not wait is caught as soon as its preload runs (given 500 ms to).
+func TestStartWaitsForTheKnownKeys(t *testing.T) {
+	f := newFixture(t, [2]string{"preload_wait", "30s"})
+	d := f.device(t, agentA)
+	f.st.keysEntered, f.st.keysGate = make(chan struct{}, 1), make(chan struct{})
+	f.st.activeCalled = make(chan struct{}, 1)
+	f.st.feedCall = func(ListenHandler) {}
+	started := make(chan struct{})
+	go func() { f.e.Start(); close(started) }()
+	select {
+	case <-f.st.keysEntered:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the known keys were never loaded")
+	}
+	select {
+	case <-f.st.activeCalled:
+		t.Fatal("the preload ran, so Start could return, while the set of known keys was still loading")
+	case <-started:
+		t.Fatal("Start returned while the set of known keys was still loading")
+	case <-time.After(500 * time.Millisecond):
+	}
+	close(f.st.keysGate)
+	select {
+	case <-started:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Start did not return once the known keys loaded")
+	}
+	if !f.e.keys.set.Has(d.cred.Digest) {
+		t.Fatal("the set of known keys lacks the agent's key after Start")
 	}
 }
