@@ -36,13 +36,13 @@ func (c *Console) routes() {
 
 	m.HandleFunc("GET "+Prefix+"keys", c.page(c.keys.keysPage))
 	m.HandleFunc("POST "+Prefix+"keys", c.action(c.keys.createDeviceKey))
-	m.HandleFunc("POST "+Prefix+"keys/{id}/revoke", c.action(c.keys.revokeDeviceKey))
+	m.HandleFunc("POST "+Prefix+"keys/{id}/revoke", c.action(c.keys.remove(revokeDeviceKey)))
 	m.HandleFunc("POST "+Prefix+"app-keys", c.action(c.keys.createAppKey))
-	m.HandleFunc("POST "+Prefix+"app-keys/{id}/revoke", c.action(c.keys.revokeAppKey))
+	m.HandleFunc("POST "+Prefix+"app-keys/{id}/revoke", c.action(c.keys.remove(revokeAppKey)))
 
 	m.HandleFunc("GET "+Prefix+"provisioning", c.page(c.keys.provisioningPage))
 	m.HandleFunc("POST "+Prefix+"provisioning", c.action(c.keys.createProvisioningKey))
-	m.HandleFunc("POST "+Prefix+"provisioning/{id}/delete", c.action(c.keys.deleteProvisioningKey))
+	m.HandleFunc("POST "+Prefix+"provisioning/{id}/delete", c.action(c.keys.remove(deleteProvisioningKey)))
 
 	m.HandleFunc("GET "+Prefix+"users", c.page(c.admin.usersPage))
 	m.HandleFunc("GET "+Prefix+"license", c.page(c.admin.licensePage))

@@ -124,29 +124,6 @@ func (c *keysScreen) createDeviceKey(w http.ResponseWriter, r *http.Request, s *
 	return nil
 }
 
-// revokeDeviceKey: DELETE /api/v1/auth/api-keys/{id}; brokers close the agent's sessions that used it.
-func (c *keysScreen) revokeDeviceKey(w http.ResponseWriter, r *http.Request, s *session, v *view) error {
-	if !v.Can["keyRevoke"] {
-		return refused(v)
-	}
-	id := r.PathValue("id")
-	back := Prefix + "keys"
-	fields := map[string]string{}
-	if a := r.PostFormValue("agent"); a != "" {
-		back = Prefix + "agents/" + url.PathEscape(a)
-		fields["agent"] = a
-	}
-	if !c.ui.confirmed(w, r, s, v, confirmation{Title: "Revoke device API key", Target: orID(c.names.refName(r, "api-key:"+id)), TargetID: id,
-		Consequence: "Brokers close the agent's sessions that used this key within a second, and the key is refused from then on. This cannot be undone.",
-		Button:      "Revoke the key", Fields: fields, Back: back}) {
-		return nil
-	}
-	if err := c.api.do(r, s, http.MethodDelete, "/api/v1/auth/api-keys/"+url.PathEscape(id), nil); err != nil {
-		return err
-	}
-	return c.ui.redirect(w, r, s, back, "revoked")
-}
-
 // createAppKey: POST /api/v1/auth/app-keys with rights from checkboxes and topics one per line as
 // "access pattern" (read, write or readwrite); the key and its MQTT password are shown once.
 func (c *keysScreen) createAppKey(w http.ResponseWriter, r *http.Request, s *session, v *view) error {
@@ -182,26 +159,55 @@ func (c *keysScreen) createAppKey(w http.ResponseWriter, r *http.Request, s *ses
 	return nil
 }
 
-// revokeAppKey: DELETE /api/v1/auth/app-keys/{id}.
-func (c *keysScreen) revokeAppKey(w http.ResponseWriter, r *http.Request, s *session, v *view) error {
-	if !v.Can["appKeyRevoke"] {
-		return refused(v)
-	}
-	id := r.PathValue("id")
-	if !c.ui.confirmed(w, r, s, v, confirmation{Title: "Revoke application key", Target: orID(c.names.refName(r, "app-key:"+id)), TargetID: id,
-		Consequence: "Brokers close the key's MQTT sessions, and its REST calls and token exchanges are refused from then on. This cannot be undone.",
-		Button:      "Revoke the key", Back: Prefix + "keys"}) {
-		return nil
-	}
-	if err := c.api.do(r, s, http.MethodDelete, "/api/v1/auth/app-keys/"+url.PathEscape(id), nil); err != nil {
-		return err
-	}
-	return c.ui.redirect(w, r, s, Prefix+"keys", "app-revoked")
-}
-
 func nonNil(s []string) []string {
 	if s == nil {
 		return []string{}
 	}
 	return s
+}
+
+// removal is one key kind's confirmed removal: the right the page needs, the reference kind its name is
+// looked up by, the confirmation's words, the API's DELETE path (the id appended), where to go after
+// and the notice shown there.
+type removal struct {
+	right, ref, title, consequence, button, path, back, notice string
+	// fromAgent: the form may name the agent whose page it was sent from, which is where to go back.
+	fromAgent bool
+}
+
+var (
+	// revokeDeviceKey: brokers close the agent's sessions that used the key.
+	revokeDeviceKey = removal{right: "keyRevoke", ref: "api-key:", title: "Revoke device API key",
+		consequence: "Brokers close the agent's sessions that used this key within a second, and the key is refused from then on. This cannot be undone.",
+		button:      "Revoke the key", path: "/api/v1/auth/api-keys/", back: Prefix + "keys", notice: "revoked", fromAgent: true}
+	revokeAppKey = removal{right: "appKeyRevoke", ref: "app-key:", title: "Revoke application key",
+		consequence: "Brokers close the key's MQTT sessions, and its REST calls and token exchanges are refused from then on. This cannot be undone.",
+		button:      "Revoke the key", path: "/api/v1/auth/app-keys/", back: Prefix + "keys", notice: "app-revoked"}
+	deleteProvisioningKey = removal{right: "provisionDelete", ref: "provisioning-key:", title: "Delete provisioning key",
+		consequence: "Devices can no longer register with this key. This cannot be undone.",
+		button:      "Delete the key", path: "/api/v1/provision/keys/", back: Prefix + "provisioning", notice: "deleted"}
+)
+
+// remove asks for confirmation, then removes the key {id} through the API (DELETE k.path+id).
+func (c *keysScreen) remove(k removal) func(w http.ResponseWriter, r *http.Request, s *session, v *view) error {
+	return func(w http.ResponseWriter, r *http.Request, s *session, v *view) error {
+		if !v.Can[k.right] {
+			return refused(v)
+		}
+		id := r.PathValue("id")
+		back := k.back
+		var fields map[string]string
+		if a := r.PostFormValue("agent"); k.fromAgent && a != "" {
+			back = Prefix + "agents/" + url.PathEscape(a)
+			fields = map[string]string{"agent": a}
+		}
+		if !c.ui.confirmed(w, r, s, v, confirmation{Title: k.title, Target: orID(c.names.refName(r, k.ref+id)), TargetID: id,
+			Consequence: k.consequence, Button: k.button, Fields: fields, Back: back}) {
+			return nil
+		}
+		if err := c.api.do(r, s, http.MethodDelete, k.path+url.PathEscape(id), nil); err != nil {
+			return err
+		}
+		return c.ui.redirect(w, r, s, back, k.notice)
+	}
 }

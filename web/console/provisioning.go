@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"html/template"
 	"net/http"
-	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -113,23 +112,6 @@ func (c *keysScreen) createProvisioningKey(w http.ResponseWriter, r *http.Reques
 	}
 	c.ui.render(w, r, s, http.StatusCreated, "provisioned", v)
 	return nil
-}
-
-// deleteProvisioningKey: DELETE /api/v1/provision/keys/{id}.
-func (c *keysScreen) deleteProvisioningKey(w http.ResponseWriter, r *http.Request, s *session, v *view) error {
-	if !v.Can["provisionDelete"] {
-		return refused(v)
-	}
-	id := r.PathValue("id")
-	if !c.ui.confirmed(w, r, s, v, confirmation{Title: "Delete provisioning key", Target: orID(c.names.refName(r, "provisioning-key:"+id)), TargetID: id,
-		Consequence: "Devices can no longer register with this key. This cannot be undone.",
-		Button:      "Delete the key", Back: Prefix + "provisioning"}) {
-		return nil
-	}
-	if err := c.api.do(r, s, http.MethodDelete, "/api/v1/provision/keys/"+url.PathEscape(id), nil); err != nil {
-		return err
-	}
-	return c.ui.redirect(w, r, s, Prefix+"provisioning", "deleted")
 }
 
 // publicBase is the API's base URL as the operator's browser reaches it.
