@@ -92,7 +92,6 @@ int iotauth_mark_reads(uintptr_t client)
 	}
 	if ((m = find(client)) == NULL) {
 		if ((mark_used + 1) * 2 > mark_cap && grow() != 0) {
-			iotauth_unmark(client);
 			return -1;
 		}
 		m = slot_for(client);

@@ -306,13 +306,6 @@ func (c *Cache[K, V, G]) FeedDown() {
 	c.mu.Unlock()
 }
 
-// FeedIsUp reports whether the change feed is up (FeedUp without a FeedDown since).
-func (c *Cache[K, V, G]) FeedIsUp() bool {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.feedSince != 0
-}
-
 // Purge drops everything.
 func (c *Cache[K, V, G]) Purge() {
 	if c.lru == nil {

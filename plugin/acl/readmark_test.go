@@ -42,8 +42,10 @@ func brokerMatches(filter, topic string) bool {
 	return len(f) == len(t)
 }
 
-// fastReadAnswers is the C shim's read mark (c/iotauth_marks.c): whether it answers a READ of topic
-// itself (always with "allowed") instead of asking Go.
+// fastReadAnswers is the C shim's read mark (c/iotauth_marks.c, iotauth_mark_allows): whether it answers
+// a READ of topic itself (always with "allowed") instead of asking Go. It is a Go copy of the C rule: a
+// change to one must be made to the other; test_read_marks in c/iotauth_marks_test.c pins the C side to
+// the same cases (plain topics only, no '$', no wildcard, at most the maximum length).
 func fastReadAnswers(topic string) bool {
 	return topic != "" && topic[0] != '$' && len(topic) <= MaxTopicLen && !strings.ContainsAny(topic, "+#")
 }

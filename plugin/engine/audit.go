@@ -137,8 +137,8 @@ func (a *auditLog) write(ctx context.Context) {
 // thread and written by the periodic loop.
 type writes struct {
 	e       *Engine
-	fast    *batch.Batcher[string, FastHash]             // by agent: fast hashes to record
-	touches *batch.Batcher[secret.Digest, secret.Digest] // keys that connected since the last write
+	fast    *batch.Batcher[string, FastHash]        // by agent: fast hashes to record
+	touches *batch.Batcher[secret.Digest, struct{}] // keys that connected since the last write
 }
 
 // queueFastHash is the authorizer's FastHashRecorder: on the broker thread, it only queues; the periodic
@@ -176,7 +176,7 @@ func (w *writes) touchUsedKeys(ctx context.Context) {
 	if w.touches.Len() == 0 || e.auth.StoreDown() {
 		return
 	}
-	ds := w.touches.Take().Values()
+	ds := w.touches.Take().Keys()
 	tctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	if err := e.store.TouchKeys(tctx, ds); err != nil {

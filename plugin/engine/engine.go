@@ -287,7 +287,7 @@ func New(c Config) (*Engine, error) {
 	e.denials = denylist.New(c.DenialKeep)
 	names := legacy.New()
 	e.writes = &writes{e: e, fast: batch.New[string, FastHash](maxQueuedFastHashes, 0, nil),
-		touches: batch.New[secret.Digest, secret.Digest](maxQueuedTouches, touchEvery, nil)}
+		touches: batch.New[secret.Digest, struct{}](maxQueuedTouches, touchEvery, nil)}
 	e.auth = auth.New(auth.Config{
 		Budget: authBudget(lookups), KeyKind: cfg.KeyKind, ClientID: cfg.ClientID, Rules: cfg.ACL, DBTimeout: cfg.DBTimeout,
 		DeferUnknown: cfg.DeferUnknown, NamePrefix: renamedPrefix, CustomNamePrefix: renamedCustomPrefix,

@@ -20,7 +20,7 @@ type presenceHooks struct {
 	rec *presence.Recorder
 }
 
-// startPresence registers this start (closing the previous start's sessions) before the broker's
+// start registers this start (closing the previous start's sessions) before the broker's
 // listeners open, and starts the recorder's writer.
 func (p presenceHooks) start() {
 	e, rec := p.e, p.rec
@@ -39,7 +39,7 @@ func (p presenceHooks) start() {
 		"events", e.cfg.PresenceEvents) // tests wait for it
 }
 
-// presenceConnected records an admitted session. Broker's thread.
+// connected records an admitted session. Broker's thread.
 func (p presenceHooks) connected(client uintptr, s *auth.Session) {
 	if p.rec == nil {
 		return
@@ -57,7 +57,7 @@ func (p presenceHooks) disconnected(client uintptr, code int) {
 	}
 }
 
-// presenceKicking gives a kicked session's coming end its reason.
+// kicking gives a kicked session's coming end its reason.
 func (p presenceHooks) kicking(s session.Snapshot, reason error) {
 	if p.rec != nil {
 		_, id := presence.KindOf(&s.Session)
@@ -65,7 +65,7 @@ func (p presenceHooks) kicking(s session.Snapshot, reason error) {
 	}
 }
 
-// publishPresence publishes the queued lifecycle events. Broker's thread (TICK).
+// publish publishes the queued lifecycle events. Broker's thread (TICK).
 func (p presenceHooks) publish() {
 	e := p.e
 	if p.rec == nil {
@@ -90,7 +90,7 @@ func presenceRefuses(access acl.Access, topic string) bool {
 	return access == acl.Write && presence.Reserved(topic)
 }
 
-// closePresence ends the live sessions (broker_shutdown) and writes what is queued, within 3 s.
+// close ends the live sessions (broker_shutdown) and writes what is queued, within 3 s.
 func (p presenceHooks) close() {
 	e := p.e
 	if p.rec == nil {

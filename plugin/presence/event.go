@@ -9,16 +9,11 @@ import (
 // atFormat is RFC 3339 in UTC with milliseconds.
 const atFormat = "2006-01-02T15:04:05.000Z"
 
-// appendEvent appends a lifecycle event's JSON to buf: {"event","agentUuid","clientId","broker","at"}
-// and "reason" on disconnected only. Written by hand: thousands are encoded a second during a connect
-// storm, and encoding/json would allocate for each.
-func appendEvent(buf []byte, event, agent, clientID, broker string, at time.Time, reason Reason) []byte {
-	return appendEventJSON(buf, event, agent, clientID, appendJSONString(nil, broker), at, reason)
-}
-
-// appendEventJSON is appendEvent with the broker id already encoded as a JSON string (the recorder does
-// it once). event ("connected", "disconnected") and reason are the package's own names, plain ASCII:
-// copied as they are, without a scan.
+// appendEventJSON appends a lifecycle event's JSON to buf: {"event","agentUuid","clientId","broker","at"}
+// and "reason" on disconnected only, with the broker id already encoded as a JSON string (the recorder
+// does it once). Written by hand: thousands are encoded a second during a connect storm, and
+// encoding/json would allocate for each. event ("connected", "disconnected") and reason are the
+// package's own names, plain ASCII: copied as they are, without a scan.
 func appendEventJSON(buf []byte, event, agent, clientID string, brokerJSON []byte, at time.Time, reason Reason) []byte {
 	buf = append(buf, `{"event":"`...)
 	buf = append(buf, event...)

@@ -452,7 +452,7 @@ func BenchmarkConnectDisconnect(b *testing.B) {
 func TestEventJSONMatchesEncodingJSON(t *testing.T) {
 	at := time.Date(2026, 1, 2, 3, 4, 5, 678_900_000, time.FixedZone("x", 3600))
 	for _, id := range []string{"agent-1", `q"uo\te`, "ctl\x00\x01\x1f\n\r\t", "ünïcødé ✓", "bad\xff\xfeutf8", ""} {
-		got := appendEvent(nil, "disconnected", "u-1", id, "b\"1", at, Takeover)
+		got := appendEventJSON(nil, "disconnected", "u-1", id, appendJSONString(nil, "b\"1"), at, Takeover)
 		var back map[string]string
 		if err := json.Unmarshal(got, &back); err != nil {
 			t.Fatalf("%q: invalid JSON %s: %v", id, got, err)
@@ -464,7 +464,7 @@ func TestEventJSONMatchesEncodingJSON(t *testing.T) {
 			t.Fatalf("%q: %s", id, got)
 		}
 	}
-	if got := string(appendEvent(nil, "connected", "u", "c", "b", at, "")); strings.Contains(got, "reason") {
+	if got := string(appendEventJSON(nil, "connected", "u", "c", appendJSONString(nil, "b"), at, "")); strings.Contains(got, "reason") {
 		t.Fatalf("connected with a reason: %s", got)
 	}
 }

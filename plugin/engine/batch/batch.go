@@ -95,6 +95,15 @@ type Batch[K comparable, V any] struct {
 // Empty reports whether the batch has nothing to write.
 func (t Batch[K, V]) Empty() bool { return len(t.Entries) == 0 && len(t.Dropped) == 0 }
 
+// Keys returns the entries' keys, oldest first.
+func (t Batch[K, V]) Keys() []K {
+	ks := make([]K, len(t.Entries))
+	for i, e := range t.Entries {
+		ks[i] = e.Key
+	}
+	return ks
+}
+
 // Values returns the entries' values, oldest first.
 func (t Batch[K, V]) Values() []V {
 	vs := make([]V, len(t.Entries))
