@@ -336,7 +336,8 @@ func TestConsoleWatchLiveAxeAndScreens(t *testing.T) {
 		if res := c.post(t, "/console/live/credential", url.Values{"csrf": {token}, "agent": {"not-a-uuid"}}, ce.url); res.StatusCode != http.StatusBadRequest || secretPattern.Match(res.body) {
 			t.Errorf("credential without an agent's UUID: %d %s, want 400 and no credential", res.StatusCode, res.body)
 		}
-		res := c.post(t, "/console/live/credential", url.Values{"csrf": {token}, "agent": {agent.AgentUUID}}, ce.url)
+		// Typed in capitals, the UUID names the same agent.
+		res := c.post(t, "/console/live/credential", url.Values{"csrf": {token}, "agent": {strings.ToUpper(agent.AgentUUID)}}, ce.url)
 		var cred struct {
 			MQTT struct {
 				Username, Password, ClientIDPrefix string

@@ -6,7 +6,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
-	"regexp"
+	"strings"
 	"time"
 
 	"github.com/iotauth/iotauth/backend/api"
@@ -33,8 +33,6 @@ const (
 	watchScriptURL = Prefix + "static/live/" + live.WatchScript
 	bundleURL      = Prefix + "static/live/mqtt.min.js"
 )
-
-var uuidRe = regexp.MustCompile(`^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$`)
 
 // liveScreen is Watch live: the console's live screen, the short-lived MQTT credential its script
 // connects with, and the sign-in state /live's script asks for.
@@ -76,8 +74,8 @@ func watching(w http.ResponseWriter, v *view, ws *url.URL) {
 // livePage: GET /console/live, /live in the console's layout: enter an agent's uuid and watch it
 // (?agent=<uuid> fills it in and starts).
 func (c *liveScreen) livePage(w http.ResponseWriter, r *http.Request, s *session, v *view) error {
-	agent := r.URL.Query().Get("agent")
-	if !uuidRe.MatchString(agent) {
+	agent := strings.ToLower(r.URL.Query().Get("agent"))
+	if !uuid.Valid(agent) {
 		agent = ""
 	}
 	name := ""
@@ -134,9 +132,9 @@ func (c *liveScreen) liveCredential(w http.ResponseWriter, r *http.Request) {
 	}
 	// The credential reads the watched agent's topics and nothing else, whatever the operator's role
 	// would allow: the page needs no more.
-	u, ok := uuid.Parse(r.PostFormValue("agent"))
-	agent := uuid.Format(u)
-	if !ok {
+	// The page posts the UUID as typed: either case is the same agent.
+	agent := strings.ToLower(r.PostFormValue("agent"))
+	if !uuid.Valid(agent) {
 		writeProblem(w, &problem{Status: http.StatusBadRequest, Code: "validation_failed",
 			Detail: "agent must be the UUID of the agent to watch (8-4-4-4-12 hexadecimal digits)"})
 		return
