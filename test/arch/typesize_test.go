@@ -18,6 +18,10 @@ import (
 // counts promoted methods (storesize_test.go).
 const maxMethods = 30
 
+// stricterMethods lowers the bound for packages whose types are split by design: each console screen is
+// its own type.
+var stricterMethods = map[string]int{"web/console": 25}
+
 // TestNoWideTypes counts the methods each type declares, per package, in every non-test Go file under
 // backend, plugin, web, cmd and cache, and fails on a type above maxMethods.
 func TestNoWideTypes(t *testing.T) {
@@ -65,8 +69,12 @@ func TestNoWideTypes(t *testing.T) {
 		t.Fatalf("found methods on only %d types: the walk missed the code", len(count))
 	}
 	for typ, n := range count {
-		if n > maxMethods {
-			t.Errorf("%s declares %d methods (at most %d): split it by job", typ, n, maxMethods)
+		limit := maxMethods
+		if l, ok := stricterMethods[typ[:strings.LastIndexByte(typ, '.')]]; ok {
+			limit = l
+		}
+		if n > limit {
+			t.Errorf("%s declares %d methods (at most %d): split it by job", typ, n, limit)
 		}
 	}
 }
